@@ -1,0 +1,2 @@
+//! diskimage: sniff, inspect and (feature `convert`) convert virtual machine disk images.
+#![forbid(unsafe_code)]
