@@ -1,0 +1,28 @@
+//! Server functions, grouped by area. Each one is a public HTTP endpoint under `/api/`, so each
+//! checks what it needs itself (accounts and policy arrive with the accounts issue).
+
+pub mod images;
+pub mod prefs;
+pub mod status;
+
+/// Server-side context the server functions reach through `use_context`.
+#[cfg(feature = "ssr")]
+pub mod context {
+    use leptos::prelude::use_context;
+
+    use crate::AppError;
+
+    /// Shared state the server provides to every request's reactive owner.
+    #[derive(Clone, Debug)]
+    pub struct ServerContext {
+        pub db: records::Db,
+        pub started: std::time::Instant,
+    }
+
+    /// The server context, or an internal error if the server forgot to provide it.
+    pub fn server_context() -> Result<ServerContext, AppError> {
+        use_context::<ServerContext>().ok_or_else(|| {
+            AppError::internal("server context", &std::io::Error::other("ServerContext was not provided"))
+        })
+    }
+}

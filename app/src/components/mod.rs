@@ -1,0 +1,4 @@
+//! Reusable view pieces: props in, events out. Server calls belong to pages.
+
+pub mod shell;
+pub mod size;

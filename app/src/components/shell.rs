@@ -1,0 +1,102 @@
+//! The navigation shell around every page: skip link, header with navigation, footer.
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+
+use crate::api::status::{server_status, StatusReport};
+
+/// Header, navigation and footer around the routed page.
+#[component]
+pub fn Shell(children: Children) -> impl IntoView {
+    view! {
+        <a class="skip-link" href="#main">"Skip to content"</a>
+        <header class="topbar">
+            <A href="/" attr:class="brand">
+                <span class="brand-mark" aria-hidden="true">"▲"</span>
+                <span class="brand-name">"Hangar"</span>
+            </A>
+            <nav aria-label="Main">
+                <ul class="nav">
+                    <li><A href="/images">"Images"</A></li>
+                    <li><A href="/upload">"Upload"</A></li>
+                    <li><A href="/storage">"Storage matrix"</A></li>
+                    <li><A href="/formats">"Formats"</A></li>
+                    <li><A href="/admin">"Admin"</A></li>
+                </ul>
+            </nav>
+        </header>
+        <main id="main" tabindex="-1">{children()}</main>
+        <Footer />
+    }
+}
+
+/// Footer with a server status check. The check needs the browser bundle: the button stays
+/// disabled until the page has hydrated, so a user without JavaScript never presses a dead button.
+#[component]
+fn Footer() -> impl IntoView {
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
+    let check = Action::new(|_: &()| server_status());
+    let result = move || {
+        check.value().get().map(|res| match res {
+            Ok(status) => status_line(&status),
+            Err(err) => format!("Server check failed: {err}"),
+        })
+    };
+    view! {
+        <footer class="footer">
+            <span>"Hangar " {env!("CARGO_PKG_VERSION")}</span>
+            <span class="footer-status">
+                <button
+                    id="status-check"
+                    class="button button-quiet"
+                    type="button"
+                    disabled=move || !hydrated.get() || check.pending().get()
+                    data-hydrated=move || hydrated.get().to_string()
+                    on:click=move |_| {
+                        check.dispatch(());
+                    }
+                >
+                    "Check server"
+                </button>
+                <output id="status-result" aria-live="polite">
+                    {move || if check.pending().get() { Some("Checking…".to_owned()) } else { result() }}
+                </output>
+            </span>
+        </footer>
+    }
+}
+
+fn status_line(status: &StatusReport) -> String {
+    let images = match status.images {
+        1 => "1 image".to_owned(),
+        n => format!("{n} images"),
+    };
+    format!(
+        "Server healthy · {} · {images} · up {}",
+        status.database,
+        uptime(status.uptime_seconds)
+    )
+}
+
+fn uptime(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        s => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_reads_naturally() {
+        let s = StatusReport { version: "0.1.0".into(), database: "SQLite".into(), images: 1, uptime_seconds: 3725 };
+        assert_eq!(status_line(&s), "Server healthy · SQLite · 1 image · up 1 h 2 min");
+        assert_eq!(uptime(59), "59 s");
+        assert_eq!(uptime(90_000), "1 d 1 h");
+    }
+}

@@ -1,0 +1,68 @@
+//! Hangar's user interface: the Leptos application rendered by the server (feature `ssr`) and
+//! hydrated in the browser (feature `hydrate`).
+//!
+//! - [`pages`]: one module per route.
+//! - [`components`]: reusable pieces (props in, events out, no server calls).
+//! - [`api`]: `#[server]` functions grouped by area; server-only code sits behind `ssr`.
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{path, SsrMode};
+
+pub mod api;
+pub mod components;
+mod error;
+pub mod formats;
+pub mod pages;
+
+pub use error::AppError;
+
+/// The name the build gives the browser bundle and stylesheet (`/pkg/hangar.js`, `.css`).
+pub const OUTPUT_NAME: &str = "hangar";
+
+/// The HTML document around the app, rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The application: navigation shell and routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Pages that load data render with `SsrMode::Async`: the server waits for their resources and
+    // sends complete HTML, so they work without JavaScript (out-of-order streaming would fill in
+    // `<Suspense>` content with inline scripts).
+    view! {
+        <Stylesheet id="leptos" href=format!("/pkg/{OUTPUT_NAME}.css") />
+        <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />
+        <Meta name="description" content="Hangar: upload, validate, convert and manage virtual machine images." />
+        <Title formatter=|page: String| if page.is_empty() { "Hangar".to_owned() } else { format!("{page} · Hangar") } />
+        <Router>
+            <components::shell::Shell>
+                <Routes fallback=pages::not_found::NotFound>
+                    <Route path=path!("/") view=pages::images::ImagesPage ssr=SsrMode::Async />
+                    <Route path=path!("/images") view=pages::images::ImagesPage ssr=SsrMode::Async />
+                    <Route path=path!("/upload") view=pages::coming::UploadPage />
+                    <Route path=path!("/storage") view=pages::coming::StoragePage />
+                    <Route path=path!("/formats") view=pages::formats::FormatsPage />
+                    <Route path=path!("/admin") view=pages::coming::AdminPage />
+                </Routes>
+            </components::shell::Shell>
+        </Router>
+    }
+}

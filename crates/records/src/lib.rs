@@ -1,0 +1,103 @@
+//! Hangar's records: the database behind the catalogue.
+//!
+//! This is the only crate that contains SQL. SQLite (a file in the data directory) is the embedded
+//! default; the pool is shared with the session store so that one file holds all state.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+mod images;
+
+pub use images::{ImageRow, NewImage};
+
+/// Errors of the records layer. The web layer maps them to what users see.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database could not be opened or migrated: the server cannot start.
+    #[error("cannot open the database at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the embedded migrations failed (for example a database from a newer Hangar).
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database failure; logged in full, shown to users as an internal error.
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+}
+
+/// How long a writer waits for SQLite's write lock before giving up. Requests are short, so
+/// five seconds means something is badly stuck rather than merely busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the pool. SQLite serialises writers anyway; readers in WAL mode run in
+/// parallel, and a handful covers a 2-core server without holding many file descriptors.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The database handle: a connection pool plus the queries Hangar runs.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+impl Db {
+    /// Opens (creating if needed) the SQLite database at `path` in WAL mode and applies the
+    /// embedded migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, DbError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across application crashes in WAL mode; a power loss can lose the
+            // last transactions but never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        Self::connect(options, &path.display().to_string()).await
+    }
+
+    /// Opens a database from a `sqlite:` URL (used by tests and by `HANGAR_DATABASE_URL`).
+    pub async fn open_url(url: &str) -> Result<Self, DbError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|source| DbError::Open { path: url.to_owned(), source })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        Self::connect(options, url).await
+    }
+
+    async fn connect(options: SqliteConnectOptions, label: &str) -> Result<Self, DbError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|source| DbError::Open { path: label.to_owned(), source })?;
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        tracing::debug!(database = label, "database opened and migrated");
+        Ok(Self { pool })
+    }
+
+    /// The pool, for the session store, which keeps its table in the same database.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Checks that the database answers; used by `/healthz`.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to finish (graceful shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

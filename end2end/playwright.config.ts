@@ -1,0 +1,66 @@
+import { defineConfig } from "@playwright/test";
+import * as path from "node:path";
+
+/**
+ * Hangar's end-to-end tests, in Debian's Chromium (never a downloaded browser).
+ *
+ * The test command builds the site and the server first; Playwright then starts that server
+ * on a free loopback port with a fresh data directory (see `webServer`).
+ *   HANGAR_BIN   the server binary (default ../target/debug/hangar)
+ *   E2E_PORT     the port (default 3100, so a developer's server on 3000 is left alone)
+ */
+const root = path.resolve(__dirname, "..");
+export const port = Number(process.env.E2E_PORT ?? 3100);
+export const hangarBin = process.env.HANGAR_BIN ?? path.join(root, "target/debug/hangar");
+const dataDir = path.join(root, "target/e2e/data");
+
+export const chromiumArgs = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-dev-shm-usage",
+  // Without these Chromium keeps trying to reach Google's hosts, which this network refuses.
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
+
+export default defineConfig({
+  testDir: "./tests",
+  fullyParallel: false,
+  workers: 1,
+  forbidOnly: !!process.env.CI,
+  retries: 0,
+  timeout: 30_000,
+  expect: { timeout: 10_000 },
+  reporter: [["list"]],
+  use: {
+    baseURL: `http://127.0.0.1:${port}`,
+    headless: true,
+    launchOptions: { executablePath: "/usr/bin/chromium", args: chromiumArgs },
+    trace: "retain-on-failure",
+  },
+  projects: [
+    {
+      // Every page must render and navigate from server-side rendering alone.
+      name: "no-js",
+      use: { javaScriptEnabled: false },
+      testMatch: ["pages.spec.ts", "nojs.spec.ts"],
+    },
+    {
+      name: "hydrated",
+      use: { javaScriptEnabled: true },
+      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts"],
+    },
+  ],
+  webServer: {
+    command: `rm -rf '${dataDir}' && '${hangarBin}' --listen 127.0.0.1:${port} --data-dir '${dataDir}'`,
+    url: `http://127.0.0.1:${port}/healthz`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { HANGAR_LOG: "warn" },
+  },
+});

@@ -1,0 +1,63 @@
+import { expect, test } from "@playwright/test";
+
+// Runs twice: without JavaScript (server rendering alone) and hydrated.
+
+test("the Images page shows a real empty state on a fresh install", async ({ page }) => {
+  const response = await page.goto("/");
+  expect(response?.status()).toBe(200);
+  await expect(page).toHaveTitle("Images · Hangar");
+  await expect(page.getByRole("heading", { level: 1, name: "Images" })).toBeVisible();
+  const empty = page.locator("#images-empty");
+  await expect(empty.getByRole("heading", { name: "No images yet" })).toBeVisible();
+  await expect(empty.getByRole("link", { name: "Upload your first image" })).toHaveAttribute("href", "/upload");
+});
+
+test("the navigation reaches every section, marking the current one", async ({ page }) => {
+  await page.goto("/images");
+  const nav = page.getByRole("navigation", { name: "Main" });
+  await expect(nav.getByRole("link", { name: "Images" })).toHaveAttribute("aria-current", "page");
+
+  await nav.getByRole("link", { name: "Formats" }).click();
+  await expect(page).toHaveURL(/\/formats$/);
+  await expect(page.getByRole("heading", { level: 1, name: "Formats" })).toBeVisible();
+  await expect(nav.getByRole("link", { name: "Formats" })).toHaveAttribute("aria-current", "page");
+
+  for (const [link, heading] of [
+    ["Upload", "Upload"],
+    ["Storage matrix", "Storage matrix"],
+    ["Admin", "Admin"],
+  ]) {
+    await nav.getByRole("link", { name: link }).click();
+    await expect(page.getByRole("heading", { level: 1, name: heading })).toBeVisible();
+    await expect(page.getByRole("note")).toContainText("Coming soon");
+  }
+});
+
+test("the Formats page presents every format family with its description", async ({ page }) => {
+  await page.goto("/formats");
+  const expected = ["QCOW2", "RAW", "VDI", "VHD / VHDX", "VMDK", "ISO 9660", "OVF / OVA", "AMI / AKI / ARI", "UEC tarball"];
+  const cards = page.locator("article.format-card");
+  await expect(cards).toHaveCount(expected.length);
+  for (const name of expected) {
+    const card = cards.filter({ has: page.getByRole("heading", { level: 2, name, exact: true }) });
+    await expect(card).toHaveCount(1);
+    await expect(card.locator("dd").first()).not.toBeEmpty();
+  }
+  await expect(page.locator("#qcow2")).toContainText("backing files");
+});
+
+test("an unknown address answers 404 with a way back", async ({ page }) => {
+  const response = await page.goto("/no/such/page");
+  expect(response?.status()).toBe(404);
+  await expect(page.getByRole("heading", { name: "Page not found" })).toBeVisible();
+  await page.getByRole("link", { name: "Go to your images" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: "Images" })).toBeVisible();
+});
+
+test("keyboard users can skip straight to the content", async ({ page }) => {
+  await page.goto("/formats");
+  await page.keyboard.press("Tab");
+  const skip = page.getByRole("link", { name: "Skip to content" });
+  await expect(skip).toBeFocused();
+  await expect(skip).toHaveAttribute("href", "#main");
+});

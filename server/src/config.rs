@@ -1,0 +1,272 @@
+//! Configuration in layers: built-in defaults, then an optional `hangar.toml`, then `HANGAR_*`
+//! environment variables, then command-line flags. Each later layer overrides the earlier ones.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The server's settings after all layers were applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Where Hangar keeps its database and (later) image data.
+    pub data_dir: PathBuf,
+    /// The built site: `pkg/hangar.js`, `pkg/hangar_bg.wasm`, `pkg/hangar.css` and `public/` files.
+    pub site_root: PathBuf,
+    /// `tracing` filter, e.g. `info` or `server=debug,info`.
+    pub log: String,
+    /// Send the session cookie only over HTTPS. Off by default because the default listener is
+    /// plain HTTP on loopback; turn it on behind a TLS-terminating proxy.
+    pub secure_cookies: bool,
+}
+
+/// Where the run command builds the site when Hangar is run from its source tree.
+const SOURCE_TREE_SITE_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/site");
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            data_dir: PathBuf::from("data"),
+            site_root: PathBuf::from(SOURCE_TREE_SITE_ROOT),
+            log: "info".to_owned(),
+            secure_cookies: false,
+        }
+    }
+}
+
+/// A configuration mistake, reported before anything starts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {message}")]
+    ReadFile { path: String, message: String },
+    #[error("invalid config file {path}: {message}")]
+    ParseFile { path: String, message: String },
+    #[error("invalid value {value:?} for {key}: {message}")]
+    BadValue { key: String, value: String, message: String },
+    #[error("unknown option {0:?} (see --help)")]
+    UnknownFlag(String),
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+}
+
+/// The file layer: every key optional, unknown keys refused so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    site_root: Option<PathBuf>,
+    log: Option<String>,
+    secure_cookies: Option<bool>,
+}
+
+/// What the command line asked for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub help: bool,
+    pub version: bool,
+}
+
+impl Flags {
+    /// Parses `--listen ADDR`, `--data-dir DIR`, `--config FILE` (also as `--flag=value`),
+    /// `--help` and `--version`.
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ConfigError> {
+        let mut flags = Flags::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = |name: &str| inline.clone().or_else(|| args.next()).ok_or_else(|| ConfigError::MissingValue(name.to_owned()));
+            match name.as_str() {
+                "--listen" => flags.listen = Some(value("--listen")?),
+                "--data-dir" => flags.data_dir = Some(PathBuf::from(value("--data-dir")?)),
+                "--config" => flags.config = Some(PathBuf::from(value("--config")?)),
+                "-h" | "--help" => flags.help = true,
+                "-V" | "--version" => flags.version = true,
+                "serve" => {}
+                _ => return Err(ConfigError::UnknownFlag(arg)),
+            }
+        }
+        Ok(flags)
+    }
+}
+
+pub const USAGE: &str = "\
+Hangar: upload, validate, convert and manage virtual machine images.
+
+Usage: hangar [serve] [OPTIONS]
+
+Options:
+  --listen ADDR     address to listen on (default 127.0.0.1:3000; env HANGAR_LISTEN)
+  --data-dir DIR    where the database and images live (default ./data; env HANGAR_DATA_DIR)
+  --config FILE     configuration file (default ./hangar.toml if it exists; env HANGAR_CONFIG)
+  -h, --help        show this help
+  -V, --version     show the version
+
+Other settings (file key / environment variable):
+  site_root       / HANGAR_SITE_ROOT       the built web assets (default: the source tree's target/site)
+  log             / HANGAR_LOG             log filter, e.g. info or server=debug (RUST_LOG also works)
+  secure_cookies  / HANGAR_SECURE_COOKIES  true behind an HTTPS proxy
+";
+
+impl Config {
+    /// Applies the layers: defaults → file → environment (`env` yields `HANGAR_*` lookups) → flags.
+    pub fn load(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+
+        let explicit = flags.config.clone().or_else(|| env("HANGAR_CONFIG").map(PathBuf::from));
+        let path = explicit.clone().or_else(|| {
+            let default = PathBuf::from("hangar.toml");
+            default.exists().then_some(default)
+        });
+        if let Some(path) = path {
+            config.apply_file(&path)?;
+        }
+
+        if let Some(v) = env("HANGAR_LISTEN") {
+            config.listen = parse_listen("HANGAR_LISTEN", &v)?;
+        }
+        if let Some(v) = env("HANGAR_DATA_DIR") {
+            config.data_dir = PathBuf::from(v);
+        }
+        // cargo-leptos passes the site root as LEPTOS_SITE_ROOT; ours wins if both are set.
+        if let Some(v) = env("HANGAR_SITE_ROOT").or_else(|| env("LEPTOS_SITE_ROOT")) {
+            config.site_root = PathBuf::from(v);
+        }
+        if let Some(v) = env("HANGAR_LOG").or_else(|| env("RUST_LOG")) {
+            config.log = v;
+        }
+        if let Some(v) = env("HANGAR_SECURE_COOKIES") {
+            config.secure_cookies = parse_bool("HANGAR_SECURE_COOKIES", &v)?;
+        }
+
+        if let Some(v) = &flags.listen {
+            config.listen = parse_listen("--listen", v)?;
+        }
+        if let Some(v) = &flags.data_dir {
+            config.data_dir = v.clone();
+        }
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::ReadFile { path: shown.clone(), message: e.to_string() })?;
+        let file: FileConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: shown.clone(), message: e.message().to_owned() })?;
+        if let Some(v) = file.listen {
+            self.listen = parse_listen("listen", &v)?;
+        }
+        // Relative paths in the file are relative to the file, not to wherever Hangar was started.
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(v) = file.data_dir {
+            self.data_dir = base.join(v);
+        }
+        if let Some(v) = file.site_root {
+            self.site_root = base.join(v);
+        }
+        if let Some(v) = file.log {
+            self.log = v;
+        }
+        if let Some(v) = file.secure_cookies {
+            self.secure_cookies = v;
+        }
+        Ok(())
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("hangar.db")
+    }
+}
+
+fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::BadValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        message: "expected IP:PORT, for example 127.0.0.1:3000".to_owned(),
+    })
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::BadValue { key: key.to_owned(), value: value.to_owned(), message: "expected true or false".to_owned() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_3000() {
+        let c = Config::load(&Flags::default(), env_of(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert!(!c.secure_cookies);
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hangar.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:4000\"\ndata_dir = \"state\"\nlog = \"debug\"\n").unwrap();
+
+        let flags = Flags { config: Some(file.clone()), ..Flags::default() };
+        let c = Config::load(&flags, env_of(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(c.data_dir, dir.path().join("state"), "relative to the file");
+        assert_eq!(c.log, "debug");
+
+        let c = Config::load(&flags, env_of(&[("HANGAR_LISTEN", "127.0.0.1:5000"), ("HANGAR_DATA_DIR", "/srv/h")])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/srv/h"));
+
+        let flags = Flags::parse(args(&["--config", file.to_str().unwrap(), "--listen=127.0.0.1:6000", "--data-dir", "/x"])).unwrap();
+        let c = Config::load(&flags, env_of(&[("HANGAR_LISTEN", "127.0.0.1:5000")])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn mistakes_are_reported_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hangar.toml");
+        std::fs::write(&file, "listn = \"127.0.0.1:4000\"\n").unwrap();
+        let flags = Flags { config: Some(file), ..Flags::default() };
+        let err = Config::load(&flags, env_of(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::ParseFile { ref message, .. } if message.contains("unknown field")), "{err}");
+
+        let err = Config::load(&Flags::default(), env_of(&[("HANGAR_LISTEN", "localhost")])).unwrap_err();
+        assert!(matches!(err, ConfigError::BadValue { .. }), "{err}");
+
+        let missing = Flags { config: Some(dir.path().join("nope.toml")), ..Flags::default() };
+        assert!(matches!(Config::load(&missing, env_of(&[])), Err(ConfigError::ReadFile { .. })));
+
+        assert_eq!(Flags::parse(args(&["--lisen", "x"])), Err(ConfigError::UnknownFlag("--lisen".into())));
+        assert_eq!(Flags::parse(args(&["--listen"])), Err(ConfigError::MissingValue("--listen".into())));
+        assert!(Flags::parse(args(&["serve", "--help"])).unwrap().help);
+    }
+}

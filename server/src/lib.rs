@@ -1,0 +1,193 @@
+//! The Hangar server: configuration, state, the axum router, and start-up/shutdown.
+//!
+//! `main.rs` only parses flags and calls [`run`]. Tests build the same [`router`] from an
+//! [`AppState`] and drive it with `tower::ServiceExt::oneshot`, or start [`serve`] on port 0.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use app::api::context::ServerContext;
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use leptos::prelude::{provide_context, LeptosOptions};
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use records::Db;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{ExpiredDeletion, Expiry, SessionManagerLayer};
+use tower_sessions_sqlx_store::SqliteStore;
+
+pub mod config;
+
+pub use config::{Config, ConfigError, Flags};
+
+/// Sessions end after this long without a request.
+const SESSION_IDLE_LIFETIME: time::Duration = time::Duration::days(14);
+
+/// How often expired sessions are purged from the database.
+const SESSION_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub leptos: LeptosOptions,
+    pub db: Db,
+    pub started: Instant,
+    pub config: Arc<Config>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Database(#[from] records::DbError),
+    #[error("cannot prepare the session table: {0}")]
+    Sessions(sqlx::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+impl AppState {
+    /// Opens the data directory and database (running migrations) for `config`.
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        let db = Db::open_sqlite(&config.database_path()).await?;
+        let leptos = LeptosOptions::builder()
+            .output_name(app::OUTPUT_NAME)
+            .site_root(config.site_root.to_string_lossy().into_owned())
+            .site_pkg_dir("pkg")
+            .site_addr(config.listen)
+            .build();
+        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config) })
+    }
+}
+
+/// The session layer, backed by a table in the same SQLite database so sessions survive restarts.
+pub async fn session_layer(state: &AppState) -> Result<SessionManagerLayer<SqliteStore>, StartError> {
+    let store = SqliteStore::new(state.db.pool().clone());
+    store.migrate().await.map_err(StartError::Sessions)?;
+    tokio::spawn(store.clone().continuously_delete_expired(SESSION_PURGE_INTERVAL));
+    Ok(SessionManagerLayer::new(store)
+        .with_name("hangar_session")
+        .with_secure(state.config.secure_cookies)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_expiry(Expiry::OnInactivity(SESSION_IDLE_LIFETIME)))
+}
+
+/// The whole HTTP surface: Leptos pages and server functions, `/healthz`, static files.
+pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Router {
+    let routes = generate_route_list(app::App);
+    let context = ServerContext { db: state.db.clone(), started: state.started };
+    let leptos = state.leptos.clone();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(context.clone()),
+            move || app::shell(leptos.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .layer(sessions)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Liveness and readiness: 200 when the database answers, 503 otherwise.
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.db.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ok", "database": "ok", "version": env!("CARGO_PKG_VERSION") })),
+        ),
+        Err(err) => {
+            tracing::error!(error = %err, "health check: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "unavailable", "database": "unavailable", "version": env!("CARGO_PKG_VERSION") })),
+            )
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Starts Hangar with `config` and runs until a shutdown signal.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let pkg = config.site_root.join("pkg").join(format!("{}.js", app::OUTPUT_NAME));
+    if !pkg.exists() {
+        tracing::warn!(
+            path = %pkg.display(),
+            "the browser bundle is missing: pages render but will not become interactive; build it with scripts/build-site.sh"
+        );
+    }
+    let state = AppState::open(config).await?;
+    let sessions = session_layer(&state).await?;
+    let addr = state.config.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+    let local = listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+    tracing::info!(
+        address = %format!("http://{local}"),
+        data_dir = %state.config.data_dir.display(),
+        "Hangar is listening"
+    );
+    let db = state.db.clone();
+    serve(listener, router(state, sessions), shutdown_signal())
+        .await
+        .map_err(|source| StartError::Listen { addr: local.to_string(), source })?;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
