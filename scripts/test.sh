@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test of Hangar: Rust unit and integration tests, clippy with warnings as errors
+# (server and browser builds), the wasm32 builds, and the Playwright suite in Debian's Chromium
+# against a freshly built server. Installs what it needs first (scripts/setup.sh test).
+#
+# usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+start=$SECONDS
+step() { printf '\n=== %s (%ss)\n' "$*" "$((SECONDS - start))"; }
+
+step "set-up"
+scripts/setup.sh test
+
+step "browser bundle (wasm32) and site"
+scripts/build-site.sh dev
+
+step "server binary"
+cargo build -p server --bin hangar
+
+step "Rust tests"
+cargo test -p server -p app -p records -p diskimage
+
+step "clippy: server side (warnings are errors)"
+cargo clippy -p server -p app -p records --all-targets -- -D warnings
+step "clippy: browser side"
+cargo clippy -p frontend -p app --target wasm32-unknown-unknown -- -D warnings
+step "clippy: diskimage (all features, and the WASM feature set)"
+cargo clippy -p diskimage --all-targets -- -D warnings
+cargo clippy -p diskimage --lib --no-default-features --target wasm32-unknown-unknown -- -D warnings
+
+step "diskimage builds for wasm32"
+cargo build -p diskimage --lib --no-default-features --target wasm32-unknown-unknown
+
+step "Playwright (Chromium: no-js and hydrated)"
+(cd end2end && HANGAR_BIN="$PWD/../target/debug/hangar" npx playwright test)
+
+step "all tests passed"
