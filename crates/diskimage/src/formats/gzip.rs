@@ -1,0 +1,208 @@
+//! gzip: header parsing and bounded streaming inflate (UEC tarballs, gzip'd initrds).
+//!
+//! Inflate has no natural bound, so every use caps the output ([`GZIP_SNIFF_OUTPUT`] when
+//! sniffing; [`GZIP_MAX_OUTPUT`] and [`GZIP_MAX_RATIO`] when inspecting).
+
+use crate::codes;
+use crate::ctx::{Ctx, PResult, Stop};
+use crate::limits::{GZIP_MAX_OUTPUT, GZIP_MAX_RATIO, GZIP_SNIFF_OUTPUT, MAX_READ_CHUNK};
+use crate::read::ReadAt;
+use crate::util::{byte, crc32_update, has_at, le16, le32};
+use miniz_oxide::inflate::stream::{inflate, InflateState};
+use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
+
+/// True for the gzip magic with the deflate method.
+pub fn is_gzip(h: &[u8]) -> bool {
+    has_at(h, 0, b"\x1f\x8b\x08")
+}
+
+/// Length of the gzip member header in `h`, or `None` if it is invalid or does not fit.
+pub fn header_len(h: &[u8]) -> Option<usize> {
+    if !is_gzip(h) || h.len() < 10 {
+        return None;
+    }
+    let flg = byte(h, 3);
+    if flg & 0xE0 != 0 {
+        return None;
+    }
+    let mut o = 10usize;
+    if flg & 4 != 0 {
+        o = o.checked_add(2 + usize::from(le16(h, o)))?;
+    }
+    for bit in [8u8, 16] {
+        if flg & bit != 0 {
+            let rest = h.get(o..)?;
+            let nul = rest.iter().position(|&c| c == 0)?;
+            o = o.checked_add(nul + 1)?;
+        }
+    }
+    if flg & 2 != 0 {
+        o += 2;
+    }
+    (o <= h.len()).then_some(o)
+}
+
+/// What a gzip stream holds, judged from its first inflated bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inner {
+    /// A tar archive (a UEC tarball).
+    Tar,
+    /// A cpio archive (an initrd).
+    Cpio,
+    /// Anything else.
+    Other,
+}
+
+/// Inflates at most [`GZIP_SNIFF_OUTPUT`] bytes from `head` and classifies them.
+pub fn sniff_inner(head: &[u8]) -> Inner {
+    let Some(start) = header_len(head) else { return Inner::Other };
+    let mut st = InflateState::new_boxed(DataFormat::Raw);
+    let mut out = vec![0u8; GZIP_SNIFF_OUTPUT];
+    let input = head.get(start..).unwrap_or(&[]);
+    let r = inflate(&mut st, input, &mut out, MZFlush::None);
+    let got = out.get(..r.bytes_written).unwrap_or(&[]);
+    classify(got)
+}
+
+/// Classifies decompressed bytes.
+pub fn classify(b: &[u8]) -> Inner {
+    if crate::formats::tar::is_tar_header(b) {
+        Inner::Tar
+    } else if crate::formats::kernel::initrd_kind(b, false) == Some("cpio") {
+        Inner::Cpio
+    } else {
+        Inner::Other
+    }
+}
+
+/// Why a gzip stream could not be read.
+#[derive(Debug)]
+pub(crate) enum GzError {
+    Stop(Stop),
+    Corrupt(String),
+    Bomb(String),
+}
+
+impl From<Stop> for GzError {
+    fn from(s: Stop) -> Self {
+        GzError::Stop(s)
+    }
+}
+
+/// A sequential reader of the inflated bytes of the gzip member at the start of `src`.
+pub(crate) struct GzStream<'a> {
+    src: &'a dyn ReadAt,
+    pos: u64,
+    state: Box<InflateState>,
+    inbuf: Vec<u8>,
+    in_start: usize,
+    out_total: u64,
+    crc: u32,
+    finished: bool,
+}
+
+impl<'a> GzStream<'a> {
+    pub fn new(src: &'a dyn ReadAt, head: &[u8]) -> Result<Self, GzError> {
+        let start = header_len(head).ok_or_else(|| GzError::Corrupt("the gzip header is invalid".into()))?;
+        Ok(GzStream {
+            src,
+            pos: start as u64,
+            state: InflateState::new_boxed(DataFormat::Raw),
+            inbuf: Vec::new(),
+            in_start: 0,
+            out_total: 0,
+            crc: 0,
+            finished: false,
+        })
+    }
+
+    /// Fills `buf` as far as possible; 0 means the end of the stream (trailer verified).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError> {
+        if self.finished || buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.in_start >= self.inbuf.len() {
+                let size = self.src.size();
+                let n = MAX_READ_CHUNK.min(size.saturating_sub(self.pos)) as usize;
+                self.inbuf.resize(n, 0);
+                if n > 0 {
+                    self.src.read_exact_at(self.pos, &mut self.inbuf).map_err(|e| GzError::Stop(e.into()))?;
+                }
+                self.in_start = 0;
+            }
+            let input = self.inbuf.get(self.in_start..).unwrap_or(&[]);
+            let had_input = !input.is_empty();
+            let r = inflate(&mut self.state, input, buf, MZFlush::None);
+            self.in_start += r.bytes_consumed;
+            self.pos += r.bytes_consumed as u64;
+            let written = buf.get(..r.bytes_written).unwrap_or(&[]);
+            self.crc = crc32_update(self.crc, written);
+            self.out_total += r.bytes_written as u64;
+            if self.out_total > GZIP_MAX_OUTPUT {
+                return Err(GzError::Bomb(format!("it inflates to more than {GZIP_MAX_OUTPUT} bytes")));
+            }
+            if self.out_total > self.pos.saturating_mul(GZIP_MAX_RATIO).max(1 << 20) {
+                return Err(GzError::Bomb(format!("it inflates more than {GZIP_MAX_RATIO} times its size")));
+            }
+            match r.status {
+                Ok(MZStatus::StreamEnd) => {
+                    self.finished = true;
+                    self.check_trailer()?;
+                    return Ok(r.bytes_written);
+                }
+                Ok(_) if r.bytes_written > 0 => return Ok(r.bytes_written),
+                Ok(_) => {}
+                Err(MZError::Buf) if r.bytes_written > 0 => return Ok(r.bytes_written),
+                Err(MZError::Buf) if had_input || self.pos < self.src.size() => {}
+                Err(_) => return Err(GzError::Corrupt("the compressed data is damaged or truncated".into())),
+            }
+            if !had_input && self.pos >= self.src.size() {
+                return Err(GzError::Corrupt("the compressed stream is truncated".into()));
+            }
+        }
+    }
+
+    fn check_trailer(&mut self) -> Result<(), GzError> {
+        let mut t = [0u8; 8];
+        if self.pos.saturating_add(8) > self.src.size() {
+            return Err(GzError::Corrupt("the gzip trailer is missing".into()));
+        }
+        self.src.read_exact_at(self.pos, &mut t).map_err(|e| GzError::Stop(e.into()))?;
+        if le32(&t, 0) != self.crc || le32(&t, 4) != (self.out_total & 0xFFFF_FFFF) as u32 {
+            return Err(GzError::Corrupt("the gzip checksum does not match the data".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Records a gzip error as a finding; passes `Stop` through.
+pub(crate) fn report(cx: &mut Ctx, e: GzError) -> PResult<()> {
+    match e {
+        GzError::Stop(s) => Err(s),
+        GzError::Corrupt(m) => {
+            cx.error(codes::GZIP_INVALID, format!("The gzip stream is invalid: {m}."));
+            Ok(())
+        }
+        GzError::Bomb(m) => {
+            cx.error(codes::GZIP_BOMB, format!("The gzip stream is refused: {m}."));
+            Ok(())
+        }
+    }
+}
+
+/// Inflates the whole stream into a small buffer, checking the caps and the trailer.
+pub(crate) fn verify_stream(cx: &mut Ctx) -> PResult<()> {
+    let head = cx.read(0, 64 << 10)?;
+    let src = cx.src;
+    let res = (|| -> Result<(), GzError> {
+        let mut gz = GzStream::new(src, &head)?;
+        let mut buf = vec![0u8; 64 << 10];
+        while gz.read(&mut buf)? > 0 {}
+        Ok(())
+    })();
+    match res {
+        Ok(()) => Ok(()),
+        Err(e) => report(cx, e),
+    }
+}

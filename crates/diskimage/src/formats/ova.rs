@@ -1,0 +1,274 @@
+//! OVA: a tar whose first member is the OVF descriptor. formats.md §2.5 #19–#20.
+
+use crate::codes;
+use crate::ctx::{Ctx, PResult, Parsed};
+use crate::detect::Detection;
+use crate::formats::gzip::GzError;
+use crate::formats::tar::{self, Member, ReadAtSource};
+use crate::limits::{MAX_READ_CHUNK, MF_MAX_SIZE, OVF_MAX_NODES, OVF_MAX_SIZE, TAR_MAX_MEMBERS};
+use crate::read::SubRange;
+use crate::report::{Format, Severity};
+use crate::{engine, InspectOptions};
+
+/// A disk as the OVF describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OvfDisk {
+    /// `ovf:diskId`.
+    pub id: String,
+    /// Member name the disk's file reference resolves to.
+    pub href: Option<String>,
+    /// Capacity in bytes (capacity × allocation units).
+    pub capacity: Option<u64>,
+    /// `ovf:format` URI.
+    pub format: String,
+}
+
+/// What Hangar needs from an OVF descriptor.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Ovf {
+    /// `References/File`: (id, href).
+    pub files: Vec<(String, String)>,
+    /// `DiskSection/Disk`.
+    pub disks: Vec<OvfDisk>,
+}
+
+/// Capacity allocation units such as `byte * 2^30`.
+fn units(s: Option<&str>) -> Option<u64> {
+    let Some(s) = s else { return Some(1) };
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if s == "byte" {
+        return Some(1);
+    }
+    let exp = s.strip_prefix("byte*2^")?;
+    let e: u32 = exp.parse().ok()?;
+    1u64.checked_shl(e).filter(|_| e < 64)
+}
+
+/// Parses OVF XML (no DTD, bounded nodes). Errors are user-facing reasons.
+pub fn parse_ovf(text: &str) -> Result<Ovf, String> {
+    if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
+        return Err("it contains a DOCTYPE or entity declaration".into());
+    }
+    let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: OVF_MAX_NODES, ..Default::default() };
+    let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| format!("it is not well-formed XML ({e})"))?;
+    let attr = |n: &roxmltree::Node, name: &str| {
+        n.attributes().find(|a| a.name() == name).map(|a| a.value().to_string())
+    };
+    let mut ovf = Ovf::default();
+    for n in doc.descendants().filter(|n| n.is_element()) {
+        match n.tag_name().name() {
+            "File" => {
+                if let (Some(id), Some(href)) = (attr(&n, "id"), attr(&n, "href")) {
+                    ovf.files.push((id, href));
+                }
+            }
+            "Disk" => {
+                let cap = attr(&n, "capacity").and_then(|c| c.trim().parse::<u64>().ok());
+                let u = units(attr(&n, "capacityAllocationUnits").as_deref());
+                let capacity = match (cap, u) {
+                    (Some(c), Some(u)) => c.checked_mul(u),
+                    _ => None,
+                };
+                ovf.disks.push(OvfDisk {
+                    id: attr(&n, "diskId").unwrap_or_default(),
+                    href: attr(&n, "fileRef"),
+                    capacity,
+                    format: attr(&n, "format").unwrap_or_default(),
+                });
+            }
+            _ => {}
+        }
+    }
+    // Resolve fileRef → href.
+    for d in &mut ovf.disks {
+        let href = d.href.as_ref().and_then(|r| ovf.files.iter().find(|(id, _)| id == r)).map(|(_, h)| h.clone());
+        d.href = href;
+    }
+    Ok(ovf)
+}
+
+fn gz_err(cx: &mut Ctx, e: GzError) -> PResult<()> {
+    crate::formats::gzip::report(cx, e)
+}
+
+pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
+    let mut issues = Vec::new();
+    // The browser walks only what the head holds; the server walks the whole archive.
+    let members: Vec<Member> = if cx.deep {
+        let mut src = ReadAtSource { src: cx.src, pos: 0 };
+        match tar::walk(&mut src, TAR_MAX_MEMBERS, 0, &mut issues) {
+            Ok(m) => m,
+            Err(e) => {
+                gz_err(cx, e)?;
+                return Ok(Parsed::new("ovf", None));
+            }
+        }
+    } else {
+        let mut src = ReadAtSource { src: &det.head, pos: 0 };
+        tar::walk(&mut src, TAR_MAX_MEMBERS, 0, &mut issues).unwrap_or_default()
+    };
+    for i in issues {
+        if cx.deep || i.code != codes::TRUNCATED {
+            cx.error(i.code, i.message);
+        }
+    }
+    let Some(ovf_member) = members.first().cloned() else {
+        cx.error(codes::OVA_OVF_FIRST, "The OVA has no members.");
+        return Ok(Parsed::new("ovf", None));
+    };
+    if members.iter().skip(1).any(|m| m.name.to_ascii_lowercase().ends_with(".ovf")) {
+        cx.error(codes::OVA_OVF_FIRST, "The OVA contains more than one .ovf descriptor.");
+    }
+    if ovf_member.size > OVF_MAX_SIZE {
+        cx.error(codes::OVF_INVALID, format!("The OVF descriptor is larger than {OVF_MAX_SIZE} bytes."));
+        return Ok(Parsed::new("ovf", None));
+    }
+    let Some(text) = read_member(cx, &ovf_member)? else {
+        return Ok(Parsed::new("ovf", None));
+    };
+    let text = match String::from_utf8(text) {
+        Ok(t) => t,
+        Err(_) => {
+            cx.error(codes::OVF_INVALID, "The OVF descriptor is not valid UTF-8.");
+            return Ok(Parsed::new("ovf", None));
+        }
+    };
+    let ovf = match parse_ovf(&text) {
+        Ok(o) => o,
+        Err(why) => {
+            cx.error(codes::OVF_INVALID, format!("The OVF descriptor is refused: {why}."));
+            return Ok(Parsed::new("ovf", None));
+        }
+    };
+    drop(text);
+    let complete = cx.deep;
+    for (_, href) in &ovf.files {
+        let bad = href.contains("://") || href.starts_with('/') || href.contains("..") || href.contains('\\');
+        if bad || (complete && !members.iter().any(|m| &m.name == href)) {
+            cx.error(
+                codes::OVF_HREF,
+                format!("The OVF refers to \"{}\", which is not a file inside this OVA.", href.chars().take(100).collect::<String>()),
+            );
+        }
+    }
+    if ovf.disks.is_empty() {
+        cx.error(codes::OVF_DISK_FORMAT, "The OVF describes no disks.");
+    }
+    let mut first_capacity = None;
+    for d in &ovf.disks {
+        let f = d.format.to_ascii_lowercase();
+        let vmdk = f.contains("vmdk.html#streamoptimized") || f.contains("vmdk.html#sparse");
+        if !vmdk {
+            cx.error(
+                codes::OVF_DISK_FORMAT,
+                format!("OVF disk \"{}\" has format \"{}\"; only streamOptimized or sparse VMDK disks are accepted.", d.id, d.format.chars().take(100).collect::<String>()),
+            );
+        }
+        if first_capacity.is_none() {
+            first_capacity = d.capacity;
+        }
+        let Some(href) = &d.href else {
+            cx.error(codes::OVF_HREF, format!("OVF disk \"{}\" does not refer to a file.", d.id));
+            continue;
+        };
+        if !complete {
+            continue;
+        }
+        let Some(m) = members.iter().find(|m| &m.name == href) else { continue };
+        if cx.depth > 0 {
+            cx.error(codes::NESTING_TOO_DEEP, "Archives nested inside archives are not accepted.");
+            continue;
+        }
+        let sub = SubRange::new(cx.src, m.offset, m.size);
+        let opts = InspectOptions { declared: Some(Format::Vmdk), file_name: Some(m.name.clone()), ..Default::default() };
+        let r = engine::inspect_dyn(&sub, &opts, cx.depth + 1);
+        for f in r.findings.iter().filter(|f| f.severity == Severity::Error) {
+            cx.error(codes::OVA_DISK, format!("Disk \"{}\" in the OVA is refused: {}", m.name.chars().take(100).collect::<String>(), f.message));
+        }
+        if let (Some(c), Some(v)) = (d.capacity, r.virtual_size) {
+            if c != v {
+                cx.error(
+                    codes::OVF_CAPACITY,
+                    format!("The OVF says disk \"{}\" holds {c} bytes but the disk itself says {v}.", d.id),
+                );
+            }
+        }
+    }
+    if complete {
+        manifest(cx, &members, &ovf)?;
+    }
+    Ok(Parsed { subformat: Some("ovf".into()), virtual_size: first_capacity })
+}
+
+/// Reads a whole member (bounded by the caller); `None` when sniffing and not in the head.
+fn read_member(cx: &mut Ctx, m: &Member) -> PResult<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    while (out.len() as u64) < m.size {
+        let Some(chunk) = cx.read_opt(m.offset + out.len() as u64, m.size - out.len() as u64)? else { return Ok(None) };
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out))
+}
+
+fn manifest(cx: &mut Ctx, members: &[Member], ovf: &Ovf) -> PResult<()> {
+    for m in members.iter().skip(1) {
+        let lower = m.name.to_ascii_lowercase();
+        if lower.ends_with(".mf") {
+            if m.size > MF_MAX_SIZE {
+                cx.error(codes::OVA_MANIFEST, "The OVA manifest is too large.");
+                continue;
+            }
+            let Some(text) = read_member(cx, m)? else { continue };
+            let text = String::from_utf8_lossy(&text).into_owned();
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                // "SHA256(name)= hex"
+                let parsed = line.split_once('(').and_then(|(alg, rest)| {
+                    let (name, rest) = rest.split_once(")=")?;
+                    Some((alg.trim(), name.trim(), rest.trim()))
+                });
+                let Some((alg, name, hex)) = parsed else {
+                    cx.error(codes::OVA_MANIFEST, "The OVA manifest has a line it cannot read.");
+                    break;
+                };
+                let Some(target) = members.iter().find(|x| x.name == name) else {
+                    cx.error(codes::OVA_MANIFEST, format!("The OVA manifest lists \"{}\", which is not in the archive.", name.chars().take(100).collect::<String>()));
+                    continue;
+                };
+                let got = match alg.to_ascii_uppercase().as_str() {
+                    "SHA256" => digest::<sha2::Sha256>(cx, target)?,
+                    "SHA1" => digest::<sha1::Sha1>(cx, target)?,
+                    "SHA512" => digest::<sha2::Sha512>(cx, target)?,
+                    _ => {
+                        cx.error(codes::OVA_MANIFEST, format!("The OVA manifest uses an unknown digest algorithm \"{}\".", alg.chars().take(20).collect::<String>()));
+                        continue;
+                    }
+                };
+                if !got.eq_ignore_ascii_case(hex) {
+                    cx.error(codes::OVA_DIGEST, format!("The digest of \"{}\" does not match the manifest; the OVA is damaged or was modified.", name.chars().take(100).collect::<String>()));
+                }
+            }
+        } else if lower.ends_with(".cert") {
+            // Certificates are kept but not verified.
+        } else if !ovf.files.iter().any(|(_, h)| h == &m.name) {
+            cx.warn(codes::OVA_UNREFERENCED, format!("The OVA member \"{}\" is not used by the OVF and will be ignored.", m.name.chars().take(100).collect::<String>()));
+        }
+    }
+    Ok(())
+}
+
+fn digest<D: sha2::Digest>(cx: &Ctx, m: &Member) -> PResult<String> {
+    let mut h = D::new();
+    let mut done = 0u64;
+    while done < m.size {
+        let chunk = cx.read(m.offset + done, (m.size - done).min(MAX_READ_CHUNK))?;
+        if chunk.is_empty() {
+            break;
+        }
+        h.update(&chunk);
+        done += chunk.len() as u64;
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

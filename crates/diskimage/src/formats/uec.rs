@@ -1,0 +1,123 @@
+//! UEC tarballs: a gzip'd tar with a machine image (`*.img`), usually a kernel (`*vmlinuz*`) and
+//! a ramdisk (`*initrd*`). formats.md §2.5 #21.
+
+use crate::codes;
+use crate::ctx::{Ctx, PResult, Parsed};
+use crate::detect::{detect, Detection};
+use crate::formats::gzip::{self, GzStream};
+use crate::formats::kernel;
+use crate::formats::tar::{self, GzSource};
+use crate::limits::{TAR_MAX_MEMBERS, UEC_MEMBER_HEAD};
+use crate::read::SparseBytes;
+
+/// The role of a UEC member, from its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `*.img`: the machine image (AMI).
+    Image,
+    /// `*vmlinuz*`: the kernel (AKI).
+    Kernel,
+    /// `*initrd*`: the ramdisk (ARI).
+    Ramdisk,
+    /// README, loader, anything else.
+    Other,
+}
+
+/// Classifies a member name.
+pub fn role(name: &str) -> Role {
+    let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+    if base.contains("vmlinuz") || base.contains("kernel") {
+        Role::Kernel
+    } else if base.contains("initrd") || base.contains("initramfs") {
+        Role::Ramdisk
+    } else if base.ends_with(".img") {
+        Role::Image
+    } else {
+        Role::Other
+    }
+}
+
+pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
+    let mut issues = Vec::new();
+    // The browser looks at the members inside the inflated head only.
+    let members = if cx.deep {
+        let gz = match GzStream::new(cx.src, &det.head) {
+            Ok(g) => g,
+            Err(e) => {
+                gzip::report(cx, e)?;
+                return Ok(Parsed::new("tar.gz", None));
+            }
+        };
+        let mut src = GzSource { gz, pos: 0, buf: Vec::new() };
+        match tar::walk(&mut src, TAR_MAX_MEMBERS, UEC_MEMBER_HEAD, &mut issues) {
+            Ok(m) => m,
+            Err(e) => {
+                gzip::report(cx, e)?;
+                return Ok(Parsed::new("tar.gz", None));
+            }
+        }
+    } else {
+        let gz = match GzStream::new(&det.head, &det.head) {
+            Ok(g) => g,
+            Err(_) => return Ok(Parsed::new("tar.gz", None)),
+        };
+        let mut src = GzSource { gz, pos: 0, buf: Vec::new() };
+        tar::walk(&mut src, TAR_MAX_MEMBERS, 4096, &mut issues).unwrap_or_default()
+    };
+    for i in issues {
+        if cx.deep || i.code != codes::TRUNCATED {
+            cx.error(i.code, i.message);
+        }
+    }
+    let mut images = 0;
+    let mut image_size = None;
+    for m in &members {
+        let name: String = m.name.chars().take(100).collect();
+        match role(&m.name) {
+            Role::Kernel => {
+                if !m.head.is_empty() && !kernel::is_kernel_member(&m.head) {
+                    cx.error(codes::UEC_KERNEL, format!("UEC member \"{name}\" is named like a kernel but is not a Linux kernel."));
+                }
+            }
+            Role::Ramdisk => {
+                let ok = kernel::initrd_kind(&m.head, true).is_some() || gzip::is_gzip(&m.head);
+                if !m.head.is_empty() && !ok {
+                    cx.error(codes::UEC_RAMDISK, format!("UEC member \"{name}\" is named like a ramdisk but is not an initrd."));
+                }
+            }
+            Role::Image => {
+                images += 1;
+                image_size = Some(m.size);
+                if cx.deep {
+                    // The image must be raw: run detection over its head and tail.
+                    let mut view = SparseBytes::new(m.size);
+                    view.insert(0, m.head.clone());
+                    let tail_off = m.size.saturating_sub(m.tail.len() as u64);
+                    if tail_off >= m.head.len() as u64 || m.size <= m.head.len() as u64 {
+                        view.insert(tail_off, m.tail.clone());
+                    }
+                    let inner = Ctx::new(&view, false);
+                    match detect(&inner, None) {
+                        Ok(d) if d.rich.is_empty() => {}
+                        Ok(d) => {
+                            let names: Vec<&str> = d.rich.iter().map(|(f, _)| f.as_str()).collect();
+                            cx.error(
+                                codes::UEC_IMAGE,
+                                format!("The machine image \"{name}\" in the UEC tarball is not a raw disk but {}; such hidden formats are refused.", names.join(", ")),
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            Role::Other => cx.info(codes::UEC_MEMBERS, format!("UEC member \"{name}\" is not a kernel, ramdisk or image and will be ignored.")),
+        }
+    }
+    if cx.deep && images != 1 {
+        cx.error(
+            codes::UEC_MEMBERS,
+            format!("A UEC tarball must hold exactly one machine image (*.img); this one holds {images}."),
+        );
+    }
+    Ok(Parsed::new("tar.gz", image_size))
+}
