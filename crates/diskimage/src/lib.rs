@@ -16,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+#[cfg(feature = "convert")]
+pub mod convert;
 mod ctx;
 mod detect;
 mod engine;

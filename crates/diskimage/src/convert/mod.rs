@@ -1,0 +1,324 @@
+//! Native streaming conversion (feature `convert`, native only).
+//!
+//! * Readers: raw, qcow2 (v2/v3; zlib and zstd clusters), VDI (dynamic/static), VMDK
+//!   monolithicSparse and streamOptimized, VHD (fixed/dynamic), VHDX (fixed/dynamic).
+//! * Writers: qcow2 v3 (64 KiB clusters, zero clusters skipped, exact refcounts, header last,
+//!   optional zlib/zstd compression on all cores) and sparse raw.
+//! * Packages: [`ova`] (OVF appliance) and [`uec`] (UEC tarball) extraction.
+//!
+//! Architecture invariant: a conversion reads exactly one input, front to back where the format
+//! allows, and never opens a file named inside it. Every entry point first has the input
+//! inspected ([`crate::inspect`]-style checks, see [`gate`]) and refuses rejected files.
+
+mod error;
+mod gate;
+mod io;
+mod out;
+mod pkg;
+mod qcow2r;
+mod qcow2w;
+mod rawr;
+mod sink;
+mod vdir;
+mod vhdr;
+mod vmdkr;
+
+pub mod cli;
+pub mod ova;
+pub mod uec;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+pub use error::{Error, ErrorKind, Result};
+pub use gate::Accepted;
+pub use io::{NoProgress, Progress};
+pub use qcow2w::MAX_VIRTUAL_SIZE;
+
+use io::{FileIn, Input, Meter, StreamIn};
+use sink::{RawSink, Sink};
+
+/// Input formats the converter reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SourceFormat {
+    /// Raw disk bytes.
+    Raw,
+    /// qcow2 v2/v3.
+    Qcow2,
+    /// VirtualBox VDI.
+    Vdi,
+    /// VMDK monolithicSparse or streamOptimized.
+    Vmdk,
+    /// VHD fixed or dynamic.
+    Vhd,
+    /// VHDX fixed or dynamic.
+    Vhdx,
+}
+
+impl SourceFormat {
+    /// The lowercase name (`raw`, `qcow2`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceFormat::Raw => "raw",
+            SourceFormat::Qcow2 => "qcow2",
+            SourceFormat::Vdi => "vdi",
+            SourceFormat::Vmdk => "vmdk",
+            SourceFormat::Vhd => "vhd",
+            SourceFormat::Vhdx => "vhdx",
+        }
+    }
+    /// Parses a lowercase name; `vpc` is accepted for VHD (qemu's name).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "raw" | "img" => SourceFormat::Raw,
+            "qcow2" => SourceFormat::Qcow2,
+            "vdi" => SourceFormat::Vdi,
+            "vmdk" => SourceFormat::Vmdk,
+            "vhd" | "vpc" => SourceFormat::Vhd,
+            "vhdx" => SourceFormat::Vhdx,
+            _ => return None,
+        })
+    }
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetFormat {
+    /// qcow2 v3, 64 KiB clusters.
+    Qcow2,
+    /// Sparse raw (zero ranges are holes).
+    Raw,
+}
+
+/// qcow2 cluster compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// Plain clusters (fastest; zero clusters are still skipped).
+    #[default]
+    None,
+    /// Raw deflate, 4 KiB window (readable by every qemu).
+    Zlib,
+    /// zstd (qcow2 compression_type=zstd, qemu ≥ 5.1).
+    Zstd,
+}
+
+/// What to produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// Output format.
+    pub to: TargetFormat,
+    /// Compression (qcow2 only).
+    pub compression: Compression,
+    /// fsync the output before publishing it (on for production; qemu-img's default is off).
+    pub sync: bool,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions { to: TargetFormat::Qcow2, compression: Compression::None, sync: true }
+    }
+}
+
+/// What a conversion did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// The input format.
+    pub from: SourceFormat,
+    /// Virtual disk size of the output in bytes.
+    pub virtual_size: u64,
+    /// Input bytes read.
+    pub bytes_in: u64,
+    /// Output bytes written (data and metadata; holes are not counted).
+    pub bytes_out: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Converts the file at `input` into a new file `output` (which must not exist).
+///
+/// The input is inspected first; a rejected file, or one whose detected format differs from
+/// `from`, is refused. The output appears under its name only when complete.
+pub fn convert_file(
+    input: &Path,
+    output: &Path,
+    from: Option<SourceFormat>,
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+) -> Result<Summary> {
+    let file = File::open(input).map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
+    let accepted = gate::inspect_file(&file, from)?;
+    convert_accepted(&file, &accepted, output, opts, progress)
+}
+
+/// Converts an already-inspected file (the [`Accepted`] proof comes from [`gate::inspect_file`]
+/// via [`inspect_for_conversion`]).
+pub fn convert_accepted(
+    file: &File,
+    accepted: &Accepted,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+) -> Result<Summary> {
+    let start = Instant::now();
+    let fin = FileIn::new(file.try_clone().map_err(|e| Error::io("duplicating the input", e))?)?;
+    let out = out::OutFile::create(output)?;
+    let mut m = Meter::new(progress);
+    let mut inp = Input::File(&fin);
+    let vsize = run(accepted.format(), &mut inp, Some(&fin), None, out.file(), opts, &mut m)?;
+    m.finish();
+    out.publish(opts.sync)?;
+    Ok(Summary {
+        from: accepted.format(),
+        virtual_size: vsize,
+        bytes_in: m.bytes_in,
+        bytes_out: m.bytes_out,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Inspects `file` for conversion: the format is detected (and must equal `declared` when
+/// given), and the inspector's verdict must be "accepted".
+pub fn inspect_for_conversion(file: &File, declared: Option<SourceFormat>) -> Result<Accepted> {
+    gate::inspect_file(file, declared)
+}
+
+/// Converts a byte stream as it arrives (an upload): raw (needs `raw_len`, the upload's
+/// declared length), VDI whose blocks are in file order, and streamOptimized VMDK. Other
+/// formats need random access and are refused with a clear error; store them first.
+///
+/// The stream's leading header is checked by the same structural checks as a file; the caller
+/// must still run the full inspection on the stored upload before publishing the result.
+pub fn convert_stream(
+    input: &mut dyn Read,
+    from: SourceFormat,
+    raw_len: Option<u64>,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+) -> Result<Summary> {
+    let start = Instant::now();
+    let out = out::OutFile::create(output)?;
+    let mut m = Meter::new(progress);
+    let vsize = convert_stream_into(input, from, raw_len, out.file(), opts, &mut m)?;
+    m.finish();
+    out.publish(opts.sync)?;
+    Ok(Summary {
+        from,
+        virtual_size: vsize,
+        bytes_in: m.bytes_in,
+        bytes_out: m.bytes_out,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Stream conversion into an already-created output file (used by the OVA extractor).
+pub(crate) fn convert_stream_into(
+    input: &mut dyn Read,
+    from: SourceFormat,
+    raw_len: Option<u64>,
+    out: &File,
+    opts: &ConvertOptions,
+    m: &mut Meter,
+) -> Result<u64> {
+    match from {
+        SourceFormat::Raw | SourceFormat::Vdi | SourceFormat::Vmdk => {}
+        f => {
+            return Err(error::unsupported(format!(
+                "{} needs random access and cannot be converted while streaming; store it first",
+                f.as_str()
+            )))
+        }
+    }
+    let mut inp = Input::Stream(StreamIn::new(input), Vec::new());
+    let v = run(from, &mut inp, None, raw_len, out, opts, m)?;
+    // Consume trailing bytes (footers, padding) so hashes over the stream are complete.
+    inp.drain(m)?;
+    Ok(v)
+}
+
+fn make_sink<'f>(f: &'f File, vsize: u64, opts: &ConvertOptions) -> Result<Box<dyn Sink + 'f>> {
+    Ok(match opts.to {
+        TargetFormat::Qcow2 => Box::new(qcow2w::Qcow2Sink::new(f, vsize, opts.compression)?),
+        TargetFormat::Raw => {
+            if opts.compression != Compression::None {
+                return Err(Error::new(ErrorKind::Usage, "compression applies to qcow2 output only"));
+            }
+            Box::new(RawSink::new(f, vsize))
+        }
+    })
+}
+
+/// Runs a conversion; returns the output's virtual size (qcow2 sizes are whole sectors).
+fn run(
+    from: SourceFormat,
+    inp: &mut Input,
+    file: Option<&FileIn>,
+    raw_len: Option<u64>,
+    out: &File,
+    opts: &ConvertOptions,
+    m: &mut Meter,
+) -> Result<u64> {
+    let v = run_inner(from, inp, file, raw_len, out, opts, m)?;
+    Ok(match opts.to {
+        TargetFormat::Qcow2 => v.next_multiple_of(512),
+        TargetFormat::Raw => v,
+    })
+}
+
+/// Opens the reader for `from`, creates the sink and pumps everything; returns the virtual size.
+fn run_inner(
+    from: SourceFormat,
+    inp: &mut Input,
+    file: Option<&FileIn>,
+    raw_len: Option<u64>,
+    out: &File,
+    opts: &ConvertOptions,
+    m: &mut Meter,
+) -> Result<u64> {
+    macro_rules! go {
+        ($reader:expr) => {{
+            let r = $reader;
+            let vsize = r.virtual_size();
+            let mut sink = make_sink(out, vsize, opts)?;
+            r.pump(inp, sink.as_mut(), m)?;
+            finish(sink.as_mut(), vsize, m)?;
+            Ok(vsize)
+        }};
+    }
+    match from {
+        SourceFormat::Raw => {
+            let vsize = match (file, raw_len) {
+                (Some(f), _) => f.size(),
+                (None, Some(n)) => n,
+                (None, None) => {
+                    return Err(Error::new(ErrorKind::Usage, "a raw stream needs its length"))
+                }
+            };
+            if vsize > MAX_VIRTUAL_SIZE {
+                return Err(error::limit(format!("raw size {vsize} is above the limit")));
+            }
+            let mut sink = make_sink(out, vsize, opts)?;
+            match file {
+                Some(f) => rawr::pump_file(f, sink.as_mut(), m)?,
+                None => rawr::pump_stream(inp, vsize, sink.as_mut(), m)?,
+            }
+            finish(sink.as_mut(), vsize, m)?;
+            Ok(vsize)
+        }
+        SourceFormat::Qcow2 => go!(qcow2r::Qcow2Reader::open(inp, m)?),
+        SourceFormat::Vdi => go!(vdir::VdiReader::open(inp, m)?),
+        SourceFormat::Vmdk => go!(vmdkr::VmdkReader::open(inp, m)?),
+        SourceFormat::Vhd => go!(vhdr::VhdReader::open(inp, m)?),
+        SourceFormat::Vhdx => go!(vhdr::VhdxReader::open(inp, m)?),
+    }
+}
+
+fn finish(sink: &mut dyn Sink, vsize: u64, m: &mut Meter) -> Result<()> {
+    let pos = sink.position();
+    if pos > vsize {
+        return Err(error::corrupt("the input produced more data than its virtual size"));
+    }
+    sink.finish(m)
+}

@@ -1,0 +1,392 @@
+//! OVA extraction: the tar is walked as a stream (formats.md §2.5 #19–20), the OVF is parsed
+//! without DTDs, every disk (streamOptimized VMDK) is converted to qcow2 on the fly, and the
+//! manifest digests are verified. Outputs get names we generate, inside the output directory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::error::{package, Error, Result};
+use super::io::{Meter, Progress};
+use super::out::OutFile;
+use super::pkg::{prepare_outdir, walk_tar, Algo, Hashing};
+use super::{convert_stream_into, ConvertOptions, SourceFormat, TargetFormat};
+
+/// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB).
+pub const MAX_OVF_BYTES: u64 = 4 << 20;
+/// Largest manifest / certificate we read.
+const MAX_MF_BYTES: u64 = 1 << 20;
+/// XML nodes roxmltree may build for an OVF (bounds memory on hostile descriptors).
+const MAX_OVF_NODES: u32 = 200_000;
+/// The OVF disk format we convert (what every exporter writes).
+const STREAM_OPTIMIZED_URI: &str =
+    "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+
+/// A disk as the OVF describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OvfDisk {
+    /// `ovf:diskId`.
+    pub disk_id: String,
+    /// The member holding it (`ovf:href` of the referenced file).
+    pub member: String,
+    /// Capacity in bytes (units applied).
+    pub capacity: u64,
+    /// `ovf:format` URI.
+    pub format: String,
+}
+
+/// Facts read from the OVF descriptor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OvfInfo {
+    /// Virtual system name (`<Name>` or `ovf:id`).
+    pub name: Option<String>,
+    /// OS type (`vmw:osType`, else the OperatingSystemSection description).
+    pub os_type: Option<String>,
+    /// CIM OS id (`ovf:id` of OperatingSystemSection).
+    pub os_id: Option<u32>,
+    /// Virtual CPUs (ResourceType 3).
+    pub cpus: Option<u64>,
+    /// Memory in MiB (ResourceType 4).
+    pub memory_mib: Option<u64>,
+    /// Disks in DiskSection order.
+    pub disks: Vec<OvfDisk>,
+    /// Every member the OVF references (`ovf:href` of `<References>/<File>`).
+    pub references: Vec<String>,
+}
+
+/// One extracted disk.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExtractedDisk {
+    /// `ovf:diskId`.
+    pub disk_id: String,
+    /// Member name in the OVA.
+    pub member: String,
+    /// Output file (inside the output directory; the name is ours).
+    pub path: PathBuf,
+    /// Virtual size in bytes.
+    pub virtual_size: u64,
+}
+
+/// The result of an OVA extraction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OvaReport {
+    /// OVF facts.
+    pub ovf: OvfInfo,
+    /// Every disk, converted.
+    pub disks: Vec<ExtractedDisk>,
+    /// Whether a manifest was present (then every member's digest was verified).
+    pub manifest_verified: bool,
+    /// Referenced files that are not disks (ISO media, NVRAM): verified, not extracted.
+    pub skipped_members: Vec<String>,
+    /// Bytes read from the package.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Extracts an OVA read from `input` into `outdir` (created if missing). Disks are written as
+/// `disk1.qcow2`, `disk2.qcow2`, … (or `.raw` with `opts.to = Raw`). On any error every output
+/// of this call is deleted.
+pub fn extract_ova(
+    input: &mut dyn Read,
+    outdir: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+) -> Result<OvaReport> {
+    let start = Instant::now();
+    let outdir = prepare_outdir(outdir)?;
+    let mut m = Meter::new(progress);
+    let mut st = State::default();
+    let mut pending: Vec<(OutFile, ExtractedDisk)> = Vec::new();
+    let mut counted = super::pkg::Counted { inner: input, n: 0 };
+    walk_tar(&mut counted, |mem| {
+        if mem.index == 0 {
+            if !mem.name.to_ascii_lowercase().ends_with(".ovf") {
+                return Err(package(format!("the first member is {:?}; an OVA starts with its .ovf", mem.name)));
+            }
+            if mem.size > MAX_OVF_BYTES {
+                return Err(package(format!("the OVF is larger than {MAX_OVF_BYTES} bytes")));
+            }
+            let mut h = Hashing::new(mem.reader, true, true);
+            let mut text = Vec::new();
+            h.read_to_end(&mut text).map_err(|e| Error::io("reading the OVF", e))?;
+            st.digests.push((mem.name.clone(), h.finish()));
+            st.ovf = Some(parse_ovf(&text)?);
+            return Ok(());
+        }
+        let ovf = st.ovf.as_ref().ok_or_else(|| package("no OVF"))?;
+        let lower = mem.name.to_ascii_lowercase();
+        if lower.ends_with(".mf") {
+            if st.manifest.is_some() {
+                return Err(package("the OVA has two manifests"));
+            }
+            if mem.size > MAX_MF_BYTES {
+                return Err(package("the manifest is too large"));
+            }
+            let mut text = String::new();
+            mem.reader.take(MAX_MF_BYTES).read_to_string(&mut text).map_err(|_| package("the manifest is not text"))?;
+            st.manifest = Some(parse_manifest(&text)?);
+            return Ok(());
+        }
+        if lower.ends_with(".cert") {
+            // Signature checking needs a trust store; the certificate is read and ignored.
+            return Ok(());
+        }
+        let (want_sha1, want_sha256) = match &st.manifest {
+            Some(mf) => (mf.iter().any(|e| e.1 == Algo::Sha1), mf.iter().any(|e| e.1 == Algo::Sha256)),
+            None => (true, true),
+        };
+        let disk = ovf.disks.iter().find(|d| d.member == mem.name).cloned();
+        let referenced = ovf.references.iter().any(|f| *f == mem.name);
+        if !referenced {
+            return Err(package(format!("member {:?} is not referenced by the OVF", mem.name)));
+        }
+        let mut h = Hashing::new(mem.reader, want_sha1, want_sha256);
+        match disk {
+            Some(d) => {
+                if d.format != STREAM_OPTIMIZED_URI {
+                    return Err(package(format!(
+                        "disk {} has format {:?}; only streamOptimized VMDK disks are accepted",
+                        d.disk_id, d.format
+                    )));
+                }
+                let n = pending.len() + 1;
+                let ext = if opts.to == TargetFormat::Raw { "raw" } else { "qcow2" };
+                let path = outdir.join(format!("disk{n}.{ext}"));
+                let out = OutFile::create(&path)?;
+                let vsize = convert_stream_into(&mut h, SourceFormat::Vmdk, None, out.file(), opts, &mut m)
+                    .map_err(|e| package(format!("disk {} ({}): {e}", d.disk_id, d.member)))?;
+                if vsize != d.capacity {
+                    return Err(package(format!(
+                        "disk {}: the OVF says {} bytes but the VMDK holds {vsize}",
+                        d.disk_id, d.capacity
+                    )));
+                }
+                pending.push((out, ExtractedDisk { disk_id: d.disk_id, member: d.member, path, virtual_size: vsize }));
+            }
+            None => {
+                std::io::copy(&mut h, &mut std::io::sink()).map_err(|e| Error::io("reading a member", e))?;
+                st.skipped.push(mem.name.clone());
+            }
+        }
+        st.digests.push((mem.name, h.finish()));
+        Ok(())
+    })?;
+    m.read(counted.n.saturating_sub(m.bytes_in));
+    let ovf = st.ovf.take().ok_or_else(|| package("the package is empty (no OVF)"))?;
+    for r in &ovf.references {
+        if !st.digests.iter().any(|(n, _)| n == r) {
+            return Err(package(format!("the OVF references {r:?}, which is not in the OVA")));
+        }
+    }
+    let manifest_verified = match &st.manifest {
+        None => false,
+        Some(mf) => {
+            for (name, (s1, s256)) in &st.digests {
+                let Some((_, algo, want)) = mf.iter().find(|e| e.0 == *name) else {
+                    return Err(package(format!("member {name:?} is not listed in the manifest")));
+                };
+                let got = match algo {
+                    Algo::Sha1 => s1,
+                    Algo::Sha256 => s256,
+                };
+                if got.as_deref() != Some(want.as_str()) {
+                    return Err(package(format!("digest mismatch for member {name:?}")));
+                }
+            }
+            for (name, _, _) in mf {
+                if !st.digests.iter().any(|(n, _)| n == name) {
+                    return Err(package(format!("the manifest lists {name:?}, which is not in the OVA")));
+                }
+            }
+            true
+        }
+    };
+    m.finish();
+    let mut disks = Vec::new();
+    for (out, d) in pending {
+        out.publish(opts.sync)?;
+        disks.push(d);
+    }
+    Ok(OvaReport {
+        ovf,
+        disks,
+        manifest_verified,
+        skipped_members: st.skipped,
+        bytes_in: counted.n,
+        bytes_out: m.bytes_out,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Default)]
+struct State {
+    ovf: Option<OvfInfo>,
+    manifest: Option<Vec<(String, Algo, String)>>,
+    digests: Vec<(String, (Option<String>, Option<String>))>,
+    skipped: Vec<String>,
+}
+
+/// `SHA256(name)= hex` or `SHA1(name)= hex`, one per line; any other algorithm is refused.
+fn parse_manifest(text: &str) -> Result<Vec<(String, Algo, String)>> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (lhs, hex) = line.split_once('=').ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
+        let (algo, rest) = lhs.split_once('(').ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
+        let name = rest.trim_end().strip_suffix(')').ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
+        let algo = match algo.trim() {
+            "SHA1" => Algo::Sha1,
+            "SHA256" => Algo::Sha256,
+            a => return Err(package(format!("manifest digest algorithm {a} is not accepted (SHA1, SHA256)"))),
+        };
+        let hex = hex.trim().to_ascii_lowercase();
+        let want_len = if algo == Algo::Sha1 { 40 } else { 64 };
+        if hex.len() != want_len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(package(format!("bad digest in manifest line {line:?}")));
+        }
+        if out.iter().any(|e: &(String, Algo, String)| e.0 == name) {
+            return Err(package(format!("the manifest lists {name:?} twice")));
+        }
+        out.push((name.to_string(), algo, hex));
+    }
+    Ok(out)
+}
+
+/// Parses the OVF: no DTD (roxmltree refuses them; we also refuse the `<!DOCTYPE` text), every
+/// href a plain member name, capacities with their allocation units.
+pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
+    let text = std::str::from_utf8(bytes).map_err(|_| package("the OVF is not UTF-8"))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
+        return Err(package("the OVF contains a DTD or entity declarations; refused"));
+    }
+    let popts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_OVF_NODES, ..Default::default() };
+    let doc = roxmltree::Document::parse_with_options(text, popts)
+        .map_err(|e| package(format!("the OVF is not well-formed XML: {e}")))?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "Envelope" {
+        return Err(package("the OVF root element is not <Envelope>"));
+    }
+    let attr = |n: roxmltree::Node, name: &str| -> Option<String> {
+        n.attributes().find(|a| a.name() == name).map(|a| a.value().to_string())
+    };
+    // References: file id -> href
+    let mut files: Vec<(String, String)> = Vec::new();
+    for f in root.descendants().filter(|n| n.has_tag_name("File") && n.parent().is_some_and(|p| p.has_tag_name("References"))) {
+        let id = attr(f, "id").ok_or_else(|| package("an OVF File has no ovf:id"))?;
+        let href = attr(f, "href").ok_or_else(|| package("an OVF File has no ovf:href"))?;
+        if href.contains("://") || href.contains(':') {
+            return Err(package(format!("OVF href {href:?} is a URL; only members of the OVA are allowed")));
+        }
+        let href = super::pkg::check_name(&href)?;
+        if attr(f, "compression").is_some_and(|c| c != "identity") {
+            return Err(package(format!("OVF file {href:?} uses ovf:compression; not supported")));
+        }
+        if attr(f, "chunkSize").is_some() {
+            return Err(package(format!("OVF file {href:?} is chunked; not supported")));
+        }
+        if files.iter().any(|(i, h)| *i == id || *h == href) {
+            return Err(package(format!("OVF file {href:?} is referenced twice")));
+        }
+        files.push((id, href));
+    }
+    let mut info = OvfInfo::default();
+    for d in root.descendants().filter(|n| n.has_tag_name("Disk") && n.parent().is_some_and(|p| p.has_tag_name("DiskSection"))) {
+        let disk_id = attr(d, "diskId").ok_or_else(|| package("an OVF Disk has no ovf:diskId"))?;
+        let file_ref = attr(d, "fileRef").ok_or_else(|| {
+            package(format!("OVF disk {disk_id} has no fileRef (empty disks are not supported)"))
+        })?;
+        let member = files
+            .iter()
+            .find(|(i, _)| *i == file_ref)
+            .map(|(_, h)| h.clone())
+            .ok_or_else(|| package(format!("OVF disk {disk_id} refers to unknown file {file_ref}")))?;
+        let cap: u64 = attr(d, "capacity")
+            .and_then(|c| c.trim().parse().ok())
+            .ok_or_else(|| package(format!("OVF disk {disk_id} has no valid capacity")))?;
+        let mult = units(attr(d, "capacityAllocationUnits").as_deref())
+            .ok_or_else(|| package(format!("OVF disk {disk_id}: unknown capacity units")))?;
+        let capacity = cap.checked_mul(mult).ok_or_else(|| package("OVF disk capacity overflows"))?;
+        if info.disks.iter().any(|x: &OvfDisk| x.disk_id == disk_id || x.member == member) {
+            return Err(package(format!("OVF disk {disk_id} is declared twice")));
+        }
+        info.disks.push(OvfDisk { disk_id, member, capacity, format: attr(d, "format").unwrap_or_default() });
+    }
+    if info.disks.is_empty() {
+        return Err(package("the OVF declares no disks"));
+    }
+    if let Some(vs) = root.descendants().find(|n| n.has_tag_name("VirtualSystem")) {
+        info.name = vs
+            .children()
+            .find(|n| n.has_tag_name("Name"))
+            .and_then(|n| n.text())
+            .map(|s| s.trim().to_string())
+            .or_else(|| attr(vs, "id"));
+        if let Some(os) = vs.descendants().find(|n| n.has_tag_name("OperatingSystemSection")) {
+            info.os_id = attr(os, "id").and_then(|v| v.parse().ok());
+            info.os_type = attr(os, "osType").or_else(|| {
+                os.children().find(|n| n.has_tag_name("Description")).and_then(|n| n.text()).map(|s| s.trim().to_string())
+            });
+        }
+        for item in vs.descendants().filter(|n| n.has_tag_name("Item")) {
+            let field = |name: &str| {
+                item.children().find(|n| n.tag_name().name() == name).and_then(|n| n.text()).map(|s| s.trim().to_string())
+            };
+            let qty: Option<u64> = field("VirtualQuantity").and_then(|v| v.parse().ok());
+            match field("ResourceType").as_deref() {
+                Some("3") => info.cpus = qty,
+                Some("4") => {
+                    let mult = units(field("AllocationUnits").as_deref().or(Some("byte * 2^20")));
+                    info.memory_mib = qty.zip(mult).and_then(|(q, m)| q.checked_mul(m)).map(|b| b >> 20);
+                }
+                _ => {}
+            }
+        }
+    }
+    info.references = files.into_iter().map(|(_, h)| h).collect();
+    Ok(info)
+}
+
+/// "byte", "byte * 2^30", "byte * 1024", "MegaBytes"… to a multiplier.
+fn units(u: Option<&str>) -> Option<u64> {
+    let Some(u) = u else { return Some(1) };
+    let s: String = u.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    match s.as_str() {
+        "byte" | "bytes" => return Some(1),
+        "kilobytes" | "kb" => return Some(1 << 10),
+        "megabytes" | "mb" => return Some(1 << 20),
+        "gigabytes" | "gb" => return Some(1 << 30),
+        _ => {}
+    }
+    let rest = s.strip_prefix("byte*")?;
+    if let Some(p) = rest.strip_prefix("2^") {
+        let p: u32 = p.parse().ok()?;
+        return 1u64.checked_shl(p).filter(|_| p < 64);
+    }
+    rest.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_strings() {
+        assert_eq!(units(None), Some(1));
+        assert_eq!(units(Some("byte * 2^30")), Some(1 << 30));
+        assert_eq!(units(Some("byte * 1024")), Some(1024));
+        assert_eq!(units(Some("furlongs")), None);
+        assert_eq!(units(Some("byte * 2^99")), None);
+    }
+
+    #[test]
+    fn manifest_lines() {
+        let m = parse_manifest("SHA256(a.ovf)= 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+        assert_eq!(m[0].0, "a.ovf");
+        assert!(parse_manifest("MD5(a.ovf)= 00").is_err());
+    }
+}

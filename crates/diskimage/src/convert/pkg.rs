@@ -1,0 +1,284 @@
+//! Shared by OVA and UEC: a streaming tar walk with the member policy of formats.md §2.5 #19,
+//! hashing readers, and output-directory handling. Member names are only ever compared with
+//! other names; nothing is created from them.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha1::Digest as _;
+
+use super::error::{package, Error, Result};
+
+/// Most members a package may have (an OVA has an .ovf, .mf, .cert and a few disks).
+pub const MAX_MEMBERS: usize = 64;
+/// PAX extended header payload cap (real ones are a few hundred bytes).
+const MAX_PAX_BYTES: u64 = 64 << 10;
+/// Longest member name (GNU long names included); POSIX PATH_MAX.
+const MAX_NAME_BYTES: u64 = 4096;
+
+/// One member as the walker hands it over.
+pub(crate) struct Member<'r> {
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) reader: &'r mut dyn Read,
+}
+
+/// Walks a tar stream header by header (raw mode: PAX and GNU long-name records are handled
+/// here, with bounds). Calls `f` for every regular-file member, in archive order. Refuses
+/// links, devices, FIFOs, sparse files, directories with content, PAX `size` overrides and
+/// global PAX headers, unsafe or duplicate names, and more than [`MAX_MEMBERS`] members.
+pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()>) -> Result<()> {
+    let mut ar = tar::Archive::new(r);
+    let entries = ar.entries().map_err(|e| bad_tar("cannot read the archive", e))?;
+    let mut entries = entries.raw(true);
+    let mut names: Vec<String> = Vec::new();
+    let mut pending_name: Option<String> = None;
+    let mut headers = 0usize;
+    let mut index = 0usize;
+    loop {
+        let Some(entry) = entries.next() else { break };
+        let mut entry = entry.map_err(|e| bad_tar("the archive is malformed", e))?;
+        headers += 1;
+        if headers > MAX_MEMBERS * 3 {
+            return Err(package(format!("the archive has more than {MAX_MEMBERS} members")));
+        }
+        let et = entry.header().entry_type();
+        let size = entry.size();
+        match et.as_byte() {
+            b'x' => {
+                let data = read_capped(&mut entry, size, MAX_PAX_BYTES, "a PAX header")?;
+                for (k, v) in pax_records(&data)? {
+                    match k.as_str() {
+                        "size" => {
+                            return Err(package(
+                                "a PAX header overrides a member size (TARmageddon); refused",
+                            ))
+                        }
+                        "path" => pending_name = Some(v),
+                        "linkpath" => return Err(package("links are not allowed in packages")),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            b'g' => return Err(package("global PAX headers are not allowed in packages")),
+            b'L' => {
+                let data = read_capped(&mut entry, size, MAX_NAME_BYTES, "a GNU long name")?;
+                let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+                pending_name = Some(
+                    String::from_utf8(data[..end].to_vec())
+                        .map_err(|_| package("a member name is not UTF-8"))?,
+                );
+                continue;
+            }
+            _ => {}
+        }
+        let raw_name = match pending_name.take() {
+            Some(n) => n,
+            None => String::from_utf8(entry.path_bytes().into_owned())
+                .map_err(|_| package("a member name is not UTF-8"))?,
+        };
+        let kind = match et.as_byte() {
+            b'0' | 0 => "file",
+            b'5' => "directory",
+            b'1' => "hard link",
+            b'2' => "symbolic link",
+            b'3' | b'4' => "device",
+            b'6' => "FIFO",
+            b'K' => "link",
+            b'S' => "sparse file",
+            _ => "member of unknown type",
+        };
+        if kind == "directory" {
+            if size != 0 {
+                return Err(package(format!("directory {raw_name:?} has content")));
+            }
+            continue;
+        }
+        if kind != "file" {
+            return Err(package(format!("{raw_name:?} is a {kind}; packages may hold regular files only")));
+        }
+        let name = check_name(&raw_name)?;
+        if names.iter().any(|n| *n == name) {
+            return Err(package(format!("member {name:?} appears twice")));
+        }
+        index += 1;
+        if index > MAX_MEMBERS {
+            return Err(package(format!("the archive has more than {MAX_MEMBERS} members")));
+        }
+        names.push(name.clone());
+        let mut counted = Counted { inner: &mut entry, n: 0 };
+        f(Member { index: index - 1, name: name.clone(), size, reader: &mut counted })?;
+        // Whatever the consumer left is read here: a short member means a truncated archive.
+        io::copy(&mut counted, &mut io::sink()).map_err(|e| bad_tar("reading a member", e))?;
+        if counted.n != size {
+            return Err(package(format!(
+                "member {name:?} is truncated ({} of {size} bytes)",
+                counted.n
+            )));
+        }
+    }
+    if pending_name.is_some() {
+        return Err(package("the archive ends after a name record without its member"));
+    }
+    Ok(())
+}
+
+fn bad_tar(what: &str, e: io::Error) -> Error {
+    package(format!("{what}: {e}"))
+}
+
+fn read_capped(r: &mut dyn Read, size: u64, cap: u64, what: &str) -> Result<Vec<u8>> {
+    if size > cap {
+        return Err(package(format!("{what} of {size} bytes exceeds {cap} bytes")));
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    r.take(size).read_to_end(&mut v).map_err(|e| bad_tar(what, e))?;
+    if v.len() as u64 != size {
+        return Err(package(format!("{what} is truncated")));
+    }
+    Ok(v)
+}
+
+/// PAX records: "<len> <key>=<value>\n", where len counts the whole record.
+fn pax_records(data: &[u8]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let sp = rest.iter().position(|&b| b == b' ').ok_or_else(|| package("malformed PAX record"))?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| package("malformed PAX record length"))?;
+        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            return Err(package("malformed PAX record"));
+        }
+        let rec = std::str::from_utf8(&rest[sp + 1..len - 1])
+            .map_err(|_| package("a PAX record is not UTF-8"))?;
+        let (k, v) = rec.split_once('=').ok_or_else(|| package("malformed PAX record"))?;
+        out.push((k.to_string(), v.to_string()));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+/// A member name must be relative, without `..`, NUL, backslashes or control characters;
+/// a leading `./` is dropped (GNU tar writes it).
+pub(crate) fn check_name(raw: &str) -> Result<String> {
+    let name = raw.strip_prefix("./").unwrap_or(raw);
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name.contains('\\')
+        || name.chars().any(|c| c.is_control())
+        || name.split('/').any(|c| c.is_empty() || c == ".." || c == ".");
+    if bad {
+        return Err(package(format!("unsafe member name {raw:?}")));
+    }
+    Ok(name.to_string())
+}
+
+/// Counts bytes read through it.
+pub(crate) struct Counted<'a> {
+    pub(crate) inner: &'a mut dyn Read,
+    pub(crate) n: u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// Digest algorithms of OVF manifests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Algo {
+    Sha1,
+    Sha256,
+}
+
+/// Hashes everything read through it (SHA-1 and/or SHA-256, only what is needed).
+pub(crate) struct Hashing<'a> {
+    pub(crate) inner: &'a mut dyn Read,
+    sha1: Option<sha1::Sha1>,
+    sha256: Option<sha2::Sha256>,
+}
+
+impl<'a> Hashing<'a> {
+    pub(crate) fn new(inner: &'a mut dyn Read, sha1: bool, sha256: bool) -> Self {
+        Hashing {
+            inner,
+            sha1: sha1.then(sha1::Sha1::new),
+            sha256: sha256.then(sha2::Sha256::new),
+        }
+    }
+    /// Lowercase hex digests (None for an algorithm not computed).
+    pub(crate) fn finish(self) -> (Option<String>, Option<String>) {
+        (self.sha1.map(|h| hex(&h.finalize())), self.sha256.map(|h| hex(&h.finalize())))
+    }
+}
+
+impl Read for Hashing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        if let Some(h) = &mut self.sha1 {
+            h.update(&buf[..k]);
+        }
+        if let Some(h) = &mut self.sha256 {
+            h.update(&buf[..k]);
+        }
+        Ok(k)
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(H[usize::from(x >> 4)] as char);
+        s.push(H[usize::from(x & 15)] as char);
+    }
+    s
+}
+
+/// Makes sure `dir` exists and is a directory (created if missing, not its parents).
+pub(crate) fn prepare_outdir(dir: &Path) -> Result<PathBuf> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
+    }
+    let md = std::fs::symlink_metadata(dir).map_err(|e| Error::io(format!("{}", dir.display()), e))?;
+    if !md.is_dir() {
+        return Err(Error::new(
+            super::error::ErrorKind::Usage,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    Ok(dir.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a.ovf", "./disk1.vmdk", "sub/x.vmdk"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/etc/passwd", "../x", "a/../b", "", "a//b", "a\\b", "a\nb", "./", "."] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pax() {
+        let r = pax_records(b"20 path=abc/def.txt\n").unwrap();
+        assert_eq!(r, vec![("path".into(), "abc/def.txt".into())]);
+        assert!(pax_records(b"99 path=x\n").is_err());
+        assert!(pax_records(b"x").is_err());
+    }
+}

@@ -1,0 +1,469 @@
+//! Streaming qcow2 v3 writer (formats.md §6): one sequential pass, append-only except the L1
+//! table and the header, which are written last so an interrupted write never has valid magic.
+//!
+//! Layout: cluster 0 header, clusters 1.. the L1 table, then per 512 MiB guest range its
+//! non-zero data clusters followed by its L2 table, then refcount blocks and the refcount table.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use flate2::{Compress, Compression as FlateLevel, FlushCompress, Status};
+
+use super::error::{corrupt, limit, Error, Result};
+use super::io::{is_zero, Meter};
+use super::sink::Sink;
+use super::Compression;
+
+/// 64 KiB clusters (qemu's default; one L2 table maps 512 MiB).
+pub(crate) const CLUSTER_BITS: u32 = 16;
+pub(crate) const CLUSTER: u64 = 1 << CLUSTER_BITS;
+const CLUSTER_US: usize = 1 << CLUSTER_BITS;
+/// L2 entries per table (a table is one cluster of u64).
+const L2_ENTRIES: u64 = CLUSTER / 8;
+/// 16-bit refcounts (refcount_order 4): 32,768 entries per refcount block, 2 GiB of host file.
+const REFCOUNT_ORDER: u32 = 4;
+const REFS_PER_BLOCK: u64 = CLUSTER * 8 / (1 << REFCOUNT_ORDER);
+/// Bit 63 of L1/L2 entries: "refcount is exactly one" (QCOW_OFLAG_COPIED).
+const OFLAG_COPIED: u64 = 1 << 63;
+/// Bit 62 of an L2 entry: compressed cluster.
+const OFLAG_COMPRESSED: u64 = 1 << 62;
+/// For compressed descriptors, x = 62 - (cluster_bits - 8) (qcow2 spec, "Cluster mapping").
+const CSIZE_SHIFT: u32 = 62 - (CLUSTER_BITS - 8);
+/// Largest virtual size we write. Far above any VM image we serve, and it bounds the L1 table
+/// at 32,768 entries (256 KiB; qemu's own L1 limit is 32 MiB).
+pub const MAX_VIRTUAL_SIZE: u64 = 16 << 40;
+/// Clusters compressed per batch: 128 × 64 KiB = 8 MiB in plus at most 8 MiB out, so the
+/// compressing writer stays well inside its 64 MiB budget while both cores have work.
+const BATCH_CLUSTERS: usize = 128;
+/// Compression workers at most (the box has 2 cores; more would only cost memory).
+const MAX_WORKERS: usize = 8;
+/// zlib level qemu uses for compressed clusters (Z_DEFAULT_COMPRESSION).
+const ZLIB_LEVEL: u32 = 6;
+/// qemu writes compressed clusters as raw deflate with a 4 KiB window (`deflateInit2(-12)`).
+const ZLIB_WINDOW_BITS: u8 = 12;
+/// zstd level qemu uses (ZSTD_CLEVEL_DEFAULT).
+const ZSTD_LEVEL: i32 = 3;
+
+pub(crate) struct Qcow2Sink<'f> {
+    f: &'f File,
+    vsize: u64,
+    codec: Compression,
+    l1: Vec<u64>,
+    l1_clusters: u64,
+    /// Next free host byte. Cluster aligned except inside a run of packed compressed data.
+    next: u64,
+    l2: Vec<u64>,
+    cur_l2: u64,
+    l2_used: bool,
+    /// Guest bytes consumed.
+    pos: u64,
+    /// A partial cluster being assembled (len < CLUSTER).
+    partial: Vec<u8>,
+    /// Exact refcounts per host cluster (compressed mode only: chunks share clusters).
+    refs: Vec<u16>,
+    /// Compression batch: cluster payloads and their guest cluster indices.
+    batch: Vec<u8>,
+    batch_idx: Vec<u64>,
+    out: Vec<u8>,
+    workers: usize,
+}
+
+impl<'f> Qcow2Sink<'f> {
+    pub(crate) fn new(f: &'f File, vsize: u64, codec: Compression) -> Result<Self> {
+        let vsize = vsize.checked_add(511).map(|v| v & !511).unwrap_or(u64::MAX);
+        if vsize > MAX_VIRTUAL_SIZE {
+            return Err(limit(format!(
+                "virtual size {vsize} exceeds the limit of {MAX_VIRTUAL_SIZE} bytes"
+            )));
+        }
+        let l1_size = vsize.div_ceil(CLUSTER * L2_ENTRIES);
+        // An empty disk has no L1 clusters at all (a reserved but unused one would be a leak).
+        let l1_clusters = (l1_size * 8).div_ceil(CLUSTER);
+        let compressing = codec != Compression::None;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
+        let mut refs = Vec::new();
+        if compressing {
+            refs.resize(1 + l1_clusters as usize, 1);
+        }
+        Ok(Qcow2Sink {
+            f,
+            vsize,
+            codec,
+            l1: vec![0; l1_size as usize],
+            l1_clusters,
+            next: (1 + l1_clusters) * CLUSTER,
+            l2: vec![0; L2_ENTRIES as usize],
+            cur_l2: 0,
+            l2_used: false,
+            pos: 0,
+            partial: Vec::with_capacity(CLUSTER_US),
+            refs,
+            batch: if compressing { Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US) } else { Vec::new() },
+            batch_idx: Vec::new(),
+            out: Vec::new(),
+            workers,
+        })
+    }
+
+    fn check_room(&self, add: u64) -> Result<()> {
+        match self.pos.checked_add(add) {
+            Some(e) if e <= self.vsize => Ok(()),
+            _ => Err(corrupt("the input holds more data than its virtual size")),
+        }
+    }
+
+    /// Makes `l2_index` the current L2 table, appending the previous one if it maps anything.
+    fn switch_l2(&mut self, l2_index: u64, m: &mut Meter) -> Result<()> {
+        if l2_index == self.cur_l2 {
+            return Ok(());
+        }
+        self.flush_l2(m)?;
+        self.cur_l2 = l2_index;
+        Ok(())
+    }
+
+    fn flush_l2(&mut self, m: &mut Meter) -> Result<()> {
+        if !self.l2_used {
+            return Ok(());
+        }
+        self.next = self.next.next_multiple_of(CLUSTER);
+        let off = self.next;
+        let mut bytes = Vec::with_capacity(CLUSTER_US);
+        for e in &self.l2 {
+            bytes.extend_from_slice(&e.to_be_bytes());
+        }
+        self.write(&bytes, off, m)?;
+        self.add_refs(off, CLUSTER);
+        self.next += CLUSTER;
+        self.l1[self.cur_l2 as usize] = off | OFLAG_COPIED;
+        self.l2.iter_mut().for_each(|e| *e = 0);
+        self.l2_used = false;
+        Ok(())
+    }
+
+    fn write(&self, buf: &[u8], off: u64, m: &mut Meter) -> Result<()> {
+        self.f.write_all_at(buf, off).map_err(|e| Error::io("writing the qcow2 output", e))?;
+        m.wrote(buf.len() as u64);
+        Ok(())
+    }
+
+    /// Compressed mode: +1 on every host cluster that `[off, off+len)` touches.
+    fn add_refs(&mut self, off: u64, len: u64) {
+        if self.codec == Compression::None || len == 0 {
+            return;
+        }
+        let first = (off / CLUSTER) as usize;
+        let last = ((off + len - 1) / CLUSTER) as usize;
+        if self.refs.len() <= last {
+            self.refs.resize(last + 1, 0);
+        }
+        for r in &mut self.refs[first..=last] {
+            // A host cluster holds at most a few thousand compressed chunks (each is at least
+            // a dozen bytes), far below u16::MAX; saturate rather than wrap regardless.
+            *r = r.saturating_add(1);
+        }
+    }
+
+    /// Full clusters at guest cluster index `g0`, in `buf` (len a multiple of CLUSTER).
+    fn clusters(&mut self, buf: &[u8], g0: u64, m: &mut Meter) -> Result<()> {
+        if self.codec != Compression::None {
+            for (k, c) in buf.chunks_exact(CLUSTER_US).enumerate() {
+                if is_zero(c) {
+                    continue;
+                }
+                let g = g0 + k as u64;
+                if self.batch_idx.len() == BATCH_CLUSTERS
+                    || self.batch_idx.first().is_some_and(|&b| b / L2_ENTRIES != g / L2_ENTRIES)
+                {
+                    self.flush_batch(m)?;
+                }
+                self.batch.extend_from_slice(c);
+                self.batch_idx.push(g);
+            }
+            return Ok(());
+        }
+        // Uncompressed: runs of non-zero clusters inside one L2 range become one write.
+        let n = buf.len() / CLUSTER_US;
+        let mut k = 0;
+        while k < n {
+            let c = &buf[k * CLUSTER_US..(k + 1) * CLUSTER_US];
+            if is_zero(c) {
+                k += 1;
+                continue;
+            }
+            let g = g0 + k as u64;
+            self.switch_l2(g / L2_ENTRIES, m)?;
+            let range_end = (g / L2_ENTRIES + 1) * L2_ENTRIES;
+            let mut e = k + 1;
+            while e < n
+                && g0 + (e as u64) < range_end
+                && !is_zero(&buf[e * CLUSTER_US..(e + 1) * CLUSTER_US])
+            {
+                e += 1;
+            }
+            let host = self.next;
+            self.write(&buf[k * CLUSTER_US..e * CLUSTER_US], host, m)?;
+            for i in 0..(e - k) as u64 {
+                self.l2[((g + i) % L2_ENTRIES) as usize] = (host + i * CLUSTER) | OFLAG_COPIED;
+            }
+            self.l2_used = true;
+            self.next += (e - k) as u64 * CLUSTER;
+            k = e;
+        }
+        Ok(())
+    }
+
+    /// Compresses the batch on all cores, then appends the compressed chunks packed
+    /// byte-adjacent and the clusters that did not shrink, cluster aligned, after them.
+    fn flush_batch(&mut self, m: &mut Meter) -> Result<()> {
+        if self.batch_idx.is_empty() {
+            return Ok(());
+        }
+        let n = self.batch_idx.len();
+        let codec = self.codec;
+        let per = n.div_ceil(self.workers.max(1));
+        let batch = &self.batch;
+        let results: Vec<Vec<Option<Vec<u8>>>> = std::thread::scope(|s| {
+            let mut chunks = batch.chunks(per * CLUSTER_US);
+            let first = chunks.next();
+            let handles: Vec<_> =
+                chunks.map(|part| s.spawn(move || compress_many(codec, part))).collect();
+            let mut all = vec![first.map_or_else(Vec::new, |p| compress_many(codec, p))];
+            for h in handles {
+                // A panicking worker would be a bug in the compressor; report it, do not unwind.
+                all.push(h.join().unwrap_or_default());
+            }
+            all
+        });
+        let results: Vec<Option<Vec<u8>>> = results.into_iter().flatten().collect();
+        if results.len() != n {
+            return Err(Error::new(super::error::ErrorKind::Io, "a compression worker failed"));
+        }
+        let first_g = self.batch_idx[0];
+        self.switch_l2(first_g / L2_ENTRIES, m)?;
+        // Packed compressed chunks.
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let start = self.next;
+        for (i, r) in results.iter().enumerate() {
+            if let Some(c) = r {
+                let off = self.next;
+                let len = c.len() as u64;
+                let extra = ((off + len - 1) >> 9) - (off >> 9);
+                let entry = OFLAG_COMPRESSED | (extra << CSIZE_SHIFT) | off;
+                self.l2[(self.batch_idx[i] % L2_ENTRIES) as usize] = entry;
+                self.add_refs(off, len);
+                out.extend_from_slice(c);
+                self.next += len;
+            }
+        }
+        if !out.is_empty() {
+            self.write(&out, start, m)?;
+        }
+        // Clusters stored as they are.
+        out.clear();
+        self.next = self.next.next_multiple_of(CLUSTER);
+        let start = self.next;
+        for (i, r) in results.iter().enumerate() {
+            if r.is_none() {
+                let off = self.next;
+                self.l2[(self.batch_idx[i] % L2_ENTRIES) as usize] = off | OFLAG_COPIED;
+                self.add_refs(off, CLUSTER);
+                out.extend_from_slice(&self.batch[i * CLUSTER_US..(i + 1) * CLUSTER_US]);
+                self.next += CLUSTER;
+            }
+        }
+        if !out.is_empty() {
+            self.write(&out, start, m)?;
+        }
+        self.out = out;
+        self.l2_used = true;
+        self.batch.clear();
+        self.batch_idx.clear();
+        Ok(())
+    }
+}
+
+/// Compresses each cluster of `part`; `None` where the result would not be smaller.
+fn compress_many(codec: Compression, part: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::with_capacity(part.len() / CLUSTER_US);
+    match codec {
+        Compression::None => {}
+        Compression::Zlib => {
+            let mut z = Compress::new_with_window_bits(
+                FlateLevel::new(ZLIB_LEVEL),
+                false,
+                ZLIB_WINDOW_BITS,
+            );
+            let mut buf = vec![0u8; CLUSTER_US - 1];
+            for c in part.chunks_exact(CLUSTER_US) {
+                z.reset();
+                let r = match z.compress(c, &mut buf, FlushCompress::Finish) {
+                    Ok(Status::StreamEnd) => Some(buf[..z.total_out() as usize].to_vec()),
+                    _ => None,
+                };
+                out.push(r);
+            }
+        }
+        Compression::Zstd => {
+            let mut cx = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+            let mut buf = Vec::with_capacity(CLUSTER_US - 1);
+            for c in part.chunks_exact(CLUSTER_US) {
+                buf.clear();
+                let r = match cx.as_mut().map(|z| z.compress_to_buffer(c, &mut buf)) {
+                    Some(Ok(n)) if n < CLUSTER_US => Some(buf[..n].to_vec()),
+                    _ => None,
+                };
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+impl Sink for Qcow2Sink<'_> {
+    fn data(&mut self, mut buf: &[u8], m: &mut Meter) -> Result<()> {
+        self.check_room(buf.len() as u64)?;
+        if !self.partial.is_empty() {
+            let take = (CLUSTER_US - self.partial.len()).min(buf.len());
+            self.partial.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            self.pos += take as u64;
+            if self.partial.len() == CLUSTER_US {
+                let p = std::mem::take(&mut self.partial);
+                let g = (self.pos - CLUSTER) / CLUSTER;
+                self.clusters(&p, g, m)?;
+                self.partial = p;
+                self.partial.clear();
+            }
+        }
+        let whole = buf.len() / CLUSTER_US * CLUSTER_US;
+        if whole > 0 {
+            self.clusters(&buf[..whole], self.pos / CLUSTER, m)?;
+            self.pos += whole as u64;
+        }
+        let rest = &buf[whole..];
+        if !rest.is_empty() {
+            self.partial.extend_from_slice(rest);
+            self.pos += rest.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn zeros(&mut self, mut len: u64, m: &mut Meter) -> Result<()> {
+        self.check_room(len)?;
+        if !self.partial.is_empty() {
+            let take = ((CLUSTER_US - self.partial.len()) as u64).min(len);
+            let zeros = [0u8; 4096];
+            let mut left = take as usize;
+            while left > 0 {
+                let k = left.min(zeros.len());
+                self.data(&zeros[..k], m)?;
+                left -= k;
+            }
+            len -= take;
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        // Aligned now: whole zero clusters are simply skipped (their L2 entries stay 0).
+        let whole = len / CLUSTER * CLUSTER;
+        self.pos += whole;
+        let rest = (len - whole) as usize;
+        self.partial.resize(rest, 0);
+        self.pos += rest as u64;
+        Ok(())
+    }
+
+    fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn finish(&mut self, m: &mut Meter) -> Result<()> {
+        // Pad to the virtual size; the last partial cluster is zero-filled.
+        if self.pos < self.vsize {
+            self.zeros(self.vsize - self.pos, m)?;
+        }
+        if !self.partial.is_empty() {
+            let mut p = std::mem::take(&mut self.partial);
+            p.resize(CLUSTER_US, 0);
+            let g = self.pos / CLUSTER;
+            self.clusters(&p, g, m)?;
+        }
+        self.flush_batch(m)?;
+        self.flush_l2(m)?;
+        let n = self.next.div_ceil(CLUSTER);
+        // Refcount structures count themselves: iterate to a fixed point (formats.md §6.5).
+        let (mut r, mut t) = (1u64, 1u64);
+        loop {
+            let r2 = (n + r + t).div_ceil(REFS_PER_BLOCK);
+            let t2 = (r2 * 8).div_ceil(CLUSTER).max(1);
+            if r2 == r && t2 == t {
+                break;
+            }
+            r = r2;
+            t = t2;
+        }
+        let total = n + r + t;
+        if self.codec != Compression::None {
+            self.refs.resize(total as usize, 1);
+            for x in &mut self.refs[n as usize..] {
+                *x = 1;
+            }
+        }
+        // Refcount blocks, generated block by block.
+        let mut block = Vec::with_capacity(CLUSTER_US);
+        for b in 0..r {
+            block.clear();
+            for c in b * REFS_PER_BLOCK..(b + 1) * REFS_PER_BLOCK {
+                let v: u16 = if c >= total {
+                    0
+                } else if self.codec == Compression::None {
+                    1
+                } else {
+                    self.refs.get(c as usize).copied().unwrap_or(0)
+                };
+                block.extend_from_slice(&v.to_be_bytes());
+            }
+            self.write(&block, (n + b) * CLUSTER, m)?;
+        }
+        let mut table = vec![0u8; (t * CLUSTER) as usize];
+        for b in 0..r {
+            let i = b as usize * 8;
+            table[i..i + 8].copy_from_slice(&((n + b) * CLUSTER).to_be_bytes());
+        }
+        let rt_off = (n + r) * CLUSTER;
+        self.write(&table, rt_off, m)?;
+        // The L1 table, then the header: only now does the file become a qcow2.
+        let mut l1 = vec![0u8; (self.l1_clusters * CLUSTER) as usize];
+        for (i, e) in self.l1.iter().enumerate() {
+            l1[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
+        }
+        self.write(&l1, CLUSTER, m)?;
+        self.f
+            .set_len(total * CLUSTER)
+            .map_err(|e| Error::io("setting the qcow2 output length", e))?;
+        let h = header(self.vsize, self.l1.len() as u32, rt_off, t as u32, self.codec);
+        self.write(&h, 0, m)?;
+        Ok(())
+    }
+}
+
+/// The 112-byte v3 header plus the end-of-extensions marker (formats.md §6.2).
+fn header(vsize: u64, l1_size: u32, rt_off: u64, rt_clusters: u32, codec: Compression) -> Vec<u8> {
+    let mut h = vec![0u8; 120];
+    h[0..4].copy_from_slice(b"QFI\xfb");
+    h[4..8].copy_from_slice(&3u32.to_be_bytes());
+    h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
+    h[24..32].copy_from_slice(&vsize.to_be_bytes());
+    h[36..40].copy_from_slice(&l1_size.to_be_bytes());
+    h[40..48].copy_from_slice(&CLUSTER.to_be_bytes());
+    h[48..56].copy_from_slice(&rt_off.to_be_bytes());
+    h[56..60].copy_from_slice(&rt_clusters.to_be_bytes());
+    let incompat: u64 = if codec == Compression::Zstd { 1 << 3 } else { 0 };
+    h[72..80].copy_from_slice(&incompat.to_be_bytes());
+    h[96..100].copy_from_slice(&REFCOUNT_ORDER.to_be_bytes());
+    h[100..104].copy_from_slice(&112u32.to_be_bytes());
+    h[104] = if codec == Compression::Zstd { 1 } else { 0 };
+    h
+}

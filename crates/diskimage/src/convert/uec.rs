@@ -1,0 +1,257 @@
+//! UEC tarball extraction (formats.md §2.5 #21): bounded gunzip, then the tar walk of
+//! [`super::pkg`]; the AMI (raw file-system image), AKI (kernel) and ARI (initrd) members are
+//! validated and written under names we choose.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::error::{limit, package, Error, Result};
+use super::io::{Meter, Progress};
+use super::out::OutFile;
+use super::pkg::{prepare_outdir, walk_tar};
+use super::{convert_stream_into, Compression, ConvertOptions, SourceFormat, TargetFormat};
+
+/// Bounds on inflating a UEC tarball.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UecLimits {
+    /// Most bytes the gzip stream may inflate to (the tar including every member).
+    pub max_output: u64,
+    /// Most output bytes per compressed input byte, checked once past `ratio_grace` bytes.
+    /// A mostly-empty file system compresses ~100:1; deflate's own ceiling is ~1032:1, so a
+    /// file past 512:1 is a bomb, not an image.
+    pub max_ratio: u64,
+    /// Output allowed before the ratio is enforced (small, highly compressible headers).
+    pub ratio_grace: u64,
+}
+
+impl Default for UecLimits {
+    fn default() -> Self {
+        UecLimits { max_output: 256 << 30, max_ratio: 512, ratio_grace: 64 << 20 }
+    }
+}
+
+/// What a UEC member turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UecRole {
+    /// Machine image: a raw file-system image.
+    Ami,
+    /// Kernel.
+    Aki,
+    /// Initial ramdisk.
+    Ari,
+}
+
+/// One extracted member.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UecPart {
+    /// Role.
+    pub role: UecRole,
+    /// Member name in the tarball.
+    pub member: String,
+    /// Output file (name chosen by us: `ami.raw`, `aki.bin`, `ari.bin`).
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The result of a UEC extraction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UecReport {
+    /// Extracted parts (the AMI always; AKI and ARI when present).
+    pub parts: Vec<UecPart>,
+    /// Members that are none of the three (README files, loaders): read, not extracted.
+    pub skipped_members: Vec<String>,
+    /// Compressed bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Extracts a gzip'd UEC tarball from `input` into `outdir`. On any error nothing is left.
+pub fn extract_uec(
+    input: &mut dyn Read,
+    outdir: &Path,
+    limits: UecLimits,
+    progress: &mut dyn Progress,
+) -> Result<UecReport> {
+    let start = Instant::now();
+    let outdir = prepare_outdir(outdir)?;
+    let mut m = Meter::new(progress);
+    let mut raw_in = super::pkg::Counted { inner: input, n: 0 };
+    let mut gz = Bounded {
+        inner: flate2::read::GzDecoder::new(&mut raw_in),
+        out: 0,
+        limits,
+        exceeded: None,
+    };
+    let mut pending: Vec<(OutFile, UecPart)> = Vec::new();
+    let mut skipped = Vec::new();
+    let res = walk_tar(&mut gz, |mem| {
+        let role = classify(&mem.name);
+        let Some(role) = role else {
+            skipped.push(mem.name);
+            return Ok(());
+        };
+        if pending.iter().any(|(_, p)| p.role == role) {
+            return Err(package(format!("the tarball holds two {role:?} members")));
+        }
+        let (fname, what) = match role {
+            UecRole::Ami => ("ami.raw", "machine image"),
+            UecRole::Aki => ("aki.bin", "kernel"),
+            UecRole::Ari => ("ari.bin", "ramdisk"),
+        };
+        let path = outdir.join(fname);
+        let out = OutFile::create(&path)?;
+        // Look at the head first: the members are validated before their bulk is written.
+        let mut head = vec![0u8; 64 << 10];
+        let n = read_up_to(mem.reader, &mut head).map_err(|e| Error::io("reading a member", e))?;
+        head.truncate(n);
+        validate(role, &head, &mem.name)?;
+        let mut chained = io::Cursor::new(head).chain(mem.reader);
+        match role {
+            UecRole::Ami => {
+                let opts = ConvertOptions { to: TargetFormat::Raw, compression: Compression::None, sync: false };
+                convert_stream_into(&mut chained, SourceFormat::Raw, Some(mem.size), out.file(), &opts, &mut m)?;
+            }
+            UecRole::Aki | UecRole::Ari => {
+                let mut w = out.file();
+                let k = io::copy(&mut chained, &mut w).map_err(|e| Error::io(format!("writing the {what}"), e))?;
+                m.wrote(k);
+            }
+        }
+        pending.push((out, UecPart { role, member: mem.name, path, size: mem.size }));
+        Ok(())
+    });
+    if let Some(e) = gz.exceeded.take() {
+        return Err(e);
+    }
+    res?;
+    // Anything after the tar's end-of-archive blocks is still inflated (and bounded), so a
+    // trailing payload cannot hide behind a valid archive.
+    io::copy(&mut gz, &mut io::sink()).map_err(|e| bounded_err(&mut gz, e))?;
+    if !pending.iter().any(|(_, p)| p.role == UecRole::Ami) {
+        return Err(package("the tarball has no machine image (*.img)"));
+    }
+    let bytes_in = gz.inner.get_ref().n;
+    drop(gz);
+    m.read(raw_in.n.max(bytes_in));
+    m.finish();
+    let mut parts = Vec::new();
+    for (out, p) in pending {
+        out.publish(true)?;
+        parts.push(p);
+    }
+    Ok(UecReport {
+        parts,
+        skipped_members: skipped,
+        bytes_in: raw_in.n,
+        bytes_out: m.bytes_out,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn bounded_err(gz: &mut Bounded<'_, '_>, e: io::Error) -> Error {
+    gz.exceeded.take().unwrap_or_else(|| package(format!("the gzip stream is corrupt: {e}")))
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// `*.img` is the AMI, `*vmlinuz*`/`*kernel*` the AKI, `*initrd*`/`*initramfs*` the ARI.
+fn classify(name: &str) -> Option<UecRole> {
+    let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+    if base.ends_with(".img") {
+        Some(UecRole::Ami)
+    } else if base.contains("vmlinuz") || base.contains("kernel") {
+        Some(UecRole::Aki)
+    } else if base.contains("initrd") || base.contains("initramfs") {
+        Some(UecRole::Ari)
+    } else {
+        None
+    }
+}
+
+fn validate(role: UecRole, head: &[u8], name: &str) -> Result<()> {
+    let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
+    let ok = match role {
+        // x86 bzImage (HdrS), EFI stub (MZ), arm64 Image (ARM\x64), vmlinux (ELF).
+        UecRole::Aki => at(0x202, b"HdrS") || at(0, b"MZ") || at(0x38, b"ARM\x64") || at(0, b"\x7fELF"),
+        UecRole::Ari => {
+            [&b"070701"[..], b"070702", b"070707", b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00",
+                b"\x02\x21\x4c\x18", b"\x04\x22\x4d\x18", b"BZh", b"\x89LZO\x00", b"\x5d\x00\x00"]
+                .iter()
+                .any(|m| at(0, m))
+        }
+        // The AMI must be raw: no other image format's header hidden in it.
+        UecRole::Ami => {
+            let foreign: [(usize, &[u8]); 8] = [
+                (0, b"QFI\xfb"),
+                (0, b"KDMV"),
+                (0, b"vhdxfile"),
+                (0, b"conectix"),
+                (0, b"QED\0"),
+                (0, b"LUKS\xba\xbe"),
+                (0, b"COWD"),
+                (0x40, &[0x7F, 0x10, 0xDA, 0xBE]),
+            ];
+            !foreign.iter().any(|(o, m)| at(*o, m))
+        }
+    };
+    if !ok {
+        let what = match role {
+            UecRole::Ami => "is not a raw image (it carries another disk format's header)",
+            UecRole::Aki => "is not a kernel (no bzImage, EFI, arm64 or ELF header)",
+            UecRole::Ari => "is not an initrd (not cpio or a known compressed stream)",
+        };
+        return Err(package(format!("member {name:?} {what}")));
+    }
+    Ok(())
+}
+
+/// A reader that enforces the inflate bounds.
+struct Bounded<'a, 'b> {
+    inner: flate2::read::GzDecoder<&'a mut super::pkg::Counted<'b>>,
+    out: u64,
+    limits: UecLimits,
+    exceeded: Option<Error>,
+}
+
+impl Read for Bounded<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.out += k as u64;
+        let compressed = self.inner.get_ref().n;
+        let too_big = self.out > self.limits.max_output;
+        let ratio = self.out > self.limits.ratio_grace
+            && self.out / compressed.max(1) > self.limits.max_ratio;
+        if too_big || ratio {
+            let e = if too_big {
+                limit(format!("the tarball inflates beyond {} bytes", self.limits.max_output))
+            } else {
+                limit(format!(
+                    "the tarball inflates more than {}:1 (a decompression bomb)",
+                    self.limits.max_ratio
+                ))
+            };
+            self.exceeded = Some(e);
+            return Err(io::Error::other("inflate limit exceeded"));
+        }
+        Ok(k)
+    }
+}
