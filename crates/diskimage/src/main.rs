@@ -81,6 +81,11 @@ fn print_human(path: &std::path::Path, r: &Report) {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    // `convert` and `extract` live in the native-only convert module.
+    #[cfg(feature = "convert")]
+    if let Some(code) = diskimage::convert::cli::dispatch(&argv) {
+        return code;
+    }
     if argv.first().is_some_and(|a| a == "--help" || a == "-h" || a == "help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;

@@ -381,8 +381,9 @@ fn check_footer(cx: &mut Ctx, det: &Detection, hdr: &SparseHeader) -> bool {
         cx.error(codes::VMDK_FOOTER, "The VMDK footer indicates another footer.");
         ok = false;
     }
-    // Marker: val u64 (0), size u32 (0), type u32 (3 = footer), 496 zero bytes.
-    if le64(marker, 0) != 0 || le32(marker, 8) != 0 || le32(marker, 12) != 3 || !zero_pad(marker) {
+    // Marker: val u64 (sectors of footer, VMware writes 1), size u32 (0), type u32 (3 = footer),
+    // 496 zero bytes.
+    if le32(marker, 8) != 0 || le32(marker, 12) != 3 || !zero_pad(marker) {
         cx.error(codes::VMDK_FOOTER, "The VMDK footer marker is invalid.");
         ok = false;
     }
