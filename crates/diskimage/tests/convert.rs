@@ -214,7 +214,14 @@ fn every_input_format_roundtrips() {
 #[test]
 fn all_zero_and_tiny_inputs() {
     let fx = Fixture::new();
-    for (name, size) in [("zero.raw", 100u64 << 20), ("tiny.raw", 12_345), ("one.raw", 1), ("empty.raw", 0)] {
+    // The inspector refuses an empty file; nothing is written for it.
+    let empty = fx.p("empty.raw");
+    File::create(&empty).unwrap();
+    let e = convert_file(&empty, &fx.p("empty.qcow2"), None, &ConvertOptions::default(), &mut NoProgress)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
+    assert!(!fx.p("empty.qcow2").exists());
+    for (name, size) in [("zero.raw", 100u64 << 20), ("tiny.raw", 12_345), ("one.raw", 1)] {
         let src = fx.p(name);
         File::create(&src).unwrap().set_len(size).unwrap();
         if size == 1 {
@@ -302,7 +309,7 @@ fn streaming_inputs() {
     let out = fx.p("raw-stream.qcow2");
     let mut events = 0u32;
     let mut progress = |_: u64, _: u64| events += 1;
-    let s = convert_stream(&mut File::open(&base).unwrap(), SourceFormat::Raw, Some(len), &out,
+    let s = convert_stream(&mut File::open(&base).unwrap(), SourceFormat::Raw, Some(len), None, &out,
         &opts(TargetFormat::Qcow2, Compression::None), &mut progress).unwrap();
     assert!(events >= 1);
     assert_eq!(s.bytes_in, len);
@@ -310,7 +317,7 @@ fn streaming_inputs() {
     compare("raw", &base, "qcow2", &out);
     // a truncated raw stream is an error, not a zero tail
     let out2 = fx.p("raw-short.qcow2");
-    let e = convert_stream(&mut File::open(&base).unwrap(), SourceFormat::Raw, Some(len + 512), &out2,
+    let e = convert_stream(&mut File::open(&base).unwrap(), SourceFormat::Raw, Some(len + 512), None, &out2,
         &opts(TargetFormat::Qcow2, Compression::None), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(!out2.exists());
@@ -327,7 +334,7 @@ fn streaming_inputs() {
         qemu_ok(&a);
         let out = fx.p(&format!("{name}.qcow2"));
         let mut r = std::io::BufReader::with_capacity(1000, File::open(&src).unwrap());
-        let s = convert_stream(&mut r, from, None, &out, &opts(TargetFormat::Qcow2, Compression::Zlib), &mut NoProgress)
+        let s = convert_stream(&mut r, from, None, Some(name), &out, &opts(TargetFormat::Qcow2, Compression::Zlib), &mut NoProgress)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(s.bytes_in, fs::metadata(&src).unwrap().len(), "{name}: whole stream consumed");
         check_qcow2(&out);
@@ -339,7 +346,7 @@ fn streaming_inputs() {
     // monolithicSparse needs random access: refused clearly while streaming.
     let src = fx.p("ms.vmdk");
     qemu_ok(&["convert", "-f", "raw", "-O", "vmdk", base.to_str().unwrap(), src.to_str().unwrap()]);
-    let e = convert_stream(&mut File::open(&src).unwrap(), SourceFormat::Vmdk, None, &fx.p("ms.qcow2"),
+    let e = convert_stream(&mut File::open(&src).unwrap(), SourceFormat::Vmdk, None, Some("ms.vmdk"), &fx.p("ms.qcow2"),
         &opts(TargetFormat::Qcow2, Compression::None), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
 }
@@ -359,13 +366,14 @@ fn refusals_and_no_partial_output() {
     let e = convert_file(&base, &out, Some(SourceFormat::Qcow2), &ConvertOptions::default(), &mut NoProgress)
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
-    // truncated qcow2: the data clusters lie beyond the end
+    // truncated qcow2: its metadata points beyond the end (the inspector refuses it)
     let q = fx.p("t.qcow2");
     qemu_ok(&["convert", "-f", "raw", "-O", "qcow2", base.to_str().unwrap(), q.to_str().unwrap()]);
     let f = OpenOptions::new().write(true).open(&q).unwrap();
     f.set_len(4 * 65536).unwrap();
     let e = convert_file(&q, &out, None, &ConvertOptions::default(), &mut NoProgress).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
+    assert!(e.to_string().contains("outside the file"), "{e}");
     // VMDK flat descriptor
     let d = fx.p("flat.vmdk");
     let mut df = File::create(&d).unwrap();

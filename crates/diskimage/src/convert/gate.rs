@@ -1,19 +1,25 @@
-//! The inspection gate: nothing is converted unless it was inspected and accepted.
+//! The inspection gate: nothing is converted unless the crate's inspector accepted it.
 //!
-//! FIXME(coordination): the crate's `inspect()` is landing in parallel; until it is wired in,
-//! the gate detects the format from its magic bytes and relies on each reader's structural
-//! checks (which refuse backing/data files, parents, encryption and foreign extents).
+//! Files go through [`crate::inspect`] (every check of formats.md §2.5) before a reader opens
+//! them. Streams cannot be inspected before they have arrived, so a stream conversion keeps
+//! the head (64 KiB) and tail (1.5 KiB) it saw and runs [`crate::sniff_with`] on them at the
+//! end — the same checks the browser runs, which decide every streamable format — and the
+//! output is published only if that verdict is "accepted". The readers' own structural checks
+//! (no backing/data files, no parents, no foreign extents) apply in both cases.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read};
 
-use super::error::{rejected, Error, Result};
+use super::error::{rejected, unsupported, Result};
 use super::SourceFormat;
+use crate::limits::{SNIFF_HEAD, SNIFF_TAIL};
+use crate::{Format, InspectOptions, Report, SniffOutcome, SparseBytes};
 
 /// Proof that an input was inspected and accepted for conversion. Only the gate makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
     format: SourceFormat,
+    report: Report,
 }
 
 impl Accepted {
@@ -21,61 +27,121 @@ impl Accepted {
     pub fn format(&self) -> SourceFormat {
         self.format
     }
+    /// The inspector's report.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
 }
 
-/// Inspects `file`; refuses it when rejected or when it is not `declared`.
-pub(crate) fn inspect_file(file: &File, declared: Option<SourceFormat>) -> Result<Accepted> {
-    let detected = detect(file)?;
+fn to_format(f: SourceFormat) -> Format {
+    match f {
+        SourceFormat::Raw => Format::Raw,
+        SourceFormat::Qcow2 => Format::Qcow2,
+        SourceFormat::Vdi => Format::Vdi,
+        SourceFormat::Vmdk => Format::Vmdk,
+        SourceFormat::Vhd => Format::Vhd,
+        SourceFormat::Vhdx => Format::Vhdx,
+    }
+}
+
+fn from_report(r: &Report, declared: Option<SourceFormat>) -> Result<Accepted> {
+    if !r.is_accepted() {
+        let reasons: Vec<String> = r.errors().map(|f| format!("{} ({})", f.message, f.code)).collect();
+        return Err(rejected(format!(
+            "the inspector rejected this {} file: {}",
+            r.format.as_str(),
+            reasons.join("; ")
+        )));
+    }
+    let format = match r.format {
+        Format::Raw => SourceFormat::Raw,
+        // An ISO's bytes are the disk: convert it as raw (never through another parser).
+        Format::Iso if declared.is_none_or(|d| d == SourceFormat::Raw) => SourceFormat::Raw,
+        Format::Qcow2 => SourceFormat::Qcow2,
+        Format::Vdi => SourceFormat::Vdi,
+        Format::Vmdk => SourceFormat::Vmdk,
+        Format::Vhd => SourceFormat::Vhd,
+        Format::Vhdx => SourceFormat::Vhdx,
+        Format::Ova | Format::Uec => {
+            return Err(unsupported(format!(
+                "this is a {} package; use `extract`, not `convert`",
+                r.format.as_str()
+            )))
+        }
+        f => return Err(unsupported(format!("{} files are not converted", f.as_str()))),
+    };
     if let Some(d) = declared {
-        if d != detected {
+        if d != format {
             return Err(rejected(format!(
                 "declared {} but the file is {}; refusing to convert",
                 d.as_str(),
-                detected.as_str()
+                format.as_str()
             )));
         }
     }
-    Ok(Accepted { format: detected })
+    Ok(Accepted { format, report: r.clone() })
 }
 
-fn detect(file: &File) -> Result<SourceFormat> {
-    let size = file.metadata().map_err(|e| Error::io("cannot stat the input", e))?.len();
-    let mut head = [0u8; 512];
-    let n = read_some(file, 0, &mut head)?;
-    let head = &head[..n];
-    let mut tail = [0u8; 512];
-    let tail_n = if size >= 512 { read_some(file, size - 512, &mut tail)? } else { 0 };
-    let found = if head.starts_with(b"QFI\xfb") {
-        SourceFormat::Qcow2
-    } else if head.starts_with(b"KDMV") {
-        SourceFormat::Vmdk
-    } else if head.starts_with(b"vhdxfile") {
-        SourceFormat::Vhdx
-    } else if head.len() >= 0x44 && head[0x40..0x44] == 0xBEDA_107Fu32.to_le_bytes() {
-        SourceFormat::Vdi
-    } else if head.starts_with(b"conectix") || (tail_n == 512 && tail.starts_with(b"conectix")) {
-        SourceFormat::Vhd
-    } else if head.starts_with(b"QFI") || head.starts_with(b"QED\0") || head.starts_with(b"LUKS\xba\xbe")
-        || head.starts_with(b"COWD")
-    {
-        return Err(rejected("this image format is refused (qcow v1, QED, LUKS or COWD)"));
-    } else if head.starts_with(b"# Disk DescriptorFile") {
-        return Err(rejected("VMDK descriptor files name other files and are refused"));
-    } else {
-        SourceFormat::Raw
-    };
-    Ok(found)
+/// Inspects a whole file; refuses it when rejected or when it is not `declared`.
+pub(crate) fn inspect_file(
+    file: &File,
+    declared: Option<SourceFormat>,
+    file_name: Option<String>,
+) -> Result<Accepted> {
+    let opts = InspectOptions { declared: declared.map(to_format), file_name, ..Default::default() };
+    let report = crate::inspect(file, &opts);
+    from_report(&report, declared)
 }
 
-fn read_some(file: &File, off: u64, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], off + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("reading the input header", e)),
+/// Records the head and the tail of a stream as it passes through.
+pub(crate) struct HeadTail<'a> {
+    inner: &'a mut dyn Read,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    total: u64,
+}
+
+impl<'a> HeadTail<'a> {
+    pub(crate) fn new(inner: &'a mut dyn Read) -> Self {
+        HeadTail { inner, head: Vec::new(), tail: Vec::new(), total: 0 }
+    }
+
+    /// Runs the sniff checks on what passed through (after the stream was read to its end).
+    pub(crate) fn verdict(&self, declared: SourceFormat, file_name: Option<String>) -> Result<Accepted> {
+        let mut bytes = SparseBytes::new(self.total);
+        bytes.insert(0, self.head.clone());
+        let tail_len = self.tail.len() as u64;
+        bytes.insert(self.total - tail_len, self.tail.clone());
+        let opts = InspectOptions { declared: Some(to_format(declared)), file_name, ..Default::default() };
+        match crate::sniff_with(&bytes, &opts) {
+            SniffOutcome::Done(r) => from_report(&r, Some(declared)),
+            SniffOutcome::NeedMore(_) => Err(rejected(
+                "this stream cannot be verified from its head and tail; store it and convert the file",
+            )),
         }
     }
-    Ok(n)
+}
+
+impl Read for HeadTail<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        let data = &buf[..k];
+        if (self.head.len() as u64) < SNIFF_HEAD {
+            let room = SNIFF_HEAD as usize - self.head.len();
+            self.head.extend_from_slice(&data[..room.min(k)]);
+        }
+        let keep = SNIFF_TAIL as usize;
+        if k >= keep {
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[k - keep..]);
+        } else {
+            self.tail.extend_from_slice(data);
+            if self.tail.len() > keep {
+                let cut = self.tail.len() - keep;
+                self.tail.drain(..cut);
+            }
+        }
+        self.total += k as u64;
+        Ok(k)
+    }
 }

@@ -148,12 +148,13 @@ pub fn convert_file(
     progress: &mut dyn Progress,
 ) -> Result<Summary> {
     let file = File::open(input).map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
-    let accepted = gate::inspect_file(&file, from)?;
+    let name = input.file_name().map(|n| n.to_string_lossy().into_owned());
+    let accepted = gate::inspect_file(&file, from, name)?;
     convert_accepted(&file, &accepted, output, opts, progress)
 }
 
-/// Converts an already-inspected file (the [`Accepted`] proof comes from [`gate::inspect_file`]
-/// via [`inspect_for_conversion`]).
+/// Converts an already-inspected file (the [`Accepted`] proof comes from
+/// [`inspect_for_conversion`] on the same file).
 pub fn convert_accepted(
     file: &File,
     accepted: &Accepted,
@@ -178,22 +179,29 @@ pub fn convert_accepted(
     })
 }
 
-/// Inspects `file` for conversion: the format is detected (and must equal `declared` when
-/// given), and the inspector's verdict must be "accepted".
-pub fn inspect_for_conversion(file: &File, declared: Option<SourceFormat>) -> Result<Accepted> {
-    gate::inspect_file(file, declared)
+/// Inspects `file` with [`crate::inspect`] for conversion: the verdict must be "accepted" and
+/// the format must equal `declared` when given. `file_name` is the upload's name (a VMDK's
+/// extent must name its own file).
+pub fn inspect_for_conversion(
+    file: &File,
+    declared: Option<SourceFormat>,
+    file_name: Option<&str>,
+) -> Result<Accepted> {
+    gate::inspect_file(file, declared, file_name.map(str::to_string))
 }
 
 /// Converts a byte stream as it arrives (an upload): raw (needs `raw_len`, the upload's
 /// declared length), VDI whose blocks are in file order, and streamOptimized VMDK. Other
 /// formats need random access and are refused with a clear error; store them first.
 ///
-/// The stream's leading header is checked by the same structural checks as a file; the caller
-/// must still run the full inspection on the stored upload before publishing the result.
+/// The readers' structural checks run as the bytes arrive; at the end the inspector's sniff
+/// checks run on the stream's head and tail (what the browser checks), and the output is
+/// published only if they accept it. `file_name` is the upload's name (VMDK extent check).
 pub fn convert_stream(
     input: &mut dyn Read,
     from: SourceFormat,
     raw_len: Option<u64>,
+    file_name: Option<&str>,
     output: &Path,
     opts: &ConvertOptions,
     progress: &mut dyn Progress,
@@ -201,7 +209,7 @@ pub fn convert_stream(
     let start = Instant::now();
     let out = out::OutFile::create(output)?;
     let mut m = Meter::new(progress);
-    let vsize = convert_stream_into(input, from, raw_len, out.file(), opts, &mut m)?;
+    let vsize = convert_stream_into(input, from, raw_len, file_name, out.file(), opts, &mut m)?;
     m.finish();
     out.publish(opts.sync)?;
     Ok(Summary {
@@ -218,6 +226,7 @@ pub(crate) fn convert_stream_into(
     input: &mut dyn Read,
     from: SourceFormat,
     raw_len: Option<u64>,
+    file_name: Option<&str>,
     out: &File,
     opts: &ConvertOptions,
     m: &mut Meter,
@@ -231,10 +240,13 @@ pub(crate) fn convert_stream_into(
             )))
         }
     }
-    let mut inp = Input::Stream(StreamIn::new(input), Vec::new());
+    let mut ht = gate::HeadTail::new(input);
+    let mut inp = Input::Stream(StreamIn::new(&mut ht), Vec::new());
     let v = run(from, &mut inp, None, raw_len, out, opts, m)?;
-    // Consume trailing bytes (footers, padding) so hashes over the stream are complete.
+    // Consume trailing bytes (footers, padding): the tail check and hashes need every byte.
     inp.drain(m)?;
+    drop(inp);
+    ht.verdict(from, file_name.map(str::to_string))?;
     Ok(v)
 }
 

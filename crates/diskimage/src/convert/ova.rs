@@ -158,7 +158,7 @@ pub fn extract_ova(
                 let ext = if opts.to == TargetFormat::Raw { "raw" } else { "qcow2" };
                 let path = outdir.join(format!("disk{n}.{ext}"));
                 let out = OutFile::create(&path)?;
-                let vsize = convert_stream_into(&mut h, SourceFormat::Vmdk, None, out.file(), opts, &mut m)
+                let vsize = convert_stream_into(&mut h, SourceFormat::Vmdk, None, Some(&d.member), out.file(), opts, &mut m)
                     .map_err(|e| package(format!("disk {} ({}): {e}", d.disk_id, d.member)))?;
                 if vsize != d.capacity {
                     return Err(package(format!(

@@ -117,7 +117,7 @@ pub fn extract_uec(
         match role {
             UecRole::Ami => {
                 let opts = ConvertOptions { to: TargetFormat::Raw, compression: Compression::None, sync: false };
-                convert_stream_into(&mut chained, SourceFormat::Raw, Some(mem.size), out.file(), &opts, &mut m)?;
+                convert_stream_into(&mut chained, SourceFormat::Raw, Some(mem.size), None, out.file(), &opts, &mut m)?;
             }
             UecRole::Aki | UecRole::Ari => {
                 let mut w = out.file();
