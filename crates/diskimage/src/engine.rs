@@ -53,7 +53,7 @@ pub fn sniff_with(bytes: &SparseBytes, opts: &InspectOptions) -> SniffOutcome {
         Ok(r) => SniffOutcome::Done(r),
         Err(Stop::Need(r)) => {
             if bytes.piece_count() < 2 + SNIFF_MAX_FOLLOWUPS {
-                let len = r.len.max(SNIFF_FETCH_GRANULE).min(crate::limits::SNIFF_MAX_PIECE);
+                let len = r.len.clamp(SNIFF_FETCH_GRANULE, crate::limits::SNIFF_MAX_PIECE);
                 let len = len.min(bytes.size().saturating_sub(r.offset));
                 SniffOutcome::NeedMore(vec![ByteRange { offset: r.offset, len }])
             } else {
@@ -272,7 +272,7 @@ fn finish(cx: &mut Ctx, format: Format, parsed: Parsed, opts: &InspectOptions) -
         }
     }
     let mut findings = core::mem::take(&mut cx.findings);
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| core::cmp::Reverse(f.severity));
     let verdict = if findings.iter().any(|f| f.severity == Severity::Error) {
         Verdict::Rejected
     } else {

@@ -301,7 +301,9 @@ fn cli(args: &[&str]) -> (i32, String) {
 fn check_cli(dir: &Path) -> Vec<String> {
     let mut errs = Vec::new();
     let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    let cases: [(&[&str], i32, Option<(&str, &str)>); 7] = [
+    /// (arguments, exit status, expected (format, verdict) in the JSON output)
+    type CliCase<'a> = (&'a [&'a str], i32, Option<(&'a str, &'a str)>);
+    let cases: [CliCase; 7] = [
         (&["inspect", &p("q3-data.qcow2"), "--json"], 0, Some(("qcow2", "accepted"))),
         (&["inspect", &p("evil-backing.qcow2"), "--json"], 1, Some(("qcow2", "rejected"))),
         (&["inspect", &p("vhd-fixed.vhd"), "--declared", "vhd", "--json"], 0, Some(("vhd", "accepted"))),

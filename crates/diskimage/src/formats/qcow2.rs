@@ -146,7 +146,11 @@ pub(crate) fn inspect_v1(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         codes::FORMAT_NOT_ALLOWED,
         "This is a qcow version 1 image, an obsolete format that is not accepted; convert it to qcow2 with qemu-img first.",
     );
-    let vs = if det.head.len() >= 32 { Some(be64(&det.head, 24)) } else { None };
+    let vs = if det.head.len() >= 32 {
+        Some(be64(&det.head, 24))
+    } else {
+        None
+    };
     Ok(Parsed::new("v1", vs))
 }
 
@@ -168,7 +172,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if h.version != 2 && h.version != 3 {
         cx.error(
             codes::QCOW2_VERSION,
-            format!("qcow2 version {} is not supported (only versions 2 and 3 are).", h.version),
+            format!(
+                "qcow2 version {} is not supported (only versions 2 and 3 are).",
+                h.version
+            ),
         );
         return Ok(Parsed::new(sub, vs));
     }
@@ -207,7 +214,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if h.refcount_order > QCOW2_MAX_REFCOUNT_ORDER {
         cx.error(
             codes::QCOW2_REFCOUNT_ORDER,
-            format!("The qcow2 refcount order {} is invalid (at most 6).", h.refcount_order),
+            format!(
+                "The qcow2 refcount order {} is invalid (at most 6).",
+                h.refcount_order
+            ),
         );
     }
 
@@ -215,7 +225,9 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     // makes the message clearer.
     if h.backing_file_offset != 0 {
         let name = if h.backing_file_size <= QCOW2_MAX_BACKING_NAME
-            && h.backing_file_offset.saturating_add(u64::from(h.backing_file_size)) <= cs
+            && h.backing_file_offset
+                .saturating_add(u64::from(h.backing_file_size))
+                <= cs
         {
             cx.read_opt(h.backing_file_offset, u64::from(h.backing_file_size))?
                 .map(|n| printable(&n, 200))
@@ -256,34 +268,67 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if rt_bytes > QCOW2_MAX_REFTABLE_BYTES {
         cx.error(
             codes::QCOW2_REFCOUNT_TABLE,
-            format!("The qcow2 refcount table ({rt_bytes} bytes) is larger than QEMU's 8 MiB limit."),
+            format!(
+                "The qcow2 refcount table ({rt_bytes} bytes) is larger than QEMU's 8 MiB limit."
+            ),
         );
     } else if h.refcount_table_clusters == 0 {
-        cx.error(codes::QCOW2_REFCOUNT_TABLE, "The qcow2 image has no refcount table.");
+        cx.error(
+            codes::QCOW2_REFCOUNT_TABLE,
+            "The qcow2 image has no refcount table.",
+        );
     }
     if h.nb_snapshots > QCOW2_MAX_SNAPSHOTS {
-        cx.error(codes::QCOW2_SNAPSHOTS, format!("The qcow2 image claims {} snapshots, more than QEMU allows.", h.nb_snapshots));
+        cx.error(
+            codes::QCOW2_SNAPSHOTS,
+            format!(
+                "The qcow2 image claims {} snapshots, more than QEMU allows.",
+                h.nb_snapshots
+            ),
+        );
     } else if h.nb_snapshots > 0 {
         cx.warn(
             codes::QCOW2_SNAPSHOTS,
-            format!("The qcow2 image has {} internal snapshot(s); only the current state will be used.", h.nb_snapshots),
+            format!(
+                "The qcow2 image has {} internal snapshot(s); only the current state will be used.",
+                h.nb_snapshots
+            ),
         );
     }
 
     // Layout: aligned, inside the file, not overlapping.
-    let mut regions = vec![Region { name: "header", off: 0, len: cs }];
+    let mut regions = vec![Region {
+        name: "header",
+        off: 0,
+        len: cs,
+    }];
     if h.l1_size > 0 {
-        regions.push(Region { name: "L1 table", off: h.l1_table_offset, len: l1_bytes });
+        regions.push(Region {
+            name: "L1 table",
+            off: h.l1_table_offset,
+            len: l1_bytes,
+        });
     }
-    regions.push(Region { name: "refcount table", off: h.refcount_table_offset, len: rt_bytes });
+    regions.push(Region {
+        name: "refcount table",
+        off: h.refcount_table_offset,
+        len: rt_bytes,
+    });
     if h.nb_snapshots > 0 {
         // Each snapshot header is at least 40 bytes; the exact length needs a walk.
-        regions.push(Region { name: "snapshot table", off: h.snapshots_offset, len: u64::from(h.nb_snapshots) * 40 });
+        regions.push(Region {
+            name: "snapshot table",
+            off: h.snapshots_offset,
+            len: u64::from(h.nb_snapshots) * 40,
+        });
     }
     let mut layout_ok = true;
     for r in regions.iter().skip(1) {
         if r.off % cs != 0 {
-            cx.error(codes::QCOW2_MISALIGNED, format!("The qcow2 {} is not aligned to a cluster boundary.", r.name));
+            cx.error(
+                codes::QCOW2_MISALIGNED,
+                format!("The qcow2 {} is not aligned to a cluster boundary.", r.name),
+            );
             layout_ok = false;
         }
         if !cx.inside(r.off, r.len) {
@@ -300,7 +345,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     for (i, a) in regions.iter().enumerate() {
         for c in regions.iter().skip(i + 1) {
             if overlaps(a.off, a.len, c.off, c.len) {
-                cx.error(codes::QCOW2_OVERLAP, format!("The qcow2 {} overlaps the {}.", a.name, c.name));
+                cx.error(
+                    codes::QCOW2_OVERLAP,
+                    format!("The qcow2 {} overlaps the {}.", a.name, c.name),
+                );
                 layout_ok = false;
             }
         }
@@ -339,7 +387,10 @@ fn check_features(cx: &mut Ctx, h: &Header) {
             );
         }
     } else if h.compression_type != 0 {
-        cx.error(codes::QCOW2_COMPRESSION_TYPE, "The qcow2 compression type is set without its feature bit.");
+        cx.error(
+            codes::QCOW2_COMPRESSION_TYPE,
+            "The qcow2 compression type is set without its feature bit.",
+        );
     }
     if inc & INCOMPAT_EXTL2 != 0 && h.cluster_bits < 14 {
         cx.error(
@@ -347,11 +398,18 @@ fn check_features(cx: &mut Ctx, h: &Header) {
             "The qcow2 image uses extended L2 entries with clusters smaller than 16 KiB, which QEMU refuses.",
         );
     }
-    let known = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+    let known = INCOMPAT_DIRTY
+        | INCOMPAT_CORRUPT
+        | INCOMPAT_DATA_FILE
+        | INCOMPAT_COMPRESSION
+        | INCOMPAT_EXTL2;
     if inc & !known != 0 {
         cx.error(
             codes::QCOW2_UNKNOWN_FEATURES,
-            format!("The qcow2 image uses incompatible features Hangar does not know (bits 0x{:x}).", inc & !known),
+            format!(
+                "The qcow2 image uses incompatible features Hangar does not know (bits 0x{:x}).",
+                inc & !known
+            ),
         );
     }
 }
@@ -361,7 +419,11 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
     let cs = h.cluster_size();
     let mut off = u64::from(h.header_length);
     // Extensions end at the backing file name if it is in cluster 0, else at the cluster's end.
-    let end = if h.backing_file_offset != 0 && h.backing_file_offset < cs { h.backing_file_offset } else { cs };
+    let end = if h.backing_file_offset != 0 && h.backing_file_offset < cs {
+        h.backing_file_offset
+    } else {
+        cs
+    };
     let end = end.min(cx.size);
     // Read the extension area once (cluster 0 is at most 2 MiB; the head usually covers it).
     let area: Vec<u8> = if end <= head.len() as u64 {
@@ -375,7 +437,10 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
     for _ in 0..QCOW2_MAX_HEADER_EXTENSIONS {
         if off.saturating_add(8) > area.len() as u64 {
             if off < end {
-                cx.error(codes::QCOW2_HEADER_EXTENSIONS, "The qcow2 header extensions run past the first cluster.");
+                cx.error(
+                    codes::QCOW2_HEADER_EXTENSIONS,
+                    "The qcow2 header extensions run past the first cluster.",
+                );
             }
             return Ok(());
         }
@@ -387,7 +452,10 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
         }
         let data_end = off + 8 + len;
         if data_end > end {
-            cx.error(codes::QCOW2_HEADER_EXTENSIONS, "A qcow2 header extension runs past the first cluster.");
+            cx.error(
+                codes::QCOW2_HEADER_EXTENSIONS,
+                "A qcow2 header extension runs past the first cluster.",
+            );
             return Ok(());
         }
         let data = slice(&area, o + 8, len as usize);
@@ -418,7 +486,10 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
         }
         off = data_end.div_ceil(8) * 8;
     }
-    cx.error(codes::QCOW2_HEADER_EXTENSIONS, "The qcow2 image has too many header extensions.");
+    cx.error(
+        codes::QCOW2_HEADER_EXTENSIONS,
+        "The qcow2 image has too many header extensions.",
+    );
     Ok(())
 }
 
@@ -427,7 +498,12 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
 /// Cost is proportional to the allocated metadata, not to the virtual size.
 fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
     let cs = h.cluster_size();
-    let fixed_overlap = |off: u64, len: u64| regions.iter().find(|r| overlaps(off, len, r.off, r.len)).map(|r| r.name);
+    let fixed_overlap = |off: u64, len: u64| {
+        regions
+            .iter()
+            .find(|r| overlaps(off, len, r.off, r.len))
+            .map(|r| r.name)
+    };
     // L1.
     let l1_bytes = u64::from(h.l1_size) * 8;
     let mut done = 0u64;
@@ -444,8 +520,13 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
             }
             let idx = done / 8 + i as u64;
             let l2 = e & OFFSET_MASK;
-            if e & L1_RESERVED_MASK != 0 || l2 % cs != 0 {
-                cx.error(codes::QCOW2_MISALIGNED, format!("qcow2 L1 entry {idx} is malformed (reserved bits or misaligned offset)."));
+            if e & L1_RESERVED_MASK != 0 || !l2.is_multiple_of(cs) {
+                cx.error(
+                    codes::QCOW2_MISALIGNED,
+                    format!(
+                        "qcow2 L1 entry {idx} is malformed (reserved bits or misaligned offset)."
+                    ),
+                );
                 return Ok(());
             }
             if l2 == 0 {
@@ -459,7 +540,10 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
                 return Ok(());
             }
             if let Some(name) = fixed_overlap(l2, cs) {
-                cx.error(codes::QCOW2_OVERLAP, format!("qcow2 L2 table {idx} overlaps the {name}."));
+                cx.error(
+                    codes::QCOW2_OVERLAP,
+                    format!("qcow2 L2 table {idx} overlaps the {name}."),
+                );
                 return Ok(());
             }
             l2_buf_needed.push(l2);
@@ -495,7 +579,10 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
             let idx = done / 8 + i as u64;
             let blk = e & !0x1ff;
             if e & 0x1ff != 0 || blk % cs != 0 {
-                cx.error(codes::QCOW2_MISALIGNED, format!("qcow2 refcount table entry {idx} is misaligned."));
+                cx.error(
+                    codes::QCOW2_MISALIGNED,
+                    format!("qcow2 refcount table entry {idx} is misaligned."),
+                );
                 return Ok(());
             }
             if !cx.inside(blk, cs) {
@@ -506,7 +593,10 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
                 return Ok(());
             }
             if let Some(name) = fixed_overlap(blk, cs) {
-                cx.error(codes::QCOW2_OVERLAP, format!("qcow2 refcount block {idx} overlaps the {name}."));
+                cx.error(
+                    codes::QCOW2_OVERLAP,
+                    format!("qcow2 refcount block {idx} overlaps the {name}."),
+                );
                 return Ok(());
             }
         }
@@ -524,41 +614,57 @@ fn walk_l2(
 ) -> PResult<bool> {
     let cs = h.cluster_size();
     let es = h.l2_entry_size() as usize;
-    let table = cx.read(l2, cs)?;
     // Compressed entries: offset in bits 0..x, x = 62 - (cluster_bits - 8).
     let x = 62 - (h.cluster_bits - 8);
     let comp_off_mask = (1u64 << x) - 1;
-    for (i, e) in table.chunks_exact(es).enumerate() {
-        let e = u64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
-        if e & L2_COMPRESSED != 0 {
-            let off = e & comp_off_mask;
-            if off >= cx.size {
-                cx.error(
+    // An L2 table is one cluster (up to 2 MiB): read it in bounded chunks.
+    let mut done = 0u64;
+    while done < cs {
+        let table = cx.read(l2 + done, cs - done)?;
+        if table.is_empty() {
+            break;
+        }
+        let base = (done / es as u64) as usize;
+        done += table.len() as u64;
+        for (i, e) in table.chunks_exact(es).enumerate() {
+            let i = base + i;
+            let e = u64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+            if e & L2_COMPRESSED != 0 {
+                let off = e & comp_off_mask;
+                if off >= cx.size {
+                    cx.error(
                     codes::QCOW2_OUTSIDE_FILE,
                     format!("A compressed qcow2 cluster (L2 table at {l2}, entry {i}) lies outside the file (the file is probably truncated)."),
                 );
+                    return Ok(false);
+                }
+                continue;
+            }
+            let off = e & OFFSET_MASK;
+            if off == 0 {
+                continue;
+            }
+            if !off.is_multiple_of(cs) {
+                cx.error(
+                    codes::QCOW2_MISALIGNED,
+                    format!("qcow2 L2 table at {l2}, entry {i} points to a misaligned cluster."),
+                );
                 return Ok(false);
             }
-            continue;
-        }
-        let off = e & OFFSET_MASK;
-        if off == 0 {
-            continue;
-        }
-        if off % cs != 0 {
-            cx.error(codes::QCOW2_MISALIGNED, format!("qcow2 L2 table at {l2}, entry {i} points to a misaligned cluster."));
-            return Ok(false);
-        }
-        if !cx.inside(off, 1) {
-            cx.error(
+            if !cx.inside(off, 1) {
+                cx.error(
                 codes::QCOW2_OUTSIDE_FILE,
                 format!("A qcow2 data cluster (L2 table at {l2}, entry {i}) lies outside the file (the file is probably truncated)."),
             );
-            return Ok(false);
-        }
-        if let Some(name) = fixed_overlap(off, cs) {
-            cx.error(codes::QCOW2_OVERLAP, format!("A qcow2 data cluster overlaps the {name}."));
-            return Ok(false);
+                return Ok(false);
+            }
+            if let Some(name) = fixed_overlap(off, cs) {
+                cx.error(
+                    codes::QCOW2_OVERLAP,
+                    format!("A qcow2 data cluster overlaps the {name}."),
+                );
+                return Ok(false);
+            }
         }
     }
     Ok(true)

@@ -214,7 +214,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         cx.error(codes::VMDK_HEADER, "The VMDK header's newline check bytes are damaged (the file was transferred in text mode).");
     }
     let g = hdr.grain_size;
-    if g == 0 || !g.is_power_of_two() || g > VMDK_MAX_GRAIN_SECTORS || g < 8 {
+    if g == 0 || !g.is_power_of_two() || !(8..=VMDK_MAX_GRAIN_SECTORS).contains(&g) {
         cx.error(codes::VMDK_HEADER, format!("The VMDK grain size {g} sectors is invalid."));
         return Ok(Parsed::new("unknown", vs));
     }
