@@ -122,7 +122,22 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
     if pending_name.is_some() {
         return Err(package("the archive ends after a name record without its member"));
     }
-    Ok(())
+    drop(entries);
+    // After the end-of-archive block only zero padding may follow: anything else would be a
+    // payload that a different tar reader might see.
+    let mut rest = ar.into_inner();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match rest.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad_tar("reading the end of the archive", e)),
+        };
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(package("data follows the end of the archive"));
+        }
+    }
 }
 
 fn bad_tar(what: &str, e: io::Error) -> Error {
