@@ -140,6 +140,7 @@ impl Fixture {
 /// compares each with qemu-img, and reads our qcow2 back with our own reader.
 fn roundtrip(fx: &Fixture, src: &Path, qfmt: &str, from: SourceFormat, raw_ref: &Path) {
     let tag = src.file_name().unwrap().to_str().unwrap().to_string();
+    let mut plain_size = 0;
     for (c, name) in [(Compression::None, "plain"), (Compression::Zlib, "zlib"), (Compression::Zstd, "zstd")] {
         let out = fx.p(&format!("{tag}.{name}.qcow2"));
         let s = convert_file(src, &out, Some(from), &opts(TargetFormat::Qcow2, c), &mut NoProgress)
@@ -147,6 +148,13 @@ fn roundtrip(fx: &Fixture, src: &Path, qfmt: &str, from: SourceFormat, raw_ref: 
         assert_eq!(s.from, from);
         check_qcow2(&out);
         compare(qfmt, src, "qcow2", &out);
+        // The payload has compressible runs: compression must actually shrink the file.
+        let size = fs::metadata(&out).unwrap().len();
+        if c == Compression::None {
+            plain_size = size;
+        } else {
+            assert!(size < plain_size * 9 / 10, "{tag} {name}: {size} vs plain {plain_size}");
+        }
         // Our own reader: qcow2 -> raw must equal qemu's raw view of the source.
         let back = fx.p(&format!("{tag}.{name}.back.raw"));
         convert_file(&out, &back, Some(SourceFormat::Qcow2), &opts(TargetFormat::Raw, Compression::None), &mut NoProgress)

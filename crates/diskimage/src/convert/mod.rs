@@ -257,7 +257,7 @@ fn make_sink<'f>(f: &'f File, vsize: u64, opts: &ConvertOptions) -> Result<Box<d
             if opts.compression != Compression::None {
                 return Err(Error::new(ErrorKind::Usage, "compression applies to qcow2 output only"));
             }
-            Box::new(RawSink::new(f, vsize))
+            Box::new(RawSink::new(f, vsize)?)
         }
     })
 }

@@ -175,7 +175,7 @@ impl Qcow2Reader {
                 let end = (gbase + k as u64 * cluster).min(gend);
                 let len = (end - g) as usize;
                 inp.read_at(host, &mut buf[..len], "qcow2 data clusters", m)?;
-                sink.data(&buf[..len], m)?;
+                sink.data_owned(&mut buf, len, m)?;
                 j = k;
             }
         }

@@ -11,7 +11,7 @@ use flate2::{Compress, Compression as FlateLevel, FlushCompress, Status};
 
 use super::error::{corrupt, limit, Error, Result};
 use super::io::{is_zero, Meter};
-use super::sink::Sink;
+use super::sink::{Sink, WriteBehind};
 use super::Compression;
 
 /// 64 KiB clusters (qemu's default; one L2 table maps 512 MiB).
@@ -32,9 +32,17 @@ const CSIZE_SHIFT: u32 = 62 - (CLUSTER_BITS - 8);
 /// Largest virtual size we write. Far above any VM image we serve, and it bounds the L1 table
 /// at 32,768 entries (256 KiB; qemu's own L1 limit is 32 MiB).
 pub const MAX_VIRTUAL_SIZE: u64 = 16 << 40;
-/// Clusters compressed per batch: 128 × 64 KiB = 8 MiB in plus at most 8 MiB out, so the
-/// compressing writer stays well inside its 64 MiB budget while both cores have work.
-const BATCH_CLUSTERS: usize = 128;
+/// Clusters compressed per batch (2 MiB). With at most 2 batches per worker in flight, each
+/// holding its input and output, the compressing writer stays far below its 64 MiB budget.
+const BATCH_CLUSTERS: usize = 32;
+/// Batches in flight per worker: one being compressed, one queued.
+const INFLIGHT_PER_WORKER: usize = 2;
+/// Early abort for zlib: a cluster is stored as is when four 4 KiB samples (at 0, 16, 32 and
+/// 48 KiB) each shrink by less than this many bytes under a fast deflate. Such a cluster is
+/// (nearly always) incompressible, and qemu would store it as is too after spending a full
+/// level-6 deflate on it; a cluster with any compressible quarter is compressed normally.
+const PROBE_MIN_SAVING: usize = 64;
+const PROBE_LEN: usize = 4096;
 /// Compression workers at most (the box has 2 cores; more would only cost memory).
 const MAX_WORKERS: usize = 8;
 /// zlib level qemu uses for compressed clusters (Z_DEFAULT_COMPRESSION).
@@ -61,11 +69,108 @@ pub(crate) struct Qcow2Sink<'f> {
     partial: Vec<u8>,
     /// Exact refcounts per host cluster (compressed mode only: chunks share clusters).
     refs: Vec<u16>,
-    /// Compression batch: cluster payloads and their guest cluster indices.
+    /// Compression batch being filled: cluster payloads and their guest cluster indices.
     batch: Vec<u8>,
     batch_idx: Vec<u64>,
     out: Vec<u8>,
-    workers: usize,
+    pool: Option<Pool>,
+    wb: WriteBehind,
+}
+
+/// A compressed batch coming back from a worker.
+struct Done {
+    seq: u64,
+    batch: Vec<u8>,
+    idx: Vec<u64>,
+    results: Vec<Option<Vec<u8>>>,
+}
+
+/// Persistent compression workers fed through bounded channels; results are written in order.
+struct Pool {
+    tx: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>, Vec<u64>)>>,
+    rx: std::sync::mpsc::Receiver<Done>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    next_seq: u64,
+    write_seq: u64,
+    parked: Vec<Done>,
+    limit: usize,
+}
+
+impl Pool {
+    fn new(codec: Compression) -> Result<Self> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, Vec<u64>)>(workers);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+        let mut handles = Vec::new();
+        for i in 0..workers {
+            let rx = rx.clone();
+            let done_tx = done_tx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("compress-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, batch, idx)) = job else { return };
+                    let results = compress_many(codec, &batch);
+                    if done_tx.send(Done { seq, batch, idx, results }).is_err() {
+                        return;
+                    }
+                })
+                .map_err(|e| Error::io("starting a compression worker", e))?;
+            handles.push(h);
+        }
+        Ok(Pool {
+            tx: Some(tx),
+            rx: done_rx,
+            handles,
+            next_seq: 0,
+            write_seq: 0,
+            parked: Vec::new(),
+            limit: workers * INFLIGHT_PER_WORKER,
+        })
+    }
+
+    fn in_flight(&self) -> usize {
+        (self.next_seq - self.write_seq) as usize
+    }
+
+    /// The next result in sequence order, waiting for it if `wait`.
+    fn next_done(&mut self, wait: bool) -> Result<Option<Done>> {
+        loop {
+            if let Some(i) = self.parked.iter().position(|d| d.seq == self.write_seq) {
+                self.write_seq += 1;
+                return Ok(Some(self.parked.swap_remove(i)));
+            }
+            if self.in_flight() == 0 {
+                return Ok(None);
+            }
+            let d = if wait {
+                self.rx.recv().ok()
+            } else {
+                match self.rx.try_recv() {
+                    Ok(d) => Some(d),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(None),
+                    Err(_) => None,
+                }
+            };
+            match d {
+                Some(d) => self.parked.push(d),
+                None => return Err(Error::new(super::error::ErrorKind::Io, "a compression worker failed")),
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx = None;
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 impl<'f> Qcow2Sink<'f> {
@@ -80,7 +185,6 @@ impl<'f> Qcow2Sink<'f> {
         // An empty disk has no L1 clusters at all (a reserved but unused one would be a leak).
         let l1_clusters = (l1_size * 8).div_ceil(CLUSTER);
         let compressing = codec != Compression::None;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
         let mut refs = Vec::new();
         if compressing {
             refs.resize(1 + l1_clusters as usize, 1);
@@ -101,7 +205,8 @@ impl<'f> Qcow2Sink<'f> {
             batch: if compressing { Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US) } else { Vec::new() },
             batch_idx: Vec::new(),
             out: Vec::new(),
-            workers,
+            pool: if compressing { Some(Pool::new(codec)?) } else { None },
+            wb: WriteBehind::new(f)?,
         })
     }
 
@@ -183,6 +288,16 @@ impl<'f> Qcow2Sink<'f> {
             return Ok(());
         }
         // Uncompressed: runs of non-zero clusters inside one L2 range become one write.
+        for (s, e, host) in self.place(buf, g0, m)? {
+            self.write(&buf[s..e], host, m)?;
+        }
+        Ok(())
+    }
+
+    /// Assigns host clusters to the non-zero clusters of `buf` (uncompressed mode) and returns
+    /// the writes to do, as (start, end, host offset); runs inside one L2 range are merged.
+    fn place(&mut self, buf: &[u8], g0: u64, m: &mut Meter) -> Result<Vec<(usize, usize, u64)>> {
+        let mut writes = Vec::new();
         let n = buf.len() / CLUSTER_US;
         let mut k = 0;
         while k < n {
@@ -202,7 +317,7 @@ impl<'f> Qcow2Sink<'f> {
                 e += 1;
             }
             let host = self.next;
-            self.write(&buf[k * CLUSTER_US..e * CLUSTER_US], host, m)?;
+            writes.push((k * CLUSTER_US, e * CLUSTER_US, host));
             for i in 0..(e - k) as u64 {
                 self.l2[((g + i) % L2_ENTRIES) as usize] = (host + i * CLUSTER) | OFLAG_COPIED;
             }
@@ -210,38 +325,55 @@ impl<'f> Qcow2Sink<'f> {
             self.next += (e - k) as u64 * CLUSTER;
             k = e;
         }
-        Ok(())
+        Ok(writes)
     }
 
-    /// Compresses the batch on all cores, then appends the compressed chunks packed
-    /// byte-adjacent and the clusters that did not shrink, cluster aligned, after them.
+    /// Sends the batch being filled to the workers, then writes whatever results are ready
+    /// (waiting when too many batches are in flight).
     fn flush_batch(&mut self, m: &mut Meter) -> Result<()> {
         if self.batch_idx.is_empty() {
             return Ok(());
         }
-        let n = self.batch_idx.len();
-        let codec = self.codec;
-        let per = n.div_ceil(self.workers.max(1));
-        let batch = &self.batch;
-        let results: Vec<Vec<Option<Vec<u8>>>> = std::thread::scope(|s| {
-            let mut chunks = batch.chunks(per * CLUSTER_US);
-            let first = chunks.next();
-            let handles: Vec<_> =
-                chunks.map(|part| s.spawn(move || compress_many(codec, part))).collect();
-            let mut all = vec![first.map_or_else(Vec::new, |p| compress_many(codec, p))];
-            for h in handles {
-                // A panicking worker would be a bug in the compressor; report it, do not unwind.
-                all.push(h.join().unwrap_or_default());
+        let Some(pool) = self.pool.as_mut() else { return Ok(()) };
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US));
+        let idx = std::mem::take(&mut self.batch_idx);
+        let seq = pool.next_seq;
+        pool.next_seq += 1;
+        let sent = pool.tx.as_ref().map(|tx| tx.send((seq, batch, idx)));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(Error::new(super::error::ErrorKind::Io, "the compression workers stopped"));
+        }
+        loop {
+            let Some(pool) = self.pool.as_mut() else { return Ok(()) };
+            let wait = pool.in_flight() >= pool.limit;
+            match pool.next_done(wait)? {
+                Some(d) => self.write_done(d, m)?,
+                None => return Ok(()),
             }
-            all
-        });
-        let results: Vec<Option<Vec<u8>>> = results.into_iter().flatten().collect();
-        if results.len() != n {
+        }
+    }
+
+    /// Waits for every batch and writes it.
+    fn drain_pool(&mut self, m: &mut Meter) -> Result<()> {
+        self.flush_batch(m)?;
+        loop {
+            let Some(pool) = self.pool.as_mut() else { return Ok(()) };
+            match pool.next_done(true)? {
+                Some(d) => self.write_done(d, m)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Appends a compressed batch: the compressed chunks packed byte-adjacent, then the
+    /// clusters that did not shrink, cluster aligned, after them.
+    fn write_done(&mut self, d: Done, m: &mut Meter) -> Result<()> {
+        let Done { batch, idx, results, .. } = d;
+        if results.len() != idx.len() {
             return Err(Error::new(super::error::ErrorKind::Io, "a compression worker failed"));
         }
-        let first_g = self.batch_idx[0];
+        let Some(&first_g) = idx.first() else { return Ok(()) };
         self.switch_l2(first_g / L2_ENTRIES, m)?;
-        // Packed compressed chunks.
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let start = self.next;
@@ -251,7 +383,7 @@ impl<'f> Qcow2Sink<'f> {
                 let len = c.len() as u64;
                 let extra = ((off + len - 1) >> 9) - (off >> 9);
                 let entry = OFLAG_COMPRESSED | (extra << CSIZE_SHIFT) | off;
-                self.l2[(self.batch_idx[i] % L2_ENTRIES) as usize] = entry;
+                self.l2[(idx[i] % L2_ENTRIES) as usize] = entry;
                 self.add_refs(off, len);
                 out.extend_from_slice(c);
                 self.next += len;
@@ -260,16 +392,15 @@ impl<'f> Qcow2Sink<'f> {
         if !out.is_empty() {
             self.write(&out, start, m)?;
         }
-        // Clusters stored as they are.
         out.clear();
         self.next = self.next.next_multiple_of(CLUSTER);
         let start = self.next;
         for (i, r) in results.iter().enumerate() {
             if r.is_none() {
                 let off = self.next;
-                self.l2[(self.batch_idx[i] % L2_ENTRIES) as usize] = off | OFLAG_COPIED;
+                self.l2[(idx[i] % L2_ENTRIES) as usize] = off | OFLAG_COPIED;
                 self.add_refs(off, CLUSTER);
-                out.extend_from_slice(&self.batch[i * CLUSTER_US..(i + 1) * CLUSTER_US]);
+                out.extend_from_slice(&batch[i * CLUSTER_US..(i + 1) * CLUSTER_US]);
                 self.next += CLUSTER;
             }
         }
@@ -278,10 +409,23 @@ impl<'f> Qcow2Sink<'f> {
         }
         self.out = out;
         self.l2_used = true;
-        self.batch.clear();
-        self.batch_idx.clear();
         Ok(())
     }
+}
+
+/// True when a fast deflate of four 4 KiB samples saves almost nothing on each of them.
+fn looks_incompressible(z: &mut Compress, c: &[u8], scratch: &mut [u8]) -> bool {
+    for k in 0..4 {
+        let s = &c[k * CLUSTER_US / 4..k * CLUSTER_US / 4 + PROBE_LEN];
+        z.reset();
+        match z.compress(s, scratch, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) if (z.total_out() as usize) + PROBE_MIN_SAVING <= PROBE_LEN => {
+                return false
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Compresses each cluster of `part`; `None` where the result would not be smaller.
@@ -295,11 +439,22 @@ fn compress_many(codec: Compression, part: &[u8]) -> Vec<Option<Vec<u8>>> {
                 false,
                 ZLIB_WINDOW_BITS,
             );
-            let mut buf = vec![0u8; CLUSTER_US - 1];
+            let mut probe = Compress::new_with_window_bits(FlateLevel::fast(), false, ZLIB_WINDOW_BITS);
+            // Output room above deflate's worst case: zlib-rs must never run out of space
+            // mid-block (its quick strategy panics on a too-small buffer); the size
+            // comparisons below decide what is kept.
+            let mut scratch = vec![0u8; 2 * PROBE_LEN];
+            let mut buf = vec![0u8; CLUSTER_US + 4096];
             for c in part.chunks_exact(CLUSTER_US) {
+                if looks_incompressible(&mut probe, c, &mut scratch) {
+                    out.push(None);
+                    continue;
+                }
                 z.reset();
                 let r = match z.compress(c, &mut buf, FlushCompress::Finish) {
-                    Ok(Status::StreamEnd) => Some(buf[..z.total_out() as usize].to_vec()),
+                    Ok(Status::StreamEnd) if (z.total_out() as usize) < CLUSTER_US => {
+                        Some(buf[..z.total_out() as usize].to_vec())
+                    }
                     _ => None,
                 };
                 out.push(r);
@@ -350,6 +505,22 @@ impl Sink for Qcow2Sink<'_> {
         Ok(())
     }
 
+    fn data_owned(&mut self, buf: &mut Vec<u8>, len: usize, m: &mut Meter) -> Result<()> {
+        let whole = len / CLUSTER_US * CLUSTER_US;
+        if self.codec != Compression::None || !self.partial.is_empty() || whole == 0 {
+            return self.data(&buf[..len], m);
+        }
+        self.check_room(len as u64)?;
+        let g0 = self.pos / CLUSTER;
+        let writes = self.place(&buf[..whole], g0, m)?;
+        self.pos += whole as u64;
+        // The tail (less than a cluster) is copied before the buffer changes hands.
+        self.partial.extend_from_slice(&buf[whole..len]);
+        self.pos += (len - whole) as u64;
+        m.wrote(writes.iter().map(|w| (w.1 - w.0) as u64).sum());
+        self.wb.submit(buf, writes)
+    }
+
     fn zeros(&mut self, mut len: u64, m: &mut Meter) -> Result<()> {
         self.check_room(len)?;
         if !self.partial.is_empty() {
@@ -390,8 +561,10 @@ impl Sink for Qcow2Sink<'_> {
             let g = self.pos / CLUSTER;
             self.clusters(&p, g, m)?;
         }
-        self.flush_batch(m)?;
+        self.drain_pool(m)?;
         self.flush_l2(m)?;
+        // Every data write must be on disk before the metadata that makes it visible.
+        self.wb.finish()?;
         let n = self.next.div_ceil(CLUSTER);
         // Refcount structures count themselves: iterate to a fixed point (formats.md §6.5).
         let (mut r, mut t) = (1u64, 1u64);

@@ -35,7 +35,7 @@ pub(crate) fn pump_file(inp: &FileIn, sink: &mut dyn Sink, m: &mut Meter) -> Res
             let n = (hole - off).min(IO_CHUNK as u64) as usize;
             inp.read_at(off, &mut buf[..n], "raw data")?;
             m.read(n as u64);
-            sink.data(&buf[..n], m)?;
+            sink.data_owned(&mut buf, n, m)?;
             off += n as u64;
         }
     }
@@ -55,7 +55,7 @@ pub(crate) fn pump_stream(inp: &mut Input, len: u64, sink: &mut dyn Sink, m: &mu
             }
             return Ok(());
         }
-        sink.data(&buf[..n], m)?;
+        sink.data_owned(&mut buf, n, m)?;
         off += n as u64;
     }
 }

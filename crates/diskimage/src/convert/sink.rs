@@ -10,6 +10,11 @@ use super::io::{is_zero, Meter};
 pub(crate) trait Sink {
     /// The next `buf.len()` guest bytes (they may contain zeros; the sink detects them).
     fn data(&mut self, buf: &[u8], m: &mut Meter) -> Result<()>;
+    /// Like [`Sink::data`] for `buf[..len]`, but the sink may take `buf` itself (leaving another
+    /// buffer of the same length in its place) to write it on another thread.
+    fn data_owned(&mut self, buf: &mut Vec<u8>, len: usize, m: &mut Meter) -> Result<()> {
+        self.data(&buf[..len], m)
+    }
     /// The next `len` guest bytes read as zero.
     fn zeros(&mut self, len: u64, m: &mut Meter) -> Result<()>;
     /// Guest bytes consumed so far.
@@ -27,21 +32,17 @@ pub(crate) struct RawSink<'f> {
     f: &'f File,
     vsize: u64,
     pos: u64,
+    wb: WriteBehind,
 }
 
 impl<'f> RawSink<'f> {
-    pub(crate) fn new(f: &'f File, vsize: u64) -> Self {
-        RawSink { f, vsize, pos: 0 }
+    pub(crate) fn new(f: &'f File, vsize: u64) -> Result<Self> {
+        Ok(RawSink { f, vsize, pos: 0, wb: WriteBehind::new(f)? })
     }
-}
 
-impl Sink for RawSink<'_> {
-    fn data(&mut self, buf: &[u8], m: &mut Meter) -> Result<()> {
-        let end = self.pos.checked_add(buf.len() as u64);
-        if end.is_none_or(|e| e > self.vsize) {
-            return Err(super::error::corrupt("the input holds more data than its virtual size"));
-        }
-        // Coalesce consecutive non-zero blocks into one write.
+    /// Non-zero runs of `buf` (at guest offset `self.pos`), as (start, end, file offset).
+    fn runs(&self, buf: &[u8]) -> Vec<(usize, usize, u64)> {
+        let mut out = Vec::new();
         let mut run: Option<usize> = None;
         let mut i = 0;
         while i < buf.len() {
@@ -50,7 +51,7 @@ impl Sink for RawSink<'_> {
             match (zero, run) {
                 (false, None) => run = Some(i),
                 (true, Some(s)) => {
-                    self.write(&buf[s..i], self.pos + s as u64, m)?;
+                    out.push((s, i, self.pos + s as u64));
                     run = None;
                 }
                 _ => {}
@@ -58,9 +59,28 @@ impl Sink for RawSink<'_> {
             i = j;
         }
         if let Some(s) = run {
-            self.write(&buf[s..], self.pos + s as u64, m)?;
+            out.push((s, buf.len(), self.pos + s as u64));
+        }
+        out
+    }
+}
+
+impl Sink for RawSink<'_> {
+    fn data(&mut self, buf: &[u8], m: &mut Meter) -> Result<()> {
+        self.check(buf.len())?;
+        for (s, e, off) in self.runs(buf) {
+            self.f.write_all_at(&buf[s..e], off).map_err(|e| Error::io("writing the raw output", e))?;
+            m.wrote((e - s) as u64);
         }
         self.pos += buf.len() as u64;
+        Ok(())
+    }
+    fn data_owned(&mut self, buf: &mut Vec<u8>, len: usize, m: &mut Meter) -> Result<()> {
+        self.check(len)?;
+        let runs = self.runs(&buf[..len]);
+        m.wrote(runs.iter().map(|r| (r.1 - r.0) as u64).sum());
+        self.wb.submit(buf, runs)?;
+        self.pos += len as u64;
         Ok(())
     }
     fn zeros(&mut self, len: u64, _m: &mut Meter) -> Result<()> {
@@ -74,6 +94,7 @@ impl Sink for RawSink<'_> {
         self.pos
     }
     fn finish(&mut self, _m: &mut Meter) -> Result<()> {
+        self.wb.finish()?;
         // The tail (and every skipped zero range) is a hole: set_len never writes zeros.
         self.f.set_len(self.vsize).map_err(|e| Error::io("setting the output length", e))?;
         self.pos = self.vsize;
@@ -82,9 +103,101 @@ impl Sink for RawSink<'_> {
 }
 
 impl RawSink<'_> {
-    fn write(&self, buf: &[u8], off: u64, m: &mut Meter) -> Result<()> {
-        self.f.write_all_at(buf, off).map_err(|e| Error::io("writing the raw output", e))?;
-        m.wrote(buf.len() as u64);
-        Ok(())
+    fn check(&self, len: usize) -> Result<()> {
+        match self.pos.checked_add(len as u64) {
+            Some(e) if e <= self.vsize => Ok(()),
+            _ => Err(super::error::corrupt("the input holds more data than its virtual size")),
+        }
+    }
+}
+
+/// Buffers in flight between a reader and the write-behind thread. With 4 MiB reads this is
+/// 16 MiB: enough to keep both cores busy (one reading, one writing), small enough for the
+/// 64 MiB budget.
+const WRITE_BEHIND_BUFFERS: usize = 4;
+
+struct Job {
+    buf: Vec<u8>,
+    /// (start, end, file offset) slices of `buf` to write.
+    writes: Vec<(usize, usize, u64)>,
+}
+
+/// Writes whole read buffers on a second thread while the reader fills the next one. The
+/// buffers change hands (no copy): the caller's Vec is swapped for a recycled one.
+pub(crate) struct WriteBehind {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    allocated: usize,
+}
+
+impl WriteBehind {
+    pub(crate) fn new(f: &File) -> Result<Self> {
+        let file = f.try_clone().map_err(|e| Error::io("duplicating the output handle", e))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(WRITE_BEHIND_BUFFERS);
+        let (free_tx, free) = std::sync::mpsc::channel::<Vec<u8>>();
+        let handle = std::thread::Builder::new()
+            .name("convert-writer".into())
+            .spawn(move || -> std::io::Result<()> {
+                for job in rx {
+                    for &(s, e, off) in &job.writes {
+                        file.write_all_at(&job.buf[s..e], off)?;
+                    }
+                    let _ = free_tx.send(job.buf);
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::io("starting the writer thread", e))?;
+        Ok(WriteBehind { tx: Some(tx), free, handle: Some(handle), allocated: 0 })
+    }
+
+    /// Hands `buf` to the writer with its `writes`, leaving a recycled buffer of the same
+    /// length in its place.
+    pub(crate) fn submit(&mut self, buf: &mut Vec<u8>, writes: Vec<(usize, usize, u64)>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let len = buf.len();
+        let mut next = match self.free.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.allocated < WRITE_BEHIND_BUFFERS => {
+                self.allocated += 1;
+                Vec::new()
+            }
+            Err(_) => match self.free.recv() {
+                Ok(b) => b,
+                Err(_) => return Err(self.join_err()),
+            },
+        };
+        next.resize(len, 0);
+        let full = std::mem::replace(buf, next);
+        let sent = self.tx.as_ref().map(|tx| tx.send(Job { buf: full, writes }));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.join_err()),
+        }
+    }
+
+    /// Waits until every submitted write is done; reports the first write error.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.handle.take().map(|h| h.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(Error::io("writing the output", e)),
+            Some(Err(_)) => Err(Error::new(super::error::ErrorKind::Io, "the writer thread failed")),
+        }
+    }
+
+    fn join_err(&mut self) -> Error {
+        match self.finish() {
+            Err(e) => e,
+            Ok(()) => Error::new(super::error::ErrorKind::Io, "the writer thread stopped"),
+        }
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }

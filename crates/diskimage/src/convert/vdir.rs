@@ -103,7 +103,7 @@ impl VdiReader {
             let len = (end - g) as usize;
             let off = self.data_off + u64::from(e) * bs;
             inp.read_at(off, &mut buf[..len], "VDI data blocks", m)?;
-            sink.data(&buf[..len], m)?;
+            sink.data_owned(&mut buf, len, m)?;
             i = k;
         }
         Ok(())

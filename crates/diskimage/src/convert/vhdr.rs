@@ -95,7 +95,7 @@ impl VhdReader {
                 while off < avail {
                     let n = (avail - off).min(IO_CHUNK as u64) as usize;
                     inp.read_at(off, &mut buf[..n], "VHD data", m)?;
-                    sink.data(&buf[..n], m)?;
+                    sink.data_owned(&mut buf, n, m)?;
                     off += n as u64;
                 }
                 if self.vsize > avail {
@@ -124,7 +124,7 @@ impl VhdReader {
                     while done < glen {
                         let n = (glen - done).min(IO_CHUNK as u64) as usize;
                         inp.read_at(base + done, &mut buf[..n], "a VHD data block", m)?;
-                        sink.data(&buf[..n], m)?;
+                        sink.data_owned(&mut buf, n, m)?;
                         done += n as u64;
                     }
                 }
@@ -330,7 +330,7 @@ impl VhdxReader {
                     while done < glen {
                         let n = (glen - done).min(IO_CHUNK as u64) as usize;
                         inp.read_at(base + done, &mut buf[..n], "a VHDX data block", m)?;
-                        sink.data(&buf[..n], m)?;
+                        sink.data_owned(&mut buf, n, m)?;
                         done += n as u64;
                     }
                 }

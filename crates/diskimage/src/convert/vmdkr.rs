@@ -159,7 +159,7 @@ impl VmdkReader {
                 let end = (gbase + k as u64 * self.grain).min(gend);
                 let len = (end - g) as usize;
                 inp.read_at(e * 512, &mut buf[..len], "VMDK grains", m)?;
-                sink.data(&buf[..len], m)?;
+                sink.data_owned(&mut buf, len, m)?;
                 j = k;
             }
         }
