@@ -141,7 +141,7 @@ pub fn extract_ova(
             None => (true, true),
         };
         let disk = ovf.disks.iter().find(|d| d.member == mem.name).cloned();
-        let referenced = ovf.references.iter().any(|f| *f == mem.name);
+        let referenced = ovf.references.contains(&mem.name);
         if !referenced {
             return Err(package(format!("member {:?} is not referenced by the OVF", mem.name)));
         }
@@ -223,11 +223,14 @@ pub fn extract_ova(
     })
 }
 
+/// (SHA-1, SHA-256) hex digests of a member, for the algorithms computed.
+type Digests = (Option<String>, Option<String>);
+
 #[derive(Default)]
 struct State {
     ovf: Option<OvfInfo>,
     manifest: Option<Vec<(String, Algo, String)>>,
-    digests: Vec<(String, (Option<String>, Option<String>))>,
+    digests: Vec<(String, Digests)>,
     skipped: Vec<String>,
 }
 

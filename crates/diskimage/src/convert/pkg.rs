@@ -31,13 +31,12 @@ pub(crate) struct Member<'r> {
 pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()>) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     let entries = ar.entries().map_err(|e| bad_tar("cannot read the archive", e))?;
-    let mut entries = entries.raw(true);
+    let entries = entries.raw(true);
     let mut names: Vec<String> = Vec::new();
     let mut pending_name: Option<String> = None;
     let mut headers = 0usize;
     let mut index = 0usize;
-    loop {
-        let Some(entry) = entries.next() else { break };
+    for entry in entries {
         let mut entry = entry.map_err(|e| bad_tar("the archive is malformed", e))?;
         headers += 1;
         if headers > MAX_MEMBERS * 3 {
@@ -100,7 +99,7 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
             return Err(package(format!("{raw_name:?} is a {kind}; packages may hold regular files only")));
         }
         let name = check_name(&raw_name)?;
-        if names.iter().any(|n| *n == name) {
+        if names.contains(&name) {
             return Err(package(format!("member {name:?} appears twice")));
         }
         index += 1;
@@ -122,7 +121,6 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
     if pending_name.is_some() {
         return Err(package("the archive ends after a name record without its member"));
     }
-    drop(entries);
     // After the end-of-archive block only zero padding may follow: anything else would be a
     // payload that a different tar reader might see.
     let mut rest = ar.into_inner();

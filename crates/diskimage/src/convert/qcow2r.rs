@@ -83,7 +83,7 @@ impl Qcow2Reader {
             }
         }
         let cluster = 1u64 << cluster_bits;
-        if l1_off % cluster != 0 {
+        if !l1_off.is_multiple_of(cluster) {
             return Err(corrupt("qcow2 L1 table is not cluster aligned"));
         }
         let per_l1 = cluster * (cluster / 8);
@@ -123,7 +123,7 @@ impl Qcow2Reader {
                 sink.zeros(gend - gbase, m)?;
                 continue;
             }
-            if l2_off % cluster != 0 {
+            if !l2_off.is_multiple_of(cluster) {
                 return Err(corrupt(format!("qcow2 L2 table at {l2_off} is not cluster aligned")));
             }
             inp.read_at(l2_off, &mut l2, "a qcow2 L2 table", m)?;
@@ -156,7 +156,7 @@ impl Qcow2Reader {
                     j = k;
                     continue;
                 }
-                if host % cluster != 0 {
+                if !host.is_multiple_of(cluster) {
                     return Err(corrupt(format!("qcow2 data cluster at {host} is not aligned")));
                 }
                 // Merge host-contiguous clusters into one large read.

@@ -77,6 +77,9 @@ pub(crate) struct Qcow2Sink<'f> {
     wb: WriteBehind,
 }
 
+/// A batch for a worker: sequence number, cluster payloads, guest cluster indices.
+type Job = (u64, Vec<u8>, Vec<u64>);
+
 /// A compressed batch coming back from a worker.
 struct Done {
     seq: u64,
@@ -87,7 +90,7 @@ struct Done {
 
 /// Persistent compression workers fed through bounded channels; results are written in order.
 struct Pool {
-    tx: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>, Vec<u64>)>>,
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
     rx: std::sync::mpsc::Receiver<Done>,
     handles: Vec<std::thread::JoinHandle<()>>,
     next_seq: u64,
@@ -99,7 +102,7 @@ struct Pool {
 impl Pool {
     fn new(codec: Compression) -> Result<Self> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, Vec<u64>)>(workers);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(workers);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
         let mut handles = Vec::new();

@@ -68,7 +68,7 @@ impl VhdReader {
                 let bat_off = be_u64(&d, 0x10);
                 let entries = be_u32(&d, 0x1C);
                 let block = be_u32(&d, 0x20);
-                if block < 512 || block > MAX_VHD_BLOCK || !block.is_power_of_two() {
+                if !(512..=MAX_VHD_BLOCK).contains(&block) || !block.is_power_of_two() {
                     return Err(unsupported(format!("VHD block size {block}")));
                 }
                 if u64::from(entries) * u64::from(block) < vsize {

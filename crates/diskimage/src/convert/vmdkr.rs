@@ -55,14 +55,14 @@ impl VmdkReader {
         if compressed && le_u16(&h, 77) != 1 {
             return Err(unsupported("VMDK grain compression other than deflate"));
         }
-        let grain = grain_sectors.checked_mul(512).unwrap_or(u64::MAX);
+        let grain = grain_sectors.saturating_mul(512);
         if grain == 0 || grain > MAX_GRAIN_BYTES || !grain.is_power_of_two() {
             return Err(unsupported(format!("VMDK grain of {grain_sectors} sectors")));
         }
         if gtes == 0 || gtes > MAX_GTES_PER_GT {
             return Err(unsupported(format!("VMDK with {gtes} entries per grain table")));
         }
-        let vsize = capacity.checked_mul(512).unwrap_or(u64::MAX);
+        let vsize = capacity.saturating_mul(512);
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
             return Err(limit(format!("VMDK capacity {capacity} sectors is above the limit")));
         }
