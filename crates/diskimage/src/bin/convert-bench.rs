@@ -8,8 +8,8 @@
 //! (b) 2 GiB random raw → qcow2, (c) 4 GiB dynamic VDI made from (a) → qcow2, (d) (a)'s qcow2
 //! → raw, (e) (b) compressed with zlib (qemu-img `-c -W -m 8`). Both tools run as child
 //! processes, alternating, after a `sync`, without fsync of the output (qemu-img's default);
-//! the table shows the median wall time of the runs, the ratio Hangar/qemu-img, and the peak
-//! RSS (VmHWM) of each. Each case's outputs are also checked with `qemu-img compare`.
+//! the table shows the median wall and CPU (user+system) time of the runs, the ratios
+//! Hangar/qemu-img, and the peak RSS of each (GNU time's maximum RSS, or VmHWM from /proc). Each case's outputs are also checked with `qemu-img compare`.
 
 #[cfg(not(feature = "convert"))]
 fn main() {
@@ -79,39 +79,49 @@ mod bench {
             eprintln!("convert-bench: making fixtures: {e}");
             return 2;
         }
-        println!("{:<4} {:<40} {:>9} {:>9} {:>7} {:>10} {:>10}  runs (hangar | qemu-img)", "case", "", "hangar s", "qemu s", "ratio", "hangar MiB", "qemu MiB");
+        println!(
+            "{:<4} {:<40} {:>9} {:>9} {:>7} {:>8} {:>8} {:>7} {:>10} {:>10}  wall runs (hangar | qemu-img)",
+            "case", "", "hangar s", "qemu s", "ratio", "h cpu s", "q cpu s", "cpu", "hangar MiB", "qemu MiB"
+        );
         let mut failed = false;
         for c in CASES.iter().filter(|c| cases.contains(c.id)) {
             let input = dir.join(c.input);
             let ext = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
             let (oh, oq) = (dir.join(format!("out-hangar.{ext}")), dir.join(format!("out-qemu.{ext}")));
-            let (mut th, mut tq, mut mh, mut mq) = (Vec::new(), Vec::new(), 0u64, 0u64);
+            let (mut th, mut tq, mut ch, mut cq, mut mh, mut mq) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0u64, 0u64);
             for r in 0..runs {
                 // Alternate who goes first so page-cache and write-back effects even out.
                 for who in if r % 2 == 0 { [0, 1] } else { [1, 0] } {
                     let out = if who == 0 { &oh } else { &oq };
                     let _ = fs::remove_file(out);
                     let _ = Command::new("sync").status();
-                    let (t, m) = if who == 0 { run_hangar(c, &input, out) } else { run_qemu(c, &input, out) };
+                    let run = if who == 0 { run_hangar(c, &input, out) } else { run_qemu(c, &input, out) };
                     if who == 0 {
-                        th.push(t);
-                        mh = mh.max(m);
+                        th.push(run.wall);
+                        ch.push(run.cpu);
+                        mh = mh.max(run.rss_kib);
                     } else {
-                        tq.push(t);
-                        mq = mq.max(m);
+                        tq.push(run.wall);
+                        cq.push(run.cpu);
+                        mq = mq.max(run.rss_kib);
                     }
                 }
             }
             let ok = verify(c, &input, &oh);
             failed |= !ok;
             let (mh_s, mq_s) = (median(&mut th), median(&mut tq));
+            let (ch_s, cq_s) = (median(&mut ch), median(&mut cq));
             println!(
-                "({})  {:<40} {:>9.3} {:>9.3} {:>6.2}x {:>10.1} {:>10.1}  {} | {}{}",
+                "({})  {:<40} {:>9.3} {:>9.3} {:>6.2}x {:>8.2} {:>8.2} {:>6.2}x {:>10.1} {:>10.1}  {} | {}{}",
                 c.id,
                 c.what,
                 mh_s,
                 mq_s,
                 mh_s / mq_s,
+                ch_s,
+                cq_s,
+                ch_s / cq_s,
                 mh as f64 / 1024.0,
                 mq as f64 / 1024.0,
                 fmt_runs(&th),
@@ -134,38 +144,58 @@ mod bench {
         if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
     }
 
+    /// One measured run: wall seconds, CPU seconds (user + system; NaN when unknown), peak RSS
+    /// in KiB.
+    struct Run {
+        wall: f64,
+        cpu: f64,
+        rss_kib: u64,
+    }
+
     /// Hangar in a child process (so its peak RSS is its own): this binary with `--child`.
-    fn run_hangar(c: &Case, input: &Path, out: &Path) -> (f64, u64) {
-        let exe = std::env::current_exe().expect("current exe");
+    fn run_hangar(c: &Case, input: &Path, out: &Path) -> Run {
+        let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let comp = match c.comp {
             Compression::None => "none",
             Compression::Zlib => "zlib",
             Compression::Zstd => "zstd",
         };
         let to = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
-        let start = Instant::now();
-        let o = Command::new(exe)
-            .args(["--child", input.to_str().unwrap_or(""), out.to_str().unwrap_or(""), to, comp])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running the hangar child");
-        let t = start.elapsed().as_secs_f64();
-        if !o.status.success() {
-            eprintln!("hangar child failed for case {}", c.id);
-        }
-        let hwm = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
-        (t, hwm)
+        let args = [exe.as_str(), "--child", input.to_str().unwrap_or(""), out.to_str().unwrap_or(""), to, comp];
+        measure(&args, c.id)
     }
 
-    /// qemu-img, with VmHWM polled from /proc while it runs (it only grows, so the last
-    /// sample before exit is its peak within a few milliseconds).
-    fn run_qemu(c: &Case, input: &Path, out: &Path) -> (f64, u64) {
+    fn run_qemu(c: &Case, input: &Path, out: &Path) -> Run {
         let to = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
-        let mut args: Vec<&str> = vec!["convert"];
+        let mut args: Vec<&str> = vec!["qemu-img", "convert"];
         args.extend_from_slice(c.qemu_extra);
         args.extend_from_slice(&["-f", c.qfmt, "-O", to, input.to_str().unwrap_or(""), out.to_str().unwrap_or("")]);
+        measure(&args, c.id)
+    }
+
+    /// Runs `argv` under GNU time when it is installed (wall, user+sys, max RSS); otherwise
+    /// times it here and polls VmHWM from /proc while it runs (VmHWM only grows, so the last
+    /// sample is its peak within a few milliseconds).
+    fn measure(argv: &[&str], id: char) -> Run {
+        let time = Path::new("/usr/bin/time");
+        let report = std::env::temp_dir().join(format!("convert-bench-time-{}", std::process::id()));
+        let mut cmd = if time.exists() {
+            let mut c = Command::new(time);
+            c.args(["-f", "%e %U %S %M", "-o"]).arg(&report).args(argv);
+            c
+        } else {
+            let mut c = Command::new(argv[0]);
+            c.args(&argv[1..]);
+            c
+        };
         let start = Instant::now();
-        let mut child = Command::new("qemu-img").args(&args).spawn().expect("qemu-img is required");
+        let mut child = match cmd.stdout(Stdio::null()).spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("case {id}: cannot run {}: {e}", argv[0]);
+                return Run { wall: f64::NAN, cpu: f64::NAN, rss_kib: 0 };
+            }
+        };
         let status = format!("/proc/{}/status", child.id());
         let mut hwm = 0;
         loop {
@@ -175,7 +205,7 @@ mod bench {
             match child.try_wait() {
                 Ok(Some(st)) => {
                     if !st.success() {
-                        eprintln!("qemu-img failed for case {}", c.id);
+                        eprintln!("case {id}: {} failed", argv[0]);
                     }
                     break;
                 }
@@ -183,7 +213,17 @@ mod bench {
                 Err(_) => break,
             }
         }
-        (start.elapsed().as_secs_f64(), hwm)
+        let wall = start.elapsed().as_secs_f64();
+        if time.exists() {
+            let text = fs::read_to_string(&report).unwrap_or_default();
+            let _ = fs::remove_file(&report);
+            let f: Vec<f64> = text.lines().last().unwrap_or("").split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            if let [w, u, s, m] = f[..] {
+                let _ = w;
+                return Run { wall, cpu: u + s, rss_kib: m as u64 };
+            }
+        }
+        Run { wall, cpu: f64::NAN, rss_kib: hwm }
     }
 
     fn vm_hwm(status: &str) -> u64 {
@@ -195,6 +235,7 @@ mod bench {
             .unwrap_or(0)
     }
 
+    /// The Hangar side of a run (`--child IN OUT raw|qcow2 none|zlib|zstd`).
     fn child(a: &[String]) -> i32 {
         let [input, out, to, comp] = a else { return 2 };
         let opts = ConvertOptions {
@@ -210,8 +251,6 @@ mod bench {
             eprintln!("convert: {e}");
             return 1;
         }
-        let s = fs::read_to_string("/proc/self/status").unwrap_or_default();
-        println!("{}", vm_hwm(&s));
         0
     }
 

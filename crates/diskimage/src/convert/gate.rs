@@ -20,6 +20,8 @@ use crate::{Format, InspectOptions, Report, SniffOutcome, SparseBytes};
 pub struct Accepted {
     format: SourceFormat,
     report: Report,
+    /// (device, inode, size) of the inspected file: the proof is valid for that file only.
+    identity: Option<(u64, u64, u64)>,
 }
 
 impl Accepted {
@@ -31,6 +33,21 @@ impl Accepted {
     pub fn report(&self) -> &Report {
         &self.report
     }
+
+    /// Refuses to use this proof for a file other than (or changed since) the inspected one.
+    pub(crate) fn check_file(&self, file: &File) -> Result<()> {
+        if self.identity.is_some() && self.identity != identity(file) {
+            return Err(rejected(
+                "this file is not the one that was inspected (or it changed since); inspect it again",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn identity(file: &File) -> Option<(u64, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|m| (m.dev(), m.ino(), m.len()))
 }
 
 fn to_format(f: SourceFormat) -> Format {
@@ -79,7 +96,7 @@ fn from_report(r: &Report, declared: Option<SourceFormat>) -> Result<Accepted> {
             )));
         }
     }
-    Ok(Accepted { format, report: r.clone() })
+    Ok(Accepted { format, report: r.clone(), identity: None })
 }
 
 /// Inspects a whole file; refuses it when rejected or when it is not `declared`.
@@ -90,7 +107,9 @@ pub(crate) fn inspect_file(
 ) -> Result<Accepted> {
     let opts = InspectOptions { declared: declared.map(to_format), file_name, ..Default::default() };
     let report = crate::inspect(file, &opts);
-    from_report(&report, declared)
+    let mut a = from_report(&report, declared)?;
+    a.identity = identity(file);
+    Ok(a)
 }
 
 /// Records the head and the tail of a stream as it passes through.

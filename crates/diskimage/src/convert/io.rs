@@ -290,6 +290,40 @@ pub(crate) fn checked_len(len: u64, max: usize, what: &str) -> Result<usize> {
     }
 }
 
+/// Page alignment for I/O buffers: the kernel copies between the page cache and user memory
+/// page by page, and a source that straddles pages (malloc returns page + 16 bytes for large
+/// blocks) makes every buffered write measurably slower.
+const BUF_ALIGN: usize = 4096;
+
+/// A zero-initialised, page-aligned byte buffer of fixed length (safe code: a Vec with slack,
+/// used from its first aligned byte).
+pub(crate) struct IoBuf {
+    v: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl IoBuf {
+    pub(crate) fn new(len: usize) -> Self {
+        let v = vec![0u8; len + BUF_ALIGN];
+        let off = (BUF_ALIGN - (v.as_ptr() as usize % BUF_ALIGN)) % BUF_ALIGN;
+        IoBuf { v, off, len }
+    }
+}
+
+impl std::ops::Deref for IoBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.v[self.off..self.off + self.len]
+    }
+}
+
+impl std::ops::DerefMut for IoBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.off..self.off + self.len]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

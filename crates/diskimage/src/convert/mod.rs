@@ -163,6 +163,7 @@ pub fn convert_accepted(
     progress: &mut dyn Progress,
 ) -> Result<Summary> {
     let start = Instant::now();
+    accepted.check_file(file)?;
     let fin = FileIn::new(file.try_clone().map_err(|e| Error::io("duplicating the input", e))?)?;
     let out = out::OutFile::create(output)?;
     let mut m = Meter::new(progress);

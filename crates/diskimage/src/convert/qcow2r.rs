@@ -2,7 +2,7 @@
 //! files, external data files, encryption and extended L2 (it never opens another file).
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{be_u32, be_u64, checked_len, Input, Meter, IO_CHUNK};
+use super::io::{be_u32, be_u64, checked_len, Input, Meter, IoBuf, IO_CHUNK};
 use super::sink::Sink;
 
 /// qemu's cluster_bits range (qcow2 spec: at least 9; QEMU: at most 21, 2 MiB).
@@ -112,7 +112,7 @@ impl Qcow2Reader {
         let mut l1 = vec![0u8; l1_len];
         inp.read_at(self.l1_off, &mut l1, "the qcow2 L1 table", m)?;
         let mut l2 = vec![0u8; cl];
-        let mut buf = vec![0u8; IO_CHUNK.max(cl)];
+        let mut buf = IoBuf::new(IO_CHUNK.max(cl));
         let mut cbuf = vec![0u8; cl];
         let mut ctmp = Vec::new();
         for i in 0..l1_used {

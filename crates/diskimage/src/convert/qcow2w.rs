@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use flate2::{Compress, Compression as FlateLevel, FlushCompress, Status};
 
 use super::error::{corrupt, limit, Error, Result};
-use super::io::{is_zero, Meter};
+use super::io::{is_zero, IoBuf, Meter};
 use super::sink::{Sink, WriteBehind};
 use super::Compression;
 
@@ -508,7 +508,7 @@ impl Sink for Qcow2Sink<'_> {
         Ok(())
     }
 
-    fn data_owned(&mut self, buf: &mut Vec<u8>, len: usize, m: &mut Meter) -> Result<()> {
+    fn data_owned(&mut self, buf: &mut IoBuf, len: usize, m: &mut Meter) -> Result<()> {
         let whole = len / CLUSTER_US * CLUSTER_US;
         if self.codec != Compression::None || !self.partial.is_empty() || whole == 0 {
             return self.data(&buf[..len], m);

@@ -4,13 +4,13 @@
 use rustix::fs::SeekFrom;
 
 use super::error::{corrupt, Result};
-use super::io::{FileIn, Input, Meter, IO_CHUNK};
+use super::io::{FileIn, Input, Meter, IoBuf, IO_CHUNK};
 use super::sink::Sink;
 
 /// Raw file: holes are zeros without reading them.
 pub(crate) fn pump_file(inp: &FileIn, sink: &mut dyn Sink, m: &mut Meter) -> Result<()> {
     let size = inp.size();
-    let mut buf = vec![0u8; IO_CHUNK];
+    let mut buf = IoBuf::new(IO_CHUNK);
     let mut off = 0u64;
     while off < size {
         // Where the next data starts. A file system without SEEK_DATA reports the whole file
@@ -45,7 +45,7 @@ pub(crate) fn pump_file(inp: &FileIn, sink: &mut dyn Sink, m: &mut Meter) -> Res
 /// Raw stream of exactly `len` bytes: all of it is read; a short or long stream is an error
 /// (a truncated upload must not become a disk with a zero tail).
 pub(crate) fn pump_stream(inp: &mut Input, len: u64, sink: &mut dyn Sink, m: &mut Meter) -> Result<()> {
-    let mut buf = vec![0u8; IO_CHUNK];
+    let mut buf = IoBuf::new(IO_CHUNK);
     let mut off = 0u64;
     loop {
         let n = inp.read_clamped(off, &mut buf, "raw data", m)?;

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::error::{Error, Result};
-use super::io::{is_zero, Meter};
+use super::io::{is_zero, IoBuf, Meter};
 
 /// Where a reader puts the guest disk, front to back.
 pub(crate) trait Sink {
@@ -12,7 +12,7 @@ pub(crate) trait Sink {
     fn data(&mut self, buf: &[u8], m: &mut Meter) -> Result<()>;
     /// Like [`Sink::data`] for `buf[..len]`, but the sink may take `buf` itself (leaving another
     /// buffer of the same length in its place) to write it on another thread.
-    fn data_owned(&mut self, buf: &mut Vec<u8>, len: usize, m: &mut Meter) -> Result<()> {
+    fn data_owned(&mut self, buf: &mut IoBuf, len: usize, m: &mut Meter) -> Result<()> {
         self.data(&buf[..len], m)
     }
     /// The next `len` guest bytes read as zero.
@@ -75,7 +75,7 @@ impl Sink for RawSink<'_> {
         self.pos += buf.len() as u64;
         Ok(())
     }
-    fn data_owned(&mut self, buf: &mut Vec<u8>, len: usize, m: &mut Meter) -> Result<()> {
+    fn data_owned(&mut self, buf: &mut IoBuf, len: usize, m: &mut Meter) -> Result<()> {
         self.check(len)?;
         let runs = self.runs(&buf[..len]);
         m.wrote(runs.iter().map(|r| (r.1 - r.0) as u64).sum());
@@ -117,7 +117,7 @@ impl RawSink<'_> {
 const WRITE_BEHIND_BUFFERS: usize = 4;
 
 struct Job {
-    buf: Vec<u8>,
+    buf: IoBuf,
     /// (start, end, file offset) slices of `buf` to write.
     writes: Vec<(usize, usize, u64)>,
 }
@@ -126,7 +126,7 @@ struct Job {
 /// buffers change hands (no copy): the caller's Vec is swapped for a recycled one.
 pub(crate) struct WriteBehind {
     tx: Option<std::sync::mpsc::SyncSender<Job>>,
-    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    free: std::sync::mpsc::Receiver<IoBuf>,
     handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     allocated: usize,
 }
@@ -135,7 +135,7 @@ impl WriteBehind {
     pub(crate) fn new(f: &File) -> Result<Self> {
         let file = f.try_clone().map_err(|e| Error::io("duplicating the output handle", e))?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(WRITE_BEHIND_BUFFERS);
-        let (free_tx, free) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (free_tx, free) = std::sync::mpsc::channel::<IoBuf>();
         let handle = std::thread::Builder::new()
             .name("convert-writer".into())
             .spawn(move || -> std::io::Result<()> {
@@ -153,23 +153,22 @@ impl WriteBehind {
 
     /// Hands `buf` to the writer with its `writes`, leaving a recycled buffer of the same
     /// length in its place.
-    pub(crate) fn submit(&mut self, buf: &mut Vec<u8>, writes: Vec<(usize, usize, u64)>) -> Result<()> {
+    pub(crate) fn submit(&mut self, buf: &mut IoBuf, writes: Vec<(usize, usize, u64)>) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
         let len = buf.len();
-        let mut next = match self.free.try_recv() {
+        let next = match self.free.try_recv() {
             Ok(b) => b,
             Err(_) if self.allocated < WRITE_BEHIND_BUFFERS => {
                 self.allocated += 1;
-                Vec::new()
+                IoBuf::new(len)
             }
             Err(_) => match self.free.recv() {
                 Ok(b) => b,
                 Err(_) => return Err(self.join_err()),
             },
         };
-        next.resize(len, 0);
         let full = std::mem::replace(buf, next);
         let sent = self.tx.as_ref().map(|tx| tx.send(Job { buf: full, writes }));
         match sent {

@@ -3,7 +3,7 @@
 //! VirtualBox export write).
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{checked_len, le_u32, le_u64, Input, Meter, IO_CHUNK};
+use super::io::{checked_len, le_u32, le_u64, Input, Meter, IoBuf, IO_CHUNK};
 use super::sink::Sink;
 
 const VDI_SIGNATURE: u32 = 0xBEDA_107F;
@@ -71,7 +71,7 @@ impl VdiReader {
         let map_len = checked_len(used * 4, MAX_BLOCK_MAP_BYTES, "the VDI block map")?;
         let mut map = vec![0u8; map_len];
         inp.read_at(self.map_off, &mut map, "the VDI block map", m)?;
-        let mut buf = vec![0u8; IO_CHUNK];
+        let mut buf = IoBuf::new(IO_CHUNK);
         let bs = u64::from(VDI_BLOCK_SIZE);
         let mut i = 0u64;
         while i < used {

@@ -2,7 +2,7 @@
 //! with a parent locator are refused; the parent is never opened.
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{be_u16, be_u32, be_u64, checked_len, le_u16, le_u32, le_u64, Input, Meter, IO_CHUNK};
+use super::io::{be_u16, be_u32, be_u64, checked_len, le_u16, le_u32, le_u64, Input, Meter, IoBuf, IO_CHUNK};
 use super::sink::Sink;
 
 /// VHD BAT cap: VHD disks are at most 2040 GiB (qemu), i.e. ~1 Mi entries of 2 MiB blocks.
@@ -87,7 +87,7 @@ impl VhdReader {
     }
 
     pub(crate) fn pump(&self, inp: &mut Input, sink: &mut dyn Sink, m: &mut Meter) -> Result<()> {
-        let mut buf = vec![0u8; IO_CHUNK];
+        let mut buf = IoBuf::new(IO_CHUNK);
         match self.kind {
             VhdKind::Fixed { data_len } => {
                 let avail = data_len.min(self.vsize);
@@ -307,7 +307,7 @@ impl VhdxReader {
     pub(crate) fn pump(&self, inp: &mut Input, sink: &mut dyn Sink, m: &mut Meter) -> Result<()> {
         let bs = u64::from(self.block);
         let blocks = self.vsize.div_ceil(bs);
-        let mut buf = vec![0u8; IO_CHUNK];
+        let mut buf = IoBuf::new(IO_CHUNK);
         let mut bat = vec![0u8; VHDX_BAT_STEP];
         let mut bat_first = u64::MAX; // index of the first entry held in `bat`
         let per_step = (VHDX_BAT_STEP / 8) as u64;

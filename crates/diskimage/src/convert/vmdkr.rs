@@ -3,7 +3,7 @@
 //! refused, never followed.
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{checked_len, le_u16, le_u32, le_u64, Input, Meter, IO_CHUNK};
+use super::io::{checked_len, le_u16, le_u32, le_u64, Input, Meter, IoBuf, IO_CHUNK};
 use super::sink::Sink;
 
 const MAGIC: &[u8; 4] = b"KDMV";
@@ -119,7 +119,7 @@ impl VmdkReader {
         inp.read_at(self.gd_off.saturating_mul(512), &mut gd, "the VMDK grain directory", m)?;
         let mut gt = vec![0u8; self.gtes as usize * 4];
         let gr = self.grain as usize;
-        let mut buf = vec![0u8; IO_CHUNK.max(gr)];
+        let mut buf = IoBuf::new(IO_CHUNK.max(gr));
         let mut cbuf = Vec::new();
         for i in 0..gd_n {
             let gbase = i * per_gt;
