@@ -14,6 +14,9 @@ export const port = Number(process.env.E2E_PORT ?? 3100);
 export const hangarBin = process.env.HANGAR_BIN ?? path.join(root, "target/debug/hangar");
 const dataDir = path.join(root, "target/e2e/data");
 
+/** The administrator the test server creates at first start (HANGAR_BOOTSTRAP_ADMIN). */
+export const admin = { username: "admin", password: "e2e-admin-password" };
+
 export const chromiumArgs = [
   "--no-sandbox",
   "--disable-gpu",
@@ -46,12 +49,12 @@ export default defineConfig({
       // Every page must render and navigate from server-side rendering alone.
       name: "no-js",
       use: { javaScriptEnabled: false },
-      testMatch: ["pages.spec.ts", "nojs.spec.ts"],
+      testMatch: ["pages.spec.ts", "nojs.spec.ts", "accounts.spec.ts"],
     },
     {
       name: "hydrated",
       use: { javaScriptEnabled: true },
-      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts"],
+      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "accounts.spec.ts"],
     },
   ],
   webServer: {
@@ -61,6 +64,6 @@ export default defineConfig({
     timeout: 60_000,
     stdout: "pipe",
     stderr: "pipe",
-    env: { HANGAR_LOG: "warn" },
+    env: { HANGAR_LOG: "warn", HANGAR_BOOTSTRAP_ADMIN: admin.username, HANGAR_BOOTSTRAP_PASSWORD: admin.password },
   },
 });

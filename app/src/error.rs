@@ -21,6 +21,18 @@ pub enum AppError {
     /// The thing asked for does not exist (or the caller may not know it exists).
     #[error("{message}")]
     NotFound { message: String },
+    /// The caller is not signed in (HTTP 401).
+    #[error("{message}")]
+    Unauthorized { message: String },
+    /// The caller is signed in but may not do this (HTTP 403).
+    #[error("{message}")]
+    Forbidden { message: String },
+    /// The request conflicts with the current state, e.g. a name that is taken (HTTP 409).
+    #[error("{message}")]
+    Conflict { message: String },
+    /// Too many attempts (HTTP 429).
+    #[error("{message}")]
+    TooManyRequests { message: String },
     /// The call never reached the server function or its answer could not be read (network, codec).
     #[error("Could not reach Hangar: {message}")]
     Transport { message: String },
@@ -33,8 +45,29 @@ impl AppError {
             AppError::Internal { .. } => "internal",
             AppError::BadRequest { .. } => "bad-request",
             AppError::NotFound { .. } => "not-found",
+            AppError::Unauthorized { .. } => "unauthorized",
+            AppError::Forbidden { .. } => "forbidden",
+            AppError::Conflict { .. } => "conflict",
+            AppError::TooManyRequests { .. } => "too-many-requests",
             AppError::Transport { .. } => "transport",
         }
+    }
+
+    /// The HTTP status a server function answers with when it returns this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::Internal { .. } | AppError::Transport { .. } => 500,
+            AppError::BadRequest { .. } => 400,
+            AppError::NotFound { .. } => 404,
+            AppError::Unauthorized { .. } => 401,
+            AppError::Forbidden { .. } => 403,
+            AppError::Conflict { .. } => 409,
+            AppError::TooManyRequests { .. } => 429,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        AppError::BadRequest { message: message.into() }
     }
 
     /// Logs `err` with a fresh reference id and returns the opaque error users see.

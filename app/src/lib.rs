@@ -11,6 +11,8 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
 pub mod api;
+#[cfg(feature = "ssr")]
+pub mod auth;
 pub mod components;
 mod error;
 pub mod formats;
@@ -44,9 +46,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    // Pages that load data render with `SsrMode::Async`: the server waits for their resources and
-    // sends complete HTML, so they work without JavaScript (out-of-order streaming would fill in
-    // `<Suspense>` content with inline scripts).
+    // Every page renders with `SsrMode::Async`: the server waits for its resources (the navigation
+    // shell loads the signed-in user on every page) and sends complete HTML, so pages work without
+    // JavaScript (out-of-order streaming would fill in `<Suspense>` content with inline scripts).
     view! {
         <Stylesheet id="leptos" href=format!("/pkg/{OUTPUT_NAME}.css") />
         <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />
@@ -57,10 +59,14 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=pages::not_found::NotFound>
                     <Route path=path!("/") view=pages::images::ImagesPage ssr=SsrMode::Async />
                     <Route path=path!("/images") view=pages::images::ImagesPage ssr=SsrMode::Async />
-                    <Route path=path!("/upload") view=pages::coming::UploadPage />
-                    <Route path=path!("/storage") view=pages::coming::StoragePage />
-                    <Route path=path!("/formats") view=pages::formats::FormatsPage />
-                    <Route path=path!("/admin") view=pages::coming::AdminPage />
+                    <Route path=path!("/upload") view=pages::coming::UploadPage ssr=SsrMode::Async />
+                    <Route path=path!("/storage") view=pages::coming::StoragePage ssr=SsrMode::Async />
+                    <Route path=path!("/formats") view=pages::formats::FormatsPage ssr=SsrMode::Async />
+                    <Route path=path!("/signin") view=pages::signin::SignInPage ssr=SsrMode::Async />
+                    <Route path=path!("/account") view=pages::account::AccountPage ssr=SsrMode::Async />
+                    <Route path=path!("/admin") view=pages::admin::AdminUsersPage ssr=SsrMode::Async />
+                    <Route path=path!("/admin/projects") view=pages::admin::AdminProjectsPage ssr=SsrMode::Async />
+                    <Route path=path!("/admin/audit") view=pages::admin::AdminAuditPage ssr=SsrMode::Async />
                 </Routes>
             </components::shell::Shell>
         </Router>

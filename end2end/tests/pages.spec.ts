@@ -1,8 +1,32 @@
 import { expect, test } from "@playwright/test";
+import { admin } from "../playwright.config";
+import { signIn } from "./helpers";
 
 // Runs twice: without JavaScript (server rendering alone) and hydrated.
 
+test("signed out, the Images page asks to sign in and comes back after", async ({ page }) => {
+  await page.goto("/images");
+  await expect(page.locator("#signin-prompt")).toContainText("Sign in to see your images");
+  await page.locator("#signin-prompt").getByRole("link", { name: "Sign in" }).click();
+  await expect(page).toHaveURL(/\/signin\?next=%2Fimages/);
+  await page.getByLabel("Username").fill(admin.username);
+  await page.getByLabel("Password").fill(admin.password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page).toHaveURL(/\/images$/);
+  await expect(page.locator("#account-link")).toHaveText(admin.username);
+});
+
+test("a wrong password is refused with a clear message", async ({ page }) => {
+  await page.goto("/signin");
+  await page.getByLabel("Username").fill(admin.username);
+  await page.getByLabel("Password").fill("not-the-password");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByRole("alert")).toHaveText("The username or password is incorrect.");
+  await expect(page.locator("#account-link")).toHaveCount(0);
+});
+
 test("the Images page shows a real empty state on a fresh install", async ({ page }) => {
+  await signIn(page, admin.username, admin.password);
   const response = await page.goto("/");
   expect(response?.status()).toBe(200);
   await expect(page).toHaveTitle("Images · Hangar");
@@ -13,6 +37,7 @@ test("the Images page shows a real empty state on a fresh install", async ({ pag
 });
 
 test("the navigation reaches every section, marking the current one", async ({ page }) => {
+  await signIn(page, admin.username, admin.password);
   await page.goto("/images");
   const nav = page.getByRole("navigation", { name: "Main" });
   await expect(nav.getByRole("link", { name: "Images" })).toHaveAttribute("aria-current", "page");
@@ -25,12 +50,13 @@ test("the navigation reaches every section, marking the current one", async ({ p
   for (const [link, heading] of [
     ["Upload", "Upload"],
     ["Storage matrix", "Storage matrix"],
-    ["Admin", "Admin"],
   ]) {
     await nav.getByRole("link", { name: link }).click();
     await expect(page.getByRole("heading", { level: 1, name: heading })).toBeVisible();
     await expect(page.getByRole("note")).toContainText("Coming soon");
   }
+  await nav.getByRole("link", { name: "Admin" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: "Admin · Users" })).toBeVisible();
 });
 
 test("the Formats page presents every format family with its description", async ({ page }) => {

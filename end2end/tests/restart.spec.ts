@@ -3,6 +3,7 @@ import { ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { hangarBin } from "../playwright.config";
+import { signIn } from "./helpers";
 
 // A server of this test's own (not the shared webServer), so it can be stopped and restarted.
 const port = Number(process.env.E2E_RESTART_PORT ?? 3101);
@@ -11,7 +12,7 @@ const dataDir = path.resolve(__dirname, "../../target/e2e/restart-data");
 
 function start(): ChildProcess {
   const child = spawn(hangarBin, ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
-    env: { ...process.env, HANGAR_LOG: "warn" },
+    env: { ...process.env, HANGAR_LOG: "warn", HANGAR_BOOTSTRAP_ADMIN: "root", HANGAR_BOOTSTRAP_PASSWORD: "restart-password" },
     stdio: ["ignore", "inherit", "inherit"],
   });
   return child;
@@ -54,6 +55,7 @@ test("a restart keeps the database and the browser's session", async ({ page }) 
     await waitHealthy();
     expect(fs.existsSync(path.join(dataDir, "hangar.db"))).toBe(true);
 
+    await signIn(page, "root", "restart-password", base);
     await page.goto(`${base}/images`);
     await expect(page.locator("#status-check")).toHaveAttribute("data-hydrated", "true");
     await page.locator("#dismiss-welcome").click();
@@ -67,6 +69,9 @@ test("a restart keeps the database and the browser's session", async ({ page }) 
     await page.reload();
     await expect(page.getByRole("heading", { level: 1, name: "Images" })).toBeVisible();
     await expect(page.locator("#welcome")).toHaveCount(0);
+    // Still signed in, in the project the first start created.
+    await expect(page.locator("#account-link")).toHaveText("root");
+    await expect(page.locator("#project-select")).toContainText("default · member");
 
     // A browser without that session still sees the panel: the state really is per session.
     const other = await page.context().browser()!.newContext();

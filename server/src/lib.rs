@@ -19,6 +19,8 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{ExpiredDeletion, Expiry, SessionManagerLayer};
 use tower_sessions_sqlx_store::SqliteStore;
 
+pub mod auth;
+pub mod cli;
 pub mod config;
 
 pub use config::{Config, ConfigError, Flags};
@@ -55,6 +57,8 @@ pub enum StartError {
     Sessions(sqlx::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    #[error("cannot create the first administrator: {0}")]
+    Bootstrap(String),
 }
 
 impl AppState {
@@ -100,6 +104,9 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
             move || app::shell(leptos.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        // Layers run bottom-up on the way in: trace → sessions → CSRF check → authentication.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn(auth::csrf))
         .layer(sessions)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -172,6 +179,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         );
     }
     let state = AppState::open(config).await?;
+    cli::bootstrap(&state.db, |k| std::env::var(k).ok()).await.map_err(|e| StartError::Bootstrap(e.message))?;
     let sessions = session_layer(&state).await?;
     let addr = state.config.listen;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -5,7 +5,12 @@ use std::process::ExitCode;
 use server::{config::USAGE, Config, Flags};
 
 fn main() -> ExitCode {
-    let flags = match Flags::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Administrative subcommands: everything from the command word on is theirs; options before it
+    // (--data-dir, --config) are the server's.
+    let split = args.iter().position(|a| server::cli::COMMANDS.contains(&a.as_str())).unwrap_or(args.len());
+    let (server_args, command) = args.split_at(split);
+    let flags = match Flags::parse(server_args.iter().cloned()) {
         Ok(flags) => flags,
         Err(err) => {
             eprintln!("hangar: {err}");
@@ -13,7 +18,7 @@ fn main() -> ExitCode {
         }
     };
     if flags.help {
-        print!("{USAGE}");
+        print!("{USAGE}\n{}", server::cli::USAGE);
         return ExitCode::SUCCESS;
     }
     if flags.version {
@@ -39,6 +44,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !command.is_empty() {
+        return match runtime.block_on(server::cli::run(&config, command)) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("hangar: {}", err.message);
+                ExitCode::from(err.status)
+            }
+        };
+    }
     match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

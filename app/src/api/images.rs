@@ -28,12 +28,23 @@ pub struct ImageList {
 /// How many rows the Images page shows until paging arrives with the catalogue issue.
 pub const PAGE_SIZE: u32 = 50;
 
-/// Lists images, newest first.
+/// Lists the images the caller may see (Glance's default listing for their project), newest first.
 #[server(prefix = "/api", endpoint = "list_images")]
 pub async fn list_images() -> Result<ImageList, AppError> {
+    crate::auth::answer(list_images_inner()).await
+}
+
+#[cfg(feature = "ssr")]
+async fn list_images_inner() -> Result<ImageList, AppError> {
+    let (_, me) = crate::auth::require(&policy::Action::ListImages)?;
     let ctx = crate::api::context::server_context()?;
-    let rows = ctx.db.list_images(PAGE_SIZE).await.map_err(|e| AppError::internal("list images", &e))?;
-    let total = ctx.db.count_images().await.map_err(|e| AppError::internal("count images", &e))?;
+    let visible = match (&me.is_admin, &me.scope) {
+        (true, _) => records::Visible::All,
+        (false, Some(scope)) => records::Visible::Project(&scope.project_id),
+        (false, None) => records::Visible::PublicOnly,
+    };
+    let rows = ctx.db.list_images(visible, PAGE_SIZE).await.map_err(|e| AppError::internal("list images", &e))?;
+    let total = ctx.db.count_images(visible).await.map_err(|e| AppError::internal("count images", &e))?;
     let images = rows
         .into_iter()
         .map(|r| ImageSummary {

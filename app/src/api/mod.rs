@@ -1,9 +1,13 @@
 //! Server functions, grouped by area. Each one is a public HTTP endpoint under `/api/`, so each
 //! checks what it needs itself (accounts and policy arrive with the accounts issue).
 
+pub mod admin;
+pub mod auth;
 pub mod images;
 pub mod prefs;
+pub mod shares;
 pub mod status;
+pub mod tokens;
 
 /// Server-side context the server functions reach through `use_context`.
 #[cfg(feature = "ssr")]

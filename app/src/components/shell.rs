@@ -3,11 +3,18 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use leptos::server_fn::ServerFn;
+use leptos_router::hooks::use_location;
+
+use crate::api::auth::{whoami, Me, SignOut, SwitchProject};
 use crate::api::status::{server_status, StatusReport};
 
 /// Header, navigation and footer around the routed page.
 #[component]
 pub fn Shell(children: Children) -> impl IntoView {
+    let me = Resource::new(|| (), |_| whoami());
+    let signed_in = move || matches!(me.get(), Some(Ok(Some(_))));
+    let is_admin = move || matches!(me.get(), Some(Ok(Some(Me { is_admin: true, .. }))));
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
         <header class="topbar">
@@ -21,12 +28,51 @@ pub fn Shell(children: Children) -> impl IntoView {
                     <li><A href="/upload">"Upload"</A></li>
                     <li><A href="/storage">"Storage matrix"</A></li>
                     <li><A href="/formats">"Formats"</A></li>
-                    <li><A href="/admin">"Admin"</A></li>
+                    <Suspense fallback=|| ()>
+                        <Show when=is_admin>
+                            <li><A href="/admin">"Admin"</A></li>
+                        </Show>
+                    </Suspense>
                 </ul>
             </nav>
+            <div class="usermenu">
+                <Suspense fallback=|| ()>
+                    <Show when=signed_in fallback=|| view! { <a href="/signin" class="signin-link">"Sign in"</a> }>
+                        {move || me.get().and_then(Result::ok).flatten().map(|me| view! { <UserMenu me /> })}
+                    </Show>
+                </Suspense>
+            </div>
         </header>
         <main id="main" tabindex="-1">{children()}</main>
         <Footer />
+    }
+}
+
+/// The signed-in user's controls: project switcher, account link, sign out. Plain forms, so they
+/// work without JavaScript and reload the page for the new identity or project.
+#[component]
+fn UserMenu(me: Me) -> impl IntoView {
+    let location = use_location();
+    let here = move || format!("{}{}", location.pathname.get(), location.search.get());
+    let current = me.project.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+    view! {
+        {(!me.projects.is_empty()).then(|| view! {
+            <form method="post" action=SwitchProject::url() class="project-switch">
+                <input type="hidden" name="next" value=here />
+                <label for="project-select" class="visually-hidden">"Project"</label>
+                <select id="project-select" name="project_id">
+                    {me.projects.iter().map(|p| view! {
+                        <option value=p.id.clone() selected=p.id == current>{format!("{} · {}", p.name, p.role)}</option>
+                    }).collect_view()}
+                </select>
+                <button type="submit" class="button button-small">"Switch"</button>
+            </form>
+        })}
+        {me.projects.is_empty().then(|| view! { <span class="muted-light" id="no-project">"No project"</span> })}
+        <A href="/account" attr:class="account-link" attr:id="account-link">{me.username.clone()}</A>
+        <form method="post" action=SignOut::url()>
+            <button type="submit" class="button button-small" id="sign-out">"Sign out"</button>
+        </form>
     }
 }
 
@@ -69,14 +115,11 @@ fn Footer() -> impl IntoView {
 
 fn status_line(status: &StatusReport) -> String {
     let images = match status.images {
-        1 => "1 image".to_owned(),
-        n => format!("{n} images"),
+        Some(1) => " · 1 image".to_owned(),
+        Some(n) => format!(" · {n} images"),
+        None => String::new(),
     };
-    format!(
-        "Server healthy · {} · {images} · up {}",
-        status.database,
-        uptime(status.uptime_seconds)
-    )
+    format!("Server healthy · {}{images} · up {}", status.database, uptime(status.uptime_seconds))
 }
 
 fn uptime(seconds: u64) -> String {
@@ -94,8 +137,10 @@ mod tests {
 
     #[test]
     fn status_line_reads_naturally() {
-        let s = StatusReport { version: "0.1.0".into(), database: "SQLite".into(), images: 1, uptime_seconds: 3725 };
+        let s = StatusReport { version: "0.1.0".into(), database: "SQLite".into(), images: Some(1), uptime_seconds: 3725 };
         assert_eq!(status_line(&s), "Server healthy · SQLite · 1 image · up 1 h 2 min");
+        let anonymous = StatusReport { images: None, ..s };
+        assert_eq!(status_line(&anonymous), "Server healthy · SQLite · up 1 h 2 min");
         assert_eq!(uptime(59), "59 s");
         assert_eq!(uptime(90_000), "1 d 1 h");
     }

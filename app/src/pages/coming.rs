@@ -53,19 +53,3 @@ pub fn StoragePage() -> impl IntoView {
         />
     }
 }
-
-/// Administration: users, projects, roles, quotas, audit.
-#[component]
-pub fn AdminPage() -> impl IntoView {
-    view! {
-        <Coming
-            title="Admin"
-            lead="Manage who may upload and manage images, per project."
-            points=&[
-                "Users, projects and role assignments (reader, member, admin).",
-                "Per-project quotas for image count, bytes and concurrent uploads.",
-                "An audit log of every privileged action, with filters.",
-            ]
-        />
-    }
-}

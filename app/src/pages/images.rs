@@ -4,9 +4,13 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
 
+use crate::api::auth::whoami;
 use crate::api::images::{list_images, ImageList, ImageSummary};
 use crate::api::prefs::{welcome_dismissed, DismissWelcome};
+use crate::api::shares::{pending_shares, AnswerShare, PendingShare};
+use crate::components::feedback::ActionResult;
 use crate::components::size::human_bytes;
+use crate::pages::SignInPrompt;
 
 #[component]
 pub fn ImagesPage() -> impl IntoView {
@@ -14,7 +18,10 @@ pub fn ImagesPage() -> impl IntoView {
     // Re-read after a dismissal so the panel disappears without a reload when JS runs; without
     // JS the form post redirects back here and the server renders the page without it.
     let welcome = Resource::new(move || dismiss.version().get(), |_| welcome_dismissed());
-    let images = Resource::new(|| (), |_| list_images());
+    let answer = ServerAction::<AnswerShare>::new();
+    let me = Resource::new(|| (), |_| whoami());
+    let images = Resource::new(move || answer.version().get(), |_| list_images());
+    let shares = Resource::new(move || answer.version().get(), |_| pending_shares());
 
     view! {
         <Title text="Images" />
@@ -33,8 +40,19 @@ pub fn ImagesPage() -> impl IntoView {
             </Suspense>
             <Suspense fallback=|| view! { <p class="muted" role="status">"Loading images…"</p> }>
                 {move || Suspend::new(async move {
+                    let Ok(Some(me)) = me.await else { return view! { <SignInPrompt what="your images" /> }.into_any() };
+                    let shares = shares.await.unwrap_or_default();
+                    let scope = match (&me.project, me.is_admin) {
+                        (_, true) => "All images (administrator view)".to_owned(),
+                        (Some(p), false) => format!("Images of {}, plus public and shared ones", p.name),
+                        (None, false) => "Public images. Ask an administrator for a role in a project to upload your own.".to_owned(),
+                    };
                     match images.await {
-                        Ok(list) => view! { <ImageTable list /> }.into_any(),
+                        Ok(list) => view! {
+                            <p class="muted" id="images-scope">{scope}</p>
+                            <PendingShares shares answer />
+                            <ImageTable list />
+                        }.into_any(),
                         Err(err) => view! {
                             <div class="alert" role="alert">
                                 <strong>"Images could not be loaded. "</strong>
@@ -46,6 +64,39 @@ pub fn ImagesPage() -> impl IntoView {
             </Suspense>
         </section>
     }
+}
+
+/// Images other projects shared with this one, waiting for an answer.
+#[component]
+fn PendingShares(shares: Vec<PendingShare>, answer: ServerAction<AnswerShare>) -> impl IntoView {
+    (!shares.is_empty()).then(|| {
+        view! {
+            <section class="notice" aria-labelledby="shares-title" id="pending-shares">
+                <h2 id="shares-title">{format!("{} image{} shared with your project", shares.len(), if shares.len() == 1 { "" } else { "s" })}</h2>
+                <ActionResult action=answer success="Answer saved." />
+                <ul class="members">
+                    {shares.into_iter().map(|s| {
+                        let (id1, id2) = (s.image_id.clone(), s.image_id.clone());
+                        view! {
+                        <li>
+                            <strong>{s.image_name.clone()}</strong>" from "{s.owner.clone()}
+                            <ActionForm action=answer attr:class="inline">
+                                <input type="hidden" name="image_id" value=id1 />
+                                <input type="hidden" name="accept" value="true" />
+                                <button type="submit" class="button button-quiet">"Accept"</button>
+                            </ActionForm>
+                            <ActionForm action=answer attr:class="inline">
+                                <input type="hidden" name="image_id" value=id2 />
+                                <input type="hidden" name="accept" value="false" />
+                                <button type="submit" class="button button-quiet">"Reject"</button>
+                            </ActionForm>
+                        </li>
+                        }
+                    }).collect_view()}
+                </ul>
+            </section>
+        }
+    })
 }
 
 #[component]

@@ -16,6 +16,47 @@ pub struct ImageRow {
     pub size: Option<i64>,
     pub virtual_size: Option<i64>,
     pub sha256: Option<String>,
+    pub owner: Option<String>,
+    pub protected: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Which images a caller may list (Glance's default listing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visible<'a> {
+    /// Administrators: everything.
+    All,
+    /// A project's view: its own images, public ones, and shared ones it accepted.
+    Project(&'a str),
+    /// Signed in without a project: public images only.
+    PublicOnly,
+}
+
+impl Visible<'_> {
+    /// A WHERE clause and its one optional bind.
+    fn clause(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Visible::All => ("1 = 1", None),
+            Visible::PublicOnly => ("visibility = 'public'", None),
+            Visible::Project(p) => (
+                "(owner = ?1 OR visibility = 'public' OR (visibility = 'shared' AND EXISTS \
+                 (SELECT 1 FROM image_members m WHERE m.image_id = images.id AND m.project_id = ?1 AND m.status = 'accepted')))",
+                Some(p),
+            ),
+        }
+    }
+}
+
+/// A project an image is shared with.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct MemberRow {
+    pub image_id: String,
+    pub image_name: String,
+    pub project_id: String,
+    pub project_name: String,
+    pub owner_name: String,
+    pub status: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -27,6 +68,7 @@ pub struct NewImage {
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
     pub visibility: Option<String>,
+    pub owner: Option<String>,
 }
 
 /// The most rows one list call returns, whatever the caller asks for: bounds memory and
@@ -34,28 +76,92 @@ pub struct NewImage {
 pub const MAX_LIST_LIMIT: u32 = 1000;
 
 const COLUMNS: &str = "id, name, status, disk_format, container_format, visibility, size, \
-                       virtual_size, sha256, created_at, updated_at";
+                       virtual_size, sha256, owner, protected, created_at, updated_at";
+
+const MEMBER_SELECT: &str = "SELECT m.image_id, i.name AS image_name, m.project_id, p.name AS project_name, \
+     COALESCE(o.name, '') AS owner_name, m.status, m.created_at, m.updated_at \
+     FROM image_members m JOIN images i ON i.id = m.image_id JOIN projects p ON p.id = m.project_id \
+     LEFT JOIN projects o ON o.id = i.owner";
 
 impl Db {
-    /// Images, newest first, at most `limit` (capped at [`MAX_LIST_LIMIT`]).
-    pub async fn list_images(&self, limit: u32) -> Result<Vec<ImageRow>, DbError> {
+    /// Images the caller may list, newest first, at most `limit` (capped at [`MAX_LIST_LIMIT`]).
+    pub async fn list_images(&self, visible: Visible<'_>, limit: u32) -> Result<Vec<ImageRow>, DbError> {
         let limit = i64::from(limit.min(MAX_LIST_LIMIT));
-        let sql = format!("SELECT {COLUMNS} FROM images ORDER BY created_at DESC, id LIMIT ?");
-        Ok(sqlx::query_as::<_, ImageRow>(&sql).bind(limit).fetch_all(self.pool()).await?)
+        let (clause, bind) = visible.clause();
+        let sql = format!("SELECT {COLUMNS} FROM images WHERE {clause} ORDER BY created_at DESC, id LIMIT ?2");
+        Ok(sqlx::query_as::<_, ImageRow>(&sql).bind(bind.unwrap_or("")).bind(limit).fetch_all(self.pool()).await?)
     }
 
-    /// How many images exist (for counts shown in the UI).
-    pub async fn count_images(&self) -> Result<u64, DbError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images").fetch_one(self.pool()).await?;
+    /// How many images the caller may list.
+    pub async fn count_images(&self, visible: Visible<'_>) -> Result<u64, DbError> {
+        let (clause, bind) = visible.clause();
+        let sql = format!("SELECT COUNT(*) FROM images WHERE {clause}");
+        let n: i64 = sqlx::query_scalar(&sql).bind(bind.unwrap_or("")).fetch_one(self.pool()).await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// One image by id.
+    pub async fn image(&self, id: &str) -> Result<Option<ImageRow>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM images WHERE id = ?");
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)
+    }
+
+    /// Shares an image with a project (status `pending`); an existing membership is kept as is.
+    pub async fn add_image_member(&self, image_id: &str, project_id: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("INSERT INTO image_members (image_id, project_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(image_id)
+            .bind(project_id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn remove_image_member(&self, image_id: &str, project_id: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM image_members WHERE image_id = ? AND project_id = ?")
+            .bind(image_id)
+            .bind(project_id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A member project's answer: `accepted`, `rejected` or back to `pending`.
+    pub async fn set_image_member_status(&self, image_id: &str, project_id: &str, status: &str) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE image_members SET status = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
+             WHERE image_id = ? AND project_id = ?",
+        )
+        .bind(status)
+        .bind(image_id)
+        .bind(project_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The membership of `project_id` in `image_id`, if any.
+    pub async fn image_member(&self, image_id: &str, project_id: &str) -> Result<Option<MemberRow>, DbError> {
+        let sql = format!("{MEMBER_SELECT} WHERE m.image_id = ? AND m.project_id = ?");
+        Ok(sqlx::query_as(&sql).bind(image_id).bind(project_id).fetch_optional(self.pool()).await?)
+    }
+
+    pub async fn image_members(&self, image_id: &str) -> Result<Vec<MemberRow>, DbError> {
+        let sql = format!("{MEMBER_SELECT} WHERE m.image_id = ? ORDER BY p.name");
+        Ok(sqlx::query_as(&sql).bind(image_id).fetch_all(self.pool()).await?)
+    }
+
+    /// Images shared with `project_id` that it has not answered yet.
+    pub async fn pending_shares(&self, project_id: &str) -> Result<Vec<MemberRow>, DbError> {
+        let sql = format!("{MEMBER_SELECT} WHERE m.project_id = ? AND m.status = 'pending' ORDER BY m.created_at DESC");
+        Ok(sqlx::query_as(&sql).bind(project_id).fetch_all(self.pool()).await?)
     }
 
     /// Creates an image record in status `queued` (Glance's state before any data arrives).
     pub async fn create_image(&self, new: &NewImage) -> Result<ImageRow, DbError> {
         let id = uuid::Uuid::new_v4().to_string();
         let sql = format!(
-            "INSERT INTO images (id, name, disk_format, container_format, visibility) \
-             VALUES (?, ?, ?, ?, COALESCE(?, 'shared')) RETURNING {COLUMNS}"
+            "INSERT INTO images (id, name, disk_format, container_format, visibility, owner) \
+             VALUES (?, ?, ?, ?, COALESCE(?, 'shared'), ?) RETURNING {COLUMNS}"
         );
         Ok(sqlx::query_as::<_, ImageRow>(&sql)
             .bind(&id)
@@ -63,6 +169,7 @@ impl Db {
             .bind(&new.disk_format)
             .bind(&new.container_format)
             .bind(&new.visibility)
+            .bind(&new.owner)
             .fetch_one(self.pool())
             .await?)
     }
@@ -81,8 +188,8 @@ mod tests {
     #[tokio::test]
     async fn a_new_database_has_no_images() {
         let (_dir, db) = temp_db().await;
-        assert_eq!(db.list_images(25).await.unwrap(), vec![]);
-        assert_eq!(db.count_images().await.unwrap(), 0);
+        assert_eq!(db.list_images(Visible::All, 25).await.unwrap(), vec![]);
+        assert_eq!(db.count_images(Visible::All).await.unwrap(), 0);
     }
 
     #[tokio::test]
@@ -95,9 +202,9 @@ mod tests {
         assert_eq!(row.status, "queued");
         assert_eq!(row.visibility, "shared");
         assert_eq!(row.name, "debian-12");
-        let listed = db.list_images(25).await.unwrap();
+        let listed = db.list_images(Visible::All, 25).await.unwrap();
         assert_eq!(listed, vec![row]);
-        assert_eq!(db.count_images().await.unwrap(), 1);
+        assert_eq!(db.count_images(Visible::All).await.unwrap(), 1);
     }
 
     #[tokio::test]
@@ -118,7 +225,41 @@ mod tests {
         db.create_image(&NewImage { name: "kept".into(), ..Default::default() }).await.unwrap();
         db.close().await;
         let db = Db::open_sqlite(&path).await.unwrap();
-        assert_eq!(db.list_images(25).await.unwrap()[0].name, "kept");
+        assert_eq!(db.list_images(Visible::All, 25).await.unwrap()[0].name, "kept");
+    }
+
+    #[tokio::test]
+    async fn listing_follows_glance_visibility() {
+        let (_dir, db) = temp_db().await;
+        let a = db.create_project("a", "").await.unwrap();
+        let b = db.create_project("b", "").await.unwrap();
+        let mk = |name: &str, vis: &str, owner: &str| NewImage {
+            name: name.into(),
+            visibility: Some(vis.into()),
+            owner: Some(owner.into()),
+            ..Default::default()
+        };
+        db.create_image(&mk("a-private", "private", &a.id)).await.unwrap();
+        let shared = db.create_image(&mk("a-shared", "shared", &a.id)).await.unwrap();
+        db.create_image(&mk("a-public", "public", &a.id)).await.unwrap();
+        db.create_image(&mk("a-community", "community", &a.id)).await.unwrap();
+        let names = |rows: Vec<ImageRow>| {
+            let mut n: Vec<String> = rows.into_iter().map(|r| r.name).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(db.list_images(Visible::Project(&a.id), 100).await.unwrap()).len(), 4);
+        assert_eq!(names(db.list_images(Visible::Project(&b.id), 100).await.unwrap()), ["a-public"]);
+        assert_eq!(db.count_images(Visible::PublicOnly).await.unwrap(), 1);
+
+        assert!(db.add_image_member(&shared.id, &b.id).await.unwrap());
+        assert!(!db.add_image_member(&shared.id, &b.id).await.unwrap(), "already a member");
+        assert_eq!(db.pending_shares(&b.id).await.unwrap()[0].owner_name, "a");
+        assert_eq!(db.count_images(Visible::Project(&b.id)).await.unwrap(), 1, "pending shares are not listed");
+        assert!(db.set_image_member_status(&shared.id, &b.id, "accepted").await.unwrap());
+        assert_eq!(names(db.list_images(Visible::Project(&b.id), 100).await.unwrap()), ["a-public", "a-shared"]);
+        assert!(db.pending_shares(&b.id).await.unwrap().is_empty());
+        assert!(db.set_image_member_status(&shared.id, &b.id, "maybe").await.is_err());
     }
 
     #[tokio::test]
@@ -127,7 +268,7 @@ mod tests {
         for i in 0..3 {
             db.create_image(&NewImage { name: format!("i{i}"), ..Default::default() }).await.unwrap();
         }
-        assert_eq!(db.list_images(2).await.unwrap().len(), 2);
-        assert_eq!(db.list_images(u32::MAX).await.unwrap().len(), 3);
+        assert_eq!(db.list_images(Visible::All, 2).await.unwrap().len(), 2);
+        assert_eq!(db.list_images(Visible::All, u32::MAX).await.unwrap().len(), 3);
     }
 }

@@ -11,9 +11,11 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+mod accounts;
 mod images;
 
-pub use images::{ImageRow, NewImage};
+pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
+pub use images::{ImageRow, MemberRow, NewImage, Visible};
 
 /// Errors of the records layer. The web layer maps them to what users see.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,13 @@ pub enum DbError {
     /// Any other database failure; logged in full, shown to users as an internal error.
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+}
+
+impl DbError {
+    /// True when a UNIQUE constraint refused the write (e.g. a taken username or project name).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
 }
 
 /// How long a writer waits for SQLite's write lock before giving up. Requests are short, so

@@ -1,0 +1,367 @@
+//! Accounts, policy and security through the real router: the authorization table over every
+//! server function, session fixation, CSRF, sign-in throttling, disabled users, tokens, the CLI.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use common::{seed_accounts, spawn_app, token, Auth, PASSWORD};
+use records::NewImage;
+
+const CALLERS: [&str; 5] = ["anonymous", "reader", "member", "other", "admin"];
+
+/// One row of the table: a server function, the form it is called with, and the status each
+/// caller (in [`CALLERS`] order) must get. 401/403 are refusals; anything else means the policy
+/// let the call through (a 404 for a made-up id, a 409 for a duplicate, 200 for success).
+struct Row {
+    endpoint: &'static str,
+    form: String,
+    expect: [u16; 5],
+}
+
+fn row(endpoint: &'static str, form: impl Into<String>, expect: [u16; 5]) -> Row {
+    Row { endpoint, form: form.into(), expect }
+}
+
+/// Every server function the app registers must have a row here: a new endpoint without one
+/// fails this test, so nobody can add an endpoint without deciding who may call it.
+#[tokio::test]
+async fn every_server_function_authorizes_each_kind_of_caller() {
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let db = &app.state.db;
+    let image = |name: &str, vis: &str| NewImage {
+        name: name.into(),
+        visibility: Some(vis.into()),
+        owner: Some(p1.clone()),
+        ..Default::default()
+    };
+    let to_share = db.create_image(&image("to-share", "shared")).await.unwrap();
+    let to_unshare = db.create_image(&image("to-unshare", "shared")).await.unwrap();
+    db.add_image_member(&to_unshare.id, &p2).await.unwrap();
+    let to_answer = db.create_image(&image("to-answer", "shared")).await.unwrap();
+    db.add_image_member(&to_answer.id, &p2).await.unwrap();
+    let target = accounts::create_user(db, "target", PASSWORD, false).await.unwrap();
+
+    let auths = [
+        Auth::Anonymous,
+        Auth::Token(token(&app, "reader", &p1).await),
+        Auth::Token(token(&app, "member", &p1).await),
+        Auth::Token(token(&app, "other", &p2).await),
+        Auth::Token(token(&app, "admin", &p1).await),
+    ];
+    let admin_only = |ok: u16| [401, 403, 403, 403, ok];
+    let signed_in = |ok: u16| [401, ok, ok, ok, ok];
+    let bogus = "00000000-0000-0000-0000-000000000000";
+
+    let table = vec![
+        row("whoami", "", [200; 5]),
+        row("sign_in", "username=nobody&password=wrong-password", [401; 5]),
+        row("sign_out", "", [200; 5]),
+        row("switch_project", format!("project_id={p1}"), [401, 200, 200, 403, 200]),
+        row("welcome_dismissed", "", [200; 5]),
+        row("dismiss_welcome", "", [200; 5]),
+        row("server_status", "", [200; 5]),
+        row("list_images", "", signed_in(200)),
+        row("list_tokens", "", signed_in(200)),
+        row("create_token", "name=t", signed_in(200)),
+        row("revoke_token", format!("token_id={bogus}"), signed_in(404)),
+        row("pending_shares", "", signed_in(200)),
+        // Readers may not share; the member shares it with p2, whose member ("other") can then see
+        // it but not change it (403); the admin's attempt is a duplicate (409).
+        row("share_image", format!("image_id={}&project=p2", to_share.id), [401, 403, 200, 403, 409]),
+        row("unshare_image", format!("image_id={}&project_id={p2}", to_unshare.id), [401, 403, 200, 404, 404]),
+        // Only the project it was shared with (p2, "other") answers; p1's member finds nothing.
+        row("answer_share", format!("image_id={}&accept=true", to_answer.id), [401, 403, 404, 200, 404]),
+        row("admin_list_users", "", admin_only(200)),
+        row("admin_create_user", "username=newbie&password=newbie-password", admin_only(200)),
+        row("admin_set_user_disabled", format!("user_id={}&disabled=true", target.id), admin_only(200)),
+        row("admin_reset_password", format!("user_id={}&password=brand-new-pass", target.id), admin_only(200)),
+        row("admin_list_projects", "", admin_only(200)),
+        row("admin_create_project", "name=p3", admin_only(200)),
+        row("admin_update_project", format!("project_id={p2}&name=p2"), admin_only(200)),
+        row("admin_grant_role", format!("username=target&project_id={p2}&role=reader"), admin_only(200)),
+        row("admin_revoke_role", format!("user_id={}&project_id={p1}", target.id), admin_only(404)),
+        row("admin_set_quota", format!("project_id={p1}&max_images=10&max_bytes=1%20TiB"), admin_only(200)),
+        row("admin_list_audit", "", admin_only(200)),
+    ];
+
+    // The rows must cover exactly the registered server functions.
+    let registered: BTreeMap<String, String> = leptos::server_fn::axum::server_fn_paths()
+        .map(|(path, method)| (path.trim_start_matches("/api/").to_owned(), method.to_string()))
+        .collect();
+    let covered: BTreeMap<String, String> = table.iter().map(|r| (r.endpoint.to_owned(), "POST".to_owned())).collect();
+    let missing: Vec<_> = registered.keys().filter(|k| !covered.contains_key(*k)).collect();
+    let stale: Vec<_> = covered.keys().filter(|k| !registered.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "server functions without an authorization row: {missing:?}");
+    assert!(stale.is_empty(), "rows for server functions that do not exist: {stale:?}");
+    assert!(registered.values().all(|m| m == "POST"), "{registered:?}");
+
+    let mut failures = Vec::new();
+    for r in &table {
+        for ((caller, auth), want) in CALLERS.iter().zip(&auths).zip(r.expect) {
+            let reply = app.call(r.endpoint, &r.form, auth).await;
+            if reply.status.as_u16() != want {
+                failures.push(format!("{} as {caller}: got {} want {want}: {}", r.endpoint, reply.status, reply.body));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Every page route answers (pages only render; what they show is decided by server functions),
+/// and an admin page tells a non-admin plainly that it is not for them.
+#[tokio::test]
+async fn pages_render_for_everyone_and_admin_pages_refuse_non_admins() {
+    let app = spawn_app().await;
+    seed_accounts(&app).await;
+    let member = app.sign_in("member", PASSWORD).await;
+    let admin = app.sign_in("admin", PASSWORD).await;
+    for path in ["/", "/images", "/upload", "/storage", "/formats", "/signin", "/account", "/admin", "/admin/projects", "/admin/audit"] {
+        for cookie in [None, Some(member.as_str()), Some(admin.as_str())] {
+            assert_eq!(app.get(path, cookie).await.status, StatusCode::OK, "{path} with {cookie:?}");
+        }
+    }
+    let html = app.get("/admin", Some(&member)).await.body;
+    assert!(html.contains("id=\"admin-denied\"") && !html.contains("users-table"));
+    let html = app.get("/admin", Some(&admin)).await.body;
+    assert!(html.contains("users-table") && html.contains(">member<"));
+    assert!(!app.get("/images", Some(&member)).await.body.contains("href=\"/admin\""), "the Admin entry is hidden from non-admins");
+    assert!(app.get("/images", Some(&admin)).await.body.contains("href=\"/admin\""));
+}
+
+#[tokio::test]
+async fn sign_in_rotates_the_session_id_against_fixation() {
+    let app = spawn_app().await;
+    seed_accounts(&app).await;
+    // An attacker's pre-sign-in session (here: one made by dismissing the welcome panel).
+    let planted = app.call("dismiss_welcome", "", &Auth::Anonymous).await.session_cookie().unwrap();
+    let reply = app
+        .call("sign_in", &format!("username=member&password={PASSWORD}"), &Auth::Cookie(planted.clone()))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let fresh = reply.session_cookie().expect("a new session id");
+    assert_ne!(fresh, planted);
+    let who = |c: String| async { app.call("whoami", "", &Auth::Cookie(c)).await.json() };
+    assert_eq!(who(fresh).await["username"], "member");
+    assert_eq!(who(planted).await, serde_json::Value::Null, "the planted id does not carry the sign-in");
+}
+
+#[tokio::test]
+async fn cross_site_requests_with_the_session_cookie_are_refused() {
+    let app = spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let cookie = app.sign_in("admin", PASSWORD).await;
+    let forged = |origin: Option<&'static str>| {
+        let mut b = axum::http::Request::post("/api/admin_create_project")
+            .header("host", common::HOST)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie.as_str());
+        if let Some(o) = origin {
+            b = b.header("origin", o);
+        }
+        b.body(axum::body::Body::from("name=forged")).unwrap()
+    };
+    for origin in [None, Some("http://evil.example")] {
+        let reply = app.send(forged(origin)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{origin:?}");
+        assert_eq!(reply.json()["code"], "cross-site-request");
+    }
+    assert!(app.state.db.project_by_name("forged").await.unwrap().is_none());
+    // The same request from the site itself goes through; so does one with a token.
+    assert_eq!(app.call("admin_create_project", "name=real", &Auth::Cookie(cookie)).await.status, StatusCode::OK);
+    let t = token(&app, "admin", &p1).await;
+    assert_eq!(app.call("admin_create_project", "name=viatoken", &Auth::Token(t)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn password_guessing_is_throttled() {
+    let app = spawn_app().await;
+    seed_accounts(&app).await;
+    for _ in 0..accounts::MAX_FAILURES_PER_USER {
+        let reply = app.call("sign_in", "username=member&password=wrong-guess", &Auth::Anonymous).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.json()["message"], "The username or password is incorrect.");
+    }
+    let reply = app.call("sign_in", &format!("username=member&password={PASSWORD}"), &Auth::Anonymous).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
+    assert!(reply.json()["message"].as_str().unwrap().contains("Too many failed sign-ins"));
+    // Failures are audited with where they came from.
+    let audit = app.state.db.list_audit(&records::AuditFilter { action: "auth.sign_in".into(), limit: 50, ..Default::default() }).await.unwrap();
+    assert!(audit.iter().filter(|a| a.outcome == "denied" && a.actor_name == "member").count() >= 5);
+}
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_session_and_their_tokens() {
+    let app = spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let member = app.sign_in("member", PASSWORD).await;
+    let member_token = token(&app, "member", &p1).await;
+    let admin = Auth::Cookie(app.sign_in("admin", PASSWORD).await);
+    let member_id = app.state.db.user_by_name("member").await.unwrap().unwrap().id;
+
+    assert_eq!(app.call("whoami", "", &Auth::Cookie(member.clone())).await.json()["username"], "member");
+    let reply = app.call("admin_set_user_disabled", &format!("user_id={member_id}&disabled=true"), &admin).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    assert_eq!(app.call("whoami", "", &Auth::Cookie(member.clone())).await.json(), serde_json::Value::Null);
+    assert_eq!(app.call("list_images", "", &Auth::Token(member_token)).await.status, StatusCode::UNAUTHORIZED);
+    let reply = app.call("sign_in", &format!("username=member&password={PASSWORD}"), &Auth::Anonymous).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.json()["message"].as_str().unwrap().contains("disabled"));
+
+    // Re-enabled, they can sign in again (the old session stays dead).
+    app.call("admin_set_user_disabled", &format!("user_id={member_id}&disabled=false"), &admin).await;
+    app.sign_in("member", PASSWORD).await;
+    assert_eq!(app.call("whoami", "", &Auth::Cookie(member)).await.json(), serde_json::Value::Null);
+
+    let audit = app.state.db.list_audit(&records::AuditFilter { actor: "admin".into(), limit: 50, ..Default::default() }).await.unwrap();
+    let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert!(actions.contains(&"user.disable") && actions.contains(&"user.enable"), "{actions:?}");
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_scoped_and_revocable() {
+    let app = spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let reader = Auth::Cookie(app.sign_in("reader", PASSWORD).await);
+    let reply = app.call("create_token", &format!("name=laptop&project_id={p1}"), &reader).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let created = reply.json();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("hgr_"));
+
+    let listed = app.call("list_tokens", "", &reader).await.json();
+    assert_eq!(listed[0]["name"], "laptop");
+    assert!(!listed.to_string().contains(&secret), "the secret is never listed again");
+
+    // The token acts as the reader, in p1 only: listing works, creating a project does not.
+    let via = Auth::Token(secret.clone());
+    assert_eq!(app.call("whoami", "", &via).await.json()["project"]["name"], "p1");
+    assert_eq!(app.call("admin_create_project", "name=nope", &via).await.status, StatusCode::FORBIDDEN);
+
+    let id = created["token"]["id"].as_str().unwrap();
+    assert_eq!(app.call("revoke_token", &format!("token_id={id}"), &reader).await.status, StatusCode::OK);
+    assert_eq!(app.call("whoami", "", &via).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_active_project_can_be_switched_only_to_projects_with_a_role() {
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let db = &app.state.db;
+    let member_id = db.user_by_name("member").await.unwrap().unwrap().id;
+    db.grant_role(&member_id, &p2, "reader").await.unwrap();
+    let cookie = Auth::Cookie(app.sign_in("member", PASSWORD).await);
+    let me = app.call("whoami", "", &cookie).await.json();
+    assert_eq!(me["projects"].as_array().unwrap().len(), 2);
+    assert_eq!(app.call("switch_project", &format!("project_id={p2}"), &cookie).await.status, StatusCode::OK);
+    let me = app.call("whoami", "", &cookie).await.json();
+    assert_eq!((me["project"]["name"].as_str(), me["project"]["role"].as_str()), (Some("p2"), Some("reader")));
+    let reply = app.call("switch_project", "project_id=not-mine", &cookie).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let _ = p1;
+}
+
+#[tokio::test]
+async fn a_shared_image_is_offered_then_listed_once_accepted() {
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let img = app
+        .state
+        .db
+        .create_image(&NewImage { name: "golden".into(), visibility: Some("shared".into()), owner: Some(p1.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    let member = Auth::Cookie(app.sign_in("member", PASSWORD).await);
+    let other = Auth::Cookie(app.sign_in("other", PASSWORD).await);
+    assert_eq!(app.call("list_images", "", &other).await.json()["total"], 0);
+    assert_eq!(app.call("share_image", &format!("image_id={}&project=p2", img.id), &member).await.status, StatusCode::OK);
+    let pending = app.call("pending_shares", "", &other).await.json();
+    assert_eq!((pending[0]["image_name"].as_str(), pending[0]["owner"].as_str()), (Some("golden"), Some("p1")));
+    assert!(app.get("/images", Some(match &other { Auth::Cookie(c) => c, _ => unreachable!() })).await.body.contains("shared with your project"));
+    assert_eq!(app.call("answer_share", &format!("image_id={}&accept=true", img.id), &other).await.status, StatusCode::OK);
+    assert_eq!(app.call("list_images", "", &other).await.json()["images"][0]["name"], "golden");
+    let _ = p2;
+}
+
+/// Quota inputs are validated, stored and audited.
+#[tokio::test]
+async fn quotas_are_validated_and_audited() {
+    let app = spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let admin = Auth::Cookie(app.sign_in("admin", PASSWORD).await);
+    let reply = app.call("admin_set_quota", &format!("project_id={p1}&max_images=many"), &admin).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let reply = app.call("admin_set_quota", &format!("project_id={p1}&max_images=5&max_bytes=2%20GiB&max_concurrent_uploads="), &admin).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let q = app.state.db.quota(&p1).await.unwrap();
+    assert_eq!((q.max_images, q.max_bytes, q.max_concurrent_uploads), (Some(5), Some(2 << 30), None));
+    let projects = app.call("admin_list_projects", "", &admin).await.json();
+    let p = projects.as_array().unwrap().iter().find(|p| p["name"] == "p1").unwrap();
+    assert_eq!(p["quota"]["max_images"], 5);
+    let audit = app.call("admin_list_audit", "action=quota.", &admin).await.json();
+    assert_eq!(audit[0]["detail"], "images 5, bytes 2147483648, concurrent uploads unlimited");
+}
+
+fn hangar(data_dir: &std::path::Path, args: &[&str], password: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hangar"));
+    cmd.arg("--data-dir").arg(data_dir).args(args).env_remove("HANGAR_PASSWORD").stdin(std::process::Stdio::null());
+    if let Some(p) = password {
+        cmd.env("HANGAR_PASSWORD", p);
+    }
+    cmd.output().expect("run hangar")
+}
+
+/// The documented non-interactive set-up: users, projects, roles and a token from the command line.
+#[tokio::test]
+async fn the_cli_creates_users_projects_roles_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(ok(hangar(data, &["user", "create", "ops", "--admin"], Some(PASSWORD))), "created user ops (admin)");
+    ok(hangar(data, &["user", "create", "dev"], Some(PASSWORD)));
+    assert!(ok(hangar(data, &["project", "create", "web", "Web team"], None)).starts_with("created project web"));
+    assert_eq!(ok(hangar(data, &["role", "grant", "dev", "web", "member"], None)), "dev is now member in web");
+    let secret = ok(hangar(data, &["token", "create", "dev", "web", "ci"], None));
+    assert!(secret.starts_with("hgr_"), "{secret}");
+
+    let out = hangar(data, &["user", "create", "dev"], Some(PASSWORD));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already taken"));
+    let out = hangar(data, &["role", "grant", "dev", "web", "admin"], None);
+    assert_eq!(out.status.code(), Some(2), "admin is not a project role: usage error");
+    let out = hangar(data, &["user", "create", "weak"], Some("short"));
+    assert_eq!(out.status.code(), Some(1));
+
+    let db = records::Db::open_sqlite(&data.join("hangar.db")).await.unwrap();
+    let principal = accounts::principal_for_token(&db, &secret).await.unwrap().unwrap();
+    assert_eq!(principal.username, "dev");
+    assert_eq!(principal.scope.unwrap().role, policy::Role::Member);
+    assert!(db.user_by_name("ops").await.unwrap().unwrap().is_admin);
+    let audit = db.list_audit(&records::AuditFilter { actor: "cli".into(), limit: 20, ..Default::default() }).await.unwrap();
+    assert_eq!(audit.len(), 5);
+}
+
+#[tokio::test]
+async fn bootstrap_creates_the_first_admin_and_a_default_project_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = records::Db::open_sqlite(&dir.path().join("hangar.db")).await.unwrap();
+    let env = |k: &str| match k {
+        "HANGAR_BOOTSTRAP_ADMIN" => Some("root".to_owned()),
+        "HANGAR_BOOTSTRAP_PASSWORD" => Some(PASSWORD.to_owned()),
+        _ => None,
+    };
+    server::cli::bootstrap(&db, env).await.unwrap();
+    server::cli::bootstrap(&db, env).await.unwrap();
+    assert_eq!(db.count_users().await.unwrap(), 1);
+    let root = db.user_by_name("root").await.unwrap().unwrap();
+    assert!(root.is_admin);
+    assert_eq!(db.roles_of_user(&root.id).await.unwrap()[0].project_name, "default");
+    let missing_password = |k: &str| (k == "HANGAR_BOOTSTRAP_ADMIN").then(|| "x".to_owned());
+    assert!(server::cli::bootstrap(&db, missing_password).await.is_err());
+}

@@ -1,0 +1,119 @@
+//! Shared set-up for the server's integration tests: a fresh data dir, the real router, helpers
+//! to call server functions the way a browser or an API client does.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use server::{router, session_layer, AppState, Config};
+use tower::ServiceExt;
+
+pub const HOST: &str = "hangar.test";
+pub const ORIGIN: &str = "http://hangar.test";
+
+pub struct TestApp {
+    pub _dir: tempfile::TempDir,
+    pub state: AppState,
+    pub router: axum::Router,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    let state = AppState::open(config).await.unwrap();
+    let sessions = session_layer(&state).await.unwrap();
+    let router = router(state.clone(), sessions);
+    TestApp { _dir: dir, state, router }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The `name=value` pair of the session cookie this reply sets, if any.
+    pub fn session_cookie(&self) -> Option<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("hangar_session="))
+            .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+    }
+}
+
+impl TestApp {
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    }
+
+    pub async fn get(&self, uri: &str, cookie: Option<&str>) -> Reply {
+        let mut b = Request::get(uri).header(header::HOST, HOST);
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        self.send(b.body(Body::empty()).unwrap()).await
+    }
+
+    /// Calls a server function as the hydrated app does (same-origin fetch, JSON answer).
+    pub async fn call(&self, endpoint: &str, form: &str, auth: &Auth) -> Reply {
+        let mut b = Request::post(format!("/api/{endpoint}"))
+            .header(header::HOST, HOST)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
+        match auth {
+            Auth::Anonymous => b = b.header(header::ORIGIN, ORIGIN),
+            Auth::Cookie(c) => b = b.header(header::ORIGIN, ORIGIN).header(header::COOKIE, c.as_str()),
+            Auth::Token(t) => b = b.header("x-auth-token", t.as_str()),
+        }
+        self.send(b.body(Body::from(form.to_owned())).unwrap()).await
+    }
+
+    /// Signs in through the server function and returns the session cookie.
+    pub async fn sign_in(&self, username: &str, password: &str) -> String {
+        let form = format!("username={username}&password={password}");
+        let reply = self.call("sign_in", &form, &Auth::Anonymous).await;
+        assert_eq!(reply.status, StatusCode::OK, "sign in as {username}: {}", reply.body);
+        reply.session_cookie().expect("a session cookie")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Auth {
+    Anonymous,
+    Cookie(String),
+    Token(String),
+}
+
+pub const PASSWORD: &str = "correct-horse-battery";
+
+/// Users for policy tests: `admin` (cloud admin), `reader` and `member` of project `p1`,
+/// `other` (member of `p2`). Returns the project ids.
+pub async fn seed_accounts(app: &TestApp) -> (String, String) {
+    let db = &app.state.db;
+    let p1 = db.create_project("p1", "").await.unwrap();
+    let p2 = db.create_project("p2", "").await.unwrap();
+    accounts::create_user(db, "admin", PASSWORD, true).await.unwrap();
+    for (name, project, role) in [("reader", &p1, "reader"), ("member", &p1, "member"), ("other", &p2, "member")] {
+        let u = accounts::create_user(db, name, PASSWORD, false).await.unwrap();
+        db.grant_role(&u.id, &project.id, role).await.unwrap();
+    }
+    (p1.id, p2.id)
+}
+
+/// An API token for `username` scoped to `project_id`.
+pub async fn token(app: &TestApp, username: &str, project_id: &str) -> String {
+    let db = &app.state.db;
+    let user = db.user_by_name(username).await.unwrap().unwrap();
+    accounts::issue_token(db, &user, project_id, "test").await.unwrap().secret
+}
