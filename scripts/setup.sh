@@ -45,6 +45,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# --- Python clients the tests drive (tuspy, later the OpenStack CLIs), in .venv ---------------
+if [[ -f scripts/py-requirements.txt ]]; then
+  [[ -x .venv/bin/python ]] || { log "creating .venv"; python3 -m venv .venv; }
+  stamp=.venv/.requirements.installed
+  if [[ ! -f $stamp ]] || ! cmp -s scripts/py-requirements.txt "$stamp"; then
+    log "installing Python test clients from scripts/py-requirements.txt"
+    .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/py-requirements.txt
+    cp scripts/py-requirements.txt "$stamp"
+  fi
+fi
+
 # --- Playwright (npm), exactly as locked; it downloads no browser ----------------------------
 installed=end2end/node_modules/.package-lock.json
 if [[ ! -f $installed || end2end/package-lock.json -nt $installed ]]; then
