@@ -63,7 +63,10 @@ fn to_format(f: SourceFormat) -> Format {
 
 fn from_report(r: &Report, declared: Option<SourceFormat>) -> Result<Accepted> {
     if !r.is_accepted() {
-        let reasons: Vec<String> = r.errors().map(|f| format!("{} ({})", f.message, f.code)).collect();
+        let reasons: Vec<String> = r
+            .errors()
+            .map(|f| format!("{} ({})", f.message, f.code))
+            .collect();
         return Err(rejected(format!(
             "the inspector rejected this {} file: {}",
             r.format.as_str(),
@@ -85,7 +88,12 @@ fn from_report(r: &Report, declared: Option<SourceFormat>) -> Result<Accepted> {
                 r.format.as_str()
             )))
         }
-        f => return Err(unsupported(format!("{} files are not converted", f.as_str()))),
+        f => {
+            return Err(unsupported(format!(
+                "{} files are not converted",
+                f.as_str()
+            )))
+        }
     };
     if let Some(d) = declared {
         if d != format {
@@ -96,7 +104,11 @@ fn from_report(r: &Report, declared: Option<SourceFormat>) -> Result<Accepted> {
             )));
         }
     }
-    Ok(Accepted { format, report: r.clone(), identity: None })
+    Ok(Accepted {
+        format,
+        report: r.clone(),
+        identity: None,
+    })
 }
 
 /// Inspects a whole file; refuses it when rejected or when it is not `declared`.
@@ -105,7 +117,11 @@ pub(crate) fn inspect_file(
     declared: Option<SourceFormat>,
     file_name: Option<String>,
 ) -> Result<Accepted> {
-    let opts = InspectOptions { declared: declared.map(to_format), file_name, ..Default::default() };
+    let opts = InspectOptions {
+        declared: declared.map(to_format),
+        file_name,
+        ..Default::default()
+    };
     let report = crate::inspect(file, &opts);
     let mut a = from_report(&report, declared)?;
     a.identity = identity(file);
@@ -122,16 +138,29 @@ pub(crate) struct HeadTail<'a> {
 
 impl<'a> HeadTail<'a> {
     pub(crate) fn new(inner: &'a mut dyn Read) -> Self {
-        HeadTail { inner, head: Vec::new(), tail: Vec::new(), total: 0 }
+        HeadTail {
+            inner,
+            head: Vec::new(),
+            tail: Vec::new(),
+            total: 0,
+        }
     }
 
     /// Runs the sniff checks on what passed through (after the stream was read to its end).
-    pub(crate) fn verdict(&self, declared: SourceFormat, file_name: Option<String>) -> Result<Accepted> {
+    pub(crate) fn verdict(
+        &self,
+        declared: SourceFormat,
+        file_name: Option<String>,
+    ) -> Result<Accepted> {
         let mut bytes = SparseBytes::new(self.total);
         bytes.insert(0, self.head.clone());
         let tail_len = self.tail.len() as u64;
         bytes.insert(self.total - tail_len, self.tail.clone());
-        let opts = InspectOptions { declared: Some(to_format(declared)), file_name, ..Default::default() };
+        let opts = InspectOptions {
+            declared: Some(to_format(declared)),
+            file_name,
+            ..Default::default()
+        };
         match crate::sniff_with(&bytes, &opts) {
             SniffOutcome::Done(r) => from_report(&r, Some(declared)),
             SniffOutcome::NeedMore(_) => Err(rejected(

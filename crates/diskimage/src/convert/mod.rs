@@ -117,7 +117,11 @@ pub struct ConvertOptions {
 
 impl Default for ConvertOptions {
     fn default() -> Self {
-        ConvertOptions { to: TargetFormat::Qcow2, compression: Compression::None, sync: true }
+        ConvertOptions {
+            to: TargetFormat::Qcow2,
+            compression: Compression::None,
+            sync: true,
+        }
     }
 }
 
@@ -147,7 +151,8 @@ pub fn convert_file(
     opts: &ConvertOptions,
     progress: &mut dyn Progress,
 ) -> Result<Summary> {
-    let file = File::open(input).map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
+    let file =
+        File::open(input).map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
     let name = input.file_name().map(|n| n.to_string_lossy().into_owned());
     let accepted = gate::inspect_file(&file, from, name)?;
     convert_accepted(&file, &accepted, output, opts, progress)
@@ -164,11 +169,22 @@ pub fn convert_accepted(
 ) -> Result<Summary> {
     let start = Instant::now();
     accepted.check_file(file)?;
-    let fin = FileIn::new(file.try_clone().map_err(|e| Error::io("duplicating the input", e))?)?;
+    let fin = FileIn::new(
+        file.try_clone()
+            .map_err(|e| Error::io("duplicating the input", e))?,
+    )?;
     let out = out::OutFile::create(output)?;
     let mut m = Meter::new(progress);
     let mut inp = Input::File(&fin);
-    let vsize = run(accepted.format(), &mut inp, Some(&fin), None, out.file(), opts, &mut m)?;
+    let vsize = run(
+        accepted.format(),
+        &mut inp,
+        Some(&fin),
+        None,
+        out.file(),
+        opts,
+        &mut m,
+    )?;
     m.finish();
     out.publish(opts.sync)?;
     Ok(Summary {
@@ -256,7 +272,10 @@ fn make_sink<'f>(f: &'f File, vsize: u64, opts: &ConvertOptions) -> Result<Box<d
         TargetFormat::Qcow2 => Box::new(qcow2w::Qcow2Sink::new(f, vsize, opts.compression)?),
         TargetFormat::Raw => {
             if opts.compression != Compression::None {
-                return Err(Error::new(ErrorKind::Usage, "compression applies to qcow2 output only"));
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    "compression applies to qcow2 output only",
+                ));
             }
             Box::new(RawSink::new(f, vsize)?)
         }
@@ -306,7 +325,10 @@ fn run_inner(
                 (Some(f), _) => f.size(),
                 (None, Some(n)) => n,
                 (None, None) => {
-                    return Err(Error::new(ErrorKind::Usage, "a raw stream needs its length"))
+                    return Err(Error::new(
+                        ErrorKind::Usage,
+                        "a raw stream needs its length",
+                    ))
                 }
             };
             if vsize > MAX_VIRTUAL_SIZE {
@@ -331,7 +353,9 @@ fn run_inner(
 fn finish(sink: &mut dyn Sink, vsize: u64, m: &mut Meter) -> Result<()> {
     let pos = sink.position();
     if pos > vsize {
-        return Err(error::corrupt("the input produced more data than its virtual size"));
+        return Err(error::corrupt(
+            "the input produced more data than its virtual size",
+        ));
     }
     sink.finish(m)
 }

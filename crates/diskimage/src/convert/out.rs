@@ -22,22 +22,36 @@ impl OutFile {
         if dest.symlink_metadata().is_ok() {
             return Err(Error::new(
                 ErrorKind::Usage,
-                format!("{} already exists; refusing to overwrite it", dest.display()),
+                format!(
+                    "{} already exists; refusing to overwrite it",
+                    dest.display()
+                ),
             ));
         }
-        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let name = dest
             .file_name()
             .ok_or_else(|| Error::new(ErrorKind::Usage, "the output path has no file name"))?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{}.partial-{}-{n}", name.to_string_lossy(), std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.partial-{}-{n}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&tmp)
             .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        Ok(OutFile { file: Some(file), tmp, dest: dest.to_path_buf() })
+        Ok(OutFile {
+            file: Some(file),
+            tmp,
+            dest: dest.to_path_buf(),
+        })
     }
 
     pub(crate) fn file(&self) -> &File {
@@ -50,7 +64,8 @@ impl OutFile {
     pub(crate) fn publish(mut self, sync: bool) -> Result<PathBuf> {
         if let Some(f) = self.file.take() {
             if sync {
-                f.sync_all().map_err(|e| Error::io("syncing the output", e))?;
+                f.sync_all()
+                    .map_err(|e| Error::io("syncing the output", e))?;
             }
         }
         std::fs::hard_link(&self.tmp, &self.dest)

@@ -106,14 +106,20 @@ pub fn extract_ova(
     walk_tar(&mut counted, |mem| {
         if mem.index == 0 {
             if !mem.name.to_ascii_lowercase().ends_with(".ovf") {
-                return Err(package(format!("the first member is {:?}; an OVA starts with its .ovf", mem.name)));
+                return Err(package(format!(
+                    "the first member is {:?}; an OVA starts with its .ovf",
+                    mem.name
+                )));
             }
             if mem.size > MAX_OVF_BYTES {
-                return Err(package(format!("the OVF is larger than {MAX_OVF_BYTES} bytes")));
+                return Err(package(format!(
+                    "the OVF is larger than {MAX_OVF_BYTES} bytes"
+                )));
             }
             let mut h = Hashing::new(mem.reader, true, true);
             let mut text = Vec::new();
-            h.read_to_end(&mut text).map_err(|e| Error::io("reading the OVF", e))?;
+            h.read_to_end(&mut text)
+                .map_err(|e| Error::io("reading the OVF", e))?;
             st.digests.push((mem.name.clone(), h.finish()));
             st.ovf = Some(parse_ovf(&text)?);
             return Ok(());
@@ -128,7 +134,10 @@ pub fn extract_ova(
                 return Err(package("the manifest is too large"));
             }
             let mut text = String::new();
-            mem.reader.take(MAX_MF_BYTES).read_to_string(&mut text).map_err(|_| package("the manifest is not text"))?;
+            mem.reader
+                .take(MAX_MF_BYTES)
+                .read_to_string(&mut text)
+                .map_err(|_| package("the manifest is not text"))?;
             st.manifest = Some(parse_manifest(&text)?);
             return Ok(());
         }
@@ -137,13 +146,19 @@ pub fn extract_ova(
             return Ok(());
         }
         let (want_sha1, want_sha256) = match &st.manifest {
-            Some(mf) => (mf.iter().any(|e| e.1 == Algo::Sha1), mf.iter().any(|e| e.1 == Algo::Sha256)),
+            Some(mf) => (
+                mf.iter().any(|e| e.1 == Algo::Sha1),
+                mf.iter().any(|e| e.1 == Algo::Sha256),
+            ),
             None => (true, true),
         };
         let disk = ovf.disks.iter().find(|d| d.member == mem.name).cloned();
         let referenced = ovf.references.contains(&mem.name);
         if !referenced {
-            return Err(package(format!("member {:?} is not referenced by the OVF", mem.name)));
+            return Err(package(format!(
+                "member {:?} is not referenced by the OVF",
+                mem.name
+            )));
         }
         let mut h = Hashing::new(mem.reader, want_sha1, want_sha256);
         match disk {
@@ -155,21 +170,42 @@ pub fn extract_ova(
                     )));
                 }
                 let n = pending.len() + 1;
-                let ext = if opts.to == TargetFormat::Raw { "raw" } else { "qcow2" };
+                let ext = if opts.to == TargetFormat::Raw {
+                    "raw"
+                } else {
+                    "qcow2"
+                };
                 let path = outdir.join(format!("disk{n}.{ext}"));
                 let out = OutFile::create(&path)?;
-                let vsize = convert_stream_into(&mut h, SourceFormat::Vmdk, None, Some(&d.member), out.file(), opts, &mut m)
-                    .map_err(|e| package(format!("disk {} ({}): {e}", d.disk_id, d.member)))?;
+                let vsize = convert_stream_into(
+                    &mut h,
+                    SourceFormat::Vmdk,
+                    None,
+                    Some(&d.member),
+                    out.file(),
+                    opts,
+                    &mut m,
+                )
+                .map_err(|e| package(format!("disk {} ({}): {e}", d.disk_id, d.member)))?;
                 if vsize != d.capacity {
                     return Err(package(format!(
                         "disk {}: the OVF says {} bytes but the VMDK holds {vsize}",
                         d.disk_id, d.capacity
                     )));
                 }
-                pending.push((out, ExtractedDisk { disk_id: d.disk_id, member: d.member, path, virtual_size: vsize }));
+                pending.push((
+                    out,
+                    ExtractedDisk {
+                        disk_id: d.disk_id,
+                        member: d.member,
+                        path,
+                        virtual_size: vsize,
+                    },
+                ));
             }
             None => {
-                std::io::copy(&mut h, &mut std::io::sink()).map_err(|e| Error::io("reading a member", e))?;
+                std::io::copy(&mut h, &mut std::io::sink())
+                    .map_err(|e| Error::io("reading a member", e))?;
                 st.skipped.push(mem.name.clone());
             }
         }
@@ -177,10 +213,15 @@ pub fn extract_ova(
         Ok(())
     })?;
     m.read(counted.n.saturating_sub(m.bytes_in));
-    let ovf = st.ovf.take().ok_or_else(|| package("the package is empty (no OVF)"))?;
+    let ovf = st
+        .ovf
+        .take()
+        .ok_or_else(|| package("the package is empty (no OVF)"))?;
     for r in &ovf.references {
         if !st.digests.iter().any(|(n, _)| n == r) {
-            return Err(package(format!("the OVF references {r:?}, which is not in the OVA")));
+            return Err(package(format!(
+                "the OVF references {r:?}, which is not in the OVA"
+            )));
         }
     }
     let manifest_verified = match &st.manifest {
@@ -188,7 +229,9 @@ pub fn extract_ova(
         Some(mf) => {
             for (name, (s1, s256)) in &st.digests {
                 let Some((_, algo, want)) = mf.iter().find(|e| e.0 == *name) else {
-                    return Err(package(format!("member {name:?} is not listed in the manifest")));
+                    return Err(package(format!(
+                        "member {name:?} is not listed in the manifest"
+                    )));
                 };
                 let got = match algo {
                     Algo::Sha1 => s1,
@@ -200,7 +243,9 @@ pub fn extract_ova(
             }
             for (name, _, _) in mf {
                 if !st.digests.iter().any(|(n, _)| n == name) {
-                    return Err(package(format!("the manifest lists {name:?}, which is not in the OVA")));
+                    return Err(package(format!(
+                        "the manifest lists {name:?}, which is not in the OVA"
+                    )));
                 }
             }
             true
@@ -238,13 +283,24 @@ struct State {
 fn parse_manifest(text: &str) -> Result<Vec<(String, Algo, String)>> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (lhs, hex) = line.split_once('=').ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
-        let (algo, rest) = lhs.split_once('(').ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
-        let name = rest.trim_end().strip_suffix(')').ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
+        let (lhs, hex) = line
+            .split_once('=')
+            .ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
+        let (algo, rest) = lhs
+            .split_once('(')
+            .ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
+        let name = rest
+            .trim_end()
+            .strip_suffix(')')
+            .ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
         let algo = match algo.trim() {
             "SHA1" => Algo::Sha1,
             "SHA256" => Algo::Sha256,
-            a => return Err(package(format!("manifest digest algorithm {a} is not accepted (SHA1, SHA256)"))),
+            a => {
+                return Err(package(format!(
+                    "manifest digest algorithm {a} is not accepted (SHA1, SHA256)"
+                )))
+            }
         };
         let hex = hex.trim().to_ascii_lowercase();
         let want_len = if algo == Algo::Sha1 { 40 } else { 64 };
@@ -265,9 +321,15 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
     let text = std::str::from_utf8(bytes).map_err(|_| package("the OVF is not UTF-8"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
-        return Err(package("the OVF contains a DTD or entity declarations; refused"));
+        return Err(package(
+            "the OVF contains a DTD or entity declarations; refused",
+        ));
     }
-    let popts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_OVF_NODES, ..Default::default() };
+    let popts = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: MAX_OVF_NODES,
+        ..Default::default()
+    };
     let doc = roxmltree::Document::parse_with_options(text, popts)
         .map_err(|e| package(format!("the OVF is not well-formed XML: {e}")))?;
     let root = doc.root_element();
@@ -275,22 +337,32 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
         return Err(package("the OVF root element is not <Envelope>"));
     }
     let attr = |n: roxmltree::Node, name: &str| -> Option<String> {
-        n.attributes().find(|a| a.name() == name).map(|a| a.value().to_string())
+        n.attributes()
+            .find(|a| a.name() == name)
+            .map(|a| a.value().to_string())
     };
     // References: file id -> href
     let mut files: Vec<(String, String)> = Vec::new();
-    for f in root.descendants().filter(|n| n.has_tag_name("File") && n.parent().is_some_and(|p| p.has_tag_name("References"))) {
+    for f in root.descendants().filter(|n| {
+        n.has_tag_name("File") && n.parent().is_some_and(|p| p.has_tag_name("References"))
+    }) {
         let id = attr(f, "id").ok_or_else(|| package("an OVF File has no ovf:id"))?;
         let href = attr(f, "href").ok_or_else(|| package("an OVF File has no ovf:href"))?;
         if href.contains("://") || href.contains(':') {
-            return Err(package(format!("OVF href {href:?} is a URL; only members of the OVA are allowed")));
+            return Err(package(format!(
+                "OVF href {href:?} is a URL; only members of the OVA are allowed"
+            )));
         }
         let href = super::pkg::check_name(&href)?;
         if attr(f, "compression").is_some_and(|c| c != "identity") {
-            return Err(package(format!("OVF file {href:?} uses ovf:compression; not supported")));
+            return Err(package(format!(
+                "OVF file {href:?} uses ovf:compression; not supported"
+            )));
         }
         if attr(f, "chunkSize").is_some() {
-            return Err(package(format!("OVF file {href:?} is chunked; not supported")));
+            return Err(package(format!(
+                "OVF file {href:?} is chunked; not supported"
+            )));
         }
         if files.iter().any(|(i, h)| *i == id || *h == href) {
             return Err(package(format!("OVF file {href:?} is referenced twice")));
@@ -298,26 +370,45 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
         files.push((id, href));
     }
     let mut info = OvfInfo::default();
-    for d in root.descendants().filter(|n| n.has_tag_name("Disk") && n.parent().is_some_and(|p| p.has_tag_name("DiskSection"))) {
+    for d in root.descendants().filter(|n| {
+        n.has_tag_name("Disk") && n.parent().is_some_and(|p| p.has_tag_name("DiskSection"))
+    }) {
         let disk_id = attr(d, "diskId").ok_or_else(|| package("an OVF Disk has no ovf:diskId"))?;
         let file_ref = attr(d, "fileRef").ok_or_else(|| {
-            package(format!("OVF disk {disk_id} has no fileRef (empty disks are not supported)"))
+            package(format!(
+                "OVF disk {disk_id} has no fileRef (empty disks are not supported)"
+            ))
         })?;
         let member = files
             .iter()
             .find(|(i, _)| *i == file_ref)
             .map(|(_, h)| h.clone())
-            .ok_or_else(|| package(format!("OVF disk {disk_id} refers to unknown file {file_ref}")))?;
+            .ok_or_else(|| {
+                package(format!(
+                    "OVF disk {disk_id} refers to unknown file {file_ref}"
+                ))
+            })?;
         let cap: u64 = attr(d, "capacity")
             .and_then(|c| c.trim().parse().ok())
             .ok_or_else(|| package(format!("OVF disk {disk_id} has no valid capacity")))?;
         let mult = units(attr(d, "capacityAllocationUnits").as_deref())
             .ok_or_else(|| package(format!("OVF disk {disk_id}: unknown capacity units")))?;
-        let capacity = cap.checked_mul(mult).ok_or_else(|| package("OVF disk capacity overflows"))?;
-        if info.disks.iter().any(|x: &OvfDisk| x.disk_id == disk_id || x.member == member) {
+        let capacity = cap
+            .checked_mul(mult)
+            .ok_or_else(|| package("OVF disk capacity overflows"))?;
+        if info
+            .disks
+            .iter()
+            .any(|x: &OvfDisk| x.disk_id == disk_id || x.member == member)
+        {
             return Err(package(format!("OVF disk {disk_id} is declared twice")));
         }
-        info.disks.push(OvfDisk { disk_id, member, capacity, format: attr(d, "format").unwrap_or_default() });
+        info.disks.push(OvfDisk {
+            disk_id,
+            member,
+            capacity,
+            format: attr(d, "format").unwrap_or_default(),
+        });
     }
     if info.disks.is_empty() {
         return Err(package("the OVF declares no disks"));
@@ -329,22 +420,34 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
             .and_then(|n| n.text())
             .map(|s| s.trim().to_string())
             .or_else(|| attr(vs, "id"));
-        if let Some(os) = vs.descendants().find(|n| n.has_tag_name("OperatingSystemSection")) {
+        if let Some(os) = vs
+            .descendants()
+            .find(|n| n.has_tag_name("OperatingSystemSection"))
+        {
             info.os_id = attr(os, "id").and_then(|v| v.parse().ok());
             info.os_type = attr(os, "osType").or_else(|| {
-                os.children().find(|n| n.has_tag_name("Description")).and_then(|n| n.text()).map(|s| s.trim().to_string())
+                os.children()
+                    .find(|n| n.has_tag_name("Description"))
+                    .and_then(|n| n.text())
+                    .map(|s| s.trim().to_string())
             });
         }
         for item in vs.descendants().filter(|n| n.has_tag_name("Item")) {
             let field = |name: &str| {
-                item.children().find(|n| n.tag_name().name() == name).and_then(|n| n.text()).map(|s| s.trim().to_string())
+                item.children()
+                    .find(|n| n.tag_name().name() == name)
+                    .and_then(|n| n.text())
+                    .map(|s| s.trim().to_string())
             };
             let qty: Option<u64> = field("VirtualQuantity").and_then(|v| v.parse().ok());
             match field("ResourceType").as_deref() {
                 Some("3") => info.cpus = qty,
                 Some("4") => {
                     let mult = units(field("AllocationUnits").as_deref().or(Some("byte * 2^20")));
-                    info.memory_mib = qty.zip(mult).and_then(|(q, m)| q.checked_mul(m)).map(|b| b >> 20);
+                    info.memory_mib = qty
+                        .zip(mult)
+                        .and_then(|(q, m)| q.checked_mul(m))
+                        .map(|b| b >> 20);
                 }
                 _ => {}
             }
@@ -357,7 +460,11 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
 /// "byte", "byte * 2^30", "byte * 1024", "MegaBytes"… to a multiplier.
 fn units(u: Option<&str>) -> Option<u64> {
     let Some(u) = u else { return Some(1) };
-    let s: String = u.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    let s: String = u
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
     match s.as_str() {
         "byte" | "bytes" => return Some(1),
         "kilobytes" | "kb" => return Some(1 << 10),
@@ -388,7 +495,10 @@ mod tests {
 
     #[test]
     fn manifest_lines() {
-        let m = parse_manifest("SHA256(a.ovf)= 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+        let m = parse_manifest(
+            "SHA256(a.ovf)= 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+        )
+        .unwrap();
         assert_eq!(m[0].0, "a.ovf");
         assert!(parse_manifest("MD5(a.ovf)= 00").is_err());
     }

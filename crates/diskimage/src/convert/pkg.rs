@@ -30,7 +30,9 @@ pub(crate) struct Member<'r> {
 /// global PAX headers, unsafe or duplicate names, and more than [`MAX_MEMBERS`] members.
 pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()>) -> Result<()> {
     let mut ar = tar::Archive::new(r);
-    let entries = ar.entries().map_err(|e| bad_tar("cannot read the archive", e))?;
+    let entries = ar
+        .entries()
+        .map_err(|e| bad_tar("cannot read the archive", e))?;
     let entries = entries.raw(true);
     let mut names: Vec<String> = Vec::new();
     let mut pending_name: Option<String> = None;
@@ -40,7 +42,9 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
         let mut entry = entry.map_err(|e| bad_tar("the archive is malformed", e))?;
         headers += 1;
         if headers > MAX_MEMBERS * 3 {
-            return Err(package(format!("the archive has more than {MAX_MEMBERS} members")));
+            return Err(package(format!(
+                "the archive has more than {MAX_MEMBERS} members"
+            )));
         }
         let et = entry.header().entry_type();
         let size = entry.size();
@@ -96,7 +100,9 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
             continue;
         }
         if kind != "file" {
-            return Err(package(format!("{raw_name:?} is a {kind}; packages may hold regular files only")));
+            return Err(package(format!(
+                "{raw_name:?} is a {kind}; packages may hold regular files only"
+            )));
         }
         let name = check_name(&raw_name)?;
         if names.contains(&name) {
@@ -104,11 +110,21 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
         }
         index += 1;
         if index > MAX_MEMBERS {
-            return Err(package(format!("the archive has more than {MAX_MEMBERS} members")));
+            return Err(package(format!(
+                "the archive has more than {MAX_MEMBERS} members"
+            )));
         }
         names.push(name.clone());
-        let mut counted = Counted { inner: &mut entry, n: 0 };
-        f(Member { index: index - 1, name: name.clone(), size, reader: &mut counted })?;
+        let mut counted = Counted {
+            inner: &mut entry,
+            n: 0,
+        };
+        f(Member {
+            index: index - 1,
+            name: name.clone(),
+            size,
+            reader: &mut counted,
+        })?;
         // Whatever the consumer left is read here: a short member means a truncated archive.
         io::copy(&mut counted, &mut io::sink()).map_err(|e| bad_tar("reading a member", e))?;
         if counted.n != size {
@@ -119,7 +135,9 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
         }
     }
     if pending_name.is_some() {
-        return Err(package("the archive ends after a name record without its member"));
+        return Err(package(
+            "the archive ends after a name record without its member",
+        ));
     }
     // After the end-of-archive block only zero padding may follow: anything else would be a
     // payload that a different tar reader might see.
@@ -144,10 +162,14 @@ fn bad_tar(what: &str, e: io::Error) -> Error {
 
 fn read_capped(r: &mut dyn Read, size: u64, cap: u64, what: &str) -> Result<Vec<u8>> {
     if size > cap {
-        return Err(package(format!("{what} of {size} bytes exceeds {cap} bytes")));
+        return Err(package(format!(
+            "{what} of {size} bytes exceeds {cap} bytes"
+        )));
     }
     let mut v = Vec::with_capacity(size as usize);
-    r.take(size).read_to_end(&mut v).map_err(|e| bad_tar(what, e))?;
+    r.take(size)
+        .read_to_end(&mut v)
+        .map_err(|e| bad_tar(what, e))?;
     if v.len() as u64 != size {
         return Err(package(format!("{what} is truncated")));
     }
@@ -159,7 +181,10 @@ fn pax_records(data: &[u8]) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        let sp = rest.iter().position(|&b| b == b' ').ok_or_else(|| package("malformed PAX record"))?;
+        let sp = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or_else(|| package("malformed PAX record"))?;
         let len: usize = std::str::from_utf8(&rest[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -169,7 +194,9 @@ fn pax_records(data: &[u8]) -> Result<Vec<(String, String)>> {
         }
         let rec = std::str::from_utf8(&rest[sp + 1..len - 1])
             .map_err(|_| package("a PAX record is not UTF-8"))?;
-        let (k, v) = rec.split_once('=').ok_or_else(|| package("malformed PAX record"))?;
+        let (k, v) = rec
+            .split_once('=')
+            .ok_or_else(|| package("malformed PAX record"))?;
         out.push((k.to_string(), v.to_string()));
         rest = &rest[len..];
     }
@@ -184,7 +211,9 @@ pub(crate) fn check_name(raw: &str) -> Result<String> {
         || name.starts_with('/')
         || name.contains('\\')
         || name.chars().any(|c| c.is_control())
-        || name.split('/').any(|c| c.is_empty() || c == ".." || c == ".");
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == ".." || c == ".");
     if bad {
         return Err(package(format!("unsafe member name {raw:?}")));
     }
@@ -229,7 +258,10 @@ impl<'a> Hashing<'a> {
     }
     /// Lowercase hex digests (None for an algorithm not computed).
     pub(crate) fn finish(self) -> (Option<String>, Option<String>) {
-        (self.sha1.map(|h| hex(&h.finalize())), self.sha256.map(|h| hex(&h.finalize())))
+        (
+            self.sha1.map(|h| hex(&h.finalize())),
+            self.sha256.map(|h| hex(&h.finalize())),
+        )
     }
 }
 
@@ -263,7 +295,8 @@ pub(crate) fn prepare_outdir(dir: &Path) -> Result<PathBuf> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
     }
-    let md = std::fs::symlink_metadata(dir).map_err(|e| Error::io(format!("{}", dir.display()), e))?;
+    let md =
+        std::fs::symlink_metadata(dir).map_err(|e| Error::io(format!("{}", dir.display()), e))?;
     if !md.is_dir() {
         return Err(Error::new(
             super::error::ErrorKind::Usage,
@@ -282,7 +315,17 @@ mod tests {
         for ok in ["a.ovf", "./disk1.vmdk", "sub/x.vmdk"] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["/etc/passwd", "../x", "a/../b", "", "a//b", "a\\b", "a\nb", "./", "."] {
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "",
+            "a//b",
+            "a\\b",
+            "a\nb",
+            "./",
+            ".",
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -2,7 +2,7 @@
 //! files, external data files, encryption and extended L2 (it never opens another file).
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{be_u32, be_u64, checked_len, Input, Meter, IoBuf, IO_CHUNK};
+use super::io::{be_u32, be_u64, checked_len, Input, IoBuf, Meter, IO_CHUNK};
 use super::sink::Sink;
 
 /// qemu's cluster_bits range (qcow2 spec: at least 9; QEMU: at most 21, 2 MiB).
@@ -48,7 +48,9 @@ impl Qcow2Reader {
         }
         let cluster_bits = be_u32(&h, 20);
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-            return Err(corrupt(format!("qcow2 cluster_bits {cluster_bits} out of range 9..21")));
+            return Err(corrupt(format!(
+                "qcow2 cluster_bits {cluster_bits} out of range 9..21"
+            )));
         }
         let vsize = be_u64(&h, 24);
         if be_u32(&h, 32) != 0 {
@@ -91,9 +93,17 @@ impl Qcow2Reader {
             return Err(corrupt("qcow2 L1 table is too small for the virtual size"));
         }
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
-            return Err(limit(format!("qcow2 virtual size {vsize} is above the limit")));
+            return Err(limit(format!(
+                "qcow2 virtual size {vsize} is above the limit"
+            )));
         }
-        Ok(Qcow2Reader { cluster_bits, vsize, l1_size, l1_off, codec })
+        Ok(Qcow2Reader {
+            cluster_bits,
+            vsize,
+            l1_size,
+            l1_off,
+            codec,
+        })
     }
 
     pub(crate) fn virtual_size(&self) -> u64 {
@@ -124,7 +134,9 @@ impl Qcow2Reader {
                 continue;
             }
             if !l2_off.is_multiple_of(cluster) {
-                return Err(corrupt(format!("qcow2 L2 table at {l2_off} is not cluster aligned")));
+                return Err(corrupt(format!(
+                    "qcow2 L2 table at {l2_off} is not cluster aligned"
+                )));
             }
             inp.read_at(l2_off, &mut l2, "a qcow2 L2 table", m)?;
             let n = (gend - gbase).div_ceil(cluster) as usize;
@@ -145,7 +157,9 @@ impl Qcow2Reader {
                     let mut k = j + 1;
                     while k < n {
                         let f = be_u64(&l2, k * 8);
-                        if f & OFLAG_COMPRESSED == 0 && (f & OFLAG_ZERO != 0 || f & OFFSET_MASK == 0) {
+                        if f & OFLAG_COMPRESSED == 0
+                            && (f & OFLAG_ZERO != 0 || f & OFFSET_MASK == 0)
+                        {
                             k += 1;
                         } else {
                             break;
@@ -157,7 +171,9 @@ impl Qcow2Reader {
                     continue;
                 }
                 if !host.is_multiple_of(cluster) {
-                    return Err(corrupt(format!("qcow2 data cluster at {host} is not aligned")));
+                    return Err(corrupt(format!(
+                        "qcow2 data cluster at {host} is not aligned"
+                    )));
                 }
                 // Merge host-contiguous clusters into one large read.
                 let mut k = j + 1;
@@ -174,8 +190,7 @@ impl Qcow2Reader {
                 }
                 let end = (gbase + k as u64 * cluster).min(gend);
                 let len = (end - g) as usize;
-                inp.read_at(host, &mut buf[..len], "qcow2 data clusters", m)?;
-                sink.data_owned(&mut buf, len, m)?;
+                inp.pass(sink, host, len, &mut buf, "qcow2 data clusters", m)?;
                 j = k;
             }
         }
@@ -209,7 +224,9 @@ impl Qcow2Reader {
             Codec::Zstd => zstd_fill(src, out),
         };
         if !ok {
-            return Err(corrupt(format!("qcow2 compressed cluster at {off} does not decompress")));
+            return Err(corrupt(format!(
+                "qcow2 compressed cluster at {off} does not decompress"
+            )));
         }
         Ok(())
     }
@@ -219,7 +236,9 @@ impl Qcow2Reader {
 /// after the frame are padding or the next cluster's data).
 pub(crate) fn zstd_fill(src: &[u8], out: &mut [u8]) -> bool {
     use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
-    let Ok(mut d) = Decoder::new() else { return false };
+    let Ok(mut d) = Decoder::new() else {
+        return false;
+    };
     let mut input = InBuffer::around(src);
     let mut output = OutBuffer::around(out);
     loop {

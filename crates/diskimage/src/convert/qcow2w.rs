@@ -10,8 +10,8 @@ use std::os::unix::fs::FileExt;
 use flate2::{Compress, Compression as FlateLevel, FlushCompress, Status};
 
 use super::error::{corrupt, limit, Error, Result};
-use super::io::{is_zero, IoBuf, Meter};
-use super::sink::{Sink, WriteBehind};
+use super::io::{is_zero, FileIn, IoBuf, Meter};
+use super::sink::{source_handle, Sink, WriteBehind};
 use super::Compression;
 
 /// 64 KiB clusters (qemu's default; one L2 table maps 512 MiB).
@@ -75,6 +75,7 @@ pub(crate) struct Qcow2Sink<'f> {
     out: Vec<u8>,
     pool: Option<Pool>,
     wb: WriteBehind,
+    src: Option<std::sync::Arc<File>>,
 }
 
 /// A batch for a worker: sequence number, cluster payloads, guest cluster indices.
@@ -101,7 +102,9 @@ struct Pool {
 
 impl Pool {
     fn new(codec: Compression) -> Result<Self> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_WORKERS);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(workers);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
@@ -118,7 +121,15 @@ impl Pool {
                     };
                     let Ok((seq, batch, idx)) = job else { return };
                     let results = compress_many(codec, &batch);
-                    if done_tx.send(Done { seq, batch, idx, results }).is_err() {
+                    if done_tx
+                        .send(Done {
+                            seq,
+                            batch,
+                            idx,
+                            results,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 })
@@ -161,7 +172,12 @@ impl Pool {
             };
             match d {
                 Some(d) => self.parked.push(d),
-                None => return Err(Error::new(super::error::ErrorKind::Io, "a compression worker failed")),
+                None => {
+                    return Err(Error::new(
+                        super::error::ErrorKind::Io,
+                        "a compression worker failed",
+                    ))
+                }
             }
         }
     }
@@ -205,11 +221,20 @@ impl<'f> Qcow2Sink<'f> {
             pos: 0,
             partial: Vec::with_capacity(CLUSTER_US),
             refs,
-            batch: if compressing { Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US) } else { Vec::new() },
+            batch: if compressing {
+                Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US)
+            } else {
+                Vec::new()
+            },
             batch_idx: Vec::new(),
             out: Vec::new(),
-            pool: if compressing { Some(Pool::new(codec)?) } else { None },
+            pool: if compressing {
+                Some(Pool::new(codec)?)
+            } else {
+                None
+            },
             wb: WriteBehind::new(f)?,
+            src: None,
         })
     }
 
@@ -250,7 +275,9 @@ impl<'f> Qcow2Sink<'f> {
     }
 
     fn write(&self, buf: &[u8], off: u64, m: &mut Meter) -> Result<()> {
-        self.f.write_all_at(buf, off).map_err(|e| Error::io("writing the qcow2 output", e))?;
+        self.f
+            .write_all_at(buf, off)
+            .map_err(|e| Error::io("writing the qcow2 output", e))?;
         m.wrote(buf.len() as u64);
         Ok(())
     }
@@ -281,7 +308,10 @@ impl<'f> Qcow2Sink<'f> {
                 }
                 let g = g0 + k as u64;
                 if self.batch_idx.len() == BATCH_CLUSTERS
-                    || self.batch_idx.first().is_some_and(|&b| b / L2_ENTRIES != g / L2_ENTRIES)
+                    || self
+                        .batch_idx
+                        .first()
+                        .is_some_and(|&b| b / L2_ENTRIES != g / L2_ENTRIES)
                 {
                     self.flush_batch(m)?;
                 }
@@ -300,12 +330,22 @@ impl<'f> Qcow2Sink<'f> {
     /// Assigns host clusters to the non-zero clusters of `buf` (uncompressed mode) and returns
     /// the writes to do, as (start, end, host offset); runs inside one L2 range are merged.
     fn place(&mut self, buf: &[u8], g0: u64, m: &mut Meter) -> Result<Vec<(usize, usize, u64)>> {
+        let data: Vec<bool> = buf.chunks_exact(CLUSTER_US).map(|c| !is_zero(c)).collect();
+        self.place_flags(&data, g0, m)
+    }
+
+    /// As [`Self::place`], from per-cluster "holds data" flags.
+    fn place_flags(
+        &mut self,
+        data: &[bool],
+        g0: u64,
+        m: &mut Meter,
+    ) -> Result<Vec<(usize, usize, u64)>> {
         let mut writes = Vec::new();
-        let n = buf.len() / CLUSTER_US;
+        let n = data.len();
         let mut k = 0;
         while k < n {
-            let c = &buf[k * CLUSTER_US..(k + 1) * CLUSTER_US];
-            if is_zero(c) {
+            if !data[k] {
                 k += 1;
                 continue;
             }
@@ -313,10 +353,7 @@ impl<'f> Qcow2Sink<'f> {
             self.switch_l2(g / L2_ENTRIES, m)?;
             let range_end = (g / L2_ENTRIES + 1) * L2_ENTRIES;
             let mut e = k + 1;
-            while e < n
-                && g0 + (e as u64) < range_end
-                && !is_zero(&buf[e * CLUSTER_US..(e + 1) * CLUSTER_US])
-            {
+            while e < n && g0 + (e as u64) < range_end && data[e] {
                 e += 1;
             }
             let host = self.next;
@@ -337,17 +374,27 @@ impl<'f> Qcow2Sink<'f> {
         if self.batch_idx.is_empty() {
             return Ok(());
         }
-        let Some(pool) = self.pool.as_mut() else { return Ok(()) };
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US));
+        let Some(pool) = self.pool.as_mut() else {
+            return Ok(());
+        };
+        let batch = std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US),
+        );
         let idx = std::mem::take(&mut self.batch_idx);
         let seq = pool.next_seq;
         pool.next_seq += 1;
         let sent = pool.tx.as_ref().map(|tx| tx.send((seq, batch, idx)));
         if !matches!(sent, Some(Ok(()))) {
-            return Err(Error::new(super::error::ErrorKind::Io, "the compression workers stopped"));
+            return Err(Error::new(
+                super::error::ErrorKind::Io,
+                "the compression workers stopped",
+            ));
         }
         loop {
-            let Some(pool) = self.pool.as_mut() else { return Ok(()) };
+            let Some(pool) = self.pool.as_mut() else {
+                return Ok(());
+            };
             let wait = pool.in_flight() >= pool.limit;
             match pool.next_done(wait)? {
                 Some(d) => self.write_done(d, m)?,
@@ -360,7 +407,9 @@ impl<'f> Qcow2Sink<'f> {
     fn drain_pool(&mut self, m: &mut Meter) -> Result<()> {
         self.flush_batch(m)?;
         loop {
-            let Some(pool) = self.pool.as_mut() else { return Ok(()) };
+            let Some(pool) = self.pool.as_mut() else {
+                return Ok(());
+            };
             match pool.next_done(true)? {
                 Some(d) => self.write_done(d, m)?,
                 None => return Ok(()),
@@ -371,11 +420,21 @@ impl<'f> Qcow2Sink<'f> {
     /// Appends a compressed batch: the compressed chunks packed byte-adjacent, then the
     /// clusters that did not shrink, cluster aligned, after them.
     fn write_done(&mut self, d: Done, m: &mut Meter) -> Result<()> {
-        let Done { batch, idx, results, .. } = d;
+        let Done {
+            batch,
+            idx,
+            results,
+            ..
+        } = d;
         if results.len() != idx.len() {
-            return Err(Error::new(super::error::ErrorKind::Io, "a compression worker failed"));
+            return Err(Error::new(
+                super::error::ErrorKind::Io,
+                "a compression worker failed",
+            ));
         }
-        let Some(&first_g) = idx.first() else { return Ok(()) };
+        let Some(&first_g) = idx.first() else {
+            return Ok(());
+        };
         self.switch_l2(first_g / L2_ENTRIES, m)?;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
@@ -442,7 +501,8 @@ fn compress_many(codec: Compression, part: &[u8]) -> Vec<Option<Vec<u8>>> {
                 false,
                 ZLIB_WINDOW_BITS,
             );
-            let mut probe = Compress::new_with_window_bits(FlateLevel::fast(), false, ZLIB_WINDOW_BITS);
+            let mut probe =
+                Compress::new_with_window_bits(FlateLevel::fast(), false, ZLIB_WINDOW_BITS);
             // Output room above deflate's worst case: zlib-rs must never run out of space
             // mid-block (its quick strategy panics on a too-small buffer); the size
             // comparisons below decide what is kept.
@@ -522,6 +582,58 @@ impl Sink for Qcow2Sink<'_> {
         self.pos += (len - whole) as u64;
         m.wrote(writes.iter().map(|w| (w.1 - w.0) as u64).sum());
         self.wb.submit(buf, writes)
+    }
+
+    fn data_from_file(
+        &mut self,
+        src: &FileIn,
+        off: u64,
+        len: usize,
+        buf: &mut IoBuf,
+        m: &mut Meter,
+    ) -> Result<()> {
+        let whole = len / CLUSTER_US * CLUSTER_US;
+        if self.codec != Compression::None || !self.partial.is_empty() || whole == 0 {
+            src.read_at(off, &mut buf[..len], "image data")?;
+            m.read(len as u64);
+            return self.data_owned(buf, len, m);
+        }
+        self.check_room(len as u64)?;
+        src.check_range(off, len as u64, "image data")?;
+        let arc = source_handle(&mut self.src, src)?;
+        // A cluster whose first sector holds data is data; only clusters that start with zeros
+        // are read whole to decide.
+        let mut data = Vec::with_capacity(whole / CLUSTER_US);
+        let mut probe = [0u8; 512];
+        for k in 0..whole / CLUSTER_US {
+            let so = off + (k * CLUSTER_US) as u64;
+            src.read_at(so, &mut probe, "image data")?;
+            let d = if is_zero(&probe) {
+                let c = &mut buf[..CLUSTER_US];
+                src.read_at(so, c, "image data")?;
+                !is_zero(c)
+            } else {
+                true
+            };
+            data.push(d);
+        }
+        let g0 = self.pos / CLUSTER;
+        let places = self.place_flags(&data, g0, m)?;
+        self.pos += whole as u64;
+        let copies: Vec<(u64, u64, usize)> = places
+            .iter()
+            .map(|&(s, e, host)| (off + s as u64, host, e - s))
+            .collect();
+        m.wrote(copies.iter().map(|c| c.2 as u64).sum());
+        let rest = len - whole;
+        if rest > 0 {
+            let t = &mut buf[..rest];
+            src.read_at(off + whole as u64, t, "image data")?;
+            self.partial.extend_from_slice(t);
+            self.pos += rest as u64;
+        }
+        m.read(len as u64);
+        self.wb.submit_copy(&arc, copies)
     }
 
     fn zeros(&mut self, mut len: u64, m: &mut Meter) -> Result<()> {
@@ -619,7 +731,13 @@ impl Sink for Qcow2Sink<'_> {
         self.f
             .set_len(total * CLUSTER)
             .map_err(|e| Error::io("setting the qcow2 output length", e))?;
-        let h = header(self.vsize, self.l1.len() as u32, rt_off, t as u32, self.codec);
+        let h = header(
+            self.vsize,
+            self.l1.len() as u32,
+            rt_off,
+            t as u32,
+            self.codec,
+        );
         self.write(&h, 0, m)?;
         Ok(())
     }
@@ -636,7 +754,11 @@ fn header(vsize: u64, l1_size: u32, rt_off: u64, rt_clusters: u32, codec: Compre
     h[40..48].copy_from_slice(&CLUSTER.to_be_bytes());
     h[48..56].copy_from_slice(&rt_off.to_be_bytes());
     h[56..60].copy_from_slice(&rt_clusters.to_be_bytes());
-    let incompat: u64 = if codec == Compression::Zstd { 1 << 3 } else { 0 };
+    let incompat: u64 = if codec == Compression::Zstd {
+        1 << 3
+    } else {
+        0
+    };
     h[72..80].copy_from_slice(&incompat.to_be_bytes());
     h[96..100].copy_from_slice(&REFCOUNT_ORDER.to_be_bytes());
     h[100..104].copy_from_slice(&112u32.to_be_bytes());

@@ -4,7 +4,7 @@
 use rustix::fs::SeekFrom;
 
 use super::error::{corrupt, Result};
-use super::io::{FileIn, Input, Meter, IoBuf, IO_CHUNK};
+use super::io::{FileIn, Input, IoBuf, Meter, IO_CHUNK};
 use super::sink::Sink;
 
 /// Raw file: holes are zeros without reading them.
@@ -33,9 +33,7 @@ pub(crate) fn pump_file(inp: &FileIn, sink: &mut dyn Sink, m: &mut Meter) -> Res
         };
         while off < hole {
             let n = (hole - off).min(IO_CHUNK as u64) as usize;
-            inp.read_at(off, &mut buf[..n], "raw data")?;
-            m.read(n as u64);
-            sink.data_owned(&mut buf, n, m)?;
+            sink.data_from_file(inp, off, n, &mut buf, m)?;
             off += n as u64;
         }
     }
@@ -44,14 +42,21 @@ pub(crate) fn pump_file(inp: &FileIn, sink: &mut dyn Sink, m: &mut Meter) -> Res
 
 /// Raw stream of exactly `len` bytes: all of it is read; a short or long stream is an error
 /// (a truncated upload must not become a disk with a zero tail).
-pub(crate) fn pump_stream(inp: &mut Input, len: u64, sink: &mut dyn Sink, m: &mut Meter) -> Result<()> {
+pub(crate) fn pump_stream(
+    inp: &mut Input,
+    len: u64,
+    sink: &mut dyn Sink,
+    m: &mut Meter,
+) -> Result<()> {
     let mut buf = IoBuf::new(IO_CHUNK);
     let mut off = 0u64;
     loop {
         let n = inp.read_clamped(off, &mut buf, "raw data", m)?;
         if n == 0 {
             if off != len {
-                return Err(corrupt(format!("the raw stream ended after {off} of {len} bytes")));
+                return Err(corrupt(format!(
+                    "the raw stream ended after {off} of {len} bytes"
+                )));
             }
             return Ok(());
         }

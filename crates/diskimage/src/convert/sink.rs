@@ -2,9 +2,10 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use super::error::{Error, Result};
-use super::io::{is_zero, IoBuf, Meter};
+use super::io::{is_zero, FileIn, IoBuf, Meter};
 
 /// Where a reader puts the guest disk, front to back.
 pub(crate) trait Sink {
@@ -14,6 +15,21 @@ pub(crate) trait Sink {
     /// buffer of the same length in its place) to write it on another thread.
     fn data_owned(&mut self, buf: &mut IoBuf, len: usize, m: &mut Meter) -> Result<()> {
         self.data(&buf[..len], m)
+    }
+    /// Like [`Sink::data_owned`] for `len` bytes of the input file at `off`; a sink may copy
+    /// them file to file in the kernel instead of reading them. `buf` (at least `len` long)
+    /// is scratch space.
+    fn data_from_file(
+        &mut self,
+        src: &FileIn,
+        off: u64,
+        len: usize,
+        buf: &mut IoBuf,
+        m: &mut Meter,
+    ) -> Result<()> {
+        src.read_at(off, &mut buf[..len], "image data")?;
+        m.read(len as u64);
+        self.data_owned(buf, len, m)
     }
     /// The next `len` guest bytes read as zero.
     fn zeros(&mut self, len: u64, m: &mut Meter) -> Result<()>;
@@ -33,11 +49,18 @@ pub(crate) struct RawSink<'f> {
     vsize: u64,
     pos: u64,
     wb: WriteBehind,
+    src: Option<Arc<File>>,
 }
 
 impl<'f> RawSink<'f> {
     pub(crate) fn new(f: &'f File, vsize: u64) -> Result<Self> {
-        Ok(RawSink { f, vsize, pos: 0, wb: WriteBehind::new(f)? })
+        Ok(RawSink {
+            f,
+            vsize,
+            pos: 0,
+            wb: WriteBehind::new(f)?,
+            src: None,
+        })
     }
 
     /// Non-zero runs of `buf` (at guest offset `self.pos`), as (start, end, file offset).
@@ -69,7 +92,9 @@ impl Sink for RawSink<'_> {
     fn data(&mut self, buf: &[u8], m: &mut Meter) -> Result<()> {
         self.check(buf.len())?;
         for (s, e, off) in self.runs(buf) {
-            self.f.write_all_at(&buf[s..e], off).map_err(|e| Error::io("writing the raw output", e))?;
+            self.f
+                .write_all_at(&buf[s..e], off)
+                .map_err(|e| Error::io("writing the raw output", e))?;
             m.wrote((e - s) as u64);
         }
         self.pos += buf.len() as u64;
@@ -83,10 +108,69 @@ impl Sink for RawSink<'_> {
         self.pos += len as u64;
         Ok(())
     }
+    fn data_from_file(
+        &mut self,
+        src: &FileIn,
+        off: u64,
+        len: usize,
+        buf: &mut IoBuf,
+        m: &mut Meter,
+    ) -> Result<()> {
+        self.check(len)?;
+        src.check_range(off, len as u64, "image data")?;
+        let arc = source_handle(&mut self.src, src)?;
+        // Per 64 KiB: a chunk whose first and last 4 KiB hold data is copied whole in the
+        // kernel; any other chunk is read and written block by block so its zero blocks stay
+        // holes.
+        let mut copies: Vec<(u64, u64, usize)> = Vec::new();
+        let mut probe = [0u8; RAW_HOLE_GRAIN];
+        let mut i = 0usize;
+        while i < len {
+            let n = RAW_COPY_CHUNK.min(len - i);
+            let so = off + i as u64;
+            let dst = self.pos + i as u64;
+            let mut whole = n == RAW_COPY_CHUNK;
+            if whole {
+                src.read_at(so, &mut probe, "image data")?;
+                whole = !is_zero(&probe);
+            }
+            if whole {
+                src.read_at(so + (n - RAW_HOLE_GRAIN) as u64, &mut probe, "image data")?;
+                whole = !is_zero(&probe);
+            }
+            if whole {
+                match copies.last_mut() {
+                    Some(l) if l.0 + l.2 as u64 == so && l.1 + l.2 as u64 == dst => l.2 += n,
+                    _ => copies.push((so, dst, n)),
+                }
+                m.wrote(n as u64);
+            } else {
+                let chunk = &mut buf[..n];
+                src.read_at(so, chunk, "image data")?;
+                let saved = self.pos;
+                self.pos = dst;
+                let runs = self.runs(chunk);
+                self.pos = saved;
+                for (s, e, o) in runs {
+                    self.f
+                        .write_all_at(&chunk[s..e], o)
+                        .map_err(|e| Error::io("writing the raw output", e))?;
+                    m.wrote((e - s) as u64);
+                }
+            }
+            i += n;
+        }
+        m.read(len as u64);
+        self.wb.submit_copy(&arc, copies)?;
+        self.pos += len as u64;
+        Ok(())
+    }
     fn zeros(&mut self, len: u64, _m: &mut Meter) -> Result<()> {
         self.pos = self.pos.saturating_add(len);
         if self.pos > self.vsize {
-            return Err(super::error::corrupt("the input holds more data than its virtual size"));
+            return Err(super::error::corrupt(
+                "the input holds more data than its virtual size",
+            ));
         }
         Ok(())
     }
@@ -96,7 +180,9 @@ impl Sink for RawSink<'_> {
     fn finish(&mut self, _m: &mut Meter) -> Result<()> {
         self.wb.finish()?;
         // The tail (and every skipped zero range) is a hole: set_len never writes zeros.
-        self.f.set_len(self.vsize).map_err(|e| Error::io("setting the output length", e))?;
+        self.f
+            .set_len(self.vsize)
+            .map_err(|e| Error::io("setting the output length", e))?;
         self.pos = self.vsize;
         Ok(())
     }
@@ -106,9 +192,28 @@ impl RawSink<'_> {
     fn check(&self, len: usize) -> Result<()> {
         match self.pos.checked_add(len as u64) {
             Some(e) if e <= self.vsize => Ok(()),
-            _ => Err(super::error::corrupt("the input holds more data than its virtual size")),
+            _ => Err(super::error::corrupt(
+                "the input holds more data than its virtual size",
+            )),
         }
     }
+}
+
+/// The kernel-copy granularity of the raw writer (see `data_from_file`).
+const RAW_COPY_CHUNK: usize = 64 << 10;
+
+/// The input as a shareable handle for the writer thread (made once per conversion).
+pub(crate) fn source_handle(slot: &mut Option<Arc<File>>, src: &FileIn) -> Result<Arc<File>> {
+    if let Some(a) = slot {
+        return Ok(a.clone());
+    }
+    let f = src
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("duplicating the input handle", e))?;
+    let a = Arc::new(f);
+    *slot = Some(a.clone());
+    Ok(a)
 }
 
 /// Buffers in flight between a reader and the write-behind thread. With 4 MiB reads this is
@@ -116,10 +221,51 @@ impl RawSink<'_> {
 /// 64 MiB budget.
 const WRITE_BEHIND_BUFFERS: usize = 4;
 
-struct Job {
-    buf: IoBuf,
+enum Job {
     /// (start, end, file offset) slices of `buf` to write.
-    writes: Vec<(usize, usize, u64)>,
+    Write {
+        buf: IoBuf,
+        writes: Vec<(usize, usize, u64)>,
+    },
+    /// (source offset, output offset, length) ranges copied file to file in the kernel.
+    Copy {
+        src: Arc<File>,
+        copies: Vec<(u64, u64, usize)>,
+    },
+}
+
+/// Copies `len` bytes from `src` at `so` to `dst` at `doff` with copy_file_range (page cache to
+/// page cache, no trip through user memory), falling back to read + write where the kernel
+/// or file system cannot.
+fn copy_range(
+    src: &File,
+    mut so: u64,
+    dst: &File,
+    mut doff: u64,
+    len: usize,
+    fallback: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        match rustix::fs::copy_file_range(src, Some(&mut so), dst, Some(&mut doff), left) {
+            Ok(0) => return Err(std::io::Error::other("the input ended during a copy")),
+            Ok(n) => left -= n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => {
+                // EXDEV, ENOSYS, EOPNOTSUPP, EINVAL…: copy through a buffer instead.
+                fallback.resize(left.min(1 << 20), 0);
+                while left > 0 {
+                    let n = left.min(fallback.len());
+                    src.read_exact_at(&mut fallback[..n], so)?;
+                    dst.write_all_at(&fallback[..n], doff)?;
+                    so += n as u64;
+                    doff += n as u64;
+                    left -= n;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes whole read buffers on a second thread while the reader fills the next one. The
@@ -133,27 +279,48 @@ pub(crate) struct WriteBehind {
 
 impl WriteBehind {
     pub(crate) fn new(f: &File) -> Result<Self> {
-        let file = f.try_clone().map_err(|e| Error::io("duplicating the output handle", e))?;
+        let file = f
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the output handle", e))?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(WRITE_BEHIND_BUFFERS);
         let (free_tx, free) = std::sync::mpsc::channel::<IoBuf>();
         let handle = std::thread::Builder::new()
             .name("convert-writer".into())
             .spawn(move || -> std::io::Result<()> {
+                let mut fallback = Vec::new();
                 for job in rx {
-                    for &(s, e, off) in &job.writes {
-                        file.write_all_at(&job.buf[s..e], off)?;
+                    match job {
+                        Job::Write { buf, writes } => {
+                            for &(s, e, off) in &writes {
+                                file.write_all_at(&buf[s..e], off)?;
+                            }
+                            let _ = free_tx.send(buf);
+                        }
+                        Job::Copy { src, copies } => {
+                            for &(so, doff, len) in &copies {
+                                copy_range(&src, so, &file, doff, len, &mut fallback)?;
+                            }
+                        }
                     }
-                    let _ = free_tx.send(job.buf);
                 }
                 Ok(())
             })
             .map_err(|e| Error::io("starting the writer thread", e))?;
-        Ok(WriteBehind { tx: Some(tx), free, handle: Some(handle), allocated: 0 })
+        Ok(WriteBehind {
+            tx: Some(tx),
+            free,
+            handle: Some(handle),
+            allocated: 0,
+        })
     }
 
     /// Hands `buf` to the writer with its `writes`, leaving a recycled buffer of the same
     /// length in its place.
-    pub(crate) fn submit(&mut self, buf: &mut IoBuf, writes: Vec<(usize, usize, u64)>) -> Result<()> {
+    pub(crate) fn submit(
+        &mut self,
+        buf: &mut IoBuf,
+        writes: Vec<(usize, usize, u64)>,
+    ) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -170,7 +337,31 @@ impl WriteBehind {
             },
         };
         let full = std::mem::replace(buf, next);
-        let sent = self.tx.as_ref().map(|tx| tx.send(Job { buf: full, writes }));
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(Job::Write { buf: full, writes }));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.join_err()),
+        }
+    }
+
+    /// Queues file-to-file copies (source offset, output offset, length).
+    pub(crate) fn submit_copy(
+        &mut self,
+        src: &Arc<File>,
+        copies: Vec<(u64, u64, usize)>,
+    ) -> Result<()> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let sent = self.tx.as_ref().map(|tx| {
+            tx.send(Job::Copy {
+                src: src.clone(),
+                copies,
+            })
+        });
         match sent {
             Some(Ok(())) => Ok(()),
             _ => Err(self.join_err()),
@@ -183,7 +374,10 @@ impl WriteBehind {
         match self.handle.take().map(|h| h.join()) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(e))) => Err(Error::io("writing the output", e)),
-            Some(Err(_)) => Err(Error::new(super::error::ErrorKind::Io, "the writer thread failed")),
+            Some(Err(_)) => Err(Error::new(
+                super::error::ErrorKind::Io,
+                "the writer thread failed",
+            )),
         }
     }
 

@@ -29,7 +29,11 @@ pub struct UecLimits {
 
 impl Default for UecLimits {
     fn default() -> Self {
-        UecLimits { max_output: 256 << 30, max_ratio: 512, ratio_grace: 64 << 20 }
+        UecLimits {
+            max_output: 256 << 30,
+            max_ratio: 512,
+            ratio_grace: 64 << 20,
+        }
     }
 }
 
@@ -116,16 +120,37 @@ pub fn extract_uec(
         let mut chained = io::Cursor::new(head).chain(mem.reader);
         match role {
             UecRole::Ami => {
-                let opts = ConvertOptions { to: TargetFormat::Raw, compression: Compression::None, sync: false };
-                convert_stream_into(&mut chained, SourceFormat::Raw, Some(mem.size), None, out.file(), &opts, &mut m)?;
+                let opts = ConvertOptions {
+                    to: TargetFormat::Raw,
+                    compression: Compression::None,
+                    sync: false,
+                };
+                convert_stream_into(
+                    &mut chained,
+                    SourceFormat::Raw,
+                    Some(mem.size),
+                    None,
+                    out.file(),
+                    &opts,
+                    &mut m,
+                )?;
             }
             UecRole::Aki | UecRole::Ari => {
                 let mut w = out.file();
-                let k = io::copy(&mut chained, &mut w).map_err(|e| Error::io(format!("writing the {what}"), e))?;
+                let k = io::copy(&mut chained, &mut w)
+                    .map_err(|e| Error::io(format!("writing the {what}"), e))?;
                 m.wrote(k);
             }
         }
-        pending.push((out, UecPart { role, member: mem.name, path, size: mem.size }));
+        pending.push((
+            out,
+            UecPart {
+                role,
+                member: mem.name,
+                path,
+                size: mem.size,
+            },
+        ));
         Ok(())
     });
     if let Some(e) = gz.exceeded.take() {
@@ -157,7 +182,9 @@ pub fn extract_uec(
 }
 
 fn bounded_err(gz: &mut Bounded<'_, '_>, e: io::Error) -> Error {
-    gz.exceeded.take().unwrap_or_else(|| package(format!("the gzip stream is corrupt: {e}")))
+    gz.exceeded
+        .take()
+        .unwrap_or_else(|| package(format!("the gzip stream is corrupt: {e}")))
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -191,13 +218,24 @@ fn validate(role: UecRole, head: &[u8], name: &str) -> Result<()> {
     let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
     let ok = match role {
         // x86 bzImage (HdrS), EFI stub (MZ), arm64 Image (ARM\x64), vmlinux (ELF).
-        UecRole::Aki => at(0x202, b"HdrS") || at(0, b"MZ") || at(0x38, b"ARM\x64") || at(0, b"\x7fELF"),
-        UecRole::Ari => {
-            [&b"070701"[..], b"070702", b"070707", b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00",
-                b"\x02\x21\x4c\x18", b"\x04\x22\x4d\x18", b"BZh", b"\x89LZO\x00", b"\x5d\x00\x00"]
-                .iter()
-                .any(|m| at(0, m))
+        UecRole::Aki => {
+            at(0x202, b"HdrS") || at(0, b"MZ") || at(0x38, b"ARM\x64") || at(0, b"\x7fELF")
         }
+        UecRole::Ari => [
+            &b"070701"[..],
+            b"070702",
+            b"070707",
+            b"\x1f\x8b",
+            b"\x28\xb5\x2f\xfd",
+            b"\xfd7zXZ\x00",
+            b"\x02\x21\x4c\x18",
+            b"\x04\x22\x4d\x18",
+            b"BZh",
+            b"\x89LZO\x00",
+            b"\x5d\x00\x00",
+        ]
+        .iter()
+        .any(|m| at(0, m)),
         // The AMI must be raw: no other image format's header hidden in it.
         UecRole::Ami => {
             let foreign: [(usize, &[u8]); 8] = [
@@ -242,7 +280,10 @@ impl Read for Bounded<'_, '_> {
             && self.out / compressed.max(1) > self.limits.max_ratio;
         if too_big || ratio {
             let e = if too_big {
-                limit(format!("the tarball inflates beyond {} bytes", self.limits.max_output))
+                limit(format!(
+                    "the tarball inflates beyond {} bytes",
+                    self.limits.max_output
+                ))
             } else {
                 limit(format!(
                     "the tarball inflates more than {}:1 (a decompression bomb)",

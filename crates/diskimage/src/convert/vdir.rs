@@ -3,7 +3,7 @@
 //! VirtualBox export write).
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{checked_len, le_u32, le_u64, Input, Meter, IoBuf, IO_CHUNK};
+use super::io::{checked_len, le_u32, le_u64, Input, IoBuf, Meter, IO_CHUNK};
 use super::sink::Sink;
 
 const VDI_SIGNATURE: u32 = 0xBEDA_107F;
@@ -34,7 +34,11 @@ impl VdiReader {
         let static_image = match image_type {
             1 => false,
             2 => true,
-            t => return Err(rejected(format!("VDI image type {t} (undo/differencing) is refused"))),
+            t => {
+                return Err(rejected(format!(
+                    "VDI image type {t} (undo/differencing) is refused"
+                )))
+            }
         };
         if h[0x1A8..0x1C8].iter().any(|&b| b != 0) {
             return Err(rejected("the VDI image links to a parent image"));
@@ -59,7 +63,13 @@ impl VdiReader {
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
             return Err(limit(format!("VDI disk size {vsize} is above the limit")));
         }
-        Ok(VdiReader { vsize, map_off, data_off, blocks, static_image })
+        Ok(VdiReader {
+            vsize,
+            map_off,
+            data_off,
+            blocks,
+            static_image,
+        })
     }
 
     pub(crate) fn virtual_size(&self) -> u64 {
@@ -102,8 +112,7 @@ impl VdiReader {
             let end = (k * bs).min(self.vsize);
             let len = (end - g) as usize;
             let off = self.data_off + u64::from(e) * bs;
-            inp.read_at(off, &mut buf[..len], "VDI data blocks", m)?;
-            sink.data_owned(&mut buf, len, m)?;
+            inp.pass(sink, off, len, &mut buf, "VDI data blocks", m)?;
             i = k;
         }
         Ok(())

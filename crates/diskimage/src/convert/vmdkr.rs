@@ -3,7 +3,7 @@
 //! refused, never followed.
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{checked_len, le_u16, le_u32, le_u64, Input, Meter, IoBuf, IO_CHUNK};
+use super::io::{checked_len, le_u16, le_u32, le_u64, Input, IoBuf, Meter, IO_CHUNK};
 use super::sink::Sink;
 
 const MAGIC: &[u8; 4] = b"KDMV";
@@ -37,7 +37,9 @@ impl VmdkReader {
         let mut h = [0u8; 512];
         inp.read_at(0, &mut h, "the VMDK header", m)?;
         if &h[0..4] != MAGIC {
-            return Err(rejected("not a binary VMDK (descriptor-only VMDKs are refused)"));
+            return Err(rejected(
+                "not a binary VMDK (descriptor-only VMDKs are refused)",
+            ));
         }
         let version = le_u32(&h, 4);
         if !(1..=3).contains(&version) {
@@ -57,14 +59,20 @@ impl VmdkReader {
         }
         let grain = grain_sectors.saturating_mul(512);
         if grain == 0 || grain > MAX_GRAIN_BYTES || !grain.is_power_of_two() {
-            return Err(unsupported(format!("VMDK grain of {grain_sectors} sectors")));
+            return Err(unsupported(format!(
+                "VMDK grain of {grain_sectors} sectors"
+            )));
         }
         if gtes == 0 || gtes > MAX_GTES_PER_GT {
-            return Err(unsupported(format!("VMDK with {gtes} entries per grain table")));
+            return Err(unsupported(format!(
+                "VMDK with {gtes} entries per grain table"
+            )));
         }
         let vsize = capacity.saturating_mul(512);
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
-            return Err(limit(format!("VMDK capacity {capacity} sectors is above the limit")));
+            return Err(limit(format!(
+                "VMDK capacity {capacity} sectors is above the limit"
+            )));
         }
         // The embedded descriptor must describe exactly this file.
         if desc_off == 0 || desc_size == 0 {
@@ -76,13 +84,20 @@ impl VmdkReader {
             "the VMDK descriptor",
         )?;
         let mut desc = vec![0u8; dlen];
-        inp.read_at(desc_off.saturating_mul(512), &mut desc, "the VMDK descriptor", m)?;
+        inp.read_at(
+            desc_off.saturating_mul(512),
+            &mut desc,
+            "the VMDK descriptor",
+            m,
+        )?;
         check_descriptor(&desc, compressed)?;
         if gd_off == GD_AT_END {
             // Only a file has a footer; a stream is walked marker by marker instead.
             if let Some(size) = inp.size() {
                 let mut f = [0u8; 512];
-                let at = size.checked_sub(1024).ok_or_else(|| corrupt("VMDK footer missing"))?;
+                let at = size
+                    .checked_sub(1024)
+                    .ok_or_else(|| corrupt("VMDK footer missing"))?;
                 inp.read_at(at, &mut f, "the VMDK footer", m)?;
                 if &f[0..4] != MAGIC || le_u64(&f, 56) == GD_AT_END {
                     return Err(corrupt("the VMDK footer is invalid"));
@@ -90,7 +105,15 @@ impl VmdkReader {
                 gd_off = le_u64(&f, 56);
             }
         }
-        Ok(VmdkReader { vsize, flags, grain, gtes, gd_off, overhead, compressed })
+        Ok(VmdkReader {
+            vsize,
+            flags,
+            grain,
+            gtes,
+            gd_off,
+            overhead,
+            compressed,
+        })
     }
 
     pub(crate) fn virtual_size(&self) -> u64 {
@@ -116,7 +139,12 @@ impl VmdkReader {
         let gd_n = self.vsize.div_ceil(per_gt);
         let gd_len = checked_len(gd_n * 4, MAX_GD_BYTES, "the VMDK grain directory")?;
         let mut gd = vec![0u8; gd_len];
-        inp.read_at(self.gd_off.saturating_mul(512), &mut gd, "the VMDK grain directory", m)?;
+        inp.read_at(
+            self.gd_off.saturating_mul(512),
+            &mut gd,
+            "the VMDK grain directory",
+            m,
+        )?;
         let mut gt = vec![0u8; self.gtes as usize * 4];
         let gr = self.grain as usize;
         let mut buf = IoBuf::new(IO_CHUNK.max(gr));
@@ -158,8 +186,7 @@ impl VmdkReader {
                 }
                 let end = (gbase + k as u64 * self.grain).min(gend);
                 let len = (end - g) as usize;
-                inp.read_at(e * 512, &mut buf[..len], "VMDK grains", m)?;
-                sink.data_owned(&mut buf, len, m)?;
+                inp.pass(sink, e * 512, len, &mut buf, "VMDK grains", m)?;
                 j = k;
             }
         }
@@ -177,7 +204,11 @@ impl VmdkReader {
         let mut mk = [0u8; 12];
         inp.read_at(off, &mut mk, "a VMDK grain marker", m)?;
         let size = u64::from(le_u32(&mk, 8));
-        let clen = checked_len(size, 2 * MAX_GRAIN_BYTES as usize, "a VMDK compressed grain")?;
+        let clen = checked_len(
+            size,
+            2 * MAX_GRAIN_BYTES as usize,
+            "a VMDK compressed grain",
+        )?;
         cbuf.resize(clen, 0);
         inp.read_at(off + 12, cbuf, "a VMDK compressed grain", m)?;
         inflate_zlib(cbuf, out, off)
@@ -208,13 +239,19 @@ impl VmdkReader {
                     .ok_or_else(|| corrupt("VMDK metadata marker size overflows"))?;
                 continue;
             }
-            let g = val.checked_mul(512).ok_or_else(|| corrupt("VMDK grain LBA overflows"))?;
+            let g = val
+                .checked_mul(512)
+                .ok_or_else(|| corrupt("VMDK grain LBA overflows"))?;
             if g < sink.position() || g >= self.vsize {
                 return Err(corrupt(format!(
                     "VMDK grain for sector {val} is out of order or beyond the capacity"
                 )));
             }
-            let clen = checked_len(u64::from(size), 2 * MAX_GRAIN_BYTES as usize, "a VMDK grain")?;
+            let clen = checked_len(
+                u64::from(size),
+                2 * MAX_GRAIN_BYTES as usize,
+                "a VMDK grain",
+            )?;
             let total = (12 + clen).next_multiple_of(512);
             cbuf.resize(total, 0);
             cbuf[..512.min(total)].copy_from_slice(&sector[..512.min(total)]);
@@ -245,12 +282,16 @@ fn inflate_zlib(src: &[u8], out: &mut [u8], at: u64) -> Result<()> {
         Ok(flate2::Status::StreamEnd) | Ok(flate2::Status::BufError) | Ok(flate2::Status::Ok) => {
             let n = d.total_out() as usize;
             if n == 0 && !out.is_empty() {
-                return Err(corrupt(format!("VMDK grain at {at} decompresses to nothing")));
+                return Err(corrupt(format!(
+                    "VMDK grain at {at} decompresses to nothing"
+                )));
             }
             out[n..].fill(0);
             Ok(())
         }
-        Err(e) => Err(corrupt(format!("VMDK grain at {at} does not decompress: {e}"))),
+        Err(e) => Err(corrupt(format!(
+            "VMDK grain at {at} does not decompress: {e}"
+        ))),
     }
 }
 
@@ -275,7 +316,10 @@ fn check_descriptor(desc: &[u8], compressed: bool) -> Result<()> {
             if v.trim() != "ffffffff" {
                 return Err(rejected("the VMDK has a parent (parentCID)"));
             }
-        } else if lower.starts_with("rw ") || lower.starts_with("rdonly ") || lower.starts_with("noaccess ") {
+        } else if lower.starts_with("rw ")
+            || lower.starts_with("rdonly ")
+            || lower.starts_with("noaccess ")
+        {
             extents += 1;
             let mut parts = lower.split_whitespace();
             let kind = parts.nth(2).unwrap_or("");
@@ -291,7 +335,9 @@ fn check_descriptor(desc: &[u8], compressed: bool) -> Result<()> {
         None => return Err(rejected("the VMDK descriptor has no createType")),
     }
     if extents != 1 {
-        return Err(rejected(format!("the VMDK descriptor has {extents} extents, expected 1")));
+        return Err(rejected(format!(
+            "the VMDK descriptor has {extents} extents, expected 1"
+        )));
     }
     Ok(())
 }
