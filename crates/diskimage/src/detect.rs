@@ -111,7 +111,13 @@ pub(crate) fn detect(cx: &Ctx, declared: Option<Format>) -> PResult<Detection> {
 
     rich.sort_by_key(|(f, _)| crate::report::ALL_FORMATS.iter().position(|g| g == f));
     rich.dedup_by_key(|(f, _)| *f);
-    Ok(Detection { rich, part, fs_hint, head, tail })
+    Ok(Detection {
+        rich,
+        part,
+        fs_hint,
+        head,
+        tail,
+    })
 }
 
 /// ISO 9660 (`CD001`) or UDF (`BEA01`/`NSR0x`) in a volume descriptor slot from sector 16 on.

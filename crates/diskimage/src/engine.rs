@@ -22,7 +22,11 @@ pub struct InspectOptions {
 
 impl Default for InspectOptions {
     fn default() -> Self {
-        InspectOptions { declared: None, max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE, file_name: None }
+        InspectOptions {
+            declared: None,
+            max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
+            file_name: None,
+        }
     }
 }
 
@@ -53,9 +57,14 @@ pub fn sniff_with(bytes: &SparseBytes, opts: &InspectOptions) -> SniffOutcome {
         Ok(r) => SniffOutcome::Done(r),
         Err(Stop::Need(r)) => {
             if bytes.piece_count() < 2 + SNIFF_MAX_FOLLOWUPS {
-                let len = r.len.clamp(SNIFF_FETCH_GRANULE, crate::limits::SNIFF_MAX_PIECE);
+                let len = r
+                    .len
+                    .clamp(SNIFF_FETCH_GRANULE, crate::limits::SNIFF_MAX_PIECE);
                 let len = len.min(bytes.size().saturating_sub(r.offset));
-                SniffOutcome::NeedMore(vec![ByteRange { offset: r.offset, len }])
+                SniffOutcome::NeedMore(vec![ByteRange {
+                    offset: r.offset,
+                    len,
+                }])
             } else {
                 // Give the format detected so far, without the structures we could not reach.
                 let mut cx = Ctx::new(bytes, false);
@@ -130,7 +139,13 @@ pub(crate) fn inspect_dyn(src: &dyn ReadAt, opts: &InspectOptions, depth: u8) ->
 }
 
 fn bare_report(format: Format, virtual_size: Option<u64>) -> Report {
-    Report { format, subformat: None, virtual_size, verdict: Verdict::Accepted, findings: Vec::new() }
+    Report {
+        format,
+        subformat: None,
+        virtual_size,
+        verdict: Verdict::Accepted,
+        findings: Vec::new(),
+    }
 }
 
 fn io_report(e: &str) -> Report {
@@ -152,7 +167,11 @@ fn resolve(cx: &mut Ctx, det: &Detection) -> (Format, bool) {
     let names = |d: &Detection| {
         let mut v: Vec<&str> = d.rich.iter().map(|(f, _)| f.as_str()).collect();
         if let Some(p) = d.part {
-            v.push(if matches!(p, PartTable::Mbr) { "mbr" } else { "gpt" });
+            v.push(if matches!(p, PartTable::Mbr) {
+                "mbr"
+            } else {
+                "gpt"
+            });
         }
         v.join(", ")
     };
@@ -176,7 +195,11 @@ fn resolve(cx: &mut Ctx, det: &Detection) -> (Format, bool) {
             }
         }
         [(first, _), ..] => {
-            let code = if det.has(Format::Iso) { codes::ISO_POLYGLOT } else { codes::MULTIPLE_FORMATS };
+            let code = if det.has(Format::Iso) {
+                codes::ISO_POLYGLOT
+            } else {
+                codes::MULTIPLE_FORMATS
+            };
             cx.error(
                 code,
                 format!(
@@ -278,7 +301,13 @@ fn finish(cx: &mut Ctx, format: Format, parsed: Parsed, opts: &InspectOptions) -
     } else {
         Verdict::Accepted
     };
-    Report { format, subformat: parsed.subformat, virtual_size: parsed.virtual_size, verdict, findings }
+    Report {
+        format,
+        subformat: parsed.subformat,
+        virtual_size: parsed.virtual_size,
+        verdict,
+        findings,
+    }
 }
 
 /// "16 GiB" style rendering for messages.

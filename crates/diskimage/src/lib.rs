@@ -28,7 +28,7 @@ pub mod report;
 mod util;
 
 pub use engine::{inspect, sniff, sniff_reader, sniff_with, InspectOptions, SniffOutcome};
-pub use read::{ByteRange, ReadAt, ReadError, SparseBytes, SubRange};
 #[cfg(not(target_arch = "wasm32"))]
 pub use read::SizedFile;
+pub use read::{ByteRange, ReadAt, ReadError, SparseBytes, SubRange};
 pub use report::{Finding, Format, Report, Severity, Verdict, ALL_FORMATS};

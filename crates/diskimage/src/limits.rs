@@ -99,6 +99,9 @@ pub const MF_MAX_SIZE: u64 = 64 << 10;
 /// gzip: at most this many bytes are inflated while sniffing (enough to see the first tar header
 /// or cpio magic, formats.md §1.1 gzip row).
 pub const GZIP_SNIFF_OUTPUT: usize = 64 << 10;
+/// gzip: the browser walks the members of a UEC tarball in at most this much inflated output
+/// (the member headers it can list from the 64 KiB head; it is advice only).
+pub const GZIP_SNIFF_WALK: u64 = 1 << 20;
 /// gzip: inspect inflates the whole stream to walk the tar, but refuses output beyond this …
 pub const GZIP_MAX_OUTPUT: u64 = 64 << 30;
 /// … and a compression ratio beyond this (zip-bomb defence; images rarely exceed 1:100 except for

@@ -79,7 +79,9 @@ impl ReadAt for Vec<u8> {
 }
 
 fn out_of_range(offset: u64, len: usize) -> ReadError {
-    ReadError::Io(format!("read of {len} bytes at {offset} is past the end of the data"))
+    ReadError::Io(format!(
+        "read of {len} bytes at {offset} is past the end of the data"
+    ))
 }
 
 /// Some pieces of a file plus its total size: what the browser holds after `Blob.slice` reads.
@@ -115,14 +117,23 @@ pub struct SparseBytes {
 impl SparseBytes {
     /// An empty view of a file of `size` bytes.
     pub fn new(size: u64) -> Self {
-        SparseBytes { size, pieces: Vec::new() }
+        SparseBytes {
+            size,
+            pieces: Vec::new(),
+        }
     }
 
     /// The head and tail ranges the browser reads first (64 KiB and 1.5 KiB, clamped to the file).
     pub fn initial_ranges(size: u64) -> (ByteRange, ByteRange) {
-        let head = ByteRange { offset: 0, len: size.min(crate::limits::SNIFF_HEAD) };
+        let head = ByteRange {
+            offset: 0,
+            len: size.min(crate::limits::SNIFF_HEAD),
+        };
         let tail_len = size.min(crate::limits::SNIFF_TAIL);
-        let tail = ByteRange { offset: size - tail_len, len: tail_len };
+        let tail = ByteRange {
+            offset: size - tail_len,
+            len: tail_len,
+        };
         (head, tail)
     }
 
@@ -174,7 +185,10 @@ impl ReadAt for SparseBytes {
         self.size
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let want = ByteRange { offset, len: buf.len() as u64 };
+        let want = ByteRange {
+            offset,
+            len: buf.len() as u64,
+        };
         if want.end() > self.size {
             return Err(out_of_range(offset, buf.len()));
         }
@@ -182,14 +196,22 @@ impl ReadAt for SparseBytes {
         let mut covered = 0u64;
         let mut cursor = offset;
         while cursor < want.end() {
-            let piece = self.pieces.iter().find(|(o, b)| *o <= cursor && cursor < o.saturating_add(b.len() as u64));
+            let piece = self
+                .pieces
+                .iter()
+                .find(|(o, b)| *o <= cursor && cursor < o.saturating_add(b.len() as u64));
             let Some((po, pb)) = piece else {
-                return Err(ReadError::Missing(ByteRange { offset: cursor, len: want.end() - cursor }));
+                return Err(ReadError::Missing(ByteRange {
+                    offset: cursor,
+                    len: want.end() - cursor,
+                }));
             };
             let from = (cursor - po) as usize;
             let n = ((pb.len() - from) as u64).min(want.end() - cursor) as usize;
             let dst_from = (cursor - offset) as usize;
-            if let (Some(d), Some(s)) = (buf.get_mut(dst_from..dst_from + n), pb.get(from..from + n)) {
+            if let (Some(d), Some(s)) =
+                (buf.get_mut(dst_from..dst_from + n), pb.get(from..from + n))
+            {
                 d.copy_from_slice(s);
             }
             cursor += n as u64;
@@ -223,7 +245,10 @@ impl ReadAt for SubRange<'_> {
         if offset.saturating_add(buf.len() as u64) > self.len {
             return Err(out_of_range(offset, buf.len()));
         }
-        match self.inner.read_exact_at(self.base.saturating_add(offset), buf) {
+        match self
+            .inner
+            .read_exact_at(self.base.saturating_add(offset), buf)
+        {
             Err(ReadError::Missing(r)) => Err(ReadError::Missing(r)),
             other => other,
         }

@@ -40,7 +40,9 @@ pub fn has_at(b: &[u8], off: usize, pat: &[u8]) -> bool {
 
 /// A sub-slice, empty if out of range.
 pub fn slice(b: &[u8], off: usize, len: usize) -> &[u8] {
-    off.checked_add(len).and_then(|end| b.get(off..end)).unwrap_or(&[])
+    off.checked_add(len)
+        .and_then(|end| b.get(off..end))
+        .unwrap_or(&[])
 }
 
 /// A 16-byte array at `off` (zeroes if out of range).
@@ -114,7 +116,13 @@ pub fn printable(b: &[u8], max: usize) -> String {
         .iter()
         .take(max)
         .take_while(|&&c| c != 0)
-        .map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '?' })
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                '?'
+            }
+        })
         .collect();
     if b.len() > max {
         s.push('…');

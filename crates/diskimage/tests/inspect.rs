@@ -6,7 +6,9 @@
 //! `qemu-img info -f <fmt> --output=json` (always `-f`: never let qemu-img probe). For every
 //! fixture, the browser's sniff must name the same format as the server's inspect.
 
-use diskimage::{codes, inspect, sniff_reader, Format, InspectOptions, Report, Severity, SizedFile, Verdict};
+use diskimage::{
+    codes, inspect, sniff_reader, Format, InspectOptions, Report, Severity, SizedFile, Verdict,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -22,11 +24,25 @@ struct Case {
 }
 
 const fn ok(file: &'static str, format: &'static str, subformat: &'static str) -> Case {
-    Case { file, declared: None, format, subformat: Some(subformat), accepted: true, codes: &[] }
+    Case {
+        file,
+        declared: None,
+        format,
+        subformat: Some(subformat),
+        accepted: true,
+        codes: &[],
+    }
 }
 
 const fn bad(file: &'static str, format: &'static str, codes: &'static [&'static str]) -> Case {
-    Case { file, declared: None, format, subformat: None, accepted: false, codes }
+    Case {
+        file,
+        declared: None,
+        format,
+        subformat: None,
+        accepted: false,
+        codes,
+    }
 }
 
 const fn declared(mut c: Case, d: &'static str) -> Case {
@@ -155,6 +171,7 @@ const CASES: &[Case] = &[
     ok("iso-joliet.iso", "iso", "iso9660"),
     ok("iso-eltorito.iso", "iso", "iso9660+eltorito"),
     ok("iso-hybrid-mbr.iso", "iso", "iso9660+eltorito+hybrid-mbr"),
+    ok("iso-hybrid-gpt.iso", "iso", "iso9660+eltorito+hybrid-gpt"),
     ok("iso-udf.iso", "iso", "udf"),
     bad("evil-iso-qcow2-polyglot.iso", "qcow2", &[codes::ISO_POLYGLOT]),
     bad("evil-iso-truncated.iso", "iso", &[codes::TRUNCATED]),
@@ -220,10 +237,15 @@ fn qemu_virtual_size(path: &Path, driver: &str) -> Result<u64, String> {
         .output()
         .map_err(|e| format!("qemu-img is required for these tests: {e}"))?;
     if !out.status.success() {
-        return Err(format!("qemu-img info -f {driver} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "qemu-img info -f {driver} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    v["virtual-size"].as_u64().ok_or_else(|| "no virtual-size in qemu-img output".into())
+    v["virtual-size"]
+        .as_u64()
+        .ok_or_else(|| "no virtual-size in qemu-img output".into())
 }
 
 fn inspect_file(path: &Path, declared: Option<&str>) -> Report {
@@ -243,20 +265,36 @@ fn check(dir: &Path, c: &Case) -> Vec<String> {
     let r = inspect_file(&path, c.declared);
     let tag = format!("{} (declared {:?})", c.file, c.declared);
     if r.format.as_str() != c.format {
-        errs.push(format!("{tag}: format {} != expected {}", r.format, c.format));
+        errs.push(format!(
+            "{tag}: format {} != expected {}",
+            r.format, c.format
+        ));
     }
     if let Some(s) = c.subformat {
         if r.subformat.as_deref() != Some(s) {
-            errs.push(format!("{tag}: subformat {:?} != expected {s}", r.subformat));
+            errs.push(format!(
+                "{tag}: subformat {:?} != expected {s}",
+                r.subformat
+            ));
         }
     }
-    let want = if c.accepted { Verdict::Accepted } else { Verdict::Rejected };
+    let want = if c.accepted {
+        Verdict::Accepted
+    } else {
+        Verdict::Rejected
+    };
     if r.verdict != want {
-        errs.push(format!("{tag}: verdict {:?} != {want:?}; findings {:?}", r.verdict, r.findings));
+        errs.push(format!(
+            "{tag}: verdict {:?} != {want:?}; findings {:?}",
+            r.verdict, r.findings
+        ));
     }
     for code in c.codes {
         if !r.has(code) {
-            errs.push(format!("{tag}: missing finding {code}; findings {:?}", r.findings));
+            errs.push(format!(
+                "{tag}: missing finding {code}; findings {:?}",
+                r.findings
+            ));
         }
     }
     for f in &r.findings {
@@ -274,28 +312,46 @@ fn check(dir: &Path, c: &Case) -> Vec<String> {
         if let Some(driver) = qemu_driver(r.format) {
             match qemu_virtual_size(&path, driver) {
                 Ok(q) if Some(q) == r.virtual_size => {}
-                Ok(q) => errs.push(format!("{tag}: virtual size {:?} != qemu-img info -f {driver}: {q}", r.virtual_size)),
+                Ok(q) => errs.push(format!(
+                    "{tag}: virtual size {:?} != qemu-img info -f {driver}: {q}",
+                    r.virtual_size
+                )),
                 Err(e) => errs.push(format!("{tag}: {e}")),
             }
         }
     }
     // The browser's sniff names the same format wherever it decides.
     let f = SizedFile::open(&path).expect("open");
-    let opts = InspectOptions { declared: c.declared.map(|d| d.parse().expect("format")), ..Default::default() };
+    let opts = InspectOptions {
+        declared: c.declared.map(|d| d.parse().expect("format")),
+        ..Default::default()
+    };
     let s = sniff_reader(&f, &opts);
     if !s.has(codes::SNIFF_INCOMPLETE) && s.format != r.format {
-        errs.push(format!("{tag}: sniff says {} but inspect says {}", s.format, r.format));
+        errs.push(format!(
+            "{tag}: sniff says {} but inspect says {}",
+            s.format, r.format
+        ));
     }
     if r.verdict == Verdict::Accepted && s.verdict == Verdict::Rejected {
-        errs.push(format!("{tag}: sniff rejects what inspect accepts: {:?}", s.findings));
+        errs.push(format!(
+            "{tag}: sniff rejects what inspect accepts: {:?}",
+            s.findings
+        ));
     }
     errs
 }
 
 /// Runs the CLI and returns (exit code, stdout).
 fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diskimage")).args(args).output().expect("run the diskimage CLI");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_diskimage"))
+        .args(args)
+        .output()
+        .expect("run the diskimage CLI");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn check_cli(dir: &Path) -> Vec<String> {
@@ -304,13 +360,49 @@ fn check_cli(dir: &Path) -> Vec<String> {
     /// (arguments, exit status, expected (format, verdict) in the JSON output)
     type CliCase<'a> = (&'a [&'a str], i32, Option<(&'a str, &'a str)>);
     let cases: [CliCase; 7] = [
-        (&["inspect", &p("q3-data.qcow2"), "--json"], 0, Some(("qcow2", "accepted"))),
-        (&["inspect", &p("evil-backing.qcow2"), "--json"], 1, Some(("qcow2", "rejected"))),
-        (&["inspect", &p("vhd-fixed.vhd"), "--declared", "vhd", "--json"], 0, Some(("vhd", "accepted"))),
-        (&["inspect", &p("evil-raw-is-qcow2.raw"), "--declared", "raw", "--json"], 1, Some(("qcow2", "rejected"))),
-        (&["sniff", &p("vhdx-dynamic.vhdx"), "--json"], 0, Some(("vhdx", "accepted"))),
+        (
+            &["inspect", &p("q3-data.qcow2"), "--json"],
+            0,
+            Some(("qcow2", "accepted")),
+        ),
+        (
+            &["inspect", &p("evil-backing.qcow2"), "--json"],
+            1,
+            Some(("qcow2", "rejected")),
+        ),
+        (
+            &[
+                "inspect",
+                &p("vhd-fixed.vhd"),
+                "--declared",
+                "vhd",
+                "--json",
+            ],
+            0,
+            Some(("vhd", "accepted")),
+        ),
+        (
+            &[
+                "inspect",
+                &p("evil-raw-is-qcow2.raw"),
+                "--declared",
+                "raw",
+                "--json",
+            ],
+            1,
+            Some(("qcow2", "rejected")),
+        ),
+        (
+            &["sniff", &p("vhdx-dynamic.vhdx"), "--json"],
+            0,
+            Some(("vhdx", "accepted")),
+        ),
         (&["inspect", &p("does-not-exist")], 2, None),
-        (&["inspect", &p("q3-data.qcow2"), "--declared", "nonsense"], 2, None),
+        (
+            &["inspect", &p("q3-data.qcow2"), "--declared", "nonsense"],
+            2,
+            None,
+        ),
     ];
     for (args, code, want) in cases {
         let (rc, out) = cli(args);
@@ -320,12 +412,19 @@ fn check_cli(dir: &Path) -> Vec<String> {
         if let Some((format, verdict)) = want {
             match serde_json::from_str::<serde_json::Value>(out.trim()) {
                 Ok(v) => {
-                    if v["format"] != format || v["verdict"] != verdict || !v["findings"].is_array() || v.get("virtual_size").is_none() || v.get("subformat").is_none() {
+                    if v["format"] != format
+                        || v["verdict"] != verdict
+                        || !v["findings"].is_array()
+                        || v.get("virtual_size").is_none()
+                        || v.get("subformat").is_none()
+                    {
                         errs.push(format!("cli {args:?}: unexpected JSON {v}"));
                     }
                     if let Some(first) = v["findings"].as_array().and_then(|a| a.first()) {
                         if !first["code"].is_string() || !first["message"].is_string() {
-                            errs.push(format!("cli {args:?}: finding without code/message: {first}"));
+                            errs.push(format!(
+                                "cli {args:?}: finding without code/message: {first}"
+                            ));
                         }
                     }
                 }
@@ -347,13 +446,29 @@ fn check_cli(dir: &Path) -> Vec<String> {
 fn check_options(dir: &Path) -> Vec<String> {
     let mut errs = Vec::new();
     let f = SizedFile::open(&dir.join("q3-data.qcow2")).expect("open");
-    let r = inspect(&f, &InspectOptions { max_virtual_size: 1 << 20, ..Default::default() });
+    let r = inspect(
+        &f,
+        &InspectOptions {
+            max_virtual_size: 1 << 20,
+            ..Default::default()
+        },
+    );
     if r.verdict != Verdict::Rejected || !r.has(codes::VIRTUAL_SIZE_TOO_LARGE) {
         errs.push(format!("max_virtual_size not enforced: {r:?}"));
     }
     let f = SizedFile::open(&dir.join("vdi-dynamic.vdi")).expect("open");
-    let r = inspect(&f, &InspectOptions { declared: Some(Format::Qcow2), ..Default::default() });
-    let msg = r.errors().map(|e| e.message.clone()).collect::<Vec<_>>().join(" ");
+    let r = inspect(
+        &f,
+        &InspectOptions {
+            declared: Some(Format::Qcow2),
+            ..Default::default()
+        },
+    );
+    let msg = r
+        .errors()
+        .map(|e| e.message.clone())
+        .collect::<Vec<_>>()
+        .join(" ");
     if !msg.contains("vdi") || !msg.contains("VirtualBox") {
         errs.push(format!("mismatch message must name the real format: {msg}"));
     }
@@ -365,7 +480,11 @@ fn fixture_verdicts_virtual_sizes_and_cli() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_fixtures.py");
-    let out = Command::new("python3").arg(&script).arg(dir).output().expect("python3 is required to build fixtures");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(dir)
+        .output()
+        .expect("python3 is required to build fixtures");
     assert!(
         out.status.success(),
         "fixture generation failed (qemu-img, xorriso, zstd and lz4 are required): {}",
@@ -374,15 +493,27 @@ fn fixture_verdicts_virtual_sizes_and_cli() {
     let mut errs: Vec<String> = CASES.iter().flat_map(|c| check(dir, c)).collect();
     errs.extend(check_cli(dir));
     errs.extend(check_options(dir));
-    assert!(errs.is_empty(), "{} problem(s):\n{}", errs.len(), errs.join("\n"));
+    assert!(
+        errs.is_empty(),
+        "{} problem(s):\n{}",
+        errs.len(),
+        errs.join("\n")
+    );
 }
 
 #[test]
 fn every_format_is_covered_by_a_case() {
     for f in diskimage::ALL_FORMATS {
-        assert!(CASES.iter().any(|c| c.format == f.as_str()), "no fixture case for {f}");
+        assert!(
+            CASES.iter().any(|c| c.format == f.as_str()),
+            "no fixture case for {f}"
+        );
     }
     for code in codes::ALL {
-        assert!(code.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{code} is not kebab-case");
+        assert!(
+            code.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{code} is not kebab-case"
+        );
     }
 }

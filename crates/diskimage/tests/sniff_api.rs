@@ -5,7 +5,12 @@ use diskimage::{sniff, ByteRange, Format, SniffOutcome, SparseBytes, Verdict};
 use std::process::Command;
 
 fn make(args: &[&str], out: &std::path::Path) -> Vec<u8> {
-    let st = Command::new("qemu-img").args(args).arg(out).arg("16M").status().expect("qemu-img is required");
+    let st = Command::new("qemu-img")
+        .args(args)
+        .arg(out)
+        .arg("16M")
+        .status()
+        .expect("qemu-img is required");
     assert!(st.success());
     std::fs::read(out).expect("read image")
 }
@@ -32,7 +37,10 @@ fn browser(data: &[u8]) -> (diskimage::Report, Vec<ByteRange>) {
                     asked.push(r);
                     view.insert(r.offset, piece(data, r));
                 }
-                assert!(asked.len() <= SNIFF_MAX_FOLLOWUPS, "too many follow-ups: {asked:?}");
+                assert!(
+                    asked.len() <= SNIFF_MAX_FOLLOWUPS,
+                    "too many follow-ups: {asked:?}"
+                );
             }
         }
     }
@@ -47,19 +55,35 @@ fn vhdx_needs_the_region_table_and_metadata_then_reports_the_size() {
     assert_eq!(r.virtual_size, Some(16 << 20));
     assert_eq!(r.verdict, Verdict::Accepted);
     // First the region table at 192 KiB, then the metadata region qemu puts at 3 MiB.
-    assert_eq!(asked.first().map(|r| r.offset), Some(192 << 10), "{asked:?}");
+    assert_eq!(
+        asked.first().map(|r| r.offset),
+        Some(192 << 10),
+        "{asked:?}"
+    );
     assert!(asked.iter().any(|r| r.offset == 3 << 20), "{asked:?}");
 }
 
 #[test]
 fn qcow2_and_fixed_vhd_decide_from_head_and_tail_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = make(&["create", "-q", "-f", "qcow2"], &dir.path().join("a.qcow2"));
+    let q = make(
+        &["create", "-q", "-f", "qcow2"],
+        &dir.path().join("a.qcow2"),
+    );
     let (r, asked) = browser(&q);
-    assert_eq!((r.format, r.virtual_size, asked.len()), (Format::Qcow2, Some(16 << 20), 0));
-    let v = make(&["create", "-q", "-f", "vpc", "-o", "subformat=fixed"], &dir.path().join("a.vhd"));
+    assert_eq!(
+        (r.format, r.virtual_size, asked.len()),
+        (Format::Qcow2, Some(16 << 20), 0)
+    );
+    let v = make(
+        &["create", "-q", "-f", "vpc", "-o", "subformat=fixed"],
+        &dir.path().join("a.vhd"),
+    );
     let (r, asked) = browser(&v);
-    assert_eq!((r.format, r.subformat.as_deref(), asked.len()), (Format::Vhd, Some("fixed"), 0));
+    assert_eq!(
+        (r.format, r.subformat.as_deref(), asked.len()),
+        (Format::Vhd, Some("fixed"), 0)
+    );
 }
 
 #[test]
@@ -90,12 +114,18 @@ fn a_sniffer_that_keeps_asking_gives_up_with_a_partial_report() {
 fn report_round_trips_through_json() {
     let r = diskimage::inspect(&[0u8; 4096][..], &Default::default());
     let j = serde_json::to_string(&r).expect("serialise");
-    assert!(j.contains("\"format\":\"raw\"") && j.contains("\"verdict\":\"accepted\""), "{j}");
+    assert!(
+        j.contains("\"format\":\"raw\"") && j.contains("\"verdict\":\"accepted\""),
+        "{j}"
+    );
     let back: diskimage::Report = serde_json::from_str(&j).expect("deserialise");
     assert_eq!(back, r);
     for f in diskimage::ALL_FORMATS {
         assert_eq!(f.as_str().parse::<Format>(), Ok(f));
-        assert_eq!(serde_json::to_string(&f).expect("json"), format!("\"{}\"", f.as_str()));
+        assert_eq!(
+            serde_json::to_string(&f).expect("json"),
+            format!("\"{}\"", f.as_str())
+        );
         assert!(!f.label().is_empty());
     }
     assert_eq!(Format::Vhd.glance_disk_format(), Some("vhd"));

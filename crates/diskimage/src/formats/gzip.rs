@@ -55,7 +55,9 @@ pub enum Inner {
 
 /// Inflates at most [`GZIP_SNIFF_OUTPUT`] bytes from `head` and classifies them.
 pub fn sniff_inner(head: &[u8]) -> Inner {
-    let Some(start) = header_len(head) else { return Inner::Other };
+    let Some(start) = header_len(head) else {
+        return Inner::Other;
+    };
     let mut st = InflateState::new_boxed(DataFormat::Raw);
     let mut out = vec![0u8; GZIP_SNIFF_OUTPUT];
     let input = head.get(start..).unwrap_or(&[]);
@@ -99,11 +101,26 @@ pub(crate) struct GzStream<'a> {
     out_total: u64,
     crc: u32,
     finished: bool,
+    /// Output cap. `soft`: reaching it ends the stream quietly (sniffing looks at a prefix only).
+    limit: u64,
+    soft: bool,
 }
 
 impl<'a> GzStream<'a> {
+    /// A stream capped at [`GZIP_MAX_OUTPUT`] (an error beyond it).
     pub fn new(src: &'a dyn ReadAt, head: &[u8]) -> Result<Self, GzError> {
-        let start = header_len(head).ok_or_else(|| GzError::Corrupt("the gzip header is invalid".into()))?;
+        Self::with_limit(src, head, GZIP_MAX_OUTPUT, false)
+    }
+
+    /// A stream capped at `limit` output bytes; with `soft`, the cap ends the stream quietly.
+    pub fn with_limit(
+        src: &'a dyn ReadAt,
+        head: &[u8],
+        limit: u64,
+        soft: bool,
+    ) -> Result<Self, GzError> {
+        let start = header_len(head)
+            .ok_or_else(|| GzError::Corrupt("the gzip header is invalid".into()))?;
         Ok(GzStream {
             src,
             pos: start as u64,
@@ -113,6 +130,8 @@ impl<'a> GzStream<'a> {
             out_total: 0,
             crc: 0,
             finished: false,
+            limit,
+            soft,
         })
     }
 
@@ -121,13 +140,18 @@ impl<'a> GzStream<'a> {
         if self.finished || buf.is_empty() {
             return Ok(0);
         }
+        if self.soft && self.out_total >= self.limit {
+            return Ok(0);
+        }
         loop {
             if self.in_start >= self.inbuf.len() {
                 let size = self.src.size();
                 let n = MAX_READ_CHUNK.min(size.saturating_sub(self.pos)) as usize;
                 self.inbuf.resize(n, 0);
                 if n > 0 {
-                    self.src.read_exact_at(self.pos, &mut self.inbuf).map_err(|e| GzError::Stop(e.into()))?;
+                    self.src
+                        .read_exact_at(self.pos, &mut self.inbuf)
+                        .map_err(|e| GzError::Stop(e.into()))?;
                 }
                 self.in_start = 0;
             }
@@ -139,11 +163,16 @@ impl<'a> GzStream<'a> {
             let written = buf.get(..r.bytes_written).unwrap_or(&[]);
             self.crc = crc32_update(self.crc, written);
             self.out_total += r.bytes_written as u64;
-            if self.out_total > GZIP_MAX_OUTPUT {
-                return Err(GzError::Bomb(format!("it inflates to more than {GZIP_MAX_OUTPUT} bytes")));
+            if self.out_total > self.limit && !self.soft {
+                return Err(GzError::Bomb(format!(
+                    "it inflates to more than {} bytes",
+                    self.limit
+                )));
             }
             if self.out_total > self.pos.saturating_mul(GZIP_MAX_RATIO).max(1 << 20) {
-                return Err(GzError::Bomb(format!("it inflates more than {GZIP_MAX_RATIO} times its size")));
+                return Err(GzError::Bomb(format!(
+                    "it inflates more than {GZIP_MAX_RATIO} times its size"
+                )));
             }
             match r.status {
                 Ok(MZStatus::StreamEnd) => {
@@ -155,10 +184,21 @@ impl<'a> GzStream<'a> {
                 Ok(_) => {}
                 Err(MZError::Buf) if r.bytes_written > 0 => return Ok(r.bytes_written),
                 Err(MZError::Buf) if had_input || self.pos < self.src.size() => {}
-                Err(_) => return Err(GzError::Corrupt("the compressed data is damaged or truncated".into())),
+                Err(MZError::Buf) if self.soft => return Ok(0),
+                Err(_) => {
+                    return Err(GzError::Corrupt(
+                        "the compressed data is damaged or truncated".into(),
+                    ))
+                }
             }
             if !had_input && self.pos >= self.src.size() {
-                return Err(GzError::Corrupt("the compressed stream is truncated".into()));
+                if self.soft {
+                    // Sniffing sees a prefix of the stream: its end is not an error.
+                    return Ok(0);
+                }
+                return Err(GzError::Corrupt(
+                    "the compressed stream is truncated".into(),
+                ));
             }
         }
     }
@@ -168,9 +208,13 @@ impl<'a> GzStream<'a> {
         if self.pos.saturating_add(8) > self.src.size() {
             return Err(GzError::Corrupt("the gzip trailer is missing".into()));
         }
-        self.src.read_exact_at(self.pos, &mut t).map_err(|e| GzError::Stop(e.into()))?;
+        self.src
+            .read_exact_at(self.pos, &mut t)
+            .map_err(|e| GzError::Stop(e.into()))?;
         if le32(&t, 0) != self.crc || le32(&t, 4) != (self.out_total & 0xFFFF_FFFF) as u32 {
-            return Err(GzError::Corrupt("the gzip checksum does not match the data".into()));
+            return Err(GzError::Corrupt(
+                "the gzip checksum does not match the data".into(),
+            ));
         }
         Ok(())
     }
@@ -181,11 +225,17 @@ pub(crate) fn report(cx: &mut Ctx, e: GzError) -> PResult<()> {
     match e {
         GzError::Stop(s) => Err(s),
         GzError::Corrupt(m) => {
-            cx.error(codes::GZIP_INVALID, format!("The gzip stream is invalid: {m}."));
+            cx.error(
+                codes::GZIP_INVALID,
+                format!("The gzip stream is invalid: {m}."),
+            );
             Ok(())
         }
         GzError::Bomb(m) => {
-            cx.error(codes::GZIP_BOMB, format!("The gzip stream is refused: {m}."));
+            cx.error(
+                codes::GZIP_BOMB,
+                format!("The gzip stream is refused: {m}."),
+            );
             Ok(())
         }
     }

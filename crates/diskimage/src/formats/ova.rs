@@ -49,10 +49,17 @@ pub fn parse_ovf(text: &str) -> Result<Ovf, String> {
     if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
         return Err("it contains a DOCTYPE or entity declaration".into());
     }
-    let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: OVF_MAX_NODES, ..Default::default() };
-    let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| format!("it is not well-formed XML ({e})"))?;
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: OVF_MAX_NODES,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(text, opts)
+        .map_err(|e| format!("it is not well-formed XML ({e})"))?;
     let attr = |n: &roxmltree::Node, name: &str| {
-        n.attributes().find(|a| a.name() == name).map(|a| a.value().to_string())
+        n.attributes()
+            .find(|a| a.name() == name)
+            .map(|a| a.value().to_string())
     };
     let mut ovf = Ovf::default();
     for n in doc.descendants().filter(|n| n.is_element()) {
@@ -81,7 +88,11 @@ pub fn parse_ovf(text: &str) -> Result<Ovf, String> {
     }
     // Resolve fileRef → href.
     for d in &mut ovf.disks {
-        let href = d.href.as_ref().and_then(|r| ovf.files.iter().find(|(id, _)| id == r)).map(|(_, h)| h.clone());
+        let href = d
+            .href
+            .as_ref()
+            .and_then(|r| ovf.files.iter().find(|(id, _)| id == r))
+            .map(|(_, h)| h.clone());
         d.href = href;
     }
     Ok(ovf)
@@ -95,7 +106,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let mut issues = Vec::new();
     // The browser walks only what the head holds; the server walks the whole archive.
     let members: Vec<Member> = if cx.deep {
-        let mut src = ReadAtSource { src: cx.src, pos: 0 };
+        let mut src = ReadAtSource {
+            src: cx.src,
+            pos: 0,
+        };
         match tar::walk(&mut src, TAR_MAX_MEMBERS, 0, &mut issues) {
             Ok(m) => m,
             Err(e) => {
@@ -104,7 +118,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             }
         }
     } else {
-        let mut src = ReadAtSource { src: &det.head, pos: 0 };
+        let mut src = ReadAtSource {
+            src: &det.head,
+            pos: 0,
+        };
         tar::walk(&mut src, TAR_MAX_MEMBERS, 0, &mut issues).unwrap_or_default()
     };
     for i in issues {
@@ -116,11 +133,21 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         cx.error(codes::OVA_OVF_FIRST, "The OVA has no members.");
         return Ok(Parsed::new("ovf", None));
     };
-    if members.iter().skip(1).any(|m| m.name.to_ascii_lowercase().ends_with(".ovf")) {
-        cx.error(codes::OVA_OVF_FIRST, "The OVA contains more than one .ovf descriptor.");
+    if members
+        .iter()
+        .skip(1)
+        .any(|m| m.name.to_ascii_lowercase().ends_with(".ovf"))
+    {
+        cx.error(
+            codes::OVA_OVF_FIRST,
+            "The OVA contains more than one .ovf descriptor.",
+        );
     }
     if ovf_member.size > OVF_MAX_SIZE {
-        cx.error(codes::OVF_INVALID, format!("The OVF descriptor is larger than {OVF_MAX_SIZE} bytes."));
+        cx.error(
+            codes::OVF_INVALID,
+            format!("The OVF descriptor is larger than {OVF_MAX_SIZE} bytes."),
+        );
         return Ok(Parsed::new("ovf", None));
     }
     let Some(text) = read_member(cx, &ovf_member)? else {
@@ -136,18 +163,27 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let ovf = match parse_ovf(&text) {
         Ok(o) => o,
         Err(why) => {
-            cx.error(codes::OVF_INVALID, format!("The OVF descriptor is refused: {why}."));
+            cx.error(
+                codes::OVF_INVALID,
+                format!("The OVF descriptor is refused: {why}."),
+            );
             return Ok(Parsed::new("ovf", None));
         }
     };
     drop(text);
     let complete = cx.deep;
     for (_, href) in &ovf.files {
-        let bad = href.contains("://") || href.starts_with('/') || href.contains("..") || href.contains('\\');
+        let bad = href.contains("://")
+            || href.starts_with('/')
+            || href.contains("..")
+            || href.contains('\\');
         if bad || (complete && !members.iter().any(|m| &m.name == href)) {
             cx.error(
                 codes::OVF_HREF,
-                format!("The OVF refers to \"{}\", which is not a file inside this OVA.", href.chars().take(100).collect::<String>()),
+                format!(
+                    "The OVF refers to \"{}\", which is not a file inside this OVA.",
+                    href.chars().take(100).collect::<String>()
+                ),
             );
         }
     }
@@ -161,35 +197,61 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         if !vmdk {
             cx.error(
                 codes::OVF_DISK_FORMAT,
-                format!("OVF disk \"{}\" has format \"{}\"; only streamOptimized or sparse VMDK disks are accepted.", d.id, d.format.chars().take(100).collect::<String>()),
+                format!(
+                    "OVF disk \"{}\" has format \"{}\"; only streamOptimized or sparse VMDK disks are accepted.",
+                    d.id,
+                    d.format.chars().take(100).collect::<String>()
+                ),
             );
         }
         if first_capacity.is_none() {
             first_capacity = d.capacity;
         }
         let Some(href) = &d.href else {
-            cx.error(codes::OVF_HREF, format!("OVF disk \"{}\" does not refer to a file.", d.id));
+            cx.error(
+                codes::OVF_HREF,
+                format!("OVF disk \"{}\" does not refer to a file.", d.id),
+            );
             continue;
         };
         if !complete {
             continue;
         }
-        let Some(m) = members.iter().find(|m| &m.name == href) else { continue };
+        let Some(m) = members.iter().find(|m| &m.name == href) else {
+            continue;
+        };
         if cx.depth > 0 {
-            cx.error(codes::NESTING_TOO_DEEP, "Archives nested inside archives are not accepted.");
+            cx.error(
+                codes::NESTING_TOO_DEEP,
+                "Archives nested inside archives are not accepted.",
+            );
             continue;
         }
         let sub = SubRange::new(cx.src, m.offset, m.size);
-        let opts = InspectOptions { declared: Some(Format::Vmdk), file_name: Some(m.name.clone()), ..Default::default() };
+        let opts = InspectOptions {
+            declared: Some(Format::Vmdk),
+            file_name: Some(m.name.clone()),
+            ..Default::default()
+        };
         let r = engine::inspect_dyn(&sub, &opts, cx.depth + 1);
         for f in r.findings.iter().filter(|f| f.severity == Severity::Error) {
-            cx.error(codes::OVA_DISK, format!("Disk \"{}\" in the OVA is refused: {}", m.name.chars().take(100).collect::<String>(), f.message));
+            cx.error(
+                codes::OVA_DISK,
+                format!(
+                    "Disk \"{}\" in the OVA is refused: {}",
+                    m.name.chars().take(100).collect::<String>(),
+                    f.message
+                ),
+            );
         }
         if let (Some(c), Some(v)) = (d.capacity, r.virtual_size) {
             if c != v {
                 cx.error(
                     codes::OVF_CAPACITY,
-                    format!("The OVF says disk \"{}\" holds {c} bytes but the disk itself says {v}.", d.id),
+                    format!(
+                        "The OVF says disk \"{}\" holds {c} bytes but the disk itself says {v}.",
+                        d.id
+                    ),
                 );
             }
         }
@@ -197,14 +259,20 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if complete {
         manifest(cx, &members, &ovf)?;
     }
-    Ok(Parsed { subformat: Some("ovf".into()), virtual_size: first_capacity })
+    Ok(Parsed {
+        subformat: Some("ovf".into()),
+        virtual_size: first_capacity,
+    })
 }
 
 /// Reads a whole member (bounded by the caller); `None` when sniffing and not in the head.
 fn read_member(cx: &mut Ctx, m: &Member) -> PResult<Option<Vec<u8>>> {
     let mut out = Vec::new();
     while (out.len() as u64) < m.size {
-        let Some(chunk) = cx.read_opt(m.offset + out.len() as u64, m.size - out.len() as u64)? else { return Ok(None) };
+        let Some(chunk) = cx.read_opt(m.offset + out.len() as u64, m.size - out.len() as u64)?
+        else {
+            return Ok(None);
+        };
         if chunk.is_empty() {
             break;
         }
@@ -221,7 +289,9 @@ fn manifest(cx: &mut Ctx, members: &[Member], ovf: &Ovf) -> PResult<()> {
                 cx.error(codes::OVA_MANIFEST, "The OVA manifest is too large.");
                 continue;
             }
-            let Some(text) = read_member(cx, m)? else { continue };
+            let Some(text) = read_member(cx, m)? else {
+                continue;
+            };
             let text = String::from_utf8_lossy(&text).into_owned();
             for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 // "SHA256(name)= hex"
@@ -230,11 +300,20 @@ fn manifest(cx: &mut Ctx, members: &[Member], ovf: &Ovf) -> PResult<()> {
                     Some((alg.trim(), name.trim(), rest.trim()))
                 });
                 let Some((alg, name, hex)) = parsed else {
-                    cx.error(codes::OVA_MANIFEST, "The OVA manifest has a line it cannot read.");
+                    cx.error(
+                        codes::OVA_MANIFEST,
+                        "The OVA manifest has a line it cannot read.",
+                    );
                     break;
                 };
                 let Some(target) = members.iter().find(|x| x.name == name) else {
-                    cx.error(codes::OVA_MANIFEST, format!("The OVA manifest lists \"{}\", which is not in the archive.", name.chars().take(100).collect::<String>()));
+                    cx.error(
+                        codes::OVA_MANIFEST,
+                        format!(
+                            "The OVA manifest lists \"{}\", which is not in the archive.",
+                            name.chars().take(100).collect::<String>()
+                        ),
+                    );
                     continue;
                 };
                 let got = match alg.to_ascii_uppercase().as_str() {
@@ -242,18 +321,36 @@ fn manifest(cx: &mut Ctx, members: &[Member], ovf: &Ovf) -> PResult<()> {
                     "SHA1" => digest::<sha1::Sha1>(cx, target)?,
                     "SHA512" => digest::<sha2::Sha512>(cx, target)?,
                     _ => {
-                        cx.error(codes::OVA_MANIFEST, format!("The OVA manifest uses an unknown digest algorithm \"{}\".", alg.chars().take(20).collect::<String>()));
+                        cx.error(
+                            codes::OVA_MANIFEST,
+                            format!(
+                                "The OVA manifest uses an unknown digest algorithm \"{}\".",
+                                alg.chars().take(20).collect::<String>()
+                            ),
+                        );
                         continue;
                     }
                 };
                 if !got.eq_ignore_ascii_case(hex) {
-                    cx.error(codes::OVA_DIGEST, format!("The digest of \"{}\" does not match the manifest; the OVA is damaged or was modified.", name.chars().take(100).collect::<String>()));
+                    cx.error(
+                        codes::OVA_DIGEST,
+                        format!(
+                            "The digest of \"{}\" does not match the manifest; the OVA is damaged or was modified.",
+                            name.chars().take(100).collect::<String>()
+                        ),
+                    );
                 }
             }
         } else if lower.ends_with(".cert") {
             // Certificates are kept but not verified.
         } else if !ovf.files.iter().any(|(_, h)| h == &m.name) {
-            cx.warn(codes::OVA_UNREFERENCED, format!("The OVA member \"{}\" is not used by the OVF and will be ignored.", m.name.chars().take(100).collect::<String>()));
+            cx.warn(
+                codes::OVA_UNREFERENCED,
+                format!(
+                    "The OVA member \"{}\" is not used by the OVF and will be ignored.",
+                    m.name.chars().take(100).collect::<String>()
+                ),
+            );
         }
     }
     Ok(())

@@ -535,7 +535,9 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
             if !cx.inside(l2, cs) {
                 cx.error(
                     codes::QCOW2_OUTSIDE_FILE,
-                    format!("qcow2 L1 entry {idx} points to an L2 table outside the file (the file is probably truncated)."),
+                    format!(
+                        "qcow2 L1 entry {idx} points to an L2 table outside the file (the file is probably truncated)."
+                    ),
                 );
                 return Ok(());
             }
@@ -588,7 +590,9 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
             if !cx.inside(blk, cs) {
                 cx.error(
                     codes::QCOW2_OUTSIDE_FILE,
-                    format!("qcow2 refcount table entry {idx} points outside the file (the file is probably truncated)."),
+                    format!(
+                        "qcow2 refcount table entry {idx} points outside the file (the file is probably truncated)."
+                    ),
                 );
                 return Ok(());
             }

@@ -34,7 +34,12 @@ pub fn parse_number(f: &[u8]) -> Option<u64> {
         }
         return Some(v);
     }
-    let s: Vec<u8> = f.iter().copied().skip_while(|&c| c == b' ').take_while(|&c| c != 0 && c != b' ').collect();
+    let s: Vec<u8> = f
+        .iter()
+        .copied()
+        .skip_while(|&c| c == b' ')
+        .take_while(|&c| c != 0 && c != b' ')
+        .collect();
     if s.is_empty() {
         return Some(0);
     }
@@ -55,7 +60,9 @@ fn cstr(b: &[u8]) -> &[u8] {
 
 /// The header checksum is valid (unsigned sum with the field as spaces; signed accepted too).
 pub fn checksum_ok(h: &[u8]) -> bool {
-    let Some(stored) = parse_number(slice(h, 148, 8)) else { return false };
+    let Some(stored) = parse_number(slice(h, 148, 8)) else {
+        return false;
+    };
     let mut u: u64 = 0;
     let mut s: i64 = 0;
     for (i, &c) in h.iter().take(512).enumerate() {
@@ -156,7 +163,9 @@ impl Source for ReadAtSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError> {
         let n = (buf.len() as u64).min(self.src.size().saturating_sub(self.pos)) as usize;
         if let Some(b) = buf.get_mut(..n) {
-            self.src.read_exact_at(self.pos, b).map_err(|e| GzError::Stop(e.into()))?;
+            self.src
+                .read_exact_at(self.pos, b)
+                .map_err(|e| GzError::Stop(e.into()))?;
         }
         self.pos += n as u64;
         Ok(n)
@@ -232,7 +241,8 @@ fn check_name(raw: &[u8]) -> Result<String, String> {
     if raw.len() > TAR_MAX_NAME {
         return Err("a member name is too long".into());
     }
-    let name = core::str::from_utf8(raw).map_err(|_| "a member name is not valid UTF-8".to_string())?;
+    let name =
+        core::str::from_utf8(raw).map_err(|_| "a member name is not valid UTF-8".to_string())?;
     let mut n = name;
     while let Some(s) = n.strip_prefix("./") {
         n = s;
@@ -244,10 +254,16 @@ fn check_name(raw: &[u8]) -> Result<String, String> {
         return Err(format!("member \"{}\" has an absolute name", short(n)));
     }
     if n.contains('\\') || n.contains('\0') || n.chars().any(|c| c.is_control()) {
-        return Err(format!("member \"{}\" has a name with backslashes or control characters", short(n)));
+        return Err(format!(
+            "member \"{}\" has a name with backslashes or control characters",
+            short(n)
+        ));
     }
     if n.split('/').any(|c| c == "..") {
-        return Err(format!("member \"{}\" has a name that climbs out of the archive (..)", short(n)));
+        return Err(format!(
+            "member \"{}\" has a name that climbs out of the archive (..)",
+            short(n)
+        ));
     }
     Ok(n.trim_end_matches('/').to_string())
 }
@@ -262,8 +278,15 @@ fn parse_pax(data: &[u8]) -> (Option<Vec<u8>>, bool) {
     let mut size = false;
     let mut rest = data;
     while !rest.is_empty() {
-        let Some(sp) = rest.iter().position(|&c| c == b' ') else { break };
-        let Some(len) = core::str::from_utf8(slice(rest, 0, sp)).ok().and_then(|s| s.parse::<usize>().ok()) else { break };
+        let Some(sp) = rest.iter().position(|&c| c == b' ') else {
+            break;
+        };
+        let Some(len) = core::str::from_utf8(slice(rest, 0, sp))
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            break;
+        };
         if len <= sp || len > rest.len() {
             break;
         }
@@ -273,7 +296,9 @@ fn parse_pax(data: &[u8]) -> (Option<Vec<u8>>, bool) {
             let (k, v) = (slice(rec, 0, eq), slice(rec, eq + 1, rec.len() - eq - 1));
             match k {
                 b"path" => path = Some(v.to_vec()),
-                b"size" | b"GNU.sparse.size" | b"GNU.sparse.realsize" | b"GNU.sparse.map" => size = true,
+                b"size" | b"GNU.sparse.size" | b"GNU.sparse.realsize" | b"GNU.sparse.map" => {
+                    size = true
+                }
                 _ => {}
             }
         }
@@ -285,19 +310,30 @@ fn parse_pax(data: &[u8]) -> (Option<Vec<u8>>, bool) {
 /// Walks the archive. `max` regular members are returned (more is an issue); `capture` bytes of
 /// head are kept for the first few members. Policy violations go to `issues`; the walk stops at
 /// the first structural problem.
-pub(crate) fn walk(src: &mut dyn Source, max: usize, capture: usize, issues: &mut Vec<Issue>) -> Result<Vec<Member>, GzError> {
+pub(crate) fn walk(
+    src: &mut dyn Source,
+    max: usize,
+    capture: usize,
+    issues: &mut Vec<Issue>,
+) -> Result<Vec<Member>, GzError> {
     let mut members: Vec<Member> = Vec::new();
     let mut next_name: Option<Vec<u8>> = None;
     let mut hdr = [0u8; 512];
     let mut headers = 0usize;
-    let issue = |issues: &mut Vec<Issue>, code: &'static str, message: String| issues.push(Issue { code, message });
+    let issue = |issues: &mut Vec<Issue>, code: &'static str, message: String| {
+        issues.push(Issue { code, message })
+    };
     loop {
         let n = src.read(&mut hdr)?;
         if n == 0 {
             break;
         }
         if n < 512 {
-            issue(issues, codes::TRUNCATED, "The archive ends inside a member header; it is truncated.".into());
+            issue(
+                issues,
+                codes::TRUNCATED,
+                "The archive ends inside a member header; it is truncated.".into(),
+            );
             break;
         }
         if hdr.iter().all(|&c| c == 0) {
@@ -305,15 +341,27 @@ pub(crate) fn walk(src: &mut dyn Source, max: usize, capture: usize, issues: &mu
         }
         headers += 1;
         if headers > TAR_MAX_MEMBERS * 3 {
-            issue(issues, codes::TAR_TOO_MANY, format!("The archive has more than {TAR_MAX_MEMBERS} members."));
+            issue(
+                issues,
+                codes::TAR_TOO_MANY,
+                format!("The archive has more than {TAR_MAX_MEMBERS} members."),
+            );
             break;
         }
         if !is_tar_header(&hdr) || !checksum_ok(&hdr) {
-            issue(issues, codes::TAR_HEADER, "A tar member header is damaged (bad magic or checksum).".into());
+            issue(
+                issues,
+                codes::TAR_HEADER,
+                "A tar member header is damaged (bad magic or checksum).".into(),
+            );
             break;
         }
         let Some(size) = parse_number(slice(&hdr, 124, 12)) else {
-            issue(issues, codes::TAR_HEADER, "A tar member has an invalid size field.".into());
+            issue(
+                issues,
+                codes::TAR_HEADER,
+                "A tar member has an invalid size field.".into(),
+            );
             break;
         };
         let typeflag = byte(&hdr, 156);
@@ -321,14 +369,26 @@ pub(crate) fn walk(src: &mut dyn Source, max: usize, capture: usize, issues: &mu
         let padded = size.div_ceil(BLOCK).saturating_mul(BLOCK);
         match typeflag {
             b'x' | b'g' | b'L' => {
-                let limit = if typeflag == b'L' { TAR_MAX_NAME as u64 + 1 } else { TAR_MAX_PAX };
+                let limit = if typeflag == b'L' {
+                    TAR_MAX_NAME as u64 + 1
+                } else {
+                    TAR_MAX_PAX
+                };
                 if size > limit {
-                    issue(issues, codes::TAR_PAX, "A tar extended header is too large.".into());
+                    issue(
+                        issues,
+                        codes::TAR_PAX,
+                        "A tar extended header is too large.".into(),
+                    );
                     break;
                 }
                 let mut data = vec![0u8; padded as usize];
                 if src.read(&mut data)? < padded as usize {
-                    issue(issues, codes::TRUNCATED, "The archive ends inside an extended header; it is truncated.".into());
+                    issue(
+                        issues,
+                        codes::TRUNCATED,
+                        "The archive ends inside an extended header; it is truncated.".into(),
+                    );
                     break;
                 }
                 data.truncate(size as usize);
@@ -369,8 +429,15 @@ pub(crate) fn walk(src: &mut dyn Source, max: usize, capture: usize, issues: &mu
         let name = match check_name(&raw_name) {
             Ok(n) => n,
             Err(m) => {
-                issue(issues, codes::TAR_MEMBER_NAME, format!("The archive is refused: {m}."));
-                String::from_utf8_lossy(&raw_name).chars().take(100).collect()
+                issue(
+                    issues,
+                    codes::TAR_MEMBER_NAME,
+                    format!("The archive is refused: {m}."),
+                );
+                String::from_utf8_lossy(&raw_name)
+                    .chars()
+                    .take(100)
+                    .collect()
             }
         };
         match typeflag {
@@ -379,19 +446,57 @@ pub(crate) fn walk(src: &mut dyn Source, max: usize, capture: usize, issues: &mu
                 // An empty directory entry: harmless, not a member.
                 continue;
             }
-            b'1' | b'2' | b'K' => issue(issues, codes::TAR_MEMBER_TYPE, format!("Member \"{}\" is a link; links are not accepted in archives.", short(&name))),
-            b'3' | b'4' | b'6' => issue(issues, codes::TAR_MEMBER_TYPE, format!("Member \"{}\" is a device or FIFO.", short(&name))),
-            b'5' => issue(issues, codes::TAR_MEMBER_TYPE, format!("Member \"{}\" is a directory with content.", short(&name))),
-            t => issue(issues, codes::TAR_MEMBER_TYPE, format!("Member \"{}\" has an unsupported type '{}'.", short(&name), t as char)),
+            b'1' | b'2' | b'K' => issue(
+                issues,
+                codes::TAR_MEMBER_TYPE,
+                format!(
+                    "Member \"{}\" is a link; links are not accepted in archives.",
+                    short(&name)
+                ),
+            ),
+            b'3' | b'4' | b'6' => issue(
+                issues,
+                codes::TAR_MEMBER_TYPE,
+                format!("Member \"{}\" is a device or FIFO.", short(&name)),
+            ),
+            b'5' => issue(
+                issues,
+                codes::TAR_MEMBER_TYPE,
+                format!("Member \"{}\" is a directory with content.", short(&name)),
+            ),
+            t => issue(
+                issues,
+                codes::TAR_MEMBER_TYPE,
+                format!(
+                    "Member \"{}\" has an unsupported type '{}'.",
+                    short(&name),
+                    t as char
+                ),
+            ),
         }
         if members.iter().any(|m| m.name == name) {
-            issue(issues, codes::TAR_DUPLICATE, format!("The archive contains \"{}\" twice.", short(&name)));
+            issue(
+                issues,
+                codes::TAR_DUPLICATE,
+                format!("The archive contains \"{}\" twice.", short(&name)),
+            );
         }
         if members.len() >= TAR_MAX_MEMBERS {
-            issue(issues, codes::TAR_TOO_MANY, format!("The archive has more than {TAR_MAX_MEMBERS} members."));
+            issue(
+                issues,
+                codes::TAR_TOO_MANY,
+                format!("The archive has more than {TAR_MAX_MEMBERS} members."),
+            );
             break;
         }
-        let mut m = Member { name, typeflag, size, offset: data_off, head: Vec::new(), tail: Vec::new() };
+        let mut m = Member {
+            name,
+            typeflag,
+            size,
+            offset: data_off,
+            head: Vec::new(),
+            tail: Vec::new(),
+        };
         let want_capture = capture > 0 && members.len() < MAX_CAPTURED;
         let mut consumed = 0u64;
         if want_capture {
@@ -422,7 +527,14 @@ pub(crate) fn walk(src: &mut dyn Source, max: usize, capture: usize, issues: &mu
         })?;
         m.tail = tail;
         if skipped < rest && consumed.saturating_add(skipped) < size {
-            issue(issues, codes::TRUNCATED, format!("The archive ends inside member \"{}\"; it is truncated.", short(&m.name)));
+            issue(
+                issues,
+                codes::TRUNCATED,
+                format!(
+                    "The archive ends inside member \"{}\"; it is truncated.",
+                    short(&m.name)
+                ),
+            );
             members.push(m);
             break;
         }

@@ -7,7 +7,7 @@ use crate::detect::{detect, Detection};
 use crate::formats::gzip::{self, GzStream};
 use crate::formats::kernel;
 use crate::formats::tar::{self, GzSource};
-use crate::limits::{TAR_MAX_MEMBERS, UEC_MEMBER_HEAD};
+use crate::limits::{GZIP_SNIFF_WALK, TAR_MAX_MEMBERS, UEC_MEMBER_HEAD};
 use crate::read::SparseBytes;
 
 /// The role of a UEC member, from its name.
@@ -48,7 +48,11 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                 return Ok(Parsed::new("tar.gz", None));
             }
         };
-        let mut src = GzSource { gz, pos: 0, buf: Vec::new() };
+        let mut src = GzSource {
+            gz,
+            pos: 0,
+            buf: Vec::new(),
+        };
         match tar::walk(&mut src, TAR_MAX_MEMBERS, UEC_MEMBER_HEAD, &mut issues) {
             Ok(m) => m,
             Err(e) => {
@@ -57,11 +61,15 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             }
         }
     } else {
-        let gz = match GzStream::new(&det.head, &det.head) {
+        let gz = match GzStream::with_limit(&det.head, &det.head, GZIP_SNIFF_WALK, true) {
             Ok(g) => g,
             Err(_) => return Ok(Parsed::new("tar.gz", None)),
         };
-        let mut src = GzSource { gz, pos: 0, buf: Vec::new() };
+        let mut src = GzSource {
+            gz,
+            pos: 0,
+            buf: Vec::new(),
+        };
         tar::walk(&mut src, TAR_MAX_MEMBERS, 4096, &mut issues).unwrap_or_default()
     };
     for i in issues {
@@ -76,13 +84,21 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         match role(&m.name) {
             Role::Kernel => {
                 if !m.head.is_empty() && !kernel::is_kernel_member(&m.head) {
-                    cx.error(codes::UEC_KERNEL, format!("UEC member \"{name}\" is named like a kernel but is not a Linux kernel."));
+                    cx.error(
+                        codes::UEC_KERNEL,
+                        format!("UEC member \"{name}\" is named like a kernel but is not a Linux kernel."),
+                    );
                 }
             }
             Role::Ramdisk => {
                 let ok = kernel::initrd_kind(&m.head, true).is_some() || gzip::is_gzip(&m.head);
                 if !m.head.is_empty() && !ok {
-                    cx.error(codes::UEC_RAMDISK, format!("UEC member \"{name}\" is named like a ramdisk but is not an initrd."));
+                    cx.error(
+                        codes::UEC_RAMDISK,
+                        format!(
+                            "UEC member \"{name}\" is named like a ramdisk but is not an initrd."
+                        ),
+                    );
                 }
             }
             Role::Image => {
@@ -110,7 +126,12 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                     }
                 }
             }
-            Role::Other => cx.info(codes::UEC_MEMBERS, format!("UEC member \"{name}\" is not a kernel, ramdisk or image and will be ignored.")),
+            Role::Other => cx.info(
+                codes::UEC_MEMBERS,
+                format!(
+                    "UEC member \"{name}\" is not a kernel, ramdisk or image and will be ignored."
+                ),
+            ),
         }
     }
     if cx.deep && images != 1 {

@@ -4,7 +4,10 @@
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
 use crate::detect::Detection;
-use crate::limits::{VMDK_MAX_DESCRIPTOR, VMDK_MAX_DESCRIPTOR_LINES, VMDK_MAX_GD_ENTRIES, VMDK_MAX_GRAIN_SECTORS, VMDK_MAX_TEXT_DESCRIPTOR};
+use crate::limits::{
+    VMDK_MAX_DESCRIPTOR, VMDK_MAX_DESCRIPTOR_LINES, VMDK_MAX_GD_ENTRIES, VMDK_MAX_GRAIN_SECTORS,
+    VMDK_MAX_TEXT_DESCRIPTOR,
+};
 use crate::util::{byte, has_at, le16, le32, le64, slice};
 
 /// gdOffset value meaning "the grain directory is described by the footer".
@@ -105,7 +108,11 @@ pub struct Descriptor {
 /// NUL padding after the text (what qemu writes) is allowed.
 pub fn looks_like_descriptor(head: &[u8]) -> bool {
     let text = head.split(|&c| c == 0).next().unwrap_or(&[]);
-    if text.is_empty() || !text.iter().all(|&c| c.is_ascii_graphic() || c.is_ascii_whitespace()) {
+    if text.is_empty()
+        || !text
+            .iter()
+            .all(|&c| c.is_ascii_graphic() || c.is_ascii_whitespace())
+    {
         return false;
     }
     for line in text.split(|&c| c == b'\n') {
@@ -119,8 +126,14 @@ pub fn looks_like_descriptor(head: &[u8]) -> bool {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |p| p + 1);
+    let s = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(s, |p| p + 1);
     slice(b, s, e.saturating_sub(s))
 }
 
@@ -139,7 +152,10 @@ pub fn parse_descriptor(b: &[u8]) -> Descriptor {
             continue;
         }
         let upper = line.to_ascii_uppercase();
-        if upper.starts_with("RW ") || upper.starts_with("RDONLY ") || upper.starts_with("NOACCESS ") {
+        if upper.starts_with("RW ")
+            || upper.starts_with("RDONLY ")
+            || upper.starts_with("NOACCESS ")
+        {
             let mut parts = line.splitn(3, ' ');
             let access = parts.next().unwrap_or("").to_string();
             let sectors = parts.next().unwrap_or("").trim().parse::<u64>();
@@ -155,7 +171,12 @@ pub fn parse_descriptor(b: &[u8]) -> Descriptor {
                 file.split(' ').next().unwrap_or("").to_string()
             };
             match sectors {
-                Ok(sectors) => d.extents.push(Extent { access, sectors, kind: kind.to_ascii_uppercase(), file }),
+                Ok(sectors) => d.extents.push(Extent {
+                    access,
+                    sectors,
+                    kind: kind.to_ascii_uppercase(),
+                    file,
+                }),
                 Err(_) => d.bad_lines.push(line.chars().take(80).collect()),
             }
         } else if let Some((k, v)) = line.split_once('=') {
@@ -194,7 +215,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         return Ok(Parsed::default());
     };
     if !(1..=3).contains(&hdr.version) {
-        cx.error(codes::VMDK_HEADER, format!("VMDK version {} is not supported.", hdr.version));
+        cx.error(
+            codes::VMDK_HEADER,
+            format!("VMDK version {} is not supported.", hdr.version),
+        );
         return Ok(Parsed::default());
     }
     // streamOptimized: the footer (a copy of the header at EOF-1024) holds the real values.
@@ -202,7 +226,9 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         if !check_footer(cx, det, &hdr) {
             return Ok(Parsed::new("streamOptimized", None));
         }
-        if let Some(f) = SparseHeader::parse(slice(&det.tail, det.tail.len().saturating_sub(1024), 512)) {
+        if let Some(f) =
+            SparseHeader::parse(slice(&det.tail, det.tail.len().saturating_sub(1024), 512))
+        {
             hdr = f;
         }
     }
@@ -211,19 +237,34 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         cx.error(codes::VMDK_HEADER, "The VMDK capacity overflows.");
     }
     if hdr.flags & FLAG_NL_DETECT != 0 && hdr.check_bytes != *b"\n \r\n" {
-        cx.error(codes::VMDK_HEADER, "The VMDK header's newline check bytes are damaged (the file was transferred in text mode).");
+        cx.error(
+            codes::VMDK_HEADER,
+            "The VMDK header's newline check bytes are damaged (the file was transferred in text mode).",
+        );
     }
     let g = hdr.grain_size;
     if g == 0 || !g.is_power_of_two() || !(8..=VMDK_MAX_GRAIN_SECTORS).contains(&g) {
-        cx.error(codes::VMDK_HEADER, format!("The VMDK grain size {g} sectors is invalid."));
+        cx.error(
+            codes::VMDK_HEADER,
+            format!("The VMDK grain size {g} sectors is invalid."),
+        );
         return Ok(Parsed::new("unknown", vs));
     }
     if hdr.num_gtes_per_gt == 0 || hdr.num_gtes_per_gt > 512 {
-        cx.error(codes::VMDK_HEADER, format!("The VMDK grain table size {} is invalid.", hdr.num_gtes_per_gt));
+        cx.error(
+            codes::VMDK_HEADER,
+            format!(
+                "The VMDK grain table size {} is invalid.",
+                hdr.num_gtes_per_gt
+            ),
+        );
         return Ok(Parsed::new("unknown", vs));
     }
     if hdr.flags & FLAG_COMPRESSED != 0 && hdr.compress_algorithm != 1 {
-        cx.error(codes::VMDK_HEADER, "The VMDK uses an unknown grain compression algorithm.");
+        cx.error(
+            codes::VMDK_HEADER,
+            "The VMDK uses an unknown grain compression algorithm.",
+        );
     }
     // Embedded descriptor at sector 1, bounded.
     if hdr.descriptor_offset == 0 {
@@ -234,16 +275,25 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         return Ok(Parsed::new("twoGbMaxExtentSparse", vs));
     }
     if hdr.descriptor_offset != 1 {
-        cx.error(codes::VMDK_DESCRIPTOR_LOCATION, "The VMDK descriptor is not at sector 1 (wrong descriptor location).");
+        cx.error(
+            codes::VMDK_DESCRIPTOR_LOCATION,
+            "The VMDK descriptor is not at sector 1 (wrong descriptor location).",
+        );
         return Ok(Parsed::new("unknown", vs));
     }
     let dlen = hdr.descriptor_size.saturating_mul(512);
     if dlen == 0 || dlen > VMDK_MAX_DESCRIPTOR {
-        cx.error(codes::VMDK_DESCRIPTOR_LOCATION, "The VMDK descriptor size is zero or larger than 1 MiB.");
+        cx.error(
+            codes::VMDK_DESCRIPTOR_LOCATION,
+            "The VMDK descriptor size is zero or larger than 1 MiB.",
+        );
         return Ok(Parsed::new("unknown", vs));
     }
     if !cx.inside(512, dlen) {
-        cx.error(codes::TRUNCATED, "The VMDK descriptor lies outside the file; the file is truncated.");
+        cx.error(
+            codes::TRUNCATED,
+            "The VMDK descriptor lies outside the file; the file is truncated.",
+        );
         return Ok(Parsed::new("unknown", vs));
     }
     let desc_bytes = read_bounded(cx, 512, dlen)?;
@@ -252,31 +302,46 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     check_descriptor(cx, &d, true);
     if let (Some(e), Some(vs)) = (d.extents.first(), vs) {
         if d.extents.len() == 1 && e.sectors.saturating_mul(512) != vs {
-            cx.error(codes::VMDK_CAPACITY, "The VMDK descriptor's extent size differs from the header's capacity.");
+            cx.error(
+                codes::VMDK_CAPACITY,
+                "The VMDK descriptor's extent size differs from the header's capacity.",
+            );
         }
     }
     if sub != "streamOptimized" && hdr.gd_offset == GD_AT_END {
-        cx.error(codes::VMDK_CREATE_TYPE, "The VMDK has a stream footer but does not say it is streamOptimized.");
+        cx.error(
+            codes::VMDK_CREATE_TYPE,
+            "The VMDK has a stream footer but does not say it is streamOptimized.",
+        );
     }
     // Grain directory / tables.
     let cap = hdr.capacity;
     let gt_cover = g.saturating_mul(u64::from(hdr.num_gtes_per_gt));
     let gd_entries = cap.div_ceil(gt_cover.max(1));
     if gd_entries > VMDK_MAX_GD_ENTRIES {
-        cx.error(codes::VMDK_TABLES, "The VMDK grain directory is larger than QEMU's limit.");
+        cx.error(
+            codes::VMDK_TABLES,
+            "The VMDK grain directory is larger than QEMU's limit.",
+        );
         return Ok(Parsed::new(sub, vs));
     }
     let gd = hdr.gd_offset.saturating_mul(512);
     let gd_len = gd_entries * 4;
     let desc_end = 512 + dlen;
     if gd < desc_end || !cx.inside(gd, gd_len) {
-        cx.error(codes::VMDK_TABLES, "The VMDK grain directory lies outside the file or overlaps the header; the file may be truncated.");
+        cx.error(
+            codes::VMDK_TABLES,
+            "The VMDK grain directory lies outside the file or overlaps the header; the file may be truncated.",
+        );
         return Ok(Parsed::new(sub, vs));
     }
     if hdr.flags & FLAG_RGD != 0 && hdr.gd_offset != GD_AT_END {
         let rgd = hdr.rgd_offset.saturating_mul(512);
         if rgd < desc_end || !cx.inside(rgd, gd_len) {
-            cx.error(codes::VMDK_TABLES, "The VMDK redundant grain directory lies outside the file.");
+            cx.error(
+                codes::VMDK_TABLES,
+                "The VMDK redundant grain directory lies outside the file.",
+            );
             return Ok(Parsed::new(sub, vs));
         }
     }
@@ -304,48 +369,78 @@ fn check_descriptor(cx: &mut Ctx, d: &Descriptor, embedded: bool) {
         Some("monolithicSparse") | Some("streamOptimized") => {}
         Some(t) => cx.error(
             codes::VMDK_CREATE_TYPE,
-            format!("VMDK createType \"{}\" is not accepted; only monolithicSparse and streamOptimized are.", t.chars().take(64).collect::<String>()),
+            format!(
+                "VMDK createType \"{}\" is not accepted; only monolithicSparse and streamOptimized are.",
+                t.chars().take(64).collect::<String>()
+            ),
         ),
         None => cx.error(codes::VMDK_CREATE_TYPE, "The VMDK descriptor has no createType."),
     }
     if let Some(p) = &d.parent_hint {
         cx.error(
             codes::VMDK_PARENT,
-            format!("The VMDK names a parent disk (\"{}\"); upload a standalone VMDK.", p.chars().take(100).collect::<String>()),
+            format!(
+                "The VMDK names a parent disk (\"{}\"); upload a standalone VMDK.",
+                p.chars().take(100).collect::<String>()
+            ),
         );
     }
     if let Some(c) = &d.parent_cid {
         if !c.eq_ignore_ascii_case("ffffffff") {
-            cx.error(codes::VMDK_PARENT, "The VMDK has a parent (parentCID is set); upload a standalone VMDK.");
+            cx.error(
+                codes::VMDK_PARENT,
+                "The VMDK has a parent (parentCID is set); upload a standalone VMDK.",
+            );
         }
     }
     if let Some(l) = d.bad_lines.first() {
-        cx.error(codes::VMDK_DESCRIPTOR_SYNTAX, format!("The VMDK descriptor has an invalid line: \"{l}\"."));
+        cx.error(
+            codes::VMDK_DESCRIPTOR_SYNTAX,
+            format!("The VMDK descriptor has an invalid line: \"{l}\"."),
+        );
     }
     if d.extents.len() != 1 {
         cx.error(
             codes::VMDK_EXTENTS,
-            format!("The VMDK descriptor lists {} extents; exactly one is accepted.", d.extents.len()),
+            format!(
+                "The VMDK descriptor lists {} extents; exactly one is accepted.",
+                d.extents.len()
+            ),
         );
     }
     for e in &d.extents {
         if e.file.contains('/') || e.file.contains('\\') || e.file.contains(':') {
             cx.error(
                 codes::VMDK_EXTENT_PATH,
-                format!("The VMDK extent names a path (\"{}\"), which could read files on the server.", e.file.chars().take(100).collect::<String>()),
+                format!(
+                    "The VMDK extent names a path (\"{}\"), which could read files on the server.",
+                    e.file.chars().take(100).collect::<String>()
+                ),
             );
         }
         if embedded && e.kind != "SPARSE" {
-            cx.error(codes::VMDK_EXTENTS, format!("The VMDK has a {} extent; only its own SPARSE extent is accepted.", e.kind));
+            cx.error(
+                codes::VMDK_EXTENTS,
+                format!(
+                    "The VMDK has a {} extent; only its own SPARSE extent is accepted.",
+                    e.kind
+                ),
+            );
         }
         if !e.access.eq_ignore_ascii_case("RW") && !e.access.eq_ignore_ascii_case("RDONLY") {
-            cx.error(codes::VMDK_EXTENTS, format!("The VMDK extent access mode {} is not accepted.", e.access));
+            cx.error(
+                codes::VMDK_EXTENTS,
+                format!("The VMDK extent access mode {} is not accepted.", e.access),
+            );
         }
         if let Some(own) = &cx.file_name {
             if &e.file != own && !e.file.is_empty() {
                 cx.info(
                     codes::VMDK_EXTENT_NAME,
-                    format!("The VMDK's extent is named \"{}\", not \"{own}\" (the file was renamed; harmless).", e.file.chars().take(100).collect::<String>()),
+                    format!(
+                        "The VMDK's extent is named \"{}\", not \"{own}\" (the file was renamed; harmless).",
+                        e.file.chars().take(100).collect::<String>()
+                    ),
                 );
             }
         }
@@ -356,7 +451,10 @@ fn check_descriptor(cx: &mut Ctx, d: &Descriptor, embedded: bool) {
 fn check_footer(cx: &mut Ctx, det: &Detection, hdr: &SparseHeader) -> bool {
     let t = det.tail.as_slice();
     if t.len() < 1536 {
-        cx.error(codes::VMDK_FOOTER, "The streamOptimized VMDK is too short to hold its footer.");
+        cx.error(
+            codes::VMDK_FOOTER,
+            "The streamOptimized VMDK is too short to hold its footer.",
+        );
         return false;
     }
     let base = t.len() - 1536;
@@ -366,19 +464,31 @@ fn check_footer(cx: &mut Ctx, det: &Detection, hdr: &SparseHeader) -> bool {
     let zero_pad = |m: &[u8]| slice(m, 16, 496).iter().all(|&c| c == 0);
     let mut ok = true;
     let Some(f) = SparseHeader::parse(footer) else {
-        cx.error(codes::VMDK_FOOTER, "The streamOptimized VMDK footer is missing (signature does not match).");
+        cx.error(
+            codes::VMDK_FOOTER,
+            "The streamOptimized VMDK footer is missing (signature does not match).",
+        );
         return false;
     };
     if f.version != hdr.version {
-        cx.error(codes::VMDK_FOOTER, "The VMDK footer and header versions do not match.");
+        cx.error(
+            codes::VMDK_FOOTER,
+            "The VMDK footer and header versions do not match.",
+        );
         ok = false;
     }
     if f.descriptor_offset != hdr.descriptor_offset || f.descriptor_size != hdr.descriptor_size {
-        cx.error(codes::VMDK_FOOTER, "The VMDK footer specifies a different descriptor.");
+        cx.error(
+            codes::VMDK_FOOTER,
+            "The VMDK footer specifies a different descriptor.",
+        );
         ok = false;
     }
     if f.gd_offset == GD_AT_END {
-        cx.error(codes::VMDK_FOOTER, "The VMDK footer indicates another footer.");
+        cx.error(
+            codes::VMDK_FOOTER,
+            "The VMDK footer indicates another footer.",
+        );
         ok = false;
     }
     // Marker: val u64 (sectors of footer, VMware writes 1), size u32 (0), type u32 (3 = footer),
@@ -388,7 +498,10 @@ fn check_footer(cx: &mut Ctx, det: &Detection, hdr: &SparseHeader) -> bool {
         ok = false;
     }
     if le64(eos, 0) != 0 || le32(eos, 8) != 0 || le32(eos, 12) != 0 || !zero_pad(eos) {
-        cx.error(codes::VMDK_FOOTER, "The VMDK end-of-stream marker is invalid.");
+        cx.error(
+            codes::VMDK_FOOTER,
+            "The VMDK end-of-stream marker is invalid.",
+        );
         ok = false;
     }
     ok
@@ -433,15 +546,24 @@ fn walk_gd(cx: &mut Ctx, gd: u64, gd_len: u64, meta_end: u64, gtes: u64) -> PRes
 /// A text descriptor file: recognised (even NUL-padded) and always refused.
 fn text_descriptor(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     // The browser judges from the head; the server reads the whole descriptor (≤ 1 MiB).
-    let text = if cx.deep && cx.size <= VMDK_MAX_TEXT_DESCRIPTOR && cx.size > det.head.len() as u64 {
+    let text = if cx.deep && cx.size <= VMDK_MAX_TEXT_DESCRIPTOR && cx.size > det.head.len() as u64
+    {
         read_bounded(cx, 0, cx.size)?
     } else {
         det.head.clone()
     };
     let d = parse_descriptor(&text);
     let sub = d.create_type.clone().unwrap_or_else(|| "descriptor".into());
-    let size: u64 = d.extents.iter().fold(0u64, |a, e| a.saturating_add(e.sectors.saturating_mul(512)));
-    let names: Vec<String> = d.extents.iter().take(4).map(|e| e.file.chars().take(100).collect()).collect();
+    let size: u64 = d
+        .extents
+        .iter()
+        .fold(0u64, |a, e| a.saturating_add(e.sectors.saturating_mul(512)));
+    let names: Vec<String> = d
+        .extents
+        .iter()
+        .take(4)
+        .map(|e| e.file.chars().take(100).collect())
+        .collect();
     cx.error(
         codes::VMDK_DESCRIPTOR_FILE,
         format!(
