@@ -236,6 +236,30 @@ pub fn parse_metadata_table(b: &[u8]) -> Option<Vec<MetadataEntry>> {
     )
 }
 
+/// Parses the metadata values from the bytes of a metadata region (table at offset 0, items at
+/// their offsets, as far as `region` holds them). `None` if the table is invalid.
+pub fn parse_metadata(region: &[u8]) -> Option<Metadata> {
+    let items = parse_metadata_table(region)?;
+    let mut md = Metadata::default();
+    for it in &items {
+        let v = slice(region, it.offset as usize, 8);
+        if it.item == ITEM_FILE_PARAMETERS {
+            md.block_size = le32(v, 0);
+            md.leave_blocks_allocated = le32(v, 4) & 1 != 0;
+            md.has_parent = le32(v, 4) & 2 != 0;
+        } else if it.item == ITEM_VIRTUAL_DISK_SIZE {
+            md.virtual_disk_size = le64(v, 0);
+        } else if it.item == ITEM_LOGICAL_SECTOR {
+            md.logical_sector_size = le32(v, 0);
+        } else if it.item == ITEM_PHYSICAL_SECTOR {
+            md.physical_sector_size = le32(v, 0);
+        } else if it.item == ITEM_PARENT_LOCATOR {
+            md.parent_locator = true;
+        }
+    }
+    Some(md)
+}
+
 pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
     // Headers (inspect only: the browser skips them to save round trips).
     let mut log = None;
