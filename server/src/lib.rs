@@ -22,6 +22,7 @@ use tower_sessions_sqlx_store::SqliteStore;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ingest;
 
 pub use config::{Config, ConfigError, Flags};
 

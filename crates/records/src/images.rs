@@ -69,6 +69,45 @@ pub struct NewImage {
     pub container_format: Option<String>,
     pub visibility: Option<String>,
     pub owner: Option<String>,
+    pub protected: bool,
+    pub min_disk: i64,
+    pub min_ram: i64,
+    /// JSON object text; empty means `{}`.
+    pub properties: String,
+    /// JSON array text; empty means `[]`.
+    pub tags: String,
+    pub created_by: Option<String>,
+}
+
+/// The ingest pipeline's result for an image that became `active`.
+#[derive(Clone, Debug, Default)]
+pub struct ActiveImage {
+    pub disk_format: String,
+    pub uploaded_format: String,
+    pub uploaded_size: i64,
+    pub size: i64,
+    pub virtual_size: Option<i64>,
+    /// SHA-256 of the bytes the user uploaded (what they can check against their file).
+    pub sha256: String,
+    /// MD5 and SHA-512 of the stored bytes (Glance's `checksum` and `os_hash_value`).
+    pub md5: String,
+    pub sha512: String,
+    pub findings: String,
+    pub location: String,
+}
+
+/// Extra columns the upload pipeline and the detail views read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, FromRow)]
+pub struct ImageIngestRow {
+    pub id: String,
+    pub status: String,
+    pub status_reason: String,
+    pub checksum: Option<String>,
+    pub os_hash_value: Option<String>,
+    pub uploaded_format: Option<String>,
+    pub findings: String,
+    pub location: Option<String>,
+    pub created_by: Option<String>,
 }
 
 /// The most rows one list call returns, whatever the caller asks for: bounds memory and
@@ -98,6 +137,70 @@ impl Db {
         let sql = format!("SELECT COUNT(*) FROM images WHERE {clause}");
         let n: i64 = sqlx::query_scalar(&sql).bind(bind.unwrap_or("")).fetch_one(self.pool()).await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Moves an image to `to` if it is in one of `from` (Glance's legal transitions are decided
+    /// by the caller). Returns false when the image was not in an allowed state.
+    pub async fn transition_image(&self, id: &str, from: &[&str], to: &str, reason: &str) -> Result<bool, DbError> {
+        // `from` is a short fixed list from our own code, never user input.
+        let placeholders = vec!["?"; from.len().max(1)].join(", ");
+        let sql = format!(
+            "UPDATE images SET status = ?, status_reason = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
+             WHERE id = ? AND status IN ({placeholders})"
+        );
+        let mut q = sqlx::query(&sql).bind(to).bind(reason).bind(id);
+        for f in from {
+            q = q.bind(*f);
+        }
+        Ok(q.execute(self.pool()).await?.rows_affected() == 1)
+    }
+
+    /// Records a finished import and makes the image `active` (only from `importing`).
+    pub async fn activate_image(&self, id: &str, a: &ActiveImage) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE images SET status = 'active', status_reason = '', disk_format = ?, uploaded_format = ?, \
+             uploaded_size = ?, size = ?, virtual_size = ?, sha256 = ?, checksum = ?, os_hash_algo = 'sha512', \
+             os_hash_value = ?, findings = ?, location = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
+             WHERE id = ? AND status = 'importing'",
+        )
+        .bind(&a.disk_format)
+        .bind(&a.uploaded_format)
+        .bind(a.uploaded_size)
+        .bind(a.size)
+        .bind(a.virtual_size)
+        .bind(&a.sha256)
+        .bind(&a.md5)
+        .bind(&a.sha512)
+        .bind(&a.findings)
+        .bind(&a.location)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks an image `killed` with the reason users see and the inspector's findings.
+    pub async fn kill_image(&self, id: &str, reason: &str, findings: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE images SET status = 'killed', status_reason = ?, findings = ?, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(findings)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn image_ingest(&self, id: &str) -> Result<Option<ImageIngestRow>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT id, status, status_reason, checksum, os_hash_value, uploaded_format, findings, location, created_by \
+             FROM images WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     /// One image by id.
@@ -160,8 +263,9 @@ impl Db {
     pub async fn create_image(&self, new: &NewImage) -> Result<ImageRow, DbError> {
         let id = uuid::Uuid::new_v4().to_string();
         let sql = format!(
-            "INSERT INTO images (id, name, disk_format, container_format, visibility, owner) \
-             VALUES (?, ?, ?, ?, COALESCE(?, 'shared'), ?) RETURNING {COLUMNS}"
+            "INSERT INTO images (id, name, disk_format, container_format, visibility, owner, protected, \
+             min_disk, min_ram, properties, tags, created_by) \
+             VALUES (?, ?, ?, ?, COALESCE(?, 'shared'), ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
         );
         Ok(sqlx::query_as::<_, ImageRow>(&sql)
             .bind(&id)
@@ -170,6 +274,12 @@ impl Db {
             .bind(&new.container_format)
             .bind(&new.visibility)
             .bind(&new.owner)
+            .bind(new.protected)
+            .bind(new.min_disk)
+            .bind(new.min_ram)
+            .bind(if new.properties.is_empty() { "{}" } else { new.properties.as_str() })
+            .bind(if new.tags.is_empty() { "[]" } else { new.tags.as_str() })
+            .bind(&new.created_by)
             .fetch_one(self.pool())
             .await?)
     }

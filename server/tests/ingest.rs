@@ -1,0 +1,153 @@
+//! The ingest pipeline on real images made by qemu-img (the oracle; always with -f).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use records::{Db, NewImage};
+use server::ingest::{ingest, IngestError, UploadedFile};
+
+fn qemu_img(args: &[&str]) {
+    let out = Command::new("qemu-img").args(args).output().expect("qemu-img is required (apt-get install qemu-utils)");
+    assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
+}
+
+/// A raw disk with some non-zero data in the first MiB and at the end.
+fn raw_payload(dir: &Path) -> PathBuf {
+    let p = dir.join("payload.raw");
+    let mut bytes = vec![0u8; 8 << 20];
+    for (i, b) in bytes.iter_mut().take(1 << 20).enumerate() {
+        *b = u8::try_from(i % 251).unwrap();
+    }
+    let n = bytes.len();
+    bytes[n - 4096..].fill(0xAB);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    db: Db,
+    project: String,
+    user: String,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite(&dir.path().join("hangar.db")).await.unwrap();
+    let project = db.create_project("p", "").await.unwrap().id;
+    let user = db.create_user("u", "", "", "h", false).await.unwrap().id;
+    Env { dir, db, project, user }
+}
+
+impl Env {
+    async fn image(&self, disk_format: &str) -> String {
+        let new = NewImage { name: "img".into(), disk_format: Some(disk_format.into()), owner: Some(self.project.clone()), ..Default::default() };
+        self.db.create_image(&new).await.unwrap().id
+    }
+
+    /// Copies `src` to an "upload" file the pipeline may consume.
+    fn upload(&self, image_id: &str, src: &Path) -> UploadedFile {
+        let path = self.dir.path().join(format!("{image_id}.upload"));
+        std::fs::copy(src, &path).unwrap();
+        UploadedFile { image_id: image_id.into(), path, user_id: self.user.clone(), project_id: self.project.clone(), file_name: None, sha256: None }
+    }
+
+    fn data(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+#[tokio::test]
+async fn a_qcow2_is_kept_as_is_with_its_checksums() {
+    let e = env().await;
+    let raw = raw_payload(e.data());
+    let q = e.data().join("disk.qcow2");
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", raw.to_str().unwrap(), q.to_str().unwrap()]);
+    let id = e.image("qcow2").await;
+    let up = e.upload(&id, &q);
+    let upload_path = up.path.clone();
+    let imported = ingest(&e.db, e.data(), up).await.unwrap();
+    assert!(!imported.converted);
+    assert_eq!(imported.disk_format, "qcow2");
+    assert_eq!(imported.sha256, sha256sum(&q));
+    assert_eq!(imported.virtual_size, Some(8 << 20));
+    assert!(!upload_path.exists(), "the upload was moved into the store");
+
+    let row = e.db.image(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "active");
+    let ingest_row = e.db.image_ingest(&id).await.unwrap().unwrap();
+    let stored = PathBuf::from(ingest_row.location.unwrap());
+    assert_eq!(sha256sum(&stored), sha256sum(&q), "stored bytes are the uploaded bytes");
+    let md5 = Command::new("md5sum").arg(&stored).output().unwrap();
+    assert_eq!(ingest_row.checksum.unwrap(), String::from_utf8_lossy(&md5.stdout).split_whitespace().next().unwrap());
+    assert_eq!(ingest_row.os_hash_value.unwrap().len(), 128);
+}
+
+#[tokio::test]
+async fn raw_and_vdi_are_converted_to_qcow2_identical_to_the_source() {
+    let e = env().await;
+    let raw = raw_payload(e.data());
+    let vdi = e.data().join("disk.vdi");
+    qemu_img(&["convert", "-f", "raw", "-O", "vdi", raw.to_str().unwrap(), vdi.to_str().unwrap()]);
+    for (fmt, src) in [("raw", &raw), ("vdi", &vdi)] {
+        let id = e.image(fmt).await;
+        let imported = ingest(&e.db, e.data(), e.upload(&id, src)).await.unwrap();
+        assert!(imported.converted, "{fmt}");
+        assert_eq!(imported.disk_format, "qcow2");
+        assert_eq!(imported.sha256, sha256sum(src), "SHA-256 of what was uploaded");
+        let stored = e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap();
+        qemu_img(&["check", "-f", "qcow2", &stored]);
+        qemu_img(&["compare", "-f", "raw", "-F", "qcow2", raw.to_str().unwrap(), &stored]);
+        let row = e.db.image(&id).await.unwrap().unwrap();
+        assert_eq!((row.status.as_str(), row.disk_format.as_deref()), ("active", Some("qcow2")));
+    }
+}
+
+#[tokio::test]
+async fn unsafe_or_mislabelled_images_are_killed_with_a_reason_and_their_bytes_deleted() {
+    let e = env().await;
+    let raw = raw_payload(e.data());
+    let base = e.data().join("base.qcow2");
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", raw.to_str().unwrap(), base.to_str().unwrap()]);
+    let overlay = e.data().join("overlay.qcow2");
+    qemu_img(&["create", "-f", "qcow2", "-b", base.to_str().unwrap(), "-F", "qcow2", overlay.to_str().unwrap()]);
+    let vdi = e.data().join("disk.vdi");
+    qemu_img(&["convert", "-f", "raw", "-O", "vdi", raw.to_str().unwrap(), vdi.to_str().unwrap()]);
+
+    let id = e.image("qcow2").await;
+    let up = e.upload(&id, &overlay);
+    let path = up.path.clone();
+    let err = ingest(&e.db, e.data(), up).await.unwrap_err();
+    assert!(matches!(err, IngestError::Refused(_)), "{err}");
+    assert!(!path.exists(), "refused bytes are deleted");
+    let row = e.db.image_ingest(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "killed");
+    assert!(row.status_reason.to_lowercase().contains("backing"), "{}", row.status_reason);
+
+    let id = e.image("qcow2").await;
+    ingest(&e.db, e.data(), e.upload(&id, &vdi)).await.unwrap_err();
+    let reason = e.db.image_ingest(&id).await.unwrap().unwrap().status_reason;
+    assert!(reason.contains("VDI") || reason.contains("vdi"), "the message names the real format: {reason}");
+}
+
+#[tokio::test]
+async fn an_upload_for_another_projects_image_is_not_ingested() {
+    let e = env().await;
+    let raw = raw_payload(e.data());
+    let id = e.image("raw").await;
+    let mut up = e.upload(&id, &raw);
+    up.project_id = "someone-else".into();
+    let path = up.path.clone();
+    assert!(matches!(ingest(&e.db, e.data(), up).await, Err(IngestError::NotAccepted(_))));
+    assert!(!path.exists());
+    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "queued");
+    // And an image that is already active does not take a second upload.
+    let imported = ingest(&e.db, e.data(), e.upload(&id, &raw)).await.unwrap();
+    assert!(imported.converted);
+    assert!(matches!(ingest(&e.db, e.data(), e.upload(&id, &raw)).await, Err(IngestError::NotAccepted(_))));
+}
