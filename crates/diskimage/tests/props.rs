@@ -275,3 +275,40 @@ fn hostile_sizes_stay_bounded() {
     assert!(r.has(codes::VMDK_DESCRIPTOR_LOCATION), "{r:?}");
     assert!(peak < MEMORY_BOUND, "{peak}");
 }
+
+/// A ustar header for `name` with `size` bytes of data.
+fn tar_header(name: &str, size: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[156] = b'0';
+    h[257..265].copy_from_slice(b"ustar\x0000");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+#[test]
+fn large_ovf_descriptors_stay_bounded() {
+    // Just under the OVF size limit, just under the node limit, long attribute values.
+    for nodes in [100usize, 4_000, 9_000, 20_000] {
+        let mut xml = String::from("<?xml version=\"1.0\"?><Envelope xmlns:ovf=\"x\"><References>");
+        let pad = "a".repeat((240_000 / nodes).saturating_sub(40));
+        for i in 0..nodes {
+            xml.push_str(&format!("<File ovf:id=\"f{i}\" ovf:href=\"{pad}\"/>"));
+            if xml.len() > 250_000 {
+                break;
+            }
+        }
+        xml.push_str("</References></Envelope>");
+        let mut ova = tar_header("big.ovf", xml.len());
+        ova.extend_from_slice(xml.as_bytes());
+        ova.resize(ova.len().div_ceil(512) * 512 + 1024, 0);
+        let (r, peak) = measured(|| inspect(&ova[..], &InspectOptions::default()));
+        assert_eq!(r.format, diskimage::Format::Ova);
+        assert!(!r.is_accepted());
+        assert!(peak < MEMORY_BOUND, "{nodes} nodes: {peak} bytes");
+    }
+}
