@@ -109,6 +109,9 @@ const CASES: &[Case] = &[
     bad("evil-l1-too-small.qcow2", "qcow2", &[codes::QCOW2_L1_SIZE]),
     bad("evil-reftable-huge.qcow2", "qcow2", &[codes::QCOW2_REFCOUNT_TABLE]),
     bad("evil-l2-outside.qcow2", "qcow2", &[codes::QCOW2_OUTSIDE_FILE]),
+    bad("evil-snapshot-l1-outside.qcow2", "qcow2", &[codes::QCOW2_OUTSIDE_FILE]),
+    bad("evil-l2-shared.qcow2", "qcow2", &[codes::QCOW2_OVERLAP]),
+    bad("evil-data-on-refblock.qcow2", "qcow2", &[codes::QCOW2_OVERLAP]),
     bad("evil-qcow2-mbr-polyglot.qcow2", "qcow2", &[codes::MULTIPLE_FORMATS]),
     // declared vs detected (CVE-2024-40767: a "raw" image that is a qcow2)
     declared(bad("evil-raw-is-qcow2.raw", "qcow2", &[codes::FORMAT_MISMATCH]), "raw"),

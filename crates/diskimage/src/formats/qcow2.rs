@@ -354,9 +354,68 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         }
     }
     if cx.deep && layout_ok && !cx.has_error() {
+        walk_snapshots(cx, &h)?;
+    }
+    if cx.deep && layout_ok && !cx.has_error() {
         walk_tables(cx, &h, &regions)?;
     }
     Ok(Parsed::new(sub, vs))
+}
+
+/// QEMU's `QCOW_MAX_SNAPSHOT_EXTRA_DATA`: extra data per snapshot header is at most 1 KiB.
+const MAX_SNAPSHOT_EXTRA: u64 = 1024;
+
+/// Inspect only: each snapshot header lies in the file and its L1 table is inside the file and
+/// within QEMU's L1 limit (QEMU refuses to open images whose snapshot table is inconsistent).
+fn walk_snapshots(cx: &mut Ctx, h: &Header) -> PResult<()> {
+    let mut off = h.snapshots_offset;
+    // The last entry's padding is not necessarily in the file (qemu does not write it).
+    let mut end = off;
+    for i in 0..h.nb_snapshots {
+        let hdr = cx.read(off, 40)?;
+        if hdr.len() < 40 {
+            cx.error(
+                codes::QCOW2_OUTSIDE_FILE,
+                format!("qcow2 snapshot {i} lies outside the file."),
+            );
+            return Ok(());
+        }
+        let l1_off = be64(&hdr, 0);
+        let l1_bytes = u64::from(be32(&hdr, 8)) * 8;
+        let id_len = u64::from(crate::util::be16(&hdr, 12));
+        let name_len = u64::from(crate::util::be16(&hdr, 14));
+        let extra = u64::from(be32(&hdr, 36));
+        if extra > MAX_SNAPSHOT_EXTRA {
+            cx.error(
+                codes::QCOW2_SNAPSHOTS,
+                format!("qcow2 snapshot {i} has an oversized header."),
+            );
+            return Ok(());
+        }
+        if l1_bytes > QCOW2_MAX_L1_BYTES
+            || !l1_off.is_multiple_of(h.cluster_size())
+            || !cx.inside(l1_off, l1_bytes)
+        {
+            cx.error(
+                codes::QCOW2_OUTSIDE_FILE,
+                format!(
+                    "The L1 table of qcow2 snapshot {i} lies outside the file or is misaligned."
+                ),
+            );
+            return Ok(());
+        }
+        let used = 40 + extra + id_len + name_len;
+        end = off.saturating_add(used);
+        let len = used.div_ceil(8) * 8;
+        off = off.saturating_add(len);
+    }
+    if !cx.inside(h.snapshots_offset, end.saturating_sub(h.snapshots_offset)) {
+        cx.error(
+            codes::QCOW2_OUTSIDE_FILE,
+            "The qcow2 snapshot table runs past the end of the file.",
+        );
+    }
+    Ok(())
 }
 
 fn check_features(cx: &mut Ctx, h: &Header) {
@@ -493,9 +552,39 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
     Ok(())
 }
 
-/// Inspect only: every L1 entry → L2 table inside the file, aligned, clear of fixed metadata;
-/// every L2 entry → data inside the file; every refcount table entry → block inside the file.
-/// Cost is proportional to the allocated metadata, not to the virtual size.
+/// Metadata tables (L2 tables + refcount blocks) whose offsets are kept for the pairwise overlap
+/// checks: 65,536 offsets = 512 KiB. That covers 32 TiB of guest space with 64 KiB clusters, more
+/// than the default size limit; beyond it only the fixed structures are checked.
+const MAX_TRACKED_TABLES: usize = 65_536;
+
+/// Streams a table of big-endian u64 entries; `f(index, entry)` returns false to stop.
+fn for_each_u64(
+    cx: &mut Ctx,
+    off: u64,
+    len: u64,
+    mut f: impl FnMut(&mut Ctx, u64, u64) -> bool,
+) -> PResult<bool> {
+    let mut done = 0u64;
+    while done < len {
+        let chunk = cx.read(off + done, len - done)?;
+        if chunk.is_empty() {
+            break;
+        }
+        for (i, e) in chunk.chunks_exact(8).enumerate() {
+            let e = u64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+            if e != 0 && !f(cx, done / 8 + i as u64, e) {
+                return Ok(false);
+            }
+        }
+        done += chunk.len() as u64;
+    }
+    Ok(true)
+}
+
+/// Inspect only: every L1 entry → L2 table inside the file, aligned, clear of the fixed
+/// metadata and of every other table; every refcount table entry → block likewise; every L2
+/// entry → data inside the file and clear of all metadata. Cost is proportional to the
+/// allocated metadata, not to the virtual size.
 fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
     let cs = h.cluster_size();
     let fixed_overlap = |off: u64, len: u64| {
@@ -504,118 +593,169 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
             .find(|r| overlaps(off, len, r.off, r.len))
             .map(|r| r.name)
     };
-    // L1.
     let l1_bytes = u64::from(h.l1_size) * 8;
-    let mut done = 0u64;
-    let mut l2_buf_needed = Vec::new();
-    while done < l1_bytes {
-        let chunk = cx.read(h.l1_table_offset + done, l1_bytes - done)?;
-        if chunk.is_empty() {
-            break;
+    let rt_bytes = u64::from(h.refcount_table_clusters) * cs;
+    // Pass 1: L1 entries.
+    let mut l2s: Vec<u64> = Vec::new();
+    let mut tracked = true;
+    let ok = for_each_u64(cx, h.l1_table_offset, l1_bytes, |cx, idx, e| {
+        let l2 = e & OFFSET_MASK;
+        if e & L1_RESERVED_MASK != 0 || !l2.is_multiple_of(cs) {
+            cx.error(
+                codes::QCOW2_MISALIGNED,
+                format!("qcow2 L1 entry {idx} is malformed (reserved bits or misaligned offset)."),
+            );
+            return false;
         }
-        for (i, e) in chunk.chunks_exact(8).enumerate() {
-            let e = u64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
-            if e == 0 {
-                continue;
-            }
-            let idx = done / 8 + i as u64;
-            let l2 = e & OFFSET_MASK;
-            if e & L1_RESERVED_MASK != 0 || !l2.is_multiple_of(cs) {
-                cx.error(
-                    codes::QCOW2_MISALIGNED,
-                    format!(
-                        "qcow2 L1 entry {idx} is malformed (reserved bits or misaligned offset)."
-                    ),
-                );
+        if l2 == 0 {
+            return true;
+        }
+        if !cx.inside(l2, cs) {
+            cx.error(
+                codes::QCOW2_OUTSIDE_FILE,
+                format!("qcow2 L1 entry {idx} points to an L2 table outside the file (the file is probably truncated)."),
+            );
+            return false;
+        }
+        if let Some(name) = fixed_overlap(l2, cs) {
+            cx.error(
+                codes::QCOW2_OVERLAP,
+                format!("qcow2 L2 table {idx} overlaps the {name}."),
+            );
+            return false;
+        }
+        if l2s.len() < MAX_TRACKED_TABLES {
+            l2s.push(l2);
+        } else {
+            tracked = false;
+        }
+        true
+    })?;
+    if !ok {
+        return Ok(());
+    }
+    l2s.sort_unstable();
+    if l2s.windows(2).any(|w| w[0] == w[1]) {
+        cx.error(
+            codes::QCOW2_OVERLAP,
+            "Two qcow2 L1 entries share one L2 table.",
+        );
+        return Ok(());
+    }
+    // Pass 2: refcount blocks, clear of the fixed metadata and of the L2 tables.
+    let mut rbs: Vec<u64> = Vec::new();
+    let ok = for_each_u64(cx, h.refcount_table_offset, rt_bytes, |cx, idx, e| {
+        let blk = e & !0x1ff;
+        if e & 0x1ff != 0 || !blk.is_multiple_of(cs) {
+            cx.error(
+                codes::QCOW2_MISALIGNED,
+                format!("qcow2 refcount table entry {idx} is misaligned."),
+            );
+            return false;
+        }
+        if !cx.inside(blk, cs) {
+            cx.error(
+                codes::QCOW2_OUTSIDE_FILE,
+                format!("qcow2 refcount table entry {idx} points outside the file (the file is probably truncated)."),
+            );
+            return false;
+        }
+        if let Some(name) = fixed_overlap(blk, cs) {
+            cx.error(
+                codes::QCOW2_OVERLAP,
+                format!("qcow2 refcount block {idx} overlaps the {name}."),
+            );
+            return false;
+        }
+        if l2s.binary_search(&blk).is_ok() {
+            cx.error(
+                codes::QCOW2_OVERLAP,
+                format!("qcow2 refcount block {idx} is also an L2 table."),
+            );
+            return false;
+        }
+        if rbs.len() < MAX_TRACKED_TABLES {
+            rbs.push(blk);
+        } else {
+            tracked = false;
+        }
+        true
+    })?;
+    if !ok {
+        return Ok(());
+    }
+    rbs.sort_unstable();
+    if rbs.windows(2).any(|w| w[0] == w[1]) {
+        cx.error(
+            codes::QCOW2_OVERLAP,
+            "Two qcow2 refcount table entries share one block.",
+        );
+        return Ok(());
+    }
+    // Pass 3: L2 tables (from the tracked list, or by streaming L1 again when it was too long).
+    let tables = Tables {
+        l2s: &l2s,
+        rbs: &rbs,
+        regions,
+    };
+    if tracked {
+        for &l2 in &l2s {
+            if !walk_l2(cx, h, l2, &tables)? {
                 return Ok(());
             }
-            if l2 == 0 {
-                continue;
-            }
-            if !cx.inside(l2, cs) {
-                cx.error(
-                    codes::QCOW2_OUTSIDE_FILE,
-                    format!(
-                        "qcow2 L1 entry {idx} points to an L2 table outside the file (the file is probably truncated)."
-                    ),
-                );
-                return Ok(());
-            }
-            if let Some(name) = fixed_overlap(l2, cs) {
-                cx.error(
-                    codes::QCOW2_OVERLAP,
-                    format!("qcow2 L2 table {idx} overlaps the {name}."),
-                );
-                return Ok(());
-            }
-            l2_buf_needed.push(l2);
-            // Walk L2 tables as we go so the list stays short.
-            if l2_buf_needed.len() >= 64 {
-                for l2 in l2_buf_needed.drain(..) {
-                    if !walk_l2(cx, h, l2, &fixed_overlap)? {
-                        return Ok(());
-                    }
+        }
+    } else {
+        let mut pending: Vec<u64> = Vec::new();
+        let mut walked_ok = true;
+        // Walk in bounded batches of L1 entries.
+        let mut start = 0u64;
+        while walked_ok && start < l1_bytes {
+            pending.clear();
+            let batch = (4096 * 8).min(l1_bytes - start);
+            let _ = for_each_u64(cx, h.l1_table_offset + start, batch, |_, _, e| {
+                pending.push(e & OFFSET_MASK);
+                true
+            })?;
+            for &l2 in &pending {
+                if l2 != 0 && !walk_l2(cx, h, l2, &tables)? {
+                    walked_ok = false;
+                    break;
                 }
             }
+            start += batch;
         }
-        done += chunk.len() as u64;
-    }
-    for l2 in l2_buf_needed.drain(..) {
-        if !walk_l2(cx, h, l2, &fixed_overlap)? {
-            return Ok(());
-        }
-    }
-    // Refcount table.
-    let rt_bytes = u64::from(h.refcount_table_clusters) * cs;
-    let mut done = 0u64;
-    while done < rt_bytes {
-        let chunk = cx.read(h.refcount_table_offset + done, rt_bytes - done)?;
-        if chunk.is_empty() {
-            break;
-        }
-        for (i, e) in chunk.chunks_exact(8).enumerate() {
-            let e = u64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
-            if e == 0 {
-                continue;
-            }
-            let idx = done / 8 + i as u64;
-            let blk = e & !0x1ff;
-            if e & 0x1ff != 0 || blk % cs != 0 {
-                cx.error(
-                    codes::QCOW2_MISALIGNED,
-                    format!("qcow2 refcount table entry {idx} is misaligned."),
-                );
-                return Ok(());
-            }
-            if !cx.inside(blk, cs) {
-                cx.error(
-                    codes::QCOW2_OUTSIDE_FILE,
-                    format!(
-                        "qcow2 refcount table entry {idx} points outside the file (the file is probably truncated)."
-                    ),
-                );
-                return Ok(());
-            }
-            if let Some(name) = fixed_overlap(blk, cs) {
-                cx.error(
-                    codes::QCOW2_OVERLAP,
-                    format!("qcow2 refcount block {idx} overlaps the {name}."),
-                );
-                return Ok(());
-            }
-        }
-        done += chunk.len() as u64;
     }
     Ok(())
 }
 
+/// The metadata a data cluster must not overlap.
+struct Tables<'a> {
+    l2s: &'a [u64],
+    rbs: &'a [u64],
+    regions: &'a [Region],
+}
+
+impl Tables<'_> {
+    fn clash(&self, off: u64, cs: u64) -> Option<String> {
+        if let Some(r) = self
+            .regions
+            .iter()
+            .find(|r| overlaps(off, cs, r.off, r.len))
+        {
+            return Some(format!("the {}", r.name));
+        }
+        if self.l2s.binary_search(&off).is_ok() {
+            return Some("an L2 table".into());
+        }
+        if self.rbs.binary_search(&off).is_ok() {
+            return Some("a refcount block".into());
+        }
+        None
+    }
+}
+
 /// Checks one L2 table; false once an error was recorded.
-fn walk_l2(
-    cx: &mut Ctx,
-    h: &Header,
-    l2: u64,
-    fixed_overlap: &dyn Fn(u64, u64) -> Option<&'static str>,
-) -> PResult<bool> {
+fn walk_l2(cx: &mut Ctx, h: &Header, l2: u64, tables: &Tables) -> PResult<bool> {
     let cs = h.cluster_size();
     let es = h.l2_entry_size() as usize;
     // Compressed entries: offset in bits 0..x, x = 62 - (cluster_bits - 8).
@@ -662,10 +802,10 @@ fn walk_l2(
             );
                 return Ok(false);
             }
-            if let Some(name) = fixed_overlap(off, cs) {
+            if let Some(name) = tables.clash(off, cs) {
                 cx.error(
                     codes::QCOW2_OVERLAP,
-                    format!("A qcow2 data cluster overlaps the {name}."),
+                    format!("A qcow2 data cluster overlaps {name}."),
                 );
                 return Ok(false);
             }
