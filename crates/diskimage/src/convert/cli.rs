@@ -150,7 +150,7 @@ impl Progress for Bar {
         let full = (frac * width as f64) as usize;
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
         eprint!(
-            "\r[{}{}] {:5.1}%  in {}  out {}  {:.0} MiB/s ",
+            "\r\x1b[2K[{}{}] {:5.1}%  in {}  out {}  {:.0} MiB/s",
             "#".repeat(full),
             ".".repeat(width - full),
             frac * 100.0,
