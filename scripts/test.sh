@@ -21,10 +21,10 @@ step "server binary"
 cargo build -p server --bin hangar
 
 step "Rust tests"
-cargo test -p server -p app -p records -p policy -p accounts -p diskimage
+cargo test -p server -p app -p records -p policy -p accounts -p diskimage -p uploads
 
 step "clippy: server side (warnings are errors)"
-cargo clippy -p server -p app -p records -p policy -p accounts --all-targets -- -D warnings
+cargo clippy -p server -p app -p records -p policy -p accounts -p uploads --all-targets -- -D warnings
 step "clippy: browser side"
 cargo clippy -p frontend -p app --target wasm32-unknown-unknown -- -D warnings
 step "clippy: diskimage (all features, and the WASM feature set)"

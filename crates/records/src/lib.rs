@@ -13,9 +13,11 @@ use sqlx::SqlitePool;
 
 mod accounts;
 mod images;
+mod uploads;
 
 pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 pub use images::{ActiveImage, ImageIngestRow, ImageRow, MemberRow, NewImage, Visible};
+pub use uploads::{NewUpload, UploadRow, UploadUsage, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};
 
 /// Errors of the records layer. The web layer maps them to what users see.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,589 @@
+//! The tus routes: OPTIONS, POST (creation, creation-with-upload, concatenation), HEAD, PATCH,
+//! DELETE, and the `X-HTTP-Method-Override` form of the last three.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use accounts::Authn;
+use axum::body::{Body, HttpBody as _};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{head, options};
+use axum::{Extension, Router};
+use http_body_util::BodyExt;
+use policy::{Action, Principal, Role};
+use records::{NewUpload, UploadRow, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};
+use tokio::sync::mpsc;
+
+use crate::pipeline::{self, Block, ChunkCheck, Hashes, BLOCK_SIZE, QUEUE};
+use crate::tus::{self, Concat};
+use crate::{http_date, lifecycle, now, Live, UploadError, Uploads, MAX_OPEN_UPLOADS_PER_USER};
+
+/// The tus routes, under `uploads.config().path_prefix` (see the crate docs for how to mount).
+pub fn router(uploads: Arc<Uploads>) -> Router {
+    let prefix = uploads.config.path_prefix.clone();
+    let collection = options(options_handler).post(create);
+    Router::new()
+        .route(&prefix, collection.clone())
+        .route(&format!("{prefix}/"), collection)
+        .route(&format!("{prefix}/{{id}}"), head(head_handler).patch(patch).delete(delete).post(method_override))
+        .route_layer(middleware::from_fn(tus_resumable))
+        // Bodies are streamed and limited by this crate (max_request_body), not buffered by axum.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(uploads)
+}
+
+/// `Tus-Resumable: 1.0.0` on every request and response except OPTIONS (412 otherwise).
+async fn tus_resumable(req: Request, next: Next) -> Response {
+    if req.method() == Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let mut res = if tus::version_ok(req.headers()) { next.run(req).await } else { UploadError::UnsupportedVersion.into_response() };
+    res.headers_mut().insert(tus::TUS_RESUMABLE, HeaderValue::from_static(tus::VERSION));
+    res
+}
+
+fn set(res: &mut Response, name: &'static str, value: impl ToString) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        res.headers_mut().insert(HeaderName::from_static(name), v);
+    }
+}
+
+async fn options_handler(State(u): State<Arc<Uploads>>) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    set(&mut res, tus::TUS_VERSION, tus::VERSION);
+    set(&mut res, tus::TUS_EXTENSION, tus::EXTENSIONS);
+    set(&mut res, tus::TUS_MAX_SIZE, u.config.max_upload_size);
+    set(&mut res, tus::TUS_CHECKSUM_ALGORITHM, tus::CHECKSUM_ALGORITHMS);
+    res
+}
+
+// ---- who may do what -------------------------------------------------------------------------
+
+fn principal(authn: &Option<Extension<Authn>>) -> Result<&Principal, UploadError> {
+    authn.as_ref().and_then(|a| a.principal.as_ref()).ok_or(UploadError::NotSignedIn)
+}
+
+/// The creator or an admin may see an upload; for anyone else it does not exist.
+fn may_see<'a>(authn: &'a Option<Extension<Authn>>, row: &UploadRow) -> Result<&'a Principal, UploadError> {
+    let p = principal(authn)?;
+    if p.is_admin || p.user_id == row.user_id {
+        Ok(p)
+    } else {
+        Err(UploadError::NotFound)
+    }
+}
+
+/// Writing needs upload rights in the upload's project still (a revoked role stops an upload).
+fn may_write(authn: &Option<Extension<Authn>>, row: &UploadRow) -> Result<(), UploadError> {
+    let p = may_see(authn, row)?;
+    if p.is_admin {
+        return Ok(());
+    }
+    let scopes = authn.as_ref().map(|a| a.scopes.as_slice()).unwrap_or_default();
+    let member = p.scope.iter().chain(scopes).any(|s| s.project_id == row.project_id && s.role == Role::Member);
+    if member {
+        Ok(())
+    } else {
+        Err(UploadError::Forbidden("You no longer have upload rights in this upload's project.".into()))
+    }
+}
+
+/// The upload, if the caller may see it and it has not expired.
+async fn visible_upload(u: &Uploads, id: &str, authn: &Option<Extension<Authn>>) -> Result<UploadRow, UploadError> {
+    principal(authn)?;
+    let id = tus::parse_id(id).ok_or(UploadError::NotFound)?;
+    let row = u.db.upload_by_id(&id).await?.ok_or(UploadError::NotFound)?;
+    may_see(authn, &row)?;
+    if row.expires_at <= now() {
+        return Err(UploadError::Gone);
+    }
+    Ok(row)
+}
+
+// ---- creation ---------------------------------------------------------------------------------
+
+async fn create(
+    State(u): State<Arc<Uploads>>,
+    authn: Option<Extension<Authn>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, UploadError> {
+    let p = principal(&authn)?;
+    let project = p
+        .scope
+        .as_ref()
+        .map(|s| s.project_id.clone())
+        .ok_or_else(|| UploadError::Forbidden("Choose a project before uploading.".into()))?;
+    policy::authorize(Some(p), &Action::CreateImage { project: &project }).map_err(|d| match d {
+        policy::Denial::NotSignedIn => UploadError::NotSignedIn,
+        policy::Denial::Forbidden(why) => UploadError::Forbidden(why),
+    })?;
+
+    let concat = tus::concat(&headers, &u.config.path_prefix)?;
+    let metadata = tus::metadata(&headers)?;
+    if headers.contains_key(tus::UPLOAD_DEFER_LENGTH) {
+        return Err(UploadError::BadRequest("Upload-Defer-Length is not supported; send Upload-Length.".into()));
+    }
+    let length = tus::number(&headers, tus::UPLOAD_LENGTH)?;
+    let body_len = tus::number(&headers, header::CONTENT_LENGTH.as_str())?;
+    // A body is there unless it is known to be empty (no Content-Length and no chunked
+    // encoding on the wire, or Content-Length: 0).
+    let has_body = body_len.is_some_and(|n| n > 0) || body.size_hint().exact() != Some(0);
+    if has_body && !tus::is_offset_octet_stream(&headers) {
+        return Err(UploadError::UnsupportedMediaType);
+    }
+    if let Some(n) = body_len {
+        if n > u.config.max_request_body {
+            return Err(too_big_request(u.config.max_request_body));
+        }
+    }
+    let metadata_json = serde_json::to_string(&metadata).map_err(|e| UploadError::Internal(e.to_string()))?;
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let created = now();
+    let expires = u.expires_from_now();
+
+    let row = match &concat {
+        Concat::Final(parts) => {
+            if length.is_some() {
+                return Err(UploadError::BadRequest("A final upload's length is the sum of its parts; omit Upload-Length.".into()));
+            }
+            if has_body {
+                return Err(UploadError::Forbidden("A final upload takes no data; upload the parts.".into()));
+            }
+            create_final(&u, p, &project, &id, parts, &metadata_json, created, expires).await?
+        }
+        Concat::None | Concat::Partial => {
+            let length = length.ok_or_else(|| UploadError::BadRequest("Upload-Length is required.".into()))?;
+            let kind = if concat == Concat::Partial { CONCAT_PARTIAL } else { CONCAT_NONE };
+            let new = NewUpload {
+                id: &id,
+                user_id: &p.user_id,
+                project_id: &project,
+                length: i64::try_from(length).map_err(|_| UploadError::TooLarge("Upload-Length is too large.".into()))?,
+                metadata: &metadata_json,
+                concat: kind,
+                parts: None,
+                created_at: created,
+                expires_at: expires,
+            };
+            create_plain(&u, &new, length).await?
+        }
+    };
+    tracing::info!(upload = %row.id, user = %p.username, project = %project, length = row.upload_length, concat = %row.concat, "upload created");
+
+    let mut offset = 0;
+    if row.concat == CONCAT_FINAL {
+        lifecycle::spawn_finish(Arc::clone(&u), row.id.clone());
+    } else if has_body {
+        // creation-with-upload: the upload exists whatever happens to the body; the client
+        // learns from Upload-Offset how much of it was kept.
+        match write_request(&u, &row.id, 0, &headers, body).await {
+            Ok(o) => offset = o,
+            Err(e) => {
+                tracing::info!(upload = %row.id, error = %e, "data sent with the creation request was not kept");
+                if let Ok(Some(r)) = u.db.upload_by_id(&row.id).await {
+                    offset = u64::try_from(r.upload_offset).unwrap_or(0);
+                }
+            }
+        }
+    } else if row.upload_length == 0 {
+        lifecycle::finish_in_place(&u, &row.id).await?;
+    }
+
+    let mut res = StatusCode::CREATED.into_response();
+    set(&mut res, "location", u.location(&row.id));
+    set(&mut res, tus::UPLOAD_EXPIRES, http_date(expires));
+    if row.concat != CONCAT_FINAL {
+        set(&mut res, tus::UPLOAD_OFFSET, offset);
+    }
+    Ok(res)
+}
+
+fn too_big_request(limit: u64) -> UploadError {
+    UploadError::TooLarge(format!(
+        "One request may carry at most {limit} bytes; send the file in chunks of at most that size (tus chunkSize)."
+    ))
+}
+
+/// Quotas shared by ordinary, partial and final uploads. `bytes` is what this upload adds to
+/// the project's bytes in flight; `slot` whether it counts as an upload in flight.
+async fn check_quotas(u: &Uploads, user_id: &str, project: &str, bytes: u64, slot: bool) -> Result<(), UploadError> {
+    if u.db.open_uploads_of_user(user_id).await? >= MAX_OPEN_UPLOADS_PER_USER {
+        return Err(UploadError::TooLarge(format!(
+            "You have {MAX_OPEN_UPLOADS_PER_USER} uploads open; finish or cancel some first."
+        )));
+    }
+    let quota = u.db.quota(project).await?;
+    let flight = u.db.upload_usage(project).await?;
+    if let Some(max) = quota.max_concurrent_uploads {
+        let max = u64::try_from(max).unwrap_or(0);
+        if slot && flight.uploads >= max {
+            return Err(UploadError::TooLarge(format!(
+                "The project's quota allows {max} uploads at a time and that many are in progress; wait for one to finish."
+            )));
+        }
+    }
+    if let Some(max) = quota.max_bytes {
+        let max = u64::try_from(max).unwrap_or(0);
+        let (_, stored) = u.db.project_usage(project).await?;
+        let total = stored.saturating_add(flight.bytes).saturating_add(bytes);
+        if total > max {
+            return Err(UploadError::TooLarge(format!(
+                "This upload would take the project to {total} bytes (images: {stored}, uploads in progress: {}, this one: {bytes}); \
+                 its quota is {max} bytes. Delete images or ask an administrator for more.",
+                flight.bytes
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses (507) when the upload directory's file system has less free space than `need`.
+fn check_free_space(u: &Uploads, need: u64) -> Result<(), UploadError> {
+    let st = rustix::fs::statvfs(&u.config.dir).map_err(|e| UploadError::Io(e.into()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < need {
+        return Err(UploadError::InsufficientStorage(format!(
+            "The server has {free} bytes free for uploads and this one needs {need}; try again later or ask an administrator."
+        )));
+    }
+    Ok(())
+}
+
+async fn create_plain(u: &Uploads, new: &NewUpload<'_>, length: u64) -> Result<UploadRow, UploadError> {
+    if length > u.config.max_upload_size {
+        return Err(UploadError::TooLarge(format!(
+            "Images may have at most {} bytes and this one has {length}.",
+            u.config.max_upload_size
+        )));
+    }
+    let _creating = u.creating.lock().await;
+    check_quotas(u, new.user_id, new.project_id, length, new.concat == CONCAT_NONE).await?;
+    check_free_space(u, length)?;
+    // The file first: a crash before the row leaves a stray file the cleanup removes, never a
+    // row without its file.
+    let path = u.path_of(new.id);
+    let created = tokio::task::spawn_blocking(move || lifecycle::create_file(&path, length)).await;
+    created.map_err(|e| UploadError::Internal(e.to_string()))?.map_err(UploadError::from_io)?;
+    if let Err(e) = u.db.create_upload(new).await {
+        let _ = tokio::fs::remove_file(u.path_of(new.id)).await;
+        return Err(e.into());
+    }
+    u.db.upload_by_id(new.id).await?.ok_or(UploadError::NotFound)
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+async fn create_final(
+    u: &Uploads,
+    p: &Principal,
+    project: &str,
+    id: &str,
+    parts: &[String],
+    metadata_json: &str,
+    created: i64,
+    expires: i64,
+) -> Result<UploadRow, UploadError> {
+    let mut length: u64 = 0;
+    for part in parts {
+        let row = u.db.upload_by_id(part).await?;
+        let row = row.filter(|r| r.user_id == p.user_id && r.project_id == project && r.concat == CONCAT_PARTIAL);
+        let Some(row) = row else {
+            return Err(UploadError::BadRequest(format!(
+                "{} is not a partial upload of yours in this project.",
+                u.location(part)
+            )));
+        };
+        if row.upload_offset != row.upload_length {
+            return Err(UploadError::BadRequest(format!("{} is not complete yet; finish the parts first.", u.location(part))));
+        }
+        length = length.saturating_add(u64::try_from(row.upload_length).unwrap_or(0));
+    }
+    if length > u.config.max_upload_size {
+        return Err(UploadError::TooLarge(format!(
+            "Images may have at most {} bytes and these parts add up to {length}.",
+            u.config.max_upload_size
+        )));
+    }
+    let parts_json = serde_json::to_string(parts).map_err(|e| UploadError::Internal(e.to_string()))?;
+    let new = NewUpload {
+        id,
+        user_id: &p.user_id,
+        project_id: project,
+        length: i64::try_from(length).map_err(|_| UploadError::TooLarge("The parts are too large.".into()))?,
+        metadata: metadata_json,
+        concat: CONCAT_FINAL,
+        parts: Some(&parts_json),
+        created_at: created,
+        expires_at: expires,
+    };
+    let _creating = u.creating.lock().await;
+    // The parts' bytes are counted already; the final takes an upload slot. Joining needs room
+    // for a second copy until the parts are removed.
+    check_quotas(u, &p.user_id, project, 0, true).await?;
+    check_free_space(u, length)?;
+    if !u.db.create_final_upload(&new, parts).await? {
+        return Err(UploadError::BadRequest(
+            "The parts must be complete partial uploads of yours that no other final upload uses.".into(),
+        ));
+    }
+    u.db.upload_by_id(id).await?.ok_or(UploadError::NotFound)
+}
+
+// ---- HEAD ---------------------------------------------------------------------------------------
+
+async fn head_handler(
+    State(u): State<Arc<Uploads>>,
+    Path(id): Path<String>,
+    authn: Option<Extension<Authn>>,
+) -> Result<Response, UploadError> {
+    let row = visible_upload(&u, &id, &authn).await?;
+    let mut res = StatusCode::OK.into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    set(&mut res, tus::UPLOAD_LENGTH, row.upload_length);
+    let complete = row.upload_offset == row.upload_length;
+    // tus: a final upload shows no offset until its parts are joined.
+    if row.concat != CONCAT_FINAL || complete {
+        set(&mut res, tus::UPLOAD_OFFSET, row.upload_offset);
+    }
+    match row.concat.as_str() {
+        CONCAT_PARTIAL => set(&mut res, tus::UPLOAD_CONCAT, "partial"),
+        CONCAT_FINAL => {
+            let parts: Vec<String> = serde_json::from_str(row.parts.as_deref().unwrap_or("[]")).unwrap_or_default();
+            let urls: Vec<String> = parts.iter().map(|p| u.location(p)).collect();
+            set(&mut res, tus::UPLOAD_CONCAT, format!("final;{}", urls.join(" ")));
+        }
+        _ => {}
+    }
+    let metadata: BTreeMap<String, String> = serde_json::from_str(&row.metadata).unwrap_or_default();
+    if !metadata.is_empty() {
+        set(&mut res, tus::UPLOAD_METADATA, tus::encode_metadata(&metadata));
+    }
+    if !complete {
+        set(&mut res, tus::UPLOAD_EXPIRES, http_date(row.expires_at));
+    }
+    Ok(res)
+}
+
+// ---- PATCH --------------------------------------------------------------------------------------
+
+async fn patch(
+    State(u): State<Arc<Uploads>>,
+    Path(id): Path<String>,
+    authn: Option<Extension<Authn>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, UploadError> {
+    let row = visible_upload(&u, &id, &authn).await?;
+    if !tus::is_offset_octet_stream(&headers) {
+        return Err(UploadError::UnsupportedMediaType);
+    }
+    let sent = tus::number(&headers, tus::UPLOAD_OFFSET)?
+        .ok_or_else(|| UploadError::BadRequest("Upload-Offset is required.".into()))?;
+    if row.concat == CONCAT_FINAL {
+        return Err(UploadError::Forbidden("A final upload is assembled from its parts; send data to the parts.".into()));
+    }
+    may_write(&authn, &row)?;
+    let id = row.id;
+    // The work runs in its own task: if the client goes away, hyper drops this handler, but the
+    // bytes already received must still be made durable and the offset recorded.
+    let task = tokio::spawn(async move {
+        let offset = write_request(&u, &id, sent, &headers, body).await?;
+        let mut res = StatusCode::NO_CONTENT.into_response();
+        set(&mut res, tus::UPLOAD_OFFSET, offset);
+        if let Some(row) = u.db.upload_by_id(&id).await? {
+            if row.upload_offset != row.upload_length {
+                set(&mut res, tus::UPLOAD_EXPIRES, http_date(row.expires_at));
+            }
+        }
+        Ok::<_, UploadError>(res)
+    });
+    task.await.map_err(|e| UploadError::Internal(format!("upload task failed: {e}")))?
+}
+
+/// How a request body ended.
+enum BodyEnd {
+    /// All of it arrived.
+    Complete,
+    /// The client went away (or the body broke); what arrived before is kept unless checked.
+    Broken,
+    /// More bytes than allowed.
+    TooLong,
+    /// The writer stopped (its error is in the report).
+    WriterStopped,
+}
+
+/// Receives a body into blocks for the writer, up to `limit` bytes.
+async fn receive(mut body: Body, limit: u64, tx: mpsc::Sender<Arc<Block>>, u: &Uploads) -> BodyEnd {
+    let mut buf = u.pool.take();
+    let mut received: u64 = 0;
+    let end = loop {
+        let frame = match body.frame().await {
+            None => break BodyEnd::Complete,
+            Some(Err(_)) => break BodyEnd::Broken,
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(mut data) = frame.into_data() else { continue };
+        received = received.saturating_add(data.len() as u64);
+        if received > limit {
+            break BodyEnd::TooLong;
+        }
+        while !data.is_empty() {
+            let take = (BLOCK_SIZE - buf.len()).min(data.len());
+            buf.extend_from_slice(&data.split_to(take));
+            if buf.len() == BLOCK_SIZE {
+                let full = std::mem::replace(&mut buf, u.pool.take());
+                if tx.send(Block::new(full, Arc::clone(&u.pool))).await.is_err() {
+                    return BodyEnd::WriterStopped;
+                }
+            }
+        }
+    };
+    if matches!(end, BodyEnd::Complete | BodyEnd::Broken) && !buf.is_empty() && tx.send(Block::new(buf, Arc::clone(&u.pool))).await.is_err() {
+        return BodyEnd::WriterStopped;
+    }
+    end
+}
+
+/// Writes one request's body at `sent` (which must be the upload's offset), under the upload's
+/// lock; returns the new durable offset. Shared by PATCH and creation-with-upload.
+async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMap, body: Body) -> Result<u64, UploadError> {
+    let checksum = tus::checksum(headers)?;
+    let content_length = tus::number(headers, header::CONTENT_LENGTH.as_str())?;
+    let mut live = u.lock(id).await?;
+    let row = u.db.upload_by_id(id).await?.ok_or(UploadError::NotFound)?;
+    let offset = u64::try_from(row.upload_offset).unwrap_or(0);
+    let length = u64::try_from(row.upload_length).unwrap_or(0);
+    if sent != offset {
+        return Err(UploadError::OffsetMismatch { sent, actual: offset });
+    }
+    let remaining = length - offset.min(length);
+    if let Some(n) = content_length {
+        if n > u.config.max_request_body {
+            return Err(too_big_request(u.config.max_request_body));
+        }
+        if n > remaining {
+            return Err(UploadError::TooLarge(format!(
+                "This request carries {n} bytes but only {remaining} remain of the declared Upload-Length."
+            )));
+        }
+    }
+    let limit = remaining.min(u.config.max_request_body);
+
+    // Running hashes only for ordinary uploads written in order from byte 0; parts are hashed
+    // when their final joins them.
+    let hashes = if row.concat != CONCAT_NONE {
+        None
+    } else if offset == 0 {
+        Some(Hashes::default())
+    } else if live.hashed_to == offset {
+        live.hashes.clone()
+    } else {
+        None
+    };
+    let path = u.path_of(id);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| {
+        UploadError::Internal(format!("the file of upload {id} cannot be opened: {e}"))
+    })?;
+    let file = Arc::new(file);
+
+    let (tx, mut rx) = mpsc::channel::<Arc<Block>>(QUEUE);
+    let check = checksum.as_ref().map(ChunkCheck::new);
+    let writer_file = Arc::clone(&file);
+    let writer = tokio::task::spawn_blocking(move || pipeline::write_blocks(&writer_file, offset, || rx.blocking_recv(), check, hashes));
+    let end = receive(body, limit, tx, u).await;
+    let report = writer.await.map_err(|e| UploadError::Internal(format!("writer thread failed: {e}")))?;
+
+    let verdict: Result<(), UploadError> = match (&end, &report.error) {
+        (_, Some(e)) if crate::error::is_disk_full(e) => Err(UploadError::InsufficientStorage(crate::error::DISK_FULL.into())),
+        (_, Some(e)) => Err(UploadError::Internal(format!("writing upload {id} failed: {e}"))),
+        (BodyEnd::WriterStopped, None) => Err(UploadError::Internal(format!("the writer of upload {id} stopped early"))),
+        (BodyEnd::TooLong, _) => Err(if limit == remaining && remaining < u.config.max_request_body {
+            UploadError::TooLarge(format!("This request carries more than the {remaining} bytes that remain of the declared Upload-Length."))
+        } else {
+            too_big_request(u.config.max_request_body)
+        }),
+        // An unverifiable chunk is not kept: the checksum covers the whole request.
+        (BodyEnd::Broken, None) if checksum.is_some() => Err(UploadError::BadRequest("The request body broke off.".into())),
+        (_, None) if report.checksum_ok == Some(false) => Err(UploadError::ChecksumMismatch),
+        (BodyEnd::Broken | BodyEnd::Complete, None) => Ok(()),
+    };
+
+    let written = report.written;
+    let keep_file = Arc::clone(&file);
+    if let Err(e) = verdict {
+        if written > 0 {
+            // Discard the request's bytes; the running hashes stay as they were before it.
+            let discard = tokio::task::spawn_blocking(move || lifecycle::discard_tail(&keep_file, offset, length)).await;
+            if let Ok(Err(io)) | Err(io) = discard.map_err(|j| std::io::Error::other(j.to_string())) {
+                tracing::error!(upload = %id, error = %io, "could not truncate a discarded chunk");
+            }
+        }
+        return Err(e);
+    }
+    if written == 0 {
+        return Ok(offset);
+    }
+    let synced = tokio::task::spawn_blocking(move || keep_file.sync_data()).await;
+    synced.map_err(|e| UploadError::Internal(e.to_string()))?.map_err(UploadError::from_io)?;
+    let new_offset = offset + written;
+    let advanced = u.db.advance_upload(id, row.upload_offset, i64::try_from(new_offset).unwrap_or(i64::MAX), u.expires_from_now()).await?;
+    if !advanced {
+        return Err(UploadError::NotFound);
+    }
+    *live = match report.hashes {
+        Some(h) => Live { hashes: Some(h), hashed_to: new_offset },
+        None => Live::default(),
+    };
+    if new_offset == length && row.concat == CONCAT_NONE {
+        lifecycle::complete_locked(u, id, &mut live).await?;
+    }
+    Ok(new_offset)
+}
+
+// ---- DELETE -----------------------------------------------------------------------------------
+
+async fn delete(
+    State(u): State<Arc<Uploads>>,
+    Path(id): Path<String>,
+    authn: Option<Extension<Authn>>,
+) -> Result<Response, UploadError> {
+    let row = visible_upload(&u, &id, &authn).await?;
+    if row.completed_at.is_some() {
+        return Err(UploadError::Forbidden("This upload is complete and was handed to image processing; delete the image instead.".into()));
+    }
+    if let Some(final_id) = &row.final_id {
+        return Err(UploadError::Forbidden(format!(
+            "This part belongs to the final upload {}; delete that instead.",
+            u.location(final_id)
+        )));
+    }
+    let _live = u.lock(&row.id).await?;
+    // Re-read under the lock: a PATCH may have completed it meanwhile.
+    let row = u.db.upload_by_id(&row.id).await?.ok_or(UploadError::NotFound)?;
+    if row.completed_at.is_some() || row.final_id.is_some() {
+        return Err(UploadError::Forbidden("This upload can no longer be cancelled.".into()));
+    }
+    lifecycle::remove(&u, &row).await?;
+    tracing::info!(upload = %row.id, "upload terminated");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /{id}` with `X-HTTP-Method-Override` (for environments without PATCH or DELETE).
+async fn method_override(
+    state: State<Arc<Uploads>>,
+    id: Path<String>,
+    authn: Option<Extension<Authn>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, UploadError> {
+    let method = headers.get(tus::METHOD_OVERRIDE).map(|v| v.as_bytes().to_ascii_uppercase());
+    match method.as_deref() {
+        Some(b"PATCH") => patch(state, id, authn, headers, body).await,
+        Some(b"DELETE") => delete(state, id, authn).await,
+        Some(b"HEAD") => head_handler(state, id, authn).await,
+        _ => Ok(StatusCode::METHOD_NOT_ALLOWED.into_response()),
+    }
+}

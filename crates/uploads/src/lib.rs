@@ -1,0 +1,272 @@
+//! Hangar's upload data plane: a [tus 1.0](https://tus.io/protocols/resumable-upload) server as
+//! plain axum routes (no Leptos, no server functions).
+//!
+//! Extensions: `creation`, `creation-with-upload`, `termination`, `checksum` (sha1, sha256;
+//! 460 on mismatch), `expiration`, `concatenation` (parallel uploads: one `partial` upload per
+//! stream, joined by a `final` one). Bodies stream to disk through bounded buffers; the offset in
+//! the database moves only after the bytes are durable (fdatasync), so a restart loses nothing
+//! that was acknowledged and a client resumes with `HEAD` + `PATCH`.
+//!
+//! # Mounting and wiring (for the server)
+//!
+//! ```text
+//! let config = uploads::UploadConfig::new(&data_dir);          // data_dir/uploads, /uploads
+//! let on_complete: uploads::OnComplete = Arc::new(move |done: uploads::CompletedUpload| {
+//!     // Must not block: hand `done` to the ingest pipeline (a channel, a spawned task).
+//!     let _ = ingest_tx.send(done);
+//! });
+//! let uploads = uploads::Uploads::open(db.clone(), config, on_complete).await?;
+//! let _cleanup = uploads::spawn_cleanup(uploads.clone());
+//! let app = Router::new()
+//!     .merge(uploads::router(uploads))        // routes carry the full path (`/uploads…`)
+//!     /* … the rest, then the authentication middleware as a layer over all of it … */;
+//! ```
+//!
+//! * The router expects an [`accounts::Authn`] in the request extensions (the server's
+//!   `authenticate` middleware puts it there). Anonymous requests get 401. Creating an upload
+//!   needs `policy::Action::CreateImage` in the principal's current project (403 otherwise); the
+//!   upload belongs to that user and project. Only its creator (while still a member of the
+//!   project) or an admin may `PATCH`/`HEAD`/`DELETE` it; anyone else gets 404.
+//! * The server's CSRF middleware applies as usual: browsers send `Origin`; API clients send
+//!   `X-Auth-Token`. The routes are same-origin, so no CORS headers are added.
+//! * Routes (with the default prefix): `OPTIONS /uploads`, `POST /uploads` (and `/uploads/`),
+//!   `HEAD|PATCH|DELETE /uploads/{id}`, and `POST /uploads/{id}` with `X-HTTP-Method-Override`.
+//!   `Location` is `/uploads/{id}` (relative, as tus allows).
+//! * Browsers must send chunks of at most [`UploadConfig::max_request_body`] (tus-js-client
+//!   `chunkSize`); a larger request is refused with 413 before its body is read. For parallel
+//!   uploads, tus-js-client's `parallelUploads` uses the concatenation extension as is.
+//!
+//! # What the consumer receives
+//!
+//! [`OnComplete`] is called once per complete upload (ordinary, or final after its parts were
+//! joined; never for parts) with a [`CompletedUpload`]: the path of the complete file, its length,
+//! owner, project, decoded metadata and its SHA-256, MD5 and SHA-512. The hashes are computed
+//! while the bytes arrive when they arrive in order, else by reading the file once at completion
+//! (after a restart, and for joined parts). **The file then belongs to the consumer**: move it
+//! (rename, same file system) or delete it; whatever is left in [`UploadConfig::dir`] when the
+//! upload's record expires is deleted by the cleanup task. Delivery is at least once: if the
+//! process dies between the callback and recording the hand-over, the next start calls it again
+//! with the same id, so the consumer should ignore an id it already has.
+//!
+//! # Quotas and limits at creation
+//!
+//! 413 when `Upload-Length` exceeds [`UploadConfig::max_upload_size`], when the project's
+//! `max_bytes` would be exceeded (images' bytes + declared lengths of uploads in flight + this
+//! one), when the project's `max_concurrent_uploads` would be exceeded (ordinary and final
+//! uploads in flight; parts count for bytes but not as uploads, since their final takes the
+//! slot), or when the user already has [`MAX_OPEN_UPLOADS_PER_USER`] uploads open. 507 when the
+//! file system has less free space than the declared length; the length is then reserved
+//! (`fallocate`), so a disk that fills later fails other writers rather than this upload.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use records::Db;
+use tokio::task::JoinHandle;
+
+mod error;
+mod http;
+mod lifecycle;
+mod pipeline;
+pub mod tus;
+
+pub use error::UploadError;
+pub use http::router;
+
+/// The most uploads (parts included) one user may have open at once, whatever the project's
+/// quota: bounds the rows, files and in-memory state one account can pin.
+pub const MAX_OPEN_UPLOADS_PER_USER: u64 = 256;
+
+/// How long a request waits for another request on the same upload to finish before 423. A
+/// client that lost its connection and resumes at once may find the old request still
+/// finishing (making its bytes durable); a few seconds covers that.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Where uploads go and how big they may be.
+#[derive(Clone, Debug)]
+pub struct UploadConfig {
+    /// Where incomplete (and just completed) uploads are kept: `data_dir/uploads`. It should be
+    /// on the same file system as image storage so the consumer can rename the file.
+    pub dir: PathBuf,
+    /// The path the routes are served under and `Location` points to (no trailing slash).
+    pub path_prefix: String,
+    /// Largest `Upload-Length` accepted (also `Tus-Max-Size`).
+    pub max_upload_size: u64,
+    /// Largest body of one PATCH (or creation-with-upload POST).
+    pub max_request_body: u64,
+    /// How long an upload lives without progress: each PATCH pushes its expiry this far ahead.
+    pub expiry: Duration,
+    /// How often [`spawn_cleanup`] looks for expired uploads.
+    pub cleanup_interval: Duration,
+}
+
+/// Default maximum image size: 1 TiB covers any VM disk image Hangar expects.
+pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 1 << 40;
+/// Default per-request body limit: 64 MiB is large enough for full disk speed per request and
+/// small enough that a retried request re-sends little.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 64 << 20;
+/// Default expiry: a day without progress (tus servers commonly use this).
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// Default cleanup interval.
+pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+impl UploadConfig {
+    /// The defaults, with uploads in `data_dir/uploads` served under `/uploads`.
+    pub fn new(data_dir: &Path) -> Self {
+        UploadConfig {
+            dir: data_dir.join("uploads"),
+            path_prefix: "/uploads".to_owned(),
+            max_upload_size: DEFAULT_MAX_UPLOAD_SIZE,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            expiry: DEFAULT_EXPIRY,
+            cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+        }
+    }
+}
+
+/// A complete upload, handed to the ingest pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompletedUpload {
+    pub id: String,
+    /// The complete file (now the consumer's: see the crate docs).
+    pub path: PathBuf,
+    pub length: u64,
+    pub user_id: String,
+    pub project_id: String,
+    /// The decoded `Upload-Metadata` (for a final upload: the final's own, as tus says).
+    pub metadata: BTreeMap<String, String>,
+    /// Lower-case hex digests of the whole file. This crate always fills them; they are
+    /// optional so that other producers can leave hashing to the consumer.
+    pub sha256: Option<String>,
+    pub md5: Option<String>,
+    pub sha512: Option<String>,
+}
+
+/// The completion callback. It runs on a runtime thread: it must not block.
+pub type OnComplete = Arc<dyn Fn(CompletedUpload) + Send + Sync>;
+
+/// Per-upload in-memory state: the running hashes while an upload arrives in order. Lost on
+/// restart, which only means the hashes are computed by reading the file at completion.
+#[derive(Debug, Default)]
+struct Live {
+    hashes: Option<pipeline::Hashes>,
+    /// How many bytes `hashes` covers.
+    hashed_to: u64,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Live>>;
+
+/// The upload service: database, configuration, completion callback and per-upload locks.
+pub struct Uploads {
+    db: Db,
+    config: UploadConfig,
+    on_complete: OnComplete,
+    /// One lock per upload with in-memory state: PATCH, DELETE, completion and cleanup of one
+    /// upload never overlap.
+    live: Mutex<HashMap<String, Slot>>,
+    /// Serialises quota checks with the inserts they allow.
+    creating: tokio::sync::Mutex<()>,
+    pool: Arc<pipeline::BufferPool>,
+}
+
+impl std::fmt::Debug for Uploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploads").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Uploads {
+    /// Creates the upload directory if needed and resumes work a previous process left
+    /// unfinished (joining parts, hashing and handing over complete uploads) in the background.
+    pub async fn open(db: Db, config: UploadConfig, on_complete: OnComplete) -> Result<Arc<Self>, UploadError> {
+        if !config.path_prefix.starts_with('/') || config.path_prefix.ends_with('/') {
+            return Err(UploadError::Internal(format!(
+                "path_prefix must start with '/' and not end with one: {:?}",
+                config.path_prefix
+            )));
+        }
+        tokio::fs::create_dir_all(&config.dir).await?;
+        let uploads = Arc::new(Uploads {
+            db,
+            config,
+            on_complete,
+            live: Mutex::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            pool: Arc::new(pipeline::BufferPool::default()),
+        });
+        for row in uploads.db.uploads_to_finish().await? {
+            tracing::info!(upload = %row.id, "finishing an upload left incomplete by a previous run");
+            lifecycle::spawn_finish(Arc::clone(&uploads), row.id);
+        }
+        Ok(uploads)
+    }
+
+    pub fn config(&self) -> &UploadConfig {
+        &self.config
+    }
+
+    /// Deletes expired uploads (rows and files; a final takes its parts along) and stray files
+    /// with no row. Returns how many uploads it removed. [`spawn_cleanup`] calls it periodically.
+    pub async fn remove_expired(&self) -> Result<usize, UploadError> {
+        lifecycle::remove_expired(self).await
+    }
+
+    fn path_of(&self, id: &str) -> PathBuf {
+        self.config.dir.join(id)
+    }
+
+    fn location(&self, id: &str) -> String {
+        format!("{}/{id}", self.config.path_prefix)
+    }
+
+    fn slot(&self, id: &str) -> Slot {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(live.entry(id.to_owned()).or_default())
+    }
+
+    fn forget(&self, id: &str) {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// Locks one upload, waiting at most [`LOCK_WAIT`].
+    async fn lock(&self, id: &str) -> Result<tokio::sync::OwnedMutexGuard<Live>, UploadError> {
+        tokio::time::timeout(LOCK_WAIT, self.slot(id).lock_owned()).await.map_err(|_| UploadError::Locked)
+    }
+
+    /// The expiry of an upload touched now.
+    fn expires_from_now(&self) -> i64 {
+        now().saturating_add(i64::try_from(self.config.expiry.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Deletes expired uploads every [`UploadConfig::cleanup_interval`], starting now, and retries
+/// completions that failed (for example joining parts on a full disk).
+pub fn spawn_cleanup(uploads: Arc<Uploads>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match uploads.remove_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed expired uploads"),
+                Err(e) => tracing::warn!(error = %e, "cleaning up expired uploads failed"),
+            }
+            if let Err(e) = lifecycle::retry_unfinished(&uploads).await {
+                tracing::warn!(error = %e, "retrying unfinished uploads failed");
+            }
+            tokio::time::sleep(uploads.config.cleanup_interval).await;
+        }
+    })
+}
+
+/// Unix seconds now.
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// An RFC 9110 date for `Upload-Expires`.
+fn http_date(unix: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    httpdate::fmt_http_date(t)
+}
