@@ -6,9 +6,21 @@
 //!   optional zlib/zstd compression on all cores) and sparse raw.
 //! * Packages: [`ova`] (OVF appliance) and [`uec`] (UEC tarball) extraction.
 //!
-//! Architecture invariant: a conversion reads exactly one input, front to back where the format
-//! allows, and never opens a file named inside it. Every entry point first has the input
-//! inspected ([`crate::inspect`]-style checks, see [`gate`]) and refuses rejected files.
+//! Entry points: [`convert_file`] (inspects, then converts), [`inspect_for_conversion`] +
+//! [`convert_accepted`] (the same in two steps), [`convert_stream`] (an upload as it arrives),
+//! [`ova::extract_ova`], [`uec::extract_uec`], and the CLI in [`cli`].
+//!
+//! Architecture invariants: a conversion reads exactly one input, front to back where the
+//! format allows, and never opens a file named inside it. Files are converted only with an
+//! [`Accepted`] proof from [`crate::inspect`] (bound to that file); stream conversions publish
+//! their output only if the sniff checks accept the head and tail they saw. Outputs are created
+//! O_EXCL under a temporary name, published by a link, and deleted on any failure; the qcow2
+//! header is written last. Memory is bounded by named constants (≤ ~30 MiB measured), not by
+//! image size.
+//!
+//! Data path: file inputs are copied file to file in the kernel (`copy_file_range`) after a
+//! per-cluster probe for zeros; streams are read into page-aligned 4 MiB buffers that change
+//! hands (no copy) with a writer thread; compression runs on a worker pool.
 
 mod error;
 mod gate;
