@@ -21,7 +21,8 @@ pub const SNIFF_TAIL: u64 = 1536;
 pub const SNIFF_FETCH_GRANULE: u64 = 64 << 10;
 /// Largest single piece a sniffer fetches (keeps the browser's memory small).
 pub const SNIFF_MAX_PIECE: u64 = 256 << 10;
-/// Follow-up rounds allowed after head + tail (VHDX needs two: region table, metadata region).
+/// Follow-up rounds allowed after head + tail (VHDX needs two: headers + region table at
+/// 64..256 KiB, then its metadata region; the rest is slack for unusual layouts).
 pub const SNIFF_MAX_FOLLOWUPS: usize = 4;
 
 /// Largest single read any parser does; bigger tables are walked in chunks of this size.

@@ -47,20 +47,19 @@ fn browser(data: &[u8]) -> (diskimage::Report, Vec<ByteRange>) {
 }
 
 #[test]
-fn vhdx_needs_the_region_table_and_metadata_then_reports_the_size() {
+fn vhdx_needs_two_follow_ups_then_reports_the_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = make(&["create", "-q", "-f", "vhdx"], &dir.path().join("a.vhdx"));
     let (r, asked) = browser(&data);
     assert_eq!(r.format, Format::Vhdx);
     assert_eq!(r.virtual_size, Some(16 << 20));
     assert_eq!(r.verdict, Verdict::Accepted);
-    // First the region table at 192 KiB, then the metadata region qemu puts at 3 MiB.
-    assert_eq!(
-        asked.first().map(|r| r.offset),
-        Some(192 << 10),
-        "{asked:?}"
-    );
+    // First the headers and region table (64..256 KiB) in one range, then the metadata region
+    // qemu puts at 3 MiB (table and items in one range): two follow-ups in all.
+    let first = asked.first().map(|r| (r.offset, r.len));
+    assert_eq!(first, Some((64 << 10, 192 << 10)), "{asked:?}");
     assert!(asked.iter().any(|r| r.offset == 3 << 20), "{asked:?}");
+    assert_eq!(asked.len(), 2, "{asked:?}");
 }
 
 #[test]

@@ -11,6 +11,8 @@ const MIB: u64 = 1 << 20;
 pub const HEADER_OFFSETS: [u64; 2] = [64 << 10, 128 << 10];
 /// The two region tables.
 pub const REGION_TABLE_OFFSETS: [u64; 2] = [192 << 10, 256 << 10];
+/// Bytes of the metadata region read at once: the 64 KiB table and the first 64 KiB of items.
+const METADATA_READ: u64 = 128 << 10;
 /// Region table size (covered by its checksum).
 pub const REGION_TABLE_SIZE: u64 = 64 << 10;
 
@@ -261,11 +263,21 @@ pub fn parse_metadata(region: &[u8]) -> Option<Metadata> {
 }
 
 pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
-    // Headers (inspect only: the browser skips them to save round trips).
+    // Headers: a clean log, version 1, a valid checksum on at least one of the two.
     let mut log = None;
-    if cx.deep {
-        let h1 = FileHeader::parse(&cx.read(HEADER_OFFSETS[0], 4096)?);
-        let h2 = FileHeader::parse(&cx.read(HEADER_OFFSETS[1], 4096)?);
+    // One read covers both headers and the first region table (64 KiB .. 256 KiB), so the
+    // browser needs a single follow-up for all three.
+    let block = cx.read(
+        HEADER_OFFSETS[0],
+        REGION_TABLE_OFFSETS[0] + REGION_TABLE_SIZE - HEADER_OFFSETS[0],
+    )?;
+    {
+        let h1 = FileHeader::parse(slice(&block, 0, 4096));
+        let h2 = FileHeader::parse(slice(
+            &block,
+            (HEADER_OFFSETS[1] - HEADER_OFFSETS[0]) as usize,
+            4096,
+        ));
         let cur = match (h1.valid, h2.valid) {
             (true, true) => Some(if h2.sequence_number > h1.sequence_number {
                 h2
@@ -307,7 +319,12 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
         }
     }
     // Region table (one follow-up read for the browser).
-    let rt = RegionTable::parse(&cx.read(REGION_TABLE_OFFSETS[0], REGION_TABLE_SIZE)?);
+    let rt = RegionTable::parse(slice(
+        &block,
+        (REGION_TABLE_OFFSETS[0] - HEADER_OFFSETS[0]) as usize,
+        REGION_TABLE_SIZE as usize,
+    ));
+    drop(block);
     let rt = if rt.valid || !cx.deep {
         rt
     } else {
@@ -370,7 +387,8 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
         return Ok(Parsed::default());
     };
     // Metadata table (second follow-up read).
-    let table = cx.read(meta.file_offset, 64 << 10)?;
+    // The table and (where qemu and Hyper-V put them) the items, in one read.
+    let table = cx.read(meta.file_offset, u64::from(meta.length).min(METADATA_READ))?;
     let Some(items) = parse_metadata_table(&table) else {
         cx.error(codes::VHDX_METADATA, "The VHDX metadata table is invalid.");
         return Ok(Parsed::default());
@@ -417,7 +435,10 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
             || it.item == ITEM_PHYSICAL_SECTOR
         {
             // Items are small; read 8 bytes (one more follow-up at most, they sit together).
-            let v = cx.read(meta.file_offset + off, 8)?;
+            let v = match table.get(off as usize..off as usize + 8) {
+                Some(v) => v.to_vec(),
+                None => cx.read(meta.file_offset + off, 8)?,
+            };
             if it.item == ITEM_FILE_PARAMETERS {
                 md.block_size = le32(&v, 0);
                 md.leave_blocks_allocated = le32(&v, 4) & 1 != 0;
