@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use diskimage::convert::{
-    convert_file, convert_stream, Compression, ConvertOptions, ErrorKind, NoProgress,
-    SourceFormat, TargetFormat,
+    convert_file, convert_stream, Compression, ConvertOptions, ErrorKind, NoProgress, SourceFormat,
+    TargetFormat,
 };
 
 fn qemu_img(args: &[&str]) -> std::process::Output {
@@ -76,15 +76,32 @@ fn make_payload(path: &Path, size: u64) {
 }
 
 fn opts(to: TargetFormat, c: Compression) -> ConvertOptions {
-    ConvertOptions { to, compression: c, sync: false }
+    ConvertOptions {
+        to,
+        compression: c,
+        sync: false,
+    }
 }
 
 fn check_qcow2(path: &Path) {
-    let out = qemu_img(&["check", "-f", "qcow2", "--output=json", path.to_str().unwrap()]);
+    let out = qemu_img(&[
+        "check",
+        "-f",
+        "qcow2",
+        "--output=json",
+        path.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "qemu-img check failed ({:?}): {text}", out.status.code());
+    assert!(
+        out.status.success(),
+        "qemu-img check failed ({:?}): {text}",
+        out.status.code()
+    );
     assert!(text.contains("\"check-errors\": 0"), "{text}");
-    assert!(!text.contains("corruptions") && !text.contains("leaks"), "{text}");
+    assert!(
+        !text.contains("corruptions") && !text.contains("leaks"),
+        "{text}"
+    );
 }
 
 fn compare(src_fmt: &str, src: &Path, dst_fmt: &str, dst: &Path) {
@@ -129,7 +146,9 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        Fixture { dir: tempfile::tempdir().unwrap() }
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn p(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -141,10 +160,20 @@ impl Fixture {
 fn roundtrip(fx: &Fixture, src: &Path, qfmt: &str, from: SourceFormat, raw_ref: &Path) {
     let tag = src.file_name().unwrap().to_str().unwrap().to_string();
     let mut plain_size = 0;
-    for (c, name) in [(Compression::None, "plain"), (Compression::Zlib, "zlib"), (Compression::Zstd, "zstd")] {
+    for (c, name) in [
+        (Compression::None, "plain"),
+        (Compression::Zlib, "zlib"),
+        (Compression::Zstd, "zstd"),
+    ] {
         let out = fx.p(&format!("{tag}.{name}.qcow2"));
-        let s = convert_file(src, &out, Some(from), &opts(TargetFormat::Qcow2, c), &mut NoProgress)
-            .unwrap_or_else(|e| panic!("{tag} -> qcow2 {name}: {e}"));
+        let s = convert_file(
+            src,
+            &out,
+            Some(from),
+            &opts(TargetFormat::Qcow2, c),
+            &mut NoProgress,
+        )
+        .unwrap_or_else(|e| panic!("{tag} -> qcow2 {name}: {e}"));
         assert_eq!(s.from, from);
         check_qcow2(&out);
         compare(qfmt, src, "qcow2", &out);
@@ -153,21 +182,44 @@ fn roundtrip(fx: &Fixture, src: &Path, qfmt: &str, from: SourceFormat, raw_ref: 
         if c == Compression::None {
             plain_size = size;
         } else {
-            assert!(size < plain_size * 9 / 10, "{tag} {name}: {size} vs plain {plain_size}");
+            assert!(
+                size < plain_size * 9 / 10,
+                "{tag} {name}: {size} vs plain {plain_size}"
+            );
         }
         // Our own reader: qcow2 -> raw must equal qemu's raw view of the source.
         let back = fx.p(&format!("{tag}.{name}.back.raw"));
-        convert_file(&out, &back, Some(SourceFormat::Qcow2), &opts(TargetFormat::Raw, Compression::None), &mut NoProgress)
-            .unwrap();
+        convert_file(
+            &out,
+            &back,
+            Some(SourceFormat::Qcow2),
+            &opts(TargetFormat::Raw, Compression::None),
+            &mut NoProgress,
+        )
+        .unwrap();
         files_equal(raw_ref, &back);
         fs::remove_file(&back).unwrap();
         fs::remove_file(&out).unwrap();
     }
     let out = fx.p(&format!("{tag}.raw"));
-    convert_file(src, &out, Some(from), &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
+    convert_file(
+        src,
+        &out,
+        Some(from),
+        &opts(TargetFormat::Raw, Compression::None),
+        &mut NoProgress,
+    )
+    .unwrap();
     compare(qfmt, src, "raw", &out);
     // raw -> raw keeps the exact byte size; every other source has a sector-multiple size.
-    files_equal(if from == SourceFormat::Raw { src } else { raw_ref }, &out);
+    files_equal(
+        if from == SourceFormat::Raw {
+            src
+        } else {
+            raw_ref
+        },
+        &out,
+    );
     fs::remove_file(&out).unwrap();
 }
 
@@ -179,23 +231,71 @@ fn every_input_format_roundtrips() {
     make_payload(&base, 21 * 1024 * 1024 + 12_345);
     // qemu's raw view pads to a sector; our raw reference is qemu's own raw conversion.
     let reference = fx.p("reference.raw");
-    qemu_ok(&["convert", "-f", "raw", "-O", "raw", base.to_str().unwrap(), reference.to_str().unwrap()]);
+    qemu_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        base.to_str().unwrap(),
+        reference.to_str().unwrap(),
+    ]);
 
     let b = base.to_str().unwrap();
     let cases: &[(&str, &str, &[&str], SourceFormat)] = &[
-        ("q2.qcow2", "qcow2", &["-O", "qcow2", "-o", "compat=0.10"], SourceFormat::Qcow2),
+        (
+            "q2.qcow2",
+            "qcow2",
+            &["-O", "qcow2", "-o", "compat=0.10"],
+            SourceFormat::Qcow2,
+        ),
         ("q3.qcow2", "qcow2", &["-O", "qcow2"], SourceFormat::Qcow2),
-        ("q3-4k.qcow2", "qcow2", &["-O", "qcow2", "-o", "cluster_size=4096"], SourceFormat::Qcow2),
-        ("q3-zlib.qcow2", "qcow2", &["-O", "qcow2", "-c"], SourceFormat::Qcow2),
-        ("q3-zstd.qcow2", "qcow2", &["-O", "qcow2", "-c", "-o", "compression_type=zstd"], SourceFormat::Qcow2),
+        (
+            "q3-4k.qcow2",
+            "qcow2",
+            &["-O", "qcow2", "-o", "cluster_size=4096"],
+            SourceFormat::Qcow2,
+        ),
+        (
+            "q3-zlib.qcow2",
+            "qcow2",
+            &["-O", "qcow2", "-c"],
+            SourceFormat::Qcow2,
+        ),
+        (
+            "q3-zstd.qcow2",
+            "qcow2",
+            &["-O", "qcow2", "-c", "-o", "compression_type=zstd"],
+            SourceFormat::Qcow2,
+        ),
         ("dyn.vdi", "vdi", &["-O", "vdi"], SourceFormat::Vdi),
-        ("static.vdi", "vdi", &["-O", "vdi", "-o", "static=on"], SourceFormat::Vdi),
+        (
+            "static.vdi",
+            "vdi",
+            &["-O", "vdi", "-o", "static=on"],
+            SourceFormat::Vdi,
+        ),
         ("sparse.vmdk", "vmdk", &["-O", "vmdk"], SourceFormat::Vmdk),
-        ("stream.vmdk", "vmdk", &["-O", "vmdk", "-o", "subformat=streamOptimized"], SourceFormat::Vmdk),
+        (
+            "stream.vmdk",
+            "vmdk",
+            &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+            SourceFormat::Vmdk,
+        ),
         ("dyn.vhd", "vpc", &["-O", "vpc"], SourceFormat::Vhd),
-        ("fixed.vhd", "vpc", &["-O", "vpc", "-o", "subformat=fixed"], SourceFormat::Vhd),
+        (
+            "fixed.vhd",
+            "vpc",
+            &["-O", "vpc", "-o", "subformat=fixed"],
+            SourceFormat::Vhd,
+        ),
         ("dyn.vhdx", "vhdx", &["-O", "vhdx"], SourceFormat::Vhdx),
-        ("fixed.vhdx", "vhdx", &["-O", "vhdx", "-o", "subformat=fixed"], SourceFormat::Vhdx),
+        (
+            "fixed.vhdx",
+            "vhdx",
+            &["-O", "vhdx", "-o", "subformat=fixed"],
+            SourceFormat::Vhdx,
+        ),
     ];
     for (name, qfmt, args, from) in cases {
         let src = fx.p(name);
@@ -207,7 +307,15 @@ fn every_input_format_roundtrips() {
         // VHD sizes round to the CHS geometry: qemu's raw view of the VHD is the reference.
         let reference = if *qfmt == "vpc" {
             let r = fx.p(&format!("{name}.ref.raw"));
-            qemu_ok(&["convert", "-f", "vpc", "-O", "raw", src.to_str().unwrap(), r.to_str().unwrap()]);
+            qemu_ok(&[
+                "convert",
+                "-f",
+                "vpc",
+                "-O",
+                "raw",
+                src.to_str().unwrap(),
+                r.to_str().unwrap(),
+            ]);
             r
         } else {
             reference.clone()
@@ -225,19 +333,35 @@ fn all_zero_and_tiny_inputs() {
     // The inspector refuses an empty file; nothing is written for it.
     let empty = fx.p("empty.raw");
     File::create(&empty).unwrap();
-    let e = convert_file(&empty, &fx.p("empty.qcow2"), None, &ConvertOptions::default(), &mut NoProgress)
-        .unwrap_err();
+    let e = convert_file(
+        &empty,
+        &fx.p("empty.qcow2"),
+        None,
+        &ConvertOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     assert!(!fx.p("empty.qcow2").exists());
-    for (name, size) in [("zero.raw", 100u64 << 20), ("tiny.raw", 12_345), ("one.raw", 1)] {
+    for (name, size) in [
+        ("zero.raw", 100u64 << 20),
+        ("tiny.raw", 12_345),
+        ("one.raw", 1),
+    ] {
         let src = fx.p(name);
         File::create(&src).unwrap().set_len(size).unwrap();
         if size == 1 {
             fs::write(&src, [7u8]).unwrap();
         }
         let out = fx.p(&format!("{name}.qcow2"));
-        let s = convert_file(&src, &out, Some(SourceFormat::Raw), &opts(TargetFormat::Qcow2, Compression::Zlib), &mut NoProgress)
-            .unwrap();
+        let s = convert_file(
+            &src,
+            &out,
+            Some(SourceFormat::Raw),
+            &opts(TargetFormat::Qcow2, Compression::Zlib),
+            &mut NoProgress,
+        )
+        .unwrap();
         check_qcow2(&out);
         compare("raw", &src, "qcow2", &out);
         // header + L1 + one refcount block + table (+ data cluster and L2 when non-zero).
@@ -256,13 +380,31 @@ fn output_is_sparse_raw() {
     f.write_all_at(&[1u8; 4096], 10 << 20).unwrap();
     drop(f);
     let q = fx.p("s.qcow2");
-    convert_file(&src, &q, None, &opts(TargetFormat::Qcow2, Compression::None), &mut NoProgress).unwrap();
+    convert_file(
+        &src,
+        &q,
+        None,
+        &opts(TargetFormat::Qcow2, Compression::None),
+        &mut NoProgress,
+    )
+    .unwrap();
     let out = fx.p("s.out.raw");
-    convert_file(&q, &out, None, &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
+    convert_file(
+        &q,
+        &out,
+        None,
+        &opts(TargetFormat::Raw, Compression::None),
+        &mut NoProgress,
+    )
+    .unwrap();
     files_equal(&src, &out);
     use std::os::unix::fs::MetadataExt;
     let blocks = fs::metadata(&out).unwrap().blocks();
-    assert!(blocks * 512 <= 1 << 20, "raw output is not sparse: {} bytes allocated", blocks * 512);
+    assert!(
+        blocks * 512 <= 1 << 20,
+        "raw output is not sparse: {} bytes allocated",
+        blocks * 512
+    );
 }
 
 /// Larger than 2 GiB of host clusters, so the refcount table needs two blocks, and larger
@@ -288,21 +430,46 @@ fn more_than_one_refcount_block() {
     f.write_all_at(&[9], size - 1).unwrap();
     drop(f);
     let out = fx.p("big.qcow2");
-    convert_file(&src, &out, Some(SourceFormat::Raw), &opts(TargetFormat::Qcow2, Compression::None), &mut NoProgress)
-        .unwrap();
+    convert_file(
+        &src,
+        &out,
+        Some(SourceFormat::Raw),
+        &opts(TargetFormat::Qcow2, Compression::None),
+        &mut NoProgress,
+    )
+    .unwrap();
     check_qcow2(&out);
     compare("raw", &src, "qcow2", &out);
     fs::remove_file(&src).unwrap(); // keep disk use low
-    let info = qemu_ok(&["info", "-f", "qcow2", "--output=json", out.to_str().unwrap()]);
+    let info = qemu_ok(&[
+        "info",
+        "-f",
+        "qcow2",
+        "--output=json",
+        out.to_str().unwrap(),
+    ]);
     assert!(info.contains("\"compat\": \"1.1\""), "{info}");
     // Our own reader back to raw, compared with qemu's reading of our qcow2.
     let back = fx.p("big.back.raw");
-    convert_file(&out, &back, None, &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
+    convert_file(
+        &out,
+        &back,
+        None,
+        &opts(TargetFormat::Raw, Compression::None),
+        &mut NoProgress,
+    )
+    .unwrap();
     compare("qcow2", &out, "raw", &back);
     let mut probe = vec![0u8; 4096];
-    File::open(&back).unwrap().read_exact_at(&mut probe, start + (1 << 30)).unwrap();
+    File::open(&back)
+        .unwrap()
+        .read_exact_at(&mut probe, start + (1 << 30))
+        .unwrap();
     assert_eq!(probe[..4], [1, 1, 3, 3]);
-    assert_eq!(fs::metadata(&back).unwrap().len(), size.next_multiple_of(512));
+    assert_eq!(
+        fs::metadata(&back).unwrap().len(),
+        size.next_multiple_of(512)
+    );
 }
 
 #[test]
@@ -311,28 +478,57 @@ fn streaming_inputs() {
     let base = fx.p("base.raw");
     make_payload(&base, 9 * 1024 * 1024 + 333);
     let reference = fx.p("ref.raw");
-    qemu_ok(&["convert", "-f", "raw", "-O", "raw", base.to_str().unwrap(), reference.to_str().unwrap()]);
+    qemu_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        base.to_str().unwrap(),
+        reference.to_str().unwrap(),
+    ]);
     let len = fs::metadata(&base).unwrap().len();
     // raw stream
     let out = fx.p("raw-stream.qcow2");
     let mut events = 0u32;
     let mut progress = |_: u64, _: u64| events += 1;
-    let s = convert_stream(&mut File::open(&base).unwrap(), SourceFormat::Raw, Some(len), None, &out,
-        &opts(TargetFormat::Qcow2, Compression::None), &mut progress).unwrap();
+    let s = convert_stream(
+        &mut File::open(&base).unwrap(),
+        SourceFormat::Raw,
+        Some(len),
+        None,
+        &out,
+        &opts(TargetFormat::Qcow2, Compression::None),
+        &mut progress,
+    )
+    .unwrap();
     assert!(events >= 1);
     assert_eq!(s.bytes_in, len);
     check_qcow2(&out);
     compare("raw", &base, "qcow2", &out);
     // a truncated raw stream is an error, not a zero tail
     let out2 = fx.p("raw-short.qcow2");
-    let e = convert_stream(&mut File::open(&base).unwrap(), SourceFormat::Raw, Some(len + 512), None, &out2,
-        &opts(TargetFormat::Qcow2, Compression::None), &mut NoProgress).unwrap_err();
+    let e = convert_stream(
+        &mut File::open(&base).unwrap(),
+        SourceFormat::Raw,
+        Some(len + 512),
+        None,
+        &out2,
+        &opts(TargetFormat::Qcow2, Compression::None),
+        &mut NoProgress,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(!out2.exists());
     // VDI and streamOptimized VMDK, through a pipe-like reader (no Seek).
     for (name, qfmt, args, from) in [
         ("s.vdi", "vdi", vec!["-O", "vdi"], SourceFormat::Vdi),
-        ("s.vmdk", "vmdk", vec!["-O", "vmdk", "-o", "subformat=streamOptimized"], SourceFormat::Vmdk),
+        (
+            "s.vmdk",
+            "vmdk",
+            vec!["-O", "vmdk", "-o", "subformat=streamOptimized"],
+            SourceFormat::Vmdk,
+        ),
     ] {
         let src = fx.p(name);
         let mut a = vec!["convert", "-f", "raw"];
@@ -342,20 +538,55 @@ fn streaming_inputs() {
         qemu_ok(&a);
         let out = fx.p(&format!("{name}.qcow2"));
         let mut r = std::io::BufReader::with_capacity(1000, File::open(&src).unwrap());
-        let s = convert_stream(&mut r, from, None, Some(name), &out, &opts(TargetFormat::Qcow2, Compression::Zlib), &mut NoProgress)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(s.bytes_in, fs::metadata(&src).unwrap().len(), "{name}: whole stream consumed");
+        let s = convert_stream(
+            &mut r,
+            from,
+            None,
+            Some(name),
+            &out,
+            &opts(TargetFormat::Qcow2, Compression::Zlib),
+            &mut NoProgress,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            s.bytes_in,
+            fs::metadata(&src).unwrap().len(),
+            "{name}: whole stream consumed"
+        );
         check_qcow2(&out);
         compare(qfmt, &src, "qcow2", &out);
         let back = fx.p(&format!("{name}.back.raw"));
-        convert_file(&out, &back, None, &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
+        convert_file(
+            &out,
+            &back,
+            None,
+            &opts(TargetFormat::Raw, Compression::None),
+            &mut NoProgress,
+        )
+        .unwrap();
         files_equal(&reference, &back);
     }
     // monolithicSparse needs random access: refused clearly while streaming.
     let src = fx.p("ms.vmdk");
-    qemu_ok(&["convert", "-f", "raw", "-O", "vmdk", base.to_str().unwrap(), src.to_str().unwrap()]);
-    let e = convert_stream(&mut File::open(&src).unwrap(), SourceFormat::Vmdk, None, Some("ms.vmdk"), &fx.p("ms.qcow2"),
-        &opts(TargetFormat::Qcow2, Compression::None), &mut NoProgress).unwrap_err();
+    qemu_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        base.to_str().unwrap(),
+        src.to_str().unwrap(),
+    ]);
+    let e = convert_stream(
+        &mut File::open(&src).unwrap(),
+        SourceFormat::Vmdk,
+        None,
+        Some("ms.vmdk"),
+        &fx.p("ms.qcow2"),
+        &opts(TargetFormat::Qcow2, Compression::None),
+        &mut NoProgress,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
 }
 
@@ -366,17 +597,47 @@ fn refusals_and_no_partial_output() {
     make_payload(&base, 2 << 20);
     // backing file
     let backed = fx.p("backed.qcow2");
-    qemu_ok(&["create", "-f", "qcow2", "-F", "raw", "-b", base.to_str().unwrap(), backed.to_str().unwrap()]);
+    qemu_ok(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        "-b",
+        base.to_str().unwrap(),
+        backed.to_str().unwrap(),
+    ]);
     let out = fx.p("o.qcow2");
-    let e = convert_file(&backed, &out, None, &ConvertOptions::default(), &mut NoProgress).unwrap_err();
+    let e = convert_file(
+        &backed,
+        &out,
+        None,
+        &ConvertOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     // declared format mismatch
-    let e = convert_file(&base, &out, Some(SourceFormat::Qcow2), &ConvertOptions::default(), &mut NoProgress)
-        .unwrap_err();
+    let e = convert_file(
+        &base,
+        &out,
+        Some(SourceFormat::Qcow2),
+        &ConvertOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     // truncated qcow2: its metadata points beyond the end (the inspector refuses it)
     let q = fx.p("t.qcow2");
-    qemu_ok(&["convert", "-f", "raw", "-O", "qcow2", base.to_str().unwrap(), q.to_str().unwrap()]);
+    qemu_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        base.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
     let f = OpenOptions::new().write(true).open(&q).unwrap();
     f.set_len(4 * 65536).unwrap();
     let e = convert_file(&q, &out, None, &ConvertOptions::default(), &mut NoProgress).unwrap_err();
@@ -386,12 +647,26 @@ fn refusals_and_no_partial_output() {
     let d = fx.p("flat.vmdk");
     let mut df = File::create(&d).unwrap();
     df.write_all(b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n").unwrap();
-    let e = convert_file(&d, &out, Some(SourceFormat::Vmdk), &ConvertOptions::default(), &mut NoProgress).unwrap_err();
+    let e = convert_file(
+        &d,
+        &out,
+        Some(SourceFormat::Vmdk),
+        &ConvertOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     // nothing left behind, not even temporaries
-    let left: Vec<_> = fs::read_dir(fx.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = fs::read_dir(fx.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(!out.exists());
-    assert!(left.iter().all(|n| !n.to_string_lossy().contains("partial")), "{left:?}");
+    assert!(
+        left.iter()
+            .all(|n| !n.to_string_lossy().contains("partial")),
+        "{left:?}"
+    );
     // an existing output is never overwritten
     let e = convert_file(&base, &q, None, &ConvertOptions::default(), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Usage, "{e}");

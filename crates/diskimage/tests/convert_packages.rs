@@ -19,7 +19,11 @@ fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{cmd} is required for these tests and could not run: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -117,17 +121,37 @@ fn env() -> Env {
     fs::write(&raw2, vec![0x5Au8; CAP2 as usize]).unwrap();
     let mk = |raw: &Path, name: &str| {
         let out = dir.path().join(name);
-        run("qemu-img", &["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
-            raw.to_str().unwrap(), out.to_str().unwrap()]);
+        run(
+            "qemu-img",
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "vmdk",
+                "-o",
+                "subformat=streamOptimized",
+                raw.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        );
         fs::read(out).unwrap()
     };
     let disk1 = mk(&raw1, "disk1.vmdk");
     let disk2 = mk(&raw2, "disk2.vmdk");
-    Env { dir, disk1, disk2, raw1 }
+    Env {
+        dir,
+        disk1,
+        disk2,
+        raw1,
+    }
 }
 
 fn good_ova(e: &Env) -> Vec<u8> {
-    let o = ovf(&[("disk1.vmdk", SO_URI, CAP1), ("disk2.vmdk", SO_URI, CAP2)], "");
+    let o = ovf(
+        &[("disk1.vmdk", SO_URI, CAP1), ("disk2.vmdk", SO_URI, CAP2)],
+        "",
+    );
     let mf = format!(
         "SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\nSHA1(disk2.vmdk)= {}\n",
         sha256_hex(o.as_bytes()),
@@ -152,7 +176,11 @@ fn sha1_hex(b: &[u8]) -> String {
 }
 
 fn opts() -> ConvertOptions {
-    ConvertOptions { to: TargetFormat::Qcow2, compression: Compression::None, sync: false }
+    ConvertOptions {
+        to: TargetFormat::Qcow2,
+        compression: Compression::None,
+        sync: false,
+    }
 }
 
 /// Everything under `root` (relative paths), to prove nothing was written anywhere else.
@@ -189,11 +217,32 @@ fn good_ova_extracts_every_disk() {
     assert_eq!(r.bytes_in, ova.len() as u64);
     for d in &r.disks {
         assert!(d.path.starts_with(&out));
-        let chk = Command::new("qemu-img").args(["check", "-f", "qcow2", d.path.to_str().unwrap()]).output().unwrap();
-        assert!(chk.status.success(), "{}", String::from_utf8_lossy(&chk.stdout));
+        let chk = Command::new("qemu-img")
+            .args(["check", "-f", "qcow2", d.path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            chk.status.success(),
+            "{}",
+            String::from_utf8_lossy(&chk.stdout)
+        );
     }
-    run("qemu-img", &["compare", "-f", "raw", "-F", "qcow2", e.raw1.to_str().unwrap(), r.disks[0].path.to_str().unwrap()]);
-    assert_eq!(listing(&out), vec!["disk1.qcow2".to_string(), "disk2.qcow2".to_string()]);
+    run(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "qcow2",
+            e.raw1.to_str().unwrap(),
+            r.disks[0].path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        listing(&out),
+        vec!["disk1.qcow2".to_string(), "disk2.qcow2".to_string()]
+    );
 }
 
 /// Each case: a package and a fragment of the expected error message.
@@ -206,101 +255,201 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         tar_end(&mut t);
         v.push((name, t, msg));
     };
-    add("ovf-not-first", &|t| {
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-    }, "first member");
-    add("traversal", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "../disk1.vmdk", b'0', &e.disk1, "");
-    }, "unsafe member name");
-    add("absolute", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "/tmp/disk1.vmdk", b'0', &e.disk1, "");
-    }, "unsafe member name");
-    add("symlink", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'2', b"", "/etc/passwd");
-    }, "symbolic link");
-    add("hardlink", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'1', b"", "test.ovf");
-    }, "hard link");
-    add("device", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'3', b"", "");
-    }, "device");
-    add("duplicate", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-    }, "appears twice");
-    add("pax-size", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "PaxHeader", b'x', &pax("size", "0"), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-    }, "TARmageddon");
-    let dtd = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>");
-    add("xxe", &|t| {
-        tar_member(t, "test.ovf", b'0', dtd.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-    }, "DTD");
+    add(
+        "ovf-not-first",
+        &|t| {
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+        },
+        "first member",
+    );
+    add(
+        "traversal",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "../disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "unsafe member name",
+    );
+    add(
+        "absolute",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "/tmp/disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "unsafe member name",
+    );
+    add(
+        "symlink",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'2', b"", "/etc/passwd");
+        },
+        "symbolic link",
+    );
+    add(
+        "hardlink",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'1', b"", "test.ovf");
+        },
+        "hard link",
+    );
+    add(
+        "device",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'3', b"", "");
+        },
+        "device",
+    );
+    add(
+        "duplicate",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "appears twice",
+    );
+    add(
+        "pax-size",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "PaxHeader", b'x', &pax("size", "0"), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "TARmageddon",
+    );
+    let dtd = ovf(
+        &[("disk1.vmdk", SO_URI, CAP1)],
+        "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>",
+    );
+    add(
+        "xxe",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', dtd.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "DTD",
+    );
     let url = ovf(&[("http://evil.example/disk1.vmdk", SO_URI, CAP1)], "");
-    add("href-url", &|t| {
-        tar_member(t, "test.ovf", b'0', url.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-    }, "URL");
+    add(
+        "href-url",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', url.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "URL",
+    );
     let up = ovf(&[("../../etc/passwd", SO_URI, CAP1)], "");
-    add("href-traversal", &|t| {
-        tar_member(t, "test.ovf", b'0', up.as_bytes(), "");
-    }, "unsafe member name");
+    add(
+        "href-traversal",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', up.as_bytes(), "");
+        },
+        "unsafe member name",
+    );
     let missing = ovf(&[("disk9.vmdk", SO_URI, CAP1)], "");
-    add("href-missing", &|t| {
-        tar_member(t, "test.ovf", b'0', missing.as_bytes(), "");
-    }, "not in the OVA");
-    add("unreferenced-member", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-        tar_member(t, "extra.bin", b'0', b"hello", "");
-    }, "not referenced");
-    add("bad-digest", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        let mf = format!("SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\n", sha256_hex(o1.as_bytes()), "0".repeat(64));
-        tar_member(t, "test.mf", b'0', mf.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-    }, "digest mismatch");
-    add("md5-manifest", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "test.mf", b'0', b"MD5(disk1.vmdk)= 00112233445566778899aabbccddeeff\n", "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-    }, "not accepted");
-    add("flat-descriptor-disk", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0',
+    add(
+        "href-missing",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', missing.as_bytes(), "");
+        },
+        "not in the OVA",
+    );
+    add(
+        "unreferenced-member",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+            tar_member(t, "extra.bin", b'0', b"hello", "");
+        },
+        "not referenced",
+    );
+    add(
+        "bad-digest",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            let mf = format!(
+                "SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\n",
+                sha256_hex(o1.as_bytes()),
+                "0".repeat(64)
+            );
+            tar_member(t, "test.mf", b'0', mf.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "digest mismatch",
+    );
+    add(
+        "md5-manifest",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(
+                t,
+                "test.mf",
+                b'0',
+                b"MD5(disk1.vmdk)= 00112233445566778899aabbccddeeff\n",
+                "",
+            );
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "not accepted",
+    );
+    add(
+        "flat-descriptor-disk",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0',
             b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n", "");
-    }, "disk vmdisk0");
+        },
+        "disk vmdisk0",
+    );
     let wrong_cap = ovf(&[("disk1.vmdk", SO_URI, CAP1 * 2)], "");
-    add("capacity-mismatch", &|t| {
-        tar_member(t, "test.ovf", b'0', wrong_cap.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-    }, "the OVF says");
-    let flat = ovf(&[("disk1.vmdk", "http://www.vmware.com/interfaces/specifications/vmdk.html#monolithicFlat", CAP1)], "");
-    add("non-stream-format", &|t| {
-        tar_member(t, "test.ovf", b'0', flat.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-    }, "only streamOptimized");
-    add("trailing-payload", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-        t.extend_from_slice(&[0u8; 1024]);
-        tar_member(t, "hidden.vmdk", b'0', &e.disk1, "");
-    }, "follows the end of the archive");
-    add("truncated", &|t| {
-        tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-        tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
-        let cut = t.len() - e.disk1.len().next_multiple_of(512) / 2;
-        t.truncate(cut);
-    }, "");
+    add(
+        "capacity-mismatch",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', wrong_cap.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "the OVF says",
+    );
+    let flat = ovf(
+        &[(
+            "disk1.vmdk",
+            "http://www.vmware.com/interfaces/specifications/vmdk.html#monolithicFlat",
+            CAP1,
+        )],
+        "",
+    );
+    add(
+        "non-stream-format",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', flat.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "only streamOptimized",
+    );
+    add(
+        "trailing-payload",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+            t.extend_from_slice(&[0u8; 1024]);
+            tar_member(t, "hidden.vmdk", b'0', &e.disk1, "");
+        },
+        "follows the end of the archive",
+    );
+    add(
+        "truncated",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+            let cut = t.len() - e.disk1.len().next_multiple_of(512) / 2;
+            t.truncate(cut);
+        },
+        "",
+    );
     v
 }
 
@@ -314,14 +463,25 @@ fn malicious_ovas_are_refused_and_leave_nothing() {
             .err()
             .unwrap_or_else(|| panic!("{name}: accepted"));
         assert!(
-            matches!(err.kind(), ErrorKind::Package | ErrorKind::Rejected | ErrorKind::Corrupt),
+            matches!(
+                err.kind(),
+                ErrorKind::Package | ErrorKind::Rejected | ErrorKind::Corrupt
+            ),
             "{name}: {err}"
         );
         assert!(err.to_string().contains(msg), "{name}: {err}");
-        assert_eq!(listing(&out), Vec::<String>::new(), "{name}: output left behind");
+        assert_eq!(
+            listing(&out),
+            Vec::<String>::new(),
+            "{name}: output left behind"
+        );
         fs::remove_dir(&out).unwrap();
     }
-    assert_eq!(listing(e.dir.path()), before, "something was written outside OUTDIR");
+    assert_eq!(
+        listing(e.dir.path()),
+        before,
+        "something was written outside OUTDIR"
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -376,22 +536,60 @@ fn uec_tarballs() {
     let mut qimg = img.clone();
     qimg[..4].copy_from_slice(b"QFI\xfb");
     let cases: Vec<(&str, Vec<u8>, UecLimits, &str)> = vec![
-        ("bad-kernel", uec(&[("foo.img", img.clone()), ("foo-vmlinuz", vec![1u8; 4096])]), UecLimits::default(), "not a kernel"),
-        ("bad-initrd", uec(&[("foo.img", img.clone()), ("foo-initrd", vec![1u8; 4096])]), UecLimits::default(), "not an initrd"),
-        ("ami-is-qcow2", uec(&[("foo.img", qimg)]), UecLimits::default(), "not a raw image"),
-        ("no-ami", uec(&[("foo-vmlinuz", kernel())]), UecLimits::default(), "no machine image"),
-        ("two-amis", uec(&[("a.img", img.clone()), ("b.img", img.clone())]), UecLimits::default(), "two"),
-        ("traversal", uec(&[("../foo.img", img.clone())]), UecLimits::default(), "unsafe member name"),
+        (
+            "bad-kernel",
+            uec(&[("foo.img", img.clone()), ("foo-vmlinuz", vec![1u8; 4096])]),
+            UecLimits::default(),
+            "not a kernel",
+        ),
+        (
+            "bad-initrd",
+            uec(&[("foo.img", img.clone()), ("foo-initrd", vec![1u8; 4096])]),
+            UecLimits::default(),
+            "not an initrd",
+        ),
+        (
+            "ami-is-qcow2",
+            uec(&[("foo.img", qimg)]),
+            UecLimits::default(),
+            "not a raw image",
+        ),
+        (
+            "no-ami",
+            uec(&[("foo-vmlinuz", kernel())]),
+            UecLimits::default(),
+            "no machine image",
+        ),
+        (
+            "two-amis",
+            uec(&[("a.img", img.clone()), ("b.img", img.clone())]),
+            UecLimits::default(),
+            "two",
+        ),
+        (
+            "traversal",
+            uec(&[("../foo.img", img.clone())]),
+            UecLimits::default(),
+            "unsafe member name",
+        ),
         (
             "bomb-ratio",
             uec(&[("foo.img", vec![0u8; 64 << 20])]),
-            UecLimits { max_output: 1 << 40, max_ratio: 100, ratio_grace: 1 << 20 },
+            UecLimits {
+                max_output: 1 << 40,
+                max_ratio: 100,
+                ratio_grace: 1 << 20,
+            },
             "decompression bomb",
         ),
         (
             "bomb-size",
             uec(&[("foo.img", img.clone())]),
-            UecLimits { max_output: 1 << 20, max_ratio: 1 << 20, ratio_grace: 0 },
+            UecLimits {
+                max_output: 1 << 20,
+                max_ratio: 1 << 20,
+                ratio_grace: 0,
+            },
             "inflates beyond",
         ),
     ];
@@ -401,8 +599,15 @@ fn uec_tarballs() {
             .err()
             .unwrap_or_else(|| panic!("{name}: accepted"));
         assert!(err.to_string().contains(msg), "{name}: {err}");
-        assert!(matches!(err.kind(), ErrorKind::Package | ErrorKind::Limit), "{name}: {err}");
-        assert_eq!(listing(&out), Vec::<String>::new(), "{name}: output left behind");
+        assert!(
+            matches!(err.kind(), ErrorKind::Package | ErrorKind::Limit),
+            "{name}: {err}"
+        );
+        assert_eq!(
+            listing(&out),
+            Vec::<String>::new(),
+            "{name}: output left behind"
+        );
         fs::remove_dir(&out).unwrap();
     }
     assert_eq!(listing(dir.path()), before);
@@ -414,30 +619,88 @@ fn cli_convert_and_extract() {
     let exe = env!("CARGO_BIN_EXE_diskimage");
     let q = e.dir.path().join("cli.qcow2");
     let out = Command::new(exe)
-        .args(["convert", e.raw1.to_str().unwrap(), q.to_str().unwrap(), "--to", "qcow2", "--compress", "zstd"])
+        .args([
+            "convert",
+            e.raw1.to_str().unwrap(),
+            q.to_str().unwrap(),
+            "--to",
+            "qcow2",
+            "--compress",
+            "zstd",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("MiB/s") && text.contains("read ") && text.contains("wrote "), "{text}");
-    run("qemu-img", &["compare", "-f", "raw", "-F", "qcow2", e.raw1.to_str().unwrap(), q.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("MiB/s") && text.contains("read ") && text.contains("wrote "),
+        "{text}"
+    );
+    run(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "qcow2",
+            e.raw1.to_str().unwrap(),
+            q.to_str().unwrap(),
+        ],
+    );
     // refusing to overwrite is a usage error (exit 2); a rejected input exits 1
-    let again = Command::new(exe).args(["convert", e.raw1.to_str().unwrap(), q.to_str().unwrap(), "--to", "raw"]).output().unwrap();
-    assert_eq!(again.status.code(), Some(2));
-    let wrong = Command::new(exe)
-        .args(["convert", e.raw1.to_str().unwrap(), e.dir.path().join("x.raw").to_str().unwrap(), "--to", "raw", "--from", "vdi"])
+    let again = Command::new(exe)
+        .args([
+            "convert",
+            e.raw1.to_str().unwrap(),
+            q.to_str().unwrap(),
+            "--to",
+            "raw",
+        ])
         .output()
         .unwrap();
-    assert_eq!(wrong.status.code(), Some(1), "{}", String::from_utf8_lossy(&wrong.stderr));
+    assert_eq!(again.status.code(), Some(2));
+    let wrong = Command::new(exe)
+        .args([
+            "convert",
+            e.raw1.to_str().unwrap(),
+            e.dir.path().join("x.raw").to_str().unwrap(),
+            "--to",
+            "raw",
+            "--from",
+            "vdi",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        wrong.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     // extract
     let ova = e.dir.path().join("good.ova");
     let mut f = File::create(&ova).unwrap();
     f.write_all(&good_ova(&e)).unwrap();
     drop(f);
     let outdir = e.dir.path().join("extracted");
-    let x = Command::new(exe).args(["extract", ova.to_str().unwrap(), outdir.to_str().unwrap()]).output().unwrap();
+    let x = Command::new(exe)
+        .args(["extract", ova.to_str().unwrap(), outdir.to_str().unwrap()])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&x.stdout);
-    assert!(x.status.success(), "{text}{}", String::from_utf8_lossy(&x.stderr));
-    assert!(text.contains("\"memory_mib\": 1024") && text.contains("MiB/s"), "{text}");
+    assert!(
+        x.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&x.stderr)
+    );
+    assert!(
+        text.contains("\"memory_mib\": 1024") && text.contains("MiB/s"),
+        "{text}"
+    );
     assert!(outdir.join("disk1.qcow2").exists() && outdir.join("disk2.qcow2").exists());
 }

@@ -43,16 +43,51 @@ mod bench {
     }
 
     const CASES: [Case; 5] = [
-        Case { id: 'a', what: "4 GiB sparse raw (1 GiB data) -> qcow2", input: "sparse4g.raw", qfmt: "raw",
-            to: TargetFormat::Qcow2, comp: Compression::None, qemu_extra: &[] },
-        Case { id: 'b', what: "2 GiB random raw -> qcow2", input: "rand2g.raw", qfmt: "raw",
-            to: TargetFormat::Qcow2, comp: Compression::None, qemu_extra: &[] },
-        Case { id: 'c', what: "4 GiB dynamic VDI of (a) -> qcow2", input: "sparse4g.vdi", qfmt: "vdi",
-            to: TargetFormat::Qcow2, comp: Compression::None, qemu_extra: &[] },
-        Case { id: 'd', what: "(a)'s qcow2 -> raw", input: "sparse4g.qcow2", qfmt: "qcow2",
-            to: TargetFormat::Raw, comp: Compression::None, qemu_extra: &[] },
-        Case { id: 'e', what: "(b) -> qcow2 zlib (qemu -c -W -m 8)", input: "rand2g.raw", qfmt: "raw",
-            to: TargetFormat::Qcow2, comp: Compression::Zlib, qemu_extra: &["-c", "-W", "-m", "8"] },
+        Case {
+            id: 'a',
+            what: "4 GiB sparse raw (1 GiB data) -> qcow2",
+            input: "sparse4g.raw",
+            qfmt: "raw",
+            to: TargetFormat::Qcow2,
+            comp: Compression::None,
+            qemu_extra: &[],
+        },
+        Case {
+            id: 'b',
+            what: "2 GiB random raw -> qcow2",
+            input: "rand2g.raw",
+            qfmt: "raw",
+            to: TargetFormat::Qcow2,
+            comp: Compression::None,
+            qemu_extra: &[],
+        },
+        Case {
+            id: 'c',
+            what: "4 GiB dynamic VDI of (a) -> qcow2",
+            input: "sparse4g.vdi",
+            qfmt: "vdi",
+            to: TargetFormat::Qcow2,
+            comp: Compression::None,
+            qemu_extra: &[],
+        },
+        Case {
+            id: 'd',
+            what: "(a)'s qcow2 -> raw",
+            input: "sparse4g.qcow2",
+            qfmt: "qcow2",
+            to: TargetFormat::Raw,
+            comp: Compression::None,
+            qemu_extra: &[],
+        },
+        Case {
+            id: 'e',
+            what: "(b) -> qcow2 zlib (qemu -c -W -m 8)",
+            input: "rand2g.raw",
+            qfmt: "raw",
+            to: TargetFormat::Qcow2,
+            comp: Compression::Zlib,
+            qemu_extra: &["-c", "-W", "-m", "8"],
+        },
     ];
 
     pub fn main() -> i32 {
@@ -86,8 +121,15 @@ mod bench {
         let mut failed = false;
         for c in CASES.iter().filter(|c| cases.contains(c.id)) {
             let input = dir.join(c.input);
-            let ext = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
-            let (oh, oq) = (dir.join(format!("out-hangar.{ext}")), dir.join(format!("out-qemu.{ext}")));
+            let ext = if c.to == TargetFormat::Raw {
+                "raw"
+            } else {
+                "qcow2"
+            };
+            let (oh, oq) = (
+                dir.join(format!("out-hangar.{ext}")),
+                dir.join(format!("out-qemu.{ext}")),
+            );
             let (mut th, mut tq, mut ch, mut cq, mut mh, mut mq) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0u64, 0u64);
             for r in 0..runs {
@@ -96,7 +138,11 @@ mod bench {
                     let out = if who == 0 { &oh } else { &oq };
                     let _ = fs::remove_file(out);
                     let _ = Command::new("sync").status();
-                    let run = if who == 0 { run_hangar(c, &input, out) } else { run_qemu(c, &input, out) };
+                    let run = if who == 0 {
+                        run_hangar(c, &input, out)
+                    } else {
+                        run_qemu(c, &input, out)
+                    };
                     if who == 0 {
                         th.push(run.wall);
                         ch.push(run.cpu);
@@ -138,13 +184,20 @@ mod bench {
     }
 
     fn fmt_runs(v: &[f64]) -> String {
-        v.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(" ")
+        v.iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn median(v: &mut [f64]) -> f64 {
         v.sort_by(|a, b| a.total_cmp(b));
         let n = v.len();
-        if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
     }
 
     /// One measured run: wall seconds, CPU seconds (user + system; NaN when unknown), peak RSS
@@ -157,22 +210,46 @@ mod bench {
 
     /// Hangar in a child process (so its peak RSS is its own): this binary with `--child`.
     fn run_hangar(c: &Case, input: &Path, out: &Path) -> Run {
-        let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let exe = std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let comp = match c.comp {
             Compression::None => "none",
             Compression::Zlib => "zlib",
             Compression::Zstd => "zstd",
         };
-        let to = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
-        let args = [exe.as_str(), "--child", input.to_str().unwrap_or(""), out.to_str().unwrap_or(""), to, comp];
+        let to = if c.to == TargetFormat::Raw {
+            "raw"
+        } else {
+            "qcow2"
+        };
+        let args = [
+            exe.as_str(),
+            "--child",
+            input.to_str().unwrap_or(""),
+            out.to_str().unwrap_or(""),
+            to,
+            comp,
+        ];
         measure(&args, c.id)
     }
 
     fn run_qemu(c: &Case, input: &Path, out: &Path) -> Run {
-        let to = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
+        let to = if c.to == TargetFormat::Raw {
+            "raw"
+        } else {
+            "qcow2"
+        };
         let mut args: Vec<&str> = vec!["qemu-img", "convert"];
         args.extend_from_slice(c.qemu_extra);
-        args.extend_from_slice(&["-f", c.qfmt, "-O", to, input.to_str().unwrap_or(""), out.to_str().unwrap_or("")]);
+        args.extend_from_slice(&[
+            "-f",
+            c.qfmt,
+            "-O",
+            to,
+            input.to_str().unwrap_or(""),
+            out.to_str().unwrap_or(""),
+        ]);
         measure(&args, c.id)
     }
 
@@ -181,7 +258,8 @@ mod bench {
     /// sample is its peak within a few milliseconds).
     fn measure(argv: &[&str], id: char) -> Run {
         let time = Path::new("/usr/bin/time");
-        let report = std::env::temp_dir().join(format!("convert-bench-time-{}", std::process::id()));
+        let report =
+            std::env::temp_dir().join(format!("convert-bench-time-{}", std::process::id()));
         let mut cmd = if time.exists() {
             let mut c = Command::new(time);
             c.args(["-f", "%e %U %S %M", "-o"]).arg(&report).args(argv);
@@ -196,7 +274,11 @@ mod bench {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("case {id}: cannot run {}: {e}", argv[0]);
-                return Run { wall: f64::NAN, cpu: f64::NAN, rss_kib: 0 };
+                return Run {
+                    wall: f64::NAN,
+                    cpu: f64::NAN,
+                    rss_kib: 0,
+                };
             }
         };
         let status = format!("/proc/{}/status", child.id());
@@ -220,13 +302,27 @@ mod bench {
         if time.exists() {
             let text = fs::read_to_string(&report).unwrap_or_default();
             let _ = fs::remove_file(&report);
-            let f: Vec<f64> = text.lines().last().unwrap_or("").split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let f: Vec<f64> = text
+                .lines()
+                .last()
+                .unwrap_or("")
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             if let [w, u, s, m] = f[..] {
                 let _ = w;
-                return Run { wall, cpu: u + s, rss_kib: m as u64 };
+                return Run {
+                    wall,
+                    cpu: u + s,
+                    rss_kib: m as u64,
+                };
             }
         }
-        Run { wall, cpu: f64::NAN, rss_kib: hwm }
+        Run {
+            wall,
+            cpu: f64::NAN,
+            rss_kib: hwm,
+        }
     }
 
     fn vm_hwm(status: &str) -> u64 {
@@ -242,7 +338,11 @@ mod bench {
     fn child(a: &[String]) -> i32 {
         let [input, out, to, comp] = a else { return 2 };
         let opts = ConvertOptions {
-            to: if to == "raw" { TargetFormat::Raw } else { TargetFormat::Qcow2 },
+            to: if to == "raw" {
+                TargetFormat::Raw
+            } else {
+                TargetFormat::Qcow2
+            },
             compression: match comp.as_str() {
                 "zlib" => Compression::Zlib,
                 "zstd" => Compression::Zstd,
@@ -250,7 +350,13 @@ mod bench {
             },
             sync: false,
         };
-        if let Err(e) = convert_file(Path::new(input), Path::new(out), None, &opts, &mut NoProgress) {
+        if let Err(e) = convert_file(
+            Path::new(input),
+            Path::new(out),
+            None,
+            &opts,
+            &mut NoProgress,
+        ) {
             eprintln!("convert: {e}");
             return 1;
         }
@@ -258,9 +364,22 @@ mod bench {
     }
 
     fn verify(c: &Case, input: &Path, out: &Path) -> bool {
-        let to = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
+        let to = if c.to == TargetFormat::Raw {
+            "raw"
+        } else {
+            "qcow2"
+        };
         Command::new("qemu-img")
-            .args(["compare", "-q", "-f", c.qfmt, "-F", to, input.to_str().unwrap_or(""), out.to_str().unwrap_or("")])
+            .args([
+                "compare",
+                "-q",
+                "-f",
+                c.qfmt,
+                "-F",
+                to,
+                input.to_str().unwrap_or(""),
+                out.to_str().unwrap_or(""),
+            ])
             .status()
             .is_ok_and(|s| s.success())
     }
@@ -302,11 +421,21 @@ mod bench {
             if !p.exists() {
                 eprintln!("making {}", p.display());
                 let ok = Command::new("qemu-img")
-                    .args(["convert", "-f", "raw", "-O", fmt, a.to_str().unwrap_or(""), p.to_str().unwrap_or("")])
+                    .args([
+                        "convert",
+                        "-f",
+                        "raw",
+                        "-O",
+                        fmt,
+                        a.to_str().unwrap_or(""),
+                        p.to_str().unwrap_or(""),
+                    ])
                     .status()?
                     .success();
                 if !ok {
-                    return Err(std::io::Error::other(format!("qemu-img could not make {name}")));
+                    return Err(std::io::Error::other(format!(
+                        "qemu-img could not make {name}"
+                    )));
                 }
             }
         }

@@ -401,11 +401,23 @@ mod tests {
         let b = base.to_str().unwrap();
         let cases: &[(&str, &[&str], SourceFormat)] = &[
             ("q.qcow2", &["-O", "qcow2", "-c"], SourceFormat::Qcow2),
-            ("q2.qcow2", &["-O", "qcow2", "-o", "compat=0.10"], SourceFormat::Qcow2),
-            ("z.qcow2", &["-O", "qcow2", "-c", "-o", "compression_type=zstd"], SourceFormat::Qcow2),
+            (
+                "q2.qcow2",
+                &["-O", "qcow2", "-o", "compat=0.10"],
+                SourceFormat::Qcow2,
+            ),
+            (
+                "z.qcow2",
+                &["-O", "qcow2", "-c", "-o", "compression_type=zstd"],
+                SourceFormat::Qcow2,
+            ),
             ("d.vdi", &["-O", "vdi"], SourceFormat::Vdi),
             ("s.vmdk", &["-O", "vmdk"], SourceFormat::Vmdk),
-            ("o.vmdk", &["-O", "vmdk", "-o", "subformat=streamOptimized"], SourceFormat::Vmdk),
+            (
+                "o.vmdk",
+                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+                SourceFormat::Vmdk,
+            ),
             ("d.vhd", &["-O", "vpc"], SourceFormat::Vhd),
             ("d.vhdx", &["-O", "vhdx"], SourceFormat::Vhdx),
         ];
@@ -451,18 +463,26 @@ mod tests {
                 let mut np = NoProgress;
                 let mut m = Meter::new(&mut np);
                 let mut inp = Input::File(&fin);
-                let opts = ConvertOptions { to: TargetFormat::Qcow2, compression: Compression::None, sync: false };
+                let opts = ConvertOptions {
+                    to: TargetFormat::Qcow2,
+                    compression: Compression::None,
+                    sync: false,
+                };
                 // Success or a clean error are both fine; a panic fails the test.
                 let r = run(*from, &mut inp, Some(&fin), None, &of, &opts, &mut m);
                 let written = of.metadata().unwrap().len();
-                assert!(written <= 64 << 20, "{name} round {round}: wrote {written} bytes ({r:?})");
+                assert!(
+                    written <= 64 << 20,
+                    "{name} round {round}: wrote {written} bytes ({r:?})"
+                );
                 // The same bytes as a stream (where the format streams).
                 if matches!(from, SourceFormat::Vdi | SourceFormat::Vmdk) {
                     let of2 = File::create(dir.path().join("m2.out")).unwrap();
                     let mut rd = &img[..];
                     let mut np = NoProgress;
                     let mut m = Meter::new(&mut np);
-                    let _ = convert_stream_into(&mut rd, *from, None, Some(name), &of2, &opts, &mut m);
+                    let _ =
+                        convert_stream_into(&mut rd, *from, None, Some(name), &of2, &opts, &mut m);
                 }
             }
             // The pristine image converts.
@@ -477,8 +497,21 @@ mod tests {
                 .unwrap();
             let mut np = NoProgress;
             let mut m = Meter::new(&mut np);
-            let opts = ConvertOptions { to: TargetFormat::Raw, compression: Compression::None, sync: false };
-            run(*from, &mut Input::File(&fin), Some(&fin), None, &of, &opts, &mut m).unwrap();
+            let opts = ConvertOptions {
+                to: TargetFormat::Raw,
+                compression: Compression::None,
+                sync: false,
+            };
+            run(
+                *from,
+                &mut Input::File(&fin),
+                Some(&fin),
+                None,
+                &of,
+                &opts,
+                &mut m,
+            )
+            .unwrap();
             let mut back = vec![0u8; data.len()];
             of.read_exact_at(&mut back, 0).unwrap();
             assert!(back == data, "{name}: pristine conversion differs");

@@ -275,7 +275,15 @@ pub(crate) struct WriteBehind {
     free: std::sync::mpsc::Receiver<IoBuf>,
     handles: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
     allocated: usize,
+    /// Copies not yet sent, merged where both sides are contiguous (one VDI/VHD block after
+    /// another usually is), so the kernel gets few large copies instead of many small ones.
+    pending: Vec<(u64, u64, usize)>,
+    pending_bytes: usize,
+    pending_src: Option<Arc<File>>,
 }
+
+/// Copy bytes gathered before they are sent to the writer thread.
+const COPY_BATCH_BYTES: usize = 4 << 20;
 
 /// Writer threads. One: buffered writes and copies into one file serialise on its inode lock
 /// (a second writer measured ~20% of its time spinning on that lock), so the parallelism that
@@ -289,7 +297,9 @@ impl WriteBehind {
         let (free_tx, free) = std::sync::mpsc::channel::<IoBuf>();
         let mut handles = Vec::new();
         for i in 0..WRITER_THREADS {
-            let file = f.try_clone().map_err(|e| Error::io("duplicating the output handle", e))?;
+            let file = f
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the output handle", e))?;
             let rx = rx.clone();
             let free_tx = free_tx.clone();
             let h = std::thread::Builder::new()
@@ -320,7 +330,15 @@ impl WriteBehind {
                 .map_err(|e| Error::io("starting a writer thread", e))?;
             handles.push(h);
         }
-        Ok(WriteBehind { tx: Some(tx), free, handles, allocated: 0 })
+        Ok(WriteBehind {
+            tx: Some(tx),
+            free,
+            handles,
+            allocated: 0,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            pending_src: None,
+        })
     }
 
     /// Hands `buf` to the writer with its `writes`, leaving a recycled buffer of the same
@@ -362,15 +380,33 @@ impl WriteBehind {
         src: &Arc<File>,
         copies: Vec<(u64, u64, usize)>,
     ) -> Result<()> {
+        if self.pending_src.as_ref().is_some_and(|p| !Arc::ptr_eq(p, src)) {
+            self.send_pending()?;
+        }
+        self.pending_src = Some(src.clone());
+        for c in copies {
+            self.pending_bytes += c.2;
+            match self.pending.last_mut() {
+                Some(l) if l.0 + l.2 as u64 == c.0 && l.1 + l.2 as u64 == c.1 => l.2 += c.2,
+                _ => self.pending.push(c),
+            }
+        }
+        if self.pending_bytes >= COPY_BATCH_BYTES {
+            self.send_pending()?;
+        }
+        Ok(())
+    }
+
+    fn send_pending(&mut self) -> Result<()> {
+        let copies = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let Some(src) = self.pending_src.clone() else {
+            return Ok(());
+        };
         if copies.is_empty() {
             return Ok(());
         }
-        let sent = self.tx.as_ref().map(|tx| {
-            tx.send(Job::Copy {
-                src: src.clone(),
-                copies,
-            })
-        });
+        let sent = self.tx.as_ref().map(|tx| tx.send(Job::Copy { src, copies }));
         match sent {
             Some(Ok(())) => Ok(()),
             _ => Err(self.join_err()),
@@ -379,22 +415,33 @@ impl WriteBehind {
 
     /// Waits until every submitted write is done; reports the first write error.
     pub(crate) fn finish(&mut self) -> Result<()> {
+        let flushed = if self.tx.is_some() {
+            self.send_pending()
+        } else {
+            Ok(())
+        };
         self.tx = None;
         let mut first = Ok(());
         for h in self.handles.drain(..) {
             let r = match h.join() {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Error::io("writing the output", e)),
-                Err(_) => Err(Error::new(super::error::ErrorKind::Io, "a writer thread failed")),
+                Err(_) => Err(Error::new(
+                    super::error::ErrorKind::Io,
+                    "a writer thread failed",
+                )),
             };
             if first.is_ok() {
                 first = r;
             }
         }
-        first
+        flushed.and(first)
     }
 
     fn join_err(&mut self) -> Error {
+        // The writer is gone: nothing pending can be sent any more.
+        self.tx = None;
+        self.pending.clear();
         match self.finish() {
             Err(e) => e,
             Ok(()) => Error::new(super::error::ErrorKind::Io, "the writer thread stopped"),
