@@ -433,7 +433,7 @@ fn check_descriptor(cx: &mut Ctx, d: &Descriptor, embedded: bool) {
                 format!("The VMDK extent access mode {} is not accepted.", e.access),
             );
         }
-        if let Some(own) = &cx.file_name {
+        if let (true, Some(own)) = (embedded, &cx.file_name) {
             if &e.file != own && !e.file.is_empty() {
                 cx.info(
                     codes::VMDK_EXTENT_NAME,
