@@ -17,9 +17,9 @@ use policy::{Action, Principal, Role};
 use records::{NewUpload, UploadRow, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};
 use tokio::sync::mpsc;
 
-use crate::pipeline::{self, Block, ChunkCheck, Hashes, BLOCK_SIZE, QUEUE};
+use crate::pipeline::{self, Block, ChunkCheck, RunningHashes, BLOCK_SIZE, QUEUE};
 use crate::tus::{self, Concat};
-use crate::{http_date, lifecycle, now, Live, UploadError, Uploads, MAX_OPEN_UPLOADS_PER_USER};
+use crate::{http_date, lifecycle, now, UploadError, UploadHashes, Uploads, MAX_OPEN_UPLOADS_PER_USER};
 
 /// The tus routes, under `uploads.config().path_prefix` (see the crate docs for how to mount).
 pub fn router(uploads: Arc<Uploads>) -> Router {
@@ -190,7 +190,7 @@ async fn create(
             }
         }
     } else if row.upload_length == 0 {
-        lifecycle::finish_in_place(&u, &row.id).await?;
+        lifecycle::spawn_finish(Arc::clone(&u), row.id.clone());
     }
 
     let mut res = StatusCode::CREATED.into_response();
@@ -472,22 +472,22 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
     }
     let limit = remaining.min(u.config.max_request_body);
 
-    // Running hashes only for ordinary uploads written in order from byte 0; parts are hashed
-    // when their final joins them.
-    let hashes = if row.concat != CONCAT_NONE {
-        None
-    } else if offset == 0 {
-        Some(Hashes::default())
-    } else if live.hashed_to == offset {
-        live.hashes.clone()
-    } else {
-        None
-    };
     let path = u.path_of(id);
     let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| {
         UploadError::Internal(format!("the file of upload {id} cannot be opened: {e}"))
     })?;
     let file = Arc::new(file);
+    // Running hashes only for ordinary uploads written in order from byte 0; parts are hashed
+    // when their final joins them.
+    let hashes = if row.concat != CONCAT_NONE {
+        None
+    } else if offset == 0 {
+        Some(RunningHashes::fresh(u.config.hashes == UploadHashes::All))
+    } else if live.hashed_to == offset {
+        live.hashes.take()
+    } else {
+        None
+    };
 
     let (tx, mut rx) = mpsc::channel::<Arc<Block>>(QUEUE);
     let check = checksum.as_ref().map(ChunkCheck::new);
@@ -512,6 +512,12 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
     };
 
     let written = report.written;
+    // The hash threads took this request's bytes and wait for the verdict: until it is "keep",
+    // they stand for the state at `offset` (and dropping the verdict on any error below makes
+    // them discard the bytes).
+    let (lanes, keep_hashes) = report.hashes.map_or((None, None), |(l, v)| (Some(l), Some(v)));
+    live.hashes = lanes.map(RunningHashes::Pending);
+    live.hashed_to = offset;
     let keep_file = Arc::clone(&file);
     if let Err(e) = verdict {
         if written > 0 {
@@ -533,12 +539,14 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
     if !advanced {
         return Err(UploadError::NotFound);
     }
-    *live = match report.hashes {
-        Some(h) => Live { hashes: Some(h), hashed_to: new_offset },
-        None => Live::default(),
-    };
+    if let Some(v) = keep_hashes {
+        v.keep();
+        live.hashed_to = new_offset;
+    }
     if new_offset == length && row.concat == CONCAT_NONE {
-        lifecycle::complete_locked(u, id, &mut live).await?;
+        // Handed over in the background once the hashes catch up (a few blocks at most, or a
+        // read of the file if they were lost to a restart); it waits for this lock.
+        lifecycle::spawn_finish(Arc::clone(u), id.to_owned());
     }
     Ok(new_offset)
 }

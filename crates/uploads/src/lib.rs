@@ -40,7 +40,8 @@
 //!
 //! [`OnComplete`] is called once per complete upload (ordinary, or final after its parts were
 //! joined; never for parts) with a [`CompletedUpload`]: the path of the complete file, its length,
-//! owner, project, decoded metadata and its SHA-256, MD5 and SHA-512. The hashes are computed
+//! owner, project, decoded metadata and its SHA-256, MD5 and SHA-512 (MD5 and SHA-512 only with
+//! [`UploadHashes::All`], the default; see its docs for the cost). The hashes are computed
 //! while the bytes arrive when they arrive in order, else by reading the file once at completion
 //! (after a restart, and for joined parts). **The file then belongs to the consumer**: move it
 //! (rename, same file system) or delete it; whatever is left in [`UploadConfig::dir`] when the
@@ -101,6 +102,25 @@ pub struct UploadConfig {
     pub expiry: Duration,
     /// How often [`spawn_cleanup`] looks for expired uploads.
     pub cleanup_interval: Duration,
+    /// Which digests of the whole upload [`CompletedUpload`] carries.
+    pub hashes: UploadHashes,
+}
+
+/// Which digests of the whole upload are computed (as the bytes arrive when they arrive in
+/// order, else by one read at completion) and handed over.
+///
+/// Cost on this project's 2-core machines (see `benches/ingest.rs`): SHA-256 runs at about
+/// 1.8 GB/s per core (SHA-NI), MD5 and SHA-512 at about 0.6 GB/s each, so `All` needs roughly
+/// three times the CPU of `Sha256` and, with a client on the same two cores, caps ingest well
+/// below a fast disk's speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UploadHashes {
+    /// SHA-256 only; `md5` and `sha512` are `None` (the consumer computes what it needs, for
+    /// example over the bytes it stores after converting).
+    Sha256,
+    /// SHA-256, MD5 (Glance's `checksum`) and SHA-512 (Glance's default `os_hash_algo`).
+    #[default]
+    All,
 }
 
 /// Default maximum image size: 1 TiB covers any VM disk image Hangar expects.
@@ -123,6 +143,7 @@ impl UploadConfig {
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             expiry: DEFAULT_EXPIRY,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+            hashes: UploadHashes::All,
         }
     }
 }
@@ -138,8 +159,8 @@ pub struct CompletedUpload {
     pub project_id: String,
     /// The decoded `Upload-Metadata` (for a final upload: the final's own, as tus says).
     pub metadata: BTreeMap<String, String>,
-    /// Lower-case hex digests of the whole file. This crate always fills them; they are
-    /// optional so that other producers can leave hashing to the consumer.
+    /// Lower-case hex digests of the whole file. This crate always fills `sha256`, and `md5`
+    /// and `sha512` with [`UploadHashes::All`] (the default).
     pub sha256: Option<String>,
     pub md5: Option<String>,
     pub sha512: Option<String>,
@@ -152,7 +173,7 @@ pub type OnComplete = Arc<dyn Fn(CompletedUpload) + Send + Sync>;
 /// restart, which only means the hashes are computed by reading the file at completion.
 #[derive(Debug, Default)]
 struct Live {
-    hashes: Option<pipeline::Hashes>,
+    hashes: Option<pipeline::RunningHashes>,
     /// How many bytes `hashes` covers.
     hashed_to: u64,
 }

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use records::{UploadRow, CONCAT_FINAL, CONCAT_PARTIAL};
 
-use crate::pipeline::{self, Digests, Hashes};
-use crate::{now, CompletedUpload, Live, UploadError, Uploads};
+use crate::pipeline::{self, Digests};
+use crate::{now, CompletedUpload, UploadError, UploadHashes, Uploads};
 
 /// Expired uploads handled per database query by the cleanup task.
 const CLEANUP_BATCH: u32 = 256;
@@ -67,37 +67,6 @@ fn part_ids(row: &UploadRow) -> Vec<String> {
     serde_json::from_str(row.parts.as_deref().unwrap_or("[]")).unwrap_or_default()
 }
 
-/// Completes an ordinary upload whose last bytes just became durable, with the caller holding
-/// its lock. With the running hashes at hand this hands over at once; otherwise hashing (a read
-/// of the whole file) happens in the background so the client's last PATCH is answered now.
-pub(crate) async fn complete_locked(u: &Arc<Uploads>, id: &str, live: &mut Live) -> Result<(), UploadError> {
-    let Some(row) = u.db.upload_by_id(id).await? else { return Ok(()) };
-    if row.completed_at.is_some() || row.upload_offset != row.upload_length || row.concat == CONCAT_PARTIAL {
-        return Ok(());
-    }
-    let length = u64::try_from(row.upload_length).unwrap_or(0);
-    let digests = if length == 0 {
-        Some(Hashes::default().digests())
-    } else if live.hashed_to == length {
-        live.hashes.take().map(Hashes::digests)
-    } else {
-        None
-    };
-    match digests {
-        Some(d) => hand_over(u, &row, d).await,
-        None => {
-            spawn_finish(Arc::clone(u), row.id);
-            Ok(())
-        }
-    }
-}
-
-/// Completes an upload that is complete at creation (`Upload-Length: 0`).
-pub(crate) async fn finish_in_place(u: &Arc<Uploads>, id: &str) -> Result<(), UploadError> {
-    let mut live = u.lock(id).await?;
-    complete_locked(u, id, &mut live).await
-}
-
 /// Finishes an upload in the background: joins a final's parts, or hashes a complete file
 /// whose running hashes were lost, then hands it over. Safe to call twice (it re-checks under
 /// the upload's lock).
@@ -124,11 +93,18 @@ async fn finish(u: &Arc<Uploads>, id: &str) -> Result<(), UploadError> {
     if row.upload_offset != row.upload_length {
         return Ok(());
     }
-    let digests = match live.hashes.take() {
-        Some(h) if live.hashed_to == length => h.digests(),
-        _ => {
+    // The running hashes if they cover the whole upload (waiting for their threads to catch
+    // up), else one read of the file.
+    let running = match live.hashes.take() {
+        Some(h) if live.hashed_to == length => tokio::task::spawn_blocking(move || h.resolve()).await.ok().flatten(),
+        _ => None,
+    };
+    let digests = match running {
+        Some(h) => h.digests(),
+        None => {
             let (path, pool) = (u.path_of(id), Arc::clone(&u.pool));
-            let hashed = tokio::task::spawn_blocking(move || pipeline::hash_file(&path, &pool)).await;
+            let all = u.config.hashes == UploadHashes::All;
+            let hashed = tokio::task::spawn_blocking(move || pipeline::hash_file(&path, &pool, all)).await;
             hashed.map_err(|e| UploadError::Internal(e.to_string()))??
         }
     };
@@ -148,9 +124,9 @@ async fn join_parts(u: &Arc<Uploads>, row: &UploadRow) -> Result<Digests, Upload
         }
     }
     let dest = u.path_of(&row.id);
-    let (d, pool) = (dest.clone(), Arc::clone(&u.pool));
+    let (d, pool, all) = (dest.clone(), Arc::clone(&u.pool), u.config.hashes == UploadHashes::All);
     let joined = tokio::task::spawn_blocking(move || {
-        let out = pipeline::concatenate(&paths, &d, &pool);
+        let out = pipeline::concatenate(&paths, &d, &pool, all);
         if out.is_err() {
             let _ = std::fs::remove_file(&d);
         }
@@ -202,8 +178,8 @@ async fn hand_over(u: &Arc<Uploads>, row: &UploadRow, d: Digests) -> Result<(), 
         project_id: row.project_id.clone(),
         metadata: metadata_of(row),
         sha256: Some(d.sha256),
-        md5: Some(d.md5),
-        sha512: Some(d.sha512),
+        md5: d.md5,
+        sha512: d.sha512,
     };
     tracing::info!(upload = %row.id, length = done.length, sha256 = ?done.sha256, "upload complete");
     (u.on_complete)(done);

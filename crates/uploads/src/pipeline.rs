@@ -8,7 +8,7 @@ use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use md5::Md5;
@@ -79,20 +79,21 @@ impl Drop for Block {
     }
 }
 
-/// The running hashes of an upload written in order from byte 0.
-#[derive(Clone, Debug, Default)]
+/// The running hashes of an upload written in order from byte 0: SHA-256 always, MD5 and
+/// SHA-512 when configured ([`crate::UploadHashes`]).
+#[derive(Clone, Debug)]
 pub struct Hashes {
     sha256: Sha256,
-    md5: Md5,
-    sha512: Sha512,
+    md5: Option<Md5>,
+    sha512: Option<Sha512>,
 }
 
 /// Hex digests of a complete upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digests {
     pub sha256: String,
-    pub md5: String,
-    pub sha512: String,
+    pub md5: Option<String>,
+    pub sha512: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -104,64 +105,201 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Hashes {
+    pub fn new(all: bool) -> Self {
+        Hashes { sha256: Sha256::new(), md5: all.then(Md5::new), sha512: all.then(Sha512::new) }
+    }
+
     pub fn digests(self) -> Digests {
         Digests {
             sha256: hex(&self.sha256.finalize()),
-            md5: hex(&self.md5.finalize()),
-            sha512: hex(&self.sha512.finalize()),
+            md5: self.md5.map(|h| hex(&h.finalize())),
+            sha512: self.sha512.map(|h| hex(&h.finalize())),
         }
     }
 }
 
-/// The three running hashes, each on its own thread fed through a bounded queue: SHA-512 and MD5
-/// cost more than the disk's bandwidth on one core, so they must not run one after the other.
-struct HashThreads {
-    senders: Vec<SyncSender<Arc<Block>>>,
-    sha256: JoinHandle<Sha256>,
-    md5: JoinHandle<Md5>,
-    sha512: JoinHandle<Sha512>,
+/// Whether the bytes of one request are kept (decided after its checksum and its fdatasync).
+/// Dropping the setter without deciding means "discarded", so no hash thread waits forever.
+#[derive(Default)]
+struct VerdictCell {
+    keep: Mutex<Option<bool>>,
+    decided: Condvar,
 }
 
-fn hash_thread<H: Digest + Send + 'static>(
+pub struct Verdict(Arc<VerdictCell>);
+
+impl Verdict {
+    fn new() -> (Verdict, Arc<VerdictCell>) {
+        let cell = Arc::new(VerdictCell::default());
+        (Verdict(Arc::clone(&cell)), cell)
+    }
+
+    fn set(&self, keep: bool) {
+        let mut k = self.0.keep.lock().unwrap_or_else(|e| e.into_inner());
+        k.get_or_insert(keep);
+        self.0.decided.notify_all();
+    }
+
+    /// The request's bytes are kept: the hashes move on over them.
+    pub fn keep(self) {
+        self.set(true);
+    }
+}
+
+impl Drop for Verdict {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
+impl VerdictCell {
+    fn wait(&self) -> bool {
+        let mut k = self.keep.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(keep) = *k {
+                return keep;
+            }
+            k = self.decided.wait(k).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The running hashes of an upload: at hand, or still being computed by the hash threads of the
+/// last request. Hashing lags behind the bytes: a request is answered once its bytes are
+/// durable and its own checksum verified, while SHA-256, MD5 and SHA-512 of the whole upload
+/// catch up on their threads (bounded queues hold them at most a few blocks behind).
+pub enum RunningHashes {
+    Ready(Box<Hashes>),
+    Pending(Lanes),
+}
+
+impl std::fmt::Debug for RunningHashes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunningHashes::Ready(_) => "Ready",
+            RunningHashes::Pending(_) => "Pending",
+        })
+    }
+}
+
+impl RunningHashes {
+    /// Hashes of nothing yet; `all` adds MD5 and SHA-512 to SHA-256.
+    pub fn fresh(all: bool) -> Self {
+        RunningHashes::Ready(Box::new(Hashes::new(all)))
+    }
+
+    /// Waits for the hash threads (blocking); None if one of them failed.
+    pub fn resolve(self) -> Option<Hashes> {
+        match self {
+            RunningHashes::Ready(h) => Some(*h),
+            RunningHashes::Pending(lanes) => lanes.join(),
+        }
+    }
+}
+
+/// Where a hash thread takes its starting state from.
+enum Start<H> {
+    Ready(H),
+    /// The previous request's thread for this algorithm (joined on the new thread, so the
+    /// request never waits for it).
+    After(JoinHandle<Option<H>>),
+}
+
+/// The three per-request hash threads, one per algorithm: SHA-512 and MD5 each cost more than
+/// the disk's bandwidth on one core, so they must not run one after the other.
+pub struct Lanes {
+    sha256: JoinHandle<Option<Sha256>>,
+    md5: Option<JoinHandle<Option<Md5>>>,
+    sha512: Option<JoinHandle<Option<Sha512>>>,
+}
+
+/// Joins an optional lane: `Some(None)` when the lane exists but failed.
+fn join_lane<H>(lane: Option<JoinHandle<Option<H>>>) -> Option<Option<H>> {
+    match lane {
+        None => Some(None),
+        Some(j) => j.join().ok().flatten().map(Some),
+    }
+}
+
+impl Lanes {
+    fn join(self) -> Option<Hashes> {
+        Some(Hashes { sha256: self.sha256.join().ok()??, md5: join_lane(self.md5)?, sha512: join_lane(self.sha512)? })
+    }
+}
+
+fn lane<H: Digest + Clone + Send + 'static>(
     name: &str,
-    mut state: H,
+    start: Start<H>,
+    verdict: Arc<VerdictCell>,
     senders: &mut Vec<SyncSender<Arc<Block>>>,
-) -> io::Result<JoinHandle<H>> {
+) -> io::Result<JoinHandle<Option<H>>> {
     let (tx, rx) = sync_channel::<Arc<Block>>(QUEUE);
     senders.push(tx);
     std::thread::Builder::new().name(format!("upload-{name}")).spawn(move || {
+        let state = match start {
+            Start::Ready(h) => Some(h),
+            Start::After(prev) => prev.join().ok().flatten(),
+        };
+        let Some(mut state) = state else {
+            // The chain is broken (a thread panicked): drain, and let completion hash the file.
+            for _block in rx {}
+            return None;
+        };
+        let before = state.clone();
         for block in rx {
             state.update(&block[..]);
         }
-        state
+        Some(if verdict.wait() { state } else { before })
     })
 }
 
-impl HashThreads {
-    fn start(h: Hashes) -> io::Result<Self> {
+/// Hash threads fed with one request's blocks.
+struct HashFeed {
+    senders: Vec<SyncSender<Arc<Block>>>,
+    lanes: Lanes,
+}
+
+impl HashFeed {
+    fn start(from: RunningHashes, verdict: Arc<VerdictCell>) -> io::Result<Self> {
+        let (s256, m5, s512) = match from {
+            RunningHashes::Ready(h) => {
+                let h = *h;
+                (Start::Ready(h.sha256), h.md5.map(Start::Ready), h.sha512.map(Start::Ready))
+            }
+            RunningHashes::Pending(l) => (Start::After(l.sha256), l.md5.map(Start::After), l.sha512.map(Start::After)),
+        };
         let mut senders = Vec::with_capacity(3);
-        let sha256 = hash_thread("sha256", h.sha256, &mut senders)?;
-        let md5 = hash_thread("md5", h.md5, &mut senders)?;
-        let sha512 = hash_thread("sha512", h.sha512, &mut senders)?;
-        Ok(HashThreads { senders, sha256, md5, sha512 })
+        let lanes = Lanes {
+            sha256: lane("sha256", s256, Arc::clone(&verdict), &mut senders)?,
+            md5: m5.map(|s| lane("md5", s, Arc::clone(&verdict), &mut senders)).transpose()?,
+            sha512: s512.map(|s| lane("sha512", s, Arc::clone(&verdict), &mut senders)).transpose()?,
+        };
+        Ok(HashFeed { senders, lanes })
     }
 
     fn feed(&self, block: &Arc<Block>) {
         for tx in &self.senders {
-            // A send fails only if the thread is gone (it panicked); `finish` reports that.
+            // A send fails only if the thread is gone (it panicked); joining reports that.
             let _ = tx.send(Arc::clone(block));
         }
     }
 
-    fn finish(self) -> io::Result<Hashes> {
-        drop(self.senders);
-        let lost = || io::Error::other("a hash thread panicked");
-        Ok(Hashes {
-            sha256: self.sha256.join().map_err(|_| lost())?,
-            md5: self.md5.join().map_err(|_| lost())?,
-            sha512: self.sha512.join().map_err(|_| lost())?,
-        })
+    /// No more blocks: the threads finish on their own once the verdict is in.
+    fn close(self) -> Lanes {
+        self.lanes
     }
+}
+
+/// Hashes whole files on three threads (completion without running hashes, joining parts).
+fn hash_all(all: bool, feed_blocks: impl FnOnce(&HashFeed) -> io::Result<()>) -> io::Result<Digests> {
+    let (verdict, cell) = Verdict::new();
+    let feed = HashFeed::start(RunningHashes::fresh(all), cell)?;
+    let fed = feed_blocks(&feed);
+    let lanes = feed.close();
+    verdict.keep();
+    let hashes = lanes.join().ok_or_else(|| io::Error::other("a hash thread failed"));
+    fed?;
+    Ok(hashes?.digests())
 }
 
 /// The checksum of one request's bytes (the tus checksum extension), with what was expected.
@@ -202,8 +340,9 @@ pub struct WriteReport {
     pub error: Option<io::Error>,
     /// Whether the request's checksum matched (None: none was sent).
     pub checksum_ok: Option<bool>,
-    /// The running hashes advanced over the written bytes (None if none were kept).
-    pub hashes: Option<Hashes>,
+    /// The hash threads that took the written bytes, and the verdict they wait for: call
+    /// [`Verdict::keep`] once the bytes are durable; dropping it discards them from the hashes.
+    pub hashes: Option<(Lanes, Verdict)>,
 }
 
 /// Asks the kernel to start writing a range back now rather than when the dirty-page thresholds
@@ -222,11 +361,12 @@ pub fn write_blocks(
     start: u64,
     mut next: impl FnMut() -> Option<Arc<Block>>,
     check: Option<ChunkCheck>,
-    hashes: Option<Hashes>,
+    hashes: Option<RunningHashes>,
 ) -> WriteReport {
     let mut check = check;
-    let threads = match hashes.map(HashThreads::start).transpose() {
-        Ok(t) => t,
+    let (verdict, cell) = Verdict::new();
+    let feed = match hashes.map(|h| HashFeed::start(h, cell)).transpose() {
+        Ok(f) => f,
         Err(e) => return WriteReport { written: 0, error: Some(e), checksum_ok: None, hashes: None },
     };
     let mut pos = start;
@@ -240,19 +380,17 @@ pub fn write_blocks(
         if let Some(c) = check.as_mut() {
             c.update(&block);
         }
-        if let Some(t) = &threads {
-            t.feed(&block);
+        if let Some(f) = &feed {
+            f.feed(&block);
         }
         pos += block.len() as u64;
     }
-    let hashes = match threads.map(HashThreads::finish).transpose() {
-        Ok(h) => h,
-        Err(e) => {
-            error.get_or_insert(e);
-            None
-        }
-    };
-    WriteReport { written: pos - start, error, checksum_ok: check.map(ChunkCheck::matches), hashes }
+    WriteReport {
+        written: pos - start,
+        error,
+        checksum_ok: check.map(ChunkCheck::matches),
+        hashes: feed.map(|f| (f.close(), verdict)),
+    }
 }
 
 /// Reads `source` to its end in blocks, handing each to `sink`; stops at the first error.
@@ -280,34 +418,37 @@ fn read_blocks(source: &mut File, pool: &Arc<BufferPool>, mut sink: impl FnMut(A
 }
 
 /// Hashes a whole file (an upload whose running hashes were lost to a restart).
-pub fn hash_file(path: &Path, pool: &Arc<BufferPool>) -> io::Result<Digests> {
+pub fn hash_file(path: &Path, pool: &Arc<BufferPool>, all: bool) -> io::Result<Digests> {
     let mut file = File::open(path)?;
-    let threads = HashThreads::start(Hashes::default())?;
-    read_blocks(&mut file, pool, |block| {
-        threads.feed(&block);
-        Ok(())
-    })?;
-    Ok(threads.finish()?.digests())
+    hash_all(all, |feed| {
+        read_blocks(&mut file, pool, |block| {
+            feed.feed(&block);
+            Ok(())
+        })
+        .map(drop)
+    })
 }
 
 /// Writes the parts one after the other into a new `dest` (replacing any earlier attempt),
 /// hashing as it copies, and makes it durable. Returns the length and the digests.
-pub fn concatenate(parts: &[std::path::PathBuf], dest: &Path, pool: &Arc<BufferPool>) -> io::Result<(u64, Digests)> {
+pub fn concatenate(parts: &[std::path::PathBuf], dest: &Path, pool: &Arc<BufferPool>, all: bool) -> io::Result<(u64, Digests)> {
     let out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(dest)?;
-    let threads = HashThreads::start(Hashes::default())?;
     let mut pos = 0u64;
-    for part in parts {
-        let mut source = File::open(part)?;
-        read_blocks(&mut source, pool, |block| {
-            out.write_all_at(&block, pos)?;
-            start_writeback(&out, pos, block.len());
-            threads.feed(&block);
-            pos += block.len() as u64;
-            Ok(())
-        })?;
-    }
+    let digests = hash_all(all, |feed| {
+        for part in parts {
+            let mut source = File::open(part)?;
+            read_blocks(&mut source, pool, |block| {
+                out.write_all_at(&block, pos)?;
+                start_writeback(&out, pos, block.len());
+                feed.feed(&block);
+                pos += block.len() as u64;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
     out.sync_all()?;
-    Ok((pos, threads.finish()?.digests()))
+    Ok((pos, digests))
 }
 
 #[cfg(test)]
@@ -324,18 +465,46 @@ mod tests {
         let mut blocks = data.chunks(BLOCK_SIZE).map(|c| Block::new(c.to_vec(), Arc::clone(&pool)));
         let want = Sha256::digest(&data);
         let check = ChunkCheck::new(&Checksum::Sha256(want.into()));
-        let report = write_blocks(&file, 0, || blocks.next(), Some(check), Some(Hashes::default()));
+        let report = write_blocks(&file, 0, || blocks.next(), Some(check), Some(RunningHashes::fresh(true)));
         assert!(report.error.is_none());
         assert_eq!(report.written, data.len() as u64);
         assert_eq!(report.checksum_ok, Some(true));
-        let d = report.hashes.unwrap().digests();
+        let (lanes, verdict) = report.hashes.unwrap();
+        verdict.keep();
+        let d = lanes.join().unwrap().digests();
         assert_eq!(d.sha256, hex(&want));
-        assert_eq!(d.md5, hex(&Md5::digest(&data)));
-        assert_eq!(d.sha512, hex(&Sha512::digest(&data)));
-        assert_eq!(hash_file(&path, &pool).unwrap(), d);
+        assert_eq!(d.md5, Some(hex(&Md5::digest(&data))));
+        assert_eq!(d.sha512, Some(hex(&Sha512::digest(&data))));
+        assert_eq!(hash_file(&path, &pool, true).unwrap(), d);
+        let only = hash_file(&path, &pool, false).unwrap();
+        assert_eq!((only.sha256, only.md5, only.sha512), (d.sha256.clone(), None, None));
         let joined = dir.path().join("j");
-        let (n, d2) = concatenate(&[path.clone(), path], &joined, &pool).unwrap();
+        let (n, d2) = concatenate(&[path.clone(), path], &joined, &pool, true).unwrap();
         assert_eq!(n, 2 * data.len() as u64);
         assert_eq!(d2.sha256, hex(&Sha256::digest([&data[..], &data[..]].concat())));
+    }
+
+    /// A discarded request leaves the hashes where they were, and the next request's threads
+    /// continue from there.
+    #[test]
+    fn discarded_requests_do_not_reach_the_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        let pool = Arc::new(BufferPool::default());
+        let write = |at: u64, bytes: &[u8], from: RunningHashes, keep: bool| {
+            let mut once = Some(Block::new(bytes.to_vec(), Arc::clone(&pool)));
+            let report = write_blocks(&file, at, || once.take(), None, Some(from));
+            let (lanes, verdict) = report.hashes.unwrap();
+            if keep {
+                verdict.keep();
+            }
+            RunningHashes::Pending(lanes)
+        };
+        let h = write(0, b"hello ", RunningHashes::fresh(true), true);
+        let h = write(6, b"junk", h, false);
+        let h = write(6, b"world", h, true);
+        let d = h.resolve().unwrap().digests();
+        assert_eq!(d.sha256, hex(&Sha256::digest(b"hello world")));
+        assert_eq!(d.md5, Some(hex(&Md5::digest(b"hello world"))));
     }
 }

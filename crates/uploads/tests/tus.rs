@@ -527,3 +527,64 @@ async fn concurrent_patches_do_not_corrupt_an_upload() {
     assert_eq!(env.patch(&m, &url, 200_000, &data[200_000..]).await.offset(), 400_000);
     assert_completed(&env.next_completion().await, &data);
 }
+
+/// A disk that fills up: creation refuses what does not fit (507), and a write that fails with
+/// ENOSPC answers 507 and keeps nothing of the request.
+#[tokio::test]
+async fn a_full_disk_is_507_and_nothing_half_written_is_kept() {
+    let mut env = Env::with(|c| c.max_upload_size = 1 << 60).await;
+    let m = env.people.member.clone();
+    let r = env.create(&m, 1 << 59, &[]).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.body);
+    assert!(r.body.contains("bytes free"), "{}", r.body);
+    assert!(env.files().is_empty(), "nothing is left behind");
+
+    let data = data(2_500_000, 10);
+    let url = env.created(&m, data.len() as u64).await;
+    assert_eq!(env.patch(&m, &url, 0, &data[..1_000_000]).await.offset(), 1_000_000);
+    // Swap the upload's file for /dev/full, which fails every write with ENOSPC.
+    let path = env.config.dir.join(url.trim_start_matches("/uploads/"));
+    let saved = env.config.dir.join("saved");
+    std::fs::rename(&path, &saved).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let r = env.patch(&m, &url, 1_000_000, &data[1_000_000..]).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.body);
+    assert!(r.body.contains("disk is full"), "{}", r.body);
+    assert_eq!(env.head(&m, &url).await.offset(), 1_000_000, "the offset did not move");
+    // Space again: the upload resumes where it was.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(&saved, &path).unwrap();
+    assert_eq!(env.patch(&m, &url, 1_000_000, &data[1_000_000..]).await.offset(), 2_500_000);
+    assert_completed(&env.next_completion().await, &data);
+}
+
+#[tokio::test]
+async fn stray_files_are_swept() {
+    let env = Env::with(|c| c.expiry = Duration::ZERO).await;
+    let stray = env.config.dir.join("0b0e4bc8-6f7c-4a8e-9d1e-3a1f2b3c4d5e");
+    let other = env.config.dir.join("not-an-upload.txt");
+    std::fs::write(&stray, b"left by a crash").unwrap();
+    std::fs::write(&other, b"not ours").unwrap();
+    assert_eq!(env.uploads.remove_expired().await.unwrap(), 0);
+    assert!(!stray.exists());
+    assert!(other.exists(), "only files named like uploads are touched");
+}
+
+#[tokio::test]
+async fn sha256_only_leaves_md5_and_sha512_to_the_consumer() {
+    let mut env = Env::with(|c| c.hashes = uploads::UploadHashes::Sha256).await;
+    let m = env.people.member.clone();
+    let data = data(1_200_000, 11);
+    let url = env.created(&m, data.len() as u64).await;
+    env.patch(&m, &url, 0, &data[..500_000]).await;
+    env.patch(&m, &url, 500_000, &data[500_000..]).await;
+    let done = env.next_completion().await;
+    assert_eq!((done.sha256.as_deref(), done.md5.as_deref(), done.sha512.as_deref()), (Some(sha256_hex(&data).as_str()), None, None));
+    // The same when hashing falls back to reading the file (a restart mid-upload).
+    let url = env.created(&m, data.len() as u64).await;
+    env.patch(&m, &url, 0, &data[..500_000]).await;
+    env.restart().await;
+    env.patch(&m, &url, 500_000, &data[500_000..]).await;
+    let done = env.next_completion().await;
+    assert_eq!((done.sha256.as_deref(), done.md5.as_deref()), (Some(sha256_hex(&data).as_str()), None));
+}
