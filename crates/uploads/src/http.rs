@@ -179,11 +179,19 @@ async fn create(
         lifecycle::spawn_finish(Arc::clone(&u), row.id.clone());
     } else if has_body {
         // creation-with-upload: the upload exists whatever happens to the body; the client
-        // learns from Upload-Offset how much of it was kept.
-        match write_request(&u, &row.id, 0, &headers, body).await {
-            Ok(o) => offset = o,
-            Err(e) => {
-                tracing::info!(upload = %row.id, error = %e, "data sent with the creation request was not kept");
+        // learns from Upload-Offset how much of it was kept. Its own task, as for PATCH, so a
+        // client that goes away mid-body still has what arrived recorded.
+        let (task_u, id) = (Arc::clone(&u), row.id.clone());
+        let written = tokio::spawn(async move { write_request(&task_u, &id, 0, &headers, body).await }).await;
+        match written {
+            Ok(Ok(o)) => offset = o,
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => String::new(),
+                };
+                tracing::info!(upload = %row.id, error = %why, "data sent with the creation request was not kept");
                 if let Ok(Some(r)) = u.db.upload_by_id(&row.id).await {
                     offset = u64::try_from(r.upload_offset).unwrap_or(0);
                 }
