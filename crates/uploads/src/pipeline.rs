@@ -354,6 +354,31 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
     }
 }
 
+/// The request checksum on its own thread, so that hashing a block overlaps with writing it.
+struct CheckThread {
+    tx: SyncSender<Arc<Block>>,
+    thread: JoinHandle<bool>,
+}
+
+impl CheckThread {
+    fn start(mut check: ChunkCheck) -> io::Result<Self> {
+        let (tx, rx) = sync_channel::<Arc<Block>>(QUEUE);
+        let thread = std::thread::Builder::new().name("upload-checksum".into()).spawn(move || {
+            for block in rx {
+                check.update(&block);
+            }
+            check.matches()
+        })?;
+        Ok(CheckThread { tx, thread })
+    }
+
+    fn finish(self) -> bool {
+        drop(self.tx);
+        // A panicked checksum thread counts as a mismatch: the bytes are not kept.
+        self.thread.join().unwrap_or(false)
+    }
+}
+
 /// Writes blocks from `next` to `file` from `start` on, feeding the request checksum and the
 /// running hashes. Runs on a blocking thread; stops at the first write error.
 pub fn write_blocks(
@@ -363,23 +388,26 @@ pub fn write_blocks(
     check: Option<ChunkCheck>,
     hashes: Option<RunningHashes>,
 ) -> WriteReport {
-    let mut check = check;
     let (verdict, cell) = Verdict::new();
-    let feed = match hashes.map(|h| HashFeed::start(h, cell)).transpose() {
-        Ok(f) => f,
+    let started = check
+        .map(CheckThread::start)
+        .transpose()
+        .and_then(|c| Ok((c, hashes.map(|h| HashFeed::start(h, cell)).transpose()?)));
+    let (check, feed) = match started {
+        Ok(t) => t,
         Err(e) => return WriteReport { written: 0, error: Some(e), checksum_ok: None, hashes: None },
     };
     let mut pos = start;
     let mut error = None;
     while let Some(block) = next() {
+        if let Some(c) = &check {
+            let _ = c.tx.send(Arc::clone(&block));
+        }
         if let Err(e) = file.write_all_at(&block, pos) {
             error = Some(e);
             break;
         }
         start_writeback(file, pos, block.len());
-        if let Some(c) = check.as_mut() {
-            c.update(&block);
-        }
         if let Some(f) = &feed {
             f.feed(&block);
         }
@@ -388,7 +416,7 @@ pub fn write_blocks(
     WriteReport {
         written: pos - start,
         error,
-        checksum_ok: check.map(ChunkCheck::matches),
+        checksum_ok: check.map(CheckThread::finish),
         hashes: feed.map(|f| (f.close(), verdict)),
     }
 }
