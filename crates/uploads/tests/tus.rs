@@ -588,3 +588,38 @@ async fn sha256_only_leaves_md5_and_sha512_to_the_consumer() {
     let done = env.next_completion().await;
     assert_eq!((done.sha256.as_deref(), done.md5.as_deref()), (Some(sha256_hex(&data).as_str()), None));
 }
+
+/// The process dies after an upload's last bytes are durable but before the consumer took it
+/// (here: the consumer's callback panics): the next start hands it over, with hashes read back
+/// from the file.
+#[tokio::test]
+async fn a_restart_hands_over_what_a_crash_did_not() {
+    let mut env = Env::new().await;
+    let m = env.people.member.clone();
+    let (tx, mut attempted) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let crashing: uploads::OnComplete = std::sync::Arc::new(move |done: uploads::CompletedUpload| {
+        let _ = tx.send(done.id.clone());
+        panic!("simulated crash while handing over {}", done.id);
+    });
+    let dying = uploads::Uploads::open(env.db.clone(), env.config.clone(), crashing).await.unwrap();
+    let router = uploads::router(dying);
+    let data = data(800_000, 12);
+    let mut req = tus(Method::POST, "/uploads").header("upload-length", data.len().to_string()).body(Body::empty()).unwrap();
+    req.extensions_mut().insert(m.clone());
+    let res = tower::ServiceExt::oneshot(router.clone(), req).await.unwrap();
+    let url = res.headers()["location"].to_str().unwrap().to_owned();
+    let mut req = tus(Method::PATCH, &url)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body(Body::from(data.clone()))
+        .unwrap();
+    req.extensions_mut().insert(m.clone());
+    assert_eq!(tower::ServiceExt::oneshot(router, req).await.unwrap().status(), StatusCode::NO_CONTENT);
+    let id = tokio::time::timeout(Duration::from_secs(30), attempted.recv()).await.unwrap().unwrap();
+    assert_eq!(format!("/uploads/{id}"), url);
+
+    env.restart().await;
+    let done = env.next_completion().await;
+    assert_eq!(done.id, id);
+    assert_completed(&done, &data);
+}
