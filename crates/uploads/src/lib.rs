@@ -49,6 +49,26 @@
 //! process dies between the callback and recording the hand-over, the next start calls it again
 //! with the same id, so the consumer should ignore an id it already has.
 //!
+//! # Protocol details
+//!
+//! * Every request but OPTIONS needs `Tus-Resumable: 1.0.0` (412 with `Tus-Version` otherwise);
+//!   every answer but OPTIONS carries it. Errors have a plain-text message for people.
+//! * PATCH: `Content-Type: application/offset+octet-stream` (else 415); `Upload-Offset` must be
+//!   the upload's offset (else 409, nothing changed); `Upload-Checksum: sha1|sha256 <base64>`
+//!   optional (unknown algorithm 400, mismatch 460 and the request's bytes are discarded). The
+//!   204's `Upload-Offset` is durable. A body that breaks off keeps what arrived (unless it came
+//!   with a checksum, which cannot be verified then). A second request on the same upload waits
+//!   up to [`LOCK_WAIT`] for the first (423 after that), then usually meets a 409.
+//! * Every PATCH pushes `Upload-Expires` [`UploadConfig::expiry`] ahead; an expired upload
+//!   answers 410 until the cleanup task removes it (then 404).
+//! * Concatenation: parts are `Upload-Concat: partial` uploads; `Upload-Concat: final;<urls>`
+//!   (absolute or path URLs, at most [`tus::MAX_PARTS`], no `Upload-Length`) joins complete
+//!   parts of the same user and project in the background; HEAD on the final shows no
+//!   `Upload-Offset` until then, PATCH on it is 403, and the parts are removed once joined.
+//!   `concatenation-unfinished` and `creation-defer-length` are not offered.
+//! * DELETE (termination) of an unfinished upload removes its file (a final takes its parts);
+//!   a part claimed by a final, or an upload already handed over, answers 403.
+//!
 //! # Quotas and limits at creation
 //!
 //! 413 when `Upload-Length` exceeds [`UploadConfig::max_upload_size`], when the project's
@@ -85,6 +105,11 @@ pub const MAX_OPEN_UPLOADS_PER_USER: u64 = 256;
 /// client that lost its connection and resumes at once may find the old request still
 /// finishing (making its bytes durable); a few seconds covers that.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Completions (joining parts, hashing a file, handing over) that run at once. Each reads a
+/// whole file with a thread per hash; more of them at a time (say, after a restart with many
+/// unfinished uploads) would only thrash the disk and the two cores.
+pub const MAX_CONCURRENT_COMPLETIONS: usize = 2;
 
 /// Where uploads go and how big they may be.
 #[derive(Clone, Debug)]
@@ -190,6 +215,8 @@ pub struct Uploads {
     live: Mutex<HashMap<String, Slot>>,
     /// Serialises quota checks with the inserts they allow.
     creating: tokio::sync::Mutex<()>,
+    /// Bounds background completions ([`MAX_CONCURRENT_COMPLETIONS`]).
+    completing: tokio::sync::Semaphore,
     pool: Arc<pipeline::BufferPool>,
 }
 
@@ -216,6 +243,7 @@ impl Uploads {
             on_complete,
             live: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            completing: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPLETIONS),
             pool: Arc::new(pipeline::BufferPool::default()),
         });
         for row in uploads.db.uploads_to_finish().await? {

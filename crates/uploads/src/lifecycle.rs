@@ -79,6 +79,7 @@ pub(crate) fn spawn_finish(u: Arc<Uploads>, id: String) {
 }
 
 async fn finish(u: &Arc<Uploads>, id: &str) -> Result<(), UploadError> {
+    let _permit = u.completing.acquire().await.map_err(|e| UploadError::Internal(e.to_string()))?;
     let mut live = u.slot(id).lock_owned().await;
     let Some(row) = u.db.upload_by_id(id).await? else { return Ok(()) };
     if row.completed_at.is_some() || row.concat == CONCAT_PARTIAL {
