@@ -623,3 +623,61 @@ async fn a_restart_hands_over_what_a_crash_did_not() {
     assert_eq!(done.id, id);
     assert_completed(&done, &data);
 }
+
+/// A final whose parts cannot be joined (here a part's file vanished) stays unfinished, shows no
+/// Upload-Offset, leaves no half-written file, and goes away with its parts when it expires.
+#[tokio::test]
+async fn a_join_that_fails_leaves_nothing_half_written() {
+    let env = Env::new().await;
+    let m = env.people.member.clone();
+    let part = env.create(&m, 1000, &[("upload-concat", "partial")]).await.header("location");
+    env.patch(&m, &part, 0, &data(1000, 13)).await;
+    let part_id = part.trim_start_matches("/uploads/").to_owned();
+    std::fs::remove_file(env.config.dir.join(&part_id)).unwrap();
+    let r = env.create_final(&m, &[&part]).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let fin = r.header("location");
+    let fin_id = fin.trim_start_matches("/uploads/").to_owned();
+    // The join runs in the background; a DELETE waits for it to give up, then terminates the
+    // final (the loop only guards against a slow machine outlasting LOCK_WAIT).
+    for _ in 0..200 {
+        if env.delete(&m, &fin).await.status == StatusCode::NO_CONTENT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(env.head(&m, &fin).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(env.head(&m, &part).await.status, StatusCode::NOT_FOUND, "the final took its parts along");
+    assert!(!env.files().contains(&fin_id), "no half-written final file");
+    assert!(env.completions().is_empty());
+}
+
+#[tokio::test]
+async fn a_final_shows_no_offset_until_joined() {
+    let env = Env::new().await;
+    let m = env.people.member.clone();
+    let part = env.create(&m, 10, &[("upload-concat", "partial")]).await.header("location");
+    env.patch(&m, &part, 0, b"0123456789").await;
+    std::fs::remove_file(env.config.dir.join(part.trim_start_matches("/uploads/"))).unwrap();
+    let fin = env.create_final(&m, &[&part]).await.header("location");
+    let h = env.head(&m, &fin).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert!(h.headers.get("upload-offset").is_none(), "{:?}", h.headers);
+    assert_eq!(h.header("upload-length"), "10");
+    assert_eq!(h.header("upload-concat"), format!("final;{part}"));
+    assert_eq!(env.delete(&m, &part).await.status, StatusCode::FORBIDDEN, "a claimed part goes with its final");
+}
+
+#[tokio::test]
+async fn one_user_cannot_hold_unbounded_open_uploads() {
+    let env = Env::new().await;
+    let m = env.people.member.clone();
+    for i in 0..uploads::MAX_OPEN_UPLOADS_PER_USER {
+        let r = env.create(&m, 1, &[("upload-concat", "partial")]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "upload {i}: {}", r.body);
+    }
+    let r = env.create(&m, 1, &[]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.body.contains("uploads open"), "{}", r.body);
+    assert_eq!(env.create(&env.people.member2, 1, &[]).await.status, StatusCode::CREATED, "others are not affected");
+}
