@@ -35,7 +35,7 @@ export default defineConfig({
   workers: 1,
   forbidOnly: !!process.env.CI,
   retries: 0,
-  timeout: 30_000,
+  timeout: 120_000,
   expect: { timeout: 10_000 },
   reporter: [["list"]],
   use: {
@@ -54,7 +54,7 @@ export default defineConfig({
     {
       name: "hydrated",
       use: { javaScriptEnabled: true },
-      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "accounts.spec.ts"],
+      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "accounts.spec.ts", "upload.spec.ts"],
     },
   ],
   webServer: {

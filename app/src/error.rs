@@ -30,6 +30,9 @@ pub enum AppError {
     /// The request conflicts with the current state, e.g. a name that is taken (HTTP 409).
     #[error("{message}")]
     Conflict { message: String },
+    /// A quota or size limit would be exceeded (HTTP 413, as the upload path answers).
+    #[error("{message}")]
+    QuotaExceeded { message: String },
     /// Too many attempts (HTTP 429).
     #[error("{message}")]
     TooManyRequests { message: String },
@@ -49,6 +52,7 @@ impl AppError {
             AppError::Forbidden { .. } => "forbidden",
             AppError::Conflict { .. } => "conflict",
             AppError::TooManyRequests { .. } => "too-many-requests",
+            AppError::QuotaExceeded { .. } => "quota-exceeded",
             AppError::Transport { .. } => "transport",
         }
     }
@@ -63,6 +67,7 @@ impl AppError {
             AppError::Forbidden { .. } => 403,
             AppError::Conflict { .. } => 409,
             AppError::TooManyRequests { .. } => 429,
+            AppError::QuotaExceeded { .. } => 413,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod components;
 mod error;
 pub mod formats;
 pub mod pages;
+pub mod upload;
 
 pub use error::AppError;
 
@@ -59,7 +60,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=pages::not_found::NotFound>
                     <Route path=path!("/") view=pages::images::ImagesPage ssr=SsrMode::Async />
                     <Route path=path!("/images") view=pages::images::ImagesPage ssr=SsrMode::Async />
-                    <Route path=path!("/upload") view=pages::coming::UploadPage ssr=SsrMode::Async />
+                    <Route path=path!("/upload") view=pages::upload::UploadPage ssr=SsrMode::Async />
                     <Route path=path!("/storage") view=pages::coming::StoragePage ssr=SsrMode::Async />
                     <Route path=path!("/formats") view=pages::formats::FormatsPage ssr=SsrMode::Async />
                     <Route path=path!("/signin") view=pages::signin::SignInPage ssr=SsrMode::Async />

@@ -28,8 +28,10 @@ pub struct UploadedFile {
     pub user_id: String,
     pub project_id: String,
     pub file_name: Option<String>,
-    /// SHA-256 of the uploaded bytes when the data plane computed it as they arrived.
+    /// Hashes of the uploaded bytes, when the data plane computed them.
     pub sha256: Option<String>,
+    pub md5: Option<String>,
+    pub sha512: Option<String>,
 }
 
 /// Why an upload did not become an active image.
@@ -183,7 +185,14 @@ fn process(up: &UploadedFile, disk_format: Option<&str>, images_dir: &Path) -> R
         }
     };
     fsync_dir(images_dir).map_err(|e| io("sync images dir", e))?;
-    let (_, md5, sha512) = hash_file(&final_path, false).map_err(|e| io("hash stored image", e))?;
+    // Stored unchanged: the upload's hashes are the stored bytes' hashes.
+    let (md5, sha512) = match (&up.md5, &up.sha512, converted) {
+        (Some(m), Some(s), false) => (m.clone(), s.clone()),
+        _ => {
+            let (_, m, s) = hash_file(&final_path, false).map_err(|e| io("hash stored image", e))?;
+            (m, s)
+        }
+    };
     let size = std::fs::metadata(&final_path).map_err(|e| io("stat stored image", e))?.len();
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let record = records::ActiveImage {

@@ -39,7 +39,13 @@ pub struct AppState {
     pub db: Db,
     pub started: Instant,
     pub config: Arc<Config>,
+    /// The tus data plane; complete uploads flow to the ingest worker.
+    pub uploads: Arc<uploads::Uploads>,
 }
+
+/// Imports running at once: each reads and writes whole images, so more than the cores would
+/// only make every one of them slower.
+const INGEST_CONCURRENCY: usize = 2;
 
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
@@ -60,6 +66,8 @@ pub enum StartError {
     Listen { addr: String, source: std::io::Error },
     #[error("cannot create the first administrator: {0}")]
     Bootstrap(String),
+    #[error("cannot open the upload area: {0}")]
+    Uploads(String),
 }
 
 impl AppState {
@@ -68,14 +76,56 @@ impl AppState {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let db = Db::open_sqlite(&config.database_path()).await?;
+        let uploads = open_uploads(&db, &config.data_dir).await?;
         let leptos = LeptosOptions::builder()
             .output_name(app::OUTPUT_NAME)
             .site_root(config.site_root.to_string_lossy().into_owned())
             .site_pkg_dir("pkg")
             .site_addr(config.listen)
             .build();
-        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config) })
+        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config), uploads })
     }
+}
+
+/// Opens the tus data plane and starts the worker that ingests complete uploads.
+async fn open_uploads(db: &Db, data_dir: &std::path::Path) -> Result<Arc<uploads::Uploads>, StartError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uploads::CompletedUpload>();
+    let on_complete: uploads::OnComplete = Arc::new(move |done| {
+        let _ = tx.send(done);
+    });
+    let up = uploads::Uploads::open(db.clone(), uploads::UploadConfig::new(data_dir), on_complete)
+        .await
+        .map_err(|e| StartError::Uploads(e.to_string()))?;
+    let (db, data_dir) = (db.clone(), data_dir.to_path_buf());
+    let permits = Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY));
+    tokio::spawn(async move {
+        while let Some(done) = rx.recv().await {
+            let Some(image_id) = done.metadata.get("image_id").cloned() else {
+                tracing::warn!(upload = %done.id, "complete upload names no image; discarding it");
+                let _ = std::fs::remove_file(&done.path);
+                continue;
+            };
+            let (db, data_dir, permits) = (db.clone(), data_dir.clone(), permits.clone());
+            tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else { return };
+                let file = ingest::UploadedFile {
+                    image_id,
+                    path: done.path,
+                    user_id: done.user_id,
+                    project_id: done.project_id,
+                    file_name: done.metadata.get("filename").cloned(),
+                    sha256: done.sha256,
+                    md5: done.md5,
+                    sha512: done.sha512,
+                };
+                if let Err(err) = ingest::ingest(&db, &data_dir, file).await {
+                    tracing::warn!(upload = %done.id, error = %err, "upload not ingested");
+                }
+            });
+        }
+    });
+    let _cleanup = uploads::spawn_cleanup(up.clone());
+    Ok(up)
 }
 
 /// The session layer, backed by a table in the same SQLite database so sessions survive restarts.
@@ -96,6 +146,7 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
     let routes = generate_route_list(app::App);
     let context = ServerContext { db: state.db.clone(), started: state.started };
     let leptos = state.leptos.clone();
+    let tus = uploads::router(state.uploads.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .leptos_routes_with_context(
@@ -105,12 +156,13 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
             move || app::shell(leptos.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .with_state(state.clone())
+        .merge(tus)
         // Layers run bottom-up on the way in: trace → sessions → CSRF check → authentication.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state, auth::authenticate))
         .layer(axum::middleware::from_fn(auth::csrf))
         .layer(sessions)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// Liveness and readiness: 200 when the database answers, 503 otherwise.

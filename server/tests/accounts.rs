@@ -43,6 +43,10 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
     let to_answer = db.create_image(&image("to-answer", "shared")).await.unwrap();
     db.add_image_member(&to_answer.id, &p2).await.unwrap();
     let target = accounts::create_user(db, "target", PASSWORD, false).await.unwrap();
+    let to_cancel = db.create_image(&image("to-cancel", "private")).await.unwrap();
+    let image_form = "form[name]=fresh&form[disk_format]=qcow2&form[container_format]=bare&form[visibility]=private\
+        &form[description]=&form[min_disk]=0&form[min_ram]=0&form[architecture]=&form[os_distro]=&form[os_version]=\
+        &form[protected]=false&form[tags]=&form[size]=1024";
 
     let auths = [
         Auth::Anonymous,
@@ -68,6 +72,11 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
         row("create_token", "name=t", signed_in(200)),
         row("revoke_token", format!("token_id={bogus}"), signed_in(404)),
         row("pending_shares", "", signed_in(200)),
+        // Readers cannot create images; "other" creates one in its own project p2.
+        row("create_image", image_form, [401, 403, 200, 200, 200]),
+        row("image_progress", format!("image_id={}", to_share.id), [401, 200, 200, 404, 200]),
+        // The member cancels it; afterwards the admin finds nothing left to cancel (409).
+        row("cancel_image", format!("image_id={}", to_cancel.id), [401, 403, 200, 404, 409]),
         // Readers may not share; the member shares it with p2, whose member ("other") can then see
         // it but not change it (403); the admin's attempt is a duplicate (409).
         row("share_image", format!("image_id={}&project=p2", to_share.id), [401, 403, 200, 403, 409]),

@@ -54,7 +54,7 @@ impl Env {
     fn upload(&self, image_id: &str, src: &Path) -> UploadedFile {
         let path = self.dir.path().join(format!("{image_id}.upload"));
         std::fs::copy(src, &path).unwrap();
-        UploadedFile { image_id: image_id.into(), path, user_id: self.user.clone(), project_id: self.project.clone(), file_name: None, sha256: None }
+        UploadedFile { image_id: image_id.into(), path, user_id: self.user.clone(), project_id: self.project.clone(), file_name: None, sha256: None, md5: None, sha512: None }
     }
 
     fn data(&self) -> &Path {

@@ -8,6 +8,7 @@ pub mod prefs;
 pub mod shares;
 pub mod status;
 pub mod tokens;
+pub mod upload;
 
 /// Server-side context the server functions reach through `use_context`.
 #[cfg(feature = "ssr")]

@@ -22,22 +22,6 @@ fn Coming(title: &'static str, lead: &'static str, points: &'static [&'static st
     }
 }
 
-/// Upload: the browser identifies each file before sending it, then uploads it in resumable chunks.
-#[component]
-pub fn UploadPage() -> impl IntoView {
-    view! {
-        <Coming
-            title="Upload"
-            lead="Upload disk images from your browser: Hangar identifies each file before a byte is sent."
-            points=&[
-                "Drag-and-drop or pick several files; each is identified in the browser from its first 64 KiB and last 1.5 KiB.",
-                "Chunked, parallel uploads that resume after a network drop, a page reload or a browser restart.",
-                "Server-side validation of every upload, then conversion to the format your storage needs.",
-            ]
-        />
-    }
-}
-
 /// The storage-compatibility matrix.
 #[component]
 pub fn StoragePage() -> impl IntoView {

@@ -10,6 +10,7 @@ pub mod formats;
 pub mod images;
 pub mod not_found;
 pub mod signin;
+pub mod upload;
 
 /// Shown instead of a page's content to someone who is not signed in.
 #[component]

@@ -1,0 +1,193 @@
+//! Creating an image record before its bytes are uploaded, and following it through ingest.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::AppError;
+
+/// The fields of the Upload form (the ones users know from Horizon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageForm {
+    pub name: String,
+    pub description: String,
+    pub disk_format: String,
+    pub container_format: String,
+    pub visibility: String,
+    /// GiB.
+    pub min_disk: u32,
+    /// MiB.
+    pub min_ram: u32,
+    pub architecture: String,
+    pub os_distro: String,
+    pub os_version: String,
+    pub protected: bool,
+    /// Comma-separated.
+    pub tags: String,
+    /// The file's size in bytes (checked against quotas before the upload starts).
+    pub size: u64,
+}
+
+/// Where an image is in its life, for the upload page's status line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageState {
+    pub id: String,
+    pub status: String,
+    pub reason: String,
+    pub disk_format: Option<String>,
+    pub uploaded_format: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+}
+
+/// Disk formats the form offers (Glance names).
+pub const DISK_FORMATS: &[&str] = &["qcow2", "raw", "vdi", "vhd", "vhdx", "vmdk", "iso", "ami", "aki", "ari"];
+
+/// Creates a `queued` image in the caller's current project; the browser then uploads its bytes
+/// to `/uploads` with `image_id` in the tus metadata.
+#[server(prefix = "/api", endpoint = "create_image")]
+pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
+    crate::auth::answer(async move {
+        let (authn, me) = crate::auth::signed_in()?;
+        let project = me
+            .scope
+            .as_ref()
+            .map(|s| s.project_id.clone())
+            .ok_or_else(|| AppError::Forbidden { message: "You have no role in any project; ask an administrator for one.".into() })?;
+        crate::auth::require(&policy::Action::CreateImage { project: &project })?;
+        let name = form.name.trim();
+        if name.is_empty() || name.chars().count() > 255 {
+            return Err(AppError::bad_request("Give the image a name of 1 to 255 characters."));
+        }
+        if !DISK_FORMATS.contains(&form.disk_format.as_str()) {
+            return Err(AppError::bad_request(format!("Choose a disk format (one of {}).", DISK_FORMATS.join(", "))));
+        }
+        let visibility = if form.visibility.is_empty() { "private" } else { form.visibility.as_str() };
+        let vis = policy::Visibility::parse(visibility).ok_or_else(|| AppError::bad_request("Unknown visibility."))?;
+        if vis == policy::Visibility::Public && !me.is_admin {
+            return Err(AppError::Forbidden { message: "Only administrators can make an image public; choose private, shared or community.".into() });
+        }
+        let ctx = crate::api::context::server_context()?;
+        let quota = ctx.db.quota(&project).await.map_err(|e| AppError::internal("load quota", &e))?;
+        let (images, bytes) = ctx.db.project_usage(&project).await.map_err(|e| AppError::internal("project usage", &e))?;
+        if let Some(max) = quota.max_images.and_then(|m| u64::try_from(m).ok()) {
+            if images >= max {
+                return Err(AppError::QuotaExceeded { message: format!("Your project has reached its quota of {max} images. Delete an image or ask an administrator to raise the quota.") });
+            }
+        }
+        if let Some(max) = quota.max_bytes.and_then(|m| u64::try_from(m).ok()) {
+            if bytes.saturating_add(form.size) > max {
+                return Err(AppError::QuotaExceeded {
+                    message: format!(
+                        "This image ({}) would take your project past its storage quota of {} ({} used).",
+                        crate::components::size::human_bytes(form.size),
+                        crate::components::size::human_bytes(max),
+                        crate::components::size::human_bytes(bytes)
+                    ),
+                });
+            }
+        }
+        let mut properties = serde_json::Map::new();
+        for (k, v) in [
+            ("description", &form.description),
+            ("architecture", &form.architecture),
+            ("os_distro", &form.os_distro),
+            ("os_version", &form.os_version),
+        ] {
+            let v = v.trim();
+            if !v.is_empty() {
+                properties.insert(k.to_owned(), serde_json::Value::String(v.chars().take(1024).collect()));
+            }
+        }
+        let tags: Vec<String> = form
+            .tags
+            .split(',')
+            .map(|t| t.trim().chars().take(255).collect::<String>())
+            .filter(|t| !t.is_empty())
+            .take(128)
+            .collect();
+        let container = if form.container_format.is_empty() { "bare".to_owned() } else { form.container_format.clone() };
+        let row = ctx
+            .db
+            .create_image(&records::NewImage {
+                name: name.to_owned(),
+                disk_format: Some(form.disk_format.clone()),
+                container_format: Some(container),
+                visibility: Some(visibility.to_owned()),
+                owner: Some(project),
+                protected: form.protected,
+                min_disk: i64::from(form.min_disk),
+                min_ram: i64::from(form.min_ram),
+                properties: serde_json::Value::Object(properties).to_string(),
+                tags: serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()),
+                created_by: Some(me.user_id.clone()),
+            })
+            .await
+            .map_err(|e| AppError::internal("create image", &e))?;
+        crate::auth::audit(&ctx.db, &authn, "image.create", "image", &row.id, name).await?;
+        Ok(row.id)
+    })
+    .await
+}
+
+/// The image's status, for the upload page to follow ingest.
+#[server(prefix = "/api", endpoint = "image_progress")]
+pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
+    crate::auth::answer(async move {
+        let (_, me) = crate::auth::signed_in()?;
+        let ctx = crate::api::context::server_context()?;
+        let not_found = || AppError::NotFound { message: "No such image.".into() };
+        let row = ctx.db.image(&image_id).await.map_err(|e| AppError::internal("load image", &e))?.ok_or_else(not_found)?;
+        let facts = policy::ImageFacts {
+            owner: row.owner.clone(),
+            visibility: policy::Visibility::parse(&row.visibility).unwrap_or(policy::Visibility::Private),
+            protected: row.protected,
+            membership: None,
+        };
+        if !policy::can_view(Some(&me), &facts) {
+            return Err(not_found());
+        }
+        let extra = ctx.db.image_ingest(&image_id).await.map_err(|e| AppError::internal("load image", &e))?.unwrap_or_default();
+        Ok(ImageState {
+            id: row.id,
+            status: row.status,
+            reason: extra.status_reason,
+            disk_format: row.disk_format,
+            uploaded_format: extra.uploaded_format,
+            size: row.size.and_then(|s| u64::try_from(s).ok()),
+            sha256: row.sha256,
+        })
+    })
+    .await
+}
+
+/// Abandons an image whose upload was cancelled: it becomes `killed` (its partial bytes are
+/// removed by the upload's termination).
+#[server(prefix = "/api", endpoint = "cancel_image")]
+pub async fn cancel_image(image_id: String) -> Result<(), AppError> {
+    crate::auth::answer(async move {
+        let (authn, me) = crate::auth::signed_in()?;
+        let ctx = crate::api::context::server_context()?;
+        let not_found = || AppError::NotFound { message: "No such image.".into() };
+        let row = ctx.db.image(&image_id).await.map_err(|e| AppError::internal("load image", &e))?.ok_or_else(not_found)?;
+        let facts = policy::ImageFacts {
+            owner: row.owner.clone(),
+            visibility: policy::Visibility::parse(&row.visibility).unwrap_or(policy::Visibility::Private),
+            protected: row.protected,
+            membership: None,
+        };
+        if !policy::can_view(Some(&me), &facts) {
+            return Err(not_found());
+        }
+        crate::auth::require(&policy::Action::ModifyImage(&facts))?;
+        if !ctx
+            .db
+            .transition_image(&image_id, &["queued", "uploading"], "killed", "The upload was cancelled.")
+            .await
+            .map_err(|e| AppError::internal("cancel image", &e))?
+        {
+            return Err(AppError::Conflict { message: format!("The image is {} and can no longer be cancelled.", row.status) });
+        }
+        crate::auth::audit(&ctx.db, &authn, "image.cancel_upload", "image", &image_id, "").await
+    })
+    .await
+}

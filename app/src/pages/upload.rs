@@ -1,0 +1,487 @@
+//! The Upload page: pick or drop files; each is identified in the browser from its head and tail
+//! (advice only: the server inspects again), described with Horizon's fields, and uploaded in
+//! checksummed chunks over parallel tus uploads that survive network drops and reloads.
+
+use diskimage::{Report, Verdict};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_meta::Title;
+use send_wrapper::SendWrapper;
+
+use crate::api::auth::whoami;
+use crate::api::upload::{cancel_image, create_image, image_progress, ImageForm, DISK_FORMATS};
+use crate::components::size::human_bytes;
+use crate::pages::SignInPrompt;
+use crate::upload::{self as engine, ResumeRecord};
+
+/// Where one file is.
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    Sniffing,
+    Ready,
+    Refused,
+    Uploading,
+    Paused,
+    Verifying,
+    Active,
+    Killed(String),
+    Failed(String),
+    Cancelled,
+}
+
+impl Phase {
+    fn line(&self) -> String {
+        match self {
+            Phase::Sniffing => "Identifying…".into(),
+            Phase::Ready => "Queued: ready to upload".into(),
+            Phase::Refused => "Refused before upload".into(),
+            Phase::Uploading => "Uploading".into(),
+            Phase::Paused => "Paused".into(),
+            Phase::Verifying => "Verifying and converting on the server…".into(),
+            Phase::Active => "Active".into(),
+            Phase::Killed(r) => format!("Refused by the server: {r}"),
+            Phase::Failed(m) => format!("Upload stopped: {m}"),
+            Phase::Cancelled => "Cancelled; the uploaded data was removed".into(),
+        }
+    }
+}
+
+/// One queued file and everything the page shows about it.
+#[derive(Clone)]
+struct Item {
+    key: String,
+    file: SendWrapper<gloo_file::File>,
+    size: u64,
+    file_name: String,
+    report: RwSignal<Option<Result<Report, String>>>,
+    name: RwSignal<String>,
+    disk_format: RwSignal<String>,
+    visibility: RwSignal<String>,
+    description: RwSignal<String>,
+    min_disk: RwSignal<String>,
+    min_ram: RwSignal<String>,
+    architecture: RwSignal<String>,
+    os_distro: RwSignal<String>,
+    os_version: RwSignal<String>,
+    tags: RwSignal<String>,
+    protected: RwSignal<bool>,
+    phase: RwSignal<Phase>,
+    confirmed: RwSignal<u64>,
+    note: RwSignal<String>,
+    started: RwSignal<f64>,
+    stop: RwSignal<bool>,
+    resume: RwSignal<Option<ResumeRecord>>,
+    sha256: RwSignal<Option<String>>,
+}
+
+impl engine::Observer for Item {
+    fn progress(&self, confirmed: u64) {
+        self.confirmed.set(confirmed);
+    }
+    fn retrying(&self, message: &str, delay_ms: i32) {
+        self.note.set(format!("Connection trouble ({message}); retrying in {:.1} s…", f64::from(delay_ms) / 1000.0));
+    }
+    fn stopped(&self) -> bool {
+        self.stop.get_untracked()
+    }
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+fn stem(file_name: &str) -> String {
+    let base = file_name.rsplit_once('.').map_or(file_name, |(s, _)| s);
+    base.to_owned()
+}
+
+/// The Glance disk_format to pre-fill for a detected format.
+fn glance_format(report: &Report) -> Option<&'static str> {
+    report.format.glance_disk_format()
+}
+
+impl Item {
+    fn new(file: gloo_file::File) -> Self {
+        let file_name = file.name();
+        Item {
+            key: engine::fingerprint(&file),
+            size: file.size(),
+            name: RwSignal::new(stem(&file_name)),
+            file_name,
+            file: SendWrapper::new(file),
+            report: RwSignal::new(None),
+            disk_format: RwSignal::new(String::new()),
+            visibility: RwSignal::new("private".into()),
+            description: RwSignal::new(String::new()),
+            min_disk: RwSignal::new(String::new()),
+            min_ram: RwSignal::new(String::new()),
+            architecture: RwSignal::new(String::new()),
+            os_distro: RwSignal::new(String::new()),
+            os_version: RwSignal::new(String::new()),
+            tags: RwSignal::new(String::new()),
+            protected: RwSignal::new(false),
+            phase: RwSignal::new(Phase::Sniffing),
+            confirmed: RwSignal::new(0),
+            note: RwSignal::new(String::new()),
+            started: RwSignal::new(0.0),
+            stop: RwSignal::new(false),
+            resume: RwSignal::new(None),
+            sha256: RwSignal::new(None),
+        }
+    }
+
+    fn form(&self) -> ImageForm {
+        ImageForm {
+            name: self.name.get_untracked(),
+            description: self.description.get_untracked(),
+            disk_format: self.disk_format.get_untracked(),
+            container_format: "bare".into(),
+            visibility: self.visibility.get_untracked(),
+            min_disk: self.min_disk.get_untracked().trim().parse().unwrap_or(0),
+            min_ram: self.min_ram.get_untracked().trim().parse().unwrap_or(0),
+            architecture: self.architecture.get_untracked(),
+            os_distro: self.os_distro.get_untracked(),
+            os_version: self.os_version.get_untracked(),
+            protected: self.protected.get_untracked(),
+            tags: self.tags.get_untracked(),
+            size: self.size,
+        }
+    }
+
+    /// Sniffs the file and looks for an interrupted upload of it.
+    async fn identify(self) {
+        let report = engine::sniff_file(&self.file).await;
+        if let Ok(r) = &report {
+            if let Some(f) = glance_format(r) {
+                self.disk_format.set(f.to_owned());
+            }
+        }
+        let refused = matches!(&report, Ok(r) if r.verdict == Verdict::Rejected);
+        self.report.set(Some(report));
+        if let Some(rec) = engine::load_resume(&self.key) {
+            self.name.set(rec.image_name.clone());
+            self.resume.set(Some(rec));
+        }
+        self.phase.set(if refused { Phase::Refused } else { Phase::Ready });
+    }
+
+    /// Creates the image (unless resuming), uploads, then follows ingest to the end.
+    async fn run(self, chunk: u64) {
+        self.stop.set(false);
+        self.note.set(String::new());
+        self.phase.set(Phase::Uploading);
+        self.started.set(now_ms());
+        let record = match self.resume.get_untracked() {
+            Some(rec) => rec,
+            None => match create_image(self.form()).await {
+                Ok(image_id) => ResumeRecord { image_id, image_name: self.name.get_untracked(), ..ResumeRecord::default() },
+                Err(e) => {
+                    self.phase.set(Phase::Failed(e.to_string()));
+                    return;
+                }
+            },
+        };
+        engine::save_resume(&self.key, &record);
+        self.resume.set(Some(record.clone()));
+        let image_id = record.image_id.clone();
+        match engine::upload(&self.file, &self.key, record, chunk, &self).await {
+            Ok(()) => {}
+            Err(e) if self.stop.get_untracked() => {
+                let _ = e;
+                self.resume.set(engine::load_resume(&self.key));
+                if self.phase.get_untracked() == Phase::Uploading {
+                    self.phase.set(Phase::Paused);
+                }
+                return;
+            }
+            Err(e) => {
+                self.resume.set(engine::load_resume(&self.key));
+                self.phase.set(Phase::Failed(e.message));
+                return;
+            }
+        }
+        self.confirmed.set(self.size);
+        self.note.set(String::new());
+        self.phase.set(Phase::Verifying);
+        loop {
+            match image_progress(image_id.clone()).await {
+                Ok(p) if p.status == "active" => {
+                    self.sha256.set(p.sha256);
+                    engine::forget_resume(&self.key);
+                    self.resume.set(None);
+                    self.phase.set(Phase::Active);
+                    return;
+                }
+                Ok(p) if p.status == "killed" => {
+                    engine::forget_resume(&self.key);
+                    self.resume.set(None);
+                    self.phase.set(Phase::Killed(p.reason));
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => self.note.set(format!("Could not check the image's status ({e}); still trying…")),
+            }
+            engine::sleep(1000).await;
+        }
+    }
+
+    /// Stops the upload and removes everything it sent.
+    async fn cancel(self) {
+        self.stop.set(true);
+        // The stored record is the fresh one: the engine adds the parts' URLs as it creates them.
+        if let Some(rec) = engine::load_resume(&self.key).or_else(|| self.resume.get_untracked()) {
+            for p in &rec.parts {
+                engine::terminate(&p.url).await;
+            }
+            let _ = cancel_image(rec.image_id.clone()).await;
+        }
+        engine::forget_resume(&self.key);
+        self.resume.set(None);
+        self.confirmed.set(0);
+        self.phase.set(Phase::Cancelled);
+    }
+}
+
+#[component]
+pub fn UploadPage() -> impl IntoView {
+    let me = Resource::new(|| (), |_| whoami());
+    view! {
+        <Title text="Upload" />
+        <section class="page">
+            <h1>"Upload"</h1>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match me.await {
+                        Ok(Some(me)) => match me.project {
+                            Some(p) if p.role == "member" || me.is_admin => view! { <Uploader project=p.name /> }.into_any(),
+                            Some(p) => view! {
+                                <div class="alert" role="alert" id="upload-denied">
+                                    {format!("You are a reader in {}: readers can see images but not upload them. Ask an administrator for the member role.", p.name)}
+                                </div>
+                            }.into_any(),
+                            None => view! {
+                                <div class="alert" role="alert" id="upload-denied">"You have no role in any project yet. Ask an administrator to add you to one."</div>
+                            }.into_any(),
+                        },
+                        _ => view! { <SignInPrompt what="the upload form" /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn Uploader(project: String) -> impl IntoView {
+    let items: RwSignal<Vec<Item>> = RwSignal::new(Vec::new());
+    let chunk_mib = RwSignal::new(engine::DEFAULT_CHUNK >> 20);
+    let dragging = RwSignal::new(false);
+    let add_files = move |list: Option<web_sys::FileList>| {
+        let Some(list) = list else { return };
+        for i in 0..list.length() {
+            if let Some(f) = list.get(i) {
+                let item = Item::new(gloo_file::File::from(f));
+                items.update(|v| v.push(item.clone()));
+                spawn_local(item.identify());
+            }
+        }
+    };
+    let total = move || items.with(|v| v.iter().map(|i| i.size).sum::<u64>());
+    let sent = move || items.with(|v| v.iter().map(|i| i.confirmed.get()).sum::<u64>());
+    view! {
+        <p class="lead">
+            "Images go to project " <strong>{project}</strong>
+            ". Each file is identified in your browser before anything is sent; Hangar checks it again on the server."
+        </p>
+        <noscript>
+            <div class="alert">"Uploading needs JavaScript: the browser reads and checks your file and sends it in resumable chunks."</div>
+        </noscript>
+        <div
+            class="dropzone"
+            class:dragging=move || dragging.get()
+            on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=move |ev: web_sys::DragEvent| {
+                ev.prevent_default();
+                dragging.set(false);
+                add_files(ev.data_transfer().and_then(|d| d.files()));
+            }
+        >
+            <label for="file-input" class="dropzone-label">"Drop disk images here, or choose files"</label>
+            <input
+                id="file-input"
+                type="file"
+                multiple
+                on:change=move |ev| {
+                    let input: web_sys::HtmlInputElement = event_target(&ev);
+                    add_files(input.files());
+                    input.set_value("");
+                }
+            />
+            <p class="muted">"QCOW2, RAW, VDI, VHD/VHDX, VMDK, ISO, AMI/AKI/ARI. Nothing is read beyond the first 64 KiB and last 1.5 KiB until you start."</p>
+        </div>
+        <details class="advanced">
+            <summary>"Transfer settings"</summary>
+            <label for="chunk-size">"Chunk size"</label>
+            <select id="chunk-size" on:change=move |ev| chunk_mib.set(event_target_value(&ev).parse().unwrap_or(8))>
+                {[4u64, 8, 16, 32].into_iter().map(|m| view! { <option value=m.to_string() selected=move || chunk_mib.get() == m>{format!("{m} MiB")}</option> }).collect_view()}
+            </select>
+        </details>
+        <Show when=move || items.with(|v| !v.is_empty())>
+            <div class="overall" aria-live="polite">
+                <progress id="overall-progress" max=move || total().max(1).to_string() value=move || sent().to_string()></progress>
+                <span>{move || format!("All files: {} of {}", human_bytes(sent()), human_bytes(total()))}</span>
+                <button class="button button-primary" id="start-all" on:click=move |_| {
+                    for item in items.get_untracked() {
+                        if item.phase.get_untracked() == Phase::Ready {
+                            spawn_local(item.run(chunk_mib.get_untracked() << 20));
+                        }
+                    }
+                }>"Start all"</button>
+            </div>
+        </Show>
+        <ul class="upload-list">
+            <For each=move || items.get() key=|i| i.key.clone() let:item>
+                <UploadCard item chunk_mib />
+            </For>
+        </ul>
+    }
+}
+
+#[component]
+fn UploadCard(item: Item, chunk_mib: RwSignal<u64>) -> impl IntoView {
+    let it = item.clone();
+    let ids = |s: &str| format!("{s}-{}", item.key.len() ^ item.size as usize);
+    let report_view = {
+        let it = it.clone();
+        move || match it.report.get() {
+            None => view! { <p class="muted">"Identifying…"</p> }.into_any(),
+            Some(Err(e)) => view! { <div class="alert" role="alert">{e}</div> }.into_any(),
+            Some(Ok(r)) => view! { <SniffSummary report=r /> }.into_any(),
+        }
+    };
+    let mismatch = {
+        let it = it.clone();
+        move || {
+            let chosen = it.disk_format.get();
+            let detected = it.report.with(|r| r.as_ref().and_then(|r| r.as_ref().ok()).and_then(glance_format));
+            match detected {
+                Some(d) if !chosen.is_empty() && d != chosen => Some(format!(
+                    "You chose {} but the file is {}: the server will refuse it unless the format matches.",
+                    chosen.to_uppercase(),
+                    d.to_uppercase()
+                )),
+                _ => None,
+            }
+        }
+    };
+    let percent = {
+        let it = it.clone();
+        move || if it.size == 0 { 100.0 } else { it.confirmed.get() as f64 * 100.0 / it.size as f64 }
+    };
+    let rate_eta = {
+        let it = it.clone();
+        move || {
+            let secs = (now_ms() - it.started.get()) / 1000.0;
+            let done = it.confirmed.get();
+            if it.phase.get() != Phase::Uploading || secs < 0.5 || done == 0 {
+                return String::new();
+            }
+            let rate = done as f64 / secs;
+            let left = (it.size.saturating_sub(done)) as f64 / rate.max(1.0);
+            format!(" · {}/s · {} left", human_bytes(rate as u64), if left < 60.0 { format!("{left:.0} s") } else { format!("{:.0} min", left / 60.0) })
+        }
+    };
+    let editable = {
+        let it = it.clone();
+        move || matches!(it.phase.get(), Phase::Ready | Phase::Sniffing | Phase::Refused | Phase::Failed(_)) && it.resume.with(Option::is_none)
+    };
+    let field = |label: &'static str, id: String, sig: RwSignal<String>, editable: Box<dyn Fn() -> bool + Send + Sync>| {
+        view! {
+            <label for=id.clone()>{label}</label>
+            <input id=id type="text" prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev)) disabled=move || !editable() />
+        }
+    };
+    let ed = editable;
+    let can_start = {
+        let it = it.clone();
+        move || matches!(it.phase.get(), Phase::Ready | Phase::Failed(_) | Phase::Paused) && !it.name.get().trim().is_empty() && !it.disk_format.get().is_empty()
+    };
+    let (i1, i2, i3, i4) = (it.clone(), it.clone(), it.clone(), it.clone());
+    view! {
+        <li class="card upload-card" data-file=item.file_name.clone()>
+            <h2>{item.file_name.clone()}<span class="muted">{format!(" · {}", human_bytes(item.size))}</span></h2>
+            {report_view}
+            {move || i1.resume.get().filter(|_| matches!(i1.phase.get(), Phase::Ready | Phase::Failed(_) | Phase::Paused)).map(|_| view! {
+                <div class="notice resume-offer" role="note">"An earlier upload of this file was interrupted. Start resumes it: only the missing bytes are sent."</div>
+            })}
+            <div class="form upload-form">
+                {field("Image name", ids("name"), it.name, Box::new(ed))}
+                <label for=ids("format")>"Disk format"</label>
+                <select id=ids("format") on:change={ let s = it.disk_format; move |ev| s.set(event_target_value(&ev)) } disabled={ let e = ed; move || !e() }>
+                    <option value="" selected={ let s = it.disk_format; move || s.get().is_empty() }>"Choose…"</option>
+                    {DISK_FORMATS.iter().map(|f| { let s = it.disk_format; view! { <option value=*f selected=move || s.get() == *f>{f.to_uppercase()}</option> } }).collect_view()}
+                </select>
+                {move || mismatch().map(|m| view! { <p class="warning" role="alert">{m}</p> })}
+                <label for=ids("vis")>"Visibility"</label>
+                <select id=ids("vis") on:change={ let s = it.visibility; move |ev| s.set(event_target_value(&ev)) } disabled={ let e = ed; move || !e() }>
+                    <option value="private">"Private: this project only"</option>
+                    <option value="shared">"Shared: with projects you choose"</option>
+                    <option value="community">"Community: anyone may use it"</option>
+                    <option value="public">"Public (administrators only)"</option>
+                </select>
+                <details>
+                    <summary>"More details (description, requirements, OS, tags)"</summary>
+                    {field("Description", ids("desc"), it.description, Box::new(ed))}
+                    {field("Minimum disk (GiB)", ids("mindisk"), it.min_disk, Box::new(ed))}
+                    {field("Minimum RAM (MiB)", ids("minram"), it.min_ram, Box::new(ed))}
+                    {field("Architecture", ids("arch"), it.architecture, Box::new(ed))}
+                    {field("OS distribution", ids("distro"), it.os_distro, Box::new(ed))}
+                    {field("OS version", ids("osver"), it.os_version, Box::new(ed))}
+                    {field("Tags (comma-separated)", ids("tags"), it.tags, Box::new(ed))}
+                    <label class="check"><input type="checkbox" prop:checked=move || it.protected.get() on:change={ let s = it.protected; move |ev| s.set(event_target_checked(&ev)) } />" Protected (cannot be deleted)"</label>
+                </details>
+            </div>
+            <div class="upload-controls">
+                <button class="button button-primary start" disabled=move || !can_start() on:click={ let it = i2.clone(); move |_| spawn_local(it.clone().run(chunk_mib.get_untracked() << 20)) }>
+                    {move || if i3.resume.with(Option::is_some) { "Resume upload" } else { "Start upload" }}
+                </button>
+                <button class="button button-quiet pause" disabled={ let it = i4.clone(); move || it.phase.get() != Phase::Uploading } on:click={ let it = i4.clone(); move |_| { it.stop.set(true); it.phase.set(Phase::Paused); } }>"Pause"</button>
+                <button class="button button-quiet cancel" disabled={ let it = i4.clone(); move || matches!(it.phase.get(), Phase::Active | Phase::Cancelled | Phase::Verifying | Phase::Killed(_)) } on:click={ let it = i4.clone(); move |_| spawn_local(it.clone().cancel()) }>"Cancel"</button>
+            </div>
+            <progress class="file-progress" max="100" value=move || format!("{:.1}", percent())></progress>
+            <p class="status-line" aria-live="polite">
+                <span class="phase">{ let it = it.clone(); move || it.phase.get().line() }</span>
+                { let it = it.clone(); move || (it.confirmed.get() > 0 || it.phase.get() == Phase::Uploading).then(|| format!(" · {} of {} ({:.0}%)", human_bytes(it.confirmed.get()), human_bytes(it.size), percent())) }
+                {rate_eta}
+            </p>
+            { let it = it.clone(); move || (!it.note.get().is_empty()).then(|| view! { <p class="muted note">{it.note.get()}</p> }) }
+            { let it = it.clone(); move || it.sha256.get().map(|h| view! { <p class="checksum">"SHA-256 " <code class="sha256">{h}</code></p> }) }
+        </li>
+    }
+}
+
+/// The browser's verdict, in plain language.
+#[component]
+fn SniffSummary(report: Report) -> impl IntoView {
+    let accepted = report.verdict == Verdict::Accepted;
+    let what = format!(
+        "{}{}{}",
+        report.format.label(),
+        report.subformat.as_deref().map(|s| format!(" ({s})")).unwrap_or_default(),
+        report.virtual_size.map(|v| format!(", virtual size {}", human_bytes(v))).unwrap_or_default()
+    );
+    view! {
+        <div class=if accepted { "sniff sniff-ok" } else { "sniff sniff-bad" } data-format=report.format.as_str()>
+            <p>
+                <strong>{if accepted { "Looks like " } else { "Will be refused: " }}</strong>
+                <span class="detected">{what}</span>
+            </p>
+            {(!report.findings.is_empty()).then(|| view! {
+                <ul class="findings">
+                    {report.findings.iter().map(|f| view! { <li data-code=f.code.clone()>{f.message.clone()}</li> }).collect_view()}
+                </ul>
+            })}
+        </div>
+    }
+}

@@ -1,0 +1,402 @@
+//! The browser side of an upload: sniffing a file from its head and tail, and a tus 1.0 client
+//! that sends it in checksummed chunks over up to [`MAX_STREAMS`] parallel partial uploads,
+//! retries with back-off, and can resume after a reload (its upload URLs are kept in
+//! localStorage under a fingerprint of the file).
+//!
+//! This module compiles for the server too (the page's event handlers reference it), but only
+//! ever runs in the browser.
+
+use base64::Engine as _;
+use gloo_file::{Blob, File};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// Bytes per PATCH: large enough that per-request overhead is small, small enough that a lost
+/// connection costs little and the progress bar moves.
+pub const DEFAULT_CHUNK: u64 = 8 << 20;
+/// Partial uploads in flight at once (one chunk each).
+pub const MAX_STREAMS: u64 = 4;
+/// Attempts per chunk before the upload pauses with an error.
+pub const MAX_ATTEMPTS: u32 = 8;
+/// First retry delay; doubled per attempt up to [`MAX_BACKOFF_MS`].
+pub const FIRST_BACKOFF_MS: i32 = 500;
+pub const MAX_BACKOFF_MS: i32 = 15_000;
+/// Where the data plane lives.
+pub const ENDPOINT: &str = "/uploads";
+
+// ---- sniffing ------------------------------------------------------------------------------
+
+async fn read_range(file: &File, start: u64, end: u64) -> Result<Vec<u8>, String> {
+    let blob: Blob = Blob::from(file.clone()).slice(start, end);
+    gloo_file::futures::read_as_bytes(&blob).await.map_err(|e| format!("cannot read the file: {e}"))
+}
+
+/// Identifies a file from its first 64 KiB and last 1.5 KiB, plus the few ranges the library
+/// asks for. The whole file is never read.
+pub async fn sniff_file(file: &File) -> Result<diskimage::Report, String> {
+    let size = file.size();
+    let mut bytes = diskimage::SparseBytes::new(size);
+    let (head, tail) = diskimage::SparseBytes::initial_ranges(size);
+    for r in [head, tail] {
+        if r.len > 0 {
+            bytes.insert(r.offset, read_range(file, r.offset, r.end()).await?);
+        }
+    }
+    loop {
+        match diskimage::sniff(&bytes) {
+            diskimage::SniffOutcome::Done(report) => return Ok(report),
+            diskimage::SniffOutcome::NeedMore(ranges) => {
+                for r in ranges {
+                    let end = r.end().min(size);
+                    bytes.insert(r.offset, read_range(file, r.offset, end).await?);
+                }
+            }
+        }
+    }
+}
+
+// ---- HTTP helpers --------------------------------------------------------------------------
+
+/// A failed request: `retry` says whether trying again may help (network errors, 5xx, 423).
+#[derive(Clone, Debug)]
+pub struct HttpError {
+    pub status: u16,
+    pub message: String,
+    pub retry: bool,
+}
+
+fn js_err(e: JsValue) -> HttpError {
+    HttpError { status: 0, message: format!("{e:?}"), retry: true }
+}
+
+async fn fetch(method: &str, url: &str, headers: &[(&str, String)], body: Option<&[u8]>) -> Result<web_sys::Response, HttpError> {
+    let window = web_sys::window().ok_or_else(|| js_err(JsValue::from_str("no window")))?;
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    let h = web_sys::Headers::new().map_err(js_err)?;
+    h.set("Tus-Resumable", "1.0.0").map_err(js_err)?;
+    for (k, v) in headers {
+        h.set(k, v).map_err(js_err)?;
+    }
+    init.set_headers(&h);
+    let array;
+    if let Some(b) = body {
+        array = js_sys::Uint8Array::from(b);
+        init.set_body(&array);
+    }
+    let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(js_err)?;
+    let resp: web_sys::Response = JsFuture::from(window.fetch_with_request(&req))
+        .await
+        .map_err(|e| HttpError { status: 0, message: format!("network error: {e:?}"), retry: true })?
+        .dyn_into()
+        .map_err(js_err)?;
+    Ok(resp)
+}
+
+async fn text(resp: &web_sys::Response) -> String {
+    match resp.text() {
+        Ok(p) => JsFuture::from(p).await.ok().and_then(|v| v.as_string()).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The server's message from a JSON `{message}` body, or the body itself.
+async fn failure(resp: web_sys::Response) -> HttpError {
+    let status = resp.status();
+    let body = text(&resp).await;
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| if body.trim().is_empty() { format!("HTTP {status}") } else { body.trim().chars().take(300).collect() });
+    HttpError { status, message, retry: status >= 500 || status == 423 }
+}
+
+fn header(resp: &web_sys::Response, name: &str) -> Option<String> {
+    resp.headers().get(name).ok().flatten()
+}
+
+/// Waits `ms` milliseconds (browser timer).
+pub async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+// ---- the tus client ------------------------------------------------------------------------
+
+/// Creates an upload; returns its URL.
+async fn create(length: u64, metadata: &[(&str, &str)], concat: Option<String>) -> Result<String, HttpError> {
+    let meta = metadata.iter().map(|(k, v)| format!("{k} {}", b64(v.as_bytes()))).collect::<Vec<_>>().join(",");
+    let mut headers = vec![("Upload-Metadata", meta)];
+    match concat {
+        Some(final_of) => headers.push(("Upload-Concat", final_of)),
+        None => headers.push(("Upload-Length", length.to_string())),
+    }
+    let resp = fetch("POST", ENDPOINT, &headers, None).await?;
+    if resp.status() != 201 {
+        return Err(failure(resp).await);
+    }
+    header(&resp, "Location").ok_or_else(|| HttpError { status: 201, message: "the server sent no upload URL".into(), retry: false })
+}
+
+async fn create_partial(length: u64) -> Result<String, HttpError> {
+    let resp = fetch("POST", ENDPOINT, &[("Upload-Length", length.to_string()), ("Upload-Concat", "partial".into())], None).await?;
+    if resp.status() != 201 {
+        return Err(failure(resp).await);
+    }
+    header(&resp, "Location").ok_or_else(|| HttpError { status: 201, message: "the server sent no upload URL".into(), retry: false })
+}
+
+/// The server's offset for an upload; None if it no longer exists.
+async fn offset(url: &str) -> Result<Option<u64>, HttpError> {
+    let resp = fetch("HEAD", url, &[], None).await?;
+    match resp.status() {
+        200 | 204 => Ok(header(&resp, "Upload-Offset").and_then(|o| o.parse().ok())),
+        404 | 410 => Ok(None),
+        _ => Err(failure(resp).await),
+    }
+}
+
+/// Removes an upload on the server (termination).
+pub async fn terminate(url: &str) {
+    let _ = fetch("DELETE", url, &[], None).await;
+}
+
+/// What the page shows and controls while an upload runs.
+pub trait Observer {
+    /// Bytes confirmed by the server so far, over all streams.
+    fn progress(&self, confirmed: u64);
+    /// A chunk failed and will be retried after `delay_ms`.
+    fn retrying(&self, message: &str, delay_ms: i32);
+    /// True when the user paused or cancelled: stop after the current chunk.
+    fn stopped(&self) -> bool;
+}
+
+/// The URLs of one file's upload, kept in localStorage so a reload can resume it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    pub image_id: String,
+    pub image_name: String,
+    pub parts: Vec<PartRecord>,
+    /// Set once the final (concatenation) upload was created.
+    pub final_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub url: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The localStorage key for a file: its name, size and modification time.
+pub fn fingerprint(file: &File) -> String {
+    let modified = file.last_modified_time().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    format!("hangar-upload:{}:{}:{modified}", file.name(), file.size())
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window().and_then(|w| w.local_storage().ok().flatten())
+}
+
+pub fn load_resume(key: &str) -> Option<ResumeRecord> {
+    storage()?.get_item(key).ok().flatten().and_then(|s| serde_json::from_str(&s).ok())
+}
+
+pub fn save_resume(key: &str, rec: &ResumeRecord) {
+    if let (Some(s), Ok(json)) = (storage(), serde_json::to_string(rec)) {
+        let _ = s.set_item(key, &json);
+    }
+}
+
+pub fn forget_resume(key: &str) {
+    if let Some(s) = storage() {
+        let _ = s.remove_item(key);
+    }
+}
+
+/// Splits `size` bytes into up to [`MAX_STREAMS`] parts of whole chunks.
+pub fn plan_parts(size: u64, chunk: u64) -> Vec<(u64, u64)> {
+    let chunks = size.div_ceil(chunk).max(1);
+    let streams = chunks.min(MAX_STREAMS);
+    let per = chunks.div_ceil(streams) * chunk;
+    (0..streams).map(|i| (i * per, ((i + 1) * per).min(size))).filter(|(s, e)| e > s || size == 0).collect()
+}
+
+/// Sends bytes `[from, part.end)` of `file` to the part's upload, chunk by chunk.
+async fn send_part(file: &File, part: &PartRecord, mut from: u64, chunk: u64, done: &std::cell::Cell<u64>, obs: &dyn Observer) -> Result<(), HttpError> {
+    let mut attempt = 0u32;
+    while from < part.end {
+        if obs.stopped() {
+            return Err(HttpError { status: 0, message: "paused".into(), retry: false });
+        }
+        let end = (from + chunk).min(part.end);
+        let bytes = read_range(file, part.start + from - part.start, end).await.map_err(|m| HttpError { status: 0, message: m, retry: false })?;
+        let checksum = format!("sha256 {}", b64(&Sha256::digest(&bytes)));
+        let headers = [
+            ("Upload-Offset", (from - part.start).to_string()),
+            ("Content-Type", "application/offset+octet-stream".to_owned()),
+            ("Upload-Checksum", checksum),
+        ];
+        let result = match fetch("PATCH", &part.url, &headers, Some(&bytes)).await {
+            Ok(resp) if resp.status() == 204 || resp.status() == 200 => Ok(()),
+            Ok(resp) if resp.status() == 409 => {
+                // Our idea of the offset is stale (e.g. a response was lost): ask the server.
+                match offset(&part.url).await? {
+                    Some(o) => {
+                        from = part.start + o;
+                        continue;
+                    }
+                    None => Err(HttpError { status: 404, message: "the upload expired on the server".into(), retry: false }),
+                }
+            }
+            Ok(resp) if resp.status() == 460 => Err(HttpError { status: 460, message: "a chunk was corrupted on the way; sending it again".into(), retry: true }),
+            Ok(resp) => Err(failure(resp).await),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                done.set(done.get() + (end - from));
+                from = end;
+                attempt = 0;
+            }
+            Err(e) if e.retry && attempt + 1 < MAX_ATTEMPTS => {
+                let delay = FIRST_BACKOFF_MS.saturating_mul(1 << attempt.min(5)).min(MAX_BACKOFF_MS);
+                obs.retrying(&e.message, delay);
+                sleep(delay).await;
+                attempt += 1;
+                // After a network error the server may have stored part of the chunk.
+                if let Ok(Some(o)) = offset(&part.url).await {
+                    let server_at = part.start + o;
+                    if server_at > from {
+                        done.set(done.get() + (server_at - from));
+                        from = server_at;
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Uploads `file` for `image_id`, resuming from `record` where possible. Returns when the
+/// server has the whole file (the final upload is complete) or with the first unrecoverable
+/// error. `record` is kept up to date in localStorage under `key`.
+pub async fn upload(file: &File, key: &str, mut record: ResumeRecord, chunk: u64, obs: &dyn Observer) -> Result<(), HttpError> {
+    let size = file.size();
+    // Resume: ask the server how far each part got; start again if any part is gone.
+    let mut starts = Vec::new();
+    if !record.parts.is_empty() && record.final_url.is_none() {
+        for p in &record.parts {
+            match offset(&p.url).await? {
+                Some(o) => starts.push(p.start + o.min(p.end - p.start)),
+                None => {
+                    starts.clear();
+                    break;
+                }
+            }
+        }
+        if starts.len() != record.parts.len() {
+            record.parts.clear();
+        }
+    }
+    if record.final_url.is_some() {
+        // Already complete on the server; nothing left to send.
+        obs.progress(size);
+        return Ok(());
+    }
+    if record.parts.is_empty() {
+        for (start, end) in plan_parts(size, chunk) {
+            let url = create_partial(end - start).await?;
+            record.parts.push(PartRecord { url, start, end });
+            starts.push(start);
+        }
+        save_resume(key, &record);
+    }
+    let done = std::cell::Cell::new(starts.iter().zip(&record.parts).map(|(s, p)| s - p.start).sum::<u64>());
+    obs.progress(done.get());
+    let sends = record.parts.iter().zip(&starts).map(|(p, s)| send_part(file, p, *s, chunk, &done, obs));
+    let ticker = async {
+        loop {
+            obs.progress(done.get());
+            sleep(250).await;
+        }
+    };
+    let all = futures_join_all(sends);
+    let results = select_first(all, ticker).await;
+    obs.progress(done.get());
+    for r in results {
+        r?;
+    }
+    let parts = record.parts.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(" ");
+    let meta = [("image_id", record.image_id.as_str()), ("filename", &file.name()), ("name", record.image_name.as_str())];
+    let url = create(size, &meta, Some(format!("final;{parts}"))).await?;
+    record.final_url = Some(url);
+    save_resume(key, &record);
+    Ok(())
+}
+
+/// Runs all futures to completion concurrently (single-threaded: they interleave at awaits).
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(move |cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(out.iter_mut().filter_map(Option::take).collect())
+        }
+    })
+    .await
+}
+
+/// Polls `main` and `side` together; returns `main`'s output (`side` never finishes).
+async fn select_first<A: std::future::Future, B: std::future::Future<Output = ()>>(main: A, side: B) -> A::Output {
+    let mut main = Box::pin(main);
+    let mut side = Box::pin(side);
+    std::future::poll_fn(move |cx| {
+        if let std::task::Poll::Ready(v) = main.as_mut().poll(cx) {
+            return std::task::Poll::Ready(v);
+        }
+        let _ = side.as_mut().poll(cx);
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_parts;
+
+    #[test]
+    fn files_split_into_at_most_four_parts_of_whole_chunks() {
+        let c = 8 << 20;
+        assert_eq!(plan_parts(100, c), vec![(0, 100)]);
+        assert_eq!(plan_parts(3 * c, c), vec![(0, c), (c, 2 * c), (2 * c, 3 * c)]);
+        let parts = plan_parts(10 * c + 5, c);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts.first().unwrap().0, 0);
+        assert_eq!(parts.last().unwrap().1, 10 * c + 5);
+        assert!(parts.windows(2).all(|w| w[0].1 == w[1].0 && (w[0].1 - w[0].0) % c == 0));
+        assert_eq!(plan_parts(0, c), vec![(0, 0)]);
+    }
+}

@@ -1,0 +1,223 @@
+import { expect, Page, test } from "@playwright/test";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { admin } from "../playwright.config";
+import { signIn, unique } from "./helpers";
+
+// Real images made at test time with qemu-img (always with -f) and xorriso.
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hangar-e2e-"));
+
+function qemuImg(...args: string[]): void {
+  execFileSync("qemu-img", args, { stdio: "pipe" });
+}
+
+function rawDisk(name: string, mib: number): string {
+  const p = path.join(dir, name);
+  const buf = Buffer.alloc(mib << 20);
+  // Non-zero data spread over the disk so chunks carry real bytes and conversion has work.
+  for (let off = 0; off < buf.length; off += 1 << 20) {
+    for (let i = 0; i < 4096; i++) buf[off + i] = (off >> 20) + i;
+  }
+  fs.writeFileSync(p, buf);
+  return p;
+}
+
+function sha256(file: string): string {
+  return createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+}
+
+const raw = rawDisk("disk.raw", 24);
+const qcow2 = path.join(dir, "disk.qcow2");
+qemuImg("convert", "-f", "raw", "-O", "qcow2", raw, qcow2);
+const vdi = path.join(dir, "disk.vdi");
+qemuImg("convert", "-f", "raw", "-O", "vdi", raw, vdi);
+const backed = path.join(dir, "backed.qcow2");
+qemuImg("create", "-f", "qcow2", "-b", qcow2, "-F", "qcow2", backed);
+const iso = path.join(dir, "install.iso");
+fs.mkdirSync(path.join(dir, "isoroot"), { recursive: true });
+fs.writeFileSync(path.join(dir, "isoroot", "README.TXT"), "hello from hangar\n");
+execFileSync("xorriso", ["-as", "mkisofs", "-quiet", "-V", "HANGAR", "-o", iso, path.join(dir, "isoroot")], { stdio: "pipe" });
+
+test.describe.configure({ mode: "serial" });
+
+async function openUpload(page: Page): Promise<void> {
+  await signIn(page, admin.username, admin.password);
+  await page.goto("/upload");
+  await expect(page.locator("#status-check")).toHaveAttribute("data-hydrated", "true");
+}
+
+function card(page: Page, file: string) {
+  return page.locator(`li.upload-card[data-file="${path.basename(file)}"]`);
+}
+
+test("qcow2, VDI, raw and ISO files are identified in the browser, uploaded and become active", async ({ page }) => {
+  await openUpload(page);
+  await page.locator("#file-input").setInputFiles([qcow2, vdi, raw, iso]);
+  const expectations: [string, string, string][] = [
+    [qcow2, "qcow2", "QCOW2"],
+    [vdi, "vdi", "VDI"],
+    [raw, "raw", "RAW"],
+    [iso, "iso", "ISO"],
+  ];
+  for (const [file, format, select] of expectations) {
+    const c = card(page, file);
+    await expect(c.locator(".sniff")).toHaveAttribute("data-format", format);
+    await expect(c.locator(".sniff")).toContainText("Looks like");
+    await expect(c.getByLabel("Disk format")).toHaveValue(format);
+    expect(select.length).toBeGreaterThan(0);
+    await c.getByLabel("Image name").fill(unique(`e2e-${format}`));
+  }
+  await page.locator("#start-all").click();
+  for (const [file] of expectations) {
+    const c = card(page, file);
+    await expect(c.locator(".phase")).toHaveText("Active", { timeout: 60_000 });
+    await expect(c.locator("progress.file-progress")).toHaveAttribute("value", "100.0");
+    await expect(c.locator("code.sha256")).toHaveText(sha256(file));
+  }
+  await expect(page.locator("#overall-progress")).toHaveAttribute("value", String([qcow2, vdi, raw, iso].reduce((n, f) => n + fs.statSync(f).size, 0)));
+
+  // The images are in the catalogue, active; the VDI and raw ones were converted to qcow2.
+  await page.goto("/images");
+  const table = page.locator("#images-table");
+  await expect(table.locator("tr", { hasText: "e2e-vdi" }).first()).toContainText("active");
+  await expect(table.locator("tr", { hasText: "e2e-vdi" }).first()).toContainText("qcow2");
+  await expect(table.locator("tr", { hasText: "e2e-iso" }).first()).toContainText("iso");
+});
+
+test("a qcow2 with a backing file is refused in the browser, and by the server if forced", async ({ page }) => {
+  await openUpload(page);
+  await page.locator("#file-input").setInputFiles(backed);
+  const c = card(page, backed);
+  await expect(c.locator(".sniff")).toContainText("Will be refused");
+  await expect(c.locator(".findings")).toContainText(/backing/i);
+  await expect(c.locator("button.start")).toBeDisabled();
+
+  // Forced through the API: create the image and upload the bytes with a tus request.
+  const token = await page.request.post("/api/create_token", {
+    form: { name: "force" },
+    headers: { Origin: new URL(page.url()).origin, Accept: "application/json" },
+  });
+  const secret = (await token.json()).secret as string;
+  const auth = { "X-Auth-Token": secret, Accept: "application/json" };
+  const fields: Record<string, string> = {
+    name: unique("forced"), disk_format: "qcow2", container_format: "bare", visibility: "private", description: "",
+    min_disk: "0", min_ram: "0", architecture: "", os_distro: "", os_version: "", protected: "false", tags: "",
+    size: String(fs.statSync(backed).size),
+  };
+  const created = await page.request.post("/api/create_image", {
+    headers: { ...auth, "Content-Type": "application/x-www-form-urlencoded" },
+    data: Object.entries(fields).map(([k, v]) => `form[${k}]=${encodeURIComponent(v)}`).join("&"),
+  });
+  expect(created.status(), await created.text()).toBe(200);
+  const imageId = (await created.json()) as string;
+  const bytes = fs.readFileSync(backed);
+  const b64 = (s: string) => Buffer.from(s).toString("base64");
+  const post = await page.request.post("/uploads", {
+    headers: {
+      "X-Auth-Token": secret,
+      "Tus-Resumable": "1.0.0",
+      "Upload-Length": String(bytes.length),
+      "Upload-Metadata": `image_id ${b64(imageId)},filename ${b64("backed.qcow2")}`,
+      "Content-Type": "application/offset+octet-stream",
+    },
+    data: bytes,
+  });
+  expect(post.status(), await post.text()).toBe(201);
+  await expect
+    .poll(async () => {
+      const r = await page.request.post("/api/image_progress", { headers: { ...auth, "Content-Type": "application/x-www-form-urlencoded" }, data: `image_id=${imageId}` });
+      const j = await r.json();
+      return `${j.status}: ${j.reason}`;
+    }, { timeout: 30_000 })
+    .toMatch(/^killed: .*backing/i);
+});
+
+test("the upload survives a network outage and resumes on its own", async ({ page }) => {
+  await openUpload(page);
+  await page.getByText("Transfer settings").click();
+  await page.locator("#chunk-size").selectOption("4");
+  await page.locator("#file-input").setInputFiles(raw);
+  const c = card(page, raw);
+  await c.getByLabel("Image name").fill(unique("flaky"));
+  // Let a few chunks through, then drop every PATCH for a while.
+  let patches = 0;
+  let outage = true;
+  await page.route("**/uploads/**", async (route) => {
+    if (route.request().method() === "PATCH" && ++patches > 2 && outage) return route.abort("internetdisconnected");
+    return route.continue();
+  });
+  await c.locator("button.start").click();
+  await expect(c.locator(".note")).toContainText("retrying", { timeout: 30_000 });
+  outage = false;
+  await expect(c.locator(".phase")).toHaveText("Active", { timeout: 90_000 });
+  await expect(c.locator("code.sha256")).toHaveText(sha256(raw));
+});
+
+test("a reload mid-upload offers to resume and sends only the rest", async ({ page }) => {
+  await openUpload(page);
+  await page.getByText("Transfer settings").click();
+  await page.locator("#chunk-size").selectOption("4");
+  await page.locator("#file-input").setInputFiles(vdi);
+  const c = card(page, vdi);
+  await c.getByLabel("Image name").fill(unique("reloaded"));
+  // Let the first PATCHes through, fail the rest, and reload while the upload is stuck.
+  let patches = 0;
+  await page.route("**/uploads/**", async (route) => {
+    if (route.request().method() === "PATCH" && ++patches > 2) return route.abort("connectionreset");
+    return route.continue();
+  });
+  await c.locator("button.start").click();
+  await expect.poll(() => patches, { timeout: 30_000 }).toBeGreaterThan(3);
+  await page.reload();
+  await page.unroute("**/uploads/**");
+  await expect(page.locator("#status-check")).toHaveAttribute("data-hydrated", "true");
+  const offsetsAfterReload: number[] = [];
+  page.on("request", (r) => {
+    if (r.method() === "PATCH") offsetsAfterReload.push(Number(r.headers()["upload-offset"] ?? -1));
+  });
+  await page.locator("#file-input").setInputFiles(vdi);
+  const again = card(page, vdi);
+  await expect(again.locator(".resume-offer")).toBeVisible();
+  await expect(again.locator("button.start")).toHaveText("Resume upload");
+  await again.locator("button.start").click();
+  await expect(again.locator(".phase")).toHaveText("Active", { timeout: 60_000 });
+  await expect(again.locator("code.sha256")).toHaveText(sha256(vdi));
+  // Fewer chunks than the whole file needs, and some part continued from where it was.
+  const allChunks = Math.ceil(fs.statSync(vdi).size / (4 << 20));
+  expect(offsetsAfterReload.length).toBeGreaterThan(0);
+  expect(offsetsAfterReload.length).toBeLessThan(allChunks);
+  expect(offsetsAfterReload.some((o) => o > 0)).toBe(true);
+});
+
+test("cancelling an upload removes its data", async ({ page }) => {
+  await openUpload(page);
+  await page.getByText("Transfer settings").click();
+  await page.locator("#chunk-size").selectOption("4");
+  await page.locator("#file-input").setInputFiles(raw);
+  const c = card(page, raw);
+  const name = unique("cancelled");
+  await c.getByLabel("Image name").fill(name);
+  const partUrls = new Set<string>();
+  let patches = 0;
+  await page.route("**/uploads/**", async (route) => {
+    if (route.request().method() === "PATCH") {
+      partUrls.add(new URL(route.request().url()).pathname);
+      if (++patches > 1) return route.abort("connectionreset");
+    }
+    return route.continue();
+  });
+  await c.locator("button.start").click();
+  await expect.poll(() => patches, { timeout: 30_000 }).toBeGreaterThan(2);
+  await c.locator("button.cancel").click();
+  await expect(c.locator(".phase")).toContainText("Cancelled");
+  await page.unroute("**/uploads/**");
+  for (const url of partUrls) {
+    const head = await page.request.fetch(url, { method: "HEAD", headers: { "Tus-Resumable": "1.0.0" } });
+    expect([404, 410]).toContain(head.status());
+  }
+  await page.goto("/images");
+  await expect(page.locator("#images-table tr", { hasText: name })).toContainText("killed");
+});
