@@ -47,14 +47,14 @@ test("the navigation reaches every section, marking the current one", async ({ p
   await expect(page.getByRole("heading", { level: 1, name: "Formats" })).toBeVisible();
   await expect(nav.getByRole("link", { name: "Formats" })).toHaveAttribute("aria-current", "page");
 
-  for (const [link, heading] of [
-    ["Upload", "Upload"],
-    ["Storage matrix", "Storage matrix"],
-  ]) {
-    await nav.getByRole("link", { name: link }).click();
-    await expect(page.getByRole("heading", { level: 1, name: heading })).toBeVisible();
-    await expect(page.getByRole("note")).toContainText("Coming soon");
-  }
+  await nav.getByRole("link", { name: "Upload" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: "Upload" })).toBeVisible();
+  await expect(page.locator("#file-input")).toBeAttached();
+  await expect(page.getByText("Images go to project default")).toBeVisible();
+
+  await nav.getByRole("link", { name: "Storage matrix" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: "Storage matrix" })).toBeVisible();
+  await expect(page.getByRole("note")).toContainText("Coming soon");
   await nav.getByRole("link", { name: "Admin" }).click();
   await expect(page.getByRole("heading", { level: 1, name: "Admin · Users" })).toBeVisible();
 });
