@@ -136,13 +136,8 @@ pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
         let (_, me) = crate::auth::signed_in()?;
         let ctx = crate::api::context::server_context()?;
         let not_found = || AppError::NotFound { message: "No such image.".into() };
-        let row = ctx.db.image(&image_id).await.map_err(|e| AppError::internal("load image", &e))?.ok_or_else(not_found)?;
-        let facts = policy::ImageFacts {
-            owner: row.owner.clone(),
-            visibility: policy::Visibility::parse(&row.visibility).unwrap_or(policy::Visibility::Private),
-            protected: row.protected,
-            membership: None,
-        };
+        let scope = me.scope.as_ref().map(|s| s.project_id.as_str());
+        let (row, facts) = crate::api::shares::imp::image_facts(&ctx.db, &image_id, scope).await?;
         if !policy::can_view(Some(&me), &facts) {
             return Err(not_found());
         }
@@ -168,13 +163,8 @@ pub async fn cancel_image(image_id: String) -> Result<(), AppError> {
         let (authn, me) = crate::auth::signed_in()?;
         let ctx = crate::api::context::server_context()?;
         let not_found = || AppError::NotFound { message: "No such image.".into() };
-        let row = ctx.db.image(&image_id).await.map_err(|e| AppError::internal("load image", &e))?.ok_or_else(not_found)?;
-        let facts = policy::ImageFacts {
-            owner: row.owner.clone(),
-            visibility: policy::Visibility::parse(&row.visibility).unwrap_or(policy::Visibility::Private),
-            protected: row.protected,
-            membership: None,
-        };
+        let scope = me.scope.as_ref().map(|s| s.project_id.as_str());
+        let (row, facts) = crate::api::shares::imp::image_facts(&ctx.db, &image_id, scope).await?;
         if !policy::can_view(Some(&me), &facts) {
             return Err(not_found());
         }
