@@ -12,9 +12,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 mod accounts;
+mod catalogue;
 mod images;
+mod storage;
 mod uploads;
 
+#[allow(unused_imports)]
+pub use catalogue::*;
+#[allow(unused_imports)]
+pub use storage::*;
 pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 pub use images::{ActiveImage, ImageIngestRow, ImageRow, MemberRow, NewImage, Visible};
 pub use uploads::{NewUpload, UploadRow, UploadUsage, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};

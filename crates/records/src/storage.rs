@@ -1,0 +1,1 @@
+//! Storage records: the storage-compatibility matrix, image locations and background jobs.
