@@ -1,1 +1,430 @@
 //! Storage records: the storage-compatibility matrix, image locations and background jobs.
+
+use sqlx::FromRow;
+
+use crate::{Db, DbError};
+
+/// The backend kinds the matrix has columns for.
+pub const BACKEND_KINDS: [&str; 3] = ["local", "nfs", "ceph"];
+
+/// What an import does with a format on a kind of backend.
+pub const POLICY_ACTIONS: [&str; 4] = ["native", "convert", "extract", "refuse"];
+
+/// One cell of the storage-compatibility matrix.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct PolicyCell {
+    pub backend_kind: String,
+    pub format: String,
+    /// `native`, `convert`, `extract` or `refuse`.
+    pub action: String,
+    /// Set exactly when `action` is `convert`.
+    pub target_format: Option<String>,
+    pub reason: String,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
+/// One copy of an image on one backend.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct LocationRow {
+    pub image_id: String,
+    pub backend: String,
+    pub key: String,
+    pub disk_format: String,
+    pub size: i64,
+    pub checksum: Option<String>,
+    pub os_hash_value: Option<String>,
+    pub status: String,
+    pub created_at: String,
+}
+
+/// Bytes and image counts, grouped for the storage overview.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct UsageRow {
+    pub backend: String,
+    pub owner: Option<String>,
+    pub owner_name: String,
+    pub disk_format: String,
+    pub images: i64,
+    pub bytes: i64,
+}
+
+/// A background job (an import's inspection/conversion, or a copy to another backend).
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub kind: String,
+    pub image_id: String,
+    pub image_name: String,
+    pub backend: String,
+    pub status: String,
+    pub params: String,
+    pub bytes_done: i64,
+    pub bytes_total: i64,
+    pub attempts: i64,
+    pub cancel_requested: bool,
+    pub error: String,
+    pub summary: String,
+    pub created_by: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// What a caller supplies to queue a job.
+#[derive(Clone, Debug, Default)]
+pub struct NewJob {
+    /// `import` or `copy`.
+    pub kind: String,
+    pub image_id: String,
+    pub backend: String,
+    /// JSON object text the worker needs to run (or re-run) the job.
+    pub params: String,
+    pub bytes_total: i64,
+    pub created_by: Option<String>,
+}
+
+/// The most jobs one listing returns.
+pub const MAX_JOB_PAGE: u32 = 500;
+
+const JOB_SELECT: &str = "SELECT j.id, j.kind, j.image_id, COALESCE(i.name, '') AS image_name, j.backend, j.status, \
+     j.params, j.bytes_done, j.bytes_total, j.attempts, j.cancel_requested, j.error, j.summary, j.created_by, \
+     j.created_at, j.started_at, j.finished_at, j.updated_at FROM jobs j LEFT JOIN images i ON i.id = j.image_id";
+
+const NOW_MS: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+impl Db {
+    /// The whole matrix, ordered by backend kind then format.
+    pub async fn storage_policy(&self) -> Result<Vec<PolicyCell>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT backend_kind, format, action, target_format, reason, updated_at, updated_by FROM storage_policy \
+             ORDER BY CASE backend_kind WHEN 'local' THEN 0 WHEN 'nfs' THEN 1 ELSE 2 END, format",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The cell for `format` on a `backend_kind`, if the matrix has one.
+    pub async fn policy_cell(&self, backend_kind: &str, format: &str) -> Result<Option<PolicyCell>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT backend_kind, format, action, target_format, reason, updated_at, updated_by FROM storage_policy \
+             WHERE backend_kind = ? AND format = ?",
+        )
+        .bind(backend_kind)
+        .bind(format)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Creates or replaces one cell. The schema refuses unknown kinds/actions and a target format
+    /// on anything but `convert` (and its absence on `convert`).
+    pub async fn set_policy_cell(
+        &self,
+        backend_kind: &str,
+        format: &str,
+        action: &str,
+        target_format: Option<&str>,
+        reason: &str,
+        updated_by: &str,
+    ) -> Result<PolicyCell, DbError> {
+        Ok(sqlx::query_as(
+            "INSERT INTO storage_policy (backend_kind, format, action, target_format, reason, updated_by) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (backend_kind, format) DO UPDATE SET action = excluded.action, \
+             target_format = excluded.target_format, reason = excluded.reason, updated_by = excluded.updated_by, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
+             RETURNING backend_kind, format, action, target_format, reason, updated_at, updated_by",
+        )
+        .bind(backend_kind)
+        .bind(format)
+        .bind(action)
+        .bind(target_format)
+        .bind(reason)
+        .bind(updated_by)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// Records (or replaces) the copy of an image on a backend.
+    pub async fn put_location(&self, loc: &LocationRow) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO image_locations (image_id, backend, key, disk_format, size, checksum, os_hash_value, status) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (image_id, backend) DO UPDATE SET key = excluded.key, disk_format = excluded.disk_format, \
+             size = excluded.size, checksum = excluded.checksum, os_hash_value = excluded.os_hash_value, \
+             status = excluded.status",
+        )
+        .bind(&loc.image_id)
+        .bind(&loc.backend)
+        .bind(&loc.key)
+        .bind(&loc.disk_format)
+        .bind(loc.size)
+        .bind(&loc.checksum)
+        .bind(&loc.os_hash_value)
+        .bind(&loc.status)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// An image's copies, oldest first (the first active one is where downloads read from).
+    pub async fn image_locations(&self, image_id: &str) -> Result<Vec<LocationRow>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT image_id, backend, key, disk_format, size, checksum, os_hash_value, status, created_at \
+             FROM image_locations WHERE image_id = ? ORDER BY created_at, backend",
+        )
+        .bind(image_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn remove_location(&self, image_id: &str, backend: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM image_locations WHERE image_id = ? AND backend = ?")
+            .bind(image_id)
+            .bind(backend)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stored bytes and image counts per backend, owner project and format (active copies only).
+    pub async fn storage_usage(&self) -> Result<Vec<UsageRow>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT l.backend, i.owner, COALESCE(p.name, '') AS owner_name, l.disk_format, \
+             COUNT(*) AS images, COALESCE(SUM(l.size), 0) AS bytes \
+             FROM image_locations l JOIN images i ON i.id = l.image_id LEFT JOIN projects p ON p.id = i.owner \
+             WHERE l.status = 'active' GROUP BY l.backend, i.owner, l.disk_format \
+             ORDER BY l.backend, owner_name, l.disk_format",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Queues a job.
+    pub async fn create_job(&self, new: &NewJob) -> Result<JobRow, DbError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, image_id, backend, params, bytes_total, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&new.kind)
+        .bind(&new.image_id)
+        .bind(&new.backend)
+        .bind(if new.params.is_empty() { "{}" } else { new.params.as_str() })
+        .bind(new.bytes_total.max(0))
+        .bind(&new.created_by)
+        .execute(self.pool())
+        .await?;
+        self.job(&id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<JobRow>, DbError> {
+        let sql = format!("{JOB_SELECT} WHERE j.id = ?");
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)
+    }
+
+    /// Takes the oldest queued job: it becomes `running` (one more attempt). None when idle.
+    /// The UPDATE claims atomically, so two workers never run the same job.
+    pub async fn claim_job(&self) -> Result<Option<JobRow>, DbError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = {NOW_MS}, updated_at = {NOW_MS} \
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1) AND status = 'queued' \
+             RETURNING id"
+        );
+        let id: Option<String> = sqlx::query_scalar(&sql).fetch_optional(self.pool()).await?;
+        match id {
+            Some(id) => self.job(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Progress of a running job. Returns whether a cancel was requested (the worker stops).
+    pub async fn job_progress(&self, id: &str, bytes_done: i64, bytes_total: i64) -> Result<bool, DbError> {
+        let sql = format!(
+            "UPDATE jobs SET bytes_done = ?, bytes_total = MAX(bytes_total, ?), updated_at = {NOW_MS} \
+             WHERE id = ? AND status = 'running' RETURNING cancel_requested"
+        );
+        let cancel: Option<bool> = sqlx::query_scalar(&sql)
+            .bind(bytes_done.max(0))
+            .bind(bytes_total.max(0))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(cancel.unwrap_or(true))
+    }
+
+    /// Ends a running job as `succeeded`, `failed` or `cancelled`.
+    pub async fn finish_job(&self, id: &str, status: &str, error: &str, summary: &str) -> Result<bool, DbError> {
+        let sql = format!(
+            "UPDATE jobs SET status = ?, error = ?, summary = ?, finished_at = {NOW_MS}, updated_at = {NOW_MS}, \
+             bytes_done = CASE WHEN ? = 'succeeded' THEN bytes_total ELSE bytes_done END \
+             WHERE id = ? AND status = 'running'"
+        );
+        let done = sqlx::query(&sql).bind(status).bind(error).bind(summary).bind(status).bind(id).execute(self.pool()).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A queued job is cancelled at once; a running one is asked to stop (the worker notices at
+    /// its next progress report). Returns false when the job had already ended.
+    pub async fn cancel_job(&self, id: &str) -> Result<bool, DbError> {
+        let sql = format!(
+            "UPDATE jobs SET status = CASE status WHEN 'queued' THEN 'cancelled' ELSE status END, \
+             finished_at = CASE status WHEN 'queued' THEN {NOW_MS} ELSE finished_at END, \
+             cancel_requested = 1, updated_at = {NOW_MS} WHERE id = ? AND status IN ('queued', 'running')"
+        );
+        Ok(sqlx::query(&sql).bind(id).execute(self.pool()).await?.rows_affected() == 1)
+    }
+
+    /// Queues a failed or cancelled job again from the start.
+    pub async fn retry_job(&self, id: &str) -> Result<bool, DbError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'queued', bytes_done = 0, error = '', cancel_requested = 0, \
+             started_at = NULL, finished_at = NULL, updated_at = {NOW_MS} \
+             WHERE id = ? AND status IN ('failed', 'cancelled')"
+        );
+        Ok(sqlx::query(&sql).bind(id).execute(self.pool()).await?.rows_affected() == 1)
+    }
+
+    /// At start: jobs that were running when the server stopped are queued again (their work is
+    /// redone from the start; outputs are only published at the end, so nothing half-done is
+    /// visible). Returns how many.
+    pub async fn requeue_interrupted_jobs(&self) -> Result<u64, DbError> {
+        let sql = format!(
+            "UPDATE jobs SET status = CASE cancel_requested WHEN 1 THEN 'cancelled' ELSE 'queued' END, \
+             bytes_done = 0, updated_at = {NOW_MS} WHERE status = 'running'"
+        );
+        Ok(sqlx::query(&sql).execute(self.pool()).await?.rows_affected())
+    }
+
+    /// An image's jobs, newest first.
+    pub async fn jobs_for_image(&self, image_id: &str) -> Result<Vec<JobRow>, DbError> {
+        let sql = format!("{JOB_SELECT} WHERE j.image_id = ? ORDER BY j.created_at DESC, j.id");
+        Ok(sqlx::query_as(&sql).bind(image_id).fetch_all(self.pool()).await?)
+    }
+
+    /// Jobs, newest first; `owner` limits them to one project's images (None = all).
+    pub async fn list_jobs(&self, owner: Option<&str>, limit: u32) -> Result<Vec<JobRow>, DbError> {
+        let limit = i64::from(limit.min(MAX_JOB_PAGE));
+        let sql = format!("{JOB_SELECT} WHERE (?1 IS NULL OR i.owner = ?1) ORDER BY j.created_at DESC, j.id LIMIT ?2");
+        Ok(sqlx::query_as(&sql).bind(owner).bind(limit).fetch_all(self.pool()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewImage;
+
+    async fn temp_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn the_default_matrix_follows_the_issue() {
+        let (_dir, db) = temp_db().await;
+        let cells = db.storage_policy().await.unwrap();
+        assert_eq!(cells.len(), 36, "3 kinds × 12 formats");
+        let cell = |k: &str, f: &str| cells.iter().find(|c| c.backend_kind == k && c.format == f).unwrap().clone();
+        for kind in ["local", "nfs"] {
+            assert_eq!(cell(kind, "qcow2").action, "native");
+            assert_eq!(cell(kind, "raw").target_format.as_deref(), Some("qcow2"));
+            assert_eq!(cell(kind, "vdi").target_format.as_deref(), Some("qcow2"));
+        }
+        assert_eq!(cell("ceph", "raw").action, "native");
+        assert_eq!(cell("ceph", "qcow2").target_format.as_deref(), Some("raw"));
+        assert_eq!(cell("ceph", "vmdk").target_format.as_deref(), Some("raw"));
+        assert_eq!(cell("ceph", "ova").action, "extract");
+        assert!(cells.iter().all(|c| !c.reason.is_empty()), "every default cell explains itself");
+        assert_eq!(cells.first().unwrap().backend_kind, "local");
+        assert_eq!(cells.last().unwrap().backend_kind, "ceph");
+    }
+
+    #[tokio::test]
+    async fn cells_are_edited_and_the_schema_keeps_them_consistent() {
+        let (_dir, db) = temp_db().await;
+        let c = db.set_policy_cell("ceph", "vdi", "refuse", None, "No VirtualBox here.", "alice").await.unwrap();
+        assert_eq!((c.action.as_str(), c.updated_by.as_str()), ("refuse", "alice"));
+        assert_eq!(db.policy_cell("ceph", "vdi").await.unwrap().unwrap().reason, "No VirtualBox here.");
+        assert!(db.set_policy_cell("ceph", "vdi", "convert", None, "", "a").await.is_err(), "convert needs a target");
+        assert!(db.set_policy_cell("ceph", "vdi", "native", Some("raw"), "", "a").await.is_err(), "target only on convert");
+        assert!(db.set_policy_cell("swift", "vdi", "native", None, "", "a").await.is_err(), "unknown kind");
+        assert!(db.set_policy_cell("local", "vdi", "shrug", None, "", "a").await.is_err(), "unknown action");
+        assert_eq!(db.storage_policy().await.unwrap().len(), 36);
+    }
+
+    #[tokio::test]
+    async fn locations_and_usage() {
+        let (_dir, db) = temp_db().await;
+        let p = db.create_project("alpha", "").await.unwrap();
+        let img = db.create_image(&NewImage { name: "a".into(), owner: Some(p.id.clone()), ..Default::default() }).await.unwrap();
+        let loc = |backend: &str, size: i64, status: &str| LocationRow {
+            image_id: img.id.clone(),
+            backend: backend.into(),
+            key: format!("{}.qcow2", img.id),
+            disk_format: "qcow2".into(),
+            size,
+            checksum: None,
+            os_hash_value: None,
+            status: status.into(),
+            created_at: String::new(),
+        };
+        db.put_location(&loc("local", 10, "active")).await.unwrap();
+        db.put_location(&loc("ceph", 7, "pending")).await.unwrap();
+        db.put_location(&loc("local", 12, "active")).await.unwrap();
+        let locs = db.image_locations(&img.id).await.unwrap();
+        assert_eq!(locs.len(), 2, "one copy per backend");
+        let usage = db.storage_usage().await.unwrap();
+        assert_eq!(usage.len(), 1, "pending copies are not counted: {usage:?}");
+        assert_eq!((usage[0].backend.as_str(), usage[0].owner_name.as_str(), usage[0].bytes, usage[0].images), ("local", "alpha", 12, 1));
+        assert!(db.remove_location(&img.id, "ceph").await.unwrap());
+        assert!(!db.remove_location(&img.id, "ceph").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn jobs_are_claimed_once_progress_cancel_retry_and_requeue() {
+        let (_dir, db) = temp_db().await;
+        let img = db.create_image(&NewImage { name: "j".into(), ..Default::default() }).await.unwrap();
+        let new = |backend: &str| NewJob { kind: "import".into(), image_id: img.id.clone(), backend: backend.into(), bytes_total: 100, ..Default::default() };
+        let a = db.create_job(&new("local")).await.unwrap();
+        let b = db.create_job(&new("ceph")).await.unwrap();
+        assert_eq!((a.status.as_str(), a.image_name.as_str(), a.params.as_str()), ("queued", "j", "{}"));
+
+        let first = db.claim_job().await.unwrap().unwrap();
+        assert_eq!((first.id.as_str(), first.status.as_str(), first.attempts), (a.id.as_str(), "running", 1));
+        let second = db.claim_job().await.unwrap().unwrap();
+        assert_eq!(second.id, b.id);
+        assert!(db.claim_job().await.unwrap().is_none());
+
+        assert!(!db.job_progress(&a.id, 40, 100).await.unwrap(), "no cancel requested");
+        assert!(db.cancel_job(&a.id).await.unwrap());
+        assert!(db.job_progress(&a.id, 50, 100).await.unwrap(), "the worker sees the cancel");
+        assert!(db.finish_job(&a.id, "cancelled", "", "").await.unwrap());
+        assert!(!db.cancel_job(&a.id).await.unwrap(), "already ended");
+        assert!(db.retry_job(&a.id).await.unwrap());
+        let again = db.job(&a.id).await.unwrap().unwrap();
+        assert_eq!((again.status.as_str(), again.bytes_done, again.cancel_requested), ("queued", 0, false));
+
+        // b was running when the "server stopped".
+        assert_eq!(db.requeue_interrupted_jobs().await.unwrap(), 1);
+        assert_eq!(db.job(&b.id).await.unwrap().unwrap().status, "queued");
+        let c = db.claim_job().await.unwrap().unwrap();
+        assert!(db.finish_job(&c.id, "succeeded", "", "done").await.unwrap());
+        let done = db.job(&c.id).await.unwrap().unwrap();
+        assert_eq!((done.bytes_done, done.summary.as_str()), (100, "done"));
+        assert!(!db.finish_job(&c.id, "failed", "x", "").await.unwrap(), "only running jobs end");
+
+        assert_eq!(db.jobs_for_image(&img.id).await.unwrap().len(), 2);
+        assert_eq!(db.list_jobs(None, 10).await.unwrap().len(), 2);
+        assert_eq!(db.list_jobs(Some("nobody"), 10).await.unwrap().len(), 0);
+
+        // A queued job is cancelled at once.
+        let d = db.create_job(&new("local")).await.unwrap();
+        assert!(db.cancel_job(&d.id).await.unwrap());
+        let d = db.job(&d.id).await.unwrap().unwrap();
+        assert_eq!(d.status, "cancelled");
+        assert!(d.finished_at.is_some());
+    }
+}
