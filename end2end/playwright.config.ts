@@ -49,12 +49,12 @@ export default defineConfig({
       // Every page must render and navigate from server-side rendering alone.
       name: "no-js",
       use: { javaScriptEnabled: false },
-      testMatch: ["pages.spec.ts", "nojs.spec.ts", "accounts.spec.ts"],
+      testMatch: ["pages.spec.ts", "nojs.spec.ts", "accounts.spec.ts", "storage.spec.ts"],
     },
     {
       name: "hydrated",
       use: { javaScriptEnabled: true },
-      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "accounts.spec.ts", "upload.spec.ts"],
+      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "accounts.spec.ts", "upload.spec.ts", "storage.spec.ts"],
     },
   ],
   webServer: {

@@ -61,7 +61,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=pages::images::ImagesPage ssr=SsrMode::Async />
                     <Route path=path!("/images") view=pages::images::ImagesPage ssr=SsrMode::Async />
                     <Route path=path!("/upload") view=pages::upload::UploadPage ssr=SsrMode::Async />
-                    <Route path=path!("/storage") view=pages::coming::StoragePage ssr=SsrMode::Async />
+                    <Route path=path!("/storage") view=pages::storage::StoragePage ssr=SsrMode::Async />
                     <Route path=path!("/formats") view=pages::formats::FormatsPage ssr=SsrMode::Async />
                     <Route path=path!("/signin") view=pages::signin::SignInPage ssr=SsrMode::Async />
                     <Route path=path!("/account") view=pages::account::AccountPage ssr=SsrMode::Async />

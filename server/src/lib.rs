@@ -47,6 +47,13 @@ pub struct AppState {
 /// only make every one of them slower.
 const INGEST_CONCURRENCY: usize = 2;
 
+impl AppState {
+    /// The configured storage backends, as the UI lists them.
+    pub fn backends(&self) -> Vec<app::api::storage::BackendInfo> {
+        vec![app::api::storage::BackendInfo { name: "local".into(), kind: "local".into(), is_default: true }]
+    }
+}
+
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.leptos.clone()
@@ -144,7 +151,7 @@ pub async fn session_layer(state: &AppState) -> Result<SessionManagerLayer<Sqlit
 /// The whole HTTP surface: Leptos pages and server functions, `/healthz`, static files.
 pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Router {
     let routes = generate_route_list(app::App);
-    let context = ServerContext { db: state.db.clone(), started: state.started };
+    let context = ServerContext { db: state.db.clone(), started: state.started, backends: state.backends() };
     let leptos = state.leptos.clone();
     let tus = uploads::router(state.uploads.clone());
     Router::new()

@@ -94,6 +94,8 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
         row("admin_revoke_role", format!("user_id={}&project_id={p1}", target.id), admin_only(404)),
         row("admin_set_quota", format!("project_id={p1}&max_images=10&max_bytes=1%20TiB"), admin_only(200)),
         row("admin_list_audit", "", admin_only(200)),
+        row("storage_matrix", "", signed_in(200)),
+        row("set_matrix_cell", "kind=ceph&format=vdi&action=refuse&reason=No%20VirtualBox", admin_only(200)),
     ];
 
     // The rows must cover exactly the registered server functions.

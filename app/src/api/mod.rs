@@ -7,6 +7,7 @@ pub mod images;
 pub mod prefs;
 pub mod shares;
 pub mod status;
+pub mod storage;
 pub mod tokens;
 pub mod upload;
 
@@ -22,6 +23,8 @@ pub mod context {
     pub struct ServerContext {
         pub db: records::Db,
         pub started: std::time::Instant,
+        /// The configured storage backends (names and kinds).
+        pub backends: Vec<crate::api::storage::BackendInfo>,
     }
 
     /// The server context, or an internal error if the server forgot to provide it.

@@ -5,11 +5,11 @@ use leptos_router::hooks::use_location;
 
 pub mod account;
 pub mod admin;
-pub mod coming;
 pub mod formats;
 pub mod images;
 pub mod not_found;
 pub mod signin;
+pub mod storage;
 pub mod upload;
 
 /// Shown instead of a page's content to someone who is not signed in.

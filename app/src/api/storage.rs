@@ -1,0 +1,168 @@
+//! The storage-compatibility matrix and the configured backends.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::AppError;
+
+/// A configured storage backend, as the UI shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    pub name: String,
+    /// `local`, `nfs` or `ceph`.
+    pub kind: String,
+    /// Where uploads go unless the user picks another backend.
+    pub is_default: bool,
+}
+
+/// One cell: what an import of `format` does on a backend of `kind`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixCell {
+    pub kind: String,
+    pub format: String,
+    /// `native`, `convert`, `extract` or `refuse`.
+    pub action: String,
+    pub target_format: Option<String>,
+    pub reason: String,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
+impl MatrixCell {
+    /// The cell's short text: "native", "→ qcow2", "extract", "refused".
+    pub fn label(&self) -> String {
+        match (self.action.as_str(), &self.target_format) {
+            ("convert", Some(t)) => format!("convert to {t}"),
+            ("refuse", _) => "refused".to_owned(),
+            (a, _) => a.to_owned(),
+        }
+    }
+}
+
+/// The matrix page's data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixData {
+    pub kinds: Vec<String>,
+    pub formats: Vec<String>,
+    pub cells: Vec<MatrixCell>,
+    pub backends: Vec<BackendInfo>,
+    pub can_edit: bool,
+}
+
+impl MatrixData {
+    pub fn cell(&self, kind: &str, format: &str) -> Option<&MatrixCell> {
+        self.cells.iter().find(|c| c.kind == kind && c.format == format)
+    }
+}
+
+/// The matrix's rows, in the order the page shows them.
+pub const MATRIX_FORMATS: [&str; 12] = ["qcow2", "raw", "iso", "ami", "aki", "ari", "vdi", "vhd", "vhdx", "vmdk", "ova", "uec"];
+/// The matrix's columns.
+pub const MATRIX_KINDS: [&str; 3] = ["local", "nfs", "ceph"];
+/// Formats a conversion can produce.
+pub const CONVERT_TARGETS: [&str; 2] = ["qcow2", "raw"];
+
+/// Human names of the backend kinds.
+pub fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "local" => "Local",
+        "nfs" => "NFS-backed",
+        "ceph" => "Ceph-backed",
+        _ => "Other",
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn cell_of(c: records::PolicyCell) -> MatrixCell {
+    MatrixCell {
+        kind: c.backend_kind,
+        format: c.format,
+        action: c.action,
+        target_format: c.target_format,
+        reason: c.reason,
+        updated_at: c.updated_at,
+        updated_by: c.updated_by,
+    }
+}
+
+/// The whole matrix plus the configured backends. Anyone signed in may read it.
+#[server(prefix = "/api", endpoint = "storage_matrix")]
+pub async fn storage_matrix() -> Result<MatrixData, AppError> {
+    crate::auth::answer(async move {
+        let (_, me) = crate::auth::signed_in()?;
+        let ctx = crate::api::context::server_context()?;
+        let cells = ctx.db.storage_policy().await.map_err(|e| AppError::internal("read storage matrix", &e))?;
+        let mut formats: Vec<String> = MATRIX_FORMATS.iter().map(|f| (*f).to_owned()).collect();
+        for c in &cells {
+            if !formats.contains(&c.format) {
+                formats.push(c.format.clone());
+            }
+        }
+        Ok(MatrixData {
+            kinds: MATRIX_KINDS.iter().map(|k| (*k).to_owned()).collect(),
+            formats,
+            cells: cells.into_iter().map(cell_of).collect(),
+            backends: ctx.backends.clone(),
+            can_edit: policy::authorize(Some(&me), &policy::Action::EditStorageMatrix).is_ok(),
+        })
+    })
+    .await
+}
+
+/// Changes one cell (administrators). Audited.
+#[server(prefix = "/api", endpoint = "set_matrix_cell")]
+pub async fn set_matrix_cell(
+    kind: String,
+    format: String,
+    action: String,
+    target_format: Option<String>,
+    reason: String,
+) -> Result<MatrixCell, AppError> {
+    crate::auth::answer(async move {
+        let (authn, me) = crate::auth::require(&policy::Action::EditStorageMatrix)?;
+        let bad = |m: String| AppError::BadRequest { message: m };
+        if !MATRIX_KINDS.contains(&kind.as_str()) {
+            return Err(bad(format!("Unknown backend kind '{kind}'.")));
+        }
+        if !MATRIX_FORMATS.contains(&format.as_str()) {
+            return Err(bad(format!("Unknown format '{format}'.")));
+        }
+        let target = target_format.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        let target = match action.as_str() {
+            "convert" => {
+                let t = target.ok_or_else(|| bad("Choose the format to convert to.".into()))?;
+                if !CONVERT_TARGETS.contains(&t.as_str()) {
+                    return Err(bad(format!("Hangar cannot convert to '{t}'; choose qcow2 or raw.")));
+                }
+                if t == format {
+                    return Err(bad(format!("Converting {format} to itself is 'native'.")));
+                }
+                if matches!(format.as_str(), "iso" | "aki" | "ari" | "ova" | "uec") {
+                    return Err(bad(format!("{format} is not a disk Hangar can convert.")));
+                }
+                Some(t)
+            }
+            "extract" if !matches!(format.as_str(), "ova" | "uec") => {
+                return Err(bad("Only packages (OVA, UEC) can be extracted.".into()));
+            }
+            "native" | "refuse" | "extract" => None,
+            other => return Err(bad(format!("Unknown action '{other}'."))),
+        };
+        let reason = reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(bad("Give the reason users will see for this cell.".into()));
+        }
+        if reason.chars().count() > 500 {
+            return Err(bad("Keep the reason under 500 characters.".into()));
+        }
+        let db = crate::api::context::server_context()?.db;
+        let cell = db
+            .set_policy_cell(&kind, &format, &action, target.as_deref(), &reason, &me.username)
+            .await
+            .map_err(|e| AppError::internal("save storage matrix", &e))?;
+        let cell = cell_of(cell);
+        crate::auth::audit(&db, &authn, "storage.matrix", "matrix", &format!("{kind}/{format}"), &cell.label()).await?;
+        Ok(cell)
+    })
+    .await
+}

@@ -1,0 +1,163 @@
+//! The storage-compatibility matrix: per backend kind and format, what an import does and why.
+//! Everyone signed in reads it; administrators edit it (the form works without JavaScript).
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+use crate::api::storage::*;
+use crate::components::feedback::ActionResult;
+use crate::pages::SignInPrompt;
+
+const LEGEND: [(&str, &str, &str); 4] = [
+    ("native", "native", "Stored exactly as uploaded."),
+    ("convert", "convert to …", "Converted on import by Hangar's own converter; the upload's checksum is kept too."),
+    ("extract", "extract", "A package: unpacked, and each disk inside follows its own format's row."),
+    ("refuse", "refused", "Not accepted on this backend: the upload is stopped with the reason."),
+];
+
+#[component]
+pub fn StoragePage() -> impl IntoView {
+    let set = ServerAction::<SetMatrixCell>::new();
+    let matrix = Resource::new(move || set.version().get(), |_| storage_matrix());
+    view! {
+        <Title text="Storage matrix" />
+        <section class="page">
+            <h1>"Storage matrix"</h1>
+            <p class="lead">
+                "Which image formats each kind of storage backend keeps natively, converts on import, "
+                "or refuses, and why. Every upload follows the row of its format on the backend it is stored on."
+            </p>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match matrix.await {
+                        Err(crate::AppError::Unauthorized { .. }) => view! { <SignInPrompt what="the storage matrix" /> }.into_any(),
+                        Err(err) => view! { <div class="alert" role="alert">{err.to_string()}</div> }.into_any(),
+                        Ok(m) => view! { <MatrixView m set /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+fn tip_id(kind: &str, format: &str) -> String {
+    format!("tip-{kind}-{format}")
+}
+
+#[component]
+fn MatrixView(m: MatrixData, set: ServerAction<SetMatrixCell>) -> impl IntoView {
+    let query = use_query_map();
+    let selected = move || {
+        query.with(|q| (q.get("kind").unwrap_or_else(|| "local".into()), q.get("format").unwrap_or_else(|| "qcow2".into())))
+    };
+    let m = StoredValue::new(m);
+    let header = m.with_value(|m| {
+        m.kinds
+            .iter()
+            .map(|k| {
+                let names: Vec<String> = m.backends.iter().filter(|b| &b.kind == k).map(|b| b.name.clone()).collect();
+                let note = if names.is_empty() { "no backend configured".to_owned() } else { format!("configured: {}", names.join(", ")) };
+                view! { <th scope="col">{kind_label(k)}<span class="kind-note">{note}</span></th> }
+            })
+            .collect_view()
+    });
+    let can_edit = m.with_value(|m| m.can_edit);
+    let rows = move || {
+        m.with_value(|m| {
+            m.formats
+                .iter()
+                .map(|f| {
+                    let cells = m
+                        .kinds
+                        .iter()
+                        .map(|k| {
+                            let tip = tip_id(k, f);
+                            let (class, label, reason) = match m.cell(k, f) {
+                                Some(c) => (format!("cell cell-{}", c.action), c.label(), format!("{} (set by {} at {})", c.reason, c.updated_by, c.updated_at)),
+                                None => ("cell cell-refuse".to_owned(), "refused".to_owned(), "No rule for this format: refused.".to_owned()),
+                            };
+                            let (kk, ff) = (k.clone(), f.clone());
+                            let current = move || {
+                                let (sk, sf) = selected();
+                                can_edit && sk == kk && sf == ff
+                            };
+                            let cell = if m.can_edit {
+                                let href = format!("/storage?kind={k}&format={f}#edit-cell");
+                                let title = format!("Edit {} on {}", f, kind_label(k));
+                                view! {
+                                    <a class=class class:cell-current=current href=href aria-describedby=tip.clone() title=title data-cell=format!("{k}/{f}")>{label}</a>
+                                }
+                                .into_any()
+                            } else {
+                                view! { <span class=class tabindex="0" aria-describedby=tip.clone() data-cell=format!("{k}/{f}")>{label}</span> }.into_any()
+                            };
+                            view! { <td>{cell}<span class="tip" role="tooltip" id=tip>{reason}</span></td> }
+                        })
+                        .collect_view();
+                    view! { <tr><th scope="row">{f.clone()}</th>{cells}</tr> }
+                })
+                .collect_view()
+        })
+    };
+    view! {
+        <div class="table-wrap">
+            <table class="matrix" id="storage-matrix">
+                <caption class="visually-hidden">"Storage-compatibility matrix: formats by backend kind. Focus a cell for its reason."</caption>
+                <thead><tr><th scope="col">"Format"</th>{header}</tr></thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </div>
+        <h2>"Legend"</h2>
+        <ul class="legend" id="matrix-legend">
+            {LEGEND.iter().map(|(action, label, text)| view! {
+                <li><span class=format!("cell cell-{action}")>{*label}</span>" "{*text}</li>
+            }).collect_view()}
+        </ul>
+        <p class="muted">"Hover over or focus a cell (Tab) to read its reason."</p>
+        {move || m.with_value(|m| m.can_edit).then(|| view! { <EditCell m selected=Signal::derive(selected) set /> })}
+    }
+}
+
+#[component]
+fn EditCell(m: StoredValue<MatrixData>, selected: Signal<(String, String)>, set: ServerAction<SetMatrixCell>) -> impl IntoView {
+    move || {
+        let (kind, format) = selected.get();
+        let current = m.with_value(|m| m.cell(&kind, &format).cloned());
+        let action = current.as_ref().map_or_else(|| "refuse".to_owned(), |c| c.action.clone());
+        let target = current.as_ref().and_then(|c| c.target_format.clone()).unwrap_or_default();
+        let reason = current.as_ref().map(|c| c.reason.clone()).unwrap_or_default();
+        let kinds = m.with_value(|m| m.kinds.clone());
+        let formats = m.with_value(|m| m.formats.clone());
+        let (k2, f2) = (kind.clone(), format.clone());
+        view! {
+            <section class="card" id="edit-cell" aria-labelledby="edit-cell-title">
+                <h2 id="edit-cell-title">"Edit a cell"</h2>
+                <p class="muted">"Changes apply to the next import; stored images keep their format. Every change is in the audit log."</p>
+                <ActionForm action=set attr:class="form" attr:id="edit-cell-form">
+                    <label for="cell-kind">"Backend kind"</label>
+                    <select id="cell-kind" name="kind">
+                        {kinds.into_iter().map(|k| { let sel = k == k2; view! { <option value=k.clone() selected=sel>{kind_label(&k)}</option> } }).collect_view()}
+                    </select>
+                    <label for="cell-format">"Format"</label>
+                    <select id="cell-format" name="format">
+                        {formats.into_iter().map(|f| { let sel = f == f2; view! { <option value=f.clone() selected=sel>{f.clone()}</option> } }).collect_view()}
+                    </select>
+                    <label for="cell-action">"On import"</label>
+                    <select id="cell-action" name="action">
+                        {LEGEND.iter().map(|(a, label, _)| { let sel = *a == action; view! { <option value=*a selected=sel>{*label}</option> } }).collect_view()}
+                    </select>
+                    <label for="cell-target">"Convert to (only for “convert to …”)"</label>
+                    <select id="cell-target" name="target_format">
+                        <option value="" selected=target.is_empty()>"—"</option>
+                        {CONVERT_TARGETS.iter().map(|t| { let sel = *t == target; view! { <option value=*t selected=sel>{*t}</option> } }).collect_view()}
+                    </select>
+                    <label for="cell-reason">"Reason users see"</label>
+                    <textarea id="cell-reason" name="reason" rows="3" maxlength="500" required>{reason}</textarea>
+                    <button type="submit" class="button button-primary">"Save cell"</button>
+                </ActionForm>
+                <ActionResult action=set success="Saved. The next import on this kind of backend follows the new rule." />
+            </section>
+        }
+    }
+}
