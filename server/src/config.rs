@@ -20,6 +20,8 @@ pub struct Config {
     /// Send the session cookie only over HTTPS. Off by default because the default listener is
     /// plain HTTP on loopback; turn it on behind a TLS-terminating proxy.
     pub secure_cookies: bool,
+    /// Background job workers (imports, conversions, copies). Default: one per core.
+    pub job_workers: usize,
 }
 
 /// Where the run command builds the site when Hangar is run from its source tree.
@@ -33,6 +35,7 @@ impl Default for Config {
             site_root: PathBuf::from(SOURCE_TREE_SITE_ROOT),
             log: "info".to_owned(),
             secure_cookies: false,
+            job_workers: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
         }
     }
 }
@@ -61,6 +64,7 @@ struct FileConfig {
     site_root: Option<PathBuf>,
     log: Option<String>,
     secure_cookies: Option<bool>,
+    job_workers: Option<usize>,
 }
 
 /// What the command line asked for.
@@ -115,6 +119,7 @@ Other settings (file key / environment variable):
   site_root       / HANGAR_SITE_ROOT       the built web assets (default: the source tree's target/site)
   log             / HANGAR_LOG             log filter, e.g. info or server=debug (RUST_LOG also works)
   secure_cookies  / HANGAR_SECURE_COOKIES  true behind an HTTPS proxy
+  job_workers     / HANGAR_JOB_WORKERS     background import/convert/copy workers (default: one per core)
 ";
 
 impl Config {
@@ -146,6 +151,9 @@ impl Config {
         }
         if let Some(v) = env("HANGAR_SECURE_COOKIES") {
             config.secure_cookies = parse_bool("HANGAR_SECURE_COOKIES", &v)?;
+        }
+        if let Some(v) = env("HANGAR_JOB_WORKERS") {
+            config.job_workers = parse_workers("HANGAR_JOB_WORKERS", &v)?;
         }
 
         if let Some(v) = &flags.listen {
@@ -180,6 +188,9 @@ impl Config {
         if let Some(v) = file.secure_cookies {
             self.secure_cookies = v;
         }
+        if let Some(v) = file.job_workers {
+            self.job_workers = parse_workers("job_workers", &v.to_string())?;
+        }
         Ok(())
     }
 
@@ -195,6 +206,13 @@ fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         value: value.to_owned(),
         message: "expected IP:PORT, for example 127.0.0.1:3000".to_owned(),
     })
+}
+
+fn parse_workers(key: &str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(ConfigError::BadValue { key: key.to_owned(), value: value.to_owned(), message: "expected a number of workers from 1 to 64".to_owned() }),
+    }
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {

@@ -4,24 +4,31 @@
 //!    moves to `importing`.
 //! 2. `diskimage::inspect` judges the file — the server's verdict, whatever the browser said.
 //!    A refusal makes the image `killed` with the reason users see, and deletes the bytes.
-//! 3. Formats the local store does not keep natively (raw, VDI, VHD/VHDX, VMDK) are converted to
-//!    qcow2 with Hangar's own converter (never qemu-img); qcow2, ISO and kernels/ramdisks are kept.
+//! 3. The storage-compatibility matrix (the `storage_policy` table) decides, for the backend's
+//!    kind and the detected format: keep it, convert it with Hangar's own converter (never
+//!    qemu-img) to qcow2 or raw, or refuse it with the matrix's reason.
 //! 4. Checksums: SHA-256 of what was uploaded (from the upload if it was computed in order), and
 //!    Glance's MD5 `checksum` and SHA-512 `os_hash_value` of the stored bytes.
-//! 5. The stored file is fsynced and renamed into `data/images/`, then the record becomes
-//!    `active` (Architecture Invariant: never `active` before bytes and records are durable).
+//! 5. The stored file is fsynced and renamed into `data/images/`, its location recorded, then the
+//!    record becomes `active` (Architecture Invariant: never `active` before bytes and records
+//!    are durable).
+//!
+//! The pipeline runs as an `import` job (see `jobs.rs`): it reports progress through
+//! [`JobControl`] and stops at the next step when the job is cancelled.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512};
 
-/// A complete upload, handed over by the data plane.
-#[derive(Clone, Debug)]
+/// A complete upload, handed over by the data plane (and kept in the import job's parameters).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct UploadedFile {
     pub image_id: String,
     pub path: PathBuf,
@@ -47,11 +54,97 @@ pub enum IngestError {
     Db(#[from] records::DbError),
     #[error("ingest failed: {0}")]
     Io(String),
+    /// The job was cancelled; the image is `killed` and nothing is kept.
+    #[error("the import was cancelled")]
+    Cancelled,
+}
+
+/// Progress and cancellation shared between a running import and its job.
+#[derive(Debug, Default)]
+pub struct JobControl {
+    /// Bytes processed so far and the expected total (inspection, conversion, hashing).
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+    /// Set when the job is cancelled: the pipeline stops at its next step.
+    pub cancel: AtomicBool,
+}
+
+impl JobControl {
+    fn check(&self) -> Result<(), IngestError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(IngestError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+    fn set_done(&self, n: u64) {
+        self.done.store(n, Ordering::Relaxed);
+    }
+}
+
+/// What the matrix says to do with one format on the target backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    Keep,
+    Convert(TargetFormat),
+    Refuse(String),
+}
+
+/// The matrix row for one backend kind, by format.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    pub backend_kind: String,
+    pub cells: HashMap<String, records::PolicyCell>,
+}
+
+impl Rules {
+    /// Loads the matrix column for `backend_kind`.
+    pub async fn load(db: &records::Db, backend_kind: &str) -> Result<Self, records::DbError> {
+        let cells = db
+            .storage_policy()
+            .await?
+            .into_iter()
+            .filter(|c| c.backend_kind == backend_kind)
+            .map(|c| (c.format.clone(), c))
+            .collect();
+        Ok(Rules { backend_kind: backend_kind.to_owned(), cells })
+    }
+
+    /// What to do with an image whose matrix row is `key` (`qcow2`, `ami`, `ova`, …).
+    pub fn plan(&self, key: &str) -> Plan {
+        let kind = match self.backend_kind.as_str() {
+            "nfs" => "NFS-backed",
+            "ceph" => "Ceph-backed",
+            _ => "local",
+        };
+        match self.cells.get(key) {
+            None => Plan::Refuse(format!("The {kind} storage has no rule for {key} images, so it does not accept them.")),
+            Some(c) => match (c.action.as_str(), c.target_format.as_deref()) {
+                ("native" | "extract", _) => Plan::Keep,
+                ("convert", Some("raw")) => Plan::Convert(TargetFormat::Raw),
+                ("convert", Some("qcow2")) => Plan::Convert(TargetFormat::Qcow2),
+                _ => Plan::Refuse(format!("The {kind} storage does not accept {key} images: {}", c.reason)),
+            },
+        }
+    }
+}
+
+/// The matrix row of an inspected image: the declared AMI/AKI/ARI name when the bytes agree,
+/// otherwise the detected format's Glance name.
+pub fn matrix_key(declared: Option<&str>, detected: Format) -> String {
+    match (declared, detected) {
+        (Some("ami"), Format::Raw) => "ami".to_owned(),
+        (_, Format::Ova) => "ova".to_owned(),
+        (_, Format::Uec) => "uec".to_owned(),
+        _ => detected.glance_disk_format().unwrap_or(detected.as_str()).to_owned(),
+    }
 }
 
 /// What the pipeline produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Imported {
+    pub uploaded_format: String,
+    pub uploaded_size: u64,
     pub disk_format: String,
     pub converted: bool,
     pub size: u64,
@@ -71,11 +164,11 @@ pub fn declared_format(disk_format: &str) -> Option<Format> {
     }
 }
 
-/// Formats the local store converts to qcow2 on import (the storage matrix will make this a
-/// per-backend policy).
-fn convert_on_import(format: Format) -> Option<SourceFormat> {
+/// The converter's name for a detected format, if Hangar can convert it.
+fn source_format(format: Format) -> Option<SourceFormat> {
     match format {
         Format::Raw => Some(SourceFormat::Raw),
+        Format::Qcow2 => Some(SourceFormat::Qcow2),
         Format::Vdi => Some(SourceFormat::Vdi),
         Format::Vhd => Some(SourceFormat::Vhd),
         Format::Vhdx => Some(SourceFormat::Vhdx),
@@ -93,15 +186,21 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Hashes of one file, in one read: (sha256 if wanted, md5, sha512).
-fn hash_file(path: &Path, want_sha256: bool) -> std::io::Result<(Option<String>, String, String)> {
+fn hash_file(path: &Path, want_sha256: bool, ctl: &JobControl, base: u64) -> std::io::Result<(Option<String>, String, String)> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; HASH_BUFFER];
     let (mut s256, mut m5, mut s512) = (Sha256::new(), Md5::new(), Sha512::new());
+    let mut read = 0u64;
     loop {
+        if ctl.cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled"));
+        }
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        read += n as u64;
+        ctl.set_done(base + read);
         let chunk = buf.get(..n).unwrap_or_default();
         if want_sha256 {
             s256.update(chunk);
@@ -131,8 +230,20 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// The blocking part: inspect, convert or keep, hash, publish. Returns the record to store.
-fn process(up: &UploadedFile, disk_format: Option<&str>, images_dir: &Path) -> Result<(records::ActiveImage, Imported), IngestError> {
-    let io = |what: &str, e: std::io::Error| IngestError::Io(format!("{what}: {e}"));
+fn process(
+    up: &UploadedFile,
+    disk_format: Option<&str>,
+    images_dir: &Path,
+    rules: &Rules,
+    ctl: &JobControl,
+) -> Result<(records::ActiveImage, Imported), IngestError> {
+    let io = |what: &str, e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::Interrupted && ctl.cancel.load(Ordering::Relaxed) {
+            IngestError::Cancelled
+        } else {
+            IngestError::Io(format!("{what}: {e}"))
+        }
+    };
     let declared = match disk_format {
         Some(d) => Some(declared_format(d).ok_or_else(|| IngestError::Refused(format!("Hangar does not accept disk_format '{d}'.")))?),
         None => None,
@@ -151,36 +262,53 @@ fn process(up: &UploadedFile, disk_format: Option<&str>, images_dir: &Path) -> R
     }
     let uploaded_size = src.size();
     drop(src);
+    let plan = rules.plan(&matrix_key(disk_format, report.format));
+    if let Plan::Refuse(reason) = &plan {
+        return Err(IngestError::Refused(reason.clone()));
+    }
+    let converting = matches!(plan, Plan::Convert(_));
+    // Conversion reads the upload once and hashing reads the output once.
+    ctl.total.store(if converting { uploaded_size.saturating_mul(2) } else { uploaded_size }, Ordering::Relaxed);
+    ctl.check()?;
     std::fs::create_dir_all(images_dir).map_err(|e| io("create images dir", e))?;
 
     let sha256 = match &up.sha256 {
         Some(h) => h.clone(),
         None => sha256_file(&up.path).map_err(|e| io("hash upload", e))?,
     };
-    let (final_path, disk_format, converted, virtual_size) = match convert_on_import(report.format) {
-        Some(from) => {
-            let out = images_dir.join(format!("{}.qcow2", up.image_id));
+    let (final_path, disk_format, converted, virtual_size) = match plan {
+        Plan::Convert(to) => {
+            let from = source_format(report.format)
+                .ok_or_else(|| IngestError::Refused(format!("Hangar cannot convert {} images.", report.format.as_str())))?;
+            let ext = match to {
+                TargetFormat::Qcow2 => "qcow2",
+                TargetFormat::Raw => "raw",
+            };
+            let out = images_dir.join(format!("{}.{ext}", up.image_id));
             let file = File::open(&up.path).map_err(|e| io("open upload", e))?;
             let accepted = convert::inspect_for_conversion(&file, Some(from), up.file_name.as_deref())
                 .map_err(|e| IngestError::Refused(e.to_string()))?;
-            let summary = convert::convert_accepted(
-                &file,
-                &accepted,
-                &out,
-                &ConvertOptions { to: TargetFormat::Qcow2, ..ConvertOptions::default() },
-                &mut convert::NoProgress,
-            )
-            .map_err(|e| IngestError::Refused(format!("Conversion to qcow2 failed: {e}")))?;
+            let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
+            let summary = convert::convert_accepted(&file, &accepted, &out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut progress)
+                .map_err(|e| IngestError::Refused(format!("Conversion to {ext} failed: {e}")))?;
             drop(file);
+            if let Err(e) = ctl.check() {
+                let _ = std::fs::remove_file(&out);
+                return Err(e);
+            }
             let _ = std::fs::remove_file(&up.path);
-            (out, "qcow2".to_owned(), true, Some(summary.virtual_size))
+            (out, ext.to_owned(), true, Some(summary.virtual_size))
         }
-        None => {
+        Plan::Refuse(reason) => return Err(IngestError::Refused(reason)),
+        Plan::Keep => {
             let ext = report.format.as_str();
             let out = images_dir.join(format!("{}.{ext}", up.image_id));
             File::open(&up.path).and_then(|f| f.sync_all()).map_err(|e| io("sync upload", e))?;
             std::fs::rename(&up.path, &out).map_err(|e| io("store image", e))?;
-            let glance = report.format.glance_disk_format().unwrap_or(ext).to_owned();
+            let glance = match (disk_format, report.format) {
+                (Some("ami"), Format::Raw) => "ami".to_owned(),
+                _ => report.format.glance_disk_format().unwrap_or(ext).to_owned(),
+            };
             (out, glance, false, report.virtual_size)
         }
     };
@@ -189,8 +317,14 @@ fn process(up: &UploadedFile, disk_format: Option<&str>, images_dir: &Path) -> R
     let (md5, sha512) = match (&up.md5, &up.sha512, converted) {
         (Some(m), Some(s), false) => (m.clone(), s.clone()),
         _ => {
-            let (_, m, s) = hash_file(&final_path, false).map_err(|e| io("hash stored image", e))?;
-            (m, s)
+            let hashed = hash_file(&final_path, false, ctl, uploaded_size).map_err(|e| io("hash stored image", e));
+            match hashed {
+                Ok((_, m, s)) => (m, s),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&final_path);
+                    return Err(e);
+                }
+            }
         }
     };
     let size = std::fs::metadata(&final_path).map_err(|e| io("stat stored image", e))?.len();
@@ -207,12 +341,27 @@ fn process(up: &UploadedFile, disk_format: Option<&str>, images_dir: &Path) -> R
         findings,
         location: final_path.display().to_string(),
     };
-    Ok((record, Imported { disk_format, converted, size, virtual_size, sha256 }))
+    Ok((record, Imported { uploaded_format: report.format.as_str().to_owned(), uploaded_size, disk_format, converted, size, virtual_size, sha256 }))
 }
 
-/// Runs the pipeline for one complete upload. On refusal the image is `killed` (reason kept,
-/// bytes deleted); on success it is `active`.
+/// Runs the pipeline for one complete upload on the local backend with the matrix's current
+/// rules (tests and callers without a job).
 pub async fn ingest(db: &records::Db, data_dir: &Path, up: UploadedFile) -> Result<Imported, IngestError> {
+    let rules = Rules::load(db, "local").await?;
+    ingest_with(db, data_dir, up, &rules, "local", std::sync::Arc::new(JobControl::default())).await
+}
+
+/// Runs the pipeline for one complete upload. On refusal, failure or cancellation the image is
+/// `killed` (reason kept, bytes deleted); on success it is `active` with its location recorded.
+/// An image already `importing` is accepted too: that is an import job resumed after a restart.
+pub async fn ingest_with(
+    db: &records::Db,
+    data_dir: &Path,
+    up: UploadedFile,
+    rules: &Rules,
+    backend: &str,
+    ctl: std::sync::Arc<JobControl>,
+) -> Result<Imported, IngestError> {
     let discard = |path: &Path| {
         let _ = std::fs::remove_file(path);
     };
@@ -224,21 +373,41 @@ pub async fn ingest(db: &records::Db, data_dir: &Path, up: UploadedFile) -> Resu
         discard(&up.path);
         return Err(IngestError::NotAccepted("the upload's project does not own this image".into()));
     }
-    if !db.transition_image(&image.id, &["queued", "uploading"], "importing", "").await? {
+    if !db.transition_image(&image.id, &["queued", "uploading", "importing"], "importing", "").await? {
         discard(&up.path);
         return Err(IngestError::NotAccepted(format!("image {} is {}, not waiting for data", image.id, image.status)));
+    }
+    if !up.path.exists() {
+        let reason = "The uploaded file was lost before it could be imported (was the server's data directory cleaned?). Upload it again.";
+        db.kill_image(&image.id, reason, "[]").await?;
+        return Err(IngestError::Io(reason.to_owned()));
     }
     tracing::info!(image = %image.id, path = %up.path.display(), "ingest: inspecting");
     let images_dir = data_dir.join("images");
     let disk_format = image.disk_format.clone();
-    let up2 = up.clone();
-    let result = tokio::task::spawn_blocking(move || process(&up2, disk_format.as_deref(), &images_dir))
+    let (up2, rules2, ctl2) = (up.clone(), rules.clone(), ctl.clone());
+    let result = tokio::task::spawn_blocking(move || process(&up2, disk_format.as_deref(), &images_dir, &rules2, &ctl2))
         .await
         .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?;
     match result {
         Ok((record, imported)) => {
+            let stored = PathBuf::from(&record.location);
+            let key = stored.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let location = records::LocationRow {
+                image_id: image.id.clone(),
+                backend: backend.to_owned(),
+                key,
+                disk_format: record.disk_format.clone(),
+                size: record.size,
+                checksum: Some(record.md5.clone()),
+                os_hash_value: Some(record.sha512.clone()),
+                status: "active".into(),
+                created_at: String::new(),
+            };
+            db.put_location(&location).await?;
             if !db.activate_image(&image.id, &record).await? {
-                discard(Path::new(&record.location));
+                let _ = db.remove_location(&image.id, backend).await;
+                discard(&stored);
                 return Err(IngestError::NotAccepted("the image changed state during import".into()));
             }
             tracing::info!(image = %image.id, format = %imported.disk_format, converted = imported.converted, "ingest: active");
@@ -248,6 +417,7 @@ pub async fn ingest(db: &records::Db, data_dir: &Path, up: UploadedFile) -> Resu
             discard(&up.path);
             let reason = match &err {
                 IngestError::Refused(r) => r.clone(),
+                IngestError::Cancelled => "The import was cancelled; nothing was kept.".to_owned(),
                 _ => "Hangar could not store this image; the upload was discarded. Try again.".to_owned(),
             };
             tracing::warn!(image = %image.id, error = %err, "ingest: image refused or failed");

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod jobs;
 
 pub use config::{Config, ConfigError, Flags};
 
@@ -41,11 +42,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The tus data plane; complete uploads flow to the ingest worker.
     pub uploads: Arc<uploads::Uploads>,
+    /// The background job workers (imports, copies).
+    pub jobs: jobs::Jobs,
 }
 
-/// Imports running at once: each reads and writes whole images, so more than the cores would
-/// only make every one of them slower.
-const INGEST_CONCURRENCY: usize = 2;
 
 impl AppState {
     /// The configured storage backends, as the UI lists them.
@@ -83,19 +83,20 @@ impl AppState {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let db = Db::open_sqlite(&config.database_path()).await?;
-        let uploads = open_uploads(&db, &config.data_dir).await?;
+        let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers).await?;
+        let uploads = open_uploads(&db, &config.data_dir, jobs.clone()).await?;
         let leptos = LeptosOptions::builder()
             .output_name(app::OUTPUT_NAME)
             .site_root(config.site_root.to_string_lossy().into_owned())
             .site_pkg_dir("pkg")
             .site_addr(config.listen)
             .build();
-        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config), uploads })
+        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config), uploads, jobs })
     }
 }
 
-/// Opens the tus data plane and starts the worker that ingests complete uploads.
-async fn open_uploads(db: &Db, data_dir: &std::path::Path) -> Result<Arc<uploads::Uploads>, StartError> {
+/// Opens the tus data plane; each complete upload becomes an `import` job for the worker pool.
+async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs) -> Result<Arc<uploads::Uploads>, StartError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uploads::CompletedUpload>();
     let on_complete: uploads::OnComplete = Arc::new(move |done| {
         let _ = tx.send(done);
@@ -103,8 +104,6 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path) -> Result<Arc<uploads
     let up = uploads::Uploads::open(db.clone(), uploads::UploadConfig::new(data_dir), on_complete)
         .await
         .map_err(|e| StartError::Uploads(e.to_string()))?;
-    let (db, data_dir) = (db.clone(), data_dir.to_path_buf());
-    let permits = Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY));
     tokio::spawn(async move {
         while let Some(done) = rx.recv().await {
             let Some(image_id) = done.metadata.get("image_id").cloned() else {
@@ -112,23 +111,29 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path) -> Result<Arc<uploads
                 let _ = std::fs::remove_file(&done.path);
                 continue;
             };
-            let (db, data_dir, permits) = (db.clone(), data_dir.clone(), permits.clone());
-            tokio::spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else { return };
-                let file = ingest::UploadedFile {
-                    image_id,
-                    path: done.path,
-                    user_id: done.user_id,
-                    project_id: done.project_id,
-                    file_name: done.metadata.get("filename").cloned(),
-                    sha256: done.sha256,
-                    md5: done.md5,
-                    sha512: done.sha512,
-                };
-                if let Err(err) = ingest::ingest(&db, &data_dir, file).await {
-                    tracing::warn!(upload = %done.id, error = %err, "upload not ingested");
-                }
-            });
+            let size = std::fs::metadata(&done.path).map(|m| m.len()).unwrap_or(0);
+            let file = ingest::UploadedFile {
+                image_id: image_id.clone(),
+                path: done.path.clone(),
+                user_id: done.user_id.clone(),
+                project_id: done.project_id,
+                file_name: done.metadata.get("filename").cloned(),
+                sha256: done.sha256,
+                md5: done.md5,
+                sha512: done.sha512,
+            };
+            let new = records::NewJob {
+                kind: "import".into(),
+                image_id,
+                backend: "local".into(),
+                params: serde_json::to_string(&file).unwrap_or_default(),
+                bytes_total: i64::try_from(size).unwrap_or(i64::MAX),
+                created_by: Some(done.user_id),
+            };
+            if let Err(err) = jobs.submit(&new).await {
+                tracing::warn!(upload = %done.id, error = %err, "cannot queue the import; discarding the upload");
+                let _ = std::fs::remove_file(&done.path);
+            }
         }
     });
     let _cleanup = uploads::spawn_cleanup(up.clone());

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use records::{Db, NewImage};
-use server::ingest::{ingest, IngestError, UploadedFile};
+use server::ingest::{ingest, ingest_with, IngestError, JobControl, Rules, UploadedFile};
+use std::sync::Arc;
 
 fn qemu_img(args: &[&str]) {
     let out = Command::new("qemu-img").args(args).output().expect("qemu-img is required (apt-get install qemu-utils)");
@@ -150,4 +151,106 @@ async fn an_upload_for_another_projects_image_is_not_ingested() {
     let imported = ingest(&e.db, e.data(), e.upload(&id, &raw)).await.unwrap();
     assert!(imported.converted);
     assert!(matches!(ingest(&e.db, e.data(), e.upload(&id, &raw)).await, Err(IngestError::NotAccepted(_))));
+}
+
+#[tokio::test]
+async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
+    let e = env().await;
+    let raw = raw_payload(e.data());
+    let q = e.data().join("disk.qcow2");
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", raw.to_str().unwrap(), q.to_str().unwrap()]);
+
+    // Ceph's default column: qcow2 is converted to (sparse) raw, identical to the source.
+    let ceph = Rules::load(&e.db, "ceph").await.unwrap();
+    let id = e.image("qcow2").await;
+    let done = ingest_with(&e.db, e.data(), e.upload(&id, &q), &ceph, "ceph", Arc::new(JobControl::default())).await.unwrap();
+    assert!(done.converted);
+    assert_eq!((done.uploaded_format.as_str(), done.disk_format.as_str()), ("qcow2", "raw"));
+    let stored = e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap();
+    assert!(stored.ends_with(".raw"), "{stored}");
+    qemu_img(&["compare", "-f", "raw", "-F", "raw", raw.to_str().unwrap(), &stored]);
+    let locs = e.db.image_locations(&id).await.unwrap();
+    assert_eq!(locs.len(), 1);
+    assert_eq!((locs[0].backend.as_str(), locs[0].disk_format.as_str(), locs[0].status.as_str()), ("ceph", "raw", "active"));
+    assert_eq!(u64::try_from(locs[0].size).unwrap(), done.size);
+
+    // An admin refuses raw on local storage: the upload is killed with the matrix's reason.
+    e.db.set_policy_cell("local", "raw", "refuse", None, "Raw uploads waste our SAN.", "admin").await.unwrap();
+    let local = Rules::load(&e.db, "local").await.unwrap();
+    let id = e.image("raw").await;
+    let up = e.upload(&id, &raw);
+    let path = up.path.clone();
+    let err = ingest_with(&e.db, e.data(), up, &local, "local", Arc::new(JobControl::default())).await.unwrap_err();
+    assert!(matches!(err, IngestError::Refused(_)), "{err}");
+    let row = e.db.image_ingest(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "killed");
+    assert!(row.status_reason.contains("Raw uploads waste our SAN."), "{}", row.status_reason);
+    assert!(!path.exists());
+    assert!(e.db.image_locations(&id).await.unwrap().is_empty());
+
+    // An AMI is a raw filesystem, but its own row (native) applies, not raw's.
+    let id = e.image("ami").await;
+    let done = ingest_with(&e.db, e.data(), e.upload(&id, &raw), &local, "local", Arc::new(JobControl::default())).await.unwrap();
+    assert!(!done.converted);
+    assert_eq!(done.disk_format, "ami");
+}
+
+#[tokio::test]
+async fn a_cancelled_import_keeps_nothing() {
+    let e = env().await;
+    let raw = raw_payload(e.data());
+    let local = Rules::load(&e.db, "local").await.unwrap();
+    let id = e.image("raw").await;
+    let up = e.upload(&id, &raw);
+    let path = up.path.clone();
+    let ctl = Arc::new(JobControl::default());
+    ctl.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let err = ingest_with(&e.db, e.data(), up, &local, "local", ctl).await.unwrap_err();
+    assert!(matches!(err, IngestError::Cancelled), "{err}");
+    let row = e.db.image_ingest(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "killed");
+    assert!(row.status_reason.contains("cancelled"), "{}", row.status_reason);
+    assert!(!path.exists());
+    let left: Vec<_> = std::fs::read_dir(e.data().join("images")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "no half-written output: {left:?}");
+}
+
+#[tokio::test]
+async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
+    let e = env().await;
+    let raw = raw_payload(e.data());
+    let id = e.image("raw").await;
+    let up = e.upload(&id, &raw);
+    // The previous run had claimed the job and moved the image to `importing` when it stopped.
+    let job = e
+        .db
+        .create_job(&records::NewJob {
+            kind: "import".into(),
+            image_id: id.clone(),
+            backend: "local".into(),
+            params: serde_json::to_string(&up).unwrap(),
+            bytes_total: 8 << 20,
+            created_by: Some(e.user.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.db.claim_job().await.unwrap().unwrap().id, job.id);
+    assert!(e.db.transition_image(&id, &["queued"], "importing", "").await.unwrap());
+
+    // "Restart": the workers requeue and redo it.
+    let _jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let j = e.db.job(&job.id).await.unwrap().unwrap();
+        if !matches!(j.status.as_str(), "queued" | "running") {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not finish: {j:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.status, "succeeded", "{}", done.error);
+    assert_eq!(done.attempts, 2, "claimed once before the stop and once after");
+    assert!(done.summary.starts_with("raw → qcow2"), "{}", done.summary);
+    assert_eq!(done.bytes_done, done.bytes_total);
+    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "active");
 }
