@@ -1,0 +1,41 @@
+//! Helpers shared by the storage integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+
+use futures::StreamExt;
+use storage::{ByteStream, StoreError};
+
+/// Deterministic, non-repeating bytes (xorshift64*), so a shifted or truncated read cannot
+/// compare equal by accident.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+pub async fn collect(mut s: ByteStream) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// A progress callback that records the last value it was given.
+pub fn recorder() -> (std::sync::Arc<std::sync::atomic::AtomicU64>, impl Fn(u64) + Send + Sync) {
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let l = last.clone();
+    (last, move |n| l.store(n, std::sync::atomic::Ordering::SeqCst))
+}
