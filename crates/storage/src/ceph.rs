@@ -79,23 +79,29 @@ fn env(name: &str) -> Option<String> {
 /// S3 bucket naming rules (the subset that matters for path-style requests).
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
         && !b.starts_with(['-', '.'])
         && !b.ends_with(['-', '.'])
 }
 
 impl CephBackend {
     pub fn open(config: &BackendConfig) -> Result<Self, StoreError> {
-        let err = |what: String| StoreError::Config(format!("storage '{}' (ceph): {what}", config.name));
-        let endpoint = config
-            .endpoint
-            .clone()
-            .ok_or_else(|| err("`endpoint` is required (the RADOS Gateway URL, e.g. http://127.0.0.1:8480)".into()))?;
+        let err =
+            |what: String| StoreError::Config(format!("storage '{}' (ceph): {what}", config.name));
+        let endpoint = config.endpoint.clone().ok_or_else(|| {
+            err("`endpoint` is required (the RADOS Gateway URL, e.g. http://127.0.0.1:8480)".into())
+        })?;
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(err(format!("endpoint '{endpoint}' must start with http:// or https://")));
+            return Err(err(format!(
+                "endpoint '{endpoint}' must start with http:// or https://"
+            )));
         }
-        let bucket = config.bucket.clone().ok_or_else(|| err("`bucket` is required".into()))?;
+        let bucket = config
+            .bucket
+            .clone()
+            .ok_or_else(|| err("`bucket` is required".into()))?;
         if !valid_bucket(&bucket) {
             return Err(err(format!(
                 "bucket '{bucket}' is not a valid S3 bucket name (3-63 of a-z, 0-9, '-', '.')"
@@ -110,7 +116,9 @@ impl CephBackend {
             .secret_access_key
             .clone()
             .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
-            .ok_or_else(|| err("no secret key: set `secret_access_key` or AWS_SECRET_ACCESS_KEY".into()))?;
+            .ok_or_else(|| {
+                err("no secret key: set `secret_access_key` or AWS_SECRET_ACCESS_KEY".into())
+            })?;
         let region = config
             .region
             .clone()
@@ -147,13 +155,19 @@ impl CephBackend {
             .with_retry(retry)
             .build()
             .map_err(|e| err(e.to_string()))?;
-        let http = ReqwestConnector::default().connect(&options).map_err(|e| err(e.to_string()))?;
+        let http = ReqwestConnector::default()
+            .connect(&options)
+            .map_err(|e| err(e.to_string()))?;
         Ok(CephBackend {
             name: config.name.clone(),
             endpoint,
             bucket,
             region,
-            credential: AwsCredential { key_id, secret_key: secret, token: None },
+            credential: AwsCredential {
+                key_id,
+                secret_key: secret,
+                token: None,
+            },
             store: Arc::new(store),
             http,
             timeout,
@@ -168,7 +182,11 @@ impl CephBackend {
 
     /// A signed request to the bucket (`query`, e.g. `?uploads` or `/key?uploadId=…`, is
     /// appended as is).
-    async fn bucket_request(&self, method: http::Method, query: &str) -> Result<(http::StatusCode, String), StoreError> {
+    async fn bucket_request(
+        &self,
+        method: http::Method,
+        query: &str,
+    ) -> Result<(http::StatusCode, String), StoreError> {
         let url = format!("{}/{}{}", self.endpoint, self.bucket, query);
         let mut req = http::Request::builder()
             .method(method.clone())
@@ -209,7 +227,9 @@ impl CephBackend {
         }
         let (status, body) = self.bucket_request(http::Method::PUT, "").await?;
         // 409 BucketAlreadyOwnedByYou: someone (another Hangar) created it meanwhile.
-        if status.is_success() || (status == http::StatusCode::CONFLICT && body.contains("BucketAlreadyOwnedByYou")) {
+        if status.is_success()
+            || (status == http::StatusCode::CONFLICT && body.contains("BucketAlreadyOwnedByYou"))
+        {
             tracing::info!(backend = %self.name, bucket = %self.bucket, "created the bucket");
             self.bucket_ready.store(true, Ordering::Relaxed);
             return Ok(());
@@ -268,7 +288,9 @@ impl CephBackend {
 
     fn remote(op: &str, key: &str, e: object_store::Error) -> StoreError {
         match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { key: key.to_owned() },
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                key: key.to_owned(),
+            },
             e => StoreError::Remote(format!("{op} '{key}': {e}")),
         }
     }
@@ -285,7 +307,10 @@ impl CephBackend {
         let t = self.timeout;
         let path = ObjectPath::from(key); // a checked key
         let mut upload = bounded("multipart start", t, async {
-            self.store.put_multipart(&path).await.map_err(|e| Self::remote("multipart start", key, e))
+            self.store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| Self::remote("multipart start", key, e))
         })
         .await?;
         let mut running = std::collections::VecDeque::new();
@@ -308,13 +333,18 @@ impl CephBackend {
                 ));
                 while running.len() >= PARTS_IN_FLIGHT || (sent == len && !running.is_empty()) {
                     let (n, handle) = running.pop_front().expect("not empty");
-                    handle.await.map_err(|e| StoreError::Remote(format!("part upload task: {e}")))??;
+                    handle
+                        .await
+                        .map_err(|e| StoreError::Remote(format!("part upload task: {e}")))??;
                     done += n;
                     progress(done);
                 }
             }
             bounded("multipart completion", t, async {
-                upload.complete().await.map_err(|e| Self::remote("multipart completion", key, e))
+                upload
+                    .complete()
+                    .await
+                    .map_err(|e| Self::remote("multipart completion", key, e))
             })
             .await?;
             Ok(done)
@@ -343,8 +373,12 @@ impl CephBackend {
                         tracing::info!(backend = %name, %key, attempt, "aborted the failed multipart upload");
                         return;
                     }
-                    Ok(Err(e)) => tracing::warn!(backend = %name, %key, attempt, error = %e, "multipart abort failed"),
-                    Err(_) => tracing::warn!(backend = %name, %key, attempt, "multipart abort timed out"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(backend = %name, %key, attempt, error = %e, "multipart abort failed")
+                    }
+                    Err(_) => {
+                        tracing::warn!(backend = %name, %key, attempt, "multipart abort timed out")
+                    }
                 }
             }
             tracing::error!(backend = %name, %key, "gave up aborting a failed multipart upload; its parts stay in the bucket until aborted");
@@ -359,7 +393,9 @@ impl CephBackend {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -397,10 +433,19 @@ impl Backend for CephBackend {
         if !self.bucket_ready.load(Ordering::Relaxed) {
             self.ensure_bucket().await?;
         }
-        let mut input = tokio::fs::File::open(src).await.map_err(|e| StoreError::io("open the source", src, e))?;
-        let meta = input.metadata().await.map_err(|e| StoreError::io("stat the source", src, e))?;
+        let mut input = tokio::fs::File::open(src)
+            .await
+            .map_err(|e| StoreError::io("open the source", src, e))?;
+        let meta = input
+            .metadata()
+            .await
+            .map_err(|e| StoreError::io("stat the source", src, e))?;
         if !meta.is_file() {
-            return Err(StoreError::io("read the source", src, std::io::ErrorKind::InvalidInput.into()));
+            return Err(StoreError::io(
+                "read the source",
+                src,
+                std::io::ErrorKind::InvalidInput.into(),
+            ));
         }
         let len = meta.len();
         // S3 allows 10,000 parts: larger files get larger parts.
@@ -409,13 +454,17 @@ impl Backend for CephBackend {
             // One PUT is as atomic as a multipart upload: all of it or nothing.
             let body = read_exact(&mut input, len, src).await?;
             bounded("upload", self.timeout, async {
-                self.store.put(&path, PutPayload::from(body)).await.map_err(|e| Self::remote("upload", key, e))
+                self.store
+                    .put(&path, PutPayload::from(body))
+                    .await
+                    .map_err(|e| Self::remote("upload", key, e))
             })
             .await?;
             progress(len);
             len
         } else {
-            self.multipart(key, input, src, len, part_size, progress).await?
+            self.multipart(key, input, src, len, part_size, progress)
+                .await?
         };
         if mode == PutMode::Move {
             if let Err(e) = tokio::fs::remove_file(src).await {
@@ -431,46 +480,79 @@ impl Backend for CephBackend {
         if let Some(r) = &range {
             if r.start >= r.end {
                 // S3 has no empty range; answer it (or refuse it) from the size.
-                let size = self.size(key).await?.ok_or_else(|| StoreError::NotFound { key: key.to_owned() })?;
+                let size = self.size(key).await?.ok_or_else(|| StoreError::NotFound {
+                    key: key.to_owned(),
+                })?;
                 if r.start > r.end || r.end > size {
-                    return Err(StoreError::InvalidRange { start: r.start, end: r.end, size });
+                    return Err(StoreError::InvalidRange {
+                        start: r.start,
+                        end: r.end,
+                        size,
+                    });
                 }
                 return Ok(futures::stream::empty().boxed());
             }
         }
-        let options = GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
+        let options = GetOptions {
+            range: range.clone().map(GetRange::Bounded),
+            ..Default::default()
+        };
         let result = bounded("download", t, async {
-            self.store.get_opts(&path, options).await.map_err(|e| Self::remote("download", key, e))
+            self.store
+                .get_opts(&path, options)
+                .await
+                .map_err(|e| Self::remote("download", key, e))
         })
         .await;
         let result = match (result, &range) {
             // The gateway refuses a range that starts past the end; say so in our terms.
-            (Err(StoreError::Remote(msg)), Some(r)) if msg.contains("416") || msg.contains("Range") => {
-                let size = self.size(key).await?.ok_or_else(|| StoreError::NotFound { key: key.to_owned() })?;
-                return Err(StoreError::InvalidRange { start: r.start, end: r.end, size });
+            (Err(StoreError::Remote(msg)), Some(r))
+                if msg.contains("416") || msg.contains("Range") =>
+            {
+                let size = self.size(key).await?.ok_or_else(|| StoreError::NotFound {
+                    key: key.to_owned(),
+                })?;
+                return Err(StoreError::InvalidRange {
+                    start: r.start,
+                    end: r.end,
+                    size,
+                });
             }
             (r, _) => r?,
         };
         if let Some(r) = &range {
             if result.range != *r {
-                return Err(StoreError::InvalidRange { start: r.start, end: r.end, size: result.meta.size });
+                return Err(StoreError::InvalidRange {
+                    start: r.start,
+                    end: r.end,
+                    size: result.meta.size,
+                });
             }
         }
         let key = key.to_owned();
-        let stream = futures::stream::unfold((result.into_stream(), false), move |(mut s, failed)| {
-            let key = key.clone();
-            async move {
-                if failed {
-                    return None;
+        let stream =
+            futures::stream::unfold((result.into_stream(), false), move |(mut s, failed)| {
+                let key = key.clone();
+                async move {
+                    if failed {
+                        return None;
+                    }
+                    match tokio::time::timeout(t, s.next()).await {
+                        Ok(None) => None,
+                        Ok(Some(Ok(b))) => Some((Ok(b), (s, false))),
+                        Ok(Some(Err(e))) => {
+                            Some((Err(Self::remote("download", &key, e)), (s, true)))
+                        }
+                        Err(_) => Some((
+                            Err(StoreError::Timeout {
+                                op: "download",
+                                after: t,
+                            }),
+                            (s, true),
+                        )),
+                    }
                 }
-                match tokio::time::timeout(t, s.next()).await {
-                    Ok(None) => None,
-                    Ok(Some(Ok(b))) => Some((Ok(b), (s, false))),
-                    Ok(Some(Err(e))) => Some((Err(Self::remote("download", &key, e)), (s, true))),
-                    Err(_) => Some((Err(StoreError::Timeout { op: "download", after: t }), (s, true))),
-                }
-            }
-        });
+            });
         Ok(stream.boxed())
     }
 

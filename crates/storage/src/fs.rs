@@ -70,10 +70,17 @@ impl FsBackend {
                 }
             },
             BackendKind::Ceph => {
-                return Err(StoreError::Config("FsBackend cannot open a ceph backend".into()))
+                return Err(StoreError::Config(
+                    "FsBackend cannot open a ceph backend".into(),
+                ))
             }
         }
-        Ok(FsBackend { name: config.name.clone(), kind, root, timeout: config.timeout()? })
+        Ok(FsBackend {
+            name: config.name.clone(),
+            kind,
+            root,
+            timeout: config.timeout()?,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -106,10 +113,14 @@ impl FsBackend {
     ) -> Result<u64, StoreError> {
         let t = self.timeout;
         let mut input = bounded("open the source", t, async {
-            tokio::fs::File::open(src).await.map_err(|e| StoreError::io("open the source", src, e))
+            tokio::fs::File::open(src)
+                .await
+                .map_err(|e| StoreError::io("open the source", src, e))
         })
         .await?;
-        let tmp = self.root.join(format!(".{key}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let tmp = self
+            .root
+            .join(format!(".{key}.{}.tmp", uuid::Uuid::new_v4().simple()));
         let mut out = bounded("create a temp file", t, async {
             tokio::fs::OpenOptions::new()
                 .write(true)
@@ -125,27 +136,38 @@ impl FsBackend {
             let mut done = 0u64;
             loop {
                 let n = bounded("read the source", t, async {
-                    input.read(&mut buf).await.map_err(|e| StoreError::io("read the source", src, e))
+                    input
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| StoreError::io("read the source", src, e))
                 })
                 .await?;
                 if n == 0 {
                     break;
                 }
                 bounded("write", t, async {
-                    out.write_all(&buf[..n]).await.map_err(|e| StoreError::io("write", &tmp, e))
+                    out.write_all(&buf[..n])
+                        .await
+                        .map_err(|e| StoreError::io("write", &tmp, e))
                 })
                 .await?;
                 done += n as u64;
                 progress(done);
             }
             bounded("fsync", t, async {
-                out.flush().await.map_err(|e| StoreError::io("write", &tmp, e))?;
-                out.sync_all().await.map_err(|e| StoreError::io("fsync", &tmp, e))
+                out.flush()
+                    .await
+                    .map_err(|e| StoreError::io("write", &tmp, e))?;
+                out.sync_all()
+                    .await
+                    .map_err(|e| StoreError::io("fsync", &tmp, e))
             })
             .await?;
             drop(out);
             bounded("rename into place", t, async {
-                tokio::fs::rename(&tmp, dest).await.map_err(|e| StoreError::io("rename into place", dest, e))
+                tokio::fs::rename(&tmp, dest)
+                    .await
+                    .map_err(|e| StoreError::io("rename into place", dest, e))
             })
             .await?;
             Ok(done)
@@ -169,11 +191,22 @@ impl FsBackend {
     async fn rename_in(&self, src: &Path, dest: &Path) -> Result<Option<u64>, StoreError> {
         let t = self.timeout;
         let size = bounded("fsync the source", t, async {
-            let f = tokio::fs::File::open(src).await.map_err(|e| StoreError::io("open the source", src, e))?;
-            f.sync_all().await.map_err(|e| StoreError::io("fsync the source", src, e))?;
-            let m = f.metadata().await.map_err(|e| StoreError::io("stat the source", src, e))?;
+            let f = tokio::fs::File::open(src)
+                .await
+                .map_err(|e| StoreError::io("open the source", src, e))?;
+            f.sync_all()
+                .await
+                .map_err(|e| StoreError::io("fsync the source", src, e))?;
+            let m = f
+                .metadata()
+                .await
+                .map_err(|e| StoreError::io("stat the source", src, e))?;
             if !m.is_file() {
-                return Err(StoreError::io("read the source", src, ErrorKind::InvalidInput.into()));
+                return Err(StoreError::io(
+                    "read the source",
+                    src,
+                    ErrorKind::InvalidInput.into(),
+                ));
             }
             Ok(m.len())
         })
@@ -233,48 +266,67 @@ impl Backend for FsBackend {
         let path = self.path_of(key)?;
         let t = self.timeout;
         let (mut file, size) = bounded("open", t, async {
-            let f = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
-                ErrorKind::NotFound => StoreError::NotFound { key: key.to_owned() },
-                _ => StoreError::io("open", &path, e),
-            })?;
-            let len = f.metadata().await.map_err(|e| StoreError::io("stat", &path, e))?.len();
+            let f = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| match e.kind() {
+                    ErrorKind::NotFound => StoreError::NotFound {
+                        key: key.to_owned(),
+                    },
+                    _ => StoreError::io("open", &path, e),
+                })?;
+            let len = f
+                .metadata()
+                .await
+                .map_err(|e| StoreError::io("stat", &path, e))?
+                .len();
             Ok((f, len))
         })
         .await?;
         let range = range.unwrap_or(0..size);
         if range.start > range.end || range.end > size {
-            return Err(StoreError::InvalidRange { start: range.start, end: range.end, size });
+            return Err(StoreError::InvalidRange {
+                start: range.start,
+                end: range.end,
+                size,
+            });
         }
         if range.start > 0 {
             bounded("seek", t, async {
-                file.seek(SeekFrom::Start(range.start)).await.map_err(|e| StoreError::io("seek", &path, e))
+                file.seek(SeekFrom::Start(range.start))
+                    .await
+                    .map_err(|e| StoreError::io("seek", &path, e))
             })
             .await?;
         }
         let remaining = range.end - range.start;
         // State: the file, the bytes still owed, and whether an error ended the stream.
-        let stream = futures::stream::unfold((file, remaining, path, false), move |(mut f, left, path, failed)| async move {
-            if left == 0 || failed {
-                return None;
-            }
-            let want = left.min(CHUNK as u64) as usize;
-            let mut buf = vec![0u8; want];
-            let read = bounded("read", t, async {
-                f.read(&mut buf).await.map_err(|e| StoreError::io("read", &path, e))
-            })
-            .await;
-            match read {
-                Ok(0) => {
-                    let e = StoreError::io("read", &path, ErrorKind::UnexpectedEof.into());
-                    Some((Err(e), (f, left, path, true)))
+        let stream = futures::stream::unfold(
+            (file, remaining, path, false),
+            move |(mut f, left, path, failed)| async move {
+                if left == 0 || failed {
+                    return None;
                 }
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(Bytes::from(buf)), (f, left - n as u64, path, false)))
+                let want = left.min(CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                let read = bounded("read", t, async {
+                    f.read(&mut buf)
+                        .await
+                        .map_err(|e| StoreError::io("read", &path, e))
+                })
+                .await;
+                match read {
+                    Ok(0) => {
+                        let e = StoreError::io("read", &path, ErrorKind::UnexpectedEof.into());
+                        Some((Err(e), (f, left, path, true)))
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(Bytes::from(buf)), (f, left - n as u64, path, false)))
+                    }
+                    Err(e) => Some((Err(e), (f, left, path, true))),
                 }
-                Err(e) => Some((Err(e), (f, left, path, true))),
-            }
-        });
+            },
+        );
         Ok(stream.boxed())
     }
 
@@ -322,10 +374,16 @@ impl Backend for FsBackend {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let probe = self.root.join(format!(".probe.{}", uuid::Uuid::new_v4().simple()));
+        let probe = self
+            .root
+            .join(format!(".probe.{}", uuid::Uuid::new_v4().simple()));
         bounded("health check", self.timeout, async {
-            tokio::fs::write(&probe, b"hangar").await.map_err(|e| StoreError::io("write a probe file", &probe, e))?;
-            tokio::fs::remove_file(&probe).await.map_err(|e| StoreError::io("remove a probe file", &probe, e))
+            tokio::fs::write(&probe, b"hangar")
+                .await
+                .map_err(|e| StoreError::io("write a probe file", &probe, e))?;
+            tokio::fs::remove_file(&probe)
+                .await
+                .map_err(|e| StoreError::io("remove a probe file", &probe, e))
         })
         .await
     }

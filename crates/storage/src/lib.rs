@@ -145,7 +145,10 @@ impl fmt::Debug for BackendConfig {
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("timeout_secs", &self.timeout_secs)
             .field("part_size_mib", &self.part_size_mib)
             .finish()
@@ -206,7 +209,11 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io { op, path: path.to_path_buf(), source }
+        StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -216,7 +223,12 @@ pub struct Key<'a>(&'a str);
 
 impl<'a> Key<'a> {
     pub fn parse(key: &'a str) -> Result<Self, StoreError> {
-        let bad = |reason| Err(StoreError::InvalidKey { key: key.chars().take(64).collect(), reason });
+        let bad = |reason| {
+            Err(StoreError::InvalidKey {
+                key: key.chars().take(64).collect(),
+                reason,
+            })
+        };
         if key.is_empty() {
             return bad("empty");
         }
@@ -226,7 +238,10 @@ impl<'a> Key<'a> {
         if key.starts_with('.') {
             return bad("starts with a dot");
         }
-        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        {
             return bad("only letters, digits, '.', '_' and '-' are allowed");
         }
         Ok(Key(key))
@@ -282,7 +297,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
 /// [`Backend::check`] or write).
 pub fn open(config: &BackendConfig) -> Result<Arc<dyn Backend>, StoreError> {
     if config.name.trim().is_empty() {
-        return Err(StoreError::Config("a [[storage]] table has an empty name".into()));
+        return Err(StoreError::Config(
+            "a [[storage]] table has an empty name".into(),
+        ));
     }
     Ok(match config.kind {
         BackendKind::Local | BackendKind::Nfs => Arc::new(FsBackend::open(config)?),
@@ -308,11 +325,30 @@ mod tests {
 
     #[test]
     fn keys() {
-        for ok in ["a", "0b6f5c1e-7a7e-4b7c-9d5e-0123456789ab.qcow2", "A_b-c.d", &"x".repeat(200)] {
+        for ok in [
+            "a",
+            "0b6f5c1e-7a7e-4b7c-9d5e-0123456789ab.qcow2",
+            "A_b-c.d",
+            &"x".repeat(200),
+        ] {
             assert_eq!(Key::parse(ok).unwrap().as_str(), ok);
         }
-        for bad in ["", ".hidden", "..", "a/b", "../x", "a b", "é", "a\0", "x\\y", &"x".repeat(201)] {
-            assert!(matches!(Key::parse(bad), Err(StoreError::InvalidKey { .. })), "{bad:?}");
+        for bad in [
+            "",
+            ".hidden",
+            "..",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            "a\0",
+            "x\\y",
+            &"x".repeat(201),
+        ] {
+            assert!(
+                matches!(Key::parse(bad), Err(StoreError::InvalidKey { .. })),
+                "{bad:?}"
+            );
         }
     }
 
@@ -352,13 +388,25 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_problem() {
-        let c = BackendConfig { name: "n".into(), kind: BackendKind::Nfs, ..Default::default() };
+        let c = BackendConfig {
+            name: "n".into(),
+            kind: BackendKind::Nfs,
+            ..Default::default()
+        };
         let e = open(&c).unwrap_err().to_string();
         assert!(e.contains("'n'") && e.contains("path"), "{e}");
-        let c = BackendConfig { name: "c".into(), kind: BackendKind::Ceph, ..Default::default() };
+        let c = BackendConfig {
+            name: "c".into(),
+            kind: BackendKind::Ceph,
+            ..Default::default()
+        };
         let e = open(&c).unwrap_err().to_string();
         assert!(e.contains("endpoint"), "{e}");
-        let c = BackendConfig { name: "t".into(), timeout_secs: Some(0), ..Default::default() };
+        let c = BackendConfig {
+            name: "t".into(),
+            timeout_secs: Some(0),
+            ..Default::default()
+        };
         assert!(c.timeout().is_err());
     }
 }
