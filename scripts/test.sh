@@ -20,11 +20,19 @@ scripts/build-site.sh dev
 step "server binary"
 cargo build -p server --bin hangar
 
+step "Ceph (single node on 127.0.0.1:17380 for the storage tests; stopped when this script exits)"
+# One cluster for the whole run: the Ceph tests (crates/storage, later the server's) find it
+# through the variables ceph-up.sh prints. Alone, `cargo test -p storage` starts its own.
+ceph_state="${CARGO_TARGET_DIR:-target}/ceph-ci"
+trap 'scripts/ceph-down.sh "$ceph_state" --purge 2>/dev/null || true' EXIT
+ceph_env=$(CEPH_OBJECTSTORE=memstore CEPH_STORE_MB=2048 scripts/ceph-up.sh "$ceph_state" 17380)
+while IFS='=' read -r key value; do export "$key=$value"; done <<<"$ceph_env"
+
 step "Rust tests"
-cargo test -p server -p app -p records -p policy -p accounts -p diskimage -p uploads
+cargo test -p server -p app -p records -p policy -p accounts -p diskimage -p uploads -p storage
 
 step "clippy: server side (warnings are errors)"
-cargo clippy -p server -p app -p records -p policy -p accounts -p uploads --all-targets -- -D warnings
+cargo clippy -p server -p app -p records -p policy -p accounts -p uploads -p storage --all-targets -- -D warnings
 step "clippy: browser side"
 cargo clippy -p frontend -p app --target wasm32-unknown-unknown -- -D warnings
 step "clippy: diskimage (all features, and the WASM feature set)"
