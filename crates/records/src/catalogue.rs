@@ -300,7 +300,8 @@ impl TimeFilter {
         self.op
     }
 
-    /// The normalised time, `YYYY-MM-DDTHH:MM:SSZ`.
+    /// The normalised time, `YYYY-MM-DDTHH:MM:SSZ` (with `.5` appended for an `eq`/`neq` with a
+    /// fraction of a second, which no stored time can equal).
     pub fn at(&self) -> &str {
         &self.at
     }
@@ -623,7 +624,8 @@ pub struct ImageQuery {
     pub os_hidden: Option<bool>,
     pub checksum: Option<String>,
     pub os_hash_value: Option<String>,
-    /// Custom properties that must equal the given values.
+    /// Custom properties that must equal the given values. Values compare as text, as Glance's
+    /// properties are strings; a property stored as a JSON number does not match.
     pub properties: Vec<(String, String)>,
     /// Sort keys in order; empty means `created_at desc`. `id` is appended as the tie-breaker.
     pub sort: Vec<(SortKey, SortDir)>,
