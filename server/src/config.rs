@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The server's settings after all layers were applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Address the HTTP server listens on.
     pub listen: SocketAddr,
@@ -22,6 +22,11 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Background job workers (imports, conversions, copies). Default: one per core.
     pub job_workers: usize,
+    /// The `[[storage]]` backends; empty means one Local backend named `local` under the data
+    /// directory (`<data_dir>/images`).
+    pub storage: Vec<storage::BackendConfig>,
+    /// Where uploads are stored unless the user picks another backend (default: the first).
+    pub default_storage: Option<String>,
 }
 
 /// Where the run command builds the site when Hangar is run from its source tree.
@@ -36,6 +41,8 @@ impl Default for Config {
             log: "info".to_owned(),
             secure_cookies: false,
             job_workers: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            storage: Vec::new(),
+            default_storage: None,
         }
     }
 }
@@ -65,6 +72,9 @@ struct FileConfig {
     log: Option<String>,
     secure_cookies: Option<bool>,
     job_workers: Option<usize>,
+    #[serde(default)]
+    storage: Vec<storage::BackendConfig>,
+    default_storage: Option<String>,
 }
 
 /// What the command line asked for.
@@ -120,6 +130,10 @@ Other settings (file key / environment variable):
   log             / HANGAR_LOG             log filter, e.g. info or server=debug (RUST_LOG also works)
   secure_cookies  / HANGAR_SECURE_COOKIES  true behind an HTTPS proxy
   job_workers     / HANGAR_JOB_WORKERS     background import/convert/copy workers (default: one per core)
+  [[storage]]     (file only)              backends: name, kind = local|nfs|ceph, path (local/nfs),
+                                           endpoint, bucket, region, access_key_id, secret_access_key,
+                                           timeout_secs, part_size_mib (ceph); default: one local backend
+  default_storage / HANGAR_DEFAULT_STORAGE where uploads go unless the user picks a backend
 ";
 
 impl Config {
@@ -151,6 +165,9 @@ impl Config {
         }
         if let Some(v) = env("HANGAR_SECURE_COOKIES") {
             config.secure_cookies = parse_bool("HANGAR_SECURE_COOKIES", &v)?;
+        }
+        if let Some(v) = env("HANGAR_DEFAULT_STORAGE") {
+            config.default_storage = Some(v);
         }
         if let Some(v) = env("HANGAR_JOB_WORKERS") {
             config.job_workers = parse_workers("HANGAR_JOB_WORKERS", &v)?;
@@ -190,6 +207,14 @@ impl Config {
         }
         if let Some(v) = file.job_workers {
             self.job_workers = parse_workers("job_workers", &v.to_string())?;
+        }
+        for mut b in file.storage {
+            // Relative backend paths are relative to the file too.
+            b.path = b.path.map(|p| base.join(p));
+            self.storage.push(b);
+        }
+        if let Some(v) = file.default_storage {
+            self.default_storage = Some(v);
         }
         Ok(())
     }

@@ -225,10 +225,6 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// The blocking part: inspect, convert or keep, hash, publish. Returns the record to store.
 fn process(
     up: &UploadedFile,
@@ -302,9 +298,9 @@ fn process(
         Plan::Refuse(reason) => return Err(IngestError::Refused(reason)),
         Plan::Keep => {
             let ext = report.format.as_str();
-            let out = images_dir.join(format!("{}.{ext}", up.image_id));
-            File::open(&up.path).and_then(|f| f.sync_all()).map_err(|e| io("sync upload", e))?;
-            std::fs::rename(&up.path, &out).map_err(|e| io("store image", e))?;
+            // Published as it is: the backend's put moves it into place (fsync + rename +
+            // directory fsync on file backends, a multipart upload on Ceph).
+            let out = up.path.clone();
             let glance = match (disk_format, report.format) {
                 (Some("ami"), Format::Raw) => "ami".to_owned(),
                 _ => report.format.glance_disk_format().unwrap_or(ext).to_owned(),
@@ -312,7 +308,6 @@ fn process(
             (out, glance, false, report.virtual_size)
         }
     };
-    fsync_dir(images_dir).map_err(|e| io("sync images dir", e))?;
     // Stored unchanged: the upload's hashes are the stored bytes' hashes.
     let (md5, sha512) = match (&up.md5, &up.sha512, converted) {
         (Some(m), Some(s), false) => (m.clone(), s.clone()),
@@ -339,6 +334,7 @@ fn process(
         md5,
         sha512,
         findings,
+        // The file to publish; the caller puts it into the backend and records where it went.
         location: final_path.display().to_string(),
     };
     Ok((record, Imported { uploaded_format: report.format.as_str().to_owned(), uploaded_size, disk_format, converted, size, virtual_size, sha256 }))
@@ -348,7 +344,14 @@ fn process(
 /// rules (tests and callers without a job).
 pub async fn ingest(db: &records::Db, data_dir: &Path, up: UploadedFile) -> Result<Imported, IngestError> {
     let rules = Rules::load(db, "local").await?;
-    ingest_with(db, data_dir, up, &rules, "local", std::sync::Arc::new(JobControl::default())).await
+    let local = storage::open(&storage::BackendConfig {
+        name: "local".into(),
+        kind: storage::BackendKind::Local,
+        path: Some(data_dir.join("images")),
+        ..Default::default()
+    })
+    .map_err(|e| IngestError::Io(e.to_string()))?;
+    ingest_with(db, data_dir, up, &rules, &local, std::sync::Arc::new(JobControl::default())).await
 }
 
 /// Runs the pipeline for one complete upload. On refusal, failure or cancellation the image is
@@ -359,9 +362,10 @@ pub async fn ingest_with(
     data_dir: &Path,
     up: UploadedFile,
     rules: &Rules,
-    backend: &str,
+    store: &std::sync::Arc<dyn storage::Backend>,
     ctl: std::sync::Arc<JobControl>,
 ) -> Result<Imported, IngestError> {
+    let backend = store.name();
     let discard = |path: &Path| {
         let _ = std::fs::remove_file(path);
     };
@@ -383,20 +387,32 @@ pub async fn ingest_with(
         return Err(IngestError::Io(reason.to_owned()));
     }
     tracing::info!(image = %image.id, path = %up.path.display(), "ingest: inspecting");
-    let images_dir = data_dir.join("images");
+    let images_dir = data_dir.join("staging");
     let disk_format = image.disk_format.clone();
     let (up2, rules2, ctl2) = (up.clone(), rules.clone(), ctl.clone());
     let result = tokio::task::spawn_blocking(move || process(&up2, disk_format.as_deref(), &images_dir, &rules2, &ctl2))
         .await
         .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?;
     match result {
-        Ok((record, imported)) => {
+        Ok((mut record, imported)) => {
+            let staged = PathBuf::from(&record.location);
+            let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
+            let key = format!("{}.{ext}", image.id);
+            let put = store.put_file(&key, &staged, storage::PutMode::Move, &|_| {}).await;
+            discard(&staged);
+            if let Err(err) = put {
+                tracing::warn!(image = %image.id, %backend, error = %err, "ingest: the backend did not take the image");
+                let reason = format!("The {backend} storage could not store this image ({err}); nothing was kept. Try again later.");
+                db.kill_image(&image.id, &reason, "[]").await?;
+                let _ = store.delete(&key).await;
+                return Err(IngestError::Io(reason));
+            }
+            record.location = store.local_path(&key).map_or_else(|| format!("{backend}:{key}"), |p| p.display().to_string());
             let stored = PathBuf::from(&record.location);
-            let key = stored.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let location = records::LocationRow {
                 image_id: image.id.clone(),
                 backend: backend.to_owned(),
-                key,
+                key: key.clone(),
                 disk_format: record.disk_format.clone(),
                 size: record.size,
                 checksum: Some(record.md5.clone()),
@@ -407,7 +423,8 @@ pub async fn ingest_with(
             db.put_location(&location).await?;
             if !db.activate_image(&image.id, &record).await? {
                 let _ = db.remove_location(&image.id, backend).await;
-                discard(&stored);
+                let _ = store.delete(&key).await;
+                let _ = &stored;
                 return Err(IngestError::NotAccepted("the image changed state during import".into()));
             }
             tracing::info!(image = %image.id, format = %imported.disk_format, converted = imported.converted, "ingest: active");
@@ -425,4 +442,24 @@ pub async fn ingest_with(
             Err(err)
         }
     }
+}
+
+/// Converts one of Hangar's own stored copies (already accepted at import) for another backend:
+/// the converter's gate inspects it again all the same. Returns the virtual size.
+pub fn convert_copy(src: &Path, from_disk_format: &str, to: TargetFormat, out: &Path, ctl: &JobControl) -> Result<u64, String> {
+    let from = declared_format(from_disk_format)
+        .and_then(source_format)
+        .ok_or_else(|| format!("Hangar cannot convert {from_disk_format} images."))?;
+    let file = File::open(src).map_err(|e| format!("cannot open the source copy: {e}"))?;
+    let accepted = convert::inspect_for_conversion(&file, Some(from), None).map_err(|e| e.to_string())?;
+    let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
+    let summary = convert::convert_accepted(&file, &accepted, out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut progress)
+        .map_err(|e| format!("conversion failed: {e}"))?;
+    Ok(summary.virtual_size)
+}
+
+/// Glance's MD5 `checksum` and SHA-512 `os_hash_value` of a file.
+pub fn checksums(path: &Path, ctl: &JobControl) -> Result<(String, String), String> {
+    let (_, md5, sha512) = hash_file(path, false, ctl, 0).map_err(|e| format!("cannot hash {}: {e}", path.display()))?;
+    Ok((md5, sha512))
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use records::{Db, JobRow};
 use tokio::sync::Notify;
 
-use crate::ingest::{self, IngestError, JobControl, Rules, UploadedFile};
+use crate::ingest::{self, IngestError, JobControl, Plan, Rules, UploadedFile};
+use crate::stores::Stores;
 
 /// How often a running job writes its progress (and reads whether it was cancelled).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -43,19 +44,19 @@ impl Jobs {
 }
 
 /// Queues the jobs a previous run left running and starts `workers` workers.
-pub async fn start(db: &Db, data_dir: PathBuf, workers: usize) -> Result<Jobs, records::DbError> {
+pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -> Result<Jobs, records::DbError> {
     let requeued = db.requeue_interrupted_jobs().await?;
     if requeued > 0 {
         tracing::info!(requeued, "jobs interrupted by the last stop were queued again");
     }
     let notify = Arc::new(Notify::new());
     for n in 0..workers.max(1) {
-        let (db, data_dir, notify) = (db.clone(), data_dir.clone(), notify.clone());
+        let (db, data_dir, notify, stores) = (db.clone(), data_dir.clone(), notify.clone(), stores.clone());
         tokio::spawn(async move {
             tracing::debug!(worker = n, "job worker started");
             loop {
                 match db.claim_job().await {
-                    Ok(Some(job)) => run(&db, &data_dir, job).await,
+                    Ok(Some(job)) => run(&db, &data_dir, &stores, job).await,
                     Ok(None) => {
                         let _ = tokio::time::timeout(IDLE_POLL, notify.notified()).await;
                     }
@@ -67,15 +68,18 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize) -> Result<Jobs, r
             }
         });
     }
-    Ok(Jobs { db: db.clone(), notify })
+    let jobs = Jobs { db: db.clone(), notify };
+    stores.set_jobs(jobs.clone());
+    Ok(jobs)
 }
 
 /// Runs one claimed job to its end and records the outcome.
-async fn run(db: &Db, data_dir: &std::path::Path, job: JobRow) {
+async fn run(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: JobRow) {
     tracing::info!(job = %job.id, kind = %job.kind, image = %job.image_id, attempt = job.attempts, "job started");
     let ctl = Arc::new(JobControl::default());
     let outcome = match job.kind.as_str() {
-        "import" => with_progress(db, &job, ctl.clone(), run_import(db, data_dir, &job, ctl.clone())).await,
+        "import" => with_progress(db, &job, ctl.clone(), run_import(db, data_dir, stores, &job, ctl.clone())).await,
+        "copy" => with_progress(db, &job, ctl.clone(), run_copy(db, data_dir, stores, &job, ctl.clone())).await,
         other => Err(format!("unknown job kind '{other}'")),
     };
     let (status, error, summary) = match outcome {
@@ -127,11 +131,16 @@ fn human(n: u64) -> String {
     }
 }
 
-async fn run_import(db: &Db, data_dir: &std::path::Path, job: &JobRow, ctl: Arc<JobControl>) -> Result<String, String> {
+async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: Arc<JobControl>) -> Result<String, String> {
     let up: UploadedFile = serde_json::from_str(&job.params).map_err(|e| format!("bad job parameters: {e}"))?;
-    let backend_kind = "local";
-    let rules = Rules::load(db, backend_kind).await.map_err(|e| e.to_string())?;
-    match ingest::ingest_with(db, data_dir, up, &rules, &job.backend, ctl).await {
+    let Some(store) = stores.get(&job.backend) else {
+        let reason = format!("The storage backend '{}' is no longer configured.", job.backend);
+        let _ = std::fs::remove_file(&up.path);
+        let _ = db.kill_image(&job.image_id, &reason, "[]").await;
+        return Err(reason);
+    };
+    let rules = Rules::load(db, store.kind().as_str()).await.map_err(|e| e.to_string())?;
+    match ingest::ingest_with(db, data_dir, up, &rules, store, ctl).await {
         Ok(done) if done.converted => Ok(format!(
             "{} → {}: {} → {}",
             done.uploaded_format,
@@ -143,4 +152,141 @@ async fn run_import(db: &Db, data_dir: &std::path::Path, job: &JobRow, ctl: Arc<
         Err(IngestError::Cancelled) => Err("Cancelled; nothing was kept.".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Copies an active image to another backend, converting it when the target's matrix column
+/// says so. The new copy is recorded only once it is complete and durable.
+async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: Arc<JobControl>) -> Result<String, String> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let target = stores.get(&job.backend).ok_or_else(|| format!("The storage backend '{}' is not configured.", job.backend))?.clone();
+    let image = db.image(&job.image_id).await.map_err(|e| e.to_string())?.ok_or("The image was deleted.")?;
+    if image.status != "active" {
+        return Err(format!("Only active images can be copied; this one is {}.", image.status));
+    }
+    let locations = db.image_locations(&image.id).await.map_err(|e| e.to_string())?;
+    if locations.iter().any(|l| l.backend == target.name() && l.status == "active") {
+        return Ok(format!("Already stored on {}.", target.name()));
+    }
+    let (src_loc, source) = locations
+        .iter()
+        .filter(|l| l.status == "active")
+        .find_map(|l| stores.get(&l.backend).map(|b| (l.clone(), b.clone())))
+        .ok_or("No readable copy of this image exists on a configured backend.")?;
+    let rules = Rules::load(db, target.kind().as_str()).await.map_err(|e| e.to_string())?;
+    let plan = rules.plan(&src_loc.disk_format);
+    if let Plan::Refuse(reason) = &plan {
+        return Err(reason.clone());
+    }
+    let staging = data_dir.join("staging");
+    tokio::fs::create_dir_all(&staging).await.map_err(|e| format!("cannot create the staging directory: {e}"))?;
+    let src_size = u64::try_from(src_loc.size).unwrap_or(0);
+    ctl.total.store(src_size.saturating_mul(2), Ordering::Relaxed);
+
+    // A local path to read from: the source's own file, or a staged download of it.
+    let mut temp_files: Vec<PathBuf> = Vec::new();
+    let cleanup = |files: &Vec<PathBuf>| {
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+    };
+    let src_path = match source.local_path(&src_loc.key) {
+        Some(p) => p,
+        None => {
+            let path = staging.join(format!("{}.{}.download", image.id, job.id));
+            temp_files.push(path.clone());
+            let result: Result<(), String> = async {
+                let mut stream = source.get(&src_loc.key, None).await.map_err(|e| e.to_string())?;
+                let mut out = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+                let mut n = 0u64;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| e.to_string())?;
+                    out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+                    n += chunk.len() as u64;
+                    ctl.done.store(n / 2, Ordering::Relaxed);
+                    if ctl.cancel.load(Ordering::Relaxed) {
+                        return Err("Cancelled; nothing was kept.".to_owned());
+                    }
+                }
+                out.sync_all().await.map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(e) = result {
+                cleanup(&temp_files);
+                return Err(e);
+            }
+            path
+        }
+    };
+    let (publish, disk_format) = match plan {
+        Plan::Convert(to) => {
+            let ext = match to {
+                diskimage::convert::TargetFormat::Qcow2 => "qcow2",
+                diskimage::convert::TargetFormat::Raw => "raw",
+            };
+            let out = staging.join(format!("{}.{}.{ext}", image.id, job.id));
+            temp_files.push(out.clone());
+            let (src2, out2, from, ctl2) = (src_path.clone(), out.clone(), src_loc.disk_format.clone(), ctl.clone());
+            let converted = tokio::task::spawn_blocking(move || ingest::convert_copy(&src2, &from, to, &out2, &ctl2))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            if let Err(e) = converted {
+                cleanup(&temp_files);
+                return Err(e);
+            }
+            (out, ext.to_owned())
+        }
+        _ => (src_path.clone(), src_loc.disk_format.clone()),
+    };
+    if ctl.cancel.load(Ordering::Relaxed) {
+        cleanup(&temp_files);
+        return Err("Cancelled; nothing was kept.".to_owned());
+    }
+    let (publish2, ctl2) = (publish.clone(), ctl.clone());
+    let sums = tokio::task::spawn_blocking(move || ingest::checksums(&publish2, &ctl2)).await.map_err(|e| e.to_string()).and_then(|r| r);
+    let (md5, sha512) = match sums {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(&temp_files);
+            return Err(e);
+        }
+    };
+    let ext = if disk_format == "ami" { "raw" } else { disk_format.as_str() };
+    let key = format!("{}.{ext}", image.id);
+    // A staged file may be moved into place; the source's own file must stay where it is.
+    let mode = if temp_files.contains(&publish) { storage::PutMode::Move } else { storage::PutMode::Copy };
+    let base = src_size;
+    let ctl3 = ctl.clone();
+    let put = target.put_file(&key, &publish, mode, &move |n| ctl3.done.store(base.saturating_add(n), Ordering::Relaxed)).await;
+    cleanup(&temp_files);
+    let size = match put {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = target.delete(&key).await;
+            return Err(format!("The {} storage did not take the copy: {e}", target.name()));
+        }
+    };
+    let row = records::LocationRow {
+        image_id: image.id.clone(),
+        backend: target.name().to_owned(),
+        key,
+        disk_format: disk_format.clone(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        checksum: Some(md5),
+        os_hash_value: Some(sha512),
+        status: "active".into(),
+        created_at: String::new(),
+    };
+    db.put_location(&row).await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "Copied from {} to {}: {} {} → {} {}",
+        src_loc.backend,
+        target.name(),
+        src_loc.disk_format,
+        human(src_size),
+        disk_format,
+        human(size)
+    ))
 }

@@ -22,8 +22,10 @@ use tower_sessions_sqlx_store::SqliteStore;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod download;
 pub mod ingest;
 pub mod jobs;
+pub mod stores;
 
 pub use config::{Config, ConfigError, Flags};
 
@@ -44,13 +46,15 @@ pub struct AppState {
     pub uploads: Arc<uploads::Uploads>,
     /// The background job workers (imports, copies).
     pub jobs: jobs::Jobs,
+    /// The configured storage backends.
+    pub stores: stores::Stores,
 }
 
 
 impl AppState {
     /// The configured storage backends, as the UI lists them.
     pub fn backends(&self) -> Vec<app::api::storage::BackendInfo> {
-        vec![app::api::storage::BackendInfo { name: "local".into(), kind: "local".into(), is_default: true }]
+        self.stores.infos()
     }
 }
 
@@ -75,6 +79,8 @@ pub enum StartError {
     Bootstrap(String),
     #[error("cannot open the upload area: {0}")]
     Uploads(String),
+    #[error("storage configuration: {0}")]
+    Storage(String),
 }
 
 impl AppState {
@@ -83,20 +89,22 @@ impl AppState {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let db = Db::open_sqlite(&config.database_path()).await?;
-        let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers).await?;
-        let uploads = open_uploads(&db, &config.data_dir, jobs.clone()).await?;
+        let stores = stores::Stores::open(&config.storage, config.default_storage.as_deref(), &config.data_dir)
+            .map_err(StartError::Storage)?;
+        let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers, stores.clone()).await?;
+        let uploads = open_uploads(&db, &config.data_dir, jobs.clone(), stores.default_backend().name().to_owned()).await?;
         let leptos = LeptosOptions::builder()
             .output_name(app::OUTPUT_NAME)
             .site_root(config.site_root.to_string_lossy().into_owned())
             .site_pkg_dir("pkg")
             .site_addr(config.listen)
             .build();
-        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config), uploads, jobs })
+        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config), uploads, jobs, stores })
     }
 }
 
 /// Opens the tus data plane; each complete upload becomes an `import` job for the worker pool.
-async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs) -> Result<Arc<uploads::Uploads>, StartError> {
+async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, backend: String) -> Result<Arc<uploads::Uploads>, StartError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uploads::CompletedUpload>();
     let on_complete: uploads::OnComplete = Arc::new(move |done| {
         let _ = tx.send(done);
@@ -125,7 +133,7 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs) -> 
             let new = records::NewJob {
                 kind: "import".into(),
                 image_id,
-                backend: "local".into(),
+                backend: backend.clone(),
                 params: serde_json::to_string(&file).unwrap_or_default(),
                 bytes_total: i64::try_from(size).unwrap_or(i64::MAX),
                 created_by: Some(done.user_id),
@@ -156,11 +164,17 @@ pub async fn session_layer(state: &AppState) -> Result<SessionManagerLayer<Sqlit
 /// The whole HTTP surface: Leptos pages and server functions, `/healthz`, static files.
 pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Router {
     let routes = generate_route_list(app::App);
-    let context = ServerContext { db: state.db.clone(), started: state.started, backends: state.backends() };
+    let context = ServerContext {
+        db: state.db.clone(),
+        started: state.started,
+        backends: state.backends(),
+        stores: Arc::new(state.stores.clone()),
+    };
     let leptos = state.leptos.clone();
     let tus = uploads::router(state.uploads.clone());
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/images/{id}/file", get(download::image_file))
         .leptos_routes_with_context(
             &state,
             routes,

@@ -44,6 +44,14 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
     db.add_image_member(&to_answer.id, &p2).await.unwrap();
     let target = accounts::create_user(db, "target", PASSWORD, false).await.unwrap();
     let to_cancel = db.create_image(&image("to-cancel", "private")).await.unwrap();
+    let to_edit = db.create_image(&image("to-edit", "private")).await.unwrap();
+    let to_toggle = db.create_image(&image("to-toggle", "private")).await.unwrap();
+    assert!(db.transition_image(&to_toggle.id, &["queued"], "active", "").await.unwrap());
+    let to_delete = db.create_image(&image("to-delete", "private")).await.unwrap();
+    let job = db
+        .create_job(&records::NewJob { kind: "copy".into(), image_id: to_edit.id.clone(), backend: "local".into(), ..Default::default() })
+        .await
+        .unwrap();
     let image_form = "form[name]=fresh&form[disk_format]=qcow2&form[container_format]=bare&form[visibility]=private\
         &form[description]=&form[min_disk]=0&form[min_ram]=0&form[architecture]=&form[os_distro]=&form[os_version]=\
         &form[protected]=false&form[tags]=&form[size]=1024";
@@ -95,6 +103,15 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
         row("admin_set_quota", format!("project_id={p1}&max_images=10&max_bytes=1%20TiB"), admin_only(200)),
         row("admin_list_audit", "", admin_only(200)),
         row("storage_matrix", "", signed_in(200)),
+        row("image_detail", format!("image_id={}", to_edit.id), [401, 200, 200, 404, 200]),
+        row("update_image", format!("image_id={}&name=edited&visibility=private", to_edit.id), [401, 403, 200, 404, 200]),
+        // Deactivating twice is a no-op (200), as in Glance.
+        row("set_image_status", format!("image_id={}&action=deactivate", to_toggle.id), [401, 403, 200, 404, 200]),
+        // The member deletes it; the admin then finds nothing.
+        row("delete_image", format!("image_id={}&confirm=to-delete", to_delete.id), [401, 403, 200, 404, 404]),
+        row("list_jobs", "", signed_in(200)),
+        // The member cancels the queued job; the admin's cancel comes too late (409).
+        row("control_job", format!("job_id={}&action=cancel", job.id), [401, 403, 200, 404, 409]),
         row("set_matrix_cell", "kind=ceph&format=vdi&action=refuse&reason=No%20VirtualBox", admin_only(200)),
     ];
 

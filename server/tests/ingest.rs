@@ -61,6 +61,17 @@ impl Env {
     fn data(&self) -> &Path {
         self.dir.path()
     }
+
+    /// A file backend named `name` under the data dir (the matrix column is chosen separately).
+    fn store(&self, name: &str) -> Arc<dyn storage::Backend> {
+        storage::open(&storage::BackendConfig {
+            name: name.into(),
+            kind: storage::BackendKind::Local,
+            path: Some(self.data().join(format!("store-{name}"))),
+            ..Default::default()
+        })
+        .unwrap()
+    }
 }
 
 #[tokio::test]
@@ -163,7 +174,7 @@ async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
     // Ceph's default column: qcow2 is converted to (sparse) raw, identical to the source.
     let ceph = Rules::load(&e.db, "ceph").await.unwrap();
     let id = e.image("qcow2").await;
-    let done = ingest_with(&e.db, e.data(), e.upload(&id, &q), &ceph, "ceph", Arc::new(JobControl::default())).await.unwrap();
+    let done = ingest_with(&e.db, e.data(), e.upload(&id, &q), &ceph, &e.store("ceph"), Arc::new(JobControl::default())).await.unwrap();
     assert!(done.converted);
     assert_eq!((done.uploaded_format.as_str(), done.disk_format.as_str()), ("qcow2", "raw"));
     let stored = e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap();
@@ -180,7 +191,7 @@ async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
     let id = e.image("raw").await;
     let up = e.upload(&id, &raw);
     let path = up.path.clone();
-    let err = ingest_with(&e.db, e.data(), up, &local, "local", Arc::new(JobControl::default())).await.unwrap_err();
+    let err = ingest_with(&e.db, e.data(), up, &local, &e.store("local"), Arc::new(JobControl::default())).await.unwrap_err();
     assert!(matches!(err, IngestError::Refused(_)), "{err}");
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
     assert_eq!(row.status, "killed");
@@ -190,7 +201,7 @@ async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
 
     // An AMI is a raw filesystem, but its own row (native) applies, not raw's.
     let id = e.image("ami").await;
-    let done = ingest_with(&e.db, e.data(), e.upload(&id, &raw), &local, "local", Arc::new(JobControl::default())).await.unwrap();
+    let done = ingest_with(&e.db, e.data(), e.upload(&id, &raw), &local, &e.store("local"), Arc::new(JobControl::default())).await.unwrap();
     assert!(!done.converted);
     assert_eq!(done.disk_format, "ami");
 }
@@ -205,13 +216,13 @@ async fn a_cancelled_import_keeps_nothing() {
     let path = up.path.clone();
     let ctl = Arc::new(JobControl::default());
     ctl.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-    let err = ingest_with(&e.db, e.data(), up, &local, "local", ctl).await.unwrap_err();
+    let err = ingest_with(&e.db, e.data(), up, &local, &e.store("local"), ctl).await.unwrap_err();
     assert!(matches!(err, IngestError::Cancelled), "{err}");
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
     assert_eq!(row.status, "killed");
     assert!(row.status_reason.contains("cancelled"), "{}", row.status_reason);
     assert!(!path.exists());
-    let left: Vec<_> = std::fs::read_dir(e.data().join("images")).map(|d| d.flatten().collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "no half-written output: {left:?}");
 }
 
@@ -238,7 +249,8 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     assert!(e.db.transition_image(&id, &["queued"], "importing", "").await.unwrap());
 
     // "Restart": the workers requeue and redo it.
-    let _jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1).await.unwrap();
+    let stores = server::stores::Stores::open(&[], None, e.data()).unwrap();
+    let _jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1, stores).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let done = loop {
         let j = e.db.job(&job.id).await.unwrap().unwrap();

@@ -16,7 +16,7 @@ pub struct PendingShare {
 }
 
 #[cfg(feature = "ssr")]
-pub(crate) mod imp {
+pub mod imp {
     pub use crate::api::context::server_context;
     pub use crate::auth::{answer, audit, require};
     use crate::AppError;

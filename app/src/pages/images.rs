@@ -1,15 +1,18 @@
-//! The Images page: the catalogue, newest first.
+//! The Images page: the catalogue with filters, sorting and marker-based paging. The filter
+//! form is a plain GET form, so every view is a shareable URL and works without JavaScript.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::components::A;
+use leptos_router::components::{Form, A};
+use leptos_router::hooks::use_query_map;
+use leptos_router::params::ParamsMap;
 
 use crate::api::auth::whoami;
-use crate::api::images::{list_images, ImageList, ImageSummary};
+use crate::api::images::{list_images, ImageList, ImageSummary, DISK_FORMATS, SORT_KEYS, STATUSES};
 use crate::api::prefs::{welcome_dismissed, DismissWelcome};
 use crate::api::shares::{pending_shares, AnswerShare, PendingShare};
 use crate::components::feedback::ActionResult;
-use crate::components::size::human_bytes;
+use crate::components::size::{encode_query, human_bytes};
 use crate::pages::SignInPrompt;
 
 #[component]
@@ -20,7 +23,28 @@ pub fn ImagesPage() -> impl IntoView {
     let welcome = Resource::new(move || dismiss.version().get(), |_| welcome_dismissed());
     let answer = ServerAction::<AnswerShare>::new();
     let me = Resource::new(|| (), |_| whoami());
-    let images = Resource::new(move || answer.version().get(), |_| list_images());
+    let query = use_query_map();
+    let images = Resource::new(
+        move || (answer.version().get(), query.get()),
+        |(_, q)| {
+            let g = |k: &str| q.get(k);
+            list_images(
+                g("q"),
+                g("status"),
+                g("disk_format"),
+                g("visibility"),
+                g("owner"),
+                g("tag"),
+                g("size_min"),
+                g("size_max"),
+                g("protected"),
+                g("sort"),
+                g("dir"),
+                g("marker"),
+                g("limit").and_then(|l| l.parse().ok()),
+            )
+        },
+    );
     let shares = Resource::new(move || answer.version().get(), |_| pending_shares());
 
     view! {
@@ -47,11 +71,13 @@ pub fn ImagesPage() -> impl IntoView {
                         (Some(p), false) => format!("Images of {}, plus public and shared ones", p.name),
                         (None, false) => "Public images. Ask an administrator for a role in a project to upload your own.".to_owned(),
                     };
+                    let q = query.get_untracked();
                     match images.await {
                         Ok(list) => view! {
                             <p class="muted" id="images-scope">{scope}</p>
                             <PendingShares shares answer />
-                            <ImageTable list />
+                            <Filters q=q.clone() owners=list.owners.clone() />
+                            <ImageTable list q />
                         }.into_any(),
                         Err(err) => view! {
                             <div class="alert" role="alert">
@@ -115,9 +141,97 @@ fn Welcome(dismiss: ServerAction<DismissWelcome>) -> impl IntoView {
     }
 }
 
+/// The filter form's current value of `key`.
+fn val(q: &ParamsMap, key: &str) -> String {
+    q.get(key).unwrap_or_default()
+}
+
+/// `options` as `<option>`s with the current value selected; the first option means "any".
+fn options(any: &'static str, current: &str, items: Vec<(String, String)>) -> impl IntoView {
+    let none_selected = current.is_empty();
+    view! {
+        <option value="" selected=none_selected>{any}</option>
+        {items.into_iter().map(|(v, label)| { let sel = v == current; view! { <option value=v selected=sel>{label}</option> } }).collect_view()}
+    }
+}
+
+fn pairs(items: &[&str]) -> Vec<(String, String)> {
+    items.iter().map(|s| ((*s).to_owned(), (*s).to_owned())).collect()
+}
+
 #[component]
-fn ImageTable(list: ImageList) -> impl IntoView {
-    if list.images.is_empty() {
+fn Filters(q: ParamsMap, owners: Vec<(String, String)>) -> impl IntoView {
+    let protected = val(&q, "protected");
+    let dir = val(&q, "dir");
+    view! {
+        <Form method="GET" action="/images" attr:class="filters" attr:id="image-filters" attr:aria-label="Filter images">
+            <div class="field"><label for="f-q">"Name contains"</label><input id="f-q" name="q" type="search" value=val(&q, "q") /></div>
+            <div class="field"><label for="f-status">"Status"</label>
+                <select id="f-status" name="status">{options("Any", &val(&q, "status"), pairs(&STATUSES))}</select></div>
+            <div class="field"><label for="f-format">"Disk format"</label>
+                <select id="f-format" name="disk_format">{options("Any", &val(&q, "disk_format"), pairs(&DISK_FORMATS))}</select></div>
+            <div class="field"><label for="f-visibility">"Visibility"</label>
+                <select id="f-visibility" name="visibility">{options("Default", &val(&q, "visibility"), pairs(&["private", "shared", "community", "public", "all"]))}</select></div>
+            <div class="field"><label for="f-owner">"Owner"</label>
+                <select id="f-owner" name="owner">{options("Any", &val(&q, "owner"), owners)}</select></div>
+            <div class="field"><label for="f-tag">"Tag"</label><input id="f-tag" name="tag" type="text" value=val(&q, "tag") /></div>
+            <div class="field"><label for="f-min">"Size from"</label><input id="f-min" name="size_min" type="text" placeholder="e.g. 100 MiB" value=val(&q, "size_min") /></div>
+            <div class="field"><label for="f-max">"Size up to"</label><input id="f-max" name="size_max" type="text" placeholder="e.g. 2 GiB" value=val(&q, "size_max") /></div>
+            <div class="field"><label for="f-protected">"Protected"</label>
+                <select id="f-protected" name="protected">
+                    <option value="" selected=protected.is_empty()>"Any"</option>
+                    <option value="yes" selected=protected == "yes">"Protected"</option>
+                    <option value="no" selected=protected == "no">"Not protected"</option>
+                </select></div>
+            <div class="field"><label for="f-sort">"Sort by"</label>
+                <select id="f-sort" name="sort">{options("Created", &val(&q, "sort"), SORT_KEYS.iter().skip(1).map(|(k, l)| ((*k).to_owned(), (*l).to_owned())).collect())}</select></div>
+            <div class="field"><label for="f-dir">"Order"</label>
+                <select id="f-dir" name="dir">
+                    <option value="" selected=dir.is_empty()>"Default"</option>
+                    <option value="asc" selected=dir == "asc">"Ascending"</option>
+                    <option value="desc" selected=dir == "desc">"Descending"</option>
+                </select></div>
+            <div class="field filter-actions">
+                <button type="submit" class="button button-primary">"Apply filters"</button>
+                <A href="/images" attr:class="button button-quiet">"Clear"</A>
+            </div>
+        </Form>
+    }
+}
+
+/// The current listing's URL with `marker` replaced (or removed).
+fn page_url(q: &ParamsMap, marker: Option<&str>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for key in ["q", "status", "disk_format", "visibility", "owner", "tag", "size_min", "size_max", "protected", "sort", "dir", "limit"] {
+        if let Some(v) = q.get(key).filter(|v| !v.is_empty()) {
+            parts.push(format!("{key}={}", encode_query(&v)));
+        }
+    }
+    if let Some(m) = marker {
+        parts.push(format!("marker={}", encode_query(m)));
+    }
+    if parts.is_empty() {
+        "/images".to_owned()
+    } else {
+        format!("/images?{}", parts.join("&"))
+    }
+}
+
+#[component]
+fn ImageTable(list: ImageList, q: ParamsMap) -> impl IntoView {
+    let filtered = ["q", "status", "disk_format", "visibility", "owner", "tag", "size_min", "size_max", "protected"]
+        .iter()
+        .any(|k| q.get(k).is_some_and(|v| !v.is_empty()));
+    if list.images.is_empty() && filtered {
+        return view! {
+            <div class="empty-state" id="images-empty">
+                <h2>"No images match these filters"</h2>
+                <p><A href="/images">"Clear the filters"</A></p>
+            </div>
+        }
+        .into_any();
+    }
+    if list.images.is_empty() && q.get("marker").is_none() {
         return view! {
             <div class="empty-state" id="images-empty">
                 <div class="empty-icon" aria-hidden="true">"▢"</div>
@@ -131,25 +245,24 @@ fn ImageTable(list: ImageList) -> impl IntoView {
         }
         .into_any();
     }
-    let shown = list.images.len();
     let total = list.total;
+    let first = q.get("marker").map(|_| page_url(&q, None));
+    let next = list.next_marker.as_deref().map(|m| page_url(&q, Some(m)));
     view! {
-        <p class="muted" id="images-count">
-            {if u64::try_from(shown).unwrap_or(u64::MAX) == total {
-                format!("{total} image{}", if total == 1 { "" } else { "s" })
-            } else {
-                format!("Showing the newest {shown} of {total} images")
-            }}
+        <p class="muted" id="images-count" role="status">
+            {format!("{total} image{} match{}", if total == 1 { "" } else { "s" }, if total == 1 { "es" } else { "" })}
+            {if first.is_some() { " · a later page" } else { "" }}
         </p>
         <div class="table-wrap">
             <table class="table" id="images-table">
-                <caption class="visually-hidden">"Images, newest first"</caption>
+                <caption class="visually-hidden">"Images"</caption>
                 <thead>
                     <tr>
                         <th scope="col">"Name"</th>
                         <th scope="col">"Status"</th>
                         <th scope="col">"Format"</th>
                         <th scope="col">"Visibility"</th>
+                        <th scope="col">"Owner"</th>
                         <th scope="col" class="num">"Size"</th>
                         <th scope="col">"Created"</th>
                     </tr>
@@ -157,6 +270,10 @@ fn ImageTable(list: ImageList) -> impl IntoView {
                 <tbody>{list.images.into_iter().map(|image| view! { <ImageRow image /> }).collect_view()}</tbody>
             </table>
         </div>
+        <nav class="pager" aria-label="Pages">
+            {first.map(|href| view! { <A href=href attr:class="button button-quiet" attr:id="first-page">"← First page"</A> })}
+            {next.map(|href| view! { <A href=href attr:class="button button-quiet" attr:id="next-page" attr:rel="next">"Next page →"</A> })}
+        </nav>
     }
     .into_any()
 }
@@ -169,12 +286,20 @@ fn ImageRow(image: ImageSummary) -> impl IntoView {
         (Some(d), _) => d,
         (None, _) => "—".to_owned(),
     };
+    let href = format!("/images/{}", image.id);
     view! {
-        <tr>
-            <th scope="row">{name}</th>
+        <tr data-image=image.id.clone()>
+            <th scope="row">
+                <A href=href>{name}</A>
+                {image.protected.then(|| view! { <span class="badge" title="Protected: cannot be deleted">"protected"</span> })}
+                {(!image.tags.is_empty()).then(|| view! {
+                    <ul class="tags" aria-label="Tags">{image.tags.into_iter().map(|t| view! { <li>{t}</li> }).collect_view()}</ul>
+                })}
+            </th>
             <td><span class=format!("status status-{}", image.status)>{image.status.clone()}</span></td>
             <td>{format}</td>
             <td>{image.visibility}</td>
+            <td>{image.owner_name}</td>
             <td class="num">{image.size.map_or_else(|| "—".to_owned(), human_bytes)}</td>
             <td><time datetime=image.created_at.clone()>{image.created_at.replace('T', " ").trim_end_matches('Z').to_owned()}</time></td>
         </tr>

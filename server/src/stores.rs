@@ -1,0 +1,92 @@
+//! The configured storage backends (`[[storage]]` in hangar.toml), by name.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use storage::{Backend, BackendConfig, BackendKind};
+
+use crate::jobs::Jobs;
+
+/// Every configured backend plus the default one. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    list: Arc<Vec<Arc<dyn Backend>>>,
+    default: String,
+    /// Set once the job workers run (they need the stores first).
+    jobs: Arc<OnceLock<Jobs>>,
+}
+
+impl Stores {
+    /// Opens the backends of `configs`; none configured means one Local backend named `local`
+    /// under `data_dir/images`. Names must be unique; `default` must name one of them.
+    pub fn open(configs: &[BackendConfig], default: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        let mut configs = configs.to_vec();
+        if configs.is_empty() {
+            configs.push(BackendConfig { name: "local".into(), kind: BackendKind::Local, ..Default::default() });
+        }
+        let mut list: Vec<Arc<dyn Backend>> = Vec::new();
+        for mut c in configs {
+            if c.kind == BackendKind::Local && c.path.is_none() {
+                c.path = Some(data_dir.join("images"));
+            }
+            if list.iter().any(|b| b.name() == c.name) {
+                return Err(format!("two [[storage]] backends are named '{}'", c.name));
+            }
+            if !c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || c.name.len() > 64 {
+                return Err(format!("storage name '{}' must be 1 to 64 letters, digits, '-' or '_'", c.name));
+            }
+            list.push(storage::open(&c).map_err(|e| e.to_string())?);
+        }
+        let default = match default {
+            Some(d) if list.iter().any(|b| b.name() == d) => d.to_owned(),
+            Some(d) => return Err(format!("default_storage '{d}' is not a configured [[storage]] backend")),
+            None => list.first().map(|b| b.name().to_owned()).unwrap_or_default(),
+        };
+        Ok(Stores { list: Arc::new(list), default, jobs: Arc::new(OnceLock::new()) })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {
+        self.list.iter().find(|b| b.name() == name)
+    }
+
+    pub fn default_backend(&self) -> &Arc<dyn Backend> {
+        self.get(&self.default).or_else(|| self.list.first()).expect("at least one backend is always configured")
+    }
+
+    pub fn all(&self) -> &[Arc<dyn Backend>] {
+        &self.list
+    }
+
+    pub fn set_jobs(&self, jobs: Jobs) {
+        let _ = self.jobs.set(jobs);
+    }
+
+    /// The backends as the UI lists them.
+    pub fn infos(&self) -> Vec<app::api::storage::BackendInfo> {
+        self.list
+            .iter()
+            .map(|b| app::api::storage::BackendInfo {
+                name: b.name().to_owned(),
+                kind: b.kind().as_str().to_owned(),
+                is_default: b.name() == self.default,
+            })
+            .collect()
+    }
+}
+
+impl app::api::context::StoreOps for Stores {
+    fn delete<'a>(&'a self, backend: &'a str, key: &'a str) -> app::api::context::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match self.get(backend) {
+                Some(b) => b.delete(key).await.map_err(|e| e.to_string()),
+                None => Err(format!("no backend named '{backend}' is configured")),
+            }
+        })
+    }
+
+    fn wake_jobs(&self) {
+        if let Some(j) = self.jobs.get() {
+            j.wake();
+        }
+    }
+}
