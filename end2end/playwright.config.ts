@@ -44,6 +44,9 @@ export default defineConfig({
     launchOptions: { executablePath: "/usr/bin/chromium", args: chromiumArgs },
     trace: "retain-on-failure",
   },
+  // One server for all: projects run in the order below and files in name order, so the "fresh
+  // install" checks (pages, hydrated) come before everything that creates images (upload,
+  // uploaded-images, and the no-JS run of uploaded-images in the last project).
   projects: [
     {
       // Every page must render and navigate from server-side rendering alone.
@@ -54,7 +57,13 @@ export default defineConfig({
     {
       name: "hydrated",
       use: { javaScriptEnabled: true },
-      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "accounts.spec.ts", "upload.spec.ts", "storage.spec.ts"],
+      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "accounts.spec.ts", "upload.spec.ts", "storage.spec.ts", "uploaded-images.spec.ts"],
+    },
+    {
+      // The catalogue without JavaScript, after the hydrated run (it creates images).
+      name: "no-js-catalogue",
+      use: { javaScriptEnabled: false },
+      testMatch: ["uploaded-images.spec.ts"],
     },
   ],
   webServer: {

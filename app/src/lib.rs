@@ -60,6 +60,8 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=pages::not_found::NotFound>
                     <Route path=path!("/") view=pages::images::ImagesPage ssr=SsrMode::Async />
                     <Route path=path!("/images") view=pages::images::ImagesPage ssr=SsrMode::Async />
+                    <Route path=path!("/images/:id") view=pages::image::ImagePage ssr=SsrMode::Async />
+                    <Route path=path!("/jobs") view=pages::image::JobsPage ssr=SsrMode::Async />
                     <Route path=path!("/upload") view=pages::upload::UploadPage ssr=SsrMode::Async />
                     <Route path=path!("/storage") view=pages::storage::StoragePage ssr=SsrMode::Async />
                     <Route path=path!("/formats") view=pages::formats::FormatsPage ssr=SsrMode::Async />

@@ -107,6 +107,7 @@ pub(crate) mod imp {
     }
 }
 
+#[cfg(feature = "ssr")]
 fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
@@ -615,7 +616,9 @@ pub async fn delete_image(image_id: String, confirm: String) -> Result<(), AppEr
                         tracing::warn!(image = %image_id, %backend, %key, error = %err, "deleted image's bytes could not be removed");
                     }
                 }
-                audit(&ctx.db, &authn, "image.delete", "image", &image_id, &row.name).await
+                audit(&ctx.db, &authn, "image.delete", "image", &image_id, &row.name).await?;
+                leptos_axum::redirect(&format!("/images?deleted={}", crate::components::size::encode_query(&expected)));
+                Ok(())
             }
         }
     })
@@ -679,6 +682,50 @@ pub async fn control_job(job_id: String, action: String) -> Result<(), AppError>
         }
         ctx.stores.wake_jobs();
         audit(&ctx.db, &authn, &format!("job.{action}"), "job", &job_id, &job.kind).await
+    })
+    .await
+}
+
+/// Copies an active image to another configured backend as a background job (converted there
+/// if the target's matrix column says so).
+#[server(prefix = "/api", endpoint = "copy_image")]
+pub async fn copy_image(image_id: String, backend: String) -> Result<String, AppError> {
+    use imp::*;
+    answer(async move {
+        let ctx = server_context()?;
+        let (authn, me) = require(&policy::Action::ListImages)?;
+        let (row, facts) = visible_image(&ctx.db, &me, &image_id).await?;
+        require(&policy::Action::ModifyImage(&facts))?;
+        if !ctx.backends.iter().any(|b| b.name == backend) {
+            return Err(AppError::BadRequest { message: format!("No storage backend is named '{backend}'.") });
+        }
+        if row.status != "active" {
+            return Err(AppError::Conflict { message: format!("Only active images can be copied; this one is {}.", row.status) });
+        }
+        let locations = ctx.db.image_locations(&image_id).await.map_err(|e| AppError::internal("load locations", &e))?;
+        if locations.iter().any(|l| l.backend == backend) {
+            return Err(AppError::Conflict { message: format!("This image is stored on {backend} already.") });
+        }
+        let running = ctx.db.jobs_for_image(&image_id).await.map_err(|e| AppError::internal("load jobs", &e))?;
+        if running.iter().any(|j| j.backend == backend && matches!(j.status.as_str(), "queued" | "running")) {
+            return Err(AppError::Conflict { message: format!("A copy to {backend} is already under way.") });
+        }
+        let size = locations.iter().find(|l| l.status == "active").map_or(0, |l| l.size);
+        let job = ctx
+            .db
+            .create_job(&records::NewJob {
+                kind: "copy".into(),
+                image_id: image_id.clone(),
+                backend: backend.clone(),
+                params: "{}".into(),
+                bytes_total: size.saturating_mul(2),
+                created_by: Some(me.user_id.clone()),
+            })
+            .await
+            .map_err(|e| AppError::internal("queue copy", &e))?;
+        ctx.stores.wake_jobs();
+        audit(&ctx.db, &authn, "image.copy", "image", &image_id, &backend).await?;
+        Ok(job.id)
     })
     .await
 }

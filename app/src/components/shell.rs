@@ -26,6 +26,7 @@ pub fn Shell(children: Children) -> impl IntoView {
                 <ul class="nav">
                     <li><A href="/images">"Images"</A></li>
                     <li><A href="/upload">"Upload"</A></li>
+                    <li><A href="/jobs">"Jobs"</A></li>
                     <li><A href="/storage">"Storage matrix"</A></li>
                     <li><A href="/formats">"Formats"</A></li>
                     <Suspense fallback=|| ()>

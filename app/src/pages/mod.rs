@@ -6,6 +6,7 @@ use leptos_router::hooks::use_location;
 pub mod account;
 pub mod admin;
 pub mod formats;
+pub mod image;
 pub mod images;
 pub mod not_found;
 pub mod signin;

@@ -1,0 +1,134 @@
+import { expect, test } from "@playwright/test";
+import { admin } from "../playwright.config";
+import { apiImage, apiToken, rawDisk, signIn, unique } from "./helpers";
+
+// Runs without JavaScript and hydrated: the list's filters are a GET form, every action a form.
+
+test("the list filters, sorts and pages, and every view is a URL", async ({ page }) => {
+  await signIn(page, admin.username, admin.password);
+  const token = await apiToken(page);
+  const p = unique("cat");
+  for (const [i, n] of ["gamma", "alpha", "beta"].entries()) {
+    await apiImage(page, token, { name: `${p}-${n}`, bytes: rawDisk(1 << 20, i), tags: n === "alpha" ? "blue,base" : "green" });
+  }
+  await page.goto("/images");
+  const filters = page.locator("#image-filters");
+  await filters.getByLabel("Name contains").fill(p);
+  await filters.getByLabel("Sort by").selectOption("name");
+  await filters.getByLabel("Order").selectOption("asc");
+  await filters.getByRole("button", { name: "Apply filters" }).click();
+  await expect(page).toHaveURL(new RegExp(`q=${p}.*sort=name`));
+  const names = page.locator("#images-table tbody th[scope=row] a");
+  await expect(names).toHaveText([`${p}-alpha`, `${p}-beta`, `${p}-gamma`]);
+  await expect(page.locator("#images-count")).toContainText("3 images match");
+
+  // Descending, then the tag filter.
+  await filters.getByLabel("Order").selectOption("desc");
+  await filters.getByRole("button", { name: "Apply filters" }).click();
+  await expect(names).toHaveText([`${p}-gamma`, `${p}-beta`, `${p}-alpha`]);
+  await filters.getByLabel("Tag").fill("blue");
+  await filters.getByRole("button", { name: "Apply filters" }).click();
+  await expect(names).toHaveText([`${p}-alpha`]);
+
+  // Marker paging: two per page.
+  await page.goto(`/images?q=${p}&sort=name&dir=asc&limit=2`);
+  await expect(names).toHaveText([`${p}-alpha`, `${p}-beta`]);
+  await page.locator("#next-page").click();
+  await expect(names).toHaveText([`${p}-gamma`]);
+  await expect(page.locator("#next-page")).toHaveCount(0);
+  await page.locator("#first-page").click();
+  await expect(names).toHaveText([`${p}-alpha`, `${p}-beta`]);
+
+  // A bad filter says what is wrong.
+  await page.goto(`/images?size_min=lots`);
+  await expect(page.getByRole("alert")).toContainText("size such as");
+});
+
+test("the detail page shows the facts, edits metadata and serves byte ranges", async ({ page }) => {
+  await signIn(page, admin.username, admin.password);
+  const token = await apiToken(page);
+  const name = unique("detail");
+  const id = await apiImage(page, token, { name, bytes: rawDisk(2 << 20, 7) });
+  await page.goto(`/images?q=${name}`);
+  await page.getByRole("link", { name }).click();
+  await expect(page).toHaveURL(new RegExp(`/images/${id}$`));
+  await expect(page.locator("#image-status")).toHaveText("active");
+  await expect(page.locator("#image-facts")).toContainText("raw, 2.0 MiB");
+  await expect(page.locator("#sum-md5")).toHaveText(/^[0-9a-f]{32}$/);
+  await expect(page.locator("#sum-sha512")).toHaveText(/^[0-9a-f]{128}$/);
+  await expect(page.locator('#image-storage tr[data-backend="local"]')).toContainText("Stored here as qcow2");
+  await expect(page.locator("#jobs-table tr[data-status=succeeded]")).toContainText("raw → qcow2");
+
+  // Edit metadata.
+  const form = page.locator("#edit-image-form");
+  await form.getByLabel("Name", { exact: true }).fill(`${name}-renamed`);
+  await form.getByLabel("Tags (comma-separated)").fill("web, lts");
+  await form.getByLabel("Properties (one key=value per line)").fill("os_distro=debian\nos_version=12");
+  await form.getByLabel("Minimum disk (GB)").fill("10");
+  await form.getByRole("button", { name: "Save changes" }).click();
+  await expect(page.locator("#image-name")).toHaveText(`${name}-renamed`);
+  await expect(page.locator("#image-tags")).toHaveText(/web\s*lts/);
+  await expect(page.locator("#image-properties")).toContainText("debian");
+  await expect(page.locator("#image-facts")).toContainText("10 GB");
+
+  // Download: whole, then a range, both the stored qcow2's bytes.
+  const whole = await page.request.get(`/images/${id}/file`);
+  expect(whole.status()).toBe(200);
+  const all = await whole.body();
+  expect(all.subarray(0, 4).toString("latin1")).toBe("QFI\xfb");
+  expect(whole.headers()["accept-ranges"]).toBe("bytes");
+  expect(whole.headers()["content-md5"]).toBe(await page.locator("#sum-md5").innerText());
+  const part = await page.request.get(`/images/${id}/file`, { headers: { Range: "bytes=100-1123" } });
+  expect(part.status()).toBe(206);
+  expect(part.headers()["content-range"]).toBe(`bytes 100-1123/${all.length}`);
+  expect(Buffer.compare(await part.body(), all.subarray(100, 1124))).toBe(0);
+  const beyond = await page.request.get(`/images/${id}/file`, { headers: { Range: `bytes=${all.length}-` } });
+  expect(beyond.status()).toBe(416);
+
+  // Deactivate and reactivate.
+  await page.locator("#status-button").click();
+  await expect(page.locator("#image-status")).toHaveText("deactivated");
+  await page.locator("#status-button").click();
+  await expect(page.locator("#image-status")).toHaveText("active");
+});
+
+test("a protected image cannot be deleted; once unprotected, deletion needs the name", async ({ page }) => {
+  await signIn(page, admin.username, admin.password);
+  const token = await apiToken(page);
+  const name = unique("keep");
+  const id = await apiImage(page, token, { name, bytes: rawDisk(1 << 20, 3), protected: true });
+  await page.goto(`/images/${id}`);
+  await expect(page.locator("#protected-badge")).toBeVisible();
+  await expect(page.locator("#delete-protected")).toBeVisible();
+  const del = page.locator("#delete-image-form");
+  await del.getByLabel(`Type ${name} to confirm`).fill(name);
+  await del.getByRole("button", { name: "Delete image" }).click();
+  await expect(page.getByRole("alert")).toContainText("protected");
+  await expect(page.locator("#image-status")).toHaveText("active");
+
+  // Unprotect, then a wrong confirmation is refused and the right one deletes.
+  await page.locator("#edit-image-form").getByLabel("Protected (cannot be deleted)").uncheck();
+  await page.locator("#edit-image-form").getByRole("button", { name: "Save changes" }).click();
+  await expect(page.locator("#protected-badge")).toHaveCount(0);
+  await del.getByLabel(`Type ${name} to confirm`).fill("something else");
+  await del.getByRole("button", { name: "Delete image" }).click();
+  await expect(page.getByRole("alert")).toContainText(`Type the image's name, ${name}`);
+  await del.getByLabel(`Type ${name} to confirm`).fill(name);
+  await del.getByRole("button", { name: "Delete image" }).click();
+  await expect(page).toHaveURL(/\/images\?deleted=/);
+  await page.goto(`/images/${id}`);
+  await expect(page.locator("#image-error")).toContainText("No such image");
+  expect((await page.request.get(`/images/${id}/file`)).status()).toBe(404);
+});
+
+test("the jobs view lists imports with their outcome", async ({ page }) => {
+  await signIn(page, admin.username, admin.password);
+  const token = await apiToken(page);
+  const name = unique("jobbed");
+  await apiImage(page, token, { name, bytes: rawDisk(1 << 20, 9) });
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: "Jobs" })).toBeVisible();
+  const row = page.locator("#jobs-table tr", { hasText: name });
+  await expect(row).toHaveAttribute("data-status", "succeeded");
+  await expect(row.locator("progress")).toHaveAttribute("value", "100");
+});
