@@ -23,6 +23,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod download;
+pub mod glance;
 pub mod ingest;
 pub mod jobs;
 pub mod stores;
@@ -184,6 +185,7 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .with_state(state.clone())
         .merge(tus)
+        .nest("/image", glance::router(state.clone()))
         // Layers run bottom-up on the way in: trace → sessions → CSRF check → authentication.
         .layer(axum::middleware::from_fn_with_state(state, auth::authenticate))
         .layer(axum::middleware::from_fn(auth::csrf))
