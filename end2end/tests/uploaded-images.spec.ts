@@ -131,4 +131,13 @@ test("the jobs view lists imports with their outcome", async ({ page }) => {
   const row = page.locator("#jobs-table tr", { hasText: name });
   await expect(row).toHaveAttribute("data-status", "succeeded");
   await expect(row.locator("progress")).toHaveAttribute("value", "100");
+
+  // The storage overview counts it on the local backend, by format, with free space.
+  await page.goto("/storage");
+  const local = page.locator('#storage-usage article[data-backend="local"]');
+  await expect(local).toContainText("default for uploads");
+  await expect(local.locator(".legend")).toContainText("qcow2");
+  await expect(local.locator(".free")).toContainText(/free of/);
+  await expect(local.locator("svg.usage-chart rect")).not.toHaveCount(1);
+  await expect(local.locator(".usage-table")).toContainText("default");
 });

@@ -84,6 +84,21 @@ impl app::api::context::StoreOps for Stores {
         })
     }
 
+    fn space<'a>(&'a self, backend: &'a str) -> app::api::context::BoxFuture<'a, (Option<u64>, Option<u64>)> {
+        Box::pin(async move {
+            match self.get(backend) {
+                Some(b) => match b.space().await {
+                    Ok(s) => (s.free, s.total),
+                    Err(err) => {
+                        tracing::warn!(%backend, error = %err, "cannot read free space");
+                        (None, None)
+                    }
+                },
+                None => (None, None),
+            }
+        })
+    }
+
     fn wake_jobs(&self) {
         if let Some(j) = self.jobs.get() {
             j.wake();

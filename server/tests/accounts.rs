@@ -103,6 +103,7 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
         row("admin_set_quota", format!("project_id={p1}&max_images=10&max_bytes=1%20TiB"), admin_only(200)),
         row("admin_list_audit", "", admin_only(200)),
         row("storage_matrix", "", signed_in(200)),
+        row("storage_overview", "", signed_in(200)),
         row("image_detail", format!("image_id={}", to_edit.id), [401, 200, 200, 404, 200]),
         row("update_image", format!("image_id={}&name=edited&visibility=private", to_edit.id), [401, 403, 200, 404, 200]),
         // Deactivating twice is a no-op (200), as in Glance.

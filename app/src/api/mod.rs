@@ -38,6 +38,8 @@ pub mod context {
         fn delete<'a>(&'a self, backend: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), String>>;
         /// Wakes a job worker (after a job was queued or retried).
         fn wake_jobs(&self);
+        /// Free and total bytes of a backend, where it can tell (bounded by its timeout).
+        fn space<'a>(&'a self, backend: &'a str) -> BoxFuture<'a, (Option<u64>, Option<u64>)>;
     }
 
     /// The server context, or an internal error if the server forgot to provide it.

@@ -166,3 +166,72 @@ pub async fn set_matrix_cell(
     })
     .await
 }
+
+/// Bytes and image counts of one format (on one backend, or of one project on it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormatUsage {
+    pub format: String,
+    pub images: u64,
+    pub bytes: u64,
+}
+
+/// One backend's usage: totals by format, by project, and free space where it can tell.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendUsage {
+    pub name: String,
+    pub kind: String,
+    pub is_default: bool,
+    pub free: Option<u64>,
+    pub total: Option<u64>,
+    pub by_format: Vec<FormatUsage>,
+    /// (project name, its formats).
+    pub by_project: Vec<(String, Vec<FormatUsage>)>,
+}
+
+impl BackendUsage {
+    pub fn bytes(&self) -> u64 {
+        self.by_format.iter().map(|f| f.bytes).sum()
+    }
+    pub fn images(&self) -> u64 {
+        self.by_format.iter().map(|f| f.images).sum()
+    }
+}
+
+/// The storage overview: every configured backend's usage. Administrators see every project;
+/// others see their own project's share and the backends' totals of it only.
+#[server(prefix = "/api", endpoint = "storage_overview")]
+pub async fn storage_overview() -> Result<Vec<BackendUsage>, AppError> {
+    crate::auth::answer(async move {
+        let (_, me) = crate::auth::signed_in()?;
+        let ctx = crate::api::context::server_context()?;
+        let rows = ctx.db.storage_usage().await.map_err(|e| AppError::internal("storage usage", &e))?;
+        let mine = me.scope.as_ref().map(|s| s.project_id.clone());
+        let rows: Vec<_> = rows.into_iter().filter(|r| me.is_admin || (mine.is_some() && r.owner == mine)).collect();
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        let mut out = Vec::new();
+        for b in &ctx.backends {
+            let (free, total) = ctx.stores.space(&b.name).await;
+            let mut by_format: Vec<FormatUsage> = Vec::new();
+            let mut by_project: Vec<(String, Vec<FormatUsage>)> = Vec::new();
+            for r in rows.iter().filter(|r| r.backend == b.name) {
+                match by_format.iter_mut().find(|f| f.format == r.disk_format) {
+                    Some(f) => {
+                        f.images += n(r.images);
+                        f.bytes += n(r.bytes);
+                    }
+                    None => by_format.push(FormatUsage { format: r.disk_format.clone(), images: n(r.images), bytes: n(r.bytes) }),
+                }
+                let project = if r.owner_name.is_empty() { "(no project)".to_owned() } else { r.owner_name.clone() };
+                let entry = FormatUsage { format: r.disk_format.clone(), images: n(r.images), bytes: n(r.bytes) };
+                match by_project.iter_mut().find(|(p, _)| *p == project) {
+                    Some((_, v)) => v.push(entry),
+                    None => by_project.push((project, vec![entry])),
+                }
+            }
+            by_format.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.format.cmp(&b.format)));
+            out.push(BackendUsage { name: b.name.clone(), kind: b.kind.clone(), is_default: b.is_default, free, total, by_format, by_project });
+        }
+        Ok(out)
+    })
+    .await
+}

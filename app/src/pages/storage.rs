@@ -7,6 +7,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::storage::*;
 use crate::components::feedback::ActionResult;
+use crate::components::size::human_bytes;
 use crate::pages::SignInPrompt;
 
 const LEGEND: [(&str, &str, &str); 4] = [
@@ -20,6 +21,7 @@ const LEGEND: [(&str, &str, &str); 4] = [
 pub fn StoragePage() -> impl IntoView {
     let set = ServerAction::<SetMatrixCell>::new();
     let matrix = Resource::new(move || set.version().get(), |_| storage_matrix());
+    let usage = Resource::new(|| (), |_| storage_overview());
     view! {
         <Title text="Storage matrix" />
         <section class="page">
@@ -35,6 +37,11 @@ pub fn StoragePage() -> impl IntoView {
                         Err(err) => view! { <div class="alert" role="alert">{err.to_string()}</div> }.into_any(),
                         Ok(m) => view! { <MatrixView m set /> }.into_any(),
                     }
+                })}
+            </Suspense>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    usage.await.ok().map(|u| view! { <UsageView backends=u /> })
                 })}
             </Suspense>
         </section>
@@ -159,5 +166,76 @@ fn EditCell(m: StoredValue<MatrixData>, selected: Signal<(String, String)>, set:
                 <ActionResult action=set success="Saved. The next import on this kind of backend follows the new rule." />
             </section>
         }
+    }
+}
+
+/// Colours of the usage chart's formats (AA contrast against white text is not needed: the
+/// chart has a legend and a table with the same numbers).
+fn colour(format: &str) -> &'static str {
+    match format {
+        "qcow2" => "#1f5fbf",
+        "raw" => "#1d7a46",
+        "iso" => "#8a5a00",
+        "ami" | "aki" | "ari" => "#55308f",
+        "vdi" | "vhd" | "vhdx" | "vmdk" => "#b3261e",
+        _ => "#5a6472",
+    }
+}
+
+/// Per backend: a stacked bar of bytes by format (server-rendered SVG), free space, and a table
+/// of bytes and images by project and format.
+#[component]
+fn UsageView(backends: Vec<BackendUsage>) -> impl IntoView {
+    let max = backends.iter().map(|b| b.total.unwrap_or(0).max(b.bytes())).max().unwrap_or(0).max(1);
+    const W: f64 = 600.0;
+    view! {
+        <section aria-labelledby="usage-title" id="storage-usage">
+            <h2 id="usage-title">"Backends and usage"</h2>
+            {backends.into_iter().map(|b| {
+                let used = b.bytes();
+                // Scale: the backend's capacity when known, else the largest backend's use.
+                let scale = b.total.unwrap_or(max).max(used).max(1) as f64;
+                let mut x = 0.0;
+                let segments: Vec<_> = b.by_format.iter().map(|f| {
+                    let w = (f.bytes as f64 / scale * W).max(if f.bytes > 0 { 2.0 } else { 0.0 });
+                    let seg = (x, w, colour(&f.format), format!("{}: {} in {} image(s)", f.format, human_bytes(f.bytes), f.images));
+                    x += w;
+                    seg
+                }).collect();
+                let free = match (b.free, b.total) {
+                    (Some(f), Some(t)) => format!("{} free of {}", human_bytes(f), human_bytes(t)),
+                    _ => "free space: not reported by this backend".to_owned(),
+                };
+                let summary = format!("{}: {} in {} image(s); {}", b.name, human_bytes(used), b.images(), free);
+                view! {
+                    <article class="card usage-card" data-backend=b.name.clone()>
+                        <h3>{b.name.clone()}" "<span class="kind-note">{kind_label(&b.kind)}{if b.is_default { " · default for uploads" } else { "" }}</span></h3>
+                        <p class="usage-line">{format!("{} in {} image(s) · ", human_bytes(used), b.images())}<span class="free">{free}</span></p>
+                        <svg class="usage-chart" viewBox="0 0 600 28" width="100%" height="28" role="img" aria-label=summary>
+                            <rect x="0" y="0" width="600" height="28" rx="6" fill="#eef1f5" />
+                            {segments.into_iter().map(|(x, w, c, t)| view! {
+                                <rect x=format!("{x:.1}") y="0" width=format!("{w:.1}") height="28" fill=c><title>{t}</title></rect>
+                            }).collect_view()}
+                        </svg>
+                        <ul class="legend">
+                            {b.by_format.iter().map(|f| view! {
+                                <li><span class="swatch" style=format!("background:{}", colour(&f.format))></span>{format!("{} · {} · {} image(s)", f.format, human_bytes(f.bytes), f.images)}</li>
+                            }).collect_view()}
+                        </ul>
+                        {(!b.by_project.is_empty()).then(|| view! {
+                            <table class="table usage-table">
+                                <caption class="visually-hidden">{format!("Usage of {} by project and format", b.name)}</caption>
+                                <thead><tr><th scope="col">"Project"</th><th scope="col">"Format"</th><th scope="col" class="num">"Images"</th><th scope="col" class="num">"Bytes"</th></tr></thead>
+                                <tbody>
+                                    {b.by_project.iter().flat_map(|(p, fs)| fs.iter().map(move |f| view! {
+                                        <tr><th scope="row">{p.clone()}</th><td>{f.format.clone()}</td><td class="num">{f.images}</td><td class="num">{human_bytes(f.bytes)}</td></tr>
+                                    })).collect_view()}
+                                </tbody>
+                            </table>
+                        })}
+                    </article>
+                }
+            }).collect_view()}
+        </section>
     }
 }
