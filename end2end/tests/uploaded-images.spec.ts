@@ -1,4 +1,7 @@
 import { expect, test } from "@playwright/test";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { admin } from "../playwright.config";
 import { apiImage, apiToken, rawDisk, signIn, unique } from "./helpers";
 
@@ -140,4 +143,70 @@ test("the jobs view lists imports with their outcome", async ({ page }) => {
   await expect(local.locator(".free")).toContainText(/free of/);
   await expect(local.locator("svg.usage-chart rect")).not.toHaveCount(1);
   await expect(local.locator(".usage-table")).toContainText("default");
+});
+
+test("a project member uploads; a reader of that project sees the image but can neither change nor delete it", async ({ page, browser }) => {
+  await signIn(page, admin.username, admin.password);
+  const origin = new URL(page.url()).origin;
+  const call = async (endpoint: string, form: Record<string, string>) => {
+    const r = await page.request.post(`/api/${endpoint}`, { form, headers: { Origin: origin, Accept: "application/json" } });
+    expect(r.status(), `${endpoint}: ${await r.text()}`).toBe(200);
+    return r.json();
+  };
+  const project = unique("team");
+  const projectId = (await call("admin_create_project", { name: project })) as string;
+  const [member, reader, password] = [unique("mia"), unique("rex"), "team-password-1"];
+  for (const [user, role] of [[member, "member"], [reader, "reader"]]) {
+    await call("admin_create_user", { username: user, password });
+    await call("admin_grant_role", { username: user, project_id: projectId, role });
+  }
+
+  // The member uploads: with the browser's uploader when JavaScript runs, else over tus.
+  const mine = await browser.newContext({ javaScriptEnabled: test.info().project.name === "hydrated" });
+  const m = await mine.newPage();
+  await signIn(m, member, password);
+  const name = unique("team-disk");
+  if (test.info().project.name === "hydrated") {
+    const file = path.join(os.tmpdir(), `${name}.raw`);
+    fs.writeFileSync(file, rawDisk(3 << 20, 5));
+    await m.goto("/upload");
+    await expect(m.locator("#status-check")).toHaveAttribute("data-hydrated", "true");
+    await m.locator("#file-input").setInputFiles(file);
+    const c = m.locator(`li.upload-card[data-file="${path.basename(file)}"]`);
+    await expect(c.getByLabel("Disk format")).toHaveValue("raw");
+    await c.getByLabel("Image name").fill(name);
+    await m.locator("#start-all").click();
+    await expect(c.locator(".phase")).toHaveText("Active", { timeout: 60_000 });
+  } else {
+    await apiImage(m, await apiToken(m), { name, bytes: rawDisk(3 << 20, 5) });
+  }
+  await m.goto(`/images?q=${name}`);
+  await expect(m.locator("#images-table tbody tr")).toHaveCount(1);
+  await expect(m.locator("#images-table tbody tr")).toContainText(project);
+  await m.getByRole("link", { name }).click();
+  const imageId = m.url().split("/").pop() as string;
+  await expect(m.locator("#delete-image-form")).toBeVisible();
+  await mine.close();
+
+  // The reader sees it, without edit or delete controls, and the server refuses both.
+  const theirs = await browser.newContext({ javaScriptEnabled: false });
+  const r = await theirs.newPage();
+  await signIn(r, reader, password);
+  await r.goto(`/images/${imageId}`);
+  await expect(r.locator("#image-status")).toHaveText("active");
+  await expect(r.locator("#edit-image-form")).toHaveCount(0);
+  await expect(r.locator("#delete-image-form")).toHaveCount(0);
+  const headers = { Origin: origin, Accept: "application/json" };
+  const del = await r.request.post("/api/delete_image", { form: { image_id: imageId, confirm: name }, headers });
+  expect(del.status()).toBe(403);
+  expect((await del.json()).code).toBe("forbidden");
+  const edit = await r.request.post("/api/update_image", { form: { image_id: imageId, name: "hijacked", visibility: "private" }, headers });
+  expect(edit.status()).toBe(403);
+  const form = "form[name]=x&form[disk_format]=raw&form[container_format]=bare&form[visibility]=private&form[description]=" +
+    "&form[min_disk]=0&form[min_ram]=0&form[architecture]=&form[os_distro]=&form[os_version]=&form[protected]=false&form[tags]=&form[size]=1024";
+  const create = await r.request.post("/api/create_image", { data: form, headers: { ...headers, "Content-Type": "application/x-www-form-urlencoded" } });
+  expect(create.status(), await create.text()).toBe(403);
+  await theirs.close();
+  await page.goto(`/images/${imageId}`);
+  await expect(page.locator("#image-name")).toHaveText(name);
 });
