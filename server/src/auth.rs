@@ -34,8 +34,23 @@ fn remote_addr(req: &Request) -> String {
     req.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_owned(), |ci| ci.0.ip().to_string())
 }
 
+/// An error in the Glance API's shape (`{"error": {"code", "title", "message"}}`): glanceclient
+/// reads `message` from every top-level value and crashes on the flat form.
+fn glance_error(status: StatusCode, message: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    (status, Json(serde_json::json!({ "error": { "code": status.as_u16(), "title": title, "message": message } }))).into_response()
+}
+
 /// Resolves the caller into an [`Authn`]; an invalid token is refused with 401 at once.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let glance = req.uri().path() == "/image" || req.uri().path().starts_with("/image/");
+    let error = |status: StatusCode, code: &str, message: &str| {
+        if glance {
+            glance_error(status, message)
+        } else {
+            error(status, code, message)
+        }
+    };
     let remote_addr = remote_addr(&req);
     let token = req.headers().get(AUTH_TOKEN_HEADER).map(|v| v.to_str().unwrap_or("").to_owned());
     let authn = if let Some(token) = token {

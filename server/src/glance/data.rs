@@ -1,0 +1,459 @@
+//! Image bytes through the Glance API: `PUT /file` (upload), `PUT /stage` + `POST /import`
+//! (glance-direct, copy-image), and `GET /tasks` (the image's jobs).
+//!
+//! A request body streams to a file under `<data_dir>/uploads-glance/`, hashed on the way
+//! (MD5, SHA-256, SHA-512, so the pipeline need not read it again when it keeps it as it is),
+//! bounded by the project's byte quota, Glance's 1 TiB `image_size_cap` and the size the client
+//! declared (`x-openstack-image-size`, else `Content-Length`). It then becomes the same `import`
+//! job as a dashboard upload: Hangar's inspector judges it, the storage matrix converts or keeps
+//! it, and the image becomes `active` or `killed` with the reason.
+//!
+//! `PUT /file` waits (up to [`UPLOAD_WAIT`]) for that job, because Glance's clients read the
+//! answer of the PUT as the verdict: 204 once the image is `active`, 415 with the inspector's
+//! reason when it was refused (glanceclient prints it and exits 1). Hangar keeps a refused
+//! image `killed` with its reason — Glance would put it back to `queued` — so the reason stays
+//! visible in the dashboard; upload again to a new image. If the job takes longer than the
+//! bound, the answer is 204 with the image still `importing`, as Glance's asynchronous imports
+//! look. `POST /import` answers 202 at once, as Glance does.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
+
+use accounts::Authn;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::StreamExt;
+use md5::Md5;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256, Sha512};
+use tokio::io::AsyncWriteExt;
+
+use super::{empty, Caller, GlanceError, Result, IMAGE_SIZE_CAP, IMPORT_METHODS};
+use crate::ingest::UploadedFile;
+use crate::AppState;
+
+/// How long `PUT /file` waits for the import job's verdict before answering 204 anyway
+/// (glanceclient's own timeout is 600 s).
+pub const UPLOAD_WAIT: Duration = Duration::from_secs(300);
+
+/// How often the waiting upload reads its job's status.
+const JOB_POLL: Duration = Duration::from_millis(200);
+
+/// Where request bodies land before the import job takes them.
+fn incoming_dir(state: &AppState) -> PathBuf {
+    state.config.data_dir.join("uploads-glance")
+}
+
+fn staged_path(state: &AppState, id: &str) -> PathBuf {
+    incoming_dir(state).join(format!("{id}.staged"))
+}
+
+fn staged_meta_path(state: &AppState, id: &str) -> PathBuf {
+    incoming_dir(state).join(format!("{id}.staged.json"))
+}
+
+/// Removes an image's staged data, if any (the image was deleted).
+pub fn discard_staged(state: &AppState, id: &str) {
+    let _ = std::fs::remove_file(staged_path(state, id));
+    let _ = std::fs::remove_file(staged_meta_path(state, id));
+}
+
+/// Bytes staged for `project`'s images (for `/v2/info/usage`).
+pub async fn staged_bytes(state: &AppState, project: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(incoming_dir(state)) else { return 0 };
+    let mut total = 0u64;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".staged") else { continue };
+        if let Ok(Some(img)) = state.db.image(id).await {
+            if img.owner.as_deref() == Some(project) {
+                total = total.saturating_add(e.metadata().map(|m| m.len()).unwrap_or(0));
+            }
+        }
+    }
+    total
+}
+
+/// A request body written to disk, with its hashes.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Received {
+    size: u64,
+    md5: String,
+    sha256: String,
+    sha512: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The size the client says it sends: `x-openstack-image-size`, else `Content-Length`.
+fn declared_size(headers: &HeaderMap) -> Result<Option<u64>> {
+    for name in ["x-openstack-image-size", "content-length"] {
+        if let Some(v) = headers.get(name) {
+            let n = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| GlanceError::bad_request(format!("The {name} header is not a number of bytes.")))?;
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks what an upload or stage needs before reading a byte; returns the byte limit.
+async fn admit(state: &AppState, image: &records::ImageDetail, headers: &HeaderMap) -> Result<(u64, Option<u64>)> {
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
+    if ctype.split(';').next().unwrap_or("").trim() != "application/octet-stream" {
+        return Err(GlanceError::unsupported(format!("Image data must be sent as application/octet-stream, not {ctype}.")));
+    }
+    let declared = declared_size(headers)?;
+    let mut limit = IMAGE_SIZE_CAP;
+    if let Some(owner) = &image.owner {
+        let quota = state.db.quota(owner).await?;
+        if let Some(max) = quota.max_bytes.and_then(|m| u64::try_from(m).ok()) {
+            let (_, used) = state.db.project_usage(owner).await?;
+            limit = limit.min(max.saturating_sub(used));
+        }
+    }
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(GlanceError::too_large(format!(
+                "This image ({n} bytes) would exceed the project's storage quota or the {IMAGE_SIZE_CAP}-byte image size cap."
+            )));
+        }
+    }
+    Ok((limit, declared))
+}
+
+/// Streams `body` into `dest`, hashing it and enforcing `limit` and the declared size.
+async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>) -> Result<Received> {
+    if let Some(dir) = dest.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| GlanceError::internal("create upload dir", &e))?;
+    }
+    let mut file = tokio::fs::File::create(dest).await.map_err(|e| GlanceError::internal("create upload file", &e))?;
+    let (mut m5, mut s256, mut s512) = (Md5::new(), Sha256::new(), Sha512::new());
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk.map_err(|e| GlanceError::bad_request(format!("The upload was interrupted: {e}")))?;
+        size = size.saturating_add(chunk.len() as u64);
+        if size > limit {
+            return Err(GlanceError::too_large("The image exceeds the project's storage quota or the image size cap."));
+        }
+        if declared.is_some_and(|d| size > d) {
+            return Err(GlanceError::bad_request("More data was sent than x-openstack-image-size (or Content-Length) declared."));
+        }
+        m5.update(&chunk);
+        s256.update(&chunk);
+        s512.update(&chunk);
+        file.write_all(&chunk).await.map_err(|e| GlanceError::internal("write upload", &e))?;
+    }
+    if let Some(d) = declared {
+        if d != size {
+            return Err(GlanceError::bad_request(format!("The upload declared {d} bytes but {size} arrived.")));
+        }
+    }
+    file.sync_all().await.map_err(|e| GlanceError::internal("sync upload", &e))?;
+    Ok(Received { size, md5: hex(&m5.finalize()), sha256: hex(&s256.finalize()), sha512: hex(&s512.finalize()) })
+}
+
+/// The backend named by `X-Image-Meta-Store` (400 if unknown), else the default one.
+fn store_from(state: &AppState, headers: &HeaderMap) -> Result<String> {
+    match headers.get("x-image-meta-store").and_then(|v| v.to_str().ok()) {
+        Some(name) if state.stores.get(name).is_some() => Ok(name.to_owned()),
+        Some(name) => Err(GlanceError::bad_request(format!("Unknown store {name}; see /v2/info/stores."))),
+        None => Ok(state.stores.default_backend().name().to_owned()),
+    }
+}
+
+fn check_formats(image: &records::ImageDetail, status: StatusCode) -> Result<()> {
+    if image.disk_format.is_none() || image.container_format.is_none() {
+        return Err(GlanceError::new(status, "Properties disk_format, container_format must be set prior to saving data."));
+    }
+    Ok(())
+}
+
+async fn submit_import(state: &AppState, caller: &Caller, image: &records::ImageDetail, path: PathBuf, got: &Received, backend: String) -> Result<records::JobRow> {
+    let file = UploadedFile {
+        image_id: image.id.clone(),
+        path,
+        user_id: caller.me.user_id.clone(),
+        project_id: image.owner.clone().unwrap_or_default(),
+        file_name: None,
+        sha256: Some(got.sha256.clone()),
+        md5: Some(got.md5.clone()),
+        sha512: Some(got.sha512.clone()),
+    };
+    let new = records::NewJob {
+        kind: "import".into(),
+        image_id: image.id.clone(),
+        backend,
+        params: serde_json::to_string(&file).map_err(|e| GlanceError::internal("job params", &e))?,
+        bytes_total: i64::try_from(got.size).unwrap_or(i64::MAX),
+        created_by: Some(caller.me.user_id.clone()),
+    };
+    Ok(state.jobs.submit(&new).await?)
+}
+
+/// `PUT /v2/images/{id}/file`: `queued` → `saving` while the body arrives → `importing` → the
+/// import job's verdict (see the module docs).
+pub async fn upload(
+    State(state): State<AppState>,
+    authn: Option<Extension<Authn>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let (image, facts) = caller.image(&state, &id).await?;
+    caller.allow(&policy::Action::ModifyImage(&facts))?;
+    let backend = store_from(&state, &headers)?;
+    if image.status != "queued" {
+        return Err(GlanceError::conflict(format!("Image status transition from {} to saving is not allowed", image.status)));
+    }
+    check_formats(&image, StatusCode::BAD_REQUEST)?;
+    let (limit, declared) = admit(&state, &image, &headers).await?;
+    if !state.db.transition_image(&id, &["queued"], "saving", "").await? {
+        return Err(GlanceError::conflict("Image status transition to saving is not allowed: another upload started first."));
+    }
+    let dest = incoming_dir(&state).join(format!("{id}.{:08x}.upload", super::rand_ref()));
+    let got = match receive(body, &dest, limit, declared).await {
+        Ok(got) => got,
+        Err(e) => {
+            // Glance's `_restore()`: the image waits for data again.
+            let _ = tokio::fs::remove_file(&dest).await;
+            let _ = state.db.transition_image(&id, &["saving"], "queued", "").await;
+            return Err(e);
+        }
+    };
+    // `importing` is a state the pipeline accepts (as for a resumed job).
+    if !state.db.transition_image(&id, &["saving"], "importing", "").await? {
+        let _ = tokio::fs::remove_file(&dest).await;
+        return Err(GlanceError::new(StatusCode::GONE, "The image was deleted during the upload."));
+    }
+    let job = match submit_import(&state, &caller, &image, dest.clone(), &got, backend).await {
+        Ok(job) => job,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&dest).await;
+            let _ = state.db.transition_image(&id, &["importing"], "queued", "").await;
+            return Err(e);
+        }
+    };
+    caller.audit(&state, "image.upload", "image", &id, &format!("{} bytes", got.size)).await?;
+    let deadline = tokio::time::Instant::now() + UPLOAD_WAIT;
+    loop {
+        let Some(row) = state.db.job(&job.id).await? else {
+            return Err(GlanceError::new(StatusCode::GONE, "The image was deleted during the upload."));
+        };
+        match row.status.as_str() {
+            "succeeded" => return Ok(empty(StatusCode::NO_CONTENT)),
+            "failed" | "cancelled" => {
+                let reason = state
+                    .db
+                    .image_detail(&id)
+                    .await?
+                    .map(|i| i.status_reason)
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or(row.error);
+                return Err(GlanceError::unsupported(format!("Image {id} was refused: {reason}")));
+            }
+            _ if tokio::time::Instant::now() >= deadline => return Ok(empty(StatusCode::NO_CONTENT)),
+            _ => tokio::time::sleep(JOB_POLL).await,
+        }
+    }
+}
+
+/// `PUT /v2/images/{id}/stage`: `queued` → `uploading`; the data waits for `POST /import`.
+pub async fn stage(
+    State(state): State<AppState>,
+    authn: Option<Extension<Authn>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let (image, facts) = caller.image(&state, &id).await?;
+    caller.allow(&policy::Action::ModifyImage(&facts))?;
+    if image.status != "queued" {
+        return Err(GlanceError::conflict(format!("Image status transition from {} to uploading is not allowed", image.status)));
+    }
+    let (limit, declared) = admit(&state, &image, &headers).await?;
+    if !state.db.transition_image(&id, &["queued"], "uploading", "").await? {
+        return Err(GlanceError::conflict("Image status transition to uploading is not allowed: another upload started first."));
+    }
+    let dest = staged_path(&state, &id);
+    let got = match receive(body, &dest, limit, declared).await {
+        Ok(got) => got,
+        Err(e) => {
+            discard_staged(&state, &id);
+            let _ = state.db.transition_image(&id, &["uploading"], "queued", "").await;
+            return Err(e);
+        }
+    };
+    let meta = serde_json::to_vec(&got).map_err(|e| GlanceError::internal("staged metadata", &e))?;
+    tokio::fs::write(staged_meta_path(&state, &id), meta).await.map_err(|e| GlanceError::internal("write staged metadata", &e))?;
+    caller.audit(&state, "image.stage", "image", &id, &format!("{} bytes", got.size)).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /v2/images/{id}/import`: `glance-direct` (staged data → import job) or `copy-image`
+/// (an active image → copy jobs to other backends). 202 with no body.
+pub async fn import(
+    State(state): State<AppState>,
+    authn: Option<Extension<Authn>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let (image, facts) = caller.image(&state, &id).await?;
+    caller.allow(&policy::Action::ModifyImage(&facts))?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| GlanceError::bad_request(format!("The body is not JSON: {e}")))?;
+    let method = doc
+        .get("method")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| GlanceError::bad_request("The body needs {\"method\": {\"name\": …}}."))?;
+    for flag in ["all_stores", "all_stores_must_succeed"] {
+        if doc.get(flag).is_some_and(|v| !v.is_boolean()) {
+            return Err(GlanceError::bad_request(format!("'{flag}' must be true or false.")));
+        }
+    }
+    let all_stores = doc.get("all_stores").and_then(Value::as_bool).unwrap_or(false);
+    let mut stores: Vec<String> = match doc.get("stores") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| s.as_str().map(str::to_owned).ok_or_else(|| GlanceError::bad_request("'stores' must be a list of store ids.")))
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(GlanceError::bad_request("'stores' must be a list of store ids.")),
+    };
+    if all_stores {
+        stores = state.stores.all().iter().map(|b| b.name().to_owned()).collect();
+    }
+    if let Some(unknown) = stores.iter().find(|s| state.stores.get(s).is_none()) {
+        return Err(GlanceError::conflict(format!("Unknown store {unknown}; see /v2/info/stores.")));
+    }
+    match method {
+        "glance-direct" => {
+            if image.status != "uploading" {
+                return Err(GlanceError::conflict(format!(
+                    "Image status is {}: glance-direct imports need staged data (status uploading); PUT /stage first.",
+                    image.status
+                )));
+            }
+            check_formats(&image, StatusCode::CONFLICT)?;
+            if stores.len() > 1 {
+                return Err(GlanceError::bad_request(
+                    "Hangar imports into one store; copy the active image to others with the copy-image method.",
+                ));
+            }
+            let backend = stores.pop().unwrap_or_else(|| state.stores.default_backend().name().to_owned());
+            let meta = tokio::fs::read(staged_meta_path(&state, &id))
+                .await
+                .map_err(|_| GlanceError::conflict("No staged data was found for this image; PUT /stage again."))?;
+            let got: Received = serde_json::from_slice(&meta).map_err(|e| GlanceError::internal("staged metadata", &e))?;
+            let path = staged_path(&state, &id);
+            if !path.exists() {
+                return Err(GlanceError::conflict("No staged data was found for this image; PUT /stage again."));
+            }
+            submit_import(&state, &caller, &image, path, &got, backend).await?;
+            let _ = tokio::fs::remove_file(staged_meta_path(&state, &id)).await;
+            caller.audit(&state, "image.import", "image", &id, method).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "copy-image" => {
+            if image.status != "active" {
+                return Err(GlanceError::conflict(format!("Only active images can be copied; this one is {}.", image.status)));
+            }
+            if stores.is_empty() {
+                return Err(GlanceError::bad_request("copy-image needs 'stores' (or 'all_stores': true)."));
+            }
+            let locations = state.db.image_locations(&id).await?;
+            let jobs = state.db.jobs_for_image(&id).await?;
+            let mut queued = Vec::new();
+            for backend in &stores {
+                let present = locations.iter().any(|l| &l.backend == backend);
+                if present && all_stores {
+                    continue;
+                }
+                if present {
+                    return Err(GlanceError::bad_request(format!("Image is already present at store '{backend}'.")));
+                }
+                if jobs.iter().any(|j| &j.backend == backend && matches!(j.status.as_str(), "queued" | "running")) {
+                    return Err(GlanceError::conflict(format!("A copy to {backend} is already under way.")));
+                }
+                queued.push(backend.clone());
+            }
+            let size = locations.iter().find(|l| l.status == "active").map_or(0, |l| l.size);
+            for backend in &queued {
+                state
+                    .jobs
+                    .submit(&records::NewJob {
+                        kind: "copy".into(),
+                        image_id: id.clone(),
+                        backend: backend.clone(),
+                        params: "{}".into(),
+                        bytes_total: size.saturating_mul(2),
+                        created_by: Some(caller.me.user_id.clone()),
+                    })
+                    .await?;
+                caller.audit(&state, "image.copy", "image", &id, backend).await?;
+            }
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "web-download" => Err(GlanceError::bad_request(
+            "Import method web-download is disabled on this Hangar: fetching URLs from the server needs an allow-list of hosts, and none is configured.",
+        )),
+        other => Err(GlanceError::bad_request(format!(
+            "Import method {other} is not supported; the methods are {}.",
+            IMPORT_METHODS.join(", ")
+        ))),
+    }
+}
+
+/// A job as one of Glance's tasks.
+fn task_json(j: &records::JobRow) -> Value {
+    let status = match j.status.as_str() {
+        "queued" => "pending",
+        "running" => "processing",
+        "succeeded" => "success",
+        _ => "failure",
+    };
+    let message = if !j.error.is_empty() {
+        j.error.clone()
+    } else if !j.summary.is_empty() {
+        j.summary.clone()
+    } else {
+        format!("{} of {} bytes", j.bytes_done, j.bytes_total)
+    };
+    json!({
+        "id": j.id,
+        "type": "api_image_import",
+        "status": status,
+        "owner": j.created_by,
+        "user_id": j.created_by,
+        "image_id": j.image_id,
+        "request_id": j.id,
+        "message": message,
+        "input": { "method": j.kind, "store": j.backend },
+        "result": Value::Null,
+        "expires_at": Value::Null,
+        "created_at": j.created_at,
+        "updated_at": j.updated_at,
+        "self": format!("/v2/tasks/{}", j.id),
+        "schema": "/v2/schemas/task",
+    })
+}
+
+/// `GET /v2/images/{id}/tasks`: the image's import and copy jobs.
+pub async fn tasks(State(state): State<AppState>, authn: Option<Extension<Authn>>, Path(id): Path<String>) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    caller.image(&state, &id).await?;
+    let tasks: Vec<Value> = state.db.jobs_for_image(&id).await?.iter().map(task_json).collect();
+    Ok(Json(json!({ "tasks": tasks })).into_response())
+}

@@ -1,0 +1,334 @@
+//! `/v2/images`: create, list, show, PATCH, delete, tags, deactivate/reactivate.
+
+use accounts::Authn;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Map, Value};
+
+use super::patch::{self, Editable, PatchError};
+use super::{empty, query, Caller, GlanceError, Result, CONTAINER_FORMATS, IMPORT_METHODS};
+use crate::AppState;
+
+/// An image as Glance shows it: every base property (null when unset) plus the custom
+/// properties flat beside them.
+pub fn image_json(image: &records::ImageDetail, stores: &[String]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in image.property_map() {
+        m.insert(k, Value::String(v));
+    }
+    let base = json!({
+        "id": image.id,
+        "name": if image.name.is_empty() { Value::Null } else { Value::from(image.name.clone()) },
+        "status": image.status,
+        "visibility": image.visibility,
+        "protected": image.protected,
+        "os_hidden": image.os_hidden,
+        "checksum": image.checksum,
+        "os_hash_algo": image.os_hash_algo,
+        "os_hash_value": image.os_hash_value,
+        "owner": image.owner,
+        "size": image.size,
+        "virtual_size": image.virtual_size,
+        "container_format": image.container_format,
+        "disk_format": image.disk_format,
+        "created_at": image.created_at,
+        "updated_at": image.updated_at,
+        "tags": image.tag_list(),
+        "min_ram": image.min_ram,
+        "min_disk": image.min_disk,
+        "self": format!("/v2/images/{}", image.id),
+        "file": format!("/v2/images/{}/file", image.id),
+        "schema": "/v2/schemas/image",
+    });
+    if let Value::Object(b) = base {
+        m.extend(b);
+    }
+    if !stores.is_empty() {
+        m.insert("stores".into(), Value::from(stores.join(",")));
+    }
+    Value::Object(m)
+}
+
+/// The backends holding an active copy of the image.
+pub async fn stores_of(state: &AppState, id: &str) -> Result<Vec<String>> {
+    Ok(state.db.image_locations(id).await?.into_iter().filter(|l| l.status == "active").map(|l| l.backend).collect())
+}
+
+pub async fn render(state: &AppState, image: &records::ImageDetail) -> Result<Value> {
+    Ok(image_json(image, &stores_of(state, &image.id).await?))
+}
+
+fn patch_error(e: PatchError) -> GlanceError {
+    match e {
+        PatchError::BadRequest(m) => GlanceError::bad_request(m),
+        PatchError::Forbidden(m) => GlanceError::forbidden(m),
+        PatchError::Conflict(m) => GlanceError::conflict(m),
+        PatchError::TooLarge(m) => GlanceError::too_large(m),
+    }
+}
+
+/// `POST /v2/images`: a `queued` image in the caller's project.
+pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn>>, body: Bytes) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let project = caller
+        .project()
+        .map(str::to_owned)
+        .ok_or_else(|| GlanceError::forbidden("Your token is not scoped to a project; images belong to projects."))?;
+    caller.allow(&policy::Action::CreateImage { project: &project })?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| GlanceError::bad_request(format!("The body is not JSON: {e}")))?;
+    let obj = doc.as_object().ok_or_else(|| GlanceError::bad_request("The body must be a JSON object."))?;
+    let disk = super::disk_formats(&state).await?;
+    let rules = patch::Rules { v21: true, status: "queued", disk_formats: &disk, container_formats: &CONTAINER_FORMATS };
+    let mut ed = Editable {
+        name: None,
+        visibility: "shared".into(),
+        protected: false,
+        os_hidden: false,
+        min_disk: 0,
+        min_ram: 0,
+        disk_format: None,
+        container_format: None,
+        owner: Some(project.clone()),
+        tags: Vec::new(),
+        properties: Default::default(),
+    };
+    for (k, v) in obj {
+        match k.as_str() {
+            "id" => {
+                return Err(GlanceError::forbidden(
+                    "Hangar assigns image ids; create the image without 'id' and use the id in the answer.",
+                ))
+            }
+            "owner" => {
+                if v.as_str() != Some(project.as_str()) && !v.is_null() {
+                    return Err(GlanceError::forbidden("You can only create images owned by your token's project."));
+                }
+            }
+            "name" | "visibility" | "protected" | "os_hidden" | "min_disk" | "min_ram" | "disk_format" | "container_format" | "tags" => {
+                patch::set_base(&mut ed, k, v, &rules).map_err(patch_error)?
+            }
+            _ => {
+                patch::check_custom_key(k).map_err(patch_error)?;
+                let s = v.as_str().ok_or_else(|| GlanceError::bad_request(format!("Invalid value for '{k}': custom properties are strings.")))?;
+                ed.properties.insert(k.clone(), s.to_owned());
+            }
+        }
+    }
+    if ed.properties.len() > records::MAX_PROPERTIES {
+        return Err(GlanceError::too_large(format!("An image has at most {} properties.", records::MAX_PROPERTIES)));
+    }
+    let visibility = policy::Visibility::parse(&ed.visibility).unwrap_or(policy::Visibility::Shared);
+    if visibility == policy::Visibility::Public && !caller.me.is_admin {
+        return Err(GlanceError::forbidden("Only administrators can make an image public."));
+    }
+    let quota = state.db.quota(&project).await?;
+    let (images, _) = state.db.project_usage(&project).await?;
+    if let Some(max) = quota.max_images.and_then(|m| u64::try_from(m).ok()) {
+        if images >= max {
+            return Err(GlanceError::too_large(format!("Your project has reached its quota of {max} images.")));
+        }
+    }
+    let props = Value::Object(ed.properties.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect());
+    let row = state
+        .db
+        .create_image(&records::NewImage {
+            name: ed.name.clone().unwrap_or_default(),
+            disk_format: ed.disk_format.clone(),
+            container_format: ed.container_format.clone(),
+            visibility: Some(ed.visibility.clone()),
+            owner: Some(project.clone()),
+            protected: ed.protected,
+            min_disk: ed.min_disk,
+            min_ram: ed.min_ram,
+            properties: props.to_string(),
+            tags: serde_json::to_string(&ed.tags).unwrap_or_else(|_| "[]".into()),
+            created_by: Some(caller.me.user_id.clone()),
+        })
+        .await?;
+    if ed.os_hidden {
+        state.db.update_image(&row.id, &records::ImagePatch { os_hidden: Some(true), ..Default::default() }).await?;
+    }
+    caller.audit(&state, "image.create", "image", &row.id, &row.name).await?;
+    let detail = state.db.image_detail(&row.id).await?.ok_or_else(|| GlanceError::no_image(&row.id))?;
+    let location = format!("/v2/images/{}", row.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location), (header::HeaderName::from_static("openstack-image-import-methods"), IMPORT_METHODS.join(","))],
+        Json(render(&state, &detail).await?),
+    )
+        .into_response())
+}
+
+/// `GET /v2/images`.
+pub async fn list(
+    State(state): State<AppState>,
+    authn: Option<Extension<Authn>>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    caller.allow(&policy::Action::ListImages)?;
+    let q = query::parse(&pairs).map_err(GlanceError::bad_request)?;
+    let page = state.db.query_images(&q, caller.visible()).await?;
+    let mut images = Vec::with_capacity(page.images.len());
+    for i in &page.images {
+        images.push(render(&state, i).await?);
+    }
+    let mut body = json!({ "images": images, "first": "/v2/images", "schema": "/v2/schemas/images" });
+    if let Some(m) = &page.next_marker {
+        body["next"] = Value::from(query::next_link(&pairs, m));
+    }
+    Ok(Json(body).into_response())
+}
+
+/// `GET /v2/images/{id}`.
+pub async fn show(State(state): State<AppState>, authn: Option<Extension<Authn>>, Path(id): Path<String>) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let (image, _) = caller.image(&state, &id).await?;
+    Ok(Json(render(&state, &image).await?).into_response())
+}
+
+/// `PATCH /v2/images/{id}` with the v2.1 (or v2.0) JSON-patch media type.
+pub async fn update(
+    State(state): State<AppState>,
+    authn: Option<Extension<Authn>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = ctype.split(';').next().unwrap_or("").trim();
+    let v21 = match media {
+        patch::MEDIA_TYPE_V21 => true,
+        patch::MEDIA_TYPE_V20 => false,
+        _ => {
+            return Err(GlanceError::unsupported(format!(
+                "Unsupported Content-Type {media:?}: send {} (or {}).",
+                patch::MEDIA_TYPE_V21,
+                patch::MEDIA_TYPE_V20
+            ))
+            .with_header(header::HeaderName::from_static("accept-patch"), &format!("{}, {}", patch::MEDIA_TYPE_V21, patch::MEDIA_TYPE_V20)))
+        }
+    };
+    let (image, facts) = caller.image(&state, &id).await?;
+    caller.allow(&policy::Action::ModifyImage(&facts))?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| GlanceError::bad_request(format!("The body is not JSON: {e}")))?;
+    let disk = super::disk_formats(&state).await?;
+    let rules = patch::Rules { v21, status: &image.status, disk_formats: &disk, container_formats: &CONTAINER_FORMATS };
+    let before = Editable::of(&image);
+    let mut after = before.clone();
+    patch::apply(&mut after, &doc, &rules).map_err(patch_error)?;
+    if after.visibility != before.visibility {
+        let to = policy::Visibility::parse(&after.visibility).unwrap_or(policy::Visibility::Private);
+        caller.allow(&policy::Action::SetVisibility { image: &facts, to })?;
+    }
+    let p = records::ImagePatch {
+        name: (after.name != before.name).then(|| after.name.clone().unwrap_or_default()),
+        visibility: (after.visibility != before.visibility).then(|| after.visibility.clone()),
+        protected: (after.protected != before.protected).then_some(after.protected),
+        os_hidden: (after.os_hidden != before.os_hidden).then_some(after.os_hidden),
+        min_disk: (after.min_disk != before.min_disk).then_some(after.min_disk),
+        min_ram: (after.min_ram != before.min_ram).then_some(after.min_ram),
+        disk_format: (after.disk_format != before.disk_format).then(|| after.disk_format.clone()).flatten(),
+        container_format: (after.container_format != before.container_format).then(|| after.container_format.clone()).flatten(),
+        properties: (after.properties != before.properties).then(|| after.properties.clone()),
+        tags: (after.tags != before.tags).then(|| after.tags.clone()),
+    };
+    let updated = if p == records::ImagePatch::default() {
+        image
+    } else {
+        let done = state.db.update_image(&id, &p).await?.ok_or_else(|| GlanceError::no_image(&id))?;
+        caller.audit(&state, "image.update", "image", &id, &done.name).await?;
+        done
+    };
+    Ok(Json(render(&state, &updated).await?).into_response())
+}
+
+/// `DELETE /v2/images/{id}`: 403 while protected; the bytes go after the record.
+pub async fn delete(State(state): State<AppState>, authn: Option<Extension<Authn>>, Path(id): Path<String>) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let (image, facts) = caller.image(&state, &id).await?;
+    caller.allow(&policy::Action::DeleteImage(&facts))?;
+    match state.db.delete_image(&id).await? {
+        records::DeleteOutcome::NotFound => Err(GlanceError::no_image(&id)),
+        records::DeleteOutcome::Protected => Err(GlanceError::forbidden("Image is protected")),
+        records::DeleteOutcome::Deleted { locations } => {
+            for (backend, key) in &locations {
+                let result = match state.stores.get(backend) {
+                    Some(b) => b.delete(key).await.map_err(|e| e.to_string()),
+                    None => Err(format!("no backend named '{backend}' is configured")),
+                };
+                if let Err(err) = result {
+                    tracing::warn!(image = %id, %backend, %key, error = %err, "deleted image's bytes could not be removed");
+                }
+            }
+            super::data::discard_staged(&state, &id);
+            caller.audit(&state, "image.delete", "image", &id, &image.name).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+    }
+}
+
+/// `POST /v2/images/{id}/actions/{deactivate|reactivate}`.
+pub async fn action(
+    State(state): State<AppState>,
+    authn: Option<Extension<Authn>>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let (_, facts) = caller.image(&state, &id).await?;
+    caller.allow(&policy::Action::ModifyImage(&facts))?;
+    let change = match action.as_str() {
+        "deactivate" => state.db.deactivate_image(&id).await?,
+        "reactivate" => state.db.reactivate_image(&id).await?,
+        _ => return Err(GlanceError::not_found(format!("No action named {action}."))),
+    };
+    match change {
+        records::StatusChange::Changed => {
+            caller.audit(&state, &format!("image.{action}"), "image", &id, "").await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        records::StatusChange::Unchanged => Ok(empty(StatusCode::NO_CONTENT)),
+        records::StatusChange::ImageNotFound => Err(GlanceError::no_image(&id)),
+        // Glance answers 403 here (its `InvalidImageStatusTransition` → Forbidden for actions).
+        records::StatusChange::WrongStatus(s) => Err(GlanceError::forbidden(format!(
+            "Not allowed to {action} an image in status '{s}': only active images can be deactivated and deactivated ones reactivated."
+        ))),
+    }
+}
+
+/// `PUT /v2/images/{id}/tags/{tag}` (idempotent).
+pub async fn add_tag(
+    State(state): State<AppState>,
+    authn: Option<Extension<Authn>>,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let (_, facts) = caller.image(&state, &id).await?;
+    caller.allow(&policy::Action::ModifyImage(&facts))?;
+    match state.db.add_tag(&id, &tag).await? {
+        records::TagChange::Changed | records::TagChange::Unchanged => Ok(empty(StatusCode::NO_CONTENT)),
+        records::TagChange::ImageNotFound => Err(GlanceError::no_image(&id)),
+        records::TagChange::LimitReached => Err(GlanceError::too_large(format!("An image has at most {} tags.", records::MAX_TAGS))),
+    }
+}
+
+/// `DELETE /v2/images/{id}/tags/{tag}`: 404 when the image does not have it.
+pub async fn remove_tag(
+    State(state): State<AppState>,
+    authn: Option<Extension<Authn>>,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    let (_, facts) = caller.image(&state, &id).await?;
+    caller.allow(&policy::Action::ModifyImage(&facts))?;
+    match state.db.remove_tag(&id, &tag).await? {
+        records::TagChange::Changed => Ok(empty(StatusCode::NO_CONTENT)),
+        records::TagChange::Unchanged => Err(GlanceError::not_found(format!("Tag {tag} not found on image {id}."))),
+        records::TagChange::ImageNotFound => Err(GlanceError::no_image(&id)),
+        records::TagChange::LimitReached => Err(GlanceError::too_large("Too many tags.")),
+    }
+}

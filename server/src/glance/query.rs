@@ -1,0 +1,174 @@
+//! `GET /v2/images` query strings → [`records::ImageQuery`] (Glance's `RequestDeserializer.index`,
+//! glance-api.md §1.4), and the `next` link that repeats them with a new marker.
+
+use records::{parse_in_list, ImageQuery, MemberStatusFilter, SortDir, SortKey, TimeFilter, VisibilityFilter};
+
+/// Glance's sort keys (`sort_key`/`sort`); the catalogue knows a few more for the dashboard.
+const GLANCE_SORT_KEYS: [&str; 8] = ["name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at"];
+
+/// Attributes whose filter takes Glance's `in:` operator.
+const IN_FILTERS: [&str; 5] = ["container_format", "disk_format", "id", "name", "status"];
+
+fn bad(m: impl Into<String>) -> String {
+    m.into()
+}
+
+fn values(v: &str, key: &str) -> Result<Vec<String>, String> {
+    match v.strip_prefix("in:") {
+        Some(list) if IN_FILTERS.contains(&key) => parse_in_list(list).map_err(|e| e.to_string()),
+        _ => Ok(vec![v.to_owned()]),
+    }
+}
+
+fn boolean(key: &str, v: &str, any_case: bool) -> Result<bool, String> {
+    let v = if any_case { v.to_ascii_lowercase() } else { v.to_owned() };
+    match v.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(format!("Invalid value '{v}' for parameter '{key}': use true or false."))),
+    }
+}
+
+fn integer(key: &str, v: &str) -> Result<i64, String> {
+    v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| bad(format!("{key} must be a non-negative integer, not '{v}'.")))
+}
+
+/// Parses the query pairs of an image listing; the error is the 400 message.
+pub fn parse(pairs: &[(String, String)]) -> Result<ImageQuery, String> {
+    let mut q = ImageQuery::default();
+    let (mut sort_keys, mut sort_dirs, mut sort_new) = (Vec::new(), Vec::new(), None::<String>);
+    for (k, v) in pairs {
+        match k.as_str() {
+            "limit" => {
+                let n = integer("limit", v)?;
+                q.limit = Some(u32::try_from(n).unwrap_or(u32::MAX).min(records::MAX_LIST_LIMIT));
+            }
+            "marker" => q.marker = Some(v.clone()),
+            "sort_key" => sort_keys.push(v.clone()),
+            "sort_dir" => sort_dirs.push(v.clone()),
+            "sort" => sort_new = Some(v.clone()),
+            "changes-since" => return Err(bad("The \"changes-since\" filter is no longer available on v2.")),
+            "id" => q.ids.extend(values(v, k)?),
+            "name" => q.names.extend(values(v, k)?),
+            "status" => q.statuses.extend(values(v, k)?),
+            "disk_format" => q.disk_formats.extend(values(v, k)?),
+            "container_format" => q.container_formats.extend(values(v, k)?),
+            "visibility" => q.visibility = Some(VisibilityFilter::parse(v).map_err(|e| e.to_string())?),
+            "member_status" => q.member_status = MemberStatusFilter::parse(v).map_err(|e| e.to_string())?,
+            "owner" => q.owners.push(v.clone()),
+            "tag" => q.tags.push(v.clone()),
+            "size_min" => q.size_min = Some(integer(k, v)?),
+            "size_max" => q.size_max = Some(integer(k, v)?),
+            "created_at" => q.created_at.push(TimeFilter::parse(v).map_err(|e| e.to_string())?),
+            "updated_at" => q.updated_at.push(TimeFilter::parse(v).map_err(|e| e.to_string())?),
+            // Glance lowercases os_hidden (glanceclient sends `True`) but not `protected`.
+            "protected" => q.protected = Some(boolean(k, v, false)?),
+            "os_hidden" => q.os_hidden = Some(boolean(k, v, true)?),
+            "checksum" => q.checksum = Some(v.clone()),
+            "os_hash_value" => q.os_hash_value = Some(v.clone()),
+            "self" | "file" | "schema" => return Err(bad(format!("'{k}' is a link and cannot be used as a filter."))),
+            _ => {
+                if !records::valid_property_key(k) {
+                    return Err(bad(format!("'{k}' is not a valid filter: property names are 1 to 255 letters, digits and _ : . -")));
+                }
+                q.properties.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    if sort_new.is_some() && (!sort_keys.is_empty() || !sort_dirs.is_empty()) {
+        return Err(bad("The 'sort' parameter cannot be combined with 'sort_key' or 'sort_dir'."));
+    }
+    let key = |s: &str| -> Result<SortKey, String> {
+        if !GLANCE_SORT_KEYS.contains(&s) {
+            return Err(bad(format!("Invalid sort key: {s}. It must be one of: {}.", GLANCE_SORT_KEYS.join(", "))));
+        }
+        SortKey::parse(s).map_err(|e| e.to_string())
+    };
+    let dir = |s: &str| SortDir::parse(s).map_err(|_| bad(format!("Invalid sort direction: {s}. Use asc or desc.")));
+    if let Some(spec) = sort_new {
+        // `sort=name:asc,status` (direction defaults to desc).
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, d) = item.split_once(':').unwrap_or((item, "desc"));
+            q.sort.push((key(k.trim())?, dir(d.trim())?));
+        }
+    } else if !sort_keys.is_empty() || !sort_dirs.is_empty() {
+        if sort_dirs.len() > 1 && sort_dirs.len() != sort_keys.len() {
+            return Err(bad("Number of sort dirs does not match the number of sort keys."));
+        }
+        let keys = if sort_keys.is_empty() { vec!["created_at".to_owned()] } else { sort_keys };
+        for (i, k) in keys.iter().enumerate() {
+            let d = sort_dirs.get(i).or(sort_dirs.first()).map_or(Ok(SortDir::Desc), |d| dir(d))?;
+            q.sort.push((key(k)?, d));
+        }
+    }
+    Ok(q)
+}
+
+/// Percent-encodes a query component (everything but RFC 3986's unreserved characters).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `next` link: the same query (filters, sort, limit) with `marker` replaced.
+pub fn next_link(pairs: &[(String, String)], marker: &str) -> String {
+    let mut parts: Vec<String> =
+        pairs.iter().filter(|(k, _)| k != "marker").map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    parts.push(format!("marker={}", encode(marker)));
+    format!("/v2/images?{}", parts.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(q: &str) -> Vec<(String, String)> {
+        q.split('&').filter(|s| !s.is_empty()).map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_owned(), v.to_owned())
+        }).collect()
+    }
+
+    #[test]
+    fn both_sort_syntaxes_and_their_errors() {
+        let q = parse(&p("sort=name:asc,size")).unwrap();
+        assert_eq!(q.sort, vec![(SortKey::Name, SortDir::Asc), (SortKey::Size, SortDir::Desc)]);
+        let q = parse(&p("sort_key=name&sort_key=size&sort_dir=asc")).unwrap();
+        assert_eq!(q.sort, vec![(SortKey::Name, SortDir::Asc), (SortKey::Size, SortDir::Asc)]);
+        assert!(parse(&p("sort=name&sort_key=size")).is_err(), "mixed forms");
+        assert!(parse(&p("sort_key=name&sort_key=size&sort_dir=asc&sort_dir=desc&sort_dir=asc")).is_err());
+        assert!(parse(&p("sort_key=owner")).is_err(), "not a Glance key");
+        assert!(parse(&p("sort=name:up")).is_err());
+    }
+
+    #[test]
+    fn filters_follow_glance() {
+        let q = parse(&p("status=in:saving,queued&os_hidden=True&tag=a&tag=b&hw_disk_bus=virtio&limit=5000")).unwrap();
+        assert_eq!(q.statuses, ["saving", "queued"]);
+        assert_eq!(q.os_hidden, Some(true));
+        assert_eq!(q.tags, ["a", "b"]);
+        assert_eq!(q.properties, [("hw_disk_bus".to_owned(), "virtio".to_owned())]);
+        assert_eq!(q.limit, Some(records::MAX_LIST_LIMIT));
+        assert!(parse(&p("protected=True")).is_err(), "protected is lowercase only");
+        assert!(parse(&p("limit=-1")).is_err());
+        assert!(parse(&p("limit=x")).is_err());
+        assert!(parse(&p("changes-since=2020-01-01")).is_err());
+        assert!(parse(&p("visibility=everyone")).is_err());
+        assert!(parse(&p("member_status=maybe")).is_err());
+        assert!(parse(&p("created_at=after:2020-01-01")).is_err());
+        assert_eq!(parse(&p("name=in:\"a,b\",c")).unwrap().names, ["a,b", "c"]);
+    }
+
+    #[test]
+    fn next_keeps_the_query_and_replaces_the_marker() {
+        let link = next_link(&p("limit=2&marker=old&name=a b&tag=x"), "m1");
+        assert_eq!(link, "/v2/images?limit=2&name=a%20b&tag=x&marker=m1");
+    }
+}

@@ -1,0 +1,467 @@
+//! The Glance v2-compatible API (`/image`) through the whole router: versions and schemas, the
+//! error shape real clients parse, create/list/show/PATCH/delete with Glance's rules, uploads
+//! through the validating pipeline (qemu-img makes the images, always with -f), stage + import,
+//! tags, actions, members and the info endpoints. scripts/glance-cli-test.sh drives the same API
+//! with the real python-glanceclient and openstackclient.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::{seed_accounts, spawn_app, token, Reply, TestApp, HOST};
+use serde_json::{json, Value};
+
+const PATCH_TYPE: &str = "application/openstack-images-v2.1-json-patch";
+
+struct Api<'a> {
+    app: &'a TestApp,
+}
+
+impl Api<'_> {
+    async fn req(&self, method: &str, uri: &str, tok: Option<&str>, ctype: Option<&str>, body: Body, extra: &[(&str, &str)]) -> Reply {
+        let mut b = Request::builder().method(method).uri(format!("/image{uri}")).header(header::HOST, HOST);
+        if let Some(t) = tok {
+            b = b.header("x-auth-token", t);
+        }
+        if let Some(c) = ctype {
+            b = b.header(header::CONTENT_TYPE, c);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        self.app.send(b.body(body).unwrap()).await
+    }
+    async fn get(&self, uri: &str, tok: &str) -> Reply {
+        // glanceclient sends this content type even on GET (glance-api.md §4.1).
+        self.req("GET", uri, Some(tok), Some("application/octet-stream"), Body::empty(), &[]).await
+    }
+    async fn json(&self, method: &str, uri: &str, tok: &str, body: Value) -> Reply {
+        self.req(method, uri, Some(tok), Some("application/json"), Body::from(body.to_string()), &[]).await
+    }
+    async fn patch(&self, id: &str, tok: &str, ops: Value) -> Reply {
+        self.req("PATCH", &format!("/v2/images/{id}"), Some(tok), Some(PATCH_TYPE), Body::from(ops.to_string()), &[]).await
+    }
+    async fn create(&self, tok: &str, body: Value) -> String {
+        let r = self.json("POST", "/v2/images", tok, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+    async fn put_data(&self, what: &str, id: &str, tok: &str, data: Vec<u8>) -> Reply {
+        let size = data.len().to_string();
+        self.req(
+            "PUT",
+            &format!("/v2/images/{id}/{what}"),
+            Some(tok),
+            Some("application/octet-stream"),
+            Body::from(data),
+            &[("x-openstack-image-size", &size)],
+        )
+        .await
+    }
+    async fn show(&self, id: &str, tok: &str) -> Value {
+        let r = self.get(&format!("/v2/images/{id}"), tok).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.json()
+    }
+    /// Waits (bounded) until the image leaves the transient statuses of an import.
+    async fn settled(&self, id: &str, tok: &str) -> Value {
+        for _ in 0..300 {
+            let img = self.show(id, tok).await;
+            if !matches!(img["status"].as_str(), Some("uploading" | "importing" | "saving")) {
+                return img;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("image {id} did not settle");
+    }
+}
+
+/// Every error answer is JSON whose top-level values are objects with a message (glanceclient's
+/// parser), with the status as `code`.
+fn assert_error(r: &Reply, status: StatusCode, needle: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    let v = r.json();
+    let obj = v.as_object().unwrap();
+    assert!(obj.values().all(Value::is_object), "{}", r.body);
+    let msg = obj.values().filter_map(|o| o["message"].as_str()).collect::<Vec<_>>().join(" ");
+    assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+    assert_eq!(v["error"]["code"], status.as_u16());
+}
+
+fn qemu_img(dir: &std::path::Path, name: &str, args: &[&str]) -> Vec<u8> {
+    let path = dir.join(name);
+    let mut full: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let size = full.pop().unwrap();
+    full.push(path.display().to_string());
+    full.push(size);
+    let out = Command::new("qemu-img").args(&full).output().expect("qemu-img is required (apt-get install qemu-utils)");
+    assert!(out.status.success(), "qemu-img {full:?}: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(path).unwrap()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct World {
+    app: TestApp,
+    member: String,
+    reader: String,
+    other: String,
+    admin: String,
+    p2: String,
+}
+
+async fn world() -> World {
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let member = token(&app, "member", &p1).await;
+    let reader = token(&app, "reader", &p1).await;
+    let other = token(&app, "other", &p2).await;
+    let admin = token(&app, "admin", &p1).await;
+    World { app, member, reader, other, admin, p2 }
+}
+
+#[tokio::test]
+async fn versions_schemas_and_the_error_shape() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    let r = api.req("GET", "/versions", None, None, Body::empty(), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ids: Vec<String> = r.json()["versions"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect();
+    assert!(ids.contains(&"v2.12".to_owned()) && ids.contains(&"v2.0".to_owned()), "{ids:?}");
+    assert_eq!(r.json()["versions"][0]["status"], "CURRENT");
+    // `/image` itself (axum's nest does not route `/image/` to it).
+    let r = api.req("GET", "", None, None, Body::empty(), &[]).await;
+    assert_eq!(r.status, StatusCode::MULTIPLE_CHOICES);
+    assert_eq!(r.json()["versions"][0]["links"][0]["href"], "http://hangar.test/image/v2/");
+
+    let r = api.get("/v2/schemas/image", &w.member).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let s = r.json();
+    let disk: Vec<Value> = s["properties"]["disk_format"]["enum"].as_array().unwrap().clone();
+    assert!(disk.contains(&Value::Null) && disk.contains(&json!("qcow2")) && disk.contains(&json!("vdi")), "{disk:?}");
+    assert!(!disk.contains(&json!("ova")), "ova is a container format");
+    assert_eq!(s["additionalProperties"]["type"], "string");
+    for name in ["images", "member", "members", "task", "tasks", "metadefs/namespace", "metadefs/resource_type"] {
+        assert_eq!(api.get(&format!("/v2/schemas/{name}"), &w.member).await.status, StatusCode::OK, "{name}");
+    }
+
+    // No token, a bad token, an unknown route: all in the nested shape.
+    let r = api.req("GET", "/v2/images", None, None, Body::empty(), &[]).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "X-Auth-Token");
+    let r = api.get("/v2/images", "hgr_not-a-token").await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "token");
+    assert_error(&api.get("/v2/nothing", &w.member).await, StatusCode::NOT_FOUND, "could not be found");
+    assert_error(&api.get("/v2/images/00000000-0000-0000-0000-000000000000", &w.member).await, StatusCode::NOT_FOUND, "No image found");
+}
+
+#[tokio::test]
+async fn create_show_patch_and_delete_follow_glance() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    let r = api
+        .json("POST", "/v2/images", &w.member, json!({"name": "deb", "disk_format": "qcow2", "container_format": "bare",
+            "tags": ["a", "a", "b"], "min_ram": 512, "visibility": "private", "os_distro": "debian",
+            "owner_specified.openstack.md5": ""}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let img = r.json();
+    let id = img["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.headers[header::LOCATION], format!("/v2/images/{id}").as_str());
+    assert!(r.headers["openstack-image-import-methods"].to_str().unwrap().contains("glance-direct"));
+    assert_eq!(img["status"], "queued");
+    assert_eq!(img["tags"], json!(["a", "b"]));
+    assert_eq!(img["os_distro"], "debian");
+    assert_eq!(img["size"], Value::Null);
+    assert_eq!(img["checksum"], Value::Null);
+    assert_eq!(img["file"], format!("/v2/images/{id}/file"));
+    assert_eq!(img["owner_specified.openstack.md5"], "");
+
+    // Create errors.
+    assert_error(&api.json("POST", "/v2/images", &w.reader, json!({"name": "x"})).await, StatusCode::FORBIDDEN, "Readers");
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"status": "active"})).await, StatusCode::FORBIDDEN, "read-only");
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"os_glance_x": "1"})).await, StatusCode::FORBIDDEN, "reserved");
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"disk_format": "floppy"})).await, StatusCode::BAD_REQUEST, "disk_format");
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"min_disk": -1})).await, StatusCode::BAD_REQUEST, "min_disk");
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"visibility": "public"})).await, StatusCode::FORBIDDEN, "administrators");
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"k": 5})).await, StatusCode::BAD_REQUEST, "strings");
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!([1])).await, StatusCode::BAD_REQUEST, "object");
+
+    // PATCH: media type, add-as-replace, Glance's error classes.
+    let r = api.req("PATCH", &format!("/v2/images/{id}"), Some(&w.member), Some("application/json"), Body::from("[]"), &[]).await;
+    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type");
+    assert!(r.headers["accept-patch"].to_str().unwrap().contains("v2.1-json-patch"));
+    let r = api
+        .patch(&id, &w.member, json!([
+            {"op": "add", "path": "/name", "value": "renamed"},
+            {"op": "add", "path": "/os_distro", "value": "ubuntu"},
+            {"op": "add", "path": "/hw_disk_bus", "value": "virtio"},
+            {"op": "replace", "path": "/min_disk", "value": 2},
+            {"op": "add", "path": "/protected", "value": true},
+            {"op": "replace", "path": "/tags", "value": ["x"]}
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let img = r.json();
+    assert_eq!((img["name"].as_str(), img["os_distro"].as_str(), img["hw_disk_bus"].as_str()), (Some("renamed"), Some("ubuntu"), Some("virtio")));
+    assert_eq!((img["min_disk"].as_i64(), img["protected"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(img["tags"], json!(["x"]));
+    let r = api.patch(&id, &w.member, json!([{"op": "remove", "path": "/hw_disk_bus"}])).await;
+    assert!(r.json().get("hw_disk_bus").is_none());
+    assert_error(&api.patch(&id, &w.member, json!([{"op": "remove", "path": "/hw_disk_bus"}])).await, StatusCode::CONFLICT, "does not exist");
+    assert_error(&api.patch(&id, &w.member, json!([{"op": "replace", "path": "/nope", "value": "1"}])).await, StatusCode::CONFLICT, "does not exist");
+    assert_error(&api.patch(&id, &w.member, json!([{"op": "remove", "path": "/name"}])).await, StatusCode::FORBIDDEN, "may not be removed");
+    assert_error(&api.patch(&id, &w.member, json!([{"op": "replace", "path": "/size", "value": 1}])).await, StatusCode::FORBIDDEN, "read-only");
+    assert_error(&api.patch(&id, &w.member, json!([{"op": "test", "path": "/name", "value": "x"}])).await, StatusCode::BAD_REQUEST, "not supported");
+    assert_error(&api.patch(&id, &w.member, json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await, StatusCode::FORBIDDEN, "administrators");
+    assert_error(&api.patch(&id, &w.reader, json!([{"op": "replace", "path": "/name", "value": "r"}])).await, StatusCode::FORBIDDEN, "Readers");
+    // Another project cannot see a private image at all: 404, not 403.
+    assert_error(&api.patch(&id, &w.other, json!([{"op": "replace", "path": "/name", "value": "o"}])).await, StatusCode::NOT_FOUND, "No image");
+    assert_error(&api.get(&format!("/v2/images/{id}"), &w.other).await, StatusCode::NOT_FOUND, "No image");
+    let r = api.patch(&id, &w.admin, json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await;
+    assert_eq!(r.json()["visibility"], "public");
+    assert_eq!(api.show(&id, &w.other).await["name"], "renamed", "public images are visible to everyone");
+
+    // Tags.
+    let tag = |m: &'static str, t: &'static str| {
+        let id = id.clone();
+        let tok = w.member.clone();
+        let api = Api { app: &w.app };
+        async move { api.req(m, &format!("/v2/images/{id}/tags/{t}"), Some(&tok), None, Body::empty(), &[]).await }
+    };
+    assert_eq!(tag("PUT", "t1").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(tag("PUT", "t1").await.status, StatusCode::NO_CONTENT, "idempotent");
+    assert_eq!(api.show(&id, &w.member).await["tags"], json!(["x", "t1"]));
+    assert_eq!(tag("DELETE", "t1").await.status, StatusCode::NO_CONTENT);
+    assert_error(&tag("DELETE", "t1").await, StatusCode::NOT_FOUND, "Tag");
+
+    // Actions on a queued image are refused (Glance: 403); delete honours protection.
+    let r = api.req("POST", &format!("/v2/images/{id}/actions/deactivate"), Some(&w.member), None, Body::empty(), &[]).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "queued");
+    let del_uri = format!("/v2/images/{id}");
+    let del = || api.req("DELETE", &del_uri, Some(&w.member), Some("application/octet-stream"), Body::empty(), &[]);
+    assert_error(&del().await, StatusCode::FORBIDDEN, "protected");
+    api.patch(&id, &w.member, json!([{"op": "replace", "path": "/protected", "value": false}])).await;
+    let r = del().await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(!r.headers[header::CONTENT_TYPE].to_str().unwrap().contains("json"), "an empty 204 has no JSON type");
+    assert_error(&del().await, StatusCode::NOT_FOUND, "No image");
+}
+
+#[tokio::test]
+async fn listing_filters_sorts_and_pages_like_glance() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    for (name, fmt, tags) in [("c", "qcow2", json!(["t"])), ("a", "raw", json!(["t", "u"])), ("b", "qcow2", json!([])), ("d", "iso", json!(["u"]))] {
+        api.create(&w.member, json!({"name": name, "disk_format": fmt, "container_format": "bare", "tags": tags, "os_distro": name})).await;
+    }
+    let hidden = api.create(&w.member, json!({"name": "h", "os_hidden": true})).await;
+    let names = |r: &Reply| -> Vec<String> { r.json()["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap_or("").to_owned()).collect() };
+
+    let r = api.get("/v2/images?sort_key=name&sort_dir=asc", &w.member).await;
+    assert_eq!(names(&r), ["a", "b", "c", "d"], "hidden images are left out by default");
+    assert_eq!(r.json()["first"], "/v2/images");
+    assert_eq!(r.json()["schema"], "/v2/schemas/images");
+    assert!(r.json().get("next").is_none());
+    assert_eq!(names(&api.get("/v2/images?sort=name:desc", &w.member).await), ["d", "c", "b", "a"]);
+    assert_eq!(names(&api.get("/v2/images?sort=disk_format:asc,name:desc", &w.member).await), ["d", "c", "b", "a"]);
+    assert_eq!(names(&api.get("/v2/images?os_hidden=True", &w.member).await), ["h"]);
+    assert_eq!(api.show(&hidden, &w.member).await["os_hidden"], true);
+    assert_eq!(names(&api.get("/v2/images?disk_format=in:raw,iso&sort=name:asc", &w.member).await), ["a", "d"]);
+    assert_eq!(names(&api.get("/v2/images?tag=t&tag=u", &w.member).await), ["a"]);
+    assert_eq!(names(&api.get("/v2/images?os_distro=c", &w.member).await), ["c"]);
+    assert_eq!(names(&api.get("/v2/images?name=b", &w.member).await), ["b"]);
+    assert_eq!(names(&api.get("/v2/images?created_at=gte:2000-01-01T00:00:00Z&sort=name:asc&limit=1", &w.member).await), ["a"]);
+    assert!(names(&api.get("/v2/images", &w.other).await).is_empty(), "other projects see none of p1's shared images");
+
+    // Paging: follow `next` verbatim, as glanceclient does.
+    let mut uri = "/v2/images?limit=3&sort_key=name&sort_dir=asc&visibility=all".to_owned();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let r = api.get(&uri, &w.member).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        seen.extend(names(&r));
+        match r.json()["next"].as_str() {
+            Some(next) => {
+                assert!(next.contains("limit=3") && next.contains("sort_key=name") && next.contains("marker="), "{next}");
+                uri = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a", "b", "c", "d"]);
+
+    for bad in [
+        "marker=00000000-0000-0000-0000-000000000000",
+        "limit=-1",
+        "sort=name&sort_key=size",
+        "sort_key=owner",
+        "changes-since=2020-01-01T00:00:00Z",
+        "visibility=everyone",
+        "member_status=maybe",
+        "protected=True",
+        "os_hidden=maybe",
+        "created_at=later:2020-01-01",
+        "size_min=big",
+    ] {
+        let r = api.get(&format!("/v2/images?{bad}"), &w.member).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn uploads_run_through_the_validating_pipeline() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    let tmp = tempfile::tempdir().unwrap();
+    let qcow2 = qemu_img(tmp.path(), "d.qcow2", &["create", "-f", "qcow2", "2M"]);
+
+    let id = api.create(&w.member, json!({"name": "q", "disk_format": "qcow2", "container_format": "bare"})).await;
+    let r = api.put_data("file", &id, &w.member, qcow2.clone()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let img = api.show(&id, &w.member).await;
+    assert_eq!(img["status"], "active");
+    assert_eq!(img["checksum"], md5_hex(&qcow2), "stored as uploaded");
+    assert_eq!(img["os_hash_algo"], "sha512");
+    assert_eq!(img["virtual_size"], 2 * 1024 * 1024);
+    assert_eq!(img["stores"], "local");
+
+    // Download through the Glance path: whole (Content-MD5) and a range.
+    let r = api.get(&format!("/v2/images/{id}/file"), &w.member).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-md5"], md5_hex(&qcow2).as_str());
+    assert_eq!(r.headers[header::CONTENT_LENGTH], qcow2.len().to_string().as_str(), "the body is read as lossy UTF-8");
+    let r = api.req("GET", &format!("/v2/images/{id}/file"), Some(&w.member), None, Body::empty(), &[("range", "bytes=0-3")]).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers[header::CONTENT_RANGE], format!("bytes 0-3/{}", qcow2.len()).as_str());
+    assert!(r.body.starts_with("QFI"));
+
+    // Wrong status, wrong content type, missing formats, size mismatch.
+    assert_error(&api.put_data("file", &id, &w.member, qcow2.clone()).await, StatusCode::CONFLICT, "active");
+    let fresh = api.create(&w.member, json!({"name": "n"})).await;
+    assert_error(&api.put_data("file", &fresh, &w.member, qcow2.clone()).await, StatusCode::BAD_REQUEST, "must be set");
+    let q2 = api.create(&w.member, json!({"name": "q2", "disk_format": "qcow2", "container_format": "bare"})).await;
+    let r = api.req("PUT", &format!("/v2/images/{q2}/file"), Some(&w.member), Some("text/plain"), Body::from("x"), &[]).await;
+    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "octet-stream");
+    let r = api
+        .req("PUT", &format!("/v2/images/{q2}/file"), Some(&w.member), Some("application/octet-stream"), Body::from(qcow2.clone()), &[("x-openstack-image-size", "10")])
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "x-openstack-image-size");
+    assert_eq!(api.show(&q2, &w.member).await["status"], "queued", "a failed upload leaves the image queued");
+    assert_error(&api.put_data("file", &q2, &w.reader, qcow2.clone()).await, StatusCode::FORBIDDEN, "Readers");
+
+    // A format mismatch and an unsafe image are refused with 415 and the inspector's reason.
+    let vdi_id = api.create(&w.member, json!({"name": "liar", "disk_format": "vdi", "container_format": "bare"})).await;
+    let r = api.put_data("file", &vdi_id, &w.member, qcow2.clone()).await;
+    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "refused");
+    assert_eq!(api.show(&vdi_id, &w.member).await["status"], "killed");
+    let backing = tmp.path().join("base.qcow2");
+    qemu_img(tmp.path(), "base.qcow2", &["create", "-f", "qcow2", "1M"]);
+    let child = qemu_img(tmp.path(), "child.qcow2", &["create", "-f", "qcow2", "-F", "qcow2", "-b", backing.to_str().unwrap(), "1M"]);
+    let unsafe_id = api.create(&w.member, json!({"name": "child", "disk_format": "qcow2", "container_format": "bare"})).await;
+    let r = api.put_data("file", &unsafe_id, &w.member, child).await;
+    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "backing");
+
+    // A VDI is converted to qcow2 by the local store's matrix.
+    let vdi = qemu_img(tmp.path(), "d.vdi", &["create", "-f", "vdi", "1M"]);
+    let v = api.create(&w.member, json!({"name": "vb", "disk_format": "vdi", "container_format": "bare"})).await;
+    assert_eq!(api.put_data("file", &v, &w.member, vdi).await.status, StatusCode::NO_CONTENT);
+    let img = api.show(&v, &w.member).await;
+    assert_eq!((img["status"].as_str(), img["disk_format"].as_str()), (Some("active"), Some("qcow2")));
+
+    // Deactivate/reactivate an active image; a deactivated image's data is 403 for non-admins.
+    let (deactivate, reactivate) = (format!("/v2/images/{id}/actions/deactivate"), format!("/v2/images/{id}/actions/reactivate"));
+    let act = |a: &'static str| {
+        let uri = if a == "deactivate" { &deactivate } else { &reactivate };
+        api.req("POST", uri, Some(&w.member), None, Body::empty(), &[])
+    };
+    assert_eq!(act("deactivate").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(act("deactivate").await.status, StatusCode::NO_CONTENT, "a no-op");
+    assert_eq!(api.get(&format!("/v2/images/{id}/file"), &w.member).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(act("reactivate").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get(&format!("/v2/images/{id}/file"), &w.member).await.status, StatusCode::OK);
+
+    // The image's jobs as tasks.
+    let r = api.get(&format!("/v2/images/{id}/tasks"), &w.member).await;
+    let tasks = r.json()["tasks"].as_array().unwrap().clone();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["status"], "success");
+}
+
+#[tokio::test]
+async fn stage_and_import() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    let tmp = tempfile::tempdir().unwrap();
+    let qcow2 = qemu_img(tmp.path(), "s.qcow2", &["create", "-f", "qcow2", "1M"]);
+    let id = api.create(&w.member, json!({"name": "s", "disk_format": "qcow2", "container_format": "bare"})).await;
+    let import_uri = format!("/v2/images/{id}/import");
+    let import = |body: Value| api.json("POST", &import_uri, &w.member, body);
+    assert_error(&import(json!({"method": {"name": "glance-direct"}})).await, StatusCode::CONFLICT, "stage");
+    assert_eq!(api.put_data("stage", &id, &w.member, qcow2.clone()).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.show(&id, &w.member).await["status"], "uploading");
+    assert_error(&api.put_data("stage", &id, &w.member, qcow2.clone()).await, StatusCode::CONFLICT, "uploading");
+    assert_error(&import(json!({"method": {}})).await, StatusCode::BAD_REQUEST, "method");
+    assert_error(&import(json!({"method": {"name": "web-download", "uri": "http://example.com/x"}})).await, StatusCode::BAD_REQUEST, "disabled");
+    assert_error(&import(json!({"method": {"name": "glance-direct"}, "stores": ["nowhere"]})).await, StatusCode::CONFLICT, "Unknown store");
+    let r = import(json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert!(r.body.is_empty() && !r.headers[header::CONTENT_TYPE].to_str().unwrap().contains("json"));
+    let img = api.settled(&id, &w.member).await;
+    assert_eq!(img["status"], "active");
+    assert_eq!(img["checksum"], md5_hex(&qcow2));
+    assert_error(&import(json!({"method": {"name": "copy-image"}, "stores": ["local"]})).await, StatusCode::BAD_REQUEST, "already present");
+    assert_error(&import(json!({"method": {"name": "copy-image"}, "stores": ["elsewhere"]})).await, StatusCode::CONFLICT, "Unknown store");
+    assert_eq!(import(json!({"method": {"name": "copy-image"}, "all_stores": true})).await.status, StatusCode::ACCEPTED, "nothing left to copy");
+}
+
+#[tokio::test]
+async fn members_and_info() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    let id = api.create(&w.member, json!({"name": "sh", "visibility": "shared"})).await;
+    let private = api.create(&w.member, json!({"name": "pr", "visibility": "private"})).await;
+    let members = format!("/v2/images/{id}/members");
+    let mine = format!("{members}/{}", w.p2);
+    assert_error(&api.json("POST", &format!("/v2/images/{private}/members"), &w.member, json!({"member": w.p2})).await, StatusCode::FORBIDDEN, "shared");
+    assert_error(&api.json("POST", &members, &w.reader, json!({"member": w.p2})).await, StatusCode::FORBIDDEN, "Readers");
+    let r = api.json("POST", &members, &w.member, json!({"member": w.p2})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!((r.json()["member_id"].as_str(), r.json()["status"].as_str()), (Some(w.p2.as_str()), Some("pending")));
+    assert_error(&api.json("POST", &members, &w.member, json!({"member": w.p2})).await, StatusCode::CONFLICT, "already");
+    assert_error(&api.json("POST", &members, &w.member, json!({"member": "no-such-project"})).await, StatusCode::BAD_REQUEST, "project");
+
+    // The member sees it (pending) only with member_status; accepts; then it is listed.
+    assert!(api.get("/v2/images", &w.other).await.json()["images"].as_array().unwrap().is_empty());
+    assert_eq!(api.get("/v2/images?member_status=pending", &w.other).await.json()["images"][0]["id"], id.as_str());
+    assert_error(&api.json("PUT", &mine, &w.member, json!({"status": "accepted"})).await, StatusCode::FORBIDDEN, "member project");
+    assert_error(&api.json("PUT", &mine, &w.other, json!({"status": "maybe"})).await, StatusCode::BAD_REQUEST, "status");
+    let r = api.json("PUT", &mine, &w.other, json!({"status": "accepted"})).await;
+    assert_eq!(r.json()["status"], "accepted", "{}", r.body);
+    assert_eq!(api.get("/v2/images", &w.other).await.json()["images"][0]["id"], id.as_str());
+    assert_eq!(api.get(&members, &w.other).await.json()["members"].as_array().unwrap().len(), 1);
+    assert_eq!(api.get(&mine, &w.member).await.json()["status"], "accepted");
+    assert_error(&api.req("DELETE", &mine, Some(&w.other), None, Body::empty(), &[]).await, StatusCode::FORBIDDEN, "");
+    assert_eq!(api.req("DELETE", &mine, Some(&w.member), None, Body::empty(), &[]).await.status, StatusCode::NO_CONTENT);
+    assert_error(&api.get(&format!("/v2/images/{id}"), &w.other).await, StatusCode::NOT_FOUND, "No image");
+
+    // Info endpoints.
+    let r = api.get("/v2/info/import", &w.member).await;
+    assert_eq!(r.json()["import-methods"]["value"], json!(["glance-direct", "copy-image"]));
+    let r = api.get("/v2/info/stores", &w.member).await;
+    assert_eq!(r.json()["stores"], json!([{"id": "local", "description": "local storage", "default": "true"}]));
+    w.app.state.db.set_quota(&w.app.state.db.project_by_name("p1").await.unwrap().unwrap().id, records::QuotaRow { max_images: Some(3), max_bytes: Some(10 << 20), max_concurrent_uploads: None }).await.unwrap();
+    let r = api.get("/v2/info/usage", &w.member).await;
+    let u = &r.json()["usage"];
+    assert_eq!((u["image_count_total"]["limit"].as_i64(), u["image_count_total"]["usage"].as_i64()), (Some(3), Some(2)));
+    assert_eq!(u["image_size_total"]["limit"], 10);
+    assert_eq!(u["image_count_uploading"]["limit"], -1);
+    // The image quota: a third image fits, a fourth is 413.
+    api.create(&w.member, json!({"name": "third"})).await;
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"name": "fourth"})).await, StatusCode::PAYLOAD_TOO_LARGE, "quota");
+}
