@@ -22,7 +22,11 @@ struct Api<'a> {
 
 impl Api<'_> {
     async fn req(&self, method: &str, uri: &str, tok: Option<&str>, ctype: Option<&str>, body: Body, extra: &[(&str, &str)]) -> Reply {
+        // openstacksdk's Accept; errors come as nested JSON (glanceclient's `*/*` gets HTML).
         let mut b = Request::builder().method(method).uri(format!("/image{uri}")).header(header::HOST, HOST);
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+            b = b.header(header::ACCEPT, "application/json");
+        }
         if let Some(t) = tok {
             b = b.header("x-auth-token", t);
         }
@@ -158,6 +162,13 @@ async fn versions_schemas_and_the_error_shape() {
     assert_error(&r, StatusCode::UNAUTHORIZED, "token");
     assert_error(&api.get("/v2/nothing", &w.member).await, StatusCode::NOT_FOUND, "could not be found");
     assert_error(&api.get("/v2/images/00000000-0000-0000-0000-000000000000", &w.member).await, StatusCode::NOT_FOUND, "No image found");
+    // glanceclient sends `Accept: */*` and gets webob's page, as from Glance.
+    let r = api
+        .req("GET", "/v2/images/00000000-0000-0000-0000-000000000000", Some(&w.member), None, Body::empty(), &[("accept", "*/*")])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(r.body.contains("<title>404 Not Found</title>") && r.body.contains("No image found with ID 00000000-"), "{}", r.body);
 }
 
 #[tokio::test]

@@ -230,7 +230,43 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/images/{id}/members", get(members::list).post(members::create))
         .route("/v2/images/{id}/members/{member}", get(members::show).put(members::update).delete(members::delete))
         .fallback(|| async { GlanceError::not_found("The resource could not be found.") })
+        .layer(axum::middleware::from_fn(negotiate_errors))
         .with_state(state)
+}
+
+/// Largest error body [`negotiate_errors`] rewrites (ours are a few hundred bytes).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Answers errors as Glance does for the client's `Accept`: nested JSON when it asks for JSON
+/// (openstacksdk), otherwise webob's small HTML page, which glanceclient (`Accept: */*`) prints
+/// as "HTTP 404 Not Found: No image found with ID …", exactly as against Glance.
+async fn negotiate_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let wants_json = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("json"));
+    let resp = next.run(req).await;
+    let is_json = resp.headers().get(header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).is_some_and(|c| c.contains("json"));
+    if wants_json || !is_json || !(resp.status().is_client_error() || resp.status().is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        return (parts.status, "").into_response();
+    };
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let title = format!("{} {}", parts.status.as_u16(), parts.status.canonical_reason().unwrap_or("Error"));
+    let page = format!(
+        "<html>\n <head>\n  <title>{title}</title>\n </head>\n <body>\n  <h1>{title}</h1>\n  {}<br /><br />\n\n\n\n </body>\n</html>",
+        html_escape(&message)
+    );
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=UTF-8"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(page))
 }
 
 /// `scheme://host/image`, for the absolute links of the version document.

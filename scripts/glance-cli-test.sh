@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# Drives Hangar's Glance-compatible API with the real clients, unmodified and without Keystone:
+# python-glanceclient (`glance`, with OS_IMAGE_URL + OS_AUTH_TOKEN) and openstackclient
+# (`openstack image …` with --os-auth-type admin_token and --os-endpoint …/image/v2), both from
+# scripts/py-requirements.txt in .venv. It starts target/debug/hangar on 127.0.0.1 (a free
+# port) with a fresh data dir, makes users, projects and API tokens with the `hangar` CLI, and
+# runs a scripted session with each client: create with and without data, a qemu-img-made
+# qcow2 and VDI, list with filters and paging, show, update properties and tags, download and
+# verify, stage + import, deactivate/reactivate, sharing (member-*), delete, and the error
+# paths (415 mismatch/unsafe image, 409 wrong status, 404, 403 for a reader). Every command's
+# exit status and output are checked. The server is stopped and the data removed on exit.
+#
+# usage: scripts/glance-cli-test.sh      (after `cargo build -p server --bin hangar`;
+#                                         HANGAR_BIN=/path/to/hangar to use another binary)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$root/$target_dir
+bin=${HANGAR_BIN:-$target_dir/debug/hangar}
+venv=$root/.venv
+start=$SECONDS
+
+die() { printf '\nFAILED: %b\n' "$*" >&2; exit 1; }
+[[ -x $bin ]] || die "no server binary at $bin; run: cargo build -p server --bin hangar"
+command -v qemu-img >/dev/null || die "qemu-img is required (apt-get install qemu-utils)"
+if [[ ! -x $venv/bin/glance || ! -x $venv/bin/openstack ]]; then
+  [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/py-requirements.txt
+fi
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [[ -n $server_pid ]]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- the server ------------------------------------------------------------------------------
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+url=http://127.0.0.1:$port/image
+data=$work/data
+HANGAR_BOOTSTRAP_ADMIN=admin HANGAR_BOOTSTRAP_PASSWORD=glance-cli-admin-pw HANGAR_LOG=${HANGAR_LOG:-warn} \
+  "$bin" --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 120); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  kill -0 "$server_pid" 2>/dev/null || die "the server exited:\n$(cat "$work/server.log")"
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null || die "the server did not answer within 60 s"
+
+# --- accounts, with the hangar CLI (it may run beside the server) ----------------------------
+hangar() { timeout 60 "$bin" --data-dir "$data" "$@"; }
+export HANGAR_PASSWORD=glance-cli-user-pw
+for u in ana rita oscar; do hangar user create "$u" >/dev/null; done
+web=$(hangar project create web | sed -n 's/.*(\(.*\))$/\1/p')
+ops=$(hangar project create ops | sed -n 's/.*(\(.*\))$/\1/p')
+[[ -n $web && -n $ops ]] || die "project ids not printed"
+hangar role grant ana web member >/dev/null
+hangar role grant rita web reader >/dev/null
+hangar role grant oscar ops member >/dev/null
+declare -A tok
+tok[ana]=$(hangar token create ana web cli)
+tok[rita]=$(hangar token create rita web cli)
+tok[oscar]=$(hangar token create oscar ops cli)
+[[ ${tok[ana]} == hgr_* ]] || die "no token printed"
+
+# --- helpers ---------------------------------------------------------------------------------
+# glanceclient caches schemas under ~/.glanceclient: a fresh HOME, and no stray OS_* settings.
+export HOME=$work/home
+mkdir -p "$HOME"
+for v in $(compgen -e | grep '^OS_' || true); do unset "$v"; done
+# G USER args… / O USER args…: the two clients, acting with USER's token.
+G() { local u=$1; shift; OS_IMAGE_URL=$url OS_AUTH_TOKEN=${tok[$u]} timeout 120 "$venv/bin/glance" "$@"; }
+O() { local u=$1; shift; timeout 120 "$venv/bin/openstack" --os-auth-type admin_token --os-endpoint "$url/v2" --os-token "${tok[$u]}" "$@"; }
+steps=0
+# run CMD…: runs with stdin closed (glanceclient would read a non-TTY stdin as image data),
+# leaving the output in $out and the status in $rc.
+run() {
+  steps=$((steps + 1))
+  printf '+ %s\n' "$*"
+  set +e
+  out=$("$@" 2>&1 0<&-)
+  rc=$?
+  set -e
+}
+ok() { run "$@"; [[ $rc -eq 0 ]] || die "expected success (status $rc): $*\n$out"; }
+# fails TEXT CMD…: the command must fail and say TEXT.
+fails() {
+  local want=$1; shift
+  run "$@"
+  [[ $rc -ne 0 ]] || die "expected a failure: $*\n$out"
+  grep -qF -- "$want" <<<"$out" || die "expected '$want' in the output of: $*\n$out"
+}
+has() { grep -qF -- "$1" <<<"$out" || die "expected '$1' in the output:\n$out"; }
+lacks() { ! grep -qF -- "$1" <<<"$out" || die "did not expect '$1' in the output:\n$out"; }
+# field NAME: a value from glanceclient's Property/Value table in $out.
+field() { awk -F'|' -v k="$1" '{ key = $2; gsub(/^ +| +$/, "", key); if (key == k) { v = $3; gsub(/^ +| +$/, "", v); print v; exit } }' <<<"$out"; }
+expect() { [[ $2 == "$3" ]] || die "$1: expected '$3', got '$2'"; }
+# names: the Name column of a glanceclient list, in order, space-separated.
+names() { awk -F'|' 'NR > 3 && NF > 3 { n = $3; gsub(/^ +| +$/, "", n); printf "%s ", n }' <<<"$out" | sed 's/ $//'; }
+wait_status() { # USER ID STATUS
+  local i
+  for i in $(seq 1 120); do
+    run G "$1" image-show "$2"
+    [[ $rc -eq 0 && $(field status) == "$3" ]] && return 0
+    sleep 0.5
+  done
+  die "image $2 did not become $3:\n$out"
+}
+
+# --- images made by qemu-img (the oracle; always with -f) ------------------------------------
+img=$work/img
+mkdir -p "$img"
+qemu-img create -q -f qcow2 "$img/disk.qcow2" 16M
+qemu-img create -q -f vdi "$img/disk.vdi" 8M
+qemu-img create -q -f qcow2 "$img/base.qcow2" 1M
+qemu-img create -q -f qcow2 -F qcow2 -b "$img/base.qcow2" "$img/child.qcow2" 1M
+qcow2_md5=$(md5sum "$img/disk.qcow2" | cut -d' ' -f1)
+qcow2_sha512=$(sha512sum "$img/disk.qcow2" | cut -d' ' -f1)
+
+echo "=== glance (python-glanceclient) against $url"
+ok G ana image-list
+has "| ID"
+ok G ana image-create --name cirros --disk-format qcow2 --container-format bare --file "$img/disk.qcow2" --property os_distro=cirros --tags a b
+q=$(field id)
+expect "status" "$(field status)" active
+expect "checksum" "$(field checksum)" "$qcow2_md5"
+expect "size" "$(field size)" "$(stat -c %s "$img/disk.qcow2")"
+expect "virtual_size" "$(field virtual_size)" 16777216
+has "$(cut -c1-60 <<<"$qcow2_sha512")"
+ok G ana image-create --name vbox --disk-format vdi --container-format bare
+v=$(field id)
+expect "status without data" "$(field status)" queued
+ok G ana image-upload --file "$img/disk.vdi" "$v"
+ok G ana image-show "$v"
+expect "VDI status" "$(field status)" active
+expect "VDI stored as" "$(field disk_format)" qcow2
+
+# Listing: sort, paging (page size 1 follows `next`), limit, filters.
+ok G ana image-list --sort name:asc --page-size 1
+expect "paged list" "$(names)" "cirros vbox"
+ok G ana image-list --sort-key name --sort-dir desc
+expect "classic sort" "$(names)" "vbox cirros"
+ok G ana image-list --sort name:asc --limit 1
+expect "limit" "$(names)" "cirros"
+ok G ana image-list --property-filter os_distro=cirros
+expect "property filter" "$(names)" "cirros"
+ok G ana image-list --tag a --tag b
+expect "tag filter" "$(names)" "cirros"
+ok G ana image-list --property-filter disk_format=qcow2 --visibility shared --sort name:asc
+expect "format + visibility" "$(names)" "cirros vbox"
+ok G ana image-list --property-filter os_distro=none
+expect "no match" "$(names)" ""
+
+# Show and update.
+ok G ana image-show "$q"
+expect "name" "$(field name)" cirros
+ok G ana image-update --name cirros-2 --property hw_disk_bus=virtio --min-disk 1 "$q"
+expect "renamed" "$(field name)" cirros-2
+expect "property" "$(field hw_disk_bus)" virtio
+expect "min_disk" "$(field min_disk)" 1
+ok G ana image-update --remove-property hw_disk_bus "$q"
+lacks hw_disk_bus
+ok G ana image-tag-update "$q" t3
+ok G ana image-tag-delete "$q" a
+ok G ana image-show "$q"
+expect "tags" "$(field tags)" '["b", "t3"]'
+
+# Downloads, checked by the client (sha512 multihash) and here.
+ok G ana image-download --file "$work/q.out" "$q"
+cmp -s "$work/q.out" "$img/disk.qcow2" || die "the downloaded qcow2 differs from the upload"
+ok G ana image-download --file "$work/v.out" "$v"
+ok qemu-img compare -f vdi -F qcow2 "$img/disk.vdi" "$work/v.out"
+has "Images are identical"
+ok qemu-img check -f qcow2 "$work/v.out"
+
+# Stage + import (glance-direct), in two steps and in one.
+ok G ana image-create --name staged --disk-format qcow2 --container-format bare
+s=$(field id)
+ok G ana image-stage --file "$img/disk.qcow2" "$s"
+ok G ana image-show "$s"
+expect "staged status" "$(field status)" uploading
+ok G ana image-import --import-method glance-direct "$s"
+wait_status ana "$s" active
+expect "imported checksum" "$(field checksum)" "$qcow2_md5"
+ok G ana image-create-via-import --name via-import --disk-format qcow2 --container-format bare --file "$img/disk.qcow2"
+via=$(field id)
+wait_status ana "$via" active
+ok G ana image-tasks "$via"
+has success
+ok G ana import-info
+has copy-image
+ok G ana stores-info
+has local
+ok G ana usage
+has image_count_total
+
+# Deactivate / reactivate.
+ok G ana image-deactivate "$q"
+ok G ana image-show "$q"
+expect "deactivated" "$(field status)" deactivated
+fails "deactivated" G ana image-download --file "$work/x.out" "$q"
+ok G ana image-reactivate "$q"
+ok G ana image-show "$q"
+expect "reactivated" "$(field status)" active
+
+# Sharing with another project: member-create, the member accepts, then sees and downloads it.
+ok G ana member-create "$q" "$ops"
+has pending
+ok G oscar image-list
+lacks cirros-2
+ok G oscar image-list --member-status pending
+has cirros-2
+fails "Only the member project" G ana member-update "$q" "$ops" accepted
+ok G oscar member-update "$q" "$ops" accepted
+has accepted
+ok G oscar image-list
+has cirros-2
+ok G oscar image-download --file "$work/o.out" "$q"
+cmp -s "$work/o.out" "$img/disk.qcow2" || die "the member's download differs"
+ok G ana member-list --image-id "$q"
+has "$ops"
+fails "404 Not Found" G oscar image-show "$v"
+ok G ana member-delete "$q" "$ops"
+fails "404 Not Found" G oscar image-show "$q"
+
+# Error paths.
+fails "was refused" G ana image-create --name liar --disk-format vdi --container-format bare --file "$img/disk.qcow2"
+has "declared as vdi but it is a qcow2"
+fails "was refused" G ana image-create --name child --disk-format qcow2 --container-format bare --file "$img/child.qcow2"
+has "backing file"
+fails "transition from active to saving is not allowed" G ana image-upload --file "$img/disk.qcow2" "$q"
+fails "404 Not Found" G ana image-show 00000000-0000-0000-0000-000000000000
+fails "Readers cannot upload" G rita image-create --name reader --disk-format qcow2 --container-format bare
+fails "Readers cannot change" G rita image-update --name by-reader "$q"
+ok G rita image-list
+has cirros-2
+fails "not valid" G ana image-import --import-method web-download --uri http://127.0.0.1:9/x.img "$s"
+ok G ana image-update --protected True "$s"
+fails "not permitted to delete" G ana image-delete "$s"
+ok G ana image-show "$s"
+expect "protected image kept" "$(field protected)" True
+ok G ana image-update --protected False "$s"
+
+# Delete.
+ok G ana image-delete "$s" "$via"
+fails "404 Not Found" G ana image-show "$s"
+
+echo "=== openstack image (openstackclient, admin_token) against $url/v2"
+ok O ana image list -f value -c Name
+has cirros-2
+ok O ana image create --disk-format qcow2 --container-format bare --file "$img/disk.qcow2" --property k=v --tag t --private --min-disk 1 --min-ram 64 osc-q -f value -c status
+expect "osc create" "$out" active
+ok O ana image show osc-q -f value -c checksum
+expect "osc checksum" "$out" "$qcow2_md5"
+ok O ana image create --disk-format vdi --container-format bare --file "$img/disk.vdi" osc-vdi -f value -c disk_format
+expect "osc VDI stored as" "$out" qcow2
+ok O ana image list --private -f value -c Name
+expect "osc private list" "$out" osc-q
+ok O ana image list --tag t -f value -c Name
+expect "osc tag list" "$out" osc-q
+ok O ana image list --status active --sort name:asc -f value -c Name
+expect "osc sorted list" "$(tr '\n' ' ' <<<"$out")" "cirros-2 osc-q osc-vdi vbox "
+ok O ana image set --property k2=v2 --tag t2 --name osc-q2 --min-disk 2 osc-q
+ok O ana image unset --property k --tag t osc-q2
+ok O ana image show osc-q2 -f json -c tags -c properties -c min_disk
+has '"k2": "v2"'
+lacks '"k": "v"'
+has '"t2"'
+lacks '"t"'
+has '"min_disk": 2'
+ok O ana image save --file "$work/osc.out" osc-q2
+cmp -s "$work/osc.out" "$img/disk.qcow2" || die "openstack image save differs from the upload"
+ok O ana image create --import --disk-format qcow2 --container-format bare --file "$img/disk.qcow2" osc-import -f value -c id
+oi=$out
+wait_status ana "$oi" active
+ok O ana image set --deactivate osc-q2
+ok O ana image show osc-q2 -f value -c status
+expect "osc deactivated" "$out" deactivated
+ok O ana image set --activate osc-q2
+ok O ana image show osc-q2 -f value -c status
+expect "osc activated" "$out" active
+ok O ana image import info
+has glance-direct
+ok O ana image stores list
+has local
+fails "No Image found" O ana image show 00000000-0000-0000-0000-000000000000
+fails "refused" O ana image create --disk-format vdi --container-format bare --file "$img/disk.qcow2" osc-liar
+fails "Forbidden" O rita image delete osc-q2
+fails "Forbidden" O rita image set --name by-reader osc-q2
+ok O ana image set --protected osc-q2
+fails "protected" O ana image delete osc-q2
+ok O ana image set --unprotected osc-q2
+ok O ana image delete osc-q2 osc-vdi "$oi"
+ok O ana image list -f value -c Name
+lacks osc-q2
+
+printf '\n=== glance-cli-test: %d commands passed in %ss\n' "$steps" "$((SECONDS - start))"
