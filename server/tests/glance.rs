@@ -476,3 +476,100 @@ async fn members_and_info() {
     api.create(&w.member, json!({"name": "third"})).await;
     assert_error(&api.json("POST", "/v2/images", &w.member, json!({"name": "fourth"})).await, StatusCode::PAYLOAD_TOO_LARGE, "quota");
 }
+
+/// Like `common::spawn_app`, with two local backends: `local` (the default) and `second`.
+async fn spawn_two_stores() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = |name: &str| storage::BackendConfig {
+        name: name.into(),
+        kind: storage::BackendKind::Local,
+        path: Some(dir.path().join(name)),
+        ..Default::default()
+    };
+    let config = server::Config {
+        data_dir: dir.path().join("data"),
+        storage: vec![store("local"), store("second")],
+        ..server::Config::default()
+    };
+    let state = server::AppState::open(config).await.unwrap();
+    let sessions = server::session_layer(&state).await.unwrap();
+    let router = server::router(state.clone(), sessions);
+    TestApp { _dir: dir, state, router }
+}
+
+#[tokio::test]
+async fn failed_uploads_restore_queued_and_quotas_bound_them() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    let incoming = w.app.state.config.data_dir.join("uploads-glance");
+    let leftovers = || std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0);
+    let id = api.create(&w.member, json!({"name": "i", "disk_format": "qcow2", "container_format": "bare"})).await;
+
+    // The client goes away mid-body: 400, the image waits for data again, nothing is left.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![0u8; 4096]), Err(std::io::Error::other("connection reset"))];
+    let body = Body::from_stream(futures::stream::iter(chunks));
+    let r = api.req("PUT", &format!("/v2/images/{id}/file"), Some(&w.member), Some("application/octet-stream"), body, &[]).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "interrupted");
+    assert_eq!(api.show(&id, &w.member).await["status"], "queued");
+    assert_eq!(leftovers(), 0);
+
+    // The byte quota: refused before reading when the size is declared, and while reading when not.
+    let p1 = w.app.state.db.project_by_name("p1").await.unwrap().unwrap().id;
+    let quota = records::QuotaRow { max_images: None, max_bytes: Some(1000), max_concurrent_uploads: None };
+    w.app.state.db.set_quota(&p1, quota).await.unwrap();
+    assert_error(&api.put_data("file", &id, &w.member, vec![0u8; 2000]).await, StatusCode::PAYLOAD_TOO_LARGE, "quota");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![0u8; 800]), Ok(vec![0u8; 800])];
+    let body = Body::from_stream(futures::stream::iter(chunks));
+    let r = api.req("PUT", &format!("/v2/images/{id}/stage"), Some(&w.member), Some("application/octet-stream"), body, &[]).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "quota");
+    assert_eq!(api.show(&id, &w.member).await["status"], "queued");
+    assert_eq!(leftovers(), 0);
+}
+
+#[tokio::test]
+async fn stores_and_copy_image_between_backends() {
+    let app = spawn_two_stores().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let member = token(&app, "member", &p1).await;
+    let api = Api { app: &app };
+    let tmp = tempfile::tempdir().unwrap();
+    let qcow2 = qemu_img(tmp.path(), "c.qcow2", &["create", "-f", "qcow2", "1M"]);
+
+    let r = api.get("/v2/info/stores", &member).await;
+    assert_eq!(r.json()["stores"].as_array().unwrap().len(), 2);
+    let a = api.create(&member, json!({"name": "a", "disk_format": "qcow2", "container_format": "bare"})).await;
+    let size = qcow2.len().to_string();
+    let put = |id: &str, store: &'static str| {
+        let uri = format!("/v2/images/{id}/file");
+        let (api, member, data, size) = (&api, member.clone(), qcow2.clone(), size.clone());
+        async move {
+            api.req("PUT", &uri, Some(&member), Some("application/octet-stream"), Body::from(data), &[("x-openstack-image-size", &size), ("x-image-meta-store", store)])
+                .await
+        }
+    };
+    assert_error(&put(&a, "nowhere").await, StatusCode::BAD_REQUEST, "Unknown store");
+    assert_eq!(put(&a, "second").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.show(&a, &member).await["stores"], "second");
+
+    let r = api.json("POST", &format!("/v2/images/{a}/import"), &member, json!({"method": {"name": "copy-image"}, "stores": ["local"]})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    for _ in 0..300 {
+        let tasks = api.get(&format!("/v2/images/{a}/tasks"), &member).await.json()["tasks"].as_array().unwrap().clone();
+        if tasks.len() == 2 && tasks.iter().all(|t| t["status"] == "success") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut stores: Vec<String> = api.show(&a, &member).await["stores"].as_str().unwrap().split(',').map(str::to_owned).collect();
+    stores.sort();
+    assert_eq!(stores, ["local", "second"]);
+    let r = api.json("POST", &format!("/v2/images/{a}/import"), &member, json!({"method": {"name": "copy-image"}, "all_stores": true})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "all stores have it: nothing to do");
+    // Deleting removes every copy's bytes.
+    assert_eq!(api.req("DELETE", &format!("/v2/images/{a}"), Some(&member), None, Body::empty(), &[]).await.status, StatusCode::NO_CONTENT);
+    for store in ["local", "second"] {
+        let dir = app._dir.path().join(store);
+        let n = std::fs::read_dir(&dir).map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))).count()).unwrap_or(0);
+        assert_eq!(n, 0, "{store} still holds bytes");
+    }
+}

@@ -130,6 +130,56 @@ async fn admit(state: &AppState, image: &records::ImageDetail, headers: &HeaderM
     Ok((limit, declared))
 }
 
+/// Puts an image back to `queued` and removes its partial data unless disarmed: when a request
+/// fails before its data is handed to a job, and also when the client disconnects and the
+/// handler is dropped mid-body (an image must not stay `saving` with nobody sending).
+struct Restore {
+    db: records::Db,
+    id: String,
+    /// The statuses the image may have reached before the failure.
+    from: &'static [&'static str],
+    files: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Restore {
+    fn new(state: &AppState, id: &str, from: &'static [&'static str], files: Vec<PathBuf>) -> Self {
+        Restore { db: state.db.clone(), id: id.to_owned(), from, files, armed: true }
+    }
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+    /// Restores at once (so the error answer is sent after the image is `queued` again).
+    async fn now(mut self) {
+        self.armed = false;
+        for f in &self.files {
+            let _ = tokio::fs::remove_file(f).await;
+        }
+        if let Err(e) = self.db.transition_image(&self.id, self.from, "queued", "").await {
+            tracing::warn!(image = %self.id, error = %e, "cannot put an image back to queued after a failed upload");
+        }
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        let (db, id, from) = (self.db.clone(), self.id.clone(), self.from);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = db.transition_image(&id, from, "queued", "").await {
+                    tracing::warn!(image = %id, error = %e, "cannot put an image back to queued after a failed upload");
+                }
+            });
+        }
+    }
+}
+
 /// Streams `body` into `dest`, hashing it and enforcing `limit` and the declared size.
 async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>) -> Result<Received> {
     if let Some(dir) = dest.parent() {
@@ -222,25 +272,26 @@ pub async fn upload(
         return Err(GlanceError::conflict("Image status transition to saving is not allowed: another upload started first."));
     }
     let dest = incoming_dir(&state).join(format!("{id}.{:08x}.upload", super::rand_ref()));
-    let got = match receive(body, &dest, limit, declared).await {
-        Ok(got) => got,
-        Err(e) => {
-            // Glance's `_restore()`: the image waits for data again.
-            let _ = tokio::fs::remove_file(&dest).await;
-            let _ = state.db.transition_image(&id, &["saving"], "queued", "").await;
-            return Err(e);
+    // Glance's `_restore()`: on any failure before the job has the data, the image waits for
+    // data again.
+    let restore = Restore::new(&state, &id, &["saving", "importing"], vec![dest.clone()]);
+    let handed_over = async {
+        let got = receive(body, &dest, limit, declared).await?;
+        // `importing` is a state the pipeline accepts (as for a resumed job).
+        if !state.db.transition_image(&id, &["saving"], "importing", "").await? {
+            return Err(GlanceError::new(StatusCode::GONE, "The image was deleted during the upload."));
         }
-    };
-    // `importing` is a state the pipeline accepts (as for a resumed job).
-    if !state.db.transition_image(&id, &["saving"], "importing", "").await? {
-        let _ = tokio::fs::remove_file(&dest).await;
-        return Err(GlanceError::new(StatusCode::GONE, "The image was deleted during the upload."));
+        let job = submit_import(&state, &caller, &image, dest.clone(), &got, backend).await?;
+        Ok((got, job))
     }
-    let job = match submit_import(&state, &caller, &image, dest.clone(), &got, backend).await {
-        Ok(job) => job,
+    .await;
+    let (got, job) = match handed_over {
+        Ok(done) => {
+            restore.disarm();
+            done
+        }
         Err(e) => {
-            let _ = tokio::fs::remove_file(&dest).await;
-            let _ = state.db.transition_image(&id, &["importing"], "queued", "").await;
+            restore.now().await;
             return Err(e);
         }
     };
@@ -287,16 +338,24 @@ pub async fn stage(
         return Err(GlanceError::conflict("Image status transition to uploading is not allowed: another upload started first."));
     }
     let dest = staged_path(&state, &id);
-    let got = match receive(body, &dest, limit, declared).await {
-        Ok(got) => got,
+    let restore = Restore::new(&state, &id, &["uploading"], vec![dest.clone(), staged_meta_path(&state, &id)]);
+    let staged = async {
+        let got = receive(body, &dest, limit, declared).await?;
+        let meta = serde_json::to_vec(&got).map_err(|e| GlanceError::internal("staged metadata", &e))?;
+        tokio::fs::write(staged_meta_path(&state, &id), meta).await.map_err(|e| GlanceError::internal("write staged metadata", &e))?;
+        Ok::<_, GlanceError>(got)
+    }
+    .await;
+    let got = match staged {
+        Ok(got) => {
+            restore.disarm();
+            got
+        }
         Err(e) => {
-            discard_staged(&state, &id);
-            let _ = state.db.transition_image(&id, &["uploading"], "queued", "").await;
+            restore.now().await;
             return Err(e);
         }
     };
-    let meta = serde_json::to_vec(&got).map_err(|e| GlanceError::internal("staged metadata", &e))?;
-    tokio::fs::write(staged_meta_path(&state, &id), meta).await.map_err(|e| GlanceError::internal("write staged metadata", &e))?;
     caller.audit(&state, "image.stage", "image", &id, &format!("{} bytes", got.size)).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
