@@ -202,6 +202,11 @@ async fn create_show_patch_and_delete_follow_glance() {
     assert_error(&api.json("POST", "/v2/images", &w.member, json!({"visibility": "public"})).await, StatusCode::FORBIDDEN, "administrators");
     assert_error(&api.json("POST", "/v2/images", &w.member, json!({"k": 5})).await, StatusCode::BAD_REQUEST, "strings");
     assert_error(&api.json("POST", "/v2/images", &w.member, json!([1])).await, StatusCode::BAD_REQUEST, "object");
+    // A chosen id is kept; reusing it is 409; it must be a UUID.
+    let chosen = "0b5e4c1a-7d3e-4f1b-9c2d-3e4f5a6b7c8d";
+    assert_eq!(api.create(&w.member, json!({"id": chosen, "name": "mine"})).await, chosen);
+    assert_error(&api.json("POST", "/v2/images", &w.other, json!({"id": chosen})).await, StatusCode::CONFLICT, "already exists");
+    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"id": "not-a-uuid"})).await, StatusCode::BAD_REQUEST, "UUID");
 
     // PATCH: media type, add-as-replace, Glance's error classes.
     let r = api.req("PATCH", &format!("/v2/images/{id}"), Some(&w.member), Some("application/json"), Body::from("[]"), &[]).await;
@@ -466,6 +471,8 @@ async fn members_and_info() {
     assert_eq!(r.json()["import-methods"]["value"], json!(["glance-direct", "copy-image"]));
     let r = api.get("/v2/info/stores", &w.member).await;
     assert_eq!(r.json()["stores"], json!([{"id": "local", "description": "local storage", "default": "true"}]));
+    assert_error(&api.get("/v2/info/stores/detail", &w.member).await, StatusCode::FORBIDDEN, "administrators");
+    assert_eq!(api.get("/v2/info/stores/detail", &w.admin).await.json()["stores"][0]["type"], "file");
     w.app.state.db.set_quota(&w.app.state.db.project_by_name("p1").await.unwrap().unwrap().id, records::QuotaRow { max_images: Some(3), max_bytes: Some(10 << 20), max_concurrent_uploads: None }).await.unwrap();
     let r = api.get("/v2/info/usage", &w.member).await;
     let u = &r.json()["usage"];

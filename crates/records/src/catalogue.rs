@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{FromRow, Sqlite};
 
-use crate::{Db, DbError, Visible};
+use crate::{Db, DbError, NewImage, Visible};
 
 pub use crate::images::MAX_LIST_LIMIT;
 
@@ -1118,6 +1118,34 @@ impl Db {
             Some(s) if s == to => StatusChange::Unchanged,
             Some(s) => StatusChange::WrongStatus(s),
         })
+    }
+
+    /// Creates a `queued` image with the caller's `id` (Glance's `POST /v2/images` with an `id`;
+    /// the caller checks it is a UUID). `None` when an image has that id already (Glance: 409).
+    pub async fn create_image_with_id(&self, id: &str, new: &NewImage) -> Result<Option<ImageDetail>, DbError> {
+        let done = sqlx::query(
+            "INSERT INTO images (id, name, disk_format, container_format, visibility, owner, protected, \
+             min_disk, min_ram, properties, tags, created_by) \
+             VALUES (?, ?, ?, ?, COALESCE(?, 'shared'), ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&new.name)
+        .bind(&new.disk_format)
+        .bind(&new.container_format)
+        .bind(&new.visibility)
+        .bind(&new.owner)
+        .bind(new.protected)
+        .bind(new.min_disk)
+        .bind(new.min_ram)
+        .bind(if new.properties.is_empty() { "{}" } else { new.properties.as_str() })
+        .bind(if new.tags.is_empty() { "[]" } else { new.tags.as_str() })
+        .bind(&new.created_by)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.image_detail(id).await
     }
 
     /// Deletes an image's row (its locations, members and jobs go with it) unless it is

@@ -52,6 +52,13 @@ pub fn image_json(image: &records::ImageDetail, stores: &[String]) -> Value {
     Value::Object(m)
 }
 
+/// True for the 8-4-4-4-12 hex form of a UUID (the schema's `id` pattern).
+pub fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The backends holding an active copy of the image.
 pub async fn stores_of(state: &AppState, id: &str) -> Result<Vec<String>> {
     Ok(state.db.image_locations(id).await?.into_iter().filter(|l| l.status == "active").map(|l| l.backend).collect())
@@ -95,12 +102,12 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
         tags: Vec::new(),
         properties: Default::default(),
     };
+    let mut wanted_id: Option<String> = None;
     for (k, v) in obj {
         match k.as_str() {
             "id" => {
-                return Err(GlanceError::forbidden(
-                    "Hangar assigns image ids; create the image without 'id' and use the id in the answer.",
-                ))
+                let id = v.as_str().filter(|s| is_uuid(s)).ok_or_else(|| GlanceError::bad_request("'id' must be a UUID."))?;
+                wanted_id = Some(id.to_owned());
             }
             "owner" => {
                 if v.as_str() != Some(project.as_str()) && !v.is_null() {
@@ -132,28 +139,31 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
         }
     }
     let props = Value::Object(ed.properties.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect());
-    let row = state
-        .db
-        .create_image(&records::NewImage {
-            name: ed.name.clone().unwrap_or_default(),
-            disk_format: ed.disk_format.clone(),
-            container_format: ed.container_format.clone(),
-            visibility: Some(ed.visibility.clone()),
-            owner: Some(project.clone()),
-            protected: ed.protected,
-            min_disk: ed.min_disk,
-            min_ram: ed.min_ram,
-            properties: props.to_string(),
-            tags: serde_json::to_string(&ed.tags).unwrap_or_else(|_| "[]".into()),
-            created_by: Some(caller.me.user_id.clone()),
-        })
-        .await?;
+    let new = records::NewImage {
+        name: ed.name.clone().unwrap_or_default(),
+        disk_format: ed.disk_format.clone(),
+        container_format: ed.container_format.clone(),
+        visibility: Some(ed.visibility.clone()),
+        owner: Some(project.clone()),
+        protected: ed.protected,
+        min_disk: ed.min_disk,
+        min_ram: ed.min_ram,
+        properties: props.to_string(),
+        tags: serde_json::to_string(&ed.tags).unwrap_or_else(|_| "[]".into()),
+        created_by: Some(caller.me.user_id.clone()),
+    };
+    let id = match &wanted_id {
+        Some(id) => {
+            state.db.create_image_with_id(id, &new).await?.ok_or_else(|| GlanceError::conflict(format!("An image with identifier {id} already exists")))?.id
+        }
+        None => state.db.create_image(&new).await?.id,
+    };
     if ed.os_hidden {
-        state.db.update_image(&row.id, &records::ImagePatch { os_hidden: Some(true), ..Default::default() }).await?;
+        state.db.update_image(&id, &records::ImagePatch { os_hidden: Some(true), ..Default::default() }).await?;
     }
-    caller.audit(&state, "image.create", "image", &row.id, &row.name).await?;
-    let detail = state.db.image_detail(&row.id).await?.ok_or_else(|| GlanceError::no_image(&row.id))?;
-    let location = format!("/v2/images/{}", row.id);
+    caller.audit(&state, "image.create", "image", &id, &new.name).await?;
+    let detail = state.db.image_detail(&id).await?.ok_or_else(|| GlanceError::no_image(&id))?;
+    let location = format!("/v2/images/{id}");
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location), (header::HeaderName::from_static("openstack-image-import-methods"), IMPORT_METHODS.join(","))],

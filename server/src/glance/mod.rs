@@ -218,6 +218,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/schemas/{*name}", get(schema))
         .route("/v2/info/import", get(info_import))
         .route("/v2/info/stores", get(info_stores))
+        .route("/v2/info/stores/detail", get(info_stores_detail))
         .route("/v2/info/usage", get(info_usage))
         .route("/v2/images", get(images::list).post(images::create))
         .route("/v2/images/{id}", get(images::show).patch(images::update).delete(images::delete))
@@ -464,6 +465,29 @@ async fn info_stores(State(state): State<AppState>, authn: Option<Extension<Auth
         .into_iter()
         .map(|b| {
             let mut s = json!({ "id": b.name, "description": format!("{} storage", b.kind) });
+            if b.is_default {
+                s["default"] = json!("true");
+            }
+            s
+        })
+        .collect();
+    Ok(Json(json!({ "stores": stores })).into_response())
+}
+
+/// `GET /v2/info/stores/detail` (administrators): adds each backend's type, as Glance names
+/// its drivers (`file` for local and NFS directories; Ceph is reached through its S3 gateway).
+async fn info_stores_detail(State(state): State<AppState>, authn: Option<Extension<Authn>>) -> Result<Response> {
+    let caller = Caller::from(authn)?;
+    if !caller.me.is_admin {
+        return Err(GlanceError::forbidden("Only administrators can see the stores' details."));
+    }
+    let stores: Vec<Value> = state
+        .stores
+        .infos()
+        .into_iter()
+        .map(|b| {
+            let kind = if b.kind == "ceph" { "s3" } else { "file" };
+            let mut s = json!({ "id": b.name, "description": format!("{} storage", b.kind), "type": kind, "weight": 0, "properties": { "hangar_kind": b.kind } });
             if b.is_default {
                 s["default"] = json!("true");
             }
