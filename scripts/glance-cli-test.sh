@@ -237,6 +237,11 @@ fails "was refused" G ana image-create --name child --disk-format qcow2 --contai
 has "backing file"
 fails "transition from active to saving is not allowed" G ana image-upload --file "$img/disk.qcow2" "$q"
 fails "404 Not Found" G ana image-show 00000000-0000-0000-0000-000000000000
+fixed=5f1c7d2e-0a4b-4c3d-8e9f-a0b1c2d3e4f5
+ok G ana image-create --id "$fixed" --name fixed-id
+expect "chosen id" "$(field id)" "$fixed"
+fails "409 Conflict" G ana image-create --id "$fixed" --name again
+ok G ana image-delete "$fixed"
 fails "Readers cannot upload" G rita image-create --name reader --disk-format qcow2 --container-format bare
 fails "Readers cannot change" G rita image-update --name by-reader "$q"
 ok G rita image-list
