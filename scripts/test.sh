@@ -50,4 +50,7 @@ cargo build -p diskimage --lib --no-default-features --target wasm32-unknown-unk
 step "Playwright (Chromium: no-js and hydrated)"
 (cd end2end && HANGAR_BIN="$PWD/../target/debug/hangar" npx playwright test)
 
+step "Glance API with the real clients (glance, openstack image) against a fresh server"
+timeout 900 scripts/glance-cli-test.sh
+
 step "all tests passed"
