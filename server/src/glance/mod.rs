@@ -8,9 +8,12 @@
 //!   authorization is `policy::authorize`, the same rules as the dashboard. An image the caller
 //!   may not see answers 404, never 403, so ids do not leak.
 //! - Errors are JSON whose every top-level value is an object (`{"error":{"code","title",
-//!   "message"}}`): python-glanceclient reads `message` from each top-level value and crashes on
-//!   a flat body. Empty 202/204 answers carry no JSON content type (glanceclient would try to
-//!   parse them).
+//!   "message"}}`) for clients that ask for JSON (openstacksdk), and webob's small HTML page
+//!   otherwise (glanceclient's `Accept: */*`), so the CLIs print what they print against Glance
+//!   ("HTTP 404 Not Found: No image found with ID …"). A flat JSON body would crash glanceclient.
+//!   Empty 202/204 answers carry no JSON content type (glanceclient would try to parse them).
+//! - `GET /image/` (trailing slash) is not routed here: axum's `nest` hands this router `/image`
+//!   and `/image/…` only. Clients use `/image`, `/image/versions` or `/image/v2/…`.
 //! - Bytes go through the same `import` job as the dashboard's uploads (`ingest.rs`): nothing
 //!   becomes `active` without Hangar's own inspection, and a refused image answers 415 with the
 //!   inspector's reason.
