@@ -13,6 +13,8 @@ const root = path.resolve(__dirname, "..");
 export const port = Number(process.env.E2E_PORT ?? 3100);
 export const hangarBin = process.env.HANGAR_BIN ?? path.join(root, "target/debug/hangar");
 const dataDir = path.join(root, "target/e2e/data");
+const nfsDir = path.join(root, "target/e2e/nfs");
+const configFile = path.join(__dirname, "hangar-e2e.toml");
 
 /** The administrator the test server creates at first start (HANGAR_BOOTSTRAP_ADMIN). */
 export const admin = { username: "admin", password: "e2e-admin-password" };
@@ -67,7 +69,7 @@ export default defineConfig({
     },
   ],
   webServer: {
-    command: `rm -rf '${dataDir}' && '${hangarBin}' --listen 127.0.0.1:${port} --data-dir '${dataDir}'`,
+    command: `rm -rf '${dataDir}' '${nfsDir}' && mkdir -p '${nfsDir}' && '${hangarBin}' --listen 127.0.0.1:${port} --data-dir '${dataDir}' --config '${configFile}'`,
     url: `http://127.0.0.1:${port}/healthz`,
     reuseExistingServer: false,
     timeout: 60_000,

@@ -189,6 +189,9 @@ pub struct ResumeRecord {
     pub parts: Vec<PartRecord>,
     /// Set once the final (concatenation) upload was created.
     pub final_url: Option<String>,
+    /// The storage backend chosen for the image (empty: the server's default).
+    #[serde(default)]
+    pub store: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,7 +342,11 @@ pub async fn upload(file: &File, key: &str, mut record: ResumeRecord, chunk: u64
         r?;
     }
     let parts = record.parts.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(" ");
-    let meta = [("image_id", record.image_id.as_str()), ("filename", &file.name()), ("name", record.image_name.as_str())];
+    let name = file.name();
+    let mut meta = vec![("image_id", record.image_id.as_str()), ("filename", name.as_str()), ("name", record.image_name.as_str())];
+    if !record.store.is_empty() {
+        meta.push(("store", record.store.as_str()));
+    }
     let url = create(size, &meta, Some(format!("final;{parts}"))).await?;
     record.final_url = Some(url);
     save_resume(key, &record);

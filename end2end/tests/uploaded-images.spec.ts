@@ -88,6 +88,18 @@ test("the detail page shows the facts, edits metadata and serves byte ranges", a
   const beyond = await page.request.get(`/images/${id}/file`, { headers: { Range: `bytes=${all.length}-` } });
   expect(beyond.status()).toBe(416);
 
+  // Copy to the NFS-backed store: a job, then a second location (qcow2 is native there).
+  const nfs = page.locator('#image-storage tr[data-backend="shared-nfs"]');
+  await expect(nfs).toContainText("a copy would be kept as qcow2");
+  await nfs.getByRole("button", { name: "Copy to shared-nfs" }).click();
+  await expect
+    .poll(async () => {
+      if (test.info().project.name !== "hydrated") await page.reload();
+      return (await nfs.innerText()).includes("Stored here as qcow2");
+    }, { timeout: 30_000 })
+    .toBe(true);
+  await expect(page.locator("#jobs-table tr[data-status=succeeded]", { hasText: "shared-nfs" })).toContainText("Copied from local to shared-nfs");
+
   // Deactivate and reactivate.
   await page.locator("#status-button").click();
   await expect(page.locator("#image-status")).toHaveText("deactivated");
@@ -171,6 +183,8 @@ test("a project member uploads; a reader of that project sees the image but can 
     fs.writeFileSync(file, rawDisk(3 << 20, 5));
     await m.goto("/upload");
     await expect(m.locator("#status-check")).toHaveAttribute("data-hydrated", "true");
+    // Stored on the NFS-backed backend, chosen before the upload.
+    await m.getByLabel("Store new images on").selectOption("shared-nfs");
     await m.locator("#file-input").setInputFiles(file);
     const c = m.locator(`li.upload-card[data-file="${path.basename(file)}"]`);
     await expect(c.getByLabel("Disk format")).toHaveValue("raw");
@@ -186,6 +200,8 @@ test("a project member uploads; a reader of that project sees the image but can 
   await m.getByRole("link", { name }).click();
   const imageId = m.url().split("/").pop() as string;
   await expect(m.locator("#delete-image-form")).toBeVisible();
+  const where = test.info().project.name === "hydrated" ? "shared-nfs" : "local";
+  await expect(m.locator(`#image-storage tr[data-backend="${where}"]`)).toContainText("Stored here as qcow2");
   await mine.close();
 
   // The reader sees it, without edit or delete controls, and the server refuses both.

@@ -93,7 +93,7 @@ impl AppState {
         let stores = stores::Stores::open(&config.storage, config.default_storage.as_deref(), &config.data_dir)
             .map_err(StartError::Storage)?;
         let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers, stores.clone()).await?;
-        let uploads = open_uploads(&db, &config.data_dir, jobs.clone(), stores.default_backend().name().to_owned()).await?;
+        let uploads = open_uploads(&db, &config.data_dir, jobs.clone(), stores.clone()).await?;
         let leptos = LeptosOptions::builder()
             .output_name(app::OUTPUT_NAME)
             .site_root(config.site_root.to_string_lossy().into_owned())
@@ -105,7 +105,7 @@ impl AppState {
 }
 
 /// Opens the tus data plane; each complete upload becomes an `import` job for the worker pool.
-async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, backend: String) -> Result<Arc<uploads::Uploads>, StartError> {
+async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, stores: stores::Stores) -> Result<Arc<uploads::Uploads>, StartError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uploads::CompletedUpload>();
     let on_complete: uploads::OnComplete = Arc::new(move |done| {
         let _ = tx.send(done);
@@ -131,10 +131,19 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, bac
                 md5: done.md5,
                 sha512: done.sha512,
             };
+            // The uploader may name a backend (Upload-Metadata `store`); otherwise the default.
+            let backend = match done.metadata.get("store").filter(|s| !s.is_empty()) {
+                Some(name) if stores.get(name).is_some() => name.clone(),
+                Some(name) => {
+                    tracing::warn!(upload = %done.id, store = %name, "unknown storage backend named by an upload; using the default");
+                    stores.default_backend().name().to_owned()
+                }
+                None => stores.default_backend().name().to_owned(),
+            };
             let new = records::NewJob {
                 kind: "import".into(),
                 image_id,
-                backend: backend.clone(),
+                backend,
                 params: serde_json::to_string(&file).unwrap_or_default(),
                 bytes_total: i64::try_from(size).unwrap_or(i64::MAX),
                 created_by: Some(done.user_id),

@@ -1,5 +1,8 @@
 //! Image catalogue server functions: the filtered, sorted, paged list; the detail view; metadata
 //! edits, deactivate/reactivate, delete; and the background jobs behind imports and copies.
+// The list's filters and the edit form's fields are server function arguments, one per field,
+// so plain GET/POST forms map onto them; the generated client functions take them all.
+#![allow(clippy::too_many_arguments)]
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -114,7 +117,6 @@ fn non_empty(v: Option<String>) -> Option<String> {
 
 /// Lists the images the caller may see (Glance's default listing for their project), filtered,
 /// sorted and paged. Every argument is optional, so the page's GET form maps onto it directly.
-#[allow(clippy::too_many_arguments)]
 #[server(prefix = "/api", endpoint = "list_images")]
 pub async fn list_images(
     q: Option<String>,
@@ -377,11 +379,13 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
                 checksum: l.checksum.clone(),
             })
             .collect();
-        // The matrix row: what was uploaded (AMI/AKI/ARI keep their own rows).
-        let row = match (d.disk_format.as_deref(), d.uploaded_format.as_deref()) {
-            (Some(f @ ("ami" | "aki" | "ari")), _) => Some(f.to_owned()),
-            (_, Some(u)) => Some(u.to_owned()),
-            (f, None) => f.map(str::to_owned),
+        // The matrix row: a copy is made from the first stored copy, so its format decides; with
+        // no copy yet, what was uploaded (AMI/AKI/ARI keep their own rows).
+        let row = match (locs.iter().find(|l| l.status == "active"), d.disk_format.as_deref(), d.uploaded_format.as_deref()) {
+            (Some(l), _, _) => Some(l.disk_format.clone()),
+            (None, Some(f @ ("ami" | "aki" | "ari")), _) => Some(f.to_owned()),
+            (None, _, Some(u)) => Some(u.to_owned()),
+            (None, f, None) => f.map(str::to_owned),
         };
         let placements = ctx
             .backends
@@ -505,7 +509,6 @@ pub const RESERVED_PROPERTIES: [&str; 22] = [
 
 /// Saves the detail page's edit form: name, visibility, protection, hiding, minimums, tags and
 /// properties (the whole set; properties left out of the box are removed).
-#[allow(clippy::too_many_arguments)]
 #[server(prefix = "/api", endpoint = "update_image")]
 pub async fn update_image(
     image_id: String,

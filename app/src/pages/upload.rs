@@ -166,7 +166,7 @@ impl Item {
     }
 
     /// Creates the image (unless resuming), uploads, then follows ingest to the end.
-    async fn run(self, chunk: u64) {
+    async fn run(self, chunk: u64, store: String) {
         self.stop.set(false);
         self.note.set(String::new());
         self.phase.set(Phase::Uploading);
@@ -174,7 +174,7 @@ impl Item {
         let record = match self.resume.get_untracked() {
             Some(rec) => rec,
             None => match create_image(self.form()).await {
-                Ok(image_id) => ResumeRecord { image_id, image_name: self.name.get_untracked(), ..ResumeRecord::default() },
+                Ok(image_id) => ResumeRecord { image_id, image_name: self.name.get_untracked(), store, ..ResumeRecord::default() },
                 Err(e) => {
                     self.phase.set(Phase::Failed(e.to_string()));
                     return;
@@ -275,6 +275,9 @@ pub fn UploadPage() -> impl IntoView {
 fn Uploader(project: String) -> impl IntoView {
     let items: RwSignal<Vec<Item>> = RwSignal::new(Vec::new());
     let chunk_mib = RwSignal::new(engine::DEFAULT_CHUNK >> 20);
+    // Where new images are stored: empty is the server's default backend.
+    let store = RwSignal::new(String::new());
+    let backends = Resource::new(|| (), |_| crate::api::storage::storage_matrix());
     let dragging = RwSignal::new(false);
     let add_files = move |list: Option<web_sys::FileList>| {
         let Some(list) = list else { return };
@@ -327,6 +330,24 @@ fn Uploader(project: String) -> impl IntoView {
                 {[4u64, 8, 16, 32].into_iter().map(|m| view! { <option value=m.to_string() selected=move || chunk_mib.get() == m>{format!("{m} MiB")}</option> }).collect_view()}
             </select>
         </details>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let list = backends.await.map(|m| m.backends).unwrap_or_default();
+                (list.len() > 1).then(|| view! {
+                    <p class="store-choice">
+                        <label for="store-select">"Store new images on"</label>" "
+                        <select id="store-select" on:change=move |ev| store.set(event_target_value(&ev))>
+                            {list.into_iter().map(|b| {
+                                let label = format!("{} ({}){}", b.name, crate::api::storage::kind_label(&b.kind), if b.is_default { " · default" } else { "" });
+                                let value = if b.is_default { String::new() } else { b.name.clone() };
+                                view! { <option value=value selected=b.is_default>{label}</option> }
+                            }).collect_view()}
+                        </select>
+                        " "<a href="/storage">"What each backend does with each format"</a>
+                    </p>
+                })
+            })}
+        </Suspense>
         <Show when=move || items.with(|v| !v.is_empty())>
             <div class="overall" aria-live="polite">
                 <progress id="overall-progress" max=move || total().max(1).to_string() value=move || sent().to_string()></progress>
@@ -334,7 +355,7 @@ fn Uploader(project: String) -> impl IntoView {
                 <button class="button button-primary" id="start-all" on:click=move |_| {
                     for item in items.get_untracked() {
                         if item.phase.get_untracked() == Phase::Ready {
-                            spawn_local(item.run(chunk_mib.get_untracked() << 20));
+                            spawn_local(item.run(chunk_mib.get_untracked() << 20, store.get_untracked()));
                         }
                     }
                 }>"Start all"</button>
@@ -342,14 +363,14 @@ fn Uploader(project: String) -> impl IntoView {
         </Show>
         <ul class="upload-list">
             <For each=move || items.get() key=|i| i.key.clone() let:item>
-                <UploadCard item chunk_mib />
+                <UploadCard item chunk_mib store />
             </For>
         </ul>
     }
 }
 
 #[component]
-fn UploadCard(item: Item, chunk_mib: RwSignal<u64>) -> impl IntoView {
+fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> impl IntoView {
     let it = item.clone();
     let ids = |s: &str| format!("{s}-{}", item.key.len() ^ item.size as usize);
     let report_view = {
@@ -443,7 +464,7 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>) -> impl IntoView {
                 </details>
             </div>
             <div class="upload-controls">
-                <button class="button button-primary start" disabled=move || !can_start() on:click={ let it = i2.clone(); move |_| spawn_local(it.clone().run(chunk_mib.get_untracked() << 20)) }>
+                <button class="button button-primary start" disabled=move || !can_start() on:click={ let it = i2.clone(); move |_| spawn_local(it.clone().run(chunk_mib.get_untracked() << 20, store.get_untracked())) }>
                     {move || if i3.resume.with(Option::is_some) { "Resume upload" } else { "Start upload" }}
                 </button>
                 <button class="button button-quiet pause" disabled={ let it = i4.clone(); move || it.phase.get() != Phase::Uploading } on:click={ let it = i4.clone(); move |_| { it.stop.set(true); it.phase.set(Phase::Paused); } }>"Pause"</button>

@@ -12,6 +12,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 mod accounts;
+#[doc(hidden)]
+pub mod bench;
 mod catalogue;
 mod images;
 mod storage;
