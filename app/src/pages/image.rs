@@ -21,16 +21,9 @@ fn when(t: &str) -> String {
     t.replace('T', " ").trim_end_matches('Z').to_owned()
 }
 
-#[component]
-pub fn ImagePage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || params.with(|p| p.get("id").unwrap_or_default());
-    let update = ServerAction::<UpdateImage>::new();
-    let status = ServerAction::<SetImageStatus>::new();
-    let delete = ServerAction::<DeleteImage>::new();
-    let copy = ServerAction::<CopyImage>::new();
-    let control = ServerAction::<ControlJob>::new();
-    // Re-read while jobs run, so progress moves without a reload (hydrated only).
+/// A counter that ticks every 1.5 s while `busy` is true (hydrated only): resources that read it
+/// refresh while jobs run, so progress moves without a reload, and stop when nothing runs.
+fn poll_while_busy() -> (RwSignal<u32>, RwSignal<bool>) {
     let tick = RwSignal::new(0u32);
     let busy = RwSignal::new(false);
     Effect::new(move |_| {
@@ -45,6 +38,20 @@ pub fn ImagePage() -> impl IntoView {
             on_cleanup(move || handle.clear());
         }
     });
+    (tick, busy)
+}
+
+#[component]
+pub fn ImagePage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let update = ServerAction::<UpdateImage>::new();
+    let status = ServerAction::<SetImageStatus>::new();
+    let delete = ServerAction::<DeleteImage>::new();
+    let copy = ServerAction::<CopyImage>::new();
+    let control = ServerAction::<ControlJob>::new();
+    // Re-read while jobs run, so progress moves without a reload (hydrated only).
+    let (tick, busy) = poll_while_busy();
     let image = Resource::new(
         move || (id(), update.version().get(), status.version().get(), copy.version().get(), control.version().get(), tick.get()),
         |(id, ..)| image_detail(id),
@@ -357,20 +364,7 @@ pub fn JobTable(jobs: Vec<JobView>, control: ServerAction<ControlJob>, show_imag
 #[component]
 pub fn JobsPage() -> impl IntoView {
     let control = ServerAction::<ControlJob>::new();
-    let tick = RwSignal::new(0u32);
-    let busy = RwSignal::new(false);
-    Effect::new(move |_| {
-        if let Ok(handle) = set_interval_with_handle(
-            move || {
-                if busy.get_untracked() {
-                    tick.update(|t| *t = t.wrapping_add(1));
-                }
-            },
-            std::time::Duration::from_millis(1500),
-        ) {
-            on_cleanup(move || handle.clear());
-        }
-    });
+    let (tick, busy) = poll_while_busy();
     let jobs = Resource::new(move || (control.version().get(), tick.get()), |_| list_jobs());
     view! {
         <Title text="Jobs" />

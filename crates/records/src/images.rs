@@ -262,26 +262,11 @@ impl Db {
     /// Creates an image record in status `queued` (Glance's state before any data arrives).
     pub async fn create_image(&self, new: &NewImage) -> Result<ImageRow, DbError> {
         let id = uuid::Uuid::new_v4().to_string();
-        let sql = format!(
-            "INSERT INTO images (id, name, disk_format, container_format, visibility, owner, protected, \
-             min_disk, min_ram, properties, tags, created_by) \
-             VALUES (?, ?, ?, ?, COALESCE(?, 'shared'), ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-        );
-        Ok(sqlx::query_as::<_, ImageRow>(&sql)
-            .bind(&id)
-            .bind(&new.name)
-            .bind(&new.disk_format)
-            .bind(&new.container_format)
-            .bind(&new.visibility)
-            .bind(&new.owner)
-            .bind(new.protected)
-            .bind(new.min_disk)
-            .bind(new.min_ram)
-            .bind(if new.properties.is_empty() { "{}" } else { new.properties.as_str() })
-            .bind(if new.tags.is_empty() { "[]" } else { new.tags.as_str() })
-            .bind(&new.created_by)
-            .fetch_one(self.pool())
-            .await?)
+        // A fresh v4 id cannot be taken; if it somehow were, say so rather than overwrite.
+        if self.create_image_with_id(&id, new).await?.is_none() {
+            return Err(DbError::Sqlx(sqlx::Error::Protocol(format!("image id {id} is taken"))));
+        }
+        self.image(&id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))
     }
 }
 
