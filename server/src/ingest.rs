@@ -150,6 +150,21 @@ pub struct Imported {
     pub size: u64,
     pub virtual_size: Option<u64>,
     pub sha256: String,
+    /// An OVA's further disks (the first became this image): each becomes an image of its own.
+    pub extra_disks: Vec<ExtraDisk>,
+    /// An OVA's descriptor facts, recorded as the image's properties.
+    pub ovf: Vec<(String, String)>,
+    /// The OVF's memory hint in MiB (becomes min_ram).
+    pub min_ram: Option<u64>,
+}
+
+/// A disk extracted from an OVA beyond the first, waiting to become an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraDisk {
+    pub path: PathBuf,
+    pub disk_format: String,
+    pub virtual_size: u64,
+    pub disk_id: String,
 }
 
 /// Read buffer for hashing: large enough for sequential throughput, small enough to keep memory
@@ -262,6 +277,11 @@ fn process(
     if let Plan::Refuse(reason) = &plan {
         return Err(IngestError::Refused(reason.clone()));
     }
+    // An OVA whose cell says `extract`: unpack it; its disks (VMDK) follow the VMDK row.
+    let extract_ova = report.format == Format::Ova && rules.cells.get("ova").is_some_and(|c| c.action == "extract");
+    if extract_ova {
+        return extract_package(up, images_dir, rules, ctl, &report, findings, uploaded_size);
+    }
     let converting = matches!(plan, Plan::Convert(_));
     // Conversion reads the upload once and hashing reads the output once.
     ctl.total.store(if converting { uploaded_size.saturating_mul(2) } else { uploaded_size }, Ordering::Relaxed);
@@ -337,7 +357,113 @@ fn process(
         // The file to publish; the caller puts it into the backend and records where it went.
         location: final_path.display().to_string(),
     };
-    Ok((record, Imported { uploaded_format: report.format.as_str().to_owned(), uploaded_size, disk_format, converted, size, virtual_size, sha256 }))
+    let imported = Imported {
+        uploaded_format: report.format.as_str().to_owned(),
+        uploaded_size,
+        disk_format,
+        converted,
+        size,
+        virtual_size,
+        sha256,
+        extra_disks: Vec::new(),
+        ovf: Vec::new(),
+        min_ram: None,
+    };
+    Ok((record, imported))
+}
+
+/// Unpacks an OVA (formats.md §2.5 #19–20 enforced by the extractor: members by stream, no
+/// names from the package used as paths, manifest digests checked) into the staging directory.
+/// The first disk becomes this image; the others are returned to become images of their own.
+fn extract_package(
+    up: &UploadedFile,
+    staging: &Path,
+    rules: &Rules,
+    ctl: &JobControl,
+    report: &diskimage::Report,
+    findings: String,
+    uploaded_size: u64,
+) -> Result<(records::ActiveImage, Imported), IngestError> {
+    let to = match rules.plan("vmdk") {
+        Plan::Convert(t) => t,
+        // VMDK kept native: the package's disks are streamOptimized, which hypervisors cannot
+        // use as is, so they become qcow2 anyway.
+        Plan::Keep => TargetFormat::Qcow2,
+        Plan::Refuse(reason) => return Err(IngestError::Refused(format!("This OVA's disks are VMDK. {reason}"))),
+    };
+    let ext = match to {
+        TargetFormat::Qcow2 => "qcow2",
+        TargetFormat::Raw => "raw",
+    };
+    let outdir = staging.join(format!("{}.ova.d", up.image_id));
+    let _ = std::fs::remove_dir_all(&outdir);
+    std::fs::create_dir_all(staging).map_err(|e| IngestError::Io(format!("create staging dir: {e}")))?;
+    ctl.total.store(uploaded_size.saturating_mul(2), Ordering::Relaxed);
+    let sha256 = match &up.sha256 {
+        Some(h) => h.clone(),
+        None => sha256_file(&up.path).map_err(|e| IngestError::Io(format!("hash upload: {e}")))?,
+    };
+    let mut input = File::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
+    let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
+    let ova = convert::ova::extract_ova(&mut input, &outdir, &ConvertOptions { to, ..ConvertOptions::default() }, &mut progress)
+        .map_err(|e| IngestError::Refused(format!("The OVA could not be unpacked: {e}")))?;
+    drop(input);
+    let fail = |e: IngestError| {
+        let _ = std::fs::remove_dir_all(&outdir);
+        e
+    };
+    ctl.check().map_err(fail)?;
+    let mut disks = ova.disks.into_iter();
+    let Some(first) = disks.next() else {
+        return Err(fail(IngestError::Refused("The OVA holds no disk.".into())));
+    };
+    let (_, md5, sha512) = hash_file(&first.path, false, ctl, uploaded_size).map_err(|e| fail(IngestError::Io(format!("hash disk: {e}"))))?;
+    let size = std::fs::metadata(&first.path).map_err(|e| fail(IngestError::Io(format!("stat disk: {e}"))))?.len();
+    let _ = std::fs::remove_file(&up.path);
+    let extra_disks = disks
+        .map(|d| ExtraDisk { path: d.path, disk_format: ext.to_owned(), virtual_size: d.virtual_size, disk_id: d.disk_id })
+        .collect();
+    let mut facts = vec![("ovf_disk_id".to_owned(), first.disk_id.clone())];
+    let o = &ova.ovf;
+    if let Some(v) = &o.name {
+        facts.push(("ovf_name".into(), v.clone()));
+    }
+    if let Some(v) = &o.os_type {
+        facts.push(("ovf_os_type".into(), v.clone()));
+    }
+    if let Some(v) = o.cpus {
+        facts.push(("ovf_cpus".into(), v.to_string()));
+    }
+    if let Some(v) = o.memory_mib {
+        facts.push(("ovf_memory_mib".into(), v.to_string()));
+    }
+    facts.push(("ovf_manifest_verified".into(), ova.manifest_verified.to_string()));
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let record = records::ActiveImage {
+        disk_format: ext.to_owned(),
+        uploaded_format: report.format.as_str().to_owned(),
+        uploaded_size: to_i64(uploaded_size),
+        size: to_i64(size),
+        virtual_size: Some(to_i64(first.virtual_size)),
+        sha256: sha256.clone(),
+        md5,
+        sha512,
+        findings,
+        location: first.path.display().to_string(),
+    };
+    let imported = Imported {
+        uploaded_format: "ova".into(),
+        uploaded_size,
+        disk_format: ext.to_owned(),
+        converted: true,
+        size,
+        virtual_size: Some(first.virtual_size),
+        sha256,
+        extra_disks,
+        ovf: facts,
+        min_ram: o.memory_mib,
+    };
+    Ok((record, imported))
 }
 
 /// Runs the pipeline for one complete upload on the local backend with the matrix's current
@@ -428,6 +554,10 @@ pub async fn ingest_with(
                 return Err(IngestError::NotAccepted("the image changed state during import".into()));
             }
             tracing::info!(image = %image.id, format = %imported.disk_format, converted = imported.converted, "ingest: active");
+            if imported.uploaded_format == "ova" {
+                finish_package(db, &image, &up, store, &imported).await;
+                let _ = std::fs::remove_dir_all(staged.parent().unwrap_or(&staged));
+            }
             Ok(imported)
         }
         Err(err) => {
@@ -442,6 +572,108 @@ pub async fn ingest_with(
             Err(err)
         }
     }
+}
+
+/// After an OVA's first disk became the image: record the OVF's facts as properties, and turn
+/// every further disk into an active image of its own (same project and visibility, linked by
+/// the `ova_parent` property). Failures here are logged; the first image stays active.
+async fn finish_package(
+    db: &records::Db,
+    image: &records::ImageRow,
+    up: &UploadedFile,
+    store: &std::sync::Arc<dyn storage::Backend>,
+    imported: &Imported,
+) {
+    if let Ok(Some(d)) = db.image_detail(&image.id).await {
+        let mut props = d.property_map();
+        props.extend(imported.ovf.iter().cloned());
+        let patch = records::ImagePatch {
+            properties: Some(props),
+            container_format: Some("bare".into()),
+            min_ram: imported.min_ram.and_then(|m| i64::try_from(m).ok()).filter(|m| *m > d.min_ram),
+            ..Default::default()
+        };
+        if let Err(err) = db.update_image(&image.id, &patch).await {
+            tracing::warn!(image = %image.id, error = %err, "cannot record the OVF's facts");
+        }
+    }
+    for (n, disk) in imported.extra_disks.iter().enumerate() {
+        if let Err(err) = extra_disk_image(db, image, up, store, imported, n + 2, disk).await {
+            tracing::warn!(image = %image.id, disk = %disk.disk_id, error = %err, "an OVA disk did not become an image");
+        }
+        let _ = std::fs::remove_file(&disk.path);
+    }
+}
+
+async fn extra_disk_image(
+    db: &records::Db,
+    parent: &records::ImageRow,
+    up: &UploadedFile,
+    store: &std::sync::Arc<dyn storage::Backend>,
+    imported: &Imported,
+    number: usize,
+    disk: &ExtraDisk,
+) -> Result<(), String> {
+    let name = if parent.name.is_empty() { format!("disk {number}") } else { format!("{} (disk {number})", parent.name) };
+    let props = serde_json::json!({ "ova_parent": parent.id, "ovf_disk_id": disk.disk_id }).to_string();
+    let new = records::NewImage {
+        name,
+        disk_format: Some(disk.disk_format.clone()),
+        container_format: Some("bare".into()),
+        visibility: Some(parent.visibility.clone()),
+        owner: parent.owner.clone(),
+        properties: props,
+        created_by: Some(up.user_id.clone()),
+        ..Default::default()
+    };
+    let row = db.create_image(&new).await.map_err(|e| e.to_string())?;
+    db.transition_image(&row.id, &["queued"], "importing", "").await.map_err(|e| e.to_string())?;
+    let path = disk.path.clone();
+    let sums = tokio::task::spawn_blocking(move || checksums(&path, &JobControl::default())).await.map_err(|e| e.to_string()).and_then(|r| r);
+    let (md5, sha512) = match sums {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = db.kill_image(&row.id, "Hangar could not read this disk of the OVA.", "[]").await;
+            return Err(e);
+        }
+    };
+    let key = format!("{}.{}", row.id, disk.disk_format);
+    let size = match store.put_file(&key, &disk.path, storage::PutMode::Move, &|_| {}).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = store.delete(&key).await;
+            let _ = db.kill_image(&row.id, &format!("The {} storage could not store this disk: {e}", store.name()), "[]").await;
+            return Err(e.to_string());
+        }
+    };
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    db.put_location(&records::LocationRow {
+        image_id: row.id.clone(),
+        backend: store.name().to_owned(),
+        key: key.clone(),
+        disk_format: disk.disk_format.clone(),
+        size: to_i64(size),
+        checksum: Some(md5.clone()),
+        os_hash_value: Some(sha512.clone()),
+        status: "active".into(),
+        created_at: String::new(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let record = records::ActiveImage {
+        disk_format: disk.disk_format.clone(),
+        uploaded_format: "ova".into(),
+        uploaded_size: to_i64(imported.uploaded_size),
+        size: to_i64(size),
+        virtual_size: Some(to_i64(disk.virtual_size)),
+        sha256: imported.sha256.clone(),
+        md5,
+        sha512,
+        findings: "[]".into(),
+        location: store.local_path(&key).map_or_else(|| format!("{}:{key}", store.name()), |p| p.display().to_string()),
+    };
+    db.activate_image(&row.id, &record).await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Converts one of Hangar's own stored copies (already accepted at import) for another backend:

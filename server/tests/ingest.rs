@@ -266,3 +266,78 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     assert_eq!(done.bytes_done, done.bytes_total);
     assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "active");
 }
+
+/// An OVA made with qemu-img (streamOptimized VMDKs) and tar: the descriptor first, two disks.
+fn ova(dir: &Path) -> (PathBuf, PathBuf) {
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let raw1 = raw_payload(dir);
+    let raw2 = dir.join("second.raw");
+    std::fs::write(&raw2, vec![0x5au8; 2 << 20]).unwrap();
+    for (raw, vmdk) in [(&raw1, "disk1.vmdk"), (&raw2, "disk2.vmdk")] {
+        qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw.to_str().unwrap(), pkg.join(vmdk).to_str().unwrap()]);
+    }
+    let so = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+    let ovf = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+  xmlns:vmw="http://www.vmware.com/schema/ovf">
+  <References><File ovf:id="f1" ovf:href="disk1.vmdk"/><File ovf:id="f2" ovf:href="disk2.vmdk"/></References>
+  <DiskSection><Info>disks</Info>
+    <Disk ovf:diskId="root" ovf:fileRef="f1" ovf:capacity="8" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="{so}"/>
+    <Disk ovf:diskId="data" ovf:fileRef="f2" ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="{so}"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="web-vm">
+    <Info>vm</Info><Name>Web VM</Name>
+    <OperatingSystemSection ovf:id="94" vmw:osType="ubuntu64Guest"><Info>os</Info></OperatingSystemSection>
+    <VirtualHardwareSection><Info>hw</Info>
+      <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>2048</rasd:VirtualQuantity></Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>"#
+    );
+    std::fs::write(pkg.join("web.ovf"), ovf).unwrap();
+    let out = dir.join("web.ova");
+    let status = Command::new("tar")
+        .args(["--format=ustar", "-cf", out.to_str().unwrap(), "-C", pkg.to_str().unwrap(), "web.ovf", "disk1.vmdk", "disk2.vmdk"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (out, raw1)
+}
+
+#[tokio::test]
+async fn an_ova_is_unpacked_each_disk_becomes_an_image_and_the_ovf_facts_are_kept() {
+    let e = env().await;
+    let (pkg, raw1) = ova(e.data());
+    let id = e.image("ova").await;
+    let mut up = e.upload(&id, &pkg);
+    up.file_name = Some("web.ova".into());
+    let imported = ingest(&e.db, e.data(), up).await.unwrap();
+    assert_eq!((imported.uploaded_format.as_str(), imported.disk_format.as_str()), ("ova", "qcow2"));
+    assert_eq!(imported.extra_disks.len(), 1);
+
+    // The first disk is this image: qcow2 with the first VMDK's contents.
+    let d = e.db.image_detail(&id).await.unwrap().unwrap();
+    assert_eq!((d.status.as_str(), d.disk_format.as_deref(), d.container_format.as_deref()), ("active", Some("qcow2"), Some("bare")));
+    let stored = e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap();
+    qemu_img(&["compare", "-f", "raw", "-F", "qcow2", raw1.to_str().unwrap(), &stored]);
+    let props = d.property_map();
+    assert_eq!(props.get("ovf_name").map(String::as_str), Some("Web VM"));
+    assert_eq!(props.get("ovf_os_type").map(String::as_str), Some("ubuntu64Guest"));
+    assert_eq!(props.get("ovf_disk_id").map(String::as_str), Some("root"));
+    assert_eq!(d.min_ram, 2048, "the OVF's memory becomes min_ram");
+
+    // The second disk is an image of its own, linked to the first.
+    let all = e.db.query_images(&records::ImageQuery { limit: Some(10), ..Default::default() }, records::Visible::All).await.unwrap();
+    let second = all.images.iter().find(|i| i.id != id).expect("a second image");
+    assert_eq!((second.status.as_str(), second.disk_format.as_deref()), ("active", Some("qcow2")));
+    assert!(second.name.ends_with("(disk 2)"), "{}", second.name);
+    assert_eq!(second.property_map().get("ova_parent"), Some(&id));
+    assert_eq!(second.owner.as_deref(), Some(e.project.as_str()));
+    assert_eq!(e.db.image_locations(&second.id).await.unwrap().len(), 1);
+    let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "nothing left in staging: {left:?}");
+}
