@@ -163,8 +163,12 @@ pub struct Imported {
 pub struct ExtraDisk {
     pub path: PathBuf,
     pub disk_format: String,
+    pub container_format: String,
     pub virtual_size: u64,
+    /// OVA: the OVF disk id. UEC: the member's name.
     pub disk_id: String,
+    /// UEC: the property of the first image that links to this one (`kernel_id`, `ramdisk_id`).
+    pub link: Option<String>,
 }
 
 /// Read buffer for hashing: large enough for sequential throughput, small enough to keep memory
@@ -281,6 +285,9 @@ fn process(
     let extract_ova = report.format == Format::Ova && rules.cells.get("ova").is_some_and(|c| c.action == "extract");
     if extract_ova {
         return extract_package(up, images_dir, rules, ctl, &report, findings, uploaded_size);
+    }
+    if report.format == Format::Uec && rules.cells.get("uec").is_some_and(|c| c.action == "extract") {
+        return extract_uec_package(up, images_dir, rules, ctl, &report, findings, uploaded_size);
     }
     let converting = matches!(plan, Plan::Convert(_));
     // Conversion reads the upload once and hashing reads the output once.
@@ -421,7 +428,14 @@ fn extract_package(
     let size = std::fs::metadata(&first.path).map_err(|e| fail(IngestError::Io(format!("stat disk: {e}"))))?.len();
     let _ = std::fs::remove_file(&up.path);
     let extra_disks = disks
-        .map(|d| ExtraDisk { path: d.path, disk_format: ext.to_owned(), virtual_size: d.virtual_size, disk_id: d.disk_id })
+        .map(|d| ExtraDisk {
+            path: d.path,
+            disk_format: ext.to_owned(),
+            container_format: "bare".into(),
+            virtual_size: d.virtual_size,
+            disk_id: d.disk_id,
+            link: None,
+        })
         .collect();
     let mut facts = vec![("ovf_disk_id".to_owned(), first.disk_id.clone())];
     let o = &ova.ovf;
@@ -462,6 +476,104 @@ fn extract_package(
         extra_disks,
         ovf: facts,
         min_ram: o.memory_mib,
+    };
+    Ok((record, imported))
+}
+
+/// Unpacks a UEC tarball (bounded gunzip; each member validated by the extractor): the AMI
+/// becomes this image, the kernel (AKI) and ramdisk (ARI) images of their own, linked from the
+/// AMI by `kernel_id` / `ramdisk_id` as Glance does.
+fn extract_uec_package(
+    up: &UploadedFile,
+    staging: &Path,
+    rules: &Rules,
+    ctl: &JobControl,
+    report: &diskimage::Report,
+    findings: String,
+    uploaded_size: u64,
+) -> Result<(records::ActiveImage, Imported), IngestError> {
+    for part in ["ami", "aki", "ari"] {
+        if let Plan::Refuse(reason) = rules.plan(part) {
+            return Err(IngestError::Refused(format!("This UEC tarball holds {part} images. {reason}")));
+        }
+    }
+    let outdir = staging.join(format!("{}.uec.d", up.image_id));
+    let _ = std::fs::remove_dir_all(&outdir);
+    std::fs::create_dir_all(staging).map_err(|e| IngestError::Io(format!("create staging dir: {e}")))?;
+    ctl.total.store(uploaded_size.saturating_mul(2), Ordering::Relaxed);
+    let sha256 = match &up.sha256 {
+        Some(h) => h.clone(),
+        None => sha256_file(&up.path).map_err(|e| IngestError::Io(format!("hash upload: {e}")))?,
+    };
+    let mut input = File::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
+    let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
+    let uec = convert::uec::extract_uec(&mut input, &outdir, convert::uec::UecLimits::default(), &mut progress)
+        .map_err(|e| IngestError::Refused(format!("The UEC tarball could not be unpacked: {e}")))?;
+    drop(input);
+    let fail = |e: IngestError| {
+        let _ = std::fs::remove_dir_all(&outdir);
+        e
+    };
+    ctl.check().map_err(fail)?;
+    let Some(ami) = uec.parts.iter().find(|p| p.role == convert::uec::UecRole::Ami) else {
+        return Err(fail(IngestError::Refused("The UEC tarball holds no machine image (AMI).".into())));
+    };
+    // The AMI follows its row: kept as raw bytes, or converted.
+    let (path, disk_format, virtual_size) = match rules.plan("ami") {
+        Plan::Convert(to) => {
+            let ext = if to == TargetFormat::Raw { "raw" } else { "qcow2" };
+            let out = outdir.join(format!("ami.{ext}"));
+            let vsize = convert_copy(&ami.path, "raw", to, &out, ctl).map_err(|e| fail(IngestError::Refused(e)))?;
+            (out, ext.to_owned(), vsize)
+        }
+        _ => (ami.path.clone(), "ami".to_owned(), ami.size),
+    };
+    let (_, md5, sha512) = hash_file(&path, false, ctl, uploaded_size).map_err(|e| fail(IngestError::Io(format!("hash AMI: {e}"))))?;
+    let size = std::fs::metadata(&path).map_err(|e| fail(IngestError::Io(format!("stat AMI: {e}"))))?.len();
+    let _ = std::fs::remove_file(&up.path);
+    let extra_disks = uec
+        .parts
+        .iter()
+        .filter_map(|p| {
+            let (fmt, link) = match p.role {
+                convert::uec::UecRole::Aki => ("aki", "kernel_id"),
+                convert::uec::UecRole::Ari => ("ari", "ramdisk_id"),
+                convert::uec::UecRole::Ami => return None,
+            };
+            Some(ExtraDisk {
+                path: p.path.clone(),
+                disk_format: fmt.into(),
+                container_format: fmt.into(),
+                virtual_size: p.size,
+                disk_id: p.member.clone(),
+                link: Some(link.into()),
+            })
+        })
+        .collect();
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let record = records::ActiveImage {
+        disk_format: disk_format.clone(),
+        uploaded_format: report.format.as_str().to_owned(),
+        uploaded_size: to_i64(uploaded_size),
+        size: to_i64(size),
+        virtual_size: Some(to_i64(virtual_size)),
+        sha256: sha256.clone(),
+        md5,
+        sha512,
+        findings,
+        location: path.display().to_string(),
+    };
+    let imported = Imported {
+        uploaded_format: "uec".into(),
+        uploaded_size,
+        disk_format,
+        converted: true,
+        size,
+        virtual_size: Some(virtual_size),
+        sha256,
+        extra_disks,
+        ovf: vec![("uec_ami_member".to_owned(), ami.member.clone())],
+        min_ram: None,
     };
     Ok((record, imported))
 }
@@ -554,7 +666,7 @@ pub async fn ingest_with(
                 return Err(IngestError::NotAccepted("the image changed state during import".into()));
             }
             tracing::info!(image = %image.id, format = %imported.disk_format, converted = imported.converted, "ingest: active");
-            if imported.uploaded_format == "ova" {
+            if matches!(imported.uploaded_format.as_str(), "ova" | "uec") {
                 finish_package(db, &image, &up, store, &imported).await;
                 let _ = std::fs::remove_dir_all(staged.parent().unwrap_or(&staged));
             }
@@ -584,24 +696,32 @@ async fn finish_package(
     store: &std::sync::Arc<dyn storage::Backend>,
     imported: &Imported,
 ) {
+    let mut links: Vec<(String, String)> = Vec::new();
+    for (n, disk) in imported.extra_disks.iter().enumerate() {
+        match extra_disk_image(db, image, up, store, imported, n + 2, disk).await {
+            Ok(id) => {
+                if let Some(link) = &disk.link {
+                    links.push((link.clone(), id));
+                }
+            }
+            Err(err) => tracing::warn!(image = %image.id, disk = %disk.disk_id, error = %err, "a package's disk did not become an image"),
+        }
+        let _ = std::fs::remove_file(&disk.path);
+    }
     if let Ok(Some(d)) = db.image_detail(&image.id).await {
         let mut props = d.property_map();
         props.extend(imported.ovf.iter().cloned());
+        props.extend(links);
+        let container = if imported.uploaded_format == "uec" && imported.disk_format == "ami" { "ami" } else { "bare" };
         let patch = records::ImagePatch {
             properties: Some(props),
-            container_format: Some("bare".into()),
+            container_format: Some(container.into()),
             min_ram: imported.min_ram.and_then(|m| i64::try_from(m).ok()).filter(|m| *m > d.min_ram),
             ..Default::default()
         };
         if let Err(err) = db.update_image(&image.id, &patch).await {
-            tracing::warn!(image = %image.id, error = %err, "cannot record the OVF's facts");
+            tracing::warn!(image = %image.id, error = %err, "cannot record the package's facts");
         }
-    }
-    for (n, disk) in imported.extra_disks.iter().enumerate() {
-        if let Err(err) = extra_disk_image(db, image, up, store, imported, n + 2, disk).await {
-            tracing::warn!(image = %image.id, disk = %disk.disk_id, error = %err, "an OVA disk did not become an image");
-        }
-        let _ = std::fs::remove_file(&disk.path);
     }
 }
 
@@ -613,13 +733,24 @@ async fn extra_disk_image(
     imported: &Imported,
     number: usize,
     disk: &ExtraDisk,
-) -> Result<(), String> {
-    let name = if parent.name.is_empty() { format!("disk {number}") } else { format!("{} (disk {number})", parent.name) };
-    let props = serde_json::json!({ "ova_parent": parent.id, "ovf_disk_id": disk.disk_id }).to_string();
+) -> Result<String, String> {
+    let what = match disk.disk_format.as_str() {
+        "aki" => "kernel".to_owned(),
+        "ari" => "ramdisk".to_owned(),
+        _ => format!("disk {number}"),
+    };
+    let name = if parent.name.is_empty() { what } else { format!("{} ({what})", parent.name) };
+    let parent_key = if imported.uploaded_format == "uec" { "uec_parent" } else { "ova_parent" };
+    let props = if imported.uploaded_format == "uec" {
+        serde_json::json!({ parent_key: parent.id, "uec_member": disk.disk_id })
+    } else {
+        serde_json::json!({ parent_key: parent.id, "ovf_disk_id": disk.disk_id })
+    }
+    .to_string();
     let new = records::NewImage {
         name,
         disk_format: Some(disk.disk_format.clone()),
-        container_format: Some("bare".into()),
+        container_format: Some(disk.container_format.clone()),
         visibility: Some(parent.visibility.clone()),
         owner: parent.owner.clone(),
         properties: props,
@@ -673,7 +804,7 @@ async fn extra_disk_image(
         location: store.local_path(&key).map_or_else(|| format!("{}:{key}", store.name()), |p| p.display().to_string()),
     };
     db.activate_image(&row.id, &record).await.map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(row.id)
 }
 
 /// Converts one of Hangar's own stored copies (already accepted at import) for another backend:

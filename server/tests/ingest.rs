@@ -341,3 +341,49 @@ async fn an_ova_is_unpacked_each_disk_becomes_an_image_and_the_ovf_facts_are_kep
     let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "nothing left in staging: {left:?}");
 }
+
+#[tokio::test]
+async fn a_uec_tarball_becomes_an_ami_linked_to_its_kernel_and_ramdisk() {
+    let e = env().await;
+    let pkg = e.data().join("uec");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let mut img = vec![0u8; 4 << 20];
+    img[1080] = 0x53; // ext2/3/4 superblock magic
+    img[1081] = 0xEF;
+    img[2 << 20..(2 << 20) + 5000].fill(0x11);
+    std::fs::write(pkg.join("foo.img"), &img).unwrap();
+    let mut kernel = vec![0u8; 8192]; // a bzImage header
+    kernel[0x1FE] = 0x55;
+    kernel[0x1FF] = 0xAA;
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(pkg.join("foo-vmlinuz-virtual"), &kernel).unwrap();
+    let mut initrd = b"070701".to_vec(); // a newc cpio archive
+    initrd.extend_from_slice(&[b'0'; 200]);
+    std::fs::write(pkg.join("foo-initrd-virtual"), &initrd).unwrap();
+    let tarball = e.data().join("foo.tar.gz");
+    let status = Command::new("tar")
+        .args(["--format=ustar", "-czf", tarball.to_str().unwrap(), "-C", pkg.to_str().unwrap(), "foo.img", "foo-vmlinuz-virtual", "foo-initrd-virtual"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let id = e.image("uec").await;
+    let mut up = e.upload(&id, &tarball);
+    up.file_name = Some("foo.tar.gz".into());
+    let imported = ingest(&e.db, e.data(), up).await.unwrap();
+    assert_eq!((imported.uploaded_format.as_str(), imported.disk_format.as_str()), ("uec", "ami"));
+
+    let ami = e.db.image_detail(&id).await.unwrap().unwrap();
+    assert_eq!((ami.status.as_str(), ami.disk_format.as_deref(), ami.container_format.as_deref()), ("active", Some("ami"), Some("ami")));
+    let stored = e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap();
+    assert!(std::fs::read(&stored).unwrap() == img, "the AMI is stored as its raw bytes");
+    let props = ami.property_map();
+    let (kernel_id, ramdisk_id) = (props.get("kernel_id").cloned().unwrap(), props.get("ramdisk_id").cloned().unwrap());
+    for (linked, fmt, bytes) in [(&kernel_id, "aki", &kernel), (&ramdisk_id, "ari", &initrd)] {
+        let d = e.db.image_detail(linked).await.unwrap().unwrap();
+        assert_eq!((d.status.as_str(), d.disk_format.as_deref(), d.container_format.as_deref()), ("active", Some(fmt), Some(fmt)));
+        assert_eq!(d.property_map().get("uec_parent"), Some(&id));
+        let loc = e.db.image_ingest(linked).await.unwrap().unwrap().location.unwrap();
+        assert!(std::fs::read(&loc).unwrap() == *bytes, "{fmt} stored byte for byte");
+    }
+}
