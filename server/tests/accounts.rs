@@ -396,3 +396,72 @@ async fn bootstrap_creates_the_first_admin_and_a_default_project_once() {
     let missing_password = |k: &str| (k == "HANGAR_BOOTSTRAP_ADMIN").then(|| "x".to_owned());
     assert!(server::cli::bootstrap(&db, missing_password).await.is_err());
 }
+
+/// The routes that are not server functions (downloads, tus, the Glance API, health) make the
+/// same decisions for the same callers.
+#[tokio::test]
+async fn every_route_family_authorizes_each_kind_of_caller() {
+    use axum::body::Body;
+    use axum::http::{header, Method, Request};
+
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let db = &app.state.db;
+    let private = |name: &str| NewImage { name: name.into(), visibility: Some("private".into()), owner: Some(p1.clone()), ..Default::default() };
+    // An active image with bytes on the local backend.
+    let stored = db.create_image(&private("stored")).await.unwrap();
+    assert!(db.transition_image(&stored.id, &["queued"], "active", "").await.unwrap());
+    let key = format!("{}.raw", stored.id);
+    let dir = app.state.config.data_dir.join("images");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&key), b"0123456789").unwrap();
+    db.put_location(&records::LocationRow {
+        image_id: stored.id.clone(),
+        backend: "local".into(),
+        key,
+        disk_format: "raw".into(),
+        size: 10,
+        checksum: None,
+        os_hash_value: None,
+        status: "active".into(),
+        created_at: String::new(),
+    })
+    .await
+    .unwrap();
+    let doomed = db.create_image(&private("doomed")).await.unwrap();
+
+    let auths = [
+        None,
+        Some(token(&app, "reader", &p1).await),
+        Some(token(&app, "member", &p1).await),
+        Some(token(&app, "other", &p2).await),
+        Some(token(&app, "admin", &p1).await),
+    ];
+    let tus = |r: axum::http::request::Builder| r.header("tus-resumable", "1.0.0").header("upload-length", "10");
+    type Build = Box<dyn Fn() -> axum::http::request::Builder>;
+    let table: Vec<(&str, Build, [u16; 5])> = vec![
+        ("GET /healthz", Box::new(|| Request::get("/healthz")), [200; 5]),
+        ("GET /images/{id}/file", Box::new({ let u = format!("/images/{}/file", stored.id); move || Request::get(u.as_str()) }), [401, 200, 200, 404, 200]),
+        ("POST /uploads", Box::new(move || tus(Request::post("/uploads"))), [401, 403, 201, 201, 201]),
+        ("GET /image/v2/images", Box::new(|| Request::get("/image/v2/images")), [401, 200, 200, 200, 200]),
+        ("GET /image/v2/images/{id}", Box::new({ let u = format!("/image/v2/images/{}", stored.id); move || Request::get(u.as_str()) }), [401, 200, 200, 404, 200]),
+        // The member deletes it; the admin then finds nothing.
+        ("DELETE /image/v2/images/{id}", Box::new({ let u = format!("/image/v2/images/{}", doomed.id); move || Request::builder().method(Method::DELETE).uri(u.as_str()) }), [401, 403, 204, 404, 404]),
+    ];
+    let mut failures = Vec::new();
+    for (name, build, expect) in &table {
+        for ((caller, auth), want) in CALLERS.iter().zip(&auths).zip(expect) {
+            let mut b = build().header(header::HOST, common::HOST);
+            b = match auth {
+                Some(t) => b.header("x-auth-token", t.as_str()),
+                // As from a Hangar page, so the CSRF check passes and authentication decides.
+                None => b.header(header::ORIGIN, common::ORIGIN),
+            };
+            let reply = app.send(b.body(Body::empty()).unwrap()).await;
+            if reply.status.as_u16() != *want {
+                failures.push(format!("{name} as {caller}: got {} want {want}: {}", reply.status, reply.body));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
