@@ -49,6 +49,12 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
     if requeued > 0 {
         tracing::info!(requeued, "jobs interrupted by the last stop were queued again");
     }
+    // No job runs yet, and every job redoes its work from the start: whatever an interrupted job
+    // left in the staging directory (half-written conversions, unpacked packages) is garbage.
+    let removed = clear_staging(&data_dir.join("staging"));
+    if removed > 0 {
+        tracing::info!(removed, "removed leftovers of interrupted jobs from the staging directory");
+    }
     let notify = Arc::new(Notify::new());
     for n in 0..workers.max(1) {
         let (db, data_dir, notify, stores) = (db.clone(), data_dir.clone(), notify.clone(), stores.clone());
@@ -71,6 +77,25 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
     let jobs = Jobs { db: db.clone(), notify };
     stores.set_jobs(jobs.clone());
     Ok(jobs)
+}
+
+/// Empties `dir` (files and directories in it; the directory itself stays). Returns how many
+/// entries were removed; a missing directory is empty.
+pub fn clear_staging(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let gone = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match gone {
+            Ok(()) => removed += 1,
+            Err(err) => tracing::warn!(path = %path.display(), error = %err, "cannot remove a staging leftover"),
+        }
+    }
+    removed
 }
 
 /// Runs one claimed job to its end and records the outcome.

@@ -248,6 +248,11 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     assert_eq!(e.db.claim_job().await.unwrap().unwrap().id, job.id);
     assert!(e.db.transition_image(&id, &["queued"], "importing", "").await.unwrap());
 
+    // The stop also left a half-written conversion behind.
+    let leftover = e.data().join("staging").join(format!("{id}.qcow2"));
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, b"half a qcow2").unwrap();
+
     // "Restart": the workers requeue and redo it.
     let stores = server::stores::Stores::open(&[], None, e.data()).unwrap();
     let _jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1, stores).await.unwrap();
@@ -265,6 +270,7 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     assert!(done.summary.starts_with("raw → qcow2"), "{}", done.summary);
     assert_eq!(done.bytes_done, done.bytes_total);
     assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "active");
+    assert!(!leftover.exists() || std::fs::read(&leftover).unwrap() != b"half a qcow2", "the leftover was cleared at start");
 }
 
 /// An OVA made with qemu-img (streamOptimized VMDKs) and tar: the descriptor first, two disks.
