@@ -6,9 +6,11 @@
 # port) with a fresh data dir, makes users, projects and API tokens with the `hangar` CLI, and
 # runs a scripted session with each client: create with and without data, a qemu-img-made
 # qcow2 and VDI, list with filters and paging, show, update properties and tags, download and
-# verify, stage + import, deactivate/reactivate, sharing (member-*), delete, and the error
-# paths (415 mismatch/unsafe image, 409 wrong status, 404, 403 for a reader). Every command's
-# exit status and output are checked. The server is stopped and the data removed on exit.
+# verify, stage + import, web-download (from a python3 http.server on 127.0.0.1, the one host
+# the server is allowed to fetch from), deactivate/reactivate, sharing (member-*), delete, and
+# the error paths (415 mismatch/unsafe image, 409 wrong status, 404, 403 for a reader). Every
+# command's exit status and output are checked. The servers are stopped and the data removed
+# on exit.
 #
 # usage: scripts/glance-cli-test.sh      (after `cargo build -p server --bin hangar`;
 #                                         HANGAR_BIN=/path/to/hangar to use another binary)
@@ -31,21 +33,25 @@ fi
 
 work=$(mktemp -d)
 server_pid=
+web_pid=
 cleanup() {
-  if [[ -n $server_pid ]]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  local pid
+  for pid in $server_pid $web_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 # --- the server ------------------------------------------------------------------------------
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
 url=http://127.0.0.1:$port/image
 data=$work/data
+# web-download may fetch from 127.0.0.1 only (the origin started before the web-download steps).
 HANGAR_BOOTSTRAP_ADMIN=admin HANGAR_BOOTSTRAP_PASSWORD=glance-cli-admin-pw HANGAR_LOG=${HANGAR_LOG:-warn} \
-  "$bin" --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
+  HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS=127.0.0.1 "$bin" --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 120); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -201,6 +207,29 @@ has local
 ok G ana usage
 has image_count_total
 
+# web-download from an origin on 127.0.0.1 (allowed); the same origin named localhost is not.
+web_port=$(free_port)
+python3 -m http.server --bind 127.0.0.1 --directory "$img" "$web_port" >"$work/web.log" 2>&1 &
+web_pid=$!
+for _ in $(seq 1 60); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$web_port/disk.qcow2" 2>/dev/null && break
+  sleep 0.25
+done
+curl -fsS -o /dev/null "http://127.0.0.1:$web_port/disk.qcow2" || die "the web-download origin did not start:\n$(cat "$work/web.log")"
+ok G ana import-info
+has web-download
+ok G ana image-create-via-import --name via-web --disk-format qcow2 --container-format bare \
+  --import-method web-download --uri "http://127.0.0.1:$web_port/disk.qcow2"
+wd=$(field id)
+[[ -n $wd ]] || die "no id printed:\n$out"
+wait_status ana "$wd" active
+expect "web-download checksum" "$(field checksum)" "$qcow2_md5"
+ok G ana image-create --name web-refused --disk-format qcow2 --container-format bare
+wr=$(field id)
+fails "does not pass filtering" G ana image-import --import-method web-download --uri "http://localhost:$web_port/disk.qcow2" "$wr"
+ok G ana image-show "$wr"
+expect "refused web-download leaves" "$(field status)" queued
+
 # Deactivate / reactivate.
 ok G ana image-deactivate "$q"
 ok G ana image-show "$q"
@@ -246,7 +275,7 @@ fails "Readers cannot upload" G rita image-create --name reader --disk-format qc
 fails "Readers cannot change" G rita image-update --name by-reader "$q"
 ok G rita image-list
 has cirros-2
-fails "not valid" G ana image-import --import-method web-download --uri http://127.0.0.1:9/x.img "$s"
+fails "can only be applied to an image in status 'queued'" G ana image-import --import-method web-download --uri "http://127.0.0.1:$web_port/disk.qcow2" "$s"
 ok G ana image-update --protected True "$s"
 fails "not permitted to delete" G ana image-delete "$s"
 ok G ana image-show "$s"
@@ -254,7 +283,7 @@ expect "protected image kept" "$(field protected)" True
 ok G ana image-update --protected False "$s"
 
 # Delete.
-ok G ana image-delete "$s" "$via"
+ok G ana image-delete "$s" "$via" "$wd" "$wr"
 fails "404 Not Found" G ana image-show "$s"
 
 echo "=== openstack image (openstackclient, admin_token) against $url/v2"

@@ -27,6 +27,10 @@ pub struct Config {
     pub storage: Vec<storage::BackendConfig>,
     /// Where uploads are stored unless the user picks another backend (default: the first).
     pub default_storage: Option<String>,
+    /// Hosts the Glance API's `web-download` import may fetch from (exact, lower-cased host
+    /// names or IP addresses). Empty, the default, turns the method off: fetching URLs from the
+    /// server is an SSRF risk unless the operator names the hosts.
+    pub web_download_allowed_hosts: Vec<String>,
 }
 
 /// Where the run command builds the site when Hangar is run from its source tree.
@@ -43,6 +47,7 @@ impl Default for Config {
             job_workers: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             storage: Vec::new(),
             default_storage: None,
+            web_download_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -75,6 +80,7 @@ struct FileConfig {
     #[serde(default)]
     storage: Vec<storage::BackendConfig>,
     default_storage: Option<String>,
+    web_download_allowed_hosts: Option<Vec<String>>,
 }
 
 /// What the command line asked for.
@@ -134,6 +140,10 @@ Other settings (file key / environment variable):
                                            endpoint, bucket, region, access_key_id, secret_access_key,
                                            timeout_secs, part_size_mib (ceph); default: one local backend
   default_storage / HANGAR_DEFAULT_STORAGE where uploads go unless the user picks a backend
+  web_download_allowed_hosts / HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS
+                                           hosts the Glance API's web-download import may fetch
+                                           from (a list in the file, comma-separated in the
+                                           environment); default none, which turns it off
 ";
 
 impl Config {
@@ -171,6 +181,9 @@ impl Config {
         }
         if let Some(v) = env("HANGAR_JOB_WORKERS") {
             config.job_workers = parse_workers("HANGAR_JOB_WORKERS", &v)?;
+        }
+        if let Some(v) = env("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS") {
+            config.web_download_allowed_hosts = parse_hosts("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS", v.split(','))?;
         }
 
         if let Some(v) = &flags.listen {
@@ -216,6 +229,9 @@ impl Config {
         if let Some(v) = file.default_storage {
             self.default_storage = Some(v);
         }
+        if let Some(v) = file.web_download_allowed_hosts {
+            self.web_download_allowed_hosts = parse_hosts("web_download_allowed_hosts", v.iter().map(String::as_str))?;
+        }
         Ok(())
     }
 
@@ -238,6 +254,25 @@ fn parse_workers(key: &str, value: &str) -> Result<usize, ConfigError> {
         Ok(n) if (1..=64).contains(&n) => Ok(n),
         _ => Err(ConfigError::BadValue { key: key.to_owned(), value: value.to_owned(), message: "expected a number of workers from 1 to 64".to_owned() }),
     }
+}
+
+/// Host names or IP addresses, trimmed and lower-cased; blank entries are dropped. A URL, a
+/// port or credentials in an entry is a mistake (the list names hosts only).
+fn parse_hosts<'a>(key: &str, values: impl Iterator<Item = &'a str>) -> Result<Vec<String>, ConfigError> {
+    let mut hosts = Vec::new();
+    for v in values.map(str::trim).filter(|v| !v.is_empty()) {
+        let bare_ipv6 = v.starts_with('[') && v.ends_with(']');
+        let bad = v.contains(['/', '@', '?', '#', ' ', '\t']) || (v.contains(':') && !bare_ipv6 && v.parse::<std::net::Ipv6Addr>().is_err());
+        if bad {
+            return Err(ConfigError::BadValue {
+                key: key.to_owned(),
+                value: v.to_owned(),
+                message: "expected host names or IP addresses only, for example images.example.com (no scheme, port or path)".to_owned(),
+            });
+        }
+        hosts.push(v.to_ascii_lowercase());
+    }
+    Ok(hosts)
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -269,6 +304,25 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert!(!c.secure_cookies);
+        assert!(c.web_download_allowed_hosts.is_empty(), "web-download is off by default");
+    }
+
+    #[test]
+    fn web_download_hosts_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hangar.toml");
+        std::fs::write(&file, "web_download_allowed_hosts = [\"Images.Example.com\", \"10.0.0.5\"]\n").unwrap();
+        let flags = Flags { config: Some(file), ..Flags::default() };
+        let c = Config::load(&flags, env_of(&[])).unwrap();
+        assert_eq!(c.web_download_allowed_hosts, ["images.example.com", "10.0.0.5"]);
+        let c = Config::load(&flags, env_of(&[("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS", " 127.0.0.1 , ,::1")])).unwrap();
+        assert_eq!(c.web_download_allowed_hosts, ["127.0.0.1", "::1"], "the environment replaces the file's list");
+        let c = Config::load(&flags, env_of(&[("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS", "")])).unwrap();
+        assert!(c.web_download_allowed_hosts.is_empty(), "an empty variable turns it off");
+        for bad in ["http://x", "x:80", "u@x", "x/y"] {
+            let err = Config::load(&Flags::default(), env_of(&[("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS", bad)])).unwrap_err();
+            assert!(matches!(err, ConfigError::BadValue { .. }), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -194,6 +194,7 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .with_state(state.clone())
         .merge(tus)
+        .route("/image/", get(glance::root))
         .nest("/image", glance::router(state.clone()))
         // Layers run bottom-up on the way in: trace → sessions → CSRF check → authentication.
         .layer(axum::middleware::from_fn_with_state(state, auth::authenticate))

@@ -139,10 +139,14 @@ async fn versions_schemas_and_the_error_shape() {
     let ids: Vec<String> = r.json()["versions"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect();
     assert!(ids.contains(&"v2.12".to_owned()) && ids.contains(&"v2.0".to_owned()), "{ids:?}");
     assert_eq!(r.json()["versions"][0]["status"], "CURRENT");
-    // `/image` itself (axum's nest does not route `/image/` to it).
+    // `/image` itself, and `/image/` (routed beside the nest: keystoneauth's discovery may add
+    // the slash).
     let r = api.req("GET", "", None, None, Body::empty(), &[]).await;
     assert_eq!(r.status, StatusCode::MULTIPLE_CHOICES);
     assert_eq!(r.json()["versions"][0]["links"][0]["href"], "http://hangar.test/image/v2/");
+    let slash = api.req("GET", "/", None, None, Body::empty(), &[]).await;
+    assert_eq!(slash.status, StatusCode::MULTIPLE_CHOICES, "{}", slash.body);
+    assert_eq!(slash.json(), r.json());
 
     let r = api.get("/v2/schemas/image", &w.member).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -579,4 +583,118 @@ async fn stores_and_copy_image_between_backends() {
         let n = std::fs::read_dir(&dir).map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))).count()).unwrap_or(0);
         assert_eq!(n, 0, "{store} still holds bytes");
     }
+}
+
+/// Like `common::spawn_app`, with the web-download import allowed from `hosts`.
+async fn spawn_web_download(hosts: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = server::Config {
+        data_dir: dir.path().join("data"),
+        web_download_allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        ..server::Config::default()
+    };
+    let state = server::AppState::open(config).await.unwrap();
+    let sessions = server::session_layer(&state).await.unwrap();
+    let router = server::router(state.clone(), sessions);
+    TestApp { _dir: dir, state, router }
+}
+
+/// A tiny origin on 127.0.0.1: `/disk.qcow2` serves `image`, `/moved` redirects to it, anything
+/// else is 404. Returns its port.
+async fn origin(image: Vec<u8>) -> u16 {
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route(
+            "/disk.qcow2",
+            get(move || {
+                let data = image.clone();
+                async move { data }
+            }),
+        )
+        .route("/moved", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/disk.qcow2")]) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn web_download_is_off_by_default() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    let r = api.get("/v2/info/import", &w.member).await;
+    assert_eq!(r.json()["import-methods"]["value"], json!(["glance-direct", "copy-image"]));
+    let r = api.json("POST", "/v2/images", &w.member, json!({"name": "w", "disk_format": "qcow2", "container_format": "bare"})).await;
+    assert!(!r.headers["openstack-image-import-methods"].to_str().unwrap().contains("web-download"));
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let body = json!({"method": {"name": "web-download", "uri": "http://127.0.0.1:9/x.qcow2"}});
+    assert_error(&api.json("POST", &format!("/v2/images/{id}/import"), &w.member, body).await, StatusCode::BAD_REQUEST, "disabled");
+    assert_eq!(api.show(&id, &w.member).await["status"], "queued");
+}
+
+#[tokio::test]
+async fn web_download_fetches_from_allowed_hosts_only() {
+    let app = spawn_web_download(&["127.0.0.1"]).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let member = token(&app, "member", &p1).await;
+    let api = Api { app: &app };
+    let tmp = tempfile::tempdir().unwrap();
+    let qcow2 = qemu_img(tmp.path(), "w.qcow2", &["create", "-f", "qcow2", "1M"]);
+    let port = origin(qcow2.clone()).await;
+    let incoming = app.state.config.data_dir.join("uploads-glance");
+    let leftovers = || std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0);
+
+    let r = api.get("/v2/info/import", &member).await;
+    assert_eq!(r.json()["import-methods"]["value"], json!(["glance-direct", "web-download", "copy-image"]));
+    let new_image = || api.create(&member, json!({"name": "web", "disk_format": "qcow2", "container_format": "bare"}));
+    let import = |id: String, uri: String| {
+        let (api, member) = (&api, member.clone());
+        async move { api.json("POST", &format!("/v2/images/{id}/import"), &member, json!({"method": {"name": "web-download", "uri": uri}})).await }
+    };
+
+    // An allowed host: 202 at once, then the same pipeline as an upload.
+    let id = new_image().await;
+    let r = import(id.clone(), format!("http://127.0.0.1:{port}/disk.qcow2")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert!(r.body.is_empty());
+    let img = api.settled(&id, &member).await;
+    assert_eq!(img["status"], "active", "{img}");
+    assert_eq!(img["checksum"], md5_hex(&qcow2));
+    assert_eq!(img["size"], qcow2.len());
+    assert_eq!(img["virtual_size"], 1024 * 1024);
+    assert_error(&import(id.clone(), format!("http://127.0.0.1:{port}/disk.qcow2")).await, StatusCode::CONFLICT, "queued");
+
+    // Refused before anything is fetched: another host (even one naming the same server), a
+    // scheme other than http(s), credentials in the URI, no URI. The image stays queued.
+    let q = new_image().await;
+    for (uri, why) in [
+        (format!("http://localhost:{port}/disk.qcow2"), "not in this Hangar's web_download_allowed_hosts"),
+        (format!("ftp://127.0.0.1:{port}/disk.qcow2"), "scheme"),
+        (format!("http://user:pw@127.0.0.1:{port}/disk.qcow2"), "credentials"),
+    ] {
+        assert_error(&import(q.clone(), uri).await, StatusCode::BAD_REQUEST, why);
+    }
+    let r = api.json("POST", &format!("/v2/images/{q}/import"), &member, json!({"method": {"name": "web-download"}})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "URI");
+    assert_eq!(api.show(&q, &member).await["status"], "queued");
+
+    // The origin answers 404, or redirects: the image is queued again with the reason, and
+    // nothing is left behind.
+    for (path, why) in [("missing.qcow2", "404"), ("moved", "redirects are not followed")] {
+        let r = import(q.clone(), format!("http://127.0.0.1:{port}/{path}")).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let img = api.settled(&q, &member).await;
+        assert_eq!(img["status"], "queued", "{path}");
+        let reason = app.state.db.image_detail(&q).await.unwrap().unwrap().status_reason;
+        assert!(reason.contains(why) && reason.contains("web-download"), "{path}: {reason}");
+        assert_eq!(leftovers(), 0, "{path}");
+    }
+
+    // The byte quota bounds the download as it bounds an upload.
+    app.state.db.set_quota(&p1, records::QuotaRow { max_images: None, max_bytes: Some(1000), max_concurrent_uploads: None }).await.unwrap();
+    assert_eq!(import(q.clone(), format!("http://127.0.0.1:{port}/disk.qcow2")).await.status, StatusCode::ACCEPTED);
+    assert_eq!(api.settled(&q, &member).await["status"], "queued");
+    let reason = app.state.db.image_detail(&q).await.unwrap().unwrap().status_reason;
+    assert!(reason.contains("quota"), "{reason}");
+    assert_eq!(leftovers(), 0);
 }

@@ -1,5 +1,5 @@
 //! Image bytes through the Glance API: `PUT /file` (upload), `PUT /stage` + `POST /import`
-//! (glance-direct, copy-image), and `GET /tasks` (the image's jobs).
+//! (glance-direct, copy-image; web-download is in `web.rs`), and `GET /tasks` (the image's jobs).
 //!
 //! A request body streams to a file under `<data_dir>/uploads-glance/`, hashed on the way
 //! (MD5, SHA-256, SHA-512, so the pipeline need not read it again when it keeps it as it is),
@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256, Sha512};
 use tokio::io::AsyncWriteExt;
 
-use super::{empty, Caller, GlanceError, Result, IMAGE_SIZE_CAP, IMPORT_METHODS};
+use super::{empty, import_methods, Caller, GlanceError, Result, IMAGE_SIZE_CAP};
 use crate::ingest::UploadedFile;
 use crate::AppState;
 
@@ -43,7 +43,7 @@ pub const UPLOAD_WAIT: Duration = Duration::from_secs(300);
 const JOB_POLL: Duration = Duration::from_millis(200);
 
 /// Where request bodies land before the import job takes them.
-fn incoming_dir(state: &AppState) -> PathBuf {
+pub(super) fn incoming_dir(state: &AppState) -> PathBuf {
     state.config.data_dir.join("uploads-glance")
 }
 
@@ -79,15 +79,38 @@ pub async fn staged_bytes(state: &AppState, project: &str) -> u64 {
 
 /// A request body written to disk, with its hashes.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Received {
-    size: u64,
-    md5: String,
-    sha256: String,
-    sha512: String,
+pub(super) struct Received {
+    pub size: u64,
+    pub md5: String,
+    pub sha256: String,
+    pub sha512: String,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The three digests Glance and the pipeline want, computed as the bytes pass.
+#[derive(Default)]
+pub(super) struct Digests {
+    m5: Md5,
+    s256: Sha256,
+    s512: Sha512,
+    size: u64,
+}
+
+impl Digests {
+    /// Adds `chunk`; returns the running size.
+    pub fn update(&mut self, chunk: &[u8]) -> u64 {
+        self.m5.update(chunk);
+        self.s256.update(chunk);
+        self.s512.update(chunk);
+        self.size = self.size.saturating_add(chunk.len() as u64);
+        self.size
+    }
+    pub fn finish(self) -> Received {
+        Received { size: self.size, md5: hex(&self.m5.finalize()), sha256: hex(&self.s256.finalize()), sha512: hex(&self.s512.finalize()) }
+    }
 }
 
 /// The size the client says it sends: `x-openstack-image-size`, else `Content-Length`.
@@ -112,14 +135,7 @@ async fn admit(state: &AppState, image: &records::ImageDetail, headers: &HeaderM
         return Err(GlanceError::unsupported(format!("Image data must be sent as application/octet-stream, not {ctype}.")));
     }
     let declared = declared_size(headers)?;
-    let mut limit = IMAGE_SIZE_CAP;
-    if let Some(owner) = &image.owner {
-        let quota = state.db.quota(owner).await?;
-        if let Some(max) = quota.max_bytes.and_then(|m| u64::try_from(m).ok()) {
-            let (_, used) = state.db.project_usage(owner).await?;
-            limit = limit.min(max.saturating_sub(used));
-        }
-    }
+    let limit = byte_limit(state, image).await?;
     if let Some(n) = declared {
         if n > limit {
             return Err(GlanceError::too_large(format!(
@@ -128,6 +144,20 @@ async fn admit(state: &AppState, image: &records::ImageDetail, headers: &HeaderM
         }
     }
     Ok((limit, declared))
+}
+
+/// The most bytes `image` may receive: what is left of its project's byte quota, and at most
+/// Glance's `image_size_cap`.
+pub(super) async fn byte_limit(state: &AppState, image: &records::ImageDetail) -> Result<u64> {
+    let mut limit = IMAGE_SIZE_CAP;
+    if let Some(owner) = &image.owner {
+        let quota = state.db.quota(owner).await?;
+        if let Some(max) = quota.max_bytes.and_then(|m| u64::try_from(m).ok()) {
+            let (_, used) = state.db.project_usage(owner).await?;
+            limit = limit.min(max.saturating_sub(used));
+        }
+    }
+    Ok(limit)
 }
 
 /// Puts an image back to `queued` and removes its partial data unless disarmed: when a request
@@ -186,30 +216,28 @@ async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>) -
         tokio::fs::create_dir_all(dir).await.map_err(|e| GlanceError::internal("create upload dir", &e))?;
     }
     let mut file = tokio::fs::File::create(dest).await.map_err(|e| GlanceError::internal("create upload file", &e))?;
-    let (mut m5, mut s256, mut s512) = (Md5::new(), Sha256::new(), Sha512::new());
-    let mut size = 0u64;
+    let mut digests = Digests::default();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk: Bytes = chunk.map_err(|e| GlanceError::bad_request(format!("The upload was interrupted: {e}")))?;
-        size = size.saturating_add(chunk.len() as u64);
+        let size = digests.update(&chunk);
         if size > limit {
             return Err(GlanceError::too_large("The image exceeds the project's storage quota or the image size cap."));
         }
         if declared.is_some_and(|d| size > d) {
             return Err(GlanceError::bad_request("More data was sent than x-openstack-image-size (or Content-Length) declared."));
         }
-        m5.update(&chunk);
-        s256.update(&chunk);
-        s512.update(&chunk);
         file.write_all(&chunk).await.map_err(|e| GlanceError::internal("write upload", &e))?;
     }
+    let got = digests.finish();
+    let size = got.size;
     if let Some(d) = declared {
         if d != size {
             return Err(GlanceError::bad_request(format!("The upload declared {d} bytes but {size} arrived.")));
         }
     }
     file.sync_all().await.map_err(|e| GlanceError::internal("sync upload", &e))?;
-    Ok(Received { size, md5: hex(&m5.finalize()), sha256: hex(&s256.finalize()), sha512: hex(&s512.finalize()) })
+    Ok(got)
 }
 
 /// The backend named by `X-Image-Meta-Store` (400 if unknown), else the default one.
@@ -221,18 +249,19 @@ fn store_from(state: &AppState, headers: &HeaderMap) -> Result<String> {
     }
 }
 
-fn check_formats(image: &records::ImageDetail, status: StatusCode) -> Result<()> {
+pub(super) fn check_formats(image: &records::ImageDetail, status: StatusCode) -> Result<()> {
     if image.disk_format.is_none() || image.container_format.is_none() {
         return Err(GlanceError::new(status, "Properties disk_format, container_format must be set prior to saving data."));
     }
     Ok(())
 }
 
-async fn submit_import(state: &AppState, caller: &Caller, image: &records::ImageDetail, path: PathBuf, got: &Received, backend: String) -> Result<records::JobRow> {
+/// Hands received bytes to the same `import` job as a dashboard upload (by `user_id`).
+pub(super) async fn submit_import(state: &AppState, user_id: &str, image: &records::ImageDetail, path: PathBuf, got: &Received, backend: String) -> Result<records::JobRow> {
     let file = UploadedFile {
         image_id: image.id.clone(),
         path,
-        user_id: caller.me.user_id.clone(),
+        user_id: user_id.to_owned(),
         project_id: image.owner.clone().unwrap_or_default(),
         file_name: None,
         sha256: Some(got.sha256.clone()),
@@ -245,7 +274,7 @@ async fn submit_import(state: &AppState, caller: &Caller, image: &records::Image
         backend,
         params: serde_json::to_string(&file).map_err(|e| GlanceError::internal("job params", &e))?,
         bytes_total: i64::try_from(got.size).unwrap_or(i64::MAX),
-        created_by: Some(caller.me.user_id.clone()),
+        created_by: Some(user_id.to_owned()),
     };
     Ok(state.jobs.submit(&new).await?)
 }
@@ -281,7 +310,7 @@ pub async fn upload(
         if !state.db.transition_image(&id, &["saving"], "importing", "").await? {
             return Err(GlanceError::new(StatusCode::GONE, "The image was deleted during the upload."));
         }
-        let job = submit_import(&state, &caller, &image, dest.clone(), &got, backend).await?;
+        let job = submit_import(&state, &caller.me.user_id, &image, dest.clone(), &got, backend).await?;
         Ok((got, job))
     }
     .await;
@@ -360,8 +389,8 @@ pub async fn stage(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// `POST /v2/images/{id}/import`: `glance-direct` (staged data → import job) or `copy-image`
-/// (an active image → copy jobs to other backends). 202 with no body.
+/// `POST /v2/images/{id}/import`: `glance-direct` (staged data → import job), `copy-image`
+/// (an active image → copy jobs to other backends) or `web-download` (`web.rs`). 202 with no body.
 pub async fn import(
     State(state): State<AppState>,
     authn: Option<Extension<Authn>>,
@@ -420,7 +449,7 @@ pub async fn import(
             if !path.exists() {
                 return Err(GlanceError::conflict("No staged data was found for this image; PUT /stage again."));
             }
-            submit_import(&state, &caller, &image, path, &got, backend).await?;
+            submit_import(&state, &caller.me.user_id, &image, path, &got, backend).await?;
             let _ = tokio::fs::remove_file(staged_meta_path(&state, &id)).await;
             caller.audit(&state, "image.import", "image", &id, method).await?;
             Ok(empty(StatusCode::ACCEPTED))
@@ -465,12 +494,10 @@ pub async fn import(
             }
             Ok(empty(StatusCode::ACCEPTED))
         }
-        "web-download" => Err(GlanceError::bad_request(
-            "Import method web-download is disabled on this Hangar: fetching URLs from the server needs an allow-list of hosts, and none is configured.",
-        )),
+        "web-download" => super::web::import(&state, &caller, &image, &doc, stores).await,
         other => Err(GlanceError::bad_request(format!(
             "Import method {other} is not supported; the methods are {}.",
-            IMPORT_METHODS.join(", ")
+            import_methods(&state).join(", ")
         ))),
     }
 }

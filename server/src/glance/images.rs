@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 
 use super::patch::{self, Editable, PatchError};
-use super::{empty, query, Caller, GlanceError, Result, CONTAINER_FORMATS, IMPORT_METHODS};
+use super::{empty, query, Caller, GlanceError, Result, CONTAINER_FORMATS};
 use crate::AppState;
 
 /// An image as Glance shows it: every base property (null when unset) plus the custom
@@ -166,7 +166,7 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
     let location = format!("/v2/images/{id}");
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, location), (header::HeaderName::from_static("openstack-image-import-methods"), IMPORT_METHODS.join(","))],
+        [(header::LOCATION, location), (header::HeaderName::from_static("openstack-image-import-methods"), super::import_methods(&state).join(","))],
         Json(render(&state, &detail).await?),
     )
         .into_response())

@@ -12,15 +12,17 @@
 //!   otherwise (glanceclient's `Accept: */*`), so the CLIs print what they print against Glance
 //!   ("HTTP 404 Not Found: No image found with ID …"). A flat JSON body would crash glanceclient.
 //!   Empty 202/204 answers carry no JSON content type (glanceclient would try to parse them).
-//! - `GET /image/` (trailing slash) is not routed here: axum's `nest` hands this router `/image`
-//!   and `/image/…` only. Clients use `/image`, `/image/versions` or `/image/v2/…`.
+//! - `GET /image/` (trailing slash) cannot be routed here: axum's `nest` hands this router
+//!   `/image` and `/image/…` only. The server's router routes it to [`root`] beside the nest, so
+//!   discovery that adds the slash gets the same version document.
 //! - Bytes go through the same `import` job as the dashboard's uploads (`ingest.rs`): nothing
 //!   becomes `active` without Hangar's own inspection, and a refused image answers 415 with the
 //!   inspector's reason.
 //!
 //! Layout: this file has the router, the error type, the caller, versions, schemas and the info
 //! endpoints; `images.rs` the catalogue (create, list, show, PATCH, delete, tags, actions);
-//! `data.rs` the bytes (upload, stage, import, tasks); `members.rs` image members.
+//! `data.rs` the bytes (upload, stage, import, tasks); `web.rs` the `web-download` import;
+//! `members.rs` image members.
 
 use accounts::Authn;
 use axum::extract::State;
@@ -35,6 +37,7 @@ use crate::AppState;
 mod data;
 mod images;
 mod members;
+mod web;
 pub mod patch;
 pub mod query;
 
@@ -49,10 +52,17 @@ pub const IMAGE_SIZE_CAP: u64 = 1 << 40;
 /// Glance's `image_member_quota`.
 pub const MAX_MEMBERS: usize = 128;
 
-/// The import methods Hangar offers. `web-download` is off: fetching arbitrary URLs from the
-/// server is an SSRF risk, and no allow-list of hosts is configured (Glance's
-/// `[import_filtering_opts]`); `glance-download` needs federated regions.
-pub const IMPORT_METHODS: [&str; 2] = ["glance-direct", "copy-image"];
+/// The import methods Hangar offers, in Glance's order. `web-download` only when
+/// `web_download_allowed_hosts` names hosts (fetching arbitrary URLs from the server is an SSRF
+/// risk; Glance's `[import_filtering_opts]`); `glance-download` needs federated regions.
+pub fn import_methods(state: &AppState) -> Vec<&'static str> {
+    let mut methods = vec!["glance-direct"];
+    if web::enabled(state) {
+        methods.push("web-download");
+    }
+    methods.push("copy-image");
+    methods
+}
 
 /// Container formats the schema offers (Glance's defaults minus `docker` and `compressed`:
 /// Hangar stores disk images, and its inspector accepts only what these name).
@@ -295,8 +305,9 @@ fn version_document(headers: &HeaderMap) -> Value {
     json!({ "versions": versions })
 }
 
-/// `GET /`: 300 Multiple Choices with the versions (what openstacksdk reads to find `/v2/`).
-async fn root(headers: HeaderMap) -> Response {
+/// `GET /` (and `GET /image/`, routed by the server): 300 Multiple Choices with the versions
+/// (what openstacksdk reads to find `/v2/`).
+pub async fn root(headers: HeaderMap) -> Response {
     (StatusCode::MULTIPLE_CHOICES, Json(version_document(&headers))).into_response()
 }
 
@@ -451,10 +462,10 @@ async fn schema(State(state): State<AppState>, axum::extract::Path(name): axum::
 }
 
 /// `GET /v2/info/import`.
-async fn info_import(authn: Option<Extension<Authn>>) -> Result<Response> {
+async fn info_import(State(state): State<AppState>, authn: Option<Extension<Authn>>) -> Result<Response> {
     Caller::from(authn)?;
     Ok(Json(json!({
-        "import-methods": { "description": "Import methods available.", "type": "array", "value": IMPORT_METHODS }
+        "import-methods": { "description": "Import methods available.", "type": "array", "value": import_methods(&state) }
     }))
     .into_response())
 }
