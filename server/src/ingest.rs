@@ -379,6 +379,21 @@ fn process(
     Ok((record, imported))
 }
 
+/// Prepares to unpack a package: a fresh output directory in staging, the upload's SHA-256, and
+/// the upload opened for reading.
+fn open_package(up: &UploadedFile, staging: &Path, kind: &str, ctl: &JobControl, uploaded_size: u64) -> Result<(PathBuf, String, File), IngestError> {
+    let outdir = staging.join(format!("{}.{kind}.d", up.image_id));
+    let _ = std::fs::remove_dir_all(&outdir);
+    std::fs::create_dir_all(staging).map_err(|e| IngestError::Io(format!("create staging dir: {e}")))?;
+    ctl.total.store(uploaded_size.saturating_mul(2), Ordering::Relaxed);
+    let sha256 = match &up.sha256 {
+        Some(h) => h.clone(),
+        None => sha256_file(&up.path).map_err(|e| IngestError::Io(format!("hash upload: {e}")))?,
+    };
+    let input = File::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
+    Ok((outdir, sha256, input))
+}
+
 /// Unpacks an OVA (formats.md §2.5 #19–20 enforced by the extractor: members by stream, no
 /// names from the package used as paths, manifest digests checked) into the staging directory.
 /// The first disk becomes this image; the others are returned to become images of their own.
@@ -402,15 +417,7 @@ fn extract_package(
         TargetFormat::Qcow2 => "qcow2",
         TargetFormat::Raw => "raw",
     };
-    let outdir = staging.join(format!("{}.ova.d", up.image_id));
-    let _ = std::fs::remove_dir_all(&outdir);
-    std::fs::create_dir_all(staging).map_err(|e| IngestError::Io(format!("create staging dir: {e}")))?;
-    ctl.total.store(uploaded_size.saturating_mul(2), Ordering::Relaxed);
-    let sha256 = match &up.sha256 {
-        Some(h) => h.clone(),
-        None => sha256_file(&up.path).map_err(|e| IngestError::Io(format!("hash upload: {e}")))?,
-    };
-    let mut input = File::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
+    let (outdir, sha256, mut input) = open_package(up, staging, "ova", ctl, uploaded_size)?;
     let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
     let ova = convert::ova::extract_ova(&mut input, &outdir, &ConvertOptions { to, ..ConvertOptions::default() }, &mut progress)
         .map_err(|e| IngestError::Refused(format!("The OVA could not be unpacked: {e}")))?;
@@ -497,15 +504,7 @@ fn extract_uec_package(
             return Err(IngestError::Refused(format!("This UEC tarball holds {part} images. {reason}")));
         }
     }
-    let outdir = staging.join(format!("{}.uec.d", up.image_id));
-    let _ = std::fs::remove_dir_all(&outdir);
-    std::fs::create_dir_all(staging).map_err(|e| IngestError::Io(format!("create staging dir: {e}")))?;
-    ctl.total.store(uploaded_size.saturating_mul(2), Ordering::Relaxed);
-    let sha256 = match &up.sha256 {
-        Some(h) => h.clone(),
-        None => sha256_file(&up.path).map_err(|e| IngestError::Io(format!("hash upload: {e}")))?,
-    };
-    let mut input = File::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
+    let (outdir, sha256, mut input) = open_package(up, staging, "uec", ctl, uploaded_size)?;
     let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
     let uec = convert::uec::extract_uec(&mut input, &outdir, convert::uec::UecLimits::default(), &mut progress)
         .map_err(|e| IngestError::Refused(format!("The UEC tarball could not be unpacked: {e}")))?;
