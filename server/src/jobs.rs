@@ -49,6 +49,10 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
     if requeued > 0 {
         tracing::info!(requeued, "jobs interrupted by the last stop were queued again");
     }
+    let reset = db.reset_orphaned_imports().await?;
+    if reset > 0 {
+        tracing::info!(reset, "images whose data was arriving when the server stopped are queued again");
+    }
     // No job runs yet, and every job redoes its work from the start: whatever an interrupted job
     // left in the staging directory (half-written conversions, unpacked packages) is garbage.
     let removed = clear_staging(&data_dir.join("staging"));

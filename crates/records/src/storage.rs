@@ -297,6 +297,18 @@ impl Db {
         Ok(sqlx::query(&sql).execute(self.pool()).await?.rows_affected())
     }
 
+    /// At start, after [`Db::requeue_interrupted_jobs`]: images left `saving` or `importing` by
+    /// a stop with no job that will finish them (an API upload or a web download cut off by the
+    /// stop) go back to `queued`, with a reason, so they can be uploaded again. Returns how many.
+    pub async fn reset_orphaned_imports(&self) -> Result<u64, DbError> {
+        Ok(sqlx::query(
+            "UPDATE images SET status = 'queued',              status_reason = 'The server stopped while this image''s data was arriving; nothing was kept. Upload it again.',              updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')              WHERE status IN ('saving', 'importing') AND NOT EXISTS              (SELECT 1 FROM jobs j WHERE j.image_id = images.id AND j.status IN ('queued', 'running'))",
+        )
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
     /// An image's jobs, newest first.
     pub async fn jobs_for_image(&self, image_id: &str) -> Result<Vec<JobRow>, DbError> {
         let sql = format!("{JOB_SELECT} WHERE j.image_id = ? ORDER BY j.created_at DESC, j.id");
@@ -353,6 +365,26 @@ mod tests {
         assert!(db.set_policy_cell("swift", "vdi", "native", None, "", "a").await.is_err(), "unknown kind");
         assert!(db.set_policy_cell("local", "vdi", "shrug", None, "", "a").await.is_err(), "unknown action");
         assert_eq!(db.storage_policy().await.unwrap().len(), 36);
+    }
+
+    #[tokio::test]
+    async fn imports_cut_off_by_a_stop_are_queued_again_unless_a_job_will_finish_them() {
+        let (_dir, db) = temp_db().await;
+        let mk = |n: &str| NewImage { name: n.into(), ..Default::default() };
+        let orphan = db.create_image(&mk("orphan")).await.unwrap();
+        let saving = db.create_image(&mk("saving")).await.unwrap();
+        let owned = db.create_image(&mk("owned")).await.unwrap();
+        let active = db.create_image(&mk("active")).await.unwrap();
+        assert!(db.transition_image(&orphan.id, &["queued"], "importing", "").await.unwrap());
+        assert!(db.transition_image(&saving.id, &["queued"], "saving", "").await.unwrap());
+        assert!(db.transition_image(&owned.id, &["queued"], "importing", "").await.unwrap());
+        assert!(db.transition_image(&active.id, &["queued"], "active", "").await.unwrap());
+        db.create_job(&NewJob { kind: "import".into(), image_id: owned.id.clone(), backend: "local".into(), ..Default::default() }).await.unwrap();
+        assert_eq!(db.reset_orphaned_imports().await.unwrap(), 2);
+        for (id, want) in [(&orphan.id, "queued"), (&saving.id, "queued"), (&owned.id, "importing"), (&active.id, "active")] {
+            assert_eq!(db.image(id).await.unwrap().unwrap().status, want);
+        }
+        assert!(db.image_ingest(&orphan.id).await.unwrap().unwrap().status_reason.contains("server stopped"));
     }
 
     #[tokio::test]
