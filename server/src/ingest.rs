@@ -645,7 +645,6 @@ pub async fn ingest_with(
                 return Err(IngestError::Io(reason));
             }
             record.location = store.local_path(&key).map_or_else(|| format!("{backend}:{key}"), |p| p.display().to_string());
-            let stored = PathBuf::from(&record.location);
             let location = records::LocationRow {
                 image_id: image.id.clone(),
                 backend: backend.to_owned(),
@@ -661,7 +660,6 @@ pub async fn ingest_with(
             if !db.activate_image(&image.id, &record).await? {
                 let _ = db.remove_location(&image.id, backend).await;
                 let _ = store.delete(&key).await;
-                let _ = &stored;
                 return Err(IngestError::NotAccepted("the image changed state during import".into()));
             }
             tracing::info!(image = %image.id, format = %imported.disk_format, converted = imported.converted, "ingest: active");

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::ingest::{self, IngestError, JobControl, Plan, Rules, UploadedFile};
 use crate::stores::Stores;
+use app::components::size::human_bytes;
 
 /// How often a running job writes its progress (and reads whether it was cancelled).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -145,20 +146,6 @@ async fn with_progress(
     }
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: Arc<JobControl>) -> Result<String, String> {
     let up: UploadedFile = serde_json::from_str(&job.params).map_err(|e| format!("bad job parameters: {e}"))?;
@@ -174,10 +161,10 @@ async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &
             "{} → {}: {} → {}",
             done.uploaded_format,
             done.disk_format,
-            human(done.uploaded_size),
-            human(done.size)
+            human_bytes(done.uploaded_size),
+            human_bytes(done.size)
         )),
-        Ok(done) => Ok(format!("{} kept as uploaded: {}", done.disk_format, human(done.size))),
+        Ok(done) => Ok(format!("{} kept as uploaded: {}", done.disk_format, human_bytes(done.size))),
         Err(IngestError::Cancelled) => Err("Cancelled; nothing was kept.".into()),
         Err(e) => Err(e.to_string()),
     }
@@ -314,8 +301,8 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
         src_loc.backend,
         target.name(),
         src_loc.disk_format,
-        human(src_size),
+        human_bytes(src_size),
         disk_format,
-        human(size)
+        human_bytes(size)
     ))
 }

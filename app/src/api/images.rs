@@ -309,6 +309,7 @@ pub struct ImageView {
     pub placements: Vec<Placement>,
     pub jobs: Vec<JobView>,
     pub can_modify: bool,
+    /// May delete it (after turning protection off, when it is protected).
     pub can_delete: bool,
     /// Where to download the data from, when there is data to download.
     pub download_url: Option<String>,
@@ -424,11 +425,10 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
             })
             .collect();
         let can_modify = policy::authorize(Some(&me), &policy::Action::ModifyImage(&facts)).is_ok();
-        let can_delete = policy::authorize(Some(&me), &policy::Action::DeleteImage(&facts)).is_ok()
-            || (d.protected && {
-                let unprotected = policy::ImageFacts { protected: false, ..facts.clone() };
-                policy::authorize(Some(&me), &policy::Action::DeleteImage(&unprotected)).is_ok()
-            });
+        // Whether the caller may delete it once it is unprotected: the delete form is shown (a
+        // protected image's deletion is then refused with the reason).
+        let unprotected = policy::ImageFacts { protected: false, ..facts.clone() };
+        let can_delete = policy::authorize(Some(&me), &policy::Action::DeleteImage(&unprotected)).is_ok();
         let download_url = (matches!(d.status.as_str(), "active") && locations.iter().any(|l| l.status == "active"))
             .then(|| format!("/images/{}/file", d.id));
         Ok(ImageView {

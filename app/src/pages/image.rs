@@ -246,7 +246,7 @@ fn Detail(
             </section>
         })}
 
-        {v.can_modify.then(|| view! {
+        {v.can_delete.then(|| view! {
             <section class="card danger-zone" aria-labelledby="delete-title">
                 <h2 id="delete-title">"Delete this image"</h2>
                 {if v.protected {
