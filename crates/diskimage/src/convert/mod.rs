@@ -18,8 +18,8 @@
 //! header is written last. Memory is bounded by named constants (≤ ~30 MiB measured), not by
 //! image size.
 //!
-//! Data path: file inputs are copied file to file in the kernel (`copy_file_range`) after a
-//! per-cluster probe for zeros; streams are read into page-aligned 4 MiB buffers that change
+//! Data path: file inputs are copied file to file in the kernel (`splice` through a 1 MiB pipe,
+//! else `copy_file_range`) after a per-cluster probe for zeros; streams are read into page-aligned 4 MiB buffers that change
 //! hands (no copy) with a writer thread; compression runs on a worker pool.
 
 mod error;

@@ -234,9 +234,108 @@ enum Job {
     },
 }
 
-/// Copies `len` bytes from `src` at `so` to `dst` at `doff` with copy_file_range (page cache to
-/// page cache, no trip through user memory), falling back to read + write where the kernel
-/// or file system cannot.
+/// A pipe the writer thread moves file pages through (`splice` in, `splice` out). Measured on
+/// ext4 (kernel 6.18): 1 GiB from a source offset that is not page-aligned (VDI data starts at
+/// 0x4200) took 0.44 s with copy_file_range and 0.28 s through a 1 MiB pipe; aligned, 0.30 s vs
+/// 0.29 s. copy_file_range's internal pipe is 16 pages, so each round moves little.
+struct Splicer {
+    r: rustix::fd::OwnedFd,
+    w: rustix::fd::OwnedFd,
+    cap: usize,
+}
+
+/// Pipe capacity asked for (Linux's default `pipe-max-size`; a smaller grant is used as is).
+const SPLICE_PIPE_BYTES: usize = 1 << 20;
+
+impl Splicer {
+    fn new() -> Option<Self> {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
+        let cap = rustix::pipe::fcntl_setpipe_size(&w, SPLICE_PIPE_BYTES)
+            .or_else(|_| rustix::pipe::fcntl_getpipe_size(&w))
+            .ok()?;
+        Some(Splicer { r, w, cap })
+    }
+}
+
+/// How the writer copies file to file: through a pipe, else copy_file_range, else a buffer.
+struct Copier {
+    splicer: Option<Splicer>,
+    tried_pipe: bool,
+    fallback: Vec<u8>,
+}
+
+impl Copier {
+    fn new() -> Self {
+        Copier {
+            splicer: None,
+            tried_pipe: false,
+            fallback: Vec::new(),
+        }
+    }
+
+    /// Copies `len` bytes from `src` at `so` to `dst` at `doff`, page cache to page cache (no
+    /// trip through user memory where the kernel can splice).
+    fn copy(
+        &mut self,
+        src: &File,
+        mut so: u64,
+        dst: &File,
+        mut doff: u64,
+        len: usize,
+    ) -> std::io::Result<()> {
+        use rustix::pipe::{splice, SpliceFlags};
+        if !self.tried_pipe {
+            self.tried_pipe = true;
+            self.splicer = Splicer::new();
+        }
+        let mut left = len;
+        while left > 0 {
+            let Some(p) = self.splicer.as_ref() else {
+                return copy_range(src, so, dst, doff, left, &mut self.fallback);
+            };
+            let want = left.min(p.cap);
+            let k = match splice(src, Some(&mut so), &p.w, None, want, SpliceFlags::MOVE) {
+                Ok(0) => return Err(std::io::Error::other("the input ended during a copy")),
+                Ok(k) => k,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => {
+                    // This kernel or file system cannot splice from the input: the pipe is
+                    // still empty, so drop it and copy the rest another way.
+                    self.splicer = None;
+                    continue;
+                }
+            };
+            let mut moved = 0;
+            while moved < k {
+                match splice(
+                    &p.r,
+                    None,
+                    dst,
+                    Some(&mut doff),
+                    k - moved,
+                    SpliceFlags::MOVE,
+                ) {
+                    Ok(0) => {
+                        self.splicer = None;
+                        return Err(std::io::Error::other("the output refused a copy"));
+                    }
+                    Ok(n) => moved += n,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => {
+                        // The pipe holds bytes that were never written: drop it with them.
+                        self.splicer = None;
+                        return Err(e.into());
+                    }
+                }
+            }
+            left -= k;
+        }
+        Ok(())
+    }
+}
+
+/// Copies `len` bytes from `src` at `so` to `dst` at `doff` with copy_file_range, falling back
+/// to read + write where the kernel or file system cannot.
 fn copy_range(
     src: &File,
     mut so: u64,
@@ -305,7 +404,7 @@ impl WriteBehind {
             let h = std::thread::Builder::new()
                 .name(format!("convert-writer-{i}"))
                 .spawn(move || -> std::io::Result<()> {
-                    let mut fallback = Vec::new();
+                    let mut copier = Copier::new();
                     loop {
                         let job = match rx.lock() {
                             Ok(r) => r.recv(),
@@ -321,7 +420,7 @@ impl WriteBehind {
                             }
                             Job::Copy { src, copies } => {
                                 for &(so, doff, len) in &copies {
-                                    copy_range(&src, so, &file, doff, len, &mut fallback)?;
+                                    copier.copy(&src, so, &file, doff, len)?;
                                 }
                             }
                         }
@@ -380,7 +479,11 @@ impl WriteBehind {
         src: &Arc<File>,
         copies: Vec<(u64, u64, usize)>,
     ) -> Result<()> {
-        if self.pending_src.as_ref().is_some_and(|p| !Arc::ptr_eq(p, src)) {
+        if self
+            .pending_src
+            .as_ref()
+            .is_some_and(|p| !Arc::ptr_eq(p, src))
+        {
             self.send_pending()?;
         }
         self.pending_src = Some(src.clone());
@@ -406,7 +509,10 @@ impl WriteBehind {
         if copies.is_empty() {
             return Ok(());
         }
-        let sent = self.tx.as_ref().map(|tx| tx.send(Job::Copy { src, copies }));
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(Job::Copy { src, copies }));
         match sent {
             Some(Ok(())) => Ok(()),
             _ => Err(self.join_err()),
