@@ -180,7 +180,7 @@ codes! {
     OVF_INVALID = "ovf-invalid";
     /// `ovf:href` does not name a member of this archive [20].
     OVF_HREF = "ovf-href";
-    /// Disk format not streamOptimized/monolithicSparse VMDK [20].
+    /// Disk format not streamOptimized/monolithicSparse VMDK or raw [20].
     OVF_DISK_FORMAT = "ovf-disk-format";
     /// Capacity differs from the disk's header [20].
     OVF_CAPACITY = "ovf-capacity-mismatch";
@@ -192,6 +192,8 @@ codes! {
     OVA_DIGEST = "ova-manifest-digest";
     /// Member not referenced by the OVF (warning) [20].
     OVA_UNREFERENCED = "ova-unreferenced-member";
+    /// More than one `.cert`, one too large, or one before the `.mf` [19].
+    OVA_CERTIFICATE = "ova-certificate";
 
     // gzip / UEC / AKI / ARI [21]
     /// gzip header invalid or the stream does not inflate [21].

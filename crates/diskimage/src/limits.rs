@@ -96,6 +96,9 @@ pub const OVF_MAX_SIZE: u64 = 256 << 10;
 pub const OVF_MAX_NODES: u32 = 10_000;
 /// OVA manifest size limit.
 pub const MF_MAX_SIZE: u64 = 64 << 10;
+/// OVA certificate (`.cert`) size limit. A real one is the manifest's signature plus a PEM
+/// certificate chain, a few KiB; it is never verified, so this only keeps the member honest.
+pub const CERT_MAX_SIZE: u64 = 64 << 10;
 
 /// gzip: at most this many bytes are inflated while sniffing (enough to see the first tar header
 /// or cpio magic, formats.md §1.1 gzip row).

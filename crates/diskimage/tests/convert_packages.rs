@@ -8,11 +8,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use diskimage::convert::ova::extract_ova;
+use diskimage::convert::ova::{extract_ova, OvaReport};
 use diskimage::convert::uec::{extract_uec, UecLimits, UecRole};
-use diskimage::convert::{Compression, ConvertOptions, ErrorKind, NoProgress, TargetFormat};
+use diskimage::convert::{
+    convert_stream, Compression, ConvertOptions, ErrorKind, NoProgress, SourceFormat, TargetFormat,
+};
+use diskimage::{codes, InspectOptions, Report};
 
 const SO_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+/// What oVirt/RHV write for a raw disk (written out here, not taken from the crate, so a typo
+/// there fails these tests).
+const BYTE_URI: &str = "http://en.wikipedia.org/wiki/Byte";
 
 fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(cmd)
@@ -74,10 +80,17 @@ fn ovf(disks: &[(&str, &str, u64)], extra: &str) -> String {
     let mut dsks = String::new();
     for (i, (href, fmt, cap)) in disks.iter().enumerate() {
         refs += &format!("<File ovf:id=\"file{i}\" ovf:href=\"{href}\"/>");
+        // Whole MiB as exporters write them; anything else in bytes (the default unit).
+        let capacity = if cap % (1 << 20) == 0 {
+            format!(
+                "ovf:capacity=\"{}\" ovf:capacityAllocationUnits=\"byte * 2^20\"",
+                cap >> 20
+            )
+        } else {
+            format!("ovf:capacity=\"{cap}\"")
+        };
         dsks += &format!(
-            "<Disk ovf:diskId=\"vmdisk{i}\" ovf:fileRef=\"file{i}\" ovf:capacity=\"{}\" \
-             ovf:capacityAllocationUnits=\"byte * 2^20\" ovf:format=\"{fmt}\"/>",
-            cap >> 20
+            "<Disk ovf:diskId=\"vmdisk{i}\" ovf:fileRef=\"file{i}\" {capacity} ovf:format=\"{fmt}\"/>"
         );
     }
     format!(
@@ -207,6 +220,7 @@ fn good_ova_extracts_every_disk() {
     let out = e.dir.path().join("out");
     let r = extract_ova(&mut &ova[..], &out, &opts(), &mut NoProgress).unwrap();
     assert!(r.manifest_verified);
+    assert_eq!(r.unverified_certificate, None);
     assert_eq!(r.ovf.name.as_deref(), Some("Test VM"));
     assert_eq!(r.ovf.os_type.as_deref(), Some("ubuntu64Guest"));
     assert_eq!(r.ovf.os_id, Some(94));
@@ -214,6 +228,10 @@ fn good_ova_extracts_every_disk() {
     assert_eq!(r.ovf.memory_mib, Some(1024));
     assert_eq!(r.disks.len(), 2);
     assert_eq!(r.disks[0].virtual_size, CAP1);
+    assert!(r
+        .disks
+        .iter()
+        .all(|d| d.source_format == SourceFormat::Vmdk));
     assert_eq!(r.bytes_in, ova.len() as u64);
     for d in &r.disks {
         assert!(d.path.starts_with(&out));
@@ -428,7 +446,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             tar_member(t, "test.ovf", b'0', flat.as_bytes(), "");
             tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
         },
-        "only streamOptimized",
+        "only streamOptimized VMDK",
     );
     add(
         "trailing-payload",
@@ -449,6 +467,70 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             t.truncate(cut);
         },
         "",
+    );
+    // Raw disks (formats.md §2.5 #20): the member must be exactly the capacity.
+    let raw = ovf(&[("disk1.img", BYTE_URI, CAP2)], "");
+    add(
+        "raw-disk-short",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', raw.as_bytes(), "");
+            tar_member(t, "disk1.img", b'0', &raw_payload(CAP2 - 512), "");
+        },
+        "the OVF says 3145728 bytes but the raw member \"disk1.img\" holds 3145216",
+    );
+    add(
+        "raw-disk-long",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', raw.as_bytes(), "");
+            tar_member(t, "disk1.img", b'0', &raw_payload(CAP2 + 512), "");
+        },
+        "the OVF says 3145728 bytes but the raw member \"disk1.img\" holds 3146240",
+    );
+    // The raw URI is compared exactly, like the VMDK one.
+    let byte_lower = ovf(
+        &[("disk1.img", "http://en.wikipedia.org/wiki/byte", CAP2)],
+        "",
+    );
+    add(
+        "raw-uri-wrong-case",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', byte_lower.as_bytes(), "");
+            tar_member(t, "disk1.img", b'0', &raw_payload(CAP2), "");
+        },
+        "only streamOptimized",
+    );
+    // Certificates: at most one, bounded, after the manifest.
+    let mf1 = manifest_for(&o1, &[("disk1.vmdk", &e.disk1)]);
+    add(
+        "two-certificates",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "test.mf", b'0', mf1.as_bytes(), "");
+            tar_member(t, "test.cert", b'0', &cert(&mf1), "");
+            tar_member(t, "other.cert", b'0', &cert(&mf1), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "two certificates",
+    );
+    add(
+        "certificate-before-manifest",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "test.cert", b'0', &cert(&mf1), "");
+            tar_member(t, "test.mf", b'0', mf1.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "comes before the manifest",
+    );
+    add(
+        "certificate-too-large",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
+            tar_member(t, "test.mf", b'0', mf1.as_bytes(), "");
+            tar_member(t, "test.cert", b'0', &vec![b'A'; (64 << 10) + 1], "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "more than the 65536 allowed",
     );
     v
 }
@@ -482,6 +564,358 @@ fn malicious_ovas_are_refused_and_leave_nothing() {
         before,
         "something was written outside OUTDIR"
     );
+}
+
+/// A raw disk of `len` bytes the way oVirt exports one: an MBR with one Linux partition, data
+/// in the middle, zeros (holes in the output) elsewhere, a non-zero tail.
+fn raw_payload(len: u64) -> Vec<u8> {
+    let mut d = vec![0u8; len as usize];
+    d[446] = 0x80; // bootable
+    d[446 + 4] = 0x83; // Linux
+    d[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    d[446 + 12..446 + 16].copy_from_slice(&((len / 512).saturating_sub(2048) as u32).to_le_bytes());
+    d[510] = 0x55;
+    d[511] = 0xAA;
+    for (i, b) in d.iter_mut().enumerate().skip(1 << 20).take(700 << 10) {
+        *b = (i * 13 % 251) as u8;
+    }
+    let tail = d.len().saturating_sub(100 << 10);
+    d[tail..].fill(0xA5);
+    d
+}
+
+/// `SHA256(name)= hex` lines for the OVF and the given members.
+fn manifest_for(ovf_text: &str, members: &[(&str, &[u8])]) -> String {
+    let mut mf = format!("SHA256(test.ovf)= {}\n", sha256_hex(ovf_text.as_bytes()));
+    for (name, data) in members {
+        mf += &format!("SHA256({name})= {}\n", sha256_hex(data));
+    }
+    mf
+}
+
+/// What ovftool writes into a `.cert`: the manifest's signature and a PEM certificate. The
+/// signature is fake: nothing may check it (there is no trust store), and the report says so.
+fn cert(mf: &str) -> Vec<u8> {
+    format!(
+        "SHA256(test.mf)= {}\n-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUTESTTESTTESTTESTTESTTESTTESTwCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----\n",
+        sha256_hex(mf.as_bytes()).repeat(8)
+    )
+    .into_bytes()
+}
+
+fn inspect_bytes(b: &[u8]) -> Report {
+    diskimage::inspect(b, &InspectOptions::default())
+}
+
+fn qemu_img_check(path: &Path) {
+    let chk = Command::new("qemu-img")
+        .args([
+            "check",
+            "-f",
+            "qcow2",
+            "--output=json",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        chk.status.success(),
+        "qemu-img check {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&chk.stdout)
+    );
+}
+
+fn compare(fmt1: &str, a: &Path, fmt2: &str, b: &Path) {
+    run(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            fmt1,
+            "-F",
+            fmt2,
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+    );
+}
+
+/// An OVA with a streamOptimized VMDK disk and a raw disk (and a manifest over both).
+fn mixed_ova(e: &Env, raw: &[u8]) -> Vec<u8> {
+    let o = ovf(
+        &[
+            ("disk1.vmdk", SO_URI, CAP1),
+            ("disk2.img", BYTE_URI, raw.len() as u64),
+        ],
+        "",
+    );
+    let mf = manifest_for(&o, &[("disk1.vmdk", &e.disk1), ("disk2.img", raw)]);
+    let mut t = Vec::new();
+    tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
+    tar_member(&mut t, "test.mf", b'0', mf.as_bytes(), "");
+    tar_member(&mut t, "disk1.vmdk", b'0', &e.disk1, "");
+    tar_member(&mut t, "disk2.img", b'0', raw, "");
+    tar_end(&mut t);
+    t
+}
+
+#[test]
+fn ova_with_vmdk_and_raw_disks_extracts_both() {
+    let e = env();
+    let raw = raw_payload(CAP2);
+    let raw_path = e.dir.path().join("disk2.img");
+    fs::write(&raw_path, &raw).unwrap();
+    let ova = mixed_ova(&e, &raw);
+    // The package inspector (what the server and the CLI run first) accepts it too.
+    let rep = inspect_bytes(&ova);
+    assert!(rep.is_accepted(), "{:?}", rep.findings);
+
+    let check = |r: &OvaReport, out: &Path, ext: &str| {
+        assert!(r.manifest_verified);
+        assert_eq!(r.disks.len(), 2);
+        let (d1, d2) = (&r.disks[0], &r.disks[1]);
+        assert_eq!(
+            (d1.disk_id.as_str(), d1.member.as_str(), d1.source_format),
+            ("vmdisk0", "disk1.vmdk", SourceFormat::Vmdk)
+        );
+        assert_eq!(
+            (d2.disk_id.as_str(), d2.member.as_str(), d2.source_format),
+            ("vmdisk1", "disk2.img", SourceFormat::Raw)
+        );
+        assert_eq!((d1.virtual_size, d2.virtual_size), (CAP1, CAP2));
+        assert_eq!(d2.path, out.join(format!("disk2.{ext}")));
+        assert_eq!(
+            listing(out),
+            vec![format!("disk1.{ext}"), format!("disk2.{ext}")]
+        );
+    };
+
+    // qcow2 output: qemu-img is the oracle.
+    let out = e.dir.path().join("out-qcow2");
+    let r = extract_ova(&mut &ova[..], &out, &opts(), &mut NoProgress).unwrap();
+    check(&r, &out, "qcow2");
+    for d in &r.disks {
+        qemu_img_check(&d.path);
+    }
+    compare("raw", &e.raw1, "qcow2", &r.disks[0].path);
+    compare("raw", &raw_path, "qcow2", &r.disks[1].path);
+    // The JSON the CLI prints names the source formats.
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["disks"][0]["source_format"], "vmdk");
+    assert_eq!(json["disks"][1]["source_format"], "raw");
+    assert_eq!(json["unverified_certificate"], serde_json::Value::Null);
+
+    // raw output: byte for byte.
+    let out = e.dir.path().join("out-raw");
+    let raw_opts = ConvertOptions {
+        to: TargetFormat::Raw,
+        ..opts()
+    };
+    let r = extract_ova(&mut &ova[..], &out, &raw_opts, &mut NoProgress).unwrap();
+    check(&r, &out, "raw");
+    assert!(fs::read(&r.disks[0].path).unwrap() == fs::read(&e.raw1).unwrap());
+    assert!(fs::read(&r.disks[1].path).unwrap() == raw);
+}
+
+/// A member the OVF calls raw whose head (or tail) is another disk format: the sniff checks of
+/// the stream gate refuse it (formats.md §2.5 #1; CVE-2024-40767 was a "raw" qcow2). The
+/// refused disk is the second one, so the first disk's finished output must go too.
+#[test]
+fn raw_disk_that_is_another_format_is_refused() {
+    let e = env();
+    let dir = e.dir.path();
+    let src = dir.join("small.raw");
+    let mut data = vec![0u8; 2 << 20];
+    data[4096..300_000].fill(0x3C);
+    fs::write(&src, &data).unwrap();
+    let qemu = |name: &str, args: &[&str]| -> Vec<u8> {
+        let out = dir.join(name);
+        let mut a = vec!["convert", "-f", "raw"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[src.to_str().unwrap(), out.to_str().unwrap()]);
+        run("qemu-img", &a);
+        fs::read(out).unwrap()
+    };
+    let mut luks = vec![0u8; 1 << 20];
+    luks[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x01");
+    luks[8..13].copy_from_slice(b"aes\0\0");
+    let qed = {
+        let p = dir.join("x.qed");
+        run(
+            "qemu-img",
+            &["create", "-q", "-f", "qed", p.to_str().unwrap(), "2M"],
+        );
+        fs::read(p).unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("qcow2", qemu("x.qcow2", &["-O", "qcow2"])),
+        ("vmdk", qemu("x.vmdk", &["-O", "vmdk"])),
+        (
+            "vmdk",
+            qemu(
+                "so.vmdk",
+                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+            ),
+        ),
+        ("vdi", qemu("x.vdi", &["-O", "vdi"])),
+        ("vhd", qemu("dyn.vhd", &["-O", "vpc"])),
+        // A fixed VHD has its footer only at the end: the tail check must see it.
+        (
+            "vhd",
+            qemu("fixed.vhd", &["-O", "vpc", "-o", "subformat=fixed"]),
+        ),
+        // VHDX keeps its metadata beyond the 64 KiB head the gate holds: the sniff cannot decide
+        // from head and tail, so the stream is refused as unverifiable (still refused).
+        ("vhdx", qemu("x.vhdx", &["-O", "vhdx"])),
+        ("qed", qed),
+        ("luks", luks),
+    ];
+    let before = listing(dir);
+    for (i, (fmt, bytes)) in cases.iter().enumerate() {
+        let ova = mixed_ova(&e, bytes);
+        let out = dir.join(format!("out-{i}-{fmt}"));
+        let err = extract_ova(&mut &ova[..], &out, &opts(), &mut NoProgress)
+            .err()
+            .unwrap_or_else(|| panic!("{fmt}: a {fmt} image was extracted as a raw disk"));
+        let msg = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Package, "{fmt}: {msg}");
+        let why = if *fmt == "vhdx" {
+            "this stream cannot be verified from its head and tail".to_string()
+        } else {
+            format!("declared as raw but it is a {fmt} (")
+        };
+        assert!(
+            msg.contains("disk vmdisk1 (disk2.img): ") && msg.contains(&why),
+            "{fmt}: {msg}"
+        );
+        assert_eq!(
+            listing(&out),
+            Vec::<String>::new(),
+            "{fmt}: output left behind"
+        );
+        fs::remove_dir(&out).unwrap();
+        // The package inspector refuses the same package.
+        let rep = inspect_bytes(&ova);
+        assert!(
+            !rep.is_accepted() && rep.has(codes::OVA_DISK),
+            "{fmt}: inspector: {:?}",
+            rep.findings
+        );
+    }
+    assert_eq!(listing(dir), before, "something was written outside OUTDIR");
+}
+
+/// The raw stream reader itself refuses a stream that is not exactly `raw_len` long (the OVA
+/// extractor checks the member size first; this is the second line).
+#[test]
+fn raw_stream_length_must_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = raw_payload(CAP2);
+    for (name, raw_len) in [("long", CAP2 - 512), ("short", CAP2 + 512)] {
+        let out = dir.path().join(format!("{name}.qcow2"));
+        let err = convert_stream(
+            &mut &data[..],
+            SourceFormat::Raw,
+            Some(raw_len),
+            None,
+            &out,
+            &opts(),
+            &mut NoProgress,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{name}: a raw stream of the wrong length was accepted"));
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{name}: {err}");
+        assert!(!out.exists(), "{name}");
+    }
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn ova_certificate_is_reported_unverified() {
+    let e = env();
+    let o = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "");
+    let mf = manifest_for(&o, &[("disk1.vmdk", &e.disk1)]);
+    let mut t = Vec::new();
+    tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
+    tar_member(&mut t, "test.mf", b'0', mf.as_bytes(), "");
+    tar_member(&mut t, "test.cert", b'0', &cert(&mf), "");
+    tar_member(&mut t, "disk1.vmdk", b'0', &e.disk1, "");
+    tar_end(&mut t);
+    let rep = inspect_bytes(&t);
+    assert!(rep.is_accepted(), "{:?}", rep.findings);
+
+    let out = e.dir.path().join("out");
+    let r = extract_ova(&mut &t[..], &out, &opts(), &mut NoProgress).unwrap();
+    assert_eq!(r.unverified_certificate.as_deref(), Some("test.cert"));
+    assert!(r.manifest_verified);
+    assert_eq!(r.disks.len(), 1);
+    assert_eq!(listing(&out), vec!["disk1.qcow2".to_string()]);
+    compare("raw", &e.raw1, "qcow2", &r.disks[0].path);
+
+    // The CLI says it in words, not only in the JSON.
+    let ova = e.dir.path().join("signed.ova");
+    fs::write(&ova, &t).unwrap();
+    let outdir = e.dir.path().join("cli-out");
+    let x = Command::new(env!("CARGO_BIN_EXE_diskimage"))
+        .args(["extract", ova.to_str().unwrap(), outdir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&x.stdout);
+    assert!(
+        x.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&x.stderr)
+    );
+    assert!(
+        text.contains("\"unverified_certificate\": \"test.cert\"")
+            && text.contains("certificate test.cert: present, NOT verified")
+            && text.contains("\"source_format\": \"vmdk\"")
+            && text.contains("disk vmdisk0 (disk1.vmdk, vmdk) -> "),
+        "{text}"
+    );
+
+    // Two certificates, one before the manifest, one too large: the inspector refuses them
+    // too (the extractor's refusals are in `malicious_ovas`).
+    let pkg = |members: &[(&str, Vec<u8>)]| {
+        let mut t = Vec::new();
+        tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
+        for (n, d) in members {
+            tar_member(&mut t, n, b'0', d, "");
+        }
+        tar_member(&mut t, "disk1.vmdk", b'0', &e.disk1, "");
+        tar_end(&mut t);
+        t
+    };
+    let mfb = mf.as_bytes().to_vec();
+    for (name, p) in [
+        (
+            "two",
+            pkg(&[
+                ("test.mf", mfb.clone()),
+                ("a.cert", cert(&mf)),
+                ("b.cert", cert(&mf)),
+            ]),
+        ),
+        (
+            "before-mf",
+            pkg(&[("test.cert", cert(&mf)), ("test.mf", mfb.clone())]),
+        ),
+        (
+            "large",
+            pkg(&[
+                ("test.mf", mfb.clone()),
+                ("test.cert", vec![b'A'; (64 << 10) + 1]),
+            ]),
+        ),
+    ] {
+        let rep = inspect_bytes(&p);
+        assert!(
+            !rep.is_accepted() && rep.has(codes::OVA_CERTIFICATE),
+            "{name}: {:?}",
+            rep.findings
+        );
+    }
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -699,7 +1133,10 @@ fn cli_convert_and_extract() {
         String::from_utf8_lossy(&x.stderr)
     );
     assert!(
-        text.contains("\"memory_mib\": 1024") && text.contains("MiB/s"),
+        text.contains("\"memory_mib\": 1024")
+            && text.contains("MiB/s")
+            && text.contains("disk vmdisk1 (disk2.vmdk, vmdk) -> ")
+            && text.contains("certificate: none"),
         "{text}"
     );
     assert!(outdir.join("disk1.qcow2").exists() && outdir.join("disk2.qcow2").exists());

@@ -28,7 +28,8 @@ pub const USAGE: &str = "usage:
 
 convert: IN is inspected first and refused unless accepted; OUT must not exist.
   FORMAT: raw qcow2 vdi vmdk vhd vhdx (default: detected)
-extract: OVA disks become OUTDIR/diskN.qcow2; UEC parts OUTDIR/ami.raw, aki.bin, ari.bin.
+extract: OVA disks (streamOptimized VMDK or raw) become OUTDIR/diskN.qcow2;
+  UEC parts OUTDIR/ami.raw, aki.bin, ari.bin.
 Exit status: 0 done, 1 input refused, 2 usage or I/O error.";
 
 /// Runs `convert`/`extract` if `argv[0]` names one of them; `None` for any other command.
@@ -224,6 +225,22 @@ fn run_extract(a: &Args) -> Result<(), Error> {
             bar.clear();
             let r = r?;
             println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            for d in &r.disks {
+                println!(
+                    "disk {} ({}, {}) -> {}, virtual size {} bytes",
+                    d.disk_id,
+                    d.member,
+                    d.source_format.as_str(),
+                    d.path.display(),
+                    d.virtual_size
+                );
+            }
+            match &r.unverified_certificate {
+                Some(c) => println!(
+                    "certificate {c}: present, NOT verified (no trust store); the package counts as unsigned"
+                ),
+                None => println!("certificate: none"),
+            }
             summary(r.bytes_in, r.bytes_out, started.elapsed().as_secs_f64());
         }
         Format::Uec => {

@@ -4,7 +4,8 @@
 //!   monolithicSparse and streamOptimized, VHD (fixed/dynamic), VHDX (fixed/dynamic).
 //! * Writers: qcow2 v3 (64 KiB clusters, zero clusters skipped, exact refcounts, header last,
 //!   optional zlib/zstd compression on all cores) and sparse raw.
-//! * Packages: [`ova`] (OVF appliance) and [`uec`] (UEC tarball) extraction.
+//! * Packages: [`ova`] (OVF appliance: streamOptimized VMDK and raw disks, each sniffed as its
+//!   declared format) and [`uec`] (UEC tarball) extraction.
 //!
 //! Entry points: [`convert_file`] (inspects, then converts), [`inspect_for_conversion`] +
 //! [`convert_accepted`] (the same in two steps), [`convert_stream`] (an upload as it arrives),
@@ -250,7 +251,8 @@ pub fn convert_stream(
     })
 }
 
-/// Stream conversion into an already-created output file (used by the OVA extractor).
+/// Stream conversion into an already-created output file (used by the OVA extractor for its
+/// VMDK and raw disks; a raw disk needs `raw_len`, and the stream must be exactly that long).
 pub(crate) fn convert_stream_into(
     input: &mut dyn Read,
     from: SourceFormat,

@@ -1,6 +1,21 @@
 //! OVA extraction: the tar is walked as a stream (formats.md §2.5 #19–20), the OVF is parsed
-//! without DTDs, every disk (streamOptimized VMDK) is converted to qcow2 on the fly, and the
-//! manifest digests are verified. Outputs get names we generate, inside the output directory.
+//! without DTDs, every disk is converted to qcow2 (or raw) on the fly, and the manifest digests
+//! are verified. Outputs get names we generate, inside the output directory.
+//!
+//! Disks are accepted in two formats, named by their exact `ovf:format` URI:
+//! * streamOptimized VMDK ([`STREAM_OPTIMIZED_URI`], what VMware and VirtualBox write), read by
+//!   the VMDK stream reader with its structural checks;
+//! * raw ([`RAW_URI`], what oVirt/RHV write): the member must hold exactly the OVF capacity in
+//!   bytes, and its head and tail must pass the sniff checks as a raw disk, so a qcow2, VMDK,
+//!   VHD, VHDX, VDI, QED or LUKS image declared raw is refused (formats.md §2.5 #1).
+//!
+//! Either way the stream conversion's gate runs the crate's sniff checks on the member's head
+//! and tail, and nothing is published unless every disk and the manifest pass.
+//!
+//! A `.cert` member (the signature over the manifest) is allowed once, bounded in size and only
+//! after the `.mf` (the OVF specification, DSP0243, orders an OVA's members descriptor,
+//! manifest, certificate, or puts manifest then certificate at the end). It is **not verified**
+//! — there is no trust store — and [`OvaReport::unverified_certificate`] says so.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,13 +31,18 @@ use super::{convert_stream_into, ConvertOptions, SourceFormat, TargetFormat};
 
 /// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB).
 pub const MAX_OVF_BYTES: u64 = 4 << 20;
-/// Largest manifest / certificate we read.
+/// Largest manifest we read.
 const MAX_MF_BYTES: u64 = 1 << 20;
+/// Largest certificate member accepted (never read; the bound keeps a package honest). The same
+/// limit as the inspector's.
+const MAX_CERT_BYTES: u64 = crate::limits::CERT_MAX_SIZE;
 /// XML nodes roxmltree may build for an OVF (bounds memory on hostile descriptors).
 const MAX_OVF_NODES: u32 = 200_000;
-/// The OVF disk format we convert (what every exporter writes).
-const STREAM_OPTIMIZED_URI: &str =
+/// `ovf:format` of a streamOptimized VMDK disk (VMware, VirtualBox and most exporters).
+pub const STREAM_OPTIMIZED_URI: &str =
     "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+/// `ovf:format` of a raw disk, as oVirt/RHV export it (compared exactly, like the VMDK URI).
+pub use crate::formats::ova::RAW_URI;
 
 /// A disk as the OVF describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -67,6 +87,14 @@ pub struct ExtractedDisk {
     pub path: PathBuf,
     /// Virtual size in bytes.
     pub virtual_size: u64,
+    /// The disk's format inside the package ([`SourceFormat::Vmdk`] or [`SourceFormat::Raw`]),
+    /// from its `ovf:format` and confirmed by the reader and the sniff checks.
+    #[serde(serialize_with = "source_format_name")]
+    pub source_format: SourceFormat,
+}
+
+fn source_format_name<S: serde::Serializer>(f: &SourceFormat, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(f.as_str())
 }
 
 /// The result of an OVA extraction.
@@ -80,6 +108,9 @@ pub struct OvaReport {
     pub manifest_verified: bool,
     /// Referenced files that are not disks (ISO media, NVRAM): verified, not extracted.
     pub skipped_members: Vec<String>,
+    /// The `.cert` member, if the package has one. Its signature is **not verified** (there is
+    /// no trust store): the package must be treated as unsigned whatever this says.
+    pub unverified_certificate: Option<String>,
     /// Bytes read from the package.
     pub bytes_in: u64,
     /// Bytes written.
@@ -130,6 +161,12 @@ pub fn extract_ova(
             if st.manifest.is_some() {
                 return Err(package("the OVA has two manifests"));
             }
+            if let Some(cert) = &st.certificate {
+                return Err(package(format!(
+                    "the certificate {cert:?} comes before the manifest {:?}; an OVA puts the manifest first",
+                    mem.name
+                )));
+            }
             if mem.size > MAX_MF_BYTES {
                 return Err(package("the manifest is too large"));
             }
@@ -142,7 +179,21 @@ pub fn extract_ova(
             return Ok(());
         }
         if lower.ends_with(".cert") {
-            // Signature checking needs a trust store; the certificate is read and ignored.
+            // Signature checking needs a trust store, so the certificate is not read at all
+            // (walk_tar drains it); it is recorded as present and unverified.
+            if let Some(first) = &st.certificate {
+                return Err(package(format!(
+                    "the OVA has two certificates ({first:?} and {:?}); at most one is allowed",
+                    mem.name
+                )));
+            }
+            if mem.size > MAX_CERT_BYTES {
+                return Err(package(format!(
+                    "the certificate {:?} is {} bytes, more than the {MAX_CERT_BYTES} allowed",
+                    mem.name, mem.size
+                )));
+            }
+            st.certificate = Some(mem.name.clone());
             return Ok(());
         }
         let (want_sha1, want_sha256) = match &st.manifest {
@@ -163,10 +214,23 @@ pub fn extract_ova(
         let mut h = Hashing::new(mem.reader, want_sha1, want_sha256);
         match disk {
             Some(d) => {
-                if d.format != STREAM_OPTIMIZED_URI {
+                let from = match d.format.as_str() {
+                    STREAM_OPTIMIZED_URI => SourceFormat::Vmdk,
+                    RAW_URI => SourceFormat::Raw,
+                    _ => {
+                        return Err(package(format!(
+                            "disk {} has format {:?}; only streamOptimized VMDK ({STREAM_OPTIMIZED_URI}) \
+                             or raw ({RAW_URI}) disks are accepted",
+                            d.disk_id, d.format
+                        )))
+                    }
+                };
+                // A raw disk is its bytes: the member must be exactly the capacity. (The raw
+                // stream reader also refuses a stream that is not `raw_len` long.)
+                if from == SourceFormat::Raw && mem.size != d.capacity {
                     return Err(package(format!(
-                        "disk {} has format {:?}; only streamOptimized VMDK disks are accepted",
-                        d.disk_id, d.format
+                        "disk {}: the OVF says {} bytes but the raw member {:?} holds {}",
+                        d.disk_id, d.capacity, d.member, mem.size
                     )));
                 }
                 let n = pending.len() + 1;
@@ -177,17 +241,22 @@ pub fn extract_ova(
                 };
                 let path = outdir.join(format!("disk{n}.{ext}"));
                 let out = OutFile::create(&path)?;
+                // The gate sniffs the member's head and tail as `from`: a raw member that is
+                // really another disk format fails there (format mismatch), and nothing of it is
+                // published.
                 let vsize = convert_stream_into(
                     &mut h,
-                    SourceFormat::Vmdk,
-                    None,
+                    from,
+                    (from == SourceFormat::Raw).then_some(d.capacity),
                     Some(&d.member),
                     out.file(),
                     opts,
                     &mut m,
                 )
                 .map_err(|e| package(format!("disk {} ({}): {e}", d.disk_id, d.member)))?;
-                if vsize != d.capacity {
+                // For raw the member length was checked against the capacity above (qcow2
+                // output rounds the virtual size up to whole sectors).
+                if from == SourceFormat::Vmdk && vsize != d.capacity {
                     return Err(package(format!(
                         "disk {}: the OVF says {} bytes but the VMDK holds {vsize}",
                         d.disk_id, d.capacity
@@ -200,6 +269,7 @@ pub fn extract_ova(
                         member: d.member,
                         path,
                         virtual_size: vsize,
+                        source_format: from,
                     },
                 ));
             }
@@ -262,6 +332,7 @@ pub fn extract_ova(
         disks,
         manifest_verified,
         skipped_members: st.skipped,
+        unverified_certificate: st.certificate,
         bytes_in: counted.n,
         bytes_out: m.bytes_out,
         seconds: start.elapsed().as_secs_f64(),
@@ -277,6 +348,8 @@ struct State {
     manifest: Option<Vec<(String, Algo, String)>>,
     digests: Vec<(String, Digests)>,
     skipped: Vec<String>,
+    /// The `.cert` member seen (never verified).
+    certificate: Option<String>,
 }
 
 /// `SHA256(name)= hex` or `SHA1(name)= hex`, one per line; any other algorithm is refused.

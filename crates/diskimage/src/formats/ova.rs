@@ -1,14 +1,25 @@
 //! OVA: a tar whose first member is the OVF descriptor. formats.md §2.5 #19–#20.
+//!
+//! Disks must be VMDK (streamOptimized or sparse) or raw ([`RAW_URI`], what oVirt/RHV export);
+//! each disk member is inspected as its declared format, so a "raw" disk that is really a qcow2,
+//! VMDK, VHD … is refused, and a raw member must hold exactly the OVF capacity. At most one
+//! `.cert` is allowed, bounded by [`CERT_MAX_SIZE`] and not before the `.mf`; it is never
+//! verified.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
 use crate::detect::Detection;
 use crate::formats::gzip::GzError;
 use crate::formats::tar::{self, Member, ReadAtSource};
-use crate::limits::{MAX_READ_CHUNK, MF_MAX_SIZE, OVF_MAX_NODES, OVF_MAX_SIZE, TAR_MAX_MEMBERS};
+use crate::limits::{
+    CERT_MAX_SIZE, MAX_READ_CHUNK, MF_MAX_SIZE, OVF_MAX_NODES, OVF_MAX_SIZE, TAR_MAX_MEMBERS,
+};
 use crate::read::SubRange;
 use crate::report::{Format, Severity};
 use crate::{engine, InspectOptions};
+
+/// `ovf:format` of a raw disk (oVirt/RHV exports), compared exactly.
+pub const RAW_URI: &str = "http://en.wikipedia.org/wiki/Byte";
 
 /// A disk as the OVF describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,15 +201,17 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if ovf.disks.is_empty() {
         cx.error(codes::OVF_DISK_FORMAT, "The OVF describes no disks.");
     }
+    certificates(cx, &members);
     let mut first_capacity = None;
     for d in &ovf.disks {
         let f = d.format.to_ascii_lowercase();
         let vmdk = f.contains("vmdk.html#streamoptimized") || f.contains("vmdk.html#sparse");
-        if !vmdk {
+        let raw = d.format == RAW_URI;
+        if !vmdk && !raw {
             cx.error(
                 codes::OVF_DISK_FORMAT,
                 format!(
-                    "OVF disk \"{}\" has format \"{}\"; only streamOptimized or sparse VMDK disks are accepted.",
+                    "OVF disk \"{}\" has format \"{}\"; only streamOptimized or sparse VMDK disks and raw disks ({RAW_URI}) are accepted.",
                     d.id,
                     d.format.chars().take(100).collect::<String>()
                 ),
@@ -228,8 +241,9 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             continue;
         }
         let sub = SubRange::new(cx.src, m.offset, m.size);
+        // A raw disk is inspected as raw: any other format's structure in it is a mismatch.
         let opts = InspectOptions {
-            declared: Some(Format::Vmdk),
+            declared: Some(if raw { Format::Raw } else { Format::Vmdk }),
             file_name: Some(m.name.clone()),
             ..Default::default()
         };
@@ -244,7 +258,9 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                 ),
             );
         }
-        if let (Some(c), Some(v)) = (d.capacity, r.virtual_size) {
+        // A raw disk's size is its member's length (exactly: no sector rounding).
+        let disk_size = if raw { Some(m.size) } else { r.virtual_size };
+        if let (Some(c), Some(v)) = (d.capacity, disk_size) {
             if c != v {
                 cx.error(
                     codes::OVF_CAPACITY,
@@ -263,6 +279,45 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         subformat: Some("ovf".into()),
         virtual_size: first_capacity,
     })
+}
+
+/// `.cert` members: at most one (OVF: zero or one certificate), at most [`CERT_MAX_SIZE`]
+/// bytes, and never before the `.mf` (OVF places the manifest, then the certificate, either
+/// right after the descriptor or at the end). The certificate is not read or verified. Works on
+/// the members seen so far, so the browser's partial walk reports a subset of the server's.
+fn certificates(cx: &mut Ctx, members: &[Member]) {
+    let is = |m: &&Member, ext: &str| m.name.to_ascii_lowercase().ends_with(ext);
+    let certs: Vec<&Member> = members.iter().skip(1).filter(|m| is(m, ".cert")).collect();
+    if certs.len() > 1 {
+        cx.error(
+            codes::OVA_CERTIFICATE,
+            format!(
+                "The OVA has {} certificate (.cert) files; at most one is allowed.",
+                certs.len()
+            ),
+        );
+    }
+    for c in &certs {
+        if c.size > CERT_MAX_SIZE {
+            cx.error(
+                codes::OVA_CERTIFICATE,
+                format!(
+                    "The OVA certificate \"{}\" is {} bytes, more than the {CERT_MAX_SIZE} allowed.",
+                    c.name.chars().take(100).collect::<String>(),
+                    c.size
+                ),
+            );
+        }
+    }
+    let first = |ext: &str| members.iter().position(|m| is(&m, ext));
+    if let (Some(c), Some(mf)) = (first(".cert"), first(".mf")) {
+        if c < mf {
+            cx.error(
+                codes::OVA_CERTIFICATE,
+                "The OVA certificate comes before the manifest; an OVA puts the manifest first.",
+            );
+        }
+    }
 }
 
 /// Reads a whole member (bounded by the caller); `None` when sniffing and not in the head.
@@ -342,7 +397,7 @@ fn manifest(cx: &mut Ctx, members: &[Member], ovf: &Ovf) -> PResult<()> {
                 }
             }
         } else if lower.ends_with(".cert") {
-            // Certificates are kept but not verified.
+            // Certificates are not verified (no trust store); `certificates` bounds them.
         } else if !ovf.files.iter().any(|(_, h)| h == &m.name) {
             cx.warn(
                 codes::OVA_UNREFERENCED,
