@@ -8,6 +8,7 @@ use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -164,10 +165,16 @@ impl VerdictCell {
     }
 }
 
-/// The running hashes of an upload: at hand, or still being computed by the hash threads of the
-/// last request. Hashing lags behind the bytes: a request is answered once its bytes are
-/// durable and its own checksum verified, while SHA-256, MD5 and SHA-512 of the whole upload
-/// catch up on their threads (bounded queues hold them at most a few blocks behind).
+/// The running hashes of an upload: at hand, or being computed by the upload's hash threads.
+///
+/// Hashing never holds up the request path: a request is answered once its bytes are durable
+/// and its own checksum verified. Each hash thread is handed up to [`QUEUE`] blocks; when it
+/// is further behind than that (MD5 and SHA-512 run at about a third of SHA-256's speed), the
+/// request stops queueing blocks for it and tells it which range of the file to read instead,
+/// from the page cache the writer just filled. So memory stays bounded by the queues, the
+/// request goes at the speed of the network and the disk, and the hashes catch up after the
+/// last byte (completion waits for them). The threads run at a lower CPU priority
+/// ([`HASH_NICE`]) so that, on a busy machine, receiving bytes comes first.
 pub enum RunningHashes {
     Ready(Box<Hashes>),
     Pending(Lanes),
@@ -188,7 +195,7 @@ impl RunningHashes {
         RunningHashes::Ready(Box::new(Hashes::new(all)))
     }
 
-    /// Waits for the hash threads (blocking); None if one of them failed.
+    /// Waits for the hash threads to catch up (blocking); None if one of them failed.
     pub fn resolve(self) -> Option<Hashes> {
         match self {
             RunningHashes::Ready(h) => Some(*h),
@@ -197,107 +204,300 @@ impl RunningHashes {
     }
 }
 
-/// Where a hash thread takes its starting state from.
-enum Start<H> {
-    Ready(H),
-    /// The previous request's thread for this algorithm (joined on the new thread, so the
-    /// request never waits for it).
-    After(JoinHandle<Option<H>>),
+/// Nice value of the hash threads (the request path runs at the process's own, usually 0).
+pub const HASH_NICE: i32 = 10;
+
+/// What a hash thread is told, in upload order.
+enum Msg {
+    /// A request starts: remember the state, to return to it if the request is discarded.
+    Begin(Arc<VerdictCell>),
+    /// Bytes of the request.
+    Block(Arc<Block>),
+    /// Bytes of the request that were written but not queued: read them from the file.
+    Range(u64, u64),
+    /// The request ends: wait for its verdict.
+    End,
 }
 
-/// The three per-request hash threads, one per algorithm: SHA-512 and MD5 each cost more than
-/// the disk's bandwidth on one core, so they must not run one after the other.
-pub struct Lanes {
-    sha256: JoinHandle<Option<Sha256>>,
-    md5: Option<JoinHandle<Option<Md5>>>,
-    sha512: Option<JoinHandle<Option<Sha512>>>,
+/// One hash thread (one algorithm) of an upload, alive until the upload's hashes are resolved.
+struct Lane<H> {
+    tx: std::sync::mpsc::Sender<Msg>,
+    /// Blocks sent and not yet hashed.
+    queued: Arc<AtomicUsize>,
+    /// The part of the current request not queued (file offset, length).
+    behind: Option<(u64, u64)>,
+    thread: JoinHandle<Option<H>>,
 }
 
-/// Joins an optional lane: `Some(None)` when the lane exists but failed.
-fn join_lane<H>(lane: Option<JoinHandle<Option<H>>>) -> Option<Option<H>> {
-    match lane {
-        None => Some(None),
-        Some(j) => j.join().ok().flatten().map(Some),
+impl<H: Digest + Clone + Send + 'static> Lane<H> {
+    fn spawn(name: &str, start: H, file: Option<Arc<File>>) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = Arc::clone(&queued);
+        let thread = std::thread::Builder::new()
+            .name(format!("upload-{name}"))
+            .spawn(move || {
+                lower_priority();
+                run_lane(start, rx, &q, file.as_deref())
+            })?;
+        Ok(Lane {
+            tx,
+            queued,
+            behind: None,
+            thread,
+        })
     }
+
+    fn begin(&mut self, verdict: &Arc<VerdictCell>) {
+        self.behind = None;
+        // A send fails only if the thread is gone (it failed); joining reports that.
+        let _ = self.tx.send(Msg::Begin(Arc::clone(verdict)));
+    }
+
+    /// Queues `block` (written at `pos`), or records it as a range to read when the thread is
+    /// [`QUEUE`] blocks behind (or cannot read the file: then it always gets the block).
+    fn feed(&mut self, block: &Arc<Block>, pos: u64, can_read: bool) {
+        let len = block.len() as u64;
+        if let Some((_, n)) = &mut self.behind {
+            *n += len;
+            return;
+        }
+        if can_read && self.queued.load(Ordering::Acquire) >= QUEUE {
+            self.behind = Some((pos, len));
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.tx.send(Msg::Block(Arc::clone(block)));
+    }
+
+    fn end(&mut self) {
+        if let Some((off, len)) = self.behind.take() {
+            let _ = self.tx.send(Msg::Range(off, len));
+        }
+        let _ = self.tx.send(Msg::End);
+    }
+
+    fn join(self) -> Option<H> {
+        drop(self.tx);
+        self.thread.join().ok().flatten()
+    }
+}
+
+/// Best effort: hashing may wait for the CPU, receiving should not.
+fn lower_priority() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASH_NICE);
+}
+
+/// A hash thread's loop. Returns the state after the last kept request, or None if bytes that
+/// were kept could not be read back (the caller then hashes the whole file once).
+fn run_lane<H: Digest + Clone>(
+    mut state: H,
+    rx: std::sync::mpsc::Receiver<Msg>,
+    queued: &AtomicUsize,
+    file: Option<&File>,
+) -> Option<H> {
+    let mut before: Option<H> = None;
+    let mut verdict: Option<Arc<VerdictCell>> = None;
+    let mut unreadable = false;
+    let mut buf: Vec<u8> = Vec::new();
+    for msg in rx {
+        match msg {
+            Msg::Begin(v) => {
+                before = Some(state.clone());
+                verdict = Some(v);
+                unreadable = false;
+            }
+            Msg::Block(block) => {
+                queued.fetch_sub(1, Ordering::AcqRel);
+                if !unreadable {
+                    state.update(&block[..]);
+                }
+            }
+            Msg::Range(off, len) => {
+                if !unreadable {
+                    unreadable = file.is_none_or(|f| {
+                        read_range(f, off, len, &mut buf, |b| state.update(b)).is_err()
+                    });
+                }
+            }
+            Msg::End => {
+                // Dropping the verdict without a decision means "discarded".
+                let keep = verdict.take().is_some_and(|v| v.wait());
+                let prior = before.take();
+                if !keep {
+                    state = prior?;
+                } else if unreadable {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(state)
+}
+
+/// Reads `len` bytes of `file` at `off` in blocks, handing each to `f`. A short file is an
+/// error (the bytes were truncated away: the request was discarded meanwhile).
+fn read_range(
+    file: &File,
+    mut off: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    buf.resize(BLOCK_SIZE, 0);
+    let end = off + len;
+    while off < end {
+        let n = (end - off).min(BLOCK_SIZE as u64) as usize;
+        file.read_exact_at(&mut buf[..n], off)?;
+        f(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// The hash threads of an upload, one per algorithm: SHA-512 and MD5 each cost more than the
+/// disk's bandwidth on one core, so they must not run one after the other.
+pub struct Lanes {
+    /// The upload's file, for the ranges the threads read back; None: every block is queued.
+    file: Option<Arc<File>>,
+    sha256: Lane<Sha256>,
+    md5: Option<Lane<Md5>>,
+    sha512: Option<Lane<Sha512>>,
 }
 
 impl Lanes {
+    fn start(h: Hashes, file: Option<Arc<File>>) -> io::Result<Self> {
+        Ok(Lanes {
+            sha256: Lane::spawn("sha256", h.sha256, file.clone())?,
+            md5: h
+                .md5
+                .map(|m| Lane::spawn("md5", m, file.clone()))
+                .transpose()?,
+            sha512: h
+                .sha512
+                .map(|m| Lane::spawn("sha512", m, file.clone()))
+                .transpose()?,
+            file,
+        })
+    }
+
+    fn each(&mut self, mut f: impl FnMut(&mut dyn LaneOps)) {
+        f(&mut self.sha256);
+        if let Some(l) = &mut self.md5 {
+            f(l);
+        }
+        if let Some(l) = &mut self.sha512 {
+            f(l);
+        }
+    }
+
+    fn begin(&mut self, verdict: &Arc<VerdictCell>) {
+        self.each(|l| l.begin(verdict));
+    }
+
+    fn feed(&mut self, block: &Arc<Block>, pos: u64) {
+        let can_read = self.file.is_some();
+        self.each(|l| l.feed(block, pos, can_read));
+    }
+
+    fn end(&mut self) {
+        self.each(|l| l.end());
+    }
+
+    /// Waits for every thread to finish what it was given; None if one failed.
     fn join(self) -> Option<Hashes> {
-        Some(Hashes { sha256: self.sha256.join().ok()??, md5: join_lane(self.md5)?, sha512: join_lane(self.sha512)? })
+        let sha256 = self.sha256.join();
+        let md5 = self.md5.map(Lane::join);
+        let sha512 = self.sha512.map(Lane::join);
+        Some(Hashes {
+            sha256: sha256?,
+            md5: match md5 {
+                None => None,
+                Some(h) => Some(h?),
+            },
+            sha512: match sha512 {
+                None => None,
+                Some(h) => Some(h?),
+            },
+        })
     }
 }
 
-fn lane<H: Digest + Clone + Send + 'static>(
-    name: &str,
-    start: Start<H>,
-    verdict: Arc<VerdictCell>,
-    senders: &mut Vec<SyncSender<Arc<Block>>>,
-) -> io::Result<JoinHandle<Option<H>>> {
-    let (tx, rx) = sync_channel::<Arc<Block>>(QUEUE);
-    senders.push(tx);
-    std::thread::Builder::new().name(format!("upload-{name}")).spawn(move || {
-        let state = match start {
-            Start::Ready(h) => Some(h),
-            Start::After(prev) => prev.join().ok().flatten(),
-        };
-        let Some(mut state) = state else {
-            // The chain is broken (a thread panicked): drain, and let completion hash the file.
-            for _block in rx {}
-            return None;
-        };
-        let before = state.clone();
-        for block in rx {
-            state.update(&block[..]);
-        }
-        Some(if verdict.wait() { state } else { before })
-    })
+/// The per-request operations of a lane, whatever its algorithm.
+trait LaneOps {
+    /// Tests: behave as if the thread were [`QUEUE`] blocks behind.
+    #[cfg(test)]
+    fn force_behind(&mut self);
+    fn begin(&mut self, verdict: &Arc<VerdictCell>);
+    fn feed(&mut self, block: &Arc<Block>, pos: u64, can_read: bool);
+    fn end(&mut self);
 }
 
-/// Hash threads fed with one request's blocks.
+impl<H: Digest + Clone + Send + 'static> LaneOps for Lane<H> {
+    #[cfg(test)]
+    fn force_behind(&mut self) {
+        self.queued.fetch_add(QUEUE, Ordering::AcqRel);
+    }
+    fn begin(&mut self, verdict: &Arc<VerdictCell>) {
+        Lane::begin(self, verdict);
+    }
+    fn feed(&mut self, block: &Arc<Block>, pos: u64, can_read: bool) {
+        Lane::feed(self, block, pos, can_read);
+    }
+    fn end(&mut self) {
+        Lane::end(self);
+    }
+}
+
+/// The hash threads during one request.
 struct HashFeed {
-    senders: Vec<SyncSender<Arc<Block>>>,
     lanes: Lanes,
 }
 
 impl HashFeed {
-    fn start(from: RunningHashes, verdict: Arc<VerdictCell>) -> io::Result<Self> {
-        let (s256, m5, s512) = match from {
-            RunningHashes::Ready(h) => {
-                let h = *h;
-                (Start::Ready(h.sha256), h.md5.map(Start::Ready), h.sha512.map(Start::Ready))
-            }
-            RunningHashes::Pending(l) => (Start::After(l.sha256), l.md5.map(Start::After), l.sha512.map(Start::After)),
+    /// Starts a request on the upload's hash threads (starting them if the hashes are at hand).
+    fn start(
+        from: RunningHashes,
+        verdict: &Arc<VerdictCell>,
+        file: Option<Arc<File>>,
+    ) -> io::Result<Self> {
+        let mut lanes = match from {
+            RunningHashes::Ready(h) => Lanes::start(*h, file)?,
+            RunningHashes::Pending(l) => l,
         };
-        let mut senders = Vec::with_capacity(3);
-        let lanes = Lanes {
-            sha256: lane("sha256", s256, Arc::clone(&verdict), &mut senders)?,
-            md5: m5.map(|s| lane("md5", s, Arc::clone(&verdict), &mut senders)).transpose()?,
-            sha512: s512.map(|s| lane("sha512", s, Arc::clone(&verdict), &mut senders)).transpose()?,
-        };
-        Ok(HashFeed { senders, lanes })
+        lanes.begin(verdict);
+        Ok(HashFeed { lanes })
     }
 
-    fn feed(&self, block: &Arc<Block>) {
-        for tx in &self.senders {
-            // A send fails only if the thread is gone (it panicked); joining reports that.
-            let _ = tx.send(Arc::clone(block));
-        }
+    fn feed(&mut self, block: &Arc<Block>, pos: u64) {
+        self.lanes.feed(block, pos);
     }
 
-    /// No more blocks: the threads finish on their own once the verdict is in.
-    fn close(self) -> Lanes {
+    /// No more blocks in this request: the threads finish it once its verdict is in.
+    fn close(mut self) -> Lanes {
+        self.lanes.end();
         self.lanes
     }
 }
 
-/// Hashes whole files on three threads (completion without running hashes, joining parts).
-fn hash_all(all: bool, feed_blocks: impl FnOnce(&HashFeed) -> io::Result<()>) -> io::Result<Digests> {
+/// Hashes whole files on three threads (completion without running hashes, joining parts);
+/// `feed_blocks` gets a function taking each block in order.
+fn hash_all(
+    all: bool,
+    feed_blocks: impl FnOnce(&mut dyn FnMut(&Arc<Block>)) -> io::Result<()>,
+) -> io::Result<Digests> {
     let (verdict, cell) = Verdict::new();
-    let feed = HashFeed::start(RunningHashes::fresh(all), cell)?;
-    let fed = feed_blocks(&feed);
+    let mut feed = HashFeed::start(RunningHashes::fresh(all), &cell, None)?;
+    let mut pos = 0u64;
+    let fed = feed_blocks(&mut |block| {
+        feed.feed(block, pos);
+        pos += block.len() as u64;
+    });
     let lanes = feed.close();
     verdict.keep();
-    let hashes = lanes.join().ok_or_else(|| io::Error::other("a hash thread failed"));
+    let hashes = lanes
+        .join()
+        .ok_or_else(|| io::Error::other("a hash thread failed"));
     fed?;
     Ok(hashes?.digests())
 }
@@ -379,10 +579,10 @@ impl CheckThread {
     }
 }
 
-/// Writes blocks from `next` to `file` from `start` on, feeding the request checksum and the
-/// running hashes. Runs on a blocking thread; stops at the first write error.
+/// Writes blocks from `next` to `file` (opened for reading too: hash threads that fall behind
+/// read their bytes back) from `start` on, feeding the request checksum and the running hashes. Runs on a blocking thread; stops at the first write error.
 pub fn write_blocks(
-    file: &File,
+    file: &Arc<File>,
     start: u64,
     mut next: impl FnMut() -> Option<Arc<Block>>,
     check: Option<ChunkCheck>,
@@ -392,8 +592,8 @@ pub fn write_blocks(
     let started = check
         .map(CheckThread::start)
         .transpose()
-        .and_then(|c| Ok((c, hashes.map(|h| HashFeed::start(h, cell)).transpose()?)));
-    let (check, feed) = match started {
+        .and_then(|c| Ok((c, hashes.map(|h| HashFeed::start(h, &cell, Some(Arc::clone(file)))).transpose()?)));
+    let (check, mut feed) = match started {
         Ok(t) => t,
         Err(e) => return WriteReport { written: 0, error: Some(e), checksum_ok: None, hashes: None },
     };
@@ -408,8 +608,8 @@ pub fn write_blocks(
             break;
         }
         start_writeback(file, pos, block.len());
-        if let Some(f) = &feed {
-            f.feed(&block);
+        if let Some(f) = &mut feed {
+            f.feed(&block, pos);
         }
         pos += block.len() as u64;
     }
@@ -450,7 +650,7 @@ pub fn hash_file(path: &Path, pool: &Arc<BufferPool>, all: bool) -> io::Result<D
     let mut file = File::open(path)?;
     hash_all(all, |feed| {
         read_blocks(&mut file, pool, |block| {
-            feed.feed(&block);
+            feed(&block);
             Ok(())
         })
         .map(drop)
@@ -468,7 +668,7 @@ pub fn concatenate(parts: &[std::path::PathBuf], dest: &Path, pool: &Arc<BufferP
             read_blocks(&mut source, pool, |block| {
                 out.write_all_at(&block, pos)?;
                 start_writeback(&out, pos, block.len());
-                feed.feed(&block);
+                feed(&block);
                 pos += block.len() as u64;
                 Ok(())
             })?;
@@ -487,7 +687,7 @@ mod tests {
     fn written_blocks_hash_like_the_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
+        let file = Arc::new(File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap());
         let pool = Arc::new(BufferPool::default());
         let data: Vec<u8> = (0..(BLOCK_SIZE * 2 + 17)).map(|i| (i * 31 % 251) as u8).collect();
         let mut blocks = data.chunks(BLOCK_SIZE).map(|c| Block::new(c.to_vec(), Arc::clone(&pool)));
@@ -517,7 +717,7 @@ mod tests {
     #[test]
     fn discarded_requests_do_not_reach_the_hashes() {
         let dir = tempfile::tempdir().unwrap();
-        let file = File::create(dir.path().join("f")).unwrap();
+        let file = Arc::new(File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("f")).unwrap());
         let pool = Arc::new(BufferPool::default());
         let write = |at: u64, bytes: &[u8], from: RunningHashes, keep: bool| {
             let mut once = Some(Block::new(bytes.to_vec(), Arc::clone(&pool)));
@@ -534,5 +734,65 @@ mod tests {
         let d = h.resolve().unwrap().digests();
         assert_eq!(d.sha256, hex(&Sha256::digest(b"hello world")));
         assert_eq!(d.md5, Some(hex(&Md5::digest(b"hello world"))));
+    }
+
+    /// Hash threads that are behind read the request's bytes back from the file, and the
+    /// result is the same as hashing the blocks; a discarded request whose bytes were
+    /// truncated away before they were read back leaves the hashes where they were.
+    #[test]
+    fn lanes_that_fall_behind_read_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = Arc::new(
+            File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap(),
+        );
+        let pool = Arc::new(BufferPool::default());
+        let data: Vec<u8> = (0..(BLOCK_SIZE * 3 + 5))
+            .map(|i| (i * 7 % 253) as u8)
+            .collect();
+        file.write_all_at(&data, 0).unwrap();
+        let mut lanes = Lanes::start(Hashes::new(true), Some(Arc::clone(&file))).unwrap();
+        // Request 1, kept: every lane is "full", so nothing is queued and all is read back.
+        let (verdict, cell) = Verdict::new();
+        lanes.begin(&cell);
+        lanes.each(|l| l.force_behind());
+        let mut pos = 0;
+        for c in data.chunks(BLOCK_SIZE) {
+            lanes.feed(&Block::new(c.to_vec(), Arc::clone(&pool)), pos);
+            pos += c.len() as u64;
+        }
+        lanes.end();
+        verdict.keep();
+        // Request 2, discarded after its bytes were truncated away (the reads fail).
+        let (verdict, cell) = Verdict::new();
+        lanes.begin(&cell);
+        lanes.each(|l| l.force_behind());
+        lanes.feed(&Block::new(vec![9; 100], Arc::clone(&pool)), pos);
+        lanes.end();
+        drop(verdict);
+        let d = lanes.join().unwrap().digests();
+        assert_eq!(d.sha256, hex(&Sha256::digest(&data)));
+        assert_eq!(d.md5, Some(hex(&Md5::digest(&data))));
+        assert_eq!(d.sha512, Some(hex(&Sha512::digest(&data))));
+
+        // A kept request whose bytes cannot be read back fails the lanes (completion then
+        // hashes the whole file instead of trusting a wrong digest).
+        let mut lanes = Lanes::start(Hashes::new(false), Some(Arc::clone(&file))).unwrap();
+        let (verdict, cell) = Verdict::new();
+        lanes.begin(&cell);
+        lanes.each(|l| l.force_behind());
+        lanes.feed(
+            &Block::new(vec![1; 10], Arc::clone(&pool)),
+            data.len() as u64 + 1000,
+        );
+        lanes.end();
+        verdict.keep();
+        assert!(lanes.join().is_none());
     }
 }
