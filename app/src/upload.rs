@@ -148,8 +148,15 @@ async fn create(length: u64, metadata: &[(&str, &str)], concat: Option<String>) 
     header(&resp, "Location").ok_or_else(|| HttpError { status: 201, message: "the server sent no upload URL".into(), retry: false })
 }
 
-async fn create_partial(length: u64) -> Result<String, HttpError> {
-    let resp = fetch("POST", ENDPOINT, &[("Upload-Length", length.to_string()), ("Upload-Concat", "partial".into())], None).await?;
+/// Creates a part; it names the image so that the server can show the image as `uploading`
+/// once the first bytes of any part arrive.
+async fn create_partial(length: u64, image_id: &str) -> Result<String, HttpError> {
+    let headers = [
+        ("Upload-Length", length.to_string()),
+        ("Upload-Concat", "partial".into()),
+        ("Upload-Metadata", format!("image_id {}", b64(image_id.as_bytes()))),
+    ];
+    let resp = fetch("POST", ENDPOINT, &headers, None).await?;
     if resp.status() != 201 {
         return Err(failure(resp).await);
     }
@@ -320,7 +327,7 @@ pub async fn upload(file: &File, key: &str, mut record: ResumeRecord, chunk: u64
     }
     if record.parts.is_empty() {
         for (start, end) in plan_parts(size, chunk) {
-            let url = create_partial(end - start).await?;
+            let url = create_partial(end - start, &record.image_id).await?;
             record.parts.push(PartRecord { url, start, end });
             starts.push(start);
         }

@@ -154,8 +154,55 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
             }
         }
     });
+    let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel::<uploads::UploadEvent>();
+    up.set_on_event(Arc::new(move |e| {
+        let _ = etx.send(e);
+    }));
+    let events_db = db.clone();
+    tokio::spawn(async move {
+        while let Some(e) = erx.recv().await {
+            upload_event(&events_db, e).await;
+        }
+    });
     let _cleanup = uploads::spawn_cleanup(up.clone());
     Ok(up)
+}
+
+/// An image whose bytes start arriving is `uploading`; one whose upload expired unfinished is
+/// `killed` with the reason. Only for an upload made in the image's own project, and only from
+/// the states before an import.
+async fn upload_event(db: &Db, e: uploads::UploadEvent) {
+    let (info, from, to, reason): (_, &[&str], _, _) = match e {
+        uploads::UploadEvent::Started(i) => (i, &["queued"], "uploading", ""),
+        uploads::UploadEvent::Expired(i) => (
+            i,
+            &["queued", "uploading"],
+            "killed",
+            "The upload expired before all of its bytes arrived; upload the file again.",
+        ),
+    };
+    let Some(image_id) = info.metadata.get("image_id") else {
+        return;
+    };
+    match db.image(image_id).await {
+        Ok(Some(img)) if img.owner.as_deref() == Some(info.project_id.as_str()) => {
+            match db.transition_image(image_id, from, to, reason).await {
+                Ok(true) => {
+                    tracing::info!(image = %image_id, upload = %info.id, status = to, "image status follows its upload")
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(image = %image_id, error = %err, "cannot record the upload's progress on the image")
+                }
+            }
+        }
+        Ok(_) => {
+            tracing::warn!(image = %image_id, upload = %info.id, "an upload names an image of another project or none; ignored")
+        }
+        Err(err) => {
+            tracing::warn!(image = %image_id, error = %err, "cannot load the image an upload names")
+        }
+    }
 }
 
 /// The session layer, backed by a table in the same SQLite database so sessions survive restarts.

@@ -113,3 +113,92 @@ async fn the_session_cookie_is_http_only_and_same_site() {
     assert!(raw.starts_with("hangar_session="), "{raw}");
     assert!(raw.contains("HttpOnly") && raw.contains("SameSite=Lax"), "{raw}");
 }
+
+/// The image follows its tus upload: `queued` until bytes arrive, `uploading` once the first
+/// bytes of a part are durable, then through the import to `active`. An upload naming another
+/// project's image does not move that image.
+#[tokio::test]
+async fn an_image_is_uploading_once_its_first_bytes_arrive() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let db = &app.state.db;
+    let mine = db
+        .create_image(&NewImage {
+            name: "disk".into(),
+            disk_format: Some("raw".into()),
+            owner: Some(p1.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let theirs = db
+        .create_image(&NewImage {
+            name: "theirs".into(),
+            disk_format: Some("raw".into()),
+            owner: Some(p2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let status = |id: String| {
+        let db = app.state.db.clone();
+        async move { db.image(&id).await.unwrap().unwrap().status }
+    };
+
+    let create = |image: &str, concat: Option<&str>| {
+        let mut r = Request::post("/uploads")
+            .header("x-auth-token", tok.as_str())
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", (2u64 << 20).to_string())
+            .header("upload-metadata", format!("image_id {}", b64(image)));
+        if let Some(c) = concat {
+            r = r.header("upload-concat", c);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let patch = |url: &str, offset: u64, bytes: Vec<u8>| {
+        Request::patch(url)
+            .header("x-auth-token", tok.as_str())
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset.to_string())
+            .body(Body::from(bytes))
+            .unwrap()
+    };
+    let stranger = app.send(create(&theirs.id, None)).await;
+    assert_eq!(stranger.status, StatusCode::CREATED, "{}", stranger.body);
+    let url = stranger.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        app.send(patch(&url, 0, vec![1; 4096])).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    // A part of a parallel upload names the image as the browser's parts do.
+    let part = app.send(create(&mine.id, Some("partial"))).await;
+    assert_eq!(part.status, StatusCode::CREATED, "{}", part.body);
+    let url = part.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(status(mine.id.clone()).await, "queued", "no bytes yet");
+    assert_eq!(
+        app.send(patch(&url, 0, vec![0; 1 << 20])).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = status(mine.id.clone()).await;
+        if seen == "uploading" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, "uploading");
+    assert_eq!(
+        status(theirs.id.clone()).await,
+        "queued",
+        "another project's upload does not move this image"
+    );
+}

@@ -481,7 +481,8 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
     let limit = remaining.min(u.config.max_request_body);
 
     let path = u.path_of(id);
-    let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| {
+    // Readable too: hash threads that fall behind read their bytes back from it.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(|e| {
         UploadError::Internal(format!("the file of upload {id} cannot be opened: {e}"))
     })?;
     let file = Arc::new(file);
@@ -550,6 +551,9 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
     if let Some(v) = keep_hashes {
         v.keep();
         live.hashed_to = new_offset;
+    }
+    if offset == 0 {
+        u.event(crate::UploadEvent::Started(crate::UploadInfo::of(&row)));
     }
     if new_offset == length && row.concat == CONCAT_NONE {
         // Handed over in the background once the hashes catch up (a few blocks at most, or a

@@ -194,6 +194,40 @@ pub struct CompletedUpload {
 /// The completion callback. It runs on a runtime thread: it must not block.
 pub type OnComplete = Arc<dyn Fn(CompletedUpload) + Send + Sync>;
 
+/// Something that happened to an unfinished upload, for a consumer that shows progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadEvent {
+    /// The first bytes of an upload (ordinary or part) are durable.
+    Started(UploadInfo),
+    /// An upload expired before it was complete and was removed.
+    Expired(UploadInfo),
+}
+
+/// Who an upload belongs to and what it says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadInfo {
+    pub id: String,
+    pub user_id: String,
+    pub project_id: String,
+    /// The decoded `Upload-Metadata`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl UploadInfo {
+    fn of(row: &records::UploadRow) -> Self {
+        UploadInfo {
+            id: row.id.clone(),
+            user_id: row.user_id.clone(),
+            project_id: row.project_id.clone(),
+            metadata: serde_json::from_str(&row.metadata).unwrap_or_default(),
+        }
+    }
+}
+
+/// The event callback ([`Uploads::set_on_event`]). It runs on a runtime thread: it must not
+/// block.
+pub type OnEvent = Arc<dyn Fn(UploadEvent) + Send + Sync>;
+
 /// Per-upload in-memory state: the running hashes while an upload arrives in order. Lost on
 /// restart, which only means the hashes are computed by reading the file at completion.
 #[derive(Debug, Default)]
@@ -210,6 +244,7 @@ pub struct Uploads {
     db: Db,
     config: UploadConfig,
     on_complete: OnComplete,
+    on_event: std::sync::OnceLock<OnEvent>,
     /// One lock per upload with in-memory state: PATCH, DELETE, completion and cleanup of one
     /// upload never overlap.
     live: Mutex<HashMap<String, Slot>>,
@@ -241,6 +276,7 @@ impl Uploads {
             db,
             config,
             on_complete,
+            on_event: std::sync::OnceLock::new(),
             live: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             completing: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPLETIONS),
@@ -255,6 +291,17 @@ impl Uploads {
 
     pub fn config(&self) -> &UploadConfig {
         &self.config
+    }
+
+    /// Sets the callback for [`UploadEvent`]s (once; later calls are ignored).
+    pub fn set_on_event(&self, f: OnEvent) {
+        let _ = self.on_event.set(f);
+    }
+
+    fn event(&self, e: UploadEvent) {
+        if let Some(f) = self.on_event.get() {
+            f(e);
+        }
     }
 
     /// Deletes expired uploads (rows and files; a final takes its parts along) and stray files

@@ -211,6 +211,9 @@ pub(crate) async fn remove_expired(u: &Uploads) -> Result<usize, UploadError> {
             match u.db.upload_by_id(&row.id).await? {
                 Some(current) if current.expires_at <= now() => {
                     remove(u, &current).await?;
+                    if current.completed_at.is_none() {
+                        u.event(crate::UploadEvent::Expired(crate::UploadInfo::of(&current)));
+                    }
                     removed += 1;
                     progressed = true;
                 }

@@ -681,3 +681,61 @@ async fn one_user_cannot_hold_unbounded_open_uploads() {
     assert!(r.body.contains("uploads open"), "{}", r.body);
     assert_eq!(env.create(&env.people.member2, 1, &[]).await.status, StatusCode::CREATED, "others are not affected");
 }
+
+/// The consumer hears when an upload's first bytes are durable (once, also for a part) and
+/// when an unfinished upload expires; a complete one expiring later says nothing.
+#[tokio::test]
+async fn events_tell_when_bytes_start_and_when_an_unfinished_upload_expires() {
+    let env = Env::with(|c| c.expiry = Duration::from_secs(1)).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    env.uploads.set_on_event(std::sync::Arc::new(move |e| {
+        let _ = tx.send(e);
+    }));
+    let m = env.people.member.clone();
+    let meta = format!("image_id {}", b64("img-1"));
+    let r = env
+        .create(
+            &m,
+            10,
+            &[
+                ("upload-metadata", meta.as_str()),
+                ("upload-concat", "partial"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let url = r.header("location").to_owned();
+    assert!(rx.try_recv().is_err(), "no event before any byte");
+    assert_eq!(env.patch(&m, &url, 0, b"abcd").await.offset(), 4);
+    match rx.try_recv() {
+        Ok(uploads::UploadEvent::Started(info)) => {
+            assert_eq!(
+                info.metadata.get("image_id").map(String::as_str),
+                Some("img-1")
+            );
+            assert_eq!(info.project_id, env.people.p1);
+        }
+        other => panic!("expected Started, got {other:?}"),
+    }
+    assert_eq!(env.patch(&m, &url, 4, b"ef").await.offset(), 6);
+    assert!(rx.try_recv().is_err(), "Started is said once");
+    let done = env.created(&m, 3).await;
+    assert_eq!(env.patch(&m, &done, 0, b"xyz").await.offset(), 3);
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(uploads::UploadEvent::Started(_))
+    ));
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(env.uploads.remove_expired().await.unwrap(), 2);
+    match rx.try_recv() {
+        Ok(uploads::UploadEvent::Expired(info)) => {
+            assert_eq!(info.id, url.rsplit('/').next().unwrap())
+        }
+        other => panic!("expected Expired, got {other:?}"),
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "the complete upload expiring is not an event"
+    );
+}
