@@ -1,7 +1,7 @@
 //! Ingest benchmark (not a timed test): run with `cargo bench -p uploads --bench ingest`.
 //!
 //! In one run, on this machine's disk:
-//! 1. a 2 GiB random file is written through the tus API over loopback (8 MiB PATCHes, with and
+//! 1. a 2 GiB random file is written through the tus API over loopback (64 MiB PATCHes, with and
 //!    without `Upload-Checksum: sha256`), to a server that keeps SHA-256, MD5 and SHA-512 of the
 //!    whole upload running (the default) and to one that keeps SHA-256 only, and compared with
 //!    `dd bs=8M conv=fdatasync` of the same bytes (target: at least 0.8× dd's throughput);
@@ -12,7 +12,8 @@
 //! own. Files go to `BENCH_TMP` (default `<workspace>/target/bench-tmp`), removed at the end;
 //! at most about 10 GiB are on disk at once. `BENCH_SIZE` (bytes) and `BENCH_ROUNDS` (default 3)
 //! override the file size and the number of dd/tus rounds (interleaved; medians are compared,
-//! since this shared machine's disk speed swings from run to run).
+//! since this shared machine's disk speed swings from run to run), `BENCH_PATCH_MIB` the PATCH
+//! size (default: the server's per-request limit, 64 MiB).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -26,7 +27,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::Digest;
 
+/// I/O size for making and hashing files here.
 const CHUNK: usize = 8 << 20;
+/// PATCH size unless `BENCH_PATCH_MIB` says otherwise: the server's default per-request limit
+/// (`DEFAULT_MAX_REQUEST_BODY`), what a tus client that sends as much per request as the server
+/// accepts uses.
+const DEFAULT_PATCH: usize = uploads::DEFAULT_MAX_REQUEST_BODY as usize;
 const DEFAULT_SIZE: u64 = 2 << 30;
 const PARALLEL: usize = 4;
 
@@ -56,6 +62,10 @@ fn main() {
     }
 }
 
+fn patch_size() -> usize {
+    std::env::var("BENCH_PATCH_MIB").ok().and_then(|s| s.parse::<usize>().ok()).map_or(DEFAULT_PATCH, |m| m.max(1) << 20)
+}
+
 fn median(v: &[Duration]) -> Duration {
     let mut v = v.to_vec();
     v.sort();
@@ -71,7 +81,7 @@ fn mib_s(bytes: u64, d: Duration) -> f64 {
 }
 
 fn run(tmp: &Path, size: u64, rounds: usize) {
-    println!("ingest bench: {} MiB file, {rounds} round(s), {} MiB PATCHes, dir {}", size >> 20, CHUNK >> 20, tmp.display());
+    println!("ingest bench: {} MiB file, {rounds} round(s), {} MiB PATCHes, dir {}", size >> 20, patch_size() >> 20, tmp.display());
     println!("  load average at start: {} ({} CPUs)", load_average(), std::thread::available_parallelism().map_or(0, |n| n.get()));
     let src = tmp.join("source.bin");
     let t = Instant::now();
@@ -267,7 +277,7 @@ fn request(conn: &mut BufReader<TcpStream>, head: &str, body: &[u8]) -> Reply {
     reply
 }
 
-/// Uploads `src` in CHUNK-sized PATCHes, with SHA-256 checksums if `checksums`; the next chunk
+/// Uploads `src` in [`patch_size`] PATCHes, with SHA-256 checksums if `checksums`; the next chunk
 /// is read (and hashed) on a helper thread while the current one is sent (as a pipelining
 /// client would).
 fn upload(addr: std::net::SocketAddr, src: &Path, size: u64, checksums: bool) -> String {
@@ -287,7 +297,7 @@ fn upload(addr: std::net::SocketAddr, src: &Path, size: u64, checksums: bool) ->
         let f = std::fs::File::open(path).unwrap();
         let mut offset = 0u64;
         while offset < size {
-            let n = (size - offset).min(CHUNK as u64) as usize;
+            let n = (size - offset).min(patch_size() as u64) as usize;
             let mut buf = vec![0u8; n];
             f.read_exact_at(&mut buf, offset).unwrap();
             let sum = if checksums {
