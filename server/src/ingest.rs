@@ -406,6 +406,8 @@ fn extract_package(
     findings: String,
     uploaded_size: u64,
 ) -> Result<(records::ActiveImage, Imported), IngestError> {
+    // All disks are written in one target format, the VMDK row's (most packages hold only
+    // VMDK disks); raw disks (oVirt exports) are checked against the raw row after unpacking.
     let to = match rules.plan("vmdk") {
         Plan::Convert(t) => t,
         // VMDK kept native: the package's disks are streamOptimized, which hypervisors cannot
@@ -427,6 +429,13 @@ fn extract_package(
         e
     };
     ctl.check().map_err(fail)?;
+    for d in &ova.disks {
+        let kind = d.source_format.as_str();
+        if let Plan::Refuse(reason) = rules.plan(kind) {
+            return Err(fail(IngestError::Refused(format!("Disk {} of this OVA is {kind}. {reason}", d.disk_id))));
+        }
+    }
+    let certificate = ova.unverified_certificate.clone();
     let mut disks = ova.disks.into_iter();
     let Some(first) = disks.next() else {
         return Err(fail(IngestError::Refused("The OVA holds no disk.".into())));
@@ -444,7 +453,7 @@ fn extract_package(
             link: None,
         })
         .collect();
-    let mut facts = vec![("ovf_disk_id".to_owned(), first.disk_id.clone())];
+    let mut facts = vec![("ovf_disk_id".to_owned(), first.disk_id.clone()), ("ovf_disk_format".to_owned(), first.source_format.as_str().to_owned())];
     let o = &ova.ovf;
     if let Some(v) = &o.name {
         facts.push(("ovf_name".into(), v.clone()));
@@ -459,6 +468,10 @@ fn extract_package(
         facts.push(("ovf_memory_mib".into(), v.to_string()));
     }
     facts.push(("ovf_manifest_verified".into(), ova.manifest_verified.to_string()));
+    if let Some(name) = certificate {
+        // Signatures are not checked (no trust store): say so rather than stay silent.
+        facts.push(("ovf_certificate".into(), format!("{name}: present, signature not verified")));
+    }
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let record = records::ActiveImage {
         disk_format: ext.to_owned(),

@@ -274,25 +274,28 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
 }
 
 /// An OVA made with qemu-img (streamOptimized VMDKs) and tar: the descriptor first, two disks.
-fn ova(dir: &Path) -> (PathBuf, PathBuf) {
+/// An OVA with a streamOptimized VMDK disk, a raw disk (as oVirt exports them) and an
+/// (unverifiable) certificate; returns the package and the two disks' raw payloads.
+fn ova(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let pkg = dir.join("pkg");
     std::fs::create_dir_all(&pkg).unwrap();
     let raw1 = raw_payload(dir);
     let raw2 = dir.join("second.raw");
     std::fs::write(&raw2, vec![0x5au8; 2 << 20]).unwrap();
-    for (raw, vmdk) in [(&raw1, "disk1.vmdk"), (&raw2, "disk2.vmdk")] {
-        qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw.to_str().unwrap(), pkg.join(vmdk).to_str().unwrap()]);
-    }
+    qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw1.to_str().unwrap(), pkg.join("disk1.vmdk").to_str().unwrap()]);
+    std::fs::copy(&raw2, pkg.join("disk2.img")).unwrap();
+    std::fs::write(pkg.join("web.cert"), "SHA256(web.ovf)= 00\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
     let so = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+    let byte = "http://en.wikipedia.org/wiki/Byte";
     let ovf = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
   xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
   xmlns:vmw="http://www.vmware.com/schema/ovf">
-  <References><File ovf:id="f1" ovf:href="disk1.vmdk"/><File ovf:id="f2" ovf:href="disk2.vmdk"/></References>
+  <References><File ovf:id="f1" ovf:href="disk1.vmdk"/><File ovf:id="f2" ovf:href="disk2.img"/></References>
   <DiskSection><Info>disks</Info>
     <Disk ovf:diskId="root" ovf:fileRef="f1" ovf:capacity="8" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="{so}"/>
-    <Disk ovf:diskId="data" ovf:fileRef="f2" ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="{so}"/>
+    <Disk ovf:diskId="data" ovf:fileRef="f2" ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="{byte}"/>
   </DiskSection>
   <VirtualSystem ovf:id="web-vm">
     <Info>vm</Info><Name>Web VM</Name>
@@ -307,17 +310,17 @@ fn ova(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(pkg.join("web.ovf"), ovf).unwrap();
     let out = dir.join("web.ova");
     let status = Command::new("tar")
-        .args(["--format=ustar", "-cf", out.to_str().unwrap(), "-C", pkg.to_str().unwrap(), "web.ovf", "disk1.vmdk", "disk2.vmdk"])
+        .args(["--format=ustar", "-cf", out.to_str().unwrap(), "-C", pkg.to_str().unwrap(), "web.ovf", "web.cert", "disk1.vmdk", "disk2.img"])
         .status()
         .unwrap();
     assert!(status.success());
-    (out, raw1)
+    (out, raw1, raw2)
 }
 
 #[tokio::test]
 async fn an_ova_is_unpacked_each_disk_becomes_an_image_and_the_ovf_facts_are_kept() {
     let e = env().await;
-    let (pkg, raw1) = ova(e.data());
+    let (pkg, raw1, raw2) = ova(e.data());
     let id = e.image("ova").await;
     let mut up = e.upload(&id, &pkg);
     up.file_name = Some("web.ova".into());
@@ -334,6 +337,8 @@ async fn an_ova_is_unpacked_each_disk_becomes_an_image_and_the_ovf_facts_are_kep
     assert_eq!(props.get("ovf_name").map(String::as_str), Some("Web VM"));
     assert_eq!(props.get("ovf_os_type").map(String::as_str), Some("ubuntu64Guest"));
     assert_eq!(props.get("ovf_disk_id").map(String::as_str), Some("root"));
+    assert_eq!(props.get("ovf_disk_format").map(String::as_str), Some("vmdk"));
+    assert_eq!(props.get("ovf_certificate").map(String::as_str), Some("web.cert: present, signature not verified"));
     assert_eq!(d.min_ram, 2048, "the OVF's memory becomes min_ram");
 
     // The second disk is an image of its own, linked to the first.
@@ -343,7 +348,11 @@ async fn an_ova_is_unpacked_each_disk_becomes_an_image_and_the_ovf_facts_are_kep
     assert!(second.name.ends_with("(disk 2)"), "{}", second.name);
     assert_eq!(second.property_map().get("ova_parent"), Some(&id));
     assert_eq!(second.owner.as_deref(), Some(e.project.as_str()));
-    assert_eq!(e.db.image_locations(&second.id).await.unwrap().len(), 1);
+    let locations = e.db.image_locations(&second.id).await.unwrap();
+    assert_eq!(locations.len(), 1);
+    // The raw disk was converted like the VMDK one, bytes intact.
+    let second_stored = e.db.image_ingest(&second.id).await.unwrap().unwrap().location.unwrap();
+    qemu_img(&["compare", "-f", "raw", "-F", "qcow2", raw2.to_str().unwrap(), &second_stored]);
     let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "nothing left in staging: {left:?}");
 }
