@@ -141,7 +141,8 @@ test("the upload survives a network outage and resumes on its own", async ({ pag
   await page.locator("#chunk-size").selectOption("4");
   await page.locator("#file-input").setInputFiles(raw);
   const c = card(page, raw);
-  await c.getByLabel("Image name").fill(unique("flaky"));
+  const name = unique("flaky");
+  await c.getByLabel("Image name").fill(name);
   // Let a few chunks through, then drop every PATCH for a while.
   let patches = 0;
   let outage = true;
@@ -151,6 +152,11 @@ test("the upload survives a network outage and resumes on its own", async ({ pag
   });
   await c.locator("button.start").click();
   await expect(c.locator(".note")).toContainText("retrying", { timeout: 30_000 });
+  // Meanwhile the catalogue shows the image as uploading (its first bytes are on the server).
+  const other = await page.context().newPage();
+  await other.goto(`/images?q=${name}`);
+  await expect(other.locator("#images-table tr", { hasText: name })).toContainText("uploading");
+  await other.close();
   outage = false;
   await expect(c.locator(".phase")).toHaveText("Active", { timeout: 90_000 });
   await expect(c.locator("code.sha256")).toHaveText(sha256(raw));
