@@ -525,7 +525,7 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
     // they stand for the state at `offset` (and dropping the verdict on any error below makes
     // them discard the bytes).
     let (lanes, keep_hashes) = report.hashes.map_or((None, None), |(l, v)| (Some(l), Some(v)));
-    live.hashes = lanes.map(RunningHashes::Pending);
+    live.hashes = lanes.map(|l| RunningHashes::Pending(Box::new(l)));
     live.hashed_to = offset;
     let keep_file = Arc::clone(&file);
     if let Err(e) = verdict {

@@ -177,7 +177,7 @@ impl VerdictCell {
 /// ([`HASH_NICE`]) so that, on a busy machine, receiving bytes comes first.
 pub enum RunningHashes {
     Ready(Box<Hashes>),
-    Pending(Lanes),
+    Pending(Box<Lanes>),
 }
 
 impl std::fmt::Debug for RunningHashes {
@@ -463,7 +463,7 @@ impl HashFeed {
     ) -> io::Result<Self> {
         let mut lanes = match from {
             RunningHashes::Ready(h) => Lanes::start(*h, file)?,
-            RunningHashes::Pending(l) => l,
+            RunningHashes::Pending(l) => *l,
         };
         lanes.begin(verdict);
         Ok(HashFeed { lanes })
@@ -726,7 +726,7 @@ mod tests {
             if keep {
                 verdict.keep();
             }
-            RunningHashes::Pending(lanes)
+            RunningHashes::Pending(Box::new(lanes))
         };
         let h = write(0, b"hello ", RunningHashes::fresh(true), true);
         let h = write(6, b"junk", h, false);
