@@ -113,6 +113,16 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
     let up = uploads::Uploads::open(db.clone(), uploads::UploadConfig::new(data_dir), on_complete)
         .await
         .map_err(|e| StartError::Uploads(e.to_string()))?;
+    // An upload naming a storage backend must name one that exists: refused at creation, so a
+    // typo never lands the image somewhere else.
+    let known = stores.clone();
+    up.set_check_metadata(Arc::new(move |m| match m.get("store").filter(|s| !s.is_empty()) {
+        Some(name) if known.get(name).is_none() => {
+            let names: Vec<&str> = known.all().iter().map(|b| b.name()).collect();
+            Err(format!("There is no storage backend named {name:?}; choose one of: {}.", names.join(", ")))
+        }
+        _ => Ok(()),
+    }));
     tokio::spawn(async move {
         while let Some(done) = rx.recv().await {
             let Some(image_id) = done.metadata.get("image_id").cloned() else {

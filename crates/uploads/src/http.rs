@@ -124,6 +124,7 @@ async fn create(
 
     let concat = tus::concat(&headers, &u.config.path_prefix)?;
     let metadata = tus::metadata(&headers)?;
+    u.check_metadata(&metadata)?;
     if headers.contains_key(tus::UPLOAD_DEFER_LENGTH) {
         return Err(UploadError::BadRequest("Upload-Defer-Length is not supported; send Upload-Length.".into()));
     }

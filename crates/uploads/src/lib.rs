@@ -228,6 +228,10 @@ impl UploadInfo {
 /// block.
 pub type OnEvent = Arc<dyn Fn(UploadEvent) + Send + Sync>;
 
+/// Checks a new upload's decoded metadata ([`Uploads::set_check_metadata`]); an `Err` refuses
+/// the creation with 400 and the message. It runs on a runtime thread: it must not block.
+pub type CheckMetadata = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
+
 /// Per-upload in-memory state: the running hashes while an upload arrives in order. Lost on
 /// restart, which only means the hashes are computed by reading the file at completion.
 #[derive(Debug, Default)]
@@ -245,6 +249,7 @@ pub struct Uploads {
     config: UploadConfig,
     on_complete: OnComplete,
     on_event: std::sync::OnceLock<OnEvent>,
+    check_metadata: std::sync::OnceLock<CheckMetadata>,
     /// One lock per upload with in-memory state: PATCH, DELETE, completion and cleanup of one
     /// upload never overlap.
     live: Mutex<HashMap<String, Slot>>,
@@ -277,6 +282,7 @@ impl Uploads {
             config,
             on_complete,
             on_event: std::sync::OnceLock::new(),
+            check_metadata: std::sync::OnceLock::new(),
             live: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             completing: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPLETIONS),
@@ -296,6 +302,18 @@ impl Uploads {
     /// Sets the callback for [`UploadEvent`]s (once; later calls are ignored).
     pub fn set_on_event(&self, f: OnEvent) {
         let _ = self.on_event.set(f);
+    }
+
+    /// Sets the check new uploads' metadata must pass (once; later calls are ignored).
+    pub fn set_check_metadata(&self, f: CheckMetadata) {
+        let _ = self.check_metadata.set(f);
+    }
+
+    fn check_metadata(&self, m: &BTreeMap<String, String>) -> Result<(), UploadError> {
+        match self.check_metadata.get() {
+            Some(f) => f(m).map_err(UploadError::BadRequest),
+            None => Ok(()),
+        }
     }
 
     fn event(&self, e: UploadEvent) {
