@@ -646,6 +646,14 @@ pub async fn ingest_with(
     match result {
         Ok((mut record, imported)) => {
             let staged = PathBuf::from(&record.location);
+            // A package was unpacked into a directory of its own in staging: it goes on every
+            // way out, not only on success.
+            let package_dir = matches!(imported.uploaded_format.as_str(), "ova" | "uec").then(|| staged.parent().map(Path::to_path_buf)).flatten();
+            let drop_package = || {
+                if let Some(d) = &package_dir {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+            };
             let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
             let key = format!("{}.{ext}", image.id);
             let put = store.put_file(&key, &staged, storage::PutMode::Move, &|_| {}).await;
@@ -653,6 +661,7 @@ pub async fn ingest_with(
             if let Err(err) = put {
                 tracing::warn!(image = %image.id, %backend, error = %err, "ingest: the backend did not take the image");
                 let reason = format!("The {backend} storage could not store this image ({err}); nothing was kept. Try again later.");
+                drop_package();
                 db.kill_image(&image.id, &reason, "[]").await?;
                 let _ = store.delete(&key).await;
                 return Err(IngestError::Io(reason));
@@ -671,6 +680,7 @@ pub async fn ingest_with(
             };
             db.put_location(&location).await?;
             if !db.activate_image(&image.id, &record).await? {
+                drop_package();
                 let _ = db.remove_location(&image.id, backend).await;
                 let _ = store.delete(&key).await;
                 return Err(IngestError::NotAccepted("the image changed state during import".into()));
@@ -678,8 +688,8 @@ pub async fn ingest_with(
             tracing::info!(image = %image.id, format = %imported.disk_format, converted = imported.converted, "ingest: active");
             if matches!(imported.uploaded_format.as_str(), "ova" | "uec") {
                 finish_package(db, &image, &up, store, &imported).await;
-                let _ = std::fs::remove_dir_all(staged.parent().unwrap_or(&staged));
             }
+            drop_package();
             Ok(imported)
         }
         Err(err) => {
