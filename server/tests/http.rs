@@ -202,3 +202,31 @@ async fn an_image_is_uploading_once_its_first_bytes_arrive() {
         "another project's upload does not move this image"
     );
 }
+
+/// An upload that names a storage backend that does not exist is refused when it is created,
+/// with the backends it could have named; it is never stored somewhere else instead.
+#[tokio::test]
+async fn an_upload_naming_an_unknown_backend_is_refused_at_creation() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let create = |meta: String| {
+        Request::post("/uploads")
+            .header("x-auth-token", tok.as_str())
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", "10")
+            .header("upload-metadata", meta)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let refused = app.send(create(format!("image_id {},store {}", b64("x"), b64("no-such-store")))).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("no-such-store") && refused.body.contains("choose one of"), "{}", refused.body);
+    let default = app.state.stores.default_backend().name().to_owned();
+    let ok = app.send(create(format!("image_id {},store {}", b64("x"), b64(&default)))).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+}

@@ -402,3 +402,25 @@ async fn a_uec_tarball_becomes_an_ami_linked_to_its_kernel_and_ramdisk() {
         assert!(std::fs::read(&loc).unwrap() == *bytes, "{fmt} stored byte for byte");
     }
 }
+
+/// A package whose first disk the backend will not take leaves nothing in staging (its other
+/// unpacked disks included), and the image is killed with the backend's reason.
+#[tokio::test]
+async fn a_package_the_backend_refuses_leaves_nothing_in_staging() {
+    let e = env().await;
+    let (pkg, _, _) = ova(e.data());
+    let id = e.image("ova").await;
+    let store = e.store("broken");
+    // The store's directory becomes a file after the backend was opened: every put fails.
+    let dir = e.data().join("store-broken");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let local = Rules::load(&e.db, "local").await.unwrap();
+    let err = ingest_with(&e.db, e.data(), e.upload(&id, &pkg), &local, &store, Arc::new(JobControl::default())).await.unwrap_err();
+    assert!(matches!(err, IngestError::Io(_)), "{err}");
+    let row = e.db.image_ingest(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "killed");
+    assert!(row.status_reason.contains("could not store"), "{}", row.status_reason);
+    let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "nothing left in staging: {left:?}");
+}
