@@ -857,16 +857,7 @@ fn ova_certificate_is_reported_unverified() {
     let ova = e.dir.path().join("signed.ova");
     fs::write(&ova, &t).unwrap();
     let outdir = e.dir.path().join("cli-out");
-    let x = Command::new(env!("CARGO_BIN_EXE_diskimage"))
-        .args(["extract", ova.to_str().unwrap(), outdir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&x.stdout);
-    assert!(
-        x.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&x.stderr)
-    );
+    let text = cli_extract(&ova, &outdir);
     assert!(
         text.contains("\"unverified_certificate\": \"test.cert\"")
             && text.contains("certificate test.cert: present, NOT verified")
@@ -1122,16 +1113,7 @@ fn cli_convert_and_extract() {
     f.write_all(&good_ova(&e)).unwrap();
     drop(f);
     let outdir = e.dir.path().join("extracted");
-    let x = Command::new(exe)
-        .args(["extract", ova.to_str().unwrap(), outdir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&x.stdout);
-    assert!(
-        x.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&x.stderr)
-    );
+    let text = cli_extract(&ova, &outdir);
     assert!(
         text.contains("\"memory_mib\": 1024")
             && text.contains("MiB/s")
@@ -1140,4 +1122,19 @@ fn cli_convert_and_extract() {
         "{text}"
     );
     assert!(outdir.join("disk1.qcow2").exists() && outdir.join("disk2.qcow2").exists());
+}
+
+/// Runs `diskimage extract OVA OUTDIR`, asserts it succeeded, and returns what it printed.
+fn cli_extract(ova: &std::path::Path, outdir: &std::path::Path) -> String {
+    let x = Command::new(env!("CARGO_BIN_EXE_diskimage"))
+        .args(["extract", ova.to_str().unwrap(), outdir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&x.stdout).into_owned();
+    assert!(
+        x.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&x.stderr)
+    );
+    text
 }
