@@ -449,14 +449,9 @@ impl<H: Digest + Clone + Send + 'static> LaneOps for Lane<H> {
     }
 }
 
-/// The hash threads during one request.
-struct HashFeed {
-    lanes: Lanes,
-}
-
-impl HashFeed {
+impl Lanes {
     /// Starts a request on the upload's hash threads (starting them if the hashes are at hand).
-    fn start(
+    fn for_request(
         from: RunningHashes,
         verdict: &Arc<VerdictCell>,
         file: Option<Arc<File>>,
@@ -466,17 +461,13 @@ impl HashFeed {
             RunningHashes::Pending(l) => *l,
         };
         lanes.begin(verdict);
-        Ok(HashFeed { lanes })
-    }
-
-    fn feed(&mut self, block: &Arc<Block>, pos: u64) {
-        self.lanes.feed(block, pos);
+        Ok(lanes)
     }
 
     /// No more blocks in this request: the threads finish it once its verdict is in.
-    fn close(mut self) -> Lanes {
-        self.lanes.end();
-        self.lanes
+    fn close(mut self) -> Self {
+        self.end();
+        self
     }
 }
 
@@ -487,7 +478,7 @@ fn hash_all(
     feed_blocks: impl FnOnce(&mut dyn FnMut(&Arc<Block>)) -> io::Result<()>,
 ) -> io::Result<Digests> {
     let (verdict, cell) = Verdict::new();
-    let mut feed = HashFeed::start(RunningHashes::fresh(all), &cell, None)?;
+    let mut feed = Lanes::for_request(RunningHashes::fresh(all), &cell, None)?;
     let mut pos = 0u64;
     let fed = feed_blocks(&mut |block| {
         feed.feed(block, pos);
@@ -592,7 +583,7 @@ pub fn write_blocks(
     let started = check
         .map(CheckThread::start)
         .transpose()
-        .and_then(|c| Ok((c, hashes.map(|h| HashFeed::start(h, &cell, Some(Arc::clone(file)))).transpose()?)));
+        .and_then(|c| Ok((c, hashes.map(|h| Lanes::for_request(h, &cell, Some(Arc::clone(file)))).transpose()?)));
     let (check, mut feed) = match started {
         Ok(t) => t,
         Err(e) => return WriteReport { written: 0, error: Some(e), checksum_ok: None, hashes: None },
