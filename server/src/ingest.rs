@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
-use md5::Md5;
-use sha2::{Digest, Sha256, Sha512};
+use digests::{Algorithm, Hasher};
 
 /// A complete upload, handed over by the data plane (and kept in the import job's parameters).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -196,19 +195,12 @@ fn source_format(format: Format) -> Option<SourceFormat> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// Hashes of one file, in one read: (sha256 if wanted, md5, sha512).
 fn hash_file(path: &Path, want_sha256: bool, ctl: &JobControl, base: u64) -> std::io::Result<(Option<String>, String, String)> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; HASH_BUFFER];
-    let (mut s256, mut m5, mut s512) = (Sha256::new(), Md5::new(), Sha512::new());
+    let mut s256 = want_sha256.then(|| Hasher::new(Algorithm::Sha256));
+    let (mut m5, mut s512) = (Hasher::new(Algorithm::Md5), Hasher::new(Algorithm::Sha512));
     let mut read = 0u64;
     loop {
         if ctl.cancel.load(Ordering::Relaxed) {
@@ -221,19 +213,24 @@ fn hash_file(path: &Path, want_sha256: bool, ctl: &JobControl, base: u64) -> std
         read += n as u64;
         ctl.set_done(base + read);
         let chunk = buf.get(..n).unwrap_or_default();
-        if want_sha256 {
-            s256.update(chunk);
+        if let Some(h) = &mut s256 {
+            h.update(chunk);
         }
         m5.update(chunk);
         s512.update(chunk);
     }
-    Ok((want_sha256.then(|| hex(&s256.finalize())), hex(&m5.finalize()), hex(&s512.finalize())))
+    let failed = || std::io::Error::other("a digest failed");
+    let s256 = match s256 {
+        Some(h) => Some(h.finish_hex().ok_or_else(failed)?),
+        None => None,
+    };
+    Ok((s256, m5.finish_hex().ok_or_else(failed)?, s512.finish_hex().ok_or_else(failed)?))
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; HASH_BUFFER];
-    let mut h = Sha256::new();
+    let mut h = Hasher::new(Algorithm::Sha256);
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
@@ -241,7 +238,7 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(buf.get(..n).unwrap_or_default());
     }
-    Ok(hex(&h.finalize()))
+    h.finish_hex().ok_or_else(|| std::io::Error::other("the SHA-256 digest failed"))
 }
 
 /// The blocking part: inspect, convert or keep, hash, publish. Returns the record to store.

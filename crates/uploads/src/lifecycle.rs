@@ -97,11 +97,13 @@ async fn finish(u: &Arc<Uploads>, id: &str) -> Result<(), UploadError> {
     // The running hashes if they cover the whole upload (waiting for their threads to catch
     // up), else one read of the file.
     let running = match live.hashes.take() {
-        Some(h) if live.hashed_to == length => tokio::task::spawn_blocking(move || h.resolve()).await.ok().flatten(),
+        Some(h) if live.hashed_to == length => {
+            tokio::task::spawn_blocking(move || h.resolve().and_then(pipeline::Hashes::digests)).await.ok().flatten()
+        }
         _ => None,
     };
     let digests = match running {
-        Some(h) => h.digests(),
+        Some(d) => d,
         None => {
             let (path, pool) = (u.path_of(id), Arc::clone(&u.pool));
             let all = u.config.hashes == UploadHashes::All;

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use md5::Md5;
+use digests::{Algorithm, Hasher};
 use sha1::Sha1;
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256};
 
 use crate::tus::Checksum;
 
@@ -84,9 +84,9 @@ impl Drop for Block {
 /// SHA-512 when configured ([`crate::UploadHashes`]).
 #[derive(Clone, Debug)]
 pub struct Hashes {
-    sha256: Sha256,
-    md5: Option<Md5>,
-    sha512: Option<Sha512>,
+    sha256: Hasher,
+    md5: Option<Hasher>,
+    sha512: Option<Hasher>,
 }
 
 /// Hex digests of a complete upload.
@@ -97,25 +97,30 @@ pub struct Digests {
     pub sha512: Option<String>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 impl Hashes {
     pub fn new(all: bool) -> Self {
-        Hashes { sha256: Sha256::new(), md5: all.then(Md5::new), sha512: all.then(Sha512::new) }
+        Hashes {
+            sha256: Hasher::new(Algorithm::Sha256),
+            md5: all.then(|| Hasher::new(Algorithm::Md5)),
+            sha512: all.then(|| Hasher::new(Algorithm::Sha512)),
+        }
     }
 
-    pub fn digests(self) -> Digests {
-        Digests {
-            sha256: hex(&self.sha256.finalize()),
-            md5: self.md5.map(|h| hex(&h.finalize())),
-            sha512: self.sha512.map(|h| hex(&h.finalize())),
-        }
+    /// The hex digests; None if a hasher failed on the way (the caller hashes the file again).
+    pub fn digests(self) -> Option<Digests> {
+        Some(Digests {
+            sha256: self.sha256.finish_hex()?,
+            md5: optional_hex(self.md5)?,
+            sha512: optional_hex(self.sha512)?,
+        })
+    }
+}
+
+/// Some(None) for a digest not computed, None for one that failed.
+fn optional_hex(h: Option<Hasher>) -> Option<Option<String>> {
+    match h {
+        None => Some(None),
+        Some(h) => h.finish_hex().map(Some),
     }
 }
 
@@ -220,17 +225,17 @@ enum Msg {
 }
 
 /// One hash thread (one algorithm) of an upload, alive until the upload's hashes are resolved.
-struct Lane<H> {
+struct Lane {
     tx: std::sync::mpsc::Sender<Msg>,
     /// Blocks sent and not yet hashed.
     queued: Arc<AtomicUsize>,
     /// The part of the current request not queued (file offset, length).
     behind: Option<(u64, u64)>,
-    thread: JoinHandle<Option<H>>,
+    thread: JoinHandle<Option<Hasher>>,
 }
 
-impl<H: Digest + Clone + Send + 'static> Lane<H> {
-    fn spawn(name: &str, start: H, file: Option<Arc<File>>) -> io::Result<Self> {
+impl Lane {
+    fn spawn(name: &str, start: Hasher, file: Option<Arc<File>>) -> io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = Arc::clone(&queued);
@@ -270,6 +275,12 @@ impl<H: Digest + Clone + Send + 'static> Lane<H> {
         let _ = self.tx.send(Msg::Block(Arc::clone(block)));
     }
 
+    /// Tests: behave as if the thread were [`QUEUE`] blocks behind.
+    #[cfg(test)]
+    fn force_behind(&mut self) {
+        self.queued.fetch_add(QUEUE, Ordering::AcqRel);
+    }
+
     fn end(&mut self) {
         if let Some((off, len)) = self.behind.take() {
             let _ = self.tx.send(Msg::Range(off, len));
@@ -277,7 +288,7 @@ impl<H: Digest + Clone + Send + 'static> Lane<H> {
         let _ = self.tx.send(Msg::End);
     }
 
-    fn join(self) -> Option<H> {
+    fn join(self) -> Option<Hasher> {
         drop(self.tx);
         self.thread.join().ok().flatten()
     }
@@ -290,13 +301,13 @@ fn lower_priority() {
 
 /// A hash thread's loop. Returns the state after the last kept request, or None if bytes that
 /// were kept could not be read back (the caller then hashes the whole file once).
-fn run_lane<H: Digest + Clone>(
-    mut state: H,
+fn run_lane(
+    mut state: Hasher,
     rx: std::sync::mpsc::Receiver<Msg>,
     queued: &AtomicUsize,
     file: Option<&File>,
-) -> Option<H> {
-    let mut before: Option<H> = None;
+) -> Option<Hasher> {
+    let mut before: Option<Hasher> = None;
     let mut verdict: Option<Arc<VerdictCell>> = None;
     let mut unreadable = false;
     let mut buf: Vec<u8> = Vec::new();
@@ -360,9 +371,9 @@ fn read_range(
 pub struct Lanes {
     /// The upload's file, for the ranges the threads read back; None: every block is queued.
     file: Option<Arc<File>>,
-    sha256: Lane<Sha256>,
-    md5: Option<Lane<Md5>>,
-    sha512: Option<Lane<Sha512>>,
+    sha256: Lane,
+    md5: Option<Lane>,
+    sha512: Option<Lane>,
 }
 
 impl Lanes {
@@ -381,7 +392,7 @@ impl Lanes {
         })
     }
 
-    fn each(&mut self, mut f: impl FnMut(&mut dyn LaneOps)) {
+    fn each(&mut self, mut f: impl FnMut(&mut Lane)) {
         f(&mut self.sha256);
         if let Some(l) = &mut self.md5 {
             f(l);
@@ -423,32 +434,6 @@ impl Lanes {
     }
 }
 
-/// The per-request operations of a lane, whatever its algorithm.
-trait LaneOps {
-    /// Tests: behave as if the thread were [`QUEUE`] blocks behind.
-    #[cfg(test)]
-    fn force_behind(&mut self);
-    fn begin(&mut self, verdict: &Arc<VerdictCell>);
-    fn feed(&mut self, block: &Arc<Block>, pos: u64, can_read: bool);
-    fn end(&mut self);
-}
-
-impl<H: Digest + Clone + Send + 'static> LaneOps for Lane<H> {
-    #[cfg(test)]
-    fn force_behind(&mut self) {
-        self.queued.fetch_add(QUEUE, Ordering::AcqRel);
-    }
-    fn begin(&mut self, verdict: &Arc<VerdictCell>) {
-        Lane::begin(self, verdict);
-    }
-    fn feed(&mut self, block: &Arc<Block>, pos: u64, can_read: bool) {
-        Lane::feed(self, block, pos, can_read);
-    }
-    fn end(&mut self) {
-        Lane::end(self);
-    }
-}
-
 impl Lanes {
     /// Starts a request on the upload's hash threads (starting them if the hashes are at hand).
     fn for_request(
@@ -486,11 +471,12 @@ fn hash_all(
     });
     let lanes = feed.close();
     verdict.keep();
-    let hashes = lanes
+    let digests = lanes
         .join()
+        .and_then(Hashes::digests)
         .ok_or_else(|| io::Error::other("a hash thread failed"));
     fed?;
-    Ok(hashes?.digests())
+    digests
 }
 
 /// The checksum of one request's bytes (the tus checksum extension), with what was expected.
@@ -673,6 +659,9 @@ pub fn concatenate(parts: &[std::path::PathBuf], dest: &Path, pool: &Arc<BufferP
 #[cfg(test)]
 mod tests {
     use super::*;
+    use digests::hex;
+    use md5::Md5;
+    use sha2::Sha512;
 
     #[test]
     fn written_blocks_hash_like_the_whole() {
@@ -690,7 +679,7 @@ mod tests {
         assert_eq!(report.checksum_ok, Some(true));
         let (lanes, verdict) = report.hashes.unwrap();
         verdict.keep();
-        let d = lanes.join().unwrap().digests();
+        let d = lanes.join().unwrap().digests().unwrap();
         assert_eq!(d.sha256, hex(&want));
         assert_eq!(d.md5, Some(hex(&Md5::digest(&data))));
         assert_eq!(d.sha512, Some(hex(&Sha512::digest(&data))));
@@ -722,7 +711,7 @@ mod tests {
         let h = write(0, b"hello ", RunningHashes::fresh(true), true);
         let h = write(6, b"junk", h, false);
         let h = write(6, b"world", h, true);
-        let d = h.resolve().unwrap().digests();
+        let d = h.resolve().unwrap().digests().unwrap();
         assert_eq!(d.sha256, hex(&Sha256::digest(b"hello world")));
         assert_eq!(d.md5, Some(hex(&Md5::digest(b"hello world"))));
     }
@@ -767,7 +756,7 @@ mod tests {
         lanes.feed(&Block::new(vec![9; 100], Arc::clone(&pool)), pos);
         lanes.end();
         drop(verdict);
-        let d = lanes.join().unwrap().digests();
+        let d = lanes.join().unwrap().digests().unwrap();
         assert_eq!(d.sha256, hex(&Sha256::digest(&data)));
         assert_eq!(d.md5, Some(hex(&Md5::digest(&data))));
         assert_eq!(d.sha512, Some(hex(&Sha512::digest(&data))));

@@ -26,9 +26,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
-use md5::Md5;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256, Sha512};
 use tokio::io::AsyncWriteExt;
 
 use super::{empty, import_methods, Caller, GlanceError, Result, IMAGE_SIZE_CAP};
@@ -86,30 +84,24 @@ pub(super) struct Received {
     pub sha512: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The three digests Glance and the pipeline want, computed as the bytes pass.
 #[derive(Default)]
 pub(super) struct Digests {
-    m5: Md5,
-    s256: Sha256,
-    s512: Sha512,
+    all: digests::Triple,
     size: u64,
 }
 
 impl Digests {
     /// Adds `chunk`; returns the running size.
     pub fn update(&mut self, chunk: &[u8]) -> u64 {
-        self.m5.update(chunk);
-        self.s256.update(chunk);
-        self.s512.update(chunk);
+        self.all.update(chunk);
         self.size = self.size.saturating_add(chunk.len() as u64);
         self.size
     }
-    pub fn finish(self) -> Received {
-        Received { size: self.size, md5: hex(&self.m5.finalize()), sha256: hex(&self.s256.finalize()), sha512: hex(&self.s512.finalize()) }
+    /// None if a hasher failed (OpenSSL reported an error): the bytes cannot be vouched for.
+    pub fn finish(self) -> Option<Received> {
+        let d = self.all.finish()?;
+        Some(Received { size: self.size, md5: d.md5, sha256: d.sha256, sha512: d.sha512 })
     }
 }
 
@@ -229,7 +221,7 @@ async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>) -
         }
         file.write_all(&chunk).await.map_err(|e| GlanceError::internal("write upload", &e))?;
     }
-    let got = digests.finish();
+    let got = digests.finish().ok_or_else(|| GlanceError::internal("hash upload", &"a digest failed"))?;
     let size = got.size;
     if let Some(d) = declared {
         if d != size {

@@ -164,7 +164,7 @@ async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64) -> std::result::Re
         file.write_all(&chunk).await.map_err(|e| format!("cannot write the download ({e})"))?;
     }
     file.sync_all().await.map_err(|e| format!("cannot write the download ({e})"))?;
-    let got = digests.finish();
+    let got = digests.finish().ok_or("cannot hash the download (a digest failed)")?;
     if let Some(n) = declared.filter(|n| *n != got.size) {
         return Err(format!("the server declared {n} bytes but sent {}", got.size));
     }
