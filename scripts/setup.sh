@@ -2,7 +2,8 @@
 # Installs what Hangar's build and tests need on a fresh Debian 12 machine with Rust (rustup),
 # Node 20 and Python 3. Idempotent: each step checks first and skips what is present.
 #
-# usage: scripts/setup.sh run     what `scripts/run.sh` needs (wasm32 target, wasm-bindgen-cli)
+# usage: scripts/setup.sh run     what `scripts/run.sh` needs (libssl-dev, wasm32 target,
+#                                 wasm-bindgen-cli)
 #        scripts/setup.sh test    that plus Chromium, the apt packages in scripts/apt-packages.txt,
 #                                 and the Playwright npm packages from end2end/package-lock.json
 set -euo pipefail
@@ -10,6 +11,22 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 what=${1:-run}
 log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Installs the named Debian packages that are not installed yet.
+apt_install() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""; ((EUID == 0)) || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# --- The server links the system's libcrypto (crates/digests): headers and pkg-config -------
+pkg-config --exists openssl 2>/dev/null || apt_install libssl-dev pkg-config
 
 # --- Rust: the wasm32 target and a wasm-bindgen-cli matching Cargo.lock ----------------------
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
@@ -34,16 +51,7 @@ if [[ -f scripts/apt-packages.txt ]]; then
     [[ -n $pkg ]] && packages+=("$pkg")
   done < scripts/apt-packages.txt
 fi
-missing=()
-for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  log "installing Debian packages: ${missing[*]}"
-  sudo=""; ((EUID == 0)) || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_install "${packages[@]}"
 
 # --- Python clients the tests drive (tuspy, later the OpenStack CLIs), in .venv ---------------
 if [[ -f scripts/py-requirements.txt ]]; then
