@@ -67,11 +67,16 @@ fn pax(key: &str, value: &str) -> Vec<u8> {
     format!("{}{body}", body.len() + d).into_bytes()
 }
 
-fn sha256_hex(path_or_bytes: &[u8]) -> String {
+fn sha256_hex(b: &[u8]) -> String {
+    sum_hex("sha256sum", b)
+}
+
+/// The hex digest coreutils' `tool` (sha1sum, sha256sum, sha512sum) prints for `b`.
+fn sum_hex(tool: &str, b: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x");
-    fs::write(&p, path_or_bytes).unwrap();
-    let out = String::from_utf8(run("sha256sum", &[p.to_str().unwrap()])).unwrap();
+    fs::write(&p, b).unwrap();
+    let out = String::from_utf8(run(tool, &[p.to_str().unwrap()])).unwrap();
     out.split_whitespace().next().unwrap().to_string()
 }
 
@@ -181,11 +186,7 @@ fn good_ova(e: &Env) -> Vec<u8> {
 }
 
 fn sha1_hex(b: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("x");
-    fs::write(&p, b).unwrap();
-    let out = String::from_utf8(run("sha1sum", &[p.to_str().unwrap()])).unwrap();
-    out.split_whitespace().next().unwrap().to_string()
+    sum_hex("sha1sum", b)
 }
 
 fn opts() -> ConvertOptions {
@@ -907,6 +908,70 @@ fn ova_certificate_is_reported_unverified() {
             rep.findings
         );
     }
+}
+
+/// SHA-512 manifests (which the package inspector accepts) are verified by the extractor too,
+/// whether the manifest comes before the disks or after them (then every digest it may ask for
+/// was computed while the disks streamed).
+#[test]
+fn ova_with_sha512_manifest_extracts() {
+    let e = env();
+    let o = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "");
+    let mf = |disk_hex: &str| {
+        format!(
+            "SHA512(test.ovf)= {}\nSHA512(disk1.vmdk)= {disk_hex}\n",
+            sum_hex("sha512sum", o.as_bytes())
+        )
+    };
+    let good = mf(&sum_hex("sha512sum", &e.disk1));
+    let package = |mf: &str, manifest_last: bool| {
+        let mut t = Vec::new();
+        tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
+        if !manifest_last {
+            tar_member(&mut t, "test.mf", b'0', mf.as_bytes(), "");
+        }
+        tar_member(&mut t, "disk1.vmdk", b'0', &e.disk1, "");
+        if manifest_last {
+            tar_member(&mut t, "test.mf", b'0', mf.as_bytes(), "");
+        }
+        tar_end(&mut t);
+        t
+    };
+    for (i, manifest_last) in [false, true].into_iter().enumerate() {
+        let t = package(&good, manifest_last);
+        let rep = inspect_bytes(&t);
+        assert!(rep.is_accepted(), "{:?}", rep.findings);
+        let out = e.dir.path().join(format!("out-{i}"));
+        let r = extract_ova(&mut &t[..], &out, &opts(), &mut NoProgress)
+            .unwrap_or_else(|err| panic!("manifest last: {manifest_last}: {err}"));
+        assert!(r.manifest_verified, "manifest last: {manifest_last}");
+        assert_eq!(listing(&out), vec!["disk1.qcow2".to_string()]);
+        compare("raw", &e.raw1, "qcow2", &r.disks[0].path);
+    }
+
+    // One wrong hex digit in the disk's SHA-512: refused, nothing left behind.
+    let mut bad_hex = sum_hex("sha512sum", &e.disk1);
+    let last = if bad_hex.ends_with('0') { "1" } else { "0" };
+    bad_hex.replace_range(127.., last);
+    let before = listing(e.dir.path());
+    for (i, manifest_last) in [false, true].into_iter().enumerate() {
+        let t = package(&mf(&bad_hex), manifest_last);
+        let rep = inspect_bytes(&t);
+        assert!(rep.has(codes::OVA_DIGEST), "{:?}", rep.findings);
+        let out = e.dir.path().join(format!("bad-{i}"));
+        let err = extract_ova(&mut &t[..], &out, &opts(), &mut NoProgress)
+            .err()
+            .unwrap_or_else(|| panic!("manifest last: {manifest_last}: a wrong SHA-512 passed"));
+        assert_eq!(err.kind(), ErrorKind::Package, "{err}");
+        assert!(
+            err.to_string()
+                .contains("digest mismatch for member \"disk1.vmdk\""),
+            "{err}"
+        );
+        assert_eq!(listing(&out), Vec::<String>::new());
+        fs::remove_dir(&out).unwrap();
+    }
+    assert_eq!(listing(e.dir.path()), before);
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -26,7 +26,7 @@ use serde::Serialize;
 use super::error::{package, Error, Result};
 use super::io::{Meter, Progress};
 use super::out::OutFile;
-use super::pkg::{prepare_outdir, walk_tar, Algo, Hashing};
+use super::pkg::{prepare_outdir, walk_tar, Algo, Digests, Hashing};
 use super::{convert_stream_into, ConvertOptions, SourceFormat, TargetFormat};
 
 /// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB).
@@ -147,7 +147,8 @@ pub fn extract_ova(
                     "the OVF is larger than {MAX_OVF_BYTES} bytes"
                 )));
             }
-            let mut h = Hashing::new(mem.reader, true, true);
+            // No manifest can have been read yet: compute every digest it may ask for.
+            let mut h = Hashing::new(mem.reader, &ALL_ALGOS);
             let mut text = Vec::new();
             h.read_to_end(&mut text)
                 .map_err(|e| Error::io("reading the OVF", e))?;
@@ -196,12 +197,11 @@ pub fn extract_ova(
             st.certificate = Some(mem.name.clone());
             return Ok(());
         }
-        let (want_sha1, want_sha256) = match &st.manifest {
-            Some(mf) => (
-                mf.iter().any(|e| e.1 == Algo::Sha1),
-                mf.iter().any(|e| e.1 == Algo::Sha256),
-            ),
-            None => (true, true),
+        // Only the algorithms the manifest uses; before (or without) a manifest, every one it
+        // may still ask for (a manifest may come last).
+        let algos: Vec<Algo> = match &st.manifest {
+            Some(mf) => mf.iter().map(|e| e.1).collect(),
+            None => ALL_ALGOS.to_vec(),
         };
         let disk = ovf.disks.iter().find(|d| d.member == mem.name).cloned();
         let referenced = ovf.references.contains(&mem.name);
@@ -211,7 +211,7 @@ pub fn extract_ova(
                 mem.name
             )));
         }
-        let mut h = Hashing::new(mem.reader, want_sha1, want_sha256);
+        let mut h = Hashing::new(mem.reader, &algos);
         match disk {
             Some(d) => {
                 let from = match d.format.as_str() {
@@ -297,17 +297,13 @@ pub fn extract_ova(
     let manifest_verified = match &st.manifest {
         None => false,
         Some(mf) => {
-            for (name, (s1, s256)) in &st.digests {
+            for (name, digests) in &st.digests {
                 let Some((_, algo, want)) = mf.iter().find(|e| e.0 == *name) else {
                     return Err(package(format!(
                         "member {name:?} is not listed in the manifest"
                     )));
                 };
-                let got = match algo {
-                    Algo::Sha1 => s1,
-                    Algo::Sha256 => s256,
-                };
-                if got.as_deref() != Some(want.as_str()) {
+                if digests.get(*algo) != Some(want.as_str()) {
                     return Err(package(format!("digest mismatch for member {name:?}")));
                 }
             }
@@ -339,8 +335,8 @@ pub fn extract_ova(
     })
 }
 
-/// (SHA-1, SHA-256) hex digests of a member, for the algorithms computed.
-type Digests = (Option<String>, Option<String>);
+/// Every manifest digest algorithm accepted.
+const ALL_ALGOS: [Algo; 3] = [Algo::Sha1, Algo::Sha256, Algo::Sha512];
 
 #[derive(Default)]
 struct State {
@@ -352,7 +348,8 @@ struct State {
     certificate: Option<String>,
 }
 
-/// `SHA256(name)= hex` or `SHA1(name)= hex`, one per line; any other algorithm is refused.
+/// `SHA256(name)= hex`, `SHA1(name)= hex` or `SHA512(name)= hex`, one per line (the algorithms
+/// the package inspector checks); any other algorithm is refused.
 fn parse_manifest(text: &str) -> Result<Vec<(String, Algo, String)>> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -369,14 +366,19 @@ fn parse_manifest(text: &str) -> Result<Vec<(String, Algo, String)>> {
         let algo = match algo.trim() {
             "SHA1" => Algo::Sha1,
             "SHA256" => Algo::Sha256,
+            "SHA512" => Algo::Sha512,
             a => {
                 return Err(package(format!(
-                    "manifest digest algorithm {a} is not accepted (SHA1, SHA256)"
+                    "manifest digest algorithm {a} is not accepted (SHA1, SHA256, SHA512)"
                 )))
             }
         };
         let hex = hex.trim().to_ascii_lowercase();
-        let want_len = if algo == Algo::Sha1 { 40 } else { 64 };
+        let want_len = match algo {
+            Algo::Sha1 => 40,
+            Algo::Sha256 => 64,
+            Algo::Sha512 => 128,
+        };
         if hex.len() != want_len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(package(format!("bad digest in manifest line {line:?}")));
         }
@@ -574,5 +576,9 @@ mod tests {
         .unwrap();
         assert_eq!(m[0].0, "a.ovf");
         assert!(parse_manifest("MD5(a.ovf)= 00").is_err());
+        let m = parse_manifest(&format!("SHA512(d.vmdk)= {}\n", "Ab".repeat(64))).unwrap();
+        assert_eq!(m[0], ("d.vmdk".to_string(), Algo::Sha512, "ab".repeat(64)));
+        // A SHA-512 line must hold a whole SHA-512 digest.
+        assert!(parse_manifest(&format!("SHA512(d.vmdk)= {}", "0".repeat(64))).is_err());
     }
 }

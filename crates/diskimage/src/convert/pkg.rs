@@ -239,40 +239,69 @@ impl Read for Counted<'_> {
 pub(crate) enum Algo {
     Sha1,
     Sha256,
+    Sha512,
 }
 
-/// Hashes everything read through it (SHA-1 and/or SHA-256, only what is needed).
+/// Lowercase hex digests of one member, for the algorithms computed (None for the others).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Digests {
+    pub(crate) sha1: Option<String>,
+    pub(crate) sha256: Option<String>,
+    pub(crate) sha512: Option<String>,
+}
+
+impl Digests {
+    /// The digest for `algo`, if it was computed.
+    pub(crate) fn get(&self, algo: Algo) -> Option<&str> {
+        match algo {
+            Algo::Sha1 => self.sha1.as_deref(),
+            Algo::Sha256 => self.sha256.as_deref(),
+            Algo::Sha512 => self.sha512.as_deref(),
+        }
+    }
+}
+
+/// Hashes everything read through it (SHA-1, SHA-256 and/or SHA-512, only what is needed).
 pub(crate) struct Hashing<'a> {
     pub(crate) inner: &'a mut dyn Read,
     sha1: Option<sha1::Sha1>,
     sha256: Option<sha2::Sha256>,
+    sha512: Option<sha2::Sha512>,
 }
 
 impl<'a> Hashing<'a> {
-    pub(crate) fn new(inner: &'a mut dyn Read, sha1: bool, sha256: bool) -> Self {
+    /// Computes the algorithms in `algos` (each once, however often it is listed).
+    pub(crate) fn new(inner: &'a mut dyn Read, algos: &[Algo]) -> Self {
+        let wants = |a: Algo| algos.contains(&a);
         Hashing {
             inner,
-            sha1: sha1.then(sha1::Sha1::new),
-            sha256: sha256.then(sha2::Sha256::new),
+            sha1: wants(Algo::Sha1).then(sha1::Sha1::new),
+            sha256: wants(Algo::Sha256).then(sha2::Sha256::new),
+            sha512: wants(Algo::Sha512).then(sha2::Sha512::new),
         }
     }
     /// Lowercase hex digests (None for an algorithm not computed).
-    pub(crate) fn finish(self) -> (Option<String>, Option<String>) {
-        (
-            self.sha1.map(|h| hex(&h.finalize())),
-            self.sha256.map(|h| hex(&h.finalize())),
-        )
+    pub(crate) fn finish(self) -> Digests {
+        Digests {
+            sha1: self.sha1.map(|h| hex(&h.finalize())),
+            sha256: self.sha256.map(|h| hex(&h.finalize())),
+            sha512: self.sha512.map(|h| hex(&h.finalize())),
+        }
     }
 }
 
 impl Read for Hashing<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let k = self.inner.read(buf)?;
+        let data = &buf[..k];
         if let Some(h) = &mut self.sha1 {
-            h.update(&buf[..k]);
+            h.update(data);
         }
         if let Some(h) = &mut self.sha256 {
-            h.update(&buf[..k]);
+            h.update(data);
+        }
+        if let Some(h) = &mut self.sha512 {
+            h.update(data);
         }
         Ok(k)
     }
