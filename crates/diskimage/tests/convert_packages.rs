@@ -16,6 +16,7 @@ use diskimage::convert::{
 use diskimage::{codes, InspectOptions, Report};
 
 const SO_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+const SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
 /// What oVirt/RHV write for a raw disk (written out here, not taken from the crate, so a typo
 /// there fails these tests).
 const BYTE_URI: &str = "http://en.wikipedia.org/wiki/Byte";
@@ -119,8 +120,11 @@ fn ovf(disks: &[(&str, &str, u64)], extra: &str) -> String {
 
 struct Env {
     dir: tempfile::TempDir,
+    /// streamOptimized VMDKs of `raw1` and of a 3 MiB raw disk.
     disk1: Vec<u8>,
     disk2: Vec<u8>,
+    /// A monolithicSparse VMDK of `raw1` (its extent is named `sparse1.vmdk`).
+    sparse1: Vec<u8>,
     raw1: PathBuf,
 }
 
@@ -137,7 +141,7 @@ fn env() -> Env {
     fs::write(&raw1, &data).unwrap();
     let raw2 = dir.path().join("d2.raw");
     fs::write(&raw2, vec![0x5Au8; CAP2 as usize]).unwrap();
-    let mk = |raw: &Path, name: &str| {
+    let mk = |raw: &Path, name: &str, subformat: &str| {
         let out = dir.path().join(name);
         run(
             "qemu-img",
@@ -148,19 +152,21 @@ fn env() -> Env {
                 "-O",
                 "vmdk",
                 "-o",
-                "subformat=streamOptimized",
+                &format!("subformat={subformat}"),
                 raw.to_str().unwrap(),
                 out.to_str().unwrap(),
             ],
         );
         fs::read(out).unwrap()
     };
-    let disk1 = mk(&raw1, "disk1.vmdk");
-    let disk2 = mk(&raw2, "disk2.vmdk");
+    let disk1 = mk(&raw1, "disk1.vmdk", "streamOptimized");
+    let disk2 = mk(&raw2, "disk2.vmdk", "streamOptimized");
+    let sparse1 = mk(&raw1, "sparse1.vmdk", "monolithicSparse");
     Env {
         dir,
         disk1,
         disk2,
+        sparse1,
         raw1,
     }
 }
@@ -522,6 +528,65 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
         },
         "comes before the manifest",
+    );
+    // monolithicSparse disks are spooled to a temporary file in OUTDIR: whichever step refuses
+    // them, that file must be gone too (the harness lists OUTDIR, dot-files included).
+    let sp = ovf(&[("sparse1.vmdk", SPARSE_URI, CAP1)], "");
+    add(
+        "sparse-bad-digest",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', sp.as_bytes(), "");
+            let mf = format!(
+                "SHA256(test.ovf)= {}\nSHA256(sparse1.vmdk)= {}\n",
+                sha256_hex(sp.as_bytes()),
+                "0".repeat(64)
+            );
+            tar_member(t, "test.mf", b'0', mf.as_bytes(), "");
+            tar_member(t, "sparse1.vmdk", b'0', &e.sparse1, "");
+        },
+        "digest mismatch for member \"sparse1.vmdk\"",
+    );
+    let sp_cap = ovf(&[("sparse1.vmdk", SPARSE_URI, CAP1 * 2)], "");
+    add(
+        "sparse-capacity-mismatch",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', sp_cap.as_bytes(), "");
+            tar_member(t, "sparse1.vmdk", b'0', &e.sparse1, "");
+        },
+        "disk vmdisk0 (sparse1.vmdk): the OVF says 25165824 bytes but the VMDK holds 12582912",
+    );
+    let sp_so = ovf(&[("disk1.vmdk", SPARSE_URI, CAP1)], "");
+    add(
+        "sparse-uri-stream-optimized-disk",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', sp_so.as_bytes(), "");
+            tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
+        },
+        "the OVF says a monolithicSparse VMDK",
+    );
+    // The spooled file goes through the inspector: a parent disk is refused there.
+    let mut with_parent = e.sparse1.clone();
+    let at = with_parent
+        .windows(18)
+        .position(|w| w == b"parentCID=ffffffff")
+        .expect("qemu's descriptor has parentCID=ffffffff");
+    with_parent[at..at + 18].copy_from_slice(b"parentCID=1234abcd");
+    add(
+        "sparse-with-parent",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', sp.as_bytes(), "");
+            tar_member(t, "sparse1.vmdk", b'0', &with_parent, "");
+        },
+        "the inspector rejected this vmdk file",
+    );
+    add(
+        "sparse-truncated",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', sp.as_bytes(), "");
+            tar_member(t, "sparse1.vmdk", b'0', &e.sparse1, "");
+            t.truncate(t.len() - e.sparse1.len().next_multiple_of(512) / 2);
+        },
+        "truncated",
     );
     add(
         "certificate-too-large",
@@ -908,6 +973,72 @@ fn ova_certificate_is_reported_unverified() {
             rep.findings
         );
     }
+}
+
+/// A monolithicSparse VMDK disk (the `#sparse` URI, which the package inspector accepts) cannot
+/// be read front to back: it is spooled to a temporary file in OUTDIR, inspected, converted from
+/// that file, and the temporary file is removed. Here next to a streamOptimized disk.
+#[test]
+fn ova_with_monolithic_sparse_disk_extracts() {
+    let e = env();
+    let o = ovf(
+        &[
+            ("sparse1.vmdk", SPARSE_URI, CAP1),
+            ("disk2.vmdk", SO_URI, CAP2),
+        ],
+        "",
+    );
+    let mf = manifest_for(
+        &o,
+        &[("sparse1.vmdk", &e.sparse1), ("disk2.vmdk", &e.disk2)],
+    );
+    let mut t = Vec::new();
+    tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
+    tar_member(&mut t, "test.mf", b'0', mf.as_bytes(), "");
+    tar_member(&mut t, "sparse1.vmdk", b'0', &e.sparse1, "");
+    tar_member(&mut t, "disk2.vmdk", b'0', &e.disk2, "");
+    tar_end(&mut t);
+    let rep = inspect_bytes(&t);
+    assert!(rep.is_accepted(), "{:?}", rep.findings);
+
+    let before = listing(e.dir.path());
+    for (to, ext) in [(TargetFormat::Qcow2, "qcow2"), (TargetFormat::Raw, "raw")] {
+        let out = e.dir.path().join(format!("out-{ext}"));
+        let mut seen = Vec::new();
+        let mut progress = |i: u64, o: u64| seen.push((i, o));
+        let o2 = ConvertOptions { to, ..opts() };
+        let r = extract_ova(&mut &t[..], &out, &o2, &mut progress).unwrap();
+        assert!(r.manifest_verified);
+        assert_eq!(r.disks.len(), 2);
+        let d = &r.disks[0];
+        assert_eq!(
+            (d.disk_id.as_str(), d.member.as_str(), d.source_format),
+            ("vmdisk0", "sparse1.vmdk", SourceFormat::Vmdk)
+        );
+        assert_eq!(d.virtual_size, CAP1);
+        assert_eq!(d.path, out.join(format!("disk1.{ext}")));
+        // No temporary file is left, and the spooled copy is not counted as input twice.
+        assert_eq!(
+            listing(&out),
+            vec![format!("disk1.{ext}"), format!("disk2.{ext}")]
+        );
+        assert_eq!(r.bytes_in, t.len() as u64);
+        assert!(
+            seen.iter().all(|&(i, _)| i <= t.len() as u64),
+            "progress reported more input than the package has: {seen:?}"
+        );
+        if to == TargetFormat::Qcow2 {
+            for d in &r.disks {
+                qemu_img_check(&d.path);
+            }
+            compare("raw", &e.raw1, "qcow2", &d.path);
+        } else {
+            assert!(fs::read(&d.path).unwrap() == fs::read(&e.raw1).unwrap());
+        }
+    }
+    let mut after = listing(e.dir.path());
+    after.retain(|n| !n.starts_with("out-"));
+    assert_eq!(after, before, "something was written outside OUTDIR");
 }
 
 /// SHA-512 manifests (which the package inspector accepts) are verified by the extractor too,

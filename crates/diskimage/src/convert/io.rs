@@ -37,6 +37,8 @@ pub(crate) struct Meter<'a> {
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     last: u64,
+    /// False while converting a copy of input already counted (see [`Meter::without_input`]).
+    count_input: bool,
     cb: &'a mut dyn Progress,
 }
 
@@ -46,12 +48,23 @@ impl<'a> Meter<'a> {
             bytes_in: 0,
             bytes_out: 0,
             last: 0,
+            count_input: true,
             cb,
         }
     }
     pub(crate) fn read(&mut self, n: u64) {
-        self.bytes_in = self.bytes_in.saturating_add(n);
+        if self.count_input {
+            self.bytes_in = self.bytes_in.saturating_add(n);
+        }
         self.maybe_report();
+    }
+    /// Runs `f` without counting input: for converting a spooled copy of bytes that were
+    /// counted as they arrived (so `bytes_in` never exceeds what the caller was given).
+    pub(crate) fn without_input<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let was = std::mem::replace(&mut self.count_input, false);
+        let r = f(self);
+        self.count_input = was;
+        r
     }
     pub(crate) fn wrote(&mut self, n: u64) {
         self.bytes_out = self.bytes_out.saturating_add(n);

@@ -4,8 +4,10 @@
 //!   monolithicSparse and streamOptimized, VHD (fixed/dynamic), VHDX (fixed/dynamic).
 //! * Writers: qcow2 v3 (64 KiB clusters, zero clusters skipped, exact refcounts, header last,
 //!   optional zlib/zstd compression on all cores) and sparse raw.
-//! * Packages: [`ova`] (OVF appliance: streamOptimized VMDK and raw disks, each sniffed as its
-//!   declared format) and [`uec`] (UEC tarball) extraction.
+//! * Packages: [`ova`] (OVF appliance: streamOptimized VMDK and raw disks converted as they
+//!   stream, each sniffed as its declared format; monolithicSparse VMDK disks spooled to a
+//!   temporary file in the output directory, inspected, then converted as files) and [`uec`]
+//!   (UEC tarball) extraction.
 //!
 //! Entry points: [`convert_file`] (inspects, then converts), [`inspect_for_conversion`] +
 //! [`convert_accepted`] (the same in two steps), [`convert_stream`] (an upload as it arrives),
@@ -182,22 +184,9 @@ pub fn convert_accepted(
 ) -> Result<Summary> {
     let start = Instant::now();
     accepted.check_file(file)?;
-    let fin = FileIn::new(
-        file.try_clone()
-            .map_err(|e| Error::io("duplicating the input", e))?,
-    )?;
     let out = out::OutFile::create(output)?;
     let mut m = Meter::new(progress);
-    let mut inp = Input::File(&fin);
-    let vsize = run(
-        accepted.format(),
-        &mut inp,
-        Some(&fin),
-        None,
-        out.file(),
-        opts,
-        &mut m,
-    )?;
+    let vsize = convert_accepted_into(file, accepted, out.file(), opts, &mut m)?;
     m.finish();
     out.publish(opts.sync)?;
     Ok(Summary {
@@ -207,6 +196,24 @@ pub fn convert_accepted(
         bytes_out: m.bytes_out,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// File conversion into an already-created output file (used by the OVA extractor for the
+/// monolithicSparse disks it spools to a file); returns the virtual size.
+pub(crate) fn convert_accepted_into(
+    file: &File,
+    accepted: &Accepted,
+    out: &File,
+    opts: &ConvertOptions,
+    m: &mut Meter,
+) -> Result<u64> {
+    accepted.check_file(file)?;
+    let fin = FileIn::new(
+        file.try_clone()
+            .map_err(|e| Error::io("duplicating the input", e))?,
+    )?;
+    let mut inp = Input::File(&fin);
+    run(accepted.format(), &mut inp, Some(&fin), None, out, opts, m)
 }
 
 /// Inspects `file` with [`crate::inspect`] for conversion: the verdict must be "accepted" and

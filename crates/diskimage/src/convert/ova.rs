@@ -1,23 +1,30 @@
 //! OVA extraction: the tar is walked as a stream (formats.md §2.5 #19–20), the OVF is parsed
-//! without DTDs, every disk is converted to qcow2 (or raw) on the fly, and the manifest digests
-//! are verified. Outputs get names we generate, inside the output directory.
+//! without DTDs, every disk is converted to qcow2 (or raw), and the manifest digests (SHA-1,
+//! SHA-256 or SHA-512) are verified. Outputs get names we generate, inside the output directory.
 //!
-//! Disks are accepted in two formats, named by their exact `ovf:format` URI:
-//! * streamOptimized VMDK ([`STREAM_OPTIMIZED_URI`], what VMware and VirtualBox write), read by
-//!   the VMDK stream reader with its structural checks;
-//! * raw ([`RAW_URI`], what oVirt/RHV write): the member must hold exactly the OVF capacity in
-//!   bytes, and its head and tail must pass the sniff checks as a raw disk, so a qcow2, VMDK,
-//!   VHD, VHDX, VDI, QED or LUKS image declared raw is refused (formats.md §2.5 #1).
+//! Disks are accepted in three formats, named by their exact `ovf:format` URI:
+//! * streamOptimized VMDK ([`STREAM_OPTIMIZED_URI`], what VMware and VirtualBox write), converted
+//!   on the fly by the VMDK stream reader with its structural checks;
+//! * raw ([`RAW_URI`], what oVirt/RHV write), converted on the fly: the member must hold exactly
+//!   the OVF capacity in bytes, and its head and tail must pass the sniff checks as a raw disk,
+//!   so a qcow2, VMDK, VHD, VHDX, VDI, QED or LUKS image declared raw is refused (formats.md
+//!   §2.5 #1) — as soon as its first 64 KiB have arrived when the head gives it away;
+//! * monolithicSparse VMDK ([`SPARSE_URI`]): its grain tables may point anywhere, so it cannot be
+//!   read front to back. The member is spooled (hashed as it streams) into a temporary file
+//!   inside the output directory, under a name we make (`.disk{n}.vmdk.part`); that file is
+//!   inspected like any file to be converted (it must be a monolithicSparse VMDK the inspector
+//!   accepts, of the OVF's capacity), converted by the file reader, and removed whatever happens.
 //!
-//! Either way the stream conversion's gate runs the crate's sniff checks on the member's head
-//! and tail, and nothing is published unless every disk and the manifest pass.
+//! Streamed disks pass the stream gate's sniff checks on the member's head and tail, spooled
+//! ones the full inspector; nothing is published unless every disk and the manifest pass.
 //!
 //! A `.cert` member (the signature over the manifest) is allowed once, bounded in size and only
 //! after the `.mf` (the OVF specification, DSP0243, orders an OVA's members descriptor,
 //! manifest, certificate, or puts manifest then certificate at the end). It is **not verified**
 //! — there is no trust store — and [`OvaReport::unverified_certificate`] says so.
 
-use std::io::Read;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,7 +34,10 @@ use super::error::{package, Error, Result};
 use super::io::{Meter, Progress};
 use super::out::OutFile;
 use super::pkg::{prepare_outdir, walk_tar, Algo, Digests, Hashing};
-use super::{convert_stream_into, ConvertOptions, SourceFormat, TargetFormat};
+use super::{
+    convert_accepted_into, convert_stream_into, inspect_for_conversion, ConvertOptions,
+    SourceFormat, TargetFormat,
+};
 
 /// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB).
 pub const MAX_OVF_BYTES: u64 = 4 << 20;
@@ -41,7 +51,11 @@ const MAX_OVF_NODES: u32 = 200_000;
 /// `ovf:format` of a streamOptimized VMDK disk (VMware, VirtualBox and most exporters).
 pub const STREAM_OPTIMIZED_URI: &str =
     "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
-/// `ovf:format` of a raw disk, as oVirt/RHV export it (compared exactly, like the VMDK URI).
+/// `ovf:format` of a monolithicSparse (hosted sparse) VMDK disk.
+pub const SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
+/// Bytes moved per read while spooling a monolithicSparse member to its temporary file.
+const SPOOL_CHUNK: usize = 1 << 20;
+/// `ovf:format` of a raw disk, as oVirt/RHV export it (compared exactly, like the VMDK URIs).
 pub use crate::formats::ova::RAW_URI;
 
 /// A disk as the OVF describes it.
@@ -215,12 +229,12 @@ pub fn extract_ova(
         match disk {
             Some(d) => {
                 let from = match d.format.as_str() {
-                    STREAM_OPTIMIZED_URI => SourceFormat::Vmdk,
+                    STREAM_OPTIMIZED_URI | SPARSE_URI => SourceFormat::Vmdk,
                     RAW_URI => SourceFormat::Raw,
                     _ => {
                         return Err(package(format!(
-                            "disk {} has format {:?}; only streamOptimized VMDK ({STREAM_OPTIMIZED_URI}) \
-                             or raw ({RAW_URI}) disks are accepted",
+                            "disk {} has format {:?}; only streamOptimized VMDK ({STREAM_OPTIMIZED_URI}), \
+                             monolithicSparse VMDK ({SPARSE_URI}) or raw ({RAW_URI}) disks are accepted",
                             d.disk_id, d.format
                         )))
                     }
@@ -240,20 +254,26 @@ pub fn extract_ova(
                     "qcow2"
                 };
                 let path = outdir.join(format!("disk{n}.{ext}"));
-                let out = OutFile::create(&path)?;
-                // The gate sniffs the member's head and tail as `from`: a raw member that is
-                // really another disk format fails there (format mismatch), and nothing of it is
-                // published.
-                let vsize = convert_stream_into(
-                    &mut h,
-                    from,
-                    (from == SourceFormat::Raw).then_some(d.capacity),
-                    Some(&d.member),
-                    out.file(),
-                    opts,
-                    &mut m,
-                )
-                .map_err(|e| package(format!("disk {} ({}): {e}", d.disk_id, d.member)))?;
+                let (out, vsize) = if d.format == SPARSE_URI {
+                    let spool = outdir.join(format!(".disk{n}.vmdk.part"));
+                    convert_spooled(&mut h, mem.size, &d, &spool, &path, opts, &mut m)?
+                } else {
+                    let out = OutFile::create(&path)?;
+                    // The gate sniffs the member's head and tail as `from`: a raw member that is
+                    // really another disk format fails there (format mismatch), and nothing of
+                    // it is published.
+                    let vsize = convert_stream_into(
+                        &mut h,
+                        from,
+                        (from == SourceFormat::Raw).then_some(d.capacity),
+                        Some(&d.member),
+                        out.file(),
+                        opts,
+                        &mut m,
+                    )
+                    .map_err(|e| disk_error(&d, e))?;
+                    (out, vsize)
+                };
                 // For raw the member length was checked against the capacity above (qcow2
                 // output rounds the virtual size up to whole sectors).
                 if from == SourceFormat::Vmdk && vsize != d.capacity {
@@ -333,6 +353,109 @@ pub fn extract_ova(
         bytes_out: m.bytes_out,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Converts a monolithicSparse VMDK member: spools it (through `member`, which hashes it) into
+/// the temporary file `spool` (inside the output directory), has the inspector accept that file
+/// as a monolithicSparse VMDK of the OVF's capacity, converts it into a new output at `path`, and
+/// removes the spool on every way out. Returns the unpublished output and its virtual size.
+fn convert_spooled(
+    member: &mut dyn Read,
+    size: u64,
+    d: &OvfDisk,
+    spool: &Path,
+    path: &Path,
+    opts: &ConvertOptions,
+    m: &mut Meter,
+) -> Result<(OutFile, u64)> {
+    let spool = Spool::create(spool)?;
+    spool.fill(member, size, m).map_err(|e| disk_error(d, e))?;
+    let accepted = inspect_for_conversion(&spool.file, Some(SourceFormat::Vmdk), Some(&d.member))
+        .map_err(|e| disk_error(d, e))?;
+    let report = accepted.report();
+    if report.subformat.as_deref() != Some("monolithicSparse") {
+        return Err(disk_error(
+            d,
+            package(format!(
+                "the OVF says a monolithicSparse VMDK ({SPARSE_URI}) but the member is a {} VMDK",
+                report.subformat.as_deref().unwrap_or("unknown")
+            )),
+        ));
+    }
+    // Refuse a capacity mismatch before converting anything (checked again on the output).
+    if let Some(v) = report.virtual_size.filter(|&v| v != d.capacity) {
+        return Err(disk_error(
+            d,
+            package(format!(
+                "the OVF says {} bytes but the VMDK holds {v}",
+                d.capacity
+            )),
+        ));
+    }
+    let out = OutFile::create(path)?;
+    // The spooled bytes were counted as input while they arrived.
+    let vsize = m
+        .without_input(|m| convert_accepted_into(&spool.file, &accepted, out.file(), opts, m))
+        .map_err(|e| disk_error(d, e))?;
+    Ok((out, vsize))
+}
+
+/// A disk's conversion error, as a package error naming the disk and its member.
+fn disk_error(d: &OvfDisk, e: Error) -> Error {
+    package(format!("disk {} ({}): {e}", d.disk_id, d.member))
+}
+
+/// A temporary copy of a member, created exclusively under a name we make and removed when
+/// dropped (after the conversion, or on any error or panic).
+struct Spool {
+    path: PathBuf,
+    file: File,
+}
+
+impl Spool {
+    fn create(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        Ok(Spool {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Copies `r` to the end into the file; it must be exactly `size` bytes (the tar header's).
+    fn fill(&self, r: &mut dyn Read, size: u64, m: &mut Meter) -> Result<()> {
+        let mut buf = vec![0u8; SPOOL_CHUNK];
+        let mut w = &self.file;
+        let mut n = 0u64;
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("reading the member", e)),
+            };
+            w.write_all(&buf[..k])
+                .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+            n += k as u64;
+            m.read(k as u64);
+        }
+        if n != size {
+            return Err(package(format!(
+                "the member is truncated ({n} of {size} bytes)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Every manifest digest algorithm accepted.
