@@ -686,7 +686,9 @@ async fn one_user_cannot_hold_unbounded_open_uploads() {
 /// when an unfinished upload expires; a complete one expiring later says nothing.
 #[tokio::test]
 async fn events_tell_when_bytes_start_and_when_an_unfinished_upload_expires() {
-    let env = Env::with(|c| c.expiry = Duration::from_secs(1)).await;
+    // Long enough that the PATCHes below finish before expiry on a loaded 2-core machine
+    // (with 1 s, a busy CI saw 410 Gone mid-test).
+    let env = Env::with(|c| c.expiry = Duration::from_secs(4)).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     env.uploads.set_on_event(std::sync::Arc::new(move |e| {
         let _ = tx.send(e);
@@ -726,7 +728,7 @@ async fn events_tell_when_bytes_start_and_when_an_unfinished_upload_expires() {
         Ok(uploads::UploadEvent::Started(_))
     ));
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4200)).await;
     assert_eq!(env.uploads.remove_expired().await.unwrap(), 2);
     match rx.try_recv() {
         Ok(uploads::UploadEvent::Expired(info)) => {

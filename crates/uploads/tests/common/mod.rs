@@ -228,12 +228,8 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&sha2::Sha256::digest(data))
+    digests::hex(&sha2::Sha256::digest(data))
 }
 
 pub fn sha256_b64(data: &[u8]) -> String {
@@ -244,7 +240,7 @@ pub fn sha256_b64(data: &[u8]) -> String {
 pub fn assert_completed(c: &CompletedUpload, data: &[u8]) {
     assert_eq!(c.length, data.len() as u64);
     assert_eq!(c.sha256.as_deref(), Some(sha256_hex(data).as_str()), "sha256");
-    assert_eq!(c.md5.as_deref(), Some(hex(&md5::Md5::digest(data)).as_str()), "md5");
-    assert_eq!(c.sha512.as_deref(), Some(hex(&sha2::Sha512::digest(data)).as_str()), "sha512");
+    assert_eq!(c.md5.as_deref(), Some(digests::hex(&md5::Md5::digest(data)).as_str()), "md5");
+    assert_eq!(c.sha512.as_deref(), Some(digests::hex(&sha2::Sha512::digest(data)).as_str()), "sha512");
     assert_eq!(std::fs::read(&c.path).unwrap(), data, "the file has the uploaded bytes");
 }
