@@ -40,6 +40,12 @@ pub(crate) fn detect(cx: &Ctx, declared: Option<Format>) -> PResult<Detection> {
     let head = cx.read(0, SNIFF_HEAD)?;
     let tail_len = cx.size.min(SNIFF_TAIL);
     let tail = cx.read(cx.size - tail_len, tail_len)?;
+    Ok(classify(head, tail, declared))
+}
+
+/// Detection proper, on the head (first 64 KiB) and tail (last 1.5 KiB) already read. An empty
+/// `tail` gives what the head alone says (see `engine::sniff_head`).
+pub(crate) fn classify(head: Vec<u8>, tail: Vec<u8>, declared: Option<Format>) -> Detection {
     let h = head.as_slice();
     let mut rich: Vec<(Format, &'static str)> = Vec::new();
 
@@ -111,13 +117,13 @@ pub(crate) fn detect(cx: &Ctx, declared: Option<Format>) -> PResult<Detection> {
 
     rich.sort_by_key(|(f, _)| crate::report::ALL_FORMATS.iter().position(|g| g == f));
     rich.dedup_by_key(|(f, _)| *f);
-    Ok(Detection {
+    Detection {
         rich,
         part,
         fs_hint,
         head,
         tail,
-    })
+    }
 }
 
 /// ISO 9660 (`CD001`) or UDF (`BEA01`/`NSR0x`) in a volume descriptor slot from sector 16 on.

@@ -220,21 +220,27 @@ fn analyse(cx: &mut Ctx, opts: &InspectOptions) -> PResult<Report> {
     }
     let det = detect(cx, opts.declared)?;
     let (format, _polyglot) = resolve(cx, &det);
-    let parsed = match format {
-        Format::Raw => formats::raw::inspect(cx, &det)?,
-        Format::Qcow => formats::qcow2::inspect_v1(cx, &det)?,
-        Format::Qcow2 => formats::qcow2::inspect(cx, &det)?,
-        Format::Qed => formats::qed::inspect(cx, &det)?,
-        Format::Luks => formats::luks::inspect(cx, &det)?,
-        Format::Vdi => formats::vdi::inspect(cx, &det)?,
-        Format::Vhd => formats::vhd::inspect(cx, &det)?,
-        Format::Vhdx => formats::vhdx::inspect(cx, &det)?,
-        Format::Vmdk => formats::vmdk::inspect(cx, &det)?,
-        Format::Iso => formats::iso::inspect(cx, &det)?,
-        Format::Ova => formats::ova::inspect(cx, &det)?,
-        Format::Uec => formats::uec::inspect(cx, &det)?,
-        Format::Aki => formats::kernel::inspect_aki(cx, &det)?,
-        Format::Ari => formats::kernel::inspect_ari(cx, &det)?,
+    let parsed = parse(cx, format, &det)?;
+    Ok(finish(cx, format, parsed, opts))
+}
+
+/// Runs the parser of `format` (its structural checks).
+fn parse(cx: &mut Ctx, format: Format, det: &Detection) -> PResult<Parsed> {
+    Ok(match format {
+        Format::Raw => formats::raw::inspect(cx, det)?,
+        Format::Qcow => formats::qcow2::inspect_v1(cx, det)?,
+        Format::Qcow2 => formats::qcow2::inspect(cx, det)?,
+        Format::Qed => formats::qed::inspect(cx, det)?,
+        Format::Luks => formats::luks::inspect(cx, det)?,
+        Format::Vdi => formats::vdi::inspect(cx, det)?,
+        Format::Vhd => formats::vhd::inspect(cx, det)?,
+        Format::Vhdx => formats::vhdx::inspect(cx, det)?,
+        Format::Vmdk => formats::vmdk::inspect(cx, det)?,
+        Format::Iso => formats::iso::inspect(cx, det)?,
+        Format::Ova => formats::ova::inspect(cx, det)?,
+        Format::Uec => formats::uec::inspect(cx, det)?,
+        Format::Aki => formats::kernel::inspect_aki(cx, det)?,
+        Format::Ari => formats::kernel::inspect_ari(cx, det)?,
         Format::Unknown => {
             let what = det.rich.first().map(|(_, why)| *why).unwrap_or("archive");
             cx.error(
@@ -243,8 +249,65 @@ fn analyse(cx: &mut Ctx, opts: &InspectOptions) -> PResult<Report> {
             );
             Parsed::default()
         }
-    };
-    Ok(finish(cx, format, parsed, opts))
+    })
+}
+
+/// What the head of a stream alone settles; see [`sniff_head`].
+#[cfg(feature = "convert")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HeadVerdict {
+    /// Nothing yet: the sniff over head and tail at the end of the stream decides.
+    Open,
+    /// The sniff at the end will refuse the stream; this report says why.
+    Refused(Report),
+    /// The sniff at the end will not be able to decide from head and tail (the format's checks
+    /// need bytes between them, e.g. a VHDX's headers), so the stream will be refused as
+    /// unverifiable.
+    Unverifiable,
+}
+
+/// Judges a stream of `size` bytes from its complete head (its first `min(size, 64 KiB)`
+/// bytes) before the rest has arrived, so a stream converter can refuse it before converting
+/// anything. It answers only what the sniff over head + tail at the end of the stream would
+/// answer too: when the head alone matches a format (a qcow2, VMDK, VDI, LUKS, QED … header)
+/// other than the declared one, or several formats, that sniff refuses it whatever the tail
+/// holds (the tail can only add a match, never remove one). A head without any such match is
+/// left [`HeadVerdict::Open`]: formats found only in the tail (a fixed VHD's footer) are decided
+/// at the end.
+///
+/// The message is the end-of-stream sniff's: the format mismatch (and polyglot) findings, or
+/// [`HeadVerdict::Unverifiable`] when that sniff would stop for bytes neither the head nor the
+/// tail holds. The format's parser runs here only to learn that; its findings are not kept,
+/// because without the tail they could differ from the end's.
+#[cfg(feature = "convert")]
+pub(crate) fn sniff_head(head: &[u8], size: u64, opts: &InspectOptions) -> HeadVerdict {
+    use crate::limits::{SNIFF_HEAD, SNIFF_TAIL};
+    if head.is_empty() || head.len() as u64 != size.min(SNIFF_HEAD) {
+        return HeadVerdict::Open;
+    }
+    let det = crate::detect::classify(head.to_vec(), Vec::new(), opts.declared);
+    if det.rich.is_empty() {
+        return HeadVerdict::Open;
+    }
+    let mut bytes = SparseBytes::new(size);
+    bytes.insert(0, head.to_vec());
+    let mut cx = Ctx::new(&bytes, false);
+    cx.file_name = opts.file_name.clone();
+    let (format, _polyglot) = resolve(&mut cx, &det);
+    let mut probe = Ctx::new(&bytes, false);
+    probe.file_name = opts.file_name.clone();
+    let tail_start = size - size.min(SNIFF_TAIL);
+    if let Err(Stop::Need(r)) = parse(&mut probe, format, &det) {
+        if r.offset < tail_start {
+            return HeadVerdict::Unverifiable;
+        }
+    }
+    let report = finish(&mut cx, format, Parsed::default(), opts);
+    if report.is_accepted() {
+        HeadVerdict::Open
+    } else {
+        HeadVerdict::Refused(report)
+    }
 }
 
 /// Applies the generic rules and builds the report.
@@ -323,5 +386,126 @@ pub(crate) fn human(n: u64) -> String {
         format!("{n} bytes")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(all(test, feature = "convert"))]
+mod tests {
+    use super::*;
+
+    const SIZE: u64 = 8 << 20;
+
+    fn raw_opts() -> InspectOptions {
+        InspectOptions {
+            declared: Some(Format::Raw),
+            ..Default::default()
+        }
+    }
+
+    /// A head of 64 KiB: an MBR with one partition, then `magic` written at `at`.
+    fn head(magic: &[u8], at: usize) -> Vec<u8> {
+        let mut h = bare_head(magic, at);
+        h[446 + 4] = 0x83;
+        h[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        h[446 + 12..446 + 16].copy_from_slice(&4096u32.to_le_bytes());
+        h[510] = 0x55;
+        h[511] = 0xAA;
+        h
+    }
+
+    /// A head of 64 KiB of zeros with `magic` written at `at`.
+    fn bare_head(magic: &[u8], at: usize) -> Vec<u8> {
+        let mut h = vec![0u8; SNIFF_HEAD_LEN];
+        h[at..at + magic.len()].copy_from_slice(magic);
+        h
+    }
+    const SNIFF_HEAD_LEN: usize = crate::limits::SNIFF_HEAD as usize;
+
+    /// The end-of-stream sniff over `head` and `tail` (what the stream gate runs last).
+    fn sniff_end(head: &[u8], tail: &[u8]) -> SniffOutcome {
+        let mut b = SparseBytes::new(SIZE);
+        b.insert(0, head.to_vec());
+        b.insert(SIZE - tail.len() as u64, tail.to_vec());
+        sniff_with(&b, &raw_opts())
+    }
+
+    #[test]
+    fn head_verdicts() {
+        // A raw disk's head settles nothing: a fixed VHD footer may still come in the tail.
+        let raw = head(b"", 0);
+        assert_eq!(sniff_head(&raw, SIZE, &raw_opts()), HeadVerdict::Open);
+        // Not yet complete: nothing is judged.
+        let q = head(b"QFI\xfb\0\0\0\x03", 0);
+        assert_eq!(sniff_head(&q[..4096], SIZE, &raw_opts()), HeadVerdict::Open);
+        match sniff_head(&q, SIZE, &raw_opts()) {
+            HeadVerdict::Refused(r) => assert!(r.has(codes::FORMAT_MISMATCH), "{r:?}"),
+            v => panic!("a qcow2 head declared raw: {v:?}"),
+        }
+        // Declared as what it is: left to the end (unless the head is a polyglot, such as this
+        // qcow2 header on an MBR).
+        let as_qcow2 = InspectOptions {
+            declared: Some(Format::Qcow2),
+            ..Default::default()
+        };
+        let bare = bare_head(b"QFI\xfb\0\0\0\x03", 0);
+        assert!(!matches!(
+            sniff_head(&bare, SIZE, &as_qcow2),
+            HeadVerdict::Refused(_)
+        ));
+        match sniff_head(&q, SIZE, &as_qcow2) {
+            HeadVerdict::Refused(r) => assert!(r.has(codes::MULTIPLE_FORMATS), "{r:?}"),
+            v => panic!("a qcow2 + MBR polyglot head: {v:?}"),
+        }
+        // VHDX headers lie beyond the head: the end could not decide either.
+        let x = head(b"vhdxfile", 0);
+        assert_eq!(sniff_head(&x, SIZE, &raw_opts()), HeadVerdict::Unverifiable);
+        assert!(matches!(
+            sniff_end(&x, &[0u8; 1536]),
+            SniffOutcome::NeedMore(_)
+        ));
+    }
+
+    /// Whatever the tail holds, a head refused early is refused at the end too (the early
+    /// check never refuses what the end-of-stream sniff would accept).
+    #[test]
+    fn early_refusal_implies_refusal_at_the_end() {
+        let mut footer = [0u8; 1536];
+        footer[1024..1032].copy_from_slice(b"conectix");
+        let tails: [(&[u8], bool); 3] = [
+            (&[0u8; 1536], false),
+            (&[0xA5u8; 1536], false),
+            (&footer, true),
+        ];
+        let heads = [
+            head(b"", 0),
+            bare_head(b"", 0),
+            bare_head(b"QFI\xfb\0\0\0\x03", 0),
+            head(b"QFI\xfb\0\0\0\x03", 0),
+            head(b"QED\0", 0),
+            head(b"LUKS\xba\xbe\0\x01", 0),
+            head(&0xBEDA_107Fu32.to_le_bytes(), 0x40),
+            head(b"conectix", 0),
+            head(b"vhdxfile", 0),
+            head(b"KDMV\x01\0\0\0", 0),
+            head(b"CD001", 0x8001),
+            head(b"ustar\x0000", 257),
+        ];
+        for h in &heads {
+            let early = sniff_head(h, SIZE, &raw_opts());
+            for (t, adds_a_match) in tails {
+                let end = sniff_end(h, t);
+                let refused_at_end = match &end {
+                    SniffOutcome::Done(r) => !r.is_accepted(),
+                    SniffOutcome::NeedMore(_) => true,
+                };
+                if early != HeadVerdict::Open {
+                    assert!(refused_at_end, "{early:?} but the end says {end:?}");
+                }
+                // (A tail that adds a match makes a polyglot, refused with that reason instead.)
+                if early == HeadVerdict::Unverifiable && !adds_a_match {
+                    assert!(matches!(end, SniffOutcome::NeedMore(_)), "{end:?}");
+                }
+            }
+        }
     }
 }

@@ -784,13 +784,9 @@ fn ova_with_vmdk_and_raw_disks_extracts_both() {
     assert!(fs::read(&r.disks[1].path).unwrap() == raw);
 }
 
-/// A member the OVF calls raw whose head (or tail) is another disk format: the sniff checks of
-/// the stream gate refuse it (formats.md §2.5 #1; CVE-2024-40767 was a "raw" qcow2). The
-/// refused disk is the second one, so the first disk's finished output must go too.
-#[test]
-fn raw_disk_that_is_another_format_is_refused() {
-    let e = env();
-    let dir = e.dir.path();
+/// Disk images of other formats, to be passed off as raw disks: (format, bytes, whether the
+/// first 64 KiB give it away). qemu-img makes them from a 2 MiB raw disk in `dir`.
+fn disguised_disks(dir: &Path) -> Vec<(&'static str, Vec<u8>, bool)> {
     let src = dir.join("small.raw");
     let mut data = vec![0u8; 2 << 20];
     data[4096..300_000].fill(0x3C);
@@ -814,31 +810,137 @@ fn raw_disk_that_is_another_format_is_refused() {
         );
         fs::read(p).unwrap()
     };
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("qcow2", qemu("x.qcow2", &["-O", "qcow2"])),
-        ("vmdk", qemu("x.vmdk", &["-O", "vmdk"])),
+    vec![
+        ("qcow2", qemu("x.qcow2", &["-O", "qcow2"]), true),
+        ("vmdk", qemu("x.vmdk", &["-O", "vmdk"]), true),
         (
             "vmdk",
             qemu(
                 "so.vmdk",
                 &["-O", "vmdk", "-o", "subformat=streamOptimized"],
             ),
+            true,
         ),
-        ("vdi", qemu("x.vdi", &["-O", "vdi"])),
-        ("vhd", qemu("dyn.vhd", &["-O", "vpc"])),
+        ("vdi", qemu("x.vdi", &["-O", "vdi"]), true),
+        ("vhd", qemu("dyn.vhd", &["-O", "vpc"]), true),
         // A fixed VHD has its footer only at the end: the tail check must see it.
         (
             "vhd",
             qemu("fixed.vhd", &["-O", "vpc", "-o", "subformat=fixed"]),
+            false,
         ),
         // VHDX keeps its metadata beyond the 64 KiB head the gate holds: the sniff cannot decide
         // from head and tail, so the stream is refused as unverifiable (still refused).
-        ("vhdx", qemu("x.vhdx", &["-O", "vhdx"])),
-        ("qed", qed),
-        ("luks", luks),
-    ];
+        ("vhdx", qemu("x.vhdx", &["-O", "vhdx"]), true),
+        ("qed", qed, true),
+        ("luks", luks, true),
+    ]
+}
+
+/// What the extractor says when a raw disk is really a `fmt` image.
+fn disguise_refusal(fmt: &str) -> String {
+    if fmt == "vhdx" {
+        "this stream cannot be verified from its head and tail".to_string()
+    } else {
+        format!("declared as raw but it is a {fmt} (")
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counting<'a> {
+    inner: &'a [u8],
+    n: usize,
+}
+
+impl std::io::Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k;
+        Ok(k)
+    }
+}
+
+/// A raw disk whose head gives it away as another format is refused as soon as that head has
+/// arrived: before anything of it is converted, and without reading the rest of the package.
+/// Each image is padded with non-zero data to 40 MiB and followed by another disk, so a refusal
+/// that came only after converting the member would show in the progress (bytes written) and
+/// in how much of the package was read.
+#[test]
+fn disguised_raw_disk_is_refused_before_converting() {
+    const PADDED: usize = 40 << 20;
+    let e = env();
+    let dir = e.dir.path();
+    let cases = disguised_disks(dir);
     let before = listing(dir);
-    for (i, (fmt, bytes)) in cases.iter().enumerate() {
+    for (i, (fmt, bytes, in_head)) in cases.into_iter().enumerate() {
+        if !in_head {
+            continue; // seen only at the end; `raw_disk_that_is_another_format_is_refused`
+        }
+        let mut disk = bytes;
+        let n = disk.len();
+        disk.resize(PADDED, 0);
+        for (j, b) in disk[n..].iter_mut().enumerate() {
+            *b = (j % 251) as u8 | 1;
+        }
+        let o = ovf(
+            &[
+                ("disk1.img", BYTE_URI, PADDED as u64),
+                ("disk2.vmdk", SO_URI, CAP2),
+            ],
+            "",
+        );
+        let mut t = Vec::new();
+        tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
+        tar_member(&mut t, "disk1.img", b'0', &disk, "");
+        tar_member(&mut t, "disk2.vmdk", b'0', &e.disk2, "");
+        tar_end(&mut t);
+        drop(disk);
+        let out = dir.join(format!("out-{i}-{fmt}"));
+        let mut seen = Vec::new();
+        let mut progress = |i: u64, o: u64| seen.push((i, o));
+        let mut input = Counting {
+            inner: &t[..],
+            n: 0,
+        };
+        let err = extract_ova(&mut input, &out, &opts(), &mut progress)
+            .err()
+            .unwrap_or_else(|| panic!("{fmt}: a {fmt} image was extracted as a raw disk"));
+        let msg = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Package, "{fmt}: {msg}");
+        assert!(
+            msg.contains("disk vmdisk0 (disk1.img): ") && msg.contains(&disguise_refusal(fmt)),
+            "{fmt}: {msg}"
+        );
+        assert!(
+            seen.iter().all(|&(_, o)| o == 0),
+            "{fmt}: output was written before the refusal: {seen:?}"
+        );
+        assert!(
+            input.n < PADDED / 4,
+            "{fmt}: {} of the package's {} bytes were read before the refusal",
+            input.n,
+            t.len()
+        );
+        assert_eq!(
+            listing(&out),
+            Vec::<String>::new(),
+            "{fmt}: output left behind"
+        );
+        fs::remove_dir(&out).unwrap();
+    }
+    assert_eq!(listing(dir), before, "something was written outside OUTDIR");
+}
+
+/// A member the OVF calls raw whose head (or tail) is another disk format: the sniff checks of
+/// the stream gate refuse it (formats.md §2.5 #1; CVE-2024-40767 was a "raw" qcow2). The
+/// refused disk is the second one, so the first disk's finished output must go too.
+#[test]
+fn raw_disk_that_is_another_format_is_refused() {
+    let e = env();
+    let dir = e.dir.path();
+    let cases = disguised_disks(dir);
+    let before = listing(dir);
+    for (i, (fmt, bytes, _)) in cases.iter().enumerate() {
         let ova = mixed_ova(&e, bytes);
         let out = dir.join(format!("out-{i}-{fmt}"));
         let err = extract_ova(&mut &ova[..], &out, &opts(), &mut NoProgress)
@@ -846,13 +948,8 @@ fn raw_disk_that_is_another_format_is_refused() {
             .unwrap_or_else(|| panic!("{fmt}: a {fmt} image was extracted as a raw disk"));
         let msg = err.to_string();
         assert_eq!(err.kind(), ErrorKind::Package, "{fmt}: {msg}");
-        let why = if *fmt == "vhdx" {
-            "this stream cannot be verified from its head and tail".to_string()
-        } else {
-            format!("declared as raw but it is a {fmt} (")
-        };
         assert!(
-            msg.contains("disk vmdisk1 (disk2.img): ") && msg.contains(&why),
+            msg.contains("disk vmdisk1 (disk2.img): ") && msg.contains(&disguise_refusal(fmt)),
             "{fmt}: {msg}"
         );
         assert_eq!(

@@ -4,16 +4,25 @@
 //! them. Streams cannot be inspected before they have arrived, so a stream conversion keeps
 //! the head (64 KiB) and tail (1.5 KiB) it saw and runs [`crate::sniff_with`] on them at the
 //! end — the same checks the browser runs, which decide every streamable format — and the
-//! output is published only if that verdict is "accepted". The readers' own structural checks
-//! (no backing/data files, no parents, no foreign extents) apply in both cases.
+//! output is published only if that verdict is "accepted". A stream of known length (raw) is
+//! also judged as soon as its head is in: when the head alone already makes that final verdict
+//! a refusal (a qcow2, VMDK, VDI, LUKS, QED … header in a "raw" disk), the stream fails there,
+//! with the same message, before anything is converted; what only the tail shows (a fixed
+//! VHD's footer) is still caught at the end. The readers' own structural checks (no
+//! backing/data files, no parents, no foreign extents) apply in both cases.
 
 use std::fs::File;
 use std::io::{self, Read};
 
-use super::error::{rejected, unsupported, Result};
+use super::error::{rejected, unsupported, Error, Result};
 use super::SourceFormat;
+use crate::engine::{sniff_head, HeadVerdict};
 use crate::limits::{SNIFF_HEAD, SNIFF_TAIL};
 use crate::{Format, InspectOptions, Report, SniffOutcome, SparseBytes};
+
+/// Why a stream is refused when its head and tail cannot settle the sniff checks.
+const UNVERIFIABLE: &str =
+    "this stream cannot be verified from its head and tail; store it and convert the file";
 
 /// Proof that an input was inspected and accepted for conversion. Only the gate makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,12 +137,27 @@ pub(crate) fn inspect_file(
     Ok(a)
 }
 
-/// Records the head and the tail of a stream as it passes through.
+/// Records the head and the tail of a stream as it passes through (and, when asked, judges
+/// the head as soon as it is complete).
 pub(crate) struct HeadTail<'a> {
     inner: &'a mut dyn Read,
     head: Vec<u8>,
     tail: Vec<u8>,
     total: u64,
+    /// The head check still to run, once the head is complete.
+    early: Option<EarlyCheck>,
+    /// Set when the head check refused the stream: every read fails from then on.
+    refused: bool,
+    /// Why, until [`HeadTail::take_refusal`] hands it over.
+    refusal: Option<Error>,
+}
+
+/// What the head check needs to know about the stream.
+struct EarlyCheck {
+    declared: SourceFormat,
+    file_name: Option<String>,
+    /// The stream's whole length (the sniff's view of the file).
+    size: u64,
 }
 
 impl<'a> HeadTail<'a> {
@@ -143,7 +167,59 @@ impl<'a> HeadTail<'a> {
             head: Vec::new(),
             tail: Vec::new(),
             total: 0,
+            early: None,
+            refused: false,
+            refusal: None,
         }
+    }
+
+    /// Judges the stream, declared `declared` and `size` bytes long, as soon as its head is
+    /// complete (see [`sniff_head`]): if the head alone makes the final verdict a refusal, the
+    /// read that completes the head fails, before its bytes reach a reader, and
+    /// [`HeadTail::take_refusal`] gives the reason.
+    pub(crate) fn check_head_early(
+        &mut self,
+        declared: SourceFormat,
+        file_name: Option<String>,
+        size: u64,
+    ) {
+        self.early = Some(EarlyCheck {
+            declared,
+            file_name,
+            size,
+        });
+    }
+
+    /// The head check's refusal, if it refused the stream.
+    pub(crate) fn take_refusal(&mut self) -> Option<Error> {
+        self.refusal.take()
+    }
+
+    /// Runs the head check if it is due (the head is complete); false if it refused.
+    fn judge_head(&mut self) -> bool {
+        let due = self
+            .early
+            .as_ref()
+            .is_some_and(|c| self.head.len() as u64 == c.size.min(SNIFF_HEAD));
+        if !due {
+            return true;
+        }
+        let Some(c) = self.early.take() else {
+            return true;
+        };
+        let opts = InspectOptions {
+            declared: Some(to_format(c.declared)),
+            file_name: c.file_name,
+            ..Default::default()
+        };
+        let refusal = match sniff_head(&self.head, c.size, &opts) {
+            HeadVerdict::Open => None,
+            HeadVerdict::Refused(r) => from_report(&r, Some(c.declared)).err(),
+            HeadVerdict::Unverifiable => Some(rejected(UNVERIFIABLE)),
+        };
+        self.refused = refusal.is_some();
+        self.refusal = refusal;
+        !self.refused
     }
 
     /// Runs the sniff checks on what passed through (after the stream was read to its end).
@@ -163,15 +239,16 @@ impl<'a> HeadTail<'a> {
         };
         match crate::sniff_with(&bytes, &opts) {
             SniffOutcome::Done(r) => from_report(&r, Some(declared)),
-            SniffOutcome::NeedMore(_) => Err(rejected(
-                "this stream cannot be verified from its head and tail; store it and convert the file",
-            )),
+            SniffOutcome::NeedMore(_) => Err(rejected(UNVERIFIABLE)),
         }
     }
 }
 
 impl Read for HeadTail<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.refused {
+            return Err(io::Error::other("refused by the sniff checks"));
+        }
         let k = self.inner.read(buf)?;
         let data = &buf[..k];
         if (self.head.len() as u64) < SNIFF_HEAD {
@@ -190,6 +267,9 @@ impl Read for HeadTail<'_> {
             }
         }
         self.total += k as u64;
+        if !self.judge_head() {
+            return Err(io::Error::other("refused by the sniff checks"));
+        }
         Ok(k)
     }
 }

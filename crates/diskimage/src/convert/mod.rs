@@ -233,7 +233,9 @@ pub fn inspect_for_conversion(
 ///
 /// The readers' structural checks run as the bytes arrive; at the end the inspector's sniff
 /// checks run on the stream's head and tail (what the browser checks), and the output is
-/// published only if they accept it. `file_name` is the upload's name (VMDK extent check).
+/// published only if they accept it. A raw stream whose head alone already fails those checks
+/// (another format's header) is refused as soon as its first 64 KiB have arrived, before
+/// anything is converted. `file_name` is the upload's name (VMDK extent check).
 pub fn convert_stream(
     input: &mut dyn Read,
     from: SourceFormat,
@@ -279,11 +281,20 @@ pub(crate) fn convert_stream_into(
         }
     }
     let mut ht = gate::HeadTail::new(input);
+    // A raw stream's length is known, so its head is judged as soon as it is in: a head that
+    // already makes the verdict a refusal stops the stream before anything is converted.
+    if let (SourceFormat::Raw, Some(n)) = (from, raw_len) {
+        ht.check_head_early(from, file_name.map(str::to_string), n);
+    }
     let mut inp = Input::Stream(StreamIn::new(&mut ht), Vec::new());
-    let v = run(from, &mut inp, None, raw_len, out, opts, m)?;
-    // Consume trailing bytes (footers, padding): the tail check and hashes need every byte.
-    inp.drain(m)?;
+    let r = run(from, &mut inp, None, raw_len, out, opts, m).and_then(|v| {
+        // Consume trailing bytes (footers, padding): the tail check and hashes need every byte.
+        inp.drain(m)?;
+        Ok(v)
+    });
     drop(inp);
+    // A read failed by the head check surfaces as an I/O error; give its real reason.
+    let v = r.map_err(|e| ht.take_refusal().unwrap_or(e))?;
     ht.verdict(from, file_name.map(str::to_string))?;
     Ok(v)
 }
