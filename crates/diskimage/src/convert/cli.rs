@@ -28,8 +28,8 @@ pub const USAGE: &str = "usage:
 
 convert: IN is inspected first and refused unless accepted; OUT must not exist.
   FORMAT: raw qcow2 vdi vmdk vhd vhdx (default: detected)
-extract: OVA disks (streamOptimized VMDK or raw) become OUTDIR/diskN.qcow2;
-  UEC parts OUTDIR/ami.raw, aki.bin, ari.bin.
+extract: OVA disks (streamOptimized or monolithicSparse VMDK, or raw) become
+  OUTDIR/diskN.qcow2; UEC parts OUTDIR/ami.raw, aki.bin, ari.bin.
 Exit status: 0 done, 1 input refused, 2 usage or I/O error.";
 
 /// Runs `convert`/`extract` if `argv[0]` names one of them; `None` for any other command.
