@@ -493,15 +493,16 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         },
         "the OVF says 3145728 bytes but the raw member \"disk1.img\" holds 3146240",
     );
-    // The raw URI is compared exactly, like the VMDK one.
-    let byte_lower = ovf(
-        &[("disk1.img", "http://en.wikipedia.org/wiki/byte", CAP2)],
+    // The raw URI is compared whole, like the VMDK ones (ASCII case is ignored: see
+    // `inspector_and_extractor_agree_on_uris`).
+    let byte_order = ovf(
+        &[("disk1.img", "http://en.wikipedia.org/wiki/Byte_order", CAP2)],
         "",
     );
     add(
-        "raw-uri-wrong-case",
+        "raw-uri-lookalike",
         &|t| {
-            tar_member(t, "test.ovf", b'0', byte_lower.as_bytes(), "");
+            tar_member(t, "test.ovf", b'0', byte_order.as_bytes(), "");
             tar_member(t, "disk1.img", b'0', &raw_payload(CAP2), "");
         },
         "only streamOptimized",
@@ -1200,6 +1201,151 @@ fn ova_with_sha512_manifest_extracts() {
         fs::remove_dir(&out).unwrap();
     }
     assert_eq!(listing(e.dir.path()), before);
+}
+
+/// One package of the agreement table: what the OVF says, the members after it (a manifest
+/// among them, if any), and the expected outcome: `None` = both accept, `Some(fragment)` = both
+/// refuse, the inspector with `code` and a message containing `fragment`, the extractor with
+/// an error containing it.
+struct Agreement {
+    name: &'static str,
+    package: Vec<u8>,
+    refusal: Option<(&'static str, String)>,
+}
+
+/// The package inspector (which the browser and the server run first) and the extractor apply
+/// one rule to disk format URIs (the whole URI, ASCII case ignored): whatever one accepts the
+/// other accepts, and what one refuses the other refuses, in the same words.
+#[test]
+fn inspector_and_extractor_agree_on_uris() {
+    let e = env();
+    let raw = raw_payload(CAP2);
+    let package = |disks: &[(&str, &str, u64)], mf: Option<&dyn Fn(&str) -> String>| {
+        let o = ovf(disks, "");
+        let mut t = Vec::new();
+        tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
+        if let Some(mf) = mf {
+            tar_member(&mut t, "test.mf", b'0', mf(&o).as_bytes(), "");
+        }
+        for (href, _, _) in disks {
+            let data: &[u8] = match *href {
+                "disk1.vmdk" => &e.disk1,
+                "sparse1.vmdk" => &e.sparse1,
+                "disk1.img" => &raw,
+                other => panic!("no member {other}"),
+            };
+            tar_member(&mut t, href, b'0', data, "");
+        }
+        tar_end(&mut t);
+        t
+    };
+    let so = |uri: &'static str| [("disk1.vmdk", uri, CAP1)];
+    let refuse = |code: &'static str, why: &str| Some((code, why.to_string()));
+    let cases = vec![
+        // Format URIs.
+        Agreement {
+            name: "uri-lower-case",
+            package: package(
+                &so("http://www.vmware.com/interfaces/specifications/vmdk.html#streamoptimized"),
+                None,
+            ),
+            refusal: None,
+        },
+        Agreement {
+            name: "sparse-uri-upper-case",
+            package: package(
+                &[(
+                    "sparse1.vmdk",
+                    "HTTP://WWW.VMWARE.COM/INTERFACES/SPECIFICATIONS/VMDK.HTML#SPARSE",
+                    CAP1,
+                )],
+                None,
+            ),
+            refusal: None,
+        },
+        Agreement {
+            name: "raw-uri-lower-case",
+            package: package(
+                &[("disk1.img", "http://en.wikipedia.org/wiki/byte", CAP2)],
+                None,
+            ),
+            refusal: None,
+        },
+        Agreement {
+            name: "uri-lookalike",
+            package: package(&so("http://evil.example/vmdk.html#streamOptimized"), None),
+            refusal: refuse(codes::OVF_DISK_FORMAT, "only streamOptimized VMDK ("),
+        },
+        Agreement {
+            name: "uri-suffix",
+            package: package(
+                &so("http://www.vmware.com/interfaces/specifications/vmdk.html#sparse-ish"),
+                None,
+            ),
+            refusal: refuse(codes::OVF_DISK_FORMAT, "only streamOptimized VMDK ("),
+        },
+    ];
+    let before = listing(e.dir.path());
+    let mut problems = Vec::new();
+    for c in cases {
+        let name = c.name;
+        let rep = inspect_bytes(&c.package);
+        let sniff = diskimage::sniff_reader(&&c.package[..], &InspectOptions::default());
+        let out = e.dir.path().join(format!("out-{name}"));
+        let got = extract_ova(&mut &c.package[..], &out, &opts(), &mut NoProgress);
+        let mut problem = |p: String| problems.push(format!("{name}: {p}"));
+        match (&c.refusal, got) {
+            (None, Ok(r)) => {
+                if !rep.is_accepted() {
+                    problem(format!("the inspector refuses: {:?}", rep.findings));
+                }
+                // The browser's sniff never refuses what the server's inspector accepts.
+                if !sniff.is_accepted() {
+                    problem(format!("the sniff refuses: {:?}", sniff.findings));
+                }
+                if r.disks.len() != 1 || r.disks[0].virtual_size != r.ovf.disks[0].capacity {
+                    problem(format!("extracted {:?}", r.disks));
+                }
+                if listing(&out) != vec!["disk1.qcow2".to_string()] {
+                    problem(format!("output {:?}", listing(&out)));
+                }
+            }
+            (None, Err(err)) => problem(format!(
+                "the extractor refuses ({err}); the inspector says {:?}",
+                rep.verdict
+            )),
+            (Some((_, why)), Ok(_)) => problem(format!("the extractor accepts; expected {why:?}")),
+            (Some((code, why)), Err(err)) => {
+                if err.kind() != ErrorKind::Package || !err.to_string().contains(why.as_str()) {
+                    problem(format!("the extractor must say {why:?}: {err}"));
+                }
+                if !rep
+                    .errors()
+                    .any(|f| f.code == *code && f.message.contains(why.as_str()))
+                {
+                    problem(format!(
+                        "the inspector must refuse with {code} and {why:?}: {:?}",
+                        rep.findings
+                    ));
+                }
+                if !listing(&out).is_empty() {
+                    problem(format!("output left behind: {:?}", listing(&out)));
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&out);
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert_eq!(
+        listing(e.dir.path()),
+        before,
+        "something was written outside OUTDIR"
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -209,6 +209,10 @@ const CASES: &[Case] = &[
     bad("evil-ova-pax-size.ova", "ova", &[codes::TAR_PAX]),
     bad("evil-ova-capacity.ova", "ova", &[codes::OVF_CAPACITY]),
     bad("evil-ova-disk-format.ova", "ova", &[codes::OVF_DISK_FORMAT]),
+    // One rule with the extractor (formats/ova.rs): whole URIs, ASCII case ignored.
+    ok("ova-uri-upper.ova", "ova", "ovf"),
+    bad("evil-ova-uri-lookalike.ova", "ova", &[codes::OVF_DISK_FORMAT]),
+    bad("evil-ova-uri-suffix.ova", "ova", &[codes::OVF_DISK_FORMAT]),
     bad("plain.tar", "unknown", &[codes::UNSUPPORTED_CONTAINER]),
     // UEC (formats.md 2.5 #21)
     ok("uec-good.tar.gz", "uec", "tar.gz"),

@@ -2,7 +2,8 @@
 //! without DTDs, every disk is converted to qcow2 (or raw), and the manifest digests (SHA-1,
 //! SHA-256 or SHA-512) are verified. Outputs get names we generate, inside the output directory.
 //!
-//! Disks are accepted in three formats, named by their exact `ovf:format` URI:
+//! Disks are accepted in three formats, named by their `ovf:format` URI under the package
+//! inspector's rule ([`DiskFormat::from_uri`]: the whole URI, ASCII case ignored):
 //! * streamOptimized VMDK ([`STREAM_OPTIMIZED_URI`], what VMware and VirtualBox write), converted
 //!   on the fly by the VMDK stream reader with its structural checks;
 //! * raw ([`RAW_URI`], what oVirt/RHV write), converted on the fly: the member must hold exactly
@@ -38,6 +39,7 @@ use super::{
     convert_accepted_into, convert_stream_into, inspect_for_conversion, ConvertOptions,
     SourceFormat, TargetFormat,
 };
+use crate::formats::ova::DiskFormat;
 
 /// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB).
 pub const MAX_OVF_BYTES: u64 = 4 << 20;
@@ -48,15 +50,11 @@ const MAX_MF_BYTES: u64 = 1 << 20;
 const MAX_CERT_BYTES: u64 = crate::limits::CERT_MAX_SIZE;
 /// XML nodes roxmltree may build for an OVF (bounds memory on hostile descriptors).
 const MAX_OVF_NODES: u32 = 200_000;
-/// `ovf:format` of a streamOptimized VMDK disk (VMware, VirtualBox and most exporters).
-pub const STREAM_OPTIMIZED_URI: &str =
-    "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
-/// `ovf:format` of a monolithicSparse (hosted sparse) VMDK disk.
-pub const SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
 /// Bytes moved per read while spooling a monolithicSparse member to its temporary file.
 const SPOOL_CHUNK: usize = 1 << 20;
-/// `ovf:format` of a raw disk, as oVirt/RHV export it (compared exactly, like the VMDK URIs).
-pub use crate::formats::ova::RAW_URI;
+/// The `ovf:format` URIs of the accepted disk formats (the package inspector's; see
+/// [`DiskFormat`]).
+pub use crate::formats::ova::{RAW_URI, SPARSE_URI, STREAM_OPTIMIZED_URI};
 
 /// A disk as the OVF describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -228,16 +226,18 @@ pub fn extract_ova(
         let mut h = Hashing::new(mem.reader, &algos);
         match disk {
             Some(d) => {
-                let from = match d.format.as_str() {
-                    STREAM_OPTIMIZED_URI | SPARSE_URI => SourceFormat::Vmdk,
-                    RAW_URI => SourceFormat::Raw,
-                    _ => {
-                        return Err(package(format!(
-                            "disk {} has format {:?}; only streamOptimized VMDK ({STREAM_OPTIMIZED_URI}), \
-                             monolithicSparse VMDK ({SPARSE_URI}) or raw ({RAW_URI}) disks are accepted",
-                            d.disk_id, d.format
-                        )))
-                    }
+                let format = DiskFormat::from_uri(&d.format).ok_or_else(|| {
+                    package(format!(
+                        "disk {} has format {:?}; only {} disks are accepted",
+                        d.disk_id,
+                        d.format.chars().take(100).collect::<String>(),
+                        DiskFormat::accepted_list()
+                    ))
+                })?;
+                let from = if format == DiskFormat::Raw {
+                    SourceFormat::Raw
+                } else {
+                    SourceFormat::Vmdk
                 };
                 // A raw disk is its bytes: the member must be exactly the capacity. (The raw
                 // stream reader also refuses a stream that is not `raw_len` long.)
@@ -254,7 +254,7 @@ pub fn extract_ova(
                     "qcow2"
                 };
                 let path = outdir.join(format!("disk{n}.{ext}"));
-                let (out, vsize) = if d.format == SPARSE_URI {
+                let (out, vsize) = if format == DiskFormat::Sparse {
                     let spool = outdir.join(format!(".disk{n}.vmdk.part"));
                     convert_spooled(&mut h, mem.size, &d, &spool, &path, opts, &mut m)?
                 } else {

@@ -1,10 +1,13 @@
 //! OVA: a tar whose first member is the OVF descriptor. formats.md §2.5 #19–#20.
 //!
-//! Disks must be VMDK (streamOptimized or sparse) or raw ([`RAW_URI`], what oVirt/RHV export);
-//! each disk member is inspected as its declared format, so a "raw" disk that is really a qcow2,
-//! VMDK, VHD … is refused, and a raw member must hold exactly the OVF capacity. At most one
-//! `.cert` is allowed, bounded by [`CERT_MAX_SIZE`] and not before the `.mf`; it is never
-//! verified.
+//! Disks must be streamOptimized or monolithicSparse VMDK, or raw ([`RAW_URI`], what oVirt/RHV
+//! export), named by their whole `ovf:format` URI ([`DiskFormat`]); each disk member is inspected
+//! as its declared format, so a "raw" disk that is really a qcow2, VMDK, VHD … is refused, and a
+//! raw member must hold exactly the OVF capacity. At most one `.cert` is allowed, bounded by
+//! [`CERT_MAX_SIZE`] and not before the `.mf`; it is never verified.
+//!
+//! [`DiskFormat`] is the rule the extractor (`convert::ova`) applies too, so a package this
+//! inspector accepts is not refused at import on its URIs.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
@@ -18,8 +21,64 @@ use crate::read::SubRange;
 use crate::report::{Format, Severity};
 use crate::{engine, InspectOptions};
 
-/// `ovf:format` of a raw disk (oVirt/RHV exports), compared exactly.
+/// `ovf:format` of a streamOptimized VMDK disk (VMware, VirtualBox and most exporters).
+pub const STREAM_OPTIMIZED_URI: &str =
+    "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+/// `ovf:format` of a monolithicSparse (hosted sparse) VMDK disk.
+pub const SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
+/// `ovf:format` of a raw disk (oVirt/RHV exports).
 pub const RAW_URI: &str = "http://en.wikipedia.org/wiki/Byte";
+
+/// The disk formats an OVA may hold, each named by its `ovf:format` URI (formats.md §2.5 #20).
+///
+/// This is the one rule the package inspector (here, also in the browser) and the extractor
+/// (`convert::ova`) apply, so a package cannot pass one and fail the other on its URIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// streamOptimized VMDK ([`STREAM_OPTIMIZED_URI`]).
+    StreamOptimized,
+    /// monolithicSparse VMDK ([`SPARSE_URI`]).
+    Sparse,
+    /// Raw bytes ([`RAW_URI`]).
+    Raw,
+}
+
+impl DiskFormat {
+    /// Every accepted disk format.
+    pub const ALL: [DiskFormat; 3] = [
+        DiskFormat::StreamOptimized,
+        DiskFormat::Sparse,
+        DiskFormat::Raw,
+    ];
+
+    /// The format an `ovf:format` URI names: the whole URI must equal a known one, ignoring
+    /// ASCII case only (exporters agree on the spelling, but the inspector always allowed
+    /// `#streamoptimized`, and case changes nothing about the bytes, which are inspected
+    /// anyway). Anything longer, shorter or merely containing a known URI is refused, so
+    /// `http://evil.example/vmdk.html#sparse-ish` names no format.
+    pub fn from_uri(uri: &str) -> Option<DiskFormat> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.uri().eq_ignore_ascii_case(uri))
+    }
+
+    /// The canonical `ovf:format` URI (what exporters write).
+    pub fn uri(self) -> &'static str {
+        match self {
+            DiskFormat::StreamOptimized => STREAM_OPTIMIZED_URI,
+            DiskFormat::Sparse => SPARSE_URI,
+            DiskFormat::Raw => RAW_URI,
+        }
+    }
+
+    /// The accepted formats, for messages: "streamOptimized VMDK (…), monolithicSparse VMDK (…)
+    /// or raw (…)".
+    pub fn accepted_list() -> String {
+        format!(
+            "streamOptimized VMDK ({STREAM_OPTIMIZED_URI}), monolithicSparse VMDK ({SPARSE_URI}) or raw ({RAW_URI})"
+        )
+    }
+}
 
 /// A disk as the OVF describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,19 +263,19 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     certificates(cx, &members);
     let mut first_capacity = None;
     for d in &ovf.disks {
-        let f = d.format.to_ascii_lowercase();
-        let vmdk = f.contains("vmdk.html#streamoptimized") || f.contains("vmdk.html#sparse");
-        let raw = d.format == RAW_URI;
-        if !vmdk && !raw {
+        let format = DiskFormat::from_uri(&d.format);
+        if format.is_none() {
             cx.error(
                 codes::OVF_DISK_FORMAT,
                 format!(
-                    "OVF disk \"{}\" has format \"{}\"; only streamOptimized or sparse VMDK disks and raw disks ({RAW_URI}) are accepted.",
-                    d.id,
-                    d.format.chars().take(100).collect::<String>()
+                    "OVF disk \"{}\" has format \"{}\"; only {} disks are accepted.",
+                    d.id.chars().take(100).collect::<String>(),
+                    d.format.chars().take(100).collect::<String>(),
+                    DiskFormat::accepted_list()
                 ),
             );
         }
+        let raw = format == Some(DiskFormat::Raw);
         if first_capacity.is_none() {
             first_capacity = d.capacity;
         }
@@ -423,4 +482,44 @@ fn digest<D: sha2::Digest>(cx: &Ctx, m: &Member) -> PResult<String> {
         done += chunk.len() as u64;
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_format_uris_are_compared_whole_ignoring_ascii_case() {
+        for f in DiskFormat::ALL {
+            assert_eq!(DiskFormat::from_uri(f.uri()), Some(f));
+            assert_eq!(DiskFormat::from_uri(&f.uri().to_ascii_lowercase()), Some(f));
+            assert_eq!(DiskFormat::from_uri(&f.uri().to_ascii_uppercase()), Some(f));
+            // Anything around a known URI makes it another URI.
+            for other in [
+                format!(" {}", f.uri()),
+                format!("{} ", f.uri()),
+                format!("{}-ish", f.uri()),
+                format!("{}/", f.uri()),
+                f.uri().replacen("http://", "https://", 1),
+                f.uri()[..f.uri().len() - 1].to_string(),
+            ] {
+                assert_eq!(DiskFormat::from_uri(&other), None, "{other:?}");
+            }
+        }
+        for bad in [
+            "",
+            "http://evil/vmdk.html#sparse-ish",
+            "http://evil.example/vmdk.html#streamOptimized",
+            "vmdk.html#streamOptimized",
+            "http://www.vmware.com/interfaces/specifications/vmdk.html#monolithicFlat",
+            // OVF 0.9 spellings are not accepted by either side.
+            "http://www.vmware.com/specifications/vmdk.html#sparse",
+            "http://www.vmware.com/specifications/vmdk.html#compressed",
+            "http://en.wikipedia.org/wiki/Byte_order",
+            // Unicode case folding is not ASCII case: the Kelvin sign is not a K.
+            "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\u{212A}",
+        ] {
+            assert_eq!(DiskFormat::from_uri(bad), None, "{bad:?}");
+        }
+    }
 }
