@@ -180,7 +180,8 @@ codes! {
     OVF_INVALID = "ovf-invalid";
     /// `ovf:href` does not name a member of this archive [20].
     OVF_HREF = "ovf-href";
-    /// Disk format not streamOptimized/monolithicSparse VMDK or raw [20].
+    /// Disk format not streamOptimized/monolithicSparse VMDK or raw, or a VMDK disk that is not
+    /// the subformat its `ovf:format` names [20].
     OVF_DISK_FORMAT = "ovf-disk-format";
     /// Capacity differs from the disk's header [20].
     OVF_CAPACITY = "ovf-capacity-mismatch";

@@ -494,7 +494,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "the OVF says 3145728 bytes but the raw member \"disk1.img\" holds 3146240",
     );
     // The raw URI is compared whole, like the VMDK ones (ASCII case is ignored: see
-    // `inspector_and_extractor_agree_on_uris`).
+    // `inspector_and_extractor_agree_on_uris_and_subformats`).
     let byte_order = ovf(
         &[("disk1.img", "http://en.wikipedia.org/wiki/Byte_order", CAP2)],
         "",
@@ -564,6 +564,17 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
         },
         "the OVF says a monolithicSparse VMDK",
+    );
+    // The streamOptimized URI on a monolithicSparse disk: refused from the member's head, with
+    // the inspector's wording, before anything is converted.
+    let so_sp = ovf(&[("sparse1.vmdk", SO_URI, CAP1)], "");
+    add(
+        "stream-uri-monolithic-sparse-disk",
+        &|t| {
+            tar_member(t, "test.ovf", b'0', so_sp.as_bytes(), "");
+            tar_member(t, "sparse1.vmdk", b'0', &e.sparse1, "");
+        },
+        "disk vmdisk0 (sparse1.vmdk): the OVF says a streamOptimized VMDK (http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized) but the member is a monolithicSparse VMDK",
     );
     // The spooled file goes through the inspector: a parent disk is refused there.
     let mut with_parent = e.sparse1.clone();
@@ -1214,10 +1225,11 @@ struct Agreement {
 }
 
 /// The package inspector (which the browser and the server run first) and the extractor apply
-/// one rule to disk format URIs (the whole URI, ASCII case ignored): whatever one accepts the
-/// other accepts, and what one refuses the other refuses, in the same words.
+/// one rule each to disk format URIs (the whole URI, ASCII case ignored) and to a VMDK disk's
+/// subformat against its URI: whatever one accepts the other accepts, and what one refuses the
+/// other refuses, in the same words.
 #[test]
-fn inspector_and_extractor_agree_on_uris() {
+fn inspector_and_extractor_agree_on_uris_and_subformats() {
     let e = env();
     let raw = raw_payload(CAP2);
     let package = |disks: &[(&str, &str, u64)], mf: Option<&dyn Fn(&str) -> String>| {
@@ -1241,6 +1253,9 @@ fn inspector_and_extractor_agree_on_uris() {
     };
     let so = |uri: &'static str| [("disk1.vmdk", uri, CAP1)];
     let refuse = |code: &'static str, why: &str| Some((code, why.to_string()));
+    let mismatch = |want: &str, uri: &str, got: &str| {
+        format!("the OVF says a {want} VMDK ({uri}) but the member is a {got} VMDK")
+    };
     let cases = vec![
         // Format URIs.
         Agreement {
@@ -1283,6 +1298,23 @@ fn inspector_and_extractor_agree_on_uris() {
                 None,
             ),
             refusal: refuse(codes::OVF_DISK_FORMAT, "only streamOptimized VMDK ("),
+        },
+        // A VMDK disk's subformat against its URI.
+        Agreement {
+            name: "stream-uri-sparse-disk",
+            package: package(&[("sparse1.vmdk", SO_URI, CAP1)], None),
+            refusal: refuse(
+                codes::OVF_DISK_FORMAT,
+                &mismatch("streamOptimized", SO_URI, "monolithicSparse"),
+            ),
+        },
+        Agreement {
+            name: "sparse-uri-stream-disk",
+            package: package(&[("disk1.vmdk", SPARSE_URI, CAP1)], None),
+            refusal: refuse(
+                codes::OVF_DISK_FORMAT,
+                &mismatch("monolithicSparse", SPARSE_URI, "streamOptimized"),
+            ),
         },
     ];
     let before = listing(e.dir.path());

@@ -209,10 +209,13 @@ const CASES: &[Case] = &[
     bad("evil-ova-pax-size.ova", "ova", &[codes::TAR_PAX]),
     bad("evil-ova-capacity.ova", "ova", &[codes::OVF_CAPACITY]),
     bad("evil-ova-disk-format.ova", "ova", &[codes::OVF_DISK_FORMAT]),
-    // One rule with the extractor (formats/ova.rs): whole URIs, ASCII case ignored.
+    // One rule with the extractor (formats/ova.rs): whole URIs, ASCII case ignored; a VMDK
+    // disk is the subformat its URI names.
     ok("ova-uri-upper.ova", "ova", "ovf"),
     bad("evil-ova-uri-lookalike.ova", "ova", &[codes::OVF_DISK_FORMAT]),
     bad("evil-ova-uri-suffix.ova", "ova", &[codes::OVF_DISK_FORMAT]),
+    bad("evil-ova-stream-uri-sparse-disk.ova", "ova", &[codes::OVF_DISK_FORMAT]),
+    bad("evil-ova-sparse-uri-stream-disk.ova", "ova", &[codes::OVF_DISK_FORMAT]),
     bad("plain.tar", "unknown", &[codes::UNSUPPORTED_CONTAINER]),
     // UEC (formats.md 2.5 #21)
     ok("uec-good.tar.gz", "uec", "tar.gz"),
@@ -482,6 +485,37 @@ fn check_options(dir: &Path) -> Vec<String> {
     errs
 }
 
+/// A VMDK disk that is not the subformat its OVF URI names is refused in the browser too when
+/// the head holds the disk's header and descriptor (small OVFs), with the server's wording.
+fn check_ova_subformat_sniff(dir: &Path) -> Vec<String> {
+    let mut errs = Vec::new();
+    for (file, want) in [
+        (
+            "evil-ova-stream-uri-sparse-disk.ova",
+            "the OVF says a streamOptimized VMDK (http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized) but the member is a monolithicSparse VMDK",
+        ),
+        (
+            "evil-ova-sparse-uri-stream-disk.ova",
+            "the OVF says a monolithicSparse VMDK (http://www.vmware.com/interfaces/specifications/vmdk.html#sparse) but the member is a streamOptimized VMDK",
+        ),
+    ] {
+        let f = SizedFile::open(&dir.join(file)).expect("open");
+        let says = |r: &Report| {
+            r.errors()
+                .any(|e| e.code == codes::OVF_DISK_FORMAT && e.message.contains(want))
+        };
+        let s = sniff_reader(&f, &InspectOptions::default());
+        let r = inspect(&f, &InspectOptions::default());
+        if !says(&s) || !says(&r) {
+            errs.push(format!(
+                "{file}: sniff and inspect must both say \"{want}\": sniff {:?}, inspect {:?}",
+                s.findings, r.findings
+            ));
+        }
+    }
+    errs
+}
+
 #[test]
 fn fixture_verdicts_virtual_sizes_and_cli() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -500,6 +534,7 @@ fn fixture_verdicts_virtual_sizes_and_cli() {
     let mut errs: Vec<String> = CASES.iter().flat_map(|c| check(dir, c)).collect();
     errs.extend(check_cli(dir));
     errs.extend(check_options(dir));
+    errs.extend(check_ova_subformat_sniff(dir));
     assert!(
         errs.is_empty(),
         "{} problem(s):\n{}",

@@ -16,6 +16,9 @@
 //!   inspected like any file to be converted (it must be a monolithicSparse VMDK the inspector
 //!   accepts, of the OVF's capacity), converted by the file reader, and removed whatever happens.
 //!
+//! A VMDK disk must be the subformat its URI names ([`DiskFormat::vmdk_mismatch`], the
+//! inspector's rule and wording): the member's first 64 KiB are looked at before anything is
+//! converted or spooled, and a spooled disk's subformat is checked again by the inspector.
 //! Streamed disks pass the stream gate's sniff checks on the member's head and tail, spooled
 //! ones the full inspector; nothing is published unless every disk and the manifest pass.
 //!
@@ -25,7 +28,7 @@
 //! — there is no trust store — and [`OvaReport::unverified_certificate`] says so.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -40,6 +43,7 @@ use super::{
     SourceFormat, TargetFormat,
 };
 use crate::formats::ova::DiskFormat;
+use crate::limits::SNIFF_HEAD;
 
 /// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB).
 pub const MAX_OVF_BYTES: u64 = 4 << 20;
@@ -247,6 +251,19 @@ pub fn extract_ova(
                         d.disk_id, d.capacity, d.member, mem.size
                     )));
                 }
+                // A VMDK disk must be the subformat its URI names. Its first bytes (the header
+                // and the embedded descriptor) say which, before anything of it is converted or
+                // spooled; they are handed on to the reader below.
+                let mut head = Vec::new();
+                if from == SourceFormat::Vmdk {
+                    (&mut h)
+                        .take(SNIFF_HEAD)
+                        .read_to_end(&mut head)
+                        .map_err(|e| disk_error(&d, Error::io("reading the member", e)))?;
+                    if let Some(why) = format.head_mismatch(&head) {
+                        return Err(disk_error(&d, package(why)));
+                    }
+                }
                 let n = pending.len() + 1;
                 let ext = if opts.to == TargetFormat::Raw {
                     "raw"
@@ -254,25 +271,28 @@ pub fn extract_ova(
                     "qcow2"
                 };
                 let path = outdir.join(format!("disk{n}.{ext}"));
-                let (out, vsize) = if format == DiskFormat::Sparse {
-                    let spool = outdir.join(format!(".disk{n}.vmdk.part"));
-                    convert_spooled(&mut h, mem.size, &d, &spool, &path, opts, &mut m)?
-                } else {
-                    let out = OutFile::create(&path)?;
-                    // The gate sniffs the member's head and tail as `from`: a raw member that is
-                    // really another disk format fails there (format mismatch), and nothing of
-                    // it is published.
-                    let vsize = convert_stream_into(
-                        &mut h,
-                        from,
-                        (from == SourceFormat::Raw).then_some(d.capacity),
-                        Some(&d.member),
-                        out.file(),
-                        opts,
-                        &mut m,
-                    )
-                    .map_err(|e| disk_error(&d, e))?;
-                    (out, vsize)
+                let (out, vsize) = {
+                    let mut member = Cursor::new(head).chain(&mut h);
+                    if format == DiskFormat::Sparse {
+                        let spool = outdir.join(format!(".disk{n}.vmdk.part"));
+                        convert_spooled(&mut member, mem.size, &d, &spool, &path, opts, &mut m)?
+                    } else {
+                        let out = OutFile::create(&path)?;
+                        // The gate sniffs the member's head and tail as `from`: a raw member
+                        // that is really another disk format fails there (format mismatch), and
+                        // nothing of it is published.
+                        let vsize = convert_stream_into(
+                            &mut member,
+                            from,
+                            (from == SourceFormat::Raw).then_some(d.capacity),
+                            Some(&d.member),
+                            out.file(),
+                            opts,
+                            &mut m,
+                        )
+                        .map_err(|e| disk_error(&d, e))?;
+                        (out, vsize)
+                    }
                 };
                 // For raw the member length was checked against the capacity above (qcow2
                 // output rounds the virtual size up to whole sectors).
@@ -373,14 +393,13 @@ fn convert_spooled(
     let accepted = inspect_for_conversion(&spool.file, Some(SourceFormat::Vmdk), Some(&d.member))
         .map_err(|e| disk_error(d, e))?;
     let report = accepted.report();
-    if report.subformat.as_deref() != Some("monolithicSparse") {
-        return Err(disk_error(
-            d,
-            package(format!(
-                "the OVF says a monolithicSparse VMDK ({SPARSE_URI}) but the member is a {} VMDK",
-                report.subformat.as_deref().unwrap_or("unknown")
-            )),
-        ));
+    // Seen from the head already when it holds the descriptor; checked again on the whole file.
+    let sub = report.subformat.as_deref().unwrap_or("unknown");
+    if !sub.eq_ignore_ascii_case("monolithicSparse") {
+        let why = DiskFormat::Sparse.vmdk_mismatch(sub).unwrap_or_else(|| {
+            format!("the OVF says a monolithicSparse VMDK ({SPARSE_URI}) but the member is not one")
+        });
+        return Err(disk_error(d, package(why)));
     }
     // Refuse a capacity mismatch before converting anything (checked again on the output).
     if let Some(v) = report.virtual_size.filter(|&v| v != d.capacity) {

@@ -2,18 +2,20 @@
 //!
 //! Disks must be streamOptimized or monolithicSparse VMDK, or raw ([`RAW_URI`], what oVirt/RHV
 //! export), named by their whole `ovf:format` URI ([`DiskFormat`]); each disk member is inspected
-//! as its declared format, so a "raw" disk that is really a qcow2, VMDK, VHD … is refused, and a
-//! raw member must hold exactly the OVF capacity. At most one `.cert` is allowed, bounded by
-//! [`CERT_MAX_SIZE`] and not before the `.mf`; it is never verified.
+//! as its declared format, so a "raw" disk that is really a qcow2, VMDK, VHD … is refused, a VMDK
+//! disk must be the subformat its URI names, and a raw member must hold exactly the OVF capacity.
+//! At most one `.cert` is allowed, bounded by [`CERT_MAX_SIZE`] and not before the `.mf`; it is
+//! never verified.
 //!
 //! [`DiskFormat`] is the rule the extractor (`convert::ova`) applies too, so a package this
-//! inspector accepts is not refused at import on its URIs.
+//! inspector accepts is not refused at import on its URIs or a disk's subformat.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
 use crate::detect::Detection;
 use crate::formats::gzip::GzError;
 use crate::formats::tar::{self, Member, ReadAtSource};
+use crate::formats::vmdk;
 use crate::limits::{
     CERT_MAX_SIZE, MAX_READ_CHUNK, MF_MAX_SIZE, OVF_MAX_NODES, OVF_MAX_SIZE, TAR_MAX_MEMBERS,
 };
@@ -32,7 +34,8 @@ pub const RAW_URI: &str = "http://en.wikipedia.org/wiki/Byte";
 /// The disk formats an OVA may hold, each named by its `ovf:format` URI (formats.md §2.5 #20).
 ///
 /// This is the one rule the package inspector (here, also in the browser) and the extractor
-/// (`convert::ova`) apply, so a package cannot pass one and fail the other on its URIs.
+/// (`convert::ova`) apply, so a package cannot pass one and fail the other on its URIs or on a
+/// VMDK disk's subformat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskFormat {
     /// streamOptimized VMDK ([`STREAM_OPTIMIZED_URI`]).
@@ -71,12 +74,51 @@ impl DiskFormat {
         }
     }
 
+    /// The VMDK `createType` this format promises; `None` for raw.
+    pub fn vmdk_subformat(self) -> Option<&'static str> {
+        match self {
+            DiskFormat::StreamOptimized => Some("streamOptimized"),
+            DiskFormat::Sparse => Some("monolithicSparse"),
+            DiskFormat::Raw => None,
+        }
+    }
+
     /// The accepted formats, for messages: "streamOptimized VMDK (…), monolithicSparse VMDK (…)
     /// or raw (…)".
     pub fn accepted_list() -> String {
         format!(
             "streamOptimized VMDK ({STREAM_OPTIMIZED_URI}), monolithicSparse VMDK ({SPARSE_URI}) or raw ({RAW_URI})"
         )
+    }
+
+    /// Why a VMDK disk of `subformat` (its descriptor's `createType`, ASCII case ignored as the
+    /// VMDK readers do) cannot be a disk of this format: `Some` only when `subformat` is the
+    /// *other* accepted VMDK subformat (streamOptimized where the OVF says monolithicSparse, or
+    /// the reverse). Any other createType is refused by the VMDK checks themselves, with their
+    /// own reason. The wording is the same in the inspector and the extractor.
+    pub fn vmdk_mismatch(self, subformat: &str) -> Option<String> {
+        let want = self.vmdk_subformat()?;
+        let got = [DiskFormat::StreamOptimized, DiskFormat::Sparse]
+            .into_iter()
+            .find(|f| {
+                f.vmdk_subformat()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(subformat))
+            })?;
+        (got != self).then(|| {
+            format!(
+                "the OVF says a {want} VMDK ({}) but the member is a {} VMDK",
+                self.uri(),
+                got.vmdk_subformat().unwrap_or("different")
+            )
+        })
+    }
+
+    /// [`DiskFormat::vmdk_mismatch`] from a disk member's first bytes, when they hold its VMDK
+    /// header and the whole embedded descriptor ([`vmdk::embedded_create_type`]); `None` when
+    /// they do not (then a later check decides).
+    pub fn head_mismatch(self, head: &[u8]) -> Option<String> {
+        self.vmdk_subformat()?;
+        self.vmdk_mismatch(&vmdk::embedded_create_type(head)?)
     }
 }
 
@@ -286,12 +328,22 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             );
             continue;
         };
-        if !complete {
-            continue;
-        }
         let Some(m) = members.iter().find(|m| &m.name == href) else {
             continue;
         };
+        if !complete {
+            // The browser walks only the head and does not inspect disk members; the one disk
+            // check it can make is the VMDK subformat against the OVF's URI, when the head also
+            // holds the disk's header and embedded descriptor (small OVFs: usually). The server
+            // makes it below from the disk's full inspection, with the same wording.
+            let start = usize::try_from(m.offset).unwrap_or(usize::MAX);
+            let end = usize::try_from(m.offset.saturating_add(m.size)).unwrap_or(usize::MAX);
+            let disk_head = det.head.get(start..end.min(det.head.len())).unwrap_or(&[]);
+            if let Some(why) = format.and_then(|f| f.head_mismatch(disk_head)) {
+                disk_format_mismatch(cx, m, &why);
+            }
+            continue;
+        }
         if cx.depth > 0 {
             cx.error(
                 codes::NESTING_TOO_DEEP,
@@ -317,6 +369,16 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                 ),
             );
         }
+        // A VMDK disk must be the subformat its URI names (the extractor reads the two
+        // differently: streamOptimized as a stream, monolithicSparse from a spooled file).
+        if r.format == Format::Vmdk {
+            let mismatch = format
+                .zip(r.subformat.as_deref())
+                .and_then(|(f, s)| f.vmdk_mismatch(s));
+            if let Some(why) = mismatch {
+                disk_format_mismatch(cx, m, &why);
+            }
+        }
         // A raw disk's size is its member's length (exactly: no sector rounding).
         let disk_size = if raw { Some(m.size) } else { r.virtual_size };
         if let (Some(c), Some(v)) = (d.capacity, disk_size) {
@@ -338,6 +400,17 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         subformat: Some("ovf".into()),
         virtual_size: first_capacity,
     })
+}
+
+/// A VMDK disk that is not the subformat its `ovf:format` names ([`DiskFormat::vmdk_mismatch`]).
+fn disk_format_mismatch(cx: &mut Ctx, m: &Member, why: &str) {
+    cx.error(
+        codes::OVF_DISK_FORMAT,
+        format!(
+            "Disk \"{}\" in the OVA is refused: {why}.",
+            m.name.chars().take(100).collect::<String>()
+        ),
+    );
 }
 
 /// `.cert` members: at most one (OVF: zero or one certificate), at most [`CERT_MAX_SIZE`]
@@ -520,6 +593,75 @@ mod tests {
             "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\u{212A}",
         ] {
             assert_eq!(DiskFormat::from_uri(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A monolithicSparse-shaped header with an embedded descriptor of `desc_sectors` at
+    /// `desc_sector`, whose text names `create_type`.
+    fn vmdk_head(create_type: &str, desc_sector: u64, desc_sectors: u64, len: usize) -> Vec<u8> {
+        let mut h = vec![0u8; len];
+        h[..4].copy_from_slice(b"KDMV");
+        h[4..8].copy_from_slice(&1u32.to_le_bytes());
+        h[28..36].copy_from_slice(&desc_sector.to_le_bytes());
+        h[36..44].copy_from_slice(&desc_sectors.to_le_bytes());
+        let text = format!(
+            "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"{create_type}\"\nRW 2048 SPARSE \"d.vmdk\"\n"
+        );
+        if let Some(at) = usize::try_from(desc_sector.saturating_mul(512))
+            .ok()
+            .filter(|&at| at.checked_add(text.len()).is_some_and(|end| end <= len))
+        {
+            h[at..at + text.len()].copy_from_slice(text.as_bytes());
+        }
+        h
+    }
+
+    #[test]
+    fn vmdk_subformat_must_match_the_uri() {
+        use DiskFormat::{Raw, Sparse, StreamOptimized};
+        let so = StreamOptimized.vmdk_mismatch("monolithicSparse").unwrap();
+        assert_eq!(
+            so,
+            format!("the OVF says a streamOptimized VMDK ({STREAM_OPTIMIZED_URI}) but the member is a monolithicSparse VMDK")
+        );
+        let sp = Sparse.vmdk_mismatch("streamoptimized").unwrap();
+        assert_eq!(
+            sp,
+            format!("the OVF says a monolithicSparse VMDK ({SPARSE_URI}) but the member is a streamOptimized VMDK")
+        );
+        assert_eq!(StreamOptimized.vmdk_mismatch("streamOptimized"), None);
+        assert_eq!(Sparse.vmdk_mismatch("MONOLITHICSPARSE"), None);
+        // Other createTypes are the VMDK checks' business; raw disks have no subformat.
+        assert_eq!(StreamOptimized.vmdk_mismatch("monolithicFlat"), None);
+        assert_eq!(StreamOptimized.vmdk_mismatch("unknown"), None);
+        assert_eq!(Raw.vmdk_mismatch("monolithicSparse"), None);
+
+        // From the member's first bytes: the descriptor must lie wholly inside them.
+        let head = vmdk_head("monolithicSparse", 1, 20, 64 << 10);
+        assert_eq!(StreamOptimized.head_mismatch(&head), Some(so));
+        assert_eq!(Sparse.head_mismatch(&head), None);
+        assert_eq!(Raw.head_mismatch(&head), None);
+        let head = vmdk_head("streamOptimized", 1, 20, 64 << 10);
+        assert_eq!(Sparse.head_mismatch(&head), Some(sp));
+        assert_eq!(StreamOptimized.head_mismatch(&head), None);
+        let cut = vmdk_head("monolithicSparse", 1, 20, 21 * 512 - 1);
+        assert_eq!(StreamOptimized.head_mismatch(&cut), None);
+        // Hostile headers: no panic, no allocation from their numbers, no verdict.
+        for (off, n) in [
+            (0, 20),
+            (1, 0),
+            (u64::MAX, 20),
+            (1, u64::MAX),
+            (u64::MAX / 512, 2),
+            (1, (1 << 20) / 512 + 1),
+            (200, 20),
+        ] {
+            let h = vmdk_head("monolithicSparse", off, n, 64 << 10);
+            assert_eq!(StreamOptimized.head_mismatch(&h), None, "{off} {n}");
+        }
+        for len in [0, 3, 4, 78, 79, 512] {
+            let h = vmdk_head("monolithicSparse", 1, 20, 64 << 10);
+            assert_eq!(StreamOptimized.head_mismatch(&h[..len]), None, "{len}");
         }
     }
 }

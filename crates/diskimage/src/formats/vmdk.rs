@@ -76,6 +76,20 @@ impl SparseHeader {
     }
 }
 
+/// The `createType` of a hosted sparse VMDK whose header and whole embedded descriptor lie in
+/// `head` (the file's first bytes); `None` when they do not, or there is none. Used to compare
+/// an OVA disk with its `ovf:format` before the rest of it is read ([`crate::formats::ova`]).
+pub fn embedded_create_type(head: &[u8]) -> Option<String> {
+    let h = SparseHeader::parse(head)?;
+    let len = h.descriptor_size.checked_mul(512)?;
+    if h.descriptor_offset == 0 || len == 0 || len > VMDK_MAX_DESCRIPTOR {
+        return None;
+    }
+    let start = usize::try_from(h.descriptor_offset.checked_mul(512)?).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    parse_descriptor(head.get(start..end)?).create_type
+}
+
 /// One extent line of a descriptor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Extent {
