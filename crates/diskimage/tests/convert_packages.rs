@@ -494,7 +494,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "the OVF says 3145728 bytes but the raw member \"disk1.img\" holds 3146240",
     );
     // The raw URI is compared whole, like the VMDK ones (ASCII case is ignored: see
-    // `inspector_and_extractor_agree_on_uris_and_subformats`).
+    // `inspector_and_extractor_agree_on_uris_subformats_and_manifests`).
     let byte_order = ovf(
         &[("disk1.img", "http://en.wikipedia.org/wiki/Byte_order", CAP2)],
         "",
@@ -1225,11 +1225,12 @@ struct Agreement {
 }
 
 /// The package inspector (which the browser and the server run first) and the extractor apply
-/// one rule each to disk format URIs (the whole URI, ASCII case ignored) and to a VMDK disk's
-/// subformat against its URI: whatever one accepts the other accepts, and what one refuses the
-/// other refuses, in the same words.
+/// one rule each to disk format URIs (the whole URI, ASCII case ignored), to a VMDK disk's
+/// subformat against its URI, and to manifest lines (algorithm names in any case, ovftool's
+/// and VirtualBox's spacing, digests of the algorithm's length): whatever one accepts the other
+/// accepts, and what one refuses the other refuses, in the same words.
 #[test]
-fn inspector_and_extractor_agree_on_uris_and_subformats() {
+fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
     let e = env();
     let raw = raw_payload(CAP2);
     let package = |disks: &[(&str, &str, u64)], mf: Option<&dyn Fn(&str) -> String>| {
@@ -1252,6 +1253,8 @@ fn inspector_and_extractor_agree_on_uris_and_subformats() {
         t
     };
     let so = |uri: &'static str| [("disk1.vmdk", uri, CAP1)];
+    let disk1_sha256 = sha256_hex(&e.disk1);
+    let disk1_sha512 = sum_hex("sha512sum", &e.disk1);
     let refuse = |code: &'static str, why: &str| Some((code, why.to_string()));
     let mismatch = |want: &str, uri: &str, got: &str| {
         format!("the OVF says a {want} VMDK ({uri}) but the member is a {got} VMDK")
@@ -1314,6 +1317,78 @@ fn inspector_and_extractor_agree_on_uris_and_subformats() {
             refusal: refuse(
                 codes::OVF_DISK_FORMAT,
                 &mismatch("monolithicSparse", SPARSE_URI, "streamOptimized"),
+            ),
+        },
+        // Manifests.
+        Agreement {
+            name: "manifest-lower-case",
+            package: package(
+                &so(SO_URI),
+                Some(&|o: &str| {
+                    format!(
+                        "sha256(test.ovf)= {}\nSha512(disk1.vmdk)= {}\n",
+                        sha256_hex(o.as_bytes()),
+                        disk1_sha512.to_ascii_uppercase()
+                    )
+                }),
+            ),
+            refusal: None,
+        },
+        Agreement {
+            name: "manifest-virtualbox",
+            package: package(
+                &so(SO_URI),
+                Some(&|o: &str| {
+                    format!(
+                        "SHA256 (test.ovf) = {}\r\nSHA256 (disk1.vmdk) = {disk1_sha256}\r\n",
+                        sha256_hex(o.as_bytes())
+                    )
+                }),
+            ),
+            refusal: None,
+        },
+        Agreement {
+            name: "manifest-short-digest",
+            package: package(
+                &so(SO_URI),
+                Some(&|o: &str| {
+                    format!(
+                        "SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\n",
+                        sha256_hex(o.as_bytes()),
+                        sha1_hex(&e.disk1)
+                    )
+                }),
+            ),
+            refusal: refuse(
+                codes::OVA_MANIFEST,
+                "manifest line 2 does not hold a SHA256 digest (64 hex digits)",
+            ),
+        },
+        Agreement {
+            name: "manifest-md5",
+            package: package(
+                &so(SO_URI),
+                Some(&|_: &str| "md5(disk1.vmdk)= 00112233445566778899aabbccddeeff\n".into()),
+            ),
+            refusal: refuse(
+                codes::OVA_MANIFEST,
+                "manifest digest algorithm \"md5\" is not accepted (SHA1, SHA256, SHA512)",
+            ),
+        },
+        Agreement {
+            name: "manifest-duplicate",
+            package: package(
+                &so(SO_URI),
+                Some(&|o: &str| {
+                    format!(
+                        "SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {disk1_sha256}\nsha512(disk1.vmdk)= {disk1_sha512}\n",
+                        sha256_hex(o.as_bytes())
+                    )
+                }),
+            ),
+            refusal: refuse(
+                codes::OVA_MANIFEST,
+                "the manifest lists \"disk1.vmdk\" twice",
             ),
         },
     ];

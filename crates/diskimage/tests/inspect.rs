@@ -210,8 +210,11 @@ const CASES: &[Case] = &[
     bad("evil-ova-capacity.ova", "ova", &[codes::OVF_CAPACITY]),
     bad("evil-ova-disk-format.ova", "ova", &[codes::OVF_DISK_FORMAT]),
     // One rule with the extractor (formats/ova.rs): whole URIs, ASCII case ignored; a VMDK
-    // disk is the subformat its URI names.
+    // disk is the subformat its URI names; manifests as ovftool or VirtualBox write them.
+    ok("ova-vbox-mf.ova", "ova", "ovf"),
+    ok("ova-lower-mf.ova", "ova", "ovf"),
     ok("ova-uri-upper.ova", "ova", "ovf"),
+    bad("evil-ova-mf-short-digest.ova", "ova", &[codes::OVA_MANIFEST]),
     bad("evil-ova-uri-lookalike.ova", "ova", &[codes::OVF_DISK_FORMAT]),
     bad("evil-ova-uri-suffix.ova", "ova", &[codes::OVF_DISK_FORMAT]),
     bad("evil-ova-stream-uri-sparse-disk.ova", "ova", &[codes::OVF_DISK_FORMAT]),

@@ -20,7 +20,8 @@
 //! inspector's rule and wording): the member's first 64 KiB are looked at before anything is
 //! converted or spooled, and a spooled disk's subformat is checked again by the inspector.
 //! Streamed disks pass the stream gate's sniff checks on the member's head and tail, spooled
-//! ones the full inspector; nothing is published unless every disk and the manifest pass.
+//! ones the full inspector; nothing is published unless every disk and the manifest pass. The
+//! manifest is read by the inspector's parser ([`parse_manifest`]).
 //!
 //! A `.cert` member (the signature over the manifest) is allowed once, bounded in size and only
 //! after the `.mf` (the OVF specification, DSP0243, orders an OVA's members descriptor,
@@ -42,7 +43,7 @@ use super::{
     convert_accepted_into, convert_stream_into, inspect_for_conversion, ConvertOptions,
     SourceFormat, TargetFormat,
 };
-use crate::formats::ova::DiskFormat;
+use crate::formats::ova::{parse_manifest, DiskFormat, ManifestEntry};
 use crate::limits::SNIFF_HEAD;
 
 /// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB).
@@ -192,7 +193,7 @@ pub fn extract_ova(
                 .take(MAX_MF_BYTES)
                 .read_to_string(&mut text)
                 .map_err(|_| package("the manifest is not text"))?;
-            st.manifest = Some(parse_manifest(&text)?);
+            st.manifest = Some(parse_manifest(&text).map_err(package)?);
             return Ok(());
         }
         if lower.ends_with(".cert") {
@@ -216,7 +217,7 @@ pub fn extract_ova(
         // Only the algorithms the manifest uses; before (or without) a manifest, every one it
         // may still ask for (a manifest may come last).
         let algos: Vec<Algo> = match &st.manifest {
-            Some(mf) => mf.iter().map(|e| e.1).collect(),
+            Some(mf) => mf.iter().map(|e| e.algo).collect(),
             None => ALL_ALGOS.to_vec(),
         };
         let disk = ovf.disks.iter().find(|d| d.member == mem.name).cloned();
@@ -338,16 +339,16 @@ pub fn extract_ova(
         None => false,
         Some(mf) => {
             for (name, digests) in &st.digests {
-                let Some((_, algo, want)) = mf.iter().find(|e| e.0 == *name) else {
+                let Some(e) = mf.iter().find(|e| e.name == *name) else {
                     return Err(package(format!(
                         "member {name:?} is not listed in the manifest"
                     )));
                 };
-                if digests.get(*algo) != Some(want.as_str()) {
+                if digests.get(e.algo) != Some(e.digest.as_str()) {
                     return Err(package(format!("digest mismatch for member {name:?}")));
                 }
             }
-            for (name, _, _) in mf {
+            for ManifestEntry { name, .. } in mf {
                 if !st.digests.iter().any(|(n, _)| n == name) {
                     return Err(package(format!(
                         "the manifest lists {name:?}, which is not in the OVA"
@@ -477,59 +478,17 @@ impl Drop for Spool {
     }
 }
 
-/// Every manifest digest algorithm accepted.
-const ALL_ALGOS: [Algo; 3] = [Algo::Sha1, Algo::Sha256, Algo::Sha512];
+/// Every manifest digest algorithm accepted (the inspector's).
+const ALL_ALGOS: [Algo; 3] = Algo::ALL;
 
 #[derive(Default)]
 struct State {
     ovf: Option<OvfInfo>,
-    manifest: Option<Vec<(String, Algo, String)>>,
+    manifest: Option<Vec<ManifestEntry>>,
     digests: Vec<(String, Digests)>,
     skipped: Vec<String>,
     /// The `.cert` member seen (never verified).
     certificate: Option<String>,
-}
-
-/// `SHA256(name)= hex`, `SHA1(name)= hex` or `SHA512(name)= hex`, one per line (the algorithms
-/// the package inspector checks); any other algorithm is refused.
-fn parse_manifest(text: &str) -> Result<Vec<(String, Algo, String)>> {
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (lhs, hex) = line
-            .split_once('=')
-            .ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
-        let (algo, rest) = lhs
-            .split_once('(')
-            .ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
-        let name = rest
-            .trim_end()
-            .strip_suffix(')')
-            .ok_or_else(|| package(format!("bad manifest line {line:?}")))?;
-        let algo = match algo.trim() {
-            "SHA1" => Algo::Sha1,
-            "SHA256" => Algo::Sha256,
-            "SHA512" => Algo::Sha512,
-            a => {
-                return Err(package(format!(
-                    "manifest digest algorithm {a} is not accepted (SHA1, SHA256, SHA512)"
-                )))
-            }
-        };
-        let hex = hex.trim().to_ascii_lowercase();
-        let want_len = match algo {
-            Algo::Sha1 => 40,
-            Algo::Sha256 => 64,
-            Algo::Sha512 => 128,
-        };
-        if hex.len() != want_len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(package(format!("bad digest in manifest line {line:?}")));
-        }
-        if out.iter().any(|e: &(String, Algo, String)| e.0 == name) {
-            return Err(package(format!("the manifest lists {name:?} twice")));
-        }
-        out.push((name.to_string(), algo, hex));
-    }
-    Ok(out)
 }
 
 /// Parses the OVF: no DTD (roxmltree refuses them; we also refuse the `<!DOCTYPE` text), every
@@ -708,19 +667,5 @@ mod tests {
         assert_eq!(units(Some("byte * 1024")), Some(1024));
         assert_eq!(units(Some("furlongs")), None);
         assert_eq!(units(Some("byte * 2^99")), None);
-    }
-
-    #[test]
-    fn manifest_lines() {
-        let m = parse_manifest(
-            "SHA256(a.ovf)= 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
-        )
-        .unwrap();
-        assert_eq!(m[0].0, "a.ovf");
-        assert!(parse_manifest("MD5(a.ovf)= 00").is_err());
-        let m = parse_manifest(&format!("SHA512(d.vmdk)= {}\n", "Ab".repeat(64))).unwrap();
-        assert_eq!(m[0], ("d.vmdk".to_string(), Algo::Sha512, "ab".repeat(64)));
-        // A SHA-512 line must hold a whole SHA-512 digest.
-        assert!(parse_manifest(&format!("SHA512(d.vmdk)= {}", "0".repeat(64))).is_err());
     }
 }

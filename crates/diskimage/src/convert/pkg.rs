@@ -234,13 +234,8 @@ impl Read for Counted<'_> {
     }
 }
 
-/// Digest algorithms of OVF manifests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Algo {
-    Sha1,
-    Sha256,
-    Sha512,
-}
+/// Digest algorithms of OVF manifests (the package inspector's, so both accept the same).
+pub(crate) use crate::formats::ova::DigestAlgo as Algo;
 
 /// Lowercase hex digests of one member, for the algorithms computed (None for the others).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

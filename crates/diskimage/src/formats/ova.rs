@@ -4,11 +4,12 @@
 //! export), named by their whole `ovf:format` URI ([`DiskFormat`]); each disk member is inspected
 //! as its declared format, so a "raw" disk that is really a qcow2, VMDK, VHD … is refused, a VMDK
 //! disk must be the subformat its URI names, and a raw member must hold exactly the OVF capacity.
-//! At most one `.cert` is allowed, bounded by [`CERT_MAX_SIZE`] and not before the `.mf`; it is
-//! never verified.
+//! Manifests are read by [`parse_manifest`] and every digest is verified. At most one `.cert` is
+//! allowed, bounded by [`CERT_MAX_SIZE`] and not before the `.mf`; it is never verified.
 //!
-//! [`DiskFormat`] is the rule the extractor (`convert::ova`) applies too, so a package this
-//! inspector accepts is not refused at import on its URIs or a disk's subformat.
+//! [`DiskFormat`] and [`parse_manifest`] are the rules the extractor (`convert::ova`) applies
+//! too, so a package this inspector accepts is not refused at import on its URIs, a disk's
+//! subformat, or its manifest's spelling.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
@@ -120,6 +121,131 @@ impl DiskFormat {
         self.vmdk_subformat()?;
         self.vmdk_mismatch(&vmdk::embedded_create_type(head)?)
     }
+}
+
+/// Digest algorithms an OVF manifest may use (formats.md §2.5 #20).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestAlgo {
+    /// `SHA1`: 40 hex digits.
+    Sha1,
+    /// `SHA256`: 64 hex digits.
+    Sha256,
+    /// `SHA512`: 128 hex digits.
+    Sha512,
+}
+
+impl DigestAlgo {
+    /// Every accepted algorithm.
+    pub const ALL: [DigestAlgo; 3] = [DigestAlgo::Sha1, DigestAlgo::Sha256, DigestAlgo::Sha512];
+
+    /// The algorithm a manifest line names, ignoring ASCII case (ovftool and VirtualBox write
+    /// upper case; the digest is verified whatever the spelling). MD5 and the rest: `None`.
+    pub fn from_name(name: &str) -> Option<DigestAlgo> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The name as ovftool writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlgo::Sha1 => "SHA1",
+            DigestAlgo::Sha256 => "SHA256",
+            DigestAlgo::Sha512 => "SHA512",
+        }
+    }
+
+    /// Length of the digest in hex digits.
+    pub fn hex_len(self) -> usize {
+        match self {
+            DigestAlgo::Sha1 => 40,
+            DigestAlgo::Sha256 => 64,
+            DigestAlgo::Sha512 => 128,
+        }
+    }
+}
+
+/// One manifest line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// The member it covers, exactly as written.
+    pub name: String,
+    /// Its algorithm.
+    pub algo: DigestAlgo,
+    /// The digest, lower-case hex of the algorithm's length.
+    pub digest: String,
+}
+
+/// Parses an OVF manifest (`.mf`): the one parser of the package inspector and the extractor.
+///
+/// One entry per non-blank line, `ALGORITHM(name)= digest` as ovftool writes it, with optional
+/// blanks before `(` and around `=` as VirtualBox writes it (`SHA256 (name) = digest`). The name
+/// ends at the first `)` followed by `=`. The algorithm is [`DigestAlgo`] (ASCII case ignored);
+/// the digest must be hex of exactly the algorithm's length; a name may be listed once. Errors
+/// are lower-case fragments for the callers' messages, quoting at most 100 characters of input.
+pub fn parse_manifest(text: &str) -> Result<Vec<ManifestEntry>, String> {
+    let mut out: Vec<ManifestEntry> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        let shown = || line.chars().take(100).collect::<String>();
+        let bad = || {
+            format!(
+                "manifest line {n} is not \"ALGORITHM(name)= digest\": {:?}",
+                shown()
+            )
+        };
+        let (algo, rest) = line.split_once('(').ok_or_else(bad)?;
+        let (name, digest) = split_manifest_name(rest).ok_or_else(bad)?;
+        let algo = algo.trim();
+        let algo = DigestAlgo::from_name(algo).ok_or_else(|| {
+            format!(
+                "manifest digest algorithm {:?} is not accepted (SHA1, SHA256, SHA512)",
+                algo.chars().take(20).collect::<String>()
+            )
+        })?;
+        let digest = digest.trim();
+        if digest.len() != algo.hex_len() || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "manifest line {n} does not hold a {} digest ({} hex digits): {:?}",
+                algo.name(),
+                algo.hex_len(),
+                shown()
+            ));
+        }
+        if name.is_empty() {
+            return Err(bad());
+        }
+        if !seen.insert(name) {
+            return Err(format!(
+                "the manifest lists {:?} twice",
+                name.chars().take(100).collect::<String>()
+            ));
+        }
+        out.push(ManifestEntry {
+            name: name.to_string(),
+            algo,
+            digest: digest.to_ascii_lowercase(),
+        });
+    }
+    Ok(out)
+}
+
+/// Splits `name) = digest` at the first `)` that blanks and `=` follow.
+fn split_manifest_name(rest: &str) -> Option<(&str, &str)> {
+    let mut from = 0;
+    while let Some(p) = rest.get(from..)?.find(')') {
+        let at = from + p;
+        if let Some(digest) = rest.get(at + 1..)?.trim_start().strip_prefix('=') {
+            return Some((rest.get(..at)?, digest));
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// A disk as the OVF describes it.
@@ -479,51 +605,39 @@ fn manifest(cx: &mut Ctx, members: &[Member], ovf: &Ovf) -> PResult<()> {
             let Some(text) = read_member(cx, m)? else {
                 continue;
             };
-            let text = String::from_utf8_lossy(&text).into_owned();
-            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                // "SHA256(name)= hex"
-                let parsed = line.split_once('(').and_then(|(alg, rest)| {
-                    let (name, rest) = rest.split_once(")=")?;
-                    Some((alg.trim(), name.trim(), rest.trim()))
-                });
-                let Some((alg, name, hex)) = parsed else {
+            let text = String::from_utf8_lossy(&text);
+            let entries = match parse_manifest(&text) {
+                Ok(e) => e,
+                Err(why) => {
                     cx.error(
                         codes::OVA_MANIFEST,
-                        "The OVA manifest has a line it cannot read.",
+                        format!("The OVA manifest is refused: {why}."),
                     );
-                    break;
-                };
-                let Some(target) = members.iter().find(|x| x.name == name) else {
+                    continue;
+                }
+            };
+            for e in &entries {
+                let Some(target) = members.iter().find(|x| x.name == e.name) else {
                     cx.error(
                         codes::OVA_MANIFEST,
                         format!(
                             "The OVA manifest lists \"{}\", which is not in the archive.",
-                            name.chars().take(100).collect::<String>()
+                            e.name.chars().take(100).collect::<String>()
                         ),
                     );
                     continue;
                 };
-                let got = match alg.to_ascii_uppercase().as_str() {
-                    "SHA256" => digest::<sha2::Sha256>(cx, target)?,
-                    "SHA1" => digest::<sha1::Sha1>(cx, target)?,
-                    "SHA512" => digest::<sha2::Sha512>(cx, target)?,
-                    _ => {
-                        cx.error(
-                            codes::OVA_MANIFEST,
-                            format!(
-                                "The OVA manifest uses an unknown digest algorithm \"{}\".",
-                                alg.chars().take(20).collect::<String>()
-                            ),
-                        );
-                        continue;
-                    }
+                let got = match e.algo {
+                    DigestAlgo::Sha1 => digest::<sha1::Sha1>(cx, target)?,
+                    DigestAlgo::Sha256 => digest::<sha2::Sha256>(cx, target)?,
+                    DigestAlgo::Sha512 => digest::<sha2::Sha512>(cx, target)?,
                 };
-                if !got.eq_ignore_ascii_case(hex) {
+                if got != e.digest {
                     cx.error(
                         codes::OVA_DIGEST,
                         format!(
                             "The digest of \"{}\" does not match the manifest; the OVA is damaged or was modified.",
-                            name.chars().take(100).collect::<String>()
+                            e.name.chars().take(100).collect::<String>()
                         ),
                     );
                 }
@@ -663,5 +777,89 @@ mod tests {
             let h = vmdk_head("monolithicSparse", 1, 20, 64 << 10);
             assert_eq!(StreamOptimized.head_mismatch(&h[..len]), None, "{len}");
         }
+    }
+
+    #[test]
+    fn manifests_as_ovftool_and_virtualbox_write_them() {
+        let d1 = "0123456789abcdef0123456789abcdef01234567";
+        let d256 = "ab".repeat(32);
+        let d512 = "Ab".repeat(64);
+        let text = format!(
+            "SHA1(a.ovf)= {d1}\r\nSHA256 (disk1.vmdk) = {d256}\n\n  sha512(disk (2).vmdk)={d512}  \nSha256(x=y.iso)= {d256}\n"
+        );
+        let m = parse_manifest(&text).unwrap();
+        let got: Vec<(&str, DigestAlgo, &str)> = m
+            .iter()
+            .map(|e| (e.name.as_str(), e.algo, e.digest.as_str()))
+            .collect();
+        let want_512 = d512.to_ascii_lowercase();
+        assert_eq!(
+            got,
+            vec![
+                ("a.ovf", DigestAlgo::Sha1, d1),
+                ("disk1.vmdk", DigestAlgo::Sha256, d256.as_str()),
+                ("disk (2).vmdk", DigestAlgo::Sha512, want_512.as_str()),
+                ("x=y.iso", DigestAlgo::Sha256, d256.as_str()),
+            ]
+        );
+        assert_eq!(parse_manifest("\n \r\n").unwrap(), vec![]);
+        for name in ["sha1", "SHA1", "Sha1", "sHa1"] {
+            let m = parse_manifest(&format!("{name}(a)= {d1}")).unwrap();
+            assert_eq!(m[0].algo, DigestAlgo::Sha1, "{name}");
+        }
+    }
+
+    #[test]
+    fn manifest_refusals() {
+        let d256 = "0".repeat(64);
+        let refused = |text: &str, why: &str| {
+            let e = parse_manifest(text).expect_err(text);
+            assert!(e.contains(why), "{text:?}: {e}");
+            assert!(e.len() < 300, "{e}");
+        };
+        refused(
+            "MD5(a.ovf)= 00112233445566778899aabbccddeeff",
+            "\"MD5\" is not accepted",
+        );
+        refused(&format!("SHA-256(a.ovf)= {d256}"), "not accepted");
+        refused(&format!("SHA2560(a.ovf)= {d256}"), "not accepted");
+        // The digest must be hex of exactly the algorithm's length.
+        refused(
+            &format!("SHA1(a.ovf)= {d256}"),
+            "SHA1 digest (40 hex digits)",
+        );
+        refused(
+            &format!("SHA512(a.ovf)= {d256}"),
+            "SHA512 digest (128 hex digits)",
+        );
+        refused(
+            &format!("SHA256(a.ovf)= {}", "0".repeat(63)),
+            "SHA256 digest",
+        );
+        refused(
+            &format!("SHA256(a.ovf)= {}g", "0".repeat(63)),
+            "SHA256 digest",
+        );
+        refused("SHA256(a.ovf)= ", "SHA256 digest");
+        // Syntax.
+        for bad in [
+            format!("SHA256 a.ovf = {d256}"),
+            format!("SHA256(a.ovf {d256}"),
+            format!("SHA256(a.ovf) {d256}"),
+            format!("SHA256() = {d256}"),
+            "garbage".to_string(),
+        ] {
+            refused(&bad, "is not \"ALGORITHM(name)= digest\"");
+        }
+        refused(
+            &format!("SHA256(a.ovf)= {d256}\nsha256(a.ovf)= {d256}"),
+            "lists \"a.ovf\" twice",
+        );
+        // A huge line is quoted in part only.
+        refused(
+            &format!("SHA256({})= 0", "x".repeat(1 << 20)),
+            "SHA256 digest",
+        );
+        refused(&"(".repeat(1 << 20), "is not");
     }
 }
