@@ -117,12 +117,10 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
     // typo never lands the image somewhere else.
     let known = stores.clone();
     up.set_check_metadata(Arc::new(move |m| match m.get("store").filter(|s| !s.is_empty()) {
-        Some(name) if known.get(name).is_none() => {
-            let names: Vec<&str> = known.all().iter().map(|b| b.name()).collect();
-            Err(format!("There is no storage backend named {name:?}; choose one of: {}.", names.join(", ")))
-        }
+        Some(name) if known.get(name).is_none() => Err(format!("There is no storage backend named {name:?}; {}.", choose_backend(&known))),
         _ => Ok(()),
     }));
+    let completion_db = db.clone();
     tokio::spawn(async move {
         while let Some(done) = rx.recv().await {
             let Some(image_id) = done.metadata.get("image_id").cloned() else {
@@ -135,18 +133,26 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
                 image_id: image_id.clone(),
                 path: done.path.clone(),
                 user_id: done.user_id.clone(),
-                project_id: done.project_id,
+                project_id: done.project_id.clone(),
                 file_name: done.metadata.get("filename").cloned(),
                 sha256: done.sha256,
                 md5: done.md5,
                 sha512: done.sha512,
             };
             // The uploader may name a backend (Upload-Metadata `store`); otherwise the default.
+            // One that vanished from the configuration while the upload ran (creation refuses
+            // unknown names) is not swapped for another: the image is killed with the reason.
             let backend = match done.metadata.get("store").filter(|s| !s.is_empty()) {
                 Some(name) if stores.get(name).is_some() => name.clone(),
                 Some(name) => {
-                    tracing::warn!(upload = %done.id, store = %name, "unknown storage backend named by an upload; using the default");
-                    stores.default_backend().name().to_owned()
+                    tracing::warn!(upload = %done.id, store = %name, "the storage backend an upload names no longer exists; refusing it");
+                    let _ = std::fs::remove_file(&done.path);
+                    let reason = format!(
+                        "The storage backend {name:?} chosen for this upload no longer exists; upload the file again and {}.",
+                        choose_backend(&stores)
+                    );
+                    follow_upload(&completion_db, &image_id, &done.project_id, &done.id, &["queued", "uploading"], "killed", &reason).await;
+                    continue;
                 }
                 None => stores.default_backend().name().to_owned(),
             };
@@ -194,11 +200,23 @@ async fn upload_event(db: &Db, e: uploads::UploadEvent) {
     let Some(image_id) = info.metadata.get("image_id") else {
         return;
     };
+    follow_upload(db, image_id, &info.project_id, &info.id, from, to, reason).await;
+}
+
+/// "choose one of: a, b" with the configured backends' names.
+fn choose_backend(stores: &stores::Stores) -> String {
+    let names: Vec<&str> = stores.all().iter().map(|b| b.name()).collect();
+    format!("choose one of: {}", names.join(", "))
+}
+
+/// Moves the image an upload names from one of `from` to `to` (with `reason`), if it belongs
+/// to the upload's project.
+async fn follow_upload(db: &Db, image_id: &str, project_id: &str, upload_id: &str, from: &[&str], to: &str, reason: &str) {
     match db.image(image_id).await {
-        Ok(Some(img)) if img.owner.as_deref() == Some(info.project_id.as_str()) => {
+        Ok(Some(img)) if img.owner.as_deref() == Some(project_id) => {
             match db.transition_image(image_id, from, to, reason).await {
                 Ok(true) => {
-                    tracing::info!(image = %image_id, upload = %info.id, status = to, "image status follows its upload")
+                    tracing::info!(image = %image_id, upload = %upload_id, status = to, "image status follows its upload")
                 }
                 Ok(false) => {}
                 Err(err) => {
@@ -207,7 +225,7 @@ async fn upload_event(db: &Db, e: uploads::UploadEvent) {
             }
         }
         Ok(_) => {
-            tracing::warn!(image = %image_id, upload = %info.id, "an upload names an image of another project or none; ignored")
+            tracing::warn!(image = %image_id, upload = %upload_id, "an upload names an image of another project or none; ignored")
         }
         Err(err) => {
             tracing::warn!(image = %image_id, error = %err, "cannot load the image an upload names")

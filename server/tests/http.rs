@@ -203,6 +203,78 @@ async fn an_image_is_uploading_once_its_first_bytes_arrive() {
     );
 }
 
+/// A backend removed from the configuration (a restart) while an upload to it was unfinished:
+/// at completion the image is killed with the reason and the bytes are deleted; they are never
+/// stored on another backend instead.
+#[tokio::test]
+async fn an_upload_whose_backend_was_removed_is_refused_at_completion() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let local = |name: &str| storage::BackendConfig {
+        name: name.into(),
+        kind: storage::BackendKind::Local,
+        path: Some(root.join(name)),
+        ..Default::default()
+    };
+    let config = |stores: Vec<storage::BackendConfig>| server::Config { data_dir: root.join("data"), storage: stores, ..server::Config::default() };
+    let first = common::spawn_app_with(tempfile::tempdir().unwrap(), config(vec![local("main"), local("spare")])).await;
+    let (p1, _) = seed_accounts(&first).await;
+    let tok = token(&first, "member", &p1).await;
+    let image = first
+        .state
+        .db
+        .create_image(&NewImage { name: "disk".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let created = first
+        .send(
+            Request::post("/uploads")
+                .header("x-auth-token", tok.as_str())
+                .header("tus-resumable", "1.0.0")
+                .header("upload-length", "8")
+                .header("upload-metadata", format!("image_id {},store {}", b64(&image.id), b64("spare")))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let url = created.headers["location"].to_str().unwrap().to_owned();
+    let upload_file = root.join("data/uploads").join(url.rsplit('/').next().unwrap());
+    let patch = |offset: u64| {
+        Request::patch(url.as_str())
+            .header("x-auth-token", tok.as_str())
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset.to_string())
+            .body(Body::from(vec![7u8; 4]))
+            .unwrap()
+    };
+    assert_eq!(first.send(patch(0)).await.status, StatusCode::NO_CONTENT);
+    assert!(upload_file.exists(), "the upload's bytes are at {}", upload_file.display());
+
+    // The operator drops "spare"; the upload finishes against the new configuration.
+    let second = common::spawn_app_with(tempfile::tempdir().unwrap(), config(vec![local("main")])).await;
+    assert_eq!(second.send(patch(4)).await.status, StatusCode::NO_CONTENT);
+    let mut row = second.state.db.image(&image.id).await.unwrap().unwrap();
+    for _ in 0..250 {
+        if row.status != "queued" && row.status != "uploading" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        row = second.state.db.image(&image.id).await.unwrap().unwrap();
+    }
+    let reason = second.state.db.image_ingest(&image.id).await.unwrap().unwrap().status_reason;
+    assert_eq!(row.status, "killed", "{reason}");
+    assert!(reason.contains("\"spare\"") && reason.contains("choose one of: main"), "{reason}");
+    assert!(!upload_file.exists(), "the refused upload's bytes are deleted");
+    let stored = std::fs::read_dir(root.join("main")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(stored, 0, "nothing was stored on the remaining backend");
+}
+
 /// An upload that names a storage backend that does not exist is refused when it is created,
 /// with the backends it could have named; it is never stored somewhere else instead.
 #[tokio::test]

@@ -20,6 +20,11 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    spawn_app_with(dir, config).await
+}
+
+/// A Hangar on `config` (whose paths the caller put under `dir`, kept alive with the app).
+pub async fn spawn_app_with(dir: tempfile::TempDir, config: Config) -> TestApp {
     let state = AppState::open(config).await.unwrap();
     let sessions = session_layer(&state).await.unwrap();
     let router = router(state.clone(), sessions);
