@@ -437,9 +437,6 @@ fn extract_package(
     let Some(first) = disks.next() else {
         return Err(fail(IngestError::Refused("The OVA holds no disk.".into())));
     };
-    let (_, md5, sha512) = hash_file(&first.path, false, ctl, uploaded_size).map_err(|e| fail(IngestError::Io(format!("hash disk: {e}"))))?;
-    let size = std::fs::metadata(&first.path).map_err(|e| fail(IngestError::Io(format!("stat disk: {e}"))))?.len();
-    let _ = std::fs::remove_file(&up.path);
     let extra_disks = disks
         .map(|d| ExtraDisk {
             path: d.path,
@@ -469,32 +466,76 @@ fn extract_package(
         // Signatures are not checked (no trust store): say so rather than stay silent.
         facts.push(("ovf_certificate".into(), format!("{name}: present, signature not verified")));
     }
-    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let record = records::ActiveImage {
+    let primary = Primary {
+        what: "disk",
+        path: &first.path,
         disk_format: ext.to_owned(),
-        uploaded_format: report.format.as_str().to_owned(),
-        uploaded_size: to_i64(uploaded_size),
-        size: to_i64(size),
-        virtual_size: Some(to_i64(first.virtual_size)),
-        sha256: sha256.clone(),
-        md5,
-        sha512,
-        findings,
-        location: first.path.display().to_string(),
-    };
-    let imported = Imported {
-        uploaded_format: "ova".into(),
-        uploaded_size,
-        disk_format: ext.to_owned(),
-        converted: true,
-        size,
-        virtual_size: Some(first.virtual_size),
-        sha256,
+        virtual_size: first.virtual_size,
+        uploaded_format: "ova",
         extra_disks,
-        ovf: facts,
+        facts,
         min_ram: o.memory_mib,
     };
-    Ok((record, imported))
+    primary.publish(up, report, findings, uploaded_size, sha256, ctl).map_err(fail)
+}
+
+/// The disk a package import makes this image (the OVA's first disk, the UEC's AMI), already
+/// unpacked in staging, with what the package said about it and its other disks.
+struct Primary<'a> {
+    /// Name in error messages ("disk", "AMI").
+    what: &'static str,
+    path: &'a Path,
+    disk_format: String,
+    virtual_size: u64,
+    uploaded_format: &'static str,
+    extra_disks: Vec<ExtraDisk>,
+    facts: Vec<(String, String)>,
+    min_ram: Option<u64>,
+}
+
+impl Primary<'_> {
+    /// Hashes and measures the disk, deletes the upload (its bytes now live in staging) and
+    /// returns the record to store. The caller removes staging on error.
+    fn publish(
+        self,
+        up: &UploadedFile,
+        report: &diskimage::Report,
+        findings: String,
+        uploaded_size: u64,
+        sha256: String,
+        ctl: &JobControl,
+    ) -> Result<(records::ActiveImage, Imported), IngestError> {
+        let what = self.what;
+        let (_, md5, sha512) = hash_file(self.path, false, ctl, uploaded_size).map_err(|e| IngestError::Io(format!("hash {what}: {e}")))?;
+        let size = std::fs::metadata(self.path).map_err(|e| IngestError::Io(format!("stat {what}: {e}")))?.len();
+        let _ = std::fs::remove_file(&up.path);
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let record = records::ActiveImage {
+            disk_format: self.disk_format.clone(),
+            uploaded_format: report.format.as_str().to_owned(),
+            uploaded_size: to_i64(uploaded_size),
+            size: to_i64(size),
+            virtual_size: Some(to_i64(self.virtual_size)),
+            sha256: sha256.clone(),
+            md5,
+            sha512,
+            findings,
+            location: self.path.display().to_string(),
+        };
+        let imported = Imported {
+            uploaded_format: self.uploaded_format.into(),
+            uploaded_size,
+            disk_format: self.disk_format,
+            converted: true,
+            size,
+            virtual_size: Some(self.virtual_size),
+            sha256,
+            extra_disks: self.extra_disks,
+            ovf: self.facts,
+            min_ram: self.min_ram,
+        };
+        Ok((record, imported))
+    }
 }
 
 /// Unpacks a UEC tarball (bounded gunzip; each member validated by the extractor): the AMI
@@ -537,9 +578,6 @@ fn extract_uec_package(
         }
         _ => (ami.path.clone(), "ami".to_owned(), ami.size),
     };
-    let (_, md5, sha512) = hash_file(&path, false, ctl, uploaded_size).map_err(|e| fail(IngestError::Io(format!("hash AMI: {e}"))))?;
-    let size = std::fs::metadata(&path).map_err(|e| fail(IngestError::Io(format!("stat AMI: {e}"))))?.len();
-    let _ = std::fs::remove_file(&up.path);
     let extra_disks = uec
         .parts
         .iter()
@@ -559,32 +597,17 @@ fn extract_uec_package(
             })
         })
         .collect();
-    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let record = records::ActiveImage {
-        disk_format: disk_format.clone(),
-        uploaded_format: report.format.as_str().to_owned(),
-        uploaded_size: to_i64(uploaded_size),
-        size: to_i64(size),
-        virtual_size: Some(to_i64(virtual_size)),
-        sha256: sha256.clone(),
-        md5,
-        sha512,
-        findings,
-        location: path.display().to_string(),
-    };
-    let imported = Imported {
-        uploaded_format: "uec".into(),
-        uploaded_size,
+    let primary = Primary {
+        what: "AMI",
+        path: &path,
         disk_format,
-        converted: true,
-        size,
-        virtual_size: Some(virtual_size),
-        sha256,
+        virtual_size,
+        uploaded_format: "uec",
         extra_disks,
-        ovf: vec![("uec_ami_member".to_owned(), ami.member.clone())],
+        facts: vec![("uec_ami_member".to_owned(), ami.member.clone())],
         min_ram: None,
     };
-    Ok((record, imported))
+    primary.publish(up, report, findings, uploaded_size, sha256, ctl).map_err(fail)
 }
 
 /// Runs the pipeline for one complete upload on the local backend with the matrix's current
