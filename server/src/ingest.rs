@@ -195,36 +195,22 @@ fn source_format(format: Format) -> Option<SourceFormat> {
     }
 }
 
-/// Hashes of one file, in one read: (sha256 if wanted, md5, sha512).
+/// Hashes of one file, in one read, one thread per digest: (sha256 if wanted, md5, sha512).
 fn hash_file(path: &Path, want_sha256: bool, ctl: &JobControl, base: u64) -> std::io::Result<(Option<String>, String, String)> {
     let mut f = File::open(path)?;
-    let mut buf = vec![0u8; HASH_BUFFER];
-    let mut s256 = want_sha256.then(|| Hasher::new(Algorithm::Sha256));
-    let (mut m5, mut s512) = (Hasher::new(Algorithm::Md5), Hasher::new(Algorithm::Sha512));
-    let mut read = 0u64;
-    loop {
+    let algos: &[Algorithm] = if want_sha256 { &[Algorithm::Md5, Algorithm::Sha512, Algorithm::Sha256] } else { &[Algorithm::Md5, Algorithm::Sha512] };
+    let mut d = digests::hash_parallel(&mut f, algos, |read| {
         if ctl.cancel.load(Ordering::Relaxed) {
             return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled"));
         }
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        read += n as u64;
         ctl.set_done(base + read);
-        let chunk = buf.get(..n).unwrap_or_default();
-        if let Some(h) = &mut s256 {
-            h.update(chunk);
-        }
-        m5.update(chunk);
-        s512.update(chunk);
-    }
-    let failed = || std::io::Error::other("a digest failed");
-    let s256 = match s256 {
-        Some(h) => Some(h.finish_hex().ok_or_else(failed)?),
-        None => None,
-    };
-    Ok((s256, m5.finish_hex().ok_or_else(failed)?, s512.finish_hex().ok_or_else(failed)?))
+        Ok(())
+    })?
+    .into_iter();
+    let mut next = || d.next().ok_or_else(|| std::io::Error::other("a digest is missing"));
+    let (md5, sha512) = (next()?, next()?);
+    let sha256 = if want_sha256 { Some(next()?) } else { None };
+    Ok((sha256, md5, sha512))
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
