@@ -110,49 +110,6 @@ impl Hasher {
     }
 }
 
-/// SHA-256, MD5 and SHA-512 of one stream, on the caller's thread.
-#[derive(Clone, Debug)]
-pub struct Triple {
-    sha256: Hasher,
-    md5: Hasher,
-    sha512: Hasher,
-}
-
-/// The hex digests of a [`Triple`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HexDigests {
-    pub sha256: String,
-    pub md5: String,
-    pub sha512: String,
-}
-
-impl Default for Triple {
-    fn default() -> Self {
-        Triple {
-            sha256: Hasher::new(Algorithm::Sha256),
-            md5: Hasher::new(Algorithm::Md5),
-            sha512: Hasher::new(Algorithm::Sha512),
-        }
-    }
-}
-
-impl Triple {
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.sha256.update(bytes);
-        self.md5.update(bytes);
-        self.sha512.update(bytes);
-    }
-
-    /// None if a hasher failed on the way.
-    pub fn finish(self) -> Option<HexDigests> {
-        Some(HexDigests {
-            sha256: self.sha256.finish_hex()?,
-            md5: self.md5.finish_hex()?,
-            sha512: self.sha512.finish_hex()?,
-        })
-    }
-}
-
 /// Bytes per read in [`hash_parallel`].
 const BLOCK: usize = 1 << 20;
 /// Blocks queued towards each hash thread.
@@ -284,19 +241,6 @@ mod tests {
             assert_eq!(mf.finish(), ms.finish(), "{algo:?} clone");
             assert_eq!(fast.finish(), slow.finish(), "{algo:?}");
         }
-    }
-
-    #[test]
-    fn triple_matches_single_hashers() {
-        let mut t = Triple::default();
-        t.update(b"hello ");
-        t.update(b"world");
-        let d = t.finish().unwrap();
-        assert_eq!(d.md5, "5eb63bbbe01eeed093cb22bb8f5acdc3");
-        assert_eq!(d.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
-        let mut h = Hasher::portable(Algorithm::Sha512);
-        h.update(b"hello world");
-        assert_eq!(Some(d.sha512), h.finish_hex());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
+use digests::Algorithm;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -84,24 +85,64 @@ pub(super) struct Received {
     pub sha512: String,
 }
 
-/// The three digests Glance and the pipeline want, computed as the bytes pass.
-#[derive(Default)]
+/// The three digests Glance and the pipeline want, computed as the bytes pass: on blocking
+/// threads (one per digest, `digests::hash_parallel`), never on the async worker that receives
+/// the body. The bounded channel holds the receiver back when hashing lags.
 pub(super) struct Digests {
-    all: digests::Triple,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<std::io::Result<Vec<String>>>,
     size: u64,
 }
 
+/// Chunks in flight towards the hash threads.
+const DIGEST_QUEUE: usize = 16;
+
 impl Digests {
+    pub fn start() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(DIGEST_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut source = ChannelReader { rx, current: Bytes::new() };
+            digests::hash_parallel(&mut source, &[Algorithm::Md5, Algorithm::Sha256, Algorithm::Sha512], |_| Ok(()))
+        });
+        Digests { tx, task, size: 0 }
+    }
+
     /// Adds `chunk`; returns the running size.
-    pub fn update(&mut self, chunk: &[u8]) -> u64 {
-        self.all.update(chunk);
+    pub async fn update(&mut self, chunk: &Bytes) -> u64 {
+        // A send fails only if the hashing ended early (it failed): `finish` reports that.
+        let _ = self.tx.send(chunk.clone()).await;
         self.size = self.size.saturating_add(chunk.len() as u64);
         self.size
     }
-    /// None if a hasher failed (OpenSSL reported an error): the bytes cannot be vouched for.
-    pub fn finish(self) -> Option<Received> {
-        let d = self.all.finish()?;
-        Some(Received { size: self.size, md5: d.md5, sha256: d.sha256, sha512: d.sha512 })
+
+    /// None if hashing failed: the bytes cannot be vouched for.
+    pub async fn finish(self) -> Option<Received> {
+        drop(self.tx);
+        let mut d = self.task.await.ok()?.ok()?.into_iter();
+        let (md5, sha256, sha512) = (d.next()?, d.next()?, d.next()?);
+        Some(Received { size: self.size, md5, sha256, sha512 })
+    }
+}
+
+/// The chunks sent to a [`Digests`], as a `Read` for its blocking thread; EOF when the sender
+/// is dropped.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
     }
 }
 
@@ -208,11 +249,11 @@ async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>) -
         tokio::fs::create_dir_all(dir).await.map_err(|e| GlanceError::internal("create upload dir", &e))?;
     }
     let mut file = tokio::fs::File::create(dest).await.map_err(|e| GlanceError::internal("create upload file", &e))?;
-    let mut digests = Digests::default();
+    let mut digests = Digests::start();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk: Bytes = chunk.map_err(|e| GlanceError::bad_request(format!("The upload was interrupted: {e}")))?;
-        let size = digests.update(&chunk);
+        let size = digests.update(&chunk).await;
         if size > limit {
             return Err(GlanceError::too_large("The image exceeds the project's storage quota or the image size cap."));
         }
@@ -221,7 +262,7 @@ async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>) -
         }
         file.write_all(&chunk).await.map_err(|e| GlanceError::internal("write upload", &e))?;
     }
-    let got = digests.finish().ok_or_else(|| GlanceError::internal("hash upload", &"a digest failed"))?;
+    let got = digests.finish().await.ok_or_else(|| GlanceError::internal("hash upload", &"a digest failed"))?;
     let size = got.size;
     if let Some(d) = declared {
         if d != size {

@@ -150,7 +150,7 @@ async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64) -> std::result::Re
         tokio::fs::create_dir_all(dir).await.map_err(|e| format!("cannot create the download directory ({e})"))?;
     }
     let mut file = tokio::fs::File::create(dest).await.map_err(|e| format!("cannot create the download file ({e})"))?;
-    let mut digests = Digests::default();
+    let mut digests = Digests::start();
     let mut stream = resp.bytes_stream();
     loop {
         let next = tokio::time::timeout(IDLE_TIMEOUT, stream.next())
@@ -158,13 +158,13 @@ async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64) -> std::result::Re
             .map_err(|_| format!("the server sent nothing for {} s", IDLE_TIMEOUT.as_secs()))?;
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| describe(&e))?;
-        if digests.update(&chunk) > limit {
+        if digests.update(&chunk).await > limit {
             return Err(too_large(limit));
         }
         file.write_all(&chunk).await.map_err(|e| format!("cannot write the download ({e})"))?;
     }
     file.sync_all().await.map_err(|e| format!("cannot write the download ({e})"))?;
-    let got = digests.finish().ok_or("cannot hash the download (a digest failed)")?;
+    let got = digests.finish().await.ok_or("cannot hash the download (a digest failed)")?;
     if let Some(n) = declared.filter(|n| *n != got.size) {
         return Err(format!("the server declared {n} bytes but sent {}", got.size));
     }
