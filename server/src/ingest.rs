@@ -18,13 +18,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
-use digests::{Algorithm, Hasher};
+use digests::Algorithm;
 
 /// A complete upload, handed over by the data plane (and kept in the import job's parameters).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -170,10 +169,6 @@ pub struct ExtraDisk {
     pub link: Option<String>,
 }
 
-/// Read buffer for hashing: large enough for sequential throughput, small enough to keep memory
-/// independent of image size.
-const HASH_BUFFER: usize = 1 << 20;
-
 /// Glance's disk_format names → the inspector's formats (`ami` images are raw filesystems).
 pub fn declared_format(disk_format: &str) -> Option<Format> {
     match disk_format {
@@ -215,16 +210,8 @@ fn hash_file(path: &Path, want_sha256: bool, ctl: &JobControl, base: u64) -> std
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
-    let mut buf = vec![0u8; HASH_BUFFER];
-    let mut h = Hasher::new(Algorithm::Sha256);
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(buf.get(..n).unwrap_or_default());
-    }
-    h.finish_hex().ok_or_else(|| std::io::Error::other("the SHA-256 digest failed"))
+    let mut d = digests::hash_parallel(&mut f, &[Algorithm::Sha256], |_| Ok(()))?;
+    d.pop().ok_or_else(|| std::io::Error::other("the SHA-256 digest is missing"))
 }
 
 /// The blocking part: inspect, convert or keep, hash, publish. Returns the record to store.
