@@ -7,13 +7,17 @@
 //!
 //! A progress bar is drawn on stderr when it is a terminal; a summary line always ends the run.
 //! Exit status: 0 done, 1 the input was refused (rejected, corrupt, unsupported, over a limit),
-//! 2 usage or I/O error.
+//! 2 usage or I/O error, 130 interrupted by Ctrl-C or SIGTERM (partial output deleted).
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::error::{Error, ErrorKind};
 use super::{
@@ -30,7 +34,8 @@ convert: IN is inspected first and refused unless accepted; OUT must not exist.
   FORMAT: raw qcow2 vdi vmdk vhd vhdx (default: detected)
 extract: OVA disks (streamOptimized or monolithicSparse VMDK, or raw) become
   OUTDIR/diskN.qcow2; UEC parts OUTDIR/ami.raw, aki.bin, ari.bin.
-Exit status: 0 done, 1 input refused, 2 usage or I/O error.";
+Exit status: 0 done, 1 input refused, 2 usage or I/O error, 130 interrupted (Ctrl-C;
+nothing is left behind).";
 
 /// Runs `convert`/`extract` if `argv[0]` names one of them; `None` for any other command.
 pub fn dispatch(argv: &[String]) -> Option<ExitCode> {
@@ -57,6 +62,8 @@ pub fn dispatch(argv: &[String]) -> Option<ExitCode> {
             eprintln!("diskimage {cmd}: {e}");
             match e.kind() {
                 ErrorKind::Io | ErrorKind::Usage => ExitCode::from(2),
+                // The shell's code for "ended by Ctrl-C"; nothing was left behind.
+                ErrorKind::Cancelled => ExitCode::from(130),
                 _ => ExitCode::from(1),
             }
         }
@@ -112,21 +119,32 @@ fn parse(args: &[String]) -> Result<Args, String> {
     })
 }
 
-/// A one-line progress bar on stderr (only when stderr is a terminal).
+/// A one-line progress bar on stderr (only when stderr is a terminal). It also carries Ctrl-C
+/// (SIGINT) and SIGTERM to the conversion, which then stops at its next progress step and
+/// deletes its partial output instead of dying and leaving a `.NAME.partial-*` file behind. A
+/// second Ctrl-C ends the process at once.
 struct Bar {
     total: u64,
     start: Instant,
     tty: bool,
     drawn: bool,
+    interrupted: Arc<AtomicBool>,
 }
 
 impl Bar {
     fn new(total: u64) -> Self {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        for sig in [SIGINT, SIGTERM] {
+            // Registration fails only for forbidden signals; these two never are.
+            let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone());
+            let _ = signal_hook::flag::register(sig, interrupted.clone());
+        }
         Bar {
             total,
             start: Instant::now(),
             tty: std::io::stderr().is_terminal(),
             drawn: false,
+            interrupted,
         }
     }
     fn clear(&mut self) {
@@ -161,6 +179,9 @@ impl Progress for Bar {
         );
         let _ = std::io::stderr().flush();
         self.drawn = true;
+    }
+    fn cancelled(&mut self) -> bool {
+        self.interrupted.load(Ordering::Relaxed)
     }
 }
 

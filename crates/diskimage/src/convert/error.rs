@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Package,
     /// The caller asked for something impossible (bad option, output already exists).
     Usage,
+    /// The caller stopped the conversion (see `Progress::cancelled`); nothing was kept.
+    Cancelled,
 }
 
 /// A conversion error: a kind, a message for the operator, and the I/O cause if any.
@@ -96,4 +98,8 @@ pub(crate) fn limit(msg: impl Into<String>) -> Error {
 
 pub(crate) fn package(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Package, msg)
+}
+
+pub(crate) fn cancelled() -> Error {
+    Error::new(ErrorKind::Cancelled, "the conversion was cancelled")
 }

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::error::{corrupt, Error, Result};
 
@@ -17,11 +18,40 @@ const REPORT_EVERY: u64 = 16 << 20;
 pub trait Progress {
     /// Called now and then during a conversion, and once at the end.
     fn update(&mut self, bytes_in: u64, bytes_out: u64);
+    /// Asked as often as [`Progress::update`] is called (every 16 MiB moved): `true` stops the
+    /// conversion with an [`ErrorKind::Cancelled`](super::ErrorKind::Cancelled) error, and its
+    /// output is deleted like on any other failure.
+    fn cancelled(&mut self) -> bool {
+        false
+    }
 }
 
 impl<F: FnMut(u64, u64)> Progress for F {
     fn update(&mut self, bytes_in: u64, bytes_out: u64) {
         self(bytes_in, bytes_out)
+    }
+}
+
+/// A [`Progress`] that also stops the conversion once `flag` is set (by another thread: a job
+/// being cancelled, a server shutting down).
+pub struct Cancellable<'a, P> {
+    progress: P,
+    flag: &'a AtomicBool,
+}
+
+impl<'a, P: Progress> Cancellable<'a, P> {
+    /// Wraps `progress`; the conversion stops soon after `flag` becomes true.
+    pub fn new(progress: P, flag: &'a AtomicBool) -> Self {
+        Cancellable { progress, flag }
+    }
+}
+
+impl<P: Progress> Progress for Cancellable<'_, P> {
+    fn update(&mut self, bytes_in: u64, bytes_out: u64) {
+        self.progress.update(bytes_in, bytes_out)
+    }
+    fn cancelled(&mut self) -> bool {
+        self.flag.load(Ordering::Relaxed) || self.progress.cancelled()
     }
 }
 
@@ -52,11 +82,12 @@ impl<'a> Meter<'a> {
             cb,
         }
     }
-    pub(crate) fn read(&mut self, n: u64) {
+    /// Counts `n` input bytes; fails when the caller asked to stop (see [`Progress::cancelled`]).
+    pub(crate) fn read(&mut self, n: u64) -> Result<()> {
         if self.count_input {
             self.bytes_in = self.bytes_in.saturating_add(n);
         }
-        self.maybe_report();
+        self.maybe_report()
     }
     /// Runs `f` without counting input: for converting a spooled copy of bytes that were
     /// counted as they arrived (so `bytes_in` never exceeds what the caller was given).
@@ -66,16 +97,21 @@ impl<'a> Meter<'a> {
         self.count_input = was;
         r
     }
-    pub(crate) fn wrote(&mut self, n: u64) {
+    /// Counts `n` output bytes; fails when the caller asked to stop.
+    pub(crate) fn wrote(&mut self, n: u64) -> Result<()> {
         self.bytes_out = self.bytes_out.saturating_add(n);
-        self.maybe_report();
+        self.maybe_report()
     }
-    fn maybe_report(&mut self) {
+    fn maybe_report(&mut self) -> Result<()> {
         let t = self.bytes_in.saturating_add(self.bytes_out);
         if t.saturating_sub(self.last) >= REPORT_EVERY {
             self.last = t;
             self.cb.update(self.bytes_in, self.bytes_out);
+            if self.cb.cancelled() {
+                return Err(super::error::cancelled());
+            }
         }
+        Ok(())
     }
     pub(crate) fn finish(&mut self) {
         self.cb.update(self.bytes_in, self.bytes_out);
@@ -231,7 +267,7 @@ impl Input<'_> {
         match self {
             Input::File(f) => {
                 f.read_at(off, buf, what)?;
-                m.read(buf.len() as u64);
+                m.read(buf.len() as u64)?;
             }
             Input::Stream(s, scratch) => {
                 let before = s.pos();
@@ -240,7 +276,7 @@ impl Input<'_> {
                 }
                 s.skip_to(off, scratch, what)?;
                 s.read_exact(buf, what)?;
-                m.read(s.pos() - before);
+                m.read(s.pos() - before)?;
             }
         }
         Ok(())
@@ -256,7 +292,7 @@ impl Input<'_> {
         match self {
             Input::File(f) => {
                 let n = f.read_clamped(off, buf, what)?;
-                m.read(n as u64);
+                m.read(n as u64)?;
                 Ok(n)
             }
             Input::Stream(s, scratch) => {
@@ -266,7 +302,7 @@ impl Input<'_> {
                 }
                 s.skip_to(off, scratch, what)?;
                 let n = s.read_full(buf)?;
-                m.read(s.pos() - before);
+                m.read(s.pos() - before)?;
                 Ok(n)
             }
         }
@@ -297,7 +333,7 @@ impl Input<'_> {
                 scratch.resize(64 << 10, 0);
             }
             let n = s.drain(scratch)?;
-            m.read(n);
+            m.read(n)?;
         }
         Ok(())
     }

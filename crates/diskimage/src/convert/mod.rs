@@ -49,7 +49,7 @@ use std::time::Instant;
 
 pub use error::{Error, ErrorKind, Result};
 pub use gate::Accepted;
-pub use io::{NoProgress, Progress};
+pub use io::{Cancellable, NoProgress, Progress};
 pub use qcow2w::MAX_VIRTUAL_SIZE;
 
 use io::{FileIn, Input, Meter, StreamIn};

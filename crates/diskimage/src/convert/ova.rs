@@ -323,7 +323,7 @@ pub fn extract_ova(
         st.digests.push((mem.name, h.finish()));
         Ok(())
     })?;
-    m.read(counted.n.saturating_sub(m.bytes_in));
+    m.read(counted.n.saturating_sub(m.bytes_in))?;
     let ovf = st
         .ovf
         .take()
@@ -461,7 +461,7 @@ impl Spool {
             w.write_all(&buf[..k])
                 .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
             n += k as u64;
-            m.read(k as u64);
+            m.read(k as u64)?;
         }
         if n != size {
             return Err(package(format!(

@@ -278,7 +278,7 @@ impl<'f> Qcow2Sink<'f> {
         self.f
             .write_all_at(buf, off)
             .map_err(|e| Error::io("writing the qcow2 output", e))?;
-        m.wrote(buf.len() as u64);
+        m.wrote(buf.len() as u64)?;
         Ok(())
     }
 
@@ -580,7 +580,7 @@ impl Sink for Qcow2Sink<'_> {
         // The tail (less than a cluster) is copied before the buffer changes hands.
         self.partial.extend_from_slice(&buf[whole..len]);
         self.pos += (len - whole) as u64;
-        m.wrote(writes.iter().map(|w| (w.1 - w.0) as u64).sum());
+        m.wrote(writes.iter().map(|w| (w.1 - w.0) as u64).sum())?;
         self.wb.submit(buf, writes)
     }
 
@@ -595,7 +595,7 @@ impl Sink for Qcow2Sink<'_> {
         let whole = len / CLUSTER_US * CLUSTER_US;
         if self.codec != Compression::None || !self.partial.is_empty() || whole == 0 {
             src.read_at(off, &mut buf[..len], "image data")?;
-            m.read(len as u64);
+            m.read(len as u64)?;
             return self.data_owned(buf, len, m);
         }
         self.check_room(len as u64)?;
@@ -624,7 +624,7 @@ impl Sink for Qcow2Sink<'_> {
             .iter()
             .map(|&(s, e, host)| (off + s as u64, host, e - s))
             .collect();
-        m.wrote(copies.iter().map(|c| c.2 as u64).sum());
+        m.wrote(copies.iter().map(|c| c.2 as u64).sum())?;
         let rest = len - whole;
         if rest > 0 {
             let t = &mut buf[..rest];
@@ -632,7 +632,7 @@ impl Sink for Qcow2Sink<'_> {
             self.partial.extend_from_slice(t);
             self.pos += rest as u64;
         }
-        m.read(len as u64);
+        m.read(len as u64)?;
         self.wb.submit_copy(&arc, copies)
     }
 

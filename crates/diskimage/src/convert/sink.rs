@@ -28,7 +28,7 @@ pub(crate) trait Sink {
         m: &mut Meter,
     ) -> Result<()> {
         src.read_at(off, &mut buf[..len], "image data")?;
-        m.read(len as u64);
+        m.read(len as u64)?;
         self.data_owned(buf, len, m)
     }
     /// The next `len` guest bytes read as zero.
@@ -95,7 +95,7 @@ impl Sink for RawSink<'_> {
             self.f
                 .write_all_at(&buf[s..e], off)
                 .map_err(|e| Error::io("writing the raw output", e))?;
-            m.wrote((e - s) as u64);
+            m.wrote((e - s) as u64)?;
         }
         self.pos += buf.len() as u64;
         Ok(())
@@ -103,7 +103,7 @@ impl Sink for RawSink<'_> {
     fn data_owned(&mut self, buf: &mut IoBuf, len: usize, m: &mut Meter) -> Result<()> {
         self.check(len)?;
         let runs = self.runs(&buf[..len]);
-        m.wrote(runs.iter().map(|r| (r.1 - r.0) as u64).sum());
+        m.wrote(runs.iter().map(|r| (r.1 - r.0) as u64).sum())?;
         self.wb.submit(buf, runs)?;
         self.pos += len as u64;
         Ok(())
@@ -143,7 +143,7 @@ impl Sink for RawSink<'_> {
                     Some(l) if l.0 + l.2 as u64 == so && l.1 + l.2 as u64 == dst => l.2 += n,
                     _ => copies.push((so, dst, n)),
                 }
-                m.wrote(n as u64);
+                m.wrote(n as u64)?;
             } else {
                 let chunk = &mut buf[..n];
                 src.read_at(so, chunk, "image data")?;
@@ -155,12 +155,12 @@ impl Sink for RawSink<'_> {
                     self.f
                         .write_all_at(&chunk[s..e], o)
                         .map_err(|e| Error::io("writing the raw output", e))?;
-                    m.wrote((e - s) as u64);
+                    m.wrote((e - s) as u64)?;
                 }
             }
             i += n;
         }
-        m.read(len as u64);
+        m.read(len as u64)?;
         self.wb.submit_copy(&arc, copies)?;
         self.pos += len as u64;
         Ok(())

@@ -139,7 +139,7 @@ pub fn extract_uec(
                 let mut w = out.file();
                 let k = io::copy(&mut chained, &mut w)
                     .map_err(|e| Error::io(format!("writing the {what}"), e))?;
-                m.wrote(k);
+                m.wrote(k)?;
             }
         }
         pending.push((
@@ -165,7 +165,7 @@ pub fn extract_uec(
     }
     let bytes_in = gz.inner.get_ref().n;
     drop(gz);
-    m.read(raw_in.n.max(bytes_in));
+    m.read(raw_in.n.max(bytes_in))?;
     m.finish();
     let mut parts = Vec::new();
     for (out, p) in pending {
