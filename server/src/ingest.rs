@@ -78,6 +78,19 @@ impl JobControl {
     fn set_done(&self, n: u64) {
         self.done.store(n, Ordering::Relaxed);
     }
+    /// Progress for a conversion or extraction: feeds `done`, and stops it mid-way (its
+    /// output deleted) once the job is cancelled.
+    fn progress(&self) -> convert::Cancellable<'_, impl FnMut(u64, u64) + '_> {
+        convert::Cancellable::new(move |bytes_in: u64, _out: u64| self.set_done(bytes_in), &self.cancel)
+    }
+    /// A conversion error as the import's outcome: cancelled, or refused with `say(e)`.
+    fn refusal(&self, e: convert::Error, say: impl FnOnce(convert::Error) -> String) -> IngestError {
+        if e.kind() == convert::ErrorKind::Cancelled {
+            IngestError::Cancelled
+        } else {
+            IngestError::Refused(say(e))
+        }
+    }
 }
 
 /// What the matrix says to do with one format on the target backend.
@@ -281,9 +294,8 @@ fn process(
             let file = File::open(&up.path).map_err(|e| io("open upload", e))?;
             let accepted = convert::inspect_for_conversion(&file, Some(from), up.file_name.as_deref())
                 .map_err(|e| IngestError::Refused(e.to_string()))?;
-            let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
-            let summary = convert::convert_accepted(&file, &accepted, &out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut progress)
-                .map_err(|e| IngestError::Refused(format!("Conversion to {ext} failed: {e}")))?;
+            let summary = convert::convert_accepted(&file, &accepted, &out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
+                .map_err(|e| ctl.refusal(e, |e| format!("Conversion to {ext} failed: {e}")))?;
             drop(file);
             if let Err(e) = ctl.check() {
                 let _ = std::fs::remove_file(&out);
@@ -390,9 +402,11 @@ fn extract_package(
         TargetFormat::Raw => "raw",
     };
     let (outdir, sha256, mut input) = open_package(up, staging, "ova", ctl, uploaded_size)?;
-    let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
-    let ova = convert::ova::extract_ova(&mut input, &outdir, &ConvertOptions { to, ..ConvertOptions::default() }, &mut progress)
-        .map_err(|e| IngestError::Refused(format!("The OVA could not be unpacked: {e}")))?;
+    let ova = convert::ova::extract_ova(&mut input, &outdir, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(&outdir);
+            ctl.refusal(e, |e| format!("The OVA could not be unpacked: {e}"))
+        })?;
     drop(input);
     let fail = |e: IngestError| {
         let _ = std::fs::remove_dir_all(&outdir);
@@ -529,9 +543,11 @@ fn extract_uec_package(
         }
     }
     let (outdir, sha256, mut input) = open_package(up, staging, "uec", ctl, uploaded_size)?;
-    let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
-    let uec = convert::uec::extract_uec(&mut input, &outdir, convert::uec::UecLimits::default(), &mut progress)
-        .map_err(|e| IngestError::Refused(format!("The UEC tarball could not be unpacked: {e}")))?;
+    let uec = convert::uec::extract_uec(&mut input, &outdir, convert::uec::UecLimits::default(), &mut ctl.progress())
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(&outdir);
+            ctl.refusal(e, |e| format!("The UEC tarball could not be unpacked: {e}"))
+        })?;
     drop(input);
     let fail = |e: IngestError| {
         let _ = std::fs::remove_dir_all(&outdir);
@@ -828,9 +844,8 @@ pub fn convert_copy(src: &Path, from_disk_format: &str, to: TargetFormat, out: &
         .ok_or_else(|| format!("Hangar cannot convert {from_disk_format} images."))?;
     let file = File::open(src).map_err(|e| format!("cannot open the source copy: {e}"))?;
     let accepted = convert::inspect_for_conversion(&file, Some(from), None).map_err(|e| e.to_string())?;
-    let mut progress = |bytes_in: u64, _out: u64| ctl.set_done(bytes_in);
-    let summary = convert::convert_accepted(&file, &accepted, out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut progress)
-        .map_err(|e| format!("conversion failed: {e}"))?;
+    let summary = convert::convert_accepted(&file, &accepted, out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
+        .map_err(|e| if e.kind() == convert::ErrorKind::Cancelled { "Cancelled; nothing was kept.".to_owned() } else { format!("conversion failed: {e}") })?;
     Ok(summary.virtual_size)
 }
 

@@ -226,6 +226,60 @@ async fn a_cancelled_import_keeps_nothing() {
     assert!(left.is_empty(), "no half-written output: {left:?}");
 }
 
+/// Cancelling a job stops its conversion mid-way (a 40 GiB conversion must not run on for
+/// minutes after the user cancelled), and the partial output is deleted.
+#[tokio::test]
+async fn a_job_cancelled_during_its_conversion_stops_it_midway() {
+    use std::sync::atomic::Ordering;
+    let e = env().await;
+    // 128 MiB of incompressible data, so the conversion writes every byte.
+    let raw = e.data().join("big.raw");
+    let mut bytes = vec![0u8; 128 << 20];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for c in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&raw, &bytes).unwrap();
+    drop(bytes);
+    let vdi = e.data().join("big.vdi");
+    qemu_img(&["convert", "-f", "raw", "-O", "vdi", raw.to_str().unwrap(), vdi.to_str().unwrap()]);
+    let size = std::fs::metadata(&vdi).unwrap().len();
+    let local = Rules::load(&e.db, "local").await.unwrap();
+    let id = e.image("vdi").await;
+    let up = e.upload(&id, &vdi);
+    let path = up.path.clone();
+    let ctl = Arc::new(JobControl::default());
+    // The job's cancel button, pressed once the conversion has reported its first bytes.
+    let watcher = {
+        let ctl = ctl.clone();
+        std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            while ctl.done.load(Ordering::Relaxed) == 0 && t0.elapsed() < std::time::Duration::from_secs(60) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            ctl.cancel.store(true, Ordering::Relaxed);
+        })
+    };
+    let err = ingest_with(&e.db, e.data(), up, &local, &e.store("local"), ctl.clone()).await.unwrap_err();
+    watcher.join().unwrap();
+    assert!(matches!(err, IngestError::Cancelled), "{err}");
+    // Progress counts input bytes while converting (then hashing adds the upload's size): a
+    // conversion that ran to its end would have reported all of it.
+    let done = ctl.done.load(Ordering::Relaxed);
+    assert!(done > 0 && done < size / 2, "the conversion read {done} of {size} bytes before stopping");
+    let row = e.db.image_ingest(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "killed");
+    assert!(row.status_reason.contains("cancelled"), "{}", row.status_reason);
+    assert!(!path.exists());
+    let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().map(|f| f.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "no half-written output: {left:?}");
+    let images: Vec<_> = std::fs::read_dir(e.data().join("images")).map(|d| d.flatten().map(|f| f.file_name()).collect()).unwrap_or_default();
+    assert!(images.is_empty(), "no converted image kept: {images:?}");
+}
+
 #[tokio::test]
 async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     let e = env().await;
