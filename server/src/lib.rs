@@ -84,6 +84,14 @@ pub enum StartError {
     Storage(String),
 }
 
+/// How old an interrupted storage write must be before a server frees its remains (the parts
+/// of a Ceph multipart upload whose server died mid-write). Far longer than any write takes
+/// (40 GiB at 100 MiB/s is 7 minutes), so a write running on another server sharing the bucket
+/// is never cut off.
+const ABANDONED_WRITE_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// How often the sweep runs (first at start-up).
+const ABANDONED_WRITE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl AppState {
     /// Opens the data directory and database (running migrations) for `config`.
     pub async fn open(config: Config) -> Result<Self, StartError> {
@@ -92,6 +100,7 @@ impl AppState {
         let db = Db::open_sqlite(&config.database_path()).await?;
         let stores = stores::Stores::open(&config.storage, config.default_storage.as_deref(), &config.data_dir)
             .map_err(StartError::Storage)?;
+        stores.spawn_sweeper(ABANDONED_WRITE_AGE, ABANDONED_WRITE_SWEEP_EVERY);
         let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers, stores.clone()).await?;
         let uploads = open_uploads(&db, &config.data_dir, jobs.clone(), stores.clone()).await?;
         let leptos = LeptosOptions::builder()

@@ -57,6 +57,38 @@ impl Stores {
         &self.list
     }
 
+    /// Frees what interrupted writes left in every backend more than `age` ago (Ceph:
+    /// incomplete multipart uploads of a process that died mid-write); returns how many. A
+    /// backend that cannot be swept now is logged and tried again next time.
+    pub async fn sweep_abandoned_writes(&self, age: std::time::Duration) -> usize {
+        let mut freed = 0;
+        for b in self.list.iter() {
+            match b.sweep_abandoned_writes(age).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(backend = b.name(), count = n, "freed the parts of interrupted writes");
+                    freed += n;
+                }
+                Err(e) => tracing::warn!(backend = b.name(), error = %e, "cannot sweep interrupted writes"),
+            }
+        }
+        freed
+    }
+
+    /// Sweeps at start-up and then every `every`, for writes older than `age` (see
+    /// [`Self::sweep_abandoned_writes`]).
+    pub fn spawn_sweeper(&self, age: std::time::Duration, every: std::time::Duration) {
+        let stores = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                stores.sweep_abandoned_writes(age).await;
+            }
+        });
+    }
+
     pub fn set_jobs(&self, jobs: Jobs) {
         let _ = self.jobs.set(jobs);
     }

@@ -210,3 +210,30 @@ async fn an_import_into_a_ceph_that_does_not_answer_is_killed_and_leaves_nothing
     assert!(e.db.image_locations(&id).await.unwrap().is_empty(), "no location recorded");
     assert!(!path.exists(), "the upload is discarded");
 }
+
+/// A server that died mid-write leaves the parts of its multipart upload in the bucket; the
+/// servers' sweep frees them once they are older than the age given (a day in production),
+/// never a young one that may be another server's write in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_frees_the_parts_of_writes_abandoned_mid_way() {
+    use std::time::Duration;
+    let c = cluster();
+    let e = env().await;
+    let data_dir = e.dir.path().to_path_buf();
+    let local = storage::BackendConfig { name: "local".into(), path: Some(data_dir.join("images")), ..Default::default() };
+    let stores = server::stores::Stores::open(&[local, ceph_config(&c.endpoint, &c, 30)], Some("local"), &data_dir).unwrap();
+    let ceph = stores.get("ceph").unwrap().clone();
+    // 12 MiB in 5 MiB parts: the write is dropped once its first part is stored.
+    let src = data_dir.join("big.raw");
+    std::fs::write(&src, vec![0x5Au8; 12 << 20]).unwrap();
+    let first_part = tokio::sync::Notify::new();
+    let notify = |_| first_part.notify_one();
+    tokio::select! {
+        r = ceph.put_file("died-mid-write", &src, storage::PutMode::Copy, &notify) => panic!("the write finished first: {r:?}"),
+        _ = first_part.notified() => {}
+    }
+    assert_eq!(stores.sweep_abandoned_writes(Duration::from_secs(3600)).await, 0, "a young write is kept");
+    assert_eq!(ceph.size("died-mid-write").await.unwrap(), None);
+    assert_eq!(stores.sweep_abandoned_writes(Duration::ZERO).await, 1, "an old enough one is freed");
+    assert_eq!(stores.sweep_abandoned_writes(Duration::ZERO).await, 0, "and only once");
+}

@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -246,6 +246,19 @@ impl CephBackend {
     /// id). A write that failed while the gateway was unreachable leaves one until its
     /// background abort gets through; a process that died mid-write leaves one for good.
     pub async fn incomplete_uploads(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .incomplete_uploads_since()
+            .await?
+            .into_iter()
+            .map(|(k, id, _)| (k, id))
+            .collect())
+    }
+
+    /// [`Self::incomplete_uploads`] with when each was initiated (`None` if the gateway did not
+    /// say in a form we read).
+    async fn incomplete_uploads_since(
+        &self,
+    ) -> Result<Vec<(String, String, Option<SystemTime>)>, StoreError> {
         let (status, body) = self.bucket_request(http::Method::GET, "?uploads").await?;
         if !status.is_success() {
             return Err(StoreError::Remote(format!(
@@ -261,16 +274,35 @@ impl CephBackend {
         Ok(body
             .split("<Upload>")
             .skip(1)
-            .filter_map(|u| Some((field(u, "Key")?, field(u, "UploadId")?)))
+            .filter_map(|u| {
+                let since = field(u, "Initiated").and_then(|t| parse_s3_time(&t));
+                Some((field(u, "Key")?, field(u, "UploadId")?, since))
+            })
             .collect())
     }
 
     /// Aborts every incomplete multipart upload in the bucket, freeing its parts; returns how
-    /// many. Only for when no write to this bucket is running (at start-up, by an operator): it
-    /// would also abort a write in progress.
+    /// many. Only for when no write to this bucket is running (by an operator, in tests): it
+    /// would also abort a write in progress. Servers use [`Backend::sweep_abandoned_writes`].
     pub async fn abort_incomplete_uploads(&self) -> Result<usize, StoreError> {
-        let uploads = self.incomplete_uploads().await?;
-        for (key, id) in &uploads {
+        self.abort_uploads_older_than(None).await
+    }
+
+    /// Aborts the incomplete uploads initiated more than `age` ago (all of them for `None`).
+    /// One whose start time cannot be read is kept: it might be a write in progress.
+    async fn abort_uploads_older_than(&self, age: Option<Duration>) -> Result<usize, StoreError> {
+        let now = SystemTime::now();
+        let uploads: Vec<_> = self
+            .incomplete_uploads_since()
+            .await?
+            .into_iter()
+            .filter(|(_, _, since)| match (age, since) {
+                (None, _) => true,
+                (Some(age), Some(t)) => now.duration_since(*t).is_ok_and(|d| d >= age),
+                (Some(_), None) => false,
+            })
+            .collect();
+        for (key, id, _) in &uploads {
             let key = Key::parse(key)?; // never build a URL from a name Hangar did not make
             let query = format!("/{}?uploadId={}", key.as_str(), percent_encode(id));
             let (status, body) = self.bucket_request(http::Method::DELETE, &query).await?;
@@ -588,7 +620,43 @@ impl Backend for CephBackend {
         self.ensure_bucket().await
     }
 
+    async fn sweep_abandoned_writes(&self, age: Duration) -> Result<usize, StoreError> {
+        self.abort_uploads_older_than(Some(age)).await
+    }
+
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
         None
+    }
+}
+
+/// An S3 timestamp (`2026-11-27T20:45:00.000Z`, RFC 3339 in UTC) as a `SystemTime`.
+fn parse_s3_time(s: &str) -> Option<SystemTime> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    let secs = u64::try_from(t.unix_timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, t.nanosecond()))
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn s3_timestamps_parse() {
+        let t = parse_s3_time("2026-11-27T20:45:01.500Z").unwrap();
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(d, Duration::new(1_795_812_301, 500_000_000));
+        assert_eq!(
+            parse_s3_time("1970-01-01T00:00:00Z"),
+            Some(SystemTime::UNIX_EPOCH)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(parse_s3_time(bad), None, "{bad}");
+        }
     }
 }

@@ -290,6 +290,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Local/NFS: where the object's file is (for fast local reads); Ceph: `None`.
     fn local_path(&self, key: &str) -> Option<PathBuf>;
+
+    /// Frees what interrupted writes left behind more than `age` ago; returns how many were
+    /// freed. Ceph: incomplete multipart uploads (a process that died mid-write leaves its
+    /// parts in the bucket, unseen and still using space). `age` must be far longer than any
+    /// write takes, so a write still running on another Hangar server sharing the bucket is
+    /// never cut off. Files: nothing to do (failed writes remove their temporary files).
+    async fn sweep_abandoned_writes(&self, _age: Duration) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Opens the backend a `[[storage]]` table describes. Local creates its directory; NFS requires
