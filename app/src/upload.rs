@@ -216,6 +216,67 @@ pub trait Observer {
     fn retrying(&self, message: &str, delay_ms: i32);
     /// True when the user paused or cancelled: stop after the current chunk.
     fn stopped(&self) -> bool;
+    /// The browser went offline (`false`: the upload waits, however long, without using up
+    /// retries) or came back (`true`: it goes on by itself).
+    fn network(&self, online: bool);
+}
+
+/// False when the browser knows it has no network (`navigator.onLine`). True does not promise
+/// a working connection (a hotel Wi-Fi's login page), so requests still retry with back-off.
+fn online() -> bool {
+    web_sys::window().is_none_or(|w| w.navigator().on_line())
+}
+
+fn paused() -> HttpError {
+    HttpError { status: 0, message: "paused".into(), retry: false }
+}
+
+/// Delay before retry number `attempt + 1`.
+fn backoff(attempt: u32) -> i32 {
+    FIRST_BACKOFF_MS.saturating_mul(1 << attempt.min(5)).min(MAX_BACKOFF_MS)
+}
+
+/// While the browser is offline (the Wi-Fi dropped, the laptop slept), waits until it is back,
+/// however long that takes; pause and cancel still work. Returns whether it waited.
+async fn wait_online(obs: &dyn Observer) -> Result<bool, HttpError> {
+    if online() {
+        return Ok(false);
+    }
+    obs.network(false);
+    while !online() {
+        if obs.stopped() {
+            return Err(paused());
+        }
+        sleep(500).await;
+    }
+    obs.network(true);
+    Ok(true)
+}
+
+/// Runs a request that is safe to repeat (a HEAD, or a part's POST whose duplicate only leaves
+/// an empty upload to expire) with the chunks' retry rules: back-off on network errors and 5xx,
+/// and no attempts used up while offline.
+async fn with_retries<T, Fut: std::future::Future<Output = Result<T, HttpError>>>(obs: &dyn Observer, mut request: impl FnMut() -> Fut) -> Result<T, HttpError> {
+    let mut attempt = 0u32;
+    loop {
+        wait_online(obs).await?;
+        match request().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.retry => {
+                if wait_online(obs).await? {
+                    continue;
+                }
+                if attempt + 1 >= MAX_ATTEMPTS {
+                    return Err(e);
+                }
+                let delay = backoff(attempt);
+                obs.retrying(&e.message, delay);
+                sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The URLs of one file's upload, kept in localStorage so a reload can resume it.
@@ -294,7 +355,7 @@ async fn send_part(file: &File, part: &PartRecord, mut from: u64, chunk: u64, do
     let mut ready: Option<Prepared> = None;
     while from < part.end {
         if obs.stopped() {
-            return Err(HttpError { status: 0, message: "paused".into(), retry: false });
+            return Err(paused());
         }
         let end = (from + chunk).min(part.end);
         // The chunk prepared while the last one travelled, unless the offset moved meanwhile.
@@ -339,11 +400,17 @@ async fn send_part(file: &File, part: &PartRecord, mut from: u64, chunk: u64, do
                 from = end;
                 attempt = 0;
             }
-            Err(e) if e.retry && attempt + 1 < MAX_ATTEMPTS => {
-                let delay = FIRST_BACKOFF_MS.saturating_mul(1 << attempt.min(5)).min(MAX_BACKOFF_MS);
-                obs.retrying(&e.message, delay);
-                sleep(delay).await;
-                attempt += 1;
+            Err(e) if e.retry => {
+                // Offline: wait for the network, then go on without using up an attempt.
+                if !wait_online(obs).await? {
+                    if attempt + 1 >= MAX_ATTEMPTS {
+                        return Err(e);
+                    }
+                    let delay = backoff(attempt);
+                    obs.retrying(&e.message, delay);
+                    sleep(delay).await;
+                    attempt += 1;
+                }
                 // After a network error the server may have stored part of the chunk.
                 if let Ok(Some(o)) = offset(&part.url).await {
                     let server_at = part.start + o;
@@ -368,7 +435,8 @@ pub async fn upload(file: &File, key: &str, mut record: ResumeRecord, chunk: u64
     let mut starts = Vec::new();
     if !record.parts.is_empty() && record.final_url.is_none() {
         for p in &record.parts {
-            match offset(&p.url).await? {
+            let url = p.url.as_str();
+            match with_retries(obs, move || offset(url)).await? {
                 Some(o) => starts.push(p.start + o.min(p.end - p.start)),
                 None => {
                     starts.clear();
@@ -387,7 +455,8 @@ pub async fn upload(file: &File, key: &str, mut record: ResumeRecord, chunk: u64
     }
     if record.parts.is_empty() {
         for (start, end) in plan_parts(size, chunk) {
-            let url = create_partial(end - start, &record.image_id).await?;
+            let image_id = record.image_id.as_str();
+            let url = with_retries(obs, move || create_partial(end - start, image_id)).await?;
             record.parts.push(PartRecord { url, start, end });
             starts.push(start);
         }
@@ -414,6 +483,9 @@ pub async fn upload(file: &File, key: &str, mut record: ResumeRecord, chunk: u64
     if !record.store.is_empty() {
         meta.push(("store", record.store.as_str()));
     }
+    // Not repeated on its own (a lost answer may hide a final upload that exists): a failure
+    // here leaves the record for Resume, which finds the parts complete and asks again.
+    wait_online(obs).await?;
     let url = create(size, &meta, Some(format!("final;{parts}"))).await?;
     record.final_url = Some(url);
     save_resume(key, &record);

@@ -162,6 +162,41 @@ test("the upload survives a network outage and resumes on its own", async ({ pag
   await expect(c.locator("code.sha256")).toHaveText(sha256(raw));
 });
 
+test("offline for a while, the upload waits for the network and goes on by itself", async ({ page }) => {
+  await openUpload(page);
+  await page.getByText("Transfer settings").click();
+  await page.locator("#chunk-size").selectOption("4");
+  await page.locator("#file-input").setInputFiles(raw);
+  const c = card(page, raw);
+  await c.getByLabel("Image name").fill(unique("offline"));
+  // Let two chunks through, hold the next ones until the browser is offline, then fail them
+  // the way Chromium does when the Wi-Fi drops.
+  let patches = 0;
+  let release = () => {};
+  const held = new Promise<void>((r) => (release = r));
+  await page.route("**/uploads/**", async (route) => {
+    if (route.request().method() === "PATCH" && ++patches > 2) {
+      await held;
+      return route.abort("internetdisconnected");
+    }
+    return route.continue();
+  });
+  await c.locator("button.start").click();
+  await expect.poll(() => patches, { timeout: 30_000 }).toBeGreaterThan(2);
+  await page.context().setOffline(true);
+  release();
+  await expect(c.locator(".note")).toContainText("You are offline", { timeout: 30_000 });
+  // It waits without giving up or counting down retries, and says so.
+  await page.waitForTimeout(3_000);
+  await expect(c.locator(".note")).toContainText("You are offline");
+  await expect(c.locator(".phase")).toHaveText("Uploading");
+  await page.unroute("**/uploads/**");
+  await page.context().setOffline(false);
+  await expect(c.locator(".phase")).toHaveText("Active", { timeout: 90_000 });
+  await expect(c.locator(".note")).toHaveCount(0);
+  await expect(c.locator("code.sha256")).toHaveText(sha256(raw));
+});
+
 test("a reload mid-upload offers to resume and sends only the rest", async ({ page }) => {
   await openUpload(page);
   await page.getByText("Transfer settings").click();

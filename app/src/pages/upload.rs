@@ -84,6 +84,13 @@ impl engine::Observer for Item {
     fn stopped(&self) -> bool {
         self.stop.get_untracked()
     }
+    fn network(&self, online: bool) {
+        self.note.set(if online {
+            String::new()
+        } else {
+            "You are offline. The upload waits and goes on by itself when the network is back; nothing sent so far is lost.".to_owned()
+        });
+    }
 }
 
 fn now_ms() -> f64 {
