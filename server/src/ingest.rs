@@ -65,6 +65,39 @@ pub struct JobControl {
     pub total: AtomicU64,
     /// Set when the job is cancelled: the pipeline stops at its next step.
     pub cancel: AtomicBool,
+    /// The current [`Stage`], as its `u8`.
+    stage: std::sync::atomic::AtomicU8,
+}
+
+/// What an import or copy is doing now; the job row carries it to the upload card and the
+/// jobs page ("Converting… 40%" says more than "Verifying").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    Starting = 0,
+    Inspecting,
+    Converting,
+    Unpacking,
+    Hashing,
+    Downloading,
+    Storing,
+}
+
+impl Stage {
+    const ALL: [Stage; 7] = [Stage::Starting, Stage::Inspecting, Stage::Converting, Stage::Unpacking, Stage::Hashing, Stage::Downloading, Stage::Storing];
+
+    /// The name stored in `jobs.stage` (see `app::api::upload::import_stage_line`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Starting => "starting",
+            Stage::Inspecting => "inspecting",
+            Stage::Converting => "converting",
+            Stage::Unpacking => "unpacking",
+            Stage::Hashing => "hashing",
+            Stage::Downloading => "downloading",
+            Stage::Storing => "storing",
+        }
+    }
 }
 
 impl JobControl {
@@ -77,6 +110,14 @@ impl JobControl {
     }
     fn set_done(&self, n: u64) {
         self.done.store(n, Ordering::Relaxed);
+    }
+    /// Enters `stage` (the job's progress writer picks it up).
+    pub fn set_stage(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
+    pub fn stage(&self) -> Stage {
+        let n = self.stage.load(Ordering::Relaxed);
+        Stage::ALL.into_iter().find(|s| *s as u8 == n).unwrap_or(Stage::Starting)
     }
     /// Progress for a conversion or extraction: feeds `done`, and stops it mid-way (its
     /// output deleted) once the job is cancelled.
@@ -205,6 +246,7 @@ fn source_format(format: Format) -> Option<SourceFormat> {
 
 /// Hashes of one file, in one read, one thread per digest: (sha256 if wanted, md5, sha512).
 fn hash_file(path: &Path, want_sha256: bool, ctl: &JobControl, base: u64) -> std::io::Result<(Option<String>, String, String)> {
+    ctl.set_stage(Stage::Hashing);
     let mut f = File::open(path)?;
     let algos: &[Algorithm] = if want_sha256 { &[Algorithm::Md5, Algorithm::Sha512, Algorithm::Sha256] } else { &[Algorithm::Md5, Algorithm::Sha512] };
     let mut d = digests::hash_parallel(&mut f, algos, |read| {
@@ -246,6 +288,7 @@ fn process(
         Some(d) => Some(declared_format(d).ok_or_else(|| IngestError::Refused(format!("Hangar does not accept disk_format '{d}'.")))?),
         None => None,
     };
+    ctl.set_stage(Stage::Inspecting);
     let opts = InspectOptions { declared, file_name: up.file_name.clone(), ..InspectOptions::default() };
     let src = SizedFile::open(&up.path).map_err(|e| io("open upload", e))?;
     let report = diskimage::inspect(&src, &opts);
@@ -294,6 +337,7 @@ fn process(
             let file = File::open(&up.path).map_err(|e| io("open upload", e))?;
             let accepted = convert::inspect_for_conversion(&file, Some(from), up.file_name.as_deref())
                 .map_err(|e| IngestError::Refused(e.to_string()))?;
+            ctl.set_stage(Stage::Converting);
             let summary = convert::convert_accepted(&file, &accepted, &out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
                 .map_err(|e| ctl.refusal(e, |e| format!("Conversion to {ext} failed: {e}")))?;
             drop(file);
@@ -373,6 +417,7 @@ fn open_package(up: &UploadedFile, staging: &Path, kind: &str, ctl: &JobControl,
         None => sha256_file(&up.path).map_err(|e| IngestError::Io(format!("hash upload: {e}")))?,
     };
     let input = File::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
+    ctl.set_stage(Stage::Unpacking);
     Ok((outdir, sha256, input))
 }
 
@@ -665,7 +710,11 @@ pub async fn ingest_with(
             };
             let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
             let key = format!("{}.{ext}", image.id);
-            let put = store.put_file(&key, &staged, storage::PutMode::Move, &|_| {}).await;
+            // Storing counts on top of the earlier steps (a Ceph upload of 40 GiB takes minutes).
+            ctl.set_stage(Stage::Storing);
+            let base = ctl.total.load(Ordering::Relaxed);
+            ctl.total.fetch_add(u64::try_from(record.size).unwrap_or(0), Ordering::Relaxed);
+            let put = store.put_file(&key, &staged, storage::PutMode::Move, &|n| ctl.set_done(base + n)).await;
             discard(&staged);
             if let Err(err) = put {
                 tracing::warn!(image = %image.id, %backend, error = %err, "ingest: the backend did not take the image");
@@ -844,6 +893,7 @@ pub fn convert_copy(src: &Path, from_disk_format: &str, to: TargetFormat, out: &
         .ok_or_else(|| format!("Hangar cannot convert {from_disk_format} images."))?;
     let file = File::open(src).map_err(|e| format!("cannot open the source copy: {e}"))?;
     let accepted = convert::inspect_for_conversion(&file, Some(from), None).map_err(|e| e.to_string())?;
+    ctl.set_stage(Stage::Converting);
     let summary = convert::convert_accepted(&file, &accepted, out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
         .map_err(|e| if e.kind() == convert::ErrorKind::Cancelled { "Cancelled; nothing was kept.".to_owned() } else { format!("conversion failed: {e}") })?;
     Ok(summary.virtual_size)

@@ -138,7 +138,7 @@ async fn with_progress(
             _ = tick.tick() => {
                 let done = i64::try_from(ctl.done.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
                 let total = i64::try_from(ctl.total.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
-                if db.job_progress(&job.id, done, total).await.unwrap_or(false) {
+                if db.job_progress(&job.id, done, total, ctl.stage().as_str()).await.unwrap_or(false) {
                     ctl.cancel.store(true, Ordering::Relaxed);
                 }
             }
@@ -213,6 +213,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
             let path = staging.join(format!("{}.{}.download", image.id, job.id));
             temp_files.push(path.clone());
             let result: Result<(), String> = async {
+                ctl.set_stage(ingest::Stage::Downloading);
                 let mut stream = source.get(&src_loc.key, None).await.map_err(|e| e.to_string())?;
                 let mut out = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
                 let mut n = 0u64;
@@ -275,6 +276,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
     let mode = if temp_files.contains(&publish) { storage::PutMode::Move } else { storage::PutMode::Copy };
     let base = src_size;
     let ctl3 = ctl.clone();
+    ctl.set_stage(ingest::Stage::Storing);
     let put = target.put_file(&key, &publish, mode, &move |n| ctl3.done.store(base.saturating_add(n), Ordering::Relaxed)).await;
     cleanup(&temp_files);
     let size = match put {

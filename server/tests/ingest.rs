@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use records::{Db, NewImage};
-use server::ingest::{ingest, ingest_with, IngestError, JobControl, Rules, UploadedFile};
+use server::ingest::{ingest, ingest_with, IngestError, JobControl, Rules, Stage, UploadedFile};
 use std::sync::Arc;
 
 fn qemu_img(args: &[&str]) {
@@ -257,7 +257,8 @@ async fn a_job_cancelled_during_its_conversion_stops_it_midway() {
         let ctl = ctl.clone();
         std::thread::spawn(move || {
             let t0 = std::time::Instant::now();
-            while ctl.done.load(Ordering::Relaxed) == 0 && t0.elapsed() < std::time::Duration::from_secs(60) {
+            let converting = || ctl.stage() == Stage::Converting && ctl.done.load(Ordering::Relaxed) > 0;
+            while !converting() && t0.elapsed() < std::time::Duration::from_secs(60) {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             ctl.cancel.store(true, Ordering::Relaxed);
@@ -270,6 +271,7 @@ async fn a_job_cancelled_during_its_conversion_stops_it_midway() {
     // conversion that ran to its end would have reported all of it.
     let done = ctl.done.load(Ordering::Relaxed);
     assert!(done > 0 && done < size / 2, "the conversion read {done} of {size} bytes before stopping");
+    assert_eq!(ctl.stage(), Stage::Converting, "the job's stage says where it stopped");
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
     assert_eq!(row.status, "killed");
     assert!(row.status_reason.contains("cancelled"), "{}", row.status_reason);

@@ -253,6 +253,9 @@ pub struct JobView {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub attempts: u64,
+    /// What a running job is doing (`converting`, `hashing`, …; see
+    /// [`crate::api::upload::stage_name`]).
+    pub stage: String,
     pub error: String,
     pub summary: String,
     pub created_at: String,
@@ -327,6 +330,7 @@ fn job_view(j: records::JobRow) -> JobView {
         bytes_done: u64::try_from(j.bytes_done).unwrap_or(0),
         bytes_total: u64::try_from(j.bytes_total).unwrap_or(0),
         attempts: u64::try_from(j.attempts).unwrap_or(0),
+        stage: j.stage,
         error: j.error,
         summary: j.summary,
         created_at: j.created_at,

@@ -37,6 +37,46 @@ pub struct ImageState {
     pub uploaded_format: Option<String>,
     pub size: Option<u64>,
     pub sha256: Option<String>,
+    /// The import job's stage while it runs (`inspecting`, `converting`, …), '' otherwise.
+    #[serde(default)]
+    pub stage: String,
+    /// The import job's progress over all its steps, in bytes.
+    #[serde(default)]
+    pub job_done: u64,
+    #[serde(default)]
+    pub job_total: u64,
+}
+
+/// A job stage as people say it.
+pub fn stage_name(stage: &str) -> &str {
+    match stage {
+        "starting" | "" => "starting",
+        "inspecting" => "verifying",
+        "converting" => "converting",
+        "unpacking" => "unpacking the package",
+        "hashing" => "computing checksums",
+        "downloading" => "fetching the source copy",
+        "storing" => "storing",
+        other => other,
+    }
+}
+
+/// The upload card's status line once all bytes are on the server: what the import is doing
+/// (verifying → converting → … → active), with the import's progress over all its steps.
+pub fn import_stage_line(s: &ImageState) -> String {
+    let pct = s.job_done.saturating_mul(100).checked_div(s.job_total).map(|p| p.min(100));
+    let with_pct = |what: &str| match pct {
+        Some(p) => format!("{what}… {p}%"),
+        None => format!("{what}…"),
+    };
+    match (s.status.as_str(), s.stage.as_str()) {
+        ("importing", "inspecting") => "Verifying the image on the server…".to_owned(),
+        ("importing", "converting") => with_pct("Converting"),
+        ("importing", "unpacking") => with_pct("Unpacking the package"),
+        ("importing", "hashing") => with_pct("Computing checksums"),
+        ("importing", "storing") => with_pct("Storing"),
+        _ => "Verifying on the server…".to_owned(),
+    }
 }
 
 /// Disk formats the form offers (Glance names).
@@ -142,7 +182,12 @@ pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
             return Err(not_found());
         }
         let extra = ctx.db.image_ingest(&image_id).await.map_err(|e| AppError::internal("load image", &e))?.unwrap_or_default();
+        let jobs = ctx.db.jobs_for_image(&image_id).await.map_err(|e| AppError::internal("load jobs", &e))?;
+        let running = jobs.iter().find(|j| j.kind == "import" && j.status == "running");
         Ok(ImageState {
+            stage: running.map(|j| j.stage.clone()).unwrap_or_default(),
+            job_done: running.map_or(0, |j| u64::try_from(j.bytes_done).unwrap_or(0)),
+            job_total: running.map_or(0, |j| u64::try_from(j.bytes_total).unwrap_or(0)),
             id: row.id,
             status: row.status,
             reason: extra.status_reason,
@@ -180,4 +225,40 @@ pub async fn cancel_image(image_id: String) -> Result<(), AppError> {
         crate::auth::audit(&ctx.db, &authn, "image.cancel_upload", "image", &image_id, "").await
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{import_stage_line, ImageState};
+
+    fn state(status: &str, stage: &str, done: u64, total: u64) -> ImageState {
+        ImageState {
+            id: "i".into(),
+            status: status.into(),
+            reason: String::new(),
+            disk_format: Some("vdi".into()),
+            uploaded_format: None,
+            size: None,
+            sha256: None,
+            stage: stage.into(),
+            job_done: done,
+            job_total: total,
+        }
+    }
+
+    #[test]
+    fn the_card_follows_the_import_through_its_stages() {
+        let line = |status, stage, done, total| import_stage_line(&state(status, stage, done, total));
+        // Bytes complete, import not started yet (or the job still starting).
+        assert_eq!(line("uploading", "", 0, 0), "Verifying on the server…");
+        assert_eq!(line("importing", "starting", 0, 0), "Verifying on the server…");
+        assert_eq!(line("importing", "inspecting", 0, 100), "Verifying the image on the server…");
+        assert_eq!(line("importing", "converting", 21, 100), "Converting… 21%");
+        assert_eq!(line("importing", "unpacking", 5, 10), "Unpacking the package… 50%");
+        assert_eq!(line("importing", "hashing", 80, 100), "Computing checksums… 80%");
+        assert_eq!(line("importing", "storing", 99, 100), "Storing… 99%");
+        // No total known yet: no made-up percentage; never above 100.
+        assert_eq!(line("importing", "converting", 0, 0), "Converting…");
+        assert_eq!(line("importing", "storing", 130, 100), "Storing… 100%");
+    }
 }

@@ -326,7 +326,10 @@ pub fn JobTable(jobs: Vec<JobView>, control: ServerAction<ControlJob>, show_imag
                                 {show_image.then(|| view! { <td><A href=format!("/images/{}", j.image_id)>{j.image_name.clone()}</A></td> })}
                                 <td>{j.kind.clone()}</td>
                                 <td>{j.backend.clone()}</td>
-                                <td><span class=format!("status status-job-{}", j.status)>{j.status.clone()}</span></td>
+                                <td>
+                                    <span class=format!("status status-job-{}", j.status)>{j.status.clone()}</span>
+                                    {(j.status == "running" && !j.stage.is_empty()).then(|| view! { <span class="muted stage">{format!(" · {}", crate::api::upload::stage_name(&j.stage))}</span> })}
+                                </td>
                                 <td>
                                     <progress max="100" value=pct.to_string() aria-label=format!("Progress of the {label}")>{format!("{pct}%")}</progress>
                                     <span class="pct">{format!(" {pct}%")}</span>

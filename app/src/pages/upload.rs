@@ -9,7 +9,7 @@ use leptos_meta::Title;
 use send_wrapper::SendWrapper;
 
 use crate::api::auth::whoami;
-use crate::api::upload::{cancel_image, create_image, image_progress, ImageForm, DISK_FORMATS};
+use crate::api::upload::{cancel_image, create_image, image_progress, import_stage_line, ImageForm, DISK_FORMATS};
 use crate::components::size::human_bytes;
 use crate::pages::SignInPrompt;
 use crate::upload::{self as engine, ResumeRecord};
@@ -37,7 +37,7 @@ impl Phase {
             Phase::Refused => "Refused before upload".into(),
             Phase::Uploading => "Uploading".into(),
             Phase::Paused => "Paused".into(),
-            Phase::Verifying => "Verifying and converting on the server…".into(),
+            Phase::Verifying => "Verifying on the server…".into(),
             Phase::Active => "Active".into(),
             Phase::Killed(r) => format!("Refused by the server: {r}"),
             Phase::Failed(m) => format!("Upload stopped: {m}"),
@@ -68,6 +68,8 @@ struct Item {
     phase: RwSignal<Phase>,
     confirmed: RwSignal<u64>,
     note: RwSignal<String>,
+    /// While verifying: what the server's import is doing (see `import_stage_line`).
+    server_line: RwSignal<String>,
     started: RwSignal<f64>,
     stop: RwSignal<bool>,
     resume: RwSignal<Option<ResumeRecord>>,
@@ -130,6 +132,7 @@ impl Item {
             phase: RwSignal::new(Phase::Sniffing),
             confirmed: RwSignal::new(0),
             note: RwSignal::new(String::new()),
+            server_line: RwSignal::new(String::new()),
             started: RwSignal::new(0.0),
             stop: RwSignal::new(false),
             resume: RwSignal::new(None),
@@ -225,7 +228,10 @@ impl Item {
                     self.phase.set(Phase::Killed(p.reason));
                     return;
                 }
-                Ok(_) => {}
+                Ok(p) => {
+                    self.note.set(String::new());
+                    self.server_line.set(import_stage_line(&p));
+                }
                 Err(e) => self.note.set(format!("Could not check the image's status ({e}); still trying…")),
             }
             engine::sleep(1000).await;
@@ -479,7 +485,10 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
             </div>
             <progress class="file-progress" max="100" value=move || format!("{:.1}", percent())></progress>
             <p class="status-line" aria-live="polite">
-                <span class="phase">{ let it = it.clone(); move || it.phase.get().line() }</span>
+                <span class="phase">{ let it = it.clone(); move || match it.phase.get() {
+                    Phase::Verifying if !it.server_line.get().is_empty() => it.server_line.get(),
+                    p => p.line(),
+                } }</span>
                 { let it = it.clone(); move || (it.confirmed.get() > 0 || it.phase.get() == Phase::Uploading).then(|| format!(" · {} of {} ({:.0}%)", human_bytes(it.confirmed.get()), human_bytes(it.size), percent())) }
                 {rate_eta}
             </p>

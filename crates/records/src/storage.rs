@@ -63,6 +63,9 @@ pub struct JobRow {
     pub bytes_total: i64,
     pub attempts: i64,
     pub cancel_requested: bool,
+    /// What the worker is doing now (`inspecting`, `converting`, …; '' before it starts). The
+    /// last one stays after the job ends: a failed job says where it failed.
+    pub stage: String,
     pub error: String,
     pub summary: String,
     pub created_by: Option<String>,
@@ -89,7 +92,7 @@ pub struct NewJob {
 pub const MAX_JOB_PAGE: u32 = 500;
 
 const JOB_SELECT: &str = "SELECT j.id, j.kind, j.image_id, COALESCE(i.name, '') AS image_name, j.backend, j.status, \
-     j.params, j.bytes_done, j.bytes_total, j.attempts, j.cancel_requested, j.error, j.summary, j.created_by, \
+     j.params, j.bytes_done, j.bytes_total, j.attempts, j.cancel_requested, j.stage, j.error, j.summary, j.created_by, \
      j.created_at, j.started_at, j.finished_at, j.updated_at FROM jobs j LEFT JOIN images i ON i.id = j.image_id";
 
 const NOW_MS: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -228,7 +231,7 @@ impl Db {
     /// The UPDATE claims atomically, so two workers never run the same job.
     pub async fn claim_job(&self) -> Result<Option<JobRow>, DbError> {
         let sql = format!(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = {NOW_MS}, updated_at = {NOW_MS} \
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, stage = '', started_at = {NOW_MS}, updated_at = {NOW_MS} \
              WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1) AND status = 'queued' \
              RETURNING id"
         );
@@ -240,14 +243,15 @@ impl Db {
     }
 
     /// Progress of a running job. Returns whether a cancel was requested (the worker stops).
-    pub async fn job_progress(&self, id: &str, bytes_done: i64, bytes_total: i64) -> Result<bool, DbError> {
+    pub async fn job_progress(&self, id: &str, bytes_done: i64, bytes_total: i64, stage: &str) -> Result<bool, DbError> {
         let sql = format!(
-            "UPDATE jobs SET bytes_done = ?, bytes_total = MAX(bytes_total, ?), updated_at = {NOW_MS} \
+            "UPDATE jobs SET bytes_done = ?, bytes_total = MAX(bytes_total, ?), stage = ?, updated_at = {NOW_MS} \
              WHERE id = ? AND status = 'running' RETURNING cancel_requested"
         );
         let cancel: Option<bool> = sqlx::query_scalar(&sql)
             .bind(bytes_done.max(0))
             .bind(bytes_total.max(0))
+            .bind(stage)
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
@@ -436,9 +440,11 @@ mod tests {
         assert!(db.claim_job().await.unwrap().is_none());
         let (a, b) = (first, second);
 
-        assert!(!db.job_progress(&a.id, 40, 100).await.unwrap(), "no cancel requested");
+        assert_eq!(a.stage, "", "no stage before the worker reports one");
+        assert!(!db.job_progress(&a.id, 40, 100, "converting").await.unwrap(), "no cancel requested");
+        assert_eq!(db.job(&a.id).await.unwrap().unwrap().stage, "converting");
         assert!(db.cancel_job(&a.id).await.unwrap());
-        assert!(db.job_progress(&a.id, 50, 100).await.unwrap(), "the worker sees the cancel");
+        assert!(db.job_progress(&a.id, 50, 100, "hashing").await.unwrap(), "the worker sees the cancel");
         assert!(db.finish_job(&a.id, "cancelled", "", "").await.unwrap());
         assert!(!db.cancel_job(&a.id).await.unwrap(), "already ended");
         assert!(db.retry_job(&a.id).await.unwrap());
