@@ -170,10 +170,14 @@ codes! {
     TAR_DUPLICATE = "tar-duplicate-member";
     /// Too many members [19].
     TAR_TOO_MANY = "tar-too-many-members";
-    /// PAX `size` override (TARmageddon) or other unsafe PAX records [19].
+    /// PAX `size` override (TARmageddon), a `linkpath`, a malformed or too large PAX header, or a
+    /// global PAX header [19].
     TAR_PAX = "tar-pax-size";
-    /// Header checksum or number field invalid [19].
+    /// Header magic, checksum or number field invalid [19].
     TAR_HEADER = "tar-header";
+    /// Something other than zeros follows the end-of-archive block (a payload another tar
+    /// reader might see) [19].
+    TAR_TRAILING_DATA = "tar-trailing-data";
     /// The `.ovf` is not the first member, or there are several [19].
     OVA_OVF_FIRST = "ova-ovf-not-first";
     /// OVF XML not well-formed, has a DOCTYPE, or is too large [20].

@@ -83,8 +83,9 @@ pub const VDI_BLOCK_SIZE: u32 = 1 << 20;
 /// ISO: at most this many volume descriptors are walked after sector 16 (real discs have < 10).
 pub const ISO_MAX_DESCRIPTORS: u64 = 32;
 
-/// tar/OVA: at most this many members (OVAs have a handful; bounds the walk and the name set).
-pub const TAR_MAX_MEMBERS: usize = 256;
+/// tar/OVA/UEC: at most this many members (OVAs have a handful; bounds the walk and the name
+/// set). The package extractor's limit too, so the inspector accepts no package it refuses.
+pub const TAR_MAX_MEMBERS: usize = 64;
 /// tar/OVA: longest member name we accept (POSIX PAX names are unbounded; 1 KiB is plenty).
 pub const TAR_MAX_NAME: usize = 1024;
 /// tar: largest PAX extended header we read.

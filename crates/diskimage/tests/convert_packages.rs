@@ -294,7 +294,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
             tar_member(t, "../disk1.vmdk", b'0', &e.disk1, "");
         },
-        "unsafe member name",
+        "member \"../disk1.vmdk\" has a name that climbs out of the archive (..)",
     );
     add(
         "absolute",
@@ -302,7 +302,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
             tar_member(t, "/tmp/disk1.vmdk", b'0', &e.disk1, "");
         },
-        "unsafe member name",
+        "member \"/tmp/disk1.vmdk\" has an absolute name",
     );
     add(
         "symlink",
@@ -335,7 +335,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
             tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
         },
-        "appears twice",
+        "the archive holds \"disk1.vmdk\" twice",
     );
     add(
         "pax-size",
@@ -373,7 +373,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         &|t| {
             tar_member(t, "test.ovf", b'0', up.as_bytes(), "");
         },
-        "unsafe member name",
+        "climbs out of the archive",
     );
     let missing = ovf(&[("disk9.vmdk", SO_URI, CAP1)], "");
     add(
@@ -1392,9 +1392,29 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
             ),
         },
     ];
+    check_agreement(
+        &e,
+        cases,
+        // The browser's sniff does not read manifests.
+        &[
+            "manifest-short-digest",
+            "manifest-md5",
+            "manifest-duplicate",
+        ],
+    );
+}
+
+/// Runs every case through the server's inspector, the browser's sniff and the extractor:
+/// * a package both accept: the sniff accepts it too and one disk is extracted;
+/// * a package both refuse: the extractor's error and one of the inspector's errors (with the
+///   case's code) contain the case's reason, and nothing is left in the output directory. The
+///   sniff refuses it with the same code and reason, unless the case is in `sniff_blind` (its
+///   evidence lies beyond the head the browser reads, or needs the whole archive): then the
+///   sniff may stay silent, but it may not refuse it for another reason.
+fn check_agreement(e: &Env, cases: Vec<Agreement>, sniff_blind: &[&str]) {
     let before = listing(e.dir.path());
     let mut problems = Vec::new();
-    for c in cases {
+    for c in &cases {
         let name = c.name;
         let rep = inspect_bytes(&c.package);
         let sniff = diskimage::sniff_reader(&&c.package[..], &InspectOptions::default());
@@ -1421,18 +1441,30 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
                 "the extractor refuses ({err}); the inspector says {:?}",
                 rep.verdict
             )),
-            (Some((_, why)), Ok(_)) => problem(format!("the extractor accepts; expected {why:?}")),
+            (Some((_, why)), Ok(_)) => problem(format!(
+                "the extractor accepts; expected {why:?} (the inspector says {:?})",
+                rep.findings
+            )),
             (Some((code, why)), Err(err)) => {
                 if err.kind() != ErrorKind::Package || !err.to_string().contains(why.as_str()) {
                     problem(format!("the extractor must say {why:?}: {err}"));
                 }
-                if !rep
-                    .errors()
-                    .any(|f| f.code == *code && f.message.contains(why.as_str()))
-                {
+                let says = |r: &Report| {
+                    r.errors()
+                        .any(|f| f.code == *code && f.message.contains(why.as_str()))
+                };
+                if !says(&rep) {
                     problem(format!(
                         "the inspector must refuse with {code} and {why:?}: {:?}",
                         rep.findings
+                    ));
+                }
+                let blind = sniff_blind.contains(&name);
+                if !says(&sniff) && (!blind || !sniff.is_accepted()) {
+                    problem(format!(
+                        "the sniff must {} with {code} and {why:?}: {:?}",
+                        if blind { "accept or refuse" } else { "refuse" },
+                        sniff.findings
                     ));
                 }
                 if !listing(&out).is_empty() {
@@ -1441,6 +1473,9 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
             }
         }
         let _ = fs::remove_dir_all(&out);
+    }
+    for blind in sniff_blind {
+        assert!(cases.iter().any(|c| c.name == *blind), "no case {blind:?}");
     }
     assert!(
         problems.is_empty(),
@@ -1452,6 +1487,167 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
         listing(e.dir.path()),
         before,
         "something was written outside OUTDIR"
+    );
+}
+
+/// A tar of `(name, typeflag, data)` members, in order.
+fn tar_typed(members: &[(&str, u8, &[u8])]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for (n, flag, d) in members {
+        tar_member(&mut t, n, *flag, d, "");
+    }
+    tar_end(&mut t);
+    t
+}
+
+/// A tar of regular-file members, in order.
+fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let typed: Vec<(&str, u8, &[u8])> = members.iter().map(|(n, d)| (*n, b'0', *d)).collect();
+    tar_typed(&typed)
+}
+
+/// The tar rules (formats.md §2.5 #19) are one set of functions ([`diskimage::formats::tar`])
+/// that the inspector's walk and the extractor's streaming walk both apply: header magic and
+/// checksum, member names and types, PAX records, the member limit, nothing after the end of
+/// the archive. Each case was a package one walker accepted and the other refused, or refused
+/// in other words.
+#[test]
+fn inspector_and_extractor_agree_on_tar_rules() {
+    let e = env();
+    let d1: &[u8] = &e.disk1;
+    let o1 = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "");
+    let iso: &[u8] = b"install media: a file the OVF references that is not a disk";
+    let ok = |name: &'static str, package: Vec<u8>| Agreement {
+        name,
+        package,
+        refusal: None,
+    };
+    let no = |name: &'static str, package: Vec<u8>, code: &'static str, why: &str| Agreement {
+        name,
+        package,
+        refusal: Some((code, why.to_string())),
+    };
+    let pax_member =
+        |t: &mut Vec<u8>, flag: u8, data: &[u8]| tar_member(t, "PaxHeader", flag, data, "");
+    let mut cases = Vec::new();
+    let mut trailing = tar_of(&[("test.ovf", o1.as_bytes()), ("disk1.vmdk", d1)]);
+    trailing.extend_from_slice(b"a payload after the end of the archive");
+    trailing.resize(trailing.len().next_multiple_of(10240), 0);
+    cases.push(no(
+        "data-after-the-end",
+        trailing,
+        codes::TAR_TRAILING_DATA,
+        "data follows the end of the archive",
+    ));
+    cases.push(ok(
+        "contiguous-file-member",
+        tar_typed(&[("test.ovf", b'0', o1.as_bytes()), ("disk1.vmdk", b'7', d1)]),
+    ));
+    let mut t = Vec::new();
+    tar_member(&mut t, "test.ovf", b'0', o1.as_bytes(), "");
+    pax_member(&mut t, b'g', &pax("comment", "made by hand"));
+    tar_member(&mut t, "disk1.vmdk", b'0', d1, "");
+    tar_end(&mut t);
+    cases.push(no(
+        "global-pax-header",
+        t,
+        codes::TAR_PAX,
+        "the archive has a global PAX header; packages may not use them",
+    ));
+    let mut t = Vec::new();
+    tar_member(&mut t, "test.ovf", b'0', o1.as_bytes(), "");
+    pax_member(&mut t, b'x', &pax("linkpath", "/etc/passwd"));
+    tar_member(&mut t, "disk1.vmdk", b'0', d1, "");
+    tar_end(&mut t);
+    cases.push(no(
+        "pax-link-target",
+        t,
+        codes::TAR_PAX,
+        "a PAX header gives a link target (linkpath); packages may hold regular files only",
+    ));
+    let mut t = Vec::new();
+    tar_member(&mut t, "test.ovf", b'0', o1.as_bytes(), "");
+    pax_member(&mut t, b'x', b"garbage");
+    tar_member(&mut t, "disk1.vmdk", b'0', d1, "");
+    tar_end(&mut t);
+    cases.push(no(
+        "pax-malformed",
+        t,
+        codes::TAR_PAX,
+        "a PAX header is malformed",
+    ));
+    cases.push(ok(
+        "member-name-with-dot-slashes",
+        tar_of(&[("././test.ovf", o1.as_bytes()), ("././disk1.vmdk", d1)]),
+    ));
+    cases.push(no(
+        "member-name-traversal",
+        tar_of(&[("test.ovf", o1.as_bytes()), ("../disk1.vmdk", d1)]),
+        codes::TAR_MEMBER_NAME,
+        "member \"../disk1.vmdk\" has a name that climbs out of the archive (..)",
+    ));
+    cases.push(no(
+        "member-name-empty-component",
+        tar_of(&[("test.ovf", o1.as_bytes()), ("a//disk1.vmdk", d1)]),
+        codes::TAR_MEMBER_NAME,
+        "member \"a//disk1.vmdk\" has an empty or \".\" name component",
+    ));
+    cases.push(no(
+        "member-twice",
+        tar_of(&[
+            ("test.ovf", o1.as_bytes()),
+            ("disk1.vmdk", d1),
+            ("disk1.vmdk", d1),
+        ]),
+        codes::TAR_DUPLICATE,
+        "the archive holds \"disk1.vmdk\" twice",
+    ));
+    cases.push(no(
+        "symbolic-link",
+        tar_typed(&[("test.ovf", b'0', o1.as_bytes()), ("disk1.vmdk", b'2', b"")]),
+        codes::TAR_MEMBER_TYPE,
+        "member \"disk1.vmdk\" is a symbolic link; packages may hold regular files only",
+    ));
+    // The disk's header as a pre-POSIX (v7) tar writes it: no "ustar" magic, a valid checksum.
+    let mut v7 = tar_of(&[("test.ovf", o1.as_bytes()), ("disk1.vmdk", d1)]);
+    let h = 512 + o1.len().next_multiple_of(512);
+    v7[h + 257..h + 265].fill(0);
+    v7[h + 148..h + 156].fill(b' ');
+    let sum: u32 = v7[h..h + 512].iter().map(|&b| u32::from(b)).sum();
+    v7[h + 148..h + 156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    cases.push(no(
+        "header-without-ustar-magic",
+        v7,
+        codes::TAR_HEADER,
+        "a tar member header is damaged (bad magic or checksum)",
+    ));
+    // More members than either walker takes: the OVF, the disk and 64 referenced files.
+    let names: Vec<String> = (0..64).map(|i| format!("f{i}.txt")).collect();
+    let refs: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!(r#"<File ovf:id="x{i}" ovf:href="{n}"/>"#))
+        .collect();
+    let o = o1.replace("</References>", &format!("{refs}</References>"));
+    let mut members: Vec<(&str, &[u8])> = vec![("test.ovf", o.as_bytes())];
+    members.extend(names.iter().map(|n| (n.as_str(), iso)));
+    members.push(("disk1.vmdk", d1));
+    cases.push(no(
+        "too-many-members",
+        tar_of(&members),
+        codes::TAR_TOO_MANY,
+        "the archive has more than 64 members",
+    ));
+    check_agreement(
+        &e,
+        cases,
+        &[
+            // The second disk1.vmdk, the end of the archive and the 66th member lie beyond the
+            // head the browser reads.
+            "member-twice",
+            "data-after-the-end",
+            "too-many-members",
+        ],
     );
 }
 
@@ -1541,7 +1737,7 @@ fn uec_tarballs() {
             "traversal",
             uec(&[("../foo.img", img.clone())]),
             UecLimits::default(),
-            "unsafe member name",
+            "climbs out of the archive",
         ),
         (
             "bomb-ratio",

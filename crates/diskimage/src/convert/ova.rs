@@ -529,7 +529,7 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
                 "OVF href {href:?} is a URL; only members of the OVA are allowed"
             )));
         }
-        let href = super::pkg::check_name(&href)?;
+        let href = crate::formats::tar::check_name(href.as_bytes(), false).map_err(package)?;
         if attr(f, "compression").is_some_and(|c| c != "identity") {
             return Err(package(format!(
                 "OVF file {href:?} uses ovf:compression; not supported"

@@ -1,6 +1,10 @@
 //! Shared by OVA and UEC: a streaming tar walk with the member policy of formats.md §2.5 #19,
 //! hashing readers, and output-directory handling. Member names are only ever compared with
 //! other names; nothing is created from them.
+//!
+//! The member policy is the package inspector's ([`crate::formats::tar`]: [`header_ok`],
+//! [`check_name`], [`member_type`], [`pax_path`], [`TAR_MAX_MEMBERS`], nothing but zeros after
+//! the end of the archive), applied here to a stream, with the same reasons.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -8,13 +12,19 @@ use std::path::{Path, PathBuf};
 use sha1::Digest as _;
 
 use super::error::{package, Error, Result};
+use crate::formats::tar::{
+    check_name, duplicate_member, header_ok, member_type, pax_path, too_many_members, GLOBAL_PAX,
+    HEADER_DAMAGED, TRAILING_DATA,
+};
+use crate::limits::{TAR_MAX_MEMBERS, TAR_MAX_NAME, TAR_MAX_PAX};
 
-/// Most members a package may have (an OVA has an .ovf, .mf, .cert and a few disks).
-pub const MAX_MEMBERS: usize = 64;
-/// PAX extended header payload cap (real ones are a few hundred bytes).
-const MAX_PAX_BYTES: u64 = 64 << 10;
-/// Longest member name (GNU long names included); POSIX PATH_MAX.
-const MAX_NAME_BYTES: u64 = 4096;
+/// Most members a package may have (an OVA has an .ovf, .mf, .cert and a few disks): the
+/// inspector's limit.
+pub const MAX_MEMBERS: usize = TAR_MAX_MEMBERS;
+/// PAX extended header payload cap (real ones are a few hundred bytes): the inspector's.
+const MAX_PAX_BYTES: u64 = TAR_MAX_PAX;
+/// Longest GNU long-name record: the longest name [`check_name`] accepts and its NUL.
+const MAX_NAME_BYTES: u64 = TAR_MAX_NAME as u64 + 1;
 
 /// One member as the walker hands it over.
 pub(crate) struct Member<'r> {
@@ -25,9 +35,10 @@ pub(crate) struct Member<'r> {
 }
 
 /// Walks a tar stream header by header (raw mode: PAX and GNU long-name records are handled
-/// here, with bounds). Calls `f` for every regular-file member, in archive order. Refuses
-/// links, devices, FIFOs, sparse files, directories with content, PAX `size` overrides and
-/// global PAX headers, unsafe or duplicate names, and more than [`MAX_MEMBERS`] members.
+/// here, with bounds). Calls `f` for every regular-file member, in archive order. Refuses what
+/// the inspector's walk refuses: damaged headers, links, devices, FIFOs, sparse files,
+/// directories with content, PAX `size` and `linkpath` records and global PAX headers, unsafe
+/// or duplicate names, more than [`MAX_MEMBERS`] members, and data after the end of the archive.
 pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()>) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     let entries = ar
@@ -35,84 +46,51 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
         .map_err(|e| bad_tar("cannot read the archive", e))?;
     let entries = entries.raw(true);
     let mut names: Vec<String> = Vec::new();
-    let mut pending_name: Option<String> = None;
+    let mut pending_name: Option<Vec<u8>> = None;
     let mut headers = 0usize;
     let mut index = 0usize;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad_tar("the archive is malformed", e))?;
         headers += 1;
         if headers > MAX_MEMBERS * 3 {
-            return Err(package(format!(
-                "the archive has more than {MAX_MEMBERS} members"
-            )));
+            return Err(package(too_many_members()));
+        }
+        if !header_ok(entry.header().as_bytes()) {
+            return Err(package(HEADER_DAMAGED));
         }
         let et = entry.header().entry_type();
         let size = entry.size();
         match et.as_byte() {
             b'x' => {
                 let data = read_capped(&mut entry, size, MAX_PAX_BYTES, "a PAX header")?;
-                for (k, v) in pax_records(&data)? {
-                    match k.as_str() {
-                        "size" => {
-                            return Err(package(
-                                "a PAX header overrides a member size (TARmageddon); refused",
-                            ))
-                        }
-                        "path" => pending_name = Some(v),
-                        "linkpath" => return Err(package("links are not allowed in packages")),
-                        _ => {}
-                    }
+                if let Some(path) = pax_path(&data).map_err(package)? {
+                    pending_name = Some(path);
                 }
                 continue;
             }
-            b'g' => return Err(package("global PAX headers are not allowed in packages")),
+            b'g' => return Err(package(GLOBAL_PAX)),
             b'L' => {
                 let data = read_capped(&mut entry, size, MAX_NAME_BYTES, "a GNU long name")?;
                 let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-                pending_name = Some(
-                    String::from_utf8(data[..end].to_vec())
-                        .map_err(|_| package("a member name is not UTF-8"))?,
-                );
+                pending_name = Some(data[..end].to_vec());
                 continue;
             }
             _ => {}
         }
         let raw_name = match pending_name.take() {
             Some(n) => n,
-            None => String::from_utf8(entry.path_bytes().into_owned())
-                .map_err(|_| package("a member name is not UTF-8"))?,
+            None => entry.path_bytes().into_owned(),
         };
-        let kind = match et.as_byte() {
-            b'0' | 0 => "file",
-            b'5' => "directory",
-            b'1' => "hard link",
-            b'2' => "symbolic link",
-            b'3' | b'4' => "device",
-            b'6' => "FIFO",
-            b'K' => "link",
-            b'S' => "sparse file",
-            _ => "member of unknown type",
-        };
-        if kind == "directory" {
-            if size != 0 {
-                return Err(package(format!("directory {raw_name:?} has content")));
-            }
-            continue;
+        let name = check_name(&raw_name, et.as_byte() == b'5').map_err(package)?;
+        if !member_type(&name, et.as_byte(), size).map_err(package)? {
+            continue; // An empty directory entry: harmless, not a member.
         }
-        if kind != "file" {
-            return Err(package(format!(
-                "{raw_name:?} is a {kind}; packages may hold regular files only"
-            )));
-        }
-        let name = check_name(&raw_name)?;
         if names.contains(&name) {
-            return Err(package(format!("member {name:?} appears twice")));
+            return Err(package(duplicate_member(&name)));
         }
         index += 1;
         if index > MAX_MEMBERS {
-            return Err(package(format!(
-                "the archive has more than {MAX_MEMBERS} members"
-            )));
+            return Err(package(too_many_members()));
         }
         names.push(name.clone());
         let mut counted = Counted {
@@ -151,7 +129,7 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
             Err(e) => return Err(bad_tar("reading the end of the archive", e)),
         };
         if buf[..n].iter().any(|&b| b != 0) {
-            return Err(package("data follows the end of the archive"));
+            return Err(package(TRAILING_DATA));
         }
     }
 }
@@ -174,50 +152,6 @@ fn read_capped(r: &mut dyn Read, size: u64, cap: u64, what: &str) -> Result<Vec<
         return Err(package(format!("{what} is truncated")));
     }
     Ok(v)
-}
-
-/// PAX records: "<len> <key>=<value>\n", where len counts the whole record.
-fn pax_records(data: &[u8]) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let sp = rest
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or_else(|| package("malformed PAX record"))?;
-        let len: usize = std::str::from_utf8(&rest[..sp])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| package("malformed PAX record length"))?;
-        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
-            return Err(package("malformed PAX record"));
-        }
-        let rec = std::str::from_utf8(&rest[sp + 1..len - 1])
-            .map_err(|_| package("a PAX record is not UTF-8"))?;
-        let (k, v) = rec
-            .split_once('=')
-            .ok_or_else(|| package("malformed PAX record"))?;
-        out.push((k.to_string(), v.to_string()));
-        rest = &rest[len..];
-    }
-    Ok(out)
-}
-
-/// A member name must be relative, without `..`, NUL, backslashes or control characters;
-/// a leading `./` is dropped (GNU tar writes it).
-pub(crate) fn check_name(raw: &str) -> Result<String> {
-    let name = raw.strip_prefix("./").unwrap_or(raw);
-    let bad = name.is_empty()
-        || name.starts_with('/')
-        || name.contains('\\')
-        || name.chars().any(|c| c.is_control())
-        || name
-            .split('/')
-            .any(|c| c.is_empty() || c == ".." || c == ".");
-    if bad {
-        return Err(package(format!("unsafe member name {raw:?}")));
-    }
-    Ok(name.to_string())
 }
 
 /// Counts bytes read through it.
@@ -328,37 +262,4 @@ pub(crate) fn prepare_outdir(dir: &Path) -> Result<PathBuf> {
         ));
     }
     Ok(dir.to_path_buf())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        for ok in ["a.ovf", "./disk1.vmdk", "sub/x.vmdk"] {
-            assert!(check_name(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "/etc/passwd",
-            "../x",
-            "a/../b",
-            "",
-            "a//b",
-            "a\\b",
-            "a\nb",
-            "./",
-            ".",
-        ] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn pax() {
-        let r = pax_records(b"20 path=abc/def.txt\n").unwrap();
-        assert_eq!(r, vec![("path".into(), "abc/def.txt".into())]);
-        assert!(pax_records(b"99 path=x\n").is_err());
-        assert!(pax_records(b"x").is_err());
-    }
 }

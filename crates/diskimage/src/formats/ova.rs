@@ -17,9 +17,7 @@ use crate::detect::Detection;
 use crate::formats::gzip::GzError;
 use crate::formats::tar::{self, Member, ReadAtSource};
 use crate::formats::vmdk;
-use crate::limits::{
-    CERT_MAX_SIZE, MAX_READ_CHUNK, MF_MAX_SIZE, OVF_MAX_NODES, OVF_MAX_SIZE, TAR_MAX_MEMBERS,
-};
+use crate::limits::{CERT_MAX_SIZE, MAX_READ_CHUNK, MF_MAX_SIZE, OVF_MAX_NODES, OVF_MAX_SIZE};
 use crate::read::SubRange;
 use crate::report::{Format, Severity};
 use crate::{engine, InspectOptions};
@@ -343,13 +341,13 @@ fn gz_err(cx: &mut Ctx, e: GzError) -> PResult<()> {
 pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let mut issues = Vec::new();
     // The browser walks only what the head holds; the server walks the whole archive.
-    let members: Vec<Member> = if cx.deep {
+    let walk = if cx.deep {
         let mut src = ReadAtSource {
             src: cx.src,
             pos: 0,
         };
-        match tar::walk(&mut src, TAR_MAX_MEMBERS, 0, &mut issues) {
-            Ok(m) => m,
+        match tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues) {
+            Ok(w) => w,
             Err(e) => {
                 gz_err(cx, e)?;
                 return Ok(Parsed::new("ovf", None));
@@ -360,13 +358,26 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             src: &det.head,
             pos: 0,
         };
-        tar::walk(&mut src, TAR_MAX_MEMBERS, 0, &mut issues).unwrap_or_default()
+        tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues).unwrap_or(tar::Walk {
+            members: Vec::new(),
+            end: None,
+        })
     };
     for i in issues {
         if cx.deep || i.code != codes::TRUNCATED {
             cx.error(i.code, i.message);
         }
     }
+    // Only zeros may follow the end-of-archive block (the extractor's walk refuses the rest).
+    if let (true, Some(end)) = (cx.deep, walk.end) {
+        if !zeros_from(cx, end)? {
+            cx.error(
+                codes::TAR_TRAILING_DATA,
+                format!("The archive is refused: {}.", tar::TRAILING_DATA),
+            );
+        }
+    }
+    let members = walk.members;
     let Some(ovf_member) = members.first().cloned() else {
         cx.error(codes::OVA_OVF_FIRST, "The OVA has no members.");
         return Ok(Parsed::new("ovf", None));
@@ -592,6 +603,22 @@ fn read_member(cx: &mut Ctx, m: &Member) -> PResult<Option<Vec<u8>>> {
         out.extend_from_slice(&chunk);
     }
     Ok(Some(out))
+}
+
+/// True if everything from `from` to the end of the file is zero bytes.
+fn zeros_from(cx: &Ctx, from: u64) -> PResult<bool> {
+    let mut at = from;
+    while at < cx.size {
+        let chunk = cx.read(at, (cx.size - at).min(MAX_READ_CHUNK))?;
+        if chunk.is_empty() {
+            break;
+        }
+        if chunk.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += chunk.len() as u64;
+    }
+    Ok(true)
 }
 
 fn manifest(cx: &mut Ctx, members: &[Member], ovf: &Ovf) -> PResult<()> {

@@ -2,6 +2,11 @@
 //!
 //! Nothing is ever extracted: the walker only records names, types, sizes and offsets, and
 //! optionally the first bytes of a few members so the caller can identify them.
+//!
+//! The member policy itself — [`header_ok`], [`check_name`], [`member_type`], [`pax_path`], the
+//! member limit and the end of the archive — is the one the package extractor's walker
+//! (`convert::pkg::walk_tar`) applies too, in the same words, so a package the inspector lets
+//! through is not refused at import for its tar structure, nor the reverse.
 
 use crate::codes;
 use crate::formats::gzip::{GzError, GzStream};
@@ -71,6 +76,41 @@ pub fn checksum_ok(h: &[u8]) -> bool {
         s += i64::from(c as i8);
     }
     stored == u || i64::try_from(stored).is_ok_and(|x| x == s)
+}
+
+/// A member header both walkers accept: POSIX or GNU magic and a checksum that is the
+/// unsigned byte sum (what every tar writes; the signed sum that [`checksum_ok`] also allows
+/// for detection is refused by the extractor's tar reader, so it is refused here too).
+pub fn header_ok(h: &[u8]) -> bool {
+    let Some(stored) = parse_number(slice(h, 148, 8)) else {
+        return false;
+    };
+    let sum: u64 = h
+        .iter()
+        .take(512)
+        .enumerate()
+        .map(|(i, &c)| u64::from(if (148..156).contains(&i) { b' ' } else { c }))
+        .sum();
+    h.len() >= 512 && is_tar_header(h) && stored == sum
+}
+
+/// Why a header that fails [`header_ok`] is refused.
+pub const HEADER_DAMAGED: &str = "a tar member header is damaged (bad magic or checksum)";
+/// Why a global PAX header (`g`) is refused: what it sets applies to every later member, and
+/// readers disagree about which records they honour.
+pub const GLOBAL_PAX: &str = "the archive has a global PAX header; packages may not use them";
+/// Why anything but zeros after the end-of-archive block is refused.
+pub const TRAILING_DATA: &str =
+    "data follows the end of the archive; another tar reader might see it as more members";
+
+/// Why an archive with more than [`TAR_MAX_MEMBERS`] members is refused.
+pub fn too_many_members() -> String {
+    format!("the archive has more than {TAR_MAX_MEMBERS} members")
+}
+
+/// Why a second member of the same name is refused.
+pub fn duplicate_member(name: &str) -> String {
+    format!("the archive holds {} twice", quoted(name))
 }
 
 /// Name of the first regular member (after PAX/GNU long-name headers) within `head`.
@@ -236,94 +276,181 @@ impl Source for GzSource<'_> {
     }
 }
 
-/// Validates a member name; returns the normalised name or a reason.
-fn check_name(raw: &[u8]) -> Result<String, String> {
+/// Validates a member name (or an OVF `href`, which must be one): the one rule of both
+/// walkers. Returns the normalised name (leading `./` removed; a directory's trailing `/` too)
+/// or the reason, a lower-case fragment. Refused: names longer than [`TAR_MAX_NAME`] bytes or
+/// not UTF-8, empty or absolute names, backslashes, NUL and control characters, `..`
+/// components, and empty or `.` components (`a//b`, `a/./b`), which name the same file as
+/// another spelling would.
+pub fn check_name(raw: &[u8], directory: bool) -> Result<String, String> {
     if raw.len() > TAR_MAX_NAME {
-        return Err("a member name is too long".into());
+        return Err(format!(
+            "a member name is {} bytes, longer than the {TAR_MAX_NAME} allowed",
+            raw.len()
+        ));
     }
-    let name =
-        core::str::from_utf8(raw).map_err(|_| "a member name is not valid UTF-8".to_string())?;
+    let name = core::str::from_utf8(raw).map_err(|_| "a member name is not UTF-8".to_string())?;
     let mut n = name;
     while let Some(s) = n.strip_prefix("./") {
         n = s;
+    }
+    if directory {
+        n = n.trim_end_matches('/');
     }
     if n.is_empty() {
         return Err("a member has an empty name".into());
     }
     if n.starts_with('/') {
-        return Err(format!("member \"{}\" has an absolute name", short(n)));
+        return Err(format!("member {} has an absolute name", quoted(n)));
     }
-    if n.contains('\\') || n.contains('\0') || n.chars().any(|c| c.is_control()) {
+    if n.contains('\\') || n.chars().any(|c| c.is_control()) {
         return Err(format!(
-            "member \"{}\" has a name with backslashes or control characters",
-            short(n)
+            "member {} has a name with backslashes or control characters",
+            quoted(n)
         ));
     }
     if n.split('/').any(|c| c == "..") {
         return Err(format!(
-            "member \"{}\" has a name that climbs out of the archive (..)",
-            short(n)
+            "member {} has a name that climbs out of the archive (..)",
+            quoted(n)
         ));
     }
-    Ok(n.trim_end_matches('/').to_string())
+    if n.split('/').any(|c| c.is_empty() || c == ".") {
+        return Err(format!(
+            "member {} has an empty or \".\" name component",
+            quoted(n)
+        ));
+    }
+    Ok(n.to_string())
 }
 
 fn short(s: &str) -> String {
     s.chars().take(100).collect()
 }
 
-/// Parses PAX records; returns (path override, size override present).
-fn parse_pax(data: &[u8]) -> (Option<Vec<u8>>, bool) {
+/// A name from an archive, quoted for a message: at most 100 characters, escaped as Rust
+/// escapes string literals (so control characters show as `\u{..}`).
+pub fn quoted(s: &str) -> String {
+    format!("{:?}", short(s))
+}
+
+/// What a header of `typeflag` is, once PAX and GNU long-name records are consumed: `Ok(true)`
+/// a regular file (a member), `Ok(false)` an empty directory (skipped), `Err` why it is refused
+/// (links, devices, FIFOs, directories with content, sparse and unknown types). Both walkers.
+pub fn member_type(name: &str, typeflag: u8, size: u64) -> Result<bool, String> {
+    let kind = match typeflag {
+        // '7' is a "contiguous" file: a regular file to every reader.
+        b'0' | 0 | b'7' => return Ok(true),
+        b'5' if size == 0 => return Ok(false),
+        b'5' => return Err(format!("directory {} has content", quoted(name))),
+        b'1' => "hard link",
+        b'2' => "symbolic link",
+        b'K' => "link (GNU long link name)",
+        b'3' | b'4' => "device",
+        b'6' => "FIFO",
+        b'S' => "sparse file",
+        _ => {
+            return Err(format!(
+                "member {} has the unsupported type {:?}; packages may hold regular files only",
+                quoted(name),
+                char::from(typeflag)
+            ))
+        }
+    };
+    Err(format!(
+        "member {} is a {kind}; packages may hold regular files only",
+        quoted(name)
+    ))
+}
+
+/// Reads a PAX extended header (`x`): returns its `path`, if any, or why it is refused. The one
+/// PAX rule of both walkers: every record must be `<len> <key>=<value>\n` in UTF-8, with `len`
+/// its exact length; a `size` or `GNU.sparse.*` record (a member size that tar readers
+/// disagree about: TARmageddon) and a `linkpath` record (a link) are refused.
+pub fn pax_path(data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let malformed = || "a PAX header is malformed".to_string();
     let mut path = None;
-    let mut size = false;
     let mut rest = data;
     while !rest.is_empty() {
-        let Some(sp) = rest.iter().position(|&c| c == b' ') else {
-            break;
-        };
-        let Some(len) = core::str::from_utf8(slice(rest, 0, sp))
+        let sp = rest.iter().position(|&c| c == b' ').ok_or_else(malformed)?;
+        let len = core::str::from_utf8(slice(rest, 0, sp))
             .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse::<usize>().ok())
-        else {
-            break;
-        };
-        if len <= sp || len > rest.len() {
-            break;
+            .ok_or_else(malformed)?;
+        if len <= sp + 1 || len > rest.len() || byte(rest, len - 1) != b'\n' {
+            return Err(malformed());
         }
-        let rec = slice(rest, sp + 1, len - sp - 1);
-        let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
-        if let Some(eq) = rec.iter().position(|&c| c == b'=') {
-            let (k, v) = (slice(rec, 0, eq), slice(rec, eq + 1, rec.len() - eq - 1));
-            match k {
-                b"path" => path = Some(v.to_vec()),
-                b"size" | b"GNU.sparse.size" | b"GNU.sparse.realsize" | b"GNU.sparse.map" => {
-                    size = true
-                }
-                _ => {}
+        let rec = core::str::from_utf8(slice(rest, sp + 1, len - sp - 2))
+            .map_err(|_| "a PAX header is malformed (a record is not UTF-8)".to_string())?;
+        let (k, v) = rec.split_once('=').ok_or_else(malformed)?;
+        match k {
+            "size" => {
+                return Err("a PAX header overrides a member size, which tar readers disagree about (TARmageddon)".into())
             }
+            k if k.starts_with("GNU.sparse.") => {
+                return Err("a PAX header overrides a member size, which tar readers disagree about (TARmageddon)".into())
+            }
+            "linkpath" => {
+                return Err(
+                    "a PAX header gives a link target (linkpath); packages may hold regular files only"
+                        .into(),
+                )
+            }
+            "path" => path = Some(v.as_bytes().to_vec()),
+            _ => {}
         }
         rest = rest.get(len..).unwrap_or(&[]);
     }
-    (path, size)
+    Ok(path)
 }
 
-/// Walks the archive. `max` regular members are returned (more is an issue); `capture` bytes of
-/// head are kept for the first few members. Policy violations go to `issues`; the walk stops at
-/// the first structural problem.
+/// A walk's members and, when it reached the end-of-archive block, where that block starts
+/// (after it only zeros may follow: see [`TRAILING_DATA`]).
+pub(crate) struct Walk {
+    /// Regular members, in archive order.
+    pub members: Vec<Member>,
+    /// Offset of the first all-zero header block, if the walk got there.
+    pub end: Option<u64>,
+}
+
+/// Walks the archive: [`walk_to_end`] without the end position.
 pub(crate) fn walk(
     src: &mut dyn Source,
     max: usize,
     capture: usize,
     issues: &mut Vec<Issue>,
 ) -> Result<Vec<Member>, GzError> {
+    Ok(walk_to_end(src, max, capture, issues)?.members)
+}
+
+/// Walks the archive. The walk stops after `max` regular members (a partial look: pass
+/// `usize::MAX` to walk it all; more than [`TAR_MAX_MEMBERS`] is an issue either way); `capture`
+/// bytes of head are kept for the first few members. Policy violations go to `issues` (as
+/// "The archive is refused: {reason}." for the rules shared with the extractor); the walk stops
+/// at the first structural problem.
+pub(crate) fn walk_to_end(
+    src: &mut dyn Source,
+    max: usize,
+    capture: usize,
+    issues: &mut Vec<Issue>,
+) -> Result<Walk, GzError> {
     let mut members: Vec<Member> = Vec::new();
     let mut next_name: Option<Vec<u8>> = None;
     let mut hdr = [0u8; 512];
     let mut headers = 0usize;
+    let mut end = None;
     let issue = |issues: &mut Vec<Issue>, code: &'static str, message: String| {
         issues.push(Issue { code, message })
     };
+    let refuse = |issues: &mut Vec<Issue>, code: &'static str, reason: &str| {
+        issues.push(Issue {
+            code,
+            message: format!("The archive is refused: {reason}."),
+        })
+    };
     loop {
+        let at = src.pos();
         let n = src.read(&mut hdr)?;
         if n == 0 {
             break;
@@ -337,23 +464,16 @@ pub(crate) fn walk(
             break;
         }
         if hdr.iter().all(|&c| c == 0) {
-            break; // End-of-archive marker.
+            end = Some(at); // End-of-archive marker.
+            break;
         }
         headers += 1;
         if headers > TAR_MAX_MEMBERS * 3 {
-            issue(
-                issues,
-                codes::TAR_TOO_MANY,
-                format!("The archive has more than {TAR_MAX_MEMBERS} members."),
-            );
+            refuse(issues, codes::TAR_TOO_MANY, &too_many_members());
             break;
         }
-        if !is_tar_header(&hdr) || !checksum_ok(&hdr) {
-            issue(
-                issues,
-                codes::TAR_HEADER,
-                "A tar member header is damaged (bad magic or checksum).".into(),
-            );
+        if !header_ok(&hdr) {
+            refuse(issues, codes::TAR_HEADER, HEADER_DAMAGED);
             break;
         }
         let Some(size) = parse_number(slice(&hdr, 124, 12)) else {
@@ -392,23 +512,20 @@ pub(crate) fn walk(
                     break;
                 }
                 data.truncate(size as usize);
-                if typeflag == b'L' {
-                    next_name = Some(cstr(&data).to_vec());
-                } else {
-                    let (path, size_override) = parse_pax(&data);
-                    if size_override {
-                        issue(
-                            issues,
-                            codes::TAR_PAX,
-                            "The archive overrides a member size in a PAX header, which tar readers disagree about (TARmageddon); it is refused.".into(),
-                        );
+                match typeflag {
+                    b'L' => next_name = Some(cstr(&data).to_vec()),
+                    b'g' => {
+                        refuse(issues, codes::TAR_PAX, GLOBAL_PAX);
                         break;
                     }
-                    if typeflag == b'x' {
-                        if let Some(p) = path {
-                            next_name = Some(p);
+                    _ => match pax_path(&data) {
+                        Ok(Some(p)) => next_name = Some(p),
+                        Ok(None) => {}
+                        Err(why) => {
+                            refuse(issues, codes::TAR_PAX, &why);
+                            break;
                         }
-                    }
+                    },
                 }
                 continue;
             }
@@ -426,67 +543,27 @@ pub(crate) fn walk(
                 n
             }
         };
-        let name = match check_name(&raw_name) {
+        let name = match check_name(&raw_name, typeflag == b'5') {
             Ok(n) => n,
             Err(m) => {
-                issue(
-                    issues,
-                    codes::TAR_MEMBER_NAME,
-                    format!("The archive is refused: {m}."),
-                );
+                refuse(issues, codes::TAR_MEMBER_NAME, &m);
                 String::from_utf8_lossy(&raw_name)
                     .chars()
                     .take(100)
                     .collect()
             }
         };
-        match typeflag {
-            b'0' | 0 | b'7' => {}
-            b'5' if size == 0 => {
-                // An empty directory entry: harmless, not a member.
-                continue;
-            }
-            b'1' | b'2' | b'K' => issue(
-                issues,
-                codes::TAR_MEMBER_TYPE,
-                format!(
-                    "Member \"{}\" is a link; links are not accepted in archives.",
-                    short(&name)
-                ),
-            ),
-            b'3' | b'4' | b'6' => issue(
-                issues,
-                codes::TAR_MEMBER_TYPE,
-                format!("Member \"{}\" is a device or FIFO.", short(&name)),
-            ),
-            b'5' => issue(
-                issues,
-                codes::TAR_MEMBER_TYPE,
-                format!("Member \"{}\" is a directory with content.", short(&name)),
-            ),
-            t => issue(
-                issues,
-                codes::TAR_MEMBER_TYPE,
-                format!(
-                    "Member \"{}\" has an unsupported type '{}'.",
-                    short(&name),
-                    t as char
-                ),
-            ),
+        match member_type(&name, typeflag, size) {
+            Ok(true) => {}
+            // An empty directory entry: harmless, not a member.
+            Ok(false) => continue,
+            Err(why) => refuse(issues, codes::TAR_MEMBER_TYPE, &why),
         }
         if members.iter().any(|m| m.name == name) {
-            issue(
-                issues,
-                codes::TAR_DUPLICATE,
-                format!("The archive contains \"{}\" twice.", short(&name)),
-            );
+            refuse(issues, codes::TAR_DUPLICATE, &duplicate_member(&name));
         }
         if members.len() >= TAR_MAX_MEMBERS {
-            issue(
-                issues,
-                codes::TAR_TOO_MANY,
-                format!("The archive has more than {TAR_MAX_MEMBERS} members."),
-            );
+            refuse(issues, codes::TAR_TOO_MANY, &too_many_members());
             break;
         }
         let mut m = Member {
@@ -543,5 +620,153 @@ pub(crate) fn walk(
             break;
         }
     }
-    Ok(members)
+    Ok(Walk { members, end })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names() {
+        for (raw, dir, want) in [
+            ("a.ovf", false, "a.ovf"),
+            ("./disk1.vmdk", false, "disk1.vmdk"),
+            ("././disk1.vmdk", false, "disk1.vmdk"),
+            ("sub/x.vmdk", false, "sub/x.vmdk"),
+            ("disk..1.vmdk", false, "disk..1.vmdk"),
+            ("C:disk1.vmdk", false, "C:disk1.vmdk"),
+            ("sub/", true, "sub"),
+        ] {
+            assert_eq!(
+                check_name(raw.as_bytes(), dir).as_deref(),
+                Ok(want),
+                "{raw}"
+            );
+        }
+        for (raw, why) in [
+            ("/etc/passwd", "absolute"),
+            ("../x", "climbs out"),
+            ("a/../b", "climbs out"),
+            ("", "empty name"),
+            ("./", "empty name"),
+            ("a//b", "empty or \".\" name component"),
+            ("a/./b", "empty or \".\" name component"),
+            (".", "empty or \".\" name component"),
+            ("x/", "empty or \".\" name component"),
+            ("a\\b", "backslashes"),
+            ("a\nb", "control characters"),
+            ("a\0b", "control characters"),
+        ] {
+            let e = check_name(raw.as_bytes(), false).expect_err(raw);
+            assert!(e.contains(why), "{raw:?}: {e}");
+        }
+        assert!(check_name(b"a\xffb", false).unwrap_err().contains("UTF-8"));
+        let long = "x".repeat(TAR_MAX_NAME + 1);
+        assert!(check_name(long.as_bytes(), false)
+            .unwrap_err()
+            .contains("longer than the 1024 allowed"));
+        // A name is quoted escaped, and cut at 100 characters.
+        let e = check_name("../\u{1b}[31m".as_bytes(), false).unwrap_err();
+        assert!(e.contains(r#""../\u{1b}[31m""#), "{e}");
+    }
+
+    #[test]
+    fn pax_records() {
+        assert_eq!(
+            pax_path(b"20 path=abc/def.txt\n"),
+            Ok(Some(b"abc/def.txt".to_vec()))
+        );
+        assert_eq!(pax_path(b"15 comment=hey\n"), Ok(None));
+        assert_eq!(pax_path(b""), Ok(None));
+        for bad in [
+            &b"99 path=x\n"[..],
+            b"x",
+            b"garbage",
+            b"11 path=x\n",
+            b"10 path=x!",
+            b"9 pathx\n",
+            b" 9 path=\n",
+            b"+9 path=x\n",
+        ] {
+            assert_eq!(
+                pax_path(bad),
+                Err("a PAX header is malformed".into()),
+                "{bad:?}"
+            );
+        }
+        assert!(pax_path(b"10 path=\xff\n")
+            .unwrap_err()
+            .contains("not UTF-8"));
+        for key in ["size", "GNU.sparse.size", "GNU.sparse.map"] {
+            let rec = format!(" {key}=0\n");
+            let rec = format!("{}{rec}", rec.len() + 2);
+            assert!(
+                pax_path(rec.as_bytes())
+                    .unwrap_err()
+                    .contains("TARmageddon"),
+                "{key}"
+            );
+        }
+        assert!(pax_path(b"21 linkpath=/etc/pwd\n")
+            .unwrap_err()
+            .contains("link target"));
+    }
+
+    #[test]
+    fn member_types() {
+        for t in [b'0', 0, b'7'] {
+            assert_eq!(member_type("a", t, 5), Ok(true));
+        }
+        assert_eq!(member_type("d", b'5', 0), Ok(false));
+        for (t, why) in [
+            (b'5', "directory \"d\" has content"),
+            (b'1', "is a hard link"),
+            (b'2', "is a symbolic link"),
+            (b'K', "is a link"),
+            (b'3', "is a device"),
+            (b'4', "is a device"),
+            (b'6', "is a FIFO"),
+            (b'S', "is a sparse file"),
+            (b'V', "the unsupported type 'V'"),
+            (1, "the unsupported type '\\u{1}'"),
+        ] {
+            let e = member_type("d", t, 1).unwrap_err();
+            assert!(e.contains(why), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        let mut h = [0u8; 512];
+        h[..5].copy_from_slice(b"a.ovf");
+        h[124..136].copy_from_slice(b"00000000005\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        let sign = |h: &mut [u8; 512]| {
+            h[148..156].fill(b' ');
+            let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+            h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        };
+        sign(&mut h);
+        assert!(header_ok(&h) && checksum_ok(&h));
+        // A pre-POSIX header: no magic.
+        let mut v7 = h;
+        v7[257..265].fill(0);
+        sign(&mut v7);
+        assert!(!header_ok(&v7));
+        // A signed checksum (bytes above 0x7f summed as negative): detection allows it, the
+        // walkers do not (the extractor's tar reader refuses it).
+        let mut signed = h;
+        signed[0] = 0xe9;
+        let s: i64 = signed
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| i64::from(if (148..156).contains(&i) { 32 } else { c as i8 }))
+            .sum();
+        signed[148..156].copy_from_slice(format!("{s:06o}\0 ").as_bytes());
+        assert!(checksum_ok(&signed) && !header_ok(&signed));
+        assert!(!header_ok(&h[..511]));
+    }
 }

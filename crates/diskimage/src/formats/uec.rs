@@ -7,7 +7,7 @@ use crate::detect::{detect, Detection};
 use crate::formats::gzip::{self, GzStream};
 use crate::formats::kernel;
 use crate::formats::tar::{self, GzSource};
-use crate::limits::{GZIP_SNIFF_WALK, TAR_MAX_MEMBERS, UEC_MEMBER_HEAD};
+use crate::limits::{GZIP_SNIFF_WALK, UEC_MEMBER_HEAD};
 use crate::read::SparseBytes;
 
 /// The role of a UEC member, from its name.
@@ -53,7 +53,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             pos: 0,
             buf: Vec::new(),
         };
-        match tar::walk(&mut src, TAR_MAX_MEMBERS, UEC_MEMBER_HEAD, &mut issues) {
+        match tar::walk(&mut src, usize::MAX, UEC_MEMBER_HEAD, &mut issues) {
             Ok(m) => m,
             Err(e) => {
                 gzip::report(cx, e)?;
@@ -70,7 +70,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             pos: 0,
             buf: Vec::new(),
         };
-        tar::walk(&mut src, TAR_MAX_MEMBERS, 4096, &mut issues).unwrap_or_default()
+        tar::walk(&mut src, usize::MAX, 4096, &mut issues).unwrap_or_default()
     };
     for i in issues {
         if cx.deep || i.code != codes::TRUNCATED {
