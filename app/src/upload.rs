@@ -253,6 +253,23 @@ async fn wait_online(obs: &dyn Observer) -> Result<bool, HttpError> {
     Ok(true)
 }
 
+/// After a failed request that may succeed if repeated: waits out an offline spell (no attempt
+/// used up) or backs off before attempt `*attempt + 1`; gives the error back once the attempts
+/// are used up.
+async fn before_retry(obs: &dyn Observer, attempt: &mut u32, e: HttpError) -> Result<(), HttpError> {
+    if wait_online(obs).await? {
+        return Ok(());
+    }
+    if *attempt + 1 >= MAX_ATTEMPTS {
+        return Err(e);
+    }
+    let delay = backoff(*attempt);
+    obs.retrying(&e.message, delay);
+    sleep(delay).await;
+    *attempt += 1;
+    Ok(())
+}
+
 /// Runs a request that is safe to repeat (a HEAD, or a part's POST whose duplicate only leaves
 /// an empty upload to expire) with the chunks' retry rules: back-off on network errors and 5xx,
 /// and no attempts used up while offline.
@@ -262,18 +279,7 @@ async fn with_retries<T, Fut: std::future::Future<Output = Result<T, HttpError>>
         wait_online(obs).await?;
         match request().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.retry => {
-                if wait_online(obs).await? {
-                    continue;
-                }
-                if attempt + 1 >= MAX_ATTEMPTS {
-                    return Err(e);
-                }
-                let delay = backoff(attempt);
-                obs.retrying(&e.message, delay);
-                sleep(delay).await;
-                attempt += 1;
-            }
+            Err(e) if e.retry => before_retry(obs, &mut attempt, e).await?,
             Err(e) => return Err(e),
         }
     }
@@ -401,16 +407,7 @@ async fn send_part(file: &File, part: &PartRecord, mut from: u64, chunk: u64, do
                 attempt = 0;
             }
             Err(e) if e.retry => {
-                // Offline: wait for the network, then go on without using up an attempt.
-                if !wait_online(obs).await? {
-                    if attempt + 1 >= MAX_ATTEMPTS {
-                        return Err(e);
-                    }
-                    let delay = backoff(attempt);
-                    obs.retrying(&e.message, delay);
-                    sleep(delay).await;
-                    attempt += 1;
-                }
+                before_retry(obs, &mut attempt, e).await?;
                 // After a network error the server may have stored part of the chunk.
                 if let Ok(Some(o)) = offset(&part.url).await {
                     let server_at = part.start + o;
