@@ -180,22 +180,29 @@ codes! {
     TAR_TRAILING_DATA = "tar-trailing-data";
     /// The `.ovf` is not the first member, or there are several [19].
     OVA_OVF_FIRST = "ova-ovf-not-first";
-    /// OVF XML not well-formed, has a DOCTYPE, or is too large [20].
+    /// OVF not UTF-8 or not well-formed XML, has a DOCTYPE, is too large or has too many nodes,
+    /// has no `<Envelope>` root, or declares a `File` or `Disk` twice, incompletely, compressed
+    /// or chunked [20].
     OVF_INVALID = "ovf-invalid";
-    /// `ovf:href` does not name a member of this archive [20].
+    /// `ovf:href` is not a plain member name (a URL or drive path, an unsafe name, an `.ovf`,
+    /// `.mf` or `.cert` name), a disk names no declared file, or a referenced file is not in
+    /// the archive [20].
     OVF_HREF = "ovf-href";
     /// Disk format not streamOptimized/monolithicSparse VMDK or raw, or a VMDK disk that is not
     /// the subformat its `ovf:format` names [20].
     OVF_DISK_FORMAT = "ovf-disk-format";
-    /// Capacity differs from the disk's header [20].
+    /// Capacity missing, not a whole number, in unknown units or beyond 2^64 bytes, or different
+    /// from the disk's own size [20].
     OVF_CAPACITY = "ovf-capacity-mismatch";
     /// A disk member failed its own inspection [20].
     OVA_DISK = "ova-disk";
-    /// Manifest invalid: unknown algorithm, unknown member, bad syntax [20].
+    /// Manifest invalid: not UTF-8, bad syntax, unknown algorithm, too large, a second one, or
+    /// not listing exactly the descriptor and the files the OVF references [20].
     OVA_MANIFEST = "ova-manifest";
     /// Manifest digest does not match the member [20].
     OVA_DIGEST = "ova-manifest-digest";
-    /// Member not referenced by the OVF (warning) [20].
+    /// A member the OVF does not reference (other than the manifest and the certificate):
+    /// refused, as the extractor refuses it [20].
     OVA_UNREFERENCED = "ova-unreferenced-member";
     /// More than one `.cert`, one too large, or one before the `.mf` [19].
     OVA_CERTIFICATE = "ova-certificate";

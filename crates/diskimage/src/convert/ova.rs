@@ -20,8 +20,17 @@
 //! inspector's rule and wording): the member's first 64 KiB are looked at before anything is
 //! converted or spooled, and a spooled disk's subformat is checked again by the inspector.
 //! Streamed disks pass the stream gate's sniff checks on the member's head and tail, spooled
-//! ones the full inspector; nothing is published unless every disk and the manifest pass. The
-//! manifest is read by the inspector's parser ([`parse_manifest`]).
+//! ones the full inspector; nothing is published unless every disk and the manifest pass.
+//!
+//! Every package rule is the package inspector's own function ([`crate::formats::ova`]), with its
+//! wording ([`Refusal`]), so an upload the inspector accepted is not refused here, and what is
+//! refused here the inspector refused first: the descriptor ([`rules::descriptor`],
+//! [`rules::ovf_structure`]: which `File`s and `Disk`s count, hrefs without `:`, capacities and
+//! their units, each declared once), the members ([`MemberRules`]: the files the OVF references,
+//! one manifest, one certificate, nothing else), the manifest ([`rules::read_manifest`],
+//! [`rules::manifest_coverage`]: it lists the descriptor and every referenced file),
+//! the digests and capacities, and the tar rules ([`crate::formats::tar`], through
+//! `walk_tar`).
 //!
 //! A `.cert` member (the signature over the manifest) is allowed once, bounded in size and only
 //! after the `.mf` (the OVF specification, DSP0243, orders an OVA's members descriptor,
@@ -43,23 +52,22 @@ use super::{
     convert_accepted_into, convert_stream_into, inspect_for_conversion, ConvertOptions,
     SourceFormat, TargetFormat,
 };
-use crate::formats::ova::{parse_manifest, DiskFormat, ManifestEntry};
-use crate::limits::SNIFF_HEAD;
+use crate::formats::ova::{self as rules, DiskFormat, ManifestEntry, MemberRules, Refusal, Role};
+use crate::limits::{MF_MAX_SIZE, OVF_MAX_SIZE, SNIFF_HEAD};
 
-/// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB).
-pub const MAX_OVF_BYTES: u64 = 4 << 20;
-/// Largest manifest we read.
-const MAX_MF_BYTES: u64 = 1 << 20;
-/// Largest certificate member accepted (never read; the bound keeps a package honest). The same
-/// limit as the inspector's.
-const MAX_CERT_BYTES: u64 = crate::limits::CERT_MAX_SIZE;
-/// XML nodes roxmltree may build for an OVF (bounds memory on hostile descriptors).
-const MAX_OVF_NODES: u32 = 200_000;
+/// Largest OVF descriptor we parse (real ones are a few KiB to a few hundred KiB): the
+/// inspector's limit ([`rules::descriptor`]).
+pub const MAX_OVF_BYTES: u64 = OVF_MAX_SIZE;
 /// Bytes moved per read while spooling a monolithicSparse member to its temporary file.
 const SPOOL_CHUNK: usize = 1 << 20;
 /// The `ovf:format` URIs of the accepted disk formats (the package inspector's; see
 /// [`DiskFormat`]).
 pub use crate::formats::ova::{RAW_URI, SPARSE_URI, STREAM_OPTIMIZED_URI};
+
+/// A package rule's refusal ([`Refusal`]: the inspector's reason) as the extractor's error.
+fn refused(r: Refusal) -> Error {
+    package(r.reason)
+}
 
 /// A disk as the OVF describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -153,92 +161,55 @@ pub fn extract_ova(
     let mut counted = super::pkg::Counted { inner: input, n: 0 };
     walk_tar(&mut counted, |mem| {
         if mem.index == 0 {
-            if !mem.name.to_ascii_lowercase().ends_with(".ovf") {
-                return Err(package(format!(
-                    "the first member is {:?}; an OVA starts with its .ovf",
-                    mem.name
-                )));
-            }
-            if mem.size > MAX_OVF_BYTES {
-                return Err(package(format!(
-                    "the OVF is larger than {MAX_OVF_BYTES} bytes"
-                )));
-            }
+            rules::descriptor(&mem.name, mem.size).map_err(refused)?;
             // No manifest can have been read yet: compute every digest it may ask for.
             let mut h = Hashing::new(mem.reader, &ALL_ALGOS);
             let mut text = Vec::new();
-            h.read_to_end(&mut text)
+            (&mut h)
+                .take(MAX_OVF_BYTES)
+                .read_to_end(&mut text)
                 .map_err(|e| Error::io("reading the OVF", e))?;
             st.digests.push((mem.name.clone(), h.finish()));
-            st.ovf = Some(parse_ovf(&text)?);
+            st.descriptor = mem.name.clone();
+            st.ovf = Some(read_ovf(&text)?);
             return Ok(());
         }
-        let ovf = st.ovf.as_ref().ok_or_else(|| package("no OVF"))?;
-        let lower = mem.name.to_ascii_lowercase();
-        if lower.ends_with(".mf") {
-            if st.manifest.is_some() {
-                return Err(package("the OVA has two manifests"));
+        let (ovf, _) = st.ovf.as_ref().ok_or_else(|| package("no OVF"))?;
+        let disk = match st.rules.next(ovf, &mem.name, mem.size).map_err(refused)? {
+            Role::Manifest => {
+                let mut bytes = Vec::new();
+                mem.reader
+                    .take(MF_MAX_SIZE)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Error::io("reading the manifest", e))?;
+                let entries = rules::read_manifest(&mem.name, &bytes).map_err(refused)?;
+                // What it must list is known from the OVF already: refuse it before any disk
+                // is converted.
+                if let Some(r) = rules::manifest_coverage(&st.descriptor, ovf, &entries)
+                    .into_iter()
+                    .next()
+                {
+                    return Err(refused(r));
+                }
+                st.manifest = Some(entries);
+                return Ok(());
             }
-            if let Some(cert) = &st.certificate {
-                return Err(package(format!(
-                    "the certificate {cert:?} comes before the manifest {:?}; an OVA puts the manifest first",
-                    mem.name
-                )));
-            }
-            if mem.size > MAX_MF_BYTES {
-                return Err(package("the manifest is too large"));
-            }
-            let mut text = String::new();
-            mem.reader
-                .take(MAX_MF_BYTES)
-                .read_to_string(&mut text)
-                .map_err(|_| package("the manifest is not text"))?;
-            st.manifest = Some(parse_manifest(&text).map_err(package)?);
-            return Ok(());
-        }
-        if lower.ends_with(".cert") {
             // Signature checking needs a trust store, so the certificate is not read at all
             // (walk_tar drains it); it is recorded as present and unverified.
-            if let Some(first) = &st.certificate {
-                return Err(package(format!(
-                    "the OVA has two certificates ({first:?} and {:?}); at most one is allowed",
-                    mem.name
-                )));
-            }
-            if mem.size > MAX_CERT_BYTES {
-                return Err(package(format!(
-                    "the certificate {:?} is {} bytes, more than the {MAX_CERT_BYTES} allowed",
-                    mem.name, mem.size
-                )));
-            }
-            st.certificate = Some(mem.name.clone());
-            return Ok(());
-        }
+            Role::Certificate => return Ok(()),
+            Role::Disk(i) => Some(&ovf.disks[i]),
+            Role::File => None,
+        };
         // Only the algorithms the manifest uses; before (or without) a manifest, every one it
         // may still ask for (a manifest may come last).
         let algos: Vec<Algo> = match &st.manifest {
             Some(mf) => mf.iter().map(|e| e.algo).collect(),
             None => ALL_ALGOS.to_vec(),
         };
-        let disk = ovf.disks.iter().find(|d| d.member == mem.name).cloned();
-        let referenced = ovf.references.contains(&mem.name);
-        if !referenced {
-            return Err(package(format!(
-                "member {:?} is not referenced by the OVF",
-                mem.name
-            )));
-        }
         let mut h = Hashing::new(mem.reader, &algos);
         match disk {
             Some(d) => {
-                let format = DiskFormat::from_uri(&d.format).ok_or_else(|| {
-                    package(format!(
-                        "disk {} has format {:?}; only {} disks are accepted",
-                        d.disk_id,
-                        d.format.chars().take(100).collect::<String>(),
-                        DiskFormat::accepted_list()
-                    ))
-                })?;
+                let format = d.format;
                 let from = if format == DiskFormat::Raw {
                     SourceFormat::Raw
                 } else {
@@ -246,11 +217,10 @@ pub fn extract_ova(
                 };
                 // A raw disk is its bytes: the member must be exactly the capacity. (The raw
                 // stream reader also refuses a stream that is not `raw_len` long.)
-                if from == SourceFormat::Raw && mem.size != d.capacity {
-                    return Err(package(format!(
-                        "disk {}: the OVF says {} bytes but the raw member {:?} holds {}",
-                        d.disk_id, d.capacity, d.member, mem.size
-                    )));
+                if from == SourceFormat::Raw {
+                    if let Some(r) = d.capacity_mismatch(mem.size) {
+                        return Err(refused(r));
+                    }
                 }
                 // A VMDK disk must be the subformat its URI names. Its first bytes (the header
                 // and the embedded descriptor) say which, before anything of it is converted or
@@ -260,9 +230,9 @@ pub fn extract_ova(
                     (&mut h)
                         .take(SNIFF_HEAD)
                         .read_to_end(&mut head)
-                        .map_err(|e| disk_error(&d, Error::io("reading the member", e)))?;
+                        .map_err(|e| disk_error(d, Error::io("reading the member", e)))?;
                     if let Some(why) = format.head_mismatch(&head) {
-                        return Err(disk_error(&d, package(why)));
+                        return Err(disk_error(d, package(why)));
                     }
                 }
                 let n = pending.len() + 1;
@@ -276,7 +246,7 @@ pub fn extract_ova(
                     let mut member = Cursor::new(head).chain(&mut h);
                     if format == DiskFormat::Sparse {
                         let spool = outdir.join(format!(".disk{n}.vmdk.part"));
-                        convert_spooled(&mut member, mem.size, &d, &spool, &path, opts, &mut m)?
+                        convert_spooled(&mut member, mem.size, d, &spool, &path, opts, &mut m)?
                     } else {
                         let out = OutFile::create(&path)?;
                         // The gate sniffs the member's head and tail as `from`: a raw member
@@ -286,28 +256,27 @@ pub fn extract_ova(
                             &mut member,
                             from,
                             (from == SourceFormat::Raw).then_some(d.capacity),
-                            Some(&d.member),
+                            Some(&d.href),
                             out.file(),
                             opts,
                             &mut m,
                         )
-                        .map_err(|e| disk_error(&d, e))?;
+                        .map_err(|e| disk_error(d, e))?;
                         (out, vsize)
                     }
                 };
                 // For raw the member length was checked against the capacity above (qcow2
                 // output rounds the virtual size up to whole sectors).
-                if from == SourceFormat::Vmdk && vsize != d.capacity {
-                    return Err(package(format!(
-                        "disk {}: the OVF says {} bytes but the VMDK holds {vsize}",
-                        d.disk_id, d.capacity
-                    )));
+                if from == SourceFormat::Vmdk {
+                    if let Some(r) = d.capacity_mismatch(vsize) {
+                        return Err(refused(r));
+                    }
                 }
                 pending.push((
                     out,
                     ExtractedDisk {
-                        disk_id: d.disk_id,
-                        member: d.member,
+                        disk_id: d.id.clone(),
+                        member: d.href.clone(),
                         path,
                         virtual_size: vsize,
                         source_format: from,
@@ -324,35 +293,24 @@ pub fn extract_ova(
         Ok(())
     })?;
     m.read(counted.n.saturating_sub(m.bytes_in))?;
-    let ovf = st
+    let (ovf, info) = st
         .ovf
         .take()
         .ok_or_else(|| package("the package is empty (no OVF)"))?;
-    for r in &ovf.references {
-        if !st.digests.iter().any(|(n, _)| n == r) {
-            return Err(package(format!(
-                "the OVF references {r:?}, which is not in the OVA"
-            )));
-        }
+    if let Some(r) = st.rules.missing(&ovf).into_iter().next() {
+        return Err(refused(r));
     }
     let manifest_verified = match &st.manifest {
         None => false,
         Some(mf) => {
+            // It lists the descriptor and every referenced file (checked when it arrived), and
+            // every referenced file was a member: each digest was computed.
             for (name, digests) in &st.digests {
                 let Some(e) = mf.iter().find(|e| e.name == *name) else {
-                    return Err(package(format!(
-                        "member {name:?} is not listed in the manifest"
-                    )));
+                    return Err(package(format!("the manifest does not list {name:?}")));
                 };
                 if digests.get(e.algo) != Some(e.digest.as_str()) {
-                    return Err(package(format!("digest mismatch for member {name:?}")));
-                }
-            }
-            for ManifestEntry { name, .. } in mf {
-                if !st.digests.iter().any(|(n, _)| n == name) {
-                    return Err(package(format!(
-                        "the manifest lists {name:?}, which is not in the OVA"
-                    )));
+                    return Err(refused(rules::digest_mismatch(name)));
                 }
             }
             true
@@ -365,11 +323,11 @@ pub fn extract_ova(
         disks.push(d);
     }
     Ok(OvaReport {
-        ovf,
+        ovf: info,
         disks,
         manifest_verified,
         skipped_members: st.skipped,
-        unverified_certificate: st.certificate,
+        unverified_certificate: st.rules.certificate().map(str::to_string),
         bytes_in: counted.n,
         bytes_out: m.bytes_out,
         seconds: start.elapsed().as_secs_f64(),
@@ -383,7 +341,7 @@ pub fn extract_ova(
 fn convert_spooled(
     member: &mut dyn Read,
     size: u64,
-    d: &OvfDisk,
+    d: &rules::OvfDisk,
     spool: &Path,
     path: &Path,
     opts: &ConvertOptions,
@@ -391,7 +349,7 @@ fn convert_spooled(
 ) -> Result<(OutFile, u64)> {
     let spool = Spool::create(spool)?;
     spool.fill(member, size, m).map_err(|e| disk_error(d, e))?;
-    let accepted = inspect_for_conversion(&spool.file, Some(SourceFormat::Vmdk), Some(&d.member))
+    let accepted = inspect_for_conversion(&spool.file, Some(SourceFormat::Vmdk), Some(&d.href))
         .map_err(|e| disk_error(d, e))?;
     let report = accepted.report();
     // Seen from the head already when it holds the descriptor; checked again on the whole file.
@@ -403,14 +361,8 @@ fn convert_spooled(
         return Err(disk_error(d, package(why)));
     }
     // Refuse a capacity mismatch before converting anything (checked again on the output).
-    if let Some(v) = report.virtual_size.filter(|&v| v != d.capacity) {
-        return Err(disk_error(
-            d,
-            package(format!(
-                "the OVF says {} bytes but the VMDK holds {v}",
-                d.capacity
-            )),
-        ));
+    if let Some(r) = report.virtual_size.and_then(|v| d.capacity_mismatch(v)) {
+        return Err(refused(r));
     }
     let out = OutFile::create(path)?;
     // The spooled bytes were counted as input while they arrived.
@@ -421,8 +373,8 @@ fn convert_spooled(
 }
 
 /// A disk's conversion error, as a package error naming the disk and its member.
-fn disk_error(d: &OvfDisk, e: Error) -> Error {
-    package(format!("disk {} ({}): {e}", d.disk_id, d.member))
+fn disk_error(d: &rules::OvfDisk, e: Error) -> Error {
+    package(format!("disk {} ({}): {e}", d.id, d.href))
 }
 
 /// A temporary copy of a member, created exclusively under a name we make and removed when
@@ -483,112 +435,54 @@ const ALL_ALGOS: [Algo; 3] = Algo::ALL;
 
 #[derive(Default)]
 struct State {
-    ovf: Option<OvfInfo>,
+    /// The descriptor by the package rules, and as reported.
+    ovf: Option<(rules::Ovf, OvfInfo)>,
+    /// The descriptor's member name.
+    descriptor: String,
+    /// The member policy, member by member (it also remembers the certificate).
+    rules: MemberRules,
     manifest: Option<Vec<ManifestEntry>>,
     digests: Vec<(String, Digests)>,
     skipped: Vec<String>,
-    /// The `.cert` member seen (never verified).
-    certificate: Option<String>,
 }
 
-/// Parses the OVF: no DTD (roxmltree refuses them; we also refuse the `<!DOCTYPE` text), every
-/// href a plain member name, capacities with their allocation units.
+/// Parses the OVF by the package inspector's rules ([`rules::ovf_text`],
+/// [`rules::ovf_document`], [`rules::ovf_structure`]: no DTD, bounded, every href a plain
+/// member name, capacities with their units, each `File` and `Disk` declared once), then reads
+/// what the report tells about the virtual machine.
 pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
-    let text = std::str::from_utf8(bytes).map_err(|_| package("the OVF is not UTF-8"))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
-        return Err(package(
-            "the OVF contains a DTD or entity declarations; refused",
-        ));
-    }
-    let popts = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_OVF_NODES,
-        ..Default::default()
+    read_ovf(bytes).map(|(_, info)| info)
+}
+
+fn read_ovf(bytes: &[u8]) -> Result<(rules::Ovf, OvfInfo)> {
+    let text = rules::ovf_text(bytes).map_err(refused)?;
+    let doc = rules::ovf_document(text).map_err(refused)?;
+    let ovf = rules::ovf_structure(&doc).map_err(|problems| {
+        problems
+            .into_iter()
+            .next()
+            .map_or_else(|| package("the OVF is refused"), refused)
+    })?;
+    let mut info = OvfInfo {
+        disks: ovf
+            .disks
+            .iter()
+            .map(|d| OvfDisk {
+                disk_id: d.id.clone(),
+                member: d.href.clone(),
+                capacity: d.capacity,
+                format: d.uri.clone(),
+            })
+            .collect(),
+        references: ovf.files.iter().map(|f| f.href.clone()).collect(),
+        ..OvfInfo::default()
     };
-    let doc = roxmltree::Document::parse_with_options(text, popts)
-        .map_err(|e| package(format!("the OVF is not well-formed XML: {e}")))?;
     let root = doc.root_element();
-    if root.tag_name().name() != "Envelope" {
-        return Err(package("the OVF root element is not <Envelope>"));
-    }
     let attr = |n: roxmltree::Node, name: &str| -> Option<String> {
         n.attributes()
             .find(|a| a.name() == name)
             .map(|a| a.value().to_string())
     };
-    // References: file id -> href
-    let mut files: Vec<(String, String)> = Vec::new();
-    for f in root.descendants().filter(|n| {
-        n.has_tag_name("File") && n.parent().is_some_and(|p| p.has_tag_name("References"))
-    }) {
-        let id = attr(f, "id").ok_or_else(|| package("an OVF File has no ovf:id"))?;
-        let href = attr(f, "href").ok_or_else(|| package("an OVF File has no ovf:href"))?;
-        if href.contains("://") || href.contains(':') {
-            return Err(package(format!(
-                "OVF href {href:?} is a URL; only members of the OVA are allowed"
-            )));
-        }
-        let href = crate::formats::tar::check_name(href.as_bytes(), false).map_err(package)?;
-        if attr(f, "compression").is_some_and(|c| c != "identity") {
-            return Err(package(format!(
-                "OVF file {href:?} uses ovf:compression; not supported"
-            )));
-        }
-        if attr(f, "chunkSize").is_some() {
-            return Err(package(format!(
-                "OVF file {href:?} is chunked; not supported"
-            )));
-        }
-        if files.iter().any(|(i, h)| *i == id || *h == href) {
-            return Err(package(format!("OVF file {href:?} is referenced twice")));
-        }
-        files.push((id, href));
-    }
-    let mut info = OvfInfo::default();
-    for d in root.descendants().filter(|n| {
-        n.has_tag_name("Disk") && n.parent().is_some_and(|p| p.has_tag_name("DiskSection"))
-    }) {
-        let disk_id = attr(d, "diskId").ok_or_else(|| package("an OVF Disk has no ovf:diskId"))?;
-        let file_ref = attr(d, "fileRef").ok_or_else(|| {
-            package(format!(
-                "OVF disk {disk_id} has no fileRef (empty disks are not supported)"
-            ))
-        })?;
-        let member = files
-            .iter()
-            .find(|(i, _)| *i == file_ref)
-            .map(|(_, h)| h.clone())
-            .ok_or_else(|| {
-                package(format!(
-                    "OVF disk {disk_id} refers to unknown file {file_ref}"
-                ))
-            })?;
-        let cap: u64 = attr(d, "capacity")
-            .and_then(|c| c.trim().parse().ok())
-            .ok_or_else(|| package(format!("OVF disk {disk_id} has no valid capacity")))?;
-        let mult = units(attr(d, "capacityAllocationUnits").as_deref())
-            .ok_or_else(|| package(format!("OVF disk {disk_id}: unknown capacity units")))?;
-        let capacity = cap
-            .checked_mul(mult)
-            .ok_or_else(|| package("OVF disk capacity overflows"))?;
-        if info
-            .disks
-            .iter()
-            .any(|x: &OvfDisk| x.disk_id == disk_id || x.member == member)
-        {
-            return Err(package(format!("OVF disk {disk_id} is declared twice")));
-        }
-        info.disks.push(OvfDisk {
-            disk_id,
-            member,
-            capacity,
-            format: attr(d, "format").unwrap_or_default(),
-        });
-    }
-    if info.disks.is_empty() {
-        return Err(package("the OVF declares no disks"));
-    }
     if let Some(vs) = root.descendants().find(|n| n.has_tag_name("VirtualSystem")) {
         info.name = vs
             .children()
@@ -619,7 +513,9 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
             match field("ResourceType").as_deref() {
                 Some("3") => info.cpus = qty,
                 Some("4") => {
-                    let mult = units(field("AllocationUnits").as_deref().or(Some("byte * 2^20")));
+                    let mult = rules::allocation_units(
+                        field("AllocationUnits").as_deref().or(Some("byte * 2^20")),
+                    );
                     info.memory_mib = qty
                         .zip(mult)
                         .and_then(|(q, m)| q.checked_mul(m))
@@ -629,43 +525,5 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
             }
         }
     }
-    info.references = files.into_iter().map(|(_, h)| h).collect();
-    Ok(info)
-}
-
-/// "byte", "byte * 2^30", "byte * 1024", "MegaBytes"… to a multiplier.
-fn units(u: Option<&str>) -> Option<u64> {
-    let Some(u) = u else { return Some(1) };
-    let s: String = u
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect::<String>()
-        .to_ascii_lowercase();
-    match s.as_str() {
-        "byte" | "bytes" => return Some(1),
-        "kilobytes" | "kb" => return Some(1 << 10),
-        "megabytes" | "mb" => return Some(1 << 20),
-        "gigabytes" | "gb" => return Some(1 << 30),
-        _ => {}
-    }
-    let rest = s.strip_prefix("byte*")?;
-    if let Some(p) = rest.strip_prefix("2^") {
-        let p: u32 = p.parse().ok()?;
-        return 1u64.checked_shl(p).filter(|_| p < 64);
-    }
-    rest.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unit_strings() {
-        assert_eq!(units(None), Some(1));
-        assert_eq!(units(Some("byte * 2^30")), Some(1 << 30));
-        assert_eq!(units(Some("byte * 1024")), Some(1024));
-        assert_eq!(units(Some("furlongs")), None);
-        assert_eq!(units(Some("byte * 2^99")), None);
-    }
+    Ok((ovf, info))
 }

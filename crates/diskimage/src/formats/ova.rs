@@ -7,9 +7,17 @@
 //! Manifests are read by [`parse_manifest`] and every digest is verified. At most one `.cert` is
 //! allowed, bounded by [`CERT_MAX_SIZE`] and not before the `.mf`; it is never verified.
 //!
-//! [`DiskFormat`] and [`parse_manifest`] are the rules the extractor (`convert::ova`) applies
-//! too, so a package this inspector accepts is not refused at import on its URIs, a disk's
-//! subformat, or its manifest's spelling.
+//! This module holds the package rules, and the extractor (`convert::ova`) applies the same
+//! functions, so a package this inspector accepts is not refused at import, and what the
+//! extractor refuses is refused here first, in the same words ([`Refusal`]): the disk formats
+//! ([`DiskFormat`]), the descriptor ([`descriptor`], [`ovf_text`], [`ovf_document`],
+//! [`ovf_structure`]: which `File`s and `Disk`s count, hrefs, capacities, each declared once),
+//! which members an OVA may hold ([`MemberRules`]: nothing the OVF does not reference but one
+//! manifest and one certificate), the manifest ([`read_manifest`], [`parse_manifest`],
+//! [`manifest_coverage`], [`digest_mismatch`]), a disk's capacity
+//! ([`OvfDisk::capacity_mismatch`]); the tar rules are [`crate::formats::tar`]'s. The browser's
+//! sniff runs the same checks on what its head holds (the descriptor, the member headers in it,
+//! usually the manifest) and stays silent on the rest.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
@@ -246,96 +254,634 @@ fn split_manifest_name(rest: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// A disk as the OVF describes it.
+/// Why a package is refused: the finding code the inspector reports, and the reason, a
+/// lower-case fragment without a final period that the inspector puts in a sentence ("The OVA
+/// is refused: {reason}.") and the extractor uses as its error. Every package rule below
+/// returns these, so the two sides refuse the same packages in the same words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The finding code ([`crate::codes`]).
+    pub code: &'static str,
+    /// What is wrong, naming the member or element.
+    pub reason: String,
+}
+
+fn refusal(code: &'static str, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// A `References/File` of the OVF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OvfFile {
+    /// `ovf:id`.
+    pub id: String,
+    /// `ovf:href`: the member it names, normalised as member names are ([`tar::check_name`]).
+    pub href: String,
+}
+
+/// A `DiskSection/Disk` of the OVF.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OvfDisk {
     /// `ovf:diskId`.
     pub id: String,
-    /// Member name the disk's file reference resolves to.
-    pub href: Option<String>,
-    /// Capacity in bytes (capacity × allocation units).
-    pub capacity: Option<u64>,
-    /// `ovf:format` URI.
-    pub format: String,
+    /// `ovf:fileRef`: the `ovf:id` of its file.
+    pub file_id: String,
+    /// The member holding it (its file's `href`).
+    pub href: String,
+    /// Capacity in bytes (`ovf:capacity` × `ovf:capacityAllocationUnits`).
+    pub capacity: u64,
+    /// Its format, from `ovf:format`.
+    pub format: DiskFormat,
+    /// `ovf:format` as written.
+    pub uri: String,
 }
 
-/// What Hangar needs from an OVF descriptor.
+impl OvfDisk {
+    /// Why the disk is refused when it holds `holds` bytes and the OVF says otherwise: a raw
+    /// disk's member length, a VMDK disk's virtual size (formats.md §2.5 #20).
+    pub fn capacity_mismatch(&self, holds: u64) -> Option<Refusal> {
+        let what = if self.format == DiskFormat::Raw {
+            "raw member"
+        } else {
+            "VMDK"
+        };
+        (holds != self.capacity).then(|| {
+            refusal(
+                codes::OVF_CAPACITY,
+                format!(
+                    "disk {} ({}): the OVF says {} bytes but the {what} holds {holds}",
+                    short(&self.id),
+                    short(&self.href),
+                    self.capacity
+                ),
+            )
+        })
+    }
+}
+
+/// What Hangar needs from an OVF descriptor, every rule of [`ovf_structure`] met.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Ovf {
-    /// `References/File`: (id, href).
-    pub files: Vec<(String, String)>,
-    /// `DiskSection/Disk`.
+    /// `References/File`, in document order.
+    pub files: Vec<OvfFile>,
+    /// `DiskSection/Disk`, in document order (at least one).
     pub disks: Vec<OvfDisk>,
 }
 
-/// Capacity allocation units such as `byte * 2^30`.
-fn units(s: Option<&str>) -> Option<u64> {
-    let Some(s) = s else { return Some(1) };
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if s == "byte" {
-        return Some(1);
+impl Ovf {
+    /// True if a `File` names member `name`.
+    pub fn references(&self, name: &str) -> bool {
+        self.files.iter().any(|f| f.href == name)
     }
-    let exp = s.strip_prefix("byte*2^")?;
-    let e: u32 = exp.parse().ok()?;
-    1u64.checked_shl(e).filter(|_| e < 64)
 }
 
-/// Parses OVF XML (no DTD, bounded nodes). Errors are user-facing reasons.
-pub fn parse_ovf(text: &str) -> Result<Ovf, String> {
+fn short(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+/// The multiplier of a capacity or memory allocation unit: `byte` (the default when absent),
+/// `byte * 2^N`, `byte * N`, `bytes`, `KB`/`kilobytes`, `MB`/`megabytes`, `GB`/`gigabytes`,
+/// blanks and ASCII case ignored. `None` for anything else.
+pub fn allocation_units(u: Option<&str>) -> Option<u64> {
+    let Some(u) = u else { return Some(1) };
+    let s: String = u
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    match s.as_str() {
+        "byte" | "bytes" => return Some(1),
+        "kilobytes" | "kb" => return Some(1 << 10),
+        "megabytes" | "mb" => return Some(1 << 20),
+        "gigabytes" | "gb" => return Some(1 << 30),
+        _ => {}
+    }
+    let rest = s.strip_prefix("byte*")?;
+    if let Some(p) = rest.strip_prefix("2^") {
+        let p: u32 = p.parse().ok()?;
+        return 1u64.checked_shl(p).filter(|_| p < 64);
+    }
+    rest.parse().ok()
+}
+
+/// The first member: its name must end in `.ovf` and it may be at most [`OVF_MAX_SIZE`] bytes.
+pub fn descriptor(name: &str, size: u64) -> Result<(), Refusal> {
+    if !name.to_ascii_lowercase().ends_with(".ovf") {
+        return Err(refusal(
+            codes::OVA_OVF_FIRST,
+            format!(
+                "the first member is {}; an OVA starts with its .ovf descriptor",
+                tar::quoted(name)
+            ),
+        ));
+    }
+    if size > OVF_MAX_SIZE {
+        return Err(refusal(
+            codes::OVF_INVALID,
+            format!(
+                "the OVF descriptor {} is {size} bytes, more than the {OVF_MAX_SIZE} allowed",
+                tar::quoted(name)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The descriptor's bytes as text: UTF-8 (a byte-order mark is dropped).
+pub fn ovf_text(bytes: &[u8]) -> Result<&str, Refusal> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| refusal(codes::OVF_INVALID, "the OVF descriptor is not UTF-8 text"))?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
+/// Parses the descriptor's XML: no DTD or entity declarations (XXE), at most [`OVF_MAX_NODES`]
+/// nodes, well-formed, an `<Envelope>` root.
+pub fn ovf_document(text: &str) -> Result<roxmltree::Document<'_>, Refusal> {
     if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
-        return Err("it contains a DOCTYPE or entity declaration".into());
+        return Err(refusal(
+            codes::OVF_INVALID,
+            "the OVF descriptor contains a DTD or entity declaration, which is never accepted (XXE)",
+        ));
     }
     let opts = roxmltree::ParsingOptions {
         allow_dtd: false,
         nodes_limit: OVF_MAX_NODES,
         ..Default::default()
     };
-    let doc = roxmltree::Document::parse_with_options(text, opts)
-        .map_err(|e| format!("it is not well-formed XML ({e})"))?;
-    let attr = |n: &roxmltree::Node, name: &str| {
+    let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| match e {
+        roxmltree::Error::NodesLimitReached => refusal(
+            codes::OVF_INVALID,
+            format!("the OVF descriptor has more than {OVF_MAX_NODES} XML nodes"),
+        ),
+        e => refusal(
+            codes::OVF_INVALID,
+            format!("the OVF descriptor is not well-formed XML ({e})"),
+        ),
+    })?;
+    let root = doc.root_element().tag_name().name();
+    if root != "Envelope" {
+        return Err(refusal(
+            codes::OVF_INVALID,
+            format!(
+                "the OVF descriptor's root element is <{}>, not <Envelope>",
+                short(root)
+            ),
+        ));
+    }
+    Ok(doc)
+}
+
+/// An `ovf:href`: a plain member name. No `:` (a URL such as `http://…` or `file:…`, or a
+/// drive path such as `C:…`), a safe member name ([`tar::check_name`]), and not a name an OVA
+/// reserves for its descriptor, manifest or certificate.
+fn check_href(id: &str, href: &str) -> Result<String, Refusal> {
+    if href.contains(':') {
+        return Err(refusal(
+            codes::OVF_HREF,
+            format!(
+                "the OVF File {} has ovf:href {}, which is a URL or a drive path (it holds ':'); an OVF may refer only to members of its OVA",
+                tar::quoted(id),
+                tar::quoted(href)
+            ),
+        ));
+    }
+    let name = tar::check_name(href.as_bytes(), false).map_err(|why| {
+        refusal(
+            codes::OVF_HREF,
+            format!(
+                "the OVF File {} has ovf:href {}, which is not a safe member name: {why}",
+                tar::quoted(id),
+                tar::quoted(href)
+            ),
+        )
+    })?;
+    let lower = name.to_ascii_lowercase();
+    if [".ovf", ".mf", ".cert"].iter().any(|x| lower.ends_with(x)) {
+        return Err(refusal(
+            codes::OVF_HREF,
+            format!(
+                "the OVF File {} refers to {}; an OVA's .ovf, .mf and .cert members are its descriptor, manifest and certificate, never its files",
+                tar::quoted(id),
+                tar::quoted(&name)
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// What the OVF declares, by the rules both sides apply (formats.md §2.5 #20). Only `File`
+/// elements of `References` and `Disk` elements of `DiskSection` count (elements of the same
+/// name elsewhere are not files or disks). Every `File` has an `ovf:id` and an `ovf:href` that
+/// is a plain member name (no `:`, so no URL or drive path; a safe name by
+/// [`tar::check_name`]; not an `.ovf`, `.mf` or `.cert` name), is neither compressed nor
+/// chunked, and is declared once (id and href);
+/// every `Disk` has an `ovf:diskId`, an `ovf:fileRef` naming a declared `File`, an accepted
+/// `ovf:format` ([`DiskFormat`]), an `ovf:capacity` that is a whole number of known
+/// [`allocation_units`] below 2^64 bytes, and is declared once (id and file); there is at least
+/// one disk. `Err` holds every problem found, in document order (the extractor reports the
+/// first, the inspector all).
+pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
+    let root = doc.root_element();
+    let attr = |n: roxmltree::Node, name: &str| -> Option<String> {
         n.attributes()
             .find(|a| a.name() == name)
             .map(|a| a.value().to_string())
     };
+    let within = |n: &roxmltree::Node, tag: &str, parent: &str| {
+        n.has_tag_name(tag) && n.parent().is_some_and(|p| p.has_tag_name(parent))
+    };
+    let q = |s: &str| tar::quoted(s);
+    let mut problems = Vec::new();
     let mut ovf = Ovf::default();
-    for n in doc.descendants().filter(|n| n.is_element()) {
-        match n.tag_name().name() {
-            "File" => {
-                if let (Some(id), Some(href)) = (attr(&n, "id"), attr(&n, "href")) {
-                    ovf.files.push((id, href));
+    for f in root
+        .descendants()
+        .filter(|n| within(n, "File", "References"))
+    {
+        let (id, href) = match (attr(f, "id"), attr(f, "href")) {
+            (Some(id), Some(href)) => (id, href),
+            (Some(id), None) => {
+                problems.push(refusal(
+                    codes::OVF_INVALID,
+                    format!("the OVF File {} has no ovf:href", q(&id)),
+                ));
+                continue;
+            }
+            (None, Some(href)) => {
+                problems.push(refusal(
+                    codes::OVF_INVALID,
+                    format!("the OVF File for {} has no ovf:id", q(&href)),
+                ));
+                continue;
+            }
+            (None, None) => {
+                problems.push(refusal(
+                    codes::OVF_INVALID,
+                    "an OVF File has neither ovf:id nor ovf:href",
+                ));
+                continue;
+            }
+        };
+        let href = match check_href(&id, &href) {
+            Ok(h) => h,
+            Err(r) => {
+                problems.push(r);
+                continue;
+            }
+        };
+        if let Some(c) = attr(f, "compression").filter(|c| c != "identity") {
+            problems.push(refusal(
+                codes::OVF_INVALID,
+                format!(
+                    "the OVF File {} ({}) is compressed (ovf:compression {}); compressed files are not supported",
+                    q(&id),
+                    q(&href),
+                    q(&c)
+                ),
+            ));
+        }
+        if attr(f, "chunkSize").is_some() {
+            problems.push(refusal(
+                codes::OVF_INVALID,
+                format!(
+                    "the OVF File {} ({}) is split into chunks (ovf:chunkSize); chunked files are not supported",
+                    q(&id),
+                    q(&href)
+                ),
+            ));
+        }
+        if ovf.files.iter().any(|x| x.id == id) {
+            problems.push(refusal(
+                codes::OVF_INVALID,
+                format!("the OVF declares File {} twice", q(&id)),
+            ));
+            continue;
+        }
+        if let Some(x) = ovf.files.iter().find(|x| x.href == href) {
+            problems.push(refusal(
+                codes::OVF_INVALID,
+                format!(
+                    "the OVF Files {} and {} both refer to {}",
+                    q(&x.id),
+                    q(&id),
+                    q(&href)
+                ),
+            ));
+            continue;
+        }
+        ovf.files.push(OvfFile { id, href });
+    }
+    let mut disk_elements = 0;
+    for d in root
+        .descendants()
+        .filter(|n| within(n, "Disk", "DiskSection"))
+    {
+        disk_elements += 1;
+        let Some(id) = attr(d, "diskId") else {
+            problems.push(refusal(codes::OVF_INVALID, "an OVF Disk has no ovf:diskId"));
+            continue;
+        };
+        let disk = q(&id);
+        let Some(file_id) = attr(d, "fileRef") else {
+            problems.push(refusal(
+                codes::OVF_HREF,
+                format!("OVF disk {disk} has no ovf:fileRef (empty disks are not supported)"),
+            ));
+            continue;
+        };
+        let uri = attr(d, "format").unwrap_or_default();
+        let format = DiskFormat::from_uri(&uri);
+        if format.is_none() {
+            problems.push(refusal(
+                codes::OVF_DISK_FORMAT,
+                format!(
+                    "OVF disk {disk} has format {}; only {} disks are accepted",
+                    q(&uri),
+                    DiskFormat::accepted_list()
+                ),
+            ));
+        }
+        let capacity = match attr(d, "capacity") {
+            None => Err(format!("OVF disk {disk} has no ovf:capacity")),
+            Some(c) => match c.trim().parse::<u64>() {
+                Err(_) => Err(format!(
+                    "OVF disk {disk} has ovf:capacity {}, which is not a whole number",
+                    q(&c)
+                )),
+                Ok(c) => {
+                    let units = attr(d, "capacityAllocationUnits");
+                    match allocation_units(units.as_deref()) {
+                        None => Err(format!(
+                            "OVF disk {disk} has ovf:capacityAllocationUnits {}, which is not a unit of bytes this service knows (byte, byte * 2^N, byte * N, KB, MB, GB)",
+                            q(units.as_deref().unwrap_or_default())
+                        )),
+                        Some(u) => c.checked_mul(u).ok_or_else(|| {
+                            format!("OVF disk {disk} has a capacity of 2^64 bytes or more")
+                        }),
+                    }
                 }
+            },
+        };
+        let capacity = capacity.map_err(|why| problems.push(refusal(codes::OVF_CAPACITY, why)));
+        let Some(file) = ovf.files.iter().find(|f| f.id == file_id) else {
+            // A File that was refused above is not reported a second time.
+            let refused = root.descendants().any(|n| {
+                within(&n, "File", "References") && attr(n, "id") == Some(file_id.clone())
+            });
+            if !refused {
+                problems.push(refusal(
+                    codes::OVF_HREF,
+                    format!(
+                        "OVF disk {disk} refers to file {}, which the OVF's References do not declare",
+                        q(&file_id)
+                    ),
+                ));
             }
-            "Disk" => {
-                let cap = attr(&n, "capacity").and_then(|c| c.trim().parse::<u64>().ok());
-                let u = units(attr(&n, "capacityAllocationUnits").as_deref());
-                let capacity = match (cap, u) {
-                    (Some(c), Some(u)) => c.checked_mul(u),
-                    _ => None,
-                };
-                ovf.disks.push(OvfDisk {
-                    id: attr(&n, "diskId").unwrap_or_default(),
-                    href: attr(&n, "fileRef"),
-                    capacity,
-                    format: attr(&n, "format").unwrap_or_default(),
-                });
+            continue;
+        };
+        if ovf.disks.iter().any(|x| x.id == id) {
+            problems.push(refusal(
+                codes::OVF_INVALID,
+                format!("the OVF declares Disk {disk} twice"),
+            ));
+            continue;
+        }
+        if let Some(x) = ovf.disks.iter().find(|x| x.href == file.href) {
+            problems.push(refusal(
+                codes::OVF_INVALID,
+                format!(
+                    "the OVF Disks {} and {disk} both use {}",
+                    q(&x.id),
+                    q(&file.href)
+                ),
+            ));
+            continue;
+        }
+        let (Some(format), Ok(capacity)) = (format, capacity) else {
+            continue;
+        };
+        ovf.disks.push(OvfDisk {
+            id,
+            file_id,
+            href: file.href.clone(),
+            capacity,
+            format,
+            uri,
+        });
+    }
+    if disk_elements == 0 {
+        problems.push(refusal(codes::OVF_DISK_FORMAT, "the OVF declares no disks"));
+    }
+    if problems.is_empty() {
+        Ok(ovf)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The descriptor's bytes to an [`Ovf`]: [`ovf_text`], [`ovf_document`], [`ovf_structure`].
+pub fn parse_ovf(bytes: &[u8]) -> Result<Ovf, Vec<Refusal>> {
+    let text = ovf_text(bytes).map_err(|r| vec![r])?;
+    let doc = ovf_document(text).map_err(|r| vec![r])?;
+    ovf_structure(&doc)
+}
+
+/// What a member after the descriptor is ([`MemberRules::next`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The manifest (`.mf`).
+    Manifest,
+    /// The certificate (`.cert`): never verified.
+    Certificate,
+    /// The file of `Ovf::disks[i]`.
+    Disk(usize),
+    /// A file the OVF references that is not a disk (install media, NVRAM …).
+    File,
+}
+
+/// The member policy of an OVA (formats.md §2.5 #19–#20), member by member in archive order,
+/// as the extractor meets them in its stream and the inspector in its walk. An OVA holds its
+/// descriptor (first), at most one manifest (`.mf`, at most [`MF_MAX_SIZE`] bytes), at most one
+/// certificate (`.cert`, at most [`CERT_MAX_SIZE`] bytes, after the manifest: DSP0243 orders
+/// descriptor, manifest, certificate), and the files its OVF references; nothing else.
+#[derive(Clone, Debug, Default)]
+pub struct MemberRules {
+    manifest: Option<String>,
+    certificate: Option<String>,
+    seen: Vec<String>,
+}
+
+impl MemberRules {
+    /// The next member after the descriptor: its role, or why it is refused.
+    pub fn next(&mut self, ovf: &Ovf, name: &str, size: u64) -> Result<Role, Refusal> {
+        self.seen.push(name.to_string());
+        let q = tar::quoted;
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".ovf") {
+            return Err(refusal(
+                codes::OVA_OVF_FIRST,
+                format!(
+                    "the OVA holds a second descriptor, {}; an OVA has one .ovf, its first member",
+                    q(name)
+                ),
+            ));
+        }
+        if lower.ends_with(".mf") {
+            if let Some(first) = &self.manifest {
+                return Err(refusal(
+                    codes::OVA_MANIFEST,
+                    format!(
+                        "the OVA has two manifests, {} and {}; at most one is allowed",
+                        q(first),
+                        q(name)
+                    ),
+                ));
             }
-            _ => {}
+            if let Some(cert) = &self.certificate {
+                return Err(refusal(
+                    codes::OVA_CERTIFICATE,
+                    format!(
+                        "the certificate {} comes before the manifest {}; an OVA puts the manifest first",
+                        q(cert),
+                        q(name)
+                    ),
+                ));
+            }
+            if size > MF_MAX_SIZE {
+                return Err(refusal(
+                    codes::OVA_MANIFEST,
+                    format!(
+                        "the manifest {} is {size} bytes, more than the {MF_MAX_SIZE} allowed",
+                        q(name)
+                    ),
+                ));
+            }
+            self.manifest = Some(name.to_string());
+            return Ok(Role::Manifest);
+        }
+        if lower.ends_with(".cert") {
+            if let Some(first) = &self.certificate {
+                return Err(refusal(
+                    codes::OVA_CERTIFICATE,
+                    format!(
+                        "the OVA has two certificates, {} and {}; at most one is allowed",
+                        q(first),
+                        q(name)
+                    ),
+                ));
+            }
+            if size > CERT_MAX_SIZE {
+                return Err(refusal(
+                    codes::OVA_CERTIFICATE,
+                    format!(
+                        "the certificate {} is {size} bytes, more than the {CERT_MAX_SIZE} allowed",
+                        q(name)
+                    ),
+                ));
+            }
+            self.certificate = Some(name.to_string());
+            return Ok(Role::Certificate);
+        }
+        if let Some(i) = ovf.disks.iter().position(|d| d.href == name) {
+            return Ok(Role::Disk(i));
+        }
+        if ovf.references(name) {
+            return Ok(Role::File);
+        }
+        Err(refusal(
+            codes::OVA_UNREFERENCED,
+            format!(
+                "the OVA member {} is not referenced by the OVF; an OVA may hold only its descriptor, one manifest (.mf), one certificate (.cert) and the files its OVF references",
+                q(name)
+            ),
+        ))
+    }
+
+    /// The certificate member met so far, if any.
+    pub fn certificate(&self) -> Option<&str> {
+        self.certificate.as_deref()
+    }
+
+    /// After the whole archive: every file the OVF references must have been a member.
+    pub fn missing(&self, ovf: &Ovf) -> Vec<Refusal> {
+        ovf.files
+            .iter()
+            .filter(|f| !self.seen.contains(&f.href))
+            .map(|f| {
+                refusal(
+                    codes::OVF_HREF,
+                    format!(
+                        "the OVF refers to {}, which is not in the OVA",
+                        tar::quoted(&f.href)
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A manifest member's bytes to its entries: UTF-8 text, then [`parse_manifest`].
+pub fn read_manifest(name: &str, bytes: &[u8]) -> Result<Vec<ManifestEntry>, Refusal> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        refusal(
+            codes::OVA_MANIFEST,
+            format!("the manifest {} is not UTF-8 text", tar::quoted(name)),
+        )
+    })?;
+    parse_manifest(text).map_err(|why| refusal(codes::OVA_MANIFEST, why))
+}
+
+/// What a manifest must cover: the descriptor and every file the OVF references, each listed
+/// (so every byte a disk is made of is verified), and nothing else (not itself, not the
+/// certificate, nothing absent). Every problem, in manifest order.
+pub fn manifest_coverage(descriptor: &str, ovf: &Ovf, entries: &[ManifestEntry]) -> Vec<Refusal> {
+    let mut out = Vec::new();
+    let wanted = std::iter::once(descriptor).chain(ovf.files.iter().map(|f| f.href.as_str()));
+    for name in wanted {
+        if !entries.iter().any(|e| e.name == name) {
+            out.push(refusal(
+                codes::OVA_MANIFEST,
+                format!(
+                    "the manifest does not list {}; it must list the descriptor and every file the OVF references",
+                    tar::quoted(name)
+                ),
+            ));
         }
     }
-    // Resolve fileRef → href.
-    for d in &mut ovf.disks {
-        let href = d
-            .href
-            .as_ref()
-            .and_then(|r| ovf.files.iter().find(|(id, _)| id == r))
-            .map(|(_, h)| h.clone());
-        d.href = href;
+    for e in entries {
+        if e.name != descriptor && !ovf.references(&e.name) {
+            out.push(refusal(
+                codes::OVA_MANIFEST,
+                format!(
+                    "the manifest lists {}, which is neither the descriptor nor a file the OVF references",
+                    tar::quoted(&e.name)
+                ),
+            ));
+        }
     }
-    Ok(ovf)
+    out
+}
+
+/// Why a member whose digest differs from its manifest entry is refused.
+pub fn digest_mismatch(name: &str) -> Refusal {
+    refusal(
+        codes::OVA_DIGEST,
+        format!(
+            "the digest of {} does not match the manifest; the OVA is damaged or was modified",
+            tar::quoted(name)
+        ),
+    )
 }
 
 fn gz_err(cx: &mut Ctx, e: GzError) -> PResult<()> {
     crate::formats::gzip::report(cx, e)
+}
+
+/// Reports a package rule's refusal as an error finding.
+fn refuse(cx: &mut Ctx, r: Refusal) {
+    cx.error(r.code, format!("The OVA is refused: {}.", r.reason));
 }
 
 pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
@@ -363,18 +909,15 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             end: None,
         })
     };
+    let complete = cx.deep;
     for i in issues {
-        if cx.deep || i.code != codes::TRUNCATED {
+        if complete || i.code != codes::TRUNCATED {
             cx.error(i.code, i.message);
         }
     }
-    // Only zeros may follow the end-of-archive block (the extractor's walk refuses the rest).
-    if let (true, Some(end)) = (cx.deep, walk.end) {
+    if let (true, Some(end)) = (complete, walk.end) {
         if !zeros_from(cx, end)? {
-            cx.error(
-                codes::TAR_TRAILING_DATA,
-                format!("The archive is refused: {}.", tar::TRAILING_DATA),
-            );
+            refuse(cx, refusal(codes::TAR_TRAILING_DATA, tar::TRAILING_DATA));
         }
     }
     let members = walk.members;
@@ -382,92 +925,49 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         cx.error(codes::OVA_OVF_FIRST, "The OVA has no members.");
         return Ok(Parsed::new("ovf", None));
     };
-    if members
-        .iter()
-        .skip(1)
-        .any(|m| m.name.to_ascii_lowercase().ends_with(".ovf"))
-    {
-        cx.error(
-            codes::OVA_OVF_FIRST,
-            "The OVA contains more than one .ovf descriptor.",
-        );
-    }
-    if ovf_member.size > OVF_MAX_SIZE {
-        cx.error(
-            codes::OVF_INVALID,
-            format!("The OVF descriptor is larger than {OVF_MAX_SIZE} bytes."),
-        );
+    if let Err(r) = descriptor(&ovf_member.name, ovf_member.size) {
+        refuse(cx, r);
         return Ok(Parsed::new("ovf", None));
     }
-    let Some(text) = read_member(cx, &ovf_member)? else {
+    let Some(bytes) = read_member(cx, &ovf_member)? else {
         return Ok(Parsed::new("ovf", None));
     };
-    let text = match String::from_utf8(text) {
-        Ok(t) => t,
-        Err(_) => {
-            cx.error(codes::OVF_INVALID, "The OVF descriptor is not valid UTF-8.");
-            return Ok(Parsed::new("ovf", None));
-        }
-    };
-    let ovf = match parse_ovf(&text) {
+    let ovf = match parse_ovf(&bytes) {
         Ok(o) => o,
-        Err(why) => {
-            cx.error(
-                codes::OVF_INVALID,
-                format!("The OVF descriptor is refused: {why}."),
-            );
+        Err(problems) => {
+            for r in problems {
+                refuse(cx, r);
+            }
             return Ok(Parsed::new("ovf", None));
         }
     };
-    drop(text);
-    let complete = cx.deep;
-    for (_, href) in &ovf.files {
-        let bad = href.contains("://")
-            || href.starts_with('/')
-            || href.contains("..")
-            || href.contains('\\');
-        if bad || (complete && !members.iter().any(|m| &m.name == href)) {
-            cx.error(
-                codes::OVF_HREF,
-                format!(
-                    "The OVF refers to \"{}\", which is not a file inside this OVA.",
-                    href.chars().take(100).collect::<String>()
-                ),
-            );
+    drop(bytes);
+    // Every member after the descriptor, in archive order (the browser: those in the head).
+    let mut rules = MemberRules::default();
+    let mut manifest_member = None;
+    for m in members.iter().skip(1) {
+        match rules.next(&ovf, &m.name, m.size) {
+            Ok(Role::Manifest) => manifest_member = Some(m),
+            Ok(_) => {}
+            Err(r) => refuse(cx, r),
         }
     }
-    if ovf.disks.is_empty() {
-        cx.error(codes::OVF_DISK_FORMAT, "The OVF describes no disks.");
+    if complete {
+        for r in rules.missing(&ovf) {
+            refuse(cx, r);
+        }
     }
-    certificates(cx, &members);
-    let mut first_capacity = None;
     for d in &ovf.disks {
-        let format = DiskFormat::from_uri(&d.format);
-        if format.is_none() {
-            cx.error(
-                codes::OVF_DISK_FORMAT,
-                format!(
-                    "OVF disk \"{}\" has format \"{}\"; only {} disks are accepted.",
-                    d.id.chars().take(100).collect::<String>(),
-                    d.format.chars().take(100).collect::<String>(),
-                    DiskFormat::accepted_list()
-                ),
-            );
-        }
-        let raw = format == Some(DiskFormat::Raw);
-        if first_capacity.is_none() {
-            first_capacity = d.capacity;
-        }
-        let Some(href) = &d.href else {
-            cx.error(
-                codes::OVF_HREF,
-                format!("OVF disk \"{}\" does not refer to a file.", d.id),
-            );
+        let Some(m) = members.iter().find(|m| m.name == d.href) else {
             continue;
         };
-        let Some(m) = members.iter().find(|m| &m.name == href) else {
-            continue;
-        };
+        // A raw disk's size is its member's length (exactly: no sector rounding), which the
+        // member's header gives: the browser sees it too.
+        if d.format == DiskFormat::Raw {
+            if let Some(r) = d.capacity_mismatch(m.size) {
+                refuse(cx, r);
+            }
+        }
         if !complete {
             // The browser walks only the head and does not inspect disk members; the one disk
             // check it can make is the VMDK subformat against the OVF's URI, when the head also
@@ -476,7 +976,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             let start = usize::try_from(m.offset).unwrap_or(usize::MAX);
             let end = usize::try_from(m.offset.saturating_add(m.size)).unwrap_or(usize::MAX);
             let disk_head = det.head.get(start..end.min(det.head.len())).unwrap_or(&[]);
-            if let Some(why) = format.and_then(|f| f.head_mismatch(disk_head)) {
+            if let Some(why) = d.format.head_mismatch(disk_head) {
                 disk_format_mismatch(cx, m, &why);
             }
             continue;
@@ -490,6 +990,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         }
         let sub = SubRange::new(cx.src, m.offset, m.size);
         // A raw disk is inspected as raw: any other format's structure in it is a mismatch.
+        let raw = d.format == DiskFormat::Raw;
         let opts = InspectOptions {
             declared: Some(if raw { Format::Raw } else { Format::Vmdk }),
             file_name: Some(m.name.clone()),
@@ -509,33 +1010,40 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         // A VMDK disk must be the subformat its URI names (the extractor reads the two
         // differently: streamOptimized as a stream, monolithicSparse from a spooled file).
         if r.format == Format::Vmdk {
-            let mismatch = format
-                .zip(r.subformat.as_deref())
-                .and_then(|(f, s)| f.vmdk_mismatch(s));
-            if let Some(why) = mismatch {
+            if let Some(why) = r
+                .subformat
+                .as_deref()
+                .and_then(|s| d.format.vmdk_mismatch(s))
+            {
                 disk_format_mismatch(cx, m, &why);
             }
-        }
-        // A raw disk's size is its member's length (exactly: no sector rounding).
-        let disk_size = if raw { Some(m.size) } else { r.virtual_size };
-        if let (Some(c), Some(v)) = (d.capacity, disk_size) {
-            if c != v {
-                cx.error(
-                    codes::OVF_CAPACITY,
-                    format!(
-                        "The OVF says disk \"{}\" holds {c} bytes but the disk itself says {v}.",
-                        d.id
-                    ),
-                );
+            if let Some(v) = r.virtual_size {
+                if let Some(why) = d.capacity_mismatch(v) {
+                    refuse(cx, why);
+                }
             }
         }
     }
-    if complete {
-        manifest(cx, &members, &ovf)?;
+    if let Some(m) = manifest_member {
+        // The browser reads the manifest when the head holds it (it usually follows the
+        // descriptor); the digests need the whole archive.
+        if let Some(bytes) = read_member(cx, m)? {
+            match read_manifest(&m.name, &bytes) {
+                Err(r) => refuse(cx, r),
+                Ok(entries) => {
+                    for r in manifest_coverage(&ovf_member.name, &ovf, &entries) {
+                        refuse(cx, r);
+                    }
+                    if complete {
+                        verify_digests(cx, &members, &entries)?;
+                    }
+                }
+            }
+        }
     }
     Ok(Parsed {
         subformat: Some("ovf".into()),
-        virtual_size: first_capacity,
+        virtual_size: ovf.disks.first().map(|d| d.capacity),
     })
 }
 
@@ -548,45 +1056,6 @@ fn disk_format_mismatch(cx: &mut Ctx, m: &Member, why: &str) {
             m.name.chars().take(100).collect::<String>()
         ),
     );
-}
-
-/// `.cert` members: at most one (OVF: zero or one certificate), at most [`CERT_MAX_SIZE`]
-/// bytes, and never before the `.mf` (OVF places the manifest, then the certificate, either
-/// right after the descriptor or at the end). The certificate is not read or verified. Works on
-/// the members seen so far, so the browser's partial walk reports a subset of the server's.
-fn certificates(cx: &mut Ctx, members: &[Member]) {
-    let is = |m: &&Member, ext: &str| m.name.to_ascii_lowercase().ends_with(ext);
-    let certs: Vec<&Member> = members.iter().skip(1).filter(|m| is(m, ".cert")).collect();
-    if certs.len() > 1 {
-        cx.error(
-            codes::OVA_CERTIFICATE,
-            format!(
-                "The OVA has {} certificate (.cert) files; at most one is allowed.",
-                certs.len()
-            ),
-        );
-    }
-    for c in &certs {
-        if c.size > CERT_MAX_SIZE {
-            cx.error(
-                codes::OVA_CERTIFICATE,
-                format!(
-                    "The OVA certificate \"{}\" is {} bytes, more than the {CERT_MAX_SIZE} allowed.",
-                    c.name.chars().take(100).collect::<String>(),
-                    c.size
-                ),
-            );
-        }
-    }
-    let first = |ext: &str| members.iter().position(|m| is(&m, ext));
-    if let (Some(c), Some(mf)) = (first(".cert"), first(".mf")) {
-        if c < mf {
-            cx.error(
-                codes::OVA_CERTIFICATE,
-                "The OVA certificate comes before the manifest; an OVA puts the manifest first.",
-            );
-        }
-    }
 }
 
 /// Reads a whole member (bounded by the caller); `None` when sniffing and not in the head.
@@ -621,64 +1090,21 @@ fn zeros_from(cx: &Ctx, from: u64) -> PResult<bool> {
     Ok(true)
 }
 
-fn manifest(cx: &mut Ctx, members: &[Member], ovf: &Ovf) -> PResult<()> {
-    for m in members.iter().skip(1) {
-        let lower = m.name.to_ascii_lowercase();
-        if lower.ends_with(".mf") {
-            if m.size > MF_MAX_SIZE {
-                cx.error(codes::OVA_MANIFEST, "The OVA manifest is too large.");
-                continue;
-            }
-            let Some(text) = read_member(cx, m)? else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&text);
-            let entries = match parse_manifest(&text) {
-                Ok(e) => e,
-                Err(why) => {
-                    cx.error(
-                        codes::OVA_MANIFEST,
-                        format!("The OVA manifest is refused: {why}."),
-                    );
-                    continue;
-                }
-            };
-            for e in &entries {
-                let Some(target) = members.iter().find(|x| x.name == e.name) else {
-                    cx.error(
-                        codes::OVA_MANIFEST,
-                        format!(
-                            "The OVA manifest lists \"{}\", which is not in the archive.",
-                            e.name.chars().take(100).collect::<String>()
-                        ),
-                    );
-                    continue;
-                };
-                let got = match e.algo {
-                    DigestAlgo::Sha1 => digest::<sha1::Sha1>(cx, target)?,
-                    DigestAlgo::Sha256 => digest::<sha2::Sha256>(cx, target)?,
-                    DigestAlgo::Sha512 => digest::<sha2::Sha512>(cx, target)?,
-                };
-                if got != e.digest {
-                    cx.error(
-                        codes::OVA_DIGEST,
-                        format!(
-                            "The digest of \"{}\" does not match the manifest; the OVA is damaged or was modified.",
-                            e.name.chars().take(100).collect::<String>()
-                        ),
-                    );
-                }
-            }
-        } else if lower.ends_with(".cert") {
-            // Certificates are not verified (no trust store); `certificates` bounds them.
-        } else if !ovf.files.iter().any(|(_, h)| h == &m.name) {
-            cx.warn(
-                codes::OVA_UNREFERENCED,
-                format!(
-                    "The OVA member \"{}\" is not used by the OVF and will be ignored.",
-                    m.name.chars().take(100).collect::<String>()
-                ),
-            );
+/// Every manifest entry's digest against its member ([`manifest_coverage`] has refused the
+/// entries that name no member the OVF references; one naming a missing member is skipped:
+/// [`MemberRules::missing`] reported it).
+fn verify_digests(cx: &mut Ctx, members: &[Member], entries: &[ManifestEntry]) -> PResult<()> {
+    for e in entries {
+        let Some(target) = members.iter().find(|x| x.name == e.name) else {
+            continue;
+        };
+        let got = match e.algo {
+            DigestAlgo::Sha1 => digest::<sha1::Sha1>(cx, target)?,
+            DigestAlgo::Sha256 => digest::<sha2::Sha256>(cx, target)?,
+            DigestAlgo::Sha512 => digest::<sha2::Sha512>(cx, target)?,
+        };
+        if got != e.digest {
+            refuse(cx, digest_mismatch(&e.name));
         }
     }
     Ok(())
@@ -701,6 +1127,191 @@ fn digest<D: sha2::Digest>(cx: &Ctx, m: &Member) -> PResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allocation_units_as_exporters_write_them() {
+        assert_eq!(allocation_units(None), Some(1));
+        for (u, want) in [
+            ("byte", 1),
+            ("Bytes", 1),
+            ("byte * 2^30", 1 << 30),
+            ("Byte*2^20", 1 << 20),
+            ("byte * 1024", 1024),
+            ("KB", 1 << 10),
+            ("megabytes", 1 << 20),
+            ("GigaBytes", 1 << 30),
+        ] {
+            assert_eq!(allocation_units(Some(u)), Some(want), "{u}");
+        }
+        for u in [
+            "furlongs",
+            "byte * 2^64",
+            "byte * 2^99",
+            "byte * 10^3",
+            "",
+            "2^20",
+        ] {
+            assert_eq!(allocation_units(Some(u)), None, "{u}");
+        }
+    }
+
+    /// A minimal OVF with these `References` and `DiskSection` contents.
+    fn envelope(refs: &str, disks: &str) -> String {
+        format!(
+            r#"<Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>{refs}</References><DiskSection>{disks}</DiskSection></Envelope>"#
+        )
+    }
+
+    #[test]
+    fn ovf_structure_reports_every_problem() {
+        let refs = r#"<File ovf:id="f0" ovf:href="./disk1.vmdk"/><File ovf:id="f1" ovf:href="tools.iso"/>"#;
+        let disk = format!(
+            r#"<Disk ovf:diskId="d0" ovf:fileRef="f0" ovf:capacity="12" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="{SPARSE_URI}"/>"#
+        );
+        let ovf = parse_ovf(envelope(refs, &disk).as_bytes()).unwrap();
+        assert_eq!(
+            ovf.files
+                .iter()
+                .map(|f| f.href.as_str())
+                .collect::<Vec<_>>(),
+            ["disk1.vmdk", "tools.iso"]
+        );
+        assert_eq!(ovf.disks.len(), 1);
+        let d = &ovf.disks[0];
+        assert_eq!(
+            (d.id.as_str(), d.href.as_str(), d.capacity, d.format),
+            ("d0", "disk1.vmdk", 12 << 20, DiskFormat::Sparse)
+        );
+        assert!(ovf.references("tools.iso") && !ovf.references("./disk1.vmdk"));
+        assert_eq!(d.capacity_mismatch(12 << 20), None);
+        assert_eq!(
+            d.capacity_mismatch(1).map(|r| r.reason),
+            Some("disk d0 (disk1.vmdk): the OVF says 12582912 bytes but the VMDK holds 1".into())
+        );
+
+        // Several problems: all of them, in document order.
+        let bad = envelope(
+            r#"<File ovf:id="f0" ovf:href="C:\d.vmdk"/><File ovf:id="f1" ovf:href="a.vmdk" ovf:chunkSize="9"/>"#,
+            r#"<Disk ovf:diskId="d0" ovf:fileRef="f1" ovf:format="x"/>"#,
+        );
+        let problems = parse_ovf(bad.as_bytes()).unwrap_err();
+        let got: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|r| (r.code, r.reason.split(',').next().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    codes::OVF_HREF,
+                    r#"the OVF File "f0" has ovf:href "C:\\d.vmdk""#
+                ),
+                (
+                    codes::OVF_INVALID,
+                    r#"the OVF File "f1" ("a.vmdk") is split into chunks (ovf:chunkSize); chunked files are not supported"#
+                ),
+                (
+                    codes::OVF_DISK_FORMAT,
+                    r#"OVF disk "d0" has format "x"; only streamOptimized VMDK (http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized)"#
+                ),
+                (codes::OVF_CAPACITY, r#"OVF disk "d0" has no ovf:capacity"#),
+            ]
+        );
+        // A Disk that names a File refused for its own reason is not reported twice.
+        let bad = envelope(r#"<File ovf:id="f0" ovf:href="../d.vmdk"/>"#, &disk);
+        assert_eq!(parse_ovf(bad.as_bytes()).unwrap_err().len(), 1);
+        // Only References/File and DiskSection/Disk count.
+        let stray = envelope(refs, &disk).replace(
+            "</Envelope>",
+            r#"<Other><File ovf:id="x"/><Disk ovf:diskId="y"/></Other></Envelope>"#,
+        );
+        assert_eq!(parse_ovf(stray.as_bytes()).unwrap().disks.len(), 1);
+        // A byte-order mark is not a problem; another root element is.
+        let bom = format!("\u{feff}{}", envelope(refs, &disk));
+        assert!(parse_ovf(bom.as_bytes()).is_ok());
+        let root = envelope(refs, &disk).replace("Envelope", "Env");
+        assert_eq!(
+            parse_ovf(root.as_bytes()).unwrap_err()[0].reason,
+            "the OVF descriptor's root element is <Env>, not <Envelope>"
+        );
+    }
+
+    #[test]
+    fn member_policy_and_manifest_coverage() {
+        let ovf = parse_ovf(
+            envelope(
+                r#"<File ovf:id="f0" ovf:href="disk1.vmdk"/><File ovf:id="f1" ovf:href="tools.iso"/>"#,
+                &format!(
+                    r#"<Disk ovf:diskId="d0" ovf:fileRef="f0" ovf:capacity="1" ovf:format="{STREAM_OPTIMIZED_URI}"/>"#
+                ),
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut rules = MemberRules::default();
+        let mut next = |name: &str, size: u64| rules.next(&ovf, name, size).map_err(|r| r.code);
+        assert_eq!(next("test.mf", 10), Ok(Role::Manifest));
+        assert_eq!(next("disk1.vmdk", 10), Ok(Role::Disk(0)));
+        assert_eq!(next("extra.txt", 10), Err(codes::OVA_UNREFERENCED));
+        assert_eq!(next("other.mf", 10), Err(codes::OVA_MANIFEST));
+        assert_eq!(next("other.OVF", 10), Err(codes::OVA_OVF_FIRST));
+        assert_eq!(
+            next("big.cert", CERT_MAX_SIZE + 1),
+            Err(codes::OVA_CERTIFICATE)
+        );
+        assert_eq!(next("test.CERT", 10), Ok(Role::Certificate));
+        assert_eq!(next("b.cert", 10), Err(codes::OVA_CERTIFICATE));
+        assert_eq!(rules.certificate(), Some("test.CERT"));
+        let missing = rules.missing(&ovf);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(
+            missing[0].reason,
+            "the OVF refers to \"tools.iso\", which is not in the OVA"
+        );
+        // A certificate before the manifest; a manifest too large.
+        let mut rules = MemberRules::default();
+        assert!(rules.next(&ovf, "a.cert", 1).is_ok());
+        assert_eq!(
+            rules.next(&ovf, "a.mf", 1).unwrap_err().code,
+            codes::OVA_CERTIFICATE
+        );
+        let mut rules = MemberRules::default();
+        assert_eq!(
+            rules
+                .next(&ovf, "a.mf", MF_MAX_SIZE + 1)
+                .unwrap_err()
+                .reason,
+            "the manifest \"a.mf\" is 65537 bytes, more than the 65536 allowed"
+        );
+
+        let d = "0".repeat(64);
+        let mf = |names: &[&str]| {
+            let text: String = names
+                .iter()
+                .map(|n| format!("SHA256({n})= {d}\n"))
+                .collect();
+            read_manifest("t.mf", text.as_bytes()).unwrap()
+        };
+        let all = mf(&["t.ovf", "disk1.vmdk", "tools.iso"]);
+        assert!(manifest_coverage("t.ovf", &ovf, &all).is_empty());
+        let reasons = |names: &[&str]| -> Vec<String> {
+            manifest_coverage("t.ovf", &ovf, &mf(names))
+                .into_iter()
+                .map(|r| r.reason.split(';').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(
+            reasons(&["disk1.vmdk", "tools.iso", "t.cert"]),
+            [
+                "the manifest does not list \"t.ovf\"",
+                "the manifest lists \"t.cert\", which is neither the descriptor nor a file the OVF references"
+            ]
+        );
+        assert_eq!(
+            read_manifest("t.mf", b"SHA1(a)= \xff").unwrap_err().reason,
+            "the manifest \"t.mf\" is not UTF-8 text"
+        );
+    }
 
     #[test]
     fn disk_format_uris_are_compared_whole_ignoring_ascii_case() {
