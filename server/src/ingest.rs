@@ -192,6 +192,27 @@ pub fn matrix_key(declared: Option<&str>, detected: Format) -> String {
     }
 }
 
+/// Which digests an upload of `image_id` needs while its bytes arrive, for a backend of
+/// `backend_kind`. MD5 and SHA-512 of the uploaded bytes are kept only for an image stored as
+/// uploaded; one declared in a format the backend converts, or a package that is unpacked, gets
+/// them computed over what is stored, and one refused has no use for them: hashing them during
+/// the upload would only slow it down. Anything unclear (no image, no declared format, the
+/// database failing) keeps all three; a wrong guess costs time, never a digest (the pipeline
+/// computes what it is not given).
+pub async fn upload_hashes(db: &records::Db, image_id: &str, backend_kind: &str) -> uploads::UploadHashes {
+    use uploads::UploadHashes::{All, Sha256};
+    let Ok(Some(image)) = db.image(image_id).await else { return All };
+    let Some(declared) = image.disk_format.as_deref() else { return All };
+    let Some(format) = declared_format(declared) else { return All };
+    let Ok(rules) = Rules::load(db, backend_kind).await else { return All };
+    let key = matrix_key(Some(declared), format);
+    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cells.get(&key).is_some_and(|c| c.action == "extract");
+    match rules.plan(&key) {
+        Plan::Keep if !unpacked => All,
+        _ => Sha256,
+    }
+}
+
 /// What the pipeline produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Imported {

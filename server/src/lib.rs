@@ -129,6 +129,16 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
         Some(name) if known.get(name).is_none() => Err(format!("There is no storage backend named {name:?}; {}.", choose_backend(&known))),
         _ => Ok(()),
     }));
+    // MD5 and SHA-512 of the uploaded bytes only where they are stored as uploaded.
+    let (hash_db, hash_stores) = (db.clone(), stores.clone());
+    up.set_hashes_for(Arc::new(move |m| {
+        let (db, stores) = (hash_db.clone(), hash_stores.clone());
+        Box::pin(async move {
+            let Some(image_id) = m.get("image_id") else { return uploads::UploadHashes::All };
+            let backend = m.get("store").filter(|s| !s.is_empty()).and_then(|n| stores.get(n)).unwrap_or_else(|| stores.default_backend());
+            ingest::upload_hashes(&db, image_id, backend.kind().as_str()).await
+        })
+    }));
     let completion_db = db.clone();
     tokio::spawn(async move {
         while let Some(done) = rx.recv().await {

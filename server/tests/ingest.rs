@@ -480,3 +480,31 @@ async fn a_package_the_backend_refuses_leaves_nothing_in_staging() {
     let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "nothing left in staging: {left:?}");
 }
+
+/// While an upload arrives, MD5 and SHA-512 of its bytes are computed only for an image stored
+/// as uploaded; converted, unpacked or refused ones get them from what is stored (or not at all).
+#[tokio::test]
+async fn uploads_hash_md5_and_sha512_only_for_images_stored_as_uploaded() {
+    use server::ingest::upload_hashes;
+    use uploads::UploadHashes::{All, Sha256};
+    let e = env().await;
+    let cases = [
+        ("raw", "local", Sha256),
+        ("vdi", "local", Sha256),
+        ("vmdk", "nfs", Sha256),
+        ("qcow2", "local", All),
+        ("iso", "local", All),
+        ("ami", "local", All),
+        ("ova", "local", Sha256),
+        ("raw", "ceph", All),
+        ("qcow2", "ceph", Sha256),
+    ];
+    for (fmt, kind, want) in cases {
+        let id = e.image(fmt).await;
+        assert_eq!(upload_hashes(&e.db, &id, kind).await, want, "{fmt} on {kind}");
+    }
+    // Nothing to go by: all three.
+    assert_eq!(upload_hashes(&e.db, "no-such-image", "local").await, All);
+    let undeclared = e.db.create_image(&NewImage { name: "x".into(), owner: Some(e.project.clone()), ..Default::default() }).await.unwrap().id;
+    assert_eq!(upload_hashes(&e.db, &undeclared, "local").await, All);
+}

@@ -492,7 +492,7 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
     let hashes = if row.concat != CONCAT_NONE {
         None
     } else if offset == 0 {
-        Some(RunningHashes::fresh(u.config.hashes == UploadHashes::All))
+        Some(RunningHashes::fresh(u.hashes_for(&row).await == UploadHashes::All))
     } else if live.hashed_to == offset {
         live.hashes.take()
     } else {

@@ -41,7 +41,8 @@
 //! [`OnComplete`] is called once per complete upload (ordinary, or final after its parts were
 //! joined; never for parts) with a [`CompletedUpload`]: the path of the complete file, its length,
 //! owner, project, decoded metadata and its SHA-256, MD5 and SHA-512 (MD5 and SHA-512 only with
-//! [`UploadHashes::All`], the default; see its docs for the cost). The hashes are computed
+//! [`UploadHashes::All`], the default, unless [`Uploads::set_hashes_for`] narrows it for an
+//! upload; see its docs for the cost). The hashes are computed
 //! while the bytes arrive when they arrive in order, else by reading the file once at completion
 //! (after a restart, and for joined parts). **The file then belongs to the consumer**: move it
 //! (rename, same file system) or delete it; whatever is left in [`UploadConfig::dir`] when the
@@ -232,6 +233,12 @@ pub type OnEvent = Arc<dyn Fn(UploadEvent) + Send + Sync>;
 /// the creation with 400 and the message. It runs on a runtime thread: it must not block.
 pub type CheckMetadata = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
 
+/// Chooses, per upload, which digests to compute ([`Uploads::set_hashes_for`]) from its decoded
+/// metadata. The consumer knows whether it needs MD5 and SHA-512 of the uploaded bytes: not
+/// when it converts them and hashes what it stores instead. It only narrows
+/// [`UploadConfig::hashes`]: with [`UploadHashes::Sha256`] there it is not asked.
+pub type HashesFor = Arc<dyn Fn(BTreeMap<String, String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = UploadHashes> + Send>> + Send + Sync>;
+
 /// Per-upload in-memory state: the running hashes while an upload arrives in order. Lost on
 /// restart, which only means the hashes are computed by reading the file at completion.
 #[derive(Debug, Default)]
@@ -250,6 +257,7 @@ pub struct Uploads {
     on_complete: OnComplete,
     on_event: std::sync::OnceLock<OnEvent>,
     check_metadata: std::sync::OnceLock<CheckMetadata>,
+    hashes_for: std::sync::OnceLock<HashesFor>,
     /// One lock per upload with in-memory state: PATCH, DELETE, completion and cleanup of one
     /// upload never overlap.
     live: Mutex<HashMap<String, Slot>>,
@@ -283,6 +291,7 @@ impl Uploads {
             on_complete,
             on_event: std::sync::OnceLock::new(),
             check_metadata: std::sync::OnceLock::new(),
+            hashes_for: std::sync::OnceLock::new(),
             live: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             completing: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPLETIONS),
@@ -307,6 +316,20 @@ impl Uploads {
     /// Sets the check new uploads' metadata must pass (once; later calls are ignored).
     pub fn set_check_metadata(&self, f: CheckMetadata) {
         let _ = self.check_metadata.set(f);
+    }
+
+    /// Sets the per-upload choice of digests (once; later calls are ignored).
+    pub fn set_hashes_for(&self, f: HashesFor) {
+        let _ = self.hashes_for.set(f);
+    }
+
+    /// The digests to compute for `row` (asked when they start: at its first bytes, or when
+    /// its file is read at completion).
+    async fn hashes_for(&self, row: &records::UploadRow) -> UploadHashes {
+        match (self.config.hashes, self.hashes_for.get()) {
+            (UploadHashes::All, Some(f)) => f(serde_json::from_str(&row.metadata).unwrap_or_default()).await,
+            (configured, _) => configured,
+        }
     }
 
     fn check_metadata(&self, m: &BTreeMap<String, String>) -> Result<(), UploadError> {

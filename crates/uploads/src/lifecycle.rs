@@ -106,7 +106,7 @@ async fn finish(u: &Arc<Uploads>, id: &str) -> Result<(), UploadError> {
         Some(d) => d,
         None => {
             let (path, pool) = (u.path_of(id), Arc::clone(&u.pool));
-            let all = u.config.hashes == UploadHashes::All;
+            let all = u.hashes_for(&row).await == UploadHashes::All;
             let hashed = tokio::task::spawn_blocking(move || pipeline::hash_file(&path, &pool, all)).await;
             hashed.map_err(|e| UploadError::Internal(e.to_string()))??
         }
@@ -127,7 +127,8 @@ async fn join_parts(u: &Arc<Uploads>, row: &UploadRow) -> Result<Digests, Upload
         }
     }
     let dest = u.path_of(&row.id);
-    let (d, pool, all) = (dest.clone(), Arc::clone(&u.pool), u.config.hashes == UploadHashes::All);
+    let all = u.hashes_for(row).await == UploadHashes::All;
+    let (d, pool) = (dest.clone(), Arc::clone(&u.pool));
     let joined = tokio::task::spawn_blocking(move || {
         let out = pipeline::concatenate(&paths, &d, &pool, all);
         if out.is_err() {

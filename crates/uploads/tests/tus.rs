@@ -741,3 +741,41 @@ async fn events_tell_when_bytes_start_and_when_an_unfinished_upload_expires() {
         "the complete upload expiring is not an event"
     );
 }
+
+/// The consumer chooses the digests per upload from its metadata (Hangar: no MD5/SHA-512 of
+/// bytes it will convert): in order as they arrive, and when parts are joined.
+#[tokio::test]
+async fn the_consumer_chooses_the_digests_per_upload() {
+    let mut env = Env::new().await;
+    env.uploads.set_hashes_for(std::sync::Arc::new(|m: std::collections::BTreeMap<String, String>| {
+        Box::pin(async move { if m.contains_key("converted") { uploads::UploadHashes::Sha256 } else { uploads::UploadHashes::All } })
+    }));
+    let m = env.people.member.clone();
+    let data = data(700_000, 5);
+    let converted = format!("converted {}", b64("yes"));
+    for (extra, all) in [(vec![("upload-metadata", converted.as_str())], false), (vec![], true)] {
+        let r = env.create(&m, data.len() as u64, &extra).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        env.patch(&m, &r.header("location"), 0, &data).await;
+        let done = env.next_completion().await;
+        assert_eq!(done.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+        assert_eq!((done.md5.is_some(), done.sha512.is_some()), (all, all), "metadata {extra:?}");
+    }
+    // Joined from parts: the final's metadata decides.
+    for (meta, all) in [(Some(converted.as_str()), false), (None, true)] {
+        let mut parts = Vec::new();
+        for piece in data.chunks(400_000) {
+            let url = env.create(&m, piece.len() as u64, &[("upload-concat", "partial")]).await.header("location");
+            assert_eq!(env.patch(&m, &url, 0, piece).await.status, StatusCode::NO_CONTENT);
+            parts.push(url);
+        }
+        let mut req = tus(Method::POST, "/uploads").header("upload-concat", format!("final;{}", parts.join(" ")));
+        if let Some(v) = meta {
+            req = req.header("upload-metadata", v);
+        }
+        assert_eq!(env.send(Some(&m), req.body(Body::empty()).unwrap()).await.status, StatusCode::CREATED);
+        let done = env.next_completion().await;
+        assert_eq!(done.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+        assert_eq!((done.md5.is_some(), done.sha512.is_some()), (all, all), "final metadata {meta:?}");
+    }
+}
