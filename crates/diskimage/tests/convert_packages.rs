@@ -1398,17 +1398,28 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
             ),
         },
     ];
-    check_agreement(&e, cases, &[]);
+    check_agreement(&e, Kind::Ova, cases, &[]);
 }
 
-/// Runs every case through the server's inspector, the browser's sniff and the extractor:
-/// * a package both accept: the sniff accepts it too and one disk is extracted;
+/// Which extractor the packages of an agreement table go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// [`extract_ova`] (qcow2 output).
+    Ova,
+    /// [`extract_uec`] (default limits).
+    Uec,
+}
+
+/// Runs every case through the server's inspector, the browser's sniff and the `kind`
+/// extractor:
+/// * a package both accept: the sniff accepts it too and one disk is extracted (an OVA's
+///   `disk1.qcow2` of the OVF's capacity; a UEC's `ami.raw` and whatever else it reports);
 /// * a package both refuse: the extractor's error and one of the inspector's errors (with the
 ///   case's code) contain the case's reason, and nothing is left in the output directory. The
 ///   sniff refuses it with the same code and reason, unless the case is in `sniff_blind` (its
 ///   evidence lies beyond the head the browser reads, or needs the whole archive): then the
 ///   sniff may stay silent, but it may not refuse it for another reason.
-fn check_agreement(e: &Env, cases: Vec<Agreement>, sniff_blind: &[&str]) {
+fn check_agreement(e: &Env, kind: Kind, cases: Vec<Agreement>, sniff_blind: &[&str]) {
     let before = listing(e.dir.path());
     let mut problems = Vec::new();
     for c in &cases {
@@ -1416,10 +1427,38 @@ fn check_agreement(e: &Env, cases: Vec<Agreement>, sniff_blind: &[&str]) {
         let rep = inspect_bytes(&c.package);
         let sniff = diskimage::sniff_reader(&&c.package[..], &InspectOptions::default());
         let out = e.dir.path().join(format!("out-{name}"));
-        let got = extract_ova(&mut &c.package[..], &out, &opts(), &mut NoProgress);
+        // On success: what is wrong with the extraction (if anything), and the files it wrote.
+        let got = match kind {
+            Kind::Ova => {
+                extract_ova(&mut &c.package[..], &out, &opts(), &mut NoProgress).map(|r| {
+                    let ok =
+                        r.disks.len() == 1 && r.disks[0].virtual_size == r.ovf.disks[0].capacity;
+                    (
+                        (!ok).then(|| format!("extracted {:?}", r.disks)),
+                        vec!["disk1.qcow2".to_string()],
+                    )
+                })
+            }
+            Kind::Uec => extract_uec(
+                &mut &c.package[..],
+                &out,
+                UecLimits::default(),
+                &mut NoProgress,
+            )
+            .map(|r| {
+                let ok = r.parts.iter().filter(|p| p.role == UecRole::Ami).count() == 1;
+                let mut files: Vec<String> = r
+                    .parts
+                    .iter()
+                    .map(|p| p.path.file_name().unwrap().to_string_lossy().into_owned())
+                    .collect();
+                files.sort();
+                ((!ok).then(|| format!("extracted {:?}", r.parts)), files)
+            }),
+        };
         let mut problem = |p: String| problems.push(format!("{name}: {p}"));
         match (&c.refusal, got) {
-            (None, Ok(r)) => {
+            (None, Ok((wrong, files))) => {
                 if !rep.is_accepted() {
                     problem(format!("the inspector refuses: {:?}", rep.findings));
                 }
@@ -1427,10 +1466,10 @@ fn check_agreement(e: &Env, cases: Vec<Agreement>, sniff_blind: &[&str]) {
                 if !sniff.is_accepted() {
                     problem(format!("the sniff refuses: {:?}", sniff.findings));
                 }
-                if r.disks.len() != 1 || r.disks[0].virtual_size != r.ovf.disks[0].capacity {
-                    problem(format!("extracted {:?}", r.disks));
+                if let Some(wrong) = wrong {
+                    problem(wrong);
                 }
-                if listing(&out) != vec!["disk1.qcow2".to_string()] {
+                if listing(&out) != files {
                     problem(format!("output {:?}", listing(&out)));
                 }
             }
@@ -1637,6 +1676,7 @@ fn inspector_and_extractor_agree_on_tar_rules() {
     ));
     check_agreement(
         &e,
+        Kind::Ova,
         cases,
         &[
             // The second disk1.vmdk, the end of the archive and the 66th member lie beyond the
@@ -2224,6 +2264,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
     ));
     check_agreement(
         &e,
+        Kind::Ova,
         cases,
         &[
             // Beyond the head: the members after the disk, the disk's content, the end of
@@ -2364,6 +2405,88 @@ fn uec_tarballs() {
         fs::remove_dir(&out).unwrap();
     }
     assert_eq!(listing(dir.path()), before);
+}
+
+/// A raw machine image of `len` bytes for a UEC tarball: an ext superblock magic, 8 KiB that
+/// do not compress (so no tarball of it nears the inflate ratio caps), zeros elsewhere.
+fn uec_image(len: usize) -> Vec<u8> {
+    let mut img = vec![0u8; len];
+    img[1080] = 0x53;
+    img[1081] = 0xEF;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in &mut img[4096..4096 + 8192] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    img
+}
+
+/// UEC tarballs: after the tar's end-of-archive blocks only zeros may follow inside the gzip
+/// stream (anything else is a payload another tar reader might see as more members). The
+/// extractor inflates the rest of the stream (bounded) and refuses it; the inspector applies
+/// the same rule in the same words, and the browser's sniff too when the rest lies within the
+/// output it inflates from the head.
+#[test]
+fn inspector_and_extractor_agree_on_uec_trailing_data() {
+    let e = env();
+    let tarball = |img_len: usize, after: &[u8]| {
+        let mut t = Vec::new();
+        tar_member(&mut t, "foo.img", b'0', &uec_image(img_len), "");
+        tar_member(&mut t, "foo-vmlinuz-virtual", b'0', &kernel(), "");
+        tar_end(&mut t);
+        t.extend_from_slice(after);
+        gzip(&t)
+    };
+    // A whole second archive after the first one's end.
+    let mut hidden = Vec::new();
+    tar_member(&mut hidden, "evil.img", b'0', b"hidden payload", "");
+    tar_end(&mut hidden);
+    let mut far = vec![0u8; 2 << 20];
+    far.extend_from_slice(b"a payload far after the end of the archive");
+    let ok = |name: &'static str, package: Vec<u8>| Agreement {
+        name,
+        package,
+        refusal: None,
+    };
+    let trailing = |name: &'static str, package: Vec<u8>| Agreement {
+        name,
+        package,
+        refusal: Some((
+            codes::TAR_TRAILING_DATA,
+            "data follows the end of the archive; another tar reader might see it as more members"
+                .to_string(),
+        )),
+    };
+    let small = 128 << 10;
+    let large = 4 << 20;
+    let cases = vec![
+        ok("uec-small", tarball(small, &[])),
+        ok("uec-large", tarball(large, &[])),
+        // GNU tar pads its output to a whole 10 KiB record; zeros are no payload.
+        ok("uec-record-padding", tarball(small, &[0u8; 8192])),
+        ok(
+            "uec-zeros-far-after-the-end",
+            tarball(large, &vec![0u8; 2 << 20]),
+        ),
+        trailing("uec-small-data-after-the-end", tarball(small, b"a payload")),
+        trailing("uec-small-archive-after-the-end", tarball(small, &hidden)),
+        trailing("uec-large-data-after-the-end", tarball(large, b"a payload")),
+        trailing("uec-large-archive-after-the-end", tarball(large, &hidden)),
+        trailing("uec-data-far-after-the-end", tarball(small, &far)),
+    ];
+    check_agreement(
+        &e,
+        Kind::Uec,
+        cases,
+        &[
+            // The end of the archive lies beyond the output the sniff inflates.
+            "uec-large-data-after-the-end",
+            "uec-large-archive-after-the-end",
+            "uec-data-far-after-the-end",
+        ],
+    );
 }
 
 #[test]

@@ -13,8 +13,8 @@ use sha1::Digest as _;
 
 use super::error::{package, Error, Result};
 use crate::formats::tar::{
-    check_name, duplicate_member, header_ok, member_type, pax_path, too_many_members, GLOBAL_PAX,
-    HEADER_DAMAGED, TRAILING_DATA,
+    after_end, check_name, duplicate_member, header_ok, member_type, pax_path, too_many_members,
+    GLOBAL_PAX, HEADER_DAMAGED,
 };
 use crate::limits::{TAR_MAX_MEMBERS, TAR_MAX_NAME, TAR_MAX_PAX};
 
@@ -118,20 +118,18 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
         ));
     }
     // After the end-of-archive block only zero padding may follow: anything else would be a
-    // payload that a different tar reader might see.
+    // payload that a different tar reader might see. The inspector's rule ([`after_end`]); the
+    // stream is read to its end (for UEC, inflated within the caller's bounds).
     let mut rest = ar.into_inner();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = match rest.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(bad_tar("reading the end of the archive", e)),
-        };
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Err(package(TRAILING_DATA));
+    let read = |buf: &mut [u8]| loop {
+        match rest.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
         }
-    }
+    };
+    after_end(read)
+        .map_err(|e| bad_tar("reading the end of the archive", e))?
+        .map_err(package)
 }
 
 fn bad_tar(what: &str, e: io::Error) -> Error {

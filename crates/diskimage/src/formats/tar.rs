@@ -103,6 +103,42 @@ pub const GLOBAL_PAX: &str = "the archive has a global PAX header; packages may 
 pub const TRAILING_DATA: &str =
     "data follows the end of the archive; another tar reader might see it as more members";
 
+/// The rule after the end-of-archive block, the one of both walkers (the inspector's on a
+/// stored or inflated archive, the extractor's on its stream): every byte from there to the end
+/// of the (inflated) stream is zero. `read` fills its buffer from the stream, `Ok(0)` at the
+/// end; it is called until the end or the first non-zero byte, so its bounds (the gzip output
+/// and ratio caps) are the only bound. `Ok(Err(TRAILING_DATA))` when data follows; a read
+/// error is passed through.
+pub fn after_end<E>(
+    mut read: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Result<Result<(), &'static str>, E> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = read(&mut buf)?;
+        if n == 0 {
+            return Ok(Ok(()));
+        }
+        if buf.get(..n).unwrap_or(&buf).iter().any(|&b| b != 0) {
+            return Ok(Err(TRAILING_DATA));
+        }
+    }
+}
+
+/// [`after_end`] on the rest of `src`, which a walk left just after the end-of-archive block
+/// ([`Walk::end`]): trailing data becomes an issue ("The archive is refused: {reason}.").
+pub(crate) fn check_after_end(
+    src: &mut dyn Source,
+    issues: &mut Vec<Issue>,
+) -> Result<(), GzError> {
+    if let Err(why) = after_end(|b| src.read(b))? {
+        issues.push(Issue {
+            code: codes::TAR_TRAILING_DATA,
+            message: format!("The archive is refused: {why}."),
+        });
+    }
+    Ok(())
+}
+
 /// Why an archive with more than [`TAR_MAX_MEMBERS`] members is refused.
 pub fn too_many_members() -> String {
     format!("the archive has more than {TAR_MAX_MEMBERS} members")
@@ -711,6 +747,53 @@ mod tests {
         assert!(pax_path(b"21 linkpath=/etc/pwd\n")
             .unwrap_err()
             .contains("link target"));
+    }
+
+    #[test]
+    fn only_zeros_after_the_end() {
+        // `read` hands out `data` in pieces of `step` bytes.
+        let run = |data: &[u8], step: usize| {
+            let mut at = 0;
+            let mut calls = 0;
+            let r = after_end(|buf: &mut [u8]| -> Result<usize, ()> {
+                calls += 1;
+                let n = step.min(buf.len()).min(data.len() - at);
+                buf[..n].copy_from_slice(&data[at..at + n]);
+                at += n;
+                Ok(n)
+            });
+            (r, at, calls)
+        };
+        assert_eq!(run(b"", 7).0, Ok(Ok(())));
+        assert_eq!(run(&[0u8; 200_000], 100_000).0, Ok(Ok(())));
+        let mut data = vec![0u8; 200_000];
+        data[150_000] = 1;
+        let (r, at, _) = run(&data, 1 << 20);
+        assert_eq!(r, Ok(Err(TRAILING_DATA)));
+        // It stops at the first piece holding data: the rest is never read.
+        assert!(at < data.len(), "{at}");
+        assert_eq!(run(b"\0\0x", 1).0, Ok(Err(TRAILING_DATA)));
+        // Read errors pass through.
+        assert_eq!(after_end(|_: &mut [u8]| Err::<usize, _>("eio")), Err("eio"));
+        // Through a walker's source: an issue in the shared words.
+        let mut issues = Vec::new();
+        let mut src = SliceSource {
+            b: b"\0\0PK",
+            pos: 0,
+        };
+        check_after_end(&mut src, &mut issues).unwrap();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].code, codes::TAR_TRAILING_DATA);
+        assert_eq!(
+            issues[0].message,
+            format!("The archive is refused: {TRAILING_DATA}.")
+        );
+        let mut src = SliceSource {
+            b: &[0u8; 1024],
+            pos: 0,
+        };
+        check_after_end(&mut src, &mut issues).unwrap();
+        assert_eq!(issues.len(), 1);
     }
 
     #[test]

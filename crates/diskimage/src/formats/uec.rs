@@ -53,7 +53,16 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             pos: 0,
             buf: Vec::new(),
         };
-        match tar::walk(&mut src, usize::MAX, UEC_MEMBER_HEAD, &mut issues) {
+        // The whole stream is inflated (within the gzip caps), past the end of the archive
+        // too: after it only zeros may follow, as the extractor requires (the shared rule).
+        let walked =
+            tar::walk_to_end(&mut src, usize::MAX, UEC_MEMBER_HEAD, &mut issues).and_then(|w| {
+                if w.end.is_some() {
+                    tar::check_after_end(&mut src, &mut issues)?;
+                }
+                Ok(w.members)
+            });
+        match walked {
             Ok(m) => m,
             Err(e) => {
                 gzip::report(cx, e)?;
@@ -70,7 +79,18 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             pos: 0,
             buf: Vec::new(),
         };
-        tar::walk(&mut src, usize::MAX, 4096, &mut issues).unwrap_or_default()
+        // What the head inflates to past the end of the archive is checked too: a non-zero
+        // byte there is trailing data whatever follows (zeros up to the head's end prove
+        // nothing, and stay silent).
+        match tar::walk_to_end(&mut src, usize::MAX, 4096, &mut issues) {
+            Ok(w) => {
+                if w.end.is_some() {
+                    let _ = tar::check_after_end(&mut src, &mut issues);
+                }
+                w.members
+            }
+            Err(_) => Vec::new(),
+        }
     };
     for i in issues {
         if cx.deep || i.code != codes::TRUNCATED {
