@@ -182,7 +182,8 @@ codes! {
     OVA_OVF_FIRST = "ova-ovf-not-first";
     /// OVF not UTF-8 or not well-formed XML, has a DOCTYPE, is too large or has too many nodes,
     /// has no `<Envelope>` root, or declares a `File` or `Disk` twice, incompletely, compressed
-    /// or chunked [20].
+    /// or chunked, or a `File` whose `ovf:size` is not a whole number or not its member's
+    /// length [20].
     OVF_INVALID = "ovf-invalid";
     /// `ovf:href` is not a plain member name (a URL or drive path, an unsafe name, an `.ovf`,
     /// `.mf` or `.cert` name), a disk names no declared file, or a referenced file is not in

@@ -2278,6 +2278,104 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
     );
 }
 
+/// A `File`'s `ovf:size` is its member's byte length: when present it must be a whole number
+/// and equal the member's size in the tar, on both sides, in the same words (the member's
+/// header gives its size, so the browser's sniff sees it for the members in its head). Absent,
+/// nothing is checked (VirtualBox writes none).
+#[test]
+fn inspector_and_extractor_agree_on_ovf_file_sizes() {
+    let e = env();
+    let d1: &[u8] = &e.disk1;
+    let iso: &[u8] = b"install media: a file the OVF references that is not a disk";
+    let disk = format!(
+        r#"<Disk ovf:diskId="vmdisk0" ovf:fileRef="file0" ovf:capacity="{}" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="{SO_URI}"/>"#,
+        CAP1 >> 20
+    );
+    // disk1.vmdk then tools.iso, with these `ovf:size` attributes (None: no attribute).
+    let package = |disk_size: Option<&str>, iso_size: Option<&str>| {
+        let size = |s: Option<&str>| s.map(|s| format!(r#" ovf:size="{s}""#)).unwrap_or_default();
+        let refs = format!(
+            r#"<File ovf:id="file0" ovf:href="disk1.vmdk"{}/><File ovf:id="file1" ovf:href="tools.iso"{}/>"#,
+            size(disk_size),
+            size(iso_size)
+        );
+        let o = ovf_envelope("", &refs, &disk);
+        tar_of(&[
+            ("test.ovf", o.as_bytes()),
+            ("disk1.vmdk", d1),
+            ("tools.iso", iso),
+        ])
+    };
+    let (n_disk, n_iso) = (d1.len().to_string(), iso.len().to_string());
+    let ok = |name: &'static str, package: Vec<u8>| Agreement {
+        name,
+        package,
+        refusal: None,
+    };
+    let no = |name: &'static str, package: Vec<u8>, why: String| Agreement {
+        name,
+        package,
+        refusal: Some((codes::OVF_INVALID, why)),
+    };
+    let mismatch = |id: &str, href: &str, said: u64, holds: usize| {
+        format!(
+            "the OVF File {id:?} ({href:?}) has ovf:size {said} but its member holds {holds} bytes"
+        )
+    };
+    let not_number = |id: &str, href: &str, said: &str| {
+        format!("the OVF File {id:?} ({href:?}) has ovf:size {said:?}, which is not a whole number of bytes")
+    };
+    let cases = vec![
+        ok("file-sizes-absent", package(None, None)),
+        ok("file-sizes-exact", package(Some(&n_disk), Some(&n_iso))),
+        ok("file-size-of-the-disk-only", package(Some(&n_disk), None)),
+        no(
+            "disk-file-size-too-small",
+            package(Some(&(d1.len() - 1).to_string()), None),
+            mismatch("file0", "disk1.vmdk", d1.len() as u64 - 1, d1.len()),
+        ),
+        no(
+            "disk-file-size-too-large",
+            package(Some(&(d1.len() + 512).to_string()), Some(&n_iso)),
+            mismatch("file0", "disk1.vmdk", d1.len() as u64 + 512, d1.len()),
+        ),
+        no(
+            "non-disk-file-size-wrong",
+            package(Some(&n_disk), Some("0")),
+            mismatch("file1", "tools.iso", 0, iso.len()),
+        ),
+        no(
+            "file-size-with-units",
+            package(Some("12 MB"), None),
+            not_number("file0", "disk1.vmdk", "12 MB"),
+        ),
+        no(
+            "file-size-negative",
+            package(None, Some("-1")),
+            not_number("file1", "tools.iso", "-1"),
+        ),
+        no(
+            "file-size-empty",
+            package(Some(""), None),
+            not_number("file0", "disk1.vmdk", ""),
+        ),
+        no(
+            "file-size-beyond-2-64",
+            package(Some("18446744073709551616"), None),
+            not_number("file0", "disk1.vmdk", "18446744073709551616"),
+        ),
+    ];
+    check_agreement(
+        &e,
+        Kind::Ova,
+        cases,
+        &[
+            // tools.iso's header lies after the disk, beyond the head the browser reads.
+            "non-disk-file-size-wrong",
+        ],
+    );
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.tar");

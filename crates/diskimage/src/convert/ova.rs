@@ -27,7 +27,7 @@
 //! refused here the inspector refused first: the descriptor ([`rules::descriptor`],
 //! [`rules::ovf_structure`]: which `File`s and `Disk`s count, hrefs without `:`, capacities and
 //! their units, each declared once), the members ([`MemberRules`]: the files the OVF references,
-//! one manifest, one certificate, nothing else), the manifest ([`rules::read_manifest`],
+//! each of its `ovf:size` when declared, one manifest, one certificate, nothing else), the manifest ([`rules::read_manifest`],
 //! [`rules::manifest_coverage`]: it lists the descriptor and every referenced file),
 //! the digests and capacities, and the tar rules ([`crate::formats::tar`], through
 //! `walk_tar`).

@@ -280,6 +280,28 @@ pub struct OvfFile {
     pub id: String,
     /// `ovf:href`: the member it names, normalised as member names are ([`tar::check_name`]).
     pub href: String,
+    /// `ovf:size`: the member's length in bytes, when the OVF declares it (ovftool does,
+    /// VirtualBox does not).
+    pub size: Option<u64>,
+}
+
+impl OvfFile {
+    /// Why the file's member is refused when it holds `holds` bytes (its tar header's size) and
+    /// the File declares another `ovf:size`: the one rule of the inspector and the extractor,
+    /// applied by [`MemberRules::next`]. Nothing when `ovf:size` is absent.
+    pub fn size_mismatch(&self, holds: u64) -> Option<Refusal> {
+        let said = self.size?;
+        (said != holds).then(|| {
+            refusal(
+                codes::OVF_INVALID,
+                format!(
+                    "the OVF File {} ({}) has ovf:size {said} but its member holds {holds} bytes",
+                    tar::quoted(&self.id),
+                    tar::quoted(&self.href)
+                ),
+            )
+        })
+    }
 }
 
 /// A `DiskSection/Disk` of the OVF.
@@ -477,7 +499,8 @@ fn check_href(id: &str, href: &str) -> Result<String, Refusal> {
 /// name elsewhere are not files or disks). Every `File` has an `ovf:id` and an `ovf:href` that
 /// is a plain member name (no `:`, so no URL or drive path; a safe name by
 /// [`tar::check_name`]; not an `.ovf`, `.mf` or `.cert` name), is neither compressed nor
-/// chunked, and is declared once (id and href);
+/// chunked, has an `ovf:size`, if any, that is a whole number of bytes below 2^64 (its member
+/// must then be that long: [`OvfFile::size_mismatch`]), and is declared once (id and href);
 /// every `Disk` has an `ovf:diskId`, an `ovf:fileRef` naming a declared `File`, an accepted
 /// `ovf:format` ([`DiskFormat`]), an `ovf:capacity` that is a whole number of known
 /// [`allocation_units`] below 2^64 bytes, and is declared once (id and file); there is at least
@@ -552,6 +575,22 @@ pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
                 ),
             ));
         }
+        // The member's length in bytes, checked against its tar header by `MemberRules`.
+        let size = attr(f, "size").and_then(|s| match s.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push(refusal(
+                    codes::OVF_INVALID,
+                    format!(
+                        "the OVF File {} ({}) has ovf:size {}, which is not a whole number of bytes",
+                        q(&id),
+                        q(&href),
+                        q(&s)
+                    ),
+                ));
+                None
+            }
+        });
         if ovf.files.iter().any(|x| x.id == id) {
             problems.push(refusal(
                 codes::OVF_INVALID,
@@ -571,7 +610,7 @@ pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
             ));
             continue;
         }
-        ovf.files.push(OvfFile { id, href });
+        ovf.files.push(OvfFile { id, href, size });
     }
     let mut disk_elements = 0;
     for d in root
@@ -705,7 +744,8 @@ pub enum Role {
 /// as the extractor meets them in its stream and the inspector in its walk. An OVA holds its
 /// descriptor (first), at most one manifest (`.mf`, at most [`MF_MAX_SIZE`] bytes), at most one
 /// certificate (`.cert`, at most [`CERT_MAX_SIZE`] bytes, after the manifest: DSP0243 orders
-/// descriptor, manifest, certificate), and the files its OVF references; nothing else.
+/// descriptor, manifest, certificate), and the files its OVF references, each of the
+/// `ovf:size` its `File` declares, if any ([`OvfFile::size_mismatch`]); nothing else.
 #[derive(Clone, Debug, Default)]
 pub struct MemberRules {
     manifest: Option<String>,
@@ -783,6 +823,14 @@ impl MemberRules {
             }
             self.certificate = Some(name.to_string());
             return Ok(Role::Certificate);
+        }
+        if let Some(r) = ovf
+            .files
+            .iter()
+            .find(|f| f.href == name)
+            .and_then(|f| f.size_mismatch(size))
+        {
+            return Err(r);
         }
         if let Some(i) = ovf.disks.iter().position(|d| d.href == name) {
             return Ok(Role::Disk(i));
@@ -1234,6 +1282,61 @@ mod tests {
             parse_ovf(root.as_bytes()).unwrap_err()[0].reason,
             "the OVF descriptor's root element is <Env>, not <Envelope>"
         );
+    }
+
+    #[test]
+    fn file_sizes_are_whole_numbers_and_their_members_lengths() {
+        let disk = format!(
+            r#"<Disk ovf:diskId="d0" ovf:fileRef="f0" ovf:capacity="1" ovf:format="{STREAM_OPTIMIZED_URI}"/>"#
+        );
+        let with = |size: &str| {
+            parse_ovf(
+                envelope(
+                    &format!(
+                        r#"<File ovf:id="f0" ovf:href="disk1.vmdk"{size}/><File ovf:id="f1" ovf:href="tools.iso"/>"#
+                    ),
+                    &disk,
+                )
+                .as_bytes(),
+            )
+        };
+        let ovf = with(r#" ovf:size=" 4096 ""#).unwrap();
+        assert_eq!((ovf.files[0].size, ovf.files[1].size), (Some(4096), None));
+        assert_eq!(ovf.files[0].size_mismatch(4096), None);
+        assert_eq!(
+            ovf.files[0].size_mismatch(4095).map(|r| (r.code, r.reason)),
+            Some((
+                codes::OVF_INVALID,
+                r#"the OVF File "f0" ("disk1.vmdk") has ovf:size 4096 but its member holds 4095 bytes"#
+                    .to_string()
+            ))
+        );
+        // Absent: any length.
+        assert_eq!(ovf.files[1].size_mismatch(0), None);
+        assert_eq!(ovf.files[1].size_mismatch(u64::MAX), None);
+        // The member rules apply it to the disk and to any other referenced file.
+        let mut rules = MemberRules::default();
+        assert_eq!(
+            rules.next(&ovf, "disk1.vmdk", 1).map_err(|r| r.code),
+            Err(codes::OVF_INVALID)
+        );
+        assert_eq!(rules.next(&ovf, "tools.iso", 7), Ok(Role::File));
+        let mut rules = MemberRules::default();
+        assert_eq!(rules.next(&ovf, "disk1.vmdk", 4096), Ok(Role::Disk(0)));
+        let ovf = with(r#" ovf:size="0""#).unwrap();
+        assert!(ovf.files[0].size_mismatch(0).is_none());
+        assert!(ovf.files[0].size_mismatch(1).is_some());
+        for bad in ["", "12 MB", "-1", "0x10", "1.5", "18446744073709551616"] {
+            let problems = with(&format!(r#" ovf:size="{bad}""#)).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].code, codes::OVF_INVALID);
+            assert_eq!(
+                problems[0].reason,
+                format!(
+                    r#"the OVF File "f0" ("disk1.vmdk") has ovf:size {bad:?}, which is not a whole number of bytes"#
+                )
+            );
+        }
     }
 
     #[test]
