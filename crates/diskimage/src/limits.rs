@@ -110,7 +110,10 @@ pub const GZIP_SNIFF_WALK: u64 = 1 << 20;
 /// gzip: inspect inflates the whole stream to walk the tar, but refuses output beyond this …
 pub const GZIP_MAX_OUTPUT: u64 = 64 << 30;
 /// … and a compression ratio beyond this (zip-bomb defence; images rarely exceed 1:100 except for
-/// empty disks, which a UEC tarball does not hold).
+/// empty disks, which a UEC tarball does not hold) …
 pub const GZIP_MAX_RATIO: u64 = 1024;
+/// … once the output passes this (small, highly compressible headers). The UEC extractor's
+/// default `UecLimits` are these three, so a tarball the inspector accepts also unpacks.
+pub const GZIP_RATIO_GRACE: u64 = 1 << 20;
 /// Captured head of each UEC member (to identify kernels, initrds and the machine image).
 pub const UEC_MEMBER_HEAD: usize = 64 << 10;

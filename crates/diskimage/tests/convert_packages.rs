@@ -2573,6 +2573,22 @@ fn inspector_and_extractor_agree_on_uec_trailing_data() {
         trailing("uec-large-data-after-the-end", tarball(large, b"a payload")),
         trailing("uec-large-archive-after-the-end", tarball(large, &hidden)),
         trailing("uec-data-far-after-the-end", tarball(small, &far)),
+        // ~700:1 over 96 MiB: within the inspector's ratio; the extractor's old default
+        // (512:1 past 64 MiB) refused it at import.
+        ok("uec-ratio-700-over-96-mib", {
+            let mut img = uec_image(96 << 20);
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for b in &mut img[1 << 20..(1 << 20) + (40 << 10)] {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let mut t = Vec::new();
+            tar_member(&mut t, "foo.img", b'0', &img, "");
+            tar_end(&mut t);
+            gzip(&t)
+        }),
     ];
     check_agreement(
         &e,

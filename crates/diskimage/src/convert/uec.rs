@@ -20,19 +20,19 @@ pub struct UecLimits {
     /// Most bytes the gzip stream may inflate to (the tar including every member).
     pub max_output: u64,
     /// Most output bytes per compressed input byte, checked once past `ratio_grace` bytes.
-    /// A mostly-empty file system compresses ~100:1; deflate's own ceiling is ~1032:1, so a
-    /// file past 512:1 is a bomb, not an image.
+    /// A mostly-empty file system compresses ~100:1; deflate's own ceiling is ~1032:1.
     pub max_ratio: u64,
     /// Output allowed before the ratio is enforced (small, highly compressible headers).
     pub ratio_grace: u64,
 }
 
 impl Default for UecLimits {
+    /// The inspector's limits (`crate::limits::GZIP_*`): what passes inspection unpacks.
     fn default() -> Self {
         UecLimits {
-            max_output: 256 << 30,
-            max_ratio: 512,
-            ratio_grace: 64 << 20,
+            max_output: crate::limits::GZIP_MAX_OUTPUT,
+            max_ratio: crate::limits::GZIP_MAX_RATIO,
+            ratio_grace: crate::limits::GZIP_RATIO_GRACE,
         }
     }
 }
@@ -276,8 +276,11 @@ impl Read for Bounded<'_, '_> {
         self.out += k as u64;
         let compressed = self.inner.get_ref().n;
         let too_big = self.out > self.limits.max_output;
-        let ratio = self.out > self.limits.ratio_grace
-            && self.out / compressed.max(1) > self.limits.max_ratio;
+        // The same test as the inspector's (`formats::gzip`).
+        let ratio = self.out
+            > compressed
+                .saturating_mul(self.limits.max_ratio)
+                .max(self.limits.ratio_grace);
         if too_big || ratio {
             let e = if too_big {
                 limit(format!(

@@ -5,7 +5,9 @@
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Stop};
-use crate::limits::{GZIP_MAX_OUTPUT, GZIP_MAX_RATIO, GZIP_SNIFF_OUTPUT, MAX_READ_CHUNK};
+use crate::limits::{
+    GZIP_MAX_OUTPUT, GZIP_MAX_RATIO, GZIP_RATIO_GRACE, GZIP_SNIFF_OUTPUT, MAX_READ_CHUNK,
+};
 use crate::read::ReadAt;
 use crate::util::{byte, crc32_update, has_at, le16, le32};
 use miniz_oxide::inflate::stream::{inflate, InflateState};
@@ -169,7 +171,12 @@ impl<'a> GzStream<'a> {
                     self.limit
                 )));
             }
-            if self.out_total > self.pos.saturating_mul(GZIP_MAX_RATIO).max(1 << 20) {
+            if self.out_total
+                > self
+                    .pos
+                    .saturating_mul(GZIP_MAX_RATIO)
+                    .max(GZIP_RATIO_GRACE)
+            {
                 return Err(GzError::Bomb(format!(
                     "it inflates more than {GZIP_MAX_RATIO} times its size"
                 )));
