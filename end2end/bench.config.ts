@@ -1,6 +1,6 @@
 import { defineConfig } from "@playwright/test";
 import * as path from "node:path";
-import { admin, chromiumArgs } from "./playwright.config";
+import { chromiumArgs, hangarServer } from "./playwright.config";
 
 /**
  * Benchmarks (not tests): `scripts/bench-browser-upload.sh` runs them against the optimised
@@ -26,13 +26,5 @@ export default defineConfig({
     headless: true,
     launchOptions: { executablePath: "/usr/bin/chromium", args: chromiumArgs },
   },
-  webServer: {
-    command: `rm -rf '${dataDir}' && '${hangarBin}' --listen 127.0.0.1:${port} --data-dir '${dataDir}'`,
-    url: `http://127.0.0.1:${port}/healthz`,
-    reuseExistingServer: false,
-    timeout: 60_000,
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { HANGAR_LOG: "warn", HANGAR_BOOTSTRAP_ADMIN: admin.username, HANGAR_BOOTSTRAP_PASSWORD: admin.password },
-  },
+  webServer: hangarServer({ bin: hangarBin, port, dataDir }),
 });

@@ -21,6 +21,24 @@ const configFile = path.join(__dirname, "hangar-e2e.toml");
 export const admin = { username: "admin", password: "e2e-admin-password" };
 
 /**
+ * A Hangar server for Playwright to start: `bin` on 127.0.0.1:`port` with a fresh `dataDir`
+ * (removed first), after the shell command `before` if given, with `config` if given.
+ */
+export function hangarServer(o: { bin: string; port: number; dataDir: string; before?: string; config?: string }) {
+  const before = o.before ? `${o.before} && ` : "";
+  const config = o.config ? ` --config '${o.config}'` : "";
+  return {
+    command: `rm -rf '${o.dataDir}' && ${before}'${o.bin}' --listen 127.0.0.1:${o.port} --data-dir '${o.dataDir}'${config}`,
+    url: `http://127.0.0.1:${o.port}/healthz`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: "pipe" as const,
+    stderr: "pipe" as const,
+    env: { HANGAR_LOG: "warn", HANGAR_BOOTSTRAP_ADMIN: admin.username, HANGAR_BOOTSTRAP_PASSWORD: admin.password },
+  };
+}
+
+/**
  * Whether /dev/shm is too small for Chromium's shared memory (containers often give 64 MiB);
  * only then is it told to use /tmp instead, which costs ~15% of its upload throughput here.
  */
@@ -82,13 +100,5 @@ export default defineConfig({
       testMatch: ["uploaded-images.spec.ts"],
     },
   ],
-  webServer: {
-    command: `rm -rf '${dataDir}' '${nfsDir}' && mkdir -p '${nfsDir}' && '${hangarBin}' --listen 127.0.0.1:${port} --data-dir '${dataDir}' --config '${configFile}'`,
-    url: `http://127.0.0.1:${port}/healthz`,
-    reuseExistingServer: false,
-    timeout: 60_000,
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { HANGAR_LOG: "warn", HANGAR_BOOTSTRAP_ADMIN: admin.username, HANGAR_BOOTSTRAP_PASSWORD: admin.password },
-  },
+  webServer: hangarServer({ bin: hangarBin, port, dataDir, before: `rm -rf '${nfsDir}' && mkdir -p '${nfsDir}'`, config: configFile }),
 });
