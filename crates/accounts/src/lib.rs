@@ -247,21 +247,13 @@ pub async fn scopes_of(db: &Db, user: &UserRow) -> Result<Vec<Scope>, AccountErr
 fn random_token_body() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
-    hex(&bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    digests::hex(&bytes)
 }
 
 /// SHA-256 of a token secret, as stored. Tokens are 256 random bits, so a fast hash is enough
 /// (there is nothing to brute-force), and lookups stay a single indexed query.
 pub fn token_hash(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
+    digests::hex(&Sha256::digest(secret.as_bytes()))
 }
 
 /// A freshly issued token: the secret is shown once and never stored.
