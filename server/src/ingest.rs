@@ -65,16 +65,16 @@ pub struct JobControl {
     pub total: AtomicU64,
     /// Set when the job is cancelled: the pipeline stops at its next step.
     pub cancel: AtomicBool,
-    /// The current [`Stage`], as its `u8`.
-    stage: std::sync::atomic::AtomicU8,
+    /// The current [`Stage`].
+    stage: std::sync::Mutex<Stage>,
 }
 
 /// What an import or copy is doing now; the job row carries it to the upload card and the
 /// jobs page ("Converting… 40%" says more than "Verifying").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Stage {
-    Starting = 0,
+    #[default]
+    Starting,
     Inspecting,
     Converting,
     Unpacking,
@@ -84,8 +84,6 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 7] = [Stage::Starting, Stage::Inspecting, Stage::Converting, Stage::Unpacking, Stage::Hashing, Stage::Downloading, Stage::Storing];
-
     /// The name stored in `jobs.stage` (see `app::api::upload::import_stage_line`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -113,11 +111,11 @@ impl JobControl {
     }
     /// Enters `stage` (the job's progress writer picks it up).
     pub fn set_stage(&self, stage: Stage) {
-        self.stage.store(stage as u8, Ordering::Relaxed);
+        // A poisoned lock still holds a valid Stage.
+        *self.stage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stage;
     }
     pub fn stage(&self) -> Stage {
-        let n = self.stage.load(Ordering::Relaxed);
-        Stage::ALL.into_iter().find(|s| *s as u8 == n).unwrap_or(Stage::Starting)
+        *self.stage.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
     /// Progress for a conversion or extraction: feeds `done`, and stops it mid-way (its
     /// output deleted) once the job is cancelled.
