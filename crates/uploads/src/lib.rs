@@ -327,7 +327,7 @@ impl Uploads {
     /// its file is read at completion).
     async fn hashes_for(&self, row: &records::UploadRow) -> UploadHashes {
         match (self.config.hashes, self.hashes_for.get()) {
-            (UploadHashes::All, Some(f)) => f(serde_json::from_str(&row.metadata).unwrap_or_default()).await,
+            (UploadHashes::All, Some(f)) => f(lifecycle::metadata_of(row)).await,
             (configured, _) => configured,
         }
     }

@@ -59,7 +59,7 @@ pub(crate) fn discard_tail(file: &File, offset: u64, length: u64) -> io::Result<
     Ok(())
 }
 
-fn metadata_of(row: &UploadRow) -> BTreeMap<String, String> {
+pub(crate) fn metadata_of(row: &UploadRow) -> BTreeMap<String, String> {
     serde_json::from_str(&row.metadata).unwrap_or_default()
 }
 
