@@ -98,7 +98,11 @@ codes! {
     VMDK_HEADER = "vmdk-header";
     /// Grain directory/table outside the file or too large [3].
     VMDK_TABLES = "vmdk-tables";
-    /// streamOptimized footer / markers invalid [13].
+    /// streamOptimized footer / markers invalid (header gdOffset = GD_AT_END): the file is too
+    /// short for the 1,536-byte trailer, or the footer @EOF-1024 lacks the `KDMV` signature, has
+    /// another version or descriptor than the header or a GD_AT_END gdOffset of its own, or the
+    /// footer marker @EOF-1536 or the end-of-stream marker @EOF-512 is invalid
+    /// (`formats::vmdk::FooterProblem` names each; the message says which) [13].
     VMDK_FOOTER = "vmdk-footer";
     /// Extent size differs from the header capacity [2].
     VMDK_CAPACITY = "vmdk-capacity-mismatch";

@@ -327,6 +327,92 @@ fn every_input_format_roundtrips() {
     roundtrip(&fx, &base, "raw", SourceFormat::Raw, &reference);
 }
 
+/// A streamOptimized VMDK in the VMware layout (header gdOffset = GD_AT_END; footer marker,
+/// footer and end-of-stream marker at the end, formats.md §2.5 #13) converts, as a file and as
+/// a stream, to what qemu reads through its footer.
+#[test]
+fn footer_based_vmdk_roundtrips() {
+    let fx = Fixture::new();
+    let base = fx.p("base.raw");
+    make_payload(&base, 5 * 1024 * 1024 + 777);
+    let reference = fx.p("reference.raw");
+    qemu_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        base.to_str().unwrap(),
+        reference.to_str().unwrap(),
+    ]);
+    let qsrc = fx.p("qemu-stream.vmdk");
+    qemu_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        base.to_str().unwrap(),
+        qsrc.to_str().unwrap(),
+    ]);
+    let mut d = fs::read(&qsrc).unwrap();
+    let footer = d[..512].to_vec();
+    d[56..64].copy_from_slice(&[0xFF; 8]);
+    let mut marker = [0u8; 512];
+    marker[0..8].copy_from_slice(&1u64.to_le_bytes());
+    marker[12..16].copy_from_slice(&3u32.to_le_bytes());
+    d.extend_from_slice(&marker);
+    d.extend_from_slice(&footer);
+    d.extend_from_slice(&[0u8; 512]);
+    let src = fx.p("footer.vmdk");
+    fs::write(&src, &d).unwrap();
+    roundtrip(&fx, &src, "vmdk", SourceFormat::Vmdk, &reference);
+    let out = fx.p("footer-stream.qcow2");
+    let mut r = std::io::BufReader::with_capacity(1000, File::open(&src).unwrap());
+    let s = convert_stream(
+        &mut r,
+        SourceFormat::Vmdk,
+        None,
+        Some("footer.vmdk"),
+        &out,
+        &opts(TargetFormat::Qcow2, Compression::None),
+        &mut NoProgress,
+    )
+    .unwrap_or_else(|e| panic!("footer.vmdk as a stream: {e}"));
+    assert_eq!(s.bytes_in, d.len() as u64);
+    check_qcow2(&out);
+    compare("vmdk", &src, "qcow2", &out);
+    // A footer the inspector refuses (end-of-stream marker not zero) is refused either way.
+    let n = d.len();
+    d[n - 512] = 1;
+    let bad = fx.p("bad-eos.vmdk");
+    fs::write(&bad, &d).unwrap();
+    let e = convert_file(
+        &bad,
+        &fx.p("bad.qcow2"),
+        Some(SourceFormat::Vmdk),
+        &ConvertOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
+    assert!(e.to_string().contains("vmdk-footer"), "{e}");
+    let e = convert_stream(
+        &mut File::open(&bad).unwrap(),
+        SourceFormat::Vmdk,
+        None,
+        Some("bad-eos.vmdk"),
+        &fx.p("bad-stream.qcow2"),
+        &ConvertOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
+    assert!(!fx.p("bad.qcow2").exists() && !fx.p("bad-stream.qcow2").exists());
+}
+
 #[test]
 fn all_zero_and_tiny_inputs() {
     let fx = Fixture::new();

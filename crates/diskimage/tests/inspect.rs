@@ -168,6 +168,18 @@ const CASES: &[Case] = &[
     bad("evil-vmdk-stream-footer-in-footer.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
     bad("evil-vmdk-stream-bad-eos.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
     bad("evil-vmdk-stream-footer-descriptor.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    // formats.md 2.5 #13, one broken rule per file (see check_vmdk_footer_rules)
+    ok("vmdk-stream-marker-val0.vmdk", "vmdk", "streamOptimized"),
+    bad("evil-vmdk-stream-footer-signature.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-footer-version.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-footer-desc-offset.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-marker-size.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-marker-type.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-marker-pad.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-eos-val.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-eos-size.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-eos-pad.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
+    bad("evil-vmdk-stream-too-short.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
     bad("evil-vmdk-truncated.vmdk", "vmdk", &[codes::VMDK_TABLES]),
     // ISO (hybrid ISO+MBR is the one allowed double match)
     ok("iso-plain.iso", "iso", "iso9660"),
@@ -519,6 +531,81 @@ fn check_ova_subformat_sniff(dir: &Path) -> Vec<String> {
     errs
 }
 
+/// formats.md §2.5 #13: a VMDK whose header says GD_AT_END is judged by its footer, which must
+/// agree with the header (oslo.utils' footer check). The browser's sniff holds the last 1.5 KiB,
+/// so it reaches the inspector's verdict with the same finding: each mutated footer is refused
+/// by both, for its own rule and no other footer rule; the valid ones are accepted by both.
+fn check_vmdk_footer_rules(dir: &Path) -> Vec<String> {
+    use diskimage::formats::vmdk::FooterProblem as P;
+    let mut errs = Vec::new();
+    let cases: &[(&str, Option<P>)] = &[
+        ("vmdk-streamOptimized.vmdk", None),
+        ("vmdk-stream-gd-at-end.vmdk", None),
+        ("vmdk-stream-marker-val0.vmdk", None),
+        ("evil-vmdk-stream-zero-footer.vmdk", Some(P::Signature)),
+        ("evil-vmdk-stream-footer-signature.vmdk", Some(P::Signature)),
+        ("evil-vmdk-stream-footer-version.vmdk", Some(P::Version)),
+        (
+            "evil-vmdk-stream-footer-desc-offset.vmdk",
+            Some(P::Descriptor),
+        ),
+        (
+            "evil-vmdk-stream-footer-descriptor.vmdk",
+            Some(P::Descriptor),
+        ),
+        (
+            "evil-vmdk-stream-footer-in-footer.vmdk",
+            Some(P::AnotherFooter),
+        ),
+        ("evil-vmdk-stream-marker-size.vmdk", Some(P::Marker)),
+        ("evil-vmdk-stream-marker-type.vmdk", Some(P::Marker)),
+        ("evil-vmdk-stream-marker-pad.vmdk", Some(P::Marker)),
+        ("evil-vmdk-stream-bad-eos.vmdk", Some(P::EndOfStream)),
+        ("evil-vmdk-stream-eos-val.vmdk", Some(P::EndOfStream)),
+        ("evil-vmdk-stream-eos-size.vmdk", Some(P::EndOfStream)),
+        ("evil-vmdk-stream-eos-pad.vmdk", Some(P::EndOfStream)),
+        ("evil-vmdk-stream-too-short.vmdk", Some(P::TooShort)),
+    ];
+    for (file, want) in cases {
+        let f = SizedFile::open(&dir.join(file)).expect("open");
+        let opts = InspectOptions {
+            file_name: Some(file.to_string()),
+            ..Default::default()
+        };
+        for (how, r) in [
+            ("inspect", inspect(&f, &opts)),
+            ("sniff", sniff_reader(&f, &opts)),
+        ] {
+            let footer: Vec<&str> = r
+                .errors()
+                .filter(|e| e.code == codes::VMDK_FOOTER)
+                .map(|e| e.message.as_str())
+                .collect();
+            let ok = match want {
+                None => r.verdict == Verdict::Accepted && r.format == Format::Vmdk,
+                Some(p) => {
+                    r.verdict == Verdict::Rejected
+                        && r.format == Format::Vmdk
+                        && footer == [p.message()]
+                }
+            };
+            if !ok {
+                errs.push(format!(
+                    "{file}: {how} should {} ({want:?}): {:?} {:?}",
+                    if want.is_some() {
+                        "refuse it"
+                    } else {
+                        "accept it"
+                    },
+                    r.verdict,
+                    r.findings
+                ));
+            }
+        }
+    }
+    errs
+}
+
 #[test]
 fn fixture_verdicts_virtual_sizes_and_cli() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -538,6 +625,7 @@ fn fixture_verdicts_virtual_sizes_and_cli() {
     errs.extend(check_cli(dir));
     errs.extend(check_options(dir));
     errs.extend(check_ova_subformat_sniff(dir));
+    errs.extend(check_vmdk_footer_rules(dir));
     assert!(
         errs.is_empty(),
         "{} problem(s):\n{}",

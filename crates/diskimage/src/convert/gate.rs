@@ -222,6 +222,11 @@ impl<'a> HeadTail<'a> {
         !self.refused
     }
 
+    /// The first (up to 64 KiB) and the last (up to 1.5 KiB) bytes that passed through.
+    pub(crate) fn head_and_tail(&self) -> (&[u8], &[u8]) {
+        (&self.head, &self.tail)
+    }
+
     /// Runs the sniff checks on what passed through (after the stream was read to its end).
     pub(crate) fn verdict(
         &self,

@@ -296,6 +296,11 @@ pub(crate) fn convert_stream_into(
     // A read failed by the head check surfaces as an I/O error; give its real reason.
     let v = r.map_err(|e| ht.take_refusal().unwrap_or(e))?;
     ht.verdict(from, file_name.map(str::to_string))?;
+    if from == SourceFormat::Vmdk {
+        // The sniff judged a footer-based VMDK by its footer; the marker walk used the header.
+        let (head, tail) = ht.head_and_tail();
+        vmdkr::check_stream_footer(head, tail)?;
+    }
     Ok(v)
 }
 
@@ -407,6 +412,157 @@ mod tests {
             .status()
             .unwrap_or_else(|e| panic!("qemu-img is required for these tests: {e}"));
         assert!(st.success(), "qemu-img {args:?}");
+    }
+
+    /// qemu's streamOptimized VMDK turned into the VMware layout: header gdOffset = GD_AT_END,
+    /// then footer marker, footer (the original header) and end-of-stream marker at the end.
+    fn with_footer(stream: &[u8]) -> Vec<u8> {
+        let mut d = stream.to_vec();
+        let footer = d[..512].to_vec();
+        d[56..64].copy_from_slice(&[0xFF; 8]);
+        let mut marker = [0u8; 512];
+        marker[0..8].copy_from_slice(&1u64.to_le_bytes());
+        marker[12..16].copy_from_slice(&3u32.to_le_bytes());
+        d.extend_from_slice(&marker);
+        d.extend_from_slice(&footer);
+        d.extend_from_slice(&[0u8; 512]);
+        d
+    }
+
+    /// formats.md §2.5 #13: the VMDK reader describes a footer-based file by the footer the
+    /// inspector validated (all of it, as qemu does), refuses a footer the inspector refuses,
+    /// and a stream (walked with the header's values) whose footer disagrees with its header.
+    #[test]
+    fn vmdk_reader_uses_the_validated_footer() {
+        use crate::formats::vmdk::FooterProblem as P;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.raw");
+        let mut data = vec![0u8; 3 << 20];
+        for (i, b) in data.iter_mut().enumerate().skip(70_000).take(1_000_000) {
+            *b = (i % 251) as u8;
+        }
+        std::fs::write(&base, &data).unwrap();
+        let src = dir.path().join("o.vmdk");
+        qemu(&[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            base.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ]);
+        let good = with_footer(&std::fs::read(&src).unwrap());
+        let opts = ConvertOptions {
+            to: TargetFormat::Raw,
+            compression: Compression::None,
+            sync: false,
+        };
+        let out = dir.path().join("out.raw");
+        // As a file: the virtual size and the bytes written.
+        let file_run = |img: &[u8]| -> (Result<u64>, Vec<u8>) {
+            let path = dir.path().join("m.vmdk");
+            std::fs::write(&path, img).unwrap();
+            let fin = FileIn::new(File::open(&path).unwrap()).unwrap();
+            let of = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&out)
+                .unwrap();
+            let mut np = NoProgress;
+            let mut m = Meter::new(&mut np);
+            let r = run(
+                SourceFormat::Vmdk,
+                &mut Input::File(&fin),
+                Some(&fin),
+                None,
+                &of,
+                &opts,
+                &mut m,
+            );
+            (r, std::fs::read(&out).unwrap())
+        };
+        let stream_run = |img: &[u8]| -> Result<u64> {
+            let of = File::create(dir.path().join("s.raw")).unwrap();
+            let mut np = NoProgress;
+            let mut m = Meter::new(&mut np);
+            let mut rd = img;
+            convert_stream_into(
+                &mut rd,
+                SourceFormat::Vmdk,
+                None,
+                Some("o.vmdk"),
+                &of,
+                &opts,
+                &mut m,
+            )
+        };
+        let judged = |img: &[u8]| crate::inspect(img, &crate::InspectOptions::default());
+
+        let r = judged(&good);
+        assert!(r.is_accepted(), "{r:?}");
+        assert_eq!(r.virtual_size, Some(data.len() as u64));
+        let (v, bytes) = file_run(&good);
+        assert_eq!(v.unwrap(), data.len() as u64);
+        assert!(bytes == data, "the footer-based file converts to its data");
+        assert_eq!(stream_run(&good).unwrap(), data.len() as u64);
+
+        // The header claims twice the capacity: the inspector (and qemu) go by the footer, and
+        // so does the file reader; the marker walk would use the header's, so a stream stops.
+        let mut twice = good.clone();
+        twice[12..20].copy_from_slice(&((data.len() as u64 / 512) * 2).to_le_bytes());
+        let r = judged(&twice);
+        assert!(r.is_accepted(), "{r:?}");
+        assert_eq!(r.virtual_size, Some(data.len() as u64));
+        let (v, bytes) = file_run(&twice);
+        assert_eq!(v.unwrap(), data.len() as u64);
+        assert!(bytes == data);
+        let e = stream_run(&twice).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        assert!(e.message().contains("different capacity"), "{e}");
+
+        // Every footer the inspector refuses, the reader refuses for the same reason.
+        let n = good.len();
+        let mutations: [(usize, &[u8], P); 9] = [
+            (n - 1024, b"XDMV", P::Signature),
+            (n - 1024 + 4, &9u32.to_le_bytes(), P::Version),
+            (n - 1024 + 28, &2u64.to_le_bytes(), P::Descriptor),
+            (n - 1024 + 56, &[0xFF; 8], P::AnotherFooter),
+            (n - 1536 + 8, &1u32.to_le_bytes(), P::Marker),
+            (n - 1536 + 12, &2u32.to_le_bytes(), P::Marker),
+            (n - 1536 + 400, &[1], P::Marker),
+            (n - 512, &1u64.to_le_bytes(), P::EndOfStream),
+            (n - 1, &[1], P::EndOfStream),
+        ];
+        for (at, bytes, p) in mutations {
+            let mut img = good.clone();
+            img[at..at + bytes.len()].copy_from_slice(bytes);
+            let r = judged(&img);
+            assert!(
+                !r.is_accepted()
+                    && r.errors()
+                        .any(|f| f.code == crate::codes::VMDK_FOOTER && f.message == p.message()),
+                "{p:?}: {r:?}"
+            );
+            let e = file_run(&img).0.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "{p:?}: {e}");
+            assert!(
+                e.message().contains(p.message().trim_end_matches('.')),
+                "{p:?}: {e}"
+            );
+            assert!(stream_run(&img).is_err(), "{p:?}: a stream is refused too");
+        }
+        let short = &good[..1024];
+        let e = file_run(short).0.unwrap_err();
+        assert!(
+            e.message()
+                .contains(P::TooShort.message().trim_end_matches('.')),
+            "{e}"
+        );
     }
 
     #[test]

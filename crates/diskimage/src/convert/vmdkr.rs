@@ -3,14 +3,14 @@
 //! refused, never followed.
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{checked_len, le_u16, le_u32, le_u64, Input, IoBuf, Meter, IO_CHUNK};
+use super::io::{checked_len, le_u32, le_u64, Input, IoBuf, Meter, IO_CHUNK};
 use super::sink::Sink;
+use crate::formats::vmdk::{
+    check_footer, FooterProblem, SparseHeader, FLAG_COMPRESSED, FLAG_MARKERS, FOOTER_TRAILER,
+    GD_AT_END, MARKER_EOS,
+};
 
-const MAGIC: &[u8; 4] = b"KDMV";
-const GD_AT_END: u64 = u64::MAX;
 const FLAG_ZERO_GRAIN: u32 = 1 << 2;
-const FLAG_COMPRESSED: u32 = 1 << 16;
-const FLAG_MARKERS: u32 = 1 << 17;
 /// Largest grain we accept: 2 MiB (qemu writes 64 KiB; VMware uses 64 KiB too).
 const MAX_GRAIN_BYTES: u64 = 2 << 20;
 /// QEMU refuses more than 512 entries per grain table ("L2 table size too big").
@@ -19,8 +19,6 @@ const MAX_GTES_PER_GT: u32 = 512;
 const MAX_DESCRIPTOR_BYTES: usize = 1 << 20;
 /// Grain directory cap: 4 bytes per 32 MiB of disk; 32 Mi entries is QEMU's own limit.
 const MAX_GD_BYTES: usize = 128 << 20;
-/// Marker types of streamOptimized files.
-const MARKER_EOS: u32 = 0;
 
 pub(crate) struct VmdkReader {
     vsize: u64,
@@ -36,25 +34,39 @@ impl VmdkReader {
     pub(crate) fn open(inp: &mut Input, m: &mut Meter) -> Result<Self> {
         let mut h = [0u8; 512];
         inp.read_at(0, &mut h, "the VMDK header", m)?;
-        if &h[0..4] != MAGIC {
+        let Some(mut hdr) = SparseHeader::parse(&h) else {
             return Err(rejected(
                 "not a binary VMDK (descriptor-only VMDKs are refused)",
             ));
-        }
-        let version = le_u32(&h, 4);
+        };
+        let version = hdr.version;
         if !(1..=3).contains(&version) {
             return Err(unsupported(format!("VMDK version {version}")));
         }
-        let flags = le_u32(&h, 8);
-        let capacity = le_u64(&h, 12);
-        let grain_sectors = le_u64(&h, 20);
-        let desc_off = le_u64(&h, 28);
-        let desc_size = le_u64(&h, 36);
-        let gtes = le_u32(&h, 44);
-        let mut gd_off = le_u64(&h, 56);
-        let overhead = le_u64(&h, 64);
+        if hdr.gd_offset == GD_AT_END {
+            // Only a file has a footer; a stream is walked marker by marker with the header's
+            // values instead, and `check_stream_footer` holds the footer to them at its end.
+            if let Some(size) = inp.size() {
+                // The footer takes the header's place, as in the inspector and qemu, once it
+                // passed the inspector's own checks (formats.md §2.5 #13).
+                let at = size
+                    .checked_sub(FOOTER_TRAILER as u64)
+                    .ok_or_else(|| footer_error(&[FooterProblem::TooShort]))?;
+                let mut t = [0u8; FOOTER_TRAILER];
+                inp.read_at(at, &mut t, "the VMDK footer", m)?;
+                hdr = check_footer(&hdr, &t).map_err(|p| footer_error(&p))?;
+            }
+        }
+        let flags = hdr.flags;
+        let capacity = hdr.capacity;
+        let grain_sectors = hdr.grain_size;
+        let desc_off = hdr.descriptor_offset;
+        let desc_size = hdr.descriptor_size;
+        let gtes = hdr.num_gtes_per_gt;
+        let gd_off = hdr.gd_offset;
+        let overhead = hdr.overhead;
         let compressed = flags & FLAG_COMPRESSED != 0;
-        if compressed && le_u16(&h, 77) != 1 {
+        if compressed && hdr.compress_algorithm != 1 {
             return Err(unsupported("VMDK grain compression other than deflate"));
         }
         let grain = grain_sectors.saturating_mul(512);
@@ -91,20 +103,6 @@ impl VmdkReader {
             m,
         )?;
         check_descriptor(&desc, compressed)?;
-        if gd_off == GD_AT_END {
-            // Only a file has a footer; a stream is walked marker by marker instead.
-            if let Some(size) = inp.size() {
-                let mut f = [0u8; 512];
-                let at = size
-                    .checked_sub(1024)
-                    .ok_or_else(|| corrupt("VMDK footer missing"))?;
-                inp.read_at(at, &mut f, "the VMDK footer", m)?;
-                if &f[0..4] != MAGIC || le_u64(&f, 56) == GD_AT_END {
-                    return Err(corrupt("the VMDK footer is invalid"));
-                }
-                gd_off = le_u64(&f, 56);
-            }
-        }
         Ok(VmdkReader {
             vsize,
             flags,
@@ -272,6 +270,49 @@ impl VmdkReader {
         }
         Ok(())
     }
+}
+
+/// The reader's error for a footer the inspector refuses: the same reasons, one message.
+fn footer_error(problems: &[FooterProblem]) -> super::error::Error {
+    let why: Vec<&str> = problems
+        .iter()
+        .map(|p| p.message().trim_end_matches('.'))
+        .collect();
+    corrupt(format!("invalid VMDK footer: {}", why.join("; ")))
+}
+
+/// A streamed VMDK whose header says [`GD_AT_END`] was walked marker by marker with the
+/// header's values, but the inspector (and qemu) describe the disk by its footer. Once the
+/// stream has ended, with its first bytes in `head` and its last in `tail`, the footer must
+/// pass the inspector's checks and agree with the header on every value the walk used, so
+/// the output is the disk the sniff judged (its virtual size in particular).
+pub(crate) fn check_stream_footer(head: &[u8], tail: &[u8]) -> Result<()> {
+    let Some(hdr) = SparseHeader::parse(head) else {
+        return Err(rejected(
+            "not a binary VMDK (descriptor-only VMDKs are refused)",
+        ));
+    };
+    if hdr.gd_offset != GD_AT_END {
+        return Ok(());
+    }
+    let f = check_footer(&hdr, tail).map_err(|p| footer_error(&p))?;
+    let differs = [
+        ("capacity", f.capacity != hdr.capacity),
+        ("grain size", f.grain_size != hdr.grain_size),
+        ("flags", f.flags != hdr.flags),
+        ("metadata overhead", f.overhead != hdr.overhead),
+        (
+            "compression algorithm",
+            f.compress_algorithm != hdr.compress_algorithm,
+        ),
+    ];
+    if let Some((what, _)) = differs.iter().find(|(_, d)| *d) {
+        return Err(unsupported(format!(
+            "the streamOptimized VMDK's footer gives a different {what} than its header, so it \
+             cannot be converted while streaming; store the file first"
+        )));
+    }
+    Ok(())
 }
 
 /// Inflates a zlib-wrapped (RFC 1950) grain. A grain may decompress to less than the grain

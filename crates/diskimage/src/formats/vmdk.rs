@@ -5,8 +5,8 @@ use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
 use crate::detect::Detection;
 use crate::limits::{
-    VMDK_MAX_DESCRIPTOR, VMDK_MAX_DESCRIPTOR_LINES, VMDK_MAX_GD_ENTRIES, VMDK_MAX_GRAIN_SECTORS,
-    VMDK_MAX_TEXT_DESCRIPTOR,
+    SNIFF_TAIL, VMDK_MAX_DESCRIPTOR, VMDK_MAX_DESCRIPTOR_LINES, VMDK_MAX_GD_ENTRIES,
+    VMDK_MAX_GRAIN_SECTORS, VMDK_MAX_TEXT_DESCRIPTOR,
 };
 use crate::util::{byte, has_at, le16, le32, le64, slice};
 
@@ -20,6 +20,16 @@ pub const FLAG_RGD: u32 = 1 << 1;
 pub const FLAG_COMPRESSED: u32 = 1 << 16;
 /// Flag: stream markers present.
 pub const FLAG_MARKERS: u32 = 1 << 17;
+/// The end of a file whose header says [`GD_AT_END`]: footer marker (EOF-1536), footer
+/// (EOF-1024, a copy of the header with the real gdOffset) and end-of-stream marker (EOF-512).
+pub const FOOTER_TRAILER: usize = 1536;
+/// Marker type of the footer marker.
+pub const MARKER_FOOTER: u32 = 3;
+/// Marker type of the end-of-stream marker.
+pub const MARKER_EOS: u32 = 0;
+
+// The browser's tail holds the whole trailer, so the sniff checks the footer as inspect does.
+const _: () = assert!(SNIFF_TAIL as usize >= FOOTER_TRAILER);
 
 /// The hosted sparse extent header (`KDMV`, 512 bytes).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -73,6 +83,88 @@ impl SparseHeader {
             check_bytes: [byte(b, 73), byte(b, 74), byte(b, 75), byte(b, 76)],
             compress_algorithm: le16(b, 77),
         })
+    }
+}
+
+/// One way a streamOptimized footer fails formats.md §2.5 #13 (oslo.utils' `footer` safety
+/// check). All are reported as [`codes::VMDK_FOOTER`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FooterProblem {
+    /// The file is shorter than the 1,536-byte trailer.
+    TooShort,
+    /// The footer at EOF-1024 lacks the header's `KDMV` signature.
+    Signature,
+    /// The footer's version differs from the header's.
+    Version,
+    /// The footer's descriptor offset or size differs from the header's.
+    Descriptor,
+    /// The footer's gdOffset is [`GD_AT_END`] too.
+    AnotherFooter,
+    /// The marker at EOF-1536 is not size 0, type 3 and 496 zero bytes.
+    Marker,
+    /// The marker at EOF-512 is not val 0, size 0, type 0 and 496 zero bytes.
+    EndOfStream,
+}
+
+impl FooterProblem {
+    /// The finding's message (a sentence).
+    pub fn message(self) -> &'static str {
+        match self {
+            FooterProblem::TooShort => "The streamOptimized VMDK is too short to hold its footer.",
+            FooterProblem::Signature => {
+                "The streamOptimized VMDK footer is missing (signature does not match)."
+            }
+            FooterProblem::Version => "The VMDK footer and header versions do not match.",
+            FooterProblem::Descriptor => "The VMDK footer specifies a different descriptor.",
+            FooterProblem::AnotherFooter => "The VMDK footer indicates another footer.",
+            FooterProblem::Marker => "The VMDK footer marker is invalid.",
+            FooterProblem::EndOfStream => "The VMDK end-of-stream marker is invalid.",
+        }
+    }
+}
+
+/// The footer checks (formats.md §2.5 #13, as oslo.utils' format_inspector does them) for a
+/// file whose header `hdr` has gdOffset = [`GD_AT_END`]; `tail` is the end of the file (its
+/// last [`FOOTER_TRAILER`] bytes are judged). Returns the footer, which then takes the
+/// header's place (as in qemu), or every problem found. The inspector, the browser's sniff
+/// and the converter all read the footer through this function.
+pub fn check_footer(hdr: &SparseHeader, tail: &[u8]) -> Result<SparseHeader, Vec<FooterProblem>> {
+    let Some(base) = tail.len().checked_sub(FOOTER_TRAILER) else {
+        return Err(vec![FooterProblem::TooShort]);
+    };
+    let marker = slice(tail, base, 512);
+    let footer = slice(tail, base + 512, 512);
+    let eos = slice(tail, base + 1024, 512);
+    let zero_pad = |m: &[u8]| {
+        let pad = slice(m, 16, 496);
+        pad.len() == 496 && pad.iter().all(|&c| c == 0)
+    };
+    let mut problems = Vec::new();
+    // The header was parsed, so its signature is `KDMV`: the footer's must be too.
+    let Some(f) = SparseHeader::parse(footer) else {
+        return Err(vec![FooterProblem::Signature]);
+    };
+    if f.version != hdr.version {
+        problems.push(FooterProblem::Version);
+    }
+    if f.descriptor_offset != hdr.descriptor_offset || f.descriptor_size != hdr.descriptor_size {
+        problems.push(FooterProblem::Descriptor);
+    }
+    if f.gd_offset == GD_AT_END {
+        problems.push(FooterProblem::AnotherFooter);
+    }
+    // Marker: val u64 (sectors of footer metadata; VMware writes 1, oslo and qemu ignore it),
+    // size u32 (0), type u32 (3 = footer), 496 zero bytes.
+    if le32(marker, 8) != 0 || le32(marker, 12) != MARKER_FOOTER || !zero_pad(marker) {
+        problems.push(FooterProblem::Marker);
+    }
+    if le64(eos, 0) != 0 || le32(eos, 8) != 0 || le32(eos, 12) != MARKER_EOS || !zero_pad(eos) {
+        problems.push(FooterProblem::EndOfStream);
+    }
+    if problems.is_empty() {
+        Ok(f)
+    } else {
+        Err(problems)
     }
 }
 
@@ -235,15 +327,18 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         );
         return Ok(Parsed::default());
     }
-    // streamOptimized: the footer (a copy of the header at EOF-1024) holds the real values.
-    if hdr.gd_offset == GD_AT_END {
-        if !check_footer(cx, det, &hdr) {
-            return Ok(Parsed::new("streamOptimized", None));
-        }
-        if let Some(f) =
-            SparseHeader::parse(slice(&det.tail, det.tail.len().saturating_sub(1024), 512))
-        {
-            hdr = f;
+    // streamOptimized: the footer (a copy of the header at EOF-1024) holds the real values and
+    // takes the header's place, once it agrees with the header (#13).
+    let footer_based = hdr.gd_offset == GD_AT_END;
+    if footer_based {
+        match check_footer(&hdr, &det.tail) {
+            Ok(f) => hdr = f,
+            Err(problems) => {
+                for p in problems {
+                    cx.error(codes::VMDK_FOOTER, p.message());
+                }
+                return Ok(Parsed::new("streamOptimized", None));
+            }
         }
     }
     let vs = hdr.capacity.checked_mul(512);
@@ -322,7 +417,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             );
         }
     }
-    if sub != "streamOptimized" && hdr.gd_offset == GD_AT_END {
+    if sub != "streamOptimized" && footer_based {
         cx.error(
             codes::VMDK_CREATE_TYPE,
             "The VMDK has a stream footer but does not say it is streamOptimized.",
@@ -459,66 +554,6 @@ fn check_descriptor(cx: &mut Ctx, d: &Descriptor, embedded: bool) {
             }
         }
     }
-}
-
-/// streamOptimized footer and markers (oslo's footer checks, #13). False if invalid.
-fn check_footer(cx: &mut Ctx, det: &Detection, hdr: &SparseHeader) -> bool {
-    let t = det.tail.as_slice();
-    if t.len() < 1536 {
-        cx.error(
-            codes::VMDK_FOOTER,
-            "The streamOptimized VMDK is too short to hold its footer.",
-        );
-        return false;
-    }
-    let base = t.len() - 1536;
-    let marker = slice(t, base, 512);
-    let footer = slice(t, base + 512, 512);
-    let eos = slice(t, base + 1024, 512);
-    let zero_pad = |m: &[u8]| slice(m, 16, 496).iter().all(|&c| c == 0);
-    let mut ok = true;
-    let Some(f) = SparseHeader::parse(footer) else {
-        cx.error(
-            codes::VMDK_FOOTER,
-            "The streamOptimized VMDK footer is missing (signature does not match).",
-        );
-        return false;
-    };
-    if f.version != hdr.version {
-        cx.error(
-            codes::VMDK_FOOTER,
-            "The VMDK footer and header versions do not match.",
-        );
-        ok = false;
-    }
-    if f.descriptor_offset != hdr.descriptor_offset || f.descriptor_size != hdr.descriptor_size {
-        cx.error(
-            codes::VMDK_FOOTER,
-            "The VMDK footer specifies a different descriptor.",
-        );
-        ok = false;
-    }
-    if f.gd_offset == GD_AT_END {
-        cx.error(
-            codes::VMDK_FOOTER,
-            "The VMDK footer indicates another footer.",
-        );
-        ok = false;
-    }
-    // Marker: val u64 (sectors of footer, VMware writes 1), size u32 (0), type u32 (3 = footer),
-    // 496 zero bytes.
-    if le32(marker, 8) != 0 || le32(marker, 12) != 3 || !zero_pad(marker) {
-        cx.error(codes::VMDK_FOOTER, "The VMDK footer marker is invalid.");
-        ok = false;
-    }
-    if le64(eos, 0) != 0 || le32(eos, 8) != 0 || le32(eos, 12) != 0 || !zero_pad(eos) {
-        cx.error(
-            codes::VMDK_FOOTER,
-            "The VMDK end-of-stream marker is invalid.",
-        );
-        ok = false;
-    }
-    ok
 }
 
 fn walk_gd(cx: &mut Ctx, gd: u64, gd_len: u64, meta_end: u64, gtes: u64) -> PResult<()> {
