@@ -91,7 +91,7 @@ export default defineConfig({
     {
       name: "hydrated",
       use: { javaScriptEnabled: true },
-      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "accounts.spec.ts", "upload.spec.ts", "storage.spec.ts", "uploaded-images.spec.ts"],
+      testMatch: ["pages.spec.ts", "hydrated.spec.ts", "restart.spec.ts", "security.spec.ts", "accounts.spec.ts", "upload.spec.ts", "storage.spec.ts", "uploaded-images.spec.ts"],
     },
     {
       // The catalogue without JavaScript, after the hydrated run (it creates images).

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod components;
 mod error;
 pub mod formats;
+pub mod html;
 pub mod pages;
 pub mod upload;
 
@@ -24,8 +25,11 @@ pub use error::AppError;
 /// The name the build gives the browser bundle and stylesheet (`/pkg/hangar.js`, `.css`).
 pub const OUTPUT_NAME: &str = "hangar";
 
-/// The HTML document around the app, rendered on the server only.
+/// The HTML document around the app, rendered on the server only. It also sets the page's
+/// security headers (see [`security_headers`]).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    security_headers();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -43,6 +47,32 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// The Content-Security-Policy of every page, for the nonce Leptos put on its inline scripts
+/// (the hydration loader and streamed resource data). Scripts come only from Hangar itself or
+/// carry the nonce (no inline event handlers, no `eval`); WebAssembly may be compiled; styles
+/// only from Hangar's stylesheet (no `style` attributes); nothing may frame a page.
+pub fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// Sets the CSP for this render's nonce, and `Cache-Control: no-store` (pages show private
+/// data: a shared cache or the back button after sign-out must not replay them). The server
+/// adds the headers every response gets (`nosniff`, `Referrer-Policy`, …).
+#[cfg(feature = "ssr")]
+fn security_headers() {
+    use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY};
+    let Some(resp) = use_context::<leptos_axum::ResponseOptions>() else { return };
+    // Without a nonce (never expected: leptos_axum makes one per render), no inline script may run.
+    let nonce = leptos::nonce::use_nonce().map(|n| n.to_string()).unwrap_or_else(|| "none".to_owned());
+    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(&nonce)) {
+        resp.insert_header(CONTENT_SECURITY_POLICY, csp);
+    }
+    resp.insert_header(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
 /// The application: navigation shell and routes.
 #[component]
 pub fn App() -> impl IntoView {
@@ -54,7 +84,7 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href=format!("/pkg/{OUTPUT_NAME}.css") />
         <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />
         <Meta name="description" content="Hangar: upload, validate, convert and manage virtual machine images." />
-        <Title formatter=|page: String| if page.is_empty() { "Hangar".to_owned() } else { format!("{page} · Hangar") } />
+        <Title formatter=crate::html::title />
         <Router>
             <components::shell::Shell>
                 <Routes fallback=pages::not_found::NotFound>

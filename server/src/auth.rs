@@ -11,7 +11,7 @@
 //! cannot set, so token requests are exempt. This is OWASP's "verifying origin with standard
 //! headers" defence, on top of the `SameSite=Lax` session cookie.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use accounts::{session_keys, Authn};
 use axum::extract::{ConnectInfo, Request, State};
@@ -30,8 +30,75 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(serde_json::json!({ "code": code, "message": message }))).into_response()
 }
 
-fn remote_addr(req: &Request) -> String {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_owned(), |ci| ci.0.ip().to_string())
+/// An IP address or a CIDR range (`10.0.0.0/8`, `fd00::/8`), for `trusted_proxies`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().map_err(|_| ())?, Some(p.parse::<u8>().map_err(|_| ())?)),
+            None => (s.parse::<IpAddr>().map_err(|_| ())?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(());
+        }
+        Ok(IpRange { net: addr, prefix })
+    }
+}
+
+impl IpRange {
+    /// Whether `ip` lies in this range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, bits): (u128, u128, u32) = match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n).into(), u32::from(i).into(), 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let host_bits = bits - u32::from(self.prefix);
+        host_bits >= bits || (a >> host_bits) == (b >> host_bits)
+    }
+}
+
+/// The client's address: the connection's peer, or, when the peer is one of `trusted` proxies,
+/// the last address in `X-Forwarded-For` that is not a trusted proxy itself (each proxy appends
+/// the address it saw, so entries left of that one may be forged by the client).
+pub fn client_addr(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[IpRange]) -> String {
+    let Some(peer) = peer else { return "unknown".to_owned() };
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|r| r.contains(ip));
+    if !is_trusted(peer) {
+        return peer.to_string();
+    }
+    let hops = forwarded_for.iter().flat_map(|h| h.split(',')).map(str::trim).filter(|s| !s.is_empty());
+    let mut client = peer;
+    for hop in hops.collect::<Vec<_>>().into_iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => client = ip,
+            Ok(ip) => return ip.to_string(),
+            // Garbage in the chain: stop at the last address a trusted proxy vouched for.
+            Err(_) => break,
+        }
+    }
+    client.to_string()
+}
+
+fn remote_addr(req: &Request, trusted: &[IpRange]) -> String {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip());
+    if trusted.is_empty() {
+        return peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    }
+    let forwarded: Vec<&str> = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    client_addr(peer, &forwarded, trusted)
 }
 
 /// An error in the Glance API's shape (`{"error": {"code", "title", "message"}}`): glanceclient
@@ -51,7 +118,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             error(status, code, message)
         }
     };
-    let remote_addr = remote_addr(&req);
+    let remote_addr = remote_addr(&req, &state.config.trusted_proxies);
     let token = req.headers().get(AUTH_TOKEN_HEADER).map(|v| v.to_str().unwrap_or("").to_owned());
     let authn = if let Some(token) = token {
         match accounts::principal_for_token(&state.db, token.trim()).await {
@@ -171,5 +238,28 @@ mod tests {
         assert_eq!(status(post_with(&[("x-auth-token", "hgr_x")])).await, StatusCode::OK, "API clients are exempt");
         let get = axum::http::Request::get("/x").body(Body::empty()).unwrap();
         assert_eq!(status(get).await, StatusCode::OK);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpRange> = ["10.0.0.0/8", "192.168.1.5"].iter().map(|s| s.parse().unwrap()).collect();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A client talking to us directly cannot claim another address.
+        assert_eq!(client_addr(ip("203.0.113.9"), &["1.2.3.4"], &trusted), "203.0.113.9");
+        // Behind a trusted proxy: the address it appended.
+        assert_eq!(client_addr(ip("10.1.2.3"), &["198.51.100.7"], &trusted), "198.51.100.7");
+        // A forged left-most entry is ignored: the last untrusted hop counts.
+        assert_eq!(client_addr(ip("10.1.2.3"), &["1.2.3.4, 198.51.100.7, 192.168.1.5"], &trusted), "198.51.100.7");
+        // Several headers are one list.
+        assert_eq!(client_addr(ip("10.1.2.3"), &["1.2.3.4", "198.51.100.8"], &trusted), "198.51.100.8");
+        // No header, or garbage: the proxy itself.
+        assert_eq!(client_addr(ip("10.1.2.3"), &[], &trusted), "10.1.2.3");
+        assert_eq!(client_addr(ip("10.1.2.3"), &["not-an-ip"], &trusted), "10.1.2.3");
+        // Nothing trusted: the header is ignored.
+        assert_eq!(client_addr(ip("10.1.2.3"), &["198.51.100.7"], &[]), "10.1.2.3");
+        assert_eq!(client_addr(ip("::ffff:10.0.0.1"), &["198.51.100.7"], &trusted), "198.51.100.7", "IPv4-mapped peer");
+        assert!("10.0.0.0/33".parse::<IpRange>().is_err());
+        assert!("fd00::/8".parse::<IpRange>().unwrap().contains("fd12::1".parse().unwrap()));
+        assert!("0.0.0.0/0".parse::<IpRange>().unwrap().contains("8.8.8.8".parse().unwrap()));
     }
 }

@@ -28,9 +28,17 @@ pub struct Config {
     /// Where uploads are stored unless the user picks another backend (default: the first).
     pub default_storage: Option<String>,
     /// Hosts the Glance API's `web-download` import may fetch from (exact, lower-cased host
-    /// names or IP addresses). Empty, the default, turns the method off: fetching URLs from the
-    /// server is an SSRF risk unless the operator names the hosts.
+    /// names or IP addresses). A bare host (`images.example.com`, `10.0.0.5`, `::1`) allows
+    /// ports 80 and 443 only; `host:port` (`[v6]:port` for IPv6) allows exactly that port, so
+    /// list both to allow both. A URI naming any other port is refused with 400. Empty, the
+    /// default, turns the method off: fetching URLs from the server is an SSRF risk unless the
+    /// operator names the hosts.
     pub web_download_allowed_hosts: Vec<String>,
+    /// Reverse proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` is believed: a
+    /// request from one of them is attributed (audit log, sign-in throttling) to the last
+    /// address in that header that is not itself a trusted proxy. Empty, the default: the
+    /// header is ignored, since any client can send it.
+    pub trusted_proxies: Vec<crate::auth::IpRange>,
 }
 
 /// Where the run command builds the site when Hangar is run from its source tree.
@@ -48,6 +56,7 @@ impl Default for Config {
             storage: Vec::new(),
             default_storage: None,
             web_download_allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -81,6 +90,7 @@ struct FileConfig {
     storage: Vec<storage::BackendConfig>,
     default_storage: Option<String>,
     web_download_allowed_hosts: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// What the command line asked for.
@@ -143,7 +153,11 @@ Other settings (file key / environment variable):
   web_download_allowed_hosts / HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS
                                            hosts the Glance API's web-download import may fetch
                                            from (a list in the file, comma-separated in the
-                                           environment); default none, which turns it off
+                                           environment); a bare host allows ports 80 and 443,
+                                           host:port ([v6]:port) exactly that port; default
+                                           none, which turns it off
+  trusted_proxies / HANGAR_TRUSTED_PROXIES reverse proxies (IPs or CIDR ranges) whose
+                                           X-Forwarded-For names the client; default none
 ";
 
 impl Config {
@@ -181,6 +195,9 @@ impl Config {
         }
         if let Some(v) = env("HANGAR_JOB_WORKERS") {
             config.job_workers = parse_workers("HANGAR_JOB_WORKERS", &v)?;
+        }
+        if let Some(v) = env("HANGAR_TRUSTED_PROXIES") {
+            config.trusted_proxies = parse_proxies("HANGAR_TRUSTED_PROXIES", v.split(','))?;
         }
         if let Some(v) = env("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS") {
             config.web_download_allowed_hosts = parse_hosts("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS", v.split(','))?;
@@ -229,6 +246,9 @@ impl Config {
         if let Some(v) = file.default_storage {
             self.default_storage = Some(v);
         }
+        if let Some(v) = file.trusted_proxies {
+            self.trusted_proxies = parse_proxies("trusted_proxies", v.iter().map(String::as_str))?;
+        }
         if let Some(v) = file.web_download_allowed_hosts {
             self.web_download_allowed_hosts = parse_hosts("web_download_allowed_hosts", v.iter().map(String::as_str))?;
         }
@@ -256,23 +276,52 @@ fn parse_workers(key: &str, value: &str) -> Result<usize, ConfigError> {
     }
 }
 
-/// Host names or IP addresses, trimmed and lower-cased; blank entries are dropped. A URL, a
-/// port or credentials in an entry is a mistake (the list names hosts only).
+/// Host names or IP addresses, each with an optional port (`host:port`, `[v6]:port`), trimmed
+/// and lower-cased; blank entries are dropped. A URL, a path, credentials or a port that is not
+/// a number from 1 to 65535 is a mistake.
 fn parse_hosts<'a>(key: &str, values: impl Iterator<Item = &'a str>) -> Result<Vec<String>, ConfigError> {
+    let port_ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0);
     let mut hosts = Vec::new();
     for v in values.map(str::trim).filter(|v| !v.is_empty()) {
-        let bare_ipv6 = v.starts_with('[') && v.ends_with(']');
-        let bad = v.contains(['/', '@', '?', '#', ' ', '\t']) || (v.contains(':') && !bare_ipv6 && v.parse::<std::net::Ipv6Addr>().is_err());
-        if bad {
+        let host_ok = if let Some(rest) = v.strip_prefix('[') {
+            // [v6] or [v6]:port
+            rest.split_once(']').is_some_and(|(ip, after)| {
+                ip.parse::<std::net::Ipv6Addr>().is_ok() && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok))
+            })
+        } else {
+            match v.split_once(':') {
+                None => true,
+                // One colon: host:port. More: a bare IPv6 address.
+                Some((host, port)) if !port.contains(':') => !host.is_empty() && port_ok(port),
+                Some(_) => v.parse::<std::net::Ipv6Addr>().is_ok(),
+            }
+        };
+        if !host_ok || v.contains(['/', '@', '?', '#', ' ', '\t']) {
             return Err(ConfigError::BadValue {
                 key: key.to_owned(),
                 value: v.to_owned(),
-                message: "expected host names or IP addresses only, for example images.example.com (no scheme, port or path)".to_owned(),
+                message: "expected host names or IP addresses, each with an optional port, for example images.example.com or \
+                          10.0.0.5:8080 (no scheme or path)"
+                    .to_owned(),
             });
         }
         hosts.push(v.to_ascii_lowercase());
     }
     Ok(hosts)
+}
+
+fn parse_proxies<'a>(key: &str, values: impl Iterator<Item = &'a str>) -> Result<Vec<crate::auth::IpRange>, ConfigError> {
+    values
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse().map_err(|_| ConfigError::BadValue {
+                key: key.to_owned(),
+                value: v.to_owned(),
+                message: "expected IP addresses or CIDR ranges, for example 10.0.0.2 or 10.0.0.0/24".to_owned(),
+            })
+        })
+        .collect()
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -319,7 +368,9 @@ mod tests {
         assert_eq!(c.web_download_allowed_hosts, ["127.0.0.1", "::1"], "the environment replaces the file's list");
         let c = Config::load(&flags, env_of(&[("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS", "")])).unwrap();
         assert!(c.web_download_allowed_hosts.is_empty(), "an empty variable turns it off");
-        for bad in ["http://x", "x:80", "u@x", "x/y"] {
+        let c = Config::load(&flags, env_of(&[("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS", "x:8080,[::1]:9,[::1],X.example:443")])).unwrap();
+        assert_eq!(c.web_download_allowed_hosts, ["x:8080", "[::1]:9", "[::1]", "x.example:443"], "host:port entries name a port");
+        for bad in ["http://x", "x:", "x:port", "x:0", "x:65536", "x:-1", ":80", "[::1]x", "[x]:80", "u@x", "x/y"] {
             let err = Config::load(&Flags::default(), env_of(&[("HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS", bad)])).unwrap_err();
             assert!(matches!(err, ConfigError::BadValue { .. }), "{bad}: {err}");
         }

@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod download;
 pub mod glance;
+pub mod headers;
 pub mod ingest;
 pub mod jobs;
 pub mod stores;
@@ -290,10 +291,12 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
         .merge(tus)
         .route("/image/", get(glance::root))
         .nest("/image", glance::router(state.clone()))
-        // Layers run bottom-up on the way in: trace → sessions → CSRF check → authentication.
+        // Layers run bottom-up on the way in: trace → security headers → sessions → CSRF
+        // check → authentication.
         .layer(axum::middleware::from_fn_with_state(state, auth::authenticate))
         .layer(axum::middleware::from_fn(auth::csrf))
         .layer(sessions)
+        .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 

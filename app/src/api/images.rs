@@ -70,6 +70,16 @@ pub(crate) mod imp {
         }
     }
 
+    /// A metadata rule's refusal (policy::metadata), with the status the Glance API gives it.
+    pub fn metadata_error(e: policy::metadata::MetadataError) -> AppError {
+        use policy::metadata::MetadataError as M;
+        match e {
+            M::Invalid(message) => AppError::BadRequest { message },
+            M::Forbidden(message) => AppError::Forbidden { message },
+            M::TooLarge(message) => AppError::QuotaExceeded { message },
+        }
+    }
+
     pub fn catalogue_error(e: records::CatalogueError) -> AppError {
         use records::CatalogueError as E;
         match e {
@@ -504,13 +514,6 @@ pub fn parse_tags(text: &str) -> Vec<String> {
     out
 }
 
-/// Properties Glance reserves: they are set by Hangar, never through the properties box.
-pub const RESERVED_PROPERTIES: [&str; 22] = [
-    "id", "name", "status", "visibility", "protected", "os_hidden", "min_disk", "min_ram", "size", "virtual_size",
-    "checksum", "os_hash_algo", "os_hash_value", "owner", "created_at", "updated_at", "tags", "disk_format",
-    "container_format", "locations", "direct_url", "self",
-];
-
 /// Saves the detail page's edit form: name, visibility, protection, hiding, minimums, tags and
 /// properties (the whole set; properties left out of the box are removed).
 #[server(prefix = "/api", endpoint = "update_image")]
@@ -544,8 +547,11 @@ pub async fn update_image(
         };
         let on = |v: Option<String>| matches!(v.as_deref(), Some("on" | "true" | "yes" | "1"));
         let props = parse_properties(properties.as_deref().unwrap_or("")).map_err(bad)?;
-        if let Some((k, _)) = props.iter().find(|(k, _)| RESERVED_PROPERTIES.contains(&k.as_str())) {
-            return Err(bad(format!("'{k}' is set by Hangar, not as a property.")));
+        // The same rules as the Glance API (reserved and read-only names, key syntax, value
+        // and total sizes): policy::metadata.
+        policy::metadata::check_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(metadata_error)?;
+        if props.len() > records::MAX_PROPERTIES {
+            return Err(AppError::QuotaExceeded { message: format!("An image has at most {} properties.", records::MAX_PROPERTIES) });
         }
         let patch = records::ImagePatch {
             name: Some(name.trim().to_owned()),

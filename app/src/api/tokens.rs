@@ -13,6 +13,8 @@ pub struct TokenInfo {
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub revoked: bool,
+    /// When the token stops working by itself (None: when revoked).
+    pub expires_at: Option<String>,
 }
 
 /// A token just created: `secret` is shown this once and never again.
@@ -31,6 +33,7 @@ fn info(t: records::TokenRow) -> TokenInfo {
         created_at: t.created_at,
         last_used_at: t.last_used_at,
         revoked: t.revoked_at.is_some(),
+        expires_at: t.expires_at,
     }
 }
 
@@ -38,7 +41,8 @@ fn info(t: records::TokenRow) -> TokenInfo {
 #[server(prefix = "/api", endpoint = "list_tokens")]
 pub async fn list_tokens() -> Result<Vec<TokenInfo>, AppError> {
     crate::auth::answer(async move {
-        let (_, me) = crate::auth::signed_in()?;
+        // A token may not list its siblings (policy: Action::needs_session).
+        let (_, me) = crate::auth::require(&policy::Action::ViewOwnTokens)?;
         let ctx = crate::api::context::server_context()?;
         let rows = ctx.db.tokens_of_user(&me.user_id).await.map_err(|e| AppError::internal("list tokens", &e))?;
         Ok(rows.into_iter().map(info).collect())
@@ -46,11 +50,17 @@ pub async fn list_tokens() -> Result<Vec<TokenInfo>, AppError> {
     .await
 }
 
-/// Creates a token scoped to `project_id` (default: the current project).
+/// Creates a token scoped to `project_id` (default: the current project) that lasts
+/// `expires_in_days` days (empty: until revoked).
 #[server(prefix = "/api", endpoint = "create_token")]
-pub async fn create_token(name: String, project_id: Option<String>) -> Result<NewToken, AppError> {
+pub async fn create_token(name: String, project_id: Option<String>, expires_in_days: Option<String>) -> Result<NewToken, AppError> {
     crate::auth::answer(async move {
-        let (authn, me) = crate::auth::signed_in()?;
+        // Only a signed-in session mints tokens: a token that could would outlive its revocation.
+        let (authn, me) = crate::auth::require(&policy::Action::ViewOwnTokens)?;
+        let days = match expires_in_days.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+            None => None,
+            Some(d) => Some(d.parse::<u32>().map_err(|_| AppError::bad_request(format!("'{d}' is not a number of days.")))?),
+        };
         let project = project_id
             .filter(|p| !p.is_empty())
             .or_else(|| me.scope.as_ref().map(|s| s.project_id.clone()))
@@ -63,8 +73,9 @@ pub async fn create_token(name: String, project_id: Option<String>) -> Result<Ne
             .await
             .map_err(|e| AppError::internal("load user", &e))?
             .ok_or_else(|| AppError::Unauthorized { message: "Sign in again.".into() })?;
-        let issued = accounts::issue_token(&ctx.db, &user, &project, &name).await.map_err(crate::auth::account_error)?;
-        crate::auth::audit(&ctx.db, &authn, "token.create", "token", &issued.row.id, &format!("project {}", issued.row.project_name))
+        let issued = accounts::issue_expiring_token(&ctx.db, &user, &project, &name, days).await.map_err(crate::auth::account_error)?;
+        let lasts = days.map_or_else(|| "until revoked".to_owned(), |d| format!("{d} days"));
+        crate::auth::audit(&ctx.db, &authn, "token.create", "token", &issued.row.id, &format!("project {}, {lasts}", issued.row.project_name))
             .await?;
         Ok(NewToken { secret: issued.secret, token: info(issued.row) })
     })
@@ -75,7 +86,7 @@ pub async fn create_token(name: String, project_id: Option<String>) -> Result<Ne
 #[server(prefix = "/api", endpoint = "revoke_token")]
 pub async fn revoke_token(token_id: String) -> Result<(), AppError> {
     crate::auth::answer(async move {
-        let (authn, me) = crate::auth::signed_in()?;
+        let (authn, me) = crate::auth::require(&policy::Action::ViewOwnTokens)?;
         let ctx = crate::api::context::server_context()?;
         if !ctx.db.revoke_token(&me.user_id, &token_id).await.map_err(|e| AppError::internal("revoke token", &e))? {
             return Err(AppError::NotFound { message: "No such token, or it is already revoked.".into() });

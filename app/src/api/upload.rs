@@ -103,17 +103,12 @@ pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
         }
         let visibility = if form.visibility.is_empty() { "private" } else { form.visibility.as_str() };
         let vis = policy::Visibility::parse(visibility).ok_or_else(|| AppError::bad_request("Unknown visibility."))?;
-        if vis == policy::Visibility::Public && !me.is_admin {
-            return Err(AppError::Forbidden { message: "Only administrators can make an image public; choose private, shared or community.".into() });
-        }
+        // The image to be: the policy's rule for who may give it this visibility (public: admins).
+        let facts = policy::ImageFacts { owner: Some(project.clone()), visibility: policy::Visibility::Private, protected: false, membership: None };
+        crate::auth::require(&policy::Action::SetVisibility { image: &facts, to: vis })?;
         let ctx = crate::api::context::server_context()?;
         let quota = ctx.db.quota(&project).await.map_err(|e| AppError::internal("load quota", &e))?;
-        let (images, bytes) = ctx.db.project_usage(&project).await.map_err(|e| AppError::internal("project usage", &e))?;
-        if let Some(max) = quota.max_images.and_then(|m| u64::try_from(m).ok()) {
-            if images >= max {
-                return Err(AppError::QuotaExceeded { message: format!("Your project has reached its quota of {max} images. Delete an image or ask an administrator to raise the quota.") });
-            }
-        }
+        let (_, bytes) = ctx.db.project_usage(&project).await.map_err(|e| AppError::internal("project usage", &e))?;
         if let Some(max) = quota.max_bytes.and_then(|m| u64::try_from(m).ok()) {
             if bytes.saturating_add(form.size) > max {
                 return Err(AppError::QuotaExceeded {
@@ -146,6 +141,7 @@ pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
             .take(128)
             .collect();
         let container = if form.container_format.is_empty() { "bare".to_owned() } else { form.container_format.clone() };
+        policy::metadata::check_container_format(&container).map_err(crate::api::images::imp::metadata_error)?;
         let row = ctx
             .db
             .create_image(&records::NewImage {
@@ -160,9 +156,16 @@ pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
                 properties: serde_json::Value::Object(properties).to_string(),
                 tags: serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()),
                 created_by: Some(me.user_id.clone()),
+                // The image count is checked by the insert itself (exact under parallel creates).
+                max_images: quota.max_images,
             })
             .await
-            .map_err(|e| AppError::internal("create image", &e))?;
+            .map_err(|e| match e {
+                records::DbError::ImageQuota { max } => AppError::QuotaExceeded {
+                    message: format!("Your project has reached its quota of {max} images. Delete an image or ask an administrator to raise the quota."),
+                },
+                e => AppError::internal("create image", &e),
+            })?;
         crate::auth::audit(&ctx.db, &authn, "image.create", "image", &row.id, name).await?;
         Ok(row.id)
     })

@@ -41,6 +41,14 @@ pub fn AccountPage() -> impl IntoView {
                                     view! { <option value=p.id.clone() selected=selected>{format!("{} ({})", p.name, p.role)}</option> }
                                 }).collect_view()}
                             </select>
+                            <label for="token-expiry">"Expires"</label>
+                            <select id="token-expiry" name="expires_in_days">
+                                <option value="">"never (until revoked)"</option>
+                                <option value="7">"in 7 days"</option>
+                                <option value="30" selected=true>"in 30 days"</option>
+                                <option value="90">"in 90 days"</option>
+                                <option value="366">"in a year"</option>
+                            </select>
                             <button type="submit" class="button button-primary">"Create token"</button>
                         </ActionForm>
                         {move || match create.value().get() {
@@ -67,7 +75,7 @@ pub fn AccountPage() -> impl IntoView {
                                     <caption class="visually-hidden">"Your API tokens"</caption>
                                     <thead><tr>
                                         <th scope="col">"Name"</th><th scope="col">"Project"</th><th scope="col">"Created"</th>
-                                        <th scope="col">"Last used"</th><th scope="col">"State"</th>
+                                        <th scope="col">"Last used"</th><th scope="col">"Expires"</th><th scope="col">"State"</th>
                                     </tr></thead>
                                     <tbody>
                                         {list.into_iter().map(|t| view! {
@@ -76,6 +84,7 @@ pub fn AccountPage() -> impl IntoView {
                                                 <td>{t.project.clone()}</td>
                                                 <td>{t.created_at.clone()}</td>
                                                 <td>{t.last_used_at.clone().unwrap_or_else(|| "never".into())}</td>
+                                                <td>{t.expires_at.clone().unwrap_or_else(|| "never".into())}</td>
                                                 <td>
                                                     {if t.revoked {
                                                         view! { <span class="status status-killed">"revoked"</span> }.into_any()

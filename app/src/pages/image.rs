@@ -239,7 +239,7 @@ fn Detail(
                     <label for="e-tags">"Tags (comma-separated)"</label>
                     <input id="e-tags" name="tags" type="text" value=tags_text />
                     <label for="e-props">"Properties (one key=value per line)"</label>
-                    <textarea id="e-props" name="properties" rows="5" placeholder="os_distro=debian\nos_version=12">{props_text}</textarea>
+                    <crate::html::TextArea value=props_text attr:id="e-props" attr:name="properties" attr:rows="5" attr:placeholder="os_distro=debian\nos_version=12" />
                     <button type="submit" class="button button-primary">"Save changes"</button>
                 </ActionForm>
                 <ActionResult action=update success="Saved." />

@@ -160,7 +160,7 @@ fn EditCell(m: StoredValue<MatrixData>, selected: Signal<(String, String)>, set:
                         {CONVERT_TARGETS.iter().map(|t| { let sel = *t == target; view! { <option value=*t selected=sel>{*t}</option> } }).collect_view()}
                     </select>
                     <label for="cell-reason">"Reason users see"</label>
-                    <textarea id="cell-reason" name="reason" rows="3" maxlength="500" required>{reason}</textarea>
+                    <crate::html::TextArea value=reason attr:id="cell-reason" attr:name="reason" attr:rows="3" attr:maxlength="500" attr:required=true />
                     <button type="submit" class="button button-primary">"Save cell"</button>
                 </ActionForm>
                 <ActionResult action=set success="Saved. The next import on this kind of backend follows the new rule." />
@@ -219,7 +219,7 @@ fn UsageView(backends: Vec<BackendUsage>) -> impl IntoView {
                         </svg>
                         <ul class="legend">
                             {b.by_format.iter().map(|f| view! {
-                                <li><span class="swatch" style=format!("background:{}", colour(&f.format))></span>{format!("{} · {} · {} image(s)", f.format, human_bytes(f.bytes), f.images)}</li>
+                                <li><svg class="swatch" viewBox="0 0 1 1" aria-hidden="true"><rect width="1" height="1" fill=colour(&f.format) /></svg>{format!("{} · {} · {} image(s)", f.format, human_bytes(f.bytes), f.images)}</li>
                             }).collect_view()}
                         </ul>
                         {(!b.by_project.is_empty()).then(|| view! {

@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 /// Failed sign-ins per username before that account is locked out for [`THROTTLE_WINDOW_SECS`]:
 /// five leaves room for typos while making online guessing hopeless.
 pub const MAX_FAILURES_PER_USER: u32 = 5;
+/// Sign-in fields longer than this (bytes) are refused unread: usernames are at most 64
+/// characters and passwords at most 1,024 (see `validate_name`, `validate_password`).
+pub const MAX_SIGN_IN_FIELD_BYTES: usize = 4096;
 /// Failed sign-ins per client address (any usernames) before it is locked out: stops one client
 /// from spraying a common password across many accounts.
 pub const MAX_FAILURES_PER_ADDR: u32 = 20;
@@ -144,10 +147,18 @@ pub async fn bootstrap_admin(db: &Db, username: &str, password: &str) -> Result<
 /// to someone who knows the password). Failures are recorded for throttling.
 pub async fn sign_in(db: &Db, username: &str, password: &str, remote_addr: &str) -> Result<UserRow, AccountError> {
     let username = username.trim();
-    let (by_user, by_addr) = db.recent_sign_in_failures(username, remote_addr, THROTTLE_WINDOW_SECS).await?;
-    if by_user >= MAX_FAILURES_PER_USER || by_addr >= MAX_FAILURES_PER_ADDR {
-        return Err(AccountError::Throttled { minutes: THROTTLE_WINDOW_SECS / 60 });
+    // No account has a longer name or password: refuse without storing or hashing anything
+    // (a megabyte of "username" must not become a megabyte of throttle rows or Argon2 input).
+    if username.len() > MAX_SIGN_IN_FIELD_BYTES || password.len() > MAX_SIGN_IN_FIELD_BYTES {
+        return Err(AccountError::BadCredentials);
     }
+    // The attempt counts as a failure from the start, so parallel attempts see each other; a
+    // right password takes it back.
+    let Some(attempt) =
+        db.begin_sign_in_attempt(username, remote_addr, THROTTLE_WINDOW_SECS, MAX_FAILURES_PER_USER, MAX_FAILURES_PER_ADDR).await?
+    else {
+        return Err(AccountError::Throttled { minutes: THROTTLE_WINDOW_SECS / 60 });
+    };
     let user = db.user_by_name(username).await?;
     let ok = match &user {
         Some(u) => verify_password(password, &u.password_hash),
@@ -161,13 +172,10 @@ pub async fn sign_in(db: &Db, username: &str, password: &str, remote_addr: &str)
             if user.disabled {
                 return Err(AccountError::Disabled);
             }
-            db.clear_sign_in_failures(username).await?;
+            db.sign_in_succeeded(attempt, username).await?;
             Ok(user)
         }
-        _ => {
-            db.record_sign_in_failure(username, remote_addr).await?;
-            Err(AccountError::BadCredentials)
-        }
+        _ => Err(AccountError::BadCredentials),
     }
 }
 
@@ -217,7 +225,7 @@ pub async fn principal_for_session(
         .and_then(|p| scopes.iter().find(|s| s.project_id == p))
         .or_else(|| scopes.first())
         .cloned();
-    Ok(Some((Principal { user_id: user.id, username: user.username, is_admin: user.is_admin, scope }, scopes)))
+    Ok(Some((Principal { user_id: user.id, username: user.username, is_admin: user.is_admin, scope, via_token: false }, scopes)))
 }
 
 /// Every project the user can act in. Admins can act in every project (as member).
@@ -265,6 +273,25 @@ pub struct IssuedToken {
 
 /// Issues a token for `user` scoped to `project_id`; the user needs a role there (or be admin).
 pub async fn issue_token(db: &Db, user: &UserRow, project_id: &str, name: &str) -> Result<IssuedToken, AccountError> {
+    issue_expiring_token(db, user, project_id, name, None).await
+}
+
+/// The longest lifetime a token may be given, in days (a year plus a leap day).
+pub const MAX_TOKEN_DAYS: u32 = 366;
+
+/// As [`issue_token`], for a token that stops working `expires_in_days` days from now.
+pub async fn issue_expiring_token(
+    db: &Db,
+    user: &UserRow,
+    project_id: &str,
+    name: &str,
+    expires_in_days: Option<u32>,
+) -> Result<IssuedToken, AccountError> {
+    if let Some(days) = expires_in_days {
+        if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+            return Err(AccountError::Invalid(format!("A token can last 1 to {MAX_TOKEN_DAYS} days, or until revoked.")));
+        }
+    }
     let scopes = scopes_of(db, user).await?;
     if !scopes.iter().any(|s| s.project_id == project_id) {
         return Err(AccountError::Invalid("You can only create tokens for a project you have a role in.".into()));
@@ -274,7 +301,7 @@ pub async fn issue_token(db: &Db, user: &UserRow, project_id: &str, name: &str) 
         return Err(AccountError::Invalid("Token names can have at most 100 characters.".into()));
     }
     let secret = format!("{TOKEN_PREFIX}{}", random_token_body());
-    let row = db.create_token(&user.id, project_id, name, &token_hash(&secret)).await?;
+    let row = db.create_expiring_token(&user.id, project_id, name, &token_hash(&secret), expires_in_days).await?;
     Ok(IssuedToken { secret, row })
 }
 
@@ -291,7 +318,7 @@ pub async fn principal_for_token(db: &Db, secret: &str) -> Result<Option<Princip
     }
     let scopes = scopes_of(db, &user).await?;
     let Some(scope) = scopes.into_iter().find(|s| s.project_id == token.project_id) else { return Ok(None) };
-    Ok(Some(Principal { user_id: user.id, username: user.username, is_admin: user.is_admin, scope: Some(scope) }))
+    Ok(Some(Principal { user_id: user.id, username: user.username, is_admin: user.is_admin, scope: Some(scope), via_token: true }))
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! This crate knows no database: callers gather the facts ([`Principal`], [`ImageFacts`]) and ask.
 #![forbid(unsafe_code)]
 
+pub mod metadata;
+
 use serde::{Deserialize, Serialize};
 
 /// A project role (Glance's default roles). `admin` is not a project role but a user flag.
@@ -53,6 +55,10 @@ pub struct Principal {
     pub is_admin: bool,
     /// None when the user has no role anywhere (or has not chosen a project yet).
     pub scope: Option<Scope>,
+    /// True when the caller presented an API token (`X-Auth-Token`) rather than a signed-in
+    /// session. Tokens act on images only: see [`Action::needs_session`].
+    #[serde(default)]
+    pub via_token: bool,
 }
 
 impl Principal {
@@ -122,14 +128,35 @@ pub enum Action<'a> {
     ShareImage(&'a ImageFacts),
     /// Accept or reject an image shared with `project`.
     AnswerShare { project: &'a str },
-    /// Create, list or revoke one's own API tokens for `project`.
+    /// Create an API token of one's own for `project`.
     ManageOwnTokens { project: &'a str },
+    /// List or revoke one's own API tokens.
+    ViewOwnTokens,
     /// Users, projects, role grants, quotas.
     ManageAccounts,
     /// Read the audit log.
     ViewAudit,
     /// Edit the storage-compatibility matrix.
     EditStorageMatrix,
+}
+
+impl Action<'_> {
+    /// Actions an API token may not take, whoever holds it: a leaked token must not mint tokens
+    /// that outlive its own revocation, revoke its owner's other tokens, or administer accounts,
+    /// the audit log or the storage matrix through the dashboard's functions. Signing in (with
+    /// the password) is what proves these.
+    pub fn needs_session(&self) -> bool {
+        matches!(
+            self,
+            Action::ManageOwnTokens { .. } | Action::ViewOwnTokens | Action::ManageAccounts | Action::ViewAudit | Action::EditStorageMatrix
+        )
+    }
+
+    /// Actions whose refusals the audit log records (administrative ones, and token and account
+    /// management), so that probing shows up there.
+    pub fn is_privileged(&self) -> bool {
+        self.needs_session() || matches!(self, Action::SetVisibility { to: Visibility::Public, .. })
+    }
 }
 
 /// Why a request was refused. `NotSignedIn` becomes 401 (or a sign-in redirect), `Forbidden` 403.
@@ -162,6 +189,9 @@ pub fn authorize(who: Option<&Principal>, action: &Action<'_>) -> Result<(), Den
         if image.protected {
             return forbid("This image is protected. Turn protection off before deleting it.");
         }
+    }
+    if p.via_token && action.needs_session() {
+        return forbid("API tokens cannot manage tokens, accounts, the audit log or the storage matrix; sign in to the dashboard to do this.");
     }
     if p.is_admin {
         return Ok(());
@@ -212,6 +242,7 @@ pub fn authorize(who: Option<&Principal>, action: &Action<'_>) -> Result<(), Den
             Some(_) => Ok(()),
             None => forbid("You can only create tokens for a project you have a role in."),
         },
+        Action::ViewOwnTokens => Ok(()),
         Action::ManageAccounts | Action::ViewAudit | Action::EditStorageMatrix => {
             forbid("Only administrators can do this.")
         }

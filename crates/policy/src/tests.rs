@@ -9,6 +9,7 @@ fn user(role: Option<Role>, project: &str) -> Principal {
         username: "u".into(),
         is_admin: false,
         scope: role.map(|role| Scope { project_id: project.into(), project_name: project.into(), role }),
+        via_token: false,
     }
 }
 
@@ -108,4 +109,29 @@ fn roles_and_visibilities_round_trip_their_names() {
     assert_eq!(Role::parse("admin"), None, "admin is a user flag, not a project role");
     assert_eq!(Visibility::parse("community"), Some(Visibility::Community));
     assert_eq!(Visibility::parse("everyone"), None);
+}
+
+#[test]
+fn tokens_cannot_manage_tokens_accounts_audit_or_the_matrix() {
+    let member_token = Principal { via_token: true, ..user(Some(Role::Member), P1) };
+    let admin_token = Principal { via_token: true, ..admin() };
+    for action in [
+        Action::ManageOwnTokens { project: P1 },
+        Action::ViewOwnTokens,
+        Action::ManageAccounts,
+        Action::ViewAudit,
+        Action::EditStorageMatrix,
+    ] {
+        assert!(matches!(authorize(Some(&admin_token), &action), Err(Denial::Forbidden(_))), "admin token: {action:?}");
+        assert!(matches!(authorize(Some(&member_token), &action), Err(Denial::Forbidden(_))), "member token: {action:?}");
+        assert!(action.is_privileged());
+    }
+    // With a session, the same people may.
+    assert_eq!(authorize(Some(&admin()), &Action::ManageAccounts), Ok(()));
+    assert_eq!(authorize(Some(&user(Some(Role::Member), P1)), &Action::ManageOwnTokens { project: P1 }), Ok(()));
+    assert_eq!(authorize(Some(&user(Some(Role::Reader), P1)), &Action::ViewOwnTokens), Ok(()));
+    // Tokens still act on images, admin tokens included.
+    let img = image(P1, Visibility::Private);
+    assert_eq!(authorize(Some(&member_token), &Action::ModifyImage(&img)), Ok(()));
+    assert_eq!(authorize(Some(&admin_token), &Action::SetVisibility { image: &img, to: Visibility::Public }), Ok(()));
 }

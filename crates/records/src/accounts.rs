@@ -57,6 +57,30 @@ pub struct TokenRow {
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// When the token stops working by itself; None: when revoked.
+    pub expires_at: Option<String>,
+}
+
+/// Audit fields other than `detail` keep at most this many characters (usernames, project
+/// names and ids are at most 255 when valid; anything longer was hostile and is cut).
+pub const AUDIT_FIELD_CHARS: usize = 255;
+/// `detail` keeps at most this many characters.
+pub const AUDIT_DETAIL_CHARS: usize = 1000;
+
+/// `s` cut to `max` characters, with "…" marking the cut.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((at, _)) => format!("{}…", &s[..at]),
+    }
+}
+
+/// `s` cut to `max` characters without marking (a borrowed prefix).
+fn clip_str(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        None => s,
+        Some((at, _)) => &s[..at],
+    }
 }
 
 /// One audit entry to append.
@@ -315,18 +339,34 @@ impl Db {
     // ---- API tokens --------------------------------------------------------------------------
 
     const TOKEN_SELECT: &'static str = "SELECT t.id, t.user_id, t.project_id, p.name AS project_name, t.name, \
-         t.created_at, t.last_used_at, t.revoked_at FROM api_tokens t JOIN projects p ON p.id = t.project_id";
+         t.created_at, t.last_used_at, t.revoked_at, t.expires_at FROM api_tokens t JOIN projects p ON p.id = t.project_id";
 
     pub async fn create_token(&self, user_id: &str, project_id: &str, name: &str, secret_hash: &str) -> Result<TokenRow, DbError> {
+        self.create_expiring_token(user_id, project_id, name, secret_hash, None).await
+    }
+
+    /// Creates a token that stops working `expires_in_days` days from now (None: never).
+    pub async fn create_expiring_token(
+        &self,
+        user_id: &str,
+        project_id: &str,
+        name: &str,
+        secret_hash: &str,
+        expires_in_days: Option<u32>,
+    ) -> Result<TokenRow, DbError> {
         let id = new_id();
-        sqlx::query("INSERT INTO api_tokens (id, user_id, project_id, name, secret_hash) VALUES (?, ?, ?, ?, ?)")
-            .bind(&id)
-            .bind(user_id)
-            .bind(project_id)
-            .bind(name)
-            .bind(secret_hash)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, project_id, name, secret_hash, expires_at) \
+             VALUES (?, ?, ?, ?, ?, CASE WHEN ?6 IS NULL THEN NULL ELSE strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+' || ?6 || ' days') END)",
+        )
+        .bind(&id)
+        .bind(user_id)
+        .bind(project_id)
+        .bind(name)
+        .bind(secret_hash)
+        .bind(expires_in_days)
+        .execute(self.pool())
+        .await?;
         let sql = format!("{} WHERE t.id = ?", Self::TOKEN_SELECT);
         Ok(sqlx::query_as(&sql).bind(&id).fetch_one(self.pool()).await?)
     }
@@ -349,15 +389,28 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The live (not revoked) token with this secret hash, marking it used.
+    /// The live (not revoked, not expired) token with this secret hash, marking it used.
+    ///
+    /// The use time is written at most once a minute per token, and a failure to write it (a
+    /// full disk, a busy database) does not refuse the request: authentication only reads.
     pub async fn use_token(&self, secret_hash: &str) -> Result<Option<TokenRow>, DbError> {
-        let sql = format!("{} WHERE t.secret_hash = ? AND t.revoked_at IS NULL", Self::TOKEN_SELECT);
+        let sql = format!(
+            "{} WHERE t.secret_hash = ? AND t.revoked_at IS NULL \
+             AND (t.expires_at IS NULL OR t.expires_at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+            Self::TOKEN_SELECT
+        );
         let row: Option<TokenRow> = sqlx::query_as(&sql).bind(secret_hash).fetch_optional(self.pool()).await?;
         if let Some(row) = &row {
-            sqlx::query("UPDATE api_tokens SET last_used_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?")
-                .bind(&row.id)
-                .execute(self.pool())
-                .await?;
+            let stamped = sqlx::query(
+                "UPDATE api_tokens SET last_used_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
+                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at < strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-60 seconds'))",
+            )
+            .bind(&row.id)
+            .execute(self.pool())
+            .await;
+            if let Err(err) = stamped {
+                tracing::warn!(token = %row.id, error = %err, "cannot record the token's use; accepting it anyway");
+            }
         }
         Ok(row)
     }
@@ -371,6 +424,43 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    /// Starts a sign-in attempt if the throttle allows one: records it as a failure (so parallel
+    /// attempts count against each other at once) unless this username already has `max_user`
+    /// or this address `max_addr` failures in the last `window_secs`. Returns the attempt's row
+    /// id, which [`Db::sign_in_succeeded`] removes; `None` when throttled. One statement, so
+    /// SQLite's write lock makes the check and the insert atomic (30 parallel guesses get
+    /// exactly `max_user` tries, not 25 more).
+    pub async fn begin_sign_in_attempt(
+        &self,
+        username: &str,
+        remote_addr: &str,
+        window_secs: u32,
+        max_user: u32,
+        max_addr: u32,
+    ) -> Result<Option<i64>, DbError> {
+        let since = format!("-{window_secs} seconds");
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO sign_in_failures (username, remote_addr) SELECT ?1, ?2 \
+             WHERE (SELECT COUNT(*) FROM sign_in_failures WHERE username = ?1 AND at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3)) < ?4 \
+               AND (SELECT COUNT(*) FROM sign_in_failures WHERE remote_addr = ?2 AND at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3)) < ?5 \
+             RETURNING rowid",
+        )
+        .bind(username)
+        .bind(remote_addr)
+        .bind(&since)
+        .bind(max_user)
+        .bind(max_addr)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(id)
+    }
+
+    /// A sign-in attempt proved the password: forget its row and the user's earlier failures.
+    pub async fn sign_in_succeeded(&self, attempt: i64, username: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM sign_in_failures WHERE rowid = ?").bind(attempt).execute(self.pool()).await?;
+        self.clear_sign_in_failures(username).await
     }
 
     /// Failures in the last `window_secs` for this username and for this address.
@@ -402,7 +492,21 @@ impl Db {
 
     // ---- audit log ---------------------------------------------------------------------------
 
+    /// Appends an audit entry. Every field is cut to a bounded length first (a hostile 1 MB
+    /// username must not make a 1 MB row): see [`AUDIT_FIELD_CHARS`] and [`AUDIT_DETAIL_CHARS`].
     pub async fn append_audit(&self, entry: &NewAudit<'_>) -> Result<(), DbError> {
+        let short = |s: &str| clip(s, AUDIT_FIELD_CHARS);
+        let entry = NewAudit {
+            actor_id: entry.actor_id.map(|a| clip_str(a, AUDIT_FIELD_CHARS)),
+            actor_name: clip_str(entry.actor_name, AUDIT_FIELD_CHARS),
+            action: clip_str(entry.action, AUDIT_FIELD_CHARS),
+            target_type: clip_str(entry.target_type, AUDIT_FIELD_CHARS),
+            target_id: clip_str(entry.target_id, AUDIT_FIELD_CHARS),
+            detail: &clip(entry.detail, AUDIT_DETAIL_CHARS),
+            remote_addr: &short(entry.remote_addr),
+            outcome: entry.outcome,
+        };
+        let entry = &entry;
         sqlx::query(
             "INSERT INTO audit_log (actor_id, actor_name, action, target_type, target_id, detail, remote_addr, outcome) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -511,6 +615,57 @@ mod tests {
         assert_eq!(db.recent_sign_in_failures("eve", "10.0.0.1", 900).await.unwrap(), (3, 4));
         db.clear_sign_in_failures("eve").await.unwrap();
         assert_eq!(db.recent_sign_in_failures("eve", "10.0.0.2", 900).await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn parallel_sign_in_attempts_cannot_pass_the_limits() {
+        let (_d, db) = temp_db().await;
+        // 30 attempts at once against a limit of 5 per user: exactly 5 may proceed.
+        let tries = (0..30).map(|_| db.begin_sign_in_attempt("eve", "10.0.0.1", 900, 5, 20));
+        let allowed = futures::future::join_all(tries).await.into_iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        assert_eq!(allowed, 5);
+        // 40 from one address over many usernames against a limit of 20: exactly 20.
+        let names: Vec<String> = (0..40).map(|i| format!("user{i}")).collect();
+        let tries = names.iter().map(|n| db.begin_sign_in_attempt(n, "10.0.0.2", 900, 5, 20));
+        let allowed = futures::future::join_all(tries).await.into_iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        assert_eq!(allowed, 20);
+        // A success takes its attempt back and clears the user's failures.
+        let a = db.begin_sign_in_attempt("bob", "10.0.0.3", 900, 5, 20).await.unwrap().unwrap();
+        db.sign_in_succeeded(a, "bob").await.unwrap();
+        assert_eq!(db.recent_sign_in_failures("bob", "10.0.0.3", 900).await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn tokens_can_expire() {
+        let (_d, db) = temp_db().await;
+        let u = db.create_user("erin", "", "", "h", false).await.unwrap();
+        let p = db.create_project("ops", "").await.unwrap();
+        let t = db.create_expiring_token(&u.id, &p.id, "short", "hash2", Some(1)).await.unwrap();
+        assert!(t.expires_at.is_some());
+        assert!(db.use_token("hash2").await.unwrap().is_some(), "valid for a day");
+        sqlx::query("UPDATE api_tokens SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?").bind(&t.id).execute(db.pool()).await.unwrap();
+        assert!(db.use_token("hash2").await.unwrap().is_none(), "expired");
+    }
+
+    #[tokio::test]
+    async fn audit_fields_are_bounded() {
+        let (_d, db) = temp_db().await;
+        let huge = "u".repeat(1_000_000);
+        db.append_audit(&NewAudit {
+            actor_name: &huge,
+            action: "user.create",
+            target_id: &huge,
+            detail: &huge,
+            remote_addr: &huge,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let row = db.list_audit(&AuditFilter { limit: 1, ..Default::default() }).await.unwrap().remove(0);
+        assert_eq!(row.actor_name.chars().count(), AUDIT_FIELD_CHARS);
+        assert_eq!(row.target_id.chars().count(), AUDIT_FIELD_CHARS);
+        assert_eq!(row.detail.chars().count(), AUDIT_DETAIL_CHARS + 1, "cut, with an ellipsis");
+        assert!(row.remote_addr.len() < 1000);
     }
 
     #[tokio::test]

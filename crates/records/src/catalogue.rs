@@ -32,7 +32,7 @@ pub const DEFAULT_LIST_LIMIT: u32 = 25;
 /// Longest image name, tag and property key (Glance's schema: `maxLength: 255`).
 pub const MAX_NAME_CHARS: usize = 255;
 pub const MAX_TAG_CHARS: usize = 255;
-pub const MAX_PROPERTY_KEY_CHARS: usize = 255;
+pub use policy::metadata::{valid_property_key, MAX_PROPERTY_KEY_CHARS};
 
 /// Tags and custom properties per image (Glance's `image_tag_quota` and `image_property_quota`;
 /// Glance answers 413 above them).
@@ -645,12 +645,6 @@ pub struct ImagePage {
     pub total: u64,
 }
 
-/// True for a property key that filters and patches accept: 1 to 255 of `[A-Za-z0-9_:.-]`.
-/// The key becomes a JSON path (bound, never formatted into SQL), so quotes and `$[]` are out.
-pub fn valid_property_key(key: &str) -> bool {
-    (1..=MAX_PROPERTY_KEY_CHARS).contains(&key.len())
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'.' | b'-'))
-}
 
 /// A value bound to a `?`.
 #[derive(Clone, Debug)]
@@ -1121,12 +1115,19 @@ impl Db {
     }
 
     /// Creates a `queued` image with the caller's `id` (Glance's `POST /v2/images` with an `id`;
-    /// the caller checks it is a UUID). `None` when an image has that id already (Glance: 409).
+    /// the caller checks it is a UUID). `None` when an image has that id already, or had it and
+    /// was deleted (Glance: 409); [`DbError::ImageQuota`] past `new.max_images`.
     pub async fn create_image_with_id(&self, id: &str, new: &NewImage) -> Result<Option<ImageDetail>, DbError> {
+        // One statement: SQLite takes the write lock before it reads, so the tombstone check
+        // and the image count see every create that committed before, and none can slip in
+        // between (the security issue's parallel creates past `max_images`).
         let done = sqlx::query(
             "INSERT INTO images (id, name, disk_format, container_format, visibility, owner, protected, \
              min_disk, min_ram, properties, tags, created_by) \
-             VALUES (?, ?, ?, ?, COALESCE(?, 'shared'), ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             SELECT ?1, ?2, ?3, ?4, COALESCE(?5, 'shared'), ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
+             WHERE NOT EXISTS (SELECT 1 FROM deleted_images WHERE id = ?1) \
+               AND (?13 IS NULL OR (SELECT COUNT(*) FROM images WHERE owner IS ?6 AND status NOT IN ('deleted', 'killed')) < ?13) \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(&new.name)
@@ -1140,12 +1141,29 @@ impl Db {
         .bind(if new.properties.is_empty() { "{}" } else { new.properties.as_str() })
         .bind(if new.tags.is_empty() { "[]" } else { new.tags.as_str() })
         .bind(&new.created_by)
+        .bind(new.max_images)
         .execute(self.pool())
         .await?;
         if done.rows_affected() == 0 {
+            if let Some(max) = new.max_images {
+                let taken: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1) OR EXISTS (SELECT 1 FROM deleted_images WHERE id = ?1)",
+                )
+                .bind(id)
+                .fetch_one(self.pool())
+                .await?;
+                if !taken {
+                    return Err(DbError::ImageQuota { max });
+                }
+            }
             return Ok(None);
         }
         self.image_detail(id).await
+    }
+
+    /// Whether `id` belonged to an image that was deleted (its tombstone).
+    pub async fn image_id_deleted(&self, id: &str) -> Result<bool, DbError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deleted_images WHERE id = ?)").bind(id).fetch_one(self.pool()).await?)
     }
 
     /// Deletes an image's row (its locations, members and jobs go with it) unless it is
@@ -1163,8 +1181,11 @@ impl Db {
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-        let done = sqlx::query("DELETE FROM images WHERE id = ? AND protected = 0").bind(id).execute(&mut *tx).await?;
-        if done.rows_affected() == 1 {
+        let gone: Option<(Option<String>,)> =
+            sqlx::query_as("DELETE FROM images WHERE id = ? AND protected = 0 RETURNING owner").bind(id).fetch_optional(&mut *tx).await?;
+        if let Some((owner,)) = gone {
+            // The tombstone: this id is never taken again (see migration 7).
+            sqlx::query("INSERT OR IGNORE INTO deleted_images (id, owner) VALUES (?, ?)").bind(id).bind(&owner).execute(&mut *tx).await?;
             tx.commit().await?;
             locations.sort();
             return Ok(DeleteOutcome::Deleted { locations });
@@ -1214,6 +1235,35 @@ mod tests {
 
     fn q() -> ImageQuery {
         ImageQuery::default()
+    }
+
+    #[tokio::test]
+    async fn deleted_ids_are_never_taken_again() {
+        let (_d, db) = temp_db().await;
+        let a = db.create_project("alpha", "").await.unwrap().id;
+        let b = db.create_project("beta", "").await.unwrap().id;
+        let id = "6a1e4c4e-64b6-4c5b-9d0b-8f0b0f4a7e11";
+        let new = |owner: &str| NewImage { name: "x".into(), owner: Some(owner.into()), ..Default::default() };
+        assert!(db.create_image_with_id(id, &new(&a)).await.unwrap().is_some());
+        assert!(matches!(db.delete_image(id).await.unwrap(), DeleteOutcome::Deleted { .. }));
+        assert!(db.image_id_deleted(id).await.unwrap());
+        assert!(db.create_image_with_id(id, &new(&b)).await.unwrap().is_none(), "another project cannot take the id");
+        assert!(db.create_image_with_id(id, &new(&a)).await.unwrap().is_none(), "nor the same one");
+        assert!(db.image_detail(id).await.unwrap().is_none());
+        assert!(list(&db, &q(), Visible::All).await.is_empty(), "tombstones are not listed");
+        assert_eq!(db.project_usage(&a).await.unwrap(), (0, 0), "nor counted");
+    }
+
+    #[tokio::test]
+    async fn parallel_creates_cannot_pass_the_image_quota() {
+        let (_d, db) = temp_db().await;
+        let p = db.create_project("alpha", "").await.unwrap().id;
+        let new = NewImage { name: "x".into(), owner: Some(p.clone()), max_images: Some(3), ..Default::default() };
+        let results = futures::future::join_all((0..12).map(|_| db.create_image(&new))).await;
+        let created = results.iter().filter(|r| r.is_ok()).count();
+        let refused = results.iter().filter(|r| matches!(r, Err(DbError::ImageQuota { max: 3 }))).count();
+        assert_eq!((created, refused), (3, 9));
+        assert_eq!(db.project_usage(&p).await.unwrap().0, 3);
     }
 
     #[tokio::test]

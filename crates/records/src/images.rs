@@ -77,6 +77,9 @@ pub struct NewImage {
     /// JSON array text; empty means `[]`.
     pub tags: String,
     pub created_by: Option<String>,
+    /// Refuse ([`DbError::ImageQuota`]) when the owner already holds this many images that are
+    /// not killed; counted by the insert itself, so the limit holds under parallel creates.
+    pub max_images: Option<i64>,
 }
 
 /// The ingest pipeline's result for an image that became `active`.

@@ -43,6 +43,10 @@ pub enum DbError {
     /// Any other database failure; logged in full, shown to users as an internal error.
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// Creating an image would take its project past its image-count quota (checked in the
+    /// same statement as the insert, so parallel creates cannot overshoot it).
+    #[error("the project already holds its quota of {max} images")]
+    ImageQuota { max: i64 },
 }
 
 impl DbError {

@@ -127,17 +127,13 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
     if ed.properties.len() > records::MAX_PROPERTIES {
         return Err(GlanceError::too_large(format!("An image has at most {} properties.", records::MAX_PROPERTIES)));
     }
+    patch::check_properties(&ed.properties).map_err(patch_error)?;
     let visibility = policy::Visibility::parse(&ed.visibility).unwrap_or(policy::Visibility::Shared);
-    if visibility == policy::Visibility::Public && !caller.me.is_admin {
-        return Err(GlanceError::forbidden("Only administrators can make an image public."));
-    }
+    // The image to be, under the policy's rule for who may give it this visibility (public:
+    // administrators only), as the dashboard asks it.
+    let facts = policy::ImageFacts { owner: Some(project.clone()), visibility: policy::Visibility::Private, protected: false, membership: None };
+    caller.allow_audited(&state, &policy::Action::SetVisibility { image: &facts, to: visibility })?;
     let quota = state.db.quota(&project).await?;
-    let (images, _) = state.db.project_usage(&project).await?;
-    if let Some(max) = quota.max_images.and_then(|m| u64::try_from(m).ok()) {
-        if images >= max {
-            return Err(GlanceError::too_large(format!("Your project has reached its quota of {max} images.")));
-        }
-    }
     let props = Value::Object(ed.properties.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect());
     let new = records::NewImage {
         name: ed.name.clone().unwrap_or_default(),
@@ -151,12 +147,24 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
         properties: props.to_string(),
         tags: serde_json::to_string(&ed.tags).unwrap_or_else(|_| "[]".into()),
         created_by: Some(caller.me.user_id.clone()),
+        // The image count is checked by the insert itself (exact under parallel creates).
+        max_images: quota.max_images,
+    };
+    let over_quota = |e: records::DbError| match e {
+        records::DbError::ImageQuota { max } => GlanceError::too_large(format!("Your project has reached its quota of {max} images.")),
+        e => e.into(),
     };
     let id = match &wanted_id {
         Some(id) => {
-            state.db.create_image_with_id(id, &new).await?.ok_or_else(|| GlanceError::conflict(format!("An image with identifier {id} already exists")))?.id
+            state
+                .db
+                .create_image_with_id(id, &new)
+                .await
+                .map_err(over_quota)?
+                .ok_or_else(|| GlanceError::conflict(format!("An image with identifier {id} already exists")))?
+                .id
         }
-        None => state.db.create_image(&new).await?.id,
+        None => state.db.create_image(&new).await.map_err(over_quota)?.id,
     };
     if ed.os_hidden {
         state.db.update_image(&id, &records::ImagePatch { os_hidden: Some(true), ..Default::default() }).await?;
@@ -233,7 +241,7 @@ pub async fn update(
     patch::apply(&mut after, &doc, &rules).map_err(patch_error)?;
     if after.visibility != before.visibility {
         let to = policy::Visibility::parse(&after.visibility).unwrap_or(policy::Visibility::Private);
-        caller.allow(&policy::Action::SetVisibility { image: &facts, to })?;
+        caller.allow_audited(&state, &policy::Action::SetVisibility { image: &facts, to })?;
     }
     let p = records::ImagePatch {
         name: (after.name != before.name).then(|| after.name.clone().unwrap_or_default()),
@@ -320,7 +328,11 @@ pub async fn add_tag(
     let (_, facts) = caller.image(&state, &id).await?;
     caller.allow(&policy::Action::ModifyImage(&facts))?;
     match state.db.add_tag(&id, &tag).await? {
-        records::TagChange::Changed | records::TagChange::Unchanged => Ok(empty(StatusCode::NO_CONTENT)),
+        records::TagChange::Changed => {
+            caller.audit(&state, "image.tag.add", "image", &id, &tag).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        records::TagChange::Unchanged => Ok(empty(StatusCode::NO_CONTENT)),
         records::TagChange::ImageNotFound => Err(GlanceError::no_image(&id)),
         records::TagChange::LimitReached => Err(GlanceError::too_large(format!("An image has at most {} tags.", records::MAX_TAGS))),
     }
@@ -336,7 +348,10 @@ pub async fn remove_tag(
     let (_, facts) = caller.image(&state, &id).await?;
     caller.allow(&policy::Action::ModifyImage(&facts))?;
     match state.db.remove_tag(&id, &tag).await? {
-        records::TagChange::Changed => Ok(empty(StatusCode::NO_CONTENT)),
+        records::TagChange::Changed => {
+            caller.audit(&state, "image.tag.remove", "image", &id, &tag).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
         records::TagChange::Unchanged => Err(GlanceError::not_found(format!("Tag {tag} not found on image {id}."))),
         records::TagChange::ImageNotFound => Err(GlanceError::no_image(&id)),
         records::TagChange::LimitReached => Err(GlanceError::too_large("Too many tags.")),

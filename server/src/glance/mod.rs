@@ -66,7 +66,7 @@ pub fn import_methods(state: &AppState) -> Vec<&'static str> {
 
 /// Container formats the schema offers (Glance's defaults minus `docker` and `compressed`:
 /// Hangar stores disk images, and its inspector accepts only what these name).
-pub const CONTAINER_FORMATS: [&str; 6] = ["bare", "ovf", "ova", "ami", "aki", "ari"];
+pub use policy::metadata::CONTAINER_FORMATS;
 
 /// An answer in Glance's shape. `title` follows the HTTP reason phrase.
 #[derive(Debug)]
@@ -192,6 +192,18 @@ impl Caller {
             (false, Some(scope)) => records::Visible::Project(&scope.project_id),
             (false, None) => records::Visible::PublicOnly,
         }
+    }
+
+    /// As [`Caller::allow`], recording a refused privileged action (making an image public) in
+    /// the audit log with outcome `denied`.
+    pub fn allow_audited(&self, state: &AppState, action: &policy::Action<'_>) -> Result<()> {
+        let allowed = self.allow(action);
+        if let (Err(e), true) = (&allowed, action.is_privileged()) {
+            if e.status == StatusCode::FORBIDDEN {
+                tokio::spawn(app::auth::write_denial(state.db.clone(), self.authn.clone(), action, &e.message));
+            }
+        }
+        allowed
     }
 
     pub fn allow(&self, action: &policy::Action<'_>) -> Result<()> {

@@ -11,13 +11,6 @@ use serde_json::Value;
 pub const MEDIA_TYPE_V21: &str = "application/openstack-images-v2.1-json-patch";
 pub const MEDIA_TYPE_V20: &str = "application/openstack-images-v2.0-json-patch";
 
-/// Fields the server sets; patching them is 403.
-const READ_ONLY: [&str; 13] = [
-    "id", "status", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "created_at", "updated_at",
-    "self", "file", "schema", "direct_url",
-];
-/// Glance reserves these (403), plus every `os_glance*` key.
-const RESERVED: [&str; 4] = ["location", "deleted", "deleted_at", "stores"];
 
 /// What an image looks like to a patch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,18 +77,27 @@ fn is_base(name: &str) -> bool {
     )
 }
 
-/// Checks a create/patch key that is not a base property. `Ok(())` means a custom property.
+impl From<policy::metadata::MetadataError> for PatchError {
+    fn from(e: policy::metadata::MetadataError) -> Self {
+        use policy::metadata::MetadataError as M;
+        match e {
+            M::Invalid(m) => PatchError::BadRequest(m),
+            M::Forbidden(m) => PatchError::Forbidden(m),
+            M::TooLarge(m) => PatchError::TooLarge(m),
+        }
+    }
+}
+
+/// Checks a create/patch key that is not a base property (the rule both doors share:
+/// `policy::metadata`). `Ok(())` means a custom property.
 pub fn check_custom_key(name: &str) -> Result<(), PatchError> {
-    if READ_ONLY.contains(&name) {
-        return Err(PatchError::Forbidden(format!("Attribute '{name}' is read-only.")));
-    }
-    if RESERVED.contains(&name) || name.starts_with("os_glance") {
-        return Err(PatchError::Forbidden(format!("Attribute '{name}' is reserved.")));
-    }
-    if !records::valid_property_key(name) {
-        return Err(bad(format!("Property names are 1 to 255 letters, digits and _ : . - ; '{name}' is not one.")));
-    }
-    Ok(())
+    Ok(policy::metadata::check_property_key(name)?)
+}
+
+/// Checks the custom properties an image would have after a create or patch: each value's
+/// length and the total (`policy::metadata`).
+pub fn check_properties(props: &BTreeMap<String, String>) -> Result<(), PatchError> {
+    Ok(policy::metadata::check_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str())))?)
 }
 
 fn opt_string(name: &str, v: &Value, max: usize) -> Result<Option<String>, PatchError> {
@@ -258,7 +260,7 @@ pub fn apply(ed: &mut Editable, doc: &Value, rules: &Rules<'_>) -> Result<(), Pa
             }
         }
     }
-    Ok(())
+    check_properties(&ed.properties)
 }
 
 #[cfg(test)]
