@@ -47,11 +47,13 @@ trap cleanup EXIT
 # --- the server ------------------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
+# The web-download origin started below: allowed by host and port (a bare host allows 80/443 only).
+web_port=$(free_port)
 url=http://127.0.0.1:$port/image
 data=$work/data
 # web-download may fetch from 127.0.0.1 only (the origin started before the web-download steps).
 HANGAR_BOOTSTRAP_ADMIN=admin HANGAR_BOOTSTRAP_PASSWORD=glance-cli-admin-pw HANGAR_LOG=${HANGAR_LOG:-warn} \
-  HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS=127.0.0.1 "$bin" --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
+  HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS="127.0.0.1:$web_port" "$bin" --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 120); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -208,7 +210,6 @@ ok G ana usage
 has image_count_total
 
 # web-download from an origin on 127.0.0.1 (allowed); the same origin named localhost is not.
-web_port=$(free_port)
 python3 -m http.server --bind 127.0.0.1 --directory "$img" "$web_port" >"$work/web.log" 2>&1 &
 web_pid=$!
 for _ in $(seq 1 60); do
@@ -271,6 +272,8 @@ ok G ana image-create --id "$fixed" --name fixed-id
 expect "chosen id" "$(field id)" "$fixed"
 fails "409 Conflict" G ana image-create --id "$fixed" --name again
 ok G ana image-delete "$fixed"
+# A deleted id is never taken again (its tombstone stays; OSSN-0075).
+fails "409 Conflict" G ana image-create --id "$fixed" --name reborn
 fails "Readers cannot upload" G rita image-create --name reader --disk-format qcow2 --container-format bare
 fails "Readers cannot change" G rita image-update --name by-reader "$q"
 ok G rita image-list

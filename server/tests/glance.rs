@@ -599,8 +599,9 @@ async fn spawn_web_download(hosts: &[&str]) -> TestApp {
     TestApp { _dir: dir, state, router }
 }
 
-/// A tiny origin on 127.0.0.1: `/disk.qcow2` serves `image`, `/moved` redirects to it, anything
-/// else is 404. Returns its port.
+/// A tiny origin on 127.0.0.1: `/disk.qcow2` serves `image`, `/moved` redirects to it, `/slow`
+/// sends a first chunk and then nothing (the download stays under way), anything else is 404.
+/// Returns its port.
 async fn origin(image: Vec<u8>) -> u16 {
     use axum::routing::get;
     let router = axum::Router::new()
@@ -611,7 +612,14 @@ async fn origin(image: Vec<u8>) -> u16 {
                 async move { data }
             }),
         )
-        .route("/moved", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/disk.qcow2")]) }));
+        .route("/moved", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/disk.qcow2")]) }))
+        .route(
+            "/slow",
+            get(|| async {
+                let first = futures::stream::once(async { Ok::<_, std::io::Error>(vec![0u8; 512]) });
+                Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()))
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -632,15 +640,52 @@ async fn web_download_is_off_by_default() {
     assert_eq!(api.show(&id, &w.member).await["status"], "queued");
 }
 
+/// A port on 127.0.0.1 whose server accepts each connection, waits for the request and resets
+/// the connection (TCP RST).
+async fn resetting_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.readable().await;
+            let _ = stream.set_zero_linger();
+            drop(stream);
+        }
+    });
+    port
+}
+
+/// A port on 127.0.0.1 that nothing listens on (connections are refused).
+async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// How many import jobs image `id` has (in any status).
+async fn import_jobs(app: &TestApp, id: &str) -> usize {
+    app.state.db.jobs_for_image(id).await.unwrap().iter().filter(|j| j.kind == "import").count()
+}
+
+/// Exactly one of `replies` is `ok`; every other one is 409.
+fn one_wins(replies: &[Reply], ok: StatusCode) {
+    let seen: Vec<(StatusCode, &str)> = replies.iter().map(|r| (r.status, r.body.as_str())).collect();
+    assert_eq!(replies.iter().filter(|r| r.status == ok).count(), 1, "{seen:?}");
+    for r in replies.iter().filter(|r| r.status != ok) {
+        assert_error(r, StatusCode::CONFLICT, "");
+    }
+}
+
 #[tokio::test]
 async fn web_download_fetches_from_allowed_hosts_only() {
-    let app = spawn_web_download(&["127.0.0.1"]).await;
-    let (p1, _) = seed_accounts(&app).await;
-    let member = token(&app, "member", &p1).await;
-    let api = Api { app: &app };
     let tmp = tempfile::tempdir().unwrap();
     let qcow2 = qemu_img(tmp.path(), "w.qcow2", &["create", "-f", "qcow2", "1M"]);
     let port = origin(qcow2.clone()).await;
+    // The origin is on a port other than 80 and 443: the allow-list names it.
+    let allowed = format!("127.0.0.1:{port}");
+    let app = spawn_web_download(&[allowed.as_str()]).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let member = token(&app, "member", &p1).await;
+    let api = Api { app: &app };
     let incoming = app.state.config.data_dir.join("uploads-glance");
     let leftovers = || std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0);
 
@@ -665,12 +710,18 @@ async fn web_download_fetches_from_allowed_hosts_only() {
     assert_error(&import(id.clone(), format!("http://127.0.0.1:{port}/disk.qcow2")).await, StatusCode::CONFLICT, "queued");
 
     // Refused before anything is fetched: another host (even one naming the same server), a
-    // scheme other than http(s), credentials in the URI, no URI. The image stays queued.
+    // scheme other than http(s), credentials in the URI, a port the list does not name, no URI.
+    // The image stays queued.
     let q = new_image().await;
+    let only_origin = format!("is not allowed; the allowed ports there are {port} (");
+    let not_80 = format!("port 80 of 127.0.0.1 is not allowed; the allowed ports there are {port} (");
     for (uri, why) in [
         (format!("http://localhost:{port}/disk.qcow2"), "not in this Hangar's web_download_allowed_hosts"),
         (format!("ftp://127.0.0.1:{port}/disk.qcow2"), "scheme"),
         (format!("http://user:pw@127.0.0.1:{port}/disk.qcow2"), "credentials"),
+        // Another port of the allowed host, even port 80: a host:port entry allows that port only.
+        (format!("http://127.0.0.1:{}/disk.qcow2", port.wrapping_add(1)), only_origin.as_str()),
+        ("http://127.0.0.1/disk.qcow2".to_owned(), not_80.as_str()),
     ] {
         assert_error(&import(q.clone(), uri).await, StatusCode::BAD_REQUEST, why);
     }
@@ -697,4 +748,145 @@ async fn web_download_fetches_from_allowed_hosts_only() {
     let reason = app.state.db.image_detail(&q).await.unwrap().unwrap().status_reason;
     assert!(reason.contains("quota"), "{reason}");
     assert_eq!(leftovers(), 0);
+}
+
+#[tokio::test]
+async fn web_download_refuses_other_ports_and_hides_why_a_server_is_unreachable() {
+    let open = origin(Vec::new()).await;
+    let plain = origin(Vec::new()).await;
+    let reset = resetting_port().await;
+    // Taken while the others are bound, so it differs from them; nothing listens on it after.
+    let closed = closed_port().await;
+    let allowed = ["127.0.0.1".to_owned(), format!("127.0.0.1:{closed}"), format!("127.0.0.1:{reset}"), format!("127.0.0.1:{plain}")];
+    let app = spawn_web_download(&allowed.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let member = token(&app, "member", &p1).await;
+    let api = Api { app: &app };
+    let incoming = app.state.config.data_dir.join("uploads-glance");
+    let leftovers = || std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0);
+    let new_image = || api.create(&member, json!({"name": "web", "disk_format": "qcow2", "container_format": "bare"}));
+    let import = |id: String, uri: String| {
+        let (api, member) = (&api, member.clone());
+        async move { api.json("POST", &format!("/v2/images/{id}/import"), &member, json!({"method": {"name": "web-download", "uri": uri}})).await }
+    };
+
+    // A port the list does not name is refused at once, even though a server answers there,
+    // with the ports that are allowed; nothing starts.
+    let q = new_image().await;
+    let r = import(q.clone(), format!("http://127.0.0.1:{open}/disk.qcow2")).await;
+    let mut ports = [80, 443, closed, reset, plain];
+    ports.sort_unstable();
+    let list = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+    assert_error(&r, StatusCode::BAD_REQUEST, &format!("port {open} of 127.0.0.1 is not allowed; the allowed ports there are {list} ("));
+    assert_eq!(api.show(&q, &member).await["status"], "queued");
+    assert_eq!(import_jobs(&app, &q).await, 0);
+
+    // A closed port, a server that resets the connection, a TLS handshake with a plain HTTP
+    // server: each ends with the image queued again and one and the same reason, which names
+    // neither the port nor the kind of failure.
+    let mut reasons = Vec::new();
+    for uri in [
+        format!("http://127.0.0.1:{closed}/disk.qcow2"),
+        format!("http://127.0.0.1:{reset}/disk.qcow2"),
+        format!("https://127.0.0.1:{plain}/disk.qcow2"),
+    ] {
+        let id = new_image().await;
+        let r = import(id.clone(), uri.clone()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{uri}: {}", r.body);
+        assert_eq!(api.settled(&id, &member).await["status"], "queued", "{uri}");
+        let reason = app.state.db.image_detail(&id).await.unwrap().unwrap().status_reason;
+        for port in [closed, reset, plain] {
+            assert!(!reason.contains(&port.to_string()), "{uri}: {reason}");
+        }
+        reasons.push(reason);
+    }
+    assert_eq!(reasons[0], "web-download failed: the server at 127.0.0.1 could not be reached");
+    assert_eq!(reasons[1], reasons[0], "a reset port reads as a closed one");
+    assert_eq!(reasons[2], reasons[0], "a TLS failure reads as a closed port");
+    assert_eq!(leftovers(), 0);
+
+    // HTTP answers are still told apart: a 404 from the origin says so.
+    let r = import(q.clone(), format!("http://127.0.0.1:{plain}/missing.qcow2")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(api.settled(&q, &member).await["status"], "queued");
+    let reason = app.state.db.image_detail(&q).await.unwrap().unwrap().status_reason;
+    assert!(reason.contains("404"), "{reason}");
+}
+
+#[tokio::test]
+async fn web_download_starts_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let qcow2 = qemu_img(tmp.path(), "o.qcow2", &["create", "-f", "qcow2", "1M"]);
+    let port = origin(qcow2.clone()).await;
+    let allowed = format!("127.0.0.1:{port}");
+    let app = spawn_web_download(&[allowed.as_str()]).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let member = token(&app, "member", &p1).await;
+    let api = Api { app: &app };
+    let new_image = || api.create(&member, json!({"name": "once", "disk_format": "qcow2", "container_format": "bare"}));
+    let import = |id: String, body: Value| {
+        let (api, member) = (&api, member.clone());
+        async move { api.json("POST", &format!("/v2/images/{id}/import"), &member, body).await }
+    };
+    let web = |path: &str| json!({"method": {"name": "web-download", "uri": format!("http://127.0.0.1:{port}/{path}")}});
+
+    // Four web-downloads of one image at once: one starts, the others are 409, one import job.
+    let id = new_image().await;
+    let replies = futures::future::join_all((0..4).map(|_| import(id.clone(), web("disk.qcow2")))).await;
+    one_wins(&replies, StatusCode::ACCEPTED);
+    let img = api.settled(&id, &member).await;
+    assert_eq!(img["status"], "active", "{img}");
+    assert_eq!(img["checksum"], md5_hex(&qcow2));
+    assert_eq!(import_jobs(&app, &id).await, 1);
+
+    // While a download is under way (the image is importing), every other way in is 409 and
+    // starts nothing: another web-download, glance-direct, PUT /file, PUT /stage.
+    let slow = new_image().await;
+    assert_eq!(import(slow.clone(), web("slow")).await.status, StatusCode::ACCEPTED);
+    assert_eq!(api.show(&slow, &member).await["status"], "importing");
+    let (a, b, c, d) = tokio::join!(
+        import(slow.clone(), web("disk.qcow2")),
+        import(slow.clone(), json!({"method": {"name": "glance-direct"}})),
+        api.put_data("file", &slow, &member, qcow2.clone()),
+        api.put_data("stage", &slow, &member, qcow2.clone()),
+    );
+    assert_error(&a, StatusCode::CONFLICT, "importing");
+    assert_error(&b, StatusCode::CONFLICT, "importing");
+    assert_error(&c, StatusCode::CONFLICT, "importing");
+    assert_error(&d, StatusCode::CONFLICT, "importing");
+    assert_eq!(api.show(&slow, &member).await["status"], "importing");
+    assert_eq!(import_jobs(&app, &slow).await, 0);
+}
+
+#[tokio::test]
+async fn glance_direct_import_starts_once() {
+    let w = world().await;
+    let api = Api { app: &w.app };
+    let tmp = tempfile::tempdir().unwrap();
+    let qcow2 = qemu_img(tmp.path(), "g.qcow2", &["create", "-f", "qcow2", "1M"]);
+    let id = api.create(&w.member, json!({"name": "g", "disk_format": "qcow2", "container_format": "bare"})).await;
+    assert_eq!(api.put_data("stage", &id, &w.member, qcow2.clone()).await.status, StatusCode::NO_CONTENT);
+    let import_uri = format!("/v2/images/{id}/import");
+    let import = |body: Value| api.json("POST", &import_uri, &w.member, body);
+    let direct = json!({"method": {"name": "glance-direct"}});
+
+    // Four imports of the staged data at once: exactly one is accepted, one import job exists.
+    let replies = futures::future::join_all((0..4).map(|_| import(direct.clone()))).await;
+    one_wins(&replies, StatusCode::ACCEPTED);
+    assert_eq!(import_jobs(&w.app, &id).await, 1);
+    let img = api.settled(&id, &w.member).await;
+    assert_eq!(img["status"], "active", "{img}");
+    assert_eq!(img["checksum"], md5_hex(&qcow2));
+
+    // Once active: another import, PUT /file and PUT /stage are 409 and start nothing.
+    let (a, b, c) = tokio::join!(
+        import(direct.clone()),
+        api.put_data("file", &id, &w.member, qcow2.clone()),
+        api.put_data("stage", &id, &w.member, qcow2.clone()),
+    );
+    assert_error(&a, StatusCode::CONFLICT, "active");
+    assert_error(&b, StatusCode::CONFLICT, "active");
+    assert_error(&c, StatusCode::CONFLICT, "active");
+    assert_eq!(import_jobs(&w.app, &id).await, 1);
+    assert_eq!(api.show(&id, &w.member).await["status"], "active");
 }

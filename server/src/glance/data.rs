@@ -15,6 +15,13 @@
 //! visible in the dashboard; upload again to a new image. If the job takes longer than the
 //! bound, the answer is 204 with the image still `importing`, as Glance's asynchronous imports
 //! look. `POST /import` answers 202 at once, as Glance does.
+//!
+//! An image's data is imported once. Every way in moves the image out of the status it needs
+//! with one conditional update (`transition_image`: `queued` → `saving` for `PUT /file`,
+//! `queued` → `uploading` for `PUT /stage`, `uploading` → `importing` for glance-direct,
+//! `queued` → `importing` for web-download) before it starts anything, so of two concurrent
+//! requests exactly one wins and the other is answered 409. An image that is `importing` (or
+//! past it), or has an import job queued or running, is refused with 409 at once.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
@@ -201,13 +208,20 @@ struct Restore {
     id: String,
     /// The statuses the image may have reached before the failure.
     from: &'static [&'static str],
+    /// The status it goes back to (`queued` unless [`Restore::back_to`] says otherwise).
+    to: &'static str,
     files: Vec<PathBuf>,
     armed: bool,
 }
 
 impl Restore {
     fn new(state: &AppState, id: &str, from: &'static [&'static str], files: Vec<PathBuf>) -> Self {
-        Restore { db: state.db.clone(), id: id.to_owned(), from, files, armed: true }
+        Restore { db: state.db.clone(), id: id.to_owned(), from, to: "queued", files, armed: true }
+    }
+    /// Restores `to` instead of `queued` (a glance-direct import goes back to its staged data).
+    fn back_to(mut self, to: &'static str) -> Self {
+        self.to = to;
+        self
     }
     fn disarm(mut self) {
         self.armed = false;
@@ -218,8 +232,8 @@ impl Restore {
         for f in &self.files {
             let _ = tokio::fs::remove_file(f).await;
         }
-        if let Err(e) = self.db.transition_image(&self.id, self.from, "queued", "").await {
-            tracing::warn!(image = %self.id, error = %e, "cannot put an image back to queued after a failed upload");
+        if let Err(e) = self.db.transition_image(&self.id, self.from, self.to, "").await {
+            tracing::warn!(image = %self.id, to = self.to, error = %e, "cannot put an image back after a failed upload or import");
         }
     }
 }
@@ -232,11 +246,11 @@ impl Drop for Restore {
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
-        let (db, id, from) = (self.db.clone(), self.id.clone(), self.from);
+        let (db, id, from, to) = (self.db.clone(), self.id.clone(), self.from, self.to);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = db.transition_image(&id, from, "queued", "").await {
-                    tracing::warn!(image = %id, error = %e, "cannot put an image back to queued after a failed upload");
+                if let Err(e) = db.transition_image(&id, from, to, "").await {
+                    tracing::warn!(image = %id, to, error = %e, "cannot put an image back after a failed upload or import");
                 }
             });
         }
@@ -289,6 +303,31 @@ pub(super) fn check_formats(image: &records::ImageDetail, status: StatusCode) ->
     Ok(())
 }
 
+/// 409 when an import job for image `id` is queued or running: its data is already on its way
+/// in (a dashboard upload's job, or another import).
+async fn no_import_job(state: &AppState, id: &str) -> Result<()> {
+    let jobs = state.db.jobs_for_image(id).await?;
+    if jobs.iter().any(|j| j.kind == "import" && matches!(j.status.as_str(), "queued" | "running")) {
+        return Err(GlanceError::conflict("An import of this image's data is already queued or running; an image is imported once."));
+    }
+    Ok(())
+}
+
+/// 409 when `image`'s import already started: its data is arriving (`saving`), being imported
+/// (`importing`) or in place (`active`, `deactivated`), or an import job is queued or running.
+/// The conditional transition each method then makes is what holds under concurrent requests;
+/// this answers the plain case clearly, whatever the method.
+async fn import_not_started(state: &AppState, image: &records::ImageDetail) -> Result<()> {
+    if matches!(image.status.as_str(), "saving" | "importing" | "active" | "deactivated") {
+        return Err(GlanceError::conflict(format!(
+            "Image status is {}: this image's import already started, and an image is imported once \
+             (an import needs a queued image, or staged data for glance-direct).",
+            image.status
+        )));
+    }
+    no_import_job(state, &image.id).await
+}
+
 /// Hands received bytes to the same `import` job as a dashboard upload (by `user_id`).
 pub(super) async fn submit_import(state: &AppState, user_id: &str, image: &records::ImageDetail, path: PathBuf, got: &Received, backend: String) -> Result<records::JobRow> {
     let file = UploadedFile {
@@ -328,6 +367,7 @@ pub async fn upload(
     if image.status != "queued" {
         return Err(GlanceError::conflict(format!("Image status transition from {} to saving is not allowed", image.status)));
     }
+    no_import_job(&state, &id).await?;
     check_formats(&image, StatusCode::BAD_REQUEST)?;
     let (limit, declared) = admit(&state, &image, &headers).await?;
     if !state.db.transition_image(&id, &["queued"], "saving", "").await? {
@@ -395,6 +435,7 @@ pub async fn stage(
     if image.status != "queued" {
         return Err(GlanceError::conflict(format!("Image status transition from {} to uploading is not allowed", image.status)));
     }
+    no_import_job(&state, &id).await?;
     let (limit, declared) = admit(&state, &image, &headers).await?;
     if !state.db.transition_image(&id, &["queued"], "uploading", "").await? {
         return Err(GlanceError::conflict("Image status transition to uploading is not allowed: another upload started first."));
@@ -459,6 +500,10 @@ pub async fn import(
     if let Some(unknown) = stores.iter().find(|s| state.stores.get(s).is_none()) {
         return Err(GlanceError::conflict(format!("Unknown store {unknown}; see /v2/info/stores.")));
     }
+    // copy-image copies an active image's stored bytes; every other method imports its data.
+    if method != "copy-image" {
+        import_not_started(&state, &image).await?;
+    }
     match method {
         "glance-direct" => {
             if image.status != "uploading" {
@@ -482,7 +527,21 @@ pub async fn import(
             if !path.exists() {
                 return Err(GlanceError::conflict("No staged data was found for this image; PUT /stage again."));
             }
-            submit_import(&state, &caller.me.user_id, &image, path, &got, backend).await?;
+            // The one atomic step that lets a single import of the staged data start: of two
+            // concurrent requests, only one moves the image out of `uploading`.
+            if !state.db.transition_image(&id, &["uploading"], "importing", "").await? {
+                return Err(GlanceError::conflict("Image status transition to importing is not allowed: another import started first."));
+            }
+            // Until the job is queued, a failure (or the client going away) gives the staged data
+            // back, for another POST /import.
+            let restore = Restore::new(&state, &id, &["importing"], Vec::new()).back_to("uploading");
+            match submit_import(&state, &caller.me.user_id, &image, path, &got, backend).await {
+                Ok(_) => restore.disarm(),
+                Err(e) => {
+                    restore.now().await;
+                    return Err(e);
+                }
+            }
             let _ = tokio::fs::remove_file(staged_meta_path(&state, &id)).await;
             caller.audit(&state, "image.import", "image", &id, method).await?;
             Ok(empty(StatusCode::ACCEPTED))
@@ -536,7 +595,10 @@ pub async fn import(
 }
 
 /// A job as one of Glance's tasks.
-fn task_json(j: &records::JobRow) -> Value {
+/// A job as a Glance task. `owner` is the image's project, as in Glance; who started the job
+/// (`user_id`) is shown only to `insider`s — the image's own project and administrators —
+/// never to other projects looking at a public or community image.
+fn task_json(j: &records::JobRow, owner: Option<&str>, insider: bool) -> Value {
     let status = match j.status.as_str() {
         "queued" => "pending",
         "running" => "processing",
@@ -554,8 +616,8 @@ fn task_json(j: &records::JobRow) -> Value {
         "id": j.id,
         "type": "api_image_import",
         "status": status,
-        "owner": j.created_by,
-        "user_id": j.created_by,
+        "owner": owner,
+        "user_id": if insider { j.created_by.clone() } else { None },
         "image_id": j.image_id,
         "request_id": j.id,
         "message": message,
@@ -572,7 +634,9 @@ fn task_json(j: &records::JobRow) -> Value {
 /// `GET /v2/images/{id}/tasks`: the image's import and copy jobs.
 pub async fn tasks(State(state): State<AppState>, authn: Option<Extension<Authn>>, Path(id): Path<String>) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    caller.image(&state, &id).await?;
-    let tasks: Vec<Value> = state.db.jobs_for_image(&id).await?.iter().map(task_json).collect();
+    let (image, _) = caller.image(&state, &id).await?;
+    let insider = caller.me.is_admin || (image.owner.is_some() && image.owner.as_deref() == caller.project());
+    let tasks: Vec<Value> =
+        state.db.jobs_for_image(&id).await?.iter().map(|j| task_json(j, image.owner.as_deref(), insider)).collect();
     Ok(Json(json!({ "tasks": tasks })).into_response())
 }
