@@ -12,3 +12,20 @@ CREATE TABLE deleted_images (
     owner      TEXT,
     deleted_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
 );
+
+-- Bytes (and upload slots) a project has in flight outside tus uploads, so that its quota is
+-- checked against everything at once: a Glance PUT or web-download while its body arrives
+-- ('upload', slot 1), staged data ('stage'), an upload handed to its import job until the image
+-- is active or killed ('import': the upload's size, then the converted output's), a copy to
+-- another backend until its location is recorded ('copy:<backend>'). One row per image and
+-- purpose; a hold goes with its image.
+CREATE TABLE quota_holds (
+    image_id   TEXT    NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    purpose    TEXT    NOT NULL,
+    project_id TEXT    NOT NULL,
+    bytes      INTEGER NOT NULL CHECK (bytes >= 0),
+    slot       INTEGER NOT NULL DEFAULT 0 CHECK (slot IN (0, 1)),
+    created_at TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    PRIMARY KEY (image_id, purpose)
+);
+CREATE INDEX quota_holds_project ON quota_holds (project_id);

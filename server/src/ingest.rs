@@ -727,6 +727,22 @@ pub async fn ingest_with(
                     let _ = std::fs::remove_dir_all(d);
                 }
             };
+            // What is stored counts against the project's quota, not what was uploaded: a
+            // conversion that grows the image (qcow2 → raw for Ceph) must fit too. The import's
+            // hold becomes the output's size (checked against everything else the project uses);
+            // the image's activation releases it, once the stored copy counts instead.
+            let out_size = u64::try_from(record.size).unwrap_or(0);
+            if let Err(why) = db.hold_quota(image.owner.as_deref().unwrap_or(""), &image.id, "import", out_size, false).await? {
+                discard(&staged);
+                drop_package();
+                let reason = format!(
+                    "The image is {out_size} bytes once converted for the {backend} storage, and {why}; nothing was kept. \
+                     Delete images or ask an administrator for a larger quota."
+                );
+                tracing::warn!(image = %image.id, %reason, "ingest: over quota");
+                db.kill_image(&image.id, &reason, "[]").await?;
+                return Err(IngestError::Refused(reason));
+            }
             let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
             let key = format!("{}.{ext}", image.id);
             // Storing counts on top of the earlier steps (a Ceph upload of 40 GiB takes minutes).

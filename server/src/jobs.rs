@@ -270,6 +270,22 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
             return Err(e);
         }
     };
+    // The copy counts against the project's quota like any stored bytes: held (checked against
+    // everything else the project uses) before it is written, released once its location row
+    // counts instead, or when the copy fails.
+    let hold = format!("copy:{}", target.name());
+    let out_size = tokio::fs::metadata(&publish).await.map(|m| m.len()).unwrap_or(0);
+    match db.hold_quota(image.owner.as_deref().unwrap_or(""), &image.id, &hold, out_size, false).await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => {
+            cleanup(&temp_files);
+            return Err(format!("This copy ({}) cannot be stored: {why}.", human_bytes(out_size)));
+        }
+        Err(e) => {
+            cleanup(&temp_files);
+            return Err(e.to_string());
+        }
+    }
     let ext = if disk_format == "ami" { "raw" } else { disk_format.as_str() };
     let key = format!("{}.{ext}", image.id);
     // A staged file may be moved into place; the source's own file must stay where it is.
@@ -283,6 +299,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
         Ok(n) => n,
         Err(e) => {
             let _ = target.delete(&key).await;
+            let _ = db.release_quota(&image.id, &hold).await;
             return Err(format!("The {} storage did not take the copy: {e}", target.name()));
         }
     };
@@ -298,6 +315,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
         created_at: String::new(),
     };
     db.put_location(&row).await.map_err(|e| e.to_string())?;
+    db.release_quota(&image.id, &hold).await.map_err(|e| e.to_string())?;
     Ok(format!(
         "Copied from {} to {}: {} {} → {} {}",
         src_loc.backend,

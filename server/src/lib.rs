@@ -99,6 +99,11 @@ impl AppState {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let db = Db::open_sqlite(&config.database_path()).await?;
+        // Request bodies that were arriving when the server stopped hold quota for nothing now.
+        let released = db.release_interrupted_quota_holds().await?;
+        if released > 0 {
+            tracing::info!(released, "released the quota held by uploads interrupted by the last stop");
+        }
         let stores = stores::Stores::open(&config.storage, config.default_storage.as_deref(), &config.data_dir)
             .map_err(StartError::Storage)?;
         stores.spawn_sweeper(ABANDONED_WRITE_AGE, ABANDONED_WRITE_SWEEP_EVERY);

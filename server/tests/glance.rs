@@ -741,12 +741,21 @@ async fn web_download_fetches_from_allowed_hosts_only() {
         assert_eq!(leftovers(), 0, "{path}");
     }
 
-    // The byte quota bounds the download as it bounds an upload.
+    // The byte quota bounds the download as it bounds an upload: a project already past it
+    // is refused at once (as Glance does at import time); one with room left is stopped when
+    // the body outgrows it.
     app.state.db.set_quota(&p1, records::QuotaRow { max_images: None, max_bytes: Some(1000), max_concurrent_uploads: None }).await.unwrap();
+    let r = import(q.clone(), format!("http://127.0.0.1:{port}/disk.qcow2")).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.body.contains("quota"), "{}", r.body);
+    assert_eq!(api.show(&q, &member).await["status"], "queued");
+    let used = app.state.db.quota_usage(&p1).await.unwrap().bytes();
+    app.state.db.set_quota(&p1, records::QuotaRow { max_images: None, max_bytes: Some(i64::try_from(used).unwrap() + 1000), max_concurrent_uploads: None }).await.unwrap();
     assert_eq!(import(q.clone(), format!("http://127.0.0.1:{port}/disk.qcow2")).await.status, StatusCode::ACCEPTED);
     assert_eq!(api.settled(&q, &member).await["status"], "queued");
     let reason = app.state.db.image_detail(&q).await.unwrap().unwrap().status_reason;
     assert!(reason.contains("quota"), "{reason}");
+    assert!(app.state.db.quota_holds(&q).await.unwrap().is_empty(), "the failed download gave its hold back");
     assert_eq!(leftovers(), 0);
 }
 

@@ -325,15 +325,11 @@ impl Db {
         Ok(())
     }
 
-    /// Images and bytes a project holds now (for quota checks and the admin screens).
+    /// Images a project holds now, and the bytes its quota is checked against: every stored
+    /// copy plus what is on its way in (see `quota.rs`). For the admin screens and messages.
     pub async fn project_usage(&self, project_id: &str) -> Result<(u64, u64), DbError> {
-        let (n, bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM images WHERE owner = ? AND status NOT IN ('deleted', 'killed')",
-        )
-        .bind(project_id)
-        .fetch_one(self.pool())
-        .await?;
-        Ok((u64::try_from(n).unwrap_or(0), u64::try_from(bytes).unwrap_or(0)))
+        let usage = self.quota_usage(project_id).await?;
+        Ok((usage.images, usage.bytes()))
     }
 
     // ---- API tokens --------------------------------------------------------------------------

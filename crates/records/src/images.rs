@@ -160,6 +160,7 @@ impl Db {
 
     /// Records a finished import and makes the image `active` (only from `importing`).
     pub async fn activate_image(&self, id: &str, a: &ActiveImage) -> Result<bool, DbError> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
             "UPDATE images SET status = 'active', status_reason = '', disk_format = ?, uploaded_format = ?, \
              uploaded_size = ?, size = ?, virtual_size = ?, sha256 = ?, checksum = ?, os_hash_algo = 'sha512', \
@@ -177,13 +178,21 @@ impl Db {
         .bind(&a.findings)
         .bind(&a.location)
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            // The stored copy (its location row, written before) now counts for the quota: the
+            // import's hold goes in the same transaction as the image becomes active.
+            sqlx::query("DELETE FROM quota_holds WHERE image_id = ? AND purpose = 'import'").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Marks an image `killed` with the reason users see and the inspector's findings.
+    /// Nothing of a killed image is on its way in any more: its quota holds go with it.
     pub async fn kill_image(&self, id: &str, reason: &str, findings: &str) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "UPDATE images SET status = 'killed', status_reason = ?, findings = ?, \
              updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?",
@@ -191,8 +200,10 @@ impl Db {
         .bind(reason)
         .bind(findings)
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM quota_holds WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

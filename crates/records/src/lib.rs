@@ -16,6 +16,7 @@ mod accounts;
 pub mod bench;
 mod catalogue;
 mod images;
+mod quota;
 mod storage;
 mod uploads;
 
@@ -25,6 +26,7 @@ pub use catalogue::*;
 pub use storage::*;
 pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 pub use images::{ActiveImage, ImageIngestRow, ImageRow, MemberRow, NewImage, Visible};
+pub use quota::{HoldRefused, QuotaUsage};
 pub use uploads::{NewUpload, UploadRow, UploadUsage, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};
 
 /// Errors of the records layer. The web layer maps them to what users see.

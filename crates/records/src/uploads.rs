@@ -87,6 +87,34 @@ impl Db {
         Ok(())
     }
 
+    /// Creates an upload if the project's quotas allow it, checked in the same statement as the
+    /// insert (see `quota.rs`): its length on top of everything the project uses must stay within
+    /// `max_bytes`, and if `slot`, one more upload within `max_concurrent_uploads`. False when
+    /// refused.
+    pub async fn create_upload_within_quota(&self, new: &NewUpload<'_>, slot: bool) -> Result<bool, DbError> {
+        use crate::quota::{MAX_BYTES, MAX_SLOTS, USAGE_BYTES, USAGE_SLOTS};
+        let sql = format!(
+            "INSERT INTO uploads (id, user_id, project_id, upload_length, metadata, concat, parts, created_at, expires_at) \
+             SELECT ?2, ?3, ?1, ?4, ?5, ?6, ?7, ?8, ?9 \
+             WHERE ({MAX_BYTES} IS NULL OR {USAGE_BYTES} + ?4 <= {MAX_BYTES}) \
+               AND (?10 = 0 OR {MAX_SLOTS} IS NULL OR {USAGE_SLOTS} < {MAX_SLOTS})"
+        );
+        let done = sqlx::query(&sql)
+            .bind(new.project_id)
+            .bind(new.id)
+            .bind(new.user_id)
+            .bind(new.length)
+            .bind(new.metadata)
+            .bind(new.concat)
+            .bind(new.parts)
+            .bind(new.created_at)
+            .bind(new.expires_at)
+            .bind(i64::from(slot))
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Creates a final upload and claims its parts in one transaction. Each part must be a
     /// complete partial upload of the same user and project, not claimed by another final;
     /// otherwise nothing is written and the answer is `false`. Claimed parts take the final's
@@ -153,13 +181,32 @@ impl Db {
     }
 
     /// Records that the complete file was handed over. Returns false if it already was.
+    /// Marks an upload handed over. Its bytes stop counting as in flight and, in the same
+    /// transaction, become the `import` hold of the image its metadata names (if that image
+    /// exists and is not imported already: the job may have finished first), which its import
+    /// job keeps until the image is active or killed (`quota.rs`).
     pub async fn mark_upload_completed(&self, id: &str, at: i64) -> Result<bool, DbError> {
+        let mut tx = self.pool().begin().await?;
         let n = sqlx::query("UPDATE uploads SET completed_at = ? WHERE id = ? AND completed_at IS NULL")
             .bind(at)
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n == 1 {
+            sqlx::query(
+                "INSERT INTO quota_holds (image_id, purpose, project_id, bytes, slot) \
+                 SELECT i.id, 'import', u.project_id, u.upload_length, 0 FROM uploads u \
+                 JOIN images i ON i.id = json_extract(u.metadata, '$.image_id') AND i.owner = u.project_id \
+                 WHERE u.id = ? AND json_valid(u.metadata) \
+                   AND i.status NOT IN ('active', 'deactivated', 'killed') \
+                 ON CONFLICT (image_id, purpose) DO UPDATE SET bytes = MAX(bytes, excluded.bytes)",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(n == 1)
     }
 

@@ -226,10 +226,10 @@ async fn check_quotas(u: &Uploads, user_id: &str, project: &str, bytes: u64, slo
         )));
     }
     let quota = u.db.quota(project).await?;
-    let flight = u.db.upload_usage(project).await?;
+    let usage = u.db.quota_usage(project).await?;
     if let Some(max) = quota.max_concurrent_uploads {
         let max = u64::try_from(max).unwrap_or(0);
-        if slot && flight.uploads >= max {
+        if slot && usage.slots >= max {
             return Err(UploadError::TooLarge(format!(
                 "The project's quota allows {max} uploads at a time and that many are in progress; wait for one to finish."
             )));
@@ -237,13 +237,13 @@ async fn check_quotas(u: &Uploads, user_id: &str, project: &str, bytes: u64, slo
     }
     if let Some(max) = quota.max_bytes {
         let max = u64::try_from(max).unwrap_or(0);
-        let (_, stored) = u.db.project_usage(project).await?;
-        let total = stored.saturating_add(flight.bytes).saturating_add(bytes);
+        let total = usage.bytes().saturating_add(bytes);
         if total > max {
             return Err(UploadError::TooLarge(format!(
-                "This upload would take the project to {total} bytes (images: {stored}, uploads in progress: {}, this one: {bytes}); \
+                "This upload would take the project to {total} bytes (images: {}, uploads and imports in progress: {}, this one: {bytes}); \
                  its quota is {max} bytes. Delete images or ask an administrator for more.",
-                flight.bytes
+                usage.stored,
+                usage.uploading.saturating_add(usage.held)
             )));
         }
     }
@@ -277,9 +277,22 @@ async fn create_plain(u: &Uploads, new: &NewUpload<'_>, length: u64) -> Result<U
     let path = u.path_of(new.id);
     let created = tokio::task::spawn_blocking(move || lifecycle::create_file(&path, length)).await;
     created.map_err(|e| UploadError::Internal(e.to_string()))?.map_err(UploadError::from_io)?;
-    if let Err(e) = u.db.create_upload(new).await {
-        let _ = tokio::fs::remove_file(u.path_of(new.id)).await;
-        return Err(e.into());
+    // The quota check above explains a refusal; this one, in the insert itself, is what holds
+    // when the Glance API or another server adds to the project's usage at the same moment.
+    match u.db.create_upload_within_quota(new, new.concat == CONCAT_NONE).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = tokio::fs::remove_file(u.path_of(new.id)).await;
+            return Err(UploadError::TooLarge(
+                "This upload would take the project past its storage or upload quota (other uploads started meanwhile); \
+                 wait for them to finish, delete images or ask an administrator for more."
+                    .into(),
+            ));
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(u.path_of(new.id)).await;
+            return Err(e.into());
+        }
     }
     u.db.upload_by_id(new.id).await?.ok_or(UploadError::NotFound)
 }

@@ -200,6 +200,54 @@ pub(super) async fn byte_limit(state: &AppState, image: &records::ImageDetail) -
     Ok(limit)
 }
 
+/// How far ahead of the bytes received a body's quota hold is raised (one database write per
+/// this many bytes).
+const HOLD_STEP: u64 = 64 * 1024 * 1024;
+
+/// The bytes a request body holds of its project's quota while it arrives (`records` quota
+/// holds: checked against everything else the project uses, in the same statement), and an
+/// upload slot (`max_concurrent_uploads`), as a tus upload takes.
+pub(super) struct BodyHold {
+    db: records::Db,
+    project: String,
+    image: String,
+    purpose: &'static str,
+    held: u64,
+}
+
+impl BodyHold {
+    /// Holds `declared` bytes (0 when unknown) and a slot for `image`, or answers 413.
+    pub async fn start(state: &AppState, image: &records::ImageDetail, purpose: &'static str, declared: Option<u64>) -> Result<Self> {
+        let mut hold = BodyHold {
+            db: state.db.clone(),
+            project: image.owner.clone().unwrap_or_default(),
+            image: image.id.clone(),
+            purpose,
+            held: 0,
+        };
+        hold.set(declared.unwrap_or(0)).await?;
+        Ok(hold)
+    }
+
+    async fn set(&mut self, bytes: u64) -> Result<()> {
+        match self.db.hold_quota(&self.project, &self.image, self.purpose, bytes, true).await? {
+            Ok(()) => {
+                self.held = bytes;
+                Ok(())
+            }
+            Err(why) => Err(GlanceError::too_large(format!("This image cannot be received: {why}."))),
+        }
+    }
+
+    /// Raises the hold to cover `size` bytes received (a step ahead), or answers 413.
+    pub async fn cover(&mut self, size: u64) -> Result<()> {
+        if size <= self.held {
+            return Ok(());
+        }
+        self.set(size.saturating_add(HOLD_STEP)).await
+    }
+}
+
 /// Puts an image back to `queued` and removes its partial data unless disarmed: when a request
 /// fails before its data is handed to a job, and also when the client disconnects and the
 /// handler is dropped mid-body (an image must not stay `saving` with nobody sending).
@@ -211,12 +259,19 @@ struct Restore {
     /// The status it goes back to (`queued` unless [`Restore::back_to`] says otherwise).
     to: &'static str,
     files: Vec<PathBuf>,
+    /// Quota holds to give back: (purpose, the purpose it becomes again or None to release).
+    holds: Vec<(&'static str, Option<&'static str>)>,
     armed: bool,
 }
 
 impl Restore {
     fn new(state: &AppState, id: &str, from: &'static [&'static str], files: Vec<PathBuf>) -> Self {
-        Restore { db: state.db.clone(), id: id.to_owned(), from, to: "queued", files, armed: true }
+        Restore { db: state.db.clone(), id: id.to_owned(), from, to: "queued", files, holds: Vec::new(), armed: true }
+    }
+    /// Also releases the image's quota hold for `purpose` (or turns it back into `back`).
+    fn hold(mut self, purpose: &'static str, back: Option<&'static str>) -> Self {
+        self.holds.push((purpose, back));
+        self
     }
     /// Restores `to` instead of `queued` (a glance-direct import goes back to its staged data).
     fn back_to(mut self, to: &'static str) -> Self {
@@ -232,8 +287,21 @@ impl Restore {
         for f in &self.files {
             let _ = tokio::fs::remove_file(f).await;
         }
+        release_holds(&self.db, &self.id, &self.holds).await;
         if let Err(e) = self.db.transition_image(&self.id, self.from, self.to, "").await {
             tracing::warn!(image = %self.id, to = self.to, error = %e, "cannot put an image back after a failed upload or import");
+        }
+    }
+}
+
+async fn release_holds(db: &records::Db, id: &str, holds: &[(&'static str, Option<&'static str>)]) {
+    for (purpose, back) in holds {
+        let done = match back {
+            Some(to) => db.move_quota_hold(id, purpose, to, u64::MAX).await.map(|_| ()),
+            None => db.release_quota(id, purpose).await,
+        };
+        if let Err(e) = done {
+            tracing::warn!(image = %id, purpose, error = %e, "cannot give back a quota hold after a failed upload or import");
         }
     }
 }
@@ -246,9 +314,10 @@ impl Drop for Restore {
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
-        let (db, id, from, to) = (self.db.clone(), self.id.clone(), self.from, self.to);
+        let (db, id, from, to, holds) = (self.db.clone(), self.id.clone(), self.from, self.to, self.holds.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
+                release_holds(&db, &id, &holds).await;
                 if let Err(e) = db.transition_image(&id, from, to, "").await {
                     tracing::warn!(image = %id, to, error = %e, "cannot put an image back after a failed upload or import");
                 }
@@ -257,8 +326,9 @@ impl Drop for Restore {
     }
 }
 
-/// Streams `body` into `dest`, hashing it and enforcing `limit` and the declared size.
-async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>) -> Result<Received> {
+/// Streams `body` into `dest`, hashing it and enforcing `limit`, the declared size and the
+/// project's quota (`hold` is raised as bytes arrive).
+async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>, hold: &mut BodyHold) -> Result<Received> {
     if let Some(dir) = dest.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(|e| GlanceError::internal("create upload dir", &e))?;
     }
@@ -274,6 +344,7 @@ async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>) -
         if declared.is_some_and(|d| size > d) {
             return Err(GlanceError::bad_request("More data was sent than x-openstack-image-size (or Content-Length) declared."));
         }
+        hold.cover(size).await?;
         file.write_all(&chunk).await.map_err(|e| GlanceError::internal("write upload", &e))?;
     }
     let got = digests.finish().await.ok_or_else(|| GlanceError::internal("hash upload", &"a digest failed"))?;
@@ -375,14 +446,18 @@ pub async fn upload(
     }
     let dest = incoming_dir(&state).join(format!("{id}.{:08x}.upload", super::rand_ref()));
     // Glance's `_restore()`: on any failure before the job has the data, the image waits for
-    // data again.
-    let restore = Restore::new(&state, &id, &["saving", "importing"], vec![dest.clone()]);
+    // data again and its quota hold is given back.
+    let restore = Restore::new(&state, &id, &["saving", "importing"], vec![dest.clone()]).hold("upload", None).hold("import", None);
     let handed_over = async {
-        let got = receive(body, &dest, limit, declared).await?;
+        let mut hold = BodyHold::start(&state, &image, "upload", declared).await?;
+        let got = receive(body, &dest, limit, declared, &mut hold).await?;
         // `importing` is a state the pipeline accepts (as for a resumed job).
         if !state.db.transition_image(&id, &["saving"], "importing", "").await? {
             return Err(GlanceError::new(StatusCode::GONE, "The image was deleted during the upload."));
         }
+        // The bytes stay held for the import job, which gives them back once the image is
+        // active (its stored copy then counts) or killed.
+        state.db.move_quota_hold(&id, "upload", "import", got.size).await?;
         let job = submit_import(&state, &caller.me.user_id, &image, dest.clone(), &got, backend).await?;
         Ok((got, job))
     }
@@ -441,9 +516,13 @@ pub async fn stage(
         return Err(GlanceError::conflict("Image status transition to uploading is not allowed: another upload started first."));
     }
     let dest = staged_path(&state, &id);
-    let restore = Restore::new(&state, &id, &["uploading"], vec![dest.clone(), staged_meta_path(&state, &id)]);
+    let restore = Restore::new(&state, &id, &["uploading"], vec![dest.clone(), staged_meta_path(&state, &id)]).hold("stage", None);
     let staged = async {
-        let got = receive(body, &dest, limit, declared).await?;
+        let mut hold = BodyHold::start(&state, &image, "stage", declared).await?;
+        let got = receive(body, &dest, limit, declared, &mut hold).await?;
+        // Staged data keeps its bytes held (without an upload slot) until it is imported or
+        // the image is deleted.
+        state.db.move_quota_hold(&id, "stage", "stage", got.size).await?;
         let meta = serde_json::to_vec(&got).map_err(|e| GlanceError::internal("staged metadata", &e))?;
         tokio::fs::write(staged_meta_path(&state, &id), meta).await.map_err(|e| GlanceError::internal("write staged metadata", &e))?;
         Ok::<_, GlanceError>(got)
@@ -534,7 +613,9 @@ pub async fn import(
             }
             // Until the job is queued, a failure (or the client going away) gives the staged data
             // back, for another POST /import.
-            let restore = Restore::new(&state, &id, &["importing"], Vec::new()).back_to("uploading");
+            let restore = Restore::new(&state, &id, &["importing"], Vec::new()).back_to("uploading").hold("import", Some("stage"));
+            // The staged bytes' hold becomes the import's.
+            state.db.move_quota_hold(&id, "stage", "import", got.size).await?;
             match submit_import(&state, &caller.me.user_id, &image, path, &got, backend).await {
                 Ok(_) => restore.disarm(),
                 Err(e) => {
@@ -594,7 +675,6 @@ pub async fn import(
     }
 }
 
-/// A job as one of Glance's tasks.
 /// A job as a Glance task. `owner` is the image's project, as in Glance; who started the job
 /// (`user_id`) is shown only to `insider`s — the image's own project and administrators —
 /// never to other projects looking at a public or community image.

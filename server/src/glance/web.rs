@@ -31,7 +31,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use super::data::{byte_limit, check_formats, incoming_dir, submit_import, Digests, Received};
+use super::data::{byte_limit, check_formats, incoming_dir, submit_import, BodyHold, Digests, Received};
 use super::{empty, Caller, GlanceError, Result};
 use crate::AppState;
 
@@ -143,20 +143,30 @@ pub async fn import(state: &AppState, caller: &Caller, image: &records::ImageDet
     if !state.db.transition_image(&image.id, &["queued"], "importing", "").await? {
         return Err(GlanceError::conflict("Image status transition to importing is not allowed: another upload or import started first."));
     }
+    // The download holds an upload slot and its bytes of the project's quota as they arrive,
+    // as a PUT does.
+    let hold = match BodyHold::start(state, image, "upload", None).await {
+        Ok(h) => h,
+        Err(e) => {
+            state.db.transition_image(&image.id, &["importing"], "queued", "").await?;
+            return Err(e);
+        }
+    };
     caller.audit(state, "image.import", "image", &image.id, &format!("web-download {url}")).await?;
     let (state, id, user) = (state.clone(), image.id.clone(), caller.me.user_id.clone());
-    tokio::spawn(async move { run(state, id, user, url, limit, backend).await });
+    tokio::spawn(async move { run(state, id, user, url, limit, backend, hold).await });
     Ok(empty(StatusCode::ACCEPTED))
 }
 
 /// The background half: download, then hand over to the import job, or restore `queued`.
-async fn run(state: AppState, id: String, user: String, url: reqwest::Url, limit: u64, backend: String) {
+async fn run(state: AppState, id: String, user: String, url: reqwest::Url, limit: u64, backend: String, mut hold: BodyHold) {
     let dest = incoming_dir(&state).join(format!("{id}.{:08x}.download", super::rand_ref()));
-    let reason = match fetch(&url, &dest, limit).await {
+    let reason = match fetch(&url, &dest, limit, &mut hold).await {
         Ok(got) => match state.db.image_detail(&id).await {
-            // Still ours (not deleted, nobody else moved it meanwhile): the import job takes it.
-            Ok(Some(image)) if image.status == "importing" => match submit_import(&state, &user, &image, dest.clone(), &got, backend).await {
-                Ok(_) => {
+            // Still ours (not deleted, nobody else moved it meanwhile): the import job takes it,
+            // with the bytes held for it.
+            Ok(Some(image)) if image.status == "importing" => match hand_over(&state, &user, &image, &dest, &got, backend).await {
+                Ok(()) => {
                     tracing::info!(image = %id, %url, bytes = got.size, "web-download finished; importing");
                     return;
                 }
@@ -174,9 +184,21 @@ async fn run(state: AppState, id: String, user: String, url: reqwest::Url, limit
     };
     tracing::warn!(image = %id, %reason, "web-download failed; the image is queued again");
     let _ = tokio::fs::remove_file(&dest).await;
+    for purpose in ["upload", "import"] {
+        if let Err(e) = state.db.release_quota(&id, purpose).await {
+            tracing::warn!(image = %id, error = %e, "cannot give back the quota a failed web-download held");
+        }
+    }
     if let Err(e) = state.db.transition_image(&id, &["importing"], "queued", &reason).await {
         tracing::warn!(image = %id, error = %e, "cannot put an image back to queued after a failed web-download");
     }
+}
+
+/// Turns the download's hold into the import's and queues the import job.
+async fn hand_over(state: &AppState, user: &str, image: &records::ImageDetail, dest: &FsPath, got: &Received, backend: String) -> Result<()> {
+    state.db.move_quota_hold(&image.id, "upload", "import", got.size).await?;
+    submit_import(state, user, image, dest.to_path_buf(), got, backend).await?;
+    Ok(())
 }
 
 /// Why a download failed.
@@ -209,7 +231,7 @@ fn cannot_reach(url: &reqwest::Url, detail: &str) -> Failure {
 
 /// Downloads `url` into `dest` (removed by the caller on failure), hashing it, within `limit`
 /// bytes and the timeouts.
-async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64) -> std::result::Result<Received, Failure> {
+async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64, hold: &mut BodyHold) -> std::result::Result<Received, Failure> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -229,6 +251,9 @@ async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64) -> std::result::Re
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit).into());
     }
+    if let Some(n) = declared {
+        hold.cover(n).await.map_err(|e| e.message)?;
+    }
     if let Some(dir) = dest.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(|e| format!("cannot create the download directory ({e})"))?;
     }
@@ -241,9 +266,11 @@ async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64) -> std::result::Re
             .map_err(|_| cannot_reach(url, &format!("the server sent nothing for {} s", IDLE_TIMEOUT.as_secs())))?;
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| cannot_reach(url, &describe(&e)))?;
-        if digests.update(&chunk).await > limit {
+        let size = digests.update(&chunk).await;
+        if size > limit {
             return Err(too_large(limit).into());
         }
+        hold.cover(size).await.map_err(|e| e.message)?;
         file.write_all(&chunk).await.map_err(|e| format!("cannot write the download ({e})"))?;
     }
     file.sync_all().await.map_err(|e| format!("cannot write the download ({e})"))?;

@@ -1,0 +1,255 @@
+//! Quotas hold exactly under concurrency, whichever door the bytes come through (the security
+//! issue): parallel creates through the dashboard and the Glance API at `max_images`; parallel
+//! Glance stages and tus uploads at `max_bytes`; `max_concurrent_uploads` for Glance bodies as
+//! for tus; a conversion that grows an image and a copy to another backend count what they store.
+//! Every request here is fired in parallel (`join_all`), not one by one.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::{seed_accounts, token, Auth, Reply, TestApp, HOST, PASSWORD};
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+const MIB: u64 = 1 << 20;
+
+fn two_backends() -> (tempfile::TempDir, server::Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let local = |name: &str| storage::BackendConfig {
+        name: name.into(),
+        kind: storage::BackendKind::Local,
+        path: Some(root.join(name)),
+        ..Default::default()
+    };
+    let config = server::Config { data_dir: root.join("data"), storage: vec![local("local"), local("second")], ..server::Config::default() };
+    (dir, config)
+}
+
+async fn glance(app: &TestApp, method: &str, uri: &str, tok: &str, ctype: &str, body: Body, extra: &[(&str, String)]) -> Reply {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("/image{uri}"))
+        .header(header::HOST, HOST)
+        .header(header::ACCEPT, "application/json")
+        .header("x-auth-token", tok)
+        .header(header::CONTENT_TYPE, ctype);
+    for (k, v) in extra {
+        b = b.header(*k, v.as_str());
+    }
+    app.send(b.body(body).unwrap()).await
+}
+
+async fn create(app: &TestApp, tok: &str, name: &str, disk_format: &str) -> Reply {
+    let body = json!({ "name": name, "disk_format": disk_format, "container_format": "bare" }).to_string();
+    glance(app, "POST", "/v2/images", tok, "application/json", Body::from(body), &[]).await
+}
+
+async fn create_ok(app: &TestApp, tok: &str, name: &str, disk_format: &str) -> String {
+    let r = create(app, tok, name, disk_format).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+async fn put(app: &TestApp, tok: &str, id: &str, what: &str, data: Vec<u8>) -> Reply {
+    let size = data.len().to_string();
+    glance(app, "PUT", &format!("/v2/images/{id}/{what}"), tok, "application/octet-stream", Body::from(data), &[("x-openstack-image-size", size)])
+        .await
+}
+
+async fn tus_create(app: &TestApp, tok: &str, length: u64) -> Reply {
+    let req = Request::post("/uploads")
+        .header(header::HOST, HOST)
+        .header("x-auth-token", tok)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", length.to_string())
+        .body(Body::empty())
+        .unwrap();
+    app.send(req).await
+}
+
+async fn settled(app: &TestApp, tok: &str, id: &str) -> Value {
+    for _ in 0..600 {
+        let r = glance(app, "GET", &format!("/v2/images/{id}"), tok, "application/octet-stream", Body::empty(), &[]).await;
+        let img = r.json();
+        if !matches!(img["status"].as_str(), Some("uploading" | "importing" | "saving" | "queued")) {
+            return img;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("image {id} did not settle");
+}
+
+fn set_quota(max_images: Option<i64>, max_bytes: Option<u64>, max_uploads: Option<i64>) -> records::QuotaRow {
+    records::QuotaRow {
+        max_images,
+        max_bytes: max_bytes.map(|b| i64::try_from(b).unwrap()),
+        max_concurrent_uploads: max_uploads,
+    }
+}
+
+/// Bytes that neither qcow2 nor any compression shrinks.
+fn noise(n: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn parallel_creates_through_both_doors_stop_at_max_images() {
+    let (dir, config) = two_backends();
+    let app = common::spawn_app_with(dir, config).await;
+    let (p1, _) = seed_accounts(&app).await;
+    app.state.db.set_quota(&p1, set_quota(Some(3), None, None)).await.unwrap();
+    let tok = token(&app, "member", &p1).await;
+    let cookie = Auth::Cookie(app.sign_in("member", PASSWORD).await);
+    let form = "form[name]=dash&form[disk_format]=qcow2&form[container_format]=bare&form[visibility]=private\
+        &form[description]=&form[min_disk]=0&form[min_ram]=0&form[architecture]=&form[os_distro]=&form[os_version]=\
+        &form[protected]=false&form[tags]=&form[size]=1024";
+    let names: Vec<String> = (0..6).map(|i| format!("api-{i}")).collect();
+    let glance_creates = join_all(names.iter().map(|n| create(&app, &tok, n, "qcow2")));
+    let dash_creates = join_all((0..6).map(|_| app.call("create_image", form, &cookie)));
+    let (g, d) = tokio::join!(glance_creates, dash_creates);
+    let made = g.iter().filter(|r| r.status == StatusCode::CREATED).count() + d.iter().filter(|r| r.status == StatusCode::OK).count();
+    let refused = g.iter().chain(d.iter()).filter(|r| r.status == StatusCode::PAYLOAD_TOO_LARGE).count();
+    assert_eq!((made, refused), (3, 9), "{:?}", g.iter().chain(d.iter()).map(|r| (r.status, &r.body)).collect::<Vec<_>>());
+    assert_eq!(app.state.db.quota_usage(&p1).await.unwrap().images, 3);
+}
+
+#[tokio::test]
+async fn parallel_stages_and_tus_uploads_stop_at_max_bytes() {
+    let (dir, config) = two_backends();
+    let app = common::spawn_app_with(dir, config).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(create_ok(&app, &tok, &format!("staged-{i}"), "raw").await);
+    }
+    // Room for two of the eight 1 MiB arrivals below, whichever door they use.
+    app.state.db.set_quota(&p1, set_quota(None, Some(2 * MIB + MIB / 2), None)).await.unwrap();
+    let stages = join_all(ids.iter().map(|id| put(&app, &tok, id, "stage", noise(MIB, 1))));
+    let tus = join_all((0..4).map(|_| tus_create(&app, &tok, MIB)));
+    let (stages, tus) = tokio::join!(stages, tus);
+    let staged = stages.iter().filter(|r| r.status == StatusCode::NO_CONTENT).count();
+    let uploads = tus.iter().filter(|r| r.status == StatusCode::CREATED).count();
+    let refused = stages.iter().chain(tus.iter()).filter(|r| r.status == StatusCode::PAYLOAD_TOO_LARGE).count();
+    assert_eq!(
+        (staged + uploads, refused),
+        (2, 6),
+        "stages {:?} tus {:?}",
+        stages.iter().map(|r| (r.status, &r.body)).collect::<Vec<_>>(),
+        tus.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let usage = app.state.db.quota_usage(&p1).await.unwrap();
+    assert_eq!(usage.bytes(), 2 * MIB, "{usage:?}");
+    // A refused stage left its image waiting for data, with nothing held.
+    for (id, r) in ids.iter().zip(&stages) {
+        if r.status == StatusCode::PAYLOAD_TOO_LARGE {
+            assert_eq!(app.state.db.image(id).await.unwrap().unwrap().status, "queued");
+            assert!(app.state.db.quota_holds(id).await.unwrap().is_empty());
+        }
+    }
+}
+
+#[tokio::test]
+async fn glance_bodies_take_upload_slots_as_tus_uploads_do() {
+    let (dir, config) = two_backends();
+    let app = common::spawn_app_with(dir, config).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let id = create_ok(&app, &tok, "slot", "raw").await;
+    app.state.db.set_quota(&p1, set_quota(None, None, Some(2))).await.unwrap();
+    // Two tus uploads in progress fill the project's two slots: a Glance body must wait too.
+    for _ in 0..2 {
+        assert_eq!(tus_create(&app, &tok, MIB).await.status, StatusCode::CREATED);
+    }
+    let r = put(&app, &tok, &id, "stage", noise(4096, 2)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.body.contains("uploads at a time"), "{}", r.body);
+    assert_eq!(app.state.db.image(&id).await.unwrap().unwrap().status, "queued");
+    // With a third slot it goes through; staged data keeps its bytes but frees its slot.
+    app.state.db.set_quota(&p1, set_quota(None, None, Some(3))).await.unwrap();
+    assert_eq!(put(&app, &tok, &id, "stage", noise(4096, 2)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.state.db.quota_holds(&id).await.unwrap(), vec![("stage".to_owned(), 4096, false)]);
+    assert_eq!(tus_create(&app, &tok, MIB).await.status, StatusCode::CREATED, "the stage's slot was given back");
+}
+
+#[tokio::test]
+async fn what_is_stored_counts_a_conversion_that_grows_and_every_copy() {
+    let (dir, config) = two_backends();
+    let work = tempfile::tempdir().unwrap();
+    let app = common::spawn_app_with(dir, config).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let db = &app.state.db;
+
+    // A qcow2 of 64 MiB virtual size holding 1 MiB of data: small as uploaded, 64 MiB once the
+    // matrix converts it to raw.
+    let raw = work.path().join("data.raw");
+    std::fs::write(&raw, noise(MIB, 3)).unwrap();
+    let q = work.path().join("disk.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&q)
+        .output()
+        .expect("qemu-img is required (apt-get install qemu-utils)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("qemu-img").args(["resize", "-f", "qcow2"]).arg(&q).arg("64M").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let qcow2 = std::fs::read(&q).unwrap();
+    assert!((qcow2.len() as u64) < 2 * MIB);
+
+    // Within a 16 MiB quota the qcow2 fits as uploaded, but not once converted to raw.
+    db.set_quota(&p1, set_quota(None, Some(16 * MIB), None)).await.unwrap();
+    db.set_policy_cell("local", "qcow2", "convert", Some("raw"), "Raw for the test.", "test").await.unwrap();
+    let grows = create_ok(&app, &tok, "grows", "qcow2").await;
+    let r = put(&app, &tok, &grows, "file", qcow2.clone()).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.body);
+    let img = settled(&app, &tok, &grows).await;
+    assert_eq!(img["status"], "killed");
+    let reason = db.image_detail(&grows).await.unwrap().unwrap().status_reason;
+    assert!(reason.contains("quota") && reason.contains(&(64 * MIB).to_string()), "{reason}");
+    assert_eq!(db.quota_usage(&p1).await.unwrap().bytes(), 0, "nothing of the killed image counts");
+
+    // Kept as qcow2 it fits; the stored copy is what counts, and no hold is left behind.
+    db.set_policy_cell("local", "qcow2", "native", None, "Kept.", "test").await.unwrap();
+    let kept = create_ok(&app, &tok, "kept", "qcow2").await;
+    assert_eq!(put(&app, &tok, &kept, "file", qcow2.clone()).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(settled(&app, &tok, &kept).await["status"], "active");
+    assert!(db.quota_holds(&kept).await.unwrap().is_empty());
+    let one = db.quota_usage(&p1).await.unwrap();
+    assert_eq!(one.stored, qcow2.len() as u64);
+    assert_eq!(one.bytes(), one.stored);
+
+    // A copy on a second backend is stored bytes too: it fits once, then the quota refuses it.
+    let copy = |id: String| {
+        let body = json!({ "method": { "name": "copy-image" }, "stores": ["second"] }).to_string();
+        let (app, tok) = (&app, tok.clone());
+        async move { glance(app, "POST", &format!("/v2/images/{id}/import"), &tok, "application/json", Body::from(body), &[]).await }
+    };
+    assert_eq!(copy(kept.clone()).await.status, StatusCode::ACCEPTED);
+    for _ in 0..300 {
+        if db.image_locations(&kept).await.unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(db.quota_usage(&p1).await.unwrap().stored, 2 * qcow2.len() as u64, "two copies, counted twice");
+    assert!(db.quota_holds(&kept).await.unwrap().is_empty());
+    db.set_quota(&p1, set_quota(None, Some(2 * qcow2.len() as u64 + 1000), None)).await.unwrap();
+    let third = create_ok(&app, &tok, "third", "qcow2").await;
+    assert_eq!(put(&app, &tok, &third, "file", qcow2.clone()).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(db.image(&third).await.unwrap().unwrap().status, "queued");
+}
