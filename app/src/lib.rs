@@ -51,9 +51,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 /// (the hydration loader and streamed resource data). Scripts come only from Hangar itself or
 /// carry the nonce (no inline event handlers, no `eval`); WebAssembly may be compiled; styles
 /// only from Hangar's stylesheet (no `style` attributes); nothing may frame a page.
-pub fn content_security_policy(nonce: &str) -> String {
+pub fn content_security_policy(nonce: Option<&str>) -> String {
+    // Without a nonce (never expected: leptos_axum makes one per render) no inline script runs.
+    let nonce = nonce.map(|n| format!(" 'nonce-{n}'")).unwrap_or_default();
     format!(
-        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; \
+        "default-src 'self'; script-src 'self'{nonce} 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
 }
@@ -65,9 +67,8 @@ pub fn content_security_policy(nonce: &str) -> String {
 fn security_headers() {
     use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY};
     let Some(resp) = use_context::<leptos_axum::ResponseOptions>() else { return };
-    // Without a nonce (never expected: leptos_axum makes one per render), no inline script may run.
-    let nonce = leptos::nonce::use_nonce().map(|n| n.to_string()).unwrap_or_else(|| "none".to_owned());
-    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(&nonce)) {
+    let nonce = leptos::nonce::use_nonce().map(|n| n.to_string());
+    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(nonce.as_deref())) {
         resp.insert_header(CONTENT_SECURITY_POLICY, csp);
     }
     resp.insert_header(CACHE_CONTROL, HeaderValue::from_static("no-store"));

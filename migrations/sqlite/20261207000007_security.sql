@@ -29,3 +29,13 @@ CREATE TABLE quota_holds (
     PRIMARY KEY (image_id, purpose)
 );
 CREATE INDEX quota_holds_project ON quota_holds (project_id);
+
+-- An image's data is imported once: at most one import job queued or running per image (a tus
+-- upload completing for an image whose Glance PUT is importing, or two tus finals, used to start
+-- a second job writing the same storage key). Duplicates left by older versions are failed first.
+UPDATE jobs SET status = 'failed', error = 'Another import of this image was already queued.',
+       finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+ WHERE kind = 'import' AND status IN ('queued', 'running')
+   AND EXISTS (SELECT 1 FROM jobs j2 WHERE j2.image_id = jobs.image_id AND j2.kind = 'import'
+               AND j2.status IN ('queued', 'running') AND j2.rowid < jobs.rowid);
+CREATE UNIQUE INDEX jobs_one_import ON jobs (image_id) WHERE kind = 'import' AND status IN ('queued', 'running');

@@ -82,7 +82,9 @@ pub fn client_addr(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[IpRa
     let hops = forwarded_for.iter().flat_map(|h| h.split(',')).map(str::trim).filter(|s| !s.is_empty());
     let mut client = peer;
     for hop in hops.collect::<Vec<_>>().into_iter().rev() {
-        match hop.parse::<IpAddr>() {
+        // An address may come with a port (`1.2.3.4:5678`, `[::1]:5678`).
+        let parsed = hop.parse::<IpAddr>().or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()));
+        match parsed {
             Ok(ip) if is_trusted(ip) => client = ip,
             Ok(ip) => return ip.to_string(),
             // Garbage in the chain: stop at the last address a trusted proxy vouched for.
@@ -97,7 +99,10 @@ fn remote_addr(req: &Request, trusted: &[IpRange]) -> String {
     if trusted.is_empty() {
         return peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     }
-    let forwarded: Vec<&str> = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    // Read lossily: a client's own junk in the header (which a proxy appends to) must not make
+    // the whole header, and the address the proxy added, disappear.
+    let forwarded: Vec<String> = req.headers().get_all("x-forwarded-for").iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+    let forwarded: Vec<&str> = forwarded.iter().map(String::as_str).collect();
     client_addr(peer, &forwarded, trusted)
 }
 
@@ -255,6 +260,10 @@ mod tests {
         // No header, or garbage: the proxy itself.
         assert_eq!(client_addr(ip("10.1.2.3"), &[], &trusted), "10.1.2.3");
         assert_eq!(client_addr(ip("10.1.2.3"), &["not-an-ip"], &trusted), "10.1.2.3");
+        // Junk the client put first does not hide what the proxy appended; ports are dropped.
+        assert_eq!(client_addr(ip("10.1.2.3"), &["\u{e9}, 198.51.100.7"], &trusted), "198.51.100.7");
+        assert_eq!(client_addr(ip("10.1.2.3"), &["198.51.100.7:4711"], &trusted), "198.51.100.7");
+        assert_eq!(client_addr(ip("10.1.2.3"), &["[2001:db8::1]:4711"], &trusted), "2001:db8::1");
         // Nothing trusted: the header is ignored.
         assert_eq!(client_addr(ip("10.1.2.3"), &["198.51.100.7"], &[]), "10.1.2.3");
         assert_eq!(client_addr(ip("::ffff:10.0.0.1"), &["198.51.100.7"], &trusted), "198.51.100.7", "IPv4-mapped peer");

@@ -868,10 +868,29 @@ async fn extra_disk_image(
         owner: parent.owner.clone(),
         properties: props,
         created_by: Some(up.user_id.clone()),
+        // Each disk a package adds is an image of its project like any other: the image-count
+        // quota applies (checked by the insert), and its bytes are held before they are stored.
+        max_images: match &parent.owner {
+            Some(owner) => db.quota(owner).await.map_err(|e| e.to_string())?.max_images,
+            None => None,
+        },
         ..Default::default()
     };
-    let row = db.create_image(&new).await.map_err(|e| e.to_string())?;
+    let row = db.create_image(&new).await.map_err(|e| match e {
+        records::DbError::ImageQuota { max } => format!("the project's quota of {max} images is reached; this disk was not kept"),
+        e => e.to_string(),
+    })?;
     db.transition_image(&row.id, &["queued"], "importing", "").await.map_err(|e| e.to_string())?;
+    let disk_size = std::fs::metadata(&disk.path).map(|m| m.len()).unwrap_or(0);
+    match db.hold_quota(parent.owner.as_deref().unwrap_or(""), &row.id, "import", disk_size, false).await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => {
+            let reason = format!("This disk of the package ({disk_size} bytes) was not kept: {why}.");
+            let _ = db.kill_image(&row.id, &reason, "[]").await;
+            return Err(reason);
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     let path = disk.path.clone();
     let sums = tokio::task::spawn_blocking(move || checksums(&path, &JobControl::default())).await.map_err(|e| e.to_string()).and_then(|r| r);
     let (md5, sha512) = match sums {

@@ -298,10 +298,10 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
         .nest("/image", glance::router(state.clone()))
         // Layers run bottom-up on the way in: trace → security headers → sessions → CSRF
         // check → authentication.
-        .layer(axum::middleware::from_fn_with_state(state, auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(auth::csrf))
         .layer(sessions)
-        .layer(axum::middleware::from_fn(headers::security_headers))
+        .layer(axum::middleware::from_fn_with_state(state, headers::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 

@@ -516,3 +516,83 @@ async fn every_route_family_authorizes_each_kind_of_caller() {
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A deleted image's id is never taken again (OSSN-0075), by its project or another; and an
+/// image whose import is under way is not imported a second time by a tus upload naming it.
+#[tokio::test]
+async fn deleted_ids_and_second_imports_are_refused() {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let (member, other) = (token(&app, "member", &p1).await, token(&app, "other", &p2).await);
+    let glance = |method: &str, uri: String, tok: &str, body: String| {
+        Request::builder()
+            .method(method)
+            .uri(format!("/image{uri}"))
+            .header(header::HOST, common::HOST)
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-auth-token", tok)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let id = "3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f";
+    let create = |tok: &str, id: &str| glance("POST", "/v2/images".into(), tok, format!(r#"{{"id":"{id}","name":"x"}}"#));
+    assert_eq!(app.send(create(&member, id)).await.status, StatusCode::CREATED);
+    assert_eq!(app.send(glance("DELETE", format!("/v2/images/{id}"), &member, String::new())).await.status, StatusCode::NO_CONTENT);
+    for (who, tok) in [("the same project", &member), ("another project", &other)] {
+        let r = app.send(create(tok, id)).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{who}: {}", r.body);
+    }
+    let upper = id.to_ascii_uppercase();
+    assert_eq!(app.send(create(&other, &upper)).await.status, StatusCode::CONFLICT, "ids are compared in one spelling");
+    assert!(app.state.db.image(id).await.unwrap().is_none());
+
+    // An import job is already queued for this image (as a Glance PUT's would be): a tus upload
+    // naming it completes, but no second import starts.
+    let image = app
+        .state
+        .db
+        .create_image(&NewImage { name: "busy".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    let job = records::NewJob { kind: "import".into(), image_id: image.id.clone(), backend: "nowhere".into(), ..Default::default() };
+    let job = app.state.db.create_job(&job).await.unwrap();
+    // Test set-up: the job is running on "another worker" (so no worker here claims and ends it).
+    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ?").bind(&job.id).execute(app.state.db.pool()).await.unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let created = app
+        .send(
+            Request::post("/uploads")
+                .header("x-auth-token", member.as_str())
+                .header("tus-resumable", "1.0.0")
+                .header("upload-length", "4")
+                .header("upload-metadata", format!("image_id {}", b64(&image.id)))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let url = created.headers["location"].to_str().unwrap().to_owned();
+    let patch = Request::patch(url.as_str())
+        .header("x-auth-token", member.as_str())
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body(Body::from(vec![1u8; 4]))
+        .unwrap();
+    assert_eq!(app.send(patch).await.status, StatusCode::NO_CONTENT);
+    // Wait for the hand-over (the upload is marked complete after its import was asked for).
+    let upload_id = url.rsplit('/').next().unwrap().to_owned();
+    for _ in 0..200 {
+        match app.state.db.upload_by_id(&upload_id).await.unwrap() {
+            Some(row) if row.completed_at.is_none() => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            _ => break,
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let imports = app.state.db.jobs_for_image(&image.id).await.unwrap().into_iter().filter(|j| j.kind == "import").count();
+    assert_eq!(imports, 1, "one import per image");
+}

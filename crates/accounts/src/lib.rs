@@ -154,8 +154,9 @@ pub async fn sign_in(db: &Db, username: &str, password: &str, remote_addr: &str)
     }
     // The attempt counts as a failure from the start, so parallel attempts see each other; a
     // right password takes it back.
+    let source = throttle_source(remote_addr);
     let Some(attempt) =
-        db.begin_sign_in_attempt(username, remote_addr, THROTTLE_WINDOW_SECS, MAX_FAILURES_PER_USER, MAX_FAILURES_PER_ADDR).await?
+        db.begin_sign_in_attempt(username, &source, THROTTLE_WINDOW_SECS, MAX_FAILURES_PER_USER, MAX_FAILURES_PER_ADDR).await?
     else {
         return Err(AccountError::Throttled { minutes: THROTTLE_WINDOW_SECS / 60 });
     };
@@ -176,6 +177,19 @@ pub async fn sign_in(db: &Db, username: &str, password: &str, remote_addr: &str)
             Ok(user)
         }
         _ => Err(AccountError::BadCredentials),
+    }
+}
+
+/// What the per-address sign-in limit counts by: the address, except that IPv6 clients are
+/// counted by their /64 (one subscriber's network: its addresses are free to rotate through).
+pub fn throttle_source(remote_addr: &str) -> String {
+    match remote_addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(|| remote_addr.to_owned(), |v4| v4.to_string()),
+        _ => remote_addr.to_owned(),
     }
 }
 

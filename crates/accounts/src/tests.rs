@@ -107,3 +107,13 @@ async fn tokens_are_scoped_hashed_and_revocable() {
     assert!(db.revoke_token(&u.id, &t.row.id).await.unwrap());
     assert!(principal_for_token(&db, &t.secret).await.unwrap().is_none());
 }
+
+#[test]
+fn ipv6_clients_are_throttled_by_their_64() {
+    assert_eq!(throttle_source("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+    assert_eq!(throttle_source("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+    assert_ne!(throttle_source("2001:db8:1:3::1"), throttle_source("2001:db8:1:2::1"));
+    assert_eq!(throttle_source("::ffff:192.0.2.7"), "192.0.2.7");
+    assert_eq!(throttle_source("192.0.2.7"), "192.0.2.7");
+    assert_eq!(throttle_source("unknown"), "unknown");
+}

@@ -420,10 +420,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_image_has_one_import_job_at_a_time() {
+        let (_dir, db) = temp_db().await;
+        let img = db.create_image(&NewImage { name: "once".into(), ..Default::default() }).await.unwrap();
+        let import = NewJob { kind: "import".into(), image_id: img.id.clone(), backend: "local".into(), ..Default::default() };
+        let first = db.create_job(&import).await.unwrap();
+        let second = db.create_job(&import).await;
+        assert!(second.as_ref().is_err_and(DbError::is_unique_violation), "{second:?}");
+        // Copies are not imports; once the import ended, another may start.
+        db.create_job(&NewJob { kind: "copy".into(), ..import.clone() }).await.unwrap();
+        assert!(db.cancel_job(&first.id).await.unwrap());
+        db.create_job(&import).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn jobs_are_claimed_once_progress_cancel_retry_and_requeue() {
         let (_dir, db) = temp_db().await;
         let img = db.create_image(&NewImage { name: "j".into(), ..Default::default() }).await.unwrap();
-        let new = |backend: &str| NewJob { kind: "import".into(), image_id: img.id.clone(), backend: backend.into(), bytes_total: 100, ..Default::default() };
+        // Copies: an image has at most one import job queued or running (see the next test).
+        let new = |backend: &str| NewJob { kind: "copy".into(), image_id: img.id.clone(), backend: backend.into(), bytes_total: 100, ..Default::default() };
         let a = db.create_job(&new("local")).await.unwrap();
         let b = db.create_job(&new("ceph")).await.unwrap();
         assert_eq!((a.status.as_str(), a.image_name.as_str(), a.params.as_str()), ("queued", "j", "{}"));

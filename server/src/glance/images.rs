@@ -107,7 +107,9 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
         match k.as_str() {
             "id" => {
                 let id = v.as_str().filter(|s| is_uuid(s)).ok_or_else(|| GlanceError::bad_request("'id' must be a UUID."))?;
-                wanted_id = Some(id.to_owned());
+                // Ids are compared as stored: one spelling only, so `6A1E…` cannot sit beside
+                // (or take over the tombstone of) `6a1e…`.
+                wanted_id = Some(id.to_ascii_lowercase());
             }
             "owner" => {
                 if v.as_str() != Some(project.as_str()) && !v.is_null() {
