@@ -274,6 +274,26 @@ async fn password_guessing_is_throttled() {
     assert!(audit.iter().filter(|a| a.outcome == "denied" && a.actor_name == "member").count() >= 5);
 }
 
+/// The throttle holds when the guesses come all at once: 30 parallel wrong passwords for one
+/// account get exactly 5 tries, 40 for different accounts from one address exactly 20.
+#[tokio::test]
+async fn parallel_password_guessing_gets_exactly_the_limit() {
+    let app = spawn_app().await;
+    seed_accounts(&app).await;
+    let replies = futures::future::join_all((0..30).map(|_| app.call("sign_in", "username=member&password=wrong-guess", &Auth::Anonymous))).await;
+    let tried = replies.iter().filter(|r| r.status == StatusCode::UNAUTHORIZED).count();
+    let throttled = replies.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((tried, throttled), (accounts::MAX_FAILURES_PER_USER as usize, 25));
+
+    let app = spawn_app().await;
+    seed_accounts(&app).await;
+    let forms: Vec<String> = (0..40).map(|i| format!("username=guess{i}&password=wrong-guess")).collect();
+    let replies = futures::future::join_all(forms.iter().map(|f| app.call("sign_in", f, &Auth::Anonymous))).await;
+    let tried = replies.iter().filter(|r| r.status == StatusCode::UNAUTHORIZED).count();
+    let throttled = replies.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((tried, throttled), (accounts::MAX_FAILURES_PER_ADDR as usize, 20));
+}
+
 #[tokio::test]
 async fn disabling_a_user_ends_their_session_and_their_tokens() {
     let app = spawn_app().await;

@@ -127,34 +127,39 @@ async fn parallel_creates_through_both_doors_stop_at_max_images() {
 }
 
 #[tokio::test]
-async fn parallel_stages_and_tus_uploads_stop_at_max_bytes() {
+async fn parallel_puts_stages_and_tus_uploads_stop_at_max_bytes() {
     let (dir, config) = two_backends();
     let app = common::spawn_app_with(dir, config).await;
     let (p1, _) = seed_accounts(&app).await;
     let tok = token(&app, "member", &p1).await;
+    // Raw images are kept as raw here, so what is stored is exactly what was sent.
+    app.state.db.set_policy_cell("local", "raw", "native", None, "Kept.", "test").await.unwrap();
     let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(create_ok(&app, &tok, &format!("staged-{i}"), "raw").await);
+    for i in 0..8 {
+        ids.push(create_ok(&app, &tok, &format!("arriving-{i}"), "raw").await);
     }
-    // Room for two of the eight 1 MiB arrivals below, whichever door they use.
+    // Room for two of the twelve 1 MiB arrivals below, whichever door they use.
     app.state.db.set_quota(&p1, set_quota(None, Some(2 * MIB + MIB / 2), None)).await.unwrap();
-    let stages = join_all(ids.iter().map(|id| put(&app, &tok, id, "stage", noise(MIB, 1))));
+    let stages = join_all(ids[..4].iter().map(|id| put(&app, &tok, id, "stage", noise(MIB, 1))));
+    let puts = join_all(ids[4..].iter().map(|id| put(&app, &tok, id, "file", noise(MIB, 1))));
     let tus = join_all((0..4).map(|_| tus_create(&app, &tok, MIB)));
-    let (stages, tus) = tokio::join!(stages, tus);
-    let staged = stages.iter().filter(|r| r.status == StatusCode::NO_CONTENT).count();
-    let uploads = tus.iter().filter(|r| r.status == StatusCode::CREATED).count();
-    let refused = stages.iter().chain(tus.iter()).filter(|r| r.status == StatusCode::PAYLOAD_TOO_LARGE).count();
+    let (stages, puts, tus) = tokio::join!(stages, puts, tus);
+    let ok = stages.iter().chain(puts.iter()).filter(|r| r.status == StatusCode::NO_CONTENT).count()
+        + tus.iter().filter(|r| r.status == StatusCode::CREATED).count();
+    let refused = stages.iter().chain(puts.iter()).chain(tus.iter()).filter(|r| r.status == StatusCode::PAYLOAD_TOO_LARGE).count();
     assert_eq!(
-        (staged + uploads, refused),
-        (2, 6),
-        "stages {:?} tus {:?}",
+        (ok, refused),
+        (2, 10),
+        "stages {:?} puts {:?} tus {:?}",
         stages.iter().map(|r| (r.status, &r.body)).collect::<Vec<_>>(),
+        puts.iter().map(|r| (r.status, &r.body)).collect::<Vec<_>>(),
         tus.iter().map(|r| r.status).collect::<Vec<_>>()
     );
+    // An accepted PUT answers once its import ended (the image is active, its copy stored).
     let usage = app.state.db.quota_usage(&p1).await.unwrap();
     assert_eq!(usage.bytes(), 2 * MIB, "{usage:?}");
-    // A refused stage left its image waiting for data, with nothing held.
-    for (id, r) in ids.iter().zip(&stages) {
+    // A refused stage or PUT left its image waiting for data, with nothing held.
+    for (id, r) in ids.iter().zip(stages.iter().chain(puts.iter())) {
         if r.status == StatusCode::PAYLOAD_TOO_LARGE {
             assert_eq!(app.state.db.image(id).await.unwrap().unwrap().status, "queued");
             assert!(app.state.db.quota_holds(id).await.unwrap().is_empty());
