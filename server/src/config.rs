@@ -39,6 +39,9 @@ pub struct Config {
     /// address in that header that is not itself a trusted proxy. Empty, the default: the
     /// header is ignored, since any client can send it.
     pub trusted_proxies: Vec<crate::auth::IpRange>,
+    /// How long a stop (SIGTERM, ctrl-c) may take: running jobs are stopped and queued again,
+    /// in-flight requests get this long to finish. Default 30 s, well under systemd's 90 s.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 /// Where the run command builds the site when Hangar is run from its source tree.
@@ -57,6 +60,7 @@ impl Default for Config {
             default_storage: None,
             web_download_allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
+            shutdown_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -91,6 +95,7 @@ struct FileConfig {
     default_storage: Option<String>,
     web_download_allowed_hosts: Option<Vec<String>>,
     trusted_proxies: Option<Vec<String>>,
+    shutdown_timeout: Option<u64>,
 }
 
 /// What the command line asked for.
@@ -156,6 +161,8 @@ Other settings (file key / environment variable):
                                            environment); a bare host allows ports 80 and 443,
                                            host:port ([v6]:port) exactly that port; default
                                            none, which turns it off
+  shutdown_timeout / HANGAR_SHUTDOWN_TIMEOUT  seconds a stop may take (default 30): running
+                                           jobs are stopped and queued for the next start
   trusted_proxies / HANGAR_TRUSTED_PROXIES reverse proxies (IPs or CIDR ranges) whose
                                            X-Forwarded-For names the client; default none
 ";
@@ -195,6 +202,9 @@ impl Config {
         }
         if let Some(v) = env("HANGAR_JOB_WORKERS") {
             config.job_workers = parse_workers("HANGAR_JOB_WORKERS", &v)?;
+        }
+        if let Some(v) = env("HANGAR_SHUTDOWN_TIMEOUT") {
+            config.shutdown_timeout = parse_seconds("HANGAR_SHUTDOWN_TIMEOUT", &v)?;
         }
         if let Some(v) = env("HANGAR_TRUSTED_PROXIES") {
             config.trusted_proxies = parse_proxies("HANGAR_TRUSTED_PROXIES", v.split(','))?;
@@ -245,6 +255,9 @@ impl Config {
         }
         if let Some(v) = file.default_storage {
             self.default_storage = Some(v);
+        }
+        if let Some(v) = file.shutdown_timeout {
+            self.shutdown_timeout = parse_seconds("shutdown_timeout", &v.to_string())?;
         }
         if let Some(v) = file.trusted_proxies {
             self.trusted_proxies = parse_proxies("trusted_proxies", v.iter().map(String::as_str))?;
@@ -308,6 +321,17 @@ fn parse_hosts<'a>(key: &str, values: impl Iterator<Item = &'a str>) -> Result<V
         hosts.push(v.to_ascii_lowercase());
     }
     Ok(hosts)
+}
+
+fn parse_seconds(key: &str, value: &str) -> Result<std::time::Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+        _ => Err(ConfigError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            message: "expected a number of seconds from 1 to 3600".to_owned(),
+        }),
+    }
 }
 
 fn parse_proxies<'a>(key: &str, values: impl Iterator<Item = &'a str>) -> Result<Vec<crate::auth::IpRange>, ConfigError> {

@@ -65,6 +65,9 @@ pub struct JobControl {
     pub total: AtomicU64,
     /// Set when the job is cancelled: the pipeline stops at its next step.
     pub cancel: AtomicBool,
+    /// Set (with `cancel`) when the server is stopping: the pipeline stops the same way, but
+    /// the image and its upload are left for the job to run again at the next start.
+    pub stopping: AtomicBool,
     /// The current [`Stage`].
     stage: std::sync::Mutex<Stage>,
 }
@@ -105,6 +108,15 @@ impl JobControl {
         } else {
             Ok(())
         }
+    }
+    /// Stops the job because the server is stopping: see [`JobControl::stopping`].
+    pub fn stop_for_shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+    /// Whether the job was stopped by a shutdown (and is to run again), not cancelled.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
     fn set_done(&self, n: u64) {
         self.done.store(n, Ordering::Relaxed);
@@ -364,7 +376,8 @@ fn process(
                 let _ = std::fs::remove_file(&out);
                 return Err(e);
             }
-            let _ = std::fs::remove_file(&up.path);
+            // The upload stays until the image is published (ingest_with): a stop before that
+            // redoes the job from it.
             (out, ext.to_owned(), true, Some(summary.virtual_size))
         }
         Plan::Refuse(reason) => return Err(IngestError::Refused(reason)),
@@ -559,7 +572,8 @@ impl Primary<'_> {
         let what = self.what;
         let (_, md5, sha512) = hash_file(self.path, false, ctl, uploaded_size).map_err(|e| IngestError::Io(format!("hash {what}: {e}")))?;
         let size = std::fs::metadata(self.path).map_err(|e| IngestError::Io(format!("stat {what}: {e}")))?.len();
-        let _ = std::fs::remove_file(&up.path);
+        // The package stays until its image is published (ingest_with).
+        let _ = up;
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let record = records::ActiveImage {
             disk_format: self.disk_format.clone(),
@@ -778,12 +792,20 @@ pub async fn ingest_with(
                 let _ = store.delete(&key).await;
                 return Err(IngestError::NotAccepted("the image changed state during import".into()));
             }
+            // Published: the upload (unless it was itself moved into place) is no longer needed.
+            discard(&up.path);
             tracing::info!(image = %image.id, format = %imported.disk_format, converted = imported.converted, "ingest: active");
             if matches!(imported.uploaded_format.as_str(), "ova" | "uec") {
                 finish_package(db, &image, &up, store, &imported).await;
             }
             drop_package();
             Ok(imported)
+        }
+        Err(IngestError::Cancelled) if ctl.is_stopping() => {
+            // The server is stopping: the image stays `importing` with its upload, and the job
+            // runs again at the next start (staging is cleared then).
+            tracing::info!(image = %image.id, "ingest: stopped by the shutdown; the job will run again");
+            Err(IngestError::Cancelled)
         }
         Err(err) => {
             discard(&up.path);

@@ -23,11 +23,27 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// How long an idle worker sleeps before looking for work it was not told about.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
-/// Handle to the worker pool: `wake` after queueing a job so a worker takes it at once.
+/// Handle to the worker pool: `wake` after queueing a job so a worker takes it at once;
+/// `shutdown` to stop it.
 #[derive(Clone, Debug)]
 pub struct Jobs {
     db: Db,
     notify: Arc<Notify>,
+    running: Arc<Running>,
+}
+
+/// The jobs running now, so a shutdown can stop them; and whether the pool is stopping.
+#[derive(Debug, Default)]
+struct Running {
+    jobs: std::sync::Mutex<std::collections::HashMap<String, Arc<JobControl>>>,
+    stopping: std::sync::atomic::AtomicBool,
+    changed: Notify,
+}
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<JobControl>>> {
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Jobs {
@@ -41,6 +57,35 @@ impl Jobs {
     /// Wakes a worker (after a retry, for example).
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+
+    /// Stops the pool for a server stop: no job is claimed any more, and every running job is
+    /// stopped at its next step (a conversion within 16 MiB) and queued again with its image
+    /// and upload intact, to run at the next start. Waits at most `bound` for them; returns the
+    /// ids of the jobs that were stopped and requeued, and of those still running at the bound
+    /// (they are queued again at the next start, as after a crash).
+    pub async fn shutdown(&self, bound: Duration) -> (Vec<String>, Vec<String>) {
+        self.running.stopping.store(true, Ordering::Relaxed);
+        self.notify.notify_waiters();
+        let stopped: Vec<String> = {
+            let jobs = self.running.lock();
+            for ctl in jobs.values() {
+                ctl.stop_for_shutdown();
+            }
+            jobs.keys().cloned().collect()
+        };
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let changed = self.running.changed.notified();
+            let left: Vec<String> = self.running.lock().keys().cloned().collect();
+            if left.is_empty() {
+                return (stopped, Vec::new());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let done = stopped.iter().filter(|id| !left.contains(id)).cloned().collect();
+                return (done, left);
+            }
+        }
     }
 }
 
@@ -61,13 +106,18 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
         tracing::info!(removed, "removed leftovers of interrupted jobs from the staging directory");
     }
     let notify = Arc::new(Notify::new());
+    let running = Arc::new(Running::default());
     for n in 0..workers.max(1) {
-        let (db, data_dir, notify, stores) = (db.clone(), data_dir.clone(), notify.clone(), stores.clone());
+        let (db, data_dir, notify, stores, running) = (db.clone(), data_dir.clone(), notify.clone(), stores.clone(), running.clone());
         tokio::spawn(async move {
             tracing::debug!(worker = n, "job worker started");
             loop {
+                if running.stopping.load(Ordering::Relaxed) {
+                    tracing::debug!(worker = n, "job worker stopped");
+                    return;
+                }
                 match db.claim_job().await {
-                    Ok(Some(job)) => run(&db, &data_dir, &stores, job).await,
+                    Ok(Some(job)) => run(&db, &data_dir, &stores, job, &running).await,
                     Ok(None) => {
                         let _ = tokio::time::timeout(IDLE_POLL, notify.notified()).await;
                     }
@@ -79,7 +129,7 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
             }
         });
     }
-    let jobs = Jobs { db: db.clone(), notify };
+    let jobs = Jobs { db: db.clone(), notify, running };
     stores.set_jobs(jobs.clone());
     Ok(jobs)
 }
@@ -103,15 +153,36 @@ pub fn clear_staging(dir: &std::path::Path) -> usize {
     removed
 }
 
-/// Runs one claimed job to its end and records the outcome.
-async fn run(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: JobRow) {
+/// Runs one claimed job to its end and records the outcome; a job stopped by a shutdown is
+/// queued again instead.
+async fn run(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: JobRow, running: &Running) {
     tracing::info!(job = %job.id, kind = %job.kind, image = %job.image_id, attempt = job.attempts, "job started");
     let ctl = Arc::new(JobControl::default());
+    running.lock().insert(job.id.clone(), ctl.clone());
+    if running.stopping.load(Ordering::Relaxed) {
+        // Claimed just as the shutdown began: not started, so queued again as it is.
+        ctl.stop_for_shutdown();
+    }
+    run_claimed(db, data_dir, stores, &job, &ctl).await;
+    running.lock().remove(&job.id);
+    running.changed.notify_waiters();
+}
+
+async fn run_claimed(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: &Arc<JobControl>) {
+    let job = job.clone();
+    if ctl.is_stopping() {
+        requeue(db, &job).await;
+        return;
+    }
     let outcome = match job.kind.as_str() {
         "import" => with_progress(db, &job, ctl.clone(), run_import(db, data_dir, stores, &job, ctl.clone())).await,
         "copy" => with_progress(db, &job, ctl.clone(), run_copy(db, data_dir, stores, &job, ctl.clone())).await,
         other => Err(format!("unknown job kind '{other}'")),
     };
+    if outcome.is_err() && ctl.is_stopping() {
+        requeue(db, &job).await;
+        return;
+    }
     let (status, error, summary) = match outcome {
         Ok(summary) => ("succeeded", String::new(), summary),
         Err(e) if ctl.cancel.load(Ordering::Relaxed) => ("cancelled", e, String::new()),
@@ -120,6 +191,15 @@ async fn run(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: JobRow) 
     match db.finish_job(&job.id, status, &error, &summary).await {
         Ok(_) => tracing::info!(job = %job.id, status, error = %error, "job ended"),
         Err(err) => tracing::warn!(job = %job.id, error = %err, "cannot record the end of a job"),
+    }
+}
+
+/// Puts a job stopped by a shutdown back in the queue (its image and input untouched).
+async fn requeue(db: &Db, job: &JobRow) {
+    match db.requeue_job(&job.id).await {
+        Ok(true) => tracing::info!(job = %job.id, image = %job.image_id, "job stopped by the shutdown; queued to run again at the next start"),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(job = %job.id, error = %err, "cannot queue a stopped job again; the next start will"),
     }
 }
 

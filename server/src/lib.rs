@@ -384,10 +384,37 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         data_dir = %state.config.data_dir.display(),
         "Hangar is listening"
     );
-    let db = state.db.clone();
-    serve(listener, router(state, sessions), shutdown_signal())
-        .await
-        .map_err(|source| StartError::Listen { addr: local.to_string(), source })?;
+    let (db, jobs, bound) = (state.db.clone(), state.jobs.clone(), state.config.shutdown_timeout);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut http = tokio::spawn(serve(listener, router(state, sessions), {
+        let stop = stop.clone();
+        async move { stop.notified().await }
+    }));
+    tokio::select! {
+        ended = &mut http => {
+            // The server ended by itself: a listener failure.
+            let ended = ended.map_err(|e| StartError::Listen { addr: local.to_string(), source: std::io::Error::other(e) })?;
+            ended.map_err(|source| StartError::Listen { addr: local.to_string(), source })?;
+        }
+        () = shutdown_signal() => {
+            // Stop taking requests and jobs at once; running jobs stop at their next step and
+            // are queued for the next start (nothing is killed), all within the bound.
+            stop.notify_one();
+            let started = Instant::now();
+            let (stopped, http) = tokio::join!(jobs.shutdown(bound), tokio::time::timeout(bound, &mut http));
+            let (requeued, still_running) = stopped;
+            if !requeued.is_empty() {
+                tracing::info!(jobs = ?requeued, "stopped running jobs; they are queued and run again at the next start");
+            }
+            if !still_running.is_empty() {
+                tracing::warn!(jobs = ?still_running, "jobs still running at the shutdown bound; the next start queues them again");
+            }
+            if http.is_err() {
+                tracing::warn!(bound_secs = bound.as_secs(), "requests still in flight at the shutdown bound were cut off");
+            }
+            tracing::info!(took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "shutdown finished");
+        }
+    }
     db.close().await;
     tracing::info!("stopped");
     Ok(())

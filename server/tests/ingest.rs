@@ -282,6 +282,84 @@ async fn a_job_cancelled_during_its_conversion_stops_it_midway() {
     assert!(images.is_empty(), "no converted image kept: {images:?}");
 }
 
+/// A routine stop while conversions run loses nothing (the reliability issue): the shutdown
+/// stops the running conversion within its bound, queues the job again with the image still
+/// `importing` and its upload kept, and the next start finishes it, byte for byte.
+#[tokio::test]
+async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_it() {
+    let e = env().await;
+    // 256 MiB of incompressible data: the conversion takes long enough to be caught mid-way
+    // (progress is written twice a second).
+    let raw = e.data().join("big.raw");
+    let mut bytes = vec![0u8; 256 << 20];
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for c in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&raw, &bytes).unwrap();
+    drop(bytes);
+    let vdi = e.data().join("big.vdi");
+    qemu_img(&["convert", "-f", "raw", "-O", "vdi", raw.to_str().unwrap(), vdi.to_str().unwrap()]);
+    let id = e.image("vdi").await;
+    let up = e.upload(&id, &vdi);
+    let upload_path = up.path.clone();
+    let stores = server::stores::Stores::open(&[], None, e.data()).unwrap();
+    let jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1, stores).await.unwrap();
+    let job = jobs
+        .submit(&records::NewJob {
+            kind: "import".into(),
+            image_id: id.clone(),
+            backend: "local".into(),
+            params: serde_json::to_string(&up).unwrap(),
+            bytes_total: 256 << 20,
+            created_by: Some(e.user.clone()),
+        })
+        .await
+        .unwrap();
+    // Stop once the conversion is under way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let j = e.db.job(&job.id).await.unwrap().unwrap();
+        if j.stage == "converting" && j.bytes_done > 0 {
+            break;
+        }
+        assert!(j.status == "queued" || j.status == "running", "the job ended before the stop: {j:?}");
+        assert!(std::time::Instant::now() < deadline, "the conversion did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let t0 = std::time::Instant::now();
+    let (requeued, still_running) = jobs.shutdown(std::time::Duration::from_secs(20)).await;
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the stop took {:?}", t0.elapsed());
+    assert_eq!((requeued, still_running), (vec![job.id.clone()], vec![]));
+    let j = e.db.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(j.status, "queued", "{j:?}");
+    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "importing", "the image is not killed");
+    assert!(upload_path.exists(), "the upload is kept for the next start");
+
+    // The next start runs it again from the upload.
+    let stores = server::stores::Stores::open(&[], None, e.data()).unwrap();
+    let _jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1, stores).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let done = loop {
+        let j = e.db.job(&job.id).await.unwrap().unwrap();
+        if !matches!(j.status.as_str(), "queued" | "running") {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not finish: {j:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.status, "succeeded", "{}", done.error);
+    let img = e.db.image_ingest(&id).await.unwrap().unwrap();
+    assert_eq!(img.status, "active");
+    assert!(!upload_path.exists(), "the upload goes once the image is published");
+    // Byte for byte the disk that was uploaded (qemu-img as the oracle, formats pinned).
+    let out = Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "qcow2"]).arg(&raw).arg(img.location.as_deref().unwrap()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
 #[tokio::test]
 async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     let e = env().await;

@@ -293,6 +293,13 @@ impl Db {
     /// At start: jobs that were running when the server stopped are queued again (their work is
     /// redone from the start; outputs are only published at the end, so nothing half-done is
     /// visible). Returns how many.
+    /// Queues one running job again (it was stopped by a server shutdown and will redo its work
+    /// from the start); false if it was not running.
+    pub async fn requeue_job(&self, id: &str) -> Result<bool, DbError> {
+        let sql = format!("UPDATE jobs SET status = 'queued', bytes_done = 0, stage = '', updated_at = {NOW_MS} WHERE id = ? AND status = 'running'");
+        Ok(sqlx::query(&sql).bind(id).execute(self.pool()).await?.rows_affected() == 1)
+    }
+
     pub async fn requeue_interrupted_jobs(&self) -> Result<u64, DbError> {
         let sql = format!(
             "UPDATE jobs SET status = CASE cancel_requested WHEN 1 THEN 'cancelled' ELSE 'queued' END, \
