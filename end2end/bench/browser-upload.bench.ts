@@ -135,7 +135,7 @@ test("browser upload throughput vs the tus API", async ({ page }) => {
   }
 
   /** The plain-JS ceiling described above; returns seconds. */
-  async function ceilingUpload(): Promise<number> {
+  async function ceilingUpload(imageId: string): Promise<number> {
     await page.goto("/upload");
     await page.evaluate(() => {
       const input = document.createElement("input");
@@ -145,8 +145,10 @@ test("browser upload throughput vs the tus API", async ({ page }) => {
       document.body.appendChild(input);
     });
     await page.locator("#bench-ceiling-file").setInputFiles(file);
-    return await page.evaluate(async () => {
+    // Every upload names the image it fills (the server refuses others at creation).
+    return await page.evaluate(async (imageId: string) => {
       const f = (document.getElementById("bench-ceiling-file") as HTMLInputElement).files![0];
+      const meta = `image_id ${btoa(imageId)}`;
       const chunk = 8 << 20;
       const chunks = Math.ceil(f.size / chunk);
       const per = Math.ceil(chunks / 4) * chunk;
@@ -155,7 +157,7 @@ test("browser upload throughput vs the tus API", async ({ page }) => {
       const parts: { url: string; start: number; end: number }[] = [];
       for (let start = 0; start < f.size; start += per) {
         const end = Math.min(f.size, start + per);
-        const r = await fetch("/uploads", { method: "POST", headers: { ...tus, "Upload-Length": String(end - start), "Upload-Concat": "partial" } });
+        const r = await fetch("/uploads", { method: "POST", headers: { ...tus, "Upload-Length": String(end - start), "Upload-Concat": "partial", "Upload-Metadata": meta } });
         if (r.status !== 201) throw new Error(`create: ${r.status} ${await r.text()}`);
         parts.push({ url: r.headers.get("Location")!, start, end });
       }
@@ -175,7 +177,7 @@ test("browser upload throughput vs the tus API", async ({ page }) => {
       const secs = (performance.now() - t0) / 1000;
       for (const p of parts) await fetch(p.url, { method: "DELETE", headers: tus });
       return secs;
-    });
+    }, imageId);
   }
 
   const api: number[] = [];
@@ -190,7 +192,7 @@ test("browser upload throughput vs the tus API", async ({ page }) => {
     api.push(a);
     const b = await browserUpload(unique("bench-browser"));
     browser.push(b);
-    const c = await ceilingUpload();
+    const c = await ceilingUpload(await createImage(unique("bench-ceiling")));
     ceiling.push(c);
     console.log(
       `  round ${round}: API ${rate(a)} MiB/s (${a.toFixed(2)} s), browser ${rate(b)} MiB/s (${b.toFixed(2)} s), ratio ${(a / b).toFixed(2)}x; ` +

@@ -183,6 +183,21 @@ pub async fn csrf(req: Request, next: Next) -> Response {
     if safe || req.headers().contains_key(AUTH_TOKEN_HEADER) {
         return next.run(req).await;
     }
+    // The API surfaces (tus, Glance) with no session cookie carry no credentials a foreign page
+    // could borrow: let them through, to be answered 401 by their handlers rather than a
+    // confusing "cross-site" 403. (Pages' forms keep the check even without a cookie: a forged
+    // sign-in would sign the victim into the attacker's account.)
+    let path = req.uri().path();
+    let api = path == "/uploads" || path.starts_with("/uploads/") || path == "/image" || path.starts_with("/image/");
+    let has_session = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .any(|c| c.split(';').any(|kv| kv.trim_start().starts_with("hangar_session=")));
+    if api && !has_session {
+        return next.run(req).await;
+    }
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let origin = req
         .headers()

@@ -128,12 +128,14 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
     let up = uploads::Uploads::open(db.clone(), uploads::UploadConfig::new(data_dir), on_complete)
         .await
         .map_err(|e| StartError::Uploads(e.to_string()))?;
-    // An upload naming a storage backend must name one that exists: refused at creation, so a
-    // typo never lands the image somewhere else.
-    let known = stores.clone();
-    up.set_check_metadata(Arc::new(move |m| match m.get("store").filter(|s| !s.is_empty()) {
-        Some(name) if known.get(name).is_none() => Err(format!("There is no storage backend named {name:?}; {}.", choose_backend(&known))),
-        _ => Ok(()),
+    // Every upload is checked before a byte is stored, so none is accepted whose bytes would be
+    // discarded later: it must name (`image_id`) an image of the caller's project that the
+    // caller may change and that is waiting for data; a storage backend it names must exist (a
+    // typo never lands the image somewhere else).
+    let (known, check_db) = (stores.clone(), db.clone());
+    up.set_check_metadata(Arc::new(move |new| {
+        let (known, db) = (known.clone(), check_db.clone());
+        Box::pin(async move { check_new_upload(&db, &known, &new).await })
     }));
     // MD5 and SHA-512 of the uploaded bytes only where they are stored as uploaded.
     let (hash_db, hash_stores) = (db.clone(), stores.clone());
@@ -207,6 +209,49 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
     });
     let _cleanup = uploads::spawn_cleanup(up.clone());
     Ok(up)
+}
+
+/// The creation check of a tus upload (see `open_uploads`): `Err((status, message))` refuses it.
+async fn check_new_upload(db: &Db, stores: &stores::Stores, new: &uploads::NewUploadCheck) -> Result<(), (u16, String)> {
+    if let Some(name) = new.metadata.get("store").filter(|s| !s.is_empty()) {
+        if stores.get(name).is_none() {
+            return Err((400, format!("There is no storage backend named {name:?}; {}.", choose_backend(stores))));
+        }
+    }
+    let Some(image_id) = new.metadata.get("image_id").filter(|s| !s.is_empty()) else {
+        return Err((
+            400,
+            "Name the image this upload is for: create it first (the dashboard's Upload page, or POST /image/v2/images) \
+             and put its id in Upload-Metadata as image_id."
+                .to_owned(),
+        ));
+    };
+    let internal = |e: records::DbError| {
+        tracing::error!(error = %e, "cannot check a new upload's image");
+        (500, "Hangar cannot check this upload's image right now; try again.".to_owned())
+    };
+    let scope = Some(new.project_id.as_str());
+    let facts = match app::api::shares::imp::image_facts(db, image_id, scope).await {
+        Ok((_, facts)) => facts,
+        Err(e) if e.status() == 404 => return Err((404, format!("There is no image {image_id} to upload to."))),
+        Err(e) => return Err((500, e.to_string())),
+    };
+    if !policy::can_view(Some(&new.principal), &facts) {
+        return Err((404, format!("There is no image {image_id} to upload to.")));
+    }
+    match policy::authorize(Some(&new.principal), &policy::Action::ModifyImage(&facts)) {
+        Ok(()) => {}
+        Err(policy::Denial::Forbidden(why)) => return Err((403, why)),
+        Err(policy::Denial::NotSignedIn) => return Err((401, "Sign in to upload.".to_owned())),
+    }
+    let image = db.image(image_id).await.map_err(internal)?.ok_or_else(|| (404, format!("There is no image {image_id} to upload to.")))?;
+    if image.owner.as_deref() != Some(new.project_id.as_str()) {
+        return Err((403, "Upload an image's data from its own project (switch project, or use a token of that project).".to_owned()));
+    }
+    if !matches!(image.status.as_str(), "queued" | "uploading") {
+        return Err((409, format!("Image {image_id} is {}: its data was already uploaded, and an image is imported once.", image.status)));
+    }
+    Ok(())
 }
 
 /// An image whose bytes start arriving is `uploading`; one whose upload expired unfinished is

@@ -500,6 +500,11 @@ async fn every_route_family_authorizes_each_kind_of_caller() {
     .await
     .unwrap();
     let doomed = db.create_image(&private("doomed")).await.unwrap();
+    let waiting = db.create_image(&private("waiting")).await.unwrap();
+    let waiting_meta = {
+        use base64::Engine as _;
+        format!("image_id {}", base64::engine::general_purpose::STANDARD.encode(&waiting.id))
+    };
 
     let auths = [
         None,
@@ -508,12 +513,15 @@ async fn every_route_family_authorizes_each_kind_of_caller() {
         Some(token(&app, "other", &p2).await),
         Some(token(&app, "admin", &p1).await),
     ];
-    let tus = |r: axum::http::request::Builder| r.header("tus-resumable", "1.0.0").header("upload-length", "10");
+    let tus = move |r: axum::http::request::Builder| {
+        r.header("tus-resumable", "1.0.0").header("upload-length", "10").header("upload-metadata", waiting_meta.as_str())
+    };
     type Build = Box<dyn Fn() -> axum::http::request::Builder>;
     let table: Vec<(&str, Build, [u16; 5])> = vec![
         ("GET /healthz", Box::new(|| Request::get("/healthz")), [200; 5]),
         ("GET /images/{id}/file", Box::new({ let u = format!("/images/{}/file", stored.id); move || Request::get(u.as_str()) }), [401, 200, 200, 404, 200]),
-        ("POST /uploads", Box::new(move || tus(Request::post("/uploads"))), [401, 403, 201, 201, 201]),
+        // An upload names an image it may fill: p2's member cannot see p1's private image (404).
+        ("POST /uploads", Box::new(move || tus(Request::post("/uploads"))), [401, 403, 201, 404, 201]),
         ("GET /image/v2/images", Box::new(|| Request::get("/image/v2/images")), [401, 200, 200, 200, 200]),
         ("GET /image/v2/images/{id}", Box::new({ let u = format!("/image/v2/images/{}", stored.id); move || Request::get(u.as_str()) }), [401, 200, 200, 404, 200]),
         // The member deletes it; the admin then finds nothing.

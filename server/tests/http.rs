@@ -170,13 +170,10 @@ async fn an_image_is_uploading_once_its_first_bytes_arrive() {
             .body(Body::from(bytes))
             .unwrap()
     };
+    // An upload naming another project's image is refused when it is created (it used to be
+    // accepted and its bytes discarded at the end).
     let stranger = app.send(create(&theirs.id, None)).await;
-    assert_eq!(stranger.status, StatusCode::CREATED, "{}", stranger.body);
-    let url = stranger.headers["location"].to_str().unwrap().to_owned();
-    assert_eq!(
-        app.send(patch(&url, 0, vec![1; 4096])).await.status,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(stranger.status, StatusCode::NOT_FOUND, "{}", stranger.body);
 
     // A part of a parallel upload names the image as the browser's parts do.
     let part = app.send(create(&mine.id, Some("partial"))).await;
@@ -299,6 +296,81 @@ async fn an_upload_naming_an_unknown_backend_is_refused_at_creation() {
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     assert!(refused.body.contains("no-such-store") && refused.body.contains("choose one of"), "{}", refused.body);
     let default = app.state.stores.default_backend().name().to_owned();
-    let ok = app.send(create(format!("image_id {},store {}", b64("x"), b64(&default)))).await;
+    let image = app
+        .state
+        .db
+        .create_image(&NewImage { name: "x".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    let ok = app.send(create(format!("image_id {},store {}", b64(&image.id), b64(&default)))).await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+}
+
+/// No upload is accepted whose bytes would be thrown away later (the reliability issue): it
+/// must name an image the caller may fill and that is waiting for data, checked when it is
+/// created; a PATCH after the upload was handed over is told so (not a 500); and a request
+/// with no credentials at all is a 401, not a "cross-site" 403.
+#[tokio::test]
+async fn uploads_that_would_be_discarded_are_refused_up_front() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let other = token(&app, "other", &p2).await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let create = |tok: Option<&str>, meta: Option<String>| {
+        let mut r = Request::post("/uploads").header("tus-resumable", "1.0.0").header("upload-length", "4");
+        if let Some(t) = tok {
+            r = r.header("x-auth-token", t);
+        }
+        if let Some(m) = meta {
+            r = r.header("upload-metadata", m);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let db = &app.state.db;
+    let image = |name: &str, owner: &str| NewImage { name: name.into(), disk_format: Some("raw".into()), visibility: Some("private".into()), owner: Some(owner.into()), ..Default::default() };
+    let waiting = db.create_image(&image("waiting", &p1)).await.unwrap();
+    let done = db.create_image(&image("done", &p1)).await.unwrap();
+    assert!(db.transition_image(&done.id, &["queued"], "active", "").await.unwrap());
+
+    let cases = [
+        ("no credentials", None, Some(format!("image_id {}", b64(&waiting.id))), StatusCode::UNAUTHORIZED, "Sign in"),
+        ("no image named", Some(tok.as_str()), None, StatusCode::BAD_REQUEST, "image_id"),
+        ("no such image", Some(tok.as_str()), Some(format!("image_id {}", b64("00000000-0000-0000-0000-000000000000"))), StatusCode::NOT_FOUND, "no image"),
+        ("another project's image", Some(other.as_str()), Some(format!("image_id {}", b64(&waiting.id))), StatusCode::NOT_FOUND, "no image"),
+        ("an image already imported", Some(tok.as_str()), Some(format!("image_id {}", b64(&done.id))), StatusCode::CONFLICT, "imported once"),
+    ];
+    for (what, t, meta, want, says) in cases {
+        let r = app.send(create(t, meta)).await;
+        assert_eq!(r.status, want, "{what}: {}", r.body);
+        assert!(r.body.contains(says), "{what}: {}", r.body);
+    }
+    assert!(std::fs::read_dir(app.state.config.data_dir.join("uploads")).map(|d| d.count()).unwrap_or(0) == 0, "nothing was stored");
+
+    // A good upload completes; a late PATCH (empty, as a confused client sends) gets a 409.
+    let r = app.send(create(Some(&tok), Some(format!("image_id {}", b64(&waiting.id))))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let url = r.headers["location"].to_str().unwrap().to_owned();
+    let patch = |offset: u64, bytes: Vec<u8>| {
+        Request::patch(url.as_str())
+            .header("x-auth-token", tok.as_str())
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset.to_string())
+            .body(Body::from(bytes))
+            .unwrap()
+    };
+    assert_eq!(app.send(patch(0, vec![1, 2, 3, 4])).await.status, StatusCode::NO_CONTENT);
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    for _ in 0..250 {
+        if db.upload_by_id(&id).await.unwrap().is_none_or(|u| u.completed_at.is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let late = app.send(patch(4, Vec::new())).await;
+    assert!(matches!(late.status, StatusCode::CONFLICT | StatusCode::NOT_FOUND | StatusCode::GONE), "{} {}", late.status, late.body);
 }

@@ -61,12 +61,15 @@ async fn put(app: &TestApp, tok: &str, id: &str, what: &str, data: Vec<u8>) -> R
         .await
 }
 
-async fn tus_create(app: &TestApp, tok: &str, length: u64) -> Reply {
+/// Creates a tus upload of `length` bytes for image `id`.
+async fn tus_create(app: &TestApp, tok: &str, id: &str, length: u64) -> Reply {
+    use base64::Engine as _;
     let req = Request::post("/uploads")
         .header(header::HOST, HOST)
         .header("x-auth-token", tok)
         .header("tus-resumable", "1.0.0")
         .header("upload-length", length.to_string())
+        .header("upload-metadata", format!("image_id {}", base64::engine::general_purpose::STANDARD.encode(id)))
         .body(Body::empty())
         .unwrap();
     app.send(req).await
@@ -135,14 +138,14 @@ async fn parallel_puts_stages_and_tus_uploads_stop_at_max_bytes() {
     // Raw images are kept as raw here, so what is stored is exactly what was sent.
     app.state.db.set_policy_cell("local", "raw", "native", None, "Kept.", "test").await.unwrap();
     let mut ids = Vec::new();
-    for i in 0..8 {
+    for i in 0..12 {
         ids.push(create_ok(&app, &tok, &format!("arriving-{i}"), "raw").await);
     }
     // Room for two of the twelve 1 MiB arrivals below, whichever door they use.
     app.state.db.set_quota(&p1, set_quota(None, Some(2 * MIB + MIB / 2), None)).await.unwrap();
     let stages = join_all(ids[..4].iter().map(|id| put(&app, &tok, id, "stage", noise(MIB, 1))));
-    let puts = join_all(ids[4..].iter().map(|id| put(&app, &tok, id, "file", noise(MIB, 1))));
-    let tus = join_all((0..4).map(|_| tus_create(&app, &tok, MIB)));
+    let puts = join_all(ids[4..8].iter().map(|id| put(&app, &tok, id, "file", noise(MIB, 1))));
+    let tus = join_all(ids[8..].iter().map(|id| tus_create(&app, &tok, id, MIB)));
     let (stages, puts, tus) = tokio::join!(stages, puts, tus);
     let ok = stages.iter().chain(puts.iter()).filter(|r| r.status == StatusCode::NO_CONTENT).count()
         + tus.iter().filter(|r| r.status == StatusCode::CREATED).count();
@@ -174,10 +177,14 @@ async fn glance_bodies_take_upload_slots_as_tus_uploads_do() {
     let (p1, _) = seed_accounts(&app).await;
     let tok = token(&app, "member", &p1).await;
     let id = create_ok(&app, &tok, "slot", "raw").await;
+    let mut others = Vec::new();
+    for i in 0..3 {
+        others.push(create_ok(&app, &tok, &format!("tus-{i}"), "raw").await);
+    }
     app.state.db.set_quota(&p1, set_quota(None, None, Some(2))).await.unwrap();
     // Two tus uploads in progress fill the project's two slots: a Glance body must wait too.
-    for _ in 0..2 {
-        assert_eq!(tus_create(&app, &tok, MIB).await.status, StatusCode::CREATED);
+    for other in &others[..2] {
+        assert_eq!(tus_create(&app, &tok, other, MIB).await.status, StatusCode::CREATED);
     }
     let r = put(&app, &tok, &id, "stage", noise(4096, 2)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
@@ -187,7 +194,7 @@ async fn glance_bodies_take_upload_slots_as_tus_uploads_do() {
     app.state.db.set_quota(&p1, set_quota(None, None, Some(3))).await.unwrap();
     assert_eq!(put(&app, &tok, &id, "stage", noise(4096, 2)).await.status, StatusCode::NO_CONTENT);
     assert_eq!(app.state.db.quota_holds(&id).await.unwrap(), vec![("stage".to_owned(), 4096, false)]);
-    assert_eq!(tus_create(&app, &tok, MIB).await.status, StatusCode::CREATED, "the stage's slot was given back");
+    assert_eq!(tus_create(&app, &tok, &others[2], MIB).await.status, StatusCode::CREATED, "the stage's slot was given back");
 }
 
 #[tokio::test]

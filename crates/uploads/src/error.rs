@@ -55,6 +55,10 @@ pub enum UploadError {
     /// 500: anything else that should not happen (logged; the client sees a reference id).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The consumer's creation check refused the upload with this status (400, 403, 404, 409)
+    /// and message ([`crate::Uploads::set_check_metadata`]).
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
 }
 
 /// tus's "460 Checksum Mismatch" (not in the HTTP registry, so built from its number).
@@ -79,6 +83,7 @@ impl UploadError {
             UploadError::ChecksumMismatch => checksum_mismatch_status(),
             UploadError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             UploadError::Io(e) if is_disk_full(e) => StatusCode::INSUFFICIENT_STORAGE,
+            UploadError::Refused { status, .. } => *status,
             UploadError::Io(_) | UploadError::Db(_) | UploadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -124,7 +124,7 @@ async fn create(
 
     let concat = tus::concat(&headers, &u.config.path_prefix)?;
     let metadata = tus::metadata(&headers)?;
-    u.check_metadata(&metadata)?;
+    u.check_metadata(crate::NewUploadCheck { principal: p.clone(), project_id: project.clone(), metadata: metadata.clone() }).await?;
     if headers.contains_key(tus::UPLOAD_DEFER_LENGTH) {
         return Err(UploadError::BadRequest("Upload-Defer-Length is not supported; send Upload-Length.".into()));
     }
@@ -476,6 +476,14 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
     let content_length = tus::number(headers, header::CONTENT_LENGTH.as_str())?;
     let mut live = u.lock(id).await?;
     let row = u.db.upload_by_id(id).await?.ok_or(UploadError::NotFound)?;
+    if row.completed_at.is_some() {
+        // Handed over (its file may already be the import's): a late PATCH, even an empty one,
+        // is told so rather than failing on the missing file.
+        return Err(UploadError::Refused {
+            status: StatusCode::CONFLICT,
+            message: "This upload is complete and was handed over for import; nothing more can be sent to it.".into(),
+        });
+    }
     let offset = u64::try_from(row.upload_offset).unwrap_or(0);
     let length = u64::try_from(row.upload_length).unwrap_or(0);
     if sent != offset {

@@ -229,9 +229,22 @@ impl UploadInfo {
 /// block.
 pub type OnEvent = Arc<dyn Fn(UploadEvent) + Send + Sync>;
 
-/// Checks a new upload's decoded metadata ([`Uploads::set_check_metadata`]); an `Err` refuses
-/// the creation with 400 and the message. It runs on a runtime thread: it must not block.
-pub type CheckMetadata = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
+/// What a new upload is, for the consumer's creation check: who creates it, in which project,
+/// with which decoded metadata.
+#[derive(Clone, Debug)]
+pub struct NewUploadCheck {
+    pub principal: policy::Principal,
+    pub project_id: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Checks a new upload before anything is stored ([`Uploads::set_check_metadata`]): `Err((status,
+/// message))` refuses the creation with that status (400 for bad metadata, 404 for an image
+/// that does not exist, 403, 409), so that no upload is accepted whose bytes would be
+/// discarded later.
+pub type CheckMetadata = Arc<
+    dyn Fn(NewUploadCheck) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), (u16, String)>> + Send>> + Send + Sync,
+>;
 
 /// Chooses, per upload, which digests to compute ([`Uploads::set_hashes_for`]) from its decoded
 /// metadata. The consumer knows whether it needs MD5 and SHA-512 of the uploaded bytes: not
@@ -332,9 +345,12 @@ impl Uploads {
         }
     }
 
-    fn check_metadata(&self, m: &BTreeMap<String, String>) -> Result<(), UploadError> {
+    async fn check_metadata(&self, new: NewUploadCheck) -> Result<(), UploadError> {
         match self.check_metadata.get() {
-            Some(f) => f(m).map_err(UploadError::BadRequest),
+            Some(f) => f(new).await.map_err(|(status, message)| UploadError::Refused {
+                status: axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+                message,
+            }),
             None => Ok(()),
         }
     }

@@ -65,8 +65,12 @@ async fn create_head_patch_complete_with_hashes() {
     assert_eq!(format!("/uploads/{}", done.id), url);
     assert_eq!(env.head(&m, &url).await.offset(), data.len() as u64, "HEAD still answers after completion");
     assert_eq!(env.completions().len(), 1, "the callback fires exactly once");
-    // A PATCH past the end changes nothing and completes nothing again.
-    assert_eq!(env.patch(&m, &url, data.len() as u64, b"x").await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // A PATCH after the hand-over (past the end, empty, or at a stale offset) is a 409 that
+    // says so, changes nothing and completes nothing again.
+    let late = env.patch(&m, &url, data.len() as u64, b"x").await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.body);
+    assert!(late.body.contains("handed over"), "{}", late.body);
+    assert_eq!(env.patch(&m, &url, data.len() as u64, b"").await.status, StatusCode::CONFLICT);
     assert_eq!(env.patch(&m, &url, 0, b"x").await.status, StatusCode::CONFLICT);
     assert_eq!(env.completions().len(), 1);
 }
