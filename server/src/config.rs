@@ -42,6 +42,9 @@ pub struct Config {
     /// How long a stop (SIGTERM, ctrl-c) may take: running jobs are stopped and queued again,
     /// in-flight requests get this long to finish. Default 30 s, well under systemd's 90 s.
     pub shutdown_timeout: std::time::Duration,
+    /// Below this many free bytes in the data directory `/readyz` answers 503 `low_space`
+    /// (uploads and conversions land there). Default 1 GiB.
+    pub low_space_bytes: u64,
 }
 
 /// Where the run command builds the site when Hangar is run from its source tree.
@@ -61,6 +64,7 @@ impl Default for Config {
             web_download_allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             shutdown_timeout: std::time::Duration::from_secs(30),
+            low_space_bytes: 1 << 30,
         }
     }
 }
@@ -96,6 +100,7 @@ struct FileConfig {
     web_download_allowed_hosts: Option<Vec<String>>,
     trusted_proxies: Option<Vec<String>>,
     shutdown_timeout: Option<u64>,
+    low_space_bytes: Option<u64>,
 }
 
 /// What the command line asked for.
@@ -161,6 +166,8 @@ Other settings (file key / environment variable):
                                            environment); a bare host allows ports 80 and 443,
                                            host:port ([v6]:port) exactly that port; default
                                            none, which turns it off
+  low_space_bytes (file only)              /readyz answers 503 below this many free bytes in
+                                           the data directory (default 1 GiB)
   shutdown_timeout / HANGAR_SHUTDOWN_TIMEOUT  seconds a stop may take (default 30): running
                                            jobs are stopped and queued for the next start
   trusted_proxies / HANGAR_TRUSTED_PROXIES reverse proxies (IPs or CIDR ranges) whose
@@ -255,6 +262,9 @@ impl Config {
         }
         if let Some(v) = file.default_storage {
             self.default_storage = Some(v);
+        }
+        if let Some(v) = file.low_space_bytes {
+            self.low_space_bytes = v;
         }
         if let Some(v) = file.shutdown_timeout {
             self.shutdown_timeout = parse_seconds("shutdown_timeout", &v.to_string())?;

@@ -105,6 +105,12 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
     if removed > 0 {
         tracing::info!(removed, "removed leftovers of interrupted jobs from the staging directory");
     }
+    // Request bodies a stop cut off (Glance PUT, web-download) that no job will read, and staged
+    // data whose image no longer waits for it.
+    let swept = sweep_incoming(db, &data_dir.join("uploads-glance")).await?;
+    if swept.files > 0 {
+        tracing::info!(files = swept.files, bytes = swept.bytes, "reclaimed Glance uploads and downloads nothing will import");
+    }
     let notify = Arc::new(Notify::new());
     let running = Arc::new(Running::default());
     for n in 0..workers.max(1) {
@@ -132,6 +138,48 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
     let jobs = Jobs { db: db.clone(), notify, running };
     stores.set_jobs(jobs.clone());
     Ok(jobs)
+}
+
+/// What a sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// At start-up, before any request: removes from `dir` (`uploads-glance`) every file that no
+/// queued or running import job will read and that is not the staged data (`<id>.staged`,
+/// `<id>.staged.json`) of an image still `uploading`. Such files are bodies a stop cut off, or
+/// staged data of deleted or imported images: nothing else will ever remove them.
+pub async fn sweep_incoming(db: &Db, dir: &std::path::Path) -> Result<Swept, records::DbError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Swept::default()) };
+    let read_by_jobs: std::collections::HashSet<PathBuf> = db
+        .live_import_params()
+        .await?
+        .iter()
+        .filter_map(|p| serde_json::from_str::<UploadedFile>(p).ok())
+        .map(|up| up.path)
+        .collect();
+    let staged_for: std::collections::HashSet<String> = db.uploading_image_ids().await?.into_iter().collect();
+    let mut swept = Swept::default();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let staged_image = name.strip_suffix(".staged").or_else(|| name.strip_suffix(".staged.json"));
+        let keep = read_by_jobs.contains(&path) || staged_image.is_some_and(|id| staged_for.contains(id));
+        if keep || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                swept.files += 1;
+                swept.bytes = swept.bytes.saturating_add(len);
+            }
+            Err(err) => tracing::warn!(path = %path.display(), error = %err, "cannot remove an orphaned upload"),
+        }
+    }
+    Ok(swept)
 }
 
 /// Empties `dir` (files and directories in it; the directory itself stays). Returns how many

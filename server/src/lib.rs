@@ -329,6 +329,7 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
     let tus = uploads::router(state.uploads.clone());
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/images/{id}/file", get(download::image_file))
         .leptos_routes_with_context(
             &state,
@@ -365,6 +366,39 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             )
         }
     }
+}
+
+/// Readiness: can this server take uploads now? 200 when the database answers and the data
+/// directory (where uploads and conversions land) has at least `low_space_bytes` free; 503 with
+/// the reason otherwise. Each storage backend's free space is reported, and flagged `low`
+/// below the same bound (reads go on; imports to it would fail). `/healthz` stays the liveness
+/// check: a full disk degrades Hangar (sign-in, tokens and downloads keep working), it does not
+/// make it dead.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let low = state.config.low_space_bytes;
+    let database = state.db.ping().await.is_ok();
+    let data_free = rustix::fs::statvfs(&state.config.data_dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    let data_low = data_free.is_some_and(|f| f < low);
+    let mut backends = Vec::new();
+    for b in state.stores.all() {
+        let space = b.space().await.ok();
+        let free = space.as_ref().and_then(|s| s.free);
+        backends.push(serde_json::json!({ "name": b.name(), "free": free, "low": free.is_some_and(|f| f < low) }));
+    }
+    let (code, status) = match (database, data_low) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, true) => (StatusCode::SERVICE_UNAVAILABLE, "low_space"),
+        (true, false) => (StatusCode::OK, "ready"),
+    };
+    (
+        code,
+        Json(serde_json::json!({
+            "status": status,
+            "database": if database { "ok" } else { "unavailable" },
+            "data_dir": { "free": data_free, "low_space_bytes": low, "low": data_low },
+            "backends": backends,
+        })),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.

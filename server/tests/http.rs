@@ -374,3 +374,27 @@ async fn uploads_that_would_be_discarded_are_refused_up_front() {
     let late = app.send(patch(4, Vec::new())).await;
     assert!(matches!(late.status, StatusCode::CONFLICT | StatusCode::NOT_FOUND | StatusCode::GONE), "{} {}", late.status, late.body);
 }
+
+/// `/readyz` says whether uploads can land: ready with room, 503 `low_space` below the bound
+/// (here raised above the disk's size), with every backend's free space.
+#[tokio::test]
+async fn readyz_reports_low_space() {
+    let app = spawn_app().await;
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["status"], "ready");
+    assert!(v["data_dir"]["free"].as_u64().unwrap() > 0);
+    assert_eq!(v["backends"][0]["name"], "local");
+    assert_eq!(v["backends"][0]["low"], false);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = server::Config { data_dir: dir.path().join("data"), low_space_bytes: u64::MAX, ..server::Config::default() };
+    let full = common::spawn_app_with(dir, config).await;
+    let r = full.get("/readyz", None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    let v = r.json();
+    assert_eq!((v["status"].as_str(), v["data_dir"]["low"].as_bool(), v["backends"][0]["low"].as_bool()), (Some("low_space"), Some(true), Some(true)));
+    // Liveness is another matter: the server is up.
+    assert_eq!(full.get("/healthz", None).await.status, StatusCode::OK);
+}

@@ -586,3 +586,49 @@ async fn uploads_hash_md5_and_sha512_only_for_images_stored_as_uploaded() {
     let undeclared = e.db.create_image(&NewImage { name: "x".into(), owner: Some(e.project.clone()), ..Default::default() }).await.unwrap().id;
     assert_eq!(upload_hashes(&e.db, &undeclared, "local").await, All);
 }
+
+/// At start-up, Glance bodies a stop cut off and staged data nothing waits for are removed;
+/// what a queued import will read, and staged data of an image still `uploading`, stay.
+#[tokio::test]
+async fn the_start_up_sweep_reclaims_orphaned_glance_uploads_only() {
+    let e = env().await;
+    let dir = e.data().join("uploads-glance");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, n: usize| {
+        let p = dir.join(name);
+        std::fs::write(&p, vec![7u8; n]).unwrap();
+        p
+    };
+    // A PUT body a stop cut off, and a web-download likewise: nothing will import them.
+    let cut = write("a1b2.00c0ffee.upload", 1000);
+    let download = write("a1b2.00c0ffef.download", 500);
+    // A PUT body handed to an import job that is still queued.
+    let queued = e.image("raw").await;
+    let handed = write(&format!("{queued}.0badcafe.upload"), 300);
+    let mut up = e.upload(&queued, &raw_payload(e.data()));
+    up.path = handed.clone();
+    e.db.create_job(&records::NewJob {
+        kind: "import".into(),
+        image_id: queued.clone(),
+        backend: "local".into(),
+        params: serde_json::to_string(&up).unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Staged data of an image still waiting for its import, and of one that is not.
+    let staged = e.image("raw").await;
+    assert!(e.db.transition_image(&staged, &["queued"], "uploading", "").await.unwrap());
+    let kept = [write(&format!("{staged}.staged"), 200), write(&format!("{staged}.staged.json"), 10)];
+    let stale = e.image("raw").await;
+    let stale_files = [write(&format!("{stale}.staged"), 100), write(&format!("{stale}.staged.json"), 10)];
+
+    let swept = server::jobs::sweep_incoming(&e.db, &dir).await.unwrap();
+    assert_eq!(swept, server::jobs::Swept { files: 4, bytes: 1000 + 500 + 100 + 10 });
+    for gone in [&cut, &download, &stale_files[0], &stale_files[1]] {
+        assert!(!gone.exists(), "{} was not reclaimed", gone.display());
+    }
+    for stays in [&handed, &kept[0], &kept[1]] {
+        assert!(stays.exists(), "{} was removed", stays.display());
+    }
+}

@@ -265,3 +265,32 @@ async fn what_is_stored_counts_a_conversion_that_grows_and_every_copy() {
     assert_eq!(put(&app, &tok, &third, "file", qcow2.clone()).await.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(db.image(&third).await.unwrap().unwrap().status, "queued");
 }
+
+/// A body that cannot fit on the server's disk is refused with 507 and the free and needed
+/// bytes before it is read, and leaves the image waiting for data with nothing held.
+#[tokio::test]
+async fn a_body_larger_than_the_free_disk_is_507_at_once() {
+    let (dir, config) = two_backends();
+    let app = common::spawn_app_with(dir, config).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let id = create_ok(&app, &tok, "huge", "raw").await;
+    // Glance's image size cap (1 TiB) minus one byte: more than this machine's free space.
+    let huge = (1u64 << 40) - 1;
+    for what in ["stage", "file"] {
+        let r = glance(
+            &app,
+            "PUT",
+            &format!("/v2/images/{id}/{what}"),
+            &tok,
+            "application/octet-stream",
+            Body::empty(),
+            &[("x-openstack-image-size", huge.to_string())],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{what}: {}", r.body);
+        assert!(r.body.contains("bytes free") && r.body.contains(&huge.to_string()), "{what}: {}", r.body);
+        assert_eq!(app.state.db.image(&id).await.unwrap().unwrap().status, "queued");
+        assert!(app.state.db.quota_holds(&id).await.unwrap().is_empty());
+    }
+}

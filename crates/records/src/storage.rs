@@ -326,6 +326,19 @@ impl Db {
         Ok(sqlx::query_as(&sql).bind(image_id).fetch_all(self.pool()).await?)
     }
 
+    /// The parameters (JSON) of import jobs that are queued or running: they name the files
+    /// those jobs will read, which a sweep must leave alone.
+    pub async fn live_import_params(&self) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar("SELECT params FROM jobs WHERE kind = 'import' AND status IN ('queued', 'running')")
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Ids of the images that are `uploading` (for Glance, the status of staged data).
+    pub async fn uploading_image_ids(&self) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar("SELECT id FROM images WHERE status = 'uploading'").fetch_all(self.pool()).await?)
+    }
+
     /// Jobs, newest first; `owner` limits them to one project's images (None = all).
     pub async fn list_jobs(&self, owner: Option<&str>, limit: u32) -> Result<Vec<JobRow>, DbError> {
         let limit = i64::from(limit.min(MAX_JOB_PAGE));

@@ -326,13 +326,43 @@ impl Drop for Restore {
     }
 }
 
-/// Streams `body` into `dest`, hashing it and enforcing `limit`, the declared size and the
-/// project's quota (`hold` is raised as bytes arrive).
-async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>, hold: &mut BodyHold) -> Result<Received> {
-    if let Some(dir) = dest.parent() {
-        tokio::fs::create_dir_all(dir).await.map_err(|e| GlanceError::internal("create upload dir", &e))?;
+/// Free bytes on the file system holding `dir` (None if it cannot be asked).
+fn free_bytes(dir: &FsPath) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// 507 with what is free and what was needed: the disk (or its quota) is full.
+fn disk_full(dir: &FsPath, needed: Option<u64>) -> GlanceError {
+    let free = free_bytes(dir).map_or_else(|| "unknown".to_owned(), |f| format!("{f} bytes"));
+    let needed = needed.map_or_else(String::new, |n| format!(", this image needs {n}"));
+    GlanceError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        format!("The server's upload disk is full ({free} free{needed}); nothing of this request was kept. Try again later."),
+    )
+}
+
+/// A write error as the answer: 507 when the disk is full, else an internal error.
+fn write_failed(dir: &FsPath, what: &str, e: &std::io::Error, needed: Option<u64>) -> GlanceError {
+    if matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+        disk_full(dir, needed)
+    } else {
+        GlanceError::internal(what, e)
     }
-    let mut file = tokio::fs::File::create(dest).await.map_err(|e| GlanceError::internal("create upload file", &e))?;
+}
+
+/// Streams `body` into `dest`, hashing it and enforcing `limit`, the declared size and the
+/// project's quota (`hold` is raised as bytes arrive). A full disk answers 507 with the free
+/// and needed bytes: at once when the declared size does not fit, else when a write fails.
+async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>, hold: &mut BodyHold) -> Result<Received> {
+    let dir = dest.parent().unwrap_or(FsPath::new("."));
+    tokio::fs::create_dir_all(dir).await.map_err(|e| write_failed(dir, "create upload dir", &e, declared))?;
+    if let (Some(n), Some(free)) = (declared, free_bytes(dir)) {
+        if n > free {
+            return Err(disk_full(dir, Some(n)));
+        }
+    }
+    let mut file = tokio::fs::File::create(dest).await.map_err(|e| write_failed(dir, "create upload file", &e, declared))?;
     let mut digests = Digests::start();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -345,7 +375,7 @@ async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>, h
             return Err(GlanceError::bad_request("More data was sent than x-openstack-image-size (or Content-Length) declared."));
         }
         hold.cover(size).await?;
-        file.write_all(&chunk).await.map_err(|e| GlanceError::internal("write upload", &e))?;
+        file.write_all(&chunk).await.map_err(|e| write_failed(dir, "write upload", &e, declared))?;
     }
     let got = digests.finish().await.ok_or_else(|| GlanceError::internal("hash upload", &"a digest failed"))?;
     let size = got.size;
@@ -354,7 +384,7 @@ async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>, h
             return Err(GlanceError::bad_request(format!("The upload declared {d} bytes but {size} arrived.")));
         }
     }
-    file.sync_all().await.map_err(|e| GlanceError::internal("sync upload", &e))?;
+    file.sync_all().await.map_err(|e| write_failed(dir, "sync upload", &e, declared))?;
     Ok(got)
 }
 
