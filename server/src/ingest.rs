@@ -72,6 +72,14 @@ pub struct JobControl {
     stage: std::sync::Mutex<Stage>,
 }
 
+/// Fault injection for tests only (server/tests/faults.rs): with `HANGAR_TEST_HOLD_AT` naming a
+/// stage, a job that reaches that stage stops there for good, so a test can kill the process
+/// with SIGKILL at exactly that point and check that the next start loses nothing. Unset in
+/// production, where this is one environment lookup per stage.
+fn test_hold_at(stage: Stage) -> bool {
+    std::env::var("HANGAR_TEST_HOLD_AT").is_ok_and(|s| s == stage.as_str())
+}
+
 /// What an import or copy is doing now; the job row carries it to the upload card and the
 /// jobs page ("Converting… 40%" says more than "Verifying").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,6 +92,8 @@ pub enum Stage {
     Hashing,
     Downloading,
     Storing,
+    /// The bytes are in the backend; recording where, and making the image active.
+    Publishing,
 }
 
 impl Stage {
@@ -97,6 +107,7 @@ impl Stage {
             Stage::Hashing => "hashing",
             Stage::Downloading => "downloading",
             Stage::Storing => "storing",
+            Stage::Publishing => "publishing",
         }
     }
 }
@@ -121,10 +132,25 @@ impl JobControl {
     fn set_done(&self, n: u64) {
         self.done.store(n, Ordering::Relaxed);
     }
-    /// Enters `stage` (the job's progress writer picks it up).
+    /// Enters `stage` (the job's progress writer picks it up). Called on blocking threads (the
+    /// pipeline's steps); async code uses [`JobControl::enter`].
     pub fn set_stage(&self, stage: Stage) {
         // A poisoned lock still holds a valid Stage.
         *self.stage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stage;
+        if test_hold_at(stage) {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+    /// Enters `stage` from async code (storing, publishing).
+    pub async fn enter(&self, stage: Stage) {
+        *self.stage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stage;
+        if test_hold_at(stage) {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
     pub fn stage(&self) -> Stage {
         *self.stage.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -760,19 +786,29 @@ pub async fn ingest_with(
             let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
             let key = format!("{}.{ext}", image.id);
             // Storing counts on top of the earlier steps (a Ceph upload of 40 GiB takes minutes).
-            ctl.set_stage(Stage::Storing);
+            ctl.enter(Stage::Storing).await;
             let base = ctl.total.load(Ordering::Relaxed);
             ctl.total.fetch_add(u64::try_from(record.size).unwrap_or(0), Ordering::Relaxed);
-            let put = store.put_file(&key, &staged, storage::PutMode::Move, &|n| ctl.set_done(base + n)).await;
-            discard(&staged);
+            // A converted output in staging may move into place (a stop redoes it from the
+            // upload). An image kept as uploaded is linked into place (no second copy on a file
+            // backend): its upload must outlive the publishing below, so a stop before the image
+            // is active redoes the job from it.
+            let kept_as_uploaded = staged == up.path;
+            let mode = if kept_as_uploaded { storage::PutMode::Link } else { storage::PutMode::Move };
+            let put = store.put_file(&key, &staged, mode, &|n| ctl.set_done(base + n)).await;
+            if !kept_as_uploaded {
+                discard(&staged);
+            }
             if let Err(err) = put {
                 tracing::warn!(image = %image.id, %backend, error = %err, "ingest: the backend did not take the image");
                 let reason = format!("The {backend} storage could not store this image ({err}); nothing was kept. Try again later.");
                 drop_package();
+                discard(&up.path);
                 db.kill_image(&image.id, &reason, "[]").await?;
                 let _ = store.delete(&key).await;
                 return Err(IngestError::Io(reason));
             }
+            ctl.enter(Stage::Publishing).await;
             record.location = store.local_path(&key).map_or_else(|| format!("{backend}:{key}"), |p| p.display().to_string());
             let location = records::LocationRow {
                 image_id: image.id.clone(),
@@ -788,6 +824,7 @@ pub async fn ingest_with(
             db.put_location(&location).await?;
             if !db.activate_image(&image.id, &record).await? {
                 drop_package();
+                discard(&up.path);
                 let _ = db.remove_location(&image.id, backend).await;
                 let _ = store.delete(&key).await;
                 return Err(IngestError::NotAccepted("the image changed state during import".into()));

@@ -341,7 +341,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
             let path = staging.join(format!("{}.{}.download", image.id, job.id));
             temp_files.push(path.clone());
             let result: Result<(), String> = async {
-                ctl.set_stage(ingest::Stage::Downloading);
+                ctl.enter(ingest::Stage::Downloading).await;
                 let mut stream = source.get(&src_loc.key, None).await.map_err(|e| e.to_string())?;
                 let mut out = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
                 let mut n = 0u64;
@@ -420,7 +420,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
     let mode = if temp_files.contains(&publish) { storage::PutMode::Move } else { storage::PutMode::Copy };
     let base = src_size;
     let ctl3 = ctl.clone();
-    ctl.set_stage(ingest::Stage::Storing);
+    ctl.enter(ingest::Stage::Storing).await;
     let put = target.put_file(&key, &publish, mode, &move |n| ctl3.done.store(base.saturating_add(n), Ordering::Relaxed)).await;
     cleanup(&temp_files);
     let size = match put {

@@ -75,6 +75,7 @@ pub fn import_stage_line(s: &ImageState) -> String {
         ("importing", "unpacking") => with_pct("Unpacking the package"),
         ("importing", "hashing") => with_pct("Computing checksums"),
         ("importing", "storing") => with_pct("Storing"),
+        ("importing", "publishing") => "Recording the stored image…".to_owned(),
         _ => "Verifying on the server…".to_owned(),
     }
 }

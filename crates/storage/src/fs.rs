@@ -188,6 +188,45 @@ impl FsBackend {
 
     /// Move on the same filesystem: fsync the source, then rename it onto `dest`. `Ok(None)`
     /// when the rename crosses filesystems and the caller must copy.
+    /// Hard-links `src` into place as `dest` (fsync the source, link to a temporary dot-name
+    /// beside `dest`, rename over `dest`, fsync the directory), so `src` stays and no byte is
+    /// copied. `None` when they are on different filesystems (the caller copies).
+    async fn link_in(&self, src: &Path, dest: &Path) -> Result<Option<u64>, StoreError> {
+        let t = self.timeout;
+        let size = bounded("fsync the source", t, async {
+            let f = tokio::fs::File::open(src).await.map_err(|e| StoreError::io("open the source", src, e))?;
+            f.sync_all().await.map_err(|e| StoreError::io("fsync the source", src, e))?;
+            let m = f.metadata().await.map_err(|e| StoreError::io("stat the source", src, e))?;
+            if !m.is_file() {
+                return Err(StoreError::io("read the source", src, ErrorKind::InvalidInput.into()));
+            }
+            Ok(m.len())
+        })
+        .await?;
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let tmp = dest.with_file_name(format!(".{name}.link-{}-{nonce:08x}", std::process::id()));
+        let linked = bounded("link into place", t, async {
+            match tokio::fs::hard_link(src, &tmp).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::CrossesDevices => return Ok(false),
+                Err(e) => return Err(StoreError::io("link into place", &tmp, e)),
+            }
+            let renamed = tokio::fs::rename(&tmp, dest).await;
+            // When `dest` already is a link to the same file (a job redone after a crash), POSIX
+            // rename does nothing and `tmp` stays: remove it (NotFound otherwise, ignored).
+            let _ = tokio::fs::remove_file(&tmp).await;
+            renamed.map_err(|e| StoreError::io("rename into place", dest, e))?;
+            Ok(true)
+        })
+        .await?;
+        if !linked {
+            return Ok(None);
+        }
+        self.sync_root().await?;
+        Ok(Some(size))
+    }
+
     async fn rename_in(&self, src: &Path, dest: &Path) -> Result<Option<u64>, StoreError> {
         let t = self.timeout;
         let size = bounded("fsync the source", t, async {
@@ -248,6 +287,12 @@ impl Backend for FsBackend {
         let dest = self.path_of(key)?;
         if mode == PutMode::Move {
             if let Some(size) = self.rename_in(src, &dest).await? {
+                progress(size);
+                return Ok(size);
+            }
+        }
+        if mode == PutMode::Link {
+            if let Some(size) = self.link_in(src, &dest).await? {
                 progress(size);
                 return Ok(size);
             }

@@ -170,6 +170,10 @@ pub enum PutMode {
     /// The source is no longer needed: a file backend on the same filesystem renames it into
     /// place (after an fsync); elsewhere it is copied. The source may or may not remain.
     Move,
+    /// The source stays (the caller deletes it later, once what it stored is recorded): a file
+    /// backend on the same filesystem hard-links it into place (after an fsync), which costs no
+    /// second copy of the bytes; elsewhere it is copied.
+    Link,
 }
 
 /// The storage layer's error. Messages are for operators: they say what happened and where.

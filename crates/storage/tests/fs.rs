@@ -114,6 +114,30 @@ async fn nfs_write_read_delete() {
     write_read_delete(BackendKind::Nfs).await;
 }
 
+/// Link keeps the source (the caller deletes it once what it stored is recorded) and costs no
+/// copy on the same filesystem; linking again over an existing key (a job redone after a
+/// crash) replaces it.
+#[tokio::test]
+async fn link_keeps_the_source_and_shares_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(BackendKind::Local, &dir.path().join("images"));
+    let src = dir.path().join("upload");
+    let data = pattern(70_000, 4);
+    write_file(&src, &data);
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&src).unwrap());
+    let (last, progress) = recorder();
+    assert_eq!(b.put_file("k1", &src, PutMode::Link, &progress).await.unwrap(), 70_000);
+    assert_eq!(last.load(Ordering::SeqCst), 70_000);
+    assert!(src.exists(), "the source stays");
+    let dest = b.local_path("k1").unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dest).unwrap()), ino, "linked, not copied");
+    assert_eq!(b.put_file("k1", &src, PutMode::Link, &|_| {}).await.unwrap(), 70_000, "again over the same key");
+    std::fs::remove_file(&src).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data, "the stored copy outlives the source");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("images")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "no temporary names left: {leftovers:?}");
+}
+
 #[tokio::test]
 async fn move_renames_on_the_same_filesystem() {
     let dir = tempfile::tempdir().unwrap();
