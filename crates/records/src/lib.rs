@@ -56,6 +56,18 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, DbError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// True when the database could not write because its disk (or disk quota) is full:
+    /// SQLite's SQLITE_FULL (13), or the I/O error under it. Callers answer 507, not 500.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            DbError::Sqlx(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|c| c == "13" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13)) || e.message().contains("disk is full")
+            }
+            DbError::Sqlx(sqlx::Error::Io(e)) => matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded),
+            _ => false,
+        }
+    }
 }
 
 /// How long a writer waits for SQLite's write lock before giving up. Requests are short, so

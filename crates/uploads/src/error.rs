@@ -84,6 +84,7 @@ impl UploadError {
             UploadError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             UploadError::Io(e) if is_disk_full(e) => StatusCode::INSUFFICIENT_STORAGE,
             UploadError::Refused { status, .. } => *status,
+            UploadError::Db(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             UploadError::Io(_) | UploadError::Db(_) | UploadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -130,6 +130,13 @@ impl From<app::AppError> for GlanceError {
 
 impl From<records::DbError> for GlanceError {
     fn from(e: records::DbError) -> Self {
+        if e.is_disk_full() {
+            tracing::warn!(error = %e, "the database's disk is full");
+            return GlanceError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "The server's disk is full (0 bytes free), so nothing could be recorded; reads still work. Try again later.",
+            );
+        }
         GlanceError::internal("database", &e)
     }
 }

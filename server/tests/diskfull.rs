@@ -1,0 +1,143 @@
+//! A full disk degrades Hangar, it does not take it down (the reliability issue): on a small
+//! tmpfs filled to the last byte, token and session authentication, listings and downloads keep
+//! working, `/readyz` says `low_space`, every write path answers 507 (never 500), and nothing
+//! half-written becomes active. Mounting the tmpfs needs root, as the test command runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use base64::Engine as _;
+use common::{seed_accounts, token, Auth, HOST, PASSWORD};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().unwrap();
+        assert!(out.status.success(), "mounting a tmpfs needs root (the test command runs as root): {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes until the file system refuses another byte.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0xEEu8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    let small = [0xEEu8; 512];
+    while f.write_all(&small).is_ok() {}
+    while f.write_all(&small[..1]).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[tokio::test]
+async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let _fs = Tmpfs::mount(&mnt, "48m");
+    let config = server::Config { data_dir: mnt.join("data"), ..server::Config::default() };
+    let app = common::spawn_app_with(dir, config).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let cookie = app.sign_in("member", PASSWORD).await;
+    let db = app.state.db.clone();
+
+    // One active image to read back, uploaded while there was room.
+    let glance = |method: &str, uri: String, ctype: &str, body: Body, extra: Vec<(&'static str, String)>| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("/image{uri}"))
+            .header(header::HOST, HOST)
+            .header(header::ACCEPT, "application/json")
+            .header("x-auth-token", tok.as_str())
+            .header(header::CONTENT_TYPE, ctype);
+        for (k, v) in extra {
+            b = b.header(k, v);
+        }
+        b.body(body).unwrap()
+    };
+    let create = |name: &str| {
+        glance("POST", "/v2/images".into(), "application/json", Body::from(format!(r#"{{"name":"{name}","disk_format":"raw","container_format":"bare"}}"#)), vec![])
+    };
+    let r = app.send(create("before")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let before = r.json()["id"].as_str().unwrap().to_owned();
+    let data = vec![0x42u8; 1 << 20];
+    let r = app.send(glance("PUT", format!("/v2/images/{before}/file"), "application/octet-stream", Body::from(data.clone()), vec![])).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // Images waiting for data, for the write paths below.
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let r = app.send(create(&format!("after-{i}"))).await;
+        waiting.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+
+    fill(&mnt);
+
+    // Reads and authentication keep working, many times over (token use is not a write).
+    for _ in 0..3 {
+        let r = app.send(glance("GET", "/v2/images".into(), "application/octet-stream", Body::empty(), vec![])).await;
+        assert_eq!(r.status, StatusCode::OK, "token listing on a full disk: {}", r.body);
+    }
+    let r = app.send(glance("GET", format!("/v2/images/{before}/file"), "application/octet-stream", Body::empty(), vec![])).await;
+    assert_eq!(r.status, StatusCode::OK, "download on a full disk: {}", r.body);
+    assert!(!r.body.is_empty());
+    let page = app.get("/images", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "a signed-in page on a full disk");
+    assert!(page.body.contains("before"), "the list shows the image");
+    assert_eq!(app.call("whoami", "", &Auth::Cookie(cookie.clone())).await.json()["username"], "member");
+    let ready = app.get("/readyz", None).await;
+    assert_eq!((ready.status, ready.json()["status"].clone()), (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!("low_space")));
+    assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
+
+    // Every write path: 507 with what is free, never a 500.
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let tus = Request::post("/uploads")
+        .header(header::HOST, HOST)
+        .header("x-auth-token", tok.as_str())
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "4096")
+        .header("upload-metadata", format!("image_id {}", b64(&waiting[0])))
+        .body(Body::empty())
+        .unwrap();
+    let put_declared = glance(
+        "PUT",
+        format!("/v2/images/{}/file", waiting[1]),
+        "application/octet-stream",
+        Body::from(vec![1u8; 4096]),
+        vec![("x-openstack-image-size", "4096".into())],
+    );
+    // No declared size: refused when a write fails.
+    let stream = futures::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![2u8; 64 * 1024]))));
+    let stage_streamed = glance("PUT", format!("/v2/images/{}/stage", waiting[2]), "application/octet-stream", Body::from_stream(stream), vec![]);
+    for (what, req) in [("tus creation", tus), ("Glance PUT /file", put_declared), ("Glance PUT /stage, streamed", stage_streamed)] {
+        let r = app.send(req).await;
+        assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{what}: {}", r.body);
+        assert!(r.body.contains("free") || r.body.contains("full"), "{what}: {}", r.body);
+    }
+    for id in &waiting {
+        let img = db.image(id).await.unwrap().unwrap();
+        assert_eq!(img.status, "queued", "nothing half-written became active: {id}");
+        assert!(db.quota_holds(id).await.unwrap().is_empty());
+    }
+
+    // Room again: the same image takes its data.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    let r = app
+        .send(glance("PUT", format!("/v2/images/{}/file", waiting[1]), "application/octet-stream", Body::from(data), vec![]))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+}
