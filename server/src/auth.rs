@@ -177,6 +177,27 @@ async fn session_principal(
     Ok(found)
 }
 
+/// A sign-in request carries a username and a password (and where to go next): at most this
+/// many bytes. Anything larger is refused unread (a megabyte "username" must cost nothing).
+pub const MAX_SIGN_IN_BODY: u64 = 16 * 1024;
+
+/// Refuses a sign-in request over [`MAX_SIGN_IN_BODY`] (or of unknown length) with 413.
+pub async fn bound_sign_in(req: Request, next: Next) -> Response {
+    if req.uri().path() == "/api/sign_in" && *req.method() == Method::POST {
+        use axum::body::HttpBody as _;
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+        let len = declared.or_else(|| req.body().size_hint().exact());
+        if len.is_none_or(|n| n > MAX_SIGN_IN_BODY) {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "A sign-in is a username and a password; this request is larger than that (or says no length).",
+            );
+        }
+    }
+    next.run(req).await
+}
+
 /// Refuses cross-site state-changing requests that ride on the session cookie.
 pub async fn csrf(req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);

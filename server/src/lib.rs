@@ -346,6 +346,7 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
         // check → authentication.
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(auth::csrf))
+        .layer(axum::middleware::from_fn(auth::bound_sign_in))
         .layer(sessions)
         .layer(axum::middleware::from_fn_with_state(state, headers::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())

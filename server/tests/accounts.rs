@@ -274,6 +274,22 @@ async fn password_guessing_is_throttled() {
     assert!(audit.iter().filter(|a| a.outcome == "denied" && a.actor_name == "member").count() >= 5);
 }
 
+/// A sign-in body is bounded: a megabyte "username" is refused unread (413), leaving no trace
+/// in the throttle or the audit log.
+#[tokio::test]
+async fn oversized_sign_ins_are_refused_unread() {
+    let app = spawn_app().await;
+    seed_accounts(&app).await;
+    let huge = format!("username={}&password=x", "u".repeat(1 << 20));
+    let r = app.call("sign_in", &huge, &Auth::Anonymous).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    let log = app.state.db.list_audit(&records::AuditFilter { limit: 100, ..Default::default() }).await.unwrap();
+    assert!(log.iter().all(|e| e.actor_name.len() < 300 && e.detail.len() < 2000), "no huge audit row");
+    // A normal one still works.
+    let r = app.call("sign_in", &format!("username=member&password={PASSWORD}"), &Auth::Anonymous).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
 /// The throttle holds when the guesses come all at once: 30 parallel wrong passwords for one
 /// account get exactly 5 tries, 40 for different accounts from one address exactly 20.
 #[tokio::test]

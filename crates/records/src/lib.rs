@@ -27,7 +27,7 @@ pub use storage::*;
 pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 pub use images::{ActiveImage, ImageIngestRow, ImageRow, MemberRow, NewImage, Visible};
 pub use quota::{HoldRefused, QuotaUsage};
-pub use uploads::{NewUpload, UploadRow, UploadUsage, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};
+pub use uploads::{FinalCreated, NewUpload, UploadRow, UploadUsage, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};
 
 /// Errors of the records layer. The web layer maps them to what users see.
 #[derive(Debug, thiserror::Error)]

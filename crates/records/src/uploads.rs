@@ -52,6 +52,16 @@ pub struct NewUpload<'a> {
     pub expires_at: i64,
 }
 
+/// The outcome of [`Db::create_final_upload_within_quota`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalCreated {
+    Created,
+    /// A part is not a complete partial upload of this user and project, or another final has it.
+    BadParts,
+    /// The project has `max_concurrent_uploads` uploads in flight already.
+    OverSlots,
+}
+
 /// What a project has in flight, for quota checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UploadUsage {
@@ -120,6 +130,15 @@ impl Db {
     /// otherwise nothing is written and the answer is `false`. Claimed parts take the final's
     /// expiry so that they never expire before it.
     pub async fn create_final_upload(&self, new: &NewUpload<'_>, part_ids: &[String]) -> Result<bool, DbError> {
+        Ok(self.create_final_upload_within_quota(new, part_ids).await? == FinalCreated::Created)
+    }
+
+    /// As [`Db::create_final_upload`], also refusing ([`FinalCreated::OverSlots`]) when the
+    /// final would take the project past `max_concurrent_uploads`: a final takes an upload slot
+    /// (its parts do not), counted inside the transaction after the insert, whose first write
+    /// took SQLite's write lock, so parallel finals cannot overshoot.
+    pub async fn create_final_upload_within_quota(&self, new: &NewUpload<'_>, part_ids: &[String]) -> Result<FinalCreated, DbError> {
+        use crate::quota::{MAX_SLOTS, USAGE_SLOTS};
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO uploads (id, user_id, project_id, upload_length, metadata, concat, parts, created_at, expires_at) \
@@ -152,11 +171,19 @@ impl Db {
             .rows_affected();
             if claimed != 1 {
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(FinalCreated::BadParts);
             }
         }
+        let over: bool = sqlx::query_scalar(&format!("SELECT {MAX_SLOTS} IS NOT NULL AND {USAGE_SLOTS} > {MAX_SLOTS}"))
+            .bind(new.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if over {
+            tx.rollback().await?;
+            return Ok(FinalCreated::OverSlots);
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(FinalCreated::Created)
     }
 
     pub async fn upload_by_id(&self, id: &str) -> Result<Option<UploadRow>, DbError> {
@@ -321,6 +348,27 @@ mod tests {
         assert_eq!(db.uploads_to_finish().await.unwrap().len(), 1);
         assert!(db.mark_upload_completed("a", 301).await.unwrap());
         assert!(!db.mark_upload_completed("a", 302).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn parallel_finals_and_uploads_cannot_pass_the_slot_quota() {
+        let (_d, db) = temp_db().await;
+        let (u, p) = owner(&db).await;
+        db.set_quota(&p, crate::QuotaRow { max_images: None, max_bytes: None, max_concurrent_uploads: Some(1) }).await.unwrap();
+        let names: Vec<String> = (0..4).map(|i| format!("part{i}")).collect();
+        for n in &names {
+            db.create_upload(&new(n, &u, &p, 4, CONCAT_PARTIAL)).await.unwrap();
+            assert!(db.advance_upload(n, 0, 4, 150).await.unwrap());
+        }
+        let lists: Vec<Vec<String>> = names.iter().map(|n| vec![n.clone()]).collect();
+        let ids: Vec<String> = (0..4).map(|i| format!("final{i}")).collect();
+        let finals: Vec<NewUpload<'_>> = ids.iter().map(|id| new(id, &u, &p, 4, CONCAT_FINAL)).collect();
+        let outcomes = futures::future::join_all(finals.iter().zip(&lists).map(|(f, parts)| db.create_final_upload_within_quota(f, parts))).await;
+        let created = outcomes.iter().filter(|o| matches!(o, Ok(FinalCreated::Created))).count();
+        let refused = outcomes.iter().filter(|o| matches!(o, Ok(FinalCreated::OverSlots))).count();
+        assert_eq!((created, refused), (1, 3), "{outcomes:?}");
+        // A plain upload cannot take a slot that is full either.
+        assert!(!db.create_upload_within_quota(&new("plain", &u, &p, 4, CONCAT_NONE), true).await.unwrap());
     }
 
     #[tokio::test]

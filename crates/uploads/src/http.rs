@@ -346,10 +346,18 @@ async fn create_final(
     // for a second copy until the parts are removed.
     check_quotas(u, &p.user_id, project, 0, true).await?;
     check_free_space(u, length)?;
-    if !u.db.create_final_upload(&new, parts).await? {
-        return Err(UploadError::BadRequest(
-            "The parts must be complete partial uploads of yours that no other final upload uses.".into(),
-        ));
+    match u.db.create_final_upload_within_quota(&new, parts).await? {
+        records::FinalCreated::Created => {}
+        records::FinalCreated::BadParts => {
+            return Err(UploadError::BadRequest(
+                "The parts must be complete partial uploads of yours that no other final upload uses.".into(),
+            ))
+        }
+        records::FinalCreated::OverSlots => {
+            return Err(UploadError::TooLarge(
+                "The project's quota of uploads at a time is reached (others started meanwhile); wait for one to finish.".into(),
+            ))
+        }
     }
     u.db.upload_by_id(id).await?.ok_or(UploadError::NotFound)
 }
