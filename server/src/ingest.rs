@@ -566,7 +566,7 @@ fn extract_package(
         facts,
         min_ram: o.memory_mib,
     };
-    primary.publish(up, report, findings, uploaded_size, sha256, ctl).map_err(fail)
+    primary.publish(report, findings, uploaded_size, sha256, ctl).map_err(fail)
 }
 
 /// The disk a package import makes this image (the OVA's first disk, the UEC's AMI), already
@@ -584,11 +584,10 @@ struct Primary<'a> {
 }
 
 impl Primary<'_> {
-    /// Hashes and measures the disk, deletes the upload (its bytes now live in staging) and
-    /// returns the record to store. The caller removes staging on error.
+    /// Hashes and measures the disk and returns the record to store. The upload stays until
+    /// the image is published (ingest_with). The caller removes staging on error.
     fn publish(
         self,
-        up: &UploadedFile,
         report: &diskimage::Report,
         findings: String,
         uploaded_size: u64,
@@ -598,8 +597,6 @@ impl Primary<'_> {
         let what = self.what;
         let (_, md5, sha512) = hash_file(self.path, false, ctl, uploaded_size).map_err(|e| IngestError::Io(format!("hash {what}: {e}")))?;
         let size = std::fs::metadata(self.path).map_err(|e| IngestError::Io(format!("stat {what}: {e}")))?.len();
-        // The package stays until its image is published (ingest_with).
-        let _ = up;
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let record = records::ActiveImage {
             disk_format: self.disk_format.clone(),
@@ -700,7 +697,7 @@ fn extract_uec_package(
         facts: vec![("uec_ami_member".to_owned(), ami.member.clone())],
         min_ram: None,
     };
-    primary.publish(up, report, findings, uploaded_size, sha256, ctl).map_err(fail)
+    primary.publish(report, findings, uploaded_size, sha256, ctl).map_err(fail)
 }
 
 /// Runs the pipeline for one complete upload on the local backend with the matrix's current

@@ -217,18 +217,17 @@ async fn run(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: JobRow, 
 }
 
 async fn run_claimed(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: &Arc<JobControl>) {
-    let job = job.clone();
     if ctl.is_stopping() {
-        requeue(db, &job).await;
+        requeue(db, job).await;
         return;
     }
     let outcome = match job.kind.as_str() {
-        "import" => with_progress(db, &job, ctl.clone(), run_import(db, data_dir, stores, &job, ctl.clone())).await,
-        "copy" => with_progress(db, &job, ctl.clone(), run_copy(db, data_dir, stores, &job, ctl.clone())).await,
+        "import" => with_progress(db, job, ctl.clone(), run_import(db, data_dir, stores, job, ctl.clone())).await,
+        "copy" => with_progress(db, job, ctl.clone(), run_copy(db, data_dir, stores, job, ctl.clone())).await,
         other => Err(format!("unknown job kind '{other}'")),
     };
     if outcome.is_err() && ctl.is_stopping() {
-        requeue(db, &job).await;
+        requeue(db, job).await;
         return;
     }
     let (status, error, summary) = match outcome {

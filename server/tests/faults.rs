@@ -4,49 +4,13 @@
 //! killed with SIGKILL there, and started again: the image must end `active`, byte-identical to
 //! what was uploaded (qemu-img compare, formats pinned), with nothing left in any staging area.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hangar");
-const PASSWORD: &str = "fault-test-password";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start(data: &Path, port: u16, log: &Path, hold_at: Option<&str>) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .env("HANGAR_BOOTSTRAP_ADMIN", "admin")
-        .env("HANGAR_BOOTSTRAP_PASSWORD", PASSWORD)
-        .env("HANGAR_JOB_WORKERS", "1")
-        .env_remove("HANGAR_TEST_HOLD_AT")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log));
-    if let Some(stage) = hold_at {
-        cmd.env("HANGAR_TEST_HOLD_AT", stage);
-    }
-    cmd.spawn().expect("the hangar binary")
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("hangar did not become healthy");
-}
-
-async fn json(r: reqwest::Response) -> serde_json::Value {
-    let text = r.text().await.unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use common::binary::{admin_token, free_port, json, start, wait_healthy};
 
 fn qemu_img(args: &[&str]) {
     let out = Command::new("qemu-img").args(args).output().expect("qemu-img is required (apt-get install qemu-utils)");
@@ -58,13 +22,7 @@ fn qemu_img(args: &[&str]) {
 fn disks(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let raw = dir.join("disk.raw");
     let mut bytes = vec![0u8; 24 << 20];
-    let mut x = 0x51F1_5EED_u64;
-    for c in bytes[..(8 << 20)].chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes());
-    }
+    bytes[..(8 << 20)].copy_from_slice(&common::noise(8 << 20, 7));
     let n = bytes.len();
     bytes[n - 65536..].fill(0x5A);
     std::fs::write(&raw, bytes).unwrap();
@@ -104,11 +62,9 @@ async fn sigkill_at_every_import_stage_loses_nothing() {
             let log = dir.path().join("hangar.log");
             let port = free_port();
             let base = format!("http://127.0.0.1:{port}");
-            let mut child = start(&data, port, &log, Some(stage));
+            let mut child = start(&data, port, &log, &[("HANGAR_JOB_WORKERS", "1"), ("HANGAR_TEST_HOLD_AT", stage)]);
             wait_healthy(&client, &base).await;
-            let out = Command::new(BIN).arg("--data-dir").arg(&data).args(["token", "create", "admin", "default", "faults"]).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let token = String::from_utf8_lossy(&out.stdout).split_whitespace().find(|w| w.starts_with("hgr_")).unwrap().to_owned();
+            let token = admin_token(&data, "faults");
             let created = json(
                 client
                     .post(format!("{base}/image/v2/images"))
@@ -156,7 +112,7 @@ async fn sigkill_at_every_import_stage_loses_nothing() {
             child.wait().unwrap();
 
             // The next start finishes it.
-            let mut child = start(&data, port, &log, None);
+            let mut child = start(&data, port, &log, &[("HANGAR_JOB_WORKERS", "1")]);
             wait_healthy(&client, &base).await;
             let deadline = Instant::now() + Duration::from_secs(120);
             let image = loop {

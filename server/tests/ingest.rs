@@ -1,5 +1,7 @@
 //! The ingest pipeline on real images made by qemu-img (the oracle; always with -f).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -234,16 +236,7 @@ async fn a_job_cancelled_during_its_conversion_stops_it_midway() {
     let e = env().await;
     // 128 MiB of incompressible data, so the conversion writes every byte.
     let raw = e.data().join("big.raw");
-    let mut bytes = vec![0u8; 128 << 20];
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for c in bytes.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(&raw, &bytes).unwrap();
-    drop(bytes);
+    std::fs::write(&raw, common::noise(128 << 20, 1)).unwrap();
     let vdi = e.data().join("big.vdi");
     qemu_img(&["convert", "-f", "raw", "-O", "vdi", raw.to_str().unwrap(), vdi.to_str().unwrap()]);
     let size = std::fs::metadata(&vdi).unwrap().len();
@@ -291,16 +284,7 @@ async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_i
     // 256 MiB of incompressible data: the conversion takes long enough to be caught mid-way
     // (progress is written twice a second).
     let raw = e.data().join("big.raw");
-    let mut bytes = vec![0u8; 256 << 20];
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    for c in bytes.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(&raw, &bytes).unwrap();
-    drop(bytes);
+    std::fs::write(&raw, common::noise(256 << 20, 2)).unwrap();
     let vdi = e.data().join("big.vdi");
     qemu_img(&["convert", "-f", "raw", "-O", "vdi", raw.to_str().unwrap(), vdi.to_str().unwrap()]);
     let id = e.image("vdi").await;

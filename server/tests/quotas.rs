@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use common::{seed_accounts, token, Auth, Reply, TestApp, HOST, PASSWORD};
+use common::{noise, seed_accounts, token, Auth, Reply, TestApp, HOST, PASSWORD};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
@@ -20,13 +20,7 @@ const MIB: u64 = 1 << 20;
 fn two_backends() -> (tempfile::TempDir, server::Config) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
-    let local = |name: &str| storage::BackendConfig {
-        name: name.into(),
-        kind: storage::BackendKind::Local,
-        path: Some(root.join(name)),
-        ..Default::default()
-    };
-    let config = server::Config { data_dir: root.join("data"), storage: vec![local("local"), local("second")], ..server::Config::default() };
+    let config = server::Config { data_dir: root.join("data"), storage: common::local_backends(&root, &["local", "second"]), ..server::Config::default() };
     (dir, config)
 }
 
@@ -95,19 +89,6 @@ fn set_quota(max_images: Option<i64>, max_bytes: Option<u64>, max_uploads: Optio
     }
 }
 
-/// Bytes that neither qcow2 nor any compression shrinks.
-fn noise(n: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn parallel_creates_through_both_doors_stop_at_max_images() {
     let (dir, config) = two_backends();
@@ -143,8 +124,8 @@ async fn parallel_puts_stages_and_tus_uploads_stop_at_max_bytes() {
     }
     // Room for two of the twelve 1 MiB arrivals below, whichever door they use.
     app.state.db.set_quota(&p1, set_quota(None, Some(2 * MIB + MIB / 2), None)).await.unwrap();
-    let stages = join_all(ids[..4].iter().map(|id| put(&app, &tok, id, "stage", noise(MIB, 1))));
-    let puts = join_all(ids[4..8].iter().map(|id| put(&app, &tok, id, "file", noise(MIB, 1))));
+    let stages = join_all(ids[..4].iter().map(|id| put(&app, &tok, id, "stage", noise(MIB as usize, 1))));
+    let puts = join_all(ids[4..8].iter().map(|id| put(&app, &tok, id, "file", noise(MIB as usize, 1))));
     let tus = join_all(ids[8..].iter().map(|id| tus_create(&app, &tok, id, MIB)));
     let (stages, puts, tus) = tokio::join!(stages, puts, tus);
     let ok = stages.iter().chain(puts.iter()).filter(|r| r.status == StatusCode::NO_CONTENT).count()
@@ -209,7 +190,7 @@ async fn what_is_stored_counts_a_conversion_that_grows_and_every_copy() {
     // A qcow2 of 64 MiB virtual size holding 1 MiB of data: small as uploaded, 64 MiB once the
     // matrix converts it to raw.
     let raw = work.path().join("data.raw");
-    std::fs::write(&raw, noise(MIB, 3)).unwrap();
+    std::fs::write(&raw, noise(MIB as usize, 3)).unwrap();
     let q = work.path().join("disk.qcow2");
     let out = Command::new("qemu-img")
         .args(["convert", "-f", "raw", "-O", "qcow2"])

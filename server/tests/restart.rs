@@ -2,66 +2,21 @@
 //! three conversions run; the process exits within its shutdown bound, and after a start all
 //! three images are active.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hangar");
-const PASSWORD: &str = "restart-test-password";
+use common::binary::{admin_token, free_port, json, sigterm, start, wait_healthy};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start(data: &Path, port: u16, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(BIN)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .env("HANGAR_BOOTSTRAP_ADMIN", "admin")
-        .env("HANGAR_BOOTSTRAP_PASSWORD", PASSWORD)
-        .env("HANGAR_SHUTDOWN_TIMEOUT", "20")
-        .env("HANGAR_JOB_WORKERS", "3")
-        .env("HANGAR_LOG", "info")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("the hangar binary")
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("hangar did not become healthy");
-}
-
-async fn json(r: reqwest::Response) -> serde_json::Value {
-    let text = r.text().await.unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
+/// Three workers, so three conversions run at once; a stop bound of 20 s.
+const ENV: &[(&str, &str)] = &[("HANGAR_SHUTDOWN_TIMEOUT", "20"), ("HANGAR_JOB_WORKERS", "3")];
 
 /// 64 MiB of incompressible data as a dynamic VDI (made by qemu-img, formats pinned).
 fn vdi(dir: &Path, n: u64) -> Vec<u8> {
     let raw = dir.join(format!("disk{n}.raw"));
-    let mut bytes = vec![0u8; 64 << 20];
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ n;
-    for c in bytes.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(&raw, &bytes).unwrap();
+    std::fs::write(&raw, common::noise(64 << 20, n + 1)).unwrap();
     let out = dir.join(format!("disk{n}.vdi"));
     let done = Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "vdi"]).arg(&raw).arg(&out).output().unwrap();
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
@@ -76,11 +31,9 @@ async fn sigterm_while_three_conversions_run_loses_none_of_them() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut child = start(&data, port, &log);
+    let mut child = start(&data, port, &log, ENV);
     wait_healthy(&client, &base).await;
-    let out = Command::new(BIN).arg("--data-dir").arg(&data).args(["token", "create", "admin", "default", "restart-test"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8_lossy(&out.stdout).split_whitespace().find(|w| w.starts_with("hgr_")).expect("a token").to_owned();
+    let token = admin_token(&data, "restart-test");
 
     // Three VDIs staged, then imported: three conversions at once (three workers).
     let mut ids = Vec::new();
@@ -150,7 +103,7 @@ async fn sigterm_while_three_conversions_run_loses_none_of_them() {
     assert!(logged.contains("queued and run again at the next start"), "the log says what was requeued:\n{logged}");
 
     // The next start finishes all three.
-    let mut child = start(&data, port, &log);
+    let mut child = start(&data, port, &log, ENV);
     wait_healthy(&client, &base).await;
     let deadline = Instant::now() + Duration::from_secs(180);
     for id in &ids {

@@ -303,13 +303,7 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
     // written by an administrator, then becomes the job's error).
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
-    let local = |name: &str| storage::BackendConfig {
-        name: name.into(),
-        kind: storage::BackendKind::Local,
-        path: Some(root.join(name)),
-        ..Default::default()
-    };
-    let config = server::Config { data_dir: root.join("data"), storage: vec![local("local"), local("second")], ..server::Config::default() };
+    let config = server::Config { data_dir: root.join("data"), storage: common::local_backends(&root, &["local", "second"]), ..server::Config::default() };
     let app = common::spawn_app_with(dir, config).await;
     let (p1, p2) = seed_accounts(&app).await;
     let db = app.state.db.clone();

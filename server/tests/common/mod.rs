@@ -8,6 +8,34 @@ use http_body_util::BodyExt;
 use server::{router, session_layer, AppState, Config};
 use tower::ServiceExt;
 
+pub mod binary;
+
+/// `len` bytes that neither compression nor qcow2 shrinks (xorshift64 from `seed`).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = vec![0u8; len];
+    for c in out.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    out
+}
+
+/// Local backends named `names`, each in its own folder under `root`.
+pub fn local_backends(root: &std::path::Path, names: &[&str]) -> Vec<storage::BackendConfig> {
+    names
+        .iter()
+        .map(|name| storage::BackendConfig {
+            name: (*name).into(),
+            kind: storage::BackendKind::Local,
+            path: Some(root.join(name)),
+            ..Default::default()
+        })
+        .collect()
+}
+
 pub const HOST: &str = "hangar.test";
 pub const ORIGIN: &str = "http://hangar.test";
 
