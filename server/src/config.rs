@@ -45,6 +45,10 @@ pub struct Config {
     /// Below this many free bytes in the data directory `/readyz` answers 503 `low_space`
     /// (uploads and conversions land there). Default 1 GiB.
     pub low_space_bytes: u64,
+    /// How old a file in a staging area (`staging`, `uploads-glance`) must be, with no queued or
+    /// running job and no upload or import of its image under way, before the running server's
+    /// sweep removes it. Default one hour.
+    pub orphan_grace: std::time::Duration,
 }
 
 /// Where the run command builds the site when Hangar is run from its source tree.
@@ -65,6 +69,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             shutdown_timeout: std::time::Duration::from_secs(30),
             low_space_bytes: 1 << 30,
+            orphan_grace: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -101,6 +106,7 @@ struct FileConfig {
     trusted_proxies: Option<Vec<String>>,
     shutdown_timeout: Option<u64>,
     low_space_bytes: Option<u64>,
+    orphan_grace: Option<u64>,
 }
 
 /// What the command line asked for.
@@ -168,6 +174,8 @@ Other settings (file key / environment variable):
                                            none, which turns it off
   low_space_bytes (file only)              /readyz answers 503 below this many free bytes in
                                            the data directory (default 1 GiB)
+  orphan_grace / HANGAR_ORPHAN_GRACE       seconds before a staging file that no job, upload or
+                                           import uses is swept (default 3600)
   shutdown_timeout / HANGAR_SHUTDOWN_TIMEOUT  seconds a stop may take (default 30): running
                                            jobs are stopped and queued for the next start
   trusted_proxies / HANGAR_TRUSTED_PROXIES reverse proxies (IPs or CIDR ranges) whose
@@ -209,6 +217,9 @@ impl Config {
         }
         if let Some(v) = env("HANGAR_JOB_WORKERS") {
             config.job_workers = parse_workers("HANGAR_JOB_WORKERS", &v)?;
+        }
+        if let Some(v) = env("HANGAR_ORPHAN_GRACE") {
+            config.orphan_grace = parse_seconds("HANGAR_ORPHAN_GRACE", &v)?;
         }
         if let Some(v) = env("HANGAR_SHUTDOWN_TIMEOUT") {
             config.shutdown_timeout = parse_seconds("HANGAR_SHUTDOWN_TIMEOUT", &v)?;
@@ -265,6 +276,9 @@ impl Config {
         }
         if let Some(v) = file.low_space_bytes {
             self.low_space_bytes = v;
+        }
+        if let Some(v) = file.orphan_grace {
+            self.orphan_grace = parse_seconds("orphan_grace", &v.to_string())?;
         }
         if let Some(v) = file.shutdown_timeout {
             self.shutdown_timeout = parse_seconds("shutdown_timeout", &v.to_string())?;

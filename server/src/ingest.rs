@@ -112,6 +112,173 @@ impl Stage {
     }
 }
 
+/// The last step an import completed durably, kept in its job row (`jobs.checkpoint`), so a job
+/// interrupted by a stop or a crash resumes after it instead of redoing its work (the reliability
+/// issue: docs/house-style.md's "nothing lost on failure"). The upload stays until the image is
+/// published whatever the step, so a checkpoint whose output does not verify costs a redo, never
+/// the image.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub step: Step,
+    /// The file to store: the converted output in `data/staging/`, or the upload itself when the
+    /// image is kept as uploaded.
+    pub output: PathBuf,
+    pub output_size: u64,
+    /// The output's inode and modification time when the step completed: a file replaced or
+    /// written since (by anything going through the file system) is not trusted.
+    pub stamp: Option<FileStamp>,
+    pub disk_format: String,
+    pub uploaded_format: String,
+    pub uploaded_size: u64,
+    pub converted: bool,
+    pub virtual_size: Option<u64>,
+    pub sha256: String,
+    pub findings: String,
+    /// Known from `hashed` on.
+    pub md5: Option<String>,
+    pub sha512: Option<String>,
+    /// The backend key, from `stored` on.
+    pub key: Option<String>,
+}
+
+/// Identifies one version of a file: its inode and modification time (nanoseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    pub inode: u64,
+    pub mtime_s: i64,
+    pub mtime_ns: i64,
+}
+
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp { inode: meta.ino(), mtime_s: meta.mtime(), mtime_ns: meta.mtime_nsec() }
+    }
+}
+
+/// The steps a [`Checkpoint`] records, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// The output is complete and durable (the converter fsyncs it; a kept upload already is).
+    Prepared,
+    /// Its MD5 and SHA-512 are known.
+    Hashed,
+    /// The backend holds it under `key`; what is left is recording the location and `active`.
+    Stored,
+}
+
+impl Checkpoint {
+    /// The records to publish, once the digests are known.
+    fn outcome(&self) -> (records::ActiveImage, Imported) {
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let record = records::ActiveImage {
+            disk_format: self.disk_format.clone(),
+            uploaded_format: self.uploaded_format.clone(),
+            uploaded_size: to_i64(self.uploaded_size),
+            size: to_i64(self.output_size),
+            virtual_size: self.virtual_size.map(to_i64),
+            sha256: self.sha256.clone(),
+            md5: self.md5.clone().unwrap_or_default(),
+            sha512: self.sha512.clone().unwrap_or_default(),
+            findings: self.findings.clone(),
+            location: self.output.display().to_string(),
+        };
+        let imported = Imported {
+            uploaded_format: self.uploaded_format.clone(),
+            uploaded_size: self.uploaded_size,
+            disk_format: self.disk_format.clone(),
+            converted: self.converted,
+            size: self.output_size,
+            virtual_size: self.virtual_size,
+            sha256: self.sha256.clone(),
+            extra_disks: Vec::new(),
+            ovf: Vec::new(),
+            min_ram: None,
+        };
+        (record, imported)
+    }
+
+    /// The `stored` checkpoint of an image whose bytes the backend now holds under `key`.
+    fn stored(record: &records::ActiveImage, imported: &Imported, key: &str) -> Self {
+        Checkpoint {
+            step: Step::Stored,
+            output: PathBuf::from(&record.location),
+            output_size: imported.size,
+            stamp: None,
+            disk_format: imported.disk_format.clone(),
+            uploaded_format: imported.uploaded_format.clone(),
+            uploaded_size: imported.uploaded_size,
+            converted: imported.converted,
+            virtual_size: imported.virtual_size,
+            sha256: imported.sha256.clone(),
+            findings: record.findings.clone(),
+            md5: Some(record.md5.clone()),
+            sha512: Some(record.sha512.clone()),
+            key: Some(key.to_owned()),
+        }
+    }
+
+    /// Whether the staged output is still the one this checkpoint describes: the same file
+    /// (inode and modification time), of the recorded size, and accepted by the inspector as the
+    /// recorded format and virtual size. Blocking.
+    fn output_verifies(&self) -> bool {
+        let Ok(meta) = std::fs::metadata(&self.output) else { return false };
+        if !meta.is_file() || meta.len() != self.output_size || self.stamp != Some(FileStamp::of(&meta)) {
+            return false;
+        }
+        let Some(format) = declared_format(&self.disk_format) else { return false };
+        let Ok(file) = SizedFile::open(&self.output) else { return false };
+        let report = diskimage::inspect(&file, &InspectOptions { declared: Some(format), ..InspectOptions::default() });
+        report.is_accepted() && report.virtual_size == self.virtual_size
+    }
+}
+
+/// Where an import job keeps its [`Checkpoint`]s, and the one it resumes from. The default
+/// keeps nothing (an import without a job: tests, callers that redo on failure).
+#[derive(Clone, Debug, Default)]
+pub struct Journal {
+    job: Option<(records::Db, String)>,
+    resume: Option<Checkpoint>,
+}
+
+impl Journal {
+    /// The journal of `job`: its checkpoint (if it completed a step before a stop) is where
+    /// it resumes.
+    pub fn for_job(db: &records::Db, job: &records::JobRow) -> Self {
+        let resume = match job.checkpoint.as_str() {
+            "" => None,
+            text => serde_json::from_str(text)
+                .inspect_err(|e| tracing::warn!(job = %job.id, error = %e, "a job's checkpoint is unreadable; it starts over"))
+                .ok(),
+        };
+        Journal { job: Some((db.clone(), job.id.clone())), resume }
+    }
+
+    /// Records that the job completed `cp.step`. A failure to record is logged, not fatal: it
+    /// costs a redo after a crash, nothing else.
+    pub async fn save(&self, cp: &Checkpoint) {
+        let Some((db, id)) = &self.job else { return };
+        let text = match serde_json::to_string(cp) {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!(job = %id, error = %e, "cannot encode a checkpoint"),
+        };
+        if let Err(e) = db.set_job_checkpoint(id, &text).await {
+            tracing::warn!(job = %id, error = %e, "cannot record a checkpoint; a crash now would redo the step");
+        }
+    }
+
+    /// [`Journal::save`] from the pipeline's blocking thread.
+    fn save_blocking(&self, cp: &Checkpoint) {
+        if self.job.is_none() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.block_on(self.save(cp));
+        }
+    }
+}
+
 impl JobControl {
     fn check(&self) -> Result<(), IngestError> {
         if self.cancel.load(Ordering::Relaxed) {
@@ -333,6 +500,7 @@ fn process(
     images_dir: &Path,
     rules: &Rules,
     ctl: &JobControl,
+    journal: &Journal,
 ) -> Result<(records::ActiveImage, Imported), IngestError> {
     let io = |what: &str, e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::Interrupted && ctl.cancel.load(Ordering::Relaxed) {
@@ -419,48 +587,46 @@ fn process(
             (out, glance, false, report.virtual_size)
         }
     };
-    // Stored unchanged: the upload's hashes are the stored bytes' hashes.
-    let (md5, sha512) = match (&up.md5, &up.sha512, converted) {
-        (Some(m), Some(s), false) => (m.clone(), s.clone()),
-        _ => {
-            let hashed = hash_file(&final_path, false, ctl, uploaded_size).map_err(|e| io("hash stored image", e));
-            match hashed {
-                Ok((_, m, s)) => (m, s),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&final_path);
-                    return Err(e);
-                }
-            }
-        }
-    };
-    let size = std::fs::metadata(&final_path).map_err(|e| io("stat stored image", e))?.len();
-    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let record = records::ActiveImage {
-        disk_format: disk_format.clone(),
-        uploaded_format: report.format.as_str().to_owned(),
-        uploaded_size: to_i64(uploaded_size),
-        size: to_i64(size),
-        virtual_size: virtual_size.map(to_i64),
-        sha256: sha256.clone(),
-        md5,
-        sha512,
-        findings,
-        // The file to publish; the caller puts it into the backend and records where it went.
-        location: final_path.display().to_string(),
-    };
-    let imported = Imported {
+    let meta = std::fs::metadata(&final_path).map_err(|e| io("stat stored image", e))?;
+    let cp = Checkpoint {
+        step: Step::Prepared,
+        output: final_path,
+        output_size: meta.len(),
+        stamp: Some(FileStamp::of(&meta)),
+        disk_format,
         uploaded_format: report.format.as_str().to_owned(),
         uploaded_size,
-        disk_format,
         converted,
-        size,
         virtual_size,
         sha256,
-        extra_disks: Vec::new(),
-        ovf: Vec::new(),
-        min_ram: None,
+        findings,
+        md5: None,
+        sha512: None,
+        key: None,
     };
-    Ok((record, imported))
+    journal.save_blocking(&cp);
+    finish_prepared(cp, up, ctl, journal)
+}
+
+/// From a `prepared` (or `hashed`) checkpoint to the records to publish: the stored bytes'
+/// MD5 and SHA-512 (the upload's when it is stored unchanged), then the `hashed` checkpoint.
+/// The output stays on error: the caller decides whether a job will resume from it.
+fn finish_prepared(mut cp: Checkpoint, up: &UploadedFile, ctl: &JobControl, journal: &Journal) -> Result<(records::ActiveImage, Imported), IngestError> {
+    if cp.step == Step::Prepared {
+        let (md5, sha512) = match (&up.md5, &up.sha512, cp.converted) {
+            (Some(m), Some(s), false) => (m.clone(), s.clone()),
+            _ => match hash_file(&cp.output, false, ctl, cp.uploaded_size) {
+                Ok((_, m, s)) => (m, s),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && ctl.cancel.load(Ordering::Relaxed) => return Err(IngestError::Cancelled),
+                Err(e) => return Err(IngestError::Io(format!("hash stored image: {e}"))),
+            },
+        };
+        cp.md5 = Some(md5);
+        cp.sha512 = Some(sha512);
+        cp.step = Step::Hashed;
+        journal.save_blocking(&cp);
+    }
+    Ok(cp.outcome())
 }
 
 /// Prepares to unpack a package: a fresh output directory in staging, the upload's SHA-256, and
@@ -725,6 +891,47 @@ pub async fn ingest_with(
     store: &std::sync::Arc<dyn storage::Backend>,
     ctl: std::sync::Arc<JobControl>,
 ) -> Result<Imported, IngestError> {
+    ingest_job(db, data_dir, up, rules, store, ctl, Journal::default()).await
+}
+
+/// The checkpoint an import resumes from, if its output is still what the checkpoint says:
+/// `stored` if the backend holds the key at the recorded size, `prepared`/`hashed` if the staged
+/// output verifies ([`Checkpoint::output_verifies`]). Otherwise the job starts over from the
+/// upload, and an unusable staged output is removed.
+async fn resume_point(journal: &Journal, up: &UploadedFile, store: &std::sync::Arc<dyn storage::Backend>) -> Option<Checkpoint> {
+    let cp = journal.resume.clone()?;
+    let usable = match cp.step {
+        Step::Stored => match &cp.key {
+            Some(key) => matches!(store.size(key).await, Ok(Some(n)) if n == cp.output_size),
+            None => false,
+        },
+        Step::Prepared | Step::Hashed => {
+            let cp2 = cp.clone();
+            tokio::task::spawn_blocking(move || cp2.output_verifies()).await.unwrap_or(false)
+        }
+    };
+    if usable {
+        tracing::info!(image = %up.image_id, step = ?cp.step, output = %cp.output.display(), "ingest: resuming from its checkpoint");
+        return Some(cp);
+    }
+    tracing::warn!(image = %up.image_id, step = ?cp.step, output = %cp.output.display(), "ingest: the checkpoint's output did not verify; starting over from the upload");
+    if cp.output != up.path {
+        let _ = std::fs::remove_file(&cp.output);
+    }
+    None
+}
+
+/// [`ingest_with`] for a job: checkpoints after each durable step go to `journal`, and a job
+/// resumed after a stop or a crash starts after its last verified checkpoint.
+pub async fn ingest_job(
+    db: &records::Db,
+    data_dir: &Path,
+    up: UploadedFile,
+    rules: &Rules,
+    store: &std::sync::Arc<dyn storage::Backend>,
+    ctl: std::sync::Arc<JobControl>,
+    journal: Journal,
+) -> Result<Imported, IngestError> {
     let backend = store.name();
     let discard = |path: &Path| {
         let _ = std::fs::remove_file(path);
@@ -749,10 +956,25 @@ pub async fn ingest_with(
     tracing::info!(image = %image.id, path = %up.path.display(), "ingest: inspecting");
     let images_dir = data_dir.join("staging");
     let disk_format = image.disk_format.clone();
-    let (up2, rules2, ctl2) = (up.clone(), rules.clone(), ctl.clone());
-    let result = tokio::task::spawn_blocking(move || process(&up2, disk_format.as_deref(), &images_dir, &rules2, &ctl2))
-        .await
-        .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?;
+    let resume = resume_point(&journal, &up, store).await;
+    let already_stored = resume.as_ref().is_some_and(|cp| cp.step == Step::Stored);
+    let (up2, rules2, ctl2, journal2, staging2) = (up.clone(), rules.clone(), ctl.clone(), journal.clone(), images_dir.clone());
+    let result = match resume {
+        Some(cp) if cp.step == Step::Stored => Ok(cp.outcome()),
+        Some(cp) => tokio::task::spawn_blocking(move || finish_prepared(cp, &up2, &ctl2, &journal2))
+            .await
+            .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?,
+        None => tokio::task::spawn_blocking(move || process(&up2, disk_format.as_deref(), &staging2, &rules2, &ctl2, &journal2))
+            .await
+            .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?,
+    };
+    // A converted output is named `<image id>.<format>` in staging; on every way out but a
+    // stop (the job resumes from it) and publishing (it moved into the backend), it goes.
+    let discard_outputs = || {
+        for ext in ["qcow2", "raw"] {
+            let _ = std::fs::remove_file(images_dir.join(format!("{}.{ext}", up.image_id)));
+        }
+    };
     match result {
         Ok((mut record, imported)) => {
             let staged = PathBuf::from(&record.location);
@@ -771,6 +993,7 @@ pub async fn ingest_with(
             let out_size = u64::try_from(record.size).unwrap_or(0);
             if let Err(why) = db.hold_quota(image.owner.as_deref().unwrap_or(""), &image.id, "import", out_size, false).await? {
                 discard(&staged);
+                discard(&up.path);
                 drop_package();
                 let reason = format!(
                     "The image is {out_size} bytes once converted for the {backend} storage, and {why}; nothing was kept. \
@@ -783,18 +1006,23 @@ pub async fn ingest_with(
             let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
             let key = format!("{}.{ext}", image.id);
             // Storing counts on top of the earlier steps (a Ceph upload of 40 GiB takes minutes).
-            ctl.enter(Stage::Storing).await;
+            if !already_stored {
+                ctl.enter(Stage::Storing).await;
+            }
             let base = ctl.total.load(Ordering::Relaxed);
             ctl.total.fetch_add(u64::try_from(record.size).unwrap_or(0), Ordering::Relaxed);
-            // A converted output in staging may move into place (a stop redoes it from the
-            // upload). An image kept as uploaded is linked into place (no second copy on a file
-            // backend): its upload must outlive the publishing below, so a stop before the image
-            // is active redoes the job from it.
+            // A converted output in staging may move into place (the `stored` checkpoint then
+            // says where it went). An image kept as uploaded is linked into place (no second copy
+            // on a file backend): its upload must outlive the publishing below, so a stop before
+            // the image is active resumes or redoes the job from it.
             let kept_as_uploaded = staged == up.path;
             let mode = if kept_as_uploaded { storage::PutMode::Link } else { storage::PutMode::Move };
-            let put = store.put_file(&key, &staged, mode, &|n| ctl.set_done(base + n)).await;
+            let put = if already_stored { Ok(record.size.unsigned_abs()) } else { store.put_file(&key, &staged, mode, &|n| ctl.set_done(base + n)).await };
             if !kept_as_uploaded {
                 discard(&staged);
+            }
+            if put.is_ok() && !already_stored && package_dir.is_none() {
+                journal.save(&Checkpoint::stored(&record, &imported, &key)).await;
             }
             if let Err(err) = put {
                 tracing::warn!(image = %image.id, %backend, error = %err, "ingest: the backend did not take the image");
@@ -836,13 +1064,14 @@ pub async fn ingest_with(
             Ok(imported)
         }
         Err(IngestError::Cancelled) if ctl.is_stopping() => {
-            // The server is stopping: the image stays `importing` with its upload, and the job
-            // runs again at the next start (staging is cleared then).
+            // The server is stopping: the image stays `importing` with its upload (and any
+            // checkpointed output), and the job resumes at the next start.
             tracing::info!(image = %image.id, "ingest: stopped by the shutdown; the job will run again");
             Err(IngestError::Cancelled)
         }
         Err(err) => {
             discard(&up.path);
+            discard_outputs();
             let reason = match &err {
                 IngestError::Refused(r) => r.clone(),
                 IngestError::Cancelled => "The import was cancelled; nothing was kept.".to_owned(),

@@ -99,11 +99,24 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
     if reset > 0 {
         tracing::info!(reset, "images whose data was arriving when the server stopped are queued again");
     }
-    // No job runs yet, and every job redoes its work from the start: whatever an interrupted job
-    // left in the staging directory (half-written conversions, unpacked packages) is garbage.
-    let removed = clear_staging(&data_dir.join("staging"));
-    if removed > 0 {
-        tracing::info!(removed, "removed leftovers of interrupted jobs from the staging directory");
+    // No job runs yet: what an interrupted job left in the staging directory (half-written
+    // conversions, unpacked packages) is garbage, except the outputs that queued jobs'
+    // checkpoints name (they resume from them, after checking them again).
+    let keep: std::collections::HashSet<PathBuf> = db
+        .live_job_checkpoints()
+        .await?
+        .iter()
+        .filter_map(|c| serde_json::from_str::<ingest::Checkpoint>(c).ok())
+        .map(|c| c.output)
+        .collect();
+    let removed = clear_staging(&data_dir.join("staging"), &keep);
+    if removed.files > 0 || !keep.is_empty() {
+        tracing::info!(
+            removed = removed.files,
+            bytes = removed.bytes,
+            kept = keep.len(),
+            "staging directory: removed the leftovers of interrupted jobs, kept the outputs jobs resume from"
+        );
     }
     // Request bodies a stop cut off (Glance PUT, web-download) that no job will read, and staged
     // data whose image no longer waits for it.
@@ -182,23 +195,96 @@ pub async fn sweep_incoming(db: &Db, dir: &std::path::Path) -> Result<Swept, rec
     Ok(swept)
 }
 
-/// Empties `dir` (files and directories in it; the directory itself stays). Returns how many
-/// entries were removed; a missing directory is empty.
-pub fn clear_staging(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let mut removed = 0;
+/// Empties `dir` (files and directories in it; the directory itself stays) but for the files in
+/// `keep`. Returns what was removed; a missing directory is empty.
+pub fn clear_staging(dir: &std::path::Path, keep: &std::collections::HashSet<PathBuf>) -> Swept {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Swept::default() };
+    let mut removed = Swept::default();
     for entry in entries.flatten() {
         let path = entry.path();
+        if keep.contains(&path) {
+            continue;
+        }
+        let bytes = tree_bytes(&path);
         let gone = match entry.file_type() {
             Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
             _ => std::fs::remove_file(&path),
         };
         match gone {
-            Ok(()) => removed += 1,
+            Ok(()) => {
+                removed.files += 1;
+                removed.bytes = removed.bytes.saturating_add(bytes);
+            }
             Err(err) => tracing::warn!(path = %path.display(), error = %err, "cannot remove a staging leftover"),
         }
     }
     removed
+}
+
+/// Bytes under `path` (a file, or a directory's files one level down: unpacked packages).
+fn tree_bytes(path: &std::path::Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+/// While the server runs: removes from the staging areas (`staging`, `uploads-glance`) every
+/// entry older than `grace` that belongs to no busy image ([`Db::busy_image_ids`]: a queued or
+/// running job, data arriving or importing). Every name there starts with its image's id.
+/// These are what a failure path could not remove (a full disk, a crash between two steps, a
+/// process killed at a bad moment); the grace period protects a file between its creation and
+/// the record that makes its image busy.
+pub async fn sweep_staging_areas(db: &Db, data_dir: &std::path::Path, grace: Duration) -> Result<Swept, records::DbError> {
+    let busy: std::collections::HashSet<String> = db.busy_image_ids().await?.into_iter().collect();
+    let mut swept = Swept::default();
+    for area in ["staging", "uploads-glance"] {
+        let Ok(entries) = std::fs::read_dir(data_dir.join(area)) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let image = name.split('.').next().unwrap_or_default();
+            let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= grace));
+            if busy.contains(image) || !old {
+                continue;
+            }
+            let path = entry.path();
+            let bytes = tree_bytes(&path);
+            let gone = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            match gone {
+                Ok(()) => {
+                    swept.files += 1;
+                    swept.bytes = swept.bytes.saturating_add(bytes);
+                }
+                Err(err) => tracing::warn!(path = %path.display(), error = %err, "cannot remove an orphaned staging file"),
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Runs [`sweep_staging_areas`] while the server runs: every quarter of `grace` (at least a
+/// second, at most ten minutes), logging what it reclaimed.
+pub fn spawn_orphan_sweeper(db: Db, data_dir: PathBuf, grace: Duration) {
+    let every = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match sweep_staging_areas(&db, &data_dir, grace).await {
+                Ok(s) if s.files > 0 => tracing::info!(files = s.files, bytes = s.bytes, "reclaimed staging files no job or upload uses"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot sweep the staging areas"),
+            }
+        }
+    });
 }
 
 /// Runs one claimed job to its end and records the outcome; a job stopped by a shutdown is
@@ -283,7 +369,7 @@ async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &
         return Err(reason);
     };
     let rules = Rules::load(db, store.kind().as_str()).await.map_err(|e| e.to_string())?;
-    match ingest::ingest_with(db, data_dir, up, &rules, store, ctl).await {
+    match ingest::ingest_job(db, data_dir, up, &rules, store, ctl, ingest::Journal::for_job(db, job)).await {
         Ok(done) if done.converted => Ok(format!(
             "{} → {}: {} → {}",
             done.uploaded_format,

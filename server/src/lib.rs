@@ -108,6 +108,7 @@ impl AppState {
             .map_err(StartError::Storage)?;
         stores.spawn_sweeper(ABANDONED_WRITE_AGE, ABANDONED_WRITE_SWEEP_EVERY);
         let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers, stores.clone()).await?;
+        jobs::spawn_orphan_sweeper(db.clone(), config.data_dir.clone(), config.orphan_grace);
         let uploads = open_uploads(&db, &config.data_dir, jobs.clone(), stores.clone()).await?;
         let leptos = LeptosOptions::builder()
             .output_name(app::OUTPUT_NAME)

@@ -1,8 +1,11 @@
 //! Fault injection on the real binary (the reliability issue): for each stage of an import
-//! (inspecting, converting, hashing, storing, publishing) and for raw → qcow2, VDI → qcow2 and a
-//! qcow2 kept as uploaded, the server is held at that stage (the test-only HANGAR_TEST_HOLD_AT),
-//! killed with SIGKILL there, and started again: the image must end `active`, byte-identical to
-//! what was uploaded (qemu-img compare, formats pinned), with nothing left in any staging area.
+//! (inspecting, converting, hashing, storing, publishing) and for raw → qcow2, VDI → qcow2, a
+//! qcow2 kept as uploaded and qcow2 → raw on a real Ceph, the server is held at that stage (the
+//! test-only HANGAR_TEST_HOLD_AT), killed with SIGKILL there, and started again: the image must
+//! end `active`, byte-identical to what was uploaded (qemu-img compare, formats pinned), with
+//! nothing left in any staging area; a job killed after its output was complete resumes from its
+//! checkpoint (no second conversion), and one whose staged output was damaged meanwhile starts
+//! over. A last test leaves orphans in the staging areas of a running server and sees them swept.
 
 mod common;
 
@@ -43,106 +46,261 @@ fn leftovers(data: &Path) -> Vec<String> {
     out
 }
 
+
+/// Where the image goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Local,
+    Ceph,
+}
+
+struct Case<'a> {
+    what: &'a str,
+    file: &'a Path,
+    disk_format: &'a str,
+    stage: &'a str,
+    target: Target,
+    /// Whether the next start must resume from a checkpoint (the output was complete).
+    resumes: bool,
+    /// Damage the staged output between the kill and the restart.
+    tamper: bool,
+}
+
+/// A configuration with a Ceph backend (a bucket of its own) as the default.
+fn ceph_config(dir: &Path) -> PathBuf {
+    let c = common::ceph::cluster();
+    let path = dir.join("hangar.toml");
+    let bucket = format!("hangar-faults-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(
+        &path,
+        format!(
+            "default_storage = \"ceph\"\n\n[[storage]]\nname = \"local\"\nkind = \"local\"\n\n[[storage]]\nname = \"ceph\"\nkind = \"ceph\"\n\
+             endpoint = \"{}\"\nbucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\ntimeout_secs = 30\npart_size_mib = 5\n",
+            c.endpoint, c.access_key, c.secret_key
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs one case; returns what went wrong.
+async fn run_case(client: &reqwest::Client, raw: &Path, case: &Case<'_>) -> Vec<String> {
+    let Case { what, file, disk_format, stage, .. } = *case;
+    let mut failures = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("hangar.log");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = (case.target == Target::Ceph).then(|| ceph_config(dir.path()));
+    let config_env = config.as_ref().map(|p| p.display().to_string());
+    let env = |hold: Option<&str>| -> Vec<(&'static str, String)> {
+        let mut env = vec![("HANGAR_JOB_WORKERS", "1".to_owned())];
+        if let Some(c) = &config_env {
+            env.push(("HANGAR_CONFIG", c.clone()));
+        }
+        if let Some(h) = hold {
+            env.push(("HANGAR_TEST_HOLD_AT", h.to_owned()));
+        }
+        env
+    };
+    let first_env = env(Some(stage));
+    let first: Vec<(&str, &str)> = first_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = start(&data, port, &log, &first);
+    wait_healthy(client, &base).await;
+    let token = admin_token(&data, "faults");
+    let created = json(
+        client
+            .post(format!("{base}/image/v2/images"))
+            .header("x-auth-token", &token)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "name": what, "disk_format": disk_format, "container_format": "bare" }).to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let r = client
+        .put(format!("{base}/image/v2/images/{id}/stage"))
+        .header("x-auth-token", &token)
+        .header("content-type", "application/octet-stream")
+        .body(std::fs::read(file).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = client
+        .post(format!("{base}/image/v2/images/{id}/import"))
+        .header("x-auth-token", &token)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "method": { "name": "glance-direct" } }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    // Held at the stage (its progress writer records it), then killed there.
+    let db = records::Db::open_sqlite(&data.join("hangar.db")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = db.jobs_for_image(&id).await.unwrap();
+        if jobs.iter().any(|j| j.status == "running" && j.stage == stage) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what}: the job never reached {stage}: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if case.tamper {
+        // The staged output, complete when the job was killed, is damaged before the restart:
+        // the checkpoint must not be trusted blindly.
+        let staged: Vec<PathBuf> = std::fs::read_dir(data.join("staging")).unwrap().flatten().map(|e| e.path()).collect();
+        assert_eq!(staged.len(), 1, "{what}: one staged output expected, found {staged:?}");
+        let f = std::fs::OpenOptions::new().write(true).open(&staged[0]).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len / 2).unwrap();
+        f.set_len(len).unwrap();
+    }
+    let first_run_log = std::fs::read_to_string(&log).unwrap_or_default().len();
+
+    // The next start finishes it.
+    let second_env = env(None);
+    let second: Vec<(&str, &str)> = second_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = start(&data, port, &log, &second);
+    wait_healthy(client, &base).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let image = loop {
+        let img = json(client.get(format!("{base}/image/v2/images/{id}")).header("x-auth-token", &token).send().await.unwrap()).await;
+        if !matches!(img["status"].as_str(), Some("importing" | "uploading" | "saving" | "queued")) || Instant::now() > deadline {
+            break img;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let label = format!("{what}, killed while {stage}{}", if case.tamper { ", output damaged" } else { "" });
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let second_log = log_text.get(first_run_log..).unwrap_or_default();
+    if image["status"] != "active" {
+        failures.push(format!("{label}: ended {} ({log_text})", image["status"]));
+    } else {
+        // What the image API serves is what was uploaded.
+        let body = client.get(format!("{base}/image/v2/images/{id}/file")).header("x-auth-token", &token).send().await.unwrap();
+        assert_eq!(body.status(), 200);
+        let stored = dir.path().join("downloaded");
+        std::fs::write(&stored, body.bytes().await.unwrap()).unwrap();
+        let cmp = Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", image["disk_format"].as_str().unwrap()])
+            .arg(raw)
+            .arg(&stored)
+            .output()
+            .unwrap();
+        if !cmp.status.success() {
+            failures.push(format!("{label}: the stored image differs: {}", String::from_utf8_lossy(&cmp.stdout)));
+        }
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let resumed = second_log.contains("resuming from its checkpoint");
+    if resumed != case.resumes {
+        failures.push(format!("{label}: resumed from a checkpoint: {resumed}, expected {}", case.resumes));
+    }
+    if case.tamper && !second_log.contains("did not verify") {
+        failures.push(format!("{label}: the damaged output was not noticed"));
+    }
+    let left = leftovers(&data);
+    if !left.is_empty() {
+        failures.push(format!("{label}: left behind {left:?}"));
+    }
+    failures
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_every_import_stage_loses_nothing() {
     let work = tempfile::tempdir().unwrap();
     let (raw, vdi, qcow2) = disks(work.path());
-    // (what is uploaded, its disk_format, the stages its import goes through)
-    let cases: [(&str, &Path, &str, &[&str]); 3] = [
-        ("raw → qcow2", &raw, "raw", &["inspecting", "converting", "hashing", "storing", "publishing"]),
-        ("vdi → qcow2", &vdi, "vdi", &["inspecting", "converting", "hashing", "storing", "publishing"]),
-        ("qcow2 kept", &qcow2, "qcow2", &["inspecting", "storing", "publishing"]),
-    ];
-    let client = reqwest::Client::new();
-    let mut failures = Vec::new();
-    for (what, file, disk_format, stages) in cases {
-        for stage in stages {
-            let dir = tempfile::tempdir().unwrap();
-            let data = dir.path().join("data");
-            let log = dir.path().join("hangar.log");
-            let port = free_port();
-            let base = format!("http://127.0.0.1:{port}");
-            let mut child = start(&data, port, &log, &[("HANGAR_JOB_WORKERS", "1"), ("HANGAR_TEST_HOLD_AT", stage)]);
-            wait_healthy(&client, &base).await;
-            let token = admin_token(&data, "faults");
-            let created = json(
-                client
-                    .post(format!("{base}/image/v2/images"))
-                    .header("x-auth-token", &token)
-                    .header("content-type", "application/json")
-                    .body(serde_json::json!({ "name": what, "disk_format": disk_format, "container_format": "bare" }).to_string())
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            let id = created["id"].as_str().unwrap().to_owned();
-            let r = client
-                .put(format!("{base}/image/v2/images/{id}/stage"))
-                .header("x-auth-token", &token)
-                .header("content-type", "application/octet-stream")
-                .body(std::fs::read(file).unwrap())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 204);
-            let r = client
-                .post(format!("{base}/image/v2/images/{id}/import"))
-                .header("x-auth-token", &token)
-                .header("content-type", "application/json")
-                .body(serde_json::json!({ "method": { "name": "glance-direct" } }).to_string())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-
-            // Held at the stage (its progress writer records it), then killed there.
-            let db = records::Db::open_sqlite(&data.join("hangar.db")).await.unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let jobs = db.jobs_for_image(&id).await.unwrap();
-                if jobs.iter().any(|j| j.status == "running" && j.stage == *stage) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{what}: the job never reached {stage}: {jobs:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            db.close().await;
-            child.kill().unwrap();
-            child.wait().unwrap();
-
-            // The next start finishes it.
-            let mut child = start(&data, port, &log, &[("HANGAR_JOB_WORKERS", "1")]);
-            wait_healthy(&client, &base).await;
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let image = loop {
-                let img = json(client.get(format!("{base}/image/v2/images/{id}")).header("x-auth-token", &token).send().await.unwrap()).await;
-                if !matches!(img["status"].as_str(), Some("importing" | "uploading" | "saving" | "queued")) || Instant::now() > deadline {
-                    break img;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let _ = child.wait();
-            if image["status"] != "active" {
-                failures.push(format!("{what}, killed while {stage}: ended {} ({})", image["status"], std::fs::read_to_string(&log).unwrap_or_default()));
-                continue;
-            }
-            let stored = data.join("images").join(format!("{id}.{}", image["disk_format"].as_str().unwrap()));
-            let cmp = Command::new("qemu-img")
-                .args(["compare", "-f", "raw", "-F", image["disk_format"].as_str().unwrap()])
-                .arg(&raw)
-                .arg(&stored)
-                .output()
-                .unwrap();
-            if !cmp.status.success() {
-                failures.push(format!("{what}, killed while {stage}: the stored image differs: {}", String::from_utf8_lossy(&cmp.stdout)));
-            }
-            let left = leftovers(&data);
-            if !left.is_empty() {
-                failures.push(format!("{what}, killed while {stage}: left behind {left:?}"));
-            }
+    let all = ["inspecting", "converting", "hashing", "storing", "publishing"];
+    // A job resumes from the first checkpoint on: the converted (or kept) output is complete
+    // once hashing starts.
+    let after_output = |stage: &str| matches!(stage, "hashing" | "storing" | "publishing");
+    let mut cases = Vec::new();
+    for (what, file, disk_format, target) in
+        [("raw → qcow2", &raw, "raw", Target::Local), ("vdi → qcow2", &vdi, "vdi", Target::Local), ("qcow2 → raw on Ceph", &qcow2, "qcow2", Target::Ceph)]
+    {
+        for stage in all {
+            cases.push(Case { what, file, disk_format, stage, target, resumes: after_output(stage), tamper: false });
         }
     }
+    for stage in ["inspecting", "storing", "publishing"] {
+        cases.push(Case { what: "qcow2 kept", file: &qcow2, disk_format: "qcow2", stage, target: Target::Local, resumes: after_output(stage), tamper: false });
+    }
+    cases.push(Case { what: "raw → qcow2", file: &raw, disk_format: "raw", stage: "storing", target: Target::Local, resumes: false, tamper: true });
+    let client = reqwest::Client::new();
+    let mut failures = Vec::new();
+    for case in &cases {
+        failures.extend(run_case(&client, &raw, case).await);
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Files no job, upload or import uses, left in `staging/` and `uploads-glance/` of a running
+/// server, are removed once older than `orphan_grace`; the staged data of an image still waiting
+/// for its import is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_sweeps_orphans_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("hangar.log");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut child = start(&data, port, &log, &[("HANGAR_ORPHAN_GRACE", "2")]);
+    wait_healthy(&client, &base).await;
+    let token = admin_token(&data, "sweep");
+    let created = json(
+        client
+            .post(format!("{base}/image/v2/images"))
+            .header("x-auth-token", &token)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "name": "staged", "disk_format": "raw", "container_format": "bare" }).to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let r = client
+        .put(format!("{base}/image/v2/images/{id}/stage"))
+        .header("x-auth-token", &token)
+        .header("content-type", "application/octet-stream")
+        .body(vec![7u8; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    std::fs::create_dir_all(data.join("staging")).unwrap();
+    let orphans = [
+        data.join("staging").join("0b4d5a2e-0000-4000-8000-000000000001.qcow2"),
+        data.join("uploads-glance").join("0b4d5a2e-0000-4000-8000-000000000002.1a2b3c4d.upload"),
+    ];
+    for o in &orphans {
+        std::fs::write(o, vec![1u8; 4096]).unwrap();
+    }
+    let package = data.join("staging").join("0b4d5a2e-0000-4000-8000-000000000003.ova.d");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(package.join("disk1.qcow2"), b"x").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (orphans.iter().any(|o| o.exists()) || package.exists()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let staged = data.join("uploads-glance").join(format!("{id}.staged"));
+    let still: Vec<_> = orphans.iter().chain([&package]).filter(|o| o.exists()).collect();
+    let staged_kept = staged.exists();
+    common::binary::sigterm(&child);
+    let _ = child.wait();
+    assert!(still.is_empty(), "orphans older than the grace period were not swept: {still:?}");
+    assert!(staged_kept, "the staged data of an image waiting for its import was swept");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("reclaimed staging files no job or upload uses"), "the sweep says what it reclaimed: {text}");
 }

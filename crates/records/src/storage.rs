@@ -66,6 +66,9 @@ pub struct JobRow {
     /// What the worker is doing now (`inspecting`, `converting`, …; '' before it starts). The
     /// last one stays after the job ends: a failed job says where it failed.
     pub stage: String,
+    /// The last step the job completed durably ('' if none): JSON only the server reads (its
+    /// `ingest::Checkpoint`). A resumed job starts after it; a retry starts from nothing.
+    pub checkpoint: String,
     pub error: String,
     pub summary: String,
     pub created_by: Option<String>,
@@ -92,7 +95,7 @@ pub struct NewJob {
 pub const MAX_JOB_PAGE: u32 = 500;
 
 const JOB_SELECT: &str = "SELECT j.id, j.kind, j.image_id, COALESCE(i.name, '') AS image_name, j.backend, j.status, \
-     j.params, j.bytes_done, j.bytes_total, j.attempts, j.cancel_requested, j.stage, j.error, j.summary, j.created_by, \
+     j.params, j.bytes_done, j.bytes_total, j.attempts, j.cancel_requested, j.stage, j.checkpoint, j.error, j.summary, j.created_by, \
      j.created_at, j.started_at, j.finished_at, j.updated_at FROM jobs j LEFT JOIN images i ON i.id = j.image_id";
 
 const NOW_MS: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -283,23 +286,48 @@ impl Db {
     /// Queues a failed or cancelled job again from the start.
     pub async fn retry_job(&self, id: &str) -> Result<bool, DbError> {
         let sql = format!(
-            "UPDATE jobs SET status = 'queued', bytes_done = 0, error = '', cancel_requested = 0, \
+            "UPDATE jobs SET status = 'queued', bytes_done = 0, error = '', cancel_requested = 0, checkpoint = '', \
              started_at = NULL, finished_at = NULL, updated_at = {NOW_MS} \
              WHERE id = ? AND status IN ('failed', 'cancelled')"
         );
         Ok(sqlx::query(&sql).bind(id).execute(self.pool()).await?.rows_affected() == 1)
     }
 
-    /// At start: jobs that were running when the server stopped are queued again (their work is
-    /// redone from the start; outputs are only published at the end, so nothing half-done is
-    /// visible). Returns how many.
-    /// Queues one running job again (it was stopped by a server shutdown and will redo its work
-    /// from the start); false if it was not running.
+    /// Queues one running job again (it was stopped by a server shutdown and resumes from its
+    /// checkpoint, or from the start); false if it was not running.
     pub async fn requeue_job(&self, id: &str) -> Result<bool, DbError> {
         let sql = format!("UPDATE jobs SET status = 'queued', bytes_done = 0, stage = '', updated_at = {NOW_MS} WHERE id = ? AND status = 'running'");
         Ok(sqlx::query(&sql).bind(id).execute(self.pool()).await?.rows_affected() == 1)
     }
 
+    /// Records the last step a running job completed durably (see [`JobRow::checkpoint`]).
+    pub async fn set_job_checkpoint(&self, id: &str, checkpoint: &str) -> Result<bool, DbError> {
+        let sql = format!("UPDATE jobs SET checkpoint = ?, updated_at = {NOW_MS} WHERE id = ? AND status = 'running'");
+        Ok(sqlx::query(&sql).bind(checkpoint).bind(id).execute(self.pool()).await?.rows_affected() == 1)
+    }
+
+    /// The checkpoints of the jobs that are queued or running: they name staged outputs those
+    /// jobs will resume from, which a sweep must leave alone.
+    pub async fn live_job_checkpoints(&self) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar("SELECT checkpoint FROM jobs WHERE status IN ('queued', 'running') AND checkpoint <> ''")
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Ids of the images a running sweep must not touch the files of: those with a queued or
+    /// running job, and those whose data is arriving or being imported.
+    pub async fn busy_image_ids(&self) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT image_id FROM jobs WHERE status IN ('queued', 'running') \
+             UNION SELECT id FROM images WHERE status IN ('uploading', 'saving', 'importing')",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// At start: jobs that were running when the server stopped are queued again (they resume
+    /// from their checkpoint, or redo their work from the start; outputs are only published at
+    /// the end, so nothing half-done is visible). Returns how many.
     pub async fn requeue_interrupted_jobs(&self) -> Result<u64, DbError> {
         let sql = format!(
             "UPDATE jobs SET status = CASE cancel_requested WHEN 1 THEN 'cancelled' ELSE 'queued' END, \
@@ -480,11 +508,17 @@ mod tests {
         assert_eq!(db.job(&a.id).await.unwrap().unwrap().stage, "converting");
         assert!(db.cancel_job(&a.id).await.unwrap());
         assert!(db.job_progress(&a.id, 50, 100, "hashing").await.unwrap(), "the worker sees the cancel");
+        assert!(db.set_job_checkpoint(&a.id, r#"{"step":"prepared"}"#).await.unwrap());
+        assert_eq!(db.live_job_checkpoints().await.unwrap(), vec![r#"{"step":"prepared"}"#.to_owned()]);
+        assert!(db.busy_image_ids().await.unwrap().contains(&img.id));
         assert!(db.finish_job(&a.id, "cancelled", "", "").await.unwrap());
+        assert!(!db.set_job_checkpoint(&a.id, "{}").await.unwrap(), "only a running job records a step");
+        assert!(db.live_job_checkpoints().await.unwrap().is_empty(), "an ended job's output is nobody's");
         assert!(!db.cancel_job(&a.id).await.unwrap(), "already ended");
         assert!(db.retry_job(&a.id).await.unwrap());
         let again = db.job(&a.id).await.unwrap().unwrap();
         assert_eq!((again.status.as_str(), again.bytes_done, again.cancel_requested), ("queued", 0, false));
+        assert_eq!(again.checkpoint, "", "a retry starts from nothing");
 
         // b was running when the "server stopped".
         assert_eq!(db.requeue_interrupted_jobs().await.unwrap(), 1);

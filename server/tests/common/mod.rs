@@ -9,6 +9,7 @@ use server::{router, session_layer, AppState, Config};
 use tower::ServiceExt;
 
 pub mod binary;
+pub mod ceph;
 
 /// `len` bytes that neither compression nor qcow2 shrinks (xorshift64 from `seed`).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
