@@ -416,6 +416,45 @@ pub async fn upload_hashes(db: &records::Db, image_id: &str, backend_kind: &str)
     }
 }
 
+/// Free bytes on the file system holding `dir` (None if it cannot be asked).
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// What a conversion may write beyond the data itself: qcow2 tables and headers are well under
+/// 1% of the data (an L2 entry of 8 bytes per 64 KiB cluster, refcounts of 2 bytes), plus room
+/// for the few fixed clusters.
+const CONVERSION_SLACK: uploads::RoomAfter = uploads::RoomAfter { per_mille: 1010, fixed: 4 << 20 };
+
+/// The room an import of an image declared as `declared` will need in staging next to its
+/// upload, known before any byte arrives: the matrix's plan for the declared format converts
+/// or unpacks it (the output is at most the upload's size plus [`CONVERSION_SLACK`]; a conversion
+/// to raw grows a sparse image to its virtual size, which only inspection knows: the import
+/// checks that before converting, [`output_room`]), or keeps it (no room). An undeclared or
+/// unknown format reserves nothing here.
+pub fn room_after_upload(rules: &Rules, declared: Option<&str>) -> uploads::RoomAfter {
+    let Some(declared) = declared else { return uploads::RoomAfter::default() };
+    let Some(format) = declared_format(declared) else { return uploads::RoomAfter::default() };
+    let key = matrix_key(Some(declared), format);
+    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cells.get(&key).is_some_and(|c| c.action == "extract");
+    match rules.plan(&key) {
+        Plan::Convert(_) => CONVERSION_SLACK,
+        Plan::Keep if unpacked => CONVERSION_SLACK,
+        _ => uploads::RoomAfter::default(),
+    }
+}
+
+/// The most a conversion to `to` of an inspected image writes: raw is the whole virtual disk
+/// (holes cost nothing on most file systems, but a file system without them, or a later copy,
+/// needs it all); qcow2 holds at most the data, which is no more than the upload.
+pub fn output_room(to: TargetFormat, virtual_size: Option<u64>, uploaded_size: u64) -> u64 {
+    match to {
+        TargetFormat::Raw => virtual_size.unwrap_or(uploaded_size),
+        TargetFormat::Qcow2 => CONVERSION_SLACK.for_length(virtual_size.unwrap_or(uploaded_size).min(uploaded_size)),
+    }
+}
+
 /// What the pipeline produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Imported {
@@ -546,6 +585,16 @@ fn process(
     ctl.check()?;
     std::fs::create_dir_all(images_dir).map_err(|e| io("create images dir", e))?;
 
+    // A conversion that cannot fit is refused now, with the numbers, not by a full disk mid-way.
+    if let Plan::Convert(to) = &plan {
+        let need = output_room(*to, report.virtual_size, uploaded_size);
+        if let Some(free) = free_bytes(images_dir).filter(|free| *free < need) {
+            return Err(IngestError::Refused(format!(
+                "Converting this image needs up to {need} bytes of free space on the server and {free} are free; \
+                 nothing was kept. Ask an administrator to make room, then upload it again."
+            )));
+        }
+    }
     let sha256 = match &up.sha256 {
         Some(h) => h.clone(),
         None => sha256_file(&up.path).map_err(|e| io("hash upload", e))?,

@@ -213,12 +213,13 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
 }
 
 /// The creation check of a tus upload (see `open_uploads`): `Err((status, message))` refuses it.
-async fn check_new_upload(db: &Db, stores: &stores::Stores, new: &uploads::NewUploadCheck) -> Result<(), (u16, String)> {
-    if let Some(name) = new.metadata.get("store").filter(|s| !s.is_empty()) {
-        if stores.get(name).is_none() {
-            return Err((400, format!("There is no storage backend named {name:?}; {}.", choose_backend(stores))));
-        }
-    }
+/// `Ok` carries the room the upload's import will need (`ingest::room_after_upload`), which the
+/// data plane reserves with the upload's own bytes.
+async fn check_new_upload(db: &Db, stores: &stores::Stores, new: &uploads::NewUploadCheck) -> Result<uploads::RoomAfter, (u16, String)> {
+    let store = match new.metadata.get("store").filter(|s| !s.is_empty()) {
+        Some(name) => stores.get(name).ok_or_else(|| (400, format!("There is no storage backend named {name:?}; {}.", choose_backend(stores))))?,
+        None => stores.default_backend(),
+    };
     let Some(image_id) = new.metadata.get("image_id").filter(|s| !s.is_empty()) else {
         return Err((
             400,
@@ -252,7 +253,8 @@ async fn check_new_upload(db: &Db, stores: &stores::Stores, new: &uploads::NewUp
     if !matches!(image.status.as_str(), "queued" | "uploading") {
         return Err((409, format!("Image {image_id} is {}: its data was already uploaded, and an image is imported once.", image.status)));
     }
-    Ok(())
+    let rules = ingest::Rules::load(db, store.kind().as_str()).await.map_err(internal)?;
+    Ok(ingest::room_after_upload(&rules, image.disk_format.as_deref()))
 }
 
 /// An image whose bytes start arriving is `uploading`; one whose upload expired unfinished is

@@ -141,3 +141,96 @@ async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
 }
+
+/// The space reserved for an upload includes what its import will write (the reliability
+/// issue): an upload that fits but whose conversion would not is refused with 507 before any
+/// byte is sent, through tus and the Glance API alike, while the same size kept as uploaded is
+/// accepted; and a conversion whose inspected virtual size does not fit is refused before it
+/// starts, with the numbers, leaving nothing behind.
+#[tokio::test]
+async fn the_space_check_counts_the_conversion_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let _fs = Tmpfs::mount(&mnt, "64m");
+    let data_dir = mnt.join("data");
+    let config = server::Config { data_dir: data_dir.clone(), ..server::Config::default() };
+    let app = common::spawn_app_with(dir, config).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let db = app.state.db.clone();
+    let glance = |method: &str, uri: String, ctype: &str, body: Body, extra: Vec<(&'static str, String)>| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("/image{uri}"))
+            .header(header::HOST, HOST)
+            .header(header::ACCEPT, "application/json")
+            .header("x-auth-token", tok.as_str())
+            .header(header::CONTENT_TYPE, ctype);
+        for (k, v) in extra {
+            b = b.header(k, v);
+        }
+        b.body(body).unwrap()
+    };
+    let create = |disk_format: &str| {
+        glance(
+            "POST",
+            "/v2/images".into(),
+            "application/json",
+            Body::from(format!(r#"{{"name":"{disk_format}","disk_format":"{disk_format}","container_format":"bare"}}"#)),
+            vec![],
+        )
+    };
+    let id = |r: common::Reply| r.json()["id"].as_str().unwrap().to_owned();
+    let raw = id(app.send(create("raw")).await);
+    let qcow2 = id(app.send(create("qcow2")).await);
+    let raw_put = id(app.send(create("raw")).await);
+
+    // 36 MiB fits in 64 MiB; 36 MiB plus its qcow2 conversion (the local store converts raw)
+    // does not.
+    let length = (36u64 << 20).to_string();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let tus = |image: &str| {
+        Request::post("/uploads")
+            .header(header::HOST, HOST)
+            .header("x-auth-token", tok.as_str())
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", length.as_str())
+            .header("upload-metadata", format!("image_id {}", b64(image)))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = app.send(tus(&raw)).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "raw to convert: {}", r.body);
+    assert!(r.body.contains("free for uploads"), "{}", r.body);
+    assert!(r.body.contains("to convert it"), "{}", r.body);
+    let r = app.send(tus(&qcow2)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "qcow2 kept as uploaded fits: {}", r.body);
+    let r = app
+        .send(glance(
+            "PUT",
+            format!("/v2/images/{raw_put}/file"),
+            "application/octet-stream",
+            Body::from(vec![0u8; 16]),
+            vec![("x-openstack-image-size", length.clone())],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "Glance PUT of a raw to convert: {}", r.body);
+    assert_eq!(db.image(&raw_put).await.unwrap().unwrap().status, "queued", "the image still waits for its data");
+
+    // A qcow2 of 200 KiB whose disk is 1 GiB, on a store that converts qcow2 to raw: the upload
+    // fits, the 1 GiB output does not, and inspection knows it before converting.
+    db.set_policy_cell("local", "qcow2", "convert", Some("raw"), "Raw for this test.", "test").await.unwrap();
+    let small = mnt.join("small.qcow2");
+    let out = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&small).arg("1G").output().unwrap();
+    assert!(out.status.success());
+    let bytes = std::fs::read(&small).unwrap();
+    std::fs::remove_file(&small).unwrap();
+    let sparse = id(app.send(create("qcow2")).await);
+    let r = app.send(glance("PUT", format!("/v2/images/{sparse}/file"), "application/octet-stream", Body::from(bytes), vec![])).await;
+    assert!(r.status.is_client_error(), "the import is refused: {} {}", r.status, r.body);
+    let img = db.image_detail(&sparse).await.unwrap().unwrap();
+    assert_eq!(img.status, "killed");
+    assert!(img.status_reason.contains("needs up to 1073741824 bytes"), "{}", img.status_reason);
+    let staging: Vec<_> = std::fs::read_dir(data_dir.join("staging")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(staging.is_empty(), "nothing left in staging: {staging:?}");
+}

@@ -271,6 +271,8 @@ async fn a_body_larger_than_the_free_disk_is_507_at_once() {
         .await;
         assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{what}: {}", r.body);
         assert!(r.body.contains("bytes free") && r.body.contains(&huge.to_string()), "{what}: {}", r.body);
+        // The local store converts raw to qcow2: the conversion's room is named too.
+        assert!(r.body.contains("more to convert it"), "{what}: {}", r.body);
         assert_eq!(app.state.db.image(&id).await.unwrap().unwrap().status, "queued");
         assert!(app.state.db.quota_holds(&id).await.unwrap().is_empty());
     }

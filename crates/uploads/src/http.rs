@@ -124,7 +124,7 @@ async fn create(
 
     let concat = tus::concat(&headers, &u.config.path_prefix)?;
     let metadata = tus::metadata(&headers)?;
-    u.check_metadata(crate::NewUploadCheck { principal: p.clone(), project_id: project.clone(), metadata: metadata.clone() }).await?;
+    let room = u.check_metadata(crate::NewUploadCheck { principal: p.clone(), project_id: project.clone(), metadata: metadata.clone() }).await?;
     if headers.contains_key(tus::UPLOAD_DEFER_LENGTH) {
         return Err(UploadError::BadRequest("Upload-Defer-Length is not supported; send Upload-Length.".into()));
     }
@@ -154,7 +154,7 @@ async fn create(
             if has_body {
                 return Err(UploadError::Forbidden("A final upload takes no data; upload the parts.".into()));
             }
-            create_final(&u, p, &project, &id, parts, &metadata_json, created, expires).await?
+            create_final(&u, p, &project, &id, parts, &metadata_json, created, expires, room).await?
         }
         Concat::None | Concat::Partial => {
             let length = length.ok_or_else(|| UploadError::BadRequest("Upload-Length is required.".into()))?;
@@ -170,7 +170,9 @@ async fn create(
                 created_at: created,
                 expires_at: expires,
             };
-            create_plain(&u, &new, length).await?
+            // A part's import happens once the parts are joined: the final reserves its room.
+            let room = if concat == Concat::Partial { crate::RoomAfter::default() } else { room };
+            create_plain(&u, &new, length, room).await?
         }
     };
     tracing::info!(upload = %row.id, user = %p.username, project = %project, length = row.upload_length, concat = %row.concat, "upload created");
@@ -250,19 +252,26 @@ async fn check_quotas(u: &Uploads, user_id: &str, project: &str, bytes: u64, slo
     Ok(())
 }
 
-/// Refuses (507) when the upload directory's file system has less free space than `need`.
-fn check_free_space(u: &Uploads, need: u64) -> Result<(), UploadError> {
+/// Refuses (507) when the upload directory's file system has less free space than `need` for
+/// the upload and `room` for its import after it.
+fn check_free_space(u: &Uploads, need: u64, room: u64) -> Result<(), UploadError> {
     let st = rustix::fs::statvfs(&u.config.dir).map_err(|e| UploadError::Io(e.into()))?;
     let free = st.f_bavail.saturating_mul(st.f_frsize);
-    if free < need {
+    let total = need.saturating_add(room);
+    if free < total {
+        let why = if room > 0 {
+            format!("this one needs {total} ({need} for the upload and {room} to convert it)")
+        } else {
+            format!("this one needs {need}")
+        };
         return Err(UploadError::InsufficientStorage(format!(
-            "The server has {free} bytes free for uploads and this one needs {need}; try again later or ask an administrator."
+            "The server has {free} bytes free for uploads and {why}; try again later or ask an administrator."
         )));
     }
     Ok(())
 }
 
-async fn create_plain(u: &Uploads, new: &NewUpload<'_>, length: u64) -> Result<UploadRow, UploadError> {
+async fn create_plain(u: &Uploads, new: &NewUpload<'_>, length: u64, room: crate::RoomAfter) -> Result<UploadRow, UploadError> {
     if length > u.config.max_upload_size {
         return Err(UploadError::TooLarge(format!(
             "Images may have at most {} bytes and this one has {length}.",
@@ -271,7 +280,7 @@ async fn create_plain(u: &Uploads, new: &NewUpload<'_>, length: u64) -> Result<U
     }
     let _creating = u.creating.lock().await;
     check_quotas(u, new.user_id, new.project_id, length, new.concat == CONCAT_NONE).await?;
-    check_free_space(u, length)?;
+    check_free_space(u, length, room.for_length(length))?;
     // The file first: a crash before the row leaves a stray file the cleanup removes, never a
     // row without its file.
     let path = u.path_of(new.id);
@@ -307,6 +316,7 @@ async fn create_final(
     metadata_json: &str,
     created: i64,
     expires: i64,
+    room: crate::RoomAfter,
 ) -> Result<UploadRow, UploadError> {
     let mut length: u64 = 0;
     for part in parts {
@@ -345,7 +355,7 @@ async fn create_final(
     // The parts' bytes are counted already; the final takes an upload slot. Joining needs room
     // for a second copy until the parts are removed.
     check_quotas(u, &p.user_id, project, 0, true).await?;
-    check_free_space(u, length)?;
+    check_free_space(u, length, room.for_length(length))?;
     match u.db.create_final_upload_within_quota(&new, parts).await? {
         records::FinalCreated::Created => {}
         records::FinalCreated::BadParts => {

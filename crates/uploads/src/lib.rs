@@ -238,12 +238,37 @@ pub struct NewUploadCheck {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Room the consumer will need, next to a complete upload on the same file system, for what it
+/// makes of it (a conversion's output): `length × per_mille / 1000 + fixed` bytes. Reserved at
+/// creation, on top of the upload itself, so that an upload whose import cannot fit is refused
+/// (507) before any byte is sent rather than killed by a full disk after all of them were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoomAfter {
+    pub per_mille: u64,
+    pub fixed: u64,
+}
+
+impl RoomAfter {
+    /// The bytes needed after an upload of `length` bytes.
+    pub fn for_length(self, length: u64) -> u64 {
+        if self == RoomAfter::default() {
+            return 0;
+        }
+        (u128::from(length) * u128::from(self.per_mille) / 1000)
+            .try_into()
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.fixed)
+    }
+}
+
 /// Checks a new upload before anything is stored ([`Uploads::set_check_metadata`]): `Err((status,
 /// message))` refuses the creation with that status (400 for bad metadata, 404 for an image
 /// that does not exist, 403, 409), so that no upload is accepted whose bytes would be
-/// discarded later.
+/// discarded later. `Ok` says how much room the upload's import will need ([`RoomAfter`]).
 pub type CheckMetadata = Arc<
-    dyn Fn(NewUploadCheck) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), (u16, String)>> + Send>> + Send + Sync,
+    dyn Fn(NewUploadCheck) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RoomAfter, (u16, String)>> + Send>>
+        + Send
+        + Sync,
 >;
 
 /// Chooses, per upload, which digests to compute ([`Uploads::set_hashes_for`]) from its decoded
@@ -345,13 +370,13 @@ impl Uploads {
         }
     }
 
-    async fn check_metadata(&self, new: NewUploadCheck) -> Result<(), UploadError> {
+    async fn check_metadata(&self, new: NewUploadCheck) -> Result<RoomAfter, UploadError> {
         match self.check_metadata.get() {
             Some(f) => f(new).await.map_err(|(status, message)| UploadError::Refused {
                 status: axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST),
                 message,
             }),
-            None => Ok(()),
+            None => Ok(RoomAfter::default()),
         }
     }
 

@@ -326,11 +326,7 @@ impl Drop for Restore {
     }
 }
 
-/// Free bytes on the file system holding `dir` (None if it cannot be asked).
-fn free_bytes(dir: &FsPath) -> Option<u64> {
-    let st = rustix::fs::statvfs(dir).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
+use crate::ingest::free_bytes;
 
 /// 507 with what is free and what was needed: the disk (or its quota) is full.
 fn disk_full(dir: &FsPath, needed: Option<u64>) -> GlanceError {
@@ -353,13 +349,24 @@ fn write_failed(dir: &FsPath, what: &str, e: &std::io::Error, needed: Option<u64
 
 /// Streams `body` into `dest`, hashing it and enforcing `limit`, the declared size and the
 /// project's quota (`hold` is raised as bytes arrive). A full disk answers 507 with the free
-/// and needed bytes: at once when the declared size does not fit, else when a write fails.
-async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>, hold: &mut BodyHold) -> Result<Received> {
+/// and needed bytes: at once when the declared size, with the `room` its import will need
+/// after it (`ingest::room_after_upload`), does not fit; else when a write fails.
+async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>, room: uploads::RoomAfter, hold: &mut BodyHold) -> Result<Received> {
     let dir = dest.parent().unwrap_or(FsPath::new("."));
     tokio::fs::create_dir_all(dir).await.map_err(|e| write_failed(dir, "create upload dir", &e, declared))?;
     if let (Some(n), Some(free)) = (declared, free_bytes(dir)) {
-        if n > free {
-            return Err(disk_full(dir, Some(n)));
+        let room = room.for_length(n);
+        if n.saturating_add(room) > free {
+            if room == 0 {
+                return Err(disk_full(dir, Some(n)));
+            }
+            return Err(GlanceError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "The server's upload disk has {free} bytes free; this image needs {n} and {room} more to convert it. \
+                     Nothing of this request was kept. Try again later."
+                ),
+            ));
         }
     }
     let mut file = tokio::fs::File::create(dest).await.map_err(|e| write_failed(dir, "create upload file", &e, declared))?;
@@ -452,6 +459,16 @@ pub(super) async fn submit_import(state: &AppState, user_id: &str, image: &recor
     Ok(state.jobs.submit(&new).await?)
 }
 
+/// The room an import of `image` into `backend` will need after its body (see
+/// `ingest::room_after_upload`); none when the backend or the matrix cannot be read.
+async fn import_room(state: &AppState, disk_format: Option<&str>, backend: &str) -> uploads::RoomAfter {
+    let Some(store) = state.stores.get(backend) else { return uploads::RoomAfter::default() };
+    match crate::ingest::Rules::load(&state.db, store.kind().as_str()).await {
+        Ok(rules) => crate::ingest::room_after_upload(&rules, disk_format),
+        Err(_) => uploads::RoomAfter::default(),
+    }
+}
+
 /// `PUT /v2/images/{id}/file`: `queued` → `saving` while the body arrives → `importing` → the
 /// import job's verdict (see the module docs).
 pub async fn upload(
@@ -480,7 +497,8 @@ pub async fn upload(
     let restore = Restore::new(&state, &id, &["saving", "importing"], vec![dest.clone()]).hold("upload", None).hold("import", None);
     let handed_over = async {
         let mut hold = BodyHold::start(&state, &image, "upload", declared).await?;
-        let got = receive(body, &dest, limit, declared, &mut hold).await?;
+        let room = import_room(&state, image.disk_format.as_deref(), &backend).await;
+        let got = receive(body, &dest, limit, declared, room, &mut hold).await?;
         // `importing` is a state the pipeline accepts (as for a resumed job).
         if !state.db.transition_image(&id, &["saving"], "importing", "").await? {
             return Err(GlanceError::new(StatusCode::GONE, "The image was deleted during the upload."));
@@ -549,7 +567,9 @@ pub async fn stage(
     let restore = Restore::new(&state, &id, &["uploading"], vec![dest.clone(), staged_meta_path(&state, &id)]).hold("stage", None);
     let staged = async {
         let mut hold = BodyHold::start(&state, &image, "stage", declared).await?;
-        let got = receive(body, &dest, limit, declared, &mut hold).await?;
+        // Staged data is imported later, to the default backend unless the import names another.
+        let room = import_room(&state, image.disk_format.as_deref(), state.stores.default_backend().name()).await;
+        let got = receive(body, &dest, limit, declared, room, &mut hold).await?;
         // Staged data keeps its bytes held (without an upload slot) until it is imported or
         // the image is deleted.
         state.db.move_quota_hold(&id, "stage", "stage", got.size).await?;
