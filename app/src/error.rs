@@ -36,6 +36,9 @@ pub enum AppError {
     /// Too many attempts (HTTP 429).
     #[error("{message}")]
     TooManyRequests { message: String },
+    /// The server's disk is full: the change was not made (HTTP 507, as the upload paths answer).
+    #[error("{message}")]
+    InsufficientStorage { message: String },
     /// The call never reached the server function or its answer could not be read (network, codec).
     #[error("Could not reach Hangar: {message}")]
     Transport { message: String },
@@ -53,6 +56,7 @@ impl AppError {
             AppError::Conflict { .. } => "conflict",
             AppError::TooManyRequests { .. } => "too-many-requests",
             AppError::QuotaExceeded { .. } => "quota-exceeded",
+            AppError::InsufficientStorage { .. } => "insufficient-storage",
             AppError::Transport { .. } => "transport",
         }
     }
@@ -68,6 +72,7 @@ impl AppError {
             AppError::Conflict { .. } => 409,
             AppError::TooManyRequests { .. } => 429,
             AppError::QuotaExceeded { .. } => 413,
+            AppError::InsufficientStorage { .. } => 507,
         }
     }
 
@@ -75,20 +80,46 @@ impl AppError {
         AppError::BadRequest { message: message.into() }
     }
 
-    /// Logs `err` with a fresh reference id and returns the opaque error users see.
+    /// Logs `err` with a fresh reference id and returns the opaque error users see; a write the
+    /// full disk refused is a 507 that says so instead (every server function maps its storage
+    /// failures here, so all of them degrade the same way).
     #[cfg(feature = "ssr")]
     pub fn internal(context: &str, err: &(dyn std::error::Error + 'static)) -> Self {
         let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let mut chain = err.to_string();
+        let mut full = disk_full(err);
         let mut source = err.source();
         while let Some(cause) = source {
             chain.push_str(": ");
             chain.push_str(&cause.to_string());
+            full |= disk_full(cause);
             source = cause.source();
+        }
+        if full {
+            tracing::warn!(context, error = %chain, "a write was refused: the disk is full");
+            return AppError::InsufficientStorage {
+                message: "The server's disk is full, so this change was not saved; nothing else was affected. \
+                          Try again later, or ask an administrator to make room."
+                    .to_owned(),
+            };
         }
         tracing::error!(%reference, context, error = %chain, "internal error");
         AppError::Internal { reference }
     }
+}
+
+/// Whether `err` is a write refused because the disk (or its quota) is full: the database's
+/// SQLITE_FULL ([`records::DbError::is_disk_full`]), the I/O error, or SQLite's message for it
+/// wrapped by a library that keeps only the text (the session store).
+#[cfg(feature = "ssr")]
+fn disk_full(err: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(db) = err.downcast_ref::<records::DbError>() {
+        return db.is_disk_full();
+    }
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        return matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
+    }
+    err.to_string().contains("database or disk is full")
 }
 
 impl FromServerFnError for AppError {

@@ -128,6 +128,20 @@ async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
         assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{what}: {}", r.body);
         assert!(r.body.contains("free") || r.body.contains("full"), "{what}: {}", r.body);
     }
+    // The dashboard's writes (server functions) degrade the same way: 507, not 500.
+    let form = "form[name]=dash&form[disk_format]=qcow2&form[container_format]=bare&form[visibility]=private\
+        &form[description]=&form[min_disk]=0&form[min_ram]=0&form[architecture]=&form[os_distro]=&form[os_version]=\
+        &form[protected]=false&form[tags]=&form[size]=1024";
+    let edit = format!("image_id={before}&name=renamed&visibility=private&min_disk=0&min_ram=0&tags=&properties=");
+    for (what, r) in [
+        ("create_image", app.call("create_image", form, &Auth::Cookie(cookie.clone())).await),
+        ("update_image", app.call("update_image", &edit, &Auth::Cookie(cookie.clone())).await),
+    ] {
+        assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{what} on a full disk: {}", r.body);
+        assert_eq!(r.json()["code"], "insufficient-storage", "{what}: {}", r.body);
+        assert!(r.body.contains("disk is full"), "{what}: {}", r.body);
+    }
+    assert_eq!(db.image(&before).await.unwrap().unwrap().name, "before", "nothing was changed");
     for id in &waiting {
         let img = db.image(id).await.unwrap().unwrap();
         assert_eq!(img.status, "queued", "nothing half-written became active: {id}");
