@@ -14,6 +14,9 @@ step() { printf '\n=== %s (%ss)\n' "$*" "$((SECONDS - start))"; }
 step "set-up"
 scripts/setup.sh test
 
+step "format (rustfmt.toml: cargo fmt --all to fix)"
+cargo fmt --all --check
+
 step "browser bundle (wasm32) and site"
 scripts/build-site.sh dev
 

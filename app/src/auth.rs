@@ -13,9 +13,7 @@ use crate::AppError;
 
 /// Who is calling, as resolved by the server's middleware (anonymous if nothing was resolved).
 pub fn authn() -> Authn {
-    use_context::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<Authn>().cloned())
-        .unwrap_or_default()
+    use_context::<http::request::Parts>().and_then(|parts| parts.extensions.get::<Authn>().cloned()).unwrap_or_default()
 }
 
 /// Sets the response status for an error a server function is about to return. Only when the
@@ -25,11 +23,7 @@ pub fn authn() -> Authn {
 /// status of ours would overwrite.
 pub fn fail<T>(err: AppError) -> Result<T, AppError> {
     let is_api_call = use_context::<http::request::Parts>().is_some_and(|p| {
-        let form_post = p
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"));
+        let form_post = p.headers.get(http::header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
         p.uri.path().starts_with("/api/") && !form_post
     });
     if let (true, Some(resp)) = (is_api_call, use_context::<leptos_axum::ResponseOptions>()) {
@@ -75,7 +69,12 @@ pub fn action_name(action: &Action<'_>) -> &'static str {
 /// Records a refused privileged action (outcome `denied`) in the audit log. Callers spawn it:
 /// the refusal is answered at once, and a log that cannot be written is reported in the
 /// server's log instead.
-pub fn write_denial(db: records::Db, authn: Authn, action: &Action<'_>, why: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
+pub fn write_denial(
+    db: records::Db,
+    authn: Authn,
+    action: &Action<'_>,
+    why: &str,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (name, why) = (action_name(action), why.to_owned());
     let target_type = match action {
         Action::SetVisibility { .. } => "image",

@@ -23,14 +23,16 @@ pub const FORMATS: &[FormatInfo] = &[
         glance: "disk_format=qcow2",
         extensions: ".qcow2, .img",
         description: "QEMU copy-on-write v2/v3: sparse, supports snapshots and compression. The native format of KVM clouds.",
-        handling: "Validated structurally: backing files, external data files, encryption, the corrupt bit and unknown features are refused.",
+        handling:
+            "Validated structurally: backing files, external data files, encryption, the corrupt bit and unknown features are refused.",
     },
     FormatInfo {
         id: "raw",
         name: "RAW",
         glance: "disk_format=raw",
         extensions: ".raw, .img",
-        description: "A plain byte-for-byte disk, optionally with an MBR or GPT partition table. Ceph RBD needs raw for copy-on-write clones.",
+        description:
+            "A plain byte-for-byte disk, optionally with an MBR or GPT partition table. Ceph RBD needs raw for copy-on-write clones.",
         handling: "Checked that it is not another format in disguise; converted to qcow2 on file-based storage.",
     },
     FormatInfo {
@@ -62,7 +64,8 @@ pub const FORMATS: &[FormatInfo] = &[
         name: "ISO 9660",
         glance: "disk_format=iso",
         extensions: ".iso",
-        description: "Optical disc images for installers and live systems, including hybrid ISOs with an MBR/GPT and El Torito boot records.",
+        description:
+            "Optical disc images for installers and live systems, including hybrid ISOs with an MBR/GPT and El Torito boot records.",
         handling: "Stored as is; a disk image hidden in the system area (a polyglot) is refused.",
     },
     FormatInfo {
@@ -71,7 +74,8 @@ pub const FORMATS: &[FormatInfo] = &[
         glance: "container_format=ova, ovf",
         extensions: ".ova, .ovf",
         description: "Open Virtualization Format packages: a tar holding an OVF descriptor, a manifest and one or more disks.",
-        handling: "Walked as a stream with a strict member policy; every disk is extracted and converted, the descriptor's facts become metadata.",
+        handling:
+            "Walked as a stream with a strict member policy; every disk is extracted and converted, the descriptor's facts become metadata.",
     },
     FormatInfo {
         id: "ami",

@@ -119,9 +119,9 @@ mod tests {
                 let allowed = (needle == "formatter=" && squashed.contains("formatter=crate::html::title"))
                     || (needle == "<noscript" && squashed == "<noscript>" && path.ends_with("pages/upload.rs"));
                 // An element name ends where letters end (`<Stylesheet` is not `<style`).
-                let found = hay.match_indices(needle).any(|(at, _)| {
-                    !needle.starts_with('<') || !hay[at + needle.len()..].starts_with(|c: char| c.is_ascii_alphanumeric())
-                });
+                let found = hay
+                    .match_indices(needle)
+                    .any(|(at, _)| !needle.starts_with('<') || !hay[at + needle.len()..].starts_with(|c: char| c.is_ascii_alphanumeric()));
                 if found && !allowed {
                     offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
                 }
@@ -145,7 +145,12 @@ mod tests {
         ] {
             assert_eq!(raw_text_lines(page, bad).len(), 1, "{bad}");
         }
-        for fine in [r#"<Stylesheet id="leptos" href="/x.css" />"#, "// <textarea> in a comment", "<Title formatter=crate::html::title />", "<p>{v}</p>"] {
+        for fine in [
+            r#"<Stylesheet id="leptos" href="/x.css" />"#,
+            "// <textarea> in a comment",
+            "<Title formatter=crate::html::title />",
+            "<p>{v}</p>",
+        ] {
             assert!(raw_text_lines(page, fine).is_empty(), "{fine}");
         }
         assert!(raw_text_lines(std::path::Path::new("src/pages/upload.rs"), "        <noscript>").is_empty());

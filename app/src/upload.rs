@@ -273,7 +273,10 @@ async fn before_retry(obs: &dyn Observer, attempt: &mut u32, e: HttpError) -> Re
 /// Runs a request that is safe to repeat (a HEAD, or a part's POST whose duplicate only leaves
 /// an empty upload to expire) with the chunks' retry rules: back-off on network errors and 5xx,
 /// and no attempts used up while offline.
-async fn with_retries<T, Fut: std::future::Future<Output = Result<T, HttpError>>>(obs: &dyn Observer, mut request: impl FnMut() -> Fut) -> Result<T, HttpError> {
+async fn with_retries<T, Fut: std::future::Future<Output = Result<T, HttpError>>>(
+    obs: &dyn Observer,
+    mut request: impl FnMut() -> Fut,
+) -> Result<T, HttpError> {
     let mut attempt = 0u32;
     loop {
         wait_online(obs).await?;
@@ -356,7 +359,14 @@ async fn prepare(file: &File, start: u64, end: u64) -> Result<Prepared, String> 
 /// Sends bytes `[from, part.end)` of `file` to the part's upload, chunk by chunk. While a chunk
 /// travels, the next one is read and hashed (that work would otherwise wait for the response;
 /// measured here: +10% throughput with the same four chunks in flight).
-async fn send_part(file: &File, part: &PartRecord, mut from: u64, chunk: u64, done: &std::cell::Cell<u64>, obs: &dyn Observer) -> Result<(), HttpError> {
+async fn send_part(
+    file: &File,
+    part: &PartRecord,
+    mut from: u64,
+    chunk: u64,
+    done: &std::cell::Cell<u64>,
+    obs: &dyn Observer,
+) -> Result<(), HttpError> {
     let mut attempt = 0u32;
     let mut ready: Option<Prepared> = None;
     while from < part.end {
@@ -396,7 +406,9 @@ async fn send_part(file: &File, part: &PartRecord, mut from: u64, chunk: u64, do
                     None => Err(HttpError { status: 404, message: "the upload expired on the server".into(), retry: false }),
                 }
             }
-            Ok(resp) if resp.status() == 460 => Err(HttpError { status: 460, message: "a chunk was corrupted on the way; sending it again".into(), retry: true }),
+            Ok(resp) if resp.status() == 460 => {
+                Err(HttpError { status: 460, message: "a chunk was corrupted on the way; sending it again".into(), retry: true })
+            }
             Ok(resp) => Err(failure(resp).await),
             Err(e) => Err(e),
         };

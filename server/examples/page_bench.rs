@@ -25,7 +25,15 @@ async fn get(app: &axum::Router, uri: &str, token: &str) -> (StatusCode, String)
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-async fn case(app: &axum::Router, name: &'static str, target: std::time::Duration, runs: usize, uris: &[String], token: &str, must: &str) -> Stats {
+async fn case(
+    app: &axum::Router,
+    name: &'static str,
+    target: std::time::Duration,
+    runs: usize,
+    uris: &[String],
+    token: &str,
+    must: &str,
+) -> Stats {
     // One untimed request per URI warms caches the way a running server's are.
     for uri in uris.iter().take(3) {
         let _ = get(app, uri, token).await;

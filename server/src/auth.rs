@@ -101,7 +101,8 @@ fn remote_addr(req: &Request, trusted: &[IpRange]) -> String {
     }
     // Read lossily: a client's own junk in the header (which a proxy appends to) must not make
     // the whole header, and the address the proxy added, disappear.
-    let forwarded: Vec<String> = req.headers().get_all("x-forwarded-for").iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+    let forwarded: Vec<String> =
+        req.headers().get_all("x-forwarded-for").iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
     let forwarded: Vec<&str> = forwarded.iter().map(String::as_str).collect();
     client_addr(peer, &forwarded, trusted)
 }
@@ -220,20 +221,14 @@ pub async fn csrf(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .filter(|o| *o != "null")
-        .map(str::to_owned)
-        .or_else(|| {
+    let origin =
+        req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).filter(|o| *o != "null").map(str::to_owned).or_else(|| {
             req.headers()
                 .get(header::REFERER)
                 .and_then(|r| r.to_str().ok())
                 .and_then(|r| r.split('/').take(3).collect::<Vec<_>>().join("/").into())
         });
-    let same_site = !host.is_empty()
-        && origin.as_deref().is_some_and(|o| o == format!("http://{host}") || o == format!("https://{host}"));
+    let same_site = !host.is_empty() && origin.as_deref().is_some_and(|o| o == format!("http://{host}") || o == format!("https://{host}"));
     if same_site {
         next.run(req).await
     } else {

@@ -114,7 +114,11 @@ pub async fn run(config: &Config, args: &[String]) -> Result<String, CliError> {
             accounts::validate_name("A project name", name).map_err(failed)?;
             let description = rest.join(" ");
             let p = db.create_project(name, &description).await.map_err(|e| {
-                if e.is_unique_violation() { failed(format!("a project named '{name}' exists already")) } else { failed(e) }
+                if e.is_unique_violation() {
+                    failed(format!("a project named '{name}' exists already"))
+                } else {
+                    failed(e)
+                }
             })?;
             audit(&db, "project.create", "project", &p.name, "").await?;
             format!("created project {} ({})", p.name, p.id)

@@ -242,8 +242,7 @@ impl Config {
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::ReadFile { path: shown.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadFile { path: shown.clone(), message: e.to_string() })?;
         let file: FileConfig =
             toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: shown.clone(), message: e.message().to_owned() })?;
         if let Some(v) = file.listen {
@@ -309,7 +308,11 @@ fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
 fn parse_workers(key: &str, value: &str) -> Result<usize, ConfigError> {
     match value.parse::<usize>() {
         Ok(n) if (1..=64).contains(&n) => Ok(n),
-        _ => Err(ConfigError::BadValue { key: key.to_owned(), value: value.to_owned(), message: "expected a number of workers from 1 to 64".to_owned() }),
+        _ => Err(ConfigError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            message: "expected a number of workers from 1 to 64".to_owned(),
+        }),
     }
 }
 

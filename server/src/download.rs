@@ -91,14 +91,14 @@ pub async fn image_file(
     match image.status.as_str() {
         "active" => {}
         "deactivated" if me.is_admin => {}
-        "deactivated" => return plain(StatusCode::FORBIDDEN, "This image is deactivated: its data cannot be downloaded until it is reactivated."),
+        "deactivated" => {
+            return plain(StatusCode::FORBIDDEN, "This image is deactivated: its data cannot be downloaded until it is reactivated.")
+        }
         other => return plain(StatusCode::NO_CONTENT, &format!("This image has no data yet (it is {other}).")),
     }
     let locations = db.image_locations(&id).await.unwrap_or_default();
-    let Some((loc, store)) = locations
-        .iter()
-        .filter(|l| l.status == "active")
-        .find_map(|l| state.stores.get(&l.backend).map(|s| (l.clone(), s.clone())))
+    let Some((loc, store)) =
+        locations.iter().filter(|l| l.status == "active").find_map(|l| state.stores.get(&l.backend).map(|s| (l.clone(), s.clone())))
     else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "No copy of this image is on a configured storage backend.");
     };
@@ -112,7 +112,8 @@ pub async fn image_file(
         _ => ask,
     };
     let ext = if loc.disk_format == "ami" { "img".to_owned() } else { loc.disk_format.clone() };
-    let stem: String = image.name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let stem: String =
+        image.name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     let stem = if stem.trim_matches('_').is_empty() { image.id.clone() } else { stem };
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")

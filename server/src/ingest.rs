@@ -21,9 +21,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use digests::Algorithm;
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
-use digests::Algorithm;
 
 /// A complete upload, handed over by the data plane (and kept in the import job's parameters).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -355,13 +355,8 @@ pub struct Rules {
 impl Rules {
     /// Loads the matrix column for `backend_kind`.
     pub async fn load(db: &records::Db, backend_kind: &str) -> Result<Self, records::DbError> {
-        let cells = db
-            .storage_policy()
-            .await?
-            .into_iter()
-            .filter(|c| c.backend_kind == backend_kind)
-            .map(|c| (c.format.clone(), c))
-            .collect();
+        let cells =
+            db.storage_policy().await?.into_iter().filter(|c| c.backend_kind == backend_kind).map(|c| (c.format.clone(), c)).collect();
         Ok(Rules { backend_kind: backend_kind.to_owned(), cells })
     }
 
@@ -511,7 +506,8 @@ fn source_format(format: Format) -> Option<SourceFormat> {
 fn hash_file(path: &Path, want_sha256: bool, ctl: &JobControl, base: u64) -> std::io::Result<(Option<String>, String, String)> {
     ctl.set_stage(Stage::Hashing);
     let mut f = File::open(path)?;
-    let algos: &[Algorithm] = if want_sha256 { &[Algorithm::Md5, Algorithm::Sha512, Algorithm::Sha256] } else { &[Algorithm::Md5, Algorithm::Sha512] };
+    let algos: &[Algorithm] =
+        if want_sha256 { &[Algorithm::Md5, Algorithm::Sha512, Algorithm::Sha256] } else { &[Algorithm::Md5, Algorithm::Sha512] };
     let mut d = digests::hash_parallel(&mut f, algos, |read| {
         if ctl.cancel.load(Ordering::Relaxed) {
             return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled"));
@@ -558,11 +554,8 @@ fn process(
     let report = diskimage::inspect(&src, &opts);
     let findings = serde_json::to_string(&report.findings).unwrap_or_else(|_| "[]".into());
     if !report.is_accepted() {
-        let reason = report
-            .errors()
-            .map(|f| f.message.clone())
-            .next()
-            .unwrap_or_else(|| "The image was refused by the inspector.".to_owned());
+        let reason =
+            report.errors().map(|f| f.message.clone()).next().unwrap_or_else(|| "The image was refused by the inspector.".to_owned());
         return Err(IngestError::Refused(reason));
     }
     let uploaded_size = src.size();
@@ -612,8 +605,9 @@ fn process(
             let accepted = convert::inspect_for_conversion(&file, Some(from), up.file_name.as_deref())
                 .map_err(|e| IngestError::Refused(e.to_string()))?;
             ctl.set_stage(Stage::Converting);
-            let summary = convert::convert_accepted(&file, &accepted, &out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
-                .map_err(|e| ctl.refusal(e, |e| format!("Conversion to {ext} failed: {e}")))?;
+            let summary =
+                convert::convert_accepted(&file, &accepted, &out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
+                    .map_err(|e| ctl.refusal(e, |e| format!("Conversion to {ext} failed: {e}")))?;
             drop(file);
             if let Err(e) = ctl.check() {
                 let _ = std::fs::remove_file(&out);
@@ -660,13 +654,20 @@ fn process(
 /// From a `prepared` (or `hashed`) checkpoint to the records to publish: the stored bytes'
 /// MD5 and SHA-512 (the upload's when it is stored unchanged), then the `hashed` checkpoint.
 /// The output stays on error: the caller decides whether a job will resume from it.
-fn finish_prepared(mut cp: Checkpoint, up: &UploadedFile, ctl: &JobControl, journal: &Journal) -> Result<(records::ActiveImage, Imported), IngestError> {
+fn finish_prepared(
+    mut cp: Checkpoint,
+    up: &UploadedFile,
+    ctl: &JobControl,
+    journal: &Journal,
+) -> Result<(records::ActiveImage, Imported), IngestError> {
     if cp.step == Step::Prepared {
         let (md5, sha512) = match (&up.md5, &up.sha512, cp.converted) {
             (Some(m), Some(s), false) => (m.clone(), s.clone()),
             _ => match hash_file(&cp.output, false, ctl, cp.uploaded_size) {
                 Ok((_, m, s)) => (m, s),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && ctl.cancel.load(Ordering::Relaxed) => return Err(IngestError::Cancelled),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && ctl.cancel.load(Ordering::Relaxed) => {
+                    return Err(IngestError::Cancelled)
+                }
                 Err(e) => return Err(IngestError::Io(format!("hash stored image: {e}"))),
             },
         };
@@ -680,7 +681,13 @@ fn finish_prepared(mut cp: Checkpoint, up: &UploadedFile, ctl: &JobControl, jour
 
 /// Prepares to unpack a package: a fresh output directory in staging, the upload's SHA-256, and
 /// the upload opened for reading.
-fn open_package(up: &UploadedFile, staging: &Path, kind: &str, ctl: &JobControl, uploaded_size: u64) -> Result<(PathBuf, String, File), IngestError> {
+fn open_package(
+    up: &UploadedFile,
+    staging: &Path,
+    kind: &str,
+    ctl: &JobControl,
+    uploaded_size: u64,
+) -> Result<(PathBuf, String, File), IngestError> {
     let outdir = staging.join(format!("{}.{kind}.d", up.image_id));
     let _ = std::fs::remove_dir_all(&outdir);
     std::fs::create_dir_all(staging).map_err(|e| IngestError::Io(format!("create staging dir: {e}")))?;
@@ -752,7 +759,8 @@ fn extract_package(
             link: None,
         })
         .collect();
-    let mut facts = vec![("ovf_disk_id".to_owned(), first.disk_id.clone()), ("ovf_disk_format".to_owned(), first.source_format.as_str().to_owned())];
+    let mut facts =
+        vec![("ovf_disk_id".to_owned(), first.disk_id.clone()), ("ovf_disk_format".to_owned(), first.source_format.as_str().to_owned())];
     let o = &ova.ovf;
     if let Some(v) = &o.name {
         facts.push(("ovf_name".into(), v.clone()));
@@ -859,11 +867,10 @@ fn extract_uec_package(
         }
     }
     let (outdir, sha256, mut input) = open_package(up, staging, "uec", ctl, uploaded_size)?;
-    let uec = convert::uec::extract_uec(&mut input, &outdir, convert::uec::UecLimits::default(), &mut ctl.progress())
-        .map_err(|e| {
-            let _ = std::fs::remove_dir_all(&outdir);
-            ctl.refusal(e, |e| format!("The UEC tarball could not be unpacked: {e}"))
-        })?;
+    let uec = convert::uec::extract_uec(&mut input, &outdir, convert::uec::UecLimits::default(), &mut ctl.progress()).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&outdir);
+        ctl.refusal(e, |e| format!("The UEC tarball could not be unpacked: {e}"))
+    })?;
     drop(input);
     let fail = |e: IngestError| {
         let _ = std::fs::remove_dir_all(&outdir);
@@ -1029,7 +1036,8 @@ pub async fn ingest_job(
             let staged = PathBuf::from(&record.location);
             // A package was unpacked into a directory of its own in staging: it goes on every
             // way out, not only on success.
-            let package_dir = matches!(imported.uploaded_format.as_str(), "ova" | "uec").then(|| staged.parent().map(Path::to_path_buf)).flatten();
+            let package_dir =
+                matches!(imported.uploaded_format.as_str(), "ova" | "uec").then(|| staged.parent().map(Path::to_path_buf)).flatten();
             let drop_package = || {
                 if let Some(d) = &package_dir {
                     let _ = std::fs::remove_dir_all(d);
@@ -1066,7 +1074,11 @@ pub async fn ingest_job(
             // the image is active resumes or redoes the job from it.
             let kept_as_uploaded = staged == up.path;
             let mode = if kept_as_uploaded { storage::PutMode::Link } else { storage::PutMode::Move };
-            let put = if already_stored { Ok(record.size.unsigned_abs()) } else { store.put_file(&key, &staged, mode, &|n| ctl.set_done(base + n)).await };
+            let put = if already_stored {
+                Ok(record.size.unsigned_abs())
+            } else {
+                store.put_file(&key, &staged, mode, &|n| ctl.set_done(base + n)).await
+            };
             if !kept_as_uploaded {
                 discard(&staged);
             }
@@ -1226,7 +1238,8 @@ async fn extra_disk_image(
         Err(e) => return Err(e.to_string()),
     }
     let path = disk.path.clone();
-    let sums = tokio::task::spawn_blocking(move || checksums(&path, &JobControl::default())).await.map_err(|e| e.to_string()).and_then(|r| r);
+    let sums =
+        tokio::task::spawn_blocking(move || checksums(&path, &JobControl::default())).await.map_err(|e| e.to_string()).and_then(|r| r);
     let (md5, sha512) = match sums {
         Ok(s) => s,
         Err(e) => {
@@ -1282,8 +1295,15 @@ pub fn convert_copy(src: &Path, from_disk_format: &str, to: TargetFormat, out: &
     let file = File::open(src).map_err(|e| format!("cannot open the source copy: {e}"))?;
     let accepted = convert::inspect_for_conversion(&file, Some(from), None).map_err(|e| e.to_string())?;
     ctl.set_stage(Stage::Converting);
-    let summary = convert::convert_accepted(&file, &accepted, out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
-        .map_err(|e| if e.kind() == convert::ErrorKind::Cancelled { "Cancelled; nothing was kept.".to_owned() } else { format!("conversion failed: {e}") })?;
+    let summary =
+        convert::convert_accepted(&file, &accepted, out, &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
+            .map_err(|e| {
+                if e.kind() == convert::ErrorKind::Cancelled {
+                    "Cancelled; nothing was kept.".to_owned()
+                } else {
+                    format!("conversion failed: {e}")
+                }
+            })?;
     Ok(summary.virtual_size)
 }
 

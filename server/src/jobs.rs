@@ -166,13 +166,8 @@ pub struct Swept {
 /// staged data of deleted or imported images: nothing else will ever remove them.
 pub async fn sweep_incoming(db: &Db, dir: &std::path::Path) -> Result<Swept, records::DbError> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Swept::default()) };
-    let read_by_jobs: std::collections::HashSet<PathBuf> = db
-        .live_import_params()
-        .await?
-        .iter()
-        .filter_map(|p| serde_json::from_str::<UploadedFile>(p).ok())
-        .map(|up| up.path)
-        .collect();
+    let read_by_jobs: std::collections::HashSet<PathBuf> =
+        db.live_import_params().await?.iter().filter_map(|p| serde_json::from_str::<UploadedFile>(p).ok()).map(|up| up.path).collect();
     let staged_for: std::collections::HashSet<String> = db.uploading_image_ids().await?.into_iter().collect();
     let mut swept = Swept::default();
     for entry in entries.flatten() {
@@ -330,7 +325,9 @@ async fn run_claimed(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: 
 /// Puts a job stopped by a shutdown back in the queue (its image and input untouched).
 async fn requeue(db: &Db, job: &JobRow) {
     match db.requeue_job(&job.id).await {
-        Ok(true) => tracing::info!(job = %job.id, image = %job.image_id, "job stopped by the shutdown; queued to run again at the next start"),
+        Ok(true) => {
+            tracing::info!(job = %job.id, image = %job.image_id, "job stopped by the shutdown; queued to run again at the next start")
+        }
         Ok(false) => {}
         Err(err) => tracing::warn!(job = %job.id, error = %err, "cannot queue a stopped job again; the next start will"),
     }
@@ -359,7 +356,6 @@ async fn with_progress(
     }
 }
 
-
 async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: Arc<JobControl>) -> Result<String, String> {
     let up: UploadedFile = serde_json::from_str(&job.params).map_err(|e| format!("bad job parameters: {e}"))?;
     let Some(store) = stores.get(&job.backend) else {
@@ -370,13 +366,9 @@ async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &
     };
     let rules = Rules::load(db, store.kind().as_str()).await.map_err(|e| e.to_string())?;
     match ingest::ingest_job(db, data_dir, up, &rules, store, ctl, ingest::Journal::for_job(db, job)).await {
-        Ok(done) if done.converted => Ok(format!(
-            "{} → {}: {} → {}",
-            done.uploaded_format,
-            done.disk_format,
-            human_bytes(done.uploaded_size),
-            human_bytes(done.size)
-        )),
+        Ok(done) if done.converted => {
+            Ok(format!("{} → {}: {} → {}", done.uploaded_format, done.disk_format, human_bytes(done.uploaded_size), human_bytes(done.size)))
+        }
         Ok(done) => Ok(format!("{} kept as uploaded: {}", done.disk_format, human_bytes(done.size))),
         Err(IngestError::Cancelled) => Err("Cancelled; nothing was kept.".into()),
         Err(e) => Err(e.to_string()),

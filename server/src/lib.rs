@@ -52,7 +52,6 @@ pub struct AppState {
     pub stores: stores::Stores,
 }
 
-
 impl AppState {
     /// The configured storage backends, as the UI lists them.
     pub fn backends(&self) -> Vec<app::api::storage::BackendInfo> {
@@ -104,8 +103,8 @@ impl AppState {
         if released > 0 {
             tracing::info!(released, "released the quota held by uploads interrupted by the last stop");
         }
-        let stores = stores::Stores::open(&config.storage, config.default_storage.as_deref(), &config.data_dir)
-            .map_err(StartError::Storage)?;
+        let stores =
+            stores::Stores::open(&config.storage, config.default_storage.as_deref(), &config.data_dir).map_err(StartError::Storage)?;
         stores.spawn_sweeper(ABANDONED_WRITE_AGE, ABANDONED_WRITE_SWEEP_EVERY);
         let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers, stores.clone()).await?;
         jobs::spawn_orphan_sweeper(db.clone(), config.data_dir.clone(), config.orphan_grace);
@@ -121,7 +120,12 @@ impl AppState {
 }
 
 /// Opens the tus data plane; each complete upload becomes an `import` job for the worker pool.
-async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, stores: stores::Stores) -> Result<Arc<uploads::Uploads>, StartError> {
+async fn open_uploads(
+    db: &Db,
+    data_dir: &std::path::Path,
+    jobs: jobs::Jobs,
+    stores: stores::Stores,
+) -> Result<Arc<uploads::Uploads>, StartError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uploads::CompletedUpload>();
     let on_complete: uploads::OnComplete = Arc::new(move |done| {
         let _ = tx.send(done);
@@ -217,7 +221,9 @@ async fn open_uploads(db: &Db, data_dir: &std::path::Path, jobs: jobs::Jobs, sto
 /// data plane reserves with the upload's own bytes.
 async fn check_new_upload(db: &Db, stores: &stores::Stores, new: &uploads::NewUploadCheck) -> Result<uploads::RoomAfter, (u16, String)> {
     let store = match new.metadata.get("store").filter(|s| !s.is_empty()) {
-        Some(name) => stores.get(name).ok_or_else(|| (400, format!("There is no storage backend named {name:?}; {}.", choose_backend(stores))))?,
+        Some(name) => {
+            stores.get(name).ok_or_else(|| (400, format!("There is no storage backend named {name:?}; {}.", choose_backend(stores))))?
+        }
         None => stores.default_backend(),
     };
     let Some(image_id) = new.metadata.get("image_id").filter(|s| !s.is_empty()) else {
@@ -263,12 +269,9 @@ async fn check_new_upload(db: &Db, stores: &stores::Stores, new: &uploads::NewUp
 async fn upload_event(db: &Db, e: uploads::UploadEvent) {
     let (info, from, to, reason): (_, &[&str], _, _) = match e {
         uploads::UploadEvent::Started(i) => (i, &["queued"], "uploading", ""),
-        uploads::UploadEvent::Expired(i) => (
-            i,
-            &["queued", "uploading"],
-            "killed",
-            "The upload expired before all of its bytes arrived; upload the file again.",
-        ),
+        uploads::UploadEvent::Expired(i) => {
+            (i, &["queued", "uploading"], "killed", "The upload expired before all of its bytes arrived; upload the file again.")
+        }
     };
     let Some(image_id) = info.metadata.get("image_id") else {
         return;
@@ -286,17 +289,15 @@ fn choose_backend(stores: &stores::Stores) -> String {
 /// to the upload's project.
 async fn follow_upload(db: &Db, image_id: &str, project_id: &str, upload_id: &str, from: &[&str], to: &str, reason: &str) {
     match db.image(image_id).await {
-        Ok(Some(img)) if img.owner.as_deref() == Some(project_id) => {
-            match db.transition_image(image_id, from, to, reason).await {
-                Ok(true) => {
-                    tracing::info!(image = %image_id, upload = %upload_id, status = to, "image status follows its upload")
-                }
-                Ok(false) => {}
-                Err(err) => {
-                    tracing::warn!(image = %image_id, error = %err, "cannot record the upload's progress on the image")
-                }
+        Ok(Some(img)) if img.owner.as_deref() == Some(project_id) => match db.transition_image(image_id, from, to, reason).await {
+            Ok(true) => {
+                tracing::info!(image = %image_id, upload = %upload_id, status = to, "image status follows its upload")
             }
-        }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(image = %image_id, error = %err, "cannot record the upload's progress on the image")
+            }
+        },
         Ok(_) => {
             tracing::warn!(image = %image_id, upload = %upload_id, "an upload names an image of another project or none; ignored")
         }
@@ -322,24 +323,15 @@ pub async fn session_layer(state: &AppState) -> Result<SessionManagerLayer<Sqlit
 /// The whole HTTP surface: Leptos pages and server functions, `/healthz`, static files.
 pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Router {
     let routes = generate_route_list(app::App);
-    let context = ServerContext {
-        db: state.db.clone(),
-        started: state.started,
-        backends: state.backends(),
-        stores: Arc::new(state.stores.clone()),
-    };
+    let context =
+        ServerContext { db: state.db.clone(), started: state.started, backends: state.backends(), stores: Arc::new(state.stores.clone()) };
     let leptos = state.leptos.clone();
     let tus = uploads::router(state.uploads.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/images/{id}/file", get(download::image_file))
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(context.clone()),
-            move || app::shell(leptos.clone()),
-        )
+        .leptos_routes_with_context(&state, routes, move || provide_context(context.clone()), move || app::shell(leptos.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .with_state(state.clone())
         .merge(tus)
@@ -358,10 +350,7 @@ pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Ro
 /// Liveness and readiness: 200 when the database answers, 503 otherwise.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.db.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ok", "database": "ok", "version": env!("CARGO_PKG_VERSION") })),
-        ),
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok", "database": "ok", "version": env!("CARGO_PKG_VERSION") }))),
         Err(err) => {
             tracing::error!(error = %err, "health check: database unavailable");
             (
@@ -411,9 +400,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await
 }
 
 /// Resolves on ctrl-c or SIGTERM.
@@ -458,9 +445,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     cli::bootstrap(&state.db, |k| std::env::var(k).ok()).await.map_err(|e| StartError::Bootstrap(e.message))?;
     let sessions = session_layer(&state).await?;
     let addr = state.config.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
     let local = listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
     tracing::info!(
         address = %format!("http://{local}"),

@@ -31,12 +31,8 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
     let app = spawn_app().await;
     let (p1, p2) = seed_accounts(&app).await;
     let db = &app.state.db;
-    let image = |name: &str, vis: &str| NewImage {
-        name: name.into(),
-        visibility: Some(vis.into()),
-        owner: Some(p1.clone()),
-        ..Default::default()
-    };
+    let image =
+        |name: &str, vis: &str| NewImage { name: name.into(), visibility: Some(vis.into()), owner: Some(p1.clone()), ..Default::default() };
     let to_share = db.create_image(&image("to-share", "shared")).await.unwrap();
     let to_unshare = db.create_image(&image("to-unshare", "shared")).await.unwrap();
     db.add_image_member(&to_unshare.id, &p2).await.unwrap();
@@ -216,9 +212,7 @@ async fn sign_in_rotates_the_session_id_against_fixation() {
     seed_accounts(&app).await;
     // An attacker's pre-sign-in session (here: one made by dismissing the welcome panel).
     let planted = app.call("dismiss_welcome", "", &Auth::Anonymous).await.session_cookie().unwrap();
-    let reply = app
-        .call("sign_in", &format!("username=member&password={PASSWORD}"), &Auth::Cookie(planted.clone()))
-        .await;
+    let reply = app.call("sign_in", &format!("username=member&password={PASSWORD}"), &Auth::Cookie(planted.clone())).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let fresh = reply.session_cookie().expect("a new session id");
     assert_ne!(fresh, planted);
@@ -270,7 +264,8 @@ async fn password_guessing_is_throttled() {
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
     assert!(reply.json()["message"].as_str().unwrap().contains("Too many failed sign-ins"));
     // Failures are audited with where they came from.
-    let audit = app.state.db.list_audit(&records::AuditFilter { action: "auth.sign_in".into(), limit: 50, ..Default::default() }).await.unwrap();
+    let audit =
+        app.state.db.list_audit(&records::AuditFilter { action: "auth.sign_in".into(), limit: 50, ..Default::default() }).await.unwrap();
     assert!(audit.iter().filter(|a| a.outcome == "denied" && a.actor_name == "member").count() >= 5);
 }
 
@@ -296,7 +291,8 @@ async fn oversized_sign_ins_are_refused_unread() {
 async fn parallel_password_guessing_gets_exactly_the_limit() {
     let app = spawn_app().await;
     seed_accounts(&app).await;
-    let replies = futures::future::join_all((0..30).map(|_| app.call("sign_in", "username=member&password=wrong-guess", &Auth::Anonymous))).await;
+    let replies =
+        futures::future::join_all((0..30).map(|_| app.call("sign_in", "username=member&password=wrong-guess", &Auth::Anonymous))).await;
     let tried = replies.iter().filter(|r| r.status == StatusCode::UNAUTHORIZED).count();
     let throttled = replies.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).count();
     assert_eq!((tried, throttled), (accounts::MAX_FAILURES_PER_USER as usize, 25));
@@ -398,7 +394,17 @@ async fn a_shared_image_is_offered_then_listed_once_accepted() {
     assert_eq!(app.call("share_image", &format!("image_id={}&project=p2", img.id), &member).await.status, StatusCode::OK);
     let pending = app.call("pending_shares", "", &other).await.json();
     assert_eq!((pending[0]["image_name"].as_str(), pending[0]["owner"].as_str()), (Some("golden"), Some("p1")));
-    assert!(app.get("/images", Some(match &other { Auth::Cookie(c) => c, _ => unreachable!() })).await.body.contains("shared with your project"));
+    assert!(app
+        .get(
+            "/images",
+            Some(match &other {
+                Auth::Cookie(c) => c,
+                _ => unreachable!(),
+            })
+        )
+        .await
+        .body
+        .contains("shared with your project"));
     assert_eq!(app.call("answer_share", &format!("image_id={}&accept=true", img.id), &other).await.status, StatusCode::OK);
     assert_eq!(app.call("list_images", "", &other).await.json()["images"][0]["name"], "golden");
     let _ = p2;
@@ -412,7 +418,8 @@ async fn quotas_are_validated_and_audited() {
     let admin = Auth::Cookie(app.sign_in("admin", PASSWORD).await);
     let reply = app.call("admin_set_quota", &format!("project_id={p1}&max_images=many"), &admin).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    let reply = app.call("admin_set_quota", &format!("project_id={p1}&max_images=5&max_bytes=2%20GiB&max_concurrent_uploads="), &admin).await;
+    let reply =
+        app.call("admin_set_quota", &format!("project_id={p1}&max_images=5&max_bytes=2%20GiB&max_concurrent_uploads="), &admin).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let q = app.state.db.quota(&p1).await.unwrap();
     assert_eq!((q.max_images, q.max_bytes, q.max_concurrent_uploads), (Some(5), Some(2 << 30), None));
@@ -494,7 +501,8 @@ async fn every_route_family_authorizes_each_kind_of_caller() {
     let app = spawn_app().await;
     let (p1, p2) = seed_accounts(&app).await;
     let db = &app.state.db;
-    let private = |name: &str| NewImage { name: name.into(), visibility: Some("private".into()), owner: Some(p1.clone()), ..Default::default() };
+    let private =
+        |name: &str| NewImage { name: name.into(), visibility: Some("private".into()), owner: Some(p1.clone()), ..Default::default() };
     // An active image with bytes on the local backend.
     let stored = db.create_image(&private("stored")).await.unwrap();
     assert!(db.transition_image(&stored.id, &["queued"], "active", "").await.unwrap());
@@ -535,13 +543,34 @@ async fn every_route_family_authorizes_each_kind_of_caller() {
     type Build = Box<dyn Fn() -> axum::http::request::Builder>;
     let table: Vec<(&str, Build, [u16; 5])> = vec![
         ("GET /healthz", Box::new(|| Request::get("/healthz")), [200; 5]),
-        ("GET /images/{id}/file", Box::new({ let u = format!("/images/{}/file", stored.id); move || Request::get(u.as_str()) }), [401, 200, 200, 404, 200]),
+        (
+            "GET /images/{id}/file",
+            Box::new({
+                let u = format!("/images/{}/file", stored.id);
+                move || Request::get(u.as_str())
+            }),
+            [401, 200, 200, 404, 200],
+        ),
         // An upload names an image it may fill: p2's member cannot see p1's private image (404).
         ("POST /uploads", Box::new(move || tus(Request::post("/uploads"))), [401, 403, 201, 404, 201]),
         ("GET /image/v2/images", Box::new(|| Request::get("/image/v2/images")), [401, 200, 200, 200, 200]),
-        ("GET /image/v2/images/{id}", Box::new({ let u = format!("/image/v2/images/{}", stored.id); move || Request::get(u.as_str()) }), [401, 200, 200, 404, 200]),
+        (
+            "GET /image/v2/images/{id}",
+            Box::new({
+                let u = format!("/image/v2/images/{}", stored.id);
+                move || Request::get(u.as_str())
+            }),
+            [401, 200, 200, 404, 200],
+        ),
         // The member deletes it; the admin then finds nothing.
-        ("DELETE /image/v2/images/{id}", Box::new({ let u = format!("/image/v2/images/{}", doomed.id); move || Request::builder().method(Method::DELETE).uri(u.as_str()) }), [401, 403, 204, 404, 404]),
+        (
+            "DELETE /image/v2/images/{id}",
+            Box::new({
+                let u = format!("/image/v2/images/{}", doomed.id);
+                move || Request::builder().method(Method::DELETE).uri(u.as_str())
+            }),
+            [401, 403, 204, 404, 404],
+        ),
     ];
     let mut failures = Vec::new();
     for (name, build, expect) in &table {

@@ -76,11 +76,21 @@ async fn env() -> Env {
 
 impl Env {
     async fn upload(&self, disk_format: &str, src: &Path) -> UploadedFile {
-        let new = NewImage { name: "img".into(), disk_format: Some(disk_format.into()), owner: Some(self.project.clone()), ..Default::default() };
+        let new =
+            NewImage { name: "img".into(), disk_format: Some(disk_format.into()), owner: Some(self.project.clone()), ..Default::default() };
         let id = self.db.create_image(&new).await.unwrap().id;
         let path = self.dir.path().join(format!("{id}.upload"));
         std::fs::copy(src, &path).unwrap();
-        UploadedFile { image_id: id, path, user_id: self.user.clone(), project_id: self.project.clone(), file_name: None, sha256: None, md5: None, sha512: None }
+        UploadedFile {
+            image_id: id,
+            path,
+            user_id: self.user.clone(),
+            project_id: self.project.clone(),
+            file_name: None,
+            sha256: None,
+            md5: None,
+            sha512: None,
+        }
     }
 }
 

@@ -20,7 +20,11 @@ impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Self {
         std::fs::create_dir_all(at).unwrap();
         let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().unwrap();
-        assert!(out.status.success(), "mounting a tmpfs needs root (the test command runs as root): {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (the test command runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Tmpfs(at.to_owned())
     }
 }
@@ -70,13 +74,20 @@ async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
         b.body(body).unwrap()
     };
     let create = |name: &str| {
-        glance("POST", "/v2/images".into(), "application/json", Body::from(format!(r#"{{"name":"{name}","disk_format":"raw","container_format":"bare"}}"#)), vec![])
+        glance(
+            "POST",
+            "/v2/images".into(),
+            "application/json",
+            Body::from(format!(r#"{{"name":"{name}","disk_format":"raw","container_format":"bare"}}"#)),
+            vec![],
+        )
     };
     let r = app.send(create("before")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let before = r.json()["id"].as_str().unwrap().to_owned();
     let data = vec![0x42u8; 1 << 20];
-    let r = app.send(glance("PUT", format!("/v2/images/{before}/file"), "application/octet-stream", Body::from(data.clone()), vec![])).await;
+    let r =
+        app.send(glance("PUT", format!("/v2/images/{before}/file"), "application/octet-stream", Body::from(data.clone()), vec![])).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     // Images waiting for data, for the write paths below.
     let mut waiting = Vec::new();
@@ -122,7 +133,8 @@ async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
     );
     // No declared size: refused when a write fails.
     let stream = futures::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![2u8; 64 * 1024]))));
-    let stage_streamed = glance("PUT", format!("/v2/images/{}/stage", waiting[2]), "application/octet-stream", Body::from_stream(stream), vec![]);
+    let stage_streamed =
+        glance("PUT", format!("/v2/images/{}/stage", waiting[2]), "application/octet-stream", Body::from_stream(stream), vec![]);
     for (what, req) in [("tus creation", tus), ("Glance PUT /file", put_declared), ("Glance PUT /stage, streamed", stage_streamed)] {
         let r = app.send(req).await;
         assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{what}: {}", r.body);
@@ -150,9 +162,7 @@ async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
 
     // Room again: the same image takes its data.
     std::fs::remove_file(mnt.join("filler")).unwrap();
-    let r = app
-        .send(glance("PUT", format!("/v2/images/{}/file", waiting[1]), "application/octet-stream", Body::from(data), vec![]))
-        .await;
+    let r = app.send(glance("PUT", format!("/v2/images/{}/file", waiting[1]), "application/octet-stream", Body::from(data), vec![])).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
 }
 

@@ -46,7 +46,6 @@ fn leftovers(data: &Path) -> Vec<String> {
     out
 }
 
-
 /// Where the image goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -225,17 +224,35 @@ async fn sigkill_at_every_import_stage_loses_nothing() {
     // once hashing starts.
     let after_output = |stage: &str| matches!(stage, "hashing" | "storing" | "publishing");
     let mut cases = Vec::new();
-    for (what, file, disk_format, target) in
-        [("raw → qcow2", &raw, "raw", Target::Local), ("vdi → qcow2", &vdi, "vdi", Target::Local), ("qcow2 → raw on Ceph", &qcow2, "qcow2", Target::Ceph)]
-    {
+    for (what, file, disk_format, target) in [
+        ("raw → qcow2", &raw, "raw", Target::Local),
+        ("vdi → qcow2", &vdi, "vdi", Target::Local),
+        ("qcow2 → raw on Ceph", &qcow2, "qcow2", Target::Ceph),
+    ] {
         for stage in all {
             cases.push(Case { what, file, disk_format, stage, target, resumes: after_output(stage), tamper: false });
         }
     }
     for stage in ["inspecting", "storing", "publishing"] {
-        cases.push(Case { what: "qcow2 kept", file: &qcow2, disk_format: "qcow2", stage, target: Target::Local, resumes: after_output(stage), tamper: false });
+        cases.push(Case {
+            what: "qcow2 kept",
+            file: &qcow2,
+            disk_format: "qcow2",
+            stage,
+            target: Target::Local,
+            resumes: after_output(stage),
+            tamper: false,
+        });
     }
-    cases.push(Case { what: "raw → qcow2", file: &raw, disk_format: "raw", stage: "storing", target: Target::Local, resumes: false, tamper: true });
+    cases.push(Case {
+        what: "raw → qcow2",
+        file: &raw,
+        disk_format: "raw",
+        stage: "storing",
+        target: Target::Local,
+        resumes: false,
+        tamper: true,
+    });
     let client = reqwest::Client::new();
     let mut failures = Vec::new();
     for case in &cases {

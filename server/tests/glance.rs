@@ -167,9 +167,8 @@ async fn versions_schemas_and_the_error_shape() {
     assert_error(&api.get("/v2/nothing", &w.member).await, StatusCode::NOT_FOUND, "could not be found");
     assert_error(&api.get("/v2/images/00000000-0000-0000-0000-000000000000", &w.member).await, StatusCode::NOT_FOUND, "No image found");
     // glanceclient sends `Accept: */*` and gets webob's page, as from Glance.
-    let r = api
-        .req("GET", "/v2/images/00000000-0000-0000-0000-000000000000", Some(&w.member), None, Body::empty(), &[("accept", "*/*")])
-        .await;
+    let r =
+        api.req("GET", "/v2/images/00000000-0000-0000-0000-000000000000", Some(&w.member), None, Body::empty(), &[("accept", "*/*")]).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
     assert!(r.body.contains("<title>404 Not Found</title>") && r.body.contains("No image found with ID 00000000-"), "{}", r.body);
@@ -180,9 +179,14 @@ async fn create_show_patch_and_delete_follow_glance() {
     let w = world().await;
     let api = Api { app: &w.app };
     let r = api
-        .json("POST", "/v2/images", &w.member, json!({"name": "deb", "disk_format": "qcow2", "container_format": "bare",
+        .json(
+            "POST",
+            "/v2/images",
+            &w.member,
+            json!({"name": "deb", "disk_format": "qcow2", "container_format": "bare",
             "tags": ["a", "a", "b"], "min_ram": 512, "visibility": "private", "os_distro": "debian",
-            "owner_specified.openstack.md5": ""}))
+            "owner_specified.openstack.md5": ""}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let img = r.json();
@@ -201,9 +205,17 @@ async fn create_show_patch_and_delete_follow_glance() {
     assert_error(&api.json("POST", "/v2/images", &w.reader, json!({"name": "x"})).await, StatusCode::FORBIDDEN, "Readers");
     assert_error(&api.json("POST", "/v2/images", &w.member, json!({"status": "active"})).await, StatusCode::FORBIDDEN, "read-only");
     assert_error(&api.json("POST", "/v2/images", &w.member, json!({"os_glance_x": "1"})).await, StatusCode::FORBIDDEN, "reserved");
-    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"disk_format": "floppy"})).await, StatusCode::BAD_REQUEST, "disk_format");
+    assert_error(
+        &api.json("POST", "/v2/images", &w.member, json!({"disk_format": "floppy"})).await,
+        StatusCode::BAD_REQUEST,
+        "disk_format",
+    );
     assert_error(&api.json("POST", "/v2/images", &w.member, json!({"min_disk": -1})).await, StatusCode::BAD_REQUEST, "min_disk");
-    assert_error(&api.json("POST", "/v2/images", &w.member, json!({"visibility": "public"})).await, StatusCode::FORBIDDEN, "administrators");
+    assert_error(
+        &api.json("POST", "/v2/images", &w.member, json!({"visibility": "public"})).await,
+        StatusCode::FORBIDDEN,
+        "administrators",
+    );
     assert_error(&api.json("POST", "/v2/images", &w.member, json!({"k": 5})).await, StatusCode::BAD_REQUEST, "strings");
     assert_error(&api.json("POST", "/v2/images", &w.member, json!([1])).await, StatusCode::BAD_REQUEST, "object");
     // A chosen id is kept; reusing it is 409; it must be a UUID.
@@ -217,31 +229,66 @@ async fn create_show_patch_and_delete_follow_glance() {
     assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type");
     assert!(r.headers["accept-patch"].to_str().unwrap().contains("v2.1-json-patch"));
     let r = api
-        .patch(&id, &w.member, json!([
-            {"op": "add", "path": "/name", "value": "renamed"},
-            {"op": "add", "path": "/os_distro", "value": "ubuntu"},
-            {"op": "add", "path": "/hw_disk_bus", "value": "virtio"},
-            {"op": "replace", "path": "/min_disk", "value": 2},
-            {"op": "add", "path": "/protected", "value": true},
-            {"op": "replace", "path": "/tags", "value": ["x"]}
-        ]))
+        .patch(
+            &id,
+            &w.member,
+            json!([
+                {"op": "add", "path": "/name", "value": "renamed"},
+                {"op": "add", "path": "/os_distro", "value": "ubuntu"},
+                {"op": "add", "path": "/hw_disk_bus", "value": "virtio"},
+                {"op": "replace", "path": "/min_disk", "value": 2},
+                {"op": "add", "path": "/protected", "value": true},
+                {"op": "replace", "path": "/tags", "value": ["x"]}
+            ]),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let img = r.json();
-    assert_eq!((img["name"].as_str(), img["os_distro"].as_str(), img["hw_disk_bus"].as_str()), (Some("renamed"), Some("ubuntu"), Some("virtio")));
+    assert_eq!(
+        (img["name"].as_str(), img["os_distro"].as_str(), img["hw_disk_bus"].as_str()),
+        (Some("renamed"), Some("ubuntu"), Some("virtio"))
+    );
     assert_eq!((img["min_disk"].as_i64(), img["protected"].as_bool()), (Some(2), Some(true)));
     assert_eq!(img["tags"], json!(["x"]));
     let r = api.patch(&id, &w.member, json!([{"op": "remove", "path": "/hw_disk_bus"}])).await;
     assert!(r.json().get("hw_disk_bus").is_none());
-    assert_error(&api.patch(&id, &w.member, json!([{"op": "remove", "path": "/hw_disk_bus"}])).await, StatusCode::CONFLICT, "does not exist");
-    assert_error(&api.patch(&id, &w.member, json!([{"op": "replace", "path": "/nope", "value": "1"}])).await, StatusCode::CONFLICT, "does not exist");
+    assert_error(
+        &api.patch(&id, &w.member, json!([{"op": "remove", "path": "/hw_disk_bus"}])).await,
+        StatusCode::CONFLICT,
+        "does not exist",
+    );
+    assert_error(
+        &api.patch(&id, &w.member, json!([{"op": "replace", "path": "/nope", "value": "1"}])).await,
+        StatusCode::CONFLICT,
+        "does not exist",
+    );
     assert_error(&api.patch(&id, &w.member, json!([{"op": "remove", "path": "/name"}])).await, StatusCode::FORBIDDEN, "may not be removed");
-    assert_error(&api.patch(&id, &w.member, json!([{"op": "replace", "path": "/size", "value": 1}])).await, StatusCode::FORBIDDEN, "read-only");
-    assert_error(&api.patch(&id, &w.member, json!([{"op": "test", "path": "/name", "value": "x"}])).await, StatusCode::BAD_REQUEST, "not supported");
-    assert_error(&api.patch(&id, &w.member, json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await, StatusCode::FORBIDDEN, "administrators");
-    assert_error(&api.patch(&id, &w.reader, json!([{"op": "replace", "path": "/name", "value": "r"}])).await, StatusCode::FORBIDDEN, "Readers");
+    assert_error(
+        &api.patch(&id, &w.member, json!([{"op": "replace", "path": "/size", "value": 1}])).await,
+        StatusCode::FORBIDDEN,
+        "read-only",
+    );
+    assert_error(
+        &api.patch(&id, &w.member, json!([{"op": "test", "path": "/name", "value": "x"}])).await,
+        StatusCode::BAD_REQUEST,
+        "not supported",
+    );
+    assert_error(
+        &api.patch(&id, &w.member, json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await,
+        StatusCode::FORBIDDEN,
+        "administrators",
+    );
+    assert_error(
+        &api.patch(&id, &w.reader, json!([{"op": "replace", "path": "/name", "value": "r"}])).await,
+        StatusCode::FORBIDDEN,
+        "Readers",
+    );
     // Another project cannot see a private image at all: 404, not 403.
-    assert_error(&api.patch(&id, &w.other, json!([{"op": "replace", "path": "/name", "value": "o"}])).await, StatusCode::NOT_FOUND, "No image");
+    assert_error(
+        &api.patch(&id, &w.other, json!([{"op": "replace", "path": "/name", "value": "o"}])).await,
+        StatusCode::NOT_FOUND,
+        "No image",
+    );
     assert_error(&api.get(&format!("/v2/images/{id}"), &w.other).await, StatusCode::NOT_FOUND, "No image");
     let r = api.patch(&id, &w.admin, json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await;
     assert_eq!(r.json()["visibility"], "public");
@@ -277,11 +324,15 @@ async fn create_show_patch_and_delete_follow_glance() {
 async fn listing_filters_sorts_and_pages_like_glance() {
     let w = world().await;
     let api = Api { app: &w.app };
-    for (name, fmt, tags) in [("c", "qcow2", json!(["t"])), ("a", "raw", json!(["t", "u"])), ("b", "qcow2", json!([])), ("d", "iso", json!(["u"]))] {
+    for (name, fmt, tags) in
+        [("c", "qcow2", json!(["t"])), ("a", "raw", json!(["t", "u"])), ("b", "qcow2", json!([])), ("d", "iso", json!(["u"]))]
+    {
         api.create(&w.member, json!({"name": name, "disk_format": fmt, "container_format": "bare", "tags": tags, "os_distro": name})).await;
     }
     let hidden = api.create(&w.member, json!({"name": "h", "os_hidden": true})).await;
-    let names = |r: &Reply| -> Vec<String> { r.json()["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap_or("").to_owned()).collect() };
+    let names = |r: &Reply| -> Vec<String> {
+        r.json()["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap_or("").to_owned()).collect()
+    };
 
     let r = api.get("/v2/images?sort_key=name&sort_dir=asc", &w.member).await;
     assert_eq!(names(&r), ["a", "b", "c", "d"], "hidden images are left out by default");
@@ -369,7 +420,14 @@ async fn uploads_run_through_the_validating_pipeline() {
     let r = api.req("PUT", &format!("/v2/images/{q2}/file"), Some(&w.member), Some("text/plain"), Body::from("x"), &[]).await;
     assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "octet-stream");
     let r = api
-        .req("PUT", &format!("/v2/images/{q2}/file"), Some(&w.member), Some("application/octet-stream"), Body::from(qcow2.clone()), &[("x-openstack-image-size", "10")])
+        .req(
+            "PUT",
+            &format!("/v2/images/{q2}/file"),
+            Some(&w.member),
+            Some("application/octet-stream"),
+            Body::from(qcow2.clone()),
+            &[("x-openstack-image-size", "10")],
+        )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "x-openstack-image-size");
     assert_eq!(api.show(&q2, &w.member).await["status"], "queued", "a failed upload leaves the image queued");
@@ -427,7 +485,11 @@ async fn stage_and_import() {
     assert_eq!(api.show(&id, &w.member).await["status"], "uploading");
     assert_error(&api.put_data("stage", &id, &w.member, qcow2.clone()).await, StatusCode::CONFLICT, "uploading");
     assert_error(&import(json!({"method": {}})).await, StatusCode::BAD_REQUEST, "method");
-    assert_error(&import(json!({"method": {"name": "web-download", "uri": "http://example.com/x"}})).await, StatusCode::BAD_REQUEST, "disabled");
+    assert_error(
+        &import(json!({"method": {"name": "web-download", "uri": "http://example.com/x"}})).await,
+        StatusCode::BAD_REQUEST,
+        "disabled",
+    );
     assert_error(&import(json!({"method": {"name": "glance-direct"}, "stores": ["nowhere"]})).await, StatusCode::CONFLICT, "Unknown store");
     let r = import(json!({"method": {"name": "glance-direct"}})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
@@ -437,7 +499,11 @@ async fn stage_and_import() {
     assert_eq!(img["checksum"], md5_hex(&qcow2));
     assert_error(&import(json!({"method": {"name": "copy-image"}, "stores": ["local"]})).await, StatusCode::BAD_REQUEST, "already present");
     assert_error(&import(json!({"method": {"name": "copy-image"}, "stores": ["elsewhere"]})).await, StatusCode::CONFLICT, "Unknown store");
-    assert_eq!(import(json!({"method": {"name": "copy-image"}, "all_stores": true})).await.status, StatusCode::ACCEPTED, "nothing left to copy");
+    assert_eq!(
+        import(json!({"method": {"name": "copy-image"}, "all_stores": true})).await.status,
+        StatusCode::ACCEPTED,
+        "nothing left to copy"
+    );
 }
 
 #[tokio::test]
@@ -448,7 +514,11 @@ async fn members_and_info() {
     let private = api.create(&w.member, json!({"name": "pr", "visibility": "private"})).await;
     let members = format!("/v2/images/{id}/members");
     let mine = format!("{members}/{}", w.p2);
-    assert_error(&api.json("POST", &format!("/v2/images/{private}/members"), &w.member, json!({"member": w.p2})).await, StatusCode::FORBIDDEN, "shared");
+    assert_error(
+        &api.json("POST", &format!("/v2/images/{private}/members"), &w.member, json!({"member": w.p2})).await,
+        StatusCode::FORBIDDEN,
+        "shared",
+    );
     assert_error(&api.json("POST", &members, &w.reader, json!({"member": w.p2})).await, StatusCode::FORBIDDEN, "Readers");
     let r = api.json("POST", &members, &w.member, json!({"member": w.p2})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -477,7 +547,15 @@ async fn members_and_info() {
     assert_eq!(r.json()["stores"], json!([{"id": "local", "description": "local storage", "default": "true"}]));
     assert_error(&api.get("/v2/info/stores/detail", &w.member).await, StatusCode::FORBIDDEN, "administrators");
     assert_eq!(api.get("/v2/info/stores/detail", &w.admin).await.json()["stores"][0]["type"], "file");
-    w.app.state.db.set_quota(&w.app.state.db.project_by_name("p1").await.unwrap().unwrap().id, records::QuotaRow { max_images: Some(3), max_bytes: Some(10 << 20), max_concurrent_uploads: None }).await.unwrap();
+    w.app
+        .state
+        .db
+        .set_quota(
+            &w.app.state.db.project_by_name("p1").await.unwrap().unwrap().id,
+            records::QuotaRow { max_images: Some(3), max_bytes: Some(10 << 20), max_concurrent_uploads: None },
+        )
+        .await
+        .unwrap();
     let r = api.get("/v2/info/usage", &w.member).await;
     let u = &r.json()["usage"];
     assert_eq!((u["image_count_total"]["limit"].as_i64(), u["image_count_total"]["usage"].as_i64()), (Some(3), Some(2)));
@@ -497,11 +575,8 @@ async fn spawn_two_stores() -> TestApp {
         path: Some(dir.path().join(name)),
         ..Default::default()
     };
-    let config = server::Config {
-        data_dir: dir.path().join("data"),
-        storage: vec![store("local"), store("second")],
-        ..server::Config::default()
-    };
+    let config =
+        server::Config { data_dir: dir.path().join("data"), storage: vec![store("local"), store("second")], ..server::Config::default() };
     let state = server::AppState::open(config).await.unwrap();
     let sessions = server::session_layer(&state).await.unwrap();
     let router = server::router(state.clone(), sessions);
@@ -554,15 +629,23 @@ async fn stores_and_copy_image_between_backends() {
         let uri = format!("/v2/images/{id}/file");
         let (api, member, data, size) = (&api, member.clone(), qcow2.clone(), size.clone());
         async move {
-            api.req("PUT", &uri, Some(&member), Some("application/octet-stream"), Body::from(data), &[("x-openstack-image-size", &size), ("x-image-meta-store", store)])
-                .await
+            api.req(
+                "PUT",
+                &uri,
+                Some(&member),
+                Some("application/octet-stream"),
+                Body::from(data),
+                &[("x-openstack-image-size", &size), ("x-image-meta-store", store)],
+            )
+            .await
         }
     };
     assert_error(&put(&a, "nowhere").await, StatusCode::BAD_REQUEST, "Unknown store");
     assert_eq!(put(&a, "second").await.status, StatusCode::NO_CONTENT);
     assert_eq!(api.show(&a, &member).await["stores"], "second");
 
-    let r = api.json("POST", &format!("/v2/images/{a}/import"), &member, json!({"method": {"name": "copy-image"}, "stores": ["local"]})).await;
+    let r =
+        api.json("POST", &format!("/v2/images/{a}/import"), &member, json!({"method": {"name": "copy-image"}, "stores": ["local"]})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     for _ in 0..300 {
         let tasks = api.get(&format!("/v2/images/{a}/tasks"), &member).await.json()["tasks"].as_array().unwrap().clone();
@@ -574,13 +657,16 @@ async fn stores_and_copy_image_between_backends() {
     let mut stores: Vec<String> = api.show(&a, &member).await["stores"].as_str().unwrap().split(',').map(str::to_owned).collect();
     stores.sort();
     assert_eq!(stores, ["local", "second"]);
-    let r = api.json("POST", &format!("/v2/images/{a}/import"), &member, json!({"method": {"name": "copy-image"}, "all_stores": true})).await;
+    let r =
+        api.json("POST", &format!("/v2/images/{a}/import"), &member, json!({"method": {"name": "copy-image"}, "all_stores": true})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "all stores have it: nothing to do");
     // Deleting removes every copy's bytes.
     assert_eq!(api.req("DELETE", &format!("/v2/images/{a}"), Some(&member), None, Body::empty(), &[]).await.status, StatusCode::NO_CONTENT);
     for store in ["local", "second"] {
         let dir = app._dir.path().join(store);
-        let n = std::fs::read_dir(&dir).map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))).count()).unwrap_or(0);
+        let n = std::fs::read_dir(&dir)
+            .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))).count())
+            .unwrap_or(0);
         assert_eq!(n, 0, "{store} still holds bytes");
     }
 }
@@ -694,7 +780,9 @@ async fn web_download_fetches_from_allowed_hosts_only() {
     let new_image = || api.create(&member, json!({"name": "web", "disk_format": "qcow2", "container_format": "bare"}));
     let import = |id: String, uri: String| {
         let (api, member) = (&api, member.clone());
-        async move { api.json("POST", &format!("/v2/images/{id}/import"), &member, json!({"method": {"name": "web-download", "uri": uri}})).await }
+        async move {
+            api.json("POST", &format!("/v2/images/{id}/import"), &member, json!({"method": {"name": "web-download", "uri": uri}})).await
+        }
     };
 
     // An allowed host: 202 at once, then the same pipeline as an upload.
@@ -750,7 +838,14 @@ async fn web_download_fetches_from_allowed_hosts_only() {
     assert!(r.body.contains("quota"), "{}", r.body);
     assert_eq!(api.show(&q, &member).await["status"], "queued");
     let used = app.state.db.quota_usage(&p1).await.unwrap().bytes();
-    app.state.db.set_quota(&p1, records::QuotaRow { max_images: None, max_bytes: Some(i64::try_from(used).unwrap() + 1000), max_concurrent_uploads: None }).await.unwrap();
+    app.state
+        .db
+        .set_quota(
+            &p1,
+            records::QuotaRow { max_images: None, max_bytes: Some(i64::try_from(used).unwrap() + 1000), max_concurrent_uploads: None },
+        )
+        .await
+        .unwrap();
     assert_eq!(import(q.clone(), format!("http://127.0.0.1:{port}/disk.qcow2")).await.status, StatusCode::ACCEPTED);
     assert_eq!(api.settled(&q, &member).await["status"], "queued");
     let reason = app.state.db.image_detail(&q).await.unwrap().unwrap().status_reason;
@@ -776,7 +871,9 @@ async fn web_download_refuses_other_ports_and_hides_why_a_server_is_unreachable(
     let new_image = || api.create(&member, json!({"name": "web", "disk_format": "qcow2", "container_format": "bare"}));
     let import = |id: String, uri: String| {
         let (api, member) = (&api, member.clone());
-        async move { api.json("POST", &format!("/v2/images/{id}/import"), &member, json!({"method": {"name": "web-download", "uri": uri}})).await }
+        async move {
+            api.json("POST", &format!("/v2/images/{id}/import"), &member, json!({"method": {"name": "web-download", "uri": uri}})).await
+        }
     };
 
     // A port the list does not name is refused at once, even though a server answers there,

@@ -127,21 +127,11 @@ async fn an_image_is_uploading_once_its_first_bytes_arrive() {
     let tok = token(&app, "member", &p1).await;
     let db = &app.state.db;
     let mine = db
-        .create_image(&NewImage {
-            name: "disk".into(),
-            disk_format: Some("raw".into()),
-            owner: Some(p1.clone()),
-            ..Default::default()
-        })
+        .create_image(&NewImage { name: "disk".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
         .await
         .unwrap();
     let theirs = db
-        .create_image(&NewImage {
-            name: "theirs".into(),
-            disk_format: Some("raw".into()),
-            owner: Some(p2),
-            ..Default::default()
-        })
+        .create_image(&NewImage { name: "theirs".into(), disk_format: Some("raw".into()), owner: Some(p2), ..Default::default() })
         .await
         .unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -180,10 +170,7 @@ async fn an_image_is_uploading_once_its_first_bytes_arrive() {
     assert_eq!(part.status, StatusCode::CREATED, "{}", part.body);
     let url = part.headers["location"].to_str().unwrap().to_owned();
     assert_eq!(status(mine.id.clone()).await, "queued", "no bytes yet");
-    assert_eq!(
-        app.send(patch(&url, 0, vec![0; 1 << 20])).await.status,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(app.send(patch(&url, 0, vec![0; 1 << 20])).await.status, StatusCode::NO_CONTENT);
     let mut seen = String::new();
     for _ in 0..100 {
         seen = status(mine.id.clone()).await;
@@ -193,11 +180,7 @@ async fn an_image_is_uploading_once_its_first_bytes_arrive() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(seen, "uploading");
-    assert_eq!(
-        status(theirs.id.clone()).await,
-        "queued",
-        "another project's upload does not move this image"
-    );
+    assert_eq!(status(theirs.id.clone()).await, "queued", "another project's upload does not move this image");
 }
 
 /// A backend removed from the configuration (a restart) while an upload to it was unfinished:
@@ -216,7 +199,8 @@ async fn an_upload_whose_backend_was_removed_is_refused_at_completion() {
         path: Some(root.join(name)),
         ..Default::default()
     };
-    let config = |stores: Vec<storage::BackendConfig>| server::Config { data_dir: root.join("data"), storage: stores, ..server::Config::default() };
+    let config =
+        |stores: Vec<storage::BackendConfig>| server::Config { data_dir: root.join("data"), storage: stores, ..server::Config::default() };
     let first = common::spawn_app_with(tempfile::tempdir().unwrap(), config(vec![local("main"), local("spare")])).await;
     let (p1, _) = seed_accounts(&first).await;
     let tok = token(&first, "member", &p1).await;
@@ -331,7 +315,13 @@ async fn uploads_that_would_be_discarded_are_refused_up_front() {
         r.body(Body::empty()).unwrap()
     };
     let db = &app.state.db;
-    let image = |name: &str, owner: &str| NewImage { name: name.into(), disk_format: Some("raw".into()), visibility: Some("private".into()), owner: Some(owner.into()), ..Default::default() };
+    let image = |name: &str, owner: &str| NewImage {
+        name: name.into(),
+        disk_format: Some("raw".into()),
+        visibility: Some("private".into()),
+        owner: Some(owner.into()),
+        ..Default::default()
+    };
     let waiting = db.create_image(&image("waiting", &p1)).await.unwrap();
     let done = db.create_image(&image("done", &p1)).await.unwrap();
     assert!(db.transition_image(&done.id, &["queued"], "active", "").await.unwrap());
@@ -339,9 +329,27 @@ async fn uploads_that_would_be_discarded_are_refused_up_front() {
     let cases = [
         ("no credentials", None, Some(format!("image_id {}", b64(&waiting.id))), StatusCode::UNAUTHORIZED, "Sign in"),
         ("no image named", Some(tok.as_str()), None, StatusCode::BAD_REQUEST, "image_id"),
-        ("no such image", Some(tok.as_str()), Some(format!("image_id {}", b64("00000000-0000-0000-0000-000000000000"))), StatusCode::NOT_FOUND, "no image"),
-        ("another project's image", Some(other.as_str()), Some(format!("image_id {}", b64(&waiting.id))), StatusCode::NOT_FOUND, "no image"),
-        ("an image already imported", Some(tok.as_str()), Some(format!("image_id {}", b64(&done.id))), StatusCode::CONFLICT, "imported once"),
+        (
+            "no such image",
+            Some(tok.as_str()),
+            Some(format!("image_id {}", b64("00000000-0000-0000-0000-000000000000"))),
+            StatusCode::NOT_FOUND,
+            "no image",
+        ),
+        (
+            "another project's image",
+            Some(other.as_str()),
+            Some(format!("image_id {}", b64(&waiting.id))),
+            StatusCode::NOT_FOUND,
+            "no image",
+        ),
+        (
+            "an image already imported",
+            Some(tok.as_str()),
+            Some(format!("image_id {}", b64(&done.id))),
+            StatusCode::CONFLICT,
+            "imported once",
+        ),
     ];
     for (what, t, meta, want, says) in cases {
         let r = app.send(create(t, meta)).await;
@@ -394,7 +402,10 @@ async fn readyz_reports_low_space() {
     let r = full.get("/readyz", None).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     let v = r.json();
-    assert_eq!((v["status"].as_str(), v["data_dir"]["low"].as_bool(), v["backends"][0]["low"].as_bool()), (Some("low_space"), Some(true), Some(true)));
+    assert_eq!(
+        (v["status"].as_str(), v["data_dir"]["low"].as_bool(), v["backends"][0]["low"].as_bool()),
+        (Some("low_space"), Some(true), Some(true))
+    );
     // Liveness is another matter: the server is up.
     assert_eq!(full.get("/healthz", None).await.status, StatusCode::OK);
 }

@@ -49,7 +49,8 @@ async fn env() -> Env {
 
 impl Env {
     async fn image(&self, disk_format: &str) -> String {
-        let new = NewImage { name: "img".into(), disk_format: Some(disk_format.into()), owner: Some(self.project.clone()), ..Default::default() };
+        let new =
+            NewImage { name: "img".into(), disk_format: Some(disk_format.into()), owner: Some(self.project.clone()), ..Default::default() };
         self.db.create_image(&new).await.unwrap().id
     }
 
@@ -57,7 +58,16 @@ impl Env {
     fn upload(&self, image_id: &str, src: &Path) -> UploadedFile {
         let path = self.dir.path().join(format!("{image_id}.upload"));
         std::fs::copy(src, &path).unwrap();
-        UploadedFile { image_id: image_id.into(), path, user_id: self.user.clone(), project_id: self.project.clone(), file_name: None, sha256: None, md5: None, sha512: None }
+        UploadedFile {
+            image_id: image_id.into(),
+            path,
+            user_id: self.user.clone(),
+            project_id: self.project.clone(),
+            file_name: None,
+            sha256: None,
+            md5: None,
+            sha512: None,
+        }
     }
 
     fn data(&self) -> &Path {
@@ -269,9 +279,11 @@ async fn a_job_cancelled_during_its_conversion_stops_it_midway() {
     assert_eq!(row.status, "killed");
     assert!(row.status_reason.contains("cancelled"), "{}", row.status_reason);
     assert!(!path.exists());
-    let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().map(|f| f.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().map(|f| f.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "no half-written output: {left:?}");
-    let images: Vec<_> = std::fs::read_dir(e.data().join("images")).map(|d| d.flatten().map(|f| f.file_name()).collect()).unwrap_or_default();
+    let images: Vec<_> =
+        std::fs::read_dir(e.data().join("images")).map(|d| d.flatten().map(|f| f.file_name()).collect()).unwrap_or_default();
     assert!(images.is_empty(), "no converted image kept: {images:?}");
 }
 
@@ -340,7 +352,12 @@ async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_i
     assert_eq!(img.status, "active");
     assert!(!upload_path.exists(), "the upload goes once the image is published");
     // Byte for byte the disk that was uploaded (qemu-img as the oracle, formats pinned).
-    let out = Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "qcow2"]).arg(&raw).arg(img.location.as_deref().unwrap()).output().unwrap();
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "qcow2"])
+        .arg(&raw)
+        .arg(img.location.as_deref().unwrap())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
@@ -351,9 +368,8 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     let id = e.image("raw").await;
     let up = e.upload(&id, &raw);
     // The previous run had claimed the job and moved the image to `importing` when it stopped.
-    let job = e
-        .db
-        .create_job(&records::NewJob {
+    let job =
+        e.db.create_job(&records::NewJob {
             kind: "import".into(),
             image_id: id.clone(),
             backend: "local".into(),
@@ -400,7 +416,17 @@ fn ova(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let raw1 = raw_payload(dir);
     let raw2 = dir.join("second.raw");
     std::fs::write(&raw2, vec![0x5au8; 2 << 20]).unwrap();
-    qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw1.to_str().unwrap(), pkg.join("disk1.vmdk").to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        raw1.to_str().unwrap(),
+        pkg.join("disk1.vmdk").to_str().unwrap(),
+    ]);
     std::fs::copy(&raw2, pkg.join("disk2.img")).unwrap();
     std::fs::write(pkg.join("web.cert"), "SHA256(web.ovf)= 00\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
     let so = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
@@ -428,7 +454,17 @@ fn ova(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(pkg.join("web.ovf"), ovf).unwrap();
     let out = dir.join("web.ova");
     let status = Command::new("tar")
-        .args(["--format=ustar", "-cf", out.to_str().unwrap(), "-C", pkg.to_str().unwrap(), "web.ovf", "web.cert", "disk1.vmdk", "disk2.img"])
+        .args([
+            "--format=ustar",
+            "-cf",
+            out.to_str().unwrap(),
+            "-C",
+            pkg.to_str().unwrap(),
+            "web.ovf",
+            "web.cert",
+            "disk1.vmdk",
+            "disk2.img",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -495,7 +531,16 @@ async fn a_uec_tarball_becomes_an_ami_linked_to_its_kernel_and_ramdisk() {
     std::fs::write(pkg.join("foo-initrd-virtual"), &initrd).unwrap();
     let tarball = e.data().join("foo.tar.gz");
     let status = Command::new("tar")
-        .args(["--format=ustar", "-czf", tarball.to_str().unwrap(), "-C", pkg.to_str().unwrap(), "foo.img", "foo-vmlinuz-virtual", "foo-initrd-virtual"])
+        .args([
+            "--format=ustar",
+            "-czf",
+            tarball.to_str().unwrap(),
+            "-C",
+            pkg.to_str().unwrap(),
+            "foo.img",
+            "foo-vmlinuz-virtual",
+            "foo-initrd-virtual",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -567,7 +612,8 @@ async fn uploads_hash_md5_and_sha512_only_for_images_stored_as_uploaded() {
     }
     // Nothing to go by: all three.
     assert_eq!(upload_hashes(&e.db, "no-such-image", "local").await, All);
-    let undeclared = e.db.create_image(&NewImage { name: "x".into(), owner: Some(e.project.clone()), ..Default::default() }).await.unwrap().id;
+    let undeclared =
+        e.db.create_image(&NewImage { name: "x".into(), owner: Some(e.project.clone()), ..Default::default() }).await.unwrap().id;
     assert_eq!(upload_hashes(&e.db, &undeclared, "local").await, All);
 }
 

@@ -20,7 +20,11 @@ const MIB: u64 = 1 << 20;
 fn two_backends() -> (tempfile::TempDir, server::Config) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
-    let config = server::Config { data_dir: root.join("data"), storage: common::local_backends(&root, &["local", "second"]), ..server::Config::default() };
+    let config = server::Config {
+        data_dir: root.join("data"),
+        storage: common::local_backends(&root, &["local", "second"]),
+        ..server::Config::default()
+    };
     (dir, config)
 }
 
@@ -51,8 +55,16 @@ async fn create_ok(app: &TestApp, tok: &str, name: &str, disk_format: &str) -> S
 
 async fn put(app: &TestApp, tok: &str, id: &str, what: &str, data: Vec<u8>) -> Reply {
     let size = data.len().to_string();
-    glance(app, "PUT", &format!("/v2/images/{id}/{what}"), tok, "application/octet-stream", Body::from(data), &[("x-openstack-image-size", size)])
-        .await
+    glance(
+        app,
+        "PUT",
+        &format!("/v2/images/{id}/{what}"),
+        tok,
+        "application/octet-stream",
+        Body::from(data),
+        &[("x-openstack-image-size", size)],
+    )
+    .await
 }
 
 /// Creates a tus upload of `length` bytes for image `id`.
@@ -82,11 +94,7 @@ async fn settled(app: &TestApp, tok: &str, id: &str) -> Value {
 }
 
 fn set_quota(max_images: Option<i64>, max_bytes: Option<u64>, max_uploads: Option<i64>) -> records::QuotaRow {
-    records::QuotaRow {
-        max_images,
-        max_bytes: max_bytes.map(|b| i64::try_from(b).unwrap()),
-        max_concurrent_uploads: max_uploads,
-    }
+    records::QuotaRow { max_images, max_bytes: max_bytes.map(|b| i64::try_from(b).unwrap()), max_concurrent_uploads: max_uploads }
 }
 
 #[tokio::test]

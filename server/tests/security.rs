@@ -83,10 +83,7 @@ fn decode_entities(s: &str) -> String {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let decoded = rest
-            .find(';')
-            .filter(|end| *end <= 10)
-            .and_then(|end| entity_char(&rest[1..end]).map(|c| (c, end + 1)));
+        let decoded = rest.find(';').filter(|end| *end <= 10).and_then(|end| entity_char(&rest[1..end]).map(|c| (c, end + 1)));
         match decoded {
             Some((c, len)) => {
                 out.push(c);
@@ -303,7 +300,11 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
     // written by an administrator, then becomes the job's error).
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
-    let config = server::Config { data_dir: root.join("data"), storage: common::local_backends(&root, &["local", "second"]), ..server::Config::default() };
+    let config = server::Config {
+        data_dir: root.join("data"),
+        storage: common::local_backends(&root, &["local", "second"]),
+        ..server::Config::default()
+    };
     let app = common::spawn_app_with(dir, config).await;
     let (p1, p2) = seed_accounts(&app).await;
     let db = app.state.db.clone();
@@ -484,7 +485,12 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
         visit("admin", "/", None, &[P_TITLE, P_STYLE, P_NOSCRIPT, P_QUOTE]),
         visit("admin", "/images", None, &all),
         visit("admin", format!("/images/{a}"), image_title(P_TITLE), &all),
-        visit("admin", format!("/images/{b}"), image_title(P_STYLE), &[P_STYLE, P_TEXTAREA, P_COMMENT, P_NOSCRIPT, P_TITLE, P_QUOTE, P_ATTR]),
+        visit(
+            "admin",
+            format!("/images/{b}"),
+            image_title(P_STYLE),
+            &[P_STYLE, P_TEXTAREA, P_COMMENT, P_NOSCRIPT, P_TITLE, P_QUOTE, P_ATTR],
+        ),
         visit("admin", format!("/images/{c}"), image_title(P_NOSCRIPT), &all),
         visit("admin", format!("/images/{d}"), image_title(P_QUOTE), &all),
         visit("admin", "/jobs", None, &all),
@@ -590,7 +596,10 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
         ("GET /healthz".to_owned(), app.get("/healthz", None).await),
         ("POST /api/whoami".to_owned(), app.call("whoami", "", &as_member).await),
         ("POST /api/image_detail".to_owned(), app.call("image_detail", &format!("image_id={a}"), &as_member).await),
-        (format!("GET /image/v2/images/{b}"), glance(&app, "GET", &format!("/image/v2/images/{b}"), &member_token, None, Body::empty()).await),
+        (
+            format!("GET /image/v2/images/{b}"),
+            glance(&app, "GET", &format!("/image/v2/images/{b}"), &member_token, None, Body::empty()).await,
+        ),
     ];
     // Glance's HTML error page (glanceclient's `Accept: */*`) quotes the id from the URL.
     let html_error = app
@@ -610,7 +619,9 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
     }
     let csp = header_values(&html_error, "content-security-policy");
     if csp.len() != 1 || csp[0].to_ascii_lowercase().contains("'unsafe-inline'") || !csp[0].contains("frame-ancestors 'none'") {
-        failures.push(format!("Glance's HTML error page: content-security-policy {csp:?}, want one without 'unsafe-inline', with frame-ancestors 'none'"));
+        failures.push(format!(
+            "Glance's HTML error page: content-security-policy {csp:?}, want one without 'unsafe-inline', with frame-ancestors 'none'"
+        ));
     }
     api.push(("GET /image/v2/images/<payload> (HTML error)".to_owned(), html_error));
     for (what, r) in &api {

@@ -282,7 +282,10 @@ pub async fn admin_set_quota(
         let count = |field: &str, v: Option<String>| -> Result<Option<i64>, AppError> {
             match v.as_deref().map(str::trim) {
                 None | Some("") => Ok(None),
-                Some(s) => s.parse::<u32>().map(|n| Some(i64::from(n))).map_err(|_| AppError::bad_request(format!("{field} must be a whole number, or empty for unlimited."))),
+                Some(s) => s
+                    .parse::<u32>()
+                    .map(|n| Some(i64::from(n)))
+                    .map_err(|_| AppError::bad_request(format!("{field} must be a whole number, or empty for unlimited."))),
             }
         };
         let bytes = match max_bytes.as_deref().map(str::trim) {

@@ -26,8 +26,15 @@ pub struct Me {
 /// sign-in form an open redirect.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && n.len() <= 2048
-            && n.bytes().all(|b| (0x21..0x7f).contains(&b)) => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && n.len() <= 2048
+                && n.bytes().all(|b| (0x21..0x7f).contains(&b)) =>
+        {
+            n.to_owned()
+        }
         _ => "/images".to_owned(),
     }
 }
@@ -126,10 +133,7 @@ pub async fn switch_project(project_id: String, next: Option<String>) -> Result<
             return Err(AppError::Forbidden { message: "You have no role in that project.".into() });
         }
         let session = session().await?;
-        session
-            .insert(accounts::session_keys::PROJECT, &project_id)
-            .await
-            .map_err(|e| AppError::internal("write session", &e))?;
+        session.insert(accounts::session_keys::PROJECT, &project_id).await.map_err(|e| AppError::internal("write session", &e))?;
         leptos_axum::redirect(&safe_next(next.as_deref()));
         Ok(())
     })

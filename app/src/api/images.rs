@@ -84,7 +84,8 @@ pub(crate) mod imp {
         use records::CatalogueError as E;
         match e {
             E::MarkerNotFound => AppError::BadRequest {
-                message: "This page link no longer matches the list (the image it started after is gone). Start from the first page.".into(),
+                message: "This page link no longer matches the list (the image it started after is gone). Start from the first page."
+                    .into(),
             },
             E::InvalidFilter(m) | E::InvalidValue(m) => AppError::BadRequest { message: capitalise(&m) },
             E::LimitExceeded(m) => AppError::QuotaExceeded { message: capitalise(&m) },
@@ -197,13 +198,7 @@ pub async fn list_images(
         }
         let page = ctx.db.query_images(&query, visible(&me)).await.map_err(catalogue_error)?;
         let owners = if me.is_admin {
-            ctx.db
-                .list_projects()
-                .await
-                .map_err(|e| AppError::internal("list projects", &e))?
-                .into_iter()
-                .map(|p| (p.id, p.name))
-                .collect()
+            ctx.db.list_projects().await.map_err(|e| AppError::internal("list projects", &e))?.into_iter().map(|p| (p.id, p.name)).collect()
         } else {
             me.scope.iter().map(|s| (s.project_id.clone(), s.project_name.clone())).collect()
         };
@@ -382,7 +377,8 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
         let locs = ctx.db.image_locations(&image_id).await.map_err(|e| AppError::internal("load locations", &e))?;
         let jobs = ctx.db.jobs_for_image(&image_id).await.map_err(|e| AppError::internal("load jobs", &e))?;
         let matrix = ctx.db.storage_policy().await.map_err(|e| AppError::internal("load matrix", &e))?;
-        let kind_of = |backend: &str| ctx.backends.iter().find(|b| b.name == backend).map_or_else(|| "local".to_owned(), |b| b.kind.clone());
+        let kind_of =
+            |backend: &str| ctx.backends.iter().find(|b| b.name == backend).map_or_else(|| "local".to_owned(), |b| b.kind.clone());
         let locations: Vec<LocationView> = locs
             .iter()
             .map(|l| LocationView {
@@ -542,7 +538,12 @@ pub async fn update_image(
         let number = |label: &str, v: Option<String>| -> Result<Option<i64>, AppError> {
             match non_empty(v) {
                 None => Ok(Some(0)),
-                Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).map(Some).ok_or_else(|| bad(format!("{label} must be a whole number of GB/MB, not '{s}'."))),
+                Some(s) => s
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .map(Some)
+                    .ok_or_else(|| bad(format!("{label} must be a whole number of GB/MB, not '{s}'."))),
             }
         };
         let on = |v: Option<String>| matches!(v.as_deref(), Some("on" | "true" | "yes" | "1"));
@@ -596,7 +597,9 @@ pub async fn set_image_status(image_id: String, action: String) -> Result<(), Ap
             }
             records::StatusChange::ImageNotFound => Err(AppError::NotFound { message: "No such image.".into() }),
             records::StatusChange::WrongStatus(s) => Err(AppError::Conflict {
-                message: format!("An image that is {s} cannot be {action}d; only active images are deactivated and deactivated ones reactivated."),
+                message: format!(
+                    "An image that is {s} cannot be {action}d; only active images are deactivated and deactivated ones reactivated."
+                ),
             }),
         }
     })
@@ -619,9 +622,9 @@ pub async fn delete_image(image_id: String, confirm: String) -> Result<(), AppEr
         }
         match ctx.db.delete_image(&image_id).await.map_err(|e| AppError::internal("delete image", &e))? {
             records::DeleteOutcome::NotFound => Err(AppError::NotFound { message: "No such image.".into() }),
-            records::DeleteOutcome::Protected => Err(AppError::Forbidden {
-                message: "This image is protected. Turn protection off before deleting it.".into(),
-            }),
+            records::DeleteOutcome::Protected => {
+                Err(AppError::Forbidden { message: "This image is protected. Turn protection off before deleting it.".into() })
+            }
             records::DeleteOutcome::Deleted { locations } => {
                 for (backend, key) in &locations {
                     if let Err(err) = ctx.stores.delete(backend, key).await {
@@ -683,7 +686,9 @@ pub async fn control_job(job_id: String, action: String) -> Result<(), AppError>
         let done = match action.as_str() {
             "cancel" => ctx.db.cancel_job(&job_id).await,
             "retry" if job.kind == "import" => {
-                return Err(AppError::Conflict { message: "An import cannot be retried: its upload is gone. Upload the file again.".into() })
+                return Err(AppError::Conflict {
+                    message: "An import cannot be retried: its upload is gone. Upload the file again.".into(),
+                })
             }
             "retry" => ctx.db.retry_job(&job_id).await,
             other => return Err(AppError::BadRequest { message: format!("Unknown action '{other}'.") }),

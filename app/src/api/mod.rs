@@ -44,8 +44,7 @@ pub mod context {
 
     /// The server context, or an internal error if the server forgot to provide it.
     pub fn server_context() -> Result<ServerContext, AppError> {
-        use_context::<ServerContext>().ok_or_else(|| {
-            AppError::internal("server context", &std::io::Error::other("ServerContext was not provided"))
-        })
+        use_context::<ServerContext>()
+            .ok_or_else(|| AppError::internal("server context", &std::io::Error::other("ServerContext was not provided")))
     }
 }

@@ -17,11 +17,7 @@ async fn session() -> Result<tower_sessions::Session, AppError> {
 #[server(prefix = "/api", endpoint = "welcome_dismissed")]
 pub async fn welcome_dismissed() -> Result<bool, AppError> {
     let session = session().await?;
-    session
-        .get::<bool>(WELCOME_DISMISSED)
-        .await
-        .map(|v| v.unwrap_or(false))
-        .map_err(|e| AppError::internal("read session", &e))
+    session.get::<bool>(WELCOME_DISMISSED).await.map(|v| v.unwrap_or(false)).map_err(|e| AppError::internal("read session", &e))
 }
 
 /// Hides the welcome panel for this browser. Works as a plain form post without JavaScript.

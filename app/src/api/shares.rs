@@ -30,16 +30,14 @@ pub mod imp {
         let not_found = || AppError::NotFound { message: "No such image.".into() };
         let row = db.image(image_id).await.map_err(|e| AppError::internal("load image", &e))?.ok_or_else(not_found)?;
         let membership = match scope_project {
-            Some(p) => db
-                .image_member(image_id, p)
-                .await
-                .map_err(|e| AppError::internal("load membership", &e))?
-                .and_then(|m| match m.status.as_str() {
+            Some(p) => db.image_member(image_id, p).await.map_err(|e| AppError::internal("load membership", &e))?.and_then(|m| {
+                match m.status.as_str() {
                     "pending" => Some(policy::MemberStatus::Pending),
                     "accepted" => Some(policy::MemberStatus::Accepted),
                     "rejected" => Some(policy::MemberStatus::Rejected),
                     _ => None,
-                }),
+                }
+            }),
             None => None,
         };
         let facts = policy::ImageFacts {
@@ -108,11 +106,7 @@ pub async fn answer_share(image_id: String, accept: bool) -> Result<(), AppError
     use imp::*;
     answer(async move {
         let (authn, me) = crate::auth::signed_in()?;
-        let project = me
-            .scope
-            .as_ref()
-            .map(|s| s.project_id.clone())
-            .ok_or_else(|| AppError::bad_request("Choose a project first."))?;
+        let project = me.scope.as_ref().map(|s| s.project_id.clone()).ok_or_else(|| AppError::bad_request("Choose a project first."))?;
         require(&policy::Action::AnswerShare { project: &project })?;
         let db = server_context()?.db;
         let status = if accept { "accepted" } else { "rejected" };

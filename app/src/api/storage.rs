@@ -229,7 +229,15 @@ pub async fn storage_overview() -> Result<Vec<BackendUsage>, AppError> {
                 }
             }
             by_format.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.format.cmp(&b.format)));
-            out.push(BackendUsage { name: b.name.clone(), kind: b.kind.clone(), is_default: b.is_default, free, total, by_format, by_project });
+            out.push(BackendUsage {
+                name: b.name.clone(),
+                kind: b.kind.clone(),
+                is_default: b.is_default,
+                free,
+                total,
+                by_format,
+                by_project,
+            });
         }
         Ok(out)
     })

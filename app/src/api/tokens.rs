@@ -75,8 +75,15 @@ pub async fn create_token(name: String, project_id: Option<String>, expires_in_d
             .ok_or_else(|| AppError::Unauthorized { message: "Sign in again.".into() })?;
         let issued = accounts::issue_expiring_token(&ctx.db, &user, &project, &name, days).await.map_err(crate::auth::account_error)?;
         let lasts = days.map_or_else(|| "until revoked".to_owned(), |d| format!("{d} days"));
-        crate::auth::audit(&ctx.db, &authn, "token.create", "token", &issued.row.id, &format!("project {}, {lasts}", issued.row.project_name))
-            .await?;
+        crate::auth::audit(
+            &ctx.db,
+            &authn,
+            "token.create",
+            "token",
+            &issued.row.id,
+            &format!("project {}, {lasts}", issued.row.project_name),
+        )
+        .await?;
         Ok(NewToken { secret: issued.secret, token: info(issued.row) })
     })
     .await

@@ -105,7 +105,12 @@ pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
         let visibility = if form.visibility.is_empty() { "private" } else { form.visibility.as_str() };
         let vis = policy::Visibility::parse(visibility).ok_or_else(|| AppError::bad_request("Unknown visibility."))?;
         // The image to be: the policy's rule for who may give it this visibility (public: admins).
-        let facts = policy::ImageFacts { owner: Some(project.clone()), visibility: policy::Visibility::Private, protected: false, membership: None };
+        let facts = policy::ImageFacts {
+            owner: Some(project.clone()),
+            visibility: policy::Visibility::Private,
+            protected: false,
+            membership: None,
+        };
         crate::auth::require(&policy::Action::SetVisibility { image: &facts, to: vis })?;
         let ctx = crate::api::context::server_context()?;
         let quota = ctx.db.quota(&project).await.map_err(|e| AppError::internal("load quota", &e))?;
@@ -134,13 +139,8 @@ pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
                 properties.insert(k.to_owned(), serde_json::Value::String(v.chars().take(1024).collect()));
             }
         }
-        let tags: Vec<String> = form
-            .tags
-            .split(',')
-            .map(|t| t.trim().chars().take(255).collect::<String>())
-            .filter(|t| !t.is_empty())
-            .take(128)
-            .collect();
+        let tags: Vec<String> =
+            form.tags.split(',').map(|t| t.trim().chars().take(255).collect::<String>()).filter(|t| !t.is_empty()).take(128).collect();
         let container = if form.container_format.is_empty() { "bare".to_owned() } else { form.container_format.clone() };
         policy::metadata::check_container_format(&container).map_err(crate::api::images::imp::metadata_error)?;
         let row = ctx
@@ -163,7 +163,9 @@ pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
             .await
             .map_err(|e| match e {
                 records::DbError::ImageQuota { max } => AppError::QuotaExceeded {
-                    message: format!("Your project has reached its quota of {max} images. Delete an image or ask an administrator to raise the quota."),
+                    message: format!(
+                        "Your project has reached its quota of {max} images. Delete an image or ask an administrator to raise the quota."
+                    ),
                 },
                 e => AppError::internal("create image", &e),
             })?;

@@ -53,10 +53,7 @@ fn UsersPanel() -> impl IntoView {
     let create = ServerAction::<AdminCreateUser>::new();
     let disable = ServerAction::<AdminSetUserDisabled>::new();
     let reset = ServerAction::<AdminResetPassword>::new();
-    let users = Resource::new(
-        move || (create.version().get(), disable.version().get(), reset.version().get()),
-        |_| admin_list_users(),
-    );
+    let users = Resource::new(move || (create.version().get(), disable.version().get(), reset.version().get()), |_| admin_list_users());
     view! {
         <h2>"Create a user"</h2>
         <ActionForm action=create attr:class="form inline-form" attr:id="create-user-form">
@@ -277,11 +274,8 @@ pub fn AdminAuditPage() -> impl IntoView {
 #[component]
 fn AuditPanel() -> impl IntoView {
     let query = use_query_map();
-    let filter = move || {
-        query.with(|q| {
-            (q.get("actor"), q.get("action"), q.get("outcome"), q.get("before").and_then(|b| b.parse::<i64>().ok()))
-        })
-    };
+    let filter =
+        move || query.with(|q| (q.get("actor"), q.get("action"), q.get("outcome"), q.get("before").and_then(|b| b.parse::<i64>().ok())));
     let entries = Resource::new(filter, |(actor, action, outcome, before)| admin_list_audit(actor, action, outcome, before));
     let value = move |key: &'static str| query.with(|q| q.get(key).unwrap_or_default());
     view! {

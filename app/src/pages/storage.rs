@@ -55,9 +55,8 @@ fn tip_id(kind: &str, format: &str) -> String {
 #[component]
 fn MatrixView(m: MatrixData, set: ServerAction<SetMatrixCell>) -> impl IntoView {
     let query = use_query_map();
-    let selected = move || {
-        query.with(|q| (q.get("kind").unwrap_or_else(|| "local".into()), q.get("format").unwrap_or_else(|| "qcow2".into())))
-    };
+    let selected =
+        move || query.with(|q| (q.get("kind").unwrap_or_else(|| "local".into()), q.get("format").unwrap_or_else(|| "qcow2".into())));
     let m = StoredValue::new(m);
     let header = m.with_value(|m| {
         m.kinds

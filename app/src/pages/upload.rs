@@ -423,12 +423,18 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
             }
             let rate = done as f64 / secs;
             let left = (it.size.saturating_sub(done)) as f64 / rate.max(1.0);
-            format!(" · {}/s · {} left", human_bytes(rate as u64), if left < 60.0 { format!("{left:.0} s") } else { format!("{:.0} min", left / 60.0) })
+            format!(
+                " · {}/s · {} left",
+                human_bytes(rate as u64),
+                if left < 60.0 { format!("{left:.0} s") } else { format!("{:.0} min", left / 60.0) }
+            )
         }
     };
     let editable = {
         let it = it.clone();
-        move || matches!(it.phase.get(), Phase::Ready | Phase::Sniffing | Phase::Refused | Phase::Failed(_)) && it.resume.with(Option::is_none)
+        move || {
+            matches!(it.phase.get(), Phase::Ready | Phase::Sniffing | Phase::Refused | Phase::Failed(_)) && it.resume.with(Option::is_none)
+        }
     };
     let field = |label: &'static str, id: String, sig: RwSignal<String>, editable: Box<dyn Fn() -> bool + Send + Sync>| {
         view! {
@@ -439,7 +445,11 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
     let ed = editable;
     let can_start = {
         let it = it.clone();
-        move || matches!(it.phase.get(), Phase::Ready | Phase::Failed(_) | Phase::Paused) && !it.name.get().trim().is_empty() && !it.disk_format.get().is_empty()
+        move || {
+            matches!(it.phase.get(), Phase::Ready | Phase::Failed(_) | Phase::Paused)
+                && !it.name.get().trim().is_empty()
+                && !it.disk_format.get().is_empty()
+        }
     };
     let (i1, i2, i3, i4) = (it.clone(), it.clone(), it.clone(), it.clone());
     view! {

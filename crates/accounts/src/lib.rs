@@ -70,10 +70,7 @@ pub fn validate_password(password: &str) -> Result<(), AccountError> {
 /// recommended minimum) and a random salt, as a PHC string.
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AccountError::Hash(e.to_string()))
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| AccountError::Hash(e.to_string()))
 }
 
 /// Verifies a password against a stored PHC string; any malformed hash verifies as false.
@@ -100,9 +97,7 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), AccountError> {
     if ok_len && ok_chars {
         Ok(())
     } else {
-        Err(AccountError::Invalid(format!(
-            "{kind} must be 1 to 64 characters: letters, digits, '.', '_', '-' or '@'."
-        )))
+        Err(AccountError::Invalid(format!("{kind} must be 1 to 64 characters: letters, digits, '.', '_', '-' or '@'.")))
     }
 }
 
@@ -235,10 +230,7 @@ pub async fn principal_for_session(
         return Ok(None);
     }
     let scopes = scopes_of(db, &user).await?;
-    let scope = preferred_project
-        .and_then(|p| scopes.iter().find(|s| s.project_id == p))
-        .or_else(|| scopes.first())
-        .cloned();
+    let scope = preferred_project.and_then(|p| scopes.iter().find(|s| s.project_id == p)).or_else(|| scopes.first()).cloned();
     Ok(Some((Principal { user_id: user.id, username: user.username, is_admin: user.is_admin, scope, via_token: false }, scopes)))
 }
 

@@ -120,11 +120,7 @@ const QUEUE: usize = 4;
 /// side by side instead of one after the other. After each read, `each` gets the bytes read so
 /// far; an error from it (a cancelled job) stops the hashing and is returned. Memory: about
 /// `(QUEUE + 2) × 1 MiB` per algorithm.
-pub fn hash_parallel(
-    source: &mut dyn Read,
-    algos: &[Algorithm],
-    mut each: impl FnMut(u64) -> io::Result<()>,
-) -> io::Result<Vec<String>> {
+pub fn hash_parallel(source: &mut dyn Read, algos: &[Algorithm], mut each: impl FnMut(u64) -> io::Result<()>) -> io::Result<Vec<String>> {
     std::thread::scope(|scope| {
         let mut senders = Vec::with_capacity(algos.len());
         let mut threads = Vec::with_capacity(algos.len());
@@ -151,23 +147,16 @@ pub fn hash_parallel(
                 total += n as u64;
                 let block = Arc::new(buf);
                 for tx in &senders {
-                    tx.send(Arc::clone(&block))
-                        .map_err(|_| io::Error::other("a hash thread stopped"))?;
+                    tx.send(Arc::clone(&block)).map_err(|_| io::Error::other("a hash thread stopped"))?;
                 }
                 each(total)?;
             }
         };
         let read = read_all();
         drop(senders);
-        let digests: Vec<Option<String>> = threads
-            .into_iter()
-            .map(|t| t.join().ok().flatten())
-            .collect();
+        let digests: Vec<Option<String>> = threads.into_iter().map(|t| t.join().ok().flatten()).collect();
         read?;
-        digests
-            .into_iter()
-            .map(|d| d.ok_or_else(|| io::Error::other("a digest failed")))
-            .collect()
+        digests.into_iter().map(|d| d.ok_or_else(|| io::Error::other("a digest failed"))).collect()
     })
 }
 
@@ -270,7 +259,10 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Interrupted);
-        assert_eq!(hash_parallel(&mut io::empty(), &[Algorithm::Md5], |_| Ok(())).unwrap(), vec!["d41d8cd98f00b204e9800998ecf8427e".to_owned()]);
+        assert_eq!(
+            hash_parallel(&mut io::empty(), &[Algorithm::Md5], |_| Ok(())).unwrap(),
+            vec!["d41d8cd98f00b204e9800998ecf8427e".to_owned()]
+        );
     }
 
     #[test]

@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 200;
 
 fn qemu(args: &[&str]) {
-    let st = Command::new("qemu-img")
-        .args(args)
-        .status()
-        .expect("qemu-img is required");
+    let st = Command::new("qemu-img").args(args).status().expect("qemu-img is required");
     assert!(st.success(), "qemu-img {args:?}");
 }
 
@@ -35,17 +32,9 @@ fn sparse_raw(path: &Path, size: u64) {
 
 fn median(path: &Path, fmt: &str) -> Duration {
     let file = SizedFile::open(path).expect("open");
-    let opts = InspectOptions {
-        declared: Some(fmt.parse().expect("format")),
-        ..Default::default()
-    };
+    let opts = InspectOptions { declared: Some(fmt.parse().expect("format")), ..Default::default() };
     let first = inspect(&file, &opts);
-    assert!(
-        first.is_accepted(),
-        "{}: {:?}",
-        path.display(),
-        first.findings
-    );
+    assert!(first.is_accepted(), "{}: {:?}", path.display(), first.findings);
     let mut t: Vec<Duration> = (0..RUNS)
         .map(|_| {
             let s = Instant::now();
@@ -65,24 +54,9 @@ fn main() {
     let p = |n: &str| d.join(n).to_string_lossy().into_owned();
     let mut rows = Vec::new();
     for (label, size, sz) in [("64 MiB", 64u64 << 20, "64M"), ("4 GiB", 4u64 << 30, "4G")] {
-        qemu(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            &p(&format!("empty-{sz}.qcow2")),
-            sz,
-        ]);
+        qemu(&["create", "-q", "-f", "qcow2", &p(&format!("empty-{sz}.qcow2")), sz]);
         sparse_raw(&d.join(format!("data-{sz}.raw")), size);
-        qemu(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            &p(&format!("data-{sz}.raw")),
-            &p(&format!("data-{sz}.qcow2")),
-        ]);
+        qemu(&["convert", "-f", "raw", "-O", "qcow2", &p(&format!("data-{sz}.raw")), &p(&format!("data-{sz}.qcow2"))]);
         qemu(&[
             "convert",
             "-f",
@@ -94,24 +68,8 @@ fn main() {
             &p(&format!("data-{sz}.raw")),
             &p(&format!("data-{sz}.vmdk")),
         ]);
-        qemu(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vhdx",
-            &p(&format!("data-{sz}.raw")),
-            &p(&format!("data-{sz}.vhdx")),
-        ]);
-        qemu(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vdi",
-            &p(&format!("data-{sz}.raw")),
-            &p(&format!("data-{sz}.vdi")),
-        ]);
+        qemu(&["convert", "-f", "raw", "-O", "vhdx", &p(&format!("data-{sz}.raw")), &p(&format!("data-{sz}.vhdx"))]);
+        qemu(&["convert", "-f", "raw", "-O", "vdi", &p(&format!("data-{sz}.raw")), &p(&format!("data-{sz}.vdi"))]);
         std::fs::remove_file(d.join(format!("data-{sz}.raw"))).expect("rm");
         for (kind, file, fmt) in [
             ("qcow2 empty", format!("empty-{sz}.qcow2"), "qcow2"),
@@ -127,35 +85,13 @@ fn main() {
     for (kind, label, t) in &rows {
         println!("  {kind:<22} {label:>7}: {:>9.3} ms", t.as_secs_f64() * 1e3);
     }
-    for kind in [
-        "qcow2 empty",
-        "qcow2 1 MiB/256 MiB",
-        "vmdk stream",
-        "vhdx",
-        "vdi",
-    ] {
-        let small = rows
-            .iter()
-            .find(|r| r.0 == kind && r.1 == "64 MiB")
-            .map(|r| r.2);
-        let big = rows
-            .iter()
-            .find(|r| r.0 == kind && r.1 == "4 GiB")
-            .map(|r| r.2);
+    for kind in ["qcow2 empty", "qcow2 1 MiB/256 MiB", "vmdk stream", "vhdx", "vdi"] {
+        let small = rows.iter().find(|r| r.0 == kind && r.1 == "64 MiB").map(|r| r.2);
+        let big = rows.iter().find(|r| r.0 == kind && r.1 == "4 GiB").map(|r| r.2);
         if let (Some(s), Some(b)) = (small, big) {
-            println!(
-                "  ratio 4 GiB / 64 MiB for {kind:<20}: {:.2}",
-                b.as_secs_f64() / s.as_secs_f64().max(1e-9)
-            );
+            println!("  ratio 4 GiB / 64 MiB for {kind:<20}: {:.2}", b.as_secs_f64() / s.as_secs_f64().max(1e-9));
         }
     }
-    let q4 = rows
-        .iter()
-        .find(|r| r.0 == "qcow2 empty" && r.1 == "4 GiB")
-        .map(|r| r.2)
-        .unwrap_or_default();
-    assert!(
-        q4 < Duration::from_millis(10),
-        "4 GiB qcow2 inspect took {q4:?}"
-    );
+    let q4 = rows.iter().find(|r| r.0 == "qcow2 empty" && r.1 == "4 GiB").map(|r| r.2).unwrap_or_default();
+    assert!(q4 < Duration::from_millis(10), "4 GiB qcow2 inspect took {q4:?}");
 }

@@ -43,14 +43,7 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn new(src: &'a dyn ReadAt, deep: bool) -> Self {
-        Ctx {
-            src,
-            size: src.size(),
-            deep,
-            findings: Vec::new(),
-            depth: 0,
-            file_name: None,
-        }
+        Ctx { src, size: src.size(), deep, findings: Vec::new(), depth: 0, file_name: None }
     }
 
     /// Reads up to `len` bytes at `off`, clamped to the end of the file and to `MAX_READ_CHUNK`.
@@ -81,21 +74,13 @@ impl<'a> Ctx<'a> {
     }
 
     fn push(&mut self, severity: Severity, code: &str, message: String) {
-        if self
-            .findings
-            .iter()
-            .any(|f| f.code == code && f.message == message)
-        {
+        if self.findings.iter().any(|f| f.code == code && f.message == message) {
             return;
         }
         if self.findings.len() >= MAX_FINDINGS {
             return;
         }
-        self.findings.push(Finding {
-            code: code.to_string(),
-            severity,
-            message,
-        });
+        self.findings.push(Finding { code: code.to_string(), severity, message });
     }
 
     pub fn error(&mut self, code: &str, message: impl Into<String>) {
@@ -124,9 +109,6 @@ pub(crate) struct Parsed {
 
 impl Parsed {
     pub fn new(subformat: impl Into<String>, virtual_size: Option<u64>) -> Self {
-        Parsed {
-            subformat: Some(subformat.into()),
-            virtual_size,
-        }
+        Parsed { subformat: Some(subformat.into()), virtual_size }
     }
 }

@@ -117,13 +117,7 @@ pub(crate) fn classify(head: Vec<u8>, tail: Vec<u8>, declared: Option<Format>) -
 
     rich.sort_by_key(|(f, _)| crate::report::ALL_FORMATS.iter().position(|g| g == f));
     rich.dedup_by_key(|(f, _)| *f);
-    Detection {
-        rich,
-        part,
-        fs_hint,
-        head,
-        tail,
-    }
+    Detection { rich, part, fs_hint, head, tail }
 }
 
 /// ISO 9660 (`CD001`) or UDF (`BEA01`/`NSR0x`) in a volume descriptor slot from sector 16 on.

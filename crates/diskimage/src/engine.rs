@@ -22,11 +22,7 @@ pub struct InspectOptions {
 
 impl Default for InspectOptions {
     fn default() -> Self {
-        InspectOptions {
-            declared: None,
-            max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
-            file_name: None,
-        }
+        InspectOptions { declared: None, max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE, file_name: None }
     }
 }
 
@@ -57,14 +53,9 @@ pub fn sniff_with(bytes: &SparseBytes, opts: &InspectOptions) -> SniffOutcome {
         Ok(r) => SniffOutcome::Done(r),
         Err(Stop::Need(r)) => {
             if bytes.piece_count() < 2 + SNIFF_MAX_FOLLOWUPS {
-                let len = r
-                    .len
-                    .clamp(SNIFF_FETCH_GRANULE, crate::limits::SNIFF_MAX_PIECE);
+                let len = r.len.clamp(SNIFF_FETCH_GRANULE, crate::limits::SNIFF_MAX_PIECE);
                 let len = len.min(bytes.size().saturating_sub(r.offset));
-                SniffOutcome::NeedMore(vec![ByteRange {
-                    offset: r.offset,
-                    len,
-                }])
+                SniffOutcome::NeedMore(vec![ByteRange { offset: r.offset, len }])
             } else {
                 // Give the format detected so far, without the structures we could not reach.
                 let mut cx = Ctx::new(bytes, false);
@@ -79,7 +70,9 @@ pub fn sniff_with(bytes: &SparseBytes, opts: &InspectOptions) -> SniffOutcome {
                 report.findings.push(Finding {
                     code: codes::SNIFF_INCOMPLETE.into(),
                     severity: Severity::Info,
-                    message: "The browser could not read enough of the file to check everything; the server will check it after the upload.".into(),
+                    message:
+                        "The browser could not read enough of the file to check everything; the server will check it after the upload."
+                            .into(),
                 });
                 SniffOutcome::Done(report)
             }
@@ -129,23 +122,13 @@ pub(crate) fn inspect_dyn(src: &dyn ReadAt, opts: &InspectOptions, depth: u8) ->
     cx.file_name = opts.file_name.clone();
     match analyse(&mut cx, opts) {
         Ok(r) => r,
-        Err(Stop::Need(r)) => io_report(&format!(
-            "bytes {}..{} are not available to the inspector",
-            r.offset,
-            r.end()
-        )),
+        Err(Stop::Need(r)) => io_report(&format!("bytes {}..{} are not available to the inspector", r.offset, r.end())),
         Err(Stop::Io(e)) => io_report(&e),
     }
 }
 
 fn bare_report(format: Format, virtual_size: Option<u64>) -> Report {
-    Report {
-        format,
-        subformat: None,
-        virtual_size,
-        verdict: Verdict::Accepted,
-        findings: Vec::new(),
-    }
+    Report { format, subformat: None, virtual_size, verdict: Verdict::Accepted, findings: Vec::new() }
 }
 
 fn io_report(e: &str) -> Report {
@@ -167,11 +150,7 @@ fn resolve(cx: &mut Ctx, det: &Detection) -> (Format, bool) {
     let names = |d: &Detection| {
         let mut v: Vec<&str> = d.rich.iter().map(|(f, _)| f.as_str()).collect();
         if let Some(p) = d.part {
-            v.push(if matches!(p, PartTable::Mbr) {
-                "mbr"
-            } else {
-                "gpt"
-            });
+            v.push(if matches!(p, PartTable::Mbr) { "mbr" } else { "gpt" });
         }
         v.join(", ")
     };
@@ -195,11 +174,7 @@ fn resolve(cx: &mut Ctx, det: &Detection) -> (Format, bool) {
             }
         }
         [(first, _), ..] => {
-            let code = if det.has(Format::Iso) {
-                codes::ISO_POLYGLOT
-            } else {
-                codes::MULTIPLE_FORMATS
-            };
+            let code = if det.has(Format::Iso) { codes::ISO_POLYGLOT } else { codes::MULTIPLE_FORMATS };
             cx.error(
                 code,
                 format!(
@@ -324,13 +299,7 @@ fn finish(cx: &mut Ctx, format: Format, parsed: Parsed, opts: &InspectOptions) -
             };
             cx.error(
                 codes::FORMAT_MISMATCH,
-                format!(
-                    "The file was declared as {} but it is a {} ({}); {}.",
-                    declared.as_str(),
-                    format.as_str(),
-                    format.label(),
-                    hint
-                ),
+                format!("The file was declared as {} but it is a {} ({}); {}.", declared.as_str(), format.as_str(), format.label(), hint),
             );
         }
     }
@@ -346,31 +315,15 @@ fn finish(cx: &mut Ctx, format: Format, parsed: Parsed, opts: &InspectOptions) -
                 ),
             );
         }
-        let aligned_formats = matches!(
-            format,
-            Format::Qcow2 | Format::Vdi | Format::Vhdx | Format::Vhd | Format::Vmdk | Format::Qed
-        );
+        let aligned_formats = matches!(format, Format::Qcow2 | Format::Vdi | Format::Vhdx | Format::Vhd | Format::Vmdk | Format::Qed);
         if aligned_formats && vs % 512 != 0 {
-            cx.error(
-                codes::VIRTUAL_SIZE_UNALIGNED,
-                format!("The virtual size {vs} is not a multiple of 512 bytes, which no disk has."),
-            );
+            cx.error(codes::VIRTUAL_SIZE_UNALIGNED, format!("The virtual size {vs} is not a multiple of 512 bytes, which no disk has."));
         }
     }
     let mut findings = core::mem::take(&mut cx.findings);
     findings.sort_by_key(|f| core::cmp::Reverse(f.severity));
-    let verdict = if findings.iter().any(|f| f.severity == Severity::Error) {
-        Verdict::Rejected
-    } else {
-        Verdict::Accepted
-    };
-    Report {
-        format,
-        subformat: parsed.subformat,
-        virtual_size: parsed.virtual_size,
-        verdict,
-        findings,
-    }
+    let verdict = if findings.iter().any(|f| f.severity == Severity::Error) { Verdict::Rejected } else { Verdict::Accepted };
+    Report { format, subformat: parsed.subformat, virtual_size: parsed.virtual_size, verdict, findings }
 }
 
 /// "16 GiB" style rendering for messages.
@@ -396,10 +349,7 @@ mod tests {
     const SIZE: u64 = 8 << 20;
 
     fn raw_opts() -> InspectOptions {
-        InspectOptions {
-            declared: Some(Format::Raw),
-            ..Default::default()
-        }
+        InspectOptions { declared: Some(Format::Raw), ..Default::default() }
     }
 
     /// A head of 64 KiB: an MBR with one partition, then `magic` written at `at`.
@@ -443,15 +393,9 @@ mod tests {
         }
         // Declared as what it is: left to the end (unless the head is a polyglot, such as this
         // qcow2 header on an MBR).
-        let as_qcow2 = InspectOptions {
-            declared: Some(Format::Qcow2),
-            ..Default::default()
-        };
+        let as_qcow2 = InspectOptions { declared: Some(Format::Qcow2), ..Default::default() };
         let bare = bare_head(b"QFI\xfb\0\0\0\x03", 0);
-        assert!(!matches!(
-            sniff_head(&bare, SIZE, &as_qcow2),
-            HeadVerdict::Refused(_)
-        ));
+        assert!(!matches!(sniff_head(&bare, SIZE, &as_qcow2), HeadVerdict::Refused(_)));
         match sniff_head(&q, SIZE, &as_qcow2) {
             HeadVerdict::Refused(r) => assert!(r.has(codes::MULTIPLE_FORMATS), "{r:?}"),
             v => panic!("a qcow2 + MBR polyglot head: {v:?}"),
@@ -459,10 +403,7 @@ mod tests {
         // VHDX headers lie beyond the head: the end could not decide either.
         let x = head(b"vhdxfile", 0);
         assert_eq!(sniff_head(&x, SIZE, &raw_opts()), HeadVerdict::Unverifiable);
-        assert!(matches!(
-            sniff_end(&x, &[0u8; 1536]),
-            SniffOutcome::NeedMore(_)
-        ));
+        assert!(matches!(sniff_end(&x, &[0u8; 1536]), SniffOutcome::NeedMore(_)));
     }
 
     /// Whatever the tail holds, a head refused early is refused at the end too (the early
@@ -471,11 +412,7 @@ mod tests {
     fn early_refusal_implies_refusal_at_the_end() {
         let mut footer = [0u8; 1536];
         footer[1024..1032].copy_from_slice(b"conectix");
-        let tails: [(&[u8], bool); 3] = [
-            (&[0u8; 1536], false),
-            (&[0xA5u8; 1536], false),
-            (&footer, true),
-        ];
+        let tails: [(&[u8], bool); 3] = [(&[0u8; 1536], false), (&[0xA5u8; 1536], false), (&footer, true)];
         let heads = [
             head(b"", 0),
             bare_head(b"", 0),

@@ -44,9 +44,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 opts.declared = Some(v.parse::<Format>().map_err(|e| e.to_string())?);
             }
             "--max-virtual-size" => {
-                let v = it
-                    .next()
-                    .ok_or("--max-virtual-size needs a number of bytes")?;
+                let v = it.next().ok_or("--max-virtual-size needs a number of bytes")?;
                 opts.max_virtual_size = v.parse().map_err(|_| format!("invalid size {v:?}"))?;
             }
             s if s.starts_with("--") => return Err(format!("unknown option {s:?}")),
@@ -59,12 +57,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     }
     let file = file.ok_or("missing FILE")?;
     opts.file_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-    Ok(Args {
-        command,
-        file,
-        opts,
-        json,
-    })
+    Ok(Args { command, file, opts, json })
 }
 
 fn print_human(path: &std::path::Path, r: &Report) {
@@ -75,14 +68,7 @@ fn print_human(path: &std::path::Path, r: &Report) {
         Some(v) => println!("virtual size: {v} bytes"),
         None => println!("virtual size: unknown"),
     }
-    println!(
-        "verdict:      {}",
-        if r.verdict == Verdict::Accepted {
-            "accepted"
-        } else {
-            "rejected"
-        }
-    );
+    println!("verdict:      {}", if r.verdict == Verdict::Accepted { "accepted" } else { "rejected" });
     for f in &r.findings {
         let sev = match f.severity {
             Severity::Error => "error",
@@ -100,10 +86,7 @@ fn main() -> ExitCode {
     if let Some(code) = diskimage::convert::cli::dispatch(&argv) {
         return code;
     }
-    if argv
-        .first()
-        .is_some_and(|a| a == "--help" || a == "-h" || a == "help")
-    {
+    if argv.first().is_some_and(|a| a == "--help" || a == "-h" || a == "help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
@@ -121,11 +104,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = if args.command == "sniff" {
-        diskimage::sniff_reader(&file, &args.opts)
-    } else {
-        diskimage::inspect(&file, &args.opts)
-    };
+    let report = if args.command == "sniff" { diskimage::sniff_reader(&file, &args.opts) } else { diskimage::inspect(&file, &args.opts) };
     if args.json {
         match serde_json::to_string(&report) {
             Ok(s) => println!("{s}"),

@@ -58,12 +58,8 @@ impl ReadAt for [u8] {
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let start = usize::try_from(offset).map_err(|_| out_of_range(offset, buf.len()))?;
-        let end = start
-            .checked_add(buf.len())
-            .ok_or_else(|| out_of_range(offset, buf.len()))?;
-        let src = self
-            .get(start..end)
-            .ok_or_else(|| out_of_range(offset, buf.len()))?;
+        let end = start.checked_add(buf.len()).ok_or_else(|| out_of_range(offset, buf.len()))?;
+        let src = self.get(start..end).ok_or_else(|| out_of_range(offset, buf.len()))?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -79,9 +75,7 @@ impl ReadAt for Vec<u8> {
 }
 
 fn out_of_range(offset: u64, len: usize) -> ReadError {
-    ReadError::Io(format!(
-        "read of {len} bytes at {offset} is past the end of the data"
-    ))
+    ReadError::Io(format!("read of {len} bytes at {offset} is past the end of the data"))
 }
 
 /// Some pieces of a file plus its total size: what the browser holds after `Blob.slice` reads.
@@ -117,23 +111,14 @@ pub struct SparseBytes {
 impl SparseBytes {
     /// An empty view of a file of `size` bytes.
     pub fn new(size: u64) -> Self {
-        SparseBytes {
-            size,
-            pieces: Vec::new(),
-        }
+        SparseBytes { size, pieces: Vec::new() }
     }
 
     /// The head and tail ranges the browser reads first (64 KiB and 1.5 KiB, clamped to the file).
     pub fn initial_ranges(size: u64) -> (ByteRange, ByteRange) {
-        let head = ByteRange {
-            offset: 0,
-            len: size.min(crate::limits::SNIFF_HEAD),
-        };
+        let head = ByteRange { offset: 0, len: size.min(crate::limits::SNIFF_HEAD) };
         let tail_len = size.min(crate::limits::SNIFF_TAIL);
-        let tail = ByteRange {
-            offset: size - tail_len,
-            len: tail_len,
-        };
+        let tail = ByteRange { offset: size - tail_len, len: tail_len };
         (head, tail)
     }
 
@@ -150,8 +135,7 @@ impl SparseBytes {
 
     /// Copies `range` from `src` into this view (used by the CLI and tests to emulate the browser).
     pub fn fetch_from(&mut self, src: &dyn ReadAt, range: ByteRange) -> Result<(), ReadError> {
-        let len = usize::try_from(range.len.min(crate::limits::SNIFF_MAX_PIECE))
-            .map_err(|_| ReadError::Io("range too large".into()))?;
+        let len = usize::try_from(range.len.min(crate::limits::SNIFF_MAX_PIECE)).map_err(|_| ReadError::Io("range too large".into()))?;
         let mut buf = vec![0u8; len];
         src.read_exact_at(range.offset, &mut buf)?;
         self.insert(range.offset, buf);
@@ -185,10 +169,7 @@ impl ReadAt for SparseBytes {
         self.size
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let want = ByteRange {
-            offset,
-            len: buf.len() as u64,
-        };
+        let want = ByteRange { offset, len: buf.len() as u64 };
         if want.end() > self.size {
             return Err(out_of_range(offset, buf.len()));
         }
@@ -196,22 +177,14 @@ impl ReadAt for SparseBytes {
         let mut covered = 0u64;
         let mut cursor = offset;
         while cursor < want.end() {
-            let piece = self
-                .pieces
-                .iter()
-                .find(|(o, b)| *o <= cursor && cursor < o.saturating_add(b.len() as u64));
+            let piece = self.pieces.iter().find(|(o, b)| *o <= cursor && cursor < o.saturating_add(b.len() as u64));
             let Some((po, pb)) = piece else {
-                return Err(ReadError::Missing(ByteRange {
-                    offset: cursor,
-                    len: want.end() - cursor,
-                }));
+                return Err(ReadError::Missing(ByteRange { offset: cursor, len: want.end() - cursor }));
             };
             let from = (cursor - po) as usize;
             let n = ((pb.len() - from) as u64).min(want.end() - cursor) as usize;
             let dst_from = (cursor - offset) as usize;
-            if let (Some(d), Some(s)) =
-                (buf.get_mut(dst_from..dst_from + n), pb.get(from..from + n))
-            {
+            if let (Some(d), Some(s)) = (buf.get_mut(dst_from..dst_from + n), pb.get(from..from + n)) {
                 d.copy_from_slice(s);
             }
             cursor += n as u64;
@@ -245,10 +218,7 @@ impl ReadAt for SubRange<'_> {
         if offset.saturating_add(buf.len() as u64) > self.len {
             return Err(out_of_range(offset, buf.len()));
         }
-        match self
-            .inner
-            .read_exact_at(self.base.saturating_add(offset), buf)
-        {
+        match self.inner.read_exact_at(self.base.saturating_add(offset), buf) {
             Err(ReadError::Missing(r)) => Err(ReadError::Missing(r)),
             other => other,
         }
@@ -274,9 +244,7 @@ mod file_impl {
             use std::os::windows::fs::FileExt;
             let mut done = 0usize;
             while done < buf.len() {
-                let n = self
-                    .seek_read(&mut buf[done..], offset + done as u64)
-                    .map_err(|e| ReadError::Io(e.to_string()))?;
+                let n = self.seek_read(&mut buf[done..], offset + done as u64).map_err(|e| ReadError::Io(e.to_string()))?;
                 if n == 0 {
                     return Err(ReadError::Io("unexpected end of file".into()));
                 }

@@ -236,9 +236,7 @@ impl Report {
 
     /// The error findings (the reasons for a rejection).
     pub fn errors(&self) -> impl Iterator<Item = &Finding> {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
+        self.findings.iter().filter(|f| f.severity == Severity::Error)
     }
 
     /// True if a finding has this code.

@@ -33,16 +33,12 @@ pub fn byte(b: &[u8], off: usize) -> u8 {
 
 /// True if `b[off..]` starts with `pat`.
 pub fn has_at(b: &[u8], off: usize, pat: &[u8]) -> bool {
-    off.checked_add(pat.len())
-        .and_then(|end| b.get(off..end))
-        .is_some_and(|s| s == pat)
+    off.checked_add(pat.len()).and_then(|end| b.get(off..end)).is_some_and(|s| s == pat)
 }
 
 /// A sub-slice, empty if out of range.
 pub fn slice(b: &[u8], off: usize, len: usize) -> &[u8] {
-    off.checked_add(len)
-        .and_then(|end| b.get(off..end))
-        .unwrap_or(&[])
+    off.checked_add(len).and_then(|end| b.get(off..end)).unwrap_or(&[])
 }
 
 /// A 16-byte array at `off` (zeroes if out of range).
@@ -112,18 +108,8 @@ pub fn utf16_lossy(b: &[u8], big_endian: bool) -> String {
 
 /// Printable rendering of a short byte string for messages.
 pub fn printable(b: &[u8], max: usize) -> String {
-    let mut s: String = b
-        .iter()
-        .take(max)
-        .take_while(|&&c| c != 0)
-        .map(|&c| {
-            if (0x20..0x7f).contains(&c) {
-                c as char
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    let mut s: String =
+        b.iter().take(max).take_while(|&&c| c != 0).map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '?' }).collect();
     if b.len() > max {
         s.push('…');
     }

@@ -8,10 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use diskimage::convert::{
-    convert_file, convert_stream, Compression, ConvertOptions, ErrorKind, NoProgress, SourceFormat,
-    TargetFormat,
-};
+use diskimage::convert::{convert_file, convert_stream, Compression, ConvertOptions, ErrorKind, NoProgress, SourceFormat, TargetFormat};
 
 fn qemu_img(args: &[&str]) -> std::process::Output {
     let out = Command::new("qemu-img")
@@ -76,44 +73,19 @@ fn make_payload(path: &Path, size: u64) {
 }
 
 fn opts(to: TargetFormat, c: Compression) -> ConvertOptions {
-    ConvertOptions {
-        to,
-        compression: c,
-        sync: false,
-    }
+    ConvertOptions { to, compression: c, sync: false }
 }
 
 fn check_qcow2(path: &Path) {
-    let out = qemu_img(&[
-        "check",
-        "-f",
-        "qcow2",
-        "--output=json",
-        path.to_str().unwrap(),
-    ]);
+    let out = qemu_img(&["check", "-f", "qcow2", "--output=json", path.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "qemu-img check failed ({:?}): {text}",
-        out.status.code()
-    );
+    assert!(out.status.success(), "qemu-img check failed ({:?}): {text}", out.status.code());
     assert!(text.contains("\"check-errors\": 0"), "{text}");
-    assert!(
-        !text.contains("corruptions") && !text.contains("leaks"),
-        "{text}"
-    );
+    assert!(!text.contains("corruptions") && !text.contains("leaks"), "{text}");
 }
 
 fn compare(src_fmt: &str, src: &Path, dst_fmt: &str, dst: &Path) {
-    let out = qemu_img(&[
-        "compare",
-        "-f",
-        src_fmt,
-        "-F",
-        dst_fmt,
-        src.to_str().unwrap(),
-        dst.to_str().unwrap(),
-    ]);
+    let out = qemu_img(&["compare", "-f", src_fmt, "-F", dst_fmt, src.to_str().unwrap(), dst.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "qemu-img compare -f {src_fmt} -F {dst_fmt} {} {}: {}{}",
@@ -146,9 +118,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        Fixture {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Fixture { dir: tempfile::tempdir().unwrap() }
     }
     fn p(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -160,20 +130,10 @@ impl Fixture {
 fn roundtrip(fx: &Fixture, src: &Path, qfmt: &str, from: SourceFormat, raw_ref: &Path) {
     let tag = src.file_name().unwrap().to_str().unwrap().to_string();
     let mut plain_size = 0;
-    for (c, name) in [
-        (Compression::None, "plain"),
-        (Compression::Zlib, "zlib"),
-        (Compression::Zstd, "zstd"),
-    ] {
+    for (c, name) in [(Compression::None, "plain"), (Compression::Zlib, "zlib"), (Compression::Zstd, "zstd")] {
         let out = fx.p(&format!("{tag}.{name}.qcow2"));
-        let s = convert_file(
-            src,
-            &out,
-            Some(from),
-            &opts(TargetFormat::Qcow2, c),
-            &mut NoProgress,
-        )
-        .unwrap_or_else(|e| panic!("{tag} -> qcow2 {name}: {e}"));
+        let s = convert_file(src, &out, Some(from), &opts(TargetFormat::Qcow2, c), &mut NoProgress)
+            .unwrap_or_else(|e| panic!("{tag} -> qcow2 {name}: {e}"));
         assert_eq!(s.from, from);
         check_qcow2(&out);
         compare(qfmt, src, "qcow2", &out);
@@ -182,44 +142,20 @@ fn roundtrip(fx: &Fixture, src: &Path, qfmt: &str, from: SourceFormat, raw_ref: 
         if c == Compression::None {
             plain_size = size;
         } else {
-            assert!(
-                size < plain_size * 9 / 10,
-                "{tag} {name}: {size} vs plain {plain_size}"
-            );
+            assert!(size < plain_size * 9 / 10, "{tag} {name}: {size} vs plain {plain_size}");
         }
         // Our own reader: qcow2 -> raw must equal qemu's raw view of the source.
         let back = fx.p(&format!("{tag}.{name}.back.raw"));
-        convert_file(
-            &out,
-            &back,
-            Some(SourceFormat::Qcow2),
-            &opts(TargetFormat::Raw, Compression::None),
-            &mut NoProgress,
-        )
-        .unwrap();
+        convert_file(&out, &back, Some(SourceFormat::Qcow2), &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
         files_equal(raw_ref, &back);
         fs::remove_file(&back).unwrap();
         fs::remove_file(&out).unwrap();
     }
     let out = fx.p(&format!("{tag}.raw"));
-    convert_file(
-        src,
-        &out,
-        Some(from),
-        &opts(TargetFormat::Raw, Compression::None),
-        &mut NoProgress,
-    )
-    .unwrap();
+    convert_file(src, &out, Some(from), &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
     compare(qfmt, src, "raw", &out);
     // raw -> raw keeps the exact byte size; every other source has a sector-multiple size.
-    files_equal(
-        if from == SourceFormat::Raw {
-            src
-        } else {
-            raw_ref
-        },
-        &out,
-    );
+    files_equal(if from == SourceFormat::Raw { src } else { raw_ref }, &out);
     fs::remove_file(&out).unwrap();
 }
 
@@ -231,71 +167,23 @@ fn every_input_format_roundtrips() {
     make_payload(&base, 21 * 1024 * 1024 + 12_345);
     // qemu's raw view pads to a sector; our raw reference is qemu's own raw conversion.
     let reference = fx.p("reference.raw");
-    qemu_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        base.to_str().unwrap(),
-        reference.to_str().unwrap(),
-    ]);
+    qemu_ok(&["convert", "-f", "raw", "-O", "raw", base.to_str().unwrap(), reference.to_str().unwrap()]);
 
     let b = base.to_str().unwrap();
     let cases: &[(&str, &str, &[&str], SourceFormat)] = &[
-        (
-            "q2.qcow2",
-            "qcow2",
-            &["-O", "qcow2", "-o", "compat=0.10"],
-            SourceFormat::Qcow2,
-        ),
+        ("q2.qcow2", "qcow2", &["-O", "qcow2", "-o", "compat=0.10"], SourceFormat::Qcow2),
         ("q3.qcow2", "qcow2", &["-O", "qcow2"], SourceFormat::Qcow2),
-        (
-            "q3-4k.qcow2",
-            "qcow2",
-            &["-O", "qcow2", "-o", "cluster_size=4096"],
-            SourceFormat::Qcow2,
-        ),
-        (
-            "q3-zlib.qcow2",
-            "qcow2",
-            &["-O", "qcow2", "-c"],
-            SourceFormat::Qcow2,
-        ),
-        (
-            "q3-zstd.qcow2",
-            "qcow2",
-            &["-O", "qcow2", "-c", "-o", "compression_type=zstd"],
-            SourceFormat::Qcow2,
-        ),
+        ("q3-4k.qcow2", "qcow2", &["-O", "qcow2", "-o", "cluster_size=4096"], SourceFormat::Qcow2),
+        ("q3-zlib.qcow2", "qcow2", &["-O", "qcow2", "-c"], SourceFormat::Qcow2),
+        ("q3-zstd.qcow2", "qcow2", &["-O", "qcow2", "-c", "-o", "compression_type=zstd"], SourceFormat::Qcow2),
         ("dyn.vdi", "vdi", &["-O", "vdi"], SourceFormat::Vdi),
-        (
-            "static.vdi",
-            "vdi",
-            &["-O", "vdi", "-o", "static=on"],
-            SourceFormat::Vdi,
-        ),
+        ("static.vdi", "vdi", &["-O", "vdi", "-o", "static=on"], SourceFormat::Vdi),
         ("sparse.vmdk", "vmdk", &["-O", "vmdk"], SourceFormat::Vmdk),
-        (
-            "stream.vmdk",
-            "vmdk",
-            &["-O", "vmdk", "-o", "subformat=streamOptimized"],
-            SourceFormat::Vmdk,
-        ),
+        ("stream.vmdk", "vmdk", &["-O", "vmdk", "-o", "subformat=streamOptimized"], SourceFormat::Vmdk),
         ("dyn.vhd", "vpc", &["-O", "vpc"], SourceFormat::Vhd),
-        (
-            "fixed.vhd",
-            "vpc",
-            &["-O", "vpc", "-o", "subformat=fixed"],
-            SourceFormat::Vhd,
-        ),
+        ("fixed.vhd", "vpc", &["-O", "vpc", "-o", "subformat=fixed"], SourceFormat::Vhd),
         ("dyn.vhdx", "vhdx", &["-O", "vhdx"], SourceFormat::Vhdx),
-        (
-            "fixed.vhdx",
-            "vhdx",
-            &["-O", "vhdx", "-o", "subformat=fixed"],
-            SourceFormat::Vhdx,
-        ),
+        ("fixed.vhdx", "vhdx", &["-O", "vhdx", "-o", "subformat=fixed"], SourceFormat::Vhdx),
     ];
     for (name, qfmt, args, from) in cases {
         let src = fx.p(name);
@@ -307,15 +195,7 @@ fn every_input_format_roundtrips() {
         // VHD sizes round to the CHS geometry: qemu's raw view of the VHD is the reference.
         let reference = if *qfmt == "vpc" {
             let r = fx.p(&format!("{name}.ref.raw"));
-            qemu_ok(&[
-                "convert",
-                "-f",
-                "vpc",
-                "-O",
-                "raw",
-                src.to_str().unwrap(),
-                r.to_str().unwrap(),
-            ]);
+            qemu_ok(&["convert", "-f", "vpc", "-O", "raw", src.to_str().unwrap(), r.to_str().unwrap()]);
             r
         } else {
             reference.clone()
@@ -336,27 +216,9 @@ fn footer_based_vmdk_roundtrips() {
     let base = fx.p("base.raw");
     make_payload(&base, 5 * 1024 * 1024 + 777);
     let reference = fx.p("reference.raw");
-    qemu_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        base.to_str().unwrap(),
-        reference.to_str().unwrap(),
-    ]);
+    qemu_ok(&["convert", "-f", "raw", "-O", "raw", base.to_str().unwrap(), reference.to_str().unwrap()]);
     let qsrc = fx.p("qemu-stream.vmdk");
-    qemu_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vmdk",
-        "-o",
-        "subformat=streamOptimized",
-        base.to_str().unwrap(),
-        qsrc.to_str().unwrap(),
-    ]);
+    qemu_ok(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", base.to_str().unwrap(), qsrc.to_str().unwrap()]);
     let mut d = fs::read(&qsrc).unwrap();
     let footer = d[..512].to_vec();
     d[56..64].copy_from_slice(&[0xFF; 8]);
@@ -389,14 +251,7 @@ fn footer_based_vmdk_roundtrips() {
     d[n - 512] = 1;
     let bad = fx.p("bad-eos.vmdk");
     fs::write(&bad, &d).unwrap();
-    let e = convert_file(
-        &bad,
-        &fx.p("bad.qcow2"),
-        Some(SourceFormat::Vmdk),
-        &ConvertOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err();
+    let e = convert_file(&bad, &fx.p("bad.qcow2"), Some(SourceFormat::Vmdk), &ConvertOptions::default(), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     assert!(e.to_string().contains("vmdk-footer"), "{e}");
     let e = convert_stream(
@@ -419,35 +274,17 @@ fn all_zero_and_tiny_inputs() {
     // The inspector refuses an empty file; nothing is written for it.
     let empty = fx.p("empty.raw");
     File::create(&empty).unwrap();
-    let e = convert_file(
-        &empty,
-        &fx.p("empty.qcow2"),
-        None,
-        &ConvertOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err();
+    let e = convert_file(&empty, &fx.p("empty.qcow2"), None, &ConvertOptions::default(), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     assert!(!fx.p("empty.qcow2").exists());
-    for (name, size) in [
-        ("zero.raw", 100u64 << 20),
-        ("tiny.raw", 12_345),
-        ("one.raw", 1),
-    ] {
+    for (name, size) in [("zero.raw", 100u64 << 20), ("tiny.raw", 12_345), ("one.raw", 1)] {
         let src = fx.p(name);
         File::create(&src).unwrap().set_len(size).unwrap();
         if size == 1 {
             fs::write(&src, [7u8]).unwrap();
         }
         let out = fx.p(&format!("{name}.qcow2"));
-        let s = convert_file(
-            &src,
-            &out,
-            Some(SourceFormat::Raw),
-            &opts(TargetFormat::Qcow2, Compression::Zlib),
-            &mut NoProgress,
-        )
-        .unwrap();
+        let s = convert_file(&src, &out, Some(SourceFormat::Raw), &opts(TargetFormat::Qcow2, Compression::Zlib), &mut NoProgress).unwrap();
         check_qcow2(&out);
         compare("raw", &src, "qcow2", &out);
         // header + L1 + one refcount block + table (+ data cluster and L2 when non-zero).
@@ -466,31 +303,13 @@ fn output_is_sparse_raw() {
     f.write_all_at(&[1u8; 4096], 10 << 20).unwrap();
     drop(f);
     let q = fx.p("s.qcow2");
-    convert_file(
-        &src,
-        &q,
-        None,
-        &opts(TargetFormat::Qcow2, Compression::None),
-        &mut NoProgress,
-    )
-    .unwrap();
+    convert_file(&src, &q, None, &opts(TargetFormat::Qcow2, Compression::None), &mut NoProgress).unwrap();
     let out = fx.p("s.out.raw");
-    convert_file(
-        &q,
-        &out,
-        None,
-        &opts(TargetFormat::Raw, Compression::None),
-        &mut NoProgress,
-    )
-    .unwrap();
+    convert_file(&q, &out, None, &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
     files_equal(&src, &out);
     use std::os::unix::fs::MetadataExt;
     let blocks = fs::metadata(&out).unwrap().blocks();
-    assert!(
-        blocks * 512 <= 1 << 20,
-        "raw output is not sparse: {} bytes allocated",
-        blocks * 512
-    );
+    assert!(blocks * 512 <= 1 << 20, "raw output is not sparse: {} bytes allocated", blocks * 512);
 }
 
 /// Larger than 2 GiB of host clusters, so the refcount table needs two blocks, and larger
@@ -516,46 +335,20 @@ fn more_than_one_refcount_block() {
     f.write_all_at(&[9], size - 1).unwrap();
     drop(f);
     let out = fx.p("big.qcow2");
-    convert_file(
-        &src,
-        &out,
-        Some(SourceFormat::Raw),
-        &opts(TargetFormat::Qcow2, Compression::None),
-        &mut NoProgress,
-    )
-    .unwrap();
+    convert_file(&src, &out, Some(SourceFormat::Raw), &opts(TargetFormat::Qcow2, Compression::None), &mut NoProgress).unwrap();
     check_qcow2(&out);
     compare("raw", &src, "qcow2", &out);
     fs::remove_file(&src).unwrap(); // keep disk use low
-    let info = qemu_ok(&[
-        "info",
-        "-f",
-        "qcow2",
-        "--output=json",
-        out.to_str().unwrap(),
-    ]);
+    let info = qemu_ok(&["info", "-f", "qcow2", "--output=json", out.to_str().unwrap()]);
     assert!(info.contains("\"compat\": \"1.1\""), "{info}");
     // Our own reader back to raw, compared with qemu's reading of our qcow2.
     let back = fx.p("big.back.raw");
-    convert_file(
-        &out,
-        &back,
-        None,
-        &opts(TargetFormat::Raw, Compression::None),
-        &mut NoProgress,
-    )
-    .unwrap();
+    convert_file(&out, &back, None, &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
     compare("qcow2", &out, "raw", &back);
     let mut probe = vec![0u8; 4096];
-    File::open(&back)
-        .unwrap()
-        .read_exact_at(&mut probe, start + (1 << 30))
-        .unwrap();
+    File::open(&back).unwrap().read_exact_at(&mut probe, start + (1 << 30)).unwrap();
     assert_eq!(probe[..4], [1, 1, 3, 3]);
-    assert_eq!(
-        fs::metadata(&back).unwrap().len(),
-        size.next_multiple_of(512)
-    );
+    assert_eq!(fs::metadata(&back).unwrap().len(), size.next_multiple_of(512));
 }
 
 #[test]
@@ -564,15 +357,7 @@ fn streaming_inputs() {
     let base = fx.p("base.raw");
     make_payload(&base, 9 * 1024 * 1024 + 333);
     let reference = fx.p("ref.raw");
-    qemu_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        base.to_str().unwrap(),
-        reference.to_str().unwrap(),
-    ]);
+    qemu_ok(&["convert", "-f", "raw", "-O", "raw", base.to_str().unwrap(), reference.to_str().unwrap()]);
     let len = fs::metadata(&base).unwrap().len();
     // raw stream
     let out = fx.p("raw-stream.qcow2");
@@ -609,12 +394,7 @@ fn streaming_inputs() {
     // VDI and streamOptimized VMDK, through a pipe-like reader (no Seek).
     for (name, qfmt, args, from) in [
         ("s.vdi", "vdi", vec!["-O", "vdi"], SourceFormat::Vdi),
-        (
-            "s.vmdk",
-            "vmdk",
-            vec!["-O", "vmdk", "-o", "subformat=streamOptimized"],
-            SourceFormat::Vmdk,
-        ),
+        ("s.vmdk", "vmdk", vec!["-O", "vmdk", "-o", "subformat=streamOptimized"], SourceFormat::Vmdk),
     ] {
         let src = fx.p(name);
         let mut a = vec!["convert", "-f", "raw"];
@@ -624,45 +404,18 @@ fn streaming_inputs() {
         qemu_ok(&a);
         let out = fx.p(&format!("{name}.qcow2"));
         let mut r = std::io::BufReader::with_capacity(1000, File::open(&src).unwrap());
-        let s = convert_stream(
-            &mut r,
-            from,
-            None,
-            Some(name),
-            &out,
-            &opts(TargetFormat::Qcow2, Compression::Zlib),
-            &mut NoProgress,
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(
-            s.bytes_in,
-            fs::metadata(&src).unwrap().len(),
-            "{name}: whole stream consumed"
-        );
+        let s = convert_stream(&mut r, from, None, Some(name), &out, &opts(TargetFormat::Qcow2, Compression::Zlib), &mut NoProgress)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(s.bytes_in, fs::metadata(&src).unwrap().len(), "{name}: whole stream consumed");
         check_qcow2(&out);
         compare(qfmt, &src, "qcow2", &out);
         let back = fx.p(&format!("{name}.back.raw"));
-        convert_file(
-            &out,
-            &back,
-            None,
-            &opts(TargetFormat::Raw, Compression::None),
-            &mut NoProgress,
-        )
-        .unwrap();
+        convert_file(&out, &back, None, &opts(TargetFormat::Raw, Compression::None), &mut NoProgress).unwrap();
         files_equal(&reference, &back);
     }
     // monolithicSparse needs random access: refused clearly while streaming.
     let src = fx.p("ms.vmdk");
-    qemu_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vmdk",
-        base.to_str().unwrap(),
-        src.to_str().unwrap(),
-    ]);
+    qemu_ok(&["convert", "-f", "raw", "-O", "vmdk", base.to_str().unwrap(), src.to_str().unwrap()]);
     let e = convert_stream(
         &mut File::open(&src).unwrap(),
         SourceFormat::Vmdk,
@@ -683,47 +436,16 @@ fn refusals_and_no_partial_output() {
     make_payload(&base, 2 << 20);
     // backing file
     let backed = fx.p("backed.qcow2");
-    qemu_ok(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-F",
-        "raw",
-        "-b",
-        base.to_str().unwrap(),
-        backed.to_str().unwrap(),
-    ]);
+    qemu_ok(&["create", "-f", "qcow2", "-F", "raw", "-b", base.to_str().unwrap(), backed.to_str().unwrap()]);
     let out = fx.p("o.qcow2");
-    let e = convert_file(
-        &backed,
-        &out,
-        None,
-        &ConvertOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err();
+    let e = convert_file(&backed, &out, None, &ConvertOptions::default(), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     // declared format mismatch
-    let e = convert_file(
-        &base,
-        &out,
-        Some(SourceFormat::Qcow2),
-        &ConvertOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err();
+    let e = convert_file(&base, &out, Some(SourceFormat::Qcow2), &ConvertOptions::default(), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     // truncated qcow2: its metadata points beyond the end (the inspector refuses it)
     let q = fx.p("t.qcow2");
-    qemu_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        base.to_str().unwrap(),
-        q.to_str().unwrap(),
-    ]);
+    qemu_ok(&["convert", "-f", "raw", "-O", "qcow2", base.to_str().unwrap(), q.to_str().unwrap()]);
     let f = OpenOptions::new().write(true).open(&q).unwrap();
     f.set_len(4 * 65536).unwrap();
     let e = convert_file(&q, &out, None, &ConvertOptions::default(), &mut NoProgress).unwrap_err();
@@ -733,26 +455,12 @@ fn refusals_and_no_partial_output() {
     let d = fx.p("flat.vmdk");
     let mut df = File::create(&d).unwrap();
     df.write_all(b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n").unwrap();
-    let e = convert_file(
-        &d,
-        &out,
-        Some(SourceFormat::Vmdk),
-        &ConvertOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err();
+    let e = convert_file(&d, &out, Some(SourceFormat::Vmdk), &ConvertOptions::default(), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
     // nothing left behind, not even temporaries
-    let left: Vec<_> = fs::read_dir(fx.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = fs::read_dir(fx.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!out.exists());
-    assert!(
-        left.iter()
-            .all(|n| !n.to_string_lossy().contains("partial")),
-        "{left:?}"
-    );
+    assert!(left.iter().all(|n| !n.to_string_lossy().contains("partial")), "{left:?}");
     // an existing output is never overwritten
     let e = convert_file(&base, &q, None, &ConvertOptions::default(), &mut NoProgress).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Usage, "{e}");
@@ -778,56 +486,13 @@ fn a_cancelled_conversion_stops_midway_and_keeps_nothing() {
         }
     }
     let q = fx.p("big.qcow2");
-    qemu_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        src.to_str().unwrap(),
-        q.to_str().unwrap(),
-    ]);
+    qemu_ok(&["convert", "-f", "raw", "-O", "qcow2", src.to_str().unwrap(), q.to_str().unwrap()]);
     let cases = [
-        (
-            "raw -> qcow2",
-            &src,
-            SourceFormat::Raw,
-            TargetFormat::Qcow2,
-            Compression::None,
-            false,
-        ),
-        (
-            "raw -> qcow2 zlib",
-            &src,
-            SourceFormat::Raw,
-            TargetFormat::Qcow2,
-            Compression::Zlib,
-            false,
-        ),
-        (
-            "raw -> raw",
-            &src,
-            SourceFormat::Raw,
-            TargetFormat::Raw,
-            Compression::None,
-            false,
-        ),
-        (
-            "qcow2 -> raw",
-            &q,
-            SourceFormat::Qcow2,
-            TargetFormat::Raw,
-            Compression::None,
-            false,
-        ),
-        (
-            "stream raw -> qcow2",
-            &src,
-            SourceFormat::Raw,
-            TargetFormat::Qcow2,
-            Compression::None,
-            true,
-        ),
+        ("raw -> qcow2", &src, SourceFormat::Raw, TargetFormat::Qcow2, Compression::None, false),
+        ("raw -> qcow2 zlib", &src, SourceFormat::Raw, TargetFormat::Qcow2, Compression::Zlib, false),
+        ("raw -> raw", &src, SourceFormat::Raw, TargetFormat::Raw, Compression::None, false),
+        ("qcow2 -> raw", &q, SourceFormat::Qcow2, TargetFormat::Raw, Compression::None, false),
+        ("stream raw -> qcow2", &src, SourceFormat::Raw, TargetFormat::Qcow2, Compression::None, true),
     ];
     for (what, input, from, to, c, stream) in cases {
         let out = fx.p("cancelled.out");
@@ -854,14 +519,8 @@ fn a_cancelled_conversion_stops_midway_and_keeps_nothing() {
         let e = r.expect_err(what);
         assert_eq!(e.kind(), ErrorKind::Cancelled, "{what}: {e}");
         assert!(e.to_string().contains("cancelled"), "{what}: {e}");
-        assert_eq!(
-            updates, 1,
-            "{what}: stopped at the first check after the flag"
-        );
-        assert!(
-            seen > 0 && seen < total / 2,
-            "{what}: read {seen} of {total} bytes"
-        );
+        assert_eq!(updates, 1, "{what}: stopped at the first check after the flag");
+        assert!(seen > 0 && seen < total / 2, "{what}: read {seen} of {total} bytes");
         assert!(!out.exists(), "{what}: output kept");
         let left: Vec<_> = fs::read_dir(fx.dir.path())
             .unwrap()
@@ -874,14 +533,7 @@ fn a_cancelled_conversion_stops_midway_and_keeps_nothing() {
     let stop = AtomicBool::new(false);
     let out = fx.p("whole.qcow2");
     let mut p = Cancellable::new(|_: u64, _: u64| {}, &stop);
-    convert_file(
-        &src,
-        &out,
-        Some(SourceFormat::Raw),
-        &opts(TargetFormat::Qcow2, Compression::None),
-        &mut p,
-    )
-    .unwrap();
+    convert_file(&src, &out, Some(SourceFormat::Raw), &opts(TargetFormat::Qcow2, Compression::None), &mut p).unwrap();
     compare("raw", &src, "qcow2", &out);
 }
 
@@ -904,32 +556,16 @@ fn ctrl_c_stops_the_cli_and_leaves_nothing() {
     }
     let out = fx.p("int.qcow2");
     let mut child = Command::new(env!("CARGO_BIN_EXE_diskimage"))
-        .args([
-            "convert",
-            src.to_str().unwrap(),
-            out.to_str().unwrap(),
-            "--to",
-            "qcow2",
-        ])
+        .args(["convert", src.to_str().unwrap(), out.to_str().unwrap(), "--to", "qcow2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let partial = || {
-        fs::read_dir(fx.dir.path())
-            .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().contains("partial"))
-    };
+    let partial = || fs::read_dir(fx.dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("partial"));
     let t0 = Instant::now();
     while !partial() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the conversion ended before it could be interrupted"
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no output was started"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "the conversion ended before it could be interrupted");
+        assert!(t0.elapsed() < Duration::from_secs(60), "no output was started");
         std::thread::sleep(Duration::from_millis(1));
     }
     kill_process(Pid::from_child(&child), Signal::INT).unwrap();

@@ -10,9 +10,7 @@ use std::process::Command;
 
 use diskimage::convert::ova::{extract_ova, OvaReport};
 use diskimage::convert::uec::{extract_uec, UecLimits, UecRole};
-use diskimage::convert::{
-    convert_stream, Compression, ConvertOptions, ErrorKind, NoProgress, SourceFormat, TargetFormat,
-};
+use diskimage::convert::{convert_stream, Compression, ConvertOptions, ErrorKind, NoProgress, SourceFormat, TargetFormat};
 use diskimage::{codes, InspectOptions, Report};
 
 const SO_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
@@ -22,15 +20,8 @@ const SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.h
 const BYTE_URI: &str = "http://en.wikipedia.org/wiki/Byte";
 
 fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} is required for these tests and could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd} is required for these tests and could not run: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -88,16 +79,11 @@ fn ovf(disks: &[(&str, &str, u64)], extra: &str) -> String {
         refs += &format!("<File ovf:id=\"file{i}\" ovf:href=\"{href}\"/>");
         // Whole MiB as exporters write them; anything else in bytes (the default unit).
         let capacity = if cap % (1 << 20) == 0 {
-            format!(
-                "ovf:capacity=\"{}\" ovf:capacityAllocationUnits=\"byte * 2^20\"",
-                cap >> 20
-            )
+            format!("ovf:capacity=\"{}\" ovf:capacityAllocationUnits=\"byte * 2^20\"", cap >> 20)
         } else {
             format!("ovf:capacity=\"{cap}\"")
         };
-        dsks += &format!(
-            "<Disk ovf:diskId=\"vmdisk{i}\" ovf:fileRef=\"file{i}\" {capacity} ovf:format=\"{fmt}\"/>"
-        );
+        dsks += &format!("<Disk ovf:diskId=\"vmdisk{i}\" ovf:fileRef=\"file{i}\" {capacity} ovf:format=\"{fmt}\"/>");
     }
     ovf_envelope(extra, &refs, &dsks)
 }
@@ -151,37 +137,18 @@ fn env() -> Env {
         let out = dir.path().join(name);
         run(
             "qemu-img",
-            &[
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "vmdk",
-                "-o",
-                &format!("subformat={subformat}"),
-                raw.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ],
+            &["convert", "-f", "raw", "-O", "vmdk", "-o", &format!("subformat={subformat}"), raw.to_str().unwrap(), out.to_str().unwrap()],
         );
         fs::read(out).unwrap()
     };
     let disk1 = mk(&raw1, "disk1.vmdk", "streamOptimized");
     let disk2 = mk(&raw2, "disk2.vmdk", "streamOptimized");
     let sparse1 = mk(&raw1, "sparse1.vmdk", "monolithicSparse");
-    Env {
-        dir,
-        disk1,
-        disk2,
-        sparse1,
-        raw1,
-    }
+    Env { dir, disk1, disk2, sparse1, raw1 }
 }
 
 fn good_ova(e: &Env) -> Vec<u8> {
-    let o = ovf(
-        &[("disk1.vmdk", SO_URI, CAP1), ("disk2.vmdk", SO_URI, CAP2)],
-        "",
-    );
+    let o = ovf(&[("disk1.vmdk", SO_URI, CAP1), ("disk2.vmdk", SO_URI, CAP2)], "");
     let mf = format!(
         "SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\nSHA1(disk2.vmdk)= {}\n",
         sha256_hex(o.as_bytes()),
@@ -202,11 +169,7 @@ fn sha1_hex(b: &[u8]) -> String {
 }
 
 fn opts() -> ConvertOptions {
-    ConvertOptions {
-        to: TargetFormat::Qcow2,
-        compression: Compression::None,
-        sync: false,
-    }
+    ConvertOptions { to: TargetFormat::Qcow2, compression: Compression::None, sync: false }
 }
 
 /// Everything under `root` (relative paths), to prove nothing was written anywhere else.
@@ -241,39 +204,15 @@ fn good_ova_extracts_every_disk() {
     assert_eq!(r.ovf.memory_mib, Some(1024));
     assert_eq!(r.disks.len(), 2);
     assert_eq!(r.disks[0].virtual_size, CAP1);
-    assert!(r
-        .disks
-        .iter()
-        .all(|d| d.source_format == SourceFormat::Vmdk));
+    assert!(r.disks.iter().all(|d| d.source_format == SourceFormat::Vmdk));
     assert_eq!(r.bytes_in, ova.len() as u64);
     for d in &r.disks {
         assert!(d.path.starts_with(&out));
-        let chk = Command::new("qemu-img")
-            .args(["check", "-f", "qcow2", d.path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            chk.status.success(),
-            "{}",
-            String::from_utf8_lossy(&chk.stdout)
-        );
+        let chk = Command::new("qemu-img").args(["check", "-f", "qcow2", d.path.to_str().unwrap()]).output().unwrap();
+        assert!(chk.status.success(), "{}", String::from_utf8_lossy(&chk.stdout));
     }
-    run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "qcow2",
-            e.raw1.to_str().unwrap(),
-            r.disks[0].path.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(
-        listing(&out),
-        vec!["disk1.qcow2".to_string(), "disk2.qcow2".to_string()]
-    );
+    run("qemu-img", &["compare", "-f", "raw", "-F", "qcow2", e.raw1.to_str().unwrap(), r.disks[0].path.to_str().unwrap()]);
+    assert_eq!(listing(&out), vec!["disk1.qcow2".to_string(), "disk2.qcow2".to_string()]);
 }
 
 /// Each case: a package and a fragment of the expected error message.
@@ -352,10 +291,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         },
         "TARmageddon",
     );
-    let dtd = ovf(
-        &[("disk1.vmdk", SO_URI, CAP1)],
-        "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>",
-    );
+    let dtd = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>");
     add(
         "xxe",
         &|t| {
@@ -402,11 +338,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "bad-digest",
         &|t| {
             tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-            let mf = format!(
-                "SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\n",
-                sha256_hex(o1.as_bytes()),
-                "0".repeat(64)
-            );
+            let mf = format!("SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\n", sha256_hex(o1.as_bytes()), "0".repeat(64));
             tar_member(t, "test.mf", b'0', mf.as_bytes(), "");
             tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
         },
@@ -416,13 +348,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "md5-manifest",
         &|t| {
             tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-            tar_member(
-                t,
-                "test.mf",
-                b'0',
-                b"MD5(disk1.vmdk)= 00112233445566778899aabbccddeeff\n",
-                "",
-            );
+            tar_member(t, "test.mf", b'0', b"MD5(disk1.vmdk)= 00112233445566778899aabbccddeeff\n", "");
             tar_member(t, "disk1.vmdk", b'0', &e.disk1, "");
         },
         "not accepted",
@@ -431,8 +357,13 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "flat-descriptor-disk",
         &|t| {
             tar_member(t, "test.ovf", b'0', o1.as_bytes(), "");
-            tar_member(t, "disk1.vmdk", b'0',
-            b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n", "");
+            tar_member(
+                t,
+                "disk1.vmdk",
+                b'0',
+                b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n",
+                "",
+            );
         },
         "disk vmdisk0",
     );
@@ -445,14 +376,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         },
         "the OVF says",
     );
-    let flat = ovf(
-        &[(
-            "disk1.vmdk",
-            "http://www.vmware.com/interfaces/specifications/vmdk.html#monolithicFlat",
-            CAP1,
-        )],
-        "",
-    );
+    let flat = ovf(&[("disk1.vmdk", "http://www.vmware.com/interfaces/specifications/vmdk.html#monolithicFlat", CAP1)], "");
     add(
         "non-stream-format",
         &|t| {
@@ -501,10 +425,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
     );
     // The raw URI is compared whole, like the VMDK ones (ASCII case is ignored: see
     // `inspector_and_extractor_agree_on_uris_subformats_and_manifests`).
-    let byte_order = ovf(
-        &[("disk1.img", "http://en.wikipedia.org/wiki/Byte_order", CAP2)],
-        "",
-    );
+    let byte_order = ovf(&[("disk1.img", "http://en.wikipedia.org/wiki/Byte_order", CAP2)], "");
     add(
         "raw-uri-lookalike",
         &|t| {
@@ -543,11 +464,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "sparse-bad-digest",
         &|t| {
             tar_member(t, "test.ovf", b'0', sp.as_bytes(), "");
-            let mf = format!(
-                "SHA256(test.ovf)= {}\nSHA256(sparse1.vmdk)= {}\n",
-                sha256_hex(sp.as_bytes()),
-                "0".repeat(64)
-            );
+            let mf = format!("SHA256(test.ovf)= {}\nSHA256(sparse1.vmdk)= {}\n", sha256_hex(sp.as_bytes()), "0".repeat(64));
             tar_member(t, "test.mf", b'0', mf.as_bytes(), "");
             tar_member(t, "sparse1.vmdk", b'0', &e.sparse1, "");
         },
@@ -584,10 +501,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
     );
     // The spooled file goes through the inspector: a parent disk is refused there.
     let mut with_parent = e.sparse1.clone();
-    let at = with_parent
-        .windows(18)
-        .position(|w| w == b"parentCID=ffffffff")
-        .expect("qemu's descriptor has parentCID=ffffffff");
+    let at = with_parent.windows(18).position(|w| w == b"parentCID=ffffffff").expect("qemu's descriptor has parentCID=ffffffff");
     with_parent[at..at + 18].copy_from_slice(b"parentCID=1234abcd");
     add(
         "sparse-with-parent",
@@ -625,29 +539,13 @@ fn malicious_ovas_are_refused_and_leave_nothing() {
     let before = listing(e.dir.path());
     for (name, pkg, msg) in malicious_ovas(&e) {
         let out = e.dir.path().join(format!("out-{name}"));
-        let err = extract_ova(&mut &pkg[..], &out, &opts(), &mut NoProgress)
-            .err()
-            .unwrap_or_else(|| panic!("{name}: accepted"));
-        assert!(
-            matches!(
-                err.kind(),
-                ErrorKind::Package | ErrorKind::Rejected | ErrorKind::Corrupt
-            ),
-            "{name}: {err}"
-        );
+        let err = extract_ova(&mut &pkg[..], &out, &opts(), &mut NoProgress).err().unwrap_or_else(|| panic!("{name}: accepted"));
+        assert!(matches!(err.kind(), ErrorKind::Package | ErrorKind::Rejected | ErrorKind::Corrupt), "{name}: {err}");
         assert!(err.to_string().contains(msg), "{name}: {err}");
-        assert_eq!(
-            listing(&out),
-            Vec::<String>::new(),
-            "{name}: output left behind"
-        );
+        assert_eq!(listing(&out), Vec::<String>::new(), "{name}: output left behind");
         fs::remove_dir(&out).unwrap();
     }
-    assert_eq!(
-        listing(e.dir.path()),
-        before,
-        "something was written outside OUTDIR"
-    );
+    assert_eq!(listing(e.dir.path()), before, "something was written outside OUTDIR");
 }
 
 /// A raw disk of `len` bytes the way oVirt exports one: an MBR with one Linux partition, data
@@ -692,48 +590,17 @@ fn inspect_bytes(b: &[u8]) -> Report {
 }
 
 fn qemu_img_check(path: &Path) {
-    let chk = Command::new("qemu-img")
-        .args([
-            "check",
-            "-f",
-            "qcow2",
-            "--output=json",
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        chk.status.success(),
-        "qemu-img check {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&chk.stdout)
-    );
+    let chk = Command::new("qemu-img").args(["check", "-f", "qcow2", "--output=json", path.to_str().unwrap()]).output().unwrap();
+    assert!(chk.status.success(), "qemu-img check {}: {}", path.display(), String::from_utf8_lossy(&chk.stdout));
 }
 
 fn compare(fmt1: &str, a: &Path, fmt2: &str, b: &Path) {
-    run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            fmt1,
-            "-F",
-            fmt2,
-            a.to_str().unwrap(),
-            b.to_str().unwrap(),
-        ],
-    );
+    run("qemu-img", &["compare", "-f", fmt1, "-F", fmt2, a.to_str().unwrap(), b.to_str().unwrap()]);
 }
 
 /// An OVA with a streamOptimized VMDK disk and a raw disk (and a manifest over both).
 fn mixed_ova(e: &Env, raw: &[u8]) -> Vec<u8> {
-    let o = ovf(
-        &[
-            ("disk1.vmdk", SO_URI, CAP1),
-            ("disk2.img", BYTE_URI, raw.len() as u64),
-        ],
-        "",
-    );
+    let o = ovf(&[("disk1.vmdk", SO_URI, CAP1), ("disk2.img", BYTE_URI, raw.len() as u64)], "");
     let mf = manifest_for(&o, &[("disk1.vmdk", &e.disk1), ("disk2.img", raw)]);
     let mut t = Vec::new();
     tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
@@ -759,20 +626,11 @@ fn ova_with_vmdk_and_raw_disks_extracts_both() {
         assert!(r.manifest_verified);
         assert_eq!(r.disks.len(), 2);
         let (d1, d2) = (&r.disks[0], &r.disks[1]);
-        assert_eq!(
-            (d1.disk_id.as_str(), d1.member.as_str(), d1.source_format),
-            ("vmdisk0", "disk1.vmdk", SourceFormat::Vmdk)
-        );
-        assert_eq!(
-            (d2.disk_id.as_str(), d2.member.as_str(), d2.source_format),
-            ("vmdisk1", "disk2.img", SourceFormat::Raw)
-        );
+        assert_eq!((d1.disk_id.as_str(), d1.member.as_str(), d1.source_format), ("vmdisk0", "disk1.vmdk", SourceFormat::Vmdk));
+        assert_eq!((d2.disk_id.as_str(), d2.member.as_str(), d2.source_format), ("vmdisk1", "disk2.img", SourceFormat::Raw));
         assert_eq!((d1.virtual_size, d2.virtual_size), (CAP1, CAP2));
         assert_eq!(d2.path, out.join(format!("disk2.{ext}")));
-        assert_eq!(
-            listing(out),
-            vec![format!("disk1.{ext}"), format!("disk2.{ext}")]
-        );
+        assert_eq!(listing(out), vec![format!("disk1.{ext}"), format!("disk2.{ext}")]);
     };
 
     // qcow2 output: qemu-img is the oracle.
@@ -792,10 +650,7 @@ fn ova_with_vmdk_and_raw_disks_extracts_both() {
 
     // raw output: byte for byte.
     let out = e.dir.path().join("out-raw");
-    let raw_opts = ConvertOptions {
-        to: TargetFormat::Raw,
-        ..opts()
-    };
+    let raw_opts = ConvertOptions { to: TargetFormat::Raw, ..opts() };
     let r = extract_ova(&mut &ova[..], &out, &raw_opts, &mut NoProgress).unwrap();
     check(&r, &out, "raw");
     assert!(fs::read(&r.disks[0].path).unwrap() == fs::read(&e.raw1).unwrap());
@@ -822,31 +677,17 @@ fn disguised_disks(dir: &Path) -> Vec<(&'static str, Vec<u8>, bool)> {
     luks[8..13].copy_from_slice(b"aes\0\0");
     let qed = {
         let p = dir.join("x.qed");
-        run(
-            "qemu-img",
-            &["create", "-q", "-f", "qed", p.to_str().unwrap(), "2M"],
-        );
+        run("qemu-img", &["create", "-q", "-f", "qed", p.to_str().unwrap(), "2M"]);
         fs::read(p).unwrap()
     };
     vec![
         ("qcow2", qemu("x.qcow2", &["-O", "qcow2"]), true),
         ("vmdk", qemu("x.vmdk", &["-O", "vmdk"]), true),
-        (
-            "vmdk",
-            qemu(
-                "so.vmdk",
-                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
-            ),
-            true,
-        ),
+        ("vmdk", qemu("so.vmdk", &["-O", "vmdk", "-o", "subformat=streamOptimized"]), true),
         ("vdi", qemu("x.vdi", &["-O", "vdi"]), true),
         ("vhd", qemu("dyn.vhd", &["-O", "vpc"]), true),
         // A fixed VHD has its footer only at the end: the tail check must see it.
-        (
-            "vhd",
-            qemu("fixed.vhd", &["-O", "vpc", "-o", "subformat=fixed"]),
-            false,
-        ),
+        ("vhd", qemu("fixed.vhd", &["-O", "vpc", "-o", "subformat=fixed"]), false),
         // VHDX keeps its metadata beyond the 64 KiB head the gate holds: the sniff cannot decide
         // from head and tail, so the stream is refused as unverifiable (still refused).
         ("vhdx", qemu("x.vhdx", &["-O", "vhdx"]), true),
@@ -900,13 +741,7 @@ fn disguised_raw_disk_is_refused_before_converting() {
         for (j, b) in disk[n..].iter_mut().enumerate() {
             *b = (j % 251) as u8 | 1;
         }
-        let o = ovf(
-            &[
-                ("disk1.img", BYTE_URI, PADDED as u64),
-                ("disk2.vmdk", SO_URI, CAP2),
-            ],
-            "",
-        );
+        let o = ovf(&[("disk1.img", BYTE_URI, PADDED as u64), ("disk2.vmdk", SO_URI, CAP2)], "");
         let mut t = Vec::new();
         tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
         tar_member(&mut t, "disk1.img", b'0', &disk, "");
@@ -916,34 +751,16 @@ fn disguised_raw_disk_is_refused_before_converting() {
         let out = dir.join(format!("out-{i}-{fmt}"));
         let mut seen = Vec::new();
         let mut progress = |i: u64, o: u64| seen.push((i, o));
-        let mut input = Counting {
-            inner: &t[..],
-            n: 0,
-        };
+        let mut input = Counting { inner: &t[..], n: 0 };
         let err = extract_ova(&mut input, &out, &opts(), &mut progress)
             .err()
             .unwrap_or_else(|| panic!("{fmt}: a {fmt} image was extracted as a raw disk"));
         let msg = err.to_string();
         assert_eq!(err.kind(), ErrorKind::Package, "{fmt}: {msg}");
-        assert!(
-            msg.contains("disk vmdisk0 (disk1.img): ") && msg.contains(&disguise_refusal(fmt)),
-            "{fmt}: {msg}"
-        );
-        assert!(
-            seen.iter().all(|&(_, o)| o == 0),
-            "{fmt}: output was written before the refusal: {seen:?}"
-        );
-        assert!(
-            input.n < PADDED / 4,
-            "{fmt}: {} of the package's {} bytes were read before the refusal",
-            input.n,
-            t.len()
-        );
-        assert_eq!(
-            listing(&out),
-            Vec::<String>::new(),
-            "{fmt}: output left behind"
-        );
+        assert!(msg.contains("disk vmdisk0 (disk1.img): ") && msg.contains(&disguise_refusal(fmt)), "{fmt}: {msg}");
+        assert!(seen.iter().all(|&(_, o)| o == 0), "{fmt}: output was written before the refusal: {seen:?}");
+        assert!(input.n < PADDED / 4, "{fmt}: {} of the package's {} bytes were read before the refusal", input.n, t.len());
+        assert_eq!(listing(&out), Vec::<String>::new(), "{fmt}: output left behind");
         fs::remove_dir(&out).unwrap();
     }
     assert_eq!(listing(dir), before, "something was written outside OUTDIR");
@@ -966,23 +783,12 @@ fn raw_disk_that_is_another_format_is_refused() {
             .unwrap_or_else(|| panic!("{fmt}: a {fmt} image was extracted as a raw disk"));
         let msg = err.to_string();
         assert_eq!(err.kind(), ErrorKind::Package, "{fmt}: {msg}");
-        assert!(
-            msg.contains("disk vmdisk1 (disk2.img): ") && msg.contains(&disguise_refusal(fmt)),
-            "{fmt}: {msg}"
-        );
-        assert_eq!(
-            listing(&out),
-            Vec::<String>::new(),
-            "{fmt}: output left behind"
-        );
+        assert!(msg.contains("disk vmdisk1 (disk2.img): ") && msg.contains(&disguise_refusal(fmt)), "{fmt}: {msg}");
+        assert_eq!(listing(&out), Vec::<String>::new(), "{fmt}: output left behind");
         fs::remove_dir(&out).unwrap();
         // The package inspector refuses the same package.
         let rep = inspect_bytes(&ova);
-        assert!(
-            !rep.is_accepted() && rep.has(codes::OVA_DISK),
-            "{fmt}: inspector: {:?}",
-            rep.findings
-        );
+        assert!(!rep.is_accepted() && rep.has(codes::OVA_DISK), "{fmt}: inspector: {:?}", rep.findings);
     }
     assert_eq!(listing(dir), before, "something was written outside OUTDIR");
 }
@@ -995,17 +801,9 @@ fn raw_stream_length_must_match() {
     let data = raw_payload(CAP2);
     for (name, raw_len) in [("long", CAP2 - 512), ("short", CAP2 + 512)] {
         let out = dir.path().join(format!("{name}.qcow2"));
-        let err = convert_stream(
-            &mut &data[..],
-            SourceFormat::Raw,
-            Some(raw_len),
-            None,
-            &out,
-            &opts(),
-            &mut NoProgress,
-        )
-        .err()
-        .unwrap_or_else(|| panic!("{name}: a raw stream of the wrong length was accepted"));
+        let err = convert_stream(&mut &data[..], SourceFormat::Raw, Some(raw_len), None, &out, &opts(), &mut NoProgress)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: a raw stream of the wrong length was accepted"));
         assert_eq!(err.kind(), ErrorKind::Corrupt, "{name}: {err}");
         assert!(!out.exists(), "{name}");
     }
@@ -1061,32 +859,12 @@ fn ova_certificate_is_reported_unverified() {
     };
     let mfb = mf.as_bytes().to_vec();
     for (name, p) in [
-        (
-            "two",
-            pkg(&[
-                ("test.mf", mfb.clone()),
-                ("a.cert", cert(&mf)),
-                ("b.cert", cert(&mf)),
-            ]),
-        ),
-        (
-            "before-mf",
-            pkg(&[("test.cert", cert(&mf)), ("test.mf", mfb.clone())]),
-        ),
-        (
-            "large",
-            pkg(&[
-                ("test.mf", mfb.clone()),
-                ("test.cert", vec![b'A'; (64 << 10) + 1]),
-            ]),
-        ),
+        ("two", pkg(&[("test.mf", mfb.clone()), ("a.cert", cert(&mf)), ("b.cert", cert(&mf))])),
+        ("before-mf", pkg(&[("test.cert", cert(&mf)), ("test.mf", mfb.clone())])),
+        ("large", pkg(&[("test.mf", mfb.clone()), ("test.cert", vec![b'A'; (64 << 10) + 1])])),
     ] {
         let rep = inspect_bytes(&p);
-        assert!(
-            !rep.is_accepted() && rep.has(codes::OVA_CERTIFICATE),
-            "{name}: {:?}",
-            rep.findings
-        );
+        assert!(!rep.is_accepted() && rep.has(codes::OVA_CERTIFICATE), "{name}: {:?}", rep.findings);
     }
 }
 
@@ -1096,17 +874,8 @@ fn ova_certificate_is_reported_unverified() {
 #[test]
 fn ova_with_monolithic_sparse_disk_extracts() {
     let e = env();
-    let o = ovf(
-        &[
-            ("sparse1.vmdk", SPARSE_URI, CAP1),
-            ("disk2.vmdk", SO_URI, CAP2),
-        ],
-        "",
-    );
-    let mf = manifest_for(
-        &o,
-        &[("sparse1.vmdk", &e.sparse1), ("disk2.vmdk", &e.disk2)],
-    );
+    let o = ovf(&[("sparse1.vmdk", SPARSE_URI, CAP1), ("disk2.vmdk", SO_URI, CAP2)], "");
+    let mf = manifest_for(&o, &[("sparse1.vmdk", &e.sparse1), ("disk2.vmdk", &e.disk2)]);
     let mut t = Vec::new();
     tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
     tar_member(&mut t, "test.mf", b'0', mf.as_bytes(), "");
@@ -1126,22 +895,13 @@ fn ova_with_monolithic_sparse_disk_extracts() {
         assert!(r.manifest_verified);
         assert_eq!(r.disks.len(), 2);
         let d = &r.disks[0];
-        assert_eq!(
-            (d.disk_id.as_str(), d.member.as_str(), d.source_format),
-            ("vmdisk0", "sparse1.vmdk", SourceFormat::Vmdk)
-        );
+        assert_eq!((d.disk_id.as_str(), d.member.as_str(), d.source_format), ("vmdisk0", "sparse1.vmdk", SourceFormat::Vmdk));
         assert_eq!(d.virtual_size, CAP1);
         assert_eq!(d.path, out.join(format!("disk1.{ext}")));
         // No temporary file is left, and the spooled copy is not counted as input twice.
-        assert_eq!(
-            listing(&out),
-            vec![format!("disk1.{ext}"), format!("disk2.{ext}")]
-        );
+        assert_eq!(listing(&out), vec![format!("disk1.{ext}"), format!("disk2.{ext}")]);
         assert_eq!(r.bytes_in, t.len() as u64);
-        assert!(
-            seen.iter().all(|&(i, _)| i <= t.len() as u64),
-            "progress reported more input than the package has: {seen:?}"
-        );
+        assert!(seen.iter().all(|&(i, _)| i <= t.len() as u64), "progress reported more input than the package has: {seen:?}");
         if to == TargetFormat::Qcow2 {
             for d in &r.disks {
                 qemu_img_check(&d.path);
@@ -1163,12 +923,7 @@ fn ova_with_monolithic_sparse_disk_extracts() {
 fn ova_with_sha512_manifest_extracts() {
     let e = env();
     let o = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "");
-    let mf = |disk_hex: &str| {
-        format!(
-            "SHA512(test.ovf)= {}\nSHA512(disk1.vmdk)= {disk_hex}\n",
-            sum_hex("sha512sum", o.as_bytes())
-        )
-    };
+    let mf = |disk_hex: &str| format!("SHA512(test.ovf)= {}\nSHA512(disk1.vmdk)= {disk_hex}\n", sum_hex("sha512sum", o.as_bytes()));
     let good = mf(&sum_hex("sha512sum", &e.disk1));
     let package = |mf: &str, manifest_last: bool| {
         let mut t = Vec::new();
@@ -1188,8 +943,8 @@ fn ova_with_sha512_manifest_extracts() {
         let rep = inspect_bytes(&t);
         assert!(rep.is_accepted(), "{:?}", rep.findings);
         let out = e.dir.path().join(format!("out-{i}"));
-        let r = extract_ova(&mut &t[..], &out, &opts(), &mut NoProgress)
-            .unwrap_or_else(|err| panic!("manifest last: {manifest_last}: {err}"));
+        let r =
+            extract_ova(&mut &t[..], &out, &opts(), &mut NoProgress).unwrap_or_else(|err| panic!("manifest last: {manifest_last}: {err}"));
         assert!(r.manifest_verified, "manifest last: {manifest_last}");
         assert_eq!(listing(&out), vec!["disk1.qcow2".to_string()]);
         compare("raw", &e.raw1, "qcow2", &r.disks[0].path);
@@ -1209,11 +964,7 @@ fn ova_with_sha512_manifest_extracts() {
             .err()
             .unwrap_or_else(|| panic!("manifest last: {manifest_last}: a wrong SHA-512 passed"));
         assert_eq!(err.kind(), ErrorKind::Package, "{err}");
-        assert!(
-            err.to_string()
-                .contains("the digest of \"disk1.vmdk\" does not match the manifest"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("the digest of \"disk1.vmdk\" does not match the manifest"), "{err}");
         assert_eq!(listing(&out), Vec::<String>::new());
         fs::remove_dir(&out).unwrap();
     }
@@ -1262,37 +1013,22 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
     let disk1_sha256 = sha256_hex(&e.disk1);
     let disk1_sha512 = sum_hex("sha512sum", &e.disk1);
     let refuse = |code: &'static str, why: &str| Some((code, why.to_string()));
-    let mismatch = |want: &str, uri: &str, got: &str| {
-        format!("the OVF says a {want} VMDK ({uri}) but the member is a {got} VMDK")
-    };
+    let mismatch = |want: &str, uri: &str, got: &str| format!("the OVF says a {want} VMDK ({uri}) but the member is a {got} VMDK");
     let cases = vec![
         // Format URIs.
         Agreement {
             name: "uri-lower-case",
-            package: package(
-                &so("http://www.vmware.com/interfaces/specifications/vmdk.html#streamoptimized"),
-                None,
-            ),
+            package: package(&so("http://www.vmware.com/interfaces/specifications/vmdk.html#streamoptimized"), None),
             refusal: None,
         },
         Agreement {
             name: "sparse-uri-upper-case",
-            package: package(
-                &[(
-                    "sparse1.vmdk",
-                    "HTTP://WWW.VMWARE.COM/INTERFACES/SPECIFICATIONS/VMDK.HTML#SPARSE",
-                    CAP1,
-                )],
-                None,
-            ),
+            package: package(&[("sparse1.vmdk", "HTTP://WWW.VMWARE.COM/INTERFACES/SPECIFICATIONS/VMDK.HTML#SPARSE", CAP1)], None),
             refusal: None,
         },
         Agreement {
             name: "raw-uri-lower-case",
-            package: package(
-                &[("disk1.img", "http://en.wikipedia.org/wiki/byte", CAP2)],
-                None,
-            ),
+            package: package(&[("disk1.img", "http://en.wikipedia.org/wiki/byte", CAP2)], None),
             refusal: None,
         },
         Agreement {
@@ -1302,28 +1038,19 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
         },
         Agreement {
             name: "uri-suffix",
-            package: package(
-                &so("http://www.vmware.com/interfaces/specifications/vmdk.html#sparse-ish"),
-                None,
-            ),
+            package: package(&so("http://www.vmware.com/interfaces/specifications/vmdk.html#sparse-ish"), None),
             refusal: refuse(codes::OVF_DISK_FORMAT, "only streamOptimized VMDK ("),
         },
         // A VMDK disk's subformat against its URI.
         Agreement {
             name: "stream-uri-sparse-disk",
             package: package(&[("sparse1.vmdk", SO_URI, CAP1)], None),
-            refusal: refuse(
-                codes::OVF_DISK_FORMAT,
-                &mismatch("streamOptimized", SO_URI, "monolithicSparse"),
-            ),
+            refusal: refuse(codes::OVF_DISK_FORMAT, &mismatch("streamOptimized", SO_URI, "monolithicSparse")),
         },
         Agreement {
             name: "sparse-uri-stream-disk",
             package: package(&[("disk1.vmdk", SPARSE_URI, CAP1)], None),
-            refusal: refuse(
-                codes::OVF_DISK_FORMAT,
-                &mismatch("monolithicSparse", SPARSE_URI, "streamOptimized"),
-            ),
+            refusal: refuse(codes::OVF_DISK_FORMAT, &mismatch("monolithicSparse", SPARSE_URI, "streamOptimized")),
         },
         // Manifests.
         Agreement {
@@ -1331,11 +1058,7 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
             package: package(
                 &so(SO_URI),
                 Some(&|o: &str| {
-                    format!(
-                        "sha256(test.ovf)= {}\nSha512(disk1.vmdk)= {}\n",
-                        sha256_hex(o.as_bytes()),
-                        disk1_sha512.to_ascii_uppercase()
-                    )
+                    format!("sha256(test.ovf)= {}\nSha512(disk1.vmdk)= {}\n", sha256_hex(o.as_bytes()), disk1_sha512.to_ascii_uppercase())
                 }),
             ),
             refusal: None,
@@ -1344,12 +1067,7 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
             name: "manifest-virtualbox",
             package: package(
                 &so(SO_URI),
-                Some(&|o: &str| {
-                    format!(
-                        "SHA256 (test.ovf) = {}\r\nSHA256 (disk1.vmdk) = {disk1_sha256}\r\n",
-                        sha256_hex(o.as_bytes())
-                    )
-                }),
+                Some(&|o: &str| format!("SHA256 (test.ovf) = {}\r\nSHA256 (disk1.vmdk) = {disk1_sha256}\r\n", sha256_hex(o.as_bytes()))),
             ),
             refusal: None,
         },
@@ -1357,29 +1075,14 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
             name: "manifest-short-digest",
             package: package(
                 &so(SO_URI),
-                Some(&|o: &str| {
-                    format!(
-                        "SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\n",
-                        sha256_hex(o.as_bytes()),
-                        sha1_hex(&e.disk1)
-                    )
-                }),
+                Some(&|o: &str| format!("SHA256(test.ovf)= {}\nSHA256(disk1.vmdk)= {}\n", sha256_hex(o.as_bytes()), sha1_hex(&e.disk1))),
             ),
-            refusal: refuse(
-                codes::OVA_MANIFEST,
-                "manifest line 2 does not hold a SHA256 digest (64 hex digits)",
-            ),
+            refusal: refuse(codes::OVA_MANIFEST, "manifest line 2 does not hold a SHA256 digest (64 hex digits)"),
         },
         Agreement {
             name: "manifest-md5",
-            package: package(
-                &so(SO_URI),
-                Some(&|_: &str| "md5(disk1.vmdk)= 00112233445566778899aabbccddeeff\n".into()),
-            ),
-            refusal: refuse(
-                codes::OVA_MANIFEST,
-                "manifest digest algorithm \"md5\" is not accepted (SHA1, SHA256, SHA512)",
-            ),
+            package: package(&so(SO_URI), Some(&|_: &str| "md5(disk1.vmdk)= 00112233445566778899aabbccddeeff\n".into())),
+            refusal: refuse(codes::OVA_MANIFEST, "manifest digest algorithm \"md5\" is not accepted (SHA1, SHA256, SHA512)"),
         },
         Agreement {
             name: "manifest-duplicate",
@@ -1392,10 +1095,7 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
                     )
                 }),
             ),
-            refusal: refuse(
-                codes::OVA_MANIFEST,
-                "the manifest lists \"disk1.vmdk\" twice",
-            ),
+            refusal: refuse(codes::OVA_MANIFEST, "the manifest lists \"disk1.vmdk\" twice"),
         },
     ];
     check_agreement(&e, Kind::Ova, cases, &[]);
@@ -1429,29 +1129,13 @@ fn check_agreement(e: &Env, kind: Kind, cases: Vec<Agreement>, sniff_blind: &[&s
         let out = e.dir.path().join(format!("out-{name}"));
         // On success: what is wrong with the extraction (if anything), and the files it wrote.
         let got = match kind {
-            Kind::Ova => {
-                extract_ova(&mut &c.package[..], &out, &opts(), &mut NoProgress).map(|r| {
-                    let ok =
-                        r.disks.len() == 1 && r.disks[0].virtual_size == r.ovf.disks[0].capacity;
-                    (
-                        (!ok).then(|| format!("extracted {:?}", r.disks)),
-                        vec!["disk1.qcow2".to_string()],
-                    )
-                })
-            }
-            Kind::Uec => extract_uec(
-                &mut &c.package[..],
-                &out,
-                UecLimits::default(),
-                &mut NoProgress,
-            )
-            .map(|r| {
+            Kind::Ova => extract_ova(&mut &c.package[..], &out, &opts(), &mut NoProgress).map(|r| {
+                let ok = r.disks.len() == 1 && r.disks[0].virtual_size == r.ovf.disks[0].capacity;
+                ((!ok).then(|| format!("extracted {:?}", r.disks)), vec!["disk1.qcow2".to_string()])
+            }),
+            Kind::Uec => extract_uec(&mut &c.package[..], &out, UecLimits::default(), &mut NoProgress).map(|r| {
                 let ok = r.parts.iter().filter(|p| p.role == UecRole::Ami).count() == 1;
-                let mut files: Vec<String> = r
-                    .parts
-                    .iter()
-                    .map(|p| p.path.file_name().unwrap().to_string_lossy().into_owned())
-                    .collect();
+                let mut files: Vec<String> = r.parts.iter().map(|p| p.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
                 files.sort();
                 ((!ok).then(|| format!("extracted {:?}", r.parts)), files)
             }),
@@ -1473,27 +1157,15 @@ fn check_agreement(e: &Env, kind: Kind, cases: Vec<Agreement>, sniff_blind: &[&s
                     problem(format!("output {:?}", listing(&out)));
                 }
             }
-            (None, Err(err)) => problem(format!(
-                "the extractor refuses ({err}); the inspector says {:?}",
-                rep.verdict
-            )),
-            (Some((_, why)), Ok(_)) => problem(format!(
-                "the extractor accepts; expected {why:?} (the inspector says {:?})",
-                rep.findings
-            )),
+            (None, Err(err)) => problem(format!("the extractor refuses ({err}); the inspector says {:?}", rep.verdict)),
+            (Some((_, why)), Ok(_)) => problem(format!("the extractor accepts; expected {why:?} (the inspector says {:?})", rep.findings)),
             (Some((code, why)), Err(err)) => {
                 if err.kind() != ErrorKind::Package || !err.to_string().contains(why.as_str()) {
                     problem(format!("the extractor must say {why:?}: {err}"));
                 }
-                let says = |r: &Report| {
-                    r.errors()
-                        .any(|f| f.code == *code && f.message.contains(why.as_str()))
-                };
+                let says = |r: &Report| r.errors().any(|f| f.code == *code && f.message.contains(why.as_str()));
                 if !says(&rep) {
-                    problem(format!(
-                        "the inspector must refuse with {code} and {why:?}: {:?}",
-                        rep.findings
-                    ));
+                    problem(format!("the inspector must refuse with {code} and {why:?}: {:?}", rep.findings));
                 }
                 let blind = sniff_blind.contains(&name);
                 if !says(&sniff) && (!blind || !sniff.is_accepted()) {
@@ -1513,17 +1185,8 @@ fn check_agreement(e: &Env, kind: Kind, cases: Vec<Agreement>, sniff_blind: &[&s
     for blind in sniff_blind {
         assert!(cases.iter().any(|c| c.name == *blind), "no case {blind:?}");
     }
-    assert!(
-        problems.is_empty(),
-        "{} problem(s):\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
-    assert_eq!(
-        listing(e.dir.path()),
-        before,
-        "something was written outside OUTDIR"
-    );
+    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
+    assert_eq!(listing(e.dir.path()), before, "something was written outside OUTDIR");
 }
 
 /// A tar of `(name, typeflag, data)` members, in order.
@@ -1553,43 +1216,25 @@ fn inspector_and_extractor_agree_on_tar_rules() {
     let d1: &[u8] = &e.disk1;
     let o1 = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "");
     let iso: &[u8] = b"install media: a file the OVF references that is not a disk";
-    let ok = |name: &'static str, package: Vec<u8>| Agreement {
-        name,
-        package,
-        refusal: None,
-    };
+    let ok = |name: &'static str, package: Vec<u8>| Agreement { name, package, refusal: None };
     let no = |name: &'static str, package: Vec<u8>, code: &'static str, why: &str| Agreement {
         name,
         package,
         refusal: Some((code, why.to_string())),
     };
-    let pax_member =
-        |t: &mut Vec<u8>, flag: u8, data: &[u8]| tar_member(t, "PaxHeader", flag, data, "");
+    let pax_member = |t: &mut Vec<u8>, flag: u8, data: &[u8]| tar_member(t, "PaxHeader", flag, data, "");
     let mut cases = Vec::new();
     let mut trailing = tar_of(&[("test.ovf", o1.as_bytes()), ("disk1.vmdk", d1)]);
     trailing.extend_from_slice(b"a payload after the end of the archive");
     trailing.resize(trailing.len().next_multiple_of(10240), 0);
-    cases.push(no(
-        "data-after-the-end",
-        trailing,
-        codes::TAR_TRAILING_DATA,
-        "data follows the end of the archive",
-    ));
-    cases.push(ok(
-        "contiguous-file-member",
-        tar_typed(&[("test.ovf", b'0', o1.as_bytes()), ("disk1.vmdk", b'7', d1)]),
-    ));
+    cases.push(no("data-after-the-end", trailing, codes::TAR_TRAILING_DATA, "data follows the end of the archive"));
+    cases.push(ok("contiguous-file-member", tar_typed(&[("test.ovf", b'0', o1.as_bytes()), ("disk1.vmdk", b'7', d1)])));
     let mut t = Vec::new();
     tar_member(&mut t, "test.ovf", b'0', o1.as_bytes(), "");
     pax_member(&mut t, b'g', &pax("comment", "made by hand"));
     tar_member(&mut t, "disk1.vmdk", b'0', d1, "");
     tar_end(&mut t);
-    cases.push(no(
-        "global-pax-header",
-        t,
-        codes::TAR_PAX,
-        "the archive has a global PAX header; packages may not use them",
-    ));
+    cases.push(no("global-pax-header", t, codes::TAR_PAX, "the archive has a global PAX header; packages may not use them"));
     let mut t = Vec::new();
     tar_member(&mut t, "test.ovf", b'0', o1.as_bytes(), "");
     pax_member(&mut t, b'x', &pax("linkpath", "/etc/passwd"));
@@ -1606,16 +1251,8 @@ fn inspector_and_extractor_agree_on_tar_rules() {
     pax_member(&mut t, b'x', b"garbage");
     tar_member(&mut t, "disk1.vmdk", b'0', d1, "");
     tar_end(&mut t);
-    cases.push(no(
-        "pax-malformed",
-        t,
-        codes::TAR_PAX,
-        "a PAX header is malformed",
-    ));
-    cases.push(ok(
-        "member-name-with-dot-slashes",
-        tar_of(&[("././test.ovf", o1.as_bytes()), ("././disk1.vmdk", d1)]),
-    ));
+    cases.push(no("pax-malformed", t, codes::TAR_PAX, "a PAX header is malformed"));
+    cases.push(ok("member-name-with-dot-slashes", tar_of(&[("././test.ovf", o1.as_bytes()), ("././disk1.vmdk", d1)])));
     cases.push(no(
         "member-name-traversal",
         tar_of(&[("test.ovf", o1.as_bytes()), ("../disk1.vmdk", d1)]),
@@ -1630,11 +1267,7 @@ fn inspector_and_extractor_agree_on_tar_rules() {
     ));
     cases.push(no(
         "member-twice",
-        tar_of(&[
-            ("test.ovf", o1.as_bytes()),
-            ("disk1.vmdk", d1),
-            ("disk1.vmdk", d1),
-        ]),
+        tar_of(&[("test.ovf", o1.as_bytes()), ("disk1.vmdk", d1), ("disk1.vmdk", d1)]),
         codes::TAR_DUPLICATE,
         "the archive holds \"disk1.vmdk\" twice",
     ));
@@ -1651,29 +1284,15 @@ fn inspector_and_extractor_agree_on_tar_rules() {
     v7[h + 148..h + 156].fill(b' ');
     let sum: u32 = v7[h..h + 512].iter().map(|&b| u32::from(b)).sum();
     v7[h + 148..h + 156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    cases.push(no(
-        "header-without-ustar-magic",
-        v7,
-        codes::TAR_HEADER,
-        "a tar member header is damaged (bad magic or checksum)",
-    ));
+    cases.push(no("header-without-ustar-magic", v7, codes::TAR_HEADER, "a tar member header is damaged (bad magic or checksum)"));
     // More members than either walker takes: the OVF, the disk and 64 referenced files.
     let names: Vec<String> = (0..64).map(|i| format!("f{i}.txt")).collect();
-    let refs: String = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| format!(r#"<File ovf:id="x{i}" ovf:href="{n}"/>"#))
-        .collect();
+    let refs: String = names.iter().enumerate().map(|(i, n)| format!(r#"<File ovf:id="x{i}" ovf:href="{n}"/>"#)).collect();
     let o = o1.replace("</References>", &format!("{refs}</References>"));
     let mut members: Vec<(&str, &[u8])> = vec![("test.ovf", o.as_bytes())];
     members.extend(names.iter().map(|n| (n.as_str(), iso)));
     members.push(("disk1.vmdk", d1));
-    cases.push(no(
-        "too-many-members",
-        tar_of(&members),
-        codes::TAR_TOO_MANY,
-        "the archive has more than 64 members",
-    ));
+    cases.push(no("too-many-members", tar_of(&members), codes::TAR_TOO_MANY, "the archive has more than 64 members"));
     check_agreement(
         &e,
         Kind::Ova,
@@ -1703,60 +1322,32 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
     let file = |id: &str, href: &str| format!(r#"<File ovf:id="{id}" ovf:href="{href}"/>"#);
     let mib = |n: u64| format!(r#"ovf:capacity="{n}" ovf:capacityAllocationUnits="byte * 2^20""#);
     let disk = |id: &str, file_ref: &str, capacity: &str| {
-        format!(
-            r#"<Disk ovf:diskId="{id}" ovf:fileRef="{file_ref}" {capacity} ovf:format="{SO_URI}"/>"#
-        )
+        format!(r#"<Disk ovf:diskId="{id}" ovf:fileRef="{file_ref}" {capacity} ovf:format="{SO_URI}"/>"#)
     };
     let cap1 = mib(CAP1 >> 20);
-    let with =
-        |refs: &[String], disks: &[String]| ovf_envelope("", &refs.concat(), &disks.concat());
+    let with = |refs: &[String], disks: &[String]| ovf_envelope("", &refs.concat(), &disks.concat());
     // The OVF of `o1` with other capacity attributes.
-    let with_capacity = |capacity: &str| {
-        with(
-            &[file("file0", "disk1.vmdk")],
-            &[disk("vmdisk0", "file0", capacity)],
-        )
-    };
+    let with_capacity = |capacity: &str| with(&[file("file0", "disk1.vmdk")], &[disk("vmdisk0", "file0", capacity)]);
     // disk1.vmdk and tools.iso (a referenced non-disk file), the ISO's File element given.
-    let with_iso = |iso_file: &str| {
-        with(
-            &[file("file0", "disk1.vmdk"), iso_file.to_string()],
-            &[disk("vmdisk0", "file0", &cap1)],
-        )
-    };
+    let with_iso = |iso_file: &str| with(&[file("file0", "disk1.vmdk"), iso_file.to_string()], &[disk("vmdisk0", "file0", &cap1)]);
     let o_iso = with_iso(&file("file1", "tools.iso"));
-    let ok = |name: &'static str, package: Vec<u8>| Agreement {
-        name,
-        package,
-        refusal: None,
-    };
+    let ok = |name: &'static str, package: Vec<u8>| Agreement { name, package, refusal: None };
     let no = |name: &'static str, package: Vec<u8>, code: &'static str, why: &str| Agreement {
         name,
         package,
         refusal: Some((code, why.to_string())),
     };
-    let href_unsafe = |href: &str, why: &str| {
-        format!(
-            "the OVF File \"file0\" has ovf:href {href:?}, which is not a safe member name: {why}"
-        )
-    };
+    let href_unsafe =
+        |href: &str, why: &str| format!("the OVF File \"file0\" has ovf:href {href:?}, which is not a safe member name: {why}");
     let reserved = |id: &str, href: &str| {
         format!("the OVF File {id:?} refers to {href:?}; an OVA's .ovf, .mf and .cert members are its descriptor, manifest and certificate, never its files")
     };
     let mut cases = vec![
         // Which members an OVA may hold.
-        ok(
-            "referenced-non-disk-file",
-            tar_of(&[("test.ovf", o_iso.as_bytes()), ("disk1.vmdk", d1), ("tools.iso", iso)]),
-        ),
+        ok("referenced-non-disk-file", tar_of(&[("test.ovf", o_iso.as_bytes()), ("disk1.vmdk", d1), ("tools.iso", iso)])),
         ok(
             "manifest-and-certificate-are-not-referenced",
-            tar_of(&[
-                ("test.ovf", o1.as_bytes()),
-                ("test.mf", mf1.as_bytes()),
-                ("test.cert", &cert(&mf1)),
-                ("disk1.vmdk", d1),
-            ]),
+            tar_of(&[("test.ovf", o1.as_bytes()), ("test.mf", mf1.as_bytes()), ("test.cert", &cert(&mf1)), ("disk1.vmdk", d1)]),
         ),
         no(
             "unreferenced-member",
@@ -1827,12 +1418,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
             "manifest-omits-a-referenced-file",
             {
                 let mf = manifest_for(&o_iso, &[("disk1.vmdk", d1)]);
-                tar_of(&[
-                    ("test.ovf", o_iso.as_bytes()),
-                    ("test.mf", mf.as_bytes()),
-                    ("disk1.vmdk", d1),
-                    ("tools.iso", iso),
-                ])
+                tar_of(&[("test.ovf", o_iso.as_bytes()), ("test.mf", mf.as_bytes()), ("disk1.vmdk", d1), ("tools.iso", iso)])
             },
             codes::OVA_MANIFEST,
             "the manifest does not list \"tools.iso\"",
@@ -1842,12 +1428,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
             {
                 let c: &[u8] = b"a certificate";
                 let mf = manifest_for(&o1, &[("disk1.vmdk", d1), ("test.cert", c)]);
-                tar_of(&[
-                    ("test.ovf", o1.as_bytes()),
-                    ("test.mf", mf.as_bytes()),
-                    ("test.cert", c),
-                    ("disk1.vmdk", d1),
-                ])
+                tar_of(&[("test.ovf", o1.as_bytes()), ("test.mf", mf.as_bytes()), ("test.cert", c), ("disk1.vmdk", d1)])
             },
             codes::OVA_MANIFEST,
             "the manifest lists \"test.cert\", which is neither the descriptor nor a file the OVF references",
@@ -1863,12 +1444,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         ),
         no(
             "two-manifests",
-            tar_of(&[
-                ("test.ovf", o1.as_bytes()),
-                ("a.mf", mf1.as_bytes()),
-                ("b.mf", mf1.as_bytes()),
-                ("disk1.vmdk", d1),
-            ]),
+            tar_of(&[("test.ovf", o1.as_bytes()), ("a.mf", mf1.as_bytes()), ("b.mf", mf1.as_bytes()), ("disk1.vmdk", d1)]),
             codes::OVA_MANIFEST,
             "the OVA has two manifests, \"a.mf\" and \"b.mf\"; at most one is allowed",
         ),
@@ -1889,10 +1465,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
                 tar_of(&[("test.ovf", o1.as_bytes()), ("test.mf", mf.as_bytes()), ("disk1.vmdk", d1)])
             },
             codes::OVA_MANIFEST,
-            &format!(
-                "the manifest \"test.mf\" is {} bytes, more than the 65536 allowed",
-                mf1.len() + 70_000
-            ),
+            &format!("the manifest \"test.mf\" is {} bytes, more than the 65536 allowed", mf1.len() + 70_000),
         ),
         no(
             "digest-mismatch",
@@ -1918,12 +1491,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         ),
         no(
             "certificate-before-manifest",
-            tar_of(&[
-                ("test.ovf", o1.as_bytes()),
-                ("test.cert", &cert(&mf1)),
-                ("test.mf", mf1.as_bytes()),
-                ("disk1.vmdk", d1),
-            ]),
+            tar_of(&[("test.ovf", o1.as_bytes()), ("test.cert", &cert(&mf1)), ("test.mf", mf1.as_bytes()), ("disk1.vmdk", d1)]),
             codes::OVA_CERTIFICATE,
             "the certificate \"test.cert\" comes before the manifest \"test.mf\"; an OVA puts the manifest first",
         ),
@@ -1972,10 +1540,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         no(
             "two-disks-one-file",
             {
-                let o = with(
-                    &[file("file0", "disk1.vmdk")],
-                    &[disk("vmdisk0", "file0", &cap1), disk("vmdisk1", "file0", &cap1)],
-                );
+                let o = with(&[file("file0", "disk1.vmdk")], &[disk("vmdisk0", "file0", &cap1), disk("vmdisk1", "file0", &cap1)]);
                 tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
             },
             codes::OVF_INVALID,
@@ -1997,10 +1562,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         no(
             "capacity-units-unknown",
             tar_of(&[
-                (
-                    "test.ovf",
-                    with_capacity(r#"ovf:capacity="12" ovf:capacityAllocationUnits="furlongs""#).as_bytes(),
-                ),
+                ("test.ovf", with_capacity(r#"ovf:capacity="12" ovf:capacityAllocationUnits="furlongs""#).as_bytes()),
                 ("disk1.vmdk", d1),
             ]),
             codes::OVF_CAPACITY,
@@ -2015,31 +1577,21 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         ok(
             "capacity-units-spelled-differently",
             tar_of(&[
-                (
-                    "test.ovf",
-                    with_capacity(r#"ovf:capacity="12" ovf:capacityAllocationUnits="Byte*2^20""#).as_bytes(),
-                ),
+                ("test.ovf", with_capacity(r#"ovf:capacity="12" ovf:capacityAllocationUnits="Byte*2^20""#).as_bytes()),
                 ("disk1.vmdk", d1),
             ]),
         ),
         ok(
             "capacity-units-times-1024",
             tar_of(&[
-                (
-                    "test.ovf",
-                    with_capacity(r#"ovf:capacity="12288" ovf:capacityAllocationUnits="byte * 1024""#)
-                        .as_bytes(),
-                ),
+                ("test.ovf", with_capacity(r#"ovf:capacity="12288" ovf:capacityAllocationUnits="byte * 1024""#).as_bytes()),
                 ("disk1.vmdk", d1),
             ]),
         ),
         no(
             "capacity-units-spelled-differently-wrong-capacity",
             tar_of(&[
-                (
-                    "test.ovf",
-                    with_capacity(r#"ovf:capacity="24" ovf:capacityAllocationUnits="Byte * 2^20""#).as_bytes(),
-                ),
+                ("test.ovf", with_capacity(r#"ovf:capacity="24" ovf:capacityAllocationUnits="Byte * 2^20""#).as_bytes()),
                 ("disk1.vmdk", d1),
             ]),
             codes::OVF_CAPACITY,
@@ -2086,10 +1638,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
                 tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
             },
             codes::OVF_HREF,
-            &href_unsafe(
-                "../disk1.vmdk",
-                "member \"../disk1.vmdk\" has a name that climbs out of the archive (..)",
-            ),
+            &href_unsafe("../disk1.vmdk", "member \"../disk1.vmdk\" has a name that climbs out of the archive (..)"),
         ),
         no(
             "href-empty-component",
@@ -2098,25 +1647,16 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
                 tar_of(&[("test.ovf", o.as_bytes()), ("dir//disk1.vmdk", d1)])
             },
             codes::OVF_HREF,
-            &href_unsafe(
-                "dir//disk1.vmdk",
-                "member \"dir//disk1.vmdk\" has an empty or \".\" name component",
-            ),
+            &href_unsafe("dir//disk1.vmdk", "member \"dir//disk1.vmdk\" has an empty or \".\" name component"),
         ),
-        ok(
-            "href-dot-slash",
-            {
-                let o = ovf(&[("./disk1.vmdk", SO_URI, CAP1)], "");
-                tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
-            },
-        ),
-        ok(
-            "href-with-two-dots-in-a-name",
-            {
-                let o = ovf(&[("disk..1.vmdk", SO_URI, CAP1)], "");
-                tar_of(&[("test.ovf", o.as_bytes()), ("disk..1.vmdk", d1)])
-            },
-        ),
+        ok("href-dot-slash", {
+            let o = ovf(&[("./disk1.vmdk", SO_URI, CAP1)], "");
+            tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
+        }),
+        ok("href-with-two-dots-in-a-name", {
+            let o = ovf(&[("disk..1.vmdk", SO_URI, CAP1)], "");
+            tar_of(&[("test.ovf", o.as_bytes()), ("disk..1.vmdk", d1)])
+        }),
         no(
             "href-missing",
             {
@@ -2129,10 +1669,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         // The other File and Disk rules.
         no(
             "file-without-href",
-            tar_of(&[
-                ("test.ovf", with_iso(r#"<File ovf:id="file9"/>"#).as_bytes()),
-                ("disk1.vmdk", d1),
-            ]),
+            tar_of(&[("test.ovf", with_iso(r#"<File ovf:id="file9"/>"#).as_bytes()), ("disk1.vmdk", d1)]),
             codes::OVF_INVALID,
             "the OVF File \"file9\" has no ovf:href",
         ),
@@ -2145,13 +1682,10 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
             codes::OVF_INVALID,
             "the OVF File \"file1\" (\"tools.iso\") is compressed (ovf:compression \"gzip\"); compressed files are not supported",
         ),
-        ok(
-            "file-compression-identity",
-            {
-                let o = with_iso(r#"<File ovf:id="file1" ovf:href="tools.iso" ovf:compression="identity"/>"#);
-                tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1), ("tools.iso", iso)])
-            },
-        ),
+        ok("file-compression-identity", {
+            let o = with_iso(r#"<File ovf:id="file1" ovf:href="tools.iso" ovf:compression="identity"/>"#);
+            tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1), ("tools.iso", iso)])
+        }),
         no(
             "file-chunked",
             {
@@ -2164,10 +1698,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         no(
             "disk-without-file",
             {
-                let o = with(
-                    &[file("file0", "disk1.vmdk")],
-                    &[format!(r#"<Disk ovf:diskId="vmdisk0" {cap1} ovf:format="{SO_URI}"/>"#)],
-                );
+                let o = with(&[file("file0", "disk1.vmdk")], &[format!(r#"<Disk ovf:diskId="vmdisk0" {cap1} ovf:format="{SO_URI}"/>"#)]);
                 tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
             },
             codes::OVF_HREF,
@@ -2191,16 +1722,10 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
             codes::OVF_DISK_FORMAT,
             "the OVF declares no disks",
         ),
-        ok(
-            "disk-element-outside-the-disk-section",
-            {
-                let o = o1.replace(
-                    "<Name>Test VM</Name>",
-                    "<Name>Test VM</Name><vmw:Disk ovf:diskId=\"not-a-disk\"/>",
-                );
-                tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
-            },
-        ),
+        ok("disk-element-outside-the-disk-section", {
+            let o = o1.replace("<Name>Test VM</Name>", "<Name>Test VM</Name><vmw:Disk ovf:diskId=\"not-a-disk\"/>");
+            tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
+        }),
         // The descriptor itself.
         no(
             "root-not-envelope",
@@ -2230,10 +1755,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         no(
             "descriptor-with-a-dtd",
             {
-                let o = ovf(
-                    &[("disk1.vmdk", SO_URI, CAP1)],
-                    "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>",
-                );
+                let o = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>");
                 tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
             },
             codes::OVF_INVALID,
@@ -2242,10 +1764,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         no(
             "descriptor-too-many-nodes",
             {
-                let o = o1.replace(
-                    "<Name>Test VM</Name>",
-                    &format!("<Name>Test VM</Name>{}", "<a/>".repeat(12_000)),
-                );
+                let o = o1.replace("<Name>Test VM</Name>", &format!("<Name>Test VM</Name>{}", "<a/>".repeat(12_000)));
                 tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1)])
             },
             codes::OVF_INVALID,
@@ -2257,10 +1776,7 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         "descriptor-too-large",
         tar_of(&[("test.ovf", big.as_bytes()), ("disk1.vmdk", d1)]),
         codes::OVF_INVALID,
-        &format!(
-            "the OVF descriptor \"test.ovf\" is {} bytes, more than the 262144 allowed",
-            big.len()
-        ),
+        &format!("the OVF descriptor \"test.ovf\" is {} bytes, more than the 262144 allowed", big.len()),
     ));
     check_agreement(
         &e,
@@ -2300,27 +1816,13 @@ fn inspector_and_extractor_agree_on_ovf_file_sizes() {
             size(iso_size)
         );
         let o = ovf_envelope("", &refs, &disk);
-        tar_of(&[
-            ("test.ovf", o.as_bytes()),
-            ("disk1.vmdk", d1),
-            ("tools.iso", iso),
-        ])
+        tar_of(&[("test.ovf", o.as_bytes()), ("disk1.vmdk", d1), ("tools.iso", iso)])
     };
     let (n_disk, n_iso) = (d1.len().to_string(), iso.len().to_string());
-    let ok = |name: &'static str, package: Vec<u8>| Agreement {
-        name,
-        package,
-        refusal: None,
-    };
-    let no = |name: &'static str, package: Vec<u8>, why: String| Agreement {
-        name,
-        package,
-        refusal: Some((codes::OVF_INVALID, why)),
-    };
+    let ok = |name: &'static str, package: Vec<u8>| Agreement { name, package, refusal: None };
+    let no = |name: &'static str, package: Vec<u8>, why: String| Agreement { name, package, refusal: Some((codes::OVF_INVALID, why)) };
     let mismatch = |id: &str, href: &str, said: u64, holds: usize| {
-        format!(
-            "the OVF File {id:?} ({href:?}) has ovf:size {said} but its member holds {holds} bytes"
-        )
+        format!("the OVF File {id:?} ({href:?}) has ovf:size {said} but its member holds {holds} bytes")
     };
     let not_number = |id: &str, href: &str, said: &str| {
         format!("the OVF File {id:?} ({href:?}) has ovf:size {said:?}, which is not a whole number of bytes")
@@ -2339,31 +1841,11 @@ fn inspector_and_extractor_agree_on_ovf_file_sizes() {
             package(Some(&(d1.len() + 512).to_string()), Some(&n_iso)),
             mismatch("file0", "disk1.vmdk", d1.len() as u64 + 512, d1.len()),
         ),
-        no(
-            "non-disk-file-size-wrong",
-            package(Some(&n_disk), Some("0")),
-            mismatch("file1", "tools.iso", 0, iso.len()),
-        ),
-        no(
-            "file-size-with-units",
-            package(Some("12 MB"), None),
-            not_number("file0", "disk1.vmdk", "12 MB"),
-        ),
-        no(
-            "file-size-negative",
-            package(None, Some("-1")),
-            not_number("file1", "tools.iso", "-1"),
-        ),
-        no(
-            "file-size-empty",
-            package(Some(""), None),
-            not_number("file0", "disk1.vmdk", ""),
-        ),
-        no(
-            "file-size-beyond-2-64",
-            package(Some("18446744073709551616"), None),
-            not_number("file0", "disk1.vmdk", "18446744073709551616"),
-        ),
+        no("non-disk-file-size-wrong", package(Some(&n_disk), Some("0")), mismatch("file1", "tools.iso", 0, iso.len())),
+        no("file-size-with-units", package(Some("12 MB"), None), not_number("file0", "disk1.vmdk", "12 MB")),
+        no("file-size-negative", package(None, Some("-1")), not_number("file1", "tools.iso", "-1")),
+        no("file-size-empty", package(Some(""), None), not_number("file0", "disk1.vmdk", "")),
+        no("file-size-beyond-2-64", package(Some("18446744073709551616"), None), not_number("file0", "disk1.vmdk", "18446744073709551616")),
     ];
     check_agreement(
         &e,
@@ -2428,78 +1910,31 @@ fn uec_tarballs() {
     let mut qimg = img.clone();
     qimg[..4].copy_from_slice(b"QFI\xfb");
     let cases: Vec<(&str, Vec<u8>, UecLimits, &str)> = vec![
-        (
-            "bad-kernel",
-            uec(&[("foo.img", img.clone()), ("foo-vmlinuz", vec![1u8; 4096])]),
-            UecLimits::default(),
-            "not a kernel",
-        ),
-        (
-            "bad-initrd",
-            uec(&[("foo.img", img.clone()), ("foo-initrd", vec![1u8; 4096])]),
-            UecLimits::default(),
-            "not an initrd",
-        ),
-        (
-            "ami-is-qcow2",
-            uec(&[("foo.img", qimg)]),
-            UecLimits::default(),
-            "not a raw image",
-        ),
-        (
-            "no-ami",
-            uec(&[("foo-vmlinuz", kernel())]),
-            UecLimits::default(),
-            "no machine image",
-        ),
-        (
-            "two-amis",
-            uec(&[("a.img", img.clone()), ("b.img", img.clone())]),
-            UecLimits::default(),
-            "two",
-        ),
-        (
-            "traversal",
-            uec(&[("../foo.img", img.clone())]),
-            UecLimits::default(),
-            "climbs out of the archive",
-        ),
+        ("bad-kernel", uec(&[("foo.img", img.clone()), ("foo-vmlinuz", vec![1u8; 4096])]), UecLimits::default(), "not a kernel"),
+        ("bad-initrd", uec(&[("foo.img", img.clone()), ("foo-initrd", vec![1u8; 4096])]), UecLimits::default(), "not an initrd"),
+        ("ami-is-qcow2", uec(&[("foo.img", qimg)]), UecLimits::default(), "not a raw image"),
+        ("no-ami", uec(&[("foo-vmlinuz", kernel())]), UecLimits::default(), "no machine image"),
+        ("two-amis", uec(&[("a.img", img.clone()), ("b.img", img.clone())]), UecLimits::default(), "two"),
+        ("traversal", uec(&[("../foo.img", img.clone())]), UecLimits::default(), "climbs out of the archive"),
         (
             "bomb-ratio",
             uec(&[("foo.img", vec![0u8; 64 << 20])]),
-            UecLimits {
-                max_output: 1 << 40,
-                max_ratio: 100,
-                ratio_grace: 1 << 20,
-            },
+            UecLimits { max_output: 1 << 40, max_ratio: 100, ratio_grace: 1 << 20 },
             "decompression bomb",
         ),
         (
             "bomb-size",
             uec(&[("foo.img", img.clone())]),
-            UecLimits {
-                max_output: 1 << 20,
-                max_ratio: 1 << 20,
-                ratio_grace: 0,
-            },
+            UecLimits { max_output: 1 << 20, max_ratio: 1 << 20, ratio_grace: 0 },
             "inflates beyond",
         ),
     ];
     for (name, pkg, limits, msg) in cases {
         let out = dir.path().join(format!("out-{name}"));
-        let err = extract_uec(&mut &pkg[..], &out, limits, &mut NoProgress)
-            .err()
-            .unwrap_or_else(|| panic!("{name}: accepted"));
+        let err = extract_uec(&mut &pkg[..], &out, limits, &mut NoProgress).err().unwrap_or_else(|| panic!("{name}: accepted"));
         assert!(err.to_string().contains(msg), "{name}: {err}");
-        assert!(
-            matches!(err.kind(), ErrorKind::Package | ErrorKind::Limit),
-            "{name}: {err}"
-        );
-        assert_eq!(
-            listing(&out),
-            Vec::<String>::new(),
-            "{name}: output left behind"
-        );
+        assert!(matches!(err.kind(), ErrorKind::Package | ErrorKind::Limit), "{name}: {err}");
+        assert_eq!(listing(&out), Vec::<String>::new(), "{name}: output left behind");
         fs::remove_dir(&out).unwrap();
     }
     assert_eq!(listing(dir.path()), before);
@@ -2543,18 +1978,13 @@ fn inspector_and_extractor_agree_on_uec_trailing_data() {
     tar_end(&mut hidden);
     let mut far = vec![0u8; 2 << 20];
     far.extend_from_slice(b"a payload far after the end of the archive");
-    let ok = |name: &'static str, package: Vec<u8>| Agreement {
-        name,
-        package,
-        refusal: None,
-    };
+    let ok = |name: &'static str, package: Vec<u8>| Agreement { name, package, refusal: None };
     let trailing = |name: &'static str, package: Vec<u8>| Agreement {
         name,
         package,
         refusal: Some((
             codes::TAR_TRAILING_DATA,
-            "data follows the end of the archive; another tar reader might see it as more members"
-                .to_string(),
+            "data follows the end of the archive; another tar reader might see it as more members".to_string(),
         )),
     };
     let small = 128 << 10;
@@ -2564,10 +1994,7 @@ fn inspector_and_extractor_agree_on_uec_trailing_data() {
         ok("uec-large", tarball(large, &[])),
         // GNU tar pads its output to a whole 10 KiB record; zeros are no payload.
         ok("uec-record-padding", tarball(small, &[0u8; 8192])),
-        ok(
-            "uec-zeros-far-after-the-end",
-            tarball(large, &vec![0u8; 2 << 20]),
-        ),
+        ok("uec-zeros-far-after-the-end", tarball(large, &vec![0u8; 2 << 20])),
         trailing("uec-small-data-after-the-end", tarball(small, b"a payload")),
         trailing("uec-small-archive-after-the-end", tarball(small, &hidden)),
         trailing("uec-large-data-after-the-end", tarball(large, b"a payload")),
@@ -2609,69 +2036,21 @@ fn cli_convert_and_extract() {
     let exe = env!("CARGO_BIN_EXE_diskimage");
     let q = e.dir.path().join("cli.qcow2");
     let out = Command::new(exe)
-        .args([
-            "convert",
-            e.raw1.to_str().unwrap(),
-            q.to_str().unwrap(),
-            "--to",
-            "qcow2",
-            "--compress",
-            "zstd",
-        ])
+        .args(["convert", e.raw1.to_str().unwrap(), q.to_str().unwrap(), "--to", "qcow2", "--compress", "zstd"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("MiB/s") && text.contains("read ") && text.contains("wrote "),
-        "{text}"
-    );
-    run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "qcow2",
-            e.raw1.to_str().unwrap(),
-            q.to_str().unwrap(),
-        ],
-    );
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("MiB/s") && text.contains("read ") && text.contains("wrote "), "{text}");
+    run("qemu-img", &["compare", "-f", "raw", "-F", "qcow2", e.raw1.to_str().unwrap(), q.to_str().unwrap()]);
     // refusing to overwrite is a usage error (exit 2); a rejected input exits 1
-    let again = Command::new(exe)
-        .args([
-            "convert",
-            e.raw1.to_str().unwrap(),
-            q.to_str().unwrap(),
-            "--to",
-            "raw",
-        ])
-        .output()
-        .unwrap();
+    let again = Command::new(exe).args(["convert", e.raw1.to_str().unwrap(), q.to_str().unwrap(), "--to", "raw"]).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     let wrong = Command::new(exe)
-        .args([
-            "convert",
-            e.raw1.to_str().unwrap(),
-            e.dir.path().join("x.raw").to_str().unwrap(),
-            "--to",
-            "raw",
-            "--from",
-            "vdi",
-        ])
+        .args(["convert", e.raw1.to_str().unwrap(), e.dir.path().join("x.raw").to_str().unwrap(), "--to", "raw", "--from", "vdi"])
         .output()
         .unwrap();
-    assert_eq!(
-        wrong.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&wrong.stderr)
-    );
+    assert_eq!(wrong.status.code(), Some(1), "{}", String::from_utf8_lossy(&wrong.stderr));
     // extract
     let ova = e.dir.path().join("good.ova");
     let mut f = File::create(&ova).unwrap();
@@ -2691,15 +2070,9 @@ fn cli_convert_and_extract() {
 
 /// Runs `diskimage extract OVA OUTDIR`, asserts it succeeded, and returns what it printed.
 fn cli_extract(ova: &std::path::Path, outdir: &std::path::Path) -> String {
-    let x = Command::new(env!("CARGO_BIN_EXE_diskimage"))
-        .args(["extract", ova.to_str().unwrap(), outdir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let x =
+        Command::new(env!("CARGO_BIN_EXE_diskimage")).args(["extract", ova.to_str().unwrap(), outdir.to_str().unwrap()]).output().unwrap();
     let text = String::from_utf8_lossy(&x.stdout).into_owned();
-    assert!(
-        x.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&x.stderr)
-    );
+    assert!(x.status.success(), "{text}{}", String::from_utf8_lossy(&x.stderr));
     text
 }

@@ -6,9 +6,7 @@
 //! `qemu-img info -f <fmt> --output=json` (always `-f`: never let qemu-img probe). For every
 //! fixture, the browser's sniff must name the same format as the server's inspect.
 
-use diskimage::{
-    codes, inspect, sniff_reader, Format, InspectOptions, Report, Severity, SizedFile, Verdict,
-};
+use diskimage::{codes, inspect, sniff_reader, Format, InspectOptions, Report, Severity, SizedFile, Verdict};
 use std::path::Path;
 use std::process::Command;
 
@@ -24,25 +22,11 @@ struct Case {
 }
 
 const fn ok(file: &'static str, format: &'static str, subformat: &'static str) -> Case {
-    Case {
-        file,
-        declared: None,
-        format,
-        subformat: Some(subformat),
-        accepted: true,
-        codes: &[],
-    }
+    Case { file, declared: None, format, subformat: Some(subformat), accepted: true, codes: &[] }
 }
 
 const fn bad(file: &'static str, format: &'static str, codes: &'static [&'static str]) -> Case {
-    Case {
-        file,
-        declared: None,
-        format,
-        subformat: None,
-        accepted: false,
-        codes,
-    }
+    Case { file, declared: None, format, subformat: None, accepted: false, codes }
 }
 
 const fn declared(mut c: Case, d: &'static str) -> Case {
@@ -262,15 +246,10 @@ fn qemu_virtual_size(path: &Path, driver: &str) -> Result<u64, String> {
         .output()
         .map_err(|e| format!("qemu-img is required for these tests: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "qemu-img info -f {driver} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("qemu-img info -f {driver} failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    v["virtual-size"]
-        .as_u64()
-        .ok_or_else(|| "no virtual-size in qemu-img output".into())
+    v["virtual-size"].as_u64().ok_or_else(|| "no virtual-size in qemu-img output".into())
 }
 
 fn inspect_file(path: &Path, declared: Option<&str>) -> Report {
@@ -290,36 +269,20 @@ fn check(dir: &Path, c: &Case) -> Vec<String> {
     let r = inspect_file(&path, c.declared);
     let tag = format!("{} (declared {:?})", c.file, c.declared);
     if r.format.as_str() != c.format {
-        errs.push(format!(
-            "{tag}: format {} != expected {}",
-            r.format, c.format
-        ));
+        errs.push(format!("{tag}: format {} != expected {}", r.format, c.format));
     }
     if let Some(s) = c.subformat {
         if r.subformat.as_deref() != Some(s) {
-            errs.push(format!(
-                "{tag}: subformat {:?} != expected {s}",
-                r.subformat
-            ));
+            errs.push(format!("{tag}: subformat {:?} != expected {s}", r.subformat));
         }
     }
-    let want = if c.accepted {
-        Verdict::Accepted
-    } else {
-        Verdict::Rejected
-    };
+    let want = if c.accepted { Verdict::Accepted } else { Verdict::Rejected };
     if r.verdict != want {
-        errs.push(format!(
-            "{tag}: verdict {:?} != {want:?}; findings {:?}",
-            r.verdict, r.findings
-        ));
+        errs.push(format!("{tag}: verdict {:?} != {want:?}; findings {:?}", r.verdict, r.findings));
     }
     for code in c.codes {
         if !r.has(code) {
-            errs.push(format!(
-                "{tag}: missing finding {code}; findings {:?}",
-                r.findings
-            ));
+            errs.push(format!("{tag}: missing finding {code}; findings {:?}", r.findings));
         }
     }
     for f in &r.findings {
@@ -337,46 +300,28 @@ fn check(dir: &Path, c: &Case) -> Vec<String> {
         if let Some(driver) = qemu_driver(r.format) {
             match qemu_virtual_size(&path, driver) {
                 Ok(q) if Some(q) == r.virtual_size => {}
-                Ok(q) => errs.push(format!(
-                    "{tag}: virtual size {:?} != qemu-img info -f {driver}: {q}",
-                    r.virtual_size
-                )),
+                Ok(q) => errs.push(format!("{tag}: virtual size {:?} != qemu-img info -f {driver}: {q}", r.virtual_size)),
                 Err(e) => errs.push(format!("{tag}: {e}")),
             }
         }
     }
     // The browser's sniff names the same format wherever it decides.
     let f = SizedFile::open(&path).expect("open");
-    let opts = InspectOptions {
-        declared: c.declared.map(|d| d.parse().expect("format")),
-        ..Default::default()
-    };
+    let opts = InspectOptions { declared: c.declared.map(|d| d.parse().expect("format")), ..Default::default() };
     let s = sniff_reader(&f, &opts);
     if !s.has(codes::SNIFF_INCOMPLETE) && s.format != r.format {
-        errs.push(format!(
-            "{tag}: sniff says {} but inspect says {}",
-            s.format, r.format
-        ));
+        errs.push(format!("{tag}: sniff says {} but inspect says {}", s.format, r.format));
     }
     if r.verdict == Verdict::Accepted && s.verdict == Verdict::Rejected {
-        errs.push(format!(
-            "{tag}: sniff rejects what inspect accepts: {:?}",
-            s.findings
-        ));
+        errs.push(format!("{tag}: sniff rejects what inspect accepts: {:?}", s.findings));
     }
     errs
 }
 
 /// Runs the CLI and returns (exit code, stdout).
 fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diskimage"))
-        .args(args)
-        .output()
-        .expect("run the diskimage CLI");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = Command::new(env!("CARGO_BIN_EXE_diskimage")).args(args).output().expect("run the diskimage CLI");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn check_cli(dir: &Path) -> Vec<String> {
@@ -385,49 +330,13 @@ fn check_cli(dir: &Path) -> Vec<String> {
     /// (arguments, exit status, expected (format, verdict) in the JSON output)
     type CliCase<'a> = (&'a [&'a str], i32, Option<(&'a str, &'a str)>);
     let cases: [CliCase; 7] = [
-        (
-            &["inspect", &p("q3-data.qcow2"), "--json"],
-            0,
-            Some(("qcow2", "accepted")),
-        ),
-        (
-            &["inspect", &p("evil-backing.qcow2"), "--json"],
-            1,
-            Some(("qcow2", "rejected")),
-        ),
-        (
-            &[
-                "inspect",
-                &p("vhd-fixed.vhd"),
-                "--declared",
-                "vhd",
-                "--json",
-            ],
-            0,
-            Some(("vhd", "accepted")),
-        ),
-        (
-            &[
-                "inspect",
-                &p("evil-raw-is-qcow2.raw"),
-                "--declared",
-                "raw",
-                "--json",
-            ],
-            1,
-            Some(("qcow2", "rejected")),
-        ),
-        (
-            &["sniff", &p("vhdx-dynamic.vhdx"), "--json"],
-            0,
-            Some(("vhdx", "accepted")),
-        ),
+        (&["inspect", &p("q3-data.qcow2"), "--json"], 0, Some(("qcow2", "accepted"))),
+        (&["inspect", &p("evil-backing.qcow2"), "--json"], 1, Some(("qcow2", "rejected"))),
+        (&["inspect", &p("vhd-fixed.vhd"), "--declared", "vhd", "--json"], 0, Some(("vhd", "accepted"))),
+        (&["inspect", &p("evil-raw-is-qcow2.raw"), "--declared", "raw", "--json"], 1, Some(("qcow2", "rejected"))),
+        (&["sniff", &p("vhdx-dynamic.vhdx"), "--json"], 0, Some(("vhdx", "accepted"))),
         (&["inspect", &p("does-not-exist")], 2, None),
-        (
-            &["inspect", &p("q3-data.qcow2"), "--declared", "nonsense"],
-            2,
-            None,
-        ),
+        (&["inspect", &p("q3-data.qcow2"), "--declared", "nonsense"], 2, None),
     ];
     for (args, code, want) in cases {
         let (rc, out) = cli(args);
@@ -447,9 +356,7 @@ fn check_cli(dir: &Path) -> Vec<String> {
                     }
                     if let Some(first) = v["findings"].as_array().and_then(|a| a.first()) {
                         if !first["code"].is_string() || !first["message"].is_string() {
-                            errs.push(format!(
-                                "cli {args:?}: finding without code/message: {first}"
-                            ));
+                            errs.push(format!("cli {args:?}: finding without code/message: {first}"));
                         }
                     }
                 }
@@ -471,29 +378,13 @@ fn check_cli(dir: &Path) -> Vec<String> {
 fn check_options(dir: &Path) -> Vec<String> {
     let mut errs = Vec::new();
     let f = SizedFile::open(&dir.join("q3-data.qcow2")).expect("open");
-    let r = inspect(
-        &f,
-        &InspectOptions {
-            max_virtual_size: 1 << 20,
-            ..Default::default()
-        },
-    );
+    let r = inspect(&f, &InspectOptions { max_virtual_size: 1 << 20, ..Default::default() });
     if r.verdict != Verdict::Rejected || !r.has(codes::VIRTUAL_SIZE_TOO_LARGE) {
         errs.push(format!("max_virtual_size not enforced: {r:?}"));
     }
     let f = SizedFile::open(&dir.join("vdi-dynamic.vdi")).expect("open");
-    let r = inspect(
-        &f,
-        &InspectOptions {
-            declared: Some(Format::Qcow2),
-            ..Default::default()
-        },
-    );
-    let msg = r
-        .errors()
-        .map(|e| e.message.clone())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let r = inspect(&f, &InspectOptions { declared: Some(Format::Qcow2), ..Default::default() });
+    let msg = r.errors().map(|e| e.message.clone()).collect::<Vec<_>>().join(" ");
     if !msg.contains("vdi") || !msg.contains("VirtualBox") {
         errs.push(format!("mismatch message must name the real format: {msg}"));
     }
@@ -545,18 +436,9 @@ fn check_vmdk_footer_rules(dir: &Path) -> Vec<String> {
         ("evil-vmdk-stream-zero-footer.vmdk", Some(P::Signature)),
         ("evil-vmdk-stream-footer-signature.vmdk", Some(P::Signature)),
         ("evil-vmdk-stream-footer-version.vmdk", Some(P::Version)),
-        (
-            "evil-vmdk-stream-footer-desc-offset.vmdk",
-            Some(P::Descriptor),
-        ),
-        (
-            "evil-vmdk-stream-footer-descriptor.vmdk",
-            Some(P::Descriptor),
-        ),
-        (
-            "evil-vmdk-stream-footer-in-footer.vmdk",
-            Some(P::AnotherFooter),
-        ),
+        ("evil-vmdk-stream-footer-desc-offset.vmdk", Some(P::Descriptor)),
+        ("evil-vmdk-stream-footer-descriptor.vmdk", Some(P::Descriptor)),
+        ("evil-vmdk-stream-footer-in-footer.vmdk", Some(P::AnotherFooter)),
         ("evil-vmdk-stream-marker-size.vmdk", Some(P::Marker)),
         ("evil-vmdk-stream-marker-type.vmdk", Some(P::Marker)),
         ("evil-vmdk-stream-marker-pad.vmdk", Some(P::Marker)),
@@ -568,35 +450,17 @@ fn check_vmdk_footer_rules(dir: &Path) -> Vec<String> {
     ];
     for (file, want) in cases {
         let f = SizedFile::open(&dir.join(file)).expect("open");
-        let opts = InspectOptions {
-            file_name: Some(file.to_string()),
-            ..Default::default()
-        };
-        for (how, r) in [
-            ("inspect", inspect(&f, &opts)),
-            ("sniff", sniff_reader(&f, &opts)),
-        ] {
-            let footer: Vec<&str> = r
-                .errors()
-                .filter(|e| e.code == codes::VMDK_FOOTER)
-                .map(|e| e.message.as_str())
-                .collect();
+        let opts = InspectOptions { file_name: Some(file.to_string()), ..Default::default() };
+        for (how, r) in [("inspect", inspect(&f, &opts)), ("sniff", sniff_reader(&f, &opts))] {
+            let footer: Vec<&str> = r.errors().filter(|e| e.code == codes::VMDK_FOOTER).map(|e| e.message.as_str()).collect();
             let ok = match want {
                 None => r.verdict == Verdict::Accepted && r.format == Format::Vmdk,
-                Some(p) => {
-                    r.verdict == Verdict::Rejected
-                        && r.format == Format::Vmdk
-                        && footer == [p.message()]
-                }
+                Some(p) => r.verdict == Verdict::Rejected && r.format == Format::Vmdk && footer == [p.message()],
             };
             if !ok {
                 errs.push(format!(
                     "{file}: {how} should {} ({want:?}): {:?} {:?}",
-                    if want.is_some() {
-                        "refuse it"
-                    } else {
-                        "accept it"
-                    },
+                    if want.is_some() { "refuse it" } else { "accept it" },
                     r.verdict,
                     r.findings
                 ));
@@ -611,11 +475,7 @@ fn fixture_verdicts_virtual_sizes_and_cli() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_fixtures.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(dir)
-        .output()
-        .expect("python3 is required to build fixtures");
+    let out = Command::new("python3").arg(&script).arg(dir).output().expect("python3 is required to build fixtures");
     assert!(
         out.status.success(),
         "fixture generation failed (qemu-img, xorriso, zstd and lz4 are required): {}",
@@ -626,27 +486,15 @@ fn fixture_verdicts_virtual_sizes_and_cli() {
     errs.extend(check_options(dir));
     errs.extend(check_ova_subformat_sniff(dir));
     errs.extend(check_vmdk_footer_rules(dir));
-    assert!(
-        errs.is_empty(),
-        "{} problem(s):\n{}",
-        errs.len(),
-        errs.join("\n")
-    );
+    assert!(errs.is_empty(), "{} problem(s):\n{}", errs.len(), errs.join("\n"));
 }
 
 #[test]
 fn every_format_is_covered_by_a_case() {
     for f in diskimage::ALL_FORMATS {
-        assert!(
-            CASES.iter().any(|c| c.format == f.as_str()),
-            "no fixture case for {f}"
-        );
+        assert!(CASES.iter().any(|c| c.format == f.as_str()), "no fixture case for {f}");
     }
     for code in codes::ALL {
-        assert!(
-            code.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
-            "{code} is not kebab-case"
-        );
+        assert!(code.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{code} is not kebab-case");
     }
 }

@@ -82,11 +82,7 @@ fn sniff_like_browser(data: &[u8]) -> diskimage::Report {
             SniffOutcome::Done(r) => return r,
             SniffOutcome::NeedMore(ranges) => {
                 for r in ranges {
-                    assert!(
-                        r.len > 0 && r.end() <= data.len() as u64,
-                        "sniff asked for {r:?} of {}",
-                        data.len()
-                    );
+                    assert!(r.len > 0 && r.end() <= data.len() as u64, "sniff asked for {r:?} of {}", data.len());
                     view.insert(r.offset, data[r.offset as usize..r.end() as usize].to_vec());
                 }
             }
@@ -98,17 +94,10 @@ fn sniff_like_browser(data: &[u8]) -> diskimage::Report {
 /// Inspect + sniff one input and check the properties.
 fn check_input(data: &[u8]) -> Result<(), TestCaseError> {
     let (report, peak) = measured(|| inspect(data, &InspectOptions::default()));
-    prop_assert!(
-        peak < MEMORY_BOUND,
-        "inspect used {peak} bytes of heap (format {})",
-        report.format
-    );
+    prop_assert!(peak < MEMORY_BOUND, "inspect used {peak} bytes of heap (format {})", report.format);
     let (s, speak) = measured(|| sniff_like_browser(data));
     // The sniff view itself holds the pieces; the bound is on the parser's own use on top.
-    prop_assert!(
-        speak < MEMORY_BOUND + 2 * (256 << 10),
-        "sniff used {speak} bytes"
-    );
+    prop_assert!(speak < MEMORY_BOUND + 2 * (256 << 10), "sniff used {speak} bytes");
     if !s.has(codes::SNIFF_INCOMPLETE) {
         prop_assert_eq!(s.format, report.format, "sniff and inspect disagree");
     }
@@ -123,69 +112,31 @@ fn seeds() -> &'static Vec<Vec<u8>> {
         let d = dir.path();
         let base = d.join("base.raw");
         let mut raw = vec![0u8; 4 << 20];
-        raw[(1 << 20)..(1 << 20) + 4096]
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = (i * 7 % 251) as u8);
+        raw[(1 << 20)..(1 << 20) + 4096].iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 % 251) as u8);
         raw[510] = 0x55;
         raw[511] = 0xAA;
         raw[446 + 4] = 0x83;
         raw[446 + 8] = 1;
         std::fs::write(&base, &raw).expect("write base");
         let qemu = |args: &[&str]| {
-            let st = Command::new("qemu-img")
-                .args(args)
-                .status()
-                .expect("qemu-img is required");
+            let st = Command::new("qemu-img").args(args).status().expect("qemu-img is required");
             assert!(st.success(), "qemu-img {args:?} failed");
         };
         let b = base.to_str().expect("utf8 path");
         let out = |n: &str| d.join(n).to_string_lossy().into_owned();
         qemu(&["convert", "-f", "raw", "-O", "qcow2", b, &out("a.qcow2")]);
-        qemu(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-o",
-            "compat=0.10",
-            b,
-            &out("b.qcow2"),
-        ]);
+        qemu(&["convert", "-f", "raw", "-O", "qcow2", "-o", "compat=0.10", b, &out("b.qcow2")]);
         qemu(&["convert", "-f", "raw", "-O", "vdi", b, &out("c.vdi")]);
         qemu(&["convert", "-f", "raw", "-O", "vpc", b, &out("d.vhd")]);
-        qemu(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vpc",
-            "-o",
-            "subformat=fixed",
-            b,
-            &out("e.vhd"),
-        ]);
+        qemu(&["convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", b, &out("e.vhd")]);
         qemu(&["convert", "-f", "raw", "-O", "vhdx", b, &out("f.vhdx")]);
         qemu(&["convert", "-f", "raw", "-O", "vmdk", b, &out("g.vmdk")]);
-        qemu(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            b,
-            &out("h.vmdk"),
-        ]);
+        qemu(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", b, &out("h.vmdk")]);
         qemu(&["create", "-q", "-f", "qed", &out("i.qed"), "4M"]);
-        let mut v: Vec<Vec<u8>> = [
-            "a.qcow2", "b.qcow2", "c.vdi", "d.vhd", "e.vhd", "f.vhdx", "g.vmdk", "h.vmdk", "i.qed",
-        ]
-        .iter()
-        .map(|n| std::fs::read(d.join(n)).expect("read seed"))
-        .collect();
+        let mut v: Vec<Vec<u8>> = ["a.qcow2", "b.qcow2", "c.vdi", "d.vhd", "e.vhd", "f.vhdx", "g.vmdk", "h.vmdk", "i.qed"]
+            .iter()
+            .map(|n| std::fs::read(d.join(n)).expect("read seed"))
+            .collect();
         v.push(raw);
         v
     })

@@ -5,12 +5,7 @@ use diskimage::{sniff, ByteRange, Format, SniffOutcome, SparseBytes, Verdict};
 use std::process::Command;
 
 fn make(args: &[&str], out: &std::path::Path) -> Vec<u8> {
-    let st = Command::new("qemu-img")
-        .args(args)
-        .arg(out)
-        .arg("16M")
-        .status()
-        .expect("qemu-img is required");
+    let st = Command::new("qemu-img").args(args).arg(out).arg("16M").status().expect("qemu-img is required");
     assert!(st.success());
     std::fs::read(out).expect("read image")
 }
@@ -37,10 +32,7 @@ fn browser(data: &[u8]) -> (diskimage::Report, Vec<ByteRange>) {
                     asked.push(r);
                     view.insert(r.offset, piece(data, r));
                 }
-                assert!(
-                    asked.len() <= SNIFF_MAX_FOLLOWUPS,
-                    "too many follow-ups: {asked:?}"
-                );
+                assert!(asked.len() <= SNIFF_MAX_FOLLOWUPS, "too many follow-ups: {asked:?}");
             }
         }
     }
@@ -65,24 +57,12 @@ fn vhdx_needs_two_follow_ups_then_reports_the_size() {
 #[test]
 fn qcow2_and_fixed_vhd_decide_from_head_and_tail_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = make(
-        &["create", "-q", "-f", "qcow2"],
-        &dir.path().join("a.qcow2"),
-    );
+    let q = make(&["create", "-q", "-f", "qcow2"], &dir.path().join("a.qcow2"));
     let (r, asked) = browser(&q);
-    assert_eq!(
-        (r.format, r.virtual_size, asked.len()),
-        (Format::Qcow2, Some(16 << 20), 0)
-    );
-    let v = make(
-        &["create", "-q", "-f", "vpc", "-o", "subformat=fixed"],
-        &dir.path().join("a.vhd"),
-    );
+    assert_eq!((r.format, r.virtual_size, asked.len()), (Format::Qcow2, Some(16 << 20), 0));
+    let v = make(&["create", "-q", "-f", "vpc", "-o", "subformat=fixed"], &dir.path().join("a.vhd"));
     let (r, asked) = browser(&v);
-    assert_eq!(
-        (r.format, r.subformat.as_deref(), asked.len()),
-        (Format::Vhd, Some("fixed"), 0)
-    );
+    assert_eq!((r.format, r.subformat.as_deref(), asked.len()), (Format::Vhd, Some("fixed"), 0));
 }
 
 #[test]
@@ -113,18 +93,12 @@ fn a_sniffer_that_keeps_asking_gives_up_with_a_partial_report() {
 fn report_round_trips_through_json() {
     let r = diskimage::inspect(&[0u8; 4096][..], &Default::default());
     let j = serde_json::to_string(&r).expect("serialise");
-    assert!(
-        j.contains("\"format\":\"raw\"") && j.contains("\"verdict\":\"accepted\""),
-        "{j}"
-    );
+    assert!(j.contains("\"format\":\"raw\"") && j.contains("\"verdict\":\"accepted\""), "{j}");
     let back: diskimage::Report = serde_json::from_str(&j).expect("deserialise");
     assert_eq!(back, r);
     for f in diskimage::ALL_FORMATS {
         assert_eq!(f.as_str().parse::<Format>(), Ok(f));
-        assert_eq!(
-            serde_json::to_string(&f).expect("json"),
-            format!("\"{}\"", f.as_str())
-        );
+        assert_eq!(serde_json::to_string(&f).expect("json"), format!("\"{}\"", f.as_str()));
         assert!(!f.label().is_empty());
     }
     assert_eq!(Format::Vhd.glance_disk_format(), Some("vhd"));

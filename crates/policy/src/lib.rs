@@ -191,7 +191,9 @@ pub fn authorize(who: Option<&Principal>, action: &Action<'_>) -> Result<(), Den
         }
     }
     if p.via_token && action.needs_session() {
-        return forbid("API tokens cannot manage tokens, accounts, the audit log or the storage matrix; sign in to the dashboard to do this.");
+        return forbid(
+            "API tokens cannot manage tokens, accounts, the audit log or the storage matrix; sign in to the dashboard to do this.",
+        );
     }
     if p.is_admin {
         return Ok(());
@@ -243,9 +245,7 @@ pub fn authorize(who: Option<&Principal>, action: &Action<'_>) -> Result<(), Den
             None => forbid("You can only create tokens for a project you have a role in."),
         },
         Action::ViewOwnTokens => Ok(()),
-        Action::ManageAccounts | Action::ViewAudit | Action::EditStorageMatrix => {
-            forbid("Only administrators can do this.")
-        }
+        Action::ManageAccounts | Action::ViewAudit | Action::EditStorageMatrix => forbid("Only administrators can do this."),
     }
 }
 

@@ -21,8 +21,19 @@ pub const BASE_PROPERTIES: [&str; 10] =
     ["name", "visibility", "protected", "os_hidden", "min_disk", "min_ram", "disk_format", "container_format", "owner", "tags"];
 /// Fields the server sets; a client may not set them (Glance answers 403).
 pub const READ_ONLY_PROPERTIES: [&str; 13] = [
-    "id", "status", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "created_at", "updated_at", "self", "file",
-    "schema", "direct_url",
+    "id",
+    "status",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "direct_url",
 ];
 /// Names Glance reserves (403), besides every name that starts with `os_glance`.
 pub const RESERVED_PROPERTIES: [&str; 5] = ["location", "locations", "deleted", "deleted_at", "stores"];
@@ -141,10 +152,7 @@ mod tests {
         assert!(matches!(check_property("description", &"x".repeat(MAX_PROPERTY_VALUE_BYTES + 1)), Err(MetadataError::TooLarge(_))));
         let big = "x".repeat(60_000);
         let keys: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
-        assert!(matches!(
-            check_properties(keys.iter().map(|k| (k.as_str(), big.as_str()))),
-            Err(MetadataError::TooLarge(_))
-        ));
+        assert!(matches!(check_properties(keys.iter().map(|k| (k.as_str(), big.as_str()))), Err(MetadataError::TooLarge(_))));
         assert_eq!(check_properties(keys.iter().take(4).map(|k| (k.as_str(), big.as_str()))), Ok(()));
     }
 

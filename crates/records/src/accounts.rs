@@ -124,8 +124,7 @@ pub struct AuditFilter {
 /// The most audit rows one page returns.
 pub const MAX_AUDIT_PAGE: u32 = 500;
 
-const USER_COLUMNS: &str =
-    "id, username, display_name, email, password_hash, is_admin, disabled, session_epoch, created_at";
+const USER_COLUMNS: &str = "id, username, display_name, email, password_hash, is_admin, disabled, session_epoch, created_at";
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -249,9 +248,7 @@ impl Db {
     }
 
     pub async fn list_projects(&self) -> Result<Vec<ProjectRow>, DbError> {
-        Ok(sqlx::query_as("SELECT id, name, description, created_at FROM projects ORDER BY name")
-            .fetch_all(self.pool())
-            .await?)
+        Ok(sqlx::query_as("SELECT id, name, description, created_at FROM projects ORDER BY name").fetch_all(self.pool()).await?)
     }
 
     // ---- roles -------------------------------------------------------------------------------
@@ -301,13 +298,11 @@ impl Db {
     // ---- quotas ------------------------------------------------------------------------------
 
     pub async fn quota(&self, project_id: &str) -> Result<QuotaRow, DbError> {
-        Ok(sqlx::query_as(
-            "SELECT max_images, max_bytes, max_concurrent_uploads FROM quotas WHERE project_id = ?",
-        )
-        .bind(project_id)
-        .fetch_optional(self.pool())
-        .await?
-        .unwrap_or_default())
+        Ok(sqlx::query_as("SELECT max_images, max_bytes, max_concurrent_uploads FROM quotas WHERE project_id = ?")
+            .bind(project_id)
+            .fetch_optional(self.pool())
+            .await?
+            .unwrap_or_default())
     }
 
     pub async fn set_quota(&self, project_id: &str, quota: QuotaRow) -> Result<(), DbError> {
@@ -477,12 +472,10 @@ impl Db {
 
     /// Forgets a user's failures after a successful sign-in, and rows older than a day.
     pub async fn clear_sign_in_failures(&self, username: &str) -> Result<(), DbError> {
-        sqlx::query(
-            "DELETE FROM sign_in_failures WHERE username = ? OR at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')",
-        )
-        .bind(username)
-        .execute(self.pool())
-        .await?;
+        sqlx::query("DELETE FROM sign_in_failures WHERE username = ? OR at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')")
+            .bind(username)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
@@ -668,9 +661,7 @@ mod tests {
     async fn audit_filters_and_pages() {
         let (_d, db) = temp_db().await;
         for (actor, action) in [("root", "user.create"), ("root", "project.create"), ("ann", "user.disable")] {
-            db.append_audit(&NewAudit { actor_name: actor, action, remote_addr: "127.0.0.1", ..Default::default() })
-                .await
-                .unwrap();
+            db.append_audit(&NewAudit { actor_name: actor, action, remote_addr: "127.0.0.1", ..Default::default() }).await.unwrap();
         }
         let all = db.list_audit(&AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
         assert_eq!(all.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), ["user.disable", "project.create", "user.create"]);

@@ -50,11 +50,7 @@ pub async fn build(db: &Db, rng: &mut Lcg) -> (Vec<String>, Vec<String>) {
     for n in 0..IMAGES {
         let id = uuid::Uuid::new_v4().to_string();
         let owner = &projects[rng.below(PROJECTS as u64) as usize];
-        let status = if rng.chance(80) {
-            "active"
-        } else {
-            *rng.pick(&["queued", "importing", "killed", "deactivated", "saving"])
-        };
+        let status = if rng.chance(80) { "active" } else { *rng.pick(&["queued", "importing", "killed", "deactivated", "saving"]) };
         let visibility = match rng.below(10) {
             0..=5 => "private",
             6 | 7 => "shared",
@@ -125,16 +121,14 @@ pub async fn build(db: &Db, rng: &mut Lcg) -> (Vec<String>, Vec<String>) {
             }
         }
         if let (true, Some(size)) = (has_data, size) {
-            sqlx::query(
-                "INSERT INTO image_locations (image_id, backend, key, disk_format, size) VALUES (?, 'local', ?, ?, ?)",
-            )
-            .bind(&id)
-            .bind(format!("images/{id}"))
-            .bind(disk_format.unwrap_or("raw"))
-            .bind(size)
-            .execute(&mut *tx)
-            .await
-            .expect("insert location");
+            sqlx::query("INSERT INTO image_locations (image_id, backend, key, disk_format, size) VALUES (?, 'local', ?, ?, ?)")
+                .bind(&id)
+                .bind(format!("images/{id}"))
+                .bind(disk_format.unwrap_or("raw"))
+                .bind(size)
+                .execute(&mut *tx)
+                .await
+                .expect("insert location");
         }
         ids.push(id);
     }
@@ -182,4 +176,3 @@ impl Stats {
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
 }
-

@@ -201,11 +201,7 @@ impl MemberStatusFilter {
             "accepted" => Self::Accepted,
             "rejected" => Self::Rejected,
             "all" => Self::All,
-            _ => {
-                return Err(CatalogueError::InvalidFilter(format!(
-                    "member_status must be pending, accepted, rejected or all, not {s:?}"
-                )))
-            }
+            _ => return Err(CatalogueError::InvalidFilter(format!("member_status must be pending, accepted, rejected or all, not {s:?}"))),
         })
     }
 
@@ -266,8 +262,8 @@ impl TimeFilter {
     /// A comparison with an ISO 8601 time: `2024-05-01`, `2024-05-01T10:00`, `…T10:00:00Z`,
     /// `…T12:00:00+02:00`, fractions of a second. A time without a zone is UTC (as in Glance).
     pub fn new(op: TimeOp, iso8601: &str) -> Result<Self, CatalogueError> {
-        let (seconds, fraction) = parse_iso8601(iso8601)
-            .ok_or_else(|| CatalogueError::InvalidFilter(format!("{iso8601:?} is not an ISO 8601 date and time")))?;
+        let (seconds, fraction) =
+            parse_iso8601(iso8601).ok_or_else(|| CatalogueError::InvalidFilter(format!("{iso8601:?} is not an ISO 8601 date and time")))?;
         // Stored times have whole seconds. A fraction moves the comparison to the whole second
         // that gives the same answer: t >= 10.5 ⇔ t > 10, t < 10.5 ⇔ t <= 10; no stored time
         // equals 10.5.
@@ -288,9 +284,7 @@ impl TimeFilter {
         match s.split_once(':') {
             Some((op, rest)) if op.chars().all(|c| c.is_ascii_alphabetic()) => match TimeOp::parse(op) {
                 Some(op) => Self::new(op, rest),
-                None => Err(CatalogueError::InvalidFilter(format!(
-                    "unknown operator {op:?}: use gt, gte, lt, lte, eq or neq"
-                ))),
+                None => Err(CatalogueError::InvalidFilter(format!("unknown operator {op:?}: use gt, gte, lt, lte, eq or neq"))),
             },
             _ => Self::new(TimeOp::Eq, s),
         }
@@ -433,11 +427,7 @@ pub fn parse_in_list(s: &str) -> Result<Vec<String>, CatalogueError> {
                     return Ok(items);
                 }
                 Some(',') => items.push(item),
-                Some(_) => {
-                    return Err(CatalogueError::InvalidFilter(format!(
-                        "a quoted item must be followed by a comma in {s:?}"
-                    )))
-                }
+                Some(_) => return Err(CatalogueError::InvalidFilter(format!("a quoted item must be followed by a comma in {s:?}"))),
             }
         } else {
             loop {
@@ -510,10 +500,7 @@ impl SortKey {
     }
 
     pub fn parse(s: &str) -> Result<Self, CatalogueError> {
-        SortKey::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| CatalogueError::InvalidFilter(format!("cannot sort by {s:?}")))
+        SortKey::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| CatalogueError::InvalidFilter(format!("cannot sort by {s:?}")))
     }
 
     /// The column; the only identifiers that reach SQL from a caller's choice.
@@ -536,10 +523,7 @@ impl SortKey {
     }
 
     fn nullable(self) -> bool {
-        matches!(
-            self,
-            SortKey::ContainerFormat | SortKey::DiskFormat | SortKey::Size | SortKey::VirtualSize | SortKey::Owner
-        )
+        matches!(self, SortKey::ContainerFormat | SortKey::DiskFormat | SortKey::Size | SortKey::VirtualSize | SortKey::Owner)
     }
 
     /// The marker row's value of this key.
@@ -645,7 +629,6 @@ pub struct ImagePage {
     pub total: u64,
 }
 
-
 /// A value bound to a `?`.
 #[derive(Clone, Debug)]
 enum Arg {
@@ -743,9 +726,7 @@ impl ImageQuery {
             (Some(VisibilityFilter::All), _) => {}
             (Some(v), _) => c.push("i.visibility = ?", [Arg::Text(v.as_str().to_owned())]),
             // Without a visibility filter community images are listed only to their owner.
-            (None, Visible::Project(p)) => {
-                c.push("(i.owner = ? OR i.visibility <> 'community')", [Arg::Text(p.to_owned())])
-            }
+            (None, Visible::Project(p)) => c.push("(i.owner = ? OR i.visibility <> 'community')", [Arg::Text(p.to_owned())]),
             (None, _) => c.push("i.visibility <> 'community'", []),
         }
         c.push(if self.os_hidden == Some(true) { "i.os_hidden = 1" } else { "i.os_hidden = 0" }, []);
@@ -908,16 +889,12 @@ impl ImagePatch {
     fn validate(&self) -> Result<(Option<String>, Option<String>), CatalogueError> {
         if let Some(name) = &self.name {
             if name.chars().count() > MAX_NAME_CHARS {
-                return Err(CatalogueError::InvalidValue(format!(
-                    "an image name has at most {MAX_NAME_CHARS} characters"
-                )));
+                return Err(CatalogueError::InvalidValue(format!("an image name has at most {MAX_NAME_CHARS} characters")));
             }
         }
         if let Some(v) = &self.visibility {
             if !matches!(v.as_str(), "public" | "private" | "shared" | "community") {
-                return Err(CatalogueError::InvalidValue(format!(
-                    "visibility must be public, private, shared or community, not {v:?}"
-                )));
+                return Err(CatalogueError::InvalidValue(format!("visibility must be public, private, shared or community, not {v:?}")));
             }
         }
         if self.min_disk.is_some_and(|n| n < 0) || self.min_ram.is_some_and(|n| n < 0) {
@@ -927,19 +904,14 @@ impl ImagePatch {
             None => None,
             Some(map) => {
                 if map.len() > MAX_PROPERTIES {
-                    return Err(CatalogueError::LimitExceeded(format!(
-                        "an image has at most {MAX_PROPERTIES} properties"
-                    )));
+                    return Err(CatalogueError::LimitExceeded(format!("an image has at most {MAX_PROPERTIES} properties")));
                 }
                 if let Some(bad) = map.keys().find(|k| !valid_property_key(k)) {
                     return Err(CatalogueError::InvalidValue(format!(
                         "property names are 1 to 255 letters, digits and _ : . - ; {bad:?} is not one"
                     )));
                 }
-                Some(
-                    serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect())
-                        .to_string(),
-                )
+                Some(serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect()).to_string())
             }
         };
         let tags = match &self.tags {
@@ -990,17 +962,13 @@ impl Db {
             access.push("i.id = ?", [Arg::Text(marker.clone())]);
             push_access(&mut access, visible, None);
             let sql = format!("SELECT {DETAIL_COLUMNS} FROM {DETAIL_FROM} WHERE {}", access.where_clause());
-            let row: Option<ImageDetail> =
-                bind_args(sqlx::query_as(&sql), &access.args).fetch_optional(self.pool()).await?;
+            let row: Option<ImageDetail> = bind_args(sqlx::query_as(&sql), &access.args).fetch_optional(self.pool()).await?;
             let row = row.ok_or(CatalogueError::MarkerNotFound)?;
             push_after_marker(&mut page, &order, &row);
         }
         let order_by: Vec<String> = order.iter().map(|(k, d)| format!("{} {}", k.column(), d.sql())).collect();
-        let sql = format!(
-            "SELECT {DETAIL_COLUMNS} FROM {DETAIL_FROM} WHERE {} ORDER BY {} LIMIT ?",
-            page.where_clause(),
-            order_by.join(", ")
-        );
+        let sql =
+            format!("SELECT {DETAIL_COLUMNS} FROM {DETAIL_FROM} WHERE {} ORDER BY {} LIMIT ?", page.where_clause(), order_by.join(", "));
         // One row more than the page says whether there is a next page.
         page.args.push(Arg::Int(i64::from(limit) + 1));
         let mut images: Vec<ImageDetail> = bind_args(sqlx::query_as(&sql), &page.args).fetch_all(self.pool()).await?;
@@ -1086,8 +1054,7 @@ impl Db {
         if done.rows_affected() == 1 {
             return Ok(TagChange::Changed);
         }
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM images WHERE id = ?").bind(id).fetch_optional(self.pool()).await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM images WHERE id = ?").bind(id).fetch_optional(self.pool()).await?;
         Ok(if exists.is_some() { TagChange::Unchanged } else { TagChange::ImageNotFound })
     }
 
@@ -1209,12 +1176,8 @@ mod tests {
     }
 
     async fn image(db: &Db, name: &str, owner: Option<&str>, visibility: &str) -> String {
-        let new = NewImage {
-            name: name.into(),
-            owner: owner.map(str::to_owned),
-            visibility: Some(visibility.into()),
-            ..Default::default()
-        };
+        let new =
+            NewImage { name: name.into(), owner: owner.map(str::to_owned), visibility: Some(visibility.into()), ..Default::default() };
         db.create_image(&new).await.unwrap().id
     }
 
@@ -1227,8 +1190,7 @@ mod tests {
     async fn list(db: &Db, q: &ImageQuery, visible: Visible<'_>) -> Vec<String> {
         let mut q = q.clone();
         q.limit = Some(MAX_LIST_LIMIT);
-        let mut names: Vec<String> =
-            db.query_images(&q, visible).await.unwrap().images.into_iter().map(|i| i.name).collect();
+        let mut names: Vec<String> = db.query_images(&q, visible).await.unwrap().images.into_iter().map(|i| i.name).collect();
         names.sort();
         names
     }
@@ -1281,10 +1243,7 @@ mod tests {
         let id = db.create_image(&new).await.unwrap().id;
         let d = db.image_detail(&id).await.unwrap().unwrap();
         assert_eq!(d.owner_name.as_deref(), Some("alpha"));
-        assert_eq!(
-            (d.status.as_str(), d.visibility.as_str(), d.min_disk, d.protected, d.os_hidden),
-            ("queued", "shared", 2, false, false)
-        );
+        assert_eq!((d.status.as_str(), d.visibility.as_str(), d.min_disk, d.protected, d.os_hidden), ("queued", "shared", 2, false, false));
         assert_eq!(d.tag_list(), ["b", "a"]);
         let props = d.property_map();
         assert_eq!(props.get("os_distro").map(String::as_str), Some("debian"));
@@ -1335,35 +1294,19 @@ mod tests {
         assert_eq!(list(&db, &q(), all).await, ["four", "one", "three", "two"]);
         assert_eq!(list(&db, &ImageQuery { ids: vec![one.clone(), two.clone()], ..q() }, all).await, ["one", "two"]);
         assert_eq!(list(&db, &ImageQuery { names: vec!["one".into()], ..q() }, all).await, ["one"]);
-        assert_eq!(
-            list(&db, &ImageQuery { names: vec!["one".into(), "three".into(), "x".into()], ..q() }, all).await,
-            ["one", "three"]
-        );
+        assert_eq!(list(&db, &ImageQuery { names: vec!["one".into(), "three".into(), "x".into()], ..q() }, all).await, ["one", "three"]);
         assert_eq!(list(&db, &ImageQuery { statuses: vec!["active".into()], ..q() }, all).await, ["one", "two"]);
-        assert_eq!(
-            list(&db, &ImageQuery { statuses: vec!["killed".into(), "queued".into()], ..q() }, all).await,
-            ["four", "three"]
-        );
-        assert_eq!(
-            list(&db, &ImageQuery { disk_formats: vec!["qcow2".into(), "vmdk".into()], ..q() }, all).await,
-            ["one", "three"]
-        );
+        assert_eq!(list(&db, &ImageQuery { statuses: vec!["killed".into(), "queued".into()], ..q() }, all).await, ["four", "three"]);
+        assert_eq!(list(&db, &ImageQuery { disk_formats: vec!["qcow2".into(), "vmdk".into()], ..q() }, all).await, ["one", "three"]);
         assert_eq!(list(&db, &ImageQuery { container_formats: vec!["ova".into()], ..q() }, all).await, ["two"]);
         assert_eq!(list(&db, &ImageQuery { owners: vec![b.clone()], ..q() }, all).await, ["three"]);
-        assert_eq!(
-            list(&db, &ImageQuery { owners: vec![a.clone(), b.clone()], ..q() }, all).await,
-            ["one", "three", "two"]
-        );
+        assert_eq!(list(&db, &ImageQuery { owners: vec![a.clone(), b.clone()], ..q() }, all).await, ["one", "three", "two"]);
         assert_eq!(list(&db, &ImageQuery { tags: vec!["x".into()], ..q() }, all).await, ["one", "two"]);
         assert_eq!(list(&db, &ImageQuery { tags: vec!["x".into(), "y".into()], ..q() }, all).await, ["one"]);
         assert!(list(&db, &ImageQuery { tags: vec!["x".into(), "z".into()], ..q() }, all).await.is_empty());
         assert_eq!(list(&db, &ImageQuery { size_min: Some(100), ..q() }, all).await, ["one", "two"]);
         assert_eq!(list(&db, &ImageQuery { size_min: Some(101), ..q() }, all).await, ["two"]);
-        assert_eq!(
-            list(&db, &ImageQuery { size_max: Some(200), ..q() }, all).await,
-            ["one", "two"],
-            "NULL sizes never match a bound"
-        );
+        assert_eq!(list(&db, &ImageQuery { size_max: Some(200), ..q() }, all).await, ["one", "two"], "NULL sizes never match a bound");
         assert_eq!(list(&db, &ImageQuery { size_min: Some(100), size_max: Some(100), ..q() }, all).await, ["one"]);
         assert_eq!(list(&db, &ImageQuery { protected: Some(true), ..q() }, all).await, ["one"]);
         assert_eq!(list(&db, &ImageQuery { protected: Some(false), ..q() }, all).await, ["four", "three", "two"]);
@@ -1552,10 +1495,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut marker = None;
         for _ in 0..1000 {
-            let page = db
-                .query_images(&ImageQuery { marker: marker.clone(), limit: Some(limit), ..query.clone() }, visible)
-                .await
-                .unwrap();
+            let page = db.query_images(&ImageQuery { marker: marker.clone(), limit: Some(limit), ..query.clone() }, visible).await.unwrap();
             assert!(page.images.len() <= limit as usize);
             seen.extend(page.images.iter().map(|i| i.id.clone()));
             match page.next_marker {
@@ -1581,14 +1521,12 @@ mod tests {
         for key in SortKey::ALL {
             for dir in [SortDir::Asc, SortDir::Desc] {
                 let query = ImageQuery { sort: vec![(key, dir)], ..everything.clone() };
-                let got: Vec<String> =
-                    db.query_images(&query, Visible::All).await.unwrap().images.into_iter().map(|i| i.id).collect();
+                let got: Vec<String> = db.query_images(&query, Visible::All).await.unwrap().images.into_iter().map(|i| i.id).collect();
                 let want = sorted(rows.clone(), &query.order());
                 assert_eq!(got, want, "{key:?} {dir:?}");
             }
         }
-        let default: Vec<String> =
-            db.query_images(&everything, Visible::All).await.unwrap().images.into_iter().map(|i| i.id).collect();
+        let default: Vec<String> = db.query_images(&everything, Visible::All).await.unwrap().images.into_iter().map(|i| i.id).collect();
         assert_eq!(default, sorted(rows, &[(SortKey::CreatedAt, SortDir::Desc), (SortKey::Id, SortDir::Desc)]));
     }
 
@@ -1609,8 +1547,7 @@ mod tests {
             } else {
                 (ImageQuery { sort, visibility: Some(VisibilityFilter::All), ..q() }, Visible::All)
             };
-            let full =
-                db.query_images(&ImageQuery { limit: Some(MAX_LIST_LIMIT), ..query.clone() }, visible).await.unwrap();
+            let full = db.query_images(&ImageQuery { limit: Some(MAX_LIST_LIMIT), ..query.clone() }, visible).await.unwrap();
             let want: Vec<String> = full.images.iter().map(|i| i.id.clone()).collect();
             assert_eq!(want, sorted(full.images.clone(), &query.order()), "round {round}: {:?}", query.sort);
             let limit = 1 + rng.below(9) as u32;
@@ -1636,12 +1573,8 @@ mod tests {
         let page = db.query_images(&ImageQuery { limit: Some(0), ..q() }, Visible::All).await.unwrap();
         assert_eq!((page.images.len(), page.next_marker, page.total), (0, None, 30));
         let sort = vec![(SortKey::Name, SortDir::Asc)];
-        let first =
-            db.query_images(&ImageQuery { limit: Some(10), sort: sort.clone(), ..q() }, Visible::All).await.unwrap();
-        let second = db
-            .query_images(&ImageQuery { limit: Some(10), sort, marker: first.next_marker, ..q() }, Visible::All)
-            .await
-            .unwrap();
+        let first = db.query_images(&ImageQuery { limit: Some(10), sort: sort.clone(), ..q() }, Visible::All).await.unwrap();
+        let second = db.query_images(&ImageQuery { limit: Some(10), sort, marker: first.next_marker, ..q() }, Visible::All).await.unwrap();
         assert_eq!(second.images[0].name, "i10");
         assert_eq!(second.total, 30);
     }
@@ -1695,8 +1628,7 @@ mod tests {
         assert_eq!(list(&db, &vis(VisibilityFilter::Community), pb).await, ["a-community", "b-community"]);
         assert_eq!(list(&db, &vis(VisibilityFilter::Shared), pb).await, ["a-shared-accepted", "b-shared"]);
         assert_eq!(
-            list(&db, &ImageQuery { member_status: MemberStatusFilter::Rejected, ..vis(VisibilityFilter::Shared) }, pb)
-                .await,
+            list(&db, &ImageQuery { member_status: MemberStatusFilter::Rejected, ..vis(VisibilityFilter::Shared) }, pb).await,
             ["a-shared-rejected", "b-shared"]
         );
         assert_eq!(list(&db, &vis(VisibilityFilter::Private), pb).await, ["b-private"]);
@@ -1710,23 +1642,18 @@ mod tests {
         assert_eq!(list(&db, &vis(VisibilityFilter::All), Visible::All).await.len(), 11);
         assert_eq!(list(&db, &vis(VisibilityFilter::Private), Visible::All).await, ["a-private", "b-private"]);
         assert_eq!(list(&db, &q(), Visible::PublicOnly).await, ["a-public", "nobody-public"]);
-        assert_eq!(
-            list(&db, &vis(VisibilityFilter::Community), Visible::PublicOnly).await,
-            ["a-community", "b-community"]
-        );
+        assert_eq!(list(&db, &vis(VisibilityFilter::Community), Visible::PublicOnly).await, ["a-community", "b-community"]);
         assert!(list(&db, &vis(VisibilityFilter::Shared), Visible::PublicOnly).await.is_empty());
 
         // The marker must be visible to the caller, whatever the filters.
-        let a_private =
-            db.query_images(&ImageQuery { names: vec!["a-private".into()], ..q() }, Visible::All).await.unwrap();
+        let a_private = db.query_images(&ImageQuery { names: vec!["a-private".into()], ..q() }, Visible::All).await.unwrap();
         let marker = Some(a_private.images[0].id.clone());
         let err = db.query_images(&ImageQuery { marker: marker.clone(), ..q() }, pb).await.unwrap_err();
         assert!(matches!(err, CatalogueError::MarkerNotFound), "{err}");
         assert!(db.query_images(&ImageQuery { marker, ..q() }, Visible::Project(&a)).await.is_ok());
         let pending_marker = ImageQuery { marker: Some(pending.clone()), ..q() };
         assert!(db.query_images(&pending_marker, pb).await.is_ok(), "a pending share is visible as a marker");
-        let err =
-            db.query_images(&ImageQuery { marker: Some("no-such-id".into()), ..q() }, Visible::All).await.unwrap_err();
+        let err = db.query_images(&ImageQuery { marker: Some("no-such-id".into()), ..q() }, Visible::All).await.unwrap_err();
         assert!(matches!(err, CatalogueError::MarkerNotFound), "{err}");
     }
 
@@ -1756,17 +1683,11 @@ mod tests {
             min_ram: Some(512),
             disk_format: Some("qcow2".into()),
             container_format: Some("bare".into()),
-            properties: Some(BTreeMap::from([
-                ("os_distro".into(), "debian".into()),
-                ("x.y".into(), "\"quoted\"".into()),
-            ])),
+            properties: Some(BTreeMap::from([("os_distro".into(), "debian".into()), ("x.y".into(), "\"quoted\"".into())])),
             tags: Some(vec!["t1".into(), "t2".into(), "t1".into()]),
         };
         let d = db.update_image(&id, &patch).await.unwrap().unwrap();
-        assert_eq!(
-            (d.name.as_str(), d.visibility.as_str(), d.protected, d.os_hidden),
-            ("after", "community", true, true)
-        );
+        assert_eq!((d.name.as_str(), d.visibility.as_str(), d.protected, d.os_hidden), ("after", "community", true, true));
         assert_eq!(
             (d.min_disk, d.min_ram, d.disk_format.as_deref(), d.container_format.as_deref()),
             (10, 512, Some("qcow2"), Some("bare"))
@@ -1789,19 +1710,12 @@ mod tests {
         ] {
             assert!(matches!(db.update_image(&id, &bad).await, Err(CatalogueError::InvalidValue(_))), "{bad:?}");
         }
-        let many_tags =
-            ImagePatch { tags: Some((0..=MAX_TAGS).map(|i| format!("t{i}")).collect()), ..Default::default() };
+        let many_tags = ImagePatch { tags: Some((0..=MAX_TAGS).map(|i| format!("t{i}")).collect()), ..Default::default() };
         assert!(matches!(db.update_image(&id, &many_tags).await, Err(CatalogueError::LimitExceeded(_))));
-        let many_props = ImagePatch {
-            properties: Some((0..=MAX_PROPERTIES).map(|i| (format!("k{i}"), String::new())).collect()),
-            ..Default::default()
-        };
+        let many_props =
+            ImagePatch { properties: Some((0..=MAX_PROPERTIES).map(|i| (format!("k{i}"), String::new())).collect()), ..Default::default() };
         assert!(matches!(db.update_image(&id, &many_props).await, Err(CatalogueError::LimitExceeded(_))));
-        assert_eq!(
-            db.image_detail(&id).await.unwrap().unwrap().tag_list(),
-            ["t1", "t2"],
-            "refused patches change nothing"
-        );
+        assert_eq!(db.image_detail(&id).await.unwrap().unwrap().tag_list(), ["t1", "t2"], "refused patches change nothing");
     }
 
     #[tokio::test]
@@ -1815,10 +1729,7 @@ mod tests {
         let d = db.image_detail(&id).await.unwrap().unwrap();
         assert_eq!(d.tag_list(), ["blue", "ünïcode, with \"quotes\""]);
         assert!(d.updated_at.as_str() > "2000-01-01T00:00:00Z");
-        assert_eq!(
-            list(&db, &ImageQuery { tags: vec!["ünïcode, with \"quotes\"".into()], ..q() }, Visible::All).await,
-            ["x"]
-        );
+        assert_eq!(list(&db, &ImageQuery { tags: vec!["ünïcode, with \"quotes\"".into()], ..q() }, Visible::All).await, ["x"]);
         assert_eq!(db.remove_tag(&id, "blue").await.unwrap(), TagChange::Changed);
         assert_eq!(db.remove_tag(&id, "blue").await.unwrap(), TagChange::Unchanged);
         assert_eq!(db.image_detail(&id).await.unwrap().unwrap().tag_list(), ["ünïcode, with \"quotes\""]);
@@ -1860,23 +1771,18 @@ mod tests {
         let other = image(&db, "y", Some(&p), "shared").await;
         db.add_image_member(&id, &p).await.unwrap();
         for (img, backend, key) in [(&id, "local", "images/x"), (&id, "ceph", "rbd/x"), (&other, "local", "images/y")] {
-            sqlx::query(
-                "INSERT INTO image_locations (image_id, backend, key, disk_format, size) VALUES (?, ?, ?, 'raw', 1)",
-            )
-            .bind(img)
-            .bind(backend)
-            .bind(key)
-            .execute(db.pool())
-            .await
-            .unwrap();
+            sqlx::query("INSERT INTO image_locations (image_id, backend, key, disk_format, size) VALUES (?, ?, ?, 'raw', 1)")
+                .bind(img)
+                .bind(backend)
+                .bind(key)
+                .execute(db.pool())
+                .await
+                .unwrap();
         }
         db.update_image(&id, &ImagePatch { protected: Some(true), ..Default::default() }).await.unwrap();
         assert_eq!(db.delete_image(&id).await.unwrap(), DeleteOutcome::Protected);
-        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM image_locations WHERE image_id = ?")
-            .bind(&id)
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+        let kept: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM image_locations WHERE image_id = ?").bind(&id).fetch_one(db.pool()).await.unwrap();
         assert_eq!(kept, 2, "a refused delete keeps the locations");
 
         db.update_image(&id, &ImagePatch { protected: Some(false), ..Default::default() }).await.unwrap();
@@ -1887,9 +1793,6 @@ mod tests {
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM image_locations").fetch_one(db.pool()).await.unwrap();
         assert_eq!(left, 1, "other images' locations stay");
         assert_eq!(db.delete_image(&id).await.unwrap(), DeleteOutcome::NotFound);
-        assert_eq!(
-            db.delete_image(&other).await.unwrap(),
-            DeleteOutcome::Deleted { locations: vec![("local".into(), "images/y".into())] }
-        );
+        assert_eq!(db.delete_image(&other).await.unwrap(), DeleteOutcome::Deleted { locations: vec![("local".into(), "images/y".into())] });
     }
 }

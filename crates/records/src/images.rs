@@ -304,10 +304,8 @@ mod tests {
     #[tokio::test]
     async fn created_images_are_listed_queued_with_defaults() {
         let (_dir, db) = temp_db().await;
-        let row = db
-            .create_image(&NewImage { name: "debian-12".into(), disk_format: Some("qcow2".into()), ..Default::default() })
-            .await
-            .unwrap();
+        let row =
+            db.create_image(&NewImage { name: "debian-12".into(), disk_format: Some("qcow2".into()), ..Default::default() }).await.unwrap();
         assert_eq!(row.status, "queued");
         assert_eq!(row.visibility, "shared");
         assert_eq!(row.name, "debian-12");
@@ -319,10 +317,8 @@ mod tests {
     #[tokio::test]
     async fn visibility_outside_glance_names_is_refused_by_the_schema() {
         let (_dir, db) = temp_db().await;
-        let err = db
-            .create_image(&NewImage { name: "x".into(), visibility: Some("everyone".into()), ..Default::default() })
-            .await
-            .unwrap_err();
+        let err =
+            db.create_image(&NewImage { name: "x".into(), visibility: Some("everyone".into()), ..Default::default() }).await.unwrap_err();
         assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
     }
 

@@ -20,13 +20,13 @@ mod quota;
 mod storage;
 mod uploads;
 
+pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 #[allow(unused_imports)]
 pub use catalogue::*;
-#[allow(unused_imports)]
-pub use storage::*;
-pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 pub use images::{ActiveImage, ImageIngestRow, ImageRow, MemberRow, NewImage, Visible};
 pub use quota::{HoldRefused, QuotaUsage};
+#[allow(unused_imports)]
+pub use storage::*;
 pub use uploads::{FinalCreated, NewUpload, UploadRow, UploadUsage, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};
 
 /// Errors of the records layer. The web layer maps them to what users see.
@@ -62,7 +62,8 @@ impl DbError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             DbError::Sqlx(sqlx::Error::Database(e)) => {
-                e.code().is_some_and(|c| c == "13" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13)) || e.message().contains("disk is full")
+                e.code().is_some_and(|c| c == "13" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13))
+                    || e.message().contains("disk is full")
             }
             DbError::Sqlx(sqlx::Error::Io(e)) => matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded),
             _ => false,

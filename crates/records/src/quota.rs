@@ -69,10 +69,9 @@ pub enum HoldRefused {
 impl std::fmt::Display for HoldRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HoldRefused::Bytes { used, max } => write!(
-                f,
-                "this would take the project past its storage quota of {max} bytes ({used} are used or on their way in)"
-            ),
+            HoldRefused::Bytes { used, max } => {
+                write!(f, "this would take the project past its storage quota of {max} bytes ({used} are used or on their way in)")
+            }
             HoldRefused::Slots { max } => {
                 write!(f, "the project's quota allows {max} uploads at a time and that many are in progress")
             }
@@ -124,7 +123,8 @@ impl Db {
                AND (?5 = 0 OR {current_slot} = 1 OR {MAX_SLOTS} IS NULL OR {USAGE_SLOTS} < {MAX_SLOTS}) \
              ON CONFLICT (image_id, purpose) DO UPDATE SET bytes = excluded.bytes, slot = excluded.slot"
         );
-        let done = sqlx::query(&sql).bind(project_id).bind(image_id).bind(purpose).bind(bytes).bind(i64::from(slot)).execute(self.pool()).await?;
+        let done =
+            sqlx::query(&sql).bind(project_id).bind(image_id).bind(purpose).bind(bytes).bind(i64::from(slot)).execute(self.pool()).await?;
         if done.rows_affected() == 1 {
             return Ok(Ok(()));
         }
@@ -174,10 +174,11 @@ impl Db {
 
     /// An image's holds (purpose, bytes, slot), for tests and diagnostics.
     pub async fn quota_holds(&self, image_id: &str) -> Result<Vec<(String, u64, bool)>, DbError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as("SELECT purpose, bytes, slot FROM quota_holds WHERE image_id = ? ORDER BY purpose")
-            .bind(image_id)
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT purpose, bytes, slot FROM quota_holds WHERE image_id = ? ORDER BY purpose")
+                .bind(image_id)
+                .fetch_all(self.pool())
+                .await?;
         Ok(rows.into_iter().map(|(p, b, s)| (p, u(b), s == 1)).collect())
     }
 
@@ -189,10 +190,12 @@ impl Db {
             .execute(self.pool())
             .await?
             .rows_affected();
-        n += sqlx::query("DELETE FROM quota_holds WHERE purpose = 'stage' AND image_id IN (SELECT id FROM images WHERE status != 'uploading')")
-            .execute(self.pool())
-            .await?
-            .rows_affected();
+        n += sqlx::query(
+            "DELETE FROM quota_holds WHERE purpose = 'stage' AND image_id IN (SELECT id FROM images WHERE status != 'uploading')",
+        )
+        .execute(self.pool())
+        .await?
+        .rows_affected();
         Ok(n)
     }
 }

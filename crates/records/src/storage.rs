@@ -210,18 +210,16 @@ impl Db {
     /// Queues a job.
     pub async fn create_job(&self, new: &NewJob) -> Result<JobRow, DbError> {
         let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, image_id, backend, params, bytes_total, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&new.kind)
-        .bind(&new.image_id)
-        .bind(&new.backend)
-        .bind(if new.params.is_empty() { "{}" } else { new.params.as_str() })
-        .bind(new.bytes_total.max(0))
-        .bind(&new.created_by)
-        .execute(self.pool())
-        .await?;
+        sqlx::query("INSERT INTO jobs (id, kind, image_id, backend, params, bytes_total, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(&new.kind)
+            .bind(&new.image_id)
+            .bind(&new.backend)
+            .bind(if new.params.is_empty() { "{}" } else { new.params.as_str() })
+            .bind(new.bytes_total.max(0))
+            .bind(&new.created_by)
+            .execute(self.pool())
+            .await?;
         self.job(&id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))
     }
 
@@ -296,7 +294,9 @@ impl Db {
     /// Queues one running job again (it was stopped by a server shutdown and resumes from its
     /// checkpoint, or from the start); false if it was not running.
     pub async fn requeue_job(&self, id: &str) -> Result<bool, DbError> {
-        let sql = format!("UPDATE jobs SET status = 'queued', bytes_done = 0, stage = '', updated_at = {NOW_MS} WHERE id = ? AND status = 'running'");
+        let sql = format!(
+            "UPDATE jobs SET status = 'queued', bytes_done = 0, stage = '', updated_at = {NOW_MS} WHERE id = ? AND status = 'running'"
+        );
         Ok(sqlx::query(&sql).bind(id).execute(self.pool()).await?.rows_affected() == 1)
     }
 
@@ -431,7 +431,9 @@ mod tests {
         assert!(db.transition_image(&saving.id, &["queued"], "saving", "").await.unwrap());
         assert!(db.transition_image(&owned.id, &["queued"], "importing", "").await.unwrap());
         assert!(db.transition_image(&active.id, &["queued"], "active", "").await.unwrap());
-        db.create_job(&NewJob { kind: "import".into(), image_id: owned.id.clone(), backend: "local".into(), ..Default::default() }).await.unwrap();
+        db.create_job(&NewJob { kind: "import".into(), image_id: owned.id.clone(), backend: "local".into(), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(db.reset_orphaned_imports().await.unwrap(), 2);
         for (id, want) in [(&orphan.id, "queued"), (&saving.id, "queued"), (&owned.id, "importing"), (&active.id, "active")] {
             assert_eq!(db.image(id).await.unwrap().unwrap().status, want);
@@ -486,7 +488,13 @@ mod tests {
         let (_dir, db) = temp_db().await;
         let img = db.create_image(&NewImage { name: "j".into(), ..Default::default() }).await.unwrap();
         // Copies: an image has at most one import job queued or running (see the next test).
-        let new = |backend: &str| NewJob { kind: "copy".into(), image_id: img.id.clone(), backend: backend.into(), bytes_total: 100, ..Default::default() };
+        let new = |backend: &str| NewJob {
+            kind: "copy".into(),
+            image_id: img.id.clone(),
+            backend: backend.into(),
+            bytes_total: 100,
+            ..Default::default()
+        };
         let a = db.create_job(&new("local")).await.unwrap();
         let b = db.create_job(&new("ceph")).await.unwrap();
         assert_eq!((a.status.as_str(), a.image_name.as_str(), a.params.as_str()), ("queued", "j", "{}"));

@@ -194,16 +194,14 @@ impl Db {
     /// Moves the offset from `from` to `to` (and the expiry to `expires_at`) if it still is
     /// `from`. Returns whether it did.
     pub async fn advance_upload(&self, id: &str, from: i64, to: i64, expires_at: i64) -> Result<bool, DbError> {
-        let n = sqlx::query(
-            "UPDATE uploads SET upload_offset = ?, expires_at = MAX(expires_at, ?) WHERE id = ? AND upload_offset = ?",
-        )
-        .bind(to)
-        .bind(expires_at)
-        .bind(id)
-        .bind(from)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
+        let n = sqlx::query("UPDATE uploads SET upload_offset = ?, expires_at = MAX(expires_at, ?) WHERE id = ? AND upload_offset = ?")
+            .bind(to)
+            .bind(expires_at)
+            .bind(id)
+            .bind(from)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 
@@ -279,9 +277,8 @@ impl Db {
     /// Up to `limit` uploads whose expiry is at or before `now`, oldest first. Claimed parts are
     /// left out: they go with their final.
     pub async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRow>, DbError> {
-        let sql = format!(
-            "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE expires_at <= ? AND final_id IS NULL ORDER BY expires_at, id LIMIT ?"
-        );
+        let sql =
+            format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE expires_at <= ? AND final_id IS NULL ORDER BY expires_at, id LIMIT ?");
         Ok(sqlx::query_as(&sql).bind(now).bind(limit).fetch_all(self.pool()).await?)
     }
 
@@ -297,8 +294,7 @@ impl Db {
 
     /// Whether a row with this id exists (the cleanup task's check before removing a stray file).
     pub async fn upload_exists(&self, id: &str) -> Result<bool, DbError> {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM uploads WHERE id = ?").bind(id).fetch_one(self.pool()).await?;
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM uploads WHERE id = ?").bind(id).fetch_one(self.pool()).await?;
         Ok(n > 0)
     }
 }
@@ -320,17 +316,7 @@ mod tests {
     }
 
     fn new<'a>(id: &'a str, user: &'a str, project: &'a str, length: i64, concat: &'a str) -> NewUpload<'a> {
-        NewUpload {
-            id,
-            user_id: user,
-            project_id: project,
-            length,
-            metadata: "{}",
-            concat,
-            parts: None,
-            created_at: 100,
-            expires_at: 200,
-        }
+        NewUpload { id, user_id: user, project_id: project, length, metadata: "{}", concat, parts: None, created_at: 100, expires_at: 200 }
     }
 
     #[tokio::test]
@@ -363,7 +349,8 @@ mod tests {
         let lists: Vec<Vec<String>> = names.iter().map(|n| vec![n.clone()]).collect();
         let ids: Vec<String> = (0..4).map(|i| format!("final{i}")).collect();
         let finals: Vec<NewUpload<'_>> = ids.iter().map(|id| new(id, &u, &p, 4, CONCAT_FINAL)).collect();
-        let outcomes = futures::future::join_all(finals.iter().zip(&lists).map(|(f, parts)| db.create_final_upload_within_quota(f, parts))).await;
+        let outcomes =
+            futures::future::join_all(finals.iter().zip(&lists).map(|(f, parts)| db.create_final_upload_within_quota(f, parts))).await;
         let created = outcomes.iter().filter(|o| matches!(o, Ok(FinalCreated::Created))).count();
         let refused = outcomes.iter().filter(|o| matches!(o, Ok(FinalCreated::OverSlots))).count();
         assert_eq!((created, refused), (1, 3), "{outcomes:?}");

@@ -27,14 +27,13 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredential}
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore,
-    ObjectStoreExt, PutPayload, RetryConfig,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 use tokio::io::AsyncReadExt;
 
 use crate::{
-    bounded, Backend, BackendConfig, BackendKind, ByteStream, Key, PutMode, Space, StoreError,
-    DEFAULT_PART_SIZE_MIB, MAX_PARTS, MAX_PART_SIZE_MIB, MIN_PART_SIZE_MIB,
+    bounded, Backend, BackendConfig, BackendKind, ByteStream, Key, PutMode, Space, StoreError, DEFAULT_PART_SIZE_MIB, MAX_PARTS,
+    MAX_PART_SIZE_MIB, MIN_PART_SIZE_MIB,
 };
 
 /// Longest wait of a failed write for its first abort attempt (the timeout, if shorter) before
@@ -79,33 +78,25 @@ fn env(name: &str) -> Option<String> {
 /// S3 bucket naming rules (the subset that matters for path-style requests).
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
         && !b.starts_with(['-', '.'])
         && !b.ends_with(['-', '.'])
 }
 
 impl CephBackend {
     pub fn open(config: &BackendConfig) -> Result<Self, StoreError> {
-        let err =
-            |what: String| StoreError::Config(format!("storage '{}' (ceph): {what}", config.name));
-        let endpoint = config.endpoint.clone().ok_or_else(|| {
-            err("`endpoint` is required (the RADOS Gateway URL, e.g. http://127.0.0.1:8480)".into())
-        })?;
+        let err = |what: String| StoreError::Config(format!("storage '{}' (ceph): {what}", config.name));
+        let endpoint = config
+            .endpoint
+            .clone()
+            .ok_or_else(|| err("`endpoint` is required (the RADOS Gateway URL, e.g. http://127.0.0.1:8480)".into()))?;
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(err(format!(
-                "endpoint '{endpoint}' must start with http:// or https://"
-            )));
+            return Err(err(format!("endpoint '{endpoint}' must start with http:// or https://")));
         }
-        let bucket = config
-            .bucket
-            .clone()
-            .ok_or_else(|| err("`bucket` is required".into()))?;
+        let bucket = config.bucket.clone().ok_or_else(|| err("`bucket` is required".into()))?;
         if !valid_bucket(&bucket) {
-            return Err(err(format!(
-                "bucket '{bucket}' is not a valid S3 bucket name (3-63 of a-z, 0-9, '-', '.')"
-            )));
+            return Err(err(format!("bucket '{bucket}' is not a valid S3 bucket name (3-63 of a-z, 0-9, '-', '.')")));
         }
         let key_id = config
             .access_key_id
@@ -116,33 +107,19 @@ impl CephBackend {
             .secret_access_key
             .clone()
             .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
-            .ok_or_else(|| {
-                err("no secret key: set `secret_access_key` or AWS_SECRET_ACCESS_KEY".into())
-            })?;
-        let region = config
-            .region
-            .clone()
-            .or_else(|| env("AWS_REGION"))
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".into());
+            .ok_or_else(|| err("no secret key: set `secret_access_key` or AWS_SECRET_ACCESS_KEY".into()))?;
+        let region =
+            config.region.clone().or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
         let part_mib = config.part_size_mib.unwrap_or(DEFAULT_PART_SIZE_MIB);
         if !(MIN_PART_SIZE_MIB..=MAX_PART_SIZE_MIB).contains(&part_mib) {
-            return Err(err(format!(
-                "part_size_mib = {part_mib} is outside {MIN_PART_SIZE_MIB}..={MAX_PART_SIZE_MIB}"
-            )));
+            return Err(err(format!("part_size_mib = {part_mib} is outside {MIN_PART_SIZE_MIB}..={MAX_PART_SIZE_MIB}")));
         }
         let timeout = config.timeout()?;
 
-        let options = ClientOptions::new()
-            .with_allow_http(endpoint.starts_with("http://"))
-            .with_connect_timeout(timeout)
-            .with_timeout_disabled();
+        let options =
+            ClientOptions::new().with_allow_http(endpoint.starts_with("http://")).with_connect_timeout(timeout).with_timeout_disabled();
         // Retries must fit inside our own bound; past it the caller gets Timeout anyway.
-        let retry = RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: 2,
-            retry_timeout: timeout,
-        };
+        let retry = RetryConfig { backoff: BackoffConfig::default(), max_retries: 2, retry_timeout: timeout };
         let store = AmazonS3Builder::new()
             .with_endpoint(&endpoint)
             .with_bucket_name(&bucket)
@@ -155,19 +132,13 @@ impl CephBackend {
             .with_retry(retry)
             .build()
             .map_err(|e| err(e.to_string()))?;
-        let http = ReqwestConnector::default()
-            .connect(&options)
-            .map_err(|e| err(e.to_string()))?;
+        let http = ReqwestConnector::default().connect(&options).map_err(|e| err(e.to_string()))?;
         Ok(CephBackend {
             name: config.name.clone(),
             endpoint,
             bucket,
             region,
-            credential: AwsCredential {
-                key_id,
-                secret_key: secret,
-                token: None,
-            },
+            credential: AwsCredential { key_id, secret_key: secret, token: None },
             store: Arc::new(store),
             http,
             timeout,
@@ -182,11 +153,7 @@ impl CephBackend {
 
     /// A signed request to the bucket (`query`, e.g. `?uploads` or `/key?uploadId=…`, is
     /// appended as is).
-    async fn bucket_request(
-        &self,
-        method: http::Method,
-        query: &str,
-    ) -> Result<(http::StatusCode, String), StoreError> {
+    async fn bucket_request(&self, method: http::Method, query: &str) -> Result<(http::StatusCode, String), StoreError> {
         let url = format!("{}/{}{}", self.endpoint, self.bucket, query);
         let mut req = http::Request::builder()
             .method(method.clone())
@@ -200,11 +167,7 @@ impl CephBackend {
             _ => "bucket request",
         };
         bounded(op, self.timeout, async {
-            let resp = self
-                .http
-                .execute(req)
-                .await
-                .map_err(|e| StoreError::Remote(format!("{method} {url}: {e}")))?;
+            let resp = self.http.execute(req).await.map_err(|e| StoreError::Remote(format!("{method} {url}: {e}")))?;
             let status = resp.status();
             let body = resp.into_body().bytes().await.unwrap_or_default();
             Ok((status, String::from_utf8_lossy(&body).into_owned()))
@@ -227,9 +190,7 @@ impl CephBackend {
         }
         let (status, body) = self.bucket_request(http::Method::PUT, "").await?;
         // 409 BucketAlreadyOwnedByYou: someone (another Hangar) created it meanwhile.
-        if status.is_success()
-            || (status == http::StatusCode::CONFLICT && body.contains("BucketAlreadyOwnedByYou"))
-        {
+        if status.is_success() || (status == http::StatusCode::CONFLICT && body.contains("BucketAlreadyOwnedByYou")) {
             tracing::info!(backend = %self.name, bucket = %self.bucket, "created the bucket");
             self.bucket_ready.store(true, Ordering::Relaxed);
             return Ok(());
@@ -246,25 +207,15 @@ impl CephBackend {
     /// id). A write that failed while the gateway was unreachable leaves one until its
     /// background abort gets through; a process that died mid-write leaves one for good.
     pub async fn incomplete_uploads(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(self
-            .incomplete_uploads_since()
-            .await?
-            .into_iter()
-            .map(|(k, id, _)| (k, id))
-            .collect())
+        Ok(self.incomplete_uploads_since().await?.into_iter().map(|(k, id, _)| (k, id)).collect())
     }
 
     /// [`Self::incomplete_uploads`] with when each was initiated (`None` if the gateway did not
     /// say in a form we read).
-    async fn incomplete_uploads_since(
-        &self,
-    ) -> Result<Vec<(String, String, Option<SystemTime>)>, StoreError> {
+    async fn incomplete_uploads_since(&self) -> Result<Vec<(String, String, Option<SystemTime>)>, StoreError> {
         let (status, body) = self.bucket_request(http::Method::GET, "?uploads").await?;
         if !status.is_success() {
-            return Err(StoreError::Remote(format!(
-                "listing incomplete uploads in bucket '{}': HTTP {status}",
-                self.bucket
-            )));
+            return Err(StoreError::Remote(format!("listing incomplete uploads in bucket '{}': HTTP {status}", self.bucket)));
         }
         // <ListMultipartUploadsResult>…<Upload><Key>k</Key><UploadId>id</UploadId>…</Upload>…
         let field = |u: &str, tag: &str| {
@@ -320,9 +271,7 @@ impl CephBackend {
 
     fn remote(op: &str, key: &str, e: object_store::Error) -> StoreError {
         match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound {
-                key: key.to_owned(),
-            },
+            object_store::Error::NotFound { .. } => StoreError::NotFound { key: key.to_owned() },
             e => StoreError::Remote(format!("{op} '{key}': {e}")),
         }
     }
@@ -339,10 +288,7 @@ impl CephBackend {
         let t = self.timeout;
         let path = ObjectPath::from(key); // a checked key
         let mut upload = bounded("multipart start", t, async {
-            self.store
-                .put_multipart(&path)
-                .await
-                .map_err(|e| Self::remote("multipart start", key, e))
+            self.store.put_multipart(&path).await.map_err(|e| Self::remote("multipart start", key, e))
         })
         .await?;
         let mut running = std::collections::VecDeque::new();
@@ -359,26 +305,17 @@ impl CephBackend {
                 // bound starts now, when the part starts.
                 running.push_back((
                     n,
-                    tokio::spawn(bounded("part upload", t, async move {
-                        fut.await.map_err(|e| Self::remote("part upload", &key, e))
-                    })),
+                    tokio::spawn(bounded("part upload", t, async move { fut.await.map_err(|e| Self::remote("part upload", &key, e)) })),
                 ));
                 while running.len() >= PARTS_IN_FLIGHT || (sent == len && !running.is_empty()) {
                     let (n, handle) = running.pop_front().expect("not empty");
-                    handle
-                        .await
-                        .map_err(|e| StoreError::Remote(format!("part upload task: {e}")))??;
+                    handle.await.map_err(|e| StoreError::Remote(format!("part upload task: {e}")))??;
                     done += n;
                     progress(done);
                 }
             }
-            bounded("multipart completion", t, async {
-                upload
-                    .complete()
-                    .await
-                    .map_err(|e| Self::remote("multipart completion", key, e))
-            })
-            .await?;
+            bounded("multipart completion", t, async { upload.complete().await.map_err(|e| Self::remote("multipart completion", key, e)) })
+                .await?;
             Ok(done)
         }
         .await;
@@ -425,9 +362,7 @@ impl CephBackend {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -436,10 +371,7 @@ fn percent_encode(s: &str) -> String {
 /// Reads exactly `n` bytes of the local source (a file that is complete by contract).
 async fn read_exact(input: &mut tokio::fs::File, n: u64, src: &Path) -> Result<Bytes, StoreError> {
     let mut buf = vec![0u8; n as usize];
-    input
-        .read_exact(&mut buf)
-        .await
-        .map_err(|e| StoreError::io("read the source", src, e))?;
+    input.read_exact(&mut buf).await.map_err(|e| StoreError::io("read the source", src, e))?;
     Ok(Bytes::from(buf))
 }
 
@@ -454,30 +386,15 @@ impl Backend for CephBackend {
     }
 
     #[tracing::instrument(level = "debug", skip(self, progress), fields(backend = %self.name))]
-    async fn put_file(
-        &self,
-        key: &str,
-        src: &Path,
-        mode: PutMode,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<u64, StoreError> {
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode, progress: &(dyn Fn(u64) + Send + Sync)) -> Result<u64, StoreError> {
         let path = ObjectPath::from(Key::parse(key)?.as_str());
         if !self.bucket_ready.load(Ordering::Relaxed) {
             self.ensure_bucket().await?;
         }
-        let mut input = tokio::fs::File::open(src)
-            .await
-            .map_err(|e| StoreError::io("open the source", src, e))?;
-        let meta = input
-            .metadata()
-            .await
-            .map_err(|e| StoreError::io("stat the source", src, e))?;
+        let mut input = tokio::fs::File::open(src).await.map_err(|e| StoreError::io("open the source", src, e))?;
+        let meta = input.metadata().await.map_err(|e| StoreError::io("stat the source", src, e))?;
         if !meta.is_file() {
-            return Err(StoreError::io(
-                "read the source",
-                src,
-                std::io::ErrorKind::InvalidInput.into(),
-            ));
+            return Err(StoreError::io("read the source", src, std::io::ErrorKind::InvalidInput.into()));
         }
         let len = meta.len();
         // S3 allows 10,000 parts: larger files get larger parts.
@@ -486,17 +403,13 @@ impl Backend for CephBackend {
             // One PUT is as atomic as a multipart upload: all of it or nothing.
             let body = read_exact(&mut input, len, src).await?;
             bounded("upload", self.timeout, async {
-                self.store
-                    .put(&path, PutPayload::from(body))
-                    .await
-                    .map_err(|e| Self::remote("upload", key, e))
+                self.store.put(&path, PutPayload::from(body)).await.map_err(|e| Self::remote("upload", key, e))
             })
             .await?;
             progress(len);
             len
         } else {
-            self.multipart(key, input, src, len, part_size, progress)
-                .await?
+            self.multipart(key, input, src, len, part_size, progress).await?
         };
         if mode == PutMode::Move {
             if let Err(e) = tokio::fs::remove_file(src).await {
@@ -512,79 +425,44 @@ impl Backend for CephBackend {
         if let Some(r) = &range {
             if r.start >= r.end {
                 // S3 has no empty range; answer it (or refuse it) from the size.
-                let size = self.size(key).await?.ok_or_else(|| StoreError::NotFound {
-                    key: key.to_owned(),
-                })?;
+                let size = self.size(key).await?.ok_or_else(|| StoreError::NotFound { key: key.to_owned() })?;
                 if r.start > r.end || r.end > size {
-                    return Err(StoreError::InvalidRange {
-                        start: r.start,
-                        end: r.end,
-                        size,
-                    });
+                    return Err(StoreError::InvalidRange { start: r.start, end: r.end, size });
                 }
                 return Ok(futures::stream::empty().boxed());
             }
         }
-        let options = GetOptions {
-            range: range.clone().map(GetRange::Bounded),
-            ..Default::default()
-        };
-        let result = bounded("download", t, async {
-            self.store
-                .get_opts(&path, options)
-                .await
-                .map_err(|e| Self::remote("download", key, e))
-        })
-        .await;
+        let options = GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
+        let result =
+            bounded("download", t, async { self.store.get_opts(&path, options).await.map_err(|e| Self::remote("download", key, e)) }).await;
         let result = match (result, &range) {
             // The gateway refuses a range that starts past the end; say so in our terms.
-            (Err(StoreError::Remote(msg)), Some(r))
-                if msg.contains("416") || msg.contains("Range") =>
-            {
-                let size = self.size(key).await?.ok_or_else(|| StoreError::NotFound {
-                    key: key.to_owned(),
-                })?;
-                return Err(StoreError::InvalidRange {
-                    start: r.start,
-                    end: r.end,
-                    size,
-                });
+            (Err(StoreError::Remote(msg)), Some(r)) if msg.contains("416") || msg.contains("Range") => {
+                let size = self.size(key).await?.ok_or_else(|| StoreError::NotFound { key: key.to_owned() })?;
+                return Err(StoreError::InvalidRange { start: r.start, end: r.end, size });
             }
             (r, _) => r?,
         };
         if let Some(r) = &range {
             if result.range != *r {
-                return Err(StoreError::InvalidRange {
-                    start: r.start,
-                    end: r.end,
-                    size: result.meta.size,
-                });
+                return Err(StoreError::InvalidRange { start: r.start, end: r.end, size: result.meta.size });
             }
         }
         let key = key.to_owned();
-        let stream =
-            futures::stream::unfold((result.into_stream(), false), move |(mut s, failed)| {
-                let key = key.clone();
-                async move {
-                    if failed {
-                        return None;
-                    }
-                    match tokio::time::timeout(t, s.next()).await {
-                        Ok(None) => None,
-                        Ok(Some(Ok(b))) => Some((Ok(b), (s, false))),
-                        Ok(Some(Err(e))) => {
-                            Some((Err(Self::remote("download", &key, e)), (s, true)))
-                        }
-                        Err(_) => Some((
-                            Err(StoreError::Timeout {
-                                op: "download",
-                                after: t,
-                            }),
-                            (s, true),
-                        )),
-                    }
+        let stream = futures::stream::unfold((result.into_stream(), false), move |(mut s, failed)| {
+            let key = key.clone();
+            async move {
+                if failed {
+                    return None;
                 }
-            });
+                match tokio::time::timeout(t, s.next()).await {
+                    Ok(None) => None,
+                    Ok(Some(Ok(b))) => Some((Ok(b), (s, false))),
+                    Ok(Some(Err(e))) => Some((Err(Self::remote("download", &key, e)), (s, true))),
+                    Err(_) => Some((Err(StoreError::Timeout { op: "download", after: t }), (s, true))),
+                }
+            }
+        });
         Ok(stream.boxed())
     }
 
@@ -631,8 +509,7 @@ impl Backend for CephBackend {
 
 /// An S3 timestamp (`2026-11-27T20:45:00.000Z`, RFC 3339 in UTC) as a `SystemTime`.
 fn parse_s3_time(s: &str) -> Option<SystemTime> {
-    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .ok()?;
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()?;
     let secs = u64::try_from(t.unix_timestamp()).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::new(secs, t.nanosecond()))
 }
@@ -646,16 +523,8 @@ mod time_tests {
         let t = parse_s3_time("2026-11-27T20:45:01.500Z").unwrap();
         let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(d, Duration::new(1_795_812_301, 500_000_000));
-        assert_eq!(
-            parse_s3_time("1970-01-01T00:00:00Z"),
-            Some(SystemTime::UNIX_EPOCH)
-        );
-        for bad in [
-            "",
-            "yesterday",
-            "2026-13-01T00:00:00Z",
-            "1969-12-31T23:59:59Z",
-        ] {
+        assert_eq!(parse_s3_time("1970-01-01T00:00:00Z"), Some(SystemTime::UNIX_EPOCH));
+        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "1969-12-31T23:59:59Z"] {
             assert_eq!(parse_s3_time(bad), None, "{bad}");
         }
     }

@@ -21,9 +21,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::{
-    bounded, Backend, BackendConfig, BackendKind, ByteStream, Key, PutMode, Space, StoreError,
-};
+use crate::{bounded, Backend, BackendConfig, BackendKind, ByteStream, Key, PutMode, Space, StoreError};
 
 /// Size of one read or write when copying or streaming: large enough that the per-call hop to
 /// the blocking pool costs little, small enough to keep memory flat.
@@ -50,17 +48,10 @@ impl FsBackend {
             )));
         };
         match kind {
-            BackendKind::Local => std::fs::create_dir_all(&root)
-                .map_err(|e| StoreError::io("create the storage directory", &root, e))?,
+            BackendKind::Local => std::fs::create_dir_all(&root).map_err(|e| StoreError::io("create the storage directory", &root, e))?,
             BackendKind::Nfs => match std::fs::metadata(&root) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(StoreError::Config(format!(
-                        "storage '{}' (nfs): {} is not a directory",
-                        config.name,
-                        root.display()
-                    )))
-                }
+                Ok(_) => return Err(StoreError::Config(format!("storage '{}' (nfs): {} is not a directory", config.name, root.display()))),
                 Err(e) => {
                     return Err(StoreError::Config(format!(
                         "storage '{}' (nfs): {} is not available ({e}); is the export mounted?",
@@ -69,18 +60,9 @@ impl FsBackend {
                     )))
                 }
             },
-            BackendKind::Ceph => {
-                return Err(StoreError::Config(
-                    "FsBackend cannot open a ceph backend".into(),
-                ))
-            }
+            BackendKind::Ceph => return Err(StoreError::Config("FsBackend cannot open a ceph backend".into())),
         }
-        Ok(FsBackend {
-            name: config.name.clone(),
-            kind,
-            root,
-            timeout: config.timeout()?,
-        })
+        Ok(FsBackend { name: config.name.clone(), kind, root, timeout: config.timeout()? })
     }
 
     pub fn root(&self) -> &Path {
@@ -104,23 +86,13 @@ impl FsBackend {
     }
 
     /// Copies `src` into a temp file and publishes it as `dest`. Removes the temp file on failure.
-    async fn copy_in(
-        &self,
-        key: &str,
-        src: &Path,
-        dest: &Path,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<u64, StoreError> {
+    async fn copy_in(&self, key: &str, src: &Path, dest: &Path, progress: &(dyn Fn(u64) + Send + Sync)) -> Result<u64, StoreError> {
         let t = self.timeout;
         let mut input = bounded("open the source", t, async {
-            tokio::fs::File::open(src)
-                .await
-                .map_err(|e| StoreError::io("open the source", src, e))
+            tokio::fs::File::open(src).await.map_err(|e| StoreError::io("open the source", src, e))
         })
         .await?;
-        let tmp = self
-            .root
-            .join(format!(".{key}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let tmp = self.root.join(format!(".{key}.{}.tmp", uuid::Uuid::new_v4().simple()));
         let mut out = bounded("create a temp file", t, async {
             tokio::fs::OpenOptions::new()
                 .write(true)
@@ -136,38 +108,24 @@ impl FsBackend {
             let mut done = 0u64;
             loop {
                 let n = bounded("read the source", t, async {
-                    input
-                        .read(&mut buf)
-                        .await
-                        .map_err(|e| StoreError::io("read the source", src, e))
+                    input.read(&mut buf).await.map_err(|e| StoreError::io("read the source", src, e))
                 })
                 .await?;
                 if n == 0 {
                     break;
                 }
-                bounded("write", t, async {
-                    out.write_all(&buf[..n])
-                        .await
-                        .map_err(|e| StoreError::io("write", &tmp, e))
-                })
-                .await?;
+                bounded("write", t, async { out.write_all(&buf[..n]).await.map_err(|e| StoreError::io("write", &tmp, e)) }).await?;
                 done += n as u64;
                 progress(done);
             }
             bounded("fsync", t, async {
-                out.flush()
-                    .await
-                    .map_err(|e| StoreError::io("write", &tmp, e))?;
-                out.sync_all()
-                    .await
-                    .map_err(|e| StoreError::io("fsync", &tmp, e))
+                out.flush().await.map_err(|e| StoreError::io("write", &tmp, e))?;
+                out.sync_all().await.map_err(|e| StoreError::io("fsync", &tmp, e))
             })
             .await?;
             drop(out);
             bounded("rename into place", t, async {
-                tokio::fs::rename(&tmp, dest)
-                    .await
-                    .map_err(|e| StoreError::io("rename into place", dest, e))
+                tokio::fs::rename(&tmp, dest).await.map_err(|e| StoreError::io("rename into place", dest, e))
             })
             .await?;
             Ok(done)
@@ -230,22 +188,11 @@ impl FsBackend {
     async fn rename_in(&self, src: &Path, dest: &Path) -> Result<Option<u64>, StoreError> {
         let t = self.timeout;
         let size = bounded("fsync the source", t, async {
-            let f = tokio::fs::File::open(src)
-                .await
-                .map_err(|e| StoreError::io("open the source", src, e))?;
-            f.sync_all()
-                .await
-                .map_err(|e| StoreError::io("fsync the source", src, e))?;
-            let m = f
-                .metadata()
-                .await
-                .map_err(|e| StoreError::io("stat the source", src, e))?;
+            let f = tokio::fs::File::open(src).await.map_err(|e| StoreError::io("open the source", src, e))?;
+            f.sync_all().await.map_err(|e| StoreError::io("fsync the source", src, e))?;
+            let m = f.metadata().await.map_err(|e| StoreError::io("stat the source", src, e))?;
             if !m.is_file() {
-                return Err(StoreError::io(
-                    "read the source",
-                    src,
-                    ErrorKind::InvalidInput.into(),
-                ));
+                return Err(StoreError::io("read the source", src, ErrorKind::InvalidInput.into()));
             }
             Ok(m.len())
         })
@@ -277,13 +224,7 @@ impl Backend for FsBackend {
     }
 
     #[tracing::instrument(level = "debug", skip(self, progress), fields(backend = %self.name))]
-    async fn put_file(
-        &self,
-        key: &str,
-        src: &Path,
-        mode: PutMode,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<u64, StoreError> {
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode, progress: &(dyn Fn(u64) + Send + Sync)) -> Result<u64, StoreError> {
         let dest = self.path_of(key)?;
         if mode == PutMode::Move {
             if let Some(size) = self.rename_in(src, &dest).await? {
@@ -311,67 +252,43 @@ impl Backend for FsBackend {
         let path = self.path_of(key)?;
         let t = self.timeout;
         let (mut file, size) = bounded("open", t, async {
-            let f = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| match e.kind() {
-                    ErrorKind::NotFound => StoreError::NotFound {
-                        key: key.to_owned(),
-                    },
-                    _ => StoreError::io("open", &path, e),
-                })?;
-            let len = f
-                .metadata()
-                .await
-                .map_err(|e| StoreError::io("stat", &path, e))?
-                .len();
+            let f = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
+                ErrorKind::NotFound => StoreError::NotFound { key: key.to_owned() },
+                _ => StoreError::io("open", &path, e),
+            })?;
+            let len = f.metadata().await.map_err(|e| StoreError::io("stat", &path, e))?.len();
             Ok((f, len))
         })
         .await?;
         let range = range.unwrap_or(0..size);
         if range.start > range.end || range.end > size {
-            return Err(StoreError::InvalidRange {
-                start: range.start,
-                end: range.end,
-                size,
-            });
+            return Err(StoreError::InvalidRange { start: range.start, end: range.end, size });
         }
         if range.start > 0 {
-            bounded("seek", t, async {
-                file.seek(SeekFrom::Start(range.start))
-                    .await
-                    .map_err(|e| StoreError::io("seek", &path, e))
-            })
-            .await?;
+            bounded("seek", t, async { file.seek(SeekFrom::Start(range.start)).await.map_err(|e| StoreError::io("seek", &path, e)) })
+                .await?;
         }
         let remaining = range.end - range.start;
         // State: the file, the bytes still owed, and whether an error ended the stream.
-        let stream = futures::stream::unfold(
-            (file, remaining, path, false),
-            move |(mut f, left, path, failed)| async move {
-                if left == 0 || failed {
-                    return None;
+        let stream = futures::stream::unfold((file, remaining, path, false), move |(mut f, left, path, failed)| async move {
+            if left == 0 || failed {
+                return None;
+            }
+            let want = left.min(CHUNK as u64) as usize;
+            let mut buf = vec![0u8; want];
+            let read = bounded("read", t, async { f.read(&mut buf).await.map_err(|e| StoreError::io("read", &path, e)) }).await;
+            match read {
+                Ok(0) => {
+                    let e = StoreError::io("read", &path, ErrorKind::UnexpectedEof.into());
+                    Some((Err(e), (f, left, path, true)))
                 }
-                let want = left.min(CHUNK as u64) as usize;
-                let mut buf = vec![0u8; want];
-                let read = bounded("read", t, async {
-                    f.read(&mut buf)
-                        .await
-                        .map_err(|e| StoreError::io("read", &path, e))
-                })
-                .await;
-                match read {
-                    Ok(0) => {
-                        let e = StoreError::io("read", &path, ErrorKind::UnexpectedEof.into());
-                        Some((Err(e), (f, left, path, true)))
-                    }
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok(Bytes::from(buf)), (f, left - n as u64, path, false)))
-                    }
-                    Err(e) => Some((Err(e), (f, left, path, true))),
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(Bytes::from(buf)), (f, left - n as u64, path, false)))
                 }
-            },
-        );
+                Err(e) => Some((Err(e), (f, left, path, true))),
+            }
+        });
         Ok(stream.boxed())
     }
 
@@ -412,23 +329,14 @@ impl Backend for FsBackend {
                 .map_err(|e| StoreError::io("statvfs", &self.root, e.into()))
         })
         .await?;
-        Ok(Space {
-            free: Some(st.f_bavail.saturating_mul(st.f_frsize)),
-            total: Some(st.f_blocks.saturating_mul(st.f_frsize)),
-        })
+        Ok(Space { free: Some(st.f_bavail.saturating_mul(st.f_frsize)), total: Some(st.f_blocks.saturating_mul(st.f_frsize)) })
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let probe = self
-            .root
-            .join(format!(".probe.{}", uuid::Uuid::new_v4().simple()));
+        let probe = self.root.join(format!(".probe.{}", uuid::Uuid::new_v4().simple()));
         bounded("health check", self.timeout, async {
-            tokio::fs::write(&probe, b"hangar")
-                .await
-                .map_err(|e| StoreError::io("write a probe file", &probe, e))?;
-            tokio::fs::remove_file(&probe)
-                .await
-                .map_err(|e| StoreError::io("remove a probe file", &probe, e))
+            tokio::fs::write(&probe, b"hangar").await.map_err(|e| StoreError::io("write a probe file", &probe, e))?;
+            tokio::fs::remove_file(&probe).await.map_err(|e| StoreError::io("remove a probe file", &probe, e))
         })
         .await
     }

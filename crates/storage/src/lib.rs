@@ -87,9 +87,7 @@ impl FromStr for BackendKind {
             "local" => Ok(BackendKind::Local),
             "nfs" => Ok(BackendKind::Nfs),
             "ceph" => Ok(BackendKind::Ceph),
-            other => Err(StoreError::Config(format!(
-                "unknown storage kind '{other}': use local, nfs or ceph"
-            ))),
+            other => Err(StoreError::Config(format!("unknown storage kind '{other}': use local, nfs or ceph"))),
         }
     }
 }
@@ -145,10 +143,7 @@ impl fmt::Debug for BackendConfig {
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
-            )
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .field("timeout_secs", &self.timeout_secs)
             .field("part_size_mib", &self.part_size_mib)
             .finish()
@@ -213,11 +208,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        StoreError::Io { op, path: path.to_path_buf(), source }
     }
 }
 
@@ -227,12 +218,7 @@ pub struct Key<'a>(&'a str);
 
 impl<'a> Key<'a> {
     pub fn parse(key: &'a str) -> Result<Self, StoreError> {
-        let bad = |reason| {
-            Err(StoreError::InvalidKey {
-                key: key.chars().take(64).collect(),
-                reason,
-            })
-        };
+        let bad = |reason| Err(StoreError::InvalidKey { key: key.chars().take(64).collect(), reason });
         if key.is_empty() {
             return bad("empty");
         }
@@ -242,10 +228,7 @@ impl<'a> Key<'a> {
         if key.starts_with('.') {
             return bad("starts with a dot");
         }
-        if !key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-        {
+        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
             return bad("only letters, digits, '.', '_' and '-' are allowed");
         }
         Ok(Key(key))
@@ -267,13 +250,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// becomes visible only when complete and durable (local/NFS: temp file in the same
     /// directory + fsync + rename + directory fsync; Ceph: multipart upload, aborted on any
     /// failure). `progress` is called with the number of bytes stored so far. Returns the size.
-    async fn put_file(
-        &self,
-        key: &str,
-        src: &Path,
-        mode: PutMode,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<u64, StoreError>;
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode, progress: &(dyn Fn(u64) + Send + Sync)) -> Result<u64, StoreError>;
 
     /// The bytes of `key`, or of `range` (end exclusive, within the object) for HTTP Range
     /// downloads.
@@ -310,9 +287,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
 /// [`Backend::check`] or write).
 pub fn open(config: &BackendConfig) -> Result<Arc<dyn Backend>, StoreError> {
     if config.name.trim().is_empty() {
-        return Err(StoreError::Config(
-            "a [[storage]] table has an empty name".into(),
-        ));
+        return Err(StoreError::Config("a [[storage]] table has an empty name".into()));
     }
     Ok(match config.kind {
         BackendKind::Local | BackendKind::Nfs => Arc::new(FsBackend::open(config)?),
@@ -338,30 +313,11 @@ mod tests {
 
     #[test]
     fn keys() {
-        for ok in [
-            "a",
-            "0b6f5c1e-7a7e-4b7c-9d5e-0123456789ab.qcow2",
-            "A_b-c.d",
-            &"x".repeat(200),
-        ] {
+        for ok in ["a", "0b6f5c1e-7a7e-4b7c-9d5e-0123456789ab.qcow2", "A_b-c.d", &"x".repeat(200)] {
             assert_eq!(Key::parse(ok).unwrap().as_str(), ok);
         }
-        for bad in [
-            "",
-            ".hidden",
-            "..",
-            "a/b",
-            "../x",
-            "a b",
-            "é",
-            "a\0",
-            "x\\y",
-            &"x".repeat(201),
-        ] {
-            assert!(
-                matches!(Key::parse(bad), Err(StoreError::InvalidKey { .. })),
-                "{bad:?}"
-            );
+        for bad in ["", ".hidden", "..", "a/b", "../x", "a b", "é", "a\0", "x\\y", &"x".repeat(201)] {
+            assert!(matches!(Key::parse(bad), Err(StoreError::InvalidKey { .. })), "{bad:?}");
         }
     }
 
@@ -401,25 +357,13 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_problem() {
-        let c = BackendConfig {
-            name: "n".into(),
-            kind: BackendKind::Nfs,
-            ..Default::default()
-        };
+        let c = BackendConfig { name: "n".into(), kind: BackendKind::Nfs, ..Default::default() };
         let e = open(&c).unwrap_err().to_string();
         assert!(e.contains("'n'") && e.contains("path"), "{e}");
-        let c = BackendConfig {
-            name: "c".into(),
-            kind: BackendKind::Ceph,
-            ..Default::default()
-        };
+        let c = BackendConfig { name: "c".into(), kind: BackendKind::Ceph, ..Default::default() };
         let e = open(&c).unwrap_err().to_string();
         assert!(e.contains("endpoint"), "{e}");
-        let c = BackendConfig {
-            name: "t".into(),
-            timeout_secs: Some(0),
-            ..Default::default()
-        };
+        let c = BackendConfig { name: "t".into(), timeout_secs: Some(0), ..Default::default() };
         assert!(c.timeout().is_err());
     }
 }

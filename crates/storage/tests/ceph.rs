@@ -55,11 +55,7 @@ fn ceph_up(state: &Path, port: u16) -> Cluster {
         .stderr(Stdio::inherit())
         .output()
         .expect("run scripts/ceph-up.sh");
-    assert!(
-        out.status.success(),
-        "scripts/ceph-up.sh failed ({}); see its messages above",
-        out.status
-    );
+    assert!(out.status.success(), "scripts/ceph-up.sh failed ({}); see its messages above", out.status);
     let text = String::from_utf8(out.stdout).unwrap();
     let get = |k: &str| {
         text.lines()
@@ -67,15 +63,8 @@ fn ceph_up(state: &Path, port: u16) -> Cluster {
             .unwrap_or_else(|| panic!("ceph-up.sh printed no {k}: {text}"))
             .to_owned()
     };
-    eprintln!(
-        "ceph: cluster on port {port} ready in {:.1}s",
-        started.elapsed().as_secs_f32()
-    );
-    Cluster {
-        endpoint: get("S3_ENDPOINT"),
-        access_key: get("AWS_ACCESS_KEY_ID"),
-        secret_key: get("AWS_SECRET_ACCESS_KEY"),
-    }
+    eprintln!("ceph: cluster on port {port} ready in {:.1}s", started.elapsed().as_secs_f32());
+    Cluster { endpoint: get("S3_ENDPOINT"), access_key: get("AWS_ACCESS_KEY_ID"), secret_key: get("AWS_SECRET_ACCESS_KEY") }
 }
 
 /// A detached process that stops and removes the cluster once this test process is gone.
@@ -103,16 +92,10 @@ fn shared_cluster() -> Cluster {
     CLUSTER
         .get_or_init(|| {
             let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
-            if let (Some(endpoint), Some(access_key), Some(secret_key)) = (
-                var("S3_ENDPOINT"),
-                var("AWS_ACCESS_KEY_ID"),
-                var("AWS_SECRET_ACCESS_KEY"),
-            ) {
-                return Cluster {
-                    endpoint,
-                    access_key,
-                    secret_key,
-                };
+            if let (Some(endpoint), Some(access_key), Some(secret_key)) =
+                (var("S3_ENDPOINT"), var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+            {
+                return Cluster { endpoint, access_key, secret_key };
             }
             let state = state_dir("ceph-storage-tests");
             let c = ceph_up(&state, SHARED_PORT);
@@ -152,10 +135,7 @@ async fn write_read_delete_with_multipart_and_ranges() {
     let bucket = fresh_bucket();
     let b = ceph(&c, &bucket, 20);
     // A bucket that does not exist yet: listing it fails, the health check creates it.
-    assert!(
-        b.incomplete_uploads().await.is_err(),
-        "bucket {bucket} should not exist yet"
-    );
+    assert!(b.incomplete_uploads().await.is_err(), "bucket {bucket} should not exist yet");
     b.check().await.unwrap();
     assert!(b.incomplete_uploads().await.unwrap().is_empty());
     b.check().await.unwrap(); // and again, now that it exists
@@ -169,80 +149,36 @@ async fn write_read_delete_with_multipart_and_ranges() {
 
     let seen = std::sync::Mutex::new(Vec::new());
     let progress = |n| seen.lock().unwrap().push(n);
-    let n = b
-        .put_file(key, &src, PutMode::Copy, &progress)
-        .await
-        .unwrap();
+    let n = b.put_file(key, &src, PutMode::Copy, &progress).await.unwrap();
     assert_eq!(n, data.len() as u64);
     let seen = seen.into_inner().unwrap();
-    assert_eq!(
-        seen,
-        vec![5 * MIB as u64, 10 * MIB as u64, data.len() as u64],
-        "one call per part, in order"
-    );
+    assert_eq!(seen, vec![5 * MIB as u64, 10 * MIB as u64, data.len() as u64], "one call per part, in order");
     assert!(src.exists());
     assert_eq!(b.size(key).await.unwrap(), Some(data.len() as u64));
     assert!(b.incomplete_uploads().await.unwrap().is_empty());
 
     let all = collect(b.get(key, None).await.unwrap()).await.unwrap();
-    assert!(
-        all == data,
-        "full read differs from what was written ({} vs {} bytes)",
-        all.len(),
-        data.len()
-    );
+    assert!(all == data, "full read differs from what was written ({} vs {} bytes)", all.len(), data.len());
     let len = data.len() as u64;
-    for r in [
-        0..1,
-        17..5 * MIB as u64 + 3,
-        5 * MIB as u64..10 * MIB as u64,
-        len - 100..len,
-        len..len,
-    ] {
-        let got = collect(b.get(key, Some(r.clone())).await.unwrap())
-            .await
-            .unwrap();
-        assert!(
-            got == data[r.start as usize..r.end as usize],
-            "range {r:?}: {} bytes",
-            got.len()
-        );
+    for r in [0..1, 17..5 * MIB as u64 + 3, 5 * MIB as u64..10 * MIB as u64, len - 100..len, len..len] {
+        let got = collect(b.get(key, Some(r.clone())).await.unwrap()).await.unwrap();
+        assert!(got == data[r.start as usize..r.end as usize], "range {r:?}: {} bytes", got.len());
     }
     for r in [10..len + 1, len + 5..len + 10, len + 1..len + 1] {
-        let e = b
-            .get(key, Some(r.clone()))
-            .await
-            .err()
-            .expect("a range past the end is refused");
-        assert!(
-            matches!(e, StoreError::InvalidRange { size, .. } if size == len),
-            "{r:?}: {e}"
-        );
+        let e = b.get(key, Some(r.clone())).await.err().expect("a range past the end is refused");
+        assert!(matches!(e, StoreError::InvalidRange { size, .. } if size == len), "{r:?}: {e}");
     }
 
     // Small files go in one PUT; Move removes the source; an empty file is an object too.
     let small = pattern(1000, 8);
     write_file(&src, &small);
     let (last, progress) = recorder();
-    assert_eq!(
-        b.put_file("small", &src, PutMode::Move, &progress)
-            .await
-            .unwrap(),
-        1000
-    );
+    assert_eq!(b.put_file("small", &src, PutMode::Move, &progress).await.unwrap(), 1000);
     assert_eq!(last.load(Ordering::SeqCst), 1000);
     assert!(!src.exists());
-    assert_eq!(
-        collect(b.get("small", None).await.unwrap()).await.unwrap(),
-        small
-    );
+    assert_eq!(collect(b.get("small", None).await.unwrap()).await.unwrap(), small);
     write_file(&src, b"");
-    assert_eq!(
-        b.put_file("empty", &src, PutMode::Copy, &|_| {})
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(b.put_file("empty", &src, PutMode::Copy, &|_| {}).await.unwrap(), 0);
     assert_eq!(b.size("empty").await.unwrap(), Some(0));
 
     for k in [key, "small", "empty"] {
@@ -250,14 +186,8 @@ async fn write_read_delete_with_multipart_and_ranges() {
         assert_eq!(b.size(k).await.unwrap(), None);
         b.delete(k).await.unwrap(); // idempotent
     }
-    assert!(matches!(
-        b.get(key, None).await,
-        Err(StoreError::NotFound { .. })
-    ));
-    assert!(matches!(
-        b.get(key, Some(0..10)).await,
-        Err(StoreError::NotFound { .. })
-    ));
+    assert!(matches!(b.get(key, None).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(b.get(key, Some(0..10)).await, Err(StoreError::NotFound { .. })));
 
     // A writer that dies mid-upload (here: its future is dropped after the first part) leaves
     // an incomplete upload and no object; abort_incomplete_uploads() frees its parts.
@@ -270,20 +200,11 @@ async fn write_read_delete_with_multipart_and_ranges() {
         _ = first_part.notified() => {}
     }
     let pending = b.incomplete_uploads().await.unwrap();
-    assert_eq!(
-        pending.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-        [crashed],
-        "{pending:?}"
-    );
+    assert_eq!(pending.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), [crashed], "{pending:?}");
     assert_eq!(b.size(crashed).await.unwrap(), None);
     // The servers' periodic sweep keeps an upload this young (it may be a write still running
     // on another server that shares the bucket) and frees it once it is older than asked.
-    assert_eq!(
-        b.sweep_abandoned_writes(Duration::from_secs(3600))
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(b.sweep_abandoned_writes(Duration::from_secs(3600)).await.unwrap(), 0);
     assert_eq!(b.incomplete_uploads().await.unwrap().len(), 1);
     assert_eq!(b.sweep_abandoned_writes(Duration::ZERO).await.unwrap(), 1);
     assert!(b.incomplete_uploads().await.unwrap().is_empty());
@@ -296,18 +217,9 @@ async fn write_read_delete_with_multipart_and_ranges() {
     assert_eq!(b.abort_incomplete_uploads().await.unwrap(), 1);
     assert!(b.incomplete_uploads().await.unwrap().is_empty());
 
-    assert_eq!(
-        b.space().await.unwrap(),
-        storage::Space {
-            free: None,
-            total: None
-        }
-    );
+    assert_eq!(b.space().await.unwrap(), storage::Space { free: None, total: None });
     assert_eq!(b.local_path(key), None);
-    assert!(matches!(
-        b.get("../x", None).await,
-        Err(StoreError::InvalidKey { .. })
-    ));
+    assert!(matches!(b.get("../x", None).await, Err(StoreError::InvalidKey { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,46 +231,29 @@ async fn configuration_and_credentials() {
     assert_eq!((b.name(), b.kind()), ("ceph-test", BackendKind::Ceph));
     b.check().await.unwrap();
     let dbg = format!("{b:?}");
-    assert!(
-        !dbg.contains(&c.secret_key),
-        "the secret key must not be printed: {dbg}"
-    );
+    assert!(!dbg.contains(&c.secret_key), "the secret key must not be printed: {dbg}");
 
     let mut wrong = config(&c, &bucket, 10);
     wrong.secret_access_key = Some("not-the-secret".into());
     let e = open(&wrong).unwrap().check().await.unwrap_err();
-    assert!(
-        matches!(e, StoreError::Remote(_)) && e.to_string().contains("403"),
-        "{e}"
-    );
+    assert!(matches!(e, StoreError::Remote(_)) && e.to_string().contains("403"), "{e}");
 
     let mut bad = config(&c, "Not_A_Bucket", 10);
     assert!(matches!(open(&bad), Err(StoreError::Config(_))));
     bad.bucket = Some(bucket);
     bad.part_size_mib = Some(1);
-    assert!(open(&bad)
-        .unwrap_err()
-        .to_string()
-        .contains("part_size_mib"));
+    assert!(open(&bad).unwrap_err().to_string().contains("part_size_mib"));
 
     // Nothing listens here: a clean, bounded failure.
     let mut down = config(&c, "nothing", 2);
     down.endpoint = Some("http://127.0.0.1:9".into());
     let started = Instant::now();
     assert!(open(&down).unwrap().check().await.is_err());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
 
 fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
+    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill -{sig} {pid}");
 }
 
@@ -371,11 +266,7 @@ struct FaultCluster {
 impl Drop for FaultCluster {
     fn drop(&mut self) {
         signal(self.rgw, "CONT");
-        let _ = Command::new("bash")
-            .arg(scripts().join("ceph-down.sh"))
-            .arg(&self.state)
-            .arg("--purge")
-            .status();
+        let _ = Command::new("bash").arg(scripts().join("ceph-down.sh")).arg(&self.state).arg("--purge").status();
     }
 }
 
@@ -385,15 +276,8 @@ async fn a_gateway_that_stops_mid_write_fails_the_write_cleanly() {
     let c = ceph_up(&state, FAULT_PORT);
     stop_when_we_exit(&state);
     let pid_file = state.join("run/client.rgw.a.pid");
-    let rgw: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let guard = FaultCluster {
-        state: state.clone(),
-        rgw,
-    };
+    let rgw: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let guard = FaultCluster { state: state.clone(), rgw };
 
     const TIMEOUT: u64 = 3;
     let b = ceph(&c, &fresh_bucket(), TIMEOUT);
@@ -413,26 +297,13 @@ async fn a_gateway_that_stops_mid_write_fails_the_write_cleanly() {
             *stopped_at.lock().unwrap() = Some(Instant::now());
         }
     };
-    let e = b
-        .put_file(key, &src, PutMode::Copy, &progress)
-        .await
-        .unwrap_err();
-    let took = stopped_at
-        .lock()
-        .unwrap()
-        .expect("the first part was stored")
-        .elapsed();
+    let e = b.put_file(key, &src, PutMode::Copy, &progress).await.unwrap_err();
+    let took = stopped_at.lock().unwrap().expect("the first part was stored").elapsed();
     assert!(matches!(e, StoreError::Timeout { .. }), "{e}");
     assert!(e.to_string().contains("within 3s"), "{e}");
     // The part bound, then at most the same bound for the first abort attempt.
-    assert!(
-        took < Duration::from_secs(2 * TIMEOUT + 2),
-        "put_file took {took:?} after the pause"
-    );
-    eprintln!(
-        "fault: put_file failed {:.1}s after the pause: {e}",
-        took.as_secs_f32()
-    );
+    assert!(took < Duration::from_secs(2 * TIMEOUT + 2), "put_file took {took:?} after the pause");
+    eprintln!("fault: put_file failed {:.1}s after the pause: {e}", took.as_secs_f32());
     // While the gateway is paused, reads time out too.
     assert!(matches!(b.size(key).await, Err(StoreError::Timeout { .. })));
 
@@ -447,19 +318,13 @@ async fn a_gateway_that_stops_mid_write_fails_the_write_cleanly() {
         if pending.is_empty() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the failed upload was never aborted: {pending:?}"
-        );
+        assert!(Instant::now() < deadline, "the failed upload was never aborted: {pending:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(b.size(key).await.unwrap(), None);
 
     // And the backend works again.
-    assert_eq!(
-        b.put_file(key, &src, PutMode::Copy, &|_| {}).await.unwrap(),
-        data.len() as u64
-    );
+    assert_eq!(b.put_file(key, &src, PutMode::Copy, &|_| {}).await.unwrap(), data.len() as u64);
     let back = collect(b.get(key, None).await.unwrap()).await.unwrap();
     assert!(back == data, "read back {} bytes", back.len());
     b.delete(key).await.unwrap();

@@ -24,10 +24,7 @@ fn backend(kind: BackendKind, root: &Path) -> Arc<dyn Backend> {
 
 /// Everything in the root, dot-files (temp files) included.
 fn entries(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut v: Vec<String> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     v.sort();
     v
 }
@@ -45,10 +42,7 @@ async fn write_read_delete(kind: BackendKind) {
     let (last, progress) = recorder();
     let key = "0b6f5c1e-7a7e-4b7c-9d5e-0123456789ab.qcow2";
     assert_eq!(b.size(key).await.unwrap(), None);
-    let n = b
-        .put_file(key, &src, PutMode::Copy, &progress)
-        .await
-        .unwrap();
+    let n = b.put_file(key, &src, PutMode::Copy, &progress).await.unwrap();
     assert_eq!(n, data.len() as u64);
     assert_eq!(last.load(Ordering::SeqCst), data.len() as u64);
     assert!(src.exists(), "Copy keeps the source");
@@ -57,20 +51,9 @@ async fn write_read_delete(kind: BackendKind) {
     assert_eq!(std::fs::read(root.join(key)).unwrap(), data);
 
     assert_eq!(b.size(key).await.unwrap(), Some(data.len() as u64));
-    assert_eq!(
-        collect(b.get(key, None).await.unwrap()).await.unwrap(),
-        data
-    );
-    for r in [
-        0..1,
-        5..1_048_600,
-        1_048_576..2_097_152,
-        100..data.len() as u64,
-        data.len() as u64..data.len() as u64,
-    ] {
-        let got = collect(b.get(key, Some(r.clone())).await.unwrap())
-            .await
-            .unwrap();
+    assert_eq!(collect(b.get(key, None).await.unwrap()).await.unwrap(), data);
+    for r in [0..1, 5..1_048_600, 1_048_576..2_097_152, 100..data.len() as u64, data.len() as u64..data.len() as u64] {
+        let got = collect(b.get(key, Some(r.clone())).await.unwrap()).await.unwrap();
         assert_eq!(got, data[r.start as usize..r.end as usize], "range {r:?}");
     }
     let past = data.len() as u64 + 1;
@@ -83,17 +66,11 @@ async fn write_read_delete(kind: BackendKind) {
     let other = pattern(1000, 2);
     write_file(&src, &other);
     b.put_file(key, &src, PutMode::Copy, &|_| {}).await.unwrap();
-    assert_eq!(
-        collect(b.get(key, None).await.unwrap()).await.unwrap(),
-        other
-    );
+    assert_eq!(collect(b.get(key, None).await.unwrap()).await.unwrap(), other);
 
     b.delete(key).await.unwrap();
     assert_eq!(b.size(key).await.unwrap(), None);
-    assert!(matches!(
-        b.get(key, None).await,
-        Err(StoreError::NotFound { .. })
-    ));
+    assert!(matches!(b.get(key, None).await, Err(StoreError::NotFound { .. })));
     b.delete(key).await.unwrap(); // idempotent
     assert!(entries(&root).is_empty());
 
@@ -147,20 +124,11 @@ async fn move_renames_on_the_same_filesystem() {
     write_file(&src, &data);
     let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&src).unwrap());
     let (last, progress) = recorder();
-    assert_eq!(
-        b.put_file("k1", &src, PutMode::Move, &progress)
-            .await
-            .unwrap(),
-        70_000
-    );
+    assert_eq!(b.put_file("k1", &src, PutMode::Move, &progress).await.unwrap(), 70_000);
     assert_eq!(last.load(Ordering::SeqCst), 70_000);
     assert!(!src.exists());
     let dest = b.local_path("k1").unwrap();
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dest).unwrap()),
-        ino,
-        "renamed, not copied"
-    );
+    assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dest).unwrap()), ino, "renamed, not copied");
     assert_eq!(std::fs::read(dest).unwrap(), data);
 }
 
@@ -171,32 +139,12 @@ async fn invalid_keys_are_refused_before_any_path_is_built() {
     let b = backend(BackendKind::Local, &root);
     let src = dir.path().join("upload");
     write_file(&src, b"x");
-    for key in [
-        "",
-        "../escape",
-        "a/b",
-        ".hidden",
-        "x y",
-        "/abs",
-        &"k".repeat(201),
-    ] {
+    for key in ["", "../escape", "a/b", ".hidden", "x y", "/abs", &"k".repeat(201)] {
         let put = b.put_file(key, &src, PutMode::Copy, &|_| {}).await;
-        assert!(
-            matches!(put, Err(StoreError::InvalidKey { .. })),
-            "{key:?}: {put:?}"
-        );
-        assert!(matches!(
-            b.get(key, None).await,
-            Err(StoreError::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            b.size(key).await,
-            Err(StoreError::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            b.delete(key).await,
-            Err(StoreError::InvalidKey { .. })
-        ));
+        assert!(matches!(put, Err(StoreError::InvalidKey { .. })), "{key:?}: {put:?}");
+        assert!(matches!(b.get(key, None).await, Err(StoreError::InvalidKey { .. })));
+        assert!(matches!(b.size(key).await, Err(StoreError::InvalidKey { .. })));
+        assert!(matches!(b.delete(key).await, Err(StoreError::InvalidKey { .. })));
         assert_eq!(b.local_path(key), None);
     }
     assert!(entries(&root).is_empty());
@@ -213,57 +161,34 @@ async fn a_failed_write_leaves_no_object_and_no_temp_file() {
 
         // The source vanished before the write.
         let gone = dir.path().join("gone");
-        let e = b
-            .put_file("k", &gone, PutMode::Copy, &|_| {})
-            .await
-            .unwrap_err();
+        let e = b.put_file("k", &gone, PutMode::Copy, &|_| {}).await.unwrap_err();
         assert!(matches!(e, StoreError::Io { .. }), "{e}");
         assert!(e.to_string().contains("gone"), "{e}");
-        let e = b
-            .put_file("k", &gone, PutMode::Move, &|_| {})
-            .await
-            .unwrap_err();
+        let e = b.put_file("k", &gone, PutMode::Move, &|_| {}).await.unwrap_err();
         assert!(matches!(e, StoreError::Io { .. }), "{e}");
 
         // The source fails while it is read (a directory opens, then refuses to be read): the temp
         // file has been created by then and must go.
         let not_a_file = dir.path().join("a-directory");
         std::fs::create_dir_all(&not_a_file).unwrap();
-        let e = b
-            .put_file("k", &not_a_file, PutMode::Copy, &|_| {})
-            .await
-            .unwrap_err();
+        let e = b.put_file("k", &not_a_file, PutMode::Copy, &|_| {}).await.unwrap_err();
         assert!(matches!(e, StoreError::Io { .. }), "{e}");
-        let e = b
-            .put_file("k", &not_a_file, PutMode::Move, &|_| {})
-            .await
-            .unwrap_err();
+        let e = b.put_file("k", &not_a_file, PutMode::Move, &|_| {}).await.unwrap_err();
         assert!(matches!(e, StoreError::Io { .. }), "{e}");
-        assert!(
-            not_a_file.is_dir(),
-            "a directory is never moved into the store"
-        );
+        assert!(not_a_file.is_dir(), "a directory is never moved into the store");
         assert!(entries(&root).is_empty(), "{:?}", entries(&root));
 
         // A failed replacement keeps the object that was there.
         let src = dir.path().join("good");
         write_file(&src, b"old bytes");
         b.put_file("k", &src, PutMode::Copy, &|_| {}).await.unwrap();
-        b.put_file("k", &not_a_file, PutMode::Copy, &|_| {})
-            .await
-            .unwrap_err();
-        assert_eq!(
-            collect(b.get("k", None).await.unwrap()).await.unwrap(),
-            b"old bytes"
-        );
+        b.put_file("k", &not_a_file, PutMode::Copy, &|_| {}).await.unwrap_err();
+        assert_eq!(collect(b.get("k", None).await.unwrap()).await.unwrap(), b"old bytes");
         assert_eq!(entries(&root), vec!["k".to_string()]);
 
         // The store's directory disappears (an unmounted export, a deleted data dir).
         std::fs::remove_dir_all(&root).unwrap();
-        let e = b
-            .put_file("k", &src, PutMode::Copy, &|_| {})
-            .await
-            .unwrap_err();
+        let e = b.put_file("k", &src, PutMode::Copy, &|_| {}).await.unwrap_err();
         assert!(matches!(e, StoreError::Io { .. }), "{e}");
         assert!(b.check().await.is_err());
         assert!(!root.exists());
@@ -274,17 +199,9 @@ async fn a_failed_write_leaves_no_object_and_no_temp_file() {
 async fn nfs_requires_a_mounted_directory_local_creates_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("mnt/images");
-    let e = open(&BackendConfig {
-        name: "nas".into(),
-        kind: BackendKind::Nfs,
-        path: Some(missing.clone()),
-        ..Default::default()
-    })
-    .unwrap_err();
-    assert!(
-        matches!(e, StoreError::Config(_)) && e.to_string().contains("mounted"),
-        "{e}"
-    );
+    let e =
+        open(&BackendConfig { name: "nas".into(), kind: BackendKind::Nfs, path: Some(missing.clone()), ..Default::default() }).unwrap_err();
+    assert!(matches!(e, StoreError::Config(_)) && e.to_string().contains("mounted"), "{e}");
     assert!(!missing.exists(), "NFS never creates its root");
 
     let b = backend(BackendKind::Local, &missing);

@@ -93,11 +93,8 @@ fn run(tmp: &Path, size: u64, rounds: usize) {
     // clients with a SHA-256 `Upload-Checksum` on every PATCH (as the browser uploader sends)
     // and without (as tuspy and most API clients do).
     let servers = [Server::start(&tmp.join("server-all"), "all"), Server::start(&tmp.join("server-sha256"), "sha256")];
-    let cases: [(&str, usize, bool); 3] = [
-        ("hashes all, no checksums", 0, false),
-        ("hashes all, checksums", 0, true),
-        ("hashes sha256, checksums", 1, true),
-    ];
+    let cases: [(&str, usize, bool); 3] =
+        [("hashes all, no checksums", 0, false), ("hashes all, checksums", 0, true), ("hashes sha256, checksums", 1, true)];
     let mut dds = Vec::new();
     let mut tuses: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let mut overs: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
@@ -408,10 +405,12 @@ fn serve(dir: &Path, hashes: uploads::UploadHashes) {
         });
         let config = uploads::UploadConfig { hashes, ..uploads::UploadConfig::new(dir) };
         let uploads = uploads::Uploads::open(db, config, on_complete).await.unwrap();
-        let app = uploads::router(uploads).layer(axum::middleware::from_fn(move |mut req: axum::extract::Request, next: axum::middleware::Next| {
-            req.extensions_mut().insert(authn.clone());
-            next.run(req)
-        }));
+        let app = uploads::router(uploads).layer(axum::middleware::from_fn(
+            move |mut req: axum::extract::Request, next: axum::middleware::Next| {
+                req.extensions_mut().insert(authn.clone());
+                next.run(req)
+            },
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("LISTEN {}", listener.local_addr().unwrap());
         let stop = async {

@@ -124,7 +124,8 @@ async fn create(
 
     let concat = tus::concat(&headers, &u.config.path_prefix)?;
     let metadata = tus::metadata(&headers)?;
-    let room = u.check_metadata(crate::NewUploadCheck { principal: p.clone(), project_id: project.clone(), metadata: metadata.clone() }).await?;
+    let room =
+        u.check_metadata(crate::NewUploadCheck { principal: p.clone(), project_id: project.clone(), metadata: metadata.clone() }).await?;
     if headers.contains_key(tus::UPLOAD_DEFER_LENGTH) {
         return Err(UploadError::BadRequest("Upload-Defer-Length is not supported; send Upload-Length.".into()));
     }
@@ -223,9 +224,7 @@ fn too_big_request(limit: u64) -> UploadError {
 /// the project's bytes in flight; `slot` whether it counts as an upload in flight.
 async fn check_quotas(u: &Uploads, user_id: &str, project: &str, bytes: u64, slot: bool) -> Result<(), UploadError> {
     if u.db.open_uploads_of_user(user_id).await? >= MAX_OPEN_UPLOADS_PER_USER {
-        return Err(UploadError::TooLarge(format!(
-            "You have {MAX_OPEN_UPLOADS_PER_USER} uploads open; finish or cancel some first."
-        )));
+        return Err(UploadError::TooLarge(format!("You have {MAX_OPEN_UPLOADS_PER_USER} uploads open; finish or cancel some first.")));
     }
     let quota = u.db.quota(project).await?;
     let usage = u.db.quota_usage(project).await?;
@@ -323,10 +322,7 @@ async fn create_final(
         let row = u.db.upload_by_id(part).await?;
         let row = row.filter(|r| r.user_id == p.user_id && r.project_id == project && r.concat == CONCAT_PARTIAL);
         let Some(row) = row else {
-            return Err(UploadError::BadRequest(format!(
-                "{} is not a partial upload of yours in this project.",
-                u.location(part)
-            )));
+            return Err(UploadError::BadRequest(format!("{} is not a partial upload of yours in this project.", u.location(part))));
         };
         if row.upload_offset != row.upload_length {
             return Err(UploadError::BadRequest(format!("{} is not complete yet; finish the parts first.", u.location(part))));
@@ -420,8 +416,7 @@ async fn patch(
     if !tus::is_offset_octet_stream(&headers) {
         return Err(UploadError::UnsupportedMediaType);
     }
-    let sent = tus::number(&headers, tus::UPLOAD_OFFSET)?
-        .ok_or_else(|| UploadError::BadRequest("Upload-Offset is required.".into()))?;
+    let sent = tus::number(&headers, tus::UPLOAD_OFFSET)?.ok_or_else(|| UploadError::BadRequest("Upload-Offset is required.".into()))?;
     if row.concat == CONCAT_FINAL {
         return Err(UploadError::Forbidden("A final upload is assembled from its parts; send data to the parts.".into()));
     }
@@ -481,7 +476,8 @@ async fn receive(mut body: Body, limit: u64, tx: mpsc::Sender<Arc<Block>>, u: &U
             }
         }
     };
-    if matches!(end, BodyEnd::Complete | BodyEnd::Broken) && !buf.is_empty() && tx.send(Block::new(buf, Arc::clone(&u.pool))).await.is_err() {
+    if matches!(end, BodyEnd::Complete | BodyEnd::Broken) && !buf.is_empty() && tx.send(Block::new(buf, Arc::clone(&u.pool))).await.is_err()
+    {
         return BodyEnd::WriterStopped;
     }
     end
@@ -522,9 +518,11 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
 
     let path = u.path_of(id);
     // Readable too: hash threads that fall behind read their bytes back from it.
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(|e| {
-        UploadError::Internal(format!("the file of upload {id} cannot be opened: {e}"))
-    })?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| UploadError::Internal(format!("the file of upload {id} cannot be opened: {e}")))?;
     let file = Arc::new(file);
     // Running hashes only for ordinary uploads written in order from byte 0; parts are hashed
     // when their final joins them.
@@ -550,7 +548,9 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
         (_, Some(e)) => Err(UploadError::Internal(format!("writing upload {id} failed: {e}"))),
         (BodyEnd::WriterStopped, None) => Err(UploadError::Internal(format!("the writer of upload {id} stopped early"))),
         (BodyEnd::TooLong, _) => Err(if limit == remaining && remaining < u.config.max_request_body {
-            UploadError::TooLarge(format!("This request carries more than the {remaining} bytes that remain of the declared Upload-Length."))
+            UploadError::TooLarge(format!(
+                "This request carries more than the {remaining} bytes that remain of the declared Upload-Length."
+            ))
         } else {
             too_big_request(u.config.max_request_body)
         }),
@@ -605,11 +605,7 @@ async fn write_request(u: &Arc<Uploads>, id: &str, sent: u64, headers: &HeaderMa
 
 // ---- DELETE -----------------------------------------------------------------------------------
 
-async fn delete(
-    State(u): State<Arc<Uploads>>,
-    Path(id): Path<String>,
-    authn: Option<Extension<Authn>>,
-) -> Result<Response, UploadError> {
+async fn delete(State(u): State<Arc<Uploads>>, Path(id): Path<String>, authn: Option<Extension<Authn>>) -> Result<Response, UploadError> {
     let row = visible_upload(&u, &id, &authn).await?;
     if row.completed_at.is_some() {
         return Err(UploadError::Forbidden("This upload is complete and was handed to image processing; delete the image instead.".into()));

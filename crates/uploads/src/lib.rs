@@ -254,10 +254,7 @@ impl RoomAfter {
         if self == RoomAfter::default() {
             return 0;
         }
-        (u128::from(length) * u128::from(self.per_mille) / 1000)
-            .try_into()
-            .unwrap_or(u64::MAX)
-            .saturating_add(self.fixed)
+        (u128::from(length) * u128::from(self.per_mille) / 1000).try_into().unwrap_or(u64::MAX).saturating_add(self.fixed)
     }
 }
 
@@ -266,16 +263,15 @@ impl RoomAfter {
 /// that does not exist, 403, 409), so that no upload is accepted whose bytes would be
 /// discarded later. `Ok` says how much room the upload's import will need ([`RoomAfter`]).
 pub type CheckMetadata = Arc<
-    dyn Fn(NewUploadCheck) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RoomAfter, (u16, String)>> + Send>>
-        + Send
-        + Sync,
+    dyn Fn(NewUploadCheck) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RoomAfter, (u16, String)>> + Send>> + Send + Sync,
 >;
 
 /// Chooses, per upload, which digests to compute ([`Uploads::set_hashes_for`]) from its decoded
 /// metadata. The consumer knows whether it needs MD5 and SHA-512 of the uploaded bytes: not
 /// when it converts them and hashes what it stores instead. It only narrows
 /// [`UploadConfig::hashes`]: with [`UploadHashes::Sha256`] there it is not asked.
-pub type HashesFor = Arc<dyn Fn(BTreeMap<String, String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = UploadHashes> + Send>> + Send + Sync>;
+pub type HashesFor =
+    Arc<dyn Fn(BTreeMap<String, String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = UploadHashes> + Send>> + Send + Sync>;
 
 /// Per-upload in-memory state: the running hashes while an upload arrives in order. Lost on
 /// restart, which only means the hashes are computed by reading the file at completion.
@@ -317,10 +313,7 @@ impl Uploads {
     /// unfinished (joining parts, hashing and handing over complete uploads) in the background.
     pub async fn open(db: Db, config: UploadConfig, on_complete: OnComplete) -> Result<Arc<Self>, UploadError> {
         if !config.path_prefix.starts_with('/') || config.path_prefix.ends_with('/') {
-            return Err(UploadError::Internal(format!(
-                "path_prefix must start with '/' and not end with one: {:?}",
-                config.path_prefix
-            )));
+            return Err(UploadError::Internal(format!("path_prefix must start with '/' and not end with one: {:?}", config.path_prefix)));
         }
         tokio::fs::create_dir_all(&config.dir).await?;
         let uploads = Arc::new(Uploads {

@@ -259,11 +259,7 @@ async fn sweep_strays(u: &Uploads) -> Result<(), UploadError> {
             continue;
         }
         let Ok(meta) = entry.metadata().await else { continue };
-        let old = meta
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_some_and(|age| age >= u.config.expiry);
+        let old = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_some_and(|age| age >= u.config.expiry);
         if meta.is_file() && old && !u.db.upload_exists(&id).await? {
             tracing::info!(file = %entry.path().display(), "removing a stray upload file");
             remove_file(&entry.path()).await?;

@@ -7,8 +7,8 @@ use std::io::{self, Read};
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -108,11 +108,7 @@ impl Hashes {
 
     /// The hex digests; None if a hasher failed on the way (the caller hashes the file again).
     pub fn digests(self) -> Option<Digests> {
-        Some(Digests {
-            sha256: self.sha256.finish_hex()?,
-            md5: optional_hex(self.md5)?,
-            sha512: optional_hex(self.sha512)?,
-        })
+        Some(Digests { sha256: self.sha256.finish_hex()?, md5: optional_hex(self.md5)?, sha512: optional_hex(self.sha512)? })
     }
 }
 
@@ -239,18 +235,11 @@ impl Lane {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = Arc::clone(&queued);
-        let thread = std::thread::Builder::new()
-            .name(format!("upload-{name}"))
-            .spawn(move || {
-                lower_priority();
-                run_lane(start, rx, &q, file.as_deref())
-            })?;
-        Ok(Lane {
-            tx,
-            queued,
-            behind: None,
-            thread,
-        })
+        let thread = std::thread::Builder::new().name(format!("upload-{name}")).spawn(move || {
+            lower_priority();
+            run_lane(start, rx, &q, file.as_deref())
+        })?;
+        Ok(Lane { tx, queued, behind: None, thread })
     }
 
     fn begin(&mut self, verdict: &Arc<VerdictCell>) {
@@ -301,12 +290,7 @@ fn lower_priority() {
 
 /// A hash thread's loop. Returns the state after the last kept request, or None if bytes that
 /// were kept could not be read back (the caller then hashes the whole file once).
-fn run_lane(
-    mut state: Hasher,
-    rx: std::sync::mpsc::Receiver<Msg>,
-    queued: &AtomicUsize,
-    file: Option<&File>,
-) -> Option<Hasher> {
+fn run_lane(mut state: Hasher, rx: std::sync::mpsc::Receiver<Msg>, queued: &AtomicUsize, file: Option<&File>) -> Option<Hasher> {
     let mut before: Option<Hasher> = None;
     let mut verdict: Option<Arc<VerdictCell>> = None;
     let mut unreadable = false;
@@ -326,9 +310,7 @@ fn run_lane(
             }
             Msg::Range(off, len) => {
                 if !unreadable {
-                    unreadable = file.is_none_or(|f| {
-                        read_range(f, off, len, &mut buf, |b| state.update(b)).is_err()
-                    });
+                    unreadable = file.is_none_or(|f| read_range(f, off, len, &mut buf, |b| state.update(b)).is_err());
                 }
             }
             Msg::End => {
@@ -348,13 +330,7 @@ fn run_lane(
 
 /// Reads `len` bytes of `file` at `off` in blocks, handing each to `f`. A short file is an
 /// error (the bytes were truncated away: the request was discarded meanwhile).
-fn read_range(
-    file: &File,
-    mut off: u64,
-    len: u64,
-    buf: &mut Vec<u8>,
-    mut f: impl FnMut(&[u8]),
-) -> io::Result<()> {
+fn read_range(file: &File, mut off: u64, len: u64, buf: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -> io::Result<()> {
     buf.resize(BLOCK_SIZE, 0);
     let end = off + len;
     while off < end {
@@ -380,14 +356,8 @@ impl Lanes {
     fn start(h: Hashes, file: Option<Arc<File>>) -> io::Result<Self> {
         Ok(Lanes {
             sha256: Lane::spawn("sha256", h.sha256, file.clone())?,
-            md5: h
-                .md5
-                .map(|m| Lane::spawn("md5", m, file.clone()))
-                .transpose()?,
-            sha512: h
-                .sha512
-                .map(|m| Lane::spawn("sha512", m, file.clone()))
-                .transpose()?,
+            md5: h.md5.map(|m| Lane::spawn("md5", m, file.clone())).transpose()?,
+            sha512: h.sha512.map(|m| Lane::spawn("sha512", m, file.clone())).transpose()?,
             file,
         })
     }
@@ -436,11 +406,7 @@ impl Lanes {
 
 impl Lanes {
     /// Starts a request on the upload's hash threads (starting them if the hashes are at hand).
-    fn for_request(
-        from: RunningHashes,
-        verdict: &Arc<VerdictCell>,
-        file: Option<Arc<File>>,
-    ) -> io::Result<Self> {
+    fn for_request(from: RunningHashes, verdict: &Arc<VerdictCell>, file: Option<Arc<File>>) -> io::Result<Self> {
         let mut lanes = match from {
             RunningHashes::Ready(h) => Lanes::start(*h, file)?,
             RunningHashes::Pending(l) => *l,
@@ -458,10 +424,7 @@ impl Lanes {
 
 /// Hashes whole files on three threads (completion without running hashes, joining parts);
 /// `feed_blocks` gets a function taking each block in order.
-fn hash_all(
-    all: bool,
-    feed_blocks: impl FnOnce(&mut dyn FnMut(&Arc<Block>)) -> io::Result<()>,
-) -> io::Result<Digests> {
+fn hash_all(all: bool, feed_blocks: impl FnOnce(&mut dyn FnMut(&Arc<Block>)) -> io::Result<()>) -> io::Result<Digests> {
     let (verdict, cell) = Verdict::new();
     let mut feed = Lanes::for_request(RunningHashes::fresh(all), &cell, None)?;
     let mut pos = 0u64;
@@ -471,10 +434,7 @@ fn hash_all(
     });
     let lanes = feed.close();
     verdict.keep();
-    let digests = lanes
-        .join()
-        .and_then(Hashes::digests)
-        .ok_or_else(|| io::Error::other("a hash thread failed"));
+    let digests = lanes.join().and_then(Hashes::digests).ok_or_else(|| io::Error::other("a hash thread failed"));
     fed?;
     digests
 }
@@ -590,12 +550,7 @@ pub fn write_blocks(
         }
         pos += block.len() as u64;
     }
-    WriteReport {
-        written: pos - start,
-        error,
-        checksum_ok: check.map(CheckThread::finish),
-        hashes: feed.map(|f| (f.close(), verdict)),
-    }
+    WriteReport { written: pos - start, error, checksum_ok: check.map(CheckThread::finish), hashes: feed.map(|f| (f.close(), verdict)) }
 }
 
 /// Reads `source` to its end in blocks, handing each to `sink`; stops at the first error.
@@ -723,19 +678,9 @@ mod tests {
     fn lanes_that_fall_behind_read_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let file = Arc::new(
-            File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .unwrap(),
-        );
+        let file = Arc::new(File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap());
         let pool = Arc::new(BufferPool::default());
-        let data: Vec<u8> = (0..(BLOCK_SIZE * 3 + 5))
-            .map(|i| (i * 7 % 253) as u8)
-            .collect();
+        let data: Vec<u8> = (0..(BLOCK_SIZE * 3 + 5)).map(|i| (i * 7 % 253) as u8).collect();
         file.write_all_at(&data, 0).unwrap();
         let mut lanes = Lanes::start(Hashes::new(true), Some(Arc::clone(&file))).unwrap();
         // Request 1, kept: every lane is "full", so nothing is queued and all is read back.
@@ -767,10 +712,7 @@ mod tests {
         let (verdict, cell) = Verdict::new();
         lanes.begin(&cell);
         lanes.each(|l| l.force_behind());
-        lanes.feed(
-            &Block::new(vec![1; 10], Arc::clone(&pool)),
-            data.len() as u64 + 1000,
-        );
+        lanes.feed(&Block::new(vec![1; 10], Arc::clone(&pool)), data.len() as u64 + 1000);
         lanes.end();
         verdict.keep();
         assert!(lanes.join().is_none());

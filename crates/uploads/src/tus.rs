@@ -120,13 +120,7 @@ pub fn metadata(headers: &HeaderMap) -> Result<BTreeMap<String, String>, UploadE
 /// The metadata map in `Upload-Metadata` form, for HEAD.
 pub fn encode_metadata(map: &BTreeMap<String, String>) -> String {
     map.iter()
-        .map(|(k, v)| {
-            if v.is_empty() {
-                k.clone()
-            } else {
-                format!("{k} {}", base64::engine::general_purpose::STANDARD.encode(v))
-            }
-        })
+        .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k} {}", base64::engine::general_purpose::STANDARD.encode(v)) })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -140,9 +134,7 @@ pub enum Checksum {
 
 pub fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, UploadError> {
     let Some(raw) = text(headers, UPLOAD_CHECKSUM)? else { return Ok(None) };
-    let (algo, value) = raw
-        .split_once(' ')
-        .ok_or_else(|| bad("Upload-Checksum must be '<algorithm> <base64 digest>'.".into()))?;
+    let (algo, value) = raw.split_once(' ').ok_or_else(|| bad("Upload-Checksum must be '<algorithm> <base64 digest>'.".into()))?;
     let digest = base64::engine::general_purpose::STANDARD
         .decode(value.trim())
         .map_err(|_| bad("The Upload-Checksum digest is not valid base64.".into()))?;
@@ -266,7 +258,9 @@ mod tests {
         let v = format!("final;/uploads/{a} http://h:1/uploads/{b}");
         assert_eq!(concat(&h(UPLOAD_CONCAT, &v), "/uploads").unwrap(), Concat::Final(vec![a.into(), b.into()]));
         assert_eq!(concat(&h(UPLOAD_CONCAT, "partial"), "/uploads").unwrap(), Concat::Partial);
-        for v in ["final;", "final;/other/x", "final;/uploads/../etc", "whole", &format!("final;/uploads/{a} /uploads/{a}"), "final;http://"] {
+        for v in
+            ["final;", "final;/other/x", "final;/uploads/../etc", "whole", &format!("final;/uploads/{a} /uploads/{a}"), "final;http://"]
+        {
             assert!(concat(&h(UPLOAD_CONCAT, v), "/uploads").is_err(), "{v:?}");
         }
         let many = (0..65).map(|_| format!("/uploads/{a}")).collect::<Vec<_>>().join(" ");

@@ -352,7 +352,9 @@ async fn partial_uploads_concatenate_into_a_final_one() {
     assert_eq!(theirs.status, StatusCode::BAD_REQUEST, "only one's own parts");
 
     let list = parts.iter().map(|p| format!("http://hangar.test{p}")).collect::<Vec<_>>().join(" ");
-    let req = tus(Method::POST, "/uploads").header("upload-concat", format!("final;{list}")).header("upload-metadata", format!("filename {}", b64("joined.raw")));
+    let req = tus(Method::POST, "/uploads")
+        .header("upload-concat", format!("final;{list}"))
+        .header("upload-metadata", format!("filename {}", b64("joined.raw")));
     let r = env.send(Some(&m), req.body(Body::empty()).unwrap()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let fin = r.header("location");
@@ -439,7 +441,11 @@ async fn creation_with_upload_keeps_the_body() {
     let r = env.send(Some(&m), req).await;
     assert_eq!((r.status, r.offset()), (StatusCode::CREATED, 0));
     // A body with the wrong type is refused.
-    let req = tus(Method::POST, "/uploads").header("upload-length", "10").header("content-type", "text/plain").body(Body::from("0123456789")).unwrap();
+    let req = tus(Method::POST, "/uploads")
+        .header("upload-length", "10")
+        .header("content-type", "text/plain")
+        .body(Body::from("0123456789"))
+        .unwrap();
     assert_eq!(env.send(Some(&m), req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
@@ -453,7 +459,8 @@ async fn a_client_that_disappears_keeps_its_durable_bytes() {
 
     let broken_patch = |checksum: Option<String>, from: usize, upto: usize| {
         let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
-        let mut b = tus(Method::PATCH, &url).header("content-type", "application/offset+octet-stream").header("upload-offset", from.to_string());
+        let mut b =
+            tus(Method::PATCH, &url).header("content-type", "application/offset+octet-stream").header("upload-offset", from.to_string());
         if let Some(c) = checksum {
             b = b.header("upload-checksum", c);
         }
@@ -699,26 +706,14 @@ async fn events_tell_when_bytes_start_and_when_an_unfinished_upload_expires() {
     }));
     let m = env.people.member.clone();
     let meta = format!("image_id {}", b64("img-1"));
-    let r = env
-        .create(
-            &m,
-            10,
-            &[
-                ("upload-metadata", meta.as_str()),
-                ("upload-concat", "partial"),
-            ],
-        )
-        .await;
+    let r = env.create(&m, 10, &[("upload-metadata", meta.as_str()), ("upload-concat", "partial")]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let url = r.header("location").to_owned();
     assert!(rx.try_recv().is_err(), "no event before any byte");
     assert_eq!(env.patch(&m, &url, 0, b"abcd").await.offset(), 4);
     match rx.try_recv() {
         Ok(uploads::UploadEvent::Started(info)) => {
-            assert_eq!(
-                info.metadata.get("image_id").map(String::as_str),
-                Some("img-1")
-            );
+            assert_eq!(info.metadata.get("image_id").map(String::as_str), Some("img-1"));
             assert_eq!(info.project_id, env.people.p1);
         }
         other => panic!("expected Started, got {other:?}"),
@@ -727,10 +722,7 @@ async fn events_tell_when_bytes_start_and_when_an_unfinished_upload_expires() {
     assert!(rx.try_recv().is_err(), "Started is said once");
     let done = env.created(&m, 3).await;
     assert_eq!(env.patch(&m, &done, 0, b"xyz").await.offset(), 3);
-    assert!(matches!(
-        rx.try_recv(),
-        Ok(uploads::UploadEvent::Started(_))
-    ));
+    assert!(matches!(rx.try_recv(), Ok(uploads::UploadEvent::Started(_))));
 
     tokio::time::sleep(Duration::from_millis(4200)).await;
     assert_eq!(env.uploads.remove_expired().await.unwrap(), 2);
@@ -740,10 +732,7 @@ async fn events_tell_when_bytes_start_and_when_an_unfinished_upload_expires() {
         }
         other => panic!("expected Expired, got {other:?}"),
     }
-    assert!(
-        rx.try_recv().is_err(),
-        "the complete upload expiring is not an event"
-    );
+    assert!(rx.try_recv().is_err(), "the complete upload expiring is not an event");
 }
 
 /// The consumer chooses the digests per upload from its metadata (Hangar: no MD5/SHA-512 of
@@ -752,7 +741,13 @@ async fn events_tell_when_bytes_start_and_when_an_unfinished_upload_expires() {
 async fn the_consumer_chooses_the_digests_per_upload() {
     let mut env = Env::new().await;
     env.uploads.set_hashes_for(std::sync::Arc::new(|m: std::collections::BTreeMap<String, String>| {
-        Box::pin(async move { if m.contains_key("converted") { uploads::UploadHashes::Sha256 } else { uploads::UploadHashes::All } })
+        Box::pin(async move {
+            if m.contains_key("converted") {
+                uploads::UploadHashes::Sha256
+            } else {
+                uploads::UploadHashes::All
+            }
+        })
     }));
     let m = env.people.member.clone();
     let data = data(700_000, 5);

@@ -32,8 +32,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures::StreamExt;
 use digests::Algorithm;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -218,13 +218,8 @@ pub(super) struct BodyHold {
 impl BodyHold {
     /// Holds `declared` bytes (0 when unknown) and a slot for `image`, or answers 413.
     pub async fn start(state: &AppState, image: &records::ImageDetail, purpose: &'static str, declared: Option<u64>) -> Result<Self> {
-        let mut hold = BodyHold {
-            db: state.db.clone(),
-            project: image.owner.clone().unwrap_or_default(),
-            image: image.id.clone(),
-            purpose,
-            held: 0,
-        };
+        let mut hold =
+            BodyHold { db: state.db.clone(), project: image.owner.clone().unwrap_or_default(), image: image.id.clone(), purpose, held: 0 };
         hold.set(declared.unwrap_or(0)).await?;
         Ok(hold)
     }
@@ -351,7 +346,14 @@ fn write_failed(dir: &FsPath, what: &str, e: &std::io::Error, needed: Option<u64
 /// project's quota (`hold` is raised as bytes arrive). A full disk answers 507 with the free
 /// and needed bytes: at once when the declared size, with the `room` its import will need
 /// after it (`ingest::room_after_upload`), does not fit; else when a write fails.
-async fn receive(body: Body, dest: &FsPath, limit: u64, declared: Option<u64>, room: uploads::RoomAfter, hold: &mut BodyHold) -> Result<Received> {
+async fn receive(
+    body: Body,
+    dest: &FsPath,
+    limit: u64,
+    declared: Option<u64>,
+    room: uploads::RoomAfter,
+    hold: &mut BodyHold,
+) -> Result<Received> {
     let dir = dest.parent().unwrap_or(FsPath::new("."));
     tokio::fs::create_dir_all(dir).await.map_err(|e| write_failed(dir, "create upload dir", &e, declared))?;
     if let (Some(n), Some(free)) = (declared, free_bytes(dir)) {
@@ -437,7 +439,14 @@ async fn import_not_started(state: &AppState, image: &records::ImageDetail) -> R
 }
 
 /// Hands received bytes to the same `import` job as a dashboard upload (by `user_id`).
-pub(super) async fn submit_import(state: &AppState, user_id: &str, image: &records::ImageDetail, path: PathBuf, got: &Received, backend: String) -> Result<records::JobRow> {
+pub(super) async fn submit_import(
+    state: &AppState,
+    user_id: &str,
+    image: &records::ImageDetail,
+    path: PathBuf,
+    got: &Received,
+    backend: String,
+) -> Result<records::JobRow> {
     let file = UploadedFile {
         image_id: image.id.clone(),
         path,
@@ -529,13 +538,7 @@ pub async fn upload(
         match row.status.as_str() {
             "succeeded" => return Ok(empty(StatusCode::NO_CONTENT)),
             "failed" | "cancelled" => {
-                let reason = state
-                    .db
-                    .image_detail(&id)
-                    .await?
-                    .map(|i| i.status_reason)
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or(row.error);
+                let reason = state.db.image_detail(&id).await?.map(|i| i.status_reason).filter(|r| !r.is_empty()).unwrap_or(row.error);
                 return Err(GlanceError::unsupported(format!("Image {id} was refused: {reason}")));
             }
             _ if tokio::time::Instant::now() >= deadline => return Ok(empty(StatusCode::NO_CONTENT)),
@@ -766,7 +769,6 @@ pub async fn tasks(State(state): State<AppState>, authn: Option<Extension<Authn>
     let caller = Caller::from(authn)?;
     let (image, _) = caller.image(&state, &id).await?;
     let insider = caller.me.is_admin || (image.owner.is_some() && image.owner.as_deref() == caller.project());
-    let tasks: Vec<Value> =
-        state.db.jobs_for_image(&id).await?.iter().map(|j| task_json(j, image.owner.as_deref(), insider)).collect();
+    let tasks: Vec<Value> = state.db.jobs_for_image(&id).await?.iter().map(|j| task_json(j, image.owner.as_deref(), insider)).collect();
     Ok(Json(json!({ "tasks": tasks })).into_response())
 }

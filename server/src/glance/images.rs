@@ -55,8 +55,7 @@ pub fn image_json(image: &records::ImageDetail, stores: &[String]) -> Value {
 /// True for the 8-4-4-4-12 hex form of a UUID (the schema's `id` pattern).
 pub fn is_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The backends holding an active copy of the image.
@@ -121,7 +120,9 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
             }
             _ => {
                 patch::check_custom_key(k).map_err(patch_error)?;
-                let s = v.as_str().ok_or_else(|| GlanceError::bad_request(format!("Invalid value for '{k}': custom properties are strings.")))?;
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| GlanceError::bad_request(format!("Invalid value for '{k}': custom properties are strings.")))?;
                 ed.properties.insert(k.clone(), s.to_owned());
             }
         }
@@ -133,7 +134,8 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
     let visibility = policy::Visibility::parse(&ed.visibility).unwrap_or(policy::Visibility::Shared);
     // The image to be, under the policy's rule for who may give it this visibility (public:
     // administrators only), as the dashboard asks it.
-    let facts = policy::ImageFacts { owner: Some(project.clone()), visibility: policy::Visibility::Private, protected: false, membership: None };
+    let facts =
+        policy::ImageFacts { owner: Some(project.clone()), visibility: policy::Visibility::Private, protected: false, membership: None };
     caller.allow_audited(&state, &policy::Action::SetVisibility { image: &facts, to: visibility })?;
     let quota = state.db.quota(&project).await?;
     let props = Value::Object(ed.properties.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect());
@@ -176,7 +178,10 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
     let location = format!("/v2/images/{id}");
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, location), (header::HeaderName::from_static("openstack-image-import-methods"), super::import_methods(&state).join(","))],
+        [
+            (header::LOCATION, location),
+            (header::HeaderName::from_static("openstack-image-import-methods"), super::import_methods(&state).join(",")),
+        ],
         Json(render(&state, &detail).await?),
     )
         .into_response())
@@ -230,7 +235,10 @@ pub async fn update(
                 patch::MEDIA_TYPE_V21,
                 patch::MEDIA_TYPE_V20
             ))
-            .with_header(header::HeaderName::from_static("accept-patch"), &format!("{}, {}", patch::MEDIA_TYPE_V21, patch::MEDIA_TYPE_V20)))
+            .with_header(
+                header::HeaderName::from_static("accept-patch"),
+                &format!("{}, {}", patch::MEDIA_TYPE_V21, patch::MEDIA_TYPE_V20),
+            ))
         }
     };
     let (image, facts) = caller.image(&state, &id).await?;

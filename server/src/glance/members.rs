@@ -67,11 +67,8 @@ pub async fn create(
         .get("member")
         .and_then(Value::as_str)
         .ok_or_else(|| GlanceError::bad_request("The body must be {\"member\": \"<project id>\"}."))?;
-    let project = state
-        .db
-        .project_by_id(member)
-        .await?
-        .ok_or_else(|| GlanceError::bad_request(format!("No project has the id {member}.")))?;
+    let project =
+        state.db.project_by_id(member).await?.ok_or_else(|| GlanceError::bad_request(format!("No project has the id {member}.")))?;
     if image.owner.as_deref() == Some(project.id.as_str()) {
         return Err(GlanceError::bad_request("The image's own project cannot be a member of it."));
     }

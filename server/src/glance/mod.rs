@@ -37,9 +37,9 @@ use crate::AppState;
 mod data;
 mod images;
 mod members;
-mod web;
 pub mod patch;
 pub mod query;
+mod web;
 
 /// The API versions this server answers to. Glance lists v2.8–v2.13 only when several stores
 /// are configured; Hangar always has the multi-store API (`/v2/info/stores`), so it lists them
@@ -222,9 +222,13 @@ impl Caller {
 
     /// Loads an image the caller may see with its policy facts, or 404.
     pub async fn image(&self, state: &AppState, id: &str) -> Result<(records::ImageDetail, policy::ImageFacts)> {
-        let (_, facts) = app::api::shares::imp::image_facts(&state.db, id, self.project())
-            .await
-            .map_err(|e| if e.status() == 404 { GlanceError::no_image(id) } else { e.into() })?;
+        let (_, facts) = app::api::shares::imp::image_facts(&state.db, id, self.project()).await.map_err(|e| {
+            if e.status() == 404 {
+                GlanceError::no_image(id)
+            } else {
+                e.into()
+            }
+        })?;
         if !policy::can_view(Some(&self.me), &facts) {
             return Err(GlanceError::no_image(id));
         }
@@ -288,10 +292,8 @@ async fn negotiate_errors(req: axum::extract::Request, next: axum::middleware::N
     let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
         return (parts.status, "").into_response();
     };
-    let message = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let message =
+        serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v["error"]["message"].as_str().map(str::to_owned)).unwrap_or_default();
     let title = format!("{} {}", parts.status.as_u16(), parts.status.canonical_reason().unwrap_or("Error"));
     let page = format!(
         "<html>\n <head>\n  <title>{title}</title>\n </head>\n <body>\n  <h1>{title}</h1>\n  {}<br /><br />\n\n\n\n </body>\n</html>",
@@ -343,7 +345,11 @@ async fn disk_formats(state: &AppState) -> Result<Vec<String>> {
     let mut formats: Vec<String> = Vec::new();
     for c in cells {
         // `ova` and `uec` are packages (container formats), not disk formats.
-        if c.action != "refuse" && kinds.contains(&c.backend_kind) && !matches!(c.format.as_str(), "ova" | "uec") && !formats.contains(&c.format) {
+        if c.action != "refuse"
+            && kinds.contains(&c.backend_kind)
+            && !matches!(c.format.as_str(), "ova" | "uec")
+            && !formats.contains(&c.format)
+        {
             formats.push(c.format);
         }
     }

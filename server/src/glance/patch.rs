@@ -11,7 +11,6 @@ use serde_json::Value;
 pub const MEDIA_TYPE_V21: &str = "application/openstack-images-v2.1-json-patch";
 pub const MEDIA_TYPE_V20: &str = "application/openstack-images-v2.0-json-patch";
 
-
 /// What an image looks like to a patch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Editable {
@@ -198,9 +197,7 @@ pub fn set_base(ed: &mut Editable, name: &str, v: &Value, rules: &Rules<'_>) -> 
 fn property_of(path: &str) -> Result<String, PatchError> {
     let rest = path.strip_prefix('/').ok_or_else(|| bad(format!("Invalid JSON pointer for this resource: '{path}'")))?;
     if rest.starts_with("locations") {
-        return Err(PatchError::Forbidden(
-            "Image locations are not exposed by Hangar (Glance's show_multiple_locations is off).".into(),
-        ));
+        return Err(PatchError::Forbidden("Image locations are not exposed by Hangar (Glance's show_multiple_locations is off).".into()));
     }
     if rest.contains('/') || rest.is_empty() {
         return Err(bad(format!("Invalid JSON pointer for this resource: '{path}'")));
@@ -252,10 +249,7 @@ pub fn apply(ed: &mut Editable, doc: &Value, rules: &Rules<'_>) -> Result<(), Pa
                 };
                 ed.properties.insert(name, v);
                 if ed.properties.len() > records::MAX_PROPERTIES {
-                    return Err(PatchError::TooLarge(format!(
-                        "An image has at most {} properties.",
-                        records::MAX_PROPERTIES
-                    )));
+                    return Err(PatchError::TooLarge(format!("An image has at most {} properties.", records::MAX_PROPERTIES)));
                 }
             }
         }

@@ -119,8 +119,7 @@ pub fn encode(s: &str) -> String {
 
 /// The `next` link: the same query (filters, sort, limit) with `marker` replaced.
 pub fn next_link(pairs: &[(String, String)], marker: &str) -> String {
-    let mut parts: Vec<String> =
-        pairs.iter().filter(|(k, _)| k != "marker").map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    let mut parts: Vec<String> = pairs.iter().filter(|(k, _)| k != "marker").map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
     parts.push(format!("marker={}", encode(marker)));
     format!("/v2/images?{}", parts.join("&"))
 }
@@ -130,10 +129,13 @@ mod tests {
     use super::*;
 
     fn p(q: &str) -> Vec<(String, String)> {
-        q.split('&').filter(|s| !s.is_empty()).map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_owned(), v.to_owned())
-        }).collect()
+        q.split('&')
+            .filter(|s| !s.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
     }
 
     #[test]

@@ -118,17 +118,21 @@ pub fn check_uri(allowed: &[String], uri: &str) -> std::result::Result<reqwest::
 
 /// `POST /import` with `web-download`: checks, `queued` → `importing`, and the download in the
 /// background. 202 with no body.
-pub async fn import(state: &AppState, caller: &Caller, image: &records::ImageDetail, doc: &Value, mut stores: Vec<String>) -> Result<Response> {
+pub async fn import(
+    state: &AppState,
+    caller: &Caller,
+    image: &records::ImageDetail,
+    doc: &Value,
+    mut stores: Vec<String>,
+) -> Result<Response> {
     if !enabled(state) {
         return Err(GlanceError::bad_request(
             "Import method web-download is disabled on this Hangar: fetching URLs from the server needs an allow-list of hosts (web_download_allowed_hosts), and none is configured.",
         ));
     }
-    let uri = doc
-        .get("method")
-        .and_then(|m| m.get("uri"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| GlanceError::bad_request("web-download needs the URI to fetch: {\"method\": {\"name\": \"web-download\", \"uri\": …}}."))?;
+    let uri = doc.get("method").and_then(|m| m.get("uri")).and_then(Value::as_str).ok_or_else(|| {
+        GlanceError::bad_request("web-download needs the URI to fetch: {\"method\": {\"name\": \"web-download\", \"uri\": …}}.")
+    })?;
     if image.status != "queued" {
         return Err(GlanceError::conflict(format!("Image status is {}: web-download imports need a queued image.", image.status)));
     }
@@ -195,7 +199,14 @@ async fn run(state: AppState, id: String, user: String, url: reqwest::Url, limit
 }
 
 /// Turns the download's hold into the import's and queues the import job.
-async fn hand_over(state: &AppState, user: &str, image: &records::ImageDetail, dest: &FsPath, got: &Received, backend: String) -> Result<()> {
+async fn hand_over(
+    state: &AppState,
+    user: &str,
+    image: &records::ImageDetail,
+    dest: &FsPath,
+    got: &Received,
+    backend: String,
+) -> Result<()> {
     state.db.move_quota_hold(&image.id, "upload", "import", got.size).await?;
     submit_import(state, user, image, dest.to_path_buf(), got, backend).await?;
     Ok(())

@@ -121,28 +121,16 @@ mod bench {
         let mut failed = false;
         for c in CASES.iter().filter(|c| cases.contains(c.id)) {
             let input = dir.join(c.input);
-            let ext = if c.to == TargetFormat::Raw {
-                "raw"
-            } else {
-                "qcow2"
-            };
-            let (oh, oq) = (
-                dir.join(format!("out-hangar.{ext}")),
-                dir.join(format!("out-qemu.{ext}")),
-            );
-            let (mut th, mut tq, mut ch, mut cq, mut mh, mut mq) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0u64, 0u64);
+            let ext = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
+            let (oh, oq) = (dir.join(format!("out-hangar.{ext}")), dir.join(format!("out-qemu.{ext}")));
+            let (mut th, mut tq, mut ch, mut cq, mut mh, mut mq) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0u64, 0u64);
             for r in 0..runs {
                 // Alternate who goes first so page-cache and write-back effects even out.
                 for who in if r % 2 == 0 { [0, 1] } else { [1, 0] } {
                     let out = if who == 0 { &oh } else { &oq };
                     let _ = fs::remove_file(out);
                     let _ = Command::new("sync").status();
-                    let run = if who == 0 {
-                        run_hangar(c, &input, out)
-                    } else {
-                        run_qemu(c, &input, out)
-                    };
+                    let run = if who == 0 { run_hangar(c, &input, out) } else { run_qemu(c, &input, out) };
                     if who == 0 {
                         th.push(run.wall);
                         ch.push(run.cpu);
@@ -184,10 +172,7 @@ mod bench {
     }
 
     fn fmt_runs(v: &[f64]) -> String {
-        v.iter()
-            .map(|t| format!("{t:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        v.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(" ")
     }
 
     fn median(v: &mut [f64]) -> f64 {
@@ -210,46 +195,22 @@ mod bench {
 
     /// Hangar in a child process (so its peak RSS is its own): this binary with `--child`.
     fn run_hangar(c: &Case, input: &Path, out: &Path) -> Run {
-        let exe = std::env::current_exe()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let comp = match c.comp {
             Compression::None => "none",
             Compression::Zlib => "zlib",
             Compression::Zstd => "zstd",
         };
-        let to = if c.to == TargetFormat::Raw {
-            "raw"
-        } else {
-            "qcow2"
-        };
-        let args = [
-            exe.as_str(),
-            "--child",
-            input.to_str().unwrap_or(""),
-            out.to_str().unwrap_or(""),
-            to,
-            comp,
-        ];
+        let to = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
+        let args = [exe.as_str(), "--child", input.to_str().unwrap_or(""), out.to_str().unwrap_or(""), to, comp];
         measure(&args, c.id)
     }
 
     fn run_qemu(c: &Case, input: &Path, out: &Path) -> Run {
-        let to = if c.to == TargetFormat::Raw {
-            "raw"
-        } else {
-            "qcow2"
-        };
+        let to = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
         let mut args: Vec<&str> = vec!["qemu-img", "convert"];
         args.extend_from_slice(c.qemu_extra);
-        args.extend_from_slice(&[
-            "-f",
-            c.qfmt,
-            "-O",
-            to,
-            input.to_str().unwrap_or(""),
-            out.to_str().unwrap_or(""),
-        ]);
+        args.extend_from_slice(&["-f", c.qfmt, "-O", to, input.to_str().unwrap_or(""), out.to_str().unwrap_or("")]);
         measure(&args, c.id)
     }
 
@@ -258,8 +219,7 @@ mod bench {
     /// sample is its peak within a few milliseconds).
     fn measure(argv: &[&str], id: char) -> Run {
         let time = Path::new("/usr/bin/time");
-        let report =
-            std::env::temp_dir().join(format!("convert-bench-time-{}", std::process::id()));
+        let report = std::env::temp_dir().join(format!("convert-bench-time-{}", std::process::id()));
         let mut cmd = if time.exists() {
             let mut c = Command::new(time);
             c.args(["-f", "%e %U %S %M", "-o"]).arg(&report).args(argv);
@@ -274,11 +234,7 @@ mod bench {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("case {id}: cannot run {}: {e}", argv[0]);
-                return Run {
-                    wall: f64::NAN,
-                    cpu: f64::NAN,
-                    rss_kib: 0,
-                };
+                return Run { wall: f64::NAN, cpu: f64::NAN, rss_kib: 0 };
             }
         };
         let status = format!("/proc/{}/status", child.id());
@@ -302,27 +258,13 @@ mod bench {
         if time.exists() {
             let text = fs::read_to_string(&report).unwrap_or_default();
             let _ = fs::remove_file(&report);
-            let f: Vec<f64> = text
-                .lines()
-                .last()
-                .unwrap_or("")
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
+            let f: Vec<f64> = text.lines().last().unwrap_or("").split_whitespace().filter_map(|x| x.parse().ok()).collect();
             if let [w, u, s, m] = f[..] {
                 let _ = w;
-                return Run {
-                    wall,
-                    cpu: u + s,
-                    rss_kib: m as u64,
-                };
+                return Run { wall, cpu: u + s, rss_kib: m as u64 };
             }
         }
-        Run {
-            wall,
-            cpu: f64::NAN,
-            rss_kib: hwm,
-        }
+        Run { wall, cpu: f64::NAN, rss_kib: hwm }
     }
 
     fn vm_hwm(status: &str) -> u64 {
@@ -338,11 +280,7 @@ mod bench {
     fn child(a: &[String]) -> i32 {
         let [input, out, to, comp] = a else { return 2 };
         let opts = ConvertOptions {
-            to: if to == "raw" {
-                TargetFormat::Raw
-            } else {
-                TargetFormat::Qcow2
-            },
+            to: if to == "raw" { TargetFormat::Raw } else { TargetFormat::Qcow2 },
             compression: match comp.as_str() {
                 "zlib" => Compression::Zlib,
                 "zstd" => Compression::Zstd,
@@ -350,13 +288,7 @@ mod bench {
             },
             sync: false,
         };
-        if let Err(e) = convert_file(
-            Path::new(input),
-            Path::new(out),
-            None,
-            &opts,
-            &mut NoProgress,
-        ) {
+        if let Err(e) = convert_file(Path::new(input), Path::new(out), None, &opts, &mut NoProgress) {
             eprintln!("convert: {e}");
             return 1;
         }
@@ -364,22 +296,9 @@ mod bench {
     }
 
     fn verify(c: &Case, input: &Path, out: &Path) -> bool {
-        let to = if c.to == TargetFormat::Raw {
-            "raw"
-        } else {
-            "qcow2"
-        };
+        let to = if c.to == TargetFormat::Raw { "raw" } else { "qcow2" };
         Command::new("qemu-img")
-            .args([
-                "compare",
-                "-q",
-                "-f",
-                c.qfmt,
-                "-F",
-                to,
-                input.to_str().unwrap_or(""),
-                out.to_str().unwrap_or(""),
-            ])
+            .args(["compare", "-q", "-f", c.qfmt, "-F", to, input.to_str().unwrap_or(""), out.to_str().unwrap_or("")])
             .status()
             .is_ok_and(|s| s.success())
     }
@@ -421,21 +340,11 @@ mod bench {
             if !p.exists() {
                 eprintln!("making {}", p.display());
                 let ok = Command::new("qemu-img")
-                    .args([
-                        "convert",
-                        "-f",
-                        "raw",
-                        "-O",
-                        fmt,
-                        a.to_str().unwrap_or(""),
-                        p.to_str().unwrap_or(""),
-                    ])
+                    .args(["convert", "-f", "raw", "-O", fmt, a.to_str().unwrap_or(""), p.to_str().unwrap_or("")])
                     .status()?
                     .success();
                 if !ok {
-                    return Err(std::io::Error::other(format!(
-                        "qemu-img could not make {name}"
-                    )));
+                    return Err(std::io::Error::other(format!("qemu-img could not make {name}")));
                 }
             }
         }

@@ -20,9 +20,7 @@ use std::time::Instant;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::error::{Error, ErrorKind};
-use super::{
-    convert_file, ova, uec, Compression, ConvertOptions, Progress, SourceFormat, TargetFormat,
-};
+use super::{convert_file, ova, uec, Compression, ConvertOptions, Progress, SourceFormat, TargetFormat};
 use crate::{Format, InspectOptions};
 
 /// Usage text of the two subcommands.
@@ -108,15 +106,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
             s => pos.push(PathBuf::from(s)),
         }
     }
-    let [input, output]: [PathBuf; 2] = pos
-        .try_into()
-        .map_err(|_| "expected exactly two paths".to_string())?;
-    Ok(Args {
-        input,
-        output,
-        from,
-        opts,
-    })
+    let [input, output]: [PathBuf; 2] = pos.try_into().map_err(|_| "expected exactly two paths".to_string())?;
+    Ok(Args { input, output, from, opts })
 }
 
 /// A one-line progress bar on stderr (only when stderr is a terminal). It also carries Ctrl-C
@@ -139,13 +130,7 @@ impl Bar {
             let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone());
             let _ = signal_hook::flag::register(sig, interrupted.clone());
         }
-        Bar {
-            total,
-            start: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-            drawn: false,
-            interrupted,
-        }
+        Bar { total, start: Instant::now(), tty: std::io::stderr().is_terminal(), drawn: false, interrupted }
     }
     fn clear(&mut self) {
         if self.drawn {
@@ -160,11 +145,7 @@ impl Progress for Bar {
         if !self.tty {
             return;
         }
-        let frac = if self.total == 0 {
-            1.0
-        } else {
-            (bytes_in as f64 / self.total as f64).min(1.0)
-        };
+        let frac = if self.total == 0 { 1.0 } else { (bytes_in as f64 / self.total as f64).min(1.0) };
         let width = 30;
         let full = (frac * width as f64) as usize;
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
@@ -204,9 +185,7 @@ fn summary(bytes_in: u64, bytes_out: u64, secs: f64) {
 }
 
 fn input_size(p: &Path) -> Result<u64, Error> {
-    std::fs::metadata(p)
-        .map(|m| m.len())
-        .map_err(|e| Error::io(format!("{}", p.display()), e))
+    std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(format!("{}", p.display()), e))
 }
 
 fn run_convert(a: &Args) -> Result<(), Error> {
@@ -230,8 +209,7 @@ fn run_convert(a: &Args) -> Result<(), Error> {
 }
 
 fn run_extract(a: &Args) -> Result<(), Error> {
-    let mut file =
-        File::open(&a.input).map_err(|e| Error::io(format!("opening {}", a.input.display()), e))?;
+    let mut file = File::open(&a.input).map_err(|e| Error::io(format!("opening {}", a.input.display()), e))?;
     // The package itself goes through the inspector first (its OVA/UEC checks), then the
     // extractor applies the member policy again while streaming.
     let report = crate::inspect(&file, &InspectOptions::default());
@@ -257,9 +235,7 @@ fn run_extract(a: &Args) -> Result<(), Error> {
                 );
             }
             match &r.unverified_certificate {
-                Some(c) => println!(
-                    "certificate {c}: present, NOT verified (no trust store); the package counts as unsigned"
-                ),
+                Some(c) => println!("certificate {c}: present, NOT verified (no trust store); the package counts as unsigned"),
                 None => println!("certificate: none"),
             }
             summary(r.bytes_in, r.bytes_out, started.elapsed().as_secs_f64());
@@ -277,11 +253,7 @@ fn run_extract(a: &Args) -> Result<(), Error> {
         f => {
             return Err(Error::new(
                 ErrorKind::Usage,
-                format!(
-                    "{} is a {} file, not an OVA or UEC package; use `convert`",
-                    a.input.display(),
-                    f.as_str()
-                ),
+                format!("{} is a {} file, not an OVA or UEC package; use `convert`", a.input.display(), f.as_str()),
             ))
         }
     }
@@ -289,12 +261,6 @@ fn run_extract(a: &Args) -> Result<(), Error> {
 }
 
 fn refused(r: &crate::Report) -> Error {
-    let reasons: Vec<String> = r
-        .errors()
-        .map(|f| format!("{} ({})", f.message, f.code))
-        .collect();
-    super::error::rejected(format!(
-        "the inspector rejected the package: {}",
-        reasons.join("; ")
-    ))
+    let reasons: Vec<String> = r.errors().map(|f| format!("{} ({})", f.message, f.code)).collect();
+    super::error::rejected(format!("the inspector rejected the package: {}", reasons.join("; ")))
 }

@@ -35,20 +35,12 @@ pub struct Error {
 impl Error {
     /// An error of `kind` with an operator-facing message.
     pub fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
-        Error {
-            kind,
-            msg: msg.into(),
-            source: None,
-        }
+        Error { kind, msg: msg.into(), source: None }
     }
 
     /// An I/O error with what we were doing when it happened.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error {
-            kind: ErrorKind::Io,
-            msg: context.into(),
-            source: Some(source),
-        }
+        Error { kind: ErrorKind::Io, msg: context.into(), source: Some(source) }
     }
 
     /// The category.

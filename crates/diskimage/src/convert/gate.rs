@@ -21,8 +21,7 @@ use crate::limits::{SNIFF_HEAD, SNIFF_TAIL};
 use crate::{Format, InspectOptions, Report, SniffOutcome, SparseBytes};
 
 /// Why a stream is refused when its head and tail cannot settle the sniff checks.
-const UNVERIFIABLE: &str =
-    "this stream cannot be verified from its head and tail; store it and convert the file";
+const UNVERIFIABLE: &str = "this stream cannot be verified from its head and tail; store it and convert the file";
 
 /// Proof that an input was inspected and accepted for conversion. Only the gate makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,9 +45,7 @@ impl Accepted {
     /// Refuses to use this proof for a file other than (or changed since) the inspected one.
     pub(crate) fn check_file(&self, file: &File) -> Result<()> {
         if self.identity.is_some() && self.identity != identity(file) {
-            return Err(rejected(
-                "this file is not the one that was inspected (or it changed since); inspect it again",
-            ));
+            return Err(rejected("this file is not the one that was inspected (or it changed since); inspect it again"));
         }
         Ok(())
     }
@@ -72,15 +69,8 @@ fn to_format(f: SourceFormat) -> Format {
 
 fn from_report(r: &Report, declared: Option<SourceFormat>) -> Result<Accepted> {
     if !r.is_accepted() {
-        let reasons: Vec<String> = r
-            .errors()
-            .map(|f| format!("{} ({})", f.message, f.code))
-            .collect();
-        return Err(rejected(format!(
-            "the inspector rejected this {} file: {}",
-            r.format.as_str(),
-            reasons.join("; ")
-        )));
+        let reasons: Vec<String> = r.errors().map(|f| format!("{} ({})", f.message, f.code)).collect();
+        return Err(rejected(format!("the inspector rejected this {} file: {}", r.format.as_str(), reasons.join("; "))));
     }
     let format = match r.format {
         Format::Raw => SourceFormat::Raw,
@@ -92,45 +82,21 @@ fn from_report(r: &Report, declared: Option<SourceFormat>) -> Result<Accepted> {
         Format::Vhd => SourceFormat::Vhd,
         Format::Vhdx => SourceFormat::Vhdx,
         Format::Ova | Format::Uec => {
-            return Err(unsupported(format!(
-                "this is a {} package; use `extract`, not `convert`",
-                r.format.as_str()
-            )))
+            return Err(unsupported(format!("this is a {} package; use `extract`, not `convert`", r.format.as_str())))
         }
-        f => {
-            return Err(unsupported(format!(
-                "{} files are not converted",
-                f.as_str()
-            )))
-        }
+        f => return Err(unsupported(format!("{} files are not converted", f.as_str()))),
     };
     if let Some(d) = declared {
         if d != format {
-            return Err(rejected(format!(
-                "declared {} but the file is {}; refusing to convert",
-                d.as_str(),
-                format.as_str()
-            )));
+            return Err(rejected(format!("declared {} but the file is {}; refusing to convert", d.as_str(), format.as_str())));
         }
     }
-    Ok(Accepted {
-        format,
-        report: r.clone(),
-        identity: None,
-    })
+    Ok(Accepted { format, report: r.clone(), identity: None })
 }
 
 /// Inspects a whole file; refuses it when rejected or when it is not `declared`.
-pub(crate) fn inspect_file(
-    file: &File,
-    declared: Option<SourceFormat>,
-    file_name: Option<String>,
-) -> Result<Accepted> {
-    let opts = InspectOptions {
-        declared: declared.map(to_format),
-        file_name,
-        ..Default::default()
-    };
+pub(crate) fn inspect_file(file: &File, declared: Option<SourceFormat>, file_name: Option<String>) -> Result<Accepted> {
+    let opts = InspectOptions { declared: declared.map(to_format), file_name, ..Default::default() };
     let report = crate::inspect(file, &opts);
     let mut a = from_report(&report, declared)?;
     a.identity = identity(file);
@@ -162,32 +128,15 @@ struct EarlyCheck {
 
 impl<'a> HeadTail<'a> {
     pub(crate) fn new(inner: &'a mut dyn Read) -> Self {
-        HeadTail {
-            inner,
-            head: Vec::new(),
-            tail: Vec::new(),
-            total: 0,
-            early: None,
-            refused: false,
-            refusal: None,
-        }
+        HeadTail { inner, head: Vec::new(), tail: Vec::new(), total: 0, early: None, refused: false, refusal: None }
     }
 
     /// Judges the stream, declared `declared` and `size` bytes long, as soon as its head is
     /// complete (see [`sniff_head`]): if the head alone makes the final verdict a refusal, the
     /// read that completes the head fails, before its bytes reach a reader, and
     /// [`HeadTail::take_refusal`] gives the reason.
-    pub(crate) fn check_head_early(
-        &mut self,
-        declared: SourceFormat,
-        file_name: Option<String>,
-        size: u64,
-    ) {
-        self.early = Some(EarlyCheck {
-            declared,
-            file_name,
-            size,
-        });
+    pub(crate) fn check_head_early(&mut self, declared: SourceFormat, file_name: Option<String>, size: u64) {
+        self.early = Some(EarlyCheck { declared, file_name, size });
     }
 
     /// The head check's refusal, if it refused the stream.
@@ -197,21 +146,14 @@ impl<'a> HeadTail<'a> {
 
     /// Runs the head check if it is due (the head is complete); false if it refused.
     fn judge_head(&mut self) -> bool {
-        let due = self
-            .early
-            .as_ref()
-            .is_some_and(|c| self.head.len() as u64 == c.size.min(SNIFF_HEAD));
+        let due = self.early.as_ref().is_some_and(|c| self.head.len() as u64 == c.size.min(SNIFF_HEAD));
         if !due {
             return true;
         }
         let Some(c) = self.early.take() else {
             return true;
         };
-        let opts = InspectOptions {
-            declared: Some(to_format(c.declared)),
-            file_name: c.file_name,
-            ..Default::default()
-        };
+        let opts = InspectOptions { declared: Some(to_format(c.declared)), file_name: c.file_name, ..Default::default() };
         let refusal = match sniff_head(&self.head, c.size, &opts) {
             HeadVerdict::Open => None,
             HeadVerdict::Refused(r) => from_report(&r, Some(c.declared)).err(),
@@ -228,20 +170,12 @@ impl<'a> HeadTail<'a> {
     }
 
     /// Runs the sniff checks on what passed through (after the stream was read to its end).
-    pub(crate) fn verdict(
-        &self,
-        declared: SourceFormat,
-        file_name: Option<String>,
-    ) -> Result<Accepted> {
+    pub(crate) fn verdict(&self, declared: SourceFormat, file_name: Option<String>) -> Result<Accepted> {
         let mut bytes = SparseBytes::new(self.total);
         bytes.insert(0, self.head.clone());
         let tail_len = self.tail.len() as u64;
         bytes.insert(self.total - tail_len, self.tail.clone());
-        let opts = InspectOptions {
-            declared: Some(to_format(declared)),
-            file_name,
-            ..Default::default()
-        };
+        let opts = InspectOptions { declared: Some(to_format(declared)), file_name, ..Default::default() };
         match crate::sniff_with(&bytes, &opts) {
             SniffOutcome::Done(r) => from_report(&r, Some(declared)),
             SniffOutcome::NeedMore(_) => Err(rejected(UNVERIFIABLE)),

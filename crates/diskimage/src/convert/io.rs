@@ -74,13 +74,7 @@ pub(crate) struct Meter<'a> {
 
 impl<'a> Meter<'a> {
     pub(crate) fn new(cb: &'a mut dyn Progress) -> Self {
-        Meter {
-            bytes_in: 0,
-            bytes_out: 0,
-            last: 0,
-            count_input: true,
-            cb,
-        }
+        Meter { bytes_in: 0, bytes_out: 0, last: 0, count_input: true, cb }
     }
     /// Counts `n` input bytes; fails when the caller asked to stop (see [`Progress::cancelled`]).
     pub(crate) fn read(&mut self, n: u64) -> Result<()> {
@@ -127,10 +121,7 @@ pub(crate) struct FileIn {
 
 impl FileIn {
     pub(crate) fn new(file: File) -> Result<Self> {
-        let size = file
-            .metadata()
-            .map_err(|e| Error::io("cannot stat the input", e))?
-            .len();
+        let size = file.metadata().map_err(|e| Error::io("cannot stat the input", e))?.len();
         Ok(FileIn { file, size })
     }
     pub(crate) fn size(&self) -> u64 {
@@ -149,18 +140,13 @@ impl FileIn {
                 self.size
             )));
         }
-        self.file
-            .read_exact_at(buf, off)
-            .map_err(|e| Error::io(format!("reading {what} at offset {off}"), e))
+        self.file.read_exact_at(buf, off).map_err(|e| Error::io(format!("reading {what} at offset {off}"), e))
     }
     /// Fails unless `[off, off+len)` lies inside the file.
     pub(crate) fn check_range(&self, off: u64, len: u64, what: &str) -> Result<()> {
         match off.checked_add(len) {
             Some(e) if e <= self.size => Ok(()),
-            _ => Err(corrupt(format!(
-                "{what} at offset {off} (+{len} bytes) lies beyond the end of the file ({} bytes)",
-                self.size
-            ))),
+            _ => Err(corrupt(format!("{what} at offset {off} (+{len} bytes) lies beyond the end of the file ({} bytes)", self.size))),
         }
     }
     /// Reads up to `buf.len()` bytes at `off`, clamped to the file end; returns the count.
@@ -204,9 +190,7 @@ impl<'a> StreamIn<'a> {
         let at = self.pos;
         let n = self.read_full(buf)?;
         if n < buf.len() {
-            return Err(corrupt(format!(
-                "the input ends inside {what} (at offset {at})"
-            )));
+            return Err(corrupt(format!("the input ends inside {what} (at offset {at})")));
         }
         Ok(())
     }
@@ -220,9 +204,7 @@ impl<'a> StreamIn<'a> {
             )));
         }
         while self.pos < to {
-            let n = usize::try_from(to - self.pos)
-                .unwrap_or(usize::MAX)
-                .min(scratch.len());
+            let n = usize::try_from(to - self.pos).unwrap_or(usize::MAX).min(scratch.len());
             self.read_exact(&mut scratch[..n], what)?;
         }
         Ok(())
@@ -257,13 +239,7 @@ impl Input<'_> {
         }
     }
     /// Reads exactly `buf.len()` bytes at `off`, counting them as input consumed.
-    pub(crate) fn read_at(
-        &mut self,
-        off: u64,
-        buf: &mut [u8],
-        what: &str,
-        m: &mut Meter,
-    ) -> Result<()> {
+    pub(crate) fn read_at(&mut self, off: u64, buf: &mut [u8], what: &str, m: &mut Meter) -> Result<()> {
         match self {
             Input::File(f) => {
                 f.read_at(off, buf, what)?;
@@ -282,13 +258,7 @@ impl Input<'_> {
         Ok(())
     }
     /// Reads up to `buf.len()` bytes at `off` (short at the end of the input); returns the count.
-    pub(crate) fn read_clamped(
-        &mut self,
-        off: u64,
-        buf: &mut [u8],
-        what: &str,
-        m: &mut Meter,
-    ) -> Result<usize> {
+    pub(crate) fn read_clamped(&mut self, off: u64, buf: &mut [u8], what: &str, m: &mut Meter) -> Result<usize> {
         match self {
             Input::File(f) => {
                 let n = f.read_clamped(off, buf, what)?;
@@ -388,9 +358,7 @@ pub(crate) fn le_u64(b: &[u8], off: usize) -> u64 {
 pub(crate) fn checked_len(len: u64, max: usize, what: &str) -> Result<usize> {
     match usize::try_from(len) {
         Ok(n) if n <= max => Ok(n),
-        _ => Err(super::error::limit(format!(
-            "{what} of {len} bytes exceeds the limit of {max} bytes"
-        ))),
+        _ => Err(super::error::limit(format!("{what} of {len} bytes exceeds the limit of {max} bytes"))),
     }
 }
 

@@ -132,11 +132,7 @@ pub struct ConvertOptions {
 
 impl Default for ConvertOptions {
     fn default() -> Self {
-        ConvertOptions {
-            to: TargetFormat::Qcow2,
-            compression: Compression::None,
-            sync: true,
-        }
+        ConvertOptions { to: TargetFormat::Qcow2, compression: Compression::None, sync: true }
     }
 }
 
@@ -166,8 +162,7 @@ pub fn convert_file(
     opts: &ConvertOptions,
     progress: &mut dyn Progress,
 ) -> Result<Summary> {
-    let file =
-        File::open(input).map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
+    let file = File::open(input).map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
     let name = input.file_name().map(|n| n.to_string_lossy().into_owned());
     let accepted = gate::inspect_file(&file, from, name)?;
     convert_accepted(&file, &accepted, output, opts, progress)
@@ -200,18 +195,9 @@ pub fn convert_accepted(
 
 /// File conversion into an already-created output file (used by the OVA extractor for the
 /// monolithicSparse disks it spools to a file); returns the virtual size.
-pub(crate) fn convert_accepted_into(
-    file: &File,
-    accepted: &Accepted,
-    out: &File,
-    opts: &ConvertOptions,
-    m: &mut Meter,
-) -> Result<u64> {
+pub(crate) fn convert_accepted_into(file: &File, accepted: &Accepted, out: &File, opts: &ConvertOptions, m: &mut Meter) -> Result<u64> {
     accepted.check_file(file)?;
-    let fin = FileIn::new(
-        file.try_clone()
-            .map_err(|e| Error::io("duplicating the input", e))?,
-    )?;
+    let fin = FileIn::new(file.try_clone().map_err(|e| Error::io("duplicating the input", e))?)?;
     let mut inp = Input::File(&fin);
     run(accepted.format(), &mut inp, Some(&fin), None, out, opts, m)
 }
@@ -219,11 +205,7 @@ pub(crate) fn convert_accepted_into(
 /// Inspects `file` with [`crate::inspect`] for conversion: the verdict must be "accepted" and
 /// the format must equal `declared` when given. `file_name` is the upload's name (a VMDK's
 /// extent must name its own file).
-pub fn inspect_for_conversion(
-    file: &File,
-    declared: Option<SourceFormat>,
-    file_name: Option<&str>,
-) -> Result<Accepted> {
+pub fn inspect_for_conversion(file: &File, declared: Option<SourceFormat>, file_name: Option<&str>) -> Result<Accepted> {
     gate::inspect_file(file, declared, file_name.map(str::to_string))
 }
 
@@ -251,13 +233,7 @@ pub fn convert_stream(
     let vsize = convert_stream_into(input, from, raw_len, file_name, out.file(), opts, &mut m)?;
     m.finish();
     out.publish(opts.sync)?;
-    Ok(Summary {
-        from,
-        virtual_size: vsize,
-        bytes_in: m.bytes_in,
-        bytes_out: m.bytes_out,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(Summary { from, virtual_size: vsize, bytes_in: m.bytes_in, bytes_out: m.bytes_out, seconds: start.elapsed().as_secs_f64() })
 }
 
 /// Stream conversion into an already-created output file (used by the OVA extractor for its
@@ -309,10 +285,7 @@ fn make_sink<'f>(f: &'f File, vsize: u64, opts: &ConvertOptions) -> Result<Box<d
         TargetFormat::Qcow2 => Box::new(qcow2w::Qcow2Sink::new(f, vsize, opts.compression)?),
         TargetFormat::Raw => {
             if opts.compression != Compression::None {
-                return Err(Error::new(
-                    ErrorKind::Usage,
-                    "compression applies to qcow2 output only",
-                ));
+                return Err(Error::new(ErrorKind::Usage, "compression applies to qcow2 output only"));
             }
             Box::new(RawSink::new(f, vsize)?)
         }
@@ -361,12 +334,7 @@ fn run_inner(
             let vsize = match (file, raw_len) {
                 (Some(f), _) => f.size(),
                 (None, Some(n)) => n,
-                (None, None) => {
-                    return Err(Error::new(
-                        ErrorKind::Usage,
-                        "a raw stream needs its length",
-                    ))
-                }
+                (None, None) => return Err(Error::new(ErrorKind::Usage, "a raw stream needs its length")),
             };
             if vsize > MAX_VIRTUAL_SIZE {
                 return Err(error::limit(format!("raw size {vsize} is above the limit")));
@@ -390,9 +358,7 @@ fn run_inner(
 fn finish(sink: &mut dyn Sink, vsize: u64, m: &mut Meter) -> Result<()> {
     let pos = sink.position();
     if pos > vsize {
-        return Err(error::corrupt(
-            "the input produced more data than its virtual size",
-        ));
+        return Err(error::corrupt("the input produced more data than its virtual size"));
     }
     sink.finish(m)
 }
@@ -407,10 +373,7 @@ mod tests {
     use std::process::Command;
 
     fn qemu(args: &[&str]) {
-        let st = Command::new("qemu-img")
-            .args(args)
-            .status()
-            .unwrap_or_else(|e| panic!("qemu-img is required for these tests: {e}"));
+        let st = Command::new("qemu-img").args(args).status().unwrap_or_else(|e| panic!("qemu-img is required for these tests: {e}"));
         assert!(st.success(), "qemu-img {args:?}");
     }
 
@@ -443,47 +406,19 @@ mod tests {
         }
         std::fs::write(&base, &data).unwrap();
         let src = dir.path().join("o.vmdk");
-        qemu(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            base.to_str().unwrap(),
-            src.to_str().unwrap(),
-        ]);
+        qemu(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", base.to_str().unwrap(), src.to_str().unwrap()]);
         let good = with_footer(&std::fs::read(&src).unwrap());
-        let opts = ConvertOptions {
-            to: TargetFormat::Raw,
-            compression: Compression::None,
-            sync: false,
-        };
+        let opts = ConvertOptions { to: TargetFormat::Raw, compression: Compression::None, sync: false };
         let out = dir.path().join("out.raw");
         // As a file: the virtual size and the bytes written.
         let file_run = |img: &[u8]| -> (Result<u64>, Vec<u8>) {
             let path = dir.path().join("m.vmdk");
             std::fs::write(&path, img).unwrap();
             let fin = FileIn::new(File::open(&path).unwrap()).unwrap();
-            let of = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&out)
-                .unwrap();
+            let of = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&out).unwrap();
             let mut np = NoProgress;
             let mut m = Meter::new(&mut np);
-            let r = run(
-                SourceFormat::Vmdk,
-                &mut Input::File(&fin),
-                Some(&fin),
-                None,
-                &of,
-                &opts,
-                &mut m,
-            );
+            let r = run(SourceFormat::Vmdk, &mut Input::File(&fin), Some(&fin), None, &of, &opts, &mut m);
             (r, std::fs::read(&out).unwrap())
         };
         let stream_run = |img: &[u8]| -> Result<u64> {
@@ -491,15 +426,7 @@ mod tests {
             let mut np = NoProgress;
             let mut m = Meter::new(&mut np);
             let mut rd = img;
-            convert_stream_into(
-                &mut rd,
-                SourceFormat::Vmdk,
-                None,
-                Some("o.vmdk"),
-                &of,
-                &opts,
-                &mut m,
-            )
+            convert_stream_into(&mut rd, SourceFormat::Vmdk, None, Some("o.vmdk"), &of, &opts, &mut m)
         };
         let judged = |img: &[u8]| crate::inspect(img, &crate::InspectOptions::default());
 
@@ -543,26 +470,17 @@ mod tests {
             img[at..at + bytes.len()].copy_from_slice(bytes);
             let r = judged(&img);
             assert!(
-                !r.is_accepted()
-                    && r.errors()
-                        .any(|f| f.code == crate::codes::VMDK_FOOTER && f.message == p.message()),
+                !r.is_accepted() && r.errors().any(|f| f.code == crate::codes::VMDK_FOOTER && f.message == p.message()),
                 "{p:?}: {r:?}"
             );
             let e = file_run(&img).0.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Corrupt, "{p:?}: {e}");
-            assert!(
-                e.message().contains(p.message().trim_end_matches('.')),
-                "{p:?}: {e}"
-            );
+            assert!(e.message().contains(p.message().trim_end_matches('.')), "{p:?}: {e}");
             assert!(stream_run(&img).is_err(), "{p:?}: a stream is refused too");
         }
         let short = &good[..1024];
         let e = file_run(short).0.unwrap_err();
-        assert!(
-            e.message()
-                .contains(P::TooShort.message().trim_end_matches('.')),
-            "{e}"
-        );
+        assert!(e.message().contains(P::TooShort.message().trim_end_matches('.')), "{e}");
     }
 
     #[test]
@@ -577,23 +495,11 @@ mod tests {
         let b = base.to_str().unwrap();
         let cases: &[(&str, &[&str], SourceFormat)] = &[
             ("q.qcow2", &["-O", "qcow2", "-c"], SourceFormat::Qcow2),
-            (
-                "q2.qcow2",
-                &["-O", "qcow2", "-o", "compat=0.10"],
-                SourceFormat::Qcow2,
-            ),
-            (
-                "z.qcow2",
-                &["-O", "qcow2", "-c", "-o", "compression_type=zstd"],
-                SourceFormat::Qcow2,
-            ),
+            ("q2.qcow2", &["-O", "qcow2", "-o", "compat=0.10"], SourceFormat::Qcow2),
+            ("z.qcow2", &["-O", "qcow2", "-c", "-o", "compression_type=zstd"], SourceFormat::Qcow2),
             ("d.vdi", &["-O", "vdi"], SourceFormat::Vdi),
             ("s.vmdk", &["-O", "vmdk"], SourceFormat::Vmdk),
-            (
-                "o.vmdk",
-                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
-                SourceFormat::Vmdk,
-            ),
+            ("o.vmdk", &["-O", "vmdk", "-o", "subformat=streamOptimized"], SourceFormat::Vmdk),
             ("d.vhd", &["-O", "vpc"], SourceFormat::Vhd),
             ("d.vhdx", &["-O", "vhdx"], SourceFormat::Vhdx),
         ];
@@ -639,55 +545,29 @@ mod tests {
                 let mut np = NoProgress;
                 let mut m = Meter::new(&mut np);
                 let mut inp = Input::File(&fin);
-                let opts = ConvertOptions {
-                    to: TargetFormat::Qcow2,
-                    compression: Compression::None,
-                    sync: false,
-                };
+                let opts = ConvertOptions { to: TargetFormat::Qcow2, compression: Compression::None, sync: false };
                 // Success or a clean error are both fine; a panic fails the test.
                 let r = run(*from, &mut inp, Some(&fin), None, &of, &opts, &mut m);
                 let written = of.metadata().unwrap().len();
-                assert!(
-                    written <= 64 << 20,
-                    "{name} round {round}: wrote {written} bytes ({r:?})"
-                );
+                assert!(written <= 64 << 20, "{name} round {round}: wrote {written} bytes ({r:?})");
                 // The same bytes as a stream (where the format streams).
                 if matches!(from, SourceFormat::Vdi | SourceFormat::Vmdk) {
                     let of2 = File::create(dir.path().join("m2.out")).unwrap();
                     let mut rd = &img[..];
                     let mut np = NoProgress;
                     let mut m = Meter::new(&mut np);
-                    let _ =
-                        convert_stream_into(&mut rd, *from, None, Some(name), &of2, &opts, &mut m);
+                    let _ = convert_stream_into(&mut rd, *from, None, Some(name), &of2, &opts, &mut m);
                 }
             }
             // The pristine image converts.
             let f = File::open(&src).unwrap();
             let fin = FileIn::new(f).unwrap();
-            let of = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(dir.path().join("ok.out"))
-                .unwrap();
+            let of =
+                std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.path().join("ok.out")).unwrap();
             let mut np = NoProgress;
             let mut m = Meter::new(&mut np);
-            let opts = ConvertOptions {
-                to: TargetFormat::Raw,
-                compression: Compression::None,
-                sync: false,
-            };
-            run(
-                *from,
-                &mut Input::File(&fin),
-                Some(&fin),
-                None,
-                &of,
-                &opts,
-                &mut m,
-            )
-            .unwrap();
+            let opts = ConvertOptions { to: TargetFormat::Raw, compression: Compression::None, sync: false };
+            run(*from, &mut Input::File(&fin), Some(&fin), None, &of, &opts, &mut m).unwrap();
             let mut back = vec![0u8; data.len()];
             of.read_exact_at(&mut back, 0).unwrap();
             assert!(back == data, "{name}: pristine conversion differs");

@@ -48,10 +48,7 @@ use super::error::{package, Error, Result};
 use super::io::{Meter, Progress};
 use super::out::OutFile;
 use super::pkg::{prepare_outdir, walk_tar, Algo, Digests, Hashing};
-use super::{
-    convert_accepted_into, convert_stream_into, inspect_for_conversion, ConvertOptions,
-    SourceFormat, TargetFormat,
-};
+use super::{convert_accepted_into, convert_stream_into, inspect_for_conversion, ConvertOptions, SourceFormat, TargetFormat};
 use crate::formats::ova::{self as rules, DiskFormat, ManifestEntry, MemberRules, Refusal, Role};
 use crate::limits::{MF_MAX_SIZE, OVF_MAX_SIZE, SNIFF_HEAD};
 
@@ -147,12 +144,7 @@ pub struct OvaReport {
 /// Extracts an OVA read from `input` into `outdir` (created if missing). Disks are written as
 /// `disk1.qcow2`, `disk2.qcow2`, … (or `.raw` with `opts.to = Raw`). On any error every output
 /// of this call is deleted.
-pub fn extract_ova(
-    input: &mut dyn Read,
-    outdir: &Path,
-    opts: &ConvertOptions,
-    progress: &mut dyn Progress,
-) -> Result<OvaReport> {
+pub fn extract_ova(input: &mut dyn Read, outdir: &Path, opts: &ConvertOptions, progress: &mut dyn Progress) -> Result<OvaReport> {
     let start = Instant::now();
     let outdir = prepare_outdir(outdir)?;
     let mut m = Meter::new(progress);
@@ -165,10 +157,7 @@ pub fn extract_ova(
             // No manifest can have been read yet: compute every digest it may ask for.
             let mut h = Hashing::new(mem.reader, &ALL_ALGOS);
             let mut text = Vec::new();
-            (&mut h)
-                .take(MAX_OVF_BYTES)
-                .read_to_end(&mut text)
-                .map_err(|e| Error::io("reading the OVF", e))?;
+            (&mut h).take(MAX_OVF_BYTES).read_to_end(&mut text).map_err(|e| Error::io("reading the OVF", e))?;
             st.digests.push((mem.name.clone(), h.finish()));
             st.descriptor = mem.name.clone();
             st.ovf = Some(read_ovf(&text)?);
@@ -178,17 +167,11 @@ pub fn extract_ova(
         let disk = match st.rules.next(ovf, &mem.name, mem.size).map_err(refused)? {
             Role::Manifest => {
                 let mut bytes = Vec::new();
-                mem.reader
-                    .take(MF_MAX_SIZE)
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| Error::io("reading the manifest", e))?;
+                mem.reader.take(MF_MAX_SIZE).read_to_end(&mut bytes).map_err(|e| Error::io("reading the manifest", e))?;
                 let entries = rules::read_manifest(&mem.name, &bytes).map_err(refused)?;
                 // What it must list is known from the OVF already: refuse it before any disk
                 // is converted.
-                if let Some(r) = rules::manifest_coverage(&st.descriptor, ovf, &entries)
-                    .into_iter()
-                    .next()
-                {
+                if let Some(r) = rules::manifest_coverage(&st.descriptor, ovf, &entries).into_iter().next() {
                     return Err(refused(r));
                 }
                 st.manifest = Some(entries);
@@ -210,11 +193,7 @@ pub fn extract_ova(
         match disk {
             Some(d) => {
                 let format = d.format;
-                let from = if format == DiskFormat::Raw {
-                    SourceFormat::Raw
-                } else {
-                    SourceFormat::Vmdk
-                };
+                let from = if format == DiskFormat::Raw { SourceFormat::Raw } else { SourceFormat::Vmdk };
                 // A raw disk is its bytes: the member must be exactly the capacity. (The raw
                 // stream reader also refuses a stream that is not `raw_len` long.)
                 if from == SourceFormat::Raw {
@@ -227,20 +206,13 @@ pub fn extract_ova(
                 // spooled; they are handed on to the reader below.
                 let mut head = Vec::new();
                 if from == SourceFormat::Vmdk {
-                    (&mut h)
-                        .take(SNIFF_HEAD)
-                        .read_to_end(&mut head)
-                        .map_err(|e| disk_error(d, Error::io("reading the member", e)))?;
+                    (&mut h).take(SNIFF_HEAD).read_to_end(&mut head).map_err(|e| disk_error(d, Error::io("reading the member", e)))?;
                     if let Some(why) = format.head_mismatch(&head) {
                         return Err(disk_error(d, package(why)));
                     }
                 }
                 let n = pending.len() + 1;
-                let ext = if opts.to == TargetFormat::Raw {
-                    "raw"
-                } else {
-                    "qcow2"
-                };
+                let ext = if opts.to == TargetFormat::Raw { "raw" } else { "qcow2" };
                 let path = outdir.join(format!("disk{n}.{ext}"));
                 let (out, vsize) = {
                     let mut member = Cursor::new(head).chain(&mut h);
@@ -274,18 +246,11 @@ pub fn extract_ova(
                 }
                 pending.push((
                     out,
-                    ExtractedDisk {
-                        disk_id: d.id.clone(),
-                        member: d.href.clone(),
-                        path,
-                        virtual_size: vsize,
-                        source_format: from,
-                    },
+                    ExtractedDisk { disk_id: d.id.clone(), member: d.href.clone(), path, virtual_size: vsize, source_format: from },
                 ));
             }
             None => {
-                std::io::copy(&mut h, &mut std::io::sink())
-                    .map_err(|e| Error::io("reading a member", e))?;
+                std::io::copy(&mut h, &mut std::io::sink()).map_err(|e| Error::io("reading a member", e))?;
                 st.skipped.push(mem.name.clone());
             }
         }
@@ -293,10 +258,7 @@ pub fn extract_ova(
         Ok(())
     })?;
     m.read(counted.n.saturating_sub(m.bytes_in))?;
-    let (ovf, info) = st
-        .ovf
-        .take()
-        .ok_or_else(|| package("the package is empty (no OVF)"))?;
+    let (ovf, info) = st.ovf.take().ok_or_else(|| package("the package is empty (no OVF)"))?;
     if let Some(r) = st.rules.missing(&ovf).into_iter().next() {
         return Err(refused(r));
     }
@@ -349,15 +311,14 @@ fn convert_spooled(
 ) -> Result<(OutFile, u64)> {
     let spool = Spool::create(spool)?;
     spool.fill(member, size, m).map_err(|e| disk_error(d, e))?;
-    let accepted = inspect_for_conversion(&spool.file, Some(SourceFormat::Vmdk), Some(&d.href))
-        .map_err(|e| disk_error(d, e))?;
+    let accepted = inspect_for_conversion(&spool.file, Some(SourceFormat::Vmdk), Some(&d.href)).map_err(|e| disk_error(d, e))?;
     let report = accepted.report();
     // Seen from the head already when it holds the descriptor; checked again on the whole file.
     let sub = report.subformat.as_deref().unwrap_or("unknown");
     if !sub.eq_ignore_ascii_case("monolithicSparse") {
-        let why = DiskFormat::Sparse.vmdk_mismatch(sub).unwrap_or_else(|| {
-            format!("the OVF says a monolithicSparse VMDK ({SPARSE_URI}) but the member is not one")
-        });
+        let why = DiskFormat::Sparse
+            .vmdk_mismatch(sub)
+            .unwrap_or_else(|| format!("the OVF says a monolithicSparse VMDK ({SPARSE_URI}) but the member is not one"));
         return Err(disk_error(d, package(why)));
     }
     // Refuse a capacity mismatch before converting anything (checked again on the output).
@@ -366,9 +327,7 @@ fn convert_spooled(
     }
     let out = OutFile::create(path)?;
     // The spooled bytes were counted as input while they arrived.
-    let vsize = m
-        .without_input(|m| convert_accepted_into(&spool.file, &accepted, out.file(), opts, m))
-        .map_err(|e| disk_error(d, e))?;
+    let vsize = m.without_input(|m| convert_accepted_into(&spool.file, &accepted, out.file(), opts, m)).map_err(|e| disk_error(d, e))?;
     Ok((out, vsize))
 }
 
@@ -392,10 +351,7 @@ impl Spool {
             .create_new(true)
             .open(path)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        Ok(Spool {
-            path: path.to_path_buf(),
-            file,
-        })
+        Ok(Spool { path: path.to_path_buf(), file })
     }
 
     /// Copies `r` to the end into the file; it must be exactly `size` bytes (the tar header's).
@@ -410,15 +366,12 @@ impl Spool {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io("reading the member", e)),
             };
-            w.write_all(&buf[..k])
-                .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+            w.write_all(&buf[..k]).map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
             n += k as u64;
             m.read(k as u64)?;
         }
         if n != size {
-            return Err(package(format!(
-                "the member is truncated ({n} of {size} bytes)"
-            )));
+            return Err(package(format!("the member is truncated ({n} of {size} bytes)")));
         }
         Ok(())
     }
@@ -457,69 +410,37 @@ pub fn parse_ovf(bytes: &[u8]) -> Result<OvfInfo> {
 fn read_ovf(bytes: &[u8]) -> Result<(rules::Ovf, OvfInfo)> {
     let text = rules::ovf_text(bytes).map_err(refused)?;
     let doc = rules::ovf_document(text).map_err(refused)?;
-    let ovf = rules::ovf_structure(&doc).map_err(|problems| {
-        problems
-            .into_iter()
-            .next()
-            .map_or_else(|| package("the OVF is refused"), refused)
-    })?;
+    let ovf = rules::ovf_structure(&doc)
+        .map_err(|problems| problems.into_iter().next().map_or_else(|| package("the OVF is refused"), refused))?;
     let mut info = OvfInfo {
         disks: ovf
             .disks
             .iter()
-            .map(|d| OvfDisk {
-                disk_id: d.id.clone(),
-                member: d.href.clone(),
-                capacity: d.capacity,
-                format: d.uri.clone(),
-            })
+            .map(|d| OvfDisk { disk_id: d.id.clone(), member: d.href.clone(), capacity: d.capacity, format: d.uri.clone() })
             .collect(),
         references: ovf.files.iter().map(|f| f.href.clone()).collect(),
         ..OvfInfo::default()
     };
     let root = doc.root_element();
-    let attr = |n: roxmltree::Node, name: &str| -> Option<String> {
-        n.attributes()
-            .find(|a| a.name() == name)
-            .map(|a| a.value().to_string())
-    };
+    let attr =
+        |n: roxmltree::Node, name: &str| -> Option<String> { n.attributes().find(|a| a.name() == name).map(|a| a.value().to_string()) };
     if let Some(vs) = root.descendants().find(|n| n.has_tag_name("VirtualSystem")) {
-        info.name = vs
-            .children()
-            .find(|n| n.has_tag_name("Name"))
-            .and_then(|n| n.text())
-            .map(|s| s.trim().to_string())
-            .or_else(|| attr(vs, "id"));
-        if let Some(os) = vs
-            .descendants()
-            .find(|n| n.has_tag_name("OperatingSystemSection"))
-        {
+        info.name =
+            vs.children().find(|n| n.has_tag_name("Name")).and_then(|n| n.text()).map(|s| s.trim().to_string()).or_else(|| attr(vs, "id"));
+        if let Some(os) = vs.descendants().find(|n| n.has_tag_name("OperatingSystemSection")) {
             info.os_id = attr(os, "id").and_then(|v| v.parse().ok());
-            info.os_type = attr(os, "osType").or_else(|| {
-                os.children()
-                    .find(|n| n.has_tag_name("Description"))
-                    .and_then(|n| n.text())
-                    .map(|s| s.trim().to_string())
-            });
+            info.os_type = attr(os, "osType")
+                .or_else(|| os.children().find(|n| n.has_tag_name("Description")).and_then(|n| n.text()).map(|s| s.trim().to_string()));
         }
         for item in vs.descendants().filter(|n| n.has_tag_name("Item")) {
-            let field = |name: &str| {
-                item.children()
-                    .find(|n| n.tag_name().name() == name)
-                    .and_then(|n| n.text())
-                    .map(|s| s.trim().to_string())
-            };
+            let field =
+                |name: &str| item.children().find(|n| n.tag_name().name() == name).and_then(|n| n.text()).map(|s| s.trim().to_string());
             let qty: Option<u64> = field("VirtualQuantity").and_then(|v| v.parse().ok());
             match field("ResourceType").as_deref() {
                 Some("3") => info.cpus = qty,
                 Some("4") => {
-                    let mult = rules::allocation_units(
-                        field("AllocationUnits").as_deref().or(Some("byte * 2^20")),
-                    );
-                    info.memory_mib = qty
-                        .zip(mult)
-                        .and_then(|(q, m)| q.checked_mul(m))
-                        .map(|b| b >> 20);
+                    let mult = rules::allocation_units(field("AllocationUnits").as_deref().or(Some("byte * 2^20")));
+                    info.memory_mib = qty.zip(mult).and_then(|(q, m)| q.checked_mul(m)).map(|b| b >> 20);
                 }
                 _ => {}
             }

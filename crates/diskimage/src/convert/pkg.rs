@@ -13,8 +13,7 @@ use sha1::Digest as _;
 
 use super::error::{package, Error, Result};
 use crate::formats::tar::{
-    after_end, check_name, duplicate_member, header_ok, member_type, pax_path, too_many_members,
-    GLOBAL_PAX, HEADER_DAMAGED,
+    after_end, check_name, duplicate_member, header_ok, member_type, pax_path, too_many_members, GLOBAL_PAX, HEADER_DAMAGED,
 };
 use crate::limits::{TAR_MAX_MEMBERS, TAR_MAX_NAME, TAR_MAX_PAX};
 
@@ -41,9 +40,7 @@ pub(crate) struct Member<'r> {
 /// or duplicate names, more than [`MAX_MEMBERS`] members, and data after the end of the archive.
 pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()>) -> Result<()> {
     let mut ar = tar::Archive::new(r);
-    let entries = ar
-        .entries()
-        .map_err(|e| bad_tar("cannot read the archive", e))?;
+    let entries = ar.entries().map_err(|e| bad_tar("cannot read the archive", e))?;
     let entries = entries.raw(true);
     let mut names: Vec<String> = Vec::new();
     let mut pending_name: Option<Vec<u8>> = None;
@@ -93,29 +90,16 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
             return Err(package(too_many_members()));
         }
         names.push(name.clone());
-        let mut counted = Counted {
-            inner: &mut entry,
-            n: 0,
-        };
-        f(Member {
-            index: index - 1,
-            name: name.clone(),
-            size,
-            reader: &mut counted,
-        })?;
+        let mut counted = Counted { inner: &mut entry, n: 0 };
+        f(Member { index: index - 1, name: name.clone(), size, reader: &mut counted })?;
         // Whatever the consumer left is read here: a short member means a truncated archive.
         io::copy(&mut counted, &mut io::sink()).map_err(|e| bad_tar("reading a member", e))?;
         if counted.n != size {
-            return Err(package(format!(
-                "member {name:?} is truncated ({} of {size} bytes)",
-                counted.n
-            )));
+            return Err(package(format!("member {name:?} is truncated ({} of {size} bytes)", counted.n)));
         }
     }
     if pending_name.is_some() {
-        return Err(package(
-            "the archive ends after a name record without its member",
-        ));
+        return Err(package("the archive ends after a name record without its member"));
     }
     // After the end-of-archive block only zero padding may follow: anything else would be a
     // payload that a different tar reader might see. The inspector's rule ([`after_end`]); the
@@ -127,9 +111,7 @@ pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()
             r => return r,
         }
     };
-    after_end(read)
-        .map_err(|e| bad_tar("reading the end of the archive", e))?
-        .map_err(package)
+    after_end(read).map_err(|e| bad_tar("reading the end of the archive", e))?.map_err(package)
 }
 
 fn bad_tar(what: &str, e: io::Error) -> Error {
@@ -138,14 +120,10 @@ fn bad_tar(what: &str, e: io::Error) -> Error {
 
 fn read_capped(r: &mut dyn Read, size: u64, cap: u64, what: &str) -> Result<Vec<u8>> {
     if size > cap {
-        return Err(package(format!(
-            "{what} of {size} bytes exceeds {cap} bytes"
-        )));
+        return Err(package(format!("{what} of {size} bytes exceeds {cap} bytes")));
     }
     let mut v = Vec::with_capacity(size as usize);
-    r.take(size)
-        .read_to_end(&mut v)
-        .map_err(|e| bad_tar(what, e))?;
+    r.take(size).read_to_end(&mut v).map_err(|e| bad_tar(what, e))?;
     if v.len() as u64 != size {
         return Err(package(format!("{what} is truncated")));
     }
@@ -251,13 +229,9 @@ pub(crate) fn prepare_outdir(dir: &Path) -> Result<PathBuf> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
     }
-    let md =
-        std::fs::symlink_metadata(dir).map_err(|e| Error::io(format!("{}", dir.display()), e))?;
+    let md = std::fs::symlink_metadata(dir).map_err(|e| Error::io(format!("{}", dir.display()), e))?;
     if !md.is_dir() {
-        return Err(Error::new(
-            super::error::ErrorKind::Usage,
-            format!("{} is not a directory", dir.display()),
-        ));
+        return Err(Error::new(super::error::ErrorKind::Usage, format!("{} is not a directory", dir.display())));
     }
     Ok(dir.to_path_buf())
 }

@@ -48,9 +48,7 @@ impl Qcow2Reader {
         }
         let cluster_bits = be_u32(&h, 20);
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-            return Err(corrupt(format!(
-                "qcow2 cluster_bits {cluster_bits} out of range 9..21"
-            )));
+            return Err(corrupt(format!("qcow2 cluster_bits {cluster_bits} out of range 9..21")));
         }
         let vsize = be_u64(&h, 24);
         if be_u32(&h, 32) != 0 {
@@ -93,17 +91,9 @@ impl Qcow2Reader {
             return Err(corrupt("qcow2 L1 table is too small for the virtual size"));
         }
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
-            return Err(limit(format!(
-                "qcow2 virtual size {vsize} is above the limit"
-            )));
+            return Err(limit(format!("qcow2 virtual size {vsize} is above the limit")));
         }
-        Ok(Qcow2Reader {
-            cluster_bits,
-            vsize,
-            l1_size,
-            l1_off,
-            codec,
-        })
+        Ok(Qcow2Reader { cluster_bits, vsize, l1_size, l1_off, codec })
     }
 
     pub(crate) fn virtual_size(&self) -> u64 {
@@ -134,9 +124,7 @@ impl Qcow2Reader {
                 continue;
             }
             if !l2_off.is_multiple_of(cluster) {
-                return Err(corrupt(format!(
-                    "qcow2 L2 table at {l2_off} is not cluster aligned"
-                )));
+                return Err(corrupt(format!("qcow2 L2 table at {l2_off} is not cluster aligned")));
             }
             inp.read_at(l2_off, &mut l2, "a qcow2 L2 table", m)?;
             let n = (gend - gbase).div_ceil(cluster) as usize;
@@ -157,9 +145,7 @@ impl Qcow2Reader {
                     let mut k = j + 1;
                     while k < n {
                         let f = be_u64(&l2, k * 8);
-                        if f & OFLAG_COMPRESSED == 0
-                            && (f & OFLAG_ZERO != 0 || f & OFFSET_MASK == 0)
-                        {
+                        if f & OFLAG_COMPRESSED == 0 && (f & OFLAG_ZERO != 0 || f & OFFSET_MASK == 0) {
                             k += 1;
                         } else {
                             break;
@@ -171,18 +157,14 @@ impl Qcow2Reader {
                     continue;
                 }
                 if !host.is_multiple_of(cluster) {
-                    return Err(corrupt(format!(
-                        "qcow2 data cluster at {host} is not aligned"
-                    )));
+                    return Err(corrupt(format!("qcow2 data cluster at {host} is not aligned")));
                 }
                 // Merge host-contiguous clusters into one large read.
                 let mut k = j + 1;
                 let max = buf.len() / cl;
                 while k < n && k - j < max {
                     let f = be_u64(&l2, k * 8);
-                    if f & (OFLAG_COMPRESSED | OFLAG_ZERO) == 0
-                        && f & OFFSET_MASK == host + (k - j) as u64 * cluster
-                    {
+                    if f & (OFLAG_COMPRESSED | OFLAG_ZERO) == 0 && f & OFFSET_MASK == host + (k - j) as u64 * cluster {
                         k += 1;
                     } else {
                         break;
@@ -197,14 +179,7 @@ impl Qcow2Reader {
         Ok(())
     }
 
-    fn read_compressed(
-        &self,
-        inp: &mut Input,
-        e: u64,
-        out: &mut [u8],
-        tmp: &mut Vec<u8>,
-        m: &mut Meter,
-    ) -> Result<()> {
+    fn read_compressed(&self, inp: &mut Input, e: u64, out: &mut [u8], tmp: &mut Vec<u8>, m: &mut Meter) -> Result<()> {
         let x = 62 - (self.cluster_bits - 8);
         let off = e & ((1u64 << x) - 1);
         let sectors = ((e >> x) & ((1u64 << (self.cluster_bits - 8)) - 1)) + 1;
@@ -224,9 +199,7 @@ impl Qcow2Reader {
             Codec::Zstd => zstd_fill(src, out),
         };
         if !ok {
-            return Err(corrupt(format!(
-                "qcow2 compressed cluster at {off} does not decompress"
-            )));
+            return Err(corrupt(format!("qcow2 compressed cluster at {off} does not decompress")));
         }
         Ok(())
     }

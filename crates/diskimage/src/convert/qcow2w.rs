@@ -102,9 +102,7 @@ struct Pool {
 
 impl Pool {
     fn new(codec: Compression) -> Result<Self> {
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_WORKERS);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(workers);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
@@ -121,30 +119,14 @@ impl Pool {
                     };
                     let Ok((seq, batch, idx)) = job else { return };
                     let results = compress_many(codec, &batch);
-                    if done_tx
-                        .send(Done {
-                            seq,
-                            batch,
-                            idx,
-                            results,
-                        })
-                        .is_err()
-                    {
+                    if done_tx.send(Done { seq, batch, idx, results }).is_err() {
                         return;
                     }
                 })
                 .map_err(|e| Error::io("starting a compression worker", e))?;
             handles.push(h);
         }
-        Ok(Pool {
-            tx: Some(tx),
-            rx: done_rx,
-            handles,
-            next_seq: 0,
-            write_seq: 0,
-            parked: Vec::new(),
-            limit: workers * INFLIGHT_PER_WORKER,
-        })
+        Ok(Pool { tx: Some(tx), rx: done_rx, handles, next_seq: 0, write_seq: 0, parked: Vec::new(), limit: workers * INFLIGHT_PER_WORKER })
     }
 
     fn in_flight(&self) -> usize {
@@ -172,12 +154,7 @@ impl Pool {
             };
             match d {
                 Some(d) => self.parked.push(d),
-                None => {
-                    return Err(Error::new(
-                        super::error::ErrorKind::Io,
-                        "a compression worker failed",
-                    ))
-                }
+                None => return Err(Error::new(super::error::ErrorKind::Io, "a compression worker failed")),
             }
         }
     }
@@ -196,9 +173,7 @@ impl<'f> Qcow2Sink<'f> {
     pub(crate) fn new(f: &'f File, vsize: u64, codec: Compression) -> Result<Self> {
         let vsize = vsize.checked_add(511).map(|v| v & !511).unwrap_or(u64::MAX);
         if vsize > MAX_VIRTUAL_SIZE {
-            return Err(limit(format!(
-                "virtual size {vsize} exceeds the limit of {MAX_VIRTUAL_SIZE} bytes"
-            )));
+            return Err(limit(format!("virtual size {vsize} exceeds the limit of {MAX_VIRTUAL_SIZE} bytes")));
         }
         let l1_size = vsize.div_ceil(CLUSTER * L2_ENTRIES);
         // An empty disk has no L1 clusters at all (a reserved but unused one would be a leak).
@@ -221,18 +196,10 @@ impl<'f> Qcow2Sink<'f> {
             pos: 0,
             partial: Vec::with_capacity(CLUSTER_US),
             refs,
-            batch: if compressing {
-                Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US)
-            } else {
-                Vec::new()
-            },
+            batch: if compressing { Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US) } else { Vec::new() },
             batch_idx: Vec::new(),
             out: Vec::new(),
-            pool: if compressing {
-                Some(Pool::new(codec)?)
-            } else {
-                None
-            },
+            pool: if compressing { Some(Pool::new(codec)?) } else { None },
             wb: WriteBehind::new(f)?,
             src: None,
         })
@@ -275,9 +242,7 @@ impl<'f> Qcow2Sink<'f> {
     }
 
     fn write(&self, buf: &[u8], off: u64, m: &mut Meter) -> Result<()> {
-        self.f
-            .write_all_at(buf, off)
-            .map_err(|e| Error::io("writing the qcow2 output", e))?;
+        self.f.write_all_at(buf, off).map_err(|e| Error::io("writing the qcow2 output", e))?;
         m.wrote(buf.len() as u64)?;
         Ok(())
     }
@@ -307,12 +272,7 @@ impl<'f> Qcow2Sink<'f> {
                     continue;
                 }
                 let g = g0 + k as u64;
-                if self.batch_idx.len() == BATCH_CLUSTERS
-                    || self
-                        .batch_idx
-                        .first()
-                        .is_some_and(|&b| b / L2_ENTRIES != g / L2_ENTRIES)
-                {
+                if self.batch_idx.len() == BATCH_CLUSTERS || self.batch_idx.first().is_some_and(|&b| b / L2_ENTRIES != g / L2_ENTRIES) {
                     self.flush_batch(m)?;
                 }
                 self.batch.extend_from_slice(c);
@@ -335,12 +295,7 @@ impl<'f> Qcow2Sink<'f> {
     }
 
     /// As [`Self::place`], from per-cluster "holds data" flags.
-    fn place_flags(
-        &mut self,
-        data: &[bool],
-        g0: u64,
-        m: &mut Meter,
-    ) -> Result<Vec<(usize, usize, u64)>> {
+    fn place_flags(&mut self, data: &[bool], g0: u64, m: &mut Meter) -> Result<Vec<(usize, usize, u64)>> {
         let mut writes = Vec::new();
         let n = data.len();
         let mut k = 0;
@@ -377,19 +332,13 @@ impl<'f> Qcow2Sink<'f> {
         let Some(pool) = self.pool.as_mut() else {
             return Ok(());
         };
-        let batch = std::mem::replace(
-            &mut self.batch,
-            Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US),
-        );
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_CLUSTERS * CLUSTER_US));
         let idx = std::mem::take(&mut self.batch_idx);
         let seq = pool.next_seq;
         pool.next_seq += 1;
         let sent = pool.tx.as_ref().map(|tx| tx.send((seq, batch, idx)));
         if !matches!(sent, Some(Ok(()))) {
-            return Err(Error::new(
-                super::error::ErrorKind::Io,
-                "the compression workers stopped",
-            ));
+            return Err(Error::new(super::error::ErrorKind::Io, "the compression workers stopped"));
         }
         loop {
             let Some(pool) = self.pool.as_mut() else {
@@ -420,17 +369,9 @@ impl<'f> Qcow2Sink<'f> {
     /// Appends a compressed batch: the compressed chunks packed byte-adjacent, then the
     /// clusters that did not shrink, cluster aligned, after them.
     fn write_done(&mut self, d: Done, m: &mut Meter) -> Result<()> {
-        let Done {
-            batch,
-            idx,
-            results,
-            ..
-        } = d;
+        let Done { batch, idx, results, .. } = d;
         if results.len() != idx.len() {
-            return Err(Error::new(
-                super::error::ErrorKind::Io,
-                "a compression worker failed",
-            ));
+            return Err(Error::new(super::error::ErrorKind::Io, "a compression worker failed"));
         }
         let Some(&first_g) = idx.first() else {
             return Ok(());
@@ -481,9 +422,7 @@ fn looks_incompressible(z: &mut Compress, c: &[u8], scratch: &mut [u8]) -> bool 
         let s = &c[k * CLUSTER_US / 4..k * CLUSTER_US / 4 + PROBE_LEN];
         z.reset();
         match z.compress(s, scratch, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) if (z.total_out() as usize) + PROBE_MIN_SAVING <= PROBE_LEN => {
-                return false
-            }
+            Ok(Status::StreamEnd) if (z.total_out() as usize) + PROBE_MIN_SAVING <= PROBE_LEN => return false,
             _ => {}
         }
     }
@@ -496,13 +435,8 @@ fn compress_many(codec: Compression, part: &[u8]) -> Vec<Option<Vec<u8>>> {
     match codec {
         Compression::None => {}
         Compression::Zlib => {
-            let mut z = Compress::new_with_window_bits(
-                FlateLevel::new(ZLIB_LEVEL),
-                false,
-                ZLIB_WINDOW_BITS,
-            );
-            let mut probe =
-                Compress::new_with_window_bits(FlateLevel::fast(), false, ZLIB_WINDOW_BITS);
+            let mut z = Compress::new_with_window_bits(FlateLevel::new(ZLIB_LEVEL), false, ZLIB_WINDOW_BITS);
+            let mut probe = Compress::new_with_window_bits(FlateLevel::fast(), false, ZLIB_WINDOW_BITS);
             // Output room above deflate's worst case: zlib-rs must never run out of space
             // mid-block (its quick strategy panics on a too-small buffer); the size
             // comparisons below decide what is kept.
@@ -515,9 +449,7 @@ fn compress_many(codec: Compression, part: &[u8]) -> Vec<Option<Vec<u8>>> {
                 }
                 z.reset();
                 let r = match z.compress(c, &mut buf, FlushCompress::Finish) {
-                    Ok(Status::StreamEnd) if (z.total_out() as usize) < CLUSTER_US => {
-                        Some(buf[..z.total_out() as usize].to_vec())
-                    }
+                    Ok(Status::StreamEnd) if (z.total_out() as usize) < CLUSTER_US => Some(buf[..z.total_out() as usize].to_vec()),
                     _ => None,
                 };
                 out.push(r);
@@ -584,14 +516,7 @@ impl Sink for Qcow2Sink<'_> {
         self.wb.submit(buf, writes)
     }
 
-    fn data_from_file(
-        &mut self,
-        src: &FileIn,
-        off: u64,
-        len: usize,
-        buf: &mut IoBuf,
-        m: &mut Meter,
-    ) -> Result<()> {
+    fn data_from_file(&mut self, src: &FileIn, off: u64, len: usize, buf: &mut IoBuf, m: &mut Meter) -> Result<()> {
         let whole = len / CLUSTER_US * CLUSTER_US;
         if self.codec != Compression::None || !self.partial.is_empty() || whole == 0 {
             src.read_at(off, &mut buf[..len], "image data")?;
@@ -620,10 +545,7 @@ impl Sink for Qcow2Sink<'_> {
         let g0 = self.pos / CLUSTER;
         let places = self.place_flags(&data, g0, m)?;
         self.pos += whole as u64;
-        let copies: Vec<(u64, u64, usize)> = places
-            .iter()
-            .map(|&(s, e, host)| (off + s as u64, host, e - s))
-            .collect();
+        let copies: Vec<(u64, u64, usize)> = places.iter().map(|&(s, e, host)| (off + s as u64, host, e - s)).collect();
         m.wrote(copies.iter().map(|c| c.2 as u64).sum())?;
         let rest = len - whole;
         if rest > 0 {
@@ -728,16 +650,8 @@ impl Sink for Qcow2Sink<'_> {
             l1[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
         }
         self.write(&l1, CLUSTER, m)?;
-        self.f
-            .set_len(total * CLUSTER)
-            .map_err(|e| Error::io("setting the qcow2 output length", e))?;
-        let h = header(
-            self.vsize,
-            self.l1.len() as u32,
-            rt_off,
-            t as u32,
-            self.codec,
-        );
+        self.f.set_len(total * CLUSTER).map_err(|e| Error::io("setting the qcow2 output length", e))?;
+        let h = header(self.vsize, self.l1.len() as u32, rt_off, t as u32, self.codec);
         self.write(&h, 0, m)?;
         Ok(())
     }
@@ -754,11 +668,7 @@ fn header(vsize: u64, l1_size: u32, rt_off: u64, rt_clusters: u32, codec: Compre
     h[40..48].copy_from_slice(&CLUSTER.to_be_bytes());
     h[48..56].copy_from_slice(&rt_off.to_be_bytes());
     h[56..60].copy_from_slice(&rt_clusters.to_be_bytes());
-    let incompat: u64 = if codec == Compression::Zstd {
-        1 << 3
-    } else {
-        0
-    };
+    let incompat: u64 = if codec == Compression::Zstd { 1 << 3 } else { 0 };
     h[72..80].copy_from_slice(&incompat.to_be_bytes());
     h[96..100].copy_from_slice(&REFCOUNT_ORDER.to_be_bytes());
     h[100..104].copy_from_slice(&112u32.to_be_bytes());

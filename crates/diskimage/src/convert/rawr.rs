@@ -42,21 +42,14 @@ pub(crate) fn pump_file(inp: &FileIn, sink: &mut dyn Sink, m: &mut Meter) -> Res
 
 /// Raw stream of exactly `len` bytes: all of it is read; a short or long stream is an error
 /// (a truncated upload must not become a disk with a zero tail).
-pub(crate) fn pump_stream(
-    inp: &mut Input,
-    len: u64,
-    sink: &mut dyn Sink,
-    m: &mut Meter,
-) -> Result<()> {
+pub(crate) fn pump_stream(inp: &mut Input, len: u64, sink: &mut dyn Sink, m: &mut Meter) -> Result<()> {
     let mut buf = IoBuf::new(IO_CHUNK);
     let mut off = 0u64;
     loop {
         let n = inp.read_clamped(off, &mut buf, "raw data", m)?;
         if n == 0 {
             if off != len {
-                return Err(corrupt(format!(
-                    "the raw stream ended after {off} of {len} bytes"
-                )));
+                return Err(corrupt(format!("the raw stream ended after {off} of {len} bytes")));
             }
             return Ok(());
         }

@@ -19,14 +19,7 @@ pub(crate) trait Sink {
     /// Like [`Sink::data_owned`] for `len` bytes of the input file at `off`; a sink may copy
     /// them file to file in the kernel instead of reading them. `buf` (at least `len` long)
     /// is scratch space.
-    fn data_from_file(
-        &mut self,
-        src: &FileIn,
-        off: u64,
-        len: usize,
-        buf: &mut IoBuf,
-        m: &mut Meter,
-    ) -> Result<()> {
+    fn data_from_file(&mut self, src: &FileIn, off: u64, len: usize, buf: &mut IoBuf, m: &mut Meter) -> Result<()> {
         src.read_at(off, &mut buf[..len], "image data")?;
         m.read(len as u64)?;
         self.data_owned(buf, len, m)
@@ -54,13 +47,7 @@ pub(crate) struct RawSink<'f> {
 
 impl<'f> RawSink<'f> {
     pub(crate) fn new(f: &'f File, vsize: u64) -> Result<Self> {
-        Ok(RawSink {
-            f,
-            vsize,
-            pos: 0,
-            wb: WriteBehind::new(f)?,
-            src: None,
-        })
+        Ok(RawSink { f, vsize, pos: 0, wb: WriteBehind::new(f)?, src: None })
     }
 
     /// Non-zero runs of `buf` (at guest offset `self.pos`), as (start, end, file offset).
@@ -92,9 +79,7 @@ impl Sink for RawSink<'_> {
     fn data(&mut self, buf: &[u8], m: &mut Meter) -> Result<()> {
         self.check(buf.len())?;
         for (s, e, off) in self.runs(buf) {
-            self.f
-                .write_all_at(&buf[s..e], off)
-                .map_err(|e| Error::io("writing the raw output", e))?;
+            self.f.write_all_at(&buf[s..e], off).map_err(|e| Error::io("writing the raw output", e))?;
             m.wrote((e - s) as u64)?;
         }
         self.pos += buf.len() as u64;
@@ -108,14 +93,7 @@ impl Sink for RawSink<'_> {
         self.pos += len as u64;
         Ok(())
     }
-    fn data_from_file(
-        &mut self,
-        src: &FileIn,
-        off: u64,
-        len: usize,
-        buf: &mut IoBuf,
-        m: &mut Meter,
-    ) -> Result<()> {
+    fn data_from_file(&mut self, src: &FileIn, off: u64, len: usize, buf: &mut IoBuf, m: &mut Meter) -> Result<()> {
         self.check(len)?;
         src.check_range(off, len as u64, "image data")?;
         let arc = source_handle(&mut self.src, src)?;
@@ -152,9 +130,7 @@ impl Sink for RawSink<'_> {
                 let runs = self.runs(chunk);
                 self.pos = saved;
                 for (s, e, o) in runs {
-                    self.f
-                        .write_all_at(&chunk[s..e], o)
-                        .map_err(|e| Error::io("writing the raw output", e))?;
+                    self.f.write_all_at(&chunk[s..e], o).map_err(|e| Error::io("writing the raw output", e))?;
                     m.wrote((e - s) as u64)?;
                 }
             }
@@ -168,9 +144,7 @@ impl Sink for RawSink<'_> {
     fn zeros(&mut self, len: u64, _m: &mut Meter) -> Result<()> {
         self.pos = self.pos.saturating_add(len);
         if self.pos > self.vsize {
-            return Err(super::error::corrupt(
-                "the input holds more data than its virtual size",
-            ));
+            return Err(super::error::corrupt("the input holds more data than its virtual size"));
         }
         Ok(())
     }
@@ -180,9 +154,7 @@ impl Sink for RawSink<'_> {
     fn finish(&mut self, _m: &mut Meter) -> Result<()> {
         self.wb.finish()?;
         // The tail (and every skipped zero range) is a hole: set_len never writes zeros.
-        self.f
-            .set_len(self.vsize)
-            .map_err(|e| Error::io("setting the output length", e))?;
+        self.f.set_len(self.vsize).map_err(|e| Error::io("setting the output length", e))?;
         self.pos = self.vsize;
         Ok(())
     }
@@ -192,9 +164,7 @@ impl RawSink<'_> {
     fn check(&self, len: usize) -> Result<()> {
         match self.pos.checked_add(len as u64) {
             Some(e) if e <= self.vsize => Ok(()),
-            _ => Err(super::error::corrupt(
-                "the input holds more data than its virtual size",
-            )),
+            _ => Err(super::error::corrupt("the input holds more data than its virtual size")),
         }
     }
 }
@@ -207,10 +177,7 @@ pub(crate) fn source_handle(slot: &mut Option<Arc<File>>, src: &FileIn) -> Resul
     if let Some(a) = slot {
         return Ok(a.clone());
     }
-    let f = src
-        .file()
-        .try_clone()
-        .map_err(|e| Error::io("duplicating the input handle", e))?;
+    let f = src.file().try_clone().map_err(|e| Error::io("duplicating the input handle", e))?;
     let a = Arc::new(f);
     *slot = Some(a.clone());
     Ok(a)
@@ -223,15 +190,9 @@ const WRITE_BEHIND_BUFFERS: usize = 4;
 
 enum Job {
     /// (start, end, file offset) slices of `buf` to write.
-    Write {
-        buf: IoBuf,
-        writes: Vec<(usize, usize, u64)>,
-    },
+    Write { buf: IoBuf, writes: Vec<(usize, usize, u64)> },
     /// (source offset, output offset, length) ranges copied file to file in the kernel.
-    Copy {
-        src: Arc<File>,
-        copies: Vec<(u64, u64, usize)>,
-    },
+    Copy { src: Arc<File>, copies: Vec<(u64, u64, usize)> },
 }
 
 /// A pipe the writer thread moves file pages through (`splice` in, `splice` out). Measured on
@@ -250,9 +211,7 @@ const SPLICE_PIPE_BYTES: usize = 1 << 20;
 impl Splicer {
     fn new() -> Option<Self> {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
-        let cap = rustix::pipe::fcntl_setpipe_size(&w, SPLICE_PIPE_BYTES)
-            .or_else(|_| rustix::pipe::fcntl_getpipe_size(&w))
-            .ok()?;
+        let cap = rustix::pipe::fcntl_setpipe_size(&w, SPLICE_PIPE_BYTES).or_else(|_| rustix::pipe::fcntl_getpipe_size(&w)).ok()?;
         Some(Splicer { r, w, cap })
     }
 }
@@ -266,23 +225,12 @@ struct Copier {
 
 impl Copier {
     fn new() -> Self {
-        Copier {
-            splicer: None,
-            tried_pipe: false,
-            fallback: Vec::new(),
-        }
+        Copier { splicer: None, tried_pipe: false, fallback: Vec::new() }
     }
 
     /// Copies `len` bytes from `src` at `so` to `dst` at `doff`, page cache to page cache (no
     /// trip through user memory where the kernel can splice).
-    fn copy(
-        &mut self,
-        src: &File,
-        mut so: u64,
-        dst: &File,
-        mut doff: u64,
-        len: usize,
-    ) -> std::io::Result<()> {
+    fn copy(&mut self, src: &File, mut so: u64, dst: &File, mut doff: u64, len: usize) -> std::io::Result<()> {
         use rustix::pipe::{splice, SpliceFlags};
         if !self.tried_pipe {
             self.tried_pipe = true;
@@ -307,14 +255,7 @@ impl Copier {
             };
             let mut moved = 0;
             while moved < k {
-                match splice(
-                    &p.r,
-                    None,
-                    dst,
-                    Some(&mut doff),
-                    k - moved,
-                    SpliceFlags::MOVE,
-                ) {
+                match splice(&p.r, None, dst, Some(&mut doff), k - moved, SpliceFlags::MOVE) {
                     Ok(0) => {
                         self.splicer = None;
                         return Err(std::io::Error::other("the output refused a copy"));
@@ -336,14 +277,7 @@ impl Copier {
 
 /// Copies `len` bytes from `src` at `so` to `dst` at `doff` with copy_file_range, falling back
 /// to read + write where the kernel or file system cannot.
-fn copy_range(
-    src: &File,
-    mut so: u64,
-    dst: &File,
-    mut doff: u64,
-    len: usize,
-    fallback: &mut Vec<u8>,
-) -> std::io::Result<()> {
+fn copy_range(src: &File, mut so: u64, dst: &File, mut doff: u64, len: usize, fallback: &mut Vec<u8>) -> std::io::Result<()> {
     let mut left = len;
     while left > 0 {
         match rustix::fs::copy_file_range(src, Some(&mut so), dst, Some(&mut doff), left) {
@@ -396,9 +330,7 @@ impl WriteBehind {
         let (free_tx, free) = std::sync::mpsc::channel::<IoBuf>();
         let mut handles = Vec::new();
         for i in 0..WRITER_THREADS {
-            let file = f
-                .try_clone()
-                .map_err(|e| Error::io("duplicating the output handle", e))?;
+            let file = f.try_clone().map_err(|e| Error::io("duplicating the output handle", e))?;
             let rx = rx.clone();
             let free_tx = free_tx.clone();
             let h = std::thread::Builder::new()
@@ -429,24 +361,12 @@ impl WriteBehind {
                 .map_err(|e| Error::io("starting a writer thread", e))?;
             handles.push(h);
         }
-        Ok(WriteBehind {
-            tx: Some(tx),
-            free,
-            handles,
-            allocated: 0,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            pending_src: None,
-        })
+        Ok(WriteBehind { tx: Some(tx), free, handles, allocated: 0, pending: Vec::new(), pending_bytes: 0, pending_src: None })
     }
 
     /// Hands `buf` to the writer with its `writes`, leaving a recycled buffer of the same
     /// length in its place.
-    pub(crate) fn submit(
-        &mut self,
-        buf: &mut IoBuf,
-        writes: Vec<(usize, usize, u64)>,
-    ) -> Result<()> {
+    pub(crate) fn submit(&mut self, buf: &mut IoBuf, writes: Vec<(usize, usize, u64)>) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -463,10 +383,7 @@ impl WriteBehind {
             },
         };
         let full = std::mem::replace(buf, next);
-        let sent = self
-            .tx
-            .as_ref()
-            .map(|tx| tx.send(Job::Write { buf: full, writes }));
+        let sent = self.tx.as_ref().map(|tx| tx.send(Job::Write { buf: full, writes }));
         match sent {
             Some(Ok(())) => Ok(()),
             _ => Err(self.join_err()),
@@ -474,16 +391,8 @@ impl WriteBehind {
     }
 
     /// Queues file-to-file copies (source offset, output offset, length).
-    pub(crate) fn submit_copy(
-        &mut self,
-        src: &Arc<File>,
-        copies: Vec<(u64, u64, usize)>,
-    ) -> Result<()> {
-        if self
-            .pending_src
-            .as_ref()
-            .is_some_and(|p| !Arc::ptr_eq(p, src))
-        {
+    pub(crate) fn submit_copy(&mut self, src: &Arc<File>, copies: Vec<(u64, u64, usize)>) -> Result<()> {
+        if self.pending_src.as_ref().is_some_and(|p| !Arc::ptr_eq(p, src)) {
             self.send_pending()?;
         }
         self.pending_src = Some(src.clone());
@@ -509,10 +418,7 @@ impl WriteBehind {
         if copies.is_empty() {
             return Ok(());
         }
-        let sent = self
-            .tx
-            .as_ref()
-            .map(|tx| tx.send(Job::Copy { src, copies }));
+        let sent = self.tx.as_ref().map(|tx| tx.send(Job::Copy { src, copies }));
         match sent {
             Some(Ok(())) => Ok(()),
             _ => Err(self.join_err()),
@@ -521,21 +427,14 @@ impl WriteBehind {
 
     /// Waits until every submitted write is done; reports the first write error.
     pub(crate) fn finish(&mut self) -> Result<()> {
-        let flushed = if self.tx.is_some() {
-            self.send_pending()
-        } else {
-            Ok(())
-        };
+        let flushed = if self.tx.is_some() { self.send_pending() } else { Ok(()) };
         self.tx = None;
         let mut first = Ok(());
         for h in self.handles.drain(..) {
             let r = match h.join() {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Error::io("writing the output", e)),
-                Err(_) => Err(Error::new(
-                    super::error::ErrorKind::Io,
-                    "a writer thread failed",
-                )),
+                Err(_) => Err(Error::new(super::error::ErrorKind::Io, "a writer thread failed")),
             };
             if first.is_ok() {
                 first = r;

@@ -78,22 +78,12 @@ pub struct UecReport {
 }
 
 /// Extracts a gzip'd UEC tarball from `input` into `outdir`. On any error nothing is left.
-pub fn extract_uec(
-    input: &mut dyn Read,
-    outdir: &Path,
-    limits: UecLimits,
-    progress: &mut dyn Progress,
-) -> Result<UecReport> {
+pub fn extract_uec(input: &mut dyn Read, outdir: &Path, limits: UecLimits, progress: &mut dyn Progress) -> Result<UecReport> {
     let start = Instant::now();
     let outdir = prepare_outdir(outdir)?;
     let mut m = Meter::new(progress);
     let mut raw_in = super::pkg::Counted { inner: input, n: 0 };
-    let mut gz = Bounded {
-        inner: flate2::read::GzDecoder::new(&mut raw_in),
-        out: 0,
-        limits,
-        exceeded: None,
-    };
+    let mut gz = Bounded { inner: flate2::read::GzDecoder::new(&mut raw_in), out: 0, limits, exceeded: None };
     let mut pending: Vec<(OutFile, UecPart)> = Vec::new();
     let mut skipped = Vec::new();
     let res = walk_tar(&mut gz, |mem| {
@@ -120,37 +110,16 @@ pub fn extract_uec(
         let mut chained = io::Cursor::new(head).chain(mem.reader);
         match role {
             UecRole::Ami => {
-                let opts = ConvertOptions {
-                    to: TargetFormat::Raw,
-                    compression: Compression::None,
-                    sync: false,
-                };
-                convert_stream_into(
-                    &mut chained,
-                    SourceFormat::Raw,
-                    Some(mem.size),
-                    None,
-                    out.file(),
-                    &opts,
-                    &mut m,
-                )?;
+                let opts = ConvertOptions { to: TargetFormat::Raw, compression: Compression::None, sync: false };
+                convert_stream_into(&mut chained, SourceFormat::Raw, Some(mem.size), None, out.file(), &opts, &mut m)?;
             }
             UecRole::Aki | UecRole::Ari => {
                 let mut w = out.file();
-                let k = io::copy(&mut chained, &mut w)
-                    .map_err(|e| Error::io(format!("writing the {what}"), e))?;
+                let k = io::copy(&mut chained, &mut w).map_err(|e| Error::io(format!("writing the {what}"), e))?;
                 m.wrote(k)?;
             }
         }
-        pending.push((
-            out,
-            UecPart {
-                role,
-                member: mem.name,
-                path,
-                size: mem.size,
-            },
-        ));
+        pending.push((out, UecPart { role, member: mem.name, path, size: mem.size }));
         Ok(())
     });
     if let Some(e) = gz.exceeded.take() {
@@ -172,19 +141,11 @@ pub fn extract_uec(
         out.publish(true)?;
         parts.push(p);
     }
-    Ok(UecReport {
-        parts,
-        skipped_members: skipped,
-        bytes_in: raw_in.n,
-        bytes_out: m.bytes_out,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(UecReport { parts, skipped_members: skipped, bytes_in: raw_in.n, bytes_out: m.bytes_out, seconds: start.elapsed().as_secs_f64() })
 }
 
 fn bounded_err(gz: &mut Bounded<'_, '_>, e: io::Error) -> Error {
-    gz.exceeded
-        .take()
-        .unwrap_or_else(|| package(format!("the gzip stream is corrupt: {e}")))
+    gz.exceeded.take().unwrap_or_else(|| package(format!("the gzip stream is corrupt: {e}")))
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -218,9 +179,7 @@ fn validate(role: UecRole, head: &[u8], name: &str) -> Result<()> {
     let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
     let ok = match role {
         // x86 bzImage (HdrS), EFI stub (MZ), arm64 Image (ARM\x64), vmlinux (ELF).
-        UecRole::Aki => {
-            at(0x202, b"HdrS") || at(0, b"MZ") || at(0x38, b"ARM\x64") || at(0, b"\x7fELF")
-        }
+        UecRole::Aki => at(0x202, b"HdrS") || at(0, b"MZ") || at(0x38, b"ARM\x64") || at(0, b"\x7fELF"),
         UecRole::Ari => [
             &b"070701"[..],
             b"070702",
@@ -277,21 +236,12 @@ impl Read for Bounded<'_, '_> {
         let compressed = self.inner.get_ref().n;
         let too_big = self.out > self.limits.max_output;
         // The same test as the inspector's (`formats::gzip`).
-        let ratio = self.out
-            > compressed
-                .saturating_mul(self.limits.max_ratio)
-                .max(self.limits.ratio_grace);
+        let ratio = self.out > compressed.saturating_mul(self.limits.max_ratio).max(self.limits.ratio_grace);
         if too_big || ratio {
             let e = if too_big {
-                limit(format!(
-                    "the tarball inflates beyond {} bytes",
-                    self.limits.max_output
-                ))
+                limit(format!("the tarball inflates beyond {} bytes", self.limits.max_output))
             } else {
-                limit(format!(
-                    "the tarball inflates more than {}:1 (a decompression bomb)",
-                    self.limits.max_ratio
-                ))
+                limit(format!("the tarball inflates more than {}:1 (a decompression bomb)", self.limits.max_ratio))
             };
             self.exceeded = Some(e);
             return Err(io::Error::other("inflate limit exceeded"));

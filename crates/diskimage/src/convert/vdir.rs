@@ -34,11 +34,7 @@ impl VdiReader {
         let static_image = match image_type {
             1 => false,
             2 => true,
-            t => {
-                return Err(rejected(format!(
-                    "VDI image type {t} (undo/differencing) is refused"
-                )))
-            }
+            t => return Err(rejected(format!("VDI image type {t} (undo/differencing) is refused"))),
         };
         if h[0x1A8..0x1C8].iter().any(|&b| b != 0) {
             return Err(rejected("the VDI image links to a parent image"));
@@ -50,9 +46,7 @@ impl VdiReader {
         let block_extra = le_u32(&h, 0x17C);
         let blocks = le_u32(&h, 0x180);
         if block_size != VDI_BLOCK_SIZE || block_extra != 0 {
-            return Err(unsupported(format!(
-                "VDI block size {block_size} with {block_extra} extra bytes (only 1 MiB blocks)"
-            )));
+            return Err(unsupported(format!("VDI block size {block_size} with {block_extra} extra bytes (only 1 MiB blocks)")));
         }
         if u64::from(blocks) * u64::from(VDI_BLOCK_SIZE) < vsize {
             return Err(corrupt("the VDI block map does not cover the disk size"));
@@ -63,13 +57,7 @@ impl VdiReader {
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
             return Err(limit(format!("VDI disk size {vsize} is above the limit")));
         }
-        Ok(VdiReader {
-            vsize,
-            map_off,
-            data_off,
-            blocks,
-            static_image,
-        })
+        Ok(VdiReader { vsize, map_off, data_off, blocks, static_image })
     }
 
     pub(crate) fn virtual_size(&self) -> u64 {

@@ -2,9 +2,7 @@
 //! with a parent locator are refused; the parent is never opened.
 
 use super::error::{corrupt, limit, rejected, unsupported, Result};
-use super::io::{
-    be_u16, be_u32, be_u64, checked_len, le_u16, le_u32, le_u64, Input, IoBuf, Meter, IO_CHUNK,
-};
+use super::io::{be_u16, be_u32, be_u64, checked_len, le_u16, le_u32, le_u64, Input, IoBuf, Meter, IO_CHUNK};
 use super::sink::Sink;
 
 /// VHD BAT cap: VHD disks are at most 2040 GiB (qemu), i.e. ~1 Mi entries of 2 MiB blocks.
@@ -26,23 +24,14 @@ pub(crate) struct VhdReader {
 
 impl VhdReader {
     pub(crate) fn open(inp: &mut Input, m: &mut Meter) -> Result<Self> {
-        let size = inp
-            .size()
-            .ok_or_else(|| unsupported("VHD needs random access (footer)"))?;
-        let fo = size
-            .checked_sub(512)
-            .ok_or_else(|| corrupt("VHD shorter than its footer"))?;
+        let size = inp.size().ok_or_else(|| unsupported("VHD needs random access (footer)"))?;
+        let fo = size.checked_sub(512).ok_or_else(|| corrupt("VHD shorter than its footer"))?;
         let mut f = [0u8; 512];
         inp.read_at(fo, &mut f, "the VHD footer", m)?;
         if &f[0..8] != b"conectix" {
             return Err(corrupt("no VHD footer (conectix) at the end of the file"));
         }
-        let sum: u32 = f
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !(0x40..0x44).contains(i))
-            .map(|(_, &b)| u32::from(b))
-            .sum();
+        let sum: u32 = f.iter().enumerate().filter(|(i, _)| !(0x40..0x44).contains(i)).map(|(_, &b)| u32::from(b)).sum();
         if !sum != be_u32(&f, 0x40) {
             return Err(corrupt("VHD footer checksum mismatch"));
         }
@@ -52,11 +41,7 @@ impl VhdReader {
         // qemu block/vpc.c: Virtual PC and qemu (and unknown creators) size the disk by its CHS
         // geometry, Hyper-V and friends by current_size; the maximum geometry means current_size.
         let use_chs = !matches!(creator, b"win " | b"qem2" | b"d2v " | b"CTXS" | b"tap\0");
-        let vsize = if !use_chs || chs == VHD_MAX_GEOMETRY {
-            cur / 512 * 512
-        } else {
-            chs * 512
-        };
+        let vsize = if !use_chs || chs == VHD_MAX_GEOMETRY { cur / 512 * 512 } else { chs * 512 };
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
             return Err(limit(format!("VHD size {vsize} is above the limit")));
         }
@@ -153,52 +138,19 @@ const VHDX_MAX_ENTRIES: usize = 2047;
 /// BAT bytes we read per step (the BAT itself can be large; we never hold it whole).
 const VHDX_BAT_STEP: usize = 64 << 10;
 
-const GUID_BAT: [u8; 16] = guid(
-    0x2DC2_7766,
-    0xF623,
-    0x4200,
-    [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08],
-);
-const GUID_METADATA: [u8; 16] = guid(
-    0x8B7C_A206,
-    0x4790,
-    0x4B9A,
-    [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
-);
-const GUID_FILE_PARAMS: [u8; 16] = guid(
-    0xCAA1_6737,
-    0xFA36,
-    0x4D43,
-    [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B],
-);
-const GUID_VDISK_SIZE: [u8; 16] = guid(
-    0x2FA5_4224,
-    0xCD1B,
-    0x4876,
-    [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
-);
-const GUID_LOGICAL_SECTOR: [u8; 16] = guid(
-    0x8141_BF1D,
-    0xA96F,
-    0x4709,
-    [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F],
-);
-const GUID_PARENT_LOCATOR: [u8; 16] = guid(
-    0xA8D3_5F2D,
-    0xB30B,
-    0x454D,
-    [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
-);
+const GUID_BAT: [u8; 16] = guid(0x2DC2_7766, 0xF623, 0x4200, [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08]);
+const GUID_METADATA: [u8; 16] = guid(0x8B7C_A206, 0x4790, 0x4B9A, [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E]);
+const GUID_FILE_PARAMS: [u8; 16] = guid(0xCAA1_6737, 0xFA36, 0x4D43, [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B]);
+const GUID_VDISK_SIZE: [u8; 16] = guid(0x2FA5_4224, 0xCD1B, 0x4876, [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8]);
+const GUID_LOGICAL_SECTOR: [u8; 16] = guid(0x8141_BF1D, 0xA96F, 0x4709, [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F]);
+const GUID_PARENT_LOCATOR: [u8; 16] = guid(0xA8D3_5F2D, 0xB30B, 0x454D, [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C]);
 
 /// A GUID in its on-disk (mixed-endian) byte order.
 const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
     let a = a.to_le_bytes();
     let b = b.to_le_bytes();
     let c = c.to_le_bytes();
-    [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
-        d[7],
-    ]
+    [a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]
 }
 
 /// CRC-32C (Castagnoli), bitwise: only headers and tables (a few KiB) are checked.
@@ -207,11 +159,7 @@ fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
         }
     }
     !crc
@@ -254,9 +202,7 @@ impl VhdxReader {
         }
         let (_, h) = best.ok_or_else(|| corrupt("no valid VHDX header"))?;
         if h[48..64].iter().any(|&b| b != 0) {
-            return Err(rejected(
-                "the VHDX has a pending log (it was not closed cleanly)",
-            ));
+            return Err(rejected("the VHDX has a pending log (it was not closed cleanly)"));
         }
         if le_u16(&h, 66) != 1 {
             return Err(unsupported("VHDX version other than 1"));
@@ -318,21 +264,16 @@ impl VhdxReader {
             Ok(None)
         };
         if item(&GUID_PARENT_LOCATOR, inp, m)?.is_some() {
-            return Err(rejected(
-                "the VHDX has a parent locator (differencing disk)",
-            ));
+            return Err(rejected("the VHDX has a parent locator (differencing disk)"));
         }
-        let fp = item(&GUID_FILE_PARAMS, inp, m)?
-            .ok_or_else(|| corrupt("VHDX file parameters missing"))?;
+        let fp = item(&GUID_FILE_PARAMS, inp, m)?.ok_or_else(|| corrupt("VHDX file parameters missing"))?;
         let block = le_u32(&fp, 0);
         if le_u32(&fp, 4) & 2 != 0 {
             return Err(rejected("the VHDX has a parent (differencing disk)"));
         }
-        let vs =
-            item(&GUID_VDISK_SIZE, inp, m)?.ok_or_else(|| corrupt("VHDX virtual size missing"))?;
+        let vs = item(&GUID_VDISK_SIZE, inp, m)?.ok_or_else(|| corrupt("VHDX virtual size missing"))?;
         let vsize = le_u64(&vs, 0);
-        let ls = item(&GUID_LOGICAL_SECTOR, inp, m)?
-            .ok_or_else(|| corrupt("VHDX sector size missing"))?;
+        let ls = item(&GUID_LOGICAL_SECTOR, inp, m)?.ok_or_else(|| corrupt("VHDX sector size missing"))?;
         let lsec = le_u32(&ls, 0);
         if !(VHDX_MIN_BLOCK..=VHDX_MAX_BLOCK).contains(&block) || !block.is_power_of_two() {
             return Err(corrupt(format!("VHDX block size {block}")));
@@ -341,27 +282,15 @@ impl VhdxReader {
             return Err(corrupt(format!("VHDX logical sector size {lsec}")));
         }
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
-            return Err(limit(format!(
-                "VHDX virtual size {vsize} is above the limit"
-            )));
+            return Err(limit(format!("VHDX virtual size {vsize} is above the limit")));
         }
         let chunk_ratio = ((1u64 << 23) * u64::from(lsec)) / u64::from(block);
         let blocks = vsize.div_ceil(u64::from(block));
-        let needed = if blocks == 0 {
-            0
-        } else {
-            blocks + (blocks - 1) / chunk_ratio
-        };
+        let needed = if blocks == 0 { 0 } else { blocks + (blocks - 1) / chunk_ratio };
         if needed * 8 > bat_len {
             return Err(corrupt("the VHDX BAT does not cover the disk"));
         }
-        Ok(VhdxReader {
-            vsize,
-            block,
-            chunk_ratio,
-            bat_off,
-            bat_len,
-        })
+        Ok(VhdxReader { vsize, block, chunk_ratio, bat_off, bat_len })
     }
 
     pub(crate) fn virtual_size(&self) -> u64 {

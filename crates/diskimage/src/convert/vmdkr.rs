@@ -6,8 +6,7 @@ use super::error::{corrupt, limit, rejected, unsupported, Result};
 use super::io::{checked_len, le_u32, le_u64, Input, IoBuf, Meter, IO_CHUNK};
 use super::sink::Sink;
 use crate::formats::vmdk::{
-    check_footer, FooterProblem, SparseHeader, FLAG_COMPRESSED, FLAG_MARKERS, FOOTER_TRAILER,
-    GD_AT_END, MARKER_EOS,
+    check_footer, FooterProblem, SparseHeader, FLAG_COMPRESSED, FLAG_MARKERS, FOOTER_TRAILER, GD_AT_END, MARKER_EOS,
 };
 
 const FLAG_ZERO_GRAIN: u32 = 1 << 2;
@@ -35,9 +34,7 @@ impl VmdkReader {
         let mut h = [0u8; 512];
         inp.read_at(0, &mut h, "the VMDK header", m)?;
         let Some(mut hdr) = SparseHeader::parse(&h) else {
-            return Err(rejected(
-                "not a binary VMDK (descriptor-only VMDKs are refused)",
-            ));
+            return Err(rejected("not a binary VMDK (descriptor-only VMDKs are refused)"));
         };
         let version = hdr.version;
         if !(1..=3).contains(&version) {
@@ -49,9 +46,7 @@ impl VmdkReader {
             if let Some(size) = inp.size() {
                 // The footer takes the header's place, as in the inspector and qemu, once it
                 // passed the inspector's own checks (formats.md §2.5 #13).
-                let at = size
-                    .checked_sub(FOOTER_TRAILER as u64)
-                    .ok_or_else(|| footer_error(&[FooterProblem::TooShort]))?;
+                let at = size.checked_sub(FOOTER_TRAILER as u64).ok_or_else(|| footer_error(&[FooterProblem::TooShort]))?;
                 let mut t = [0u8; FOOTER_TRAILER];
                 inp.read_at(at, &mut t, "the VMDK footer", m)?;
                 hdr = check_footer(&hdr, &t).map_err(|p| footer_error(&p))?;
@@ -71,47 +66,24 @@ impl VmdkReader {
         }
         let grain = grain_sectors.saturating_mul(512);
         if grain == 0 || grain > MAX_GRAIN_BYTES || !grain.is_power_of_two() {
-            return Err(unsupported(format!(
-                "VMDK grain of {grain_sectors} sectors"
-            )));
+            return Err(unsupported(format!("VMDK grain of {grain_sectors} sectors")));
         }
         if gtes == 0 || gtes > MAX_GTES_PER_GT {
-            return Err(unsupported(format!(
-                "VMDK with {gtes} entries per grain table"
-            )));
+            return Err(unsupported(format!("VMDK with {gtes} entries per grain table")));
         }
         let vsize = capacity.saturating_mul(512);
         if vsize > super::qcow2w::MAX_VIRTUAL_SIZE {
-            return Err(limit(format!(
-                "VMDK capacity {capacity} sectors is above the limit"
-            )));
+            return Err(limit(format!("VMDK capacity {capacity} sectors is above the limit")));
         }
         // The embedded descriptor must describe exactly this file.
         if desc_off == 0 || desc_size == 0 {
             return Err(rejected("the VMDK has no embedded descriptor"));
         }
-        let dlen = checked_len(
-            desc_size.saturating_mul(512),
-            MAX_DESCRIPTOR_BYTES,
-            "the VMDK descriptor",
-        )?;
+        let dlen = checked_len(desc_size.saturating_mul(512), MAX_DESCRIPTOR_BYTES, "the VMDK descriptor")?;
         let mut desc = vec![0u8; dlen];
-        inp.read_at(
-            desc_off.saturating_mul(512),
-            &mut desc,
-            "the VMDK descriptor",
-            m,
-        )?;
+        inp.read_at(desc_off.saturating_mul(512), &mut desc, "the VMDK descriptor", m)?;
         check_descriptor(&desc, compressed)?;
-        Ok(VmdkReader {
-            vsize,
-            flags,
-            grain,
-            gtes,
-            gd_off,
-            overhead,
-            compressed,
-        })
+        Ok(VmdkReader { vsize, flags, grain, gtes, gd_off, overhead, compressed })
     }
 
     pub(crate) fn virtual_size(&self) -> u64 {
@@ -137,12 +109,7 @@ impl VmdkReader {
         let gd_n = self.vsize.div_ceil(per_gt);
         let gd_len = checked_len(gd_n * 4, MAX_GD_BYTES, "the VMDK grain directory")?;
         let mut gd = vec![0u8; gd_len];
-        inp.read_at(
-            self.gd_off.saturating_mul(512),
-            &mut gd,
-            "the VMDK grain directory",
-            m,
-        )?;
+        inp.read_at(self.gd_off.saturating_mul(512), &mut gd, "the VMDK grain directory", m)?;
         let mut gt = vec![0u8; self.gtes as usize * 4];
         let gr = self.grain as usize;
         let mut buf = IoBuf::new(IO_CHUNK.max(gr));
@@ -176,10 +143,7 @@ impl VmdkReader {
                 }
                 let mut k = j + 1;
                 let max = buf.len() / gr;
-                while k < n
-                    && k - j < max
-                    && u64::from(le_u32(&gt, k * 4)) == e + (k - j) as u64 * (self.grain / 512)
-                {
+                while k < n && k - j < max && u64::from(le_u32(&gt, k * 4)) == e + (k - j) as u64 * (self.grain / 512) {
                     k += 1;
                 }
                 let end = (gbase + k as u64 * self.grain).min(gend);
@@ -191,22 +155,11 @@ impl VmdkReader {
         Ok(())
     }
 
-    fn read_compressed_grain(
-        &self,
-        inp: &mut Input,
-        off: u64,
-        out: &mut [u8],
-        cbuf: &mut Vec<u8>,
-        m: &mut Meter,
-    ) -> Result<()> {
+    fn read_compressed_grain(&self, inp: &mut Input, off: u64, out: &mut [u8], cbuf: &mut Vec<u8>, m: &mut Meter) -> Result<()> {
         let mut mk = [0u8; 12];
         inp.read_at(off, &mut mk, "a VMDK grain marker", m)?;
         let size = u64::from(le_u32(&mk, 8));
-        let clen = checked_len(
-            size,
-            2 * MAX_GRAIN_BYTES as usize,
-            "a VMDK compressed grain",
-        )?;
+        let clen = checked_len(size, 2 * MAX_GRAIN_BYTES as usize, "a VMDK compressed grain")?;
         cbuf.resize(clen, 0);
         inp.read_at(off + 12, cbuf, "a VMDK compressed grain", m)?;
         inflate_zlib(cbuf, out, off)
@@ -237,19 +190,11 @@ impl VmdkReader {
                     .ok_or_else(|| corrupt("VMDK metadata marker size overflows"))?;
                 continue;
             }
-            let g = val
-                .checked_mul(512)
-                .ok_or_else(|| corrupt("VMDK grain LBA overflows"))?;
+            let g = val.checked_mul(512).ok_or_else(|| corrupt("VMDK grain LBA overflows"))?;
             if g < sink.position() || g >= self.vsize {
-                return Err(corrupt(format!(
-                    "VMDK grain for sector {val} is out of order or beyond the capacity"
-                )));
+                return Err(corrupt(format!("VMDK grain for sector {val} is out of order or beyond the capacity")));
             }
-            let clen = checked_len(
-                u64::from(size),
-                2 * MAX_GRAIN_BYTES as usize,
-                "a VMDK grain",
-            )?;
+            let clen = checked_len(u64::from(size), 2 * MAX_GRAIN_BYTES as usize, "a VMDK grain")?;
             let total = (12 + clen).next_multiple_of(512);
             cbuf.resize(total, 0);
             cbuf[..512.min(total)].copy_from_slice(&sector[..512.min(total)]);
@@ -274,10 +219,7 @@ impl VmdkReader {
 
 /// The reader's error for a footer the inspector refuses: the same reasons, one message.
 fn footer_error(problems: &[FooterProblem]) -> super::error::Error {
-    let why: Vec<&str> = problems
-        .iter()
-        .map(|p| p.message().trim_end_matches('.'))
-        .collect();
+    let why: Vec<&str> = problems.iter().map(|p| p.message().trim_end_matches('.')).collect();
     corrupt(format!("invalid VMDK footer: {}", why.join("; ")))
 }
 
@@ -288,9 +230,7 @@ fn footer_error(problems: &[FooterProblem]) -> super::error::Error {
 /// the output is the disk the sniff judged (its virtual size in particular).
 pub(crate) fn check_stream_footer(head: &[u8], tail: &[u8]) -> Result<()> {
     let Some(hdr) = SparseHeader::parse(head) else {
-        return Err(rejected(
-            "not a binary VMDK (descriptor-only VMDKs are refused)",
-        ));
+        return Err(rejected("not a binary VMDK (descriptor-only VMDKs are refused)"));
     };
     if hdr.gd_offset != GD_AT_END {
         return Ok(());
@@ -301,10 +241,7 @@ pub(crate) fn check_stream_footer(head: &[u8], tail: &[u8]) -> Result<()> {
         ("grain size", f.grain_size != hdr.grain_size),
         ("flags", f.flags != hdr.flags),
         ("metadata overhead", f.overhead != hdr.overhead),
-        (
-            "compression algorithm",
-            f.compress_algorithm != hdr.compress_algorithm,
-        ),
+        ("compression algorithm", f.compress_algorithm != hdr.compress_algorithm),
     ];
     if let Some((what, _)) = differs.iter().find(|(_, d)| *d) {
         return Err(unsupported(format!(
@@ -323,16 +260,12 @@ fn inflate_zlib(src: &[u8], out: &mut [u8], at: u64) -> Result<()> {
         Ok(flate2::Status::StreamEnd) | Ok(flate2::Status::BufError) | Ok(flate2::Status::Ok) => {
             let n = d.total_out() as usize;
             if n == 0 && !out.is_empty() {
-                return Err(corrupt(format!(
-                    "VMDK grain at {at} decompresses to nothing"
-                )));
+                return Err(corrupt(format!("VMDK grain at {at} decompresses to nothing")));
             }
             out[n..].fill(0);
             Ok(())
         }
-        Err(e) => Err(corrupt(format!(
-            "VMDK grain at {at} does not decompress: {e}"
-        ))),
+        Err(e) => Err(corrupt(format!("VMDK grain at {at} does not decompress: {e}"))),
     }
 }
 
@@ -340,8 +273,7 @@ fn inflate_zlib(src: &[u8], out: &mut [u8], at: u64) -> Result<()> {
 /// streamOptimized, exactly one SPARSE extent without a path, no parent.
 fn check_descriptor(desc: &[u8], compressed: bool) -> Result<()> {
     let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
-    let text = std::str::from_utf8(&desc[..end])
-        .map_err(|_| rejected("the VMDK descriptor is not text"))?;
+    let text = std::str::from_utf8(&desc[..end]).map_err(|_| rejected("the VMDK descriptor is not text"))?;
     let mut create_type = None;
     let mut extents = 0;
     for line in text.lines().map(str::trim) {
@@ -357,10 +289,7 @@ fn check_descriptor(desc: &[u8], compressed: bool) -> Result<()> {
             if v.trim() != "ffffffff" {
                 return Err(rejected("the VMDK has a parent (parentCID)"));
             }
-        } else if lower.starts_with("rw ")
-            || lower.starts_with("rdonly ")
-            || lower.starts_with("noaccess ")
-        {
+        } else if lower.starts_with("rw ") || lower.starts_with("rdonly ") || lower.starts_with("noaccess ") {
             extents += 1;
             let mut parts = lower.split_whitespace();
             let kind = parts.nth(2).unwrap_or("");
@@ -376,9 +305,7 @@ fn check_descriptor(desc: &[u8], compressed: bool) -> Result<()> {
         None => return Err(rejected("the VMDK descriptor has no createType")),
     }
     if extents != 1 {
-        return Err(rejected(format!(
-            "the VMDK descriptor has {extents} extents, expected 1"
-        )));
+        return Err(rejected(format!("the VMDK descriptor has {extents} extents, expected 1")));
     }
     Ok(())
 }

@@ -5,9 +5,7 @@
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Stop};
-use crate::limits::{
-    GZIP_MAX_OUTPUT, GZIP_MAX_RATIO, GZIP_RATIO_GRACE, GZIP_SNIFF_OUTPUT, MAX_READ_CHUNK,
-};
+use crate::limits::{GZIP_MAX_OUTPUT, GZIP_MAX_RATIO, GZIP_RATIO_GRACE, GZIP_SNIFF_OUTPUT, MAX_READ_CHUNK};
 use crate::read::ReadAt;
 use crate::util::{byte, crc32_update, has_at, le16, le32};
 use miniz_oxide::inflate::stream::{inflate, InflateState};
@@ -115,14 +113,8 @@ impl<'a> GzStream<'a> {
     }
 
     /// A stream capped at `limit` output bytes; with `soft`, the cap ends the stream quietly.
-    pub fn with_limit(
-        src: &'a dyn ReadAt,
-        head: &[u8],
-        limit: u64,
-        soft: bool,
-    ) -> Result<Self, GzError> {
-        let start = header_len(head)
-            .ok_or_else(|| GzError::Corrupt("the gzip header is invalid".into()))?;
+    pub fn with_limit(src: &'a dyn ReadAt, head: &[u8], limit: u64, soft: bool) -> Result<Self, GzError> {
+        let start = header_len(head).ok_or_else(|| GzError::Corrupt("the gzip header is invalid".into()))?;
         Ok(GzStream {
             src,
             pos: start as u64,
@@ -151,9 +143,7 @@ impl<'a> GzStream<'a> {
                 let n = MAX_READ_CHUNK.min(size.saturating_sub(self.pos)) as usize;
                 self.inbuf.resize(n, 0);
                 if n > 0 {
-                    self.src
-                        .read_exact_at(self.pos, &mut self.inbuf)
-                        .map_err(|e| GzError::Stop(e.into()))?;
+                    self.src.read_exact_at(self.pos, &mut self.inbuf).map_err(|e| GzError::Stop(e.into()))?;
                 }
                 self.in_start = 0;
             }
@@ -166,20 +156,10 @@ impl<'a> GzStream<'a> {
             self.crc = crc32_update(self.crc, written);
             self.out_total += r.bytes_written as u64;
             if self.out_total > self.limit && !self.soft {
-                return Err(GzError::Bomb(format!(
-                    "it inflates to more than {} bytes",
-                    self.limit
-                )));
+                return Err(GzError::Bomb(format!("it inflates to more than {} bytes", self.limit)));
             }
-            if self.out_total
-                > self
-                    .pos
-                    .saturating_mul(GZIP_MAX_RATIO)
-                    .max(GZIP_RATIO_GRACE)
-            {
-                return Err(GzError::Bomb(format!(
-                    "it inflates more than {GZIP_MAX_RATIO} times its size"
-                )));
+            if self.out_total > self.pos.saturating_mul(GZIP_MAX_RATIO).max(GZIP_RATIO_GRACE) {
+                return Err(GzError::Bomb(format!("it inflates more than {GZIP_MAX_RATIO} times its size")));
             }
             match r.status {
                 Ok(MZStatus::StreamEnd) => {
@@ -192,20 +172,14 @@ impl<'a> GzStream<'a> {
                 Err(MZError::Buf) if r.bytes_written > 0 => return Ok(r.bytes_written),
                 Err(MZError::Buf) if had_input || self.pos < self.src.size() => {}
                 Err(MZError::Buf) if self.soft => return Ok(0),
-                Err(_) => {
-                    return Err(GzError::Corrupt(
-                        "the compressed data is damaged or truncated".into(),
-                    ))
-                }
+                Err(_) => return Err(GzError::Corrupt("the compressed data is damaged or truncated".into())),
             }
             if !had_input && self.pos >= self.src.size() {
                 if self.soft {
                     // Sniffing sees a prefix of the stream: its end is not an error.
                     return Ok(0);
                 }
-                return Err(GzError::Corrupt(
-                    "the compressed stream is truncated".into(),
-                ));
+                return Err(GzError::Corrupt("the compressed stream is truncated".into()));
             }
         }
     }
@@ -215,13 +189,9 @@ impl<'a> GzStream<'a> {
         if self.pos.saturating_add(8) > self.src.size() {
             return Err(GzError::Corrupt("the gzip trailer is missing".into()));
         }
-        self.src
-            .read_exact_at(self.pos, &mut t)
-            .map_err(|e| GzError::Stop(e.into()))?;
+        self.src.read_exact_at(self.pos, &mut t).map_err(|e| GzError::Stop(e.into()))?;
         if le32(&t, 0) != self.crc || le32(&t, 4) != (self.out_total & 0xFFFF_FFFF) as u32 {
-            return Err(GzError::Corrupt(
-                "the gzip checksum does not match the data".into(),
-            ));
+            return Err(GzError::Corrupt("the gzip checksum does not match the data".into()));
         }
         Ok(())
     }
@@ -232,17 +202,11 @@ pub(crate) fn report(cx: &mut Ctx, e: GzError) -> PResult<()> {
     match e {
         GzError::Stop(s) => Err(s),
         GzError::Corrupt(m) => {
-            cx.error(
-                codes::GZIP_INVALID,
-                format!("The gzip stream is invalid: {m}."),
-            );
+            cx.error(codes::GZIP_INVALID, format!("The gzip stream is invalid: {m}."));
             Ok(())
         }
         GzError::Bomb(m) => {
-            cx.error(
-                codes::GZIP_BOMB,
-                format!("The gzip stream is refused: {m}."),
-            );
+            cx.error(codes::GZIP_BOMB, format!("The gzip stream is refused: {m}."));
             Ok(())
         }
     }

@@ -41,26 +41,19 @@ pub fn parse_volume(head: &[u8]) -> Volume {
         let d = slice(head, o, SECTOR as usize);
         if has_at(d, 1, b"CD001") {
             match byte(d, 0) {
-                0 if has_at(d, 7, b"EL TORITO SPECIFICATION") => {
-                    v.el_torito_catalog = Some(le32(d, 0x47))
-                }
+                0 if has_at(d, 7, b"EL TORITO SPECIFICATION") => v.el_torito_catalog = Some(le32(d, 0x47)),
                 1 => {
                     v.iso9660 = true;
                     v.volume_blocks = le32(d, 80);
                     v.block_size = le16(d, 128);
-                    v.inconsistent |=
-                        be32(d, 84) != v.volume_blocks || be16(d, 130) != v.block_size;
+                    v.inconsistent |= be32(d, 84) != v.volume_blocks || be16(d, 130) != v.block_size;
                 }
                 2 => v.joliet = true,
                 _ => {}
             }
         } else if has_at(d, 1, b"NSR02") || has_at(d, 1, b"NSR03") {
             v.udf = true;
-        } else if !(has_at(d, 1, b"BEA01")
-            || has_at(d, 1, b"TEA01")
-            || has_at(d, 1, b"BOOT2")
-            || has_at(d, 1, b"CDW02"))
-        {
+        } else if !(has_at(d, 1, b"BEA01") || has_at(d, 1, b"TEA01") || has_at(d, 1, b"BOOT2") || has_at(d, 1, b"CDW02")) {
             // End of the volume recognition area.
             if s > FIRST_DESCRIPTOR {
                 break;
@@ -87,32 +80,19 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         Some(PartTable::Gpt(_)) => parts.push("hybrid-gpt"),
         None => {}
     }
-    let sub = if parts.is_empty() {
-        "iso9660".to_string()
-    } else {
-        parts.join("+")
-    };
+    let sub = if parts.is_empty() { "iso9660".to_string() } else { parts.join("+") };
     if v.iso9660 {
         if v.inconsistent {
-            cx.error(
-                codes::ISO_DESCRIPTORS,
-                "The ISO primary volume descriptor is inconsistent (its both-endian fields disagree).",
-            );
+            cx.error(codes::ISO_DESCRIPTORS, "The ISO primary volume descriptor is inconsistent (its both-endian fields disagree).");
         }
         if !matches!(v.block_size, 512 | 1024 | 2048) {
-            cx.error(
-                codes::ISO_DESCRIPTORS,
-                format!("The ISO logical block size {} is invalid.", v.block_size),
-            );
+            cx.error(codes::ISO_DESCRIPTORS, format!("The ISO logical block size {} is invalid.", v.block_size));
         } else {
             let declared = u64::from(v.volume_blocks) * u64::from(v.block_size);
             if declared > cx.size {
                 cx.error(
                     codes::TRUNCATED,
-                    format!(
-                        "The ISO declares {declared} bytes but the file has {}; the file is truncated.",
-                        cx.size
-                    ),
+                    format!("The ISO declares {declared} bytes but the file has {}; the file is truncated.", cx.size),
                 );
             }
         }
@@ -128,10 +108,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         (b"LUKS\xba\xbe", "LUKS"),
     ] {
         if (512..sa.len()).step_by(512).any(|o| has_at(sa, o, magic)) {
-            cx.error(
-                codes::ISO_POLYGLOT,
-                format!("The ISO's system area contains a {name} header; such polyglot files are refused."),
-            );
+            cx.error(codes::ISO_POLYGLOT, format!("The ISO's system area contains a {name} header; such polyglot files are refused."));
         }
     }
     // Hybrid partition tables are informational (xorriso writes unusual ones).
@@ -139,18 +116,12 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if let Some(cat) = v.el_torito_catalog {
         let off = u64::from(cat) * SECTOR;
         if !cx.inside(off, 32) {
-            cx.warn(
-                codes::ISO_BOOT_CATALOG,
-                "The El Torito boot catalog lies outside the file; the disc will not boot.",
-            );
+            cx.warn(codes::ISO_BOOT_CATALOG, "The El Torito boot catalog lies outside the file; the disc will not boot.");
         } else if let Some(c) = cx.read_opt(off, 32)? {
             // Validation entry: header id 1, key bytes 55 AA, 16-bit words sum to 0.
             let sum = (0..16).fold(0u16, |s, i| s.wrapping_add(le16(&c, 2 * i)));
             if byte(&c, 0) != 1 || !has_at(&c, 30, b"\x55\xAA") || sum != 0 {
-                cx.warn(
-                    codes::ISO_BOOT_CATALOG,
-                    "The El Torito boot catalog is invalid; the disc may not boot.",
-                );
+                cx.warn(codes::ISO_BOOT_CATALOG, "The El Torito boot catalog is invalid; the disc may not boot.");
             }
         }
     }

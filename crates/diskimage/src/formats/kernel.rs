@@ -58,10 +58,7 @@ pub(crate) fn inspect_aki(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if kind == "bzimage" {
         // Boot protocol ≥ 2.00 and the boot-sector signature (Linux boot protocol, x86).
         if le16(h, 0x206) < 0x200 || !has_at(h, 0x1FE, b"\x55\xAA") {
-            cx.error(
-                codes::AKI_INVALID,
-                "The kernel's x86 boot header is invalid.",
-            );
+            cx.error(codes::AKI_INVALID, "The kernel's x86 boot header is invalid.");
         }
     }
     if kind == "elf" && !matches!(byte(h, 4), 1 | 2) {
@@ -81,10 +78,7 @@ pub(crate) fn inspect_ari(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let kind = initrd_kind(h, true).unwrap_or("unknown");
     if kind == "cpio" && has_at(h, 0, b"0707") {
         // newc/crc: 110-byte header of hex fields.
-        if h.len() < 110
-            || !h.iter().take(110).skip(6).all(|c| c.is_ascii_hexdigit())
-                && !has_at(h, 0, b"070707")
-        {
+        if h.len() < 110 || !h.iter().take(110).skip(6).all(|c| c.is_ascii_hexdigit()) && !has_at(h, 0, b"070707") {
             cx.error(codes::ARI_INVALID, "The initrd's cpio header is invalid.");
         }
     }

@@ -31,8 +31,7 @@ use crate::report::{Format, Severity};
 use crate::{engine, InspectOptions};
 
 /// `ovf:format` of a streamOptimized VMDK disk (VMware, VirtualBox and most exporters).
-pub const STREAM_OPTIMIZED_URI: &str =
-    "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+pub const STREAM_OPTIMIZED_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
 /// `ovf:format` of a monolithicSparse (hosted sparse) VMDK disk.
 pub const SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
 /// `ovf:format` of a raw disk (oVirt/RHV exports).
@@ -55,11 +54,7 @@ pub enum DiskFormat {
 
 impl DiskFormat {
     /// Every accepted disk format.
-    pub const ALL: [DiskFormat; 3] = [
-        DiskFormat::StreamOptimized,
-        DiskFormat::Sparse,
-        DiskFormat::Raw,
-    ];
+    pub const ALL: [DiskFormat; 3] = [DiskFormat::StreamOptimized, DiskFormat::Sparse, DiskFormat::Raw];
 
     /// The format an `ovf:format` URI names: the whole URI must equal a known one, ignoring
     /// ASCII case only (exporters agree on the spelling, but the inspector always allowed
@@ -67,9 +62,7 @@ impl DiskFormat {
     /// anyway). Anything longer, shorter or merely containing a known URI is refused, so
     /// `http://evil.example/vmdk.html#sparse-ish` names no format.
     pub fn from_uri(uri: &str) -> Option<DiskFormat> {
-        Self::ALL
-            .into_iter()
-            .find(|f| f.uri().eq_ignore_ascii_case(uri))
+        Self::ALL.into_iter().find(|f| f.uri().eq_ignore_ascii_case(uri))
     }
 
     /// The canonical `ovf:format` URI (what exporters write).
@@ -93,9 +86,7 @@ impl DiskFormat {
     /// The accepted formats, for messages: "streamOptimized VMDK (…), monolithicSparse VMDK (…)
     /// or raw (…)".
     pub fn accepted_list() -> String {
-        format!(
-            "streamOptimized VMDK ({STREAM_OPTIMIZED_URI}), monolithicSparse VMDK ({SPARSE_URI}) or raw ({RAW_URI})"
-        )
+        format!("streamOptimized VMDK ({STREAM_OPTIMIZED_URI}), monolithicSparse VMDK ({SPARSE_URI}) or raw ({RAW_URI})")
     }
 
     /// Why a VMDK disk of `subformat` (its descriptor's `createType`, ASCII case ignored as the
@@ -107,16 +98,9 @@ impl DiskFormat {
         let want = self.vmdk_subformat()?;
         let got = [DiskFormat::StreamOptimized, DiskFormat::Sparse]
             .into_iter()
-            .find(|f| {
-                f.vmdk_subformat()
-                    .is_some_and(|s| s.eq_ignore_ascii_case(subformat))
-            })?;
+            .find(|f| f.vmdk_subformat().is_some_and(|s| s.eq_ignore_ascii_case(subformat)))?;
         (got != self).then(|| {
-            format!(
-                "the OVF says a {want} VMDK ({}) but the member is a {} VMDK",
-                self.uri(),
-                got.vmdk_subformat().unwrap_or("different")
-            )
+            format!("the OVF says a {want} VMDK ({}) but the member is a {} VMDK", self.uri(), got.vmdk_subformat().unwrap_or("different"))
         })
     }
 
@@ -147,9 +131,7 @@ impl DigestAlgo {
     /// The algorithm a manifest line names, ignoring ASCII case (ovftool and VirtualBox write
     /// upper case; the digest is verified whatever the spelling). MD5 and the rest: `None`.
     pub fn from_name(name: &str) -> Option<DigestAlgo> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(name))
+        Self::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(name))
     }
 
     /// The name as ovftool writes it.
@@ -199,44 +181,24 @@ pub fn parse_manifest(text: &str) -> Result<Vec<ManifestEntry>, String> {
         }
         let n = i + 1;
         let shown = || line.chars().take(100).collect::<String>();
-        let bad = || {
-            format!(
-                "manifest line {n} is not \"ALGORITHM(name)= digest\": {:?}",
-                shown()
-            )
-        };
+        let bad = || format!("manifest line {n} is not \"ALGORITHM(name)= digest\": {:?}", shown());
         let (algo, rest) = line.split_once('(').ok_or_else(bad)?;
         let (name, digest) = split_manifest_name(rest).ok_or_else(bad)?;
         let algo = algo.trim();
         let algo = DigestAlgo::from_name(algo).ok_or_else(|| {
-            format!(
-                "manifest digest algorithm {:?} is not accepted (SHA1, SHA256, SHA512)",
-                algo.chars().take(20).collect::<String>()
-            )
+            format!("manifest digest algorithm {:?} is not accepted (SHA1, SHA256, SHA512)", algo.chars().take(20).collect::<String>())
         })?;
         let digest = digest.trim();
         if digest.len() != algo.hex_len() || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "manifest line {n} does not hold a {} digest ({} hex digits): {:?}",
-                algo.name(),
-                algo.hex_len(),
-                shown()
-            ));
+            return Err(format!("manifest line {n} does not hold a {} digest ({} hex digits): {:?}", algo.name(), algo.hex_len(), shown()));
         }
         if name.is_empty() {
             return Err(bad());
         }
         if !seen.insert(name) {
-            return Err(format!(
-                "the manifest lists {:?} twice",
-                name.chars().take(100).collect::<String>()
-            ));
+            return Err(format!("the manifest lists {:?} twice", name.chars().take(100).collect::<String>()));
         }
-        out.push(ManifestEntry {
-            name: name.to_string(),
-            algo,
-            digest: digest.to_ascii_lowercase(),
-        });
+        out.push(ManifestEntry { name: name.to_string(), algo, digest: digest.to_ascii_lowercase() });
     }
     Ok(out)
 }
@@ -267,10 +229,7 @@ pub struct Refusal {
 }
 
 fn refusal(code: &'static str, reason: impl Into<String>) -> Refusal {
-    Refusal {
-        code,
-        reason: reason.into(),
-    }
+    Refusal { code, reason: reason.into() }
 }
 
 /// A `References/File` of the OVF.
@@ -325,11 +284,7 @@ impl OvfDisk {
     /// Why the disk is refused when it holds `holds` bytes and the OVF says otherwise: a raw
     /// disk's member length, a VMDK disk's virtual size (formats.md §2.5 #20).
     pub fn capacity_mismatch(&self, holds: u64) -> Option<Refusal> {
-        let what = if self.format == DiskFormat::Raw {
-            "raw member"
-        } else {
-            "VMDK"
-        };
+        let what = if self.format == DiskFormat::Raw { "raw member" } else { "VMDK" };
         (holds != self.capacity).then(|| {
             refusal(
                 codes::OVF_CAPACITY,
@@ -369,11 +324,7 @@ fn short(s: &str) -> String {
 /// blanks and ASCII case ignored. `None` for anything else.
 pub fn allocation_units(u: Option<&str>) -> Option<u64> {
     let Some(u) = u else { return Some(1) };
-    let s: String = u
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect::<String>()
-        .to_ascii_lowercase();
+    let s: String = u.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
     match s.as_str() {
         "byte" | "bytes" => return Some(1),
         "kilobytes" | "kb" => return Some(1 << 10),
@@ -394,19 +345,13 @@ pub fn descriptor(name: &str, size: u64) -> Result<(), Refusal> {
     if !name.to_ascii_lowercase().ends_with(".ovf") {
         return Err(refusal(
             codes::OVA_OVF_FIRST,
-            format!(
-                "the first member is {}; an OVA starts with its .ovf descriptor",
-                tar::quoted(name)
-            ),
+            format!("the first member is {}; an OVA starts with its .ovf descriptor", tar::quoted(name)),
         ));
     }
     if size > OVF_MAX_SIZE {
         return Err(refusal(
             codes::OVF_INVALID,
-            format!(
-                "the OVF descriptor {} is {size} bytes, more than the {OVF_MAX_SIZE} allowed",
-                tar::quoted(name)
-            ),
+            format!("the OVF descriptor {} is {size} bytes, more than the {OVF_MAX_SIZE} allowed", tar::quoted(name)),
         ));
     }
     Ok(())
@@ -414,8 +359,7 @@ pub fn descriptor(name: &str, size: u64) -> Result<(), Refusal> {
 
 /// The descriptor's bytes as text: UTF-8 (a byte-order mark is dropped).
 pub fn ovf_text(bytes: &[u8]) -> Result<&str, Refusal> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| refusal(codes::OVF_INVALID, "the OVF descriptor is not UTF-8 text"))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| refusal(codes::OVF_INVALID, "the OVF descriptor is not UTF-8 text"))?;
     Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
@@ -423,35 +367,18 @@ pub fn ovf_text(bytes: &[u8]) -> Result<&str, Refusal> {
 /// nodes, well-formed, an `<Envelope>` root.
 pub fn ovf_document(text: &str) -> Result<roxmltree::Document<'_>, Refusal> {
     if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
-        return Err(refusal(
-            codes::OVF_INVALID,
-            "the OVF descriptor contains a DTD or entity declaration, which is never accepted (XXE)",
-        ));
+        return Err(refusal(codes::OVF_INVALID, "the OVF descriptor contains a DTD or entity declaration, which is never accepted (XXE)"));
     }
-    let opts = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: OVF_MAX_NODES,
-        ..Default::default()
-    };
+    let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: OVF_MAX_NODES, ..Default::default() };
     let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| match e {
-        roxmltree::Error::NodesLimitReached => refusal(
-            codes::OVF_INVALID,
-            format!("the OVF descriptor has more than {OVF_MAX_NODES} XML nodes"),
-        ),
-        e => refusal(
-            codes::OVF_INVALID,
-            format!("the OVF descriptor is not well-formed XML ({e})"),
-        ),
+        roxmltree::Error::NodesLimitReached => {
+            refusal(codes::OVF_INVALID, format!("the OVF descriptor has more than {OVF_MAX_NODES} XML nodes"))
+        }
+        e => refusal(codes::OVF_INVALID, format!("the OVF descriptor is not well-formed XML ({e})")),
     })?;
     let root = doc.root_element().tag_name().name();
     if root != "Envelope" {
-        return Err(refusal(
-            codes::OVF_INVALID,
-            format!(
-                "the OVF descriptor's root element is <{}>, not <Envelope>",
-                short(root)
-            ),
-        ));
+        return Err(refusal(codes::OVF_INVALID, format!("the OVF descriptor's root element is <{}>, not <Envelope>", short(root))));
     }
     Ok(doc)
 }
@@ -473,11 +400,7 @@ fn check_href(id: &str, href: &str) -> Result<String, Refusal> {
     let name = tar::check_name(href.as_bytes(), false).map_err(|why| {
         refusal(
             codes::OVF_HREF,
-            format!(
-                "the OVF File {} has ovf:href {}, which is not a safe member name: {why}",
-                tar::quoted(id),
-                tar::quoted(href)
-            ),
+            format!("the OVF File {} has ovf:href {}, which is not a safe member name: {why}", tar::quoted(id), tar::quoted(href)),
         )
     })?;
     let lower = name.to_ascii_lowercase();
@@ -508,42 +431,25 @@ fn check_href(id: &str, href: &str) -> Result<String, Refusal> {
 /// first, the inspector all).
 pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
     let root = doc.root_element();
-    let attr = |n: roxmltree::Node, name: &str| -> Option<String> {
-        n.attributes()
-            .find(|a| a.name() == name)
-            .map(|a| a.value().to_string())
-    };
-    let within = |n: &roxmltree::Node, tag: &str, parent: &str| {
-        n.has_tag_name(tag) && n.parent().is_some_and(|p| p.has_tag_name(parent))
-    };
+    let attr =
+        |n: roxmltree::Node, name: &str| -> Option<String> { n.attributes().find(|a| a.name() == name).map(|a| a.value().to_string()) };
+    let within = |n: &roxmltree::Node, tag: &str, parent: &str| n.has_tag_name(tag) && n.parent().is_some_and(|p| p.has_tag_name(parent));
     let q = |s: &str| tar::quoted(s);
     let mut problems = Vec::new();
     let mut ovf = Ovf::default();
-    for f in root
-        .descendants()
-        .filter(|n| within(n, "File", "References"))
-    {
+    for f in root.descendants().filter(|n| within(n, "File", "References")) {
         let (id, href) = match (attr(f, "id"), attr(f, "href")) {
             (Some(id), Some(href)) => (id, href),
             (Some(id), None) => {
-                problems.push(refusal(
-                    codes::OVF_INVALID,
-                    format!("the OVF File {} has no ovf:href", q(&id)),
-                ));
+                problems.push(refusal(codes::OVF_INVALID, format!("the OVF File {} has no ovf:href", q(&id))));
                 continue;
             }
             (None, Some(href)) => {
-                problems.push(refusal(
-                    codes::OVF_INVALID,
-                    format!("the OVF File for {} has no ovf:id", q(&href)),
-                ));
+                problems.push(refusal(codes::OVF_INVALID, format!("the OVF File for {} has no ovf:id", q(&href))));
                 continue;
             }
             (None, None) => {
-                problems.push(refusal(
-                    codes::OVF_INVALID,
-                    "an OVF File has neither ovf:id nor ovf:href",
-                ));
+                problems.push(refusal(codes::OVF_INVALID, "an OVF File has neither ovf:id nor ovf:href"));
                 continue;
             }
         };
@@ -568,11 +474,7 @@ pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
         if attr(f, "chunkSize").is_some() {
             problems.push(refusal(
                 codes::OVF_INVALID,
-                format!(
-                    "the OVF File {} ({}) is split into chunks (ovf:chunkSize); chunked files are not supported",
-                    q(&id),
-                    q(&href)
-                ),
+                format!("the OVF File {} ({}) is split into chunks (ovf:chunkSize); chunked files are not supported", q(&id), q(&href)),
             ));
         }
         // The member's length in bytes, checked against its tar header by `MemberRules`.
@@ -581,42 +483,23 @@ pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
             Err(_) => {
                 problems.push(refusal(
                     codes::OVF_INVALID,
-                    format!(
-                        "the OVF File {} ({}) has ovf:size {}, which is not a whole number of bytes",
-                        q(&id),
-                        q(&href),
-                        q(&s)
-                    ),
+                    format!("the OVF File {} ({}) has ovf:size {}, which is not a whole number of bytes", q(&id), q(&href), q(&s)),
                 ));
                 None
             }
         });
         if ovf.files.iter().any(|x| x.id == id) {
-            problems.push(refusal(
-                codes::OVF_INVALID,
-                format!("the OVF declares File {} twice", q(&id)),
-            ));
+            problems.push(refusal(codes::OVF_INVALID, format!("the OVF declares File {} twice", q(&id))));
             continue;
         }
         if let Some(x) = ovf.files.iter().find(|x| x.href == href) {
-            problems.push(refusal(
-                codes::OVF_INVALID,
-                format!(
-                    "the OVF Files {} and {} both refer to {}",
-                    q(&x.id),
-                    q(&id),
-                    q(&href)
-                ),
-            ));
+            problems.push(refusal(codes::OVF_INVALID, format!("the OVF Files {} and {} both refer to {}", q(&x.id), q(&id), q(&href))));
             continue;
         }
         ovf.files.push(OvfFile { id, href, size });
     }
     let mut disk_elements = 0;
-    for d in root
-        .descendants()
-        .filter(|n| within(n, "Disk", "DiskSection"))
-    {
+    for d in root.descendants().filter(|n| within(n, "Disk", "DiskSection")) {
         disk_elements += 1;
         let Some(id) = attr(d, "diskId") else {
             problems.push(refusal(codes::OVF_INVALID, "an OVF Disk has no ovf:diskId"));
@@ -624,10 +507,7 @@ pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
         };
         let disk = q(&id);
         let Some(file_id) = attr(d, "fileRef") else {
-            problems.push(refusal(
-                codes::OVF_HREF,
-                format!("OVF disk {disk} has no ovf:fileRef (empty disks are not supported)"),
-            ));
+            problems.push(refusal(codes::OVF_HREF, format!("OVF disk {disk} has no ovf:fileRef (empty disks are not supported)")));
             continue;
         };
         let uri = attr(d, "format").unwrap_or_default();
@@ -635,20 +515,13 @@ pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
         if format.is_none() {
             problems.push(refusal(
                 codes::OVF_DISK_FORMAT,
-                format!(
-                    "OVF disk {disk} has format {}; only {} disks are accepted",
-                    q(&uri),
-                    DiskFormat::accepted_list()
-                ),
+                format!("OVF disk {disk} has format {}; only {} disks are accepted", q(&uri), DiskFormat::accepted_list()),
             ));
         }
         let capacity = match attr(d, "capacity") {
             None => Err(format!("OVF disk {disk} has no ovf:capacity")),
             Some(c) => match c.trim().parse::<u64>() {
-                Err(_) => Err(format!(
-                    "OVF disk {disk} has ovf:capacity {}, which is not a whole number",
-                    q(&c)
-                )),
+                Err(_) => Err(format!("OVF disk {disk} has ovf:capacity {}, which is not a whole number", q(&c))),
                 Ok(c) => {
                     let units = attr(d, "capacityAllocationUnits");
                     match allocation_units(units.as_deref()) {
@@ -666,49 +539,27 @@ pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
         let capacity = capacity.map_err(|why| problems.push(refusal(codes::OVF_CAPACITY, why)));
         let Some(file) = ovf.files.iter().find(|f| f.id == file_id) else {
             // A File that was refused above is not reported a second time.
-            let refused = root.descendants().any(|n| {
-                within(&n, "File", "References") && attr(n, "id") == Some(file_id.clone())
-            });
+            let refused = root.descendants().any(|n| within(&n, "File", "References") && attr(n, "id") == Some(file_id.clone()));
             if !refused {
                 problems.push(refusal(
                     codes::OVF_HREF,
-                    format!(
-                        "OVF disk {disk} refers to file {}, which the OVF's References do not declare",
-                        q(&file_id)
-                    ),
+                    format!("OVF disk {disk} refers to file {}, which the OVF's References do not declare", q(&file_id)),
                 ));
             }
             continue;
         };
         if ovf.disks.iter().any(|x| x.id == id) {
-            problems.push(refusal(
-                codes::OVF_INVALID,
-                format!("the OVF declares Disk {disk} twice"),
-            ));
+            problems.push(refusal(codes::OVF_INVALID, format!("the OVF declares Disk {disk} twice")));
             continue;
         }
         if let Some(x) = ovf.disks.iter().find(|x| x.href == file.href) {
-            problems.push(refusal(
-                codes::OVF_INVALID,
-                format!(
-                    "the OVF Disks {} and {disk} both use {}",
-                    q(&x.id),
-                    q(&file.href)
-                ),
-            ));
+            problems.push(refusal(codes::OVF_INVALID, format!("the OVF Disks {} and {disk} both use {}", q(&x.id), q(&file.href))));
             continue;
         }
         let (Some(format), Ok(capacity)) = (format, capacity) else {
             continue;
         };
-        ovf.disks.push(OvfDisk {
-            id,
-            file_id,
-            href: file.href.clone(),
-            capacity,
-            format,
-            uri,
-        });
+        ovf.disks.push(OvfDisk { id, file_id, href: file.href.clone(), capacity, format, uri });
     }
     if disk_elements == 0 {
         problems.push(refusal(codes::OVF_DISK_FORMAT, "the OVF declares no disks"));
@@ -762,40 +613,26 @@ impl MemberRules {
         if lower.ends_with(".ovf") {
             return Err(refusal(
                 codes::OVA_OVF_FIRST,
-                format!(
-                    "the OVA holds a second descriptor, {}; an OVA has one .ovf, its first member",
-                    q(name)
-                ),
+                format!("the OVA holds a second descriptor, {}; an OVA has one .ovf, its first member", q(name)),
             ));
         }
         if lower.ends_with(".mf") {
             if let Some(first) = &self.manifest {
                 return Err(refusal(
                     codes::OVA_MANIFEST,
-                    format!(
-                        "the OVA has two manifests, {} and {}; at most one is allowed",
-                        q(first),
-                        q(name)
-                    ),
+                    format!("the OVA has two manifests, {} and {}; at most one is allowed", q(first), q(name)),
                 ));
             }
             if let Some(cert) = &self.certificate {
                 return Err(refusal(
                     codes::OVA_CERTIFICATE,
-                    format!(
-                        "the certificate {} comes before the manifest {}; an OVA puts the manifest first",
-                        q(cert),
-                        q(name)
-                    ),
+                    format!("the certificate {} comes before the manifest {}; an OVA puts the manifest first", q(cert), q(name)),
                 ));
             }
             if size > MF_MAX_SIZE {
                 return Err(refusal(
                     codes::OVA_MANIFEST,
-                    format!(
-                        "the manifest {} is {size} bytes, more than the {MF_MAX_SIZE} allowed",
-                        q(name)
-                    ),
+                    format!("the manifest {} is {size} bytes, more than the {MF_MAX_SIZE} allowed", q(name)),
                 ));
             }
             self.manifest = Some(name.to_string());
@@ -805,31 +642,19 @@ impl MemberRules {
             if let Some(first) = &self.certificate {
                 return Err(refusal(
                     codes::OVA_CERTIFICATE,
-                    format!(
-                        "the OVA has two certificates, {} and {}; at most one is allowed",
-                        q(first),
-                        q(name)
-                    ),
+                    format!("the OVA has two certificates, {} and {}; at most one is allowed", q(first), q(name)),
                 ));
             }
             if size > CERT_MAX_SIZE {
                 return Err(refusal(
                     codes::OVA_CERTIFICATE,
-                    format!(
-                        "the certificate {} is {size} bytes, more than the {CERT_MAX_SIZE} allowed",
-                        q(name)
-                    ),
+                    format!("the certificate {} is {size} bytes, more than the {CERT_MAX_SIZE} allowed", q(name)),
                 ));
             }
             self.certificate = Some(name.to_string());
             return Ok(Role::Certificate);
         }
-        if let Some(r) = ovf
-            .files
-            .iter()
-            .find(|f| f.href == name)
-            .and_then(|f| f.size_mismatch(size))
-        {
+        if let Some(r) = ovf.files.iter().find(|f| f.href == name).and_then(|f| f.size_mismatch(size)) {
             return Err(r);
         }
         if let Some(i) = ovf.disks.iter().position(|d| d.href == name) {
@@ -857,27 +682,15 @@ impl MemberRules {
         ovf.files
             .iter()
             .filter(|f| !self.seen.contains(&f.href))
-            .map(|f| {
-                refusal(
-                    codes::OVF_HREF,
-                    format!(
-                        "the OVF refers to {}, which is not in the OVA",
-                        tar::quoted(&f.href)
-                    ),
-                )
-            })
+            .map(|f| refusal(codes::OVF_HREF, format!("the OVF refers to {}, which is not in the OVA", tar::quoted(&f.href))))
             .collect()
     }
 }
 
 /// A manifest member's bytes to its entries: UTF-8 text, then [`parse_manifest`].
 pub fn read_manifest(name: &str, bytes: &[u8]) -> Result<Vec<ManifestEntry>, Refusal> {
-    let text = std::str::from_utf8(bytes).map_err(|_| {
-        refusal(
-            codes::OVA_MANIFEST,
-            format!("the manifest {} is not UTF-8 text", tar::quoted(name)),
-        )
-    })?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| refusal(codes::OVA_MANIFEST, format!("the manifest {} is not UTF-8 text", tar::quoted(name))))?;
     parse_manifest(text).map_err(|why| refusal(codes::OVA_MANIFEST, why))
 }
 
@@ -891,10 +704,7 @@ pub fn manifest_coverage(descriptor: &str, ovf: &Ovf, entries: &[ManifestEntry])
         if !entries.iter().any(|e| e.name == name) {
             out.push(refusal(
                 codes::OVA_MANIFEST,
-                format!(
-                    "the manifest does not list {}; it must list the descriptor and every file the OVF references",
-                    tar::quoted(name)
-                ),
+                format!("the manifest does not list {}; it must list the descriptor and every file the OVF references", tar::quoted(name)),
             ));
         }
     }
@@ -902,10 +712,7 @@ pub fn manifest_coverage(descriptor: &str, ovf: &Ovf, entries: &[ManifestEntry])
         if e.name != descriptor && !ovf.references(&e.name) {
             out.push(refusal(
                 codes::OVA_MANIFEST,
-                format!(
-                    "the manifest lists {}, which is neither the descriptor nor a file the OVF references",
-                    tar::quoted(&e.name)
-                ),
+                format!("the manifest lists {}, which is neither the descriptor nor a file the OVF references", tar::quoted(&e.name)),
             ));
         }
     }
@@ -916,10 +723,7 @@ pub fn manifest_coverage(descriptor: &str, ovf: &Ovf, entries: &[ManifestEntry])
 pub fn digest_mismatch(name: &str) -> Refusal {
     refusal(
         codes::OVA_DIGEST,
-        format!(
-            "the digest of {} does not match the manifest; the OVA is damaged or was modified",
-            tar::quoted(name)
-        ),
+        format!("the digest of {} does not match the manifest; the OVA is damaged or was modified", tar::quoted(name)),
     )
 }
 
@@ -936,10 +740,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let mut issues = Vec::new();
     // The browser walks only what the head holds; the server walks the whole archive.
     let walk = if cx.deep {
-        let mut src = ReadAtSource {
-            src: cx.src,
-            pos: 0,
-        };
+        let mut src = ReadAtSource { src: cx.src, pos: 0 };
         match tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues) {
             Ok(w) => w,
             Err(e) => {
@@ -948,14 +749,8 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             }
         }
     } else {
-        let mut src = ReadAtSource {
-            src: &det.head,
-            pos: 0,
-        };
-        tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues).unwrap_or(tar::Walk {
-            members: Vec::new(),
-            end: None,
-        })
+        let mut src = ReadAtSource { src: &det.head, pos: 0 };
+        tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues).unwrap_or(tar::Walk { members: Vec::new(), end: None })
     };
     let complete = cx.deep;
     for i in issues {
@@ -1030,10 +825,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             continue;
         }
         if cx.depth > 0 {
-            cx.error(
-                codes::NESTING_TOO_DEEP,
-                "Archives nested inside archives are not accepted.",
-            );
+            cx.error(codes::NESTING_TOO_DEEP, "Archives nested inside archives are not accepted.");
             continue;
         }
         let sub = SubRange::new(cx.src, m.offset, m.size);
@@ -1048,21 +840,13 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         for f in r.findings.iter().filter(|f| f.severity == Severity::Error) {
             cx.error(
                 codes::OVA_DISK,
-                format!(
-                    "Disk \"{}\" in the OVA is refused: {}",
-                    m.name.chars().take(100).collect::<String>(),
-                    f.message
-                ),
+                format!("Disk \"{}\" in the OVA is refused: {}", m.name.chars().take(100).collect::<String>(), f.message),
             );
         }
         // A VMDK disk must be the subformat its URI names (the extractor reads the two
         // differently: streamOptimized as a stream, monolithicSparse from a spooled file).
         if r.format == Format::Vmdk {
-            if let Some(why) = r
-                .subformat
-                .as_deref()
-                .and_then(|s| d.format.vmdk_mismatch(s))
-            {
+            if let Some(why) = r.subformat.as_deref().and_then(|s| d.format.vmdk_mismatch(s)) {
                 disk_format_mismatch(cx, m, &why);
             }
             if let Some(v) = r.virtual_size {
@@ -1089,29 +873,19 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             }
         }
     }
-    Ok(Parsed {
-        subformat: Some("ovf".into()),
-        virtual_size: ovf.disks.first().map(|d| d.capacity),
-    })
+    Ok(Parsed { subformat: Some("ovf".into()), virtual_size: ovf.disks.first().map(|d| d.capacity) })
 }
 
 /// A VMDK disk that is not the subformat its `ovf:format` names ([`DiskFormat::vmdk_mismatch`]).
 fn disk_format_mismatch(cx: &mut Ctx, m: &Member, why: &str) {
-    cx.error(
-        codes::OVF_DISK_FORMAT,
-        format!(
-            "Disk \"{}\" in the OVA is refused: {why}.",
-            m.name.chars().take(100).collect::<String>()
-        ),
-    );
+    cx.error(codes::OVF_DISK_FORMAT, format!("Disk \"{}\" in the OVA is refused: {why}.", m.name.chars().take(100).collect::<String>()));
 }
 
 /// Reads a whole member (bounded by the caller); `None` when sniffing and not in the head.
 fn read_member(cx: &mut Ctx, m: &Member) -> PResult<Option<Vec<u8>>> {
     let mut out = Vec::new();
     while (out.len() as u64) < m.size {
-        let Some(chunk) = cx.read_opt(m.offset + out.len() as u64, m.size - out.len() as u64)?
-        else {
+        let Some(chunk) = cx.read_opt(m.offset + out.len() as u64, m.size - out.len() as u64)? else {
             return Ok(None);
         };
         if chunk.is_empty() {
@@ -1191,14 +965,7 @@ mod tests {
         ] {
             assert_eq!(allocation_units(Some(u)), Some(want), "{u}");
         }
-        for u in [
-            "furlongs",
-            "byte * 2^64",
-            "byte * 2^99",
-            "byte * 10^3",
-            "",
-            "2^20",
-        ] {
+        for u in ["furlongs", "byte * 2^64", "byte * 2^99", "byte * 10^3", "", "2^20"] {
             assert_eq!(allocation_units(Some(u)), None, "{u}");
         }
     }
@@ -1217,19 +984,10 @@ mod tests {
             r#"<Disk ovf:diskId="d0" ovf:fileRef="f0" ovf:capacity="12" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="{SPARSE_URI}"/>"#
         );
         let ovf = parse_ovf(envelope(refs, &disk).as_bytes()).unwrap();
-        assert_eq!(
-            ovf.files
-                .iter()
-                .map(|f| f.href.as_str())
-                .collect::<Vec<_>>(),
-            ["disk1.vmdk", "tools.iso"]
-        );
+        assert_eq!(ovf.files.iter().map(|f| f.href.as_str()).collect::<Vec<_>>(), ["disk1.vmdk", "tools.iso"]);
         assert_eq!(ovf.disks.len(), 1);
         let d = &ovf.disks[0];
-        assert_eq!(
-            (d.id.as_str(), d.href.as_str(), d.capacity, d.format),
-            ("d0", "disk1.vmdk", 12 << 20, DiskFormat::Sparse)
-        );
+        assert_eq!((d.id.as_str(), d.href.as_str(), d.capacity, d.format), ("d0", "disk1.vmdk", 12 << 20, DiskFormat::Sparse));
         assert!(ovf.references("tools.iso") && !ovf.references("./disk1.vmdk"));
         assert_eq!(d.capacity_mismatch(12 << 20), None);
         assert_eq!(
@@ -1243,17 +1001,11 @@ mod tests {
             r#"<Disk ovf:diskId="d0" ovf:fileRef="f1" ovf:format="x"/>"#,
         );
         let problems = parse_ovf(bad.as_bytes()).unwrap_err();
-        let got: Vec<(&str, &str)> = problems
-            .iter()
-            .map(|r| (r.code, r.reason.split(',').next().unwrap_or_default()))
-            .collect();
+        let got: Vec<(&str, &str)> = problems.iter().map(|r| (r.code, r.reason.split(',').next().unwrap_or_default())).collect();
         assert_eq!(
             got,
             [
-                (
-                    codes::OVF_HREF,
-                    r#"the OVF File "f0" has ovf:href "C:\\d.vmdk""#
-                ),
+                (codes::OVF_HREF, r#"the OVF File "f0" has ovf:href "C:\\d.vmdk""#),
                 (
                     codes::OVF_INVALID,
                     r#"the OVF File "f1" ("a.vmdk") is split into chunks (ovf:chunkSize); chunked files are not supported"#
@@ -1269,35 +1021,22 @@ mod tests {
         let bad = envelope(r#"<File ovf:id="f0" ovf:href="../d.vmdk"/>"#, &disk);
         assert_eq!(parse_ovf(bad.as_bytes()).unwrap_err().len(), 1);
         // Only References/File and DiskSection/Disk count.
-        let stray = envelope(refs, &disk).replace(
-            "</Envelope>",
-            r#"<Other><File ovf:id="x"/><Disk ovf:diskId="y"/></Other></Envelope>"#,
-        );
+        let stray = envelope(refs, &disk).replace("</Envelope>", r#"<Other><File ovf:id="x"/><Disk ovf:diskId="y"/></Other></Envelope>"#);
         assert_eq!(parse_ovf(stray.as_bytes()).unwrap().disks.len(), 1);
         // A byte-order mark is not a problem; another root element is.
         let bom = format!("\u{feff}{}", envelope(refs, &disk));
         assert!(parse_ovf(bom.as_bytes()).is_ok());
         let root = envelope(refs, &disk).replace("Envelope", "Env");
-        assert_eq!(
-            parse_ovf(root.as_bytes()).unwrap_err()[0].reason,
-            "the OVF descriptor's root element is <Env>, not <Envelope>"
-        );
+        assert_eq!(parse_ovf(root.as_bytes()).unwrap_err()[0].reason, "the OVF descriptor's root element is <Env>, not <Envelope>");
     }
 
     #[test]
     fn file_sizes_are_whole_numbers_and_their_members_lengths() {
-        let disk = format!(
-            r#"<Disk ovf:diskId="d0" ovf:fileRef="f0" ovf:capacity="1" ovf:format="{STREAM_OPTIMIZED_URI}"/>"#
-        );
+        let disk = format!(r#"<Disk ovf:diskId="d0" ovf:fileRef="f0" ovf:capacity="1" ovf:format="{STREAM_OPTIMIZED_URI}"/>"#);
         let with = |size: &str| {
             parse_ovf(
-                envelope(
-                    &format!(
-                        r#"<File ovf:id="f0" ovf:href="disk1.vmdk"{size}/><File ovf:id="f1" ovf:href="tools.iso"/>"#
-                    ),
-                    &disk,
-                )
-                .as_bytes(),
+                envelope(&format!(r#"<File ovf:id="f0" ovf:href="disk1.vmdk"{size}/><File ovf:id="f1" ovf:href="tools.iso"/>"#), &disk)
+                    .as_bytes(),
             )
         };
         let ovf = with(r#" ovf:size=" 4096 ""#).unwrap();
@@ -1305,21 +1044,14 @@ mod tests {
         assert_eq!(ovf.files[0].size_mismatch(4096), None);
         assert_eq!(
             ovf.files[0].size_mismatch(4095).map(|r| (r.code, r.reason)),
-            Some((
-                codes::OVF_INVALID,
-                r#"the OVF File "f0" ("disk1.vmdk") has ovf:size 4096 but its member holds 4095 bytes"#
-                    .to_string()
-            ))
+            Some((codes::OVF_INVALID, r#"the OVF File "f0" ("disk1.vmdk") has ovf:size 4096 but its member holds 4095 bytes"#.to_string()))
         );
         // Absent: any length.
         assert_eq!(ovf.files[1].size_mismatch(0), None);
         assert_eq!(ovf.files[1].size_mismatch(u64::MAX), None);
         // The member rules apply it to the disk and to any other referenced file.
         let mut rules = MemberRules::default();
-        assert_eq!(
-            rules.next(&ovf, "disk1.vmdk", 1).map_err(|r| r.code),
-            Err(codes::OVF_INVALID)
-        );
+        assert_eq!(rules.next(&ovf, "disk1.vmdk", 1).map_err(|r| r.code), Err(codes::OVF_INVALID));
         assert_eq!(rules.next(&ovf, "tools.iso", 7), Ok(Role::File));
         let mut rules = MemberRules::default();
         assert_eq!(rules.next(&ovf, "disk1.vmdk", 4096), Ok(Role::Disk(0)));
@@ -1332,9 +1064,7 @@ mod tests {
             assert_eq!(problems[0].code, codes::OVF_INVALID);
             assert_eq!(
                 problems[0].reason,
-                format!(
-                    r#"the OVF File "f0" ("disk1.vmdk") has ovf:size {bad:?}, which is not a whole number of bytes"#
-                )
+                format!(r#"the OVF File "f0" ("disk1.vmdk") has ovf:size {bad:?}, which is not a whole number of bytes"#)
             );
         }
     }
@@ -1344,9 +1074,7 @@ mod tests {
         let ovf = parse_ovf(
             envelope(
                 r#"<File ovf:id="f0" ovf:href="disk1.vmdk"/><File ovf:id="f1" ovf:href="tools.iso"/>"#,
-                &format!(
-                    r#"<Disk ovf:diskId="d0" ovf:fileRef="f0" ovf:capacity="1" ovf:format="{STREAM_OPTIMIZED_URI}"/>"#
-                ),
+                &format!(r#"<Disk ovf:diskId="d0" ovf:fileRef="f0" ovf:capacity="1" ovf:format="{STREAM_OPTIMIZED_URI}"/>"#),
             )
             .as_bytes(),
         )
@@ -1358,41 +1086,26 @@ mod tests {
         assert_eq!(next("extra.txt", 10), Err(codes::OVA_UNREFERENCED));
         assert_eq!(next("other.mf", 10), Err(codes::OVA_MANIFEST));
         assert_eq!(next("other.OVF", 10), Err(codes::OVA_OVF_FIRST));
-        assert_eq!(
-            next("big.cert", CERT_MAX_SIZE + 1),
-            Err(codes::OVA_CERTIFICATE)
-        );
+        assert_eq!(next("big.cert", CERT_MAX_SIZE + 1), Err(codes::OVA_CERTIFICATE));
         assert_eq!(next("test.CERT", 10), Ok(Role::Certificate));
         assert_eq!(next("b.cert", 10), Err(codes::OVA_CERTIFICATE));
         assert_eq!(rules.certificate(), Some("test.CERT"));
         let missing = rules.missing(&ovf);
         assert_eq!(missing.len(), 1);
-        assert_eq!(
-            missing[0].reason,
-            "the OVF refers to \"tools.iso\", which is not in the OVA"
-        );
+        assert_eq!(missing[0].reason, "the OVF refers to \"tools.iso\", which is not in the OVA");
         // A certificate before the manifest; a manifest too large.
         let mut rules = MemberRules::default();
         assert!(rules.next(&ovf, "a.cert", 1).is_ok());
-        assert_eq!(
-            rules.next(&ovf, "a.mf", 1).unwrap_err().code,
-            codes::OVA_CERTIFICATE
-        );
+        assert_eq!(rules.next(&ovf, "a.mf", 1).unwrap_err().code, codes::OVA_CERTIFICATE);
         let mut rules = MemberRules::default();
         assert_eq!(
-            rules
-                .next(&ovf, "a.mf", MF_MAX_SIZE + 1)
-                .unwrap_err()
-                .reason,
+            rules.next(&ovf, "a.mf", MF_MAX_SIZE + 1).unwrap_err().reason,
             "the manifest \"a.mf\" is 65537 bytes, more than the 65536 allowed"
         );
 
         let d = "0".repeat(64);
         let mf = |names: &[&str]| {
-            let text: String = names
-                .iter()
-                .map(|n| format!("SHA256({n})= {d}\n"))
-                .collect();
+            let text: String = names.iter().map(|n| format!("SHA256({n})= {d}\n")).collect();
             read_manifest("t.mf", text.as_bytes()).unwrap()
         };
         let all = mf(&["t.ovf", "disk1.vmdk", "tools.iso"]);
@@ -1410,10 +1123,7 @@ mod tests {
                 "the manifest lists \"t.cert\", which is neither the descriptor nor a file the OVF references"
             ]
         );
-        assert_eq!(
-            read_manifest("t.mf", b"SHA1(a)= \xff").unwrap_err().reason,
-            "the manifest \"t.mf\" is not UTF-8 text"
-        );
+        assert_eq!(read_manifest("t.mf", b"SHA1(a)= \xff").unwrap_err().reason, "the manifest \"t.mf\" is not UTF-8 text");
     }
 
     #[test]
@@ -1462,9 +1172,8 @@ mod tests {
         let text = format!(
             "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"{create_type}\"\nRW 2048 SPARSE \"d.vmdk\"\n"
         );
-        if let Some(at) = usize::try_from(desc_sector.saturating_mul(512))
-            .ok()
-            .filter(|&at| at.checked_add(text.len()).is_some_and(|end| end <= len))
+        if let Some(at) =
+            usize::try_from(desc_sector.saturating_mul(512)).ok().filter(|&at| at.checked_add(text.len()).is_some_and(|end| end <= len))
         {
             h[at..at + text.len()].copy_from_slice(text.as_bytes());
         }
@@ -1475,15 +1184,9 @@ mod tests {
     fn vmdk_subformat_must_match_the_uri() {
         use DiskFormat::{Raw, Sparse, StreamOptimized};
         let so = StreamOptimized.vmdk_mismatch("monolithicSparse").unwrap();
-        assert_eq!(
-            so,
-            format!("the OVF says a streamOptimized VMDK ({STREAM_OPTIMIZED_URI}) but the member is a monolithicSparse VMDK")
-        );
+        assert_eq!(so, format!("the OVF says a streamOptimized VMDK ({STREAM_OPTIMIZED_URI}) but the member is a monolithicSparse VMDK"));
         let sp = Sparse.vmdk_mismatch("streamoptimized").unwrap();
-        assert_eq!(
-            sp,
-            format!("the OVF says a monolithicSparse VMDK ({SPARSE_URI}) but the member is a streamOptimized VMDK")
-        );
+        assert_eq!(sp, format!("the OVF says a monolithicSparse VMDK ({SPARSE_URI}) but the member is a streamOptimized VMDK"));
         assert_eq!(StreamOptimized.vmdk_mismatch("streamOptimized"), None);
         assert_eq!(Sparse.vmdk_mismatch("MONOLITHICSPARSE"), None);
         // Other createTypes are the VMDK checks' business; raw disks have no subformat.
@@ -1502,15 +1205,7 @@ mod tests {
         let cut = vmdk_head("monolithicSparse", 1, 20, 21 * 512 - 1);
         assert_eq!(StreamOptimized.head_mismatch(&cut), None);
         // Hostile headers: no panic, no allocation from their numbers, no verdict.
-        for (off, n) in [
-            (0, 20),
-            (1, 0),
-            (u64::MAX, 20),
-            (1, u64::MAX),
-            (u64::MAX / 512, 2),
-            (1, (1 << 20) / 512 + 1),
-            (200, 20),
-        ] {
+        for (off, n) in [(0, 20), (1, 0), (u64::MAX, 20), (1, u64::MAX), (u64::MAX / 512, 2), (1, (1 << 20) / 512 + 1), (200, 20)] {
             let h = vmdk_head("monolithicSparse", off, n, 64 << 10);
             assert_eq!(StreamOptimized.head_mismatch(&h), None, "{off} {n}");
         }
@@ -1525,14 +1220,10 @@ mod tests {
         let d1 = "0123456789abcdef0123456789abcdef01234567";
         let d256 = "ab".repeat(32);
         let d512 = "Ab".repeat(64);
-        let text = format!(
-            "SHA1(a.ovf)= {d1}\r\nSHA256 (disk1.vmdk) = {d256}\n\n  sha512(disk (2).vmdk)={d512}  \nSha256(x=y.iso)= {d256}\n"
-        );
+        let text =
+            format!("SHA1(a.ovf)= {d1}\r\nSHA256 (disk1.vmdk) = {d256}\n\n  sha512(disk (2).vmdk)={d512}  \nSha256(x=y.iso)= {d256}\n");
         let m = parse_manifest(&text).unwrap();
-        let got: Vec<(&str, DigestAlgo, &str)> = m
-            .iter()
-            .map(|e| (e.name.as_str(), e.algo, e.digest.as_str()))
-            .collect();
+        let got: Vec<(&str, DigestAlgo, &str)> = m.iter().map(|e| (e.name.as_str(), e.algo, e.digest.as_str())).collect();
         let want_512 = d512.to_ascii_lowercase();
         assert_eq!(
             got,
@@ -1558,29 +1249,14 @@ mod tests {
             assert!(e.contains(why), "{text:?}: {e}");
             assert!(e.len() < 300, "{e}");
         };
-        refused(
-            "MD5(a.ovf)= 00112233445566778899aabbccddeeff",
-            "\"MD5\" is not accepted",
-        );
+        refused("MD5(a.ovf)= 00112233445566778899aabbccddeeff", "\"MD5\" is not accepted");
         refused(&format!("SHA-256(a.ovf)= {d256}"), "not accepted");
         refused(&format!("SHA2560(a.ovf)= {d256}"), "not accepted");
         // The digest must be hex of exactly the algorithm's length.
-        refused(
-            &format!("SHA1(a.ovf)= {d256}"),
-            "SHA1 digest (40 hex digits)",
-        );
-        refused(
-            &format!("SHA512(a.ovf)= {d256}"),
-            "SHA512 digest (128 hex digits)",
-        );
-        refused(
-            &format!("SHA256(a.ovf)= {}", "0".repeat(63)),
-            "SHA256 digest",
-        );
-        refused(
-            &format!("SHA256(a.ovf)= {}g", "0".repeat(63)),
-            "SHA256 digest",
-        );
+        refused(&format!("SHA1(a.ovf)= {d256}"), "SHA1 digest (40 hex digits)");
+        refused(&format!("SHA512(a.ovf)= {d256}"), "SHA512 digest (128 hex digits)");
+        refused(&format!("SHA256(a.ovf)= {}", "0".repeat(63)), "SHA256 digest");
+        refused(&format!("SHA256(a.ovf)= {}g", "0".repeat(63)), "SHA256 digest");
         refused("SHA256(a.ovf)= ", "SHA256 digest");
         // Syntax.
         for bad in [
@@ -1592,15 +1268,9 @@ mod tests {
         ] {
             refused(&bad, "is not \"ALGORITHM(name)= digest\"");
         }
-        refused(
-            &format!("SHA256(a.ovf)= {d256}\nsha256(a.ovf)= {d256}"),
-            "lists \"a.ovf\" twice",
-        );
+        refused(&format!("SHA256(a.ovf)= {d256}\nsha256(a.ovf)= {d256}"), "lists \"a.ovf\" twice");
         // A huge line is quoted in part only.
-        refused(
-            &format!("SHA256({})= 0", "x".repeat(1 << 20)),
-            "SHA256 digest",
-        );
+        refused(&format!("SHA256({})= 0", "x".repeat(1 << 20)), "SHA256 digest");
         refused(&"(".repeat(1 << 20), "is not");
     }
 }

@@ -6,9 +6,8 @@ use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
 use crate::detect::Detection;
 use crate::limits::{
-    MAX_READ_CHUNK, QCOW2_MAX_BACKING_NAME, QCOW2_MAX_CLUSTER_BITS, QCOW2_MAX_HEADER_EXTENSIONS,
-    QCOW2_MAX_L1_BYTES, QCOW2_MAX_REFCOUNT_ORDER, QCOW2_MAX_REFTABLE_BYTES, QCOW2_MAX_SNAPSHOTS,
-    QCOW2_MIN_CLUSTER_BITS,
+    MAX_READ_CHUNK, QCOW2_MAX_BACKING_NAME, QCOW2_MAX_CLUSTER_BITS, QCOW2_MAX_HEADER_EXTENSIONS, QCOW2_MAX_L1_BYTES,
+    QCOW2_MAX_REFCOUNT_ORDER, QCOW2_MAX_REFTABLE_BYTES, QCOW2_MAX_SNAPSHOTS, QCOW2_MIN_CLUSTER_BITS,
 };
 use crate::util::{be32, be64, byte, overlaps, printable, slice};
 
@@ -146,11 +145,7 @@ pub(crate) fn inspect_v1(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         codes::FORMAT_NOT_ALLOWED,
         "This is a qcow version 1 image, an obsolete format that is not accepted; convert it to qcow2 with qemu-img first.",
     );
-    let vs = if det.head.len() >= 32 {
-        Some(be64(&det.head, 24))
-    } else {
-        None
-    };
+    let vs = if det.head.len() >= 32 { Some(be64(&det.head, 24)) } else { None };
     Ok(Parsed::new("v1", vs))
 }
 
@@ -170,33 +165,19 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let sub = format!("v{}", h.version);
     let vs = Some(h.size);
     if h.version != 2 && h.version != 3 {
-        cx.error(
-            codes::QCOW2_VERSION,
-            format!(
-                "qcow2 version {} is not supported (only versions 2 and 3 are).",
-                h.version
-            ),
-        );
+        cx.error(codes::QCOW2_VERSION, format!("qcow2 version {} is not supported (only versions 2 and 3 are).", h.version));
         return Ok(Parsed::new(sub, vs));
     }
     if !(QCOW2_MIN_CLUSTER_BITS..=QCOW2_MAX_CLUSTER_BITS).contains(&h.cluster_bits) {
         cx.error(
             codes::QCOW2_CLUSTER_BITS,
-            format!(
-                "The qcow2 cluster size 2^{} is outside the range QEMU accepts (512 bytes to 2 MiB).",
-                h.cluster_bits
-            ),
+            format!("The qcow2 cluster size 2^{} is outside the range QEMU accepts (512 bytes to 2 MiB).", h.cluster_bits),
         );
         return Ok(Parsed::new(sub, vs));
     }
     let cs = h.cluster_size();
-    if h.version == 3
-        && (h.header_length < 104 || h.header_length % 8 != 0 || u64::from(h.header_length) >= cs)
-    {
-        cx.error(
-            codes::QCOW2_HEADER_LENGTH,
-            format!("The qcow2 header length {} is invalid.", h.header_length),
-        );
+    if h.version == 3 && (h.header_length < 104 || h.header_length % 8 != 0 || u64::from(h.header_length) >= cs) {
+        cx.error(codes::QCOW2_HEADER_LENGTH, format!("The qcow2 header length {} is invalid.", h.header_length));
         return Ok(Parsed::new(sub, vs));
     }
     check_features(cx, &h);
@@ -212,25 +193,16 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         );
     }
     if h.refcount_order > QCOW2_MAX_REFCOUNT_ORDER {
-        cx.error(
-            codes::QCOW2_REFCOUNT_ORDER,
-            format!(
-                "The qcow2 refcount order {} is invalid (at most 6).",
-                h.refcount_order
-            ),
-        );
+        cx.error(codes::QCOW2_REFCOUNT_ORDER, format!("The qcow2 refcount order {} is invalid (at most 6).", h.refcount_order));
     }
 
     // Backing file: name inside cluster 0, bounded length. Refused either way; the name only
     // makes the message clearer.
     if h.backing_file_offset != 0 {
         let name = if h.backing_file_size <= QCOW2_MAX_BACKING_NAME
-            && h.backing_file_offset
-                .saturating_add(u64::from(h.backing_file_size))
-                <= cs
+            && h.backing_file_offset.saturating_add(u64::from(h.backing_file_size)) <= cs
         {
-            cx.read_opt(h.backing_file_offset, u64::from(h.backing_file_size))?
-                .map(|n| printable(&n, 200))
+            cx.read_opt(h.backing_file_offset, u64::from(h.backing_file_size))?.map(|n| printable(&n, 200))
         } else {
             None
         };
@@ -251,84 +223,42 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let needed_l1 = h.size.div_ceil(bytes_per_l1.max(1));
     let l1_bytes = u64::from(h.l1_size) * 8;
     if l1_bytes > QCOW2_MAX_L1_BYTES {
-        cx.error(
-            codes::QCOW2_L1_SIZE,
-            format!("The qcow2 L1 table ({l1_bytes} bytes) is larger than QEMU's 32 MiB limit."),
-        );
+        cx.error(codes::QCOW2_L1_SIZE, format!("The qcow2 L1 table ({l1_bytes} bytes) is larger than QEMU's 32 MiB limit."));
     } else if u64::from(h.l1_size) < needed_l1 {
         cx.error(
             codes::QCOW2_L1_SIZE,
-            format!(
-                "The qcow2 L1 table has {} entries but the virtual size needs {needed_l1}; the header is inconsistent.",
-                h.l1_size
-            ),
+            format!("The qcow2 L1 table has {} entries but the virtual size needs {needed_l1}; the header is inconsistent.", h.l1_size),
         );
     }
     let rt_bytes = u64::from(h.refcount_table_clusters).saturating_mul(cs);
     if rt_bytes > QCOW2_MAX_REFTABLE_BYTES {
-        cx.error(
-            codes::QCOW2_REFCOUNT_TABLE,
-            format!(
-                "The qcow2 refcount table ({rt_bytes} bytes) is larger than QEMU's 8 MiB limit."
-            ),
-        );
+        cx.error(codes::QCOW2_REFCOUNT_TABLE, format!("The qcow2 refcount table ({rt_bytes} bytes) is larger than QEMU's 8 MiB limit."));
     } else if h.refcount_table_clusters == 0 {
-        cx.error(
-            codes::QCOW2_REFCOUNT_TABLE,
-            "The qcow2 image has no refcount table.",
-        );
+        cx.error(codes::QCOW2_REFCOUNT_TABLE, "The qcow2 image has no refcount table.");
     }
     if h.nb_snapshots > QCOW2_MAX_SNAPSHOTS {
-        cx.error(
-            codes::QCOW2_SNAPSHOTS,
-            format!(
-                "The qcow2 image claims {} snapshots, more than QEMU allows.",
-                h.nb_snapshots
-            ),
-        );
+        cx.error(codes::QCOW2_SNAPSHOTS, format!("The qcow2 image claims {} snapshots, more than QEMU allows.", h.nb_snapshots));
     } else if h.nb_snapshots > 0 {
         cx.warn(
             codes::QCOW2_SNAPSHOTS,
-            format!(
-                "The qcow2 image has {} internal snapshot(s); only the current state will be used.",
-                h.nb_snapshots
-            ),
+            format!("The qcow2 image has {} internal snapshot(s); only the current state will be used.", h.nb_snapshots),
         );
     }
 
     // Layout: aligned, inside the file, not overlapping.
-    let mut regions = vec![Region {
-        name: "header",
-        off: 0,
-        len: cs,
-    }];
+    let mut regions = vec![Region { name: "header", off: 0, len: cs }];
     if h.l1_size > 0 {
-        regions.push(Region {
-            name: "L1 table",
-            off: h.l1_table_offset,
-            len: l1_bytes,
-        });
+        regions.push(Region { name: "L1 table", off: h.l1_table_offset, len: l1_bytes });
     }
-    regions.push(Region {
-        name: "refcount table",
-        off: h.refcount_table_offset,
-        len: rt_bytes,
-    });
+    regions.push(Region { name: "refcount table", off: h.refcount_table_offset, len: rt_bytes });
     if h.nb_snapshots > 0 {
         // Each snapshot header is at least 40 bytes; the exact length needs a walk.
-        regions.push(Region {
-            name: "snapshot table",
-            off: h.snapshots_offset,
-            len: u64::from(h.nb_snapshots) * 40,
-        });
+        regions.push(Region { name: "snapshot table", off: h.snapshots_offset, len: u64::from(h.nb_snapshots) * 40 });
     }
     let mut layout_ok = true;
     for r in regions.iter().skip(1) {
         if r.off % cs != 0 {
-            cx.error(
-                codes::QCOW2_MISALIGNED,
-                format!("The qcow2 {} is not aligned to a cluster boundary.", r.name),
-            );
+            cx.error(codes::QCOW2_MISALIGNED, format!("The qcow2 {} is not aligned to a cluster boundary.", r.name));
             layout_ok = false;
         }
         if !cx.inside(r.off, r.len) {
@@ -345,10 +275,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     for (i, a) in regions.iter().enumerate() {
         for c in regions.iter().skip(i + 1) {
             if overlaps(a.off, a.len, c.off, c.len) {
-                cx.error(
-                    codes::QCOW2_OVERLAP,
-                    format!("The qcow2 {} overlaps the {}.", a.name, c.name),
-                );
+                cx.error(codes::QCOW2_OVERLAP, format!("The qcow2 {} overlaps the {}.", a.name, c.name));
                 layout_ok = false;
             }
         }
@@ -374,10 +301,7 @@ fn walk_snapshots(cx: &mut Ctx, h: &Header) -> PResult<()> {
     for i in 0..h.nb_snapshots {
         let hdr = cx.read(off, 40)?;
         if hdr.len() < 40 {
-            cx.error(
-                codes::QCOW2_OUTSIDE_FILE,
-                format!("qcow2 snapshot {i} lies outside the file."),
-            );
+            cx.error(codes::QCOW2_OUTSIDE_FILE, format!("qcow2 snapshot {i} lies outside the file."));
             return Ok(());
         }
         let l1_off = be64(&hdr, 0);
@@ -386,22 +310,11 @@ fn walk_snapshots(cx: &mut Ctx, h: &Header) -> PResult<()> {
         let name_len = u64::from(crate::util::be16(&hdr, 14));
         let extra = u64::from(be32(&hdr, 36));
         if extra > MAX_SNAPSHOT_EXTRA {
-            cx.error(
-                codes::QCOW2_SNAPSHOTS,
-                format!("qcow2 snapshot {i} has an oversized header."),
-            );
+            cx.error(codes::QCOW2_SNAPSHOTS, format!("qcow2 snapshot {i} has an oversized header."));
             return Ok(());
         }
-        if l1_bytes > QCOW2_MAX_L1_BYTES
-            || !l1_off.is_multiple_of(h.cluster_size())
-            || !cx.inside(l1_off, l1_bytes)
-        {
-            cx.error(
-                codes::QCOW2_OUTSIDE_FILE,
-                format!(
-                    "The L1 table of qcow2 snapshot {i} lies outside the file or is misaligned."
-                ),
-            );
+        if l1_bytes > QCOW2_MAX_L1_BYTES || !l1_off.is_multiple_of(h.cluster_size()) || !cx.inside(l1_off, l1_bytes) {
+            cx.error(codes::QCOW2_OUTSIDE_FILE, format!("The L1 table of qcow2 snapshot {i} lies outside the file or is misaligned."));
             return Ok(());
         }
         let used = 40 + extra + id_len + name_len;
@@ -410,10 +323,7 @@ fn walk_snapshots(cx: &mut Ctx, h: &Header) -> PResult<()> {
         off = off.saturating_add(len);
     }
     if !cx.inside(h.snapshots_offset, end.saturating_sub(h.snapshots_offset)) {
-        cx.error(
-            codes::QCOW2_OUTSIDE_FILE,
-            "The qcow2 snapshot table runs past the end of the file.",
-        );
+        cx.error(codes::QCOW2_OUTSIDE_FILE, "The qcow2 snapshot table runs past the end of the file.");
     }
     Ok(())
 }
@@ -433,23 +343,14 @@ fn check_features(cx: &mut Ctx, h: &Header) {
         );
     }
     if inc & INCOMPAT_DATA_FILE != 0 || h.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0 {
-        cx.error(
-            codes::QCOW2_DATA_FILE,
-            "The qcow2 image keeps its data in an external data file; upload a self-contained image.",
-        );
+        cx.error(codes::QCOW2_DATA_FILE, "The qcow2 image keeps its data in an external data file; upload a self-contained image.");
     }
     if inc & INCOMPAT_COMPRESSION != 0 {
         if h.header_length <= 104 || h.compression_type != 1 {
-            cx.error(
-                codes::QCOW2_COMPRESSION_TYPE,
-                "The qcow2 compression type field is inconsistent with its feature bit.",
-            );
+            cx.error(codes::QCOW2_COMPRESSION_TYPE, "The qcow2 compression type field is inconsistent with its feature bit.");
         }
     } else if h.compression_type != 0 {
-        cx.error(
-            codes::QCOW2_COMPRESSION_TYPE,
-            "The qcow2 compression type is set without its feature bit.",
-        );
+        cx.error(codes::QCOW2_COMPRESSION_TYPE, "The qcow2 compression type is set without its feature bit.");
     }
     if inc & INCOMPAT_EXTL2 != 0 && h.cluster_bits < 14 {
         cx.error(
@@ -457,18 +358,11 @@ fn check_features(cx: &mut Ctx, h: &Header) {
             "The qcow2 image uses extended L2 entries with clusters smaller than 16 KiB, which QEMU refuses.",
         );
     }
-    let known = INCOMPAT_DIRTY
-        | INCOMPAT_CORRUPT
-        | INCOMPAT_DATA_FILE
-        | INCOMPAT_COMPRESSION
-        | INCOMPAT_EXTL2;
+    let known = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
     if inc & !known != 0 {
         cx.error(
             codes::QCOW2_UNKNOWN_FEATURES,
-            format!(
-                "The qcow2 image uses incompatible features Hangar does not know (bits 0x{:x}).",
-                inc & !known
-            ),
+            format!("The qcow2 image uses incompatible features Hangar does not know (bits 0x{:x}).", inc & !known),
         );
     }
 }
@@ -478,11 +372,7 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
     let cs = h.cluster_size();
     let mut off = u64::from(h.header_length);
     // Extensions end at the backing file name if it is in cluster 0, else at the cluster's end.
-    let end = if h.backing_file_offset != 0 && h.backing_file_offset < cs {
-        h.backing_file_offset
-    } else {
-        cs
-    };
+    let end = if h.backing_file_offset != 0 && h.backing_file_offset < cs { h.backing_file_offset } else { cs };
     let end = end.min(cx.size);
     // Read the extension area once (cluster 0 is at most 2 MiB; the head usually covers it).
     let area: Vec<u8> = if end <= head.len() as u64 {
@@ -496,10 +386,7 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
     for _ in 0..QCOW2_MAX_HEADER_EXTENSIONS {
         if off.saturating_add(8) > area.len() as u64 {
             if off < end {
-                cx.error(
-                    codes::QCOW2_HEADER_EXTENSIONS,
-                    "The qcow2 header extensions run past the first cluster.",
-                );
+                cx.error(codes::QCOW2_HEADER_EXTENSIONS, "The qcow2 header extensions run past the first cluster.");
             }
             return Ok(());
         }
@@ -511,44 +398,26 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
         }
         let data_end = off + 8 + len;
         if data_end > end {
-            cx.error(
-                codes::QCOW2_HEADER_EXTENSIONS,
-                "A qcow2 header extension runs past the first cluster.",
-            );
+            cx.error(codes::QCOW2_HEADER_EXTENSIONS, "A qcow2 header extension runs past the first cluster.");
             return Ok(());
         }
         let data = slice(&area, o + 8, len as usize);
         match typ {
             EXT_BACKING_FORMAT => cx.error(
                 codes::QCOW2_BACKING_FORMAT,
-                format!(
-                    "The qcow2 image names a backing file format (\"{}\"); upload a standalone image.",
-                    printable(data, 32)
-                ),
+                format!("The qcow2 image names a backing file format (\"{}\"); upload a standalone image.", printable(data, 32)),
             ),
             EXT_DATA_FILE => cx.error(
                 codes::QCOW2_DATA_FILE,
-                format!(
-                    "The qcow2 image names an external data file (\"{}\"); upload a self-contained image.",
-                    printable(data, 200)
-                ),
+                format!("The qcow2 image names an external data file (\"{}\"); upload a self-contained image.", printable(data, 200)),
             ),
-            EXT_FDE => cx.error(
-                codes::QCOW2_ENCRYPTED,
-                "The qcow2 image carries a full-disk-encryption header; upload it decrypted.",
-            ),
+            EXT_FDE => cx.error(codes::QCOW2_ENCRYPTED, "The qcow2 image carries a full-disk-encryption header; upload it decrypted."),
             EXT_FEATURE_NAMES | EXT_BITMAPS => {}
-            _ => cx.info(
-                codes::QCOW2_HEADER_EXTENSIONS,
-                format!("The qcow2 image has an unknown header extension 0x{typ:08x} (ignored)."),
-            ),
+            _ => cx.info(codes::QCOW2_HEADER_EXTENSIONS, format!("The qcow2 image has an unknown header extension 0x{typ:08x} (ignored).")),
         }
         off = data_end.div_ceil(8) * 8;
     }
-    cx.error(
-        codes::QCOW2_HEADER_EXTENSIONS,
-        "The qcow2 image has too many header extensions.",
-    );
+    cx.error(codes::QCOW2_HEADER_EXTENSIONS, "The qcow2 image has too many header extensions.");
     Ok(())
 }
 
@@ -558,12 +427,7 @@ fn header_extensions(cx: &mut Ctx, h: &Header, head: &[u8]) -> PResult<()> {
 const MAX_TRACKED_TABLES: usize = 65_536;
 
 /// Streams a table of big-endian u64 entries; `f(index, entry)` returns false to stop.
-fn for_each_u64(
-    cx: &mut Ctx,
-    off: u64,
-    len: u64,
-    mut f: impl FnMut(&mut Ctx, u64, u64) -> bool,
-) -> PResult<bool> {
+fn for_each_u64(cx: &mut Ctx, off: u64, len: u64, mut f: impl FnMut(&mut Ctx, u64, u64) -> bool) -> PResult<bool> {
     let mut done = 0u64;
     while done < len {
         let chunk = cx.read(off + done, len - done)?;
@@ -587,12 +451,7 @@ fn for_each_u64(
 /// allocated metadata, not to the virtual size.
 fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
     let cs = h.cluster_size();
-    let fixed_overlap = |off: u64, len: u64| {
-        regions
-            .iter()
-            .find(|r| overlaps(off, len, r.off, r.len))
-            .map(|r| r.name)
-    };
+    let fixed_overlap = |off: u64, len: u64| regions.iter().find(|r| overlaps(off, len, r.off, r.len)).map(|r| r.name);
     let l1_bytes = u64::from(h.l1_size) * 8;
     let rt_bytes = u64::from(h.refcount_table_clusters) * cs;
     // Pass 1: L1 entries.
@@ -601,10 +460,7 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
     let ok = for_each_u64(cx, h.l1_table_offset, l1_bytes, |cx, idx, e| {
         let l2 = e & OFFSET_MASK;
         if e & L1_RESERVED_MASK != 0 || !l2.is_multiple_of(cs) {
-            cx.error(
-                codes::QCOW2_MISALIGNED,
-                format!("qcow2 L1 entry {idx} is malformed (reserved bits or misaligned offset)."),
-            );
+            cx.error(codes::QCOW2_MISALIGNED, format!("qcow2 L1 entry {idx} is malformed (reserved bits or misaligned offset)."));
             return false;
         }
         if l2 == 0 {
@@ -618,10 +474,7 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
             return false;
         }
         if let Some(name) = fixed_overlap(l2, cs) {
-            cx.error(
-                codes::QCOW2_OVERLAP,
-                format!("qcow2 L2 table {idx} overlaps the {name}."),
-            );
+            cx.error(codes::QCOW2_OVERLAP, format!("qcow2 L2 table {idx} overlaps the {name}."));
             return false;
         }
         if l2s.len() < MAX_TRACKED_TABLES {
@@ -636,10 +489,7 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
     }
     l2s.sort_unstable();
     if l2s.windows(2).any(|w| w[0] == w[1]) {
-        cx.error(
-            codes::QCOW2_OVERLAP,
-            "Two qcow2 L1 entries share one L2 table.",
-        );
+        cx.error(codes::QCOW2_OVERLAP, "Two qcow2 L1 entries share one L2 table.");
         return Ok(());
     }
     // Pass 2: refcount blocks, clear of the fixed metadata and of the L2 tables.
@@ -647,10 +497,7 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
     let ok = for_each_u64(cx, h.refcount_table_offset, rt_bytes, |cx, idx, e| {
         let blk = e & !0x1ff;
         if e & 0x1ff != 0 || !blk.is_multiple_of(cs) {
-            cx.error(
-                codes::QCOW2_MISALIGNED,
-                format!("qcow2 refcount table entry {idx} is misaligned."),
-            );
+            cx.error(codes::QCOW2_MISALIGNED, format!("qcow2 refcount table entry {idx} is misaligned."));
             return false;
         }
         if !cx.inside(blk, cs) {
@@ -661,17 +508,11 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
             return false;
         }
         if let Some(name) = fixed_overlap(blk, cs) {
-            cx.error(
-                codes::QCOW2_OVERLAP,
-                format!("qcow2 refcount block {idx} overlaps the {name}."),
-            );
+            cx.error(codes::QCOW2_OVERLAP, format!("qcow2 refcount block {idx} overlaps the {name}."));
             return false;
         }
         if l2s.binary_search(&blk).is_ok() {
-            cx.error(
-                codes::QCOW2_OVERLAP,
-                format!("qcow2 refcount block {idx} is also an L2 table."),
-            );
+            cx.error(codes::QCOW2_OVERLAP, format!("qcow2 refcount block {idx} is also an L2 table."));
             return false;
         }
         if rbs.len() < MAX_TRACKED_TABLES {
@@ -686,18 +527,11 @@ fn walk_tables(cx: &mut Ctx, h: &Header, regions: &[Region]) -> PResult<()> {
     }
     rbs.sort_unstable();
     if rbs.windows(2).any(|w| w[0] == w[1]) {
-        cx.error(
-            codes::QCOW2_OVERLAP,
-            "Two qcow2 refcount table entries share one block.",
-        );
+        cx.error(codes::QCOW2_OVERLAP, "Two qcow2 refcount table entries share one block.");
         return Ok(());
     }
     // Pass 3: L2 tables (from the tracked list, or by streaming L1 again when it was too long).
-    let tables = Tables {
-        l2s: &l2s,
-        rbs: &rbs,
-        regions,
-    };
+    let tables = Tables { l2s: &l2s, rbs: &rbs, regions };
     if tracked {
         for &l2 in &l2s {
             if !walk_l2(cx, h, l2, &tables)? {
@@ -737,11 +571,7 @@ struct Tables<'a> {
 
 impl Tables<'_> {
     fn clash(&self, off: u64, cs: u64) -> Option<String> {
-        if let Some(r) = self
-            .regions
-            .iter()
-            .find(|r| overlaps(off, cs, r.off, r.len))
-        {
+        if let Some(r) = self.regions.iter().find(|r| overlaps(off, cs, r.off, r.len)) {
             return Some(format!("the {}", r.name));
         }
         if self.l2s.binary_search(&off).is_ok() {
@@ -789,24 +619,18 @@ fn walk_l2(cx: &mut Ctx, h: &Header, l2: u64, tables: &Tables) -> PResult<bool> 
                 continue;
             }
             if !off.is_multiple_of(cs) {
-                cx.error(
-                    codes::QCOW2_MISALIGNED,
-                    format!("qcow2 L2 table at {l2}, entry {i} points to a misaligned cluster."),
-                );
+                cx.error(codes::QCOW2_MISALIGNED, format!("qcow2 L2 table at {l2}, entry {i} points to a misaligned cluster."));
                 return Ok(false);
             }
             if !cx.inside(off, 1) {
                 cx.error(
-                codes::QCOW2_OUTSIDE_FILE,
-                format!("A qcow2 data cluster (L2 table at {l2}, entry {i}) lies outside the file (the file is probably truncated)."),
-            );
+                    codes::QCOW2_OUTSIDE_FILE,
+                    format!("A qcow2 data cluster (L2 table at {l2}, entry {i}) lies outside the file (the file is probably truncated)."),
+                );
                 return Ok(false);
             }
             if let Some(name) = tables.clash(off, cs) {
-                cx.error(
-                    codes::QCOW2_OVERLAP,
-                    format!("A qcow2 data cluster overlaps {name}."),
-                );
+                cx.error(codes::QCOW2_OVERLAP, format!("A qcow2 data cluster overlaps {name}."));
                 return Ok(false);
             }
         }

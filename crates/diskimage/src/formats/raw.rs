@@ -29,11 +29,7 @@ pub fn mbr_entries(sector: &[u8]) -> [MbrEntry; 4] {
         let o = 446 + 16 * i;
         MbrEntry {
             boot_flag: byte(sector, o),
-            start_chs: [
-                byte(sector, o + 1),
-                byte(sector, o + 2),
-                byte(sector, o + 3),
-            ],
+            start_chs: [byte(sector, o + 1), byte(sector, o + 2), byte(sector, o + 3)],
             ptype: byte(sector, o + 4),
             start_lba: le32(sector, o + 8),
             sectors: le32(sector, o + 12),
@@ -48,10 +44,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         Some(PartTable::Gpt(_)) => "gpt",
     };
     if let Some(fs) = det.fs_hint {
-        cx.info(
-            codes::FILESYSTEM_HINT,
-            format!("The disk starts with a {fs}."),
-        );
+        cx.info(codes::FILESYSTEM_HINT, format!("The disk starts with a {fs}."));
     }
     check_partitions(cx, det, true)?;
     // qemu reports a raw file's size rounded up to whole 512-byte sectors.
@@ -68,11 +61,7 @@ pub(crate) fn check_partitions(cx: &mut Ctx, det: &Detection, fatal: bool) -> PR
     let disk_sectors = cx.size / 512;
     for (i, e) in entries.iter().enumerate() {
         if e.boot_flag != 0 && e.boot_flag != 0x80 {
-            problems.push(format!(
-                "partition entry {} has an invalid boot flag 0x{:02x}",
-                i + 1,
-                e.boot_flag
-            ));
+            problems.push(format!("partition entry {} has an invalid boot flag 0x{:02x}", i + 1, e.boot_flag));
         }
         if e.ptype == 0xEE {
             if e.start_chs != [0, 2, 0] {
@@ -82,17 +71,8 @@ pub(crate) fn check_partitions(cx: &mut Ctx, det: &Detection, fatal: bool) -> PR
                 problems.push("the GPT protective entry has an invalid start LBA".into());
             }
         }
-        if e.ptype != 0
-            && u64::from(e.start_lba).saturating_add(u64::from(e.sectors)) > disk_sectors
-            && e.ptype != 0xEE
-        {
-            cx.warn(
-                codes::MBR_INVALID,
-                format!(
-                    "Partition {} extends past the end of the disk; the file may be truncated.",
-                    i + 1
-                ),
-            );
+        if e.ptype != 0 && u64::from(e.start_lba).saturating_add(u64::from(e.sectors)) > disk_sectors && e.ptype != 0xEE {
+            cx.warn(codes::MBR_INVALID, format!("Partition {} extends past the end of the disk; the file may be truncated.", i + 1));
         }
     }
     let has_ee = entries.iter().any(|e| e.ptype == 0xEE);
@@ -137,18 +117,13 @@ fn check_gpt(cx: &mut Ctx, sector: u64, fatal: bool) -> PResult<()> {
     let alt = le64(&hdr, 32);
     let sectors = cx.size / sector;
     if alt.checked_add(1) != Some(sectors) {
-        cx.warn(
-            codes::GPT_BACKUP,
-            "The backup GPT header is not in the last sector; the disk may have been resized or truncated.",
-        );
+        cx.warn(codes::GPT_BACKUP, "The backup GPT header is not in the last sector; the disk may have been resized or truncated.");
     }
     let n = u64::from(le32(&hdr, 80));
     let esize = u64::from(le32(&hdr, 84));
     let array_lba = le64(&hdr, 72);
     if n > GPT_MAX_ENTRIES || !(128..=4096).contains(&esize) || esize % 8 != 0 {
-        problems.push(format!(
-            "the partition array ({n} entries of {esize} bytes) is invalid"
-        ));
+        problems.push(format!("the partition array ({n} entries of {esize} bytes) is invalid"));
     } else if let Some(off) = array_lba.checked_mul(sector) {
         let len = n * esize;
         if !cx.inside(off, len) {

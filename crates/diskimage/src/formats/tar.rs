@@ -39,12 +39,7 @@ pub fn parse_number(f: &[u8]) -> Option<u64> {
         }
         return Some(v);
     }
-    let s: Vec<u8> = f
-        .iter()
-        .copied()
-        .skip_while(|&c| c == b' ')
-        .take_while(|&c| c != 0 && c != b' ')
-        .collect();
+    let s: Vec<u8> = f.iter().copied().skip_while(|&c| c == b' ').take_while(|&c| c != 0 && c != b' ').collect();
     if s.is_empty() {
         return Some(0);
     }
@@ -85,12 +80,7 @@ pub fn header_ok(h: &[u8]) -> bool {
     let Some(stored) = parse_number(slice(h, 148, 8)) else {
         return false;
     };
-    let sum: u64 = h
-        .iter()
-        .take(512)
-        .enumerate()
-        .map(|(i, &c)| u64::from(if (148..156).contains(&i) { b' ' } else { c }))
-        .sum();
+    let sum: u64 = h.iter().take(512).enumerate().map(|(i, &c)| u64::from(if (148..156).contains(&i) { b' ' } else { c })).sum();
     h.len() >= 512 && is_tar_header(h) && stored == sum
 }
 
@@ -100,8 +90,7 @@ pub const HEADER_DAMAGED: &str = "a tar member header is damaged (bad magic or c
 /// readers disagree about which records they honour.
 pub const GLOBAL_PAX: &str = "the archive has a global PAX header; packages may not use them";
 /// Why anything but zeros after the end-of-archive block is refused.
-pub const TRAILING_DATA: &str =
-    "data follows the end of the archive; another tar reader might see it as more members";
+pub const TRAILING_DATA: &str = "data follows the end of the archive; another tar reader might see it as more members";
 
 /// The rule after the end-of-archive block, the one of both walkers (the inspector's on a
 /// stored or inflated archive, the extractor's on its stream): every byte from there to the end
@@ -109,9 +98,7 @@ pub const TRAILING_DATA: &str =
 /// end; it is called until the end or the first non-zero byte, so its bounds (the gzip output
 /// and ratio caps) are the only bound. `Ok(Err(TRAILING_DATA))` when data follows; a read
 /// error is passed through.
-pub fn after_end<E>(
-    mut read: impl FnMut(&mut [u8]) -> Result<usize, E>,
-) -> Result<Result<(), &'static str>, E> {
+pub fn after_end<E>(mut read: impl FnMut(&mut [u8]) -> Result<usize, E>) -> Result<Result<(), &'static str>, E> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = read(&mut buf)?;
@@ -126,15 +113,9 @@ pub fn after_end<E>(
 
 /// [`after_end`] on the rest of `src`, which a walk left just after the end-of-archive block
 /// ([`Walk::end`]): trailing data becomes an issue ("The archive is refused: {reason}.").
-pub(crate) fn check_after_end(
-    src: &mut dyn Source,
-    issues: &mut Vec<Issue>,
-) -> Result<(), GzError> {
+pub(crate) fn check_after_end(src: &mut dyn Source, issues: &mut Vec<Issue>) -> Result<(), GzError> {
     if let Err(why) = after_end(|b| src.read(b))? {
-        issues.push(Issue {
-            code: codes::TAR_TRAILING_DATA,
-            message: format!("The archive is refused: {why}."),
-        });
+        issues.push(Issue { code: codes::TAR_TRAILING_DATA, message: format!("The archive is refused: {why}.") });
     }
     Ok(())
 }
@@ -239,9 +220,7 @@ impl Source for ReadAtSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError> {
         let n = (buf.len() as u64).min(self.src.size().saturating_sub(self.pos)) as usize;
         if let Some(b) = buf.get_mut(..n) {
-            self.src
-                .read_exact_at(self.pos, b)
-                .map_err(|e| GzError::Stop(e.into()))?;
+            self.src.read_exact_at(self.pos, b).map_err(|e| GzError::Stop(e.into()))?;
         }
         self.pos += n as u64;
         Ok(n)
@@ -320,10 +299,7 @@ impl Source for GzSource<'_> {
 /// another spelling would.
 pub fn check_name(raw: &[u8], directory: bool) -> Result<String, String> {
     if raw.len() > TAR_MAX_NAME {
-        return Err(format!(
-            "a member name is {} bytes, longer than the {TAR_MAX_NAME} allowed",
-            raw.len()
-        ));
+        return Err(format!("a member name is {} bytes, longer than the {TAR_MAX_NAME} allowed", raw.len()));
     }
     let name = core::str::from_utf8(raw).map_err(|_| "a member name is not UTF-8".to_string())?;
     let mut n = name;
@@ -340,22 +316,13 @@ pub fn check_name(raw: &[u8], directory: bool) -> Result<String, String> {
         return Err(format!("member {} has an absolute name", quoted(n)));
     }
     if n.contains('\\') || n.chars().any(|c| c.is_control()) {
-        return Err(format!(
-            "member {} has a name with backslashes or control characters",
-            quoted(n)
-        ));
+        return Err(format!("member {} has a name with backslashes or control characters", quoted(n)));
     }
     if n.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "member {} has a name that climbs out of the archive (..)",
-            quoted(n)
-        ));
+        return Err(format!("member {} has a name that climbs out of the archive (..)", quoted(n)));
     }
     if n.split('/').any(|c| c.is_empty() || c == ".") {
-        return Err(format!(
-            "member {} has an empty or \".\" name component",
-            quoted(n)
-        ));
+        return Err(format!("member {} has an empty or \".\" name component", quoted(n)));
     }
     Ok(n.to_string())
 }
@@ -393,10 +360,7 @@ pub fn member_type(name: &str, typeflag: u8, size: u64) -> Result<bool, String> 
             ))
         }
     };
-    Err(format!(
-        "member {} is a {kind}; packages may hold regular files only",
-        quoted(name)
-    ))
+    Err(format!("member {} is a {kind}; packages may hold regular files only", quoted(name)))
 }
 
 /// Reads a PAX extended header (`x`): returns its `path`, if any, or why it is refused. The one
@@ -421,18 +385,11 @@ pub fn pax_path(data: &[u8]) -> Result<Option<Vec<u8>>, String> {
             .map_err(|_| "a PAX header is malformed (a record is not UTF-8)".to_string())?;
         let (k, v) = rec.split_once('=').ok_or_else(malformed)?;
         match k {
-            "size" => {
-                return Err("a PAX header overrides a member size, which tar readers disagree about (TARmageddon)".into())
-            }
+            "size" => return Err("a PAX header overrides a member size, which tar readers disagree about (TARmageddon)".into()),
             k if k.starts_with("GNU.sparse.") => {
                 return Err("a PAX header overrides a member size, which tar readers disagree about (TARmageddon)".into())
             }
-            "linkpath" => {
-                return Err(
-                    "a PAX header gives a link target (linkpath); packages may hold regular files only"
-                        .into(),
-                )
-            }
+            "linkpath" => return Err("a PAX header gives a link target (linkpath); packages may hold regular files only".into()),
             "path" => path = Some(v.as_bytes().to_vec()),
             _ => {}
         }
@@ -451,12 +408,7 @@ pub(crate) struct Walk {
 }
 
 /// Walks the archive: [`walk_to_end`] without the end position.
-pub(crate) fn walk(
-    src: &mut dyn Source,
-    max: usize,
-    capture: usize,
-    issues: &mut Vec<Issue>,
-) -> Result<Vec<Member>, GzError> {
+pub(crate) fn walk(src: &mut dyn Source, max: usize, capture: usize, issues: &mut Vec<Issue>) -> Result<Vec<Member>, GzError> {
     Ok(walk_to_end(src, max, capture, issues)?.members)
 }
 
@@ -465,25 +417,15 @@ pub(crate) fn walk(
 /// bytes of head are kept for the first few members. Policy violations go to `issues` (as
 /// "The archive is refused: {reason}." for the rules shared with the extractor); the walk stops
 /// at the first structural problem.
-pub(crate) fn walk_to_end(
-    src: &mut dyn Source,
-    max: usize,
-    capture: usize,
-    issues: &mut Vec<Issue>,
-) -> Result<Walk, GzError> {
+pub(crate) fn walk_to_end(src: &mut dyn Source, max: usize, capture: usize, issues: &mut Vec<Issue>) -> Result<Walk, GzError> {
     let mut members: Vec<Member> = Vec::new();
     let mut next_name: Option<Vec<u8>> = None;
     let mut hdr = [0u8; 512];
     let mut headers = 0usize;
     let mut end = None;
-    let issue = |issues: &mut Vec<Issue>, code: &'static str, message: String| {
-        issues.push(Issue { code, message })
-    };
+    let issue = |issues: &mut Vec<Issue>, code: &'static str, message: String| issues.push(Issue { code, message });
     let refuse = |issues: &mut Vec<Issue>, code: &'static str, reason: &str| {
-        issues.push(Issue {
-            code,
-            message: format!("The archive is refused: {reason}."),
-        })
+        issues.push(Issue { code, message: format!("The archive is refused: {reason}.") })
     };
     loop {
         let at = src.pos();
@@ -492,11 +434,7 @@ pub(crate) fn walk_to_end(
             break;
         }
         if n < 512 {
-            issue(
-                issues,
-                codes::TRUNCATED,
-                "The archive ends inside a member header; it is truncated.".into(),
-            );
+            issue(issues, codes::TRUNCATED, "The archive ends inside a member header; it is truncated.".into());
             break;
         }
         if hdr.iter().all(|&c| c == 0) {
@@ -513,11 +451,7 @@ pub(crate) fn walk_to_end(
             break;
         }
         let Some(size) = parse_number(slice(&hdr, 124, 12)) else {
-            issue(
-                issues,
-                codes::TAR_HEADER,
-                "A tar member has an invalid size field.".into(),
-            );
+            issue(issues, codes::TAR_HEADER, "A tar member has an invalid size field.".into());
             break;
         };
         let typeflag = byte(&hdr, 156);
@@ -525,26 +459,14 @@ pub(crate) fn walk_to_end(
         let padded = size.div_ceil(BLOCK).saturating_mul(BLOCK);
         match typeflag {
             b'x' | b'g' | b'L' => {
-                let limit = if typeflag == b'L' {
-                    TAR_MAX_NAME as u64 + 1
-                } else {
-                    TAR_MAX_PAX
-                };
+                let limit = if typeflag == b'L' { TAR_MAX_NAME as u64 + 1 } else { TAR_MAX_PAX };
                 if size > limit {
-                    issue(
-                        issues,
-                        codes::TAR_PAX,
-                        "A tar extended header is too large.".into(),
-                    );
+                    issue(issues, codes::TAR_PAX, "A tar extended header is too large.".into());
                     break;
                 }
                 let mut data = vec![0u8; padded as usize];
                 if src.read(&mut data)? < padded as usize {
-                    issue(
-                        issues,
-                        codes::TRUNCATED,
-                        "The archive ends inside an extended header; it is truncated.".into(),
-                    );
+                    issue(issues, codes::TRUNCATED, "The archive ends inside an extended header; it is truncated.".into());
                     break;
                 }
                 data.truncate(size as usize);
@@ -583,10 +505,7 @@ pub(crate) fn walk_to_end(
             Ok(n) => n,
             Err(m) => {
                 refuse(issues, codes::TAR_MEMBER_NAME, &m);
-                String::from_utf8_lossy(&raw_name)
-                    .chars()
-                    .take(100)
-                    .collect()
+                String::from_utf8_lossy(&raw_name).chars().take(100).collect()
             }
         };
         match member_type(&name, typeflag, size) {
@@ -602,14 +521,7 @@ pub(crate) fn walk_to_end(
             refuse(issues, codes::TAR_TOO_MANY, &too_many_members());
             break;
         }
-        let mut m = Member {
-            name,
-            typeflag,
-            size,
-            offset: data_off,
-            head: Vec::new(),
-            tail: Vec::new(),
-        };
+        let mut m = Member { name, typeflag, size, offset: data_off, head: Vec::new(), tail: Vec::new() };
         let want_capture = capture > 0 && members.len() < MAX_CAPTURED;
         let mut consumed = 0u64;
         if want_capture {
@@ -640,14 +552,7 @@ pub(crate) fn walk_to_end(
         })?;
         m.tail = tail;
         if skipped < rest && consumed.saturating_add(skipped) < size {
-            issue(
-                issues,
-                codes::TRUNCATED,
-                format!(
-                    "The archive ends inside member \"{}\"; it is truncated.",
-                    short(&m.name)
-                ),
-            );
+            issue(issues, codes::TRUNCATED, format!("The archive ends inside member \"{}\"; it is truncated.", short(&m.name)));
             members.push(m);
             break;
         }
@@ -674,11 +579,7 @@ mod tests {
             ("C:disk1.vmdk", false, "C:disk1.vmdk"),
             ("sub/", true, "sub"),
         ] {
-            assert_eq!(
-                check_name(raw.as_bytes(), dir).as_deref(),
-                Ok(want),
-                "{raw}"
-            );
+            assert_eq!(check_name(raw.as_bytes(), dir).as_deref(), Ok(want), "{raw}");
         }
         for (raw, why) in [
             ("/etc/passwd", "absolute"),
@@ -699,9 +600,7 @@ mod tests {
         }
         assert!(check_name(b"a\xffb", false).unwrap_err().contains("UTF-8"));
         let long = "x".repeat(TAR_MAX_NAME + 1);
-        assert!(check_name(long.as_bytes(), false)
-            .unwrap_err()
-            .contains("longer than the 1024 allowed"));
+        assert!(check_name(long.as_bytes(), false).unwrap_err().contains("longer than the 1024 allowed"));
         // A name is quoted escaped, and cut at 100 characters.
         let e = check_name("../\u{1b}[31m".as_bytes(), false).unwrap_err();
         assert!(e.contains(r#""../\u{1b}[31m""#), "{e}");
@@ -709,44 +608,19 @@ mod tests {
 
     #[test]
     fn pax_records() {
-        assert_eq!(
-            pax_path(b"20 path=abc/def.txt\n"),
-            Ok(Some(b"abc/def.txt".to_vec()))
-        );
+        assert_eq!(pax_path(b"20 path=abc/def.txt\n"), Ok(Some(b"abc/def.txt".to_vec())));
         assert_eq!(pax_path(b"15 comment=hey\n"), Ok(None));
         assert_eq!(pax_path(b""), Ok(None));
-        for bad in [
-            &b"99 path=x\n"[..],
-            b"x",
-            b"garbage",
-            b"11 path=x\n",
-            b"10 path=x!",
-            b"9 pathx\n",
-            b" 9 path=\n",
-            b"+9 path=x\n",
-        ] {
-            assert_eq!(
-                pax_path(bad),
-                Err("a PAX header is malformed".into()),
-                "{bad:?}"
-            );
+        for bad in [&b"99 path=x\n"[..], b"x", b"garbage", b"11 path=x\n", b"10 path=x!", b"9 pathx\n", b" 9 path=\n", b"+9 path=x\n"] {
+            assert_eq!(pax_path(bad), Err("a PAX header is malformed".into()), "{bad:?}");
         }
-        assert!(pax_path(b"10 path=\xff\n")
-            .unwrap_err()
-            .contains("not UTF-8"));
+        assert!(pax_path(b"10 path=\xff\n").unwrap_err().contains("not UTF-8"));
         for key in ["size", "GNU.sparse.size", "GNU.sparse.map"] {
             let rec = format!(" {key}=0\n");
             let rec = format!("{}{rec}", rec.len() + 2);
-            assert!(
-                pax_path(rec.as_bytes())
-                    .unwrap_err()
-                    .contains("TARmageddon"),
-                "{key}"
-            );
+            assert!(pax_path(rec.as_bytes()).unwrap_err().contains("TARmageddon"), "{key}");
         }
-        assert!(pax_path(b"21 linkpath=/etc/pwd\n")
-            .unwrap_err()
-            .contains("link target"));
+        assert!(pax_path(b"21 linkpath=/etc/pwd\n").unwrap_err().contains("link target"));
     }
 
     #[test]
@@ -777,21 +651,12 @@ mod tests {
         assert_eq!(after_end(|_: &mut [u8]| Err::<usize, _>("eio")), Err("eio"));
         // Through a walker's source: an issue in the shared words.
         let mut issues = Vec::new();
-        let mut src = SliceSource {
-            b: b"\0\0PK",
-            pos: 0,
-        };
+        let mut src = SliceSource { b: b"\0\0PK", pos: 0 };
         check_after_end(&mut src, &mut issues).unwrap();
         assert_eq!(issues.len(), 1);
         assert_eq!(issues[0].code, codes::TAR_TRAILING_DATA);
-        assert_eq!(
-            issues[0].message,
-            format!("The archive is refused: {TRAILING_DATA}.")
-        );
-        let mut src = SliceSource {
-            b: &[0u8; 1024],
-            pos: 0,
-        };
+        assert_eq!(issues[0].message, format!("The archive is refused: {TRAILING_DATA}."));
+        let mut src = SliceSource { b: &[0u8; 1024], pos: 0 };
         check_after_end(&mut src, &mut issues).unwrap();
         assert_eq!(issues.len(), 1);
     }
@@ -843,11 +708,7 @@ mod tests {
         // walkers do not (the extractor's tar reader refuses it).
         let mut signed = h;
         signed[0] = 0xe9;
-        let s: i64 = signed
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| i64::from(if (148..156).contains(&i) { 32 } else { c as i8 }))
-            .sum();
+        let s: i64 = signed.iter().enumerate().map(|(i, &c)| i64::from(if (148..156).contains(&i) { 32 } else { c as i8 })).sum();
         signed[148..156].copy_from_slice(format!("{s:06o}\0 ").as_bytes());
         assert!(checksum_ok(&signed) && !header_ok(&signed));
         assert!(!header_ok(&h[..511]));

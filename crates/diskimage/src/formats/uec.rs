@@ -48,20 +48,15 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                 return Ok(Parsed::new("tar.gz", None));
             }
         };
-        let mut src = GzSource {
-            gz,
-            pos: 0,
-            buf: Vec::new(),
-        };
+        let mut src = GzSource { gz, pos: 0, buf: Vec::new() };
         // The whole stream is inflated (within the gzip caps), past the end of the archive
         // too: after it only zeros may follow, as the extractor requires (the shared rule).
-        let walked =
-            tar::walk_to_end(&mut src, usize::MAX, UEC_MEMBER_HEAD, &mut issues).and_then(|w| {
-                if w.end.is_some() {
-                    tar::check_after_end(&mut src, &mut issues)?;
-                }
-                Ok(w.members)
-            });
+        let walked = tar::walk_to_end(&mut src, usize::MAX, UEC_MEMBER_HEAD, &mut issues).and_then(|w| {
+            if w.end.is_some() {
+                tar::check_after_end(&mut src, &mut issues)?;
+            }
+            Ok(w.members)
+        });
         match walked {
             Ok(m) => m,
             Err(e) => {
@@ -74,11 +69,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             Ok(g) => g,
             Err(_) => return Ok(Parsed::new("tar.gz", None)),
         };
-        let mut src = GzSource {
-            gz,
-            pos: 0,
-            buf: Vec::new(),
-        };
+        let mut src = GzSource { gz, pos: 0, buf: Vec::new() };
         // What the head inflates to past the end of the archive is checked too: a non-zero
         // byte there is trailing data whatever follows (zeros up to the head's end prove
         // nothing, and stay silent).
@@ -104,21 +95,13 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         match role(&m.name) {
             Role::Kernel => {
                 if !m.head.is_empty() && !kernel::is_kernel_member(&m.head) {
-                    cx.error(
-                        codes::UEC_KERNEL,
-                        format!("UEC member \"{name}\" is named like a kernel but is not a Linux kernel."),
-                    );
+                    cx.error(codes::UEC_KERNEL, format!("UEC member \"{name}\" is named like a kernel but is not a Linux kernel."));
                 }
             }
             Role::Ramdisk => {
                 let ok = kernel::initrd_kind(&m.head, true).is_some() || gzip::is_gzip(&m.head);
                 if !m.head.is_empty() && !ok {
-                    cx.error(
-                        codes::UEC_RAMDISK,
-                        format!(
-                            "UEC member \"{name}\" is named like a ramdisk but is not an initrd."
-                        ),
-                    );
+                    cx.error(codes::UEC_RAMDISK, format!("UEC member \"{name}\" is named like a ramdisk but is not an initrd."));
                 }
             }
             Role::Image => {
@@ -146,19 +129,13 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                     }
                 }
             }
-            Role::Other => cx.info(
-                codes::UEC_MEMBERS,
-                format!(
-                    "UEC member \"{name}\" is not a kernel, ramdisk or image and will be ignored."
-                ),
-            ),
+            Role::Other => {
+                cx.info(codes::UEC_MEMBERS, format!("UEC member \"{name}\" is not a kernel, ramdisk or image and will be ignored."))
+            }
         }
     }
     if cx.deep && images != 1 {
-        cx.error(
-            codes::UEC_MEMBERS,
-            format!("A UEC tarball must hold exactly one machine image (*.img); this one holds {images}."),
-        );
+        cx.error(codes::UEC_MEMBERS, format!("A UEC tarball must hold exactly one machine image (*.img); this one holds {images}."));
     }
     Ok(Parsed::new("tar.gz", image_size))
 }

@@ -97,10 +97,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if h.image_type != 1 && h.image_type != 2 {
         cx.error(
             codes::VDI_TYPE,
-            format!(
-                "The VDI image type {} ({sub}) is not accepted; only dynamic and static (fixed) VDI images are.",
-                h.image_type
-            ),
+            format!("The VDI image type {} ({sub}) is not accepted; only dynamic and static (fixed) VDI images are.", h.image_type),
         );
     }
     if h.uuid_link != [0; 16] || h.uuid_parent != [0; 16] {
@@ -109,12 +106,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             "The VDI image refers to a parent image (it is a differencing or snapshot image); upload a standalone image.",
         );
     }
-    let bad = |cx: &mut Ctx, what: String| {
-        cx.error(
-            codes::VDI_HEADER,
-            format!("The VDI header is invalid: {what}."),
-        )
-    };
+    let bad = |cx: &mut Ctx, what: String| cx.error(codes::VDI_HEADER, format!("The VDI header is invalid: {what}."));
     if h.version >> 16 != 1 {
         bad(cx, format!("version 0x{:08x} is not 1.x", h.version));
     }
@@ -128,10 +120,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         bad(cx, "extra block data is not supported".into());
     }
     if h.blocks_in_image > VDI_MAX_BLOCKS {
-        bad(
-            cx,
-            format!("{} blocks is more than QEMU supports", h.blocks_in_image),
-        );
+        bad(cx, format!("{} blocks is more than QEMU supports", h.blocks_in_image));
     }
     if h.disk_size > u64::from(h.blocks_in_image) * u64::from(VDI_BLOCK_SIZE) {
         bad(cx, "the disk size is larger than its blocks".into());
@@ -140,30 +129,19 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         bad(cx, "more blocks are allocated than exist".into());
     }
     if h.offset_bmap % 512 != 0 || h.offset_data % 512 != 0 {
-        bad(
-            cx,
-            "the block map or data offset is not sector aligned".into(),
-        );
+        bad(cx, "the block map or data offset is not sector aligned".into());
     }
     if cx.has_error() {
         return Ok(Parsed::new(sub, vs));
     }
     let bmap_off = u64::from(h.offset_bmap);
     let bmap_len = u64::from(h.blocks_in_image) * 4;
-    if overlaps(bmap_off, bmap_len, 0, HEADER_LEN as u64)
-        || bmap_off.saturating_add(bmap_len) > u64::from(h.offset_data)
-    {
-        cx.error(
-            codes::VDI_BLOCK_MAP,
-            "The VDI block map overlaps the header or the data area.",
-        );
+    if overlaps(bmap_off, bmap_len, 0, HEADER_LEN as u64) || bmap_off.saturating_add(bmap_len) > u64::from(h.offset_data) {
+        cx.error(codes::VDI_BLOCK_MAP, "The VDI block map overlaps the header or the data area.");
         return Ok(Parsed::new(sub, vs));
     }
     if !cx.inside(bmap_off, bmap_len) {
-        cx.error(
-            codes::TRUNCATED,
-            "The VDI block map lies outside the file; the file is truncated.",
-        );
+        cx.error(codes::TRUNCATED, "The VDI block map lies outside the file; the file is truncated.");
         return Ok(Parsed::new(sub, vs));
     }
     if cx.deep {
@@ -176,11 +154,7 @@ fn walk_map(cx: &mut Ctx, h: &Header) -> PResult<()> {
     let bmap_off = u64::from(h.offset_bmap);
     let bmap_len = u64::from(h.blocks_in_image) * 4;
     let bits = u64::from(h.blocks_in_image);
-    let mut seen = if bits.div_ceil(8) <= DUP_BITSET_MAX_BYTES {
-        Some(vec![0u8; bits.div_ceil(8) as usize])
-    } else {
-        None
-    };
+    let mut seen = if bits.div_ceil(8) <= DUP_BITSET_MAX_BYTES { Some(vec![0u8; bits.div_ceil(8) as usize]) } else { None };
     let mut done = 0u64;
     while done < bmap_len {
         let chunk = cx.read(bmap_off + done, bmap_len - done)?;
@@ -194,28 +168,19 @@ fn walk_map(cx: &mut Ctx, h: &Header) -> PResult<()> {
             }
             let idx = done / 4 + i as u64;
             if e >= h.blocks_in_image {
-                cx.error(
-                    codes::VDI_BLOCK_MAP,
-                    format!("VDI block map entry {idx} points past the last block."),
-                );
+                cx.error(codes::VDI_BLOCK_MAP, format!("VDI block map entry {idx} points past the last block."));
                 return Ok(());
             }
             let data = u64::from(h.offset_data) + u64::from(e) * u64::from(VDI_BLOCK_SIZE);
             if !cx.inside(data, u64::from(VDI_BLOCK_SIZE)) {
-                cx.error(
-                    codes::TRUNCATED,
-                    format!("VDI block {idx} lies outside the file; the file is truncated."),
-                );
+                cx.error(codes::TRUNCATED, format!("VDI block {idx} lies outside the file; the file is truncated."));
                 return Ok(());
             }
             if let Some(seen) = seen.as_mut() {
                 let (byte, bit) = ((e / 8) as usize, e % 8);
                 if let Some(b) = seen.get_mut(byte) {
                     if *b & (1 << bit) != 0 {
-                        cx.error(
-                            codes::VDI_BLOCK_MAP,
-                            format!("Two VDI block map entries share data block {e}."),
-                        );
+                        cx.error(codes::VDI_BLOCK_MAP, format!("Two VDI block map entries share data block {e}."));
                         return Ok(());
                     }
                     *b |= 1 << bit;

@@ -48,11 +48,7 @@ pub struct Footer {
 
 /// One's complement of the byte sum, with the checksum field (4 bytes at `at`) taken as zero.
 pub fn checksum(b: &[u8], at: usize) -> u32 {
-    let sum: u32 = b
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !(at..at + 4).contains(i))
-        .fold(0u32, |s, (_, &x)| s.wrapping_add(u32::from(x)));
+    let sum: u32 = b.iter().enumerate().filter(|(i, _)| !(at..at + 4).contains(i)).fold(0u32, |s, (_, &x)| s.wrapping_add(u32::from(x)));
     !sum
 }
 
@@ -85,12 +81,8 @@ impl Footer {
     /// The virtual size QEMU reports (block/vpc.c): the CHS product unless the creator is one
     /// that uses the current size, or the geometry is the maximum.
     pub fn virtual_size(&self) -> u64 {
-        let chs =
-            u64::from(self.cylinders) * u64::from(self.heads) * u64::from(self.sectors_per_track);
-        let uses_current = matches!(
-            &self.creator_app,
-            b"win " | b"qem2" | b"d2v " | b"CTXS" | b"tap\0" | b"wa\0\0"
-        );
+        let chs = u64::from(self.cylinders) * u64::from(self.heads) * u64::from(self.sectors_per_track);
+        let uses_current = matches!(&self.creator_app, b"win " | b"qem2" | b"d2v " | b"CTXS" | b"tap\0" | b"wa\0\0");
         if uses_current || chs == MAX_GEOMETRY_SECTORS {
             self.current_size / 512 * 512
         } else {
@@ -144,11 +136,7 @@ impl DynamicHeader {
 }
 
 pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
-    let tail_footer = if det.tail.len() >= 512 {
-        Footer::parse(slice(&det.tail, det.tail.len() - 512, 512))
-    } else {
-        None
-    };
+    let tail_footer = if det.tail.len() >= 512 { Footer::parse(slice(&det.tail, det.tail.len() - 512, 512)) } else { None };
     let head_footer = Footer::parse(&det.head);
     let Some(f) = tail_footer.clone().or(head_footer.clone()) else {
         cx.error(codes::TRUNCATED, "The VHD footer is incomplete.");
@@ -162,10 +150,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     };
     let vs = f.virtual_size();
     if !f.checksum_ok {
-        cx.error(
-            codes::VHD_CHECKSUM,
-            "The VHD footer checksum is wrong; the file is damaged (QEMU refuses it too).",
-        );
+        cx.error(codes::VHD_CHECKSUM, "The VHD footer checksum is wrong; the file is damaged (QEMU refuses it too).");
     }
     match f.disk_type {
         TYPE_FIXED | TYPE_DYNAMIC => {}
@@ -176,32 +161,20 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         t => cx.error(codes::VHD_DISK_TYPE, format!("The VHD disk type {t} is not valid.")),
     }
     if vs > VHD_MAX_SIZE {
-        cx.error(
-            codes::VHD_TOO_LARGE,
-            "The VHD claims a size beyond the format's 2040 GiB limit.",
-        );
+        cx.error(codes::VHD_TOO_LARGE, "The VHD claims a size beyond the format's 2040 GiB limit.");
     }
     if tail_footer.is_none() {
-        cx.error(
-            codes::TRUNCATED,
-            "The VHD has no footer at its end; the file is truncated.",
-        );
+        cx.error(codes::TRUNCATED, "The VHD has no footer at its end; the file is truncated.");
         return Ok(Parsed::new(sub, Some(vs)));
     }
     if f.disk_type == TYPE_FIXED {
         // The data is everything before the footer.
         let data = cx.size - 512;
         if data < f.current_size.min(vs) {
-            cx.error(
-                codes::TRUNCATED,
-                "The fixed VHD is shorter than the disk size its footer declares.",
-            );
+            cx.error(codes::TRUNCATED, "The fixed VHD is shorter than the disk size its footer declares.");
         }
         if f.data_offset != u64::MAX {
-            cx.warn(
-                codes::VHD_TABLES,
-                "The fixed VHD footer has an unexpected data offset.",
-            );
+            cx.warn(codes::VHD_TABLES, "The fixed VHD footer has an unexpected data offset.");
         }
         // The data area is a raw disk; check its partition table like a raw image's.
         crate::formats::raw::check_partitions(cx, det, true)?;
@@ -210,67 +183,39 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     // Dynamic / differencing.
     match &head_footer {
         Some(h) if h == &f => {}
-        _ => cx.error(
-            codes::VHD_FOOTER_MISMATCH,
-            "The copy of the VHD footer at the start of the file differs from the footer at the end.",
-        ),
+        _ => {
+            cx.error(codes::VHD_FOOTER_MISMATCH, "The copy of the VHD footer at the start of the file differs from the footer at the end.")
+        }
     }
     let dh_off = f.data_offset;
-    if !cx.inside(dh_off, 1024)
-        || overlaps(dh_off, 1024, 0, 512)
-        || overlaps(dh_off, 1024, cx.size - 512, 512)
-    {
-        cx.error(
-            codes::VHD_TABLES,
-            "The VHD dynamic header lies outside the file or overlaps a footer.",
-        );
+    if !cx.inside(dh_off, 1024) || overlaps(dh_off, 1024, 0, 512) || overlaps(dh_off, 1024, cx.size - 512, 512) {
+        cx.error(codes::VHD_TABLES, "The VHD dynamic header lies outside the file or overlaps a footer.");
         return Ok(Parsed::new(sub, Some(vs)));
     }
     let dhb = cx.read(dh_off, 1024)?;
     let Some(dh) = DynamicHeader::parse(&dhb) else {
-        cx.error(
-            codes::VHD_TABLES,
-            "The VHD dynamic header is missing its cxsparse signature.",
-        );
+        cx.error(codes::VHD_TABLES, "The VHD dynamic header is missing its cxsparse signature.");
         return Ok(Parsed::new(sub, Some(vs)));
     };
     if !dh.checksum_ok {
-        cx.error(
-            codes::VHD_CHECKSUM,
-            "The VHD dynamic header checksum is wrong; the file is damaged.",
-        );
+        cx.error(codes::VHD_CHECKSUM, "The VHD dynamic header checksum is wrong; the file is damaged.");
     }
-    if dh.parent_uuid != [0; 16]
-        || !dh.parent_name.is_empty()
-        || dh.parent_locator_codes.iter().any(|&c| c != 0)
-    {
+    if dh.parent_uuid != [0; 16] || !dh.parent_name.is_empty() || dh.parent_locator_codes.iter().any(|&c| c != 0) {
         let name = if dh.parent_name.is_empty() {
             String::new()
         } else {
-            format!(
-                " (\"{}\")",
-                dh.parent_name.chars().take(100).collect::<String>()
-            )
+            format!(" (\"{}\")", dh.parent_name.chars().take(100).collect::<String>())
         };
-        cx.error(
-            codes::VHD_PARENT,
-            format!("The VHD names a parent disk{name}; upload a standalone VHD."),
-        );
+        cx.error(codes::VHD_PARENT, format!("The VHD names a parent disk{name}; upload a standalone VHD."));
     }
     let bs = u64::from(dh.block_size);
     if bs < 512 || !bs.is_power_of_two() {
-        cx.error(
-            codes::VHD_TABLES,
-            format!("The VHD block size {bs} is invalid."),
-        );
+        cx.error(codes::VHD_TABLES, format!("The VHD block size {bs} is invalid."));
         return Ok(Parsed::new(sub, Some(vs)));
     }
     let entries = u64::from(dh.max_table_entries);
     if entries > VHD_MAX_BAT_ENTRIES || entries.saturating_mul(bs) < vs {
-        cx.error(
-            codes::VHD_TABLES,
-            "The VHD block table does not match the disk size.",
-        );
+        cx.error(codes::VHD_TABLES, "The VHD block table does not match the disk size.");
         return Ok(Parsed::new(sub, Some(vs)));
     }
     let bat_len = entries * 4;
@@ -280,10 +225,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         || overlaps(bat, bat_len, dh_off, 1024)
         || overlaps(bat, bat_len, cx.size - 512, 512)
     {
-        cx.error(
-            codes::VHD_TABLES,
-            "The VHD block table lies outside the file or overlaps a header.",
-        );
+        cx.error(codes::VHD_TABLES, "The VHD block table lies outside the file or overlaps a header.");
         return Ok(Parsed::new(sub, Some(vs)));
     }
     if cx.deep {
@@ -304,20 +246,11 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                 let off = u64::from(e) * 512;
                 let idx = done / 4 + i as u64;
                 if off.saturating_add(bitmap).saturating_add(bs) > limit {
-                    cx.error(
-                        codes::VHD_TABLES,
-                        format!("VHD block {idx} lies outside the file; the file is truncated or damaged."),
-                    );
+                    cx.error(codes::VHD_TABLES, format!("VHD block {idx} lies outside the file; the file is truncated or damaged."));
                     break 'outer;
                 }
-                if overlaps(off, bitmap + bs, bat, bat_len)
-                    || overlaps(off, bitmap + bs, dh_off, 1024)
-                    || off < 512
-                {
-                    cx.error(
-                        codes::VHD_TABLES,
-                        format!("VHD block {idx} overlaps the VHD metadata."),
-                    );
+                if overlaps(off, bitmap + bs, bat, bat_len) || overlaps(off, bitmap + bs, dh_off, 1024) || off < 512 {
+                    cx.error(codes::VHD_TABLES, format!("VHD block {idx} overlaps the VHD metadata."));
                     break 'outer;
                 }
             }

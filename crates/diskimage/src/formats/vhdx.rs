@@ -21,68 +21,25 @@ const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> [u8; 16] {
     let a = d1.to_le_bytes();
     let b = d2.to_le_bytes();
     let c = d3.to_le_bytes();
-    [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
-        d4[6], d4[7],
-    ]
+    [a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5], d4[6], d4[7]]
 }
 
 /// BAT region `2DC27766-F623-4200-9D64-115E9BFD4A08`.
-pub const REGION_BAT: [u8; 16] = guid(
-    0x2DC2_7766,
-    0xF623,
-    0x4200,
-    [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08],
-);
+pub const REGION_BAT: [u8; 16] = guid(0x2DC2_7766, 0xF623, 0x4200, [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08]);
 /// Metadata region `8B7CA206-4790-4B9A-B8FE-575F050F886E`.
-pub const REGION_METADATA: [u8; 16] = guid(
-    0x8B7C_A206,
-    0x4790,
-    0x4B9A,
-    [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
-);
+pub const REGION_METADATA: [u8; 16] = guid(0x8B7C_A206, 0x4790, 0x4B9A, [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E]);
 /// File parameters item.
-pub const ITEM_FILE_PARAMETERS: [u8; 16] = guid(
-    0xCAA1_6737,
-    0xFA36,
-    0x4D43,
-    [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B],
-);
+pub const ITEM_FILE_PARAMETERS: [u8; 16] = guid(0xCAA1_6737, 0xFA36, 0x4D43, [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B]);
 /// Virtual disk size item.
-pub const ITEM_VIRTUAL_DISK_SIZE: [u8; 16] = guid(
-    0x2FA5_4224,
-    0xCD1B,
-    0x4876,
-    [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
-);
+pub const ITEM_VIRTUAL_DISK_SIZE: [u8; 16] = guid(0x2FA5_4224, 0xCD1B, 0x4876, [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8]);
 /// Page 83 data item.
-pub const ITEM_PAGE83: [u8; 16] = guid(
-    0xBECA_12AB,
-    0xB2E6,
-    0x4523,
-    [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46],
-);
+pub const ITEM_PAGE83: [u8; 16] = guid(0xBECA_12AB, 0xB2E6, 0x4523, [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46]);
 /// Logical sector size item.
-pub const ITEM_LOGICAL_SECTOR: [u8; 16] = guid(
-    0x8141_BF1D,
-    0xA96F,
-    0x4709,
-    [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F],
-);
+pub const ITEM_LOGICAL_SECTOR: [u8; 16] = guid(0x8141_BF1D, 0xA96F, 0x4709, [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F]);
 /// Physical sector size item.
-pub const ITEM_PHYSICAL_SECTOR: [u8; 16] = guid(
-    0xCDA3_48C7,
-    0x445D,
-    0x4471,
-    [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56],
-);
+pub const ITEM_PHYSICAL_SECTOR: [u8; 16] = guid(0xCDA3_48C7, 0x445D, 0x4471, [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56]);
 /// Parent locator item.
-pub const ITEM_PARENT_LOCATOR: [u8; 16] = guid(
-    0xA8D3_5F2D,
-    0xB30B,
-    0x454D,
-    [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
-);
+pub const ITEM_PARENT_LOCATOR: [u8; 16] = guid(0xA8D3_5F2D, 0xB30B, 0x454D, [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C]);
 
 /// One of the two 4 KiB headers.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -151,9 +108,7 @@ impl RegionTable {
     /// Parses a 64 KiB region table.
     pub fn parse(b: &[u8]) -> RegionTable {
         let count = le32(b, 8);
-        let mut valid = b.len() as u64 >= REGION_TABLE_SIZE
-            && has_at(b, 0, b"regi")
-            && count <= VHDX_MAX_ENTRIES;
+        let mut valid = b.len() as u64 >= REGION_TABLE_SIZE && has_at(b, 0, b"regi") && count <= VHDX_MAX_ENTRIES;
         if valid {
             let mut c = slice(b, 0, REGION_TABLE_SIZE as usize).to_vec();
             if let Some(x) = c.get_mut(4..8) {
@@ -227,12 +182,7 @@ pub fn parse_metadata_table(b: &[u8]) -> Option<Vec<MetadataEntry>> {
         (0..count as usize)
             .map(|i| {
                 let o = 32 + 32 * i;
-                MetadataEntry {
-                    item: arr16(b, o),
-                    offset: le32(b, o + 16),
-                    length: le32(b, o + 20),
-                    required: le32(b, o + 24) & 4 != 0,
-                }
+                MetadataEntry { item: arr16(b, o), offset: le32(b, o + 16), length: le32(b, o + 20), required: le32(b, o + 24) & 4 != 0 }
             })
             .collect(),
     )
@@ -267,39 +217,22 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
     let mut log = None;
     // One read covers both headers and the first region table (64 KiB .. 256 KiB), so the
     // browser needs a single follow-up for all three.
-    let block = cx.read(
-        HEADER_OFFSETS[0],
-        REGION_TABLE_OFFSETS[0] + REGION_TABLE_SIZE - HEADER_OFFSETS[0],
-    )?;
+    let block = cx.read(HEADER_OFFSETS[0], REGION_TABLE_OFFSETS[0] + REGION_TABLE_SIZE - HEADER_OFFSETS[0])?;
     {
         let h1 = FileHeader::parse(slice(&block, 0, 4096));
-        let h2 = FileHeader::parse(slice(
-            &block,
-            (HEADER_OFFSETS[1] - HEADER_OFFSETS[0]) as usize,
-            4096,
-        ));
+        let h2 = FileHeader::parse(slice(&block, (HEADER_OFFSETS[1] - HEADER_OFFSETS[0]) as usize, 4096));
         let cur = match (h1.valid, h2.valid) {
-            (true, true) => Some(if h2.sequence_number > h1.sequence_number {
-                h2
-            } else {
-                h1
-            }),
+            (true, true) => Some(if h2.sequence_number > h1.sequence_number { h2 } else { h1 }),
             (true, false) => Some(h1),
             (false, true) => Some(h2),
             (false, false) => None,
         };
         let Some(h) = cur else {
-            cx.error(
-                codes::VHDX_HEADER,
-                "Neither VHDX header is valid (bad signature or checksum); the file is damaged or truncated.",
-            );
+            cx.error(codes::VHDX_HEADER, "Neither VHDX header is valid (bad signature or checksum); the file is damaged or truncated.");
             return Ok(Parsed::default());
         };
         if h.version != 1 {
-            cx.error(
-                codes::VHDX_HEADER,
-                format!("VHDX version {} is not supported.", h.version),
-            );
+            cx.error(codes::VHDX_HEADER, format!("VHDX version {} is not supported.", h.version));
         }
         if h.log_guid != [0; 16] {
             cx.error(
@@ -310,51 +243,27 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
         if h.log_length > 0 {
             let (lo, ll) = (h.log_offset, u64::from(h.log_length));
             if lo % MIB != 0 || ll % MIB != 0 || lo < MIB || !cx.inside(lo, ll) {
-                cx.error(
-                    codes::VHDX_HEADER,
-                    "The VHDX log lies outside the file or is misaligned.",
-                );
+                cx.error(codes::VHDX_HEADER, "The VHDX log lies outside the file or is misaligned.");
             }
             log = Some((lo, ll));
         }
     }
     // Region table (one follow-up read for the browser).
-    let rt = RegionTable::parse(slice(
-        &block,
-        (REGION_TABLE_OFFSETS[0] - HEADER_OFFSETS[0]) as usize,
-        REGION_TABLE_SIZE as usize,
-    ));
+    let rt = RegionTable::parse(slice(&block, (REGION_TABLE_OFFSETS[0] - HEADER_OFFSETS[0]) as usize, REGION_TABLE_SIZE as usize));
     drop(block);
-    let rt = if rt.valid || !cx.deep {
-        rt
-    } else {
-        RegionTable::parse(&cx.read(REGION_TABLE_OFFSETS[1], REGION_TABLE_SIZE)?)
-    };
+    let rt = if rt.valid || !cx.deep { rt } else { RegionTable::parse(&cx.read(REGION_TABLE_OFFSETS[1], REGION_TABLE_SIZE)?) };
     if !rt.valid {
-        cx.error(
-            codes::VHDX_REGIONS,
-            "The VHDX region table is invalid (signature, checksum or entry count).",
-        );
+        cx.error(codes::VHDX_REGIONS, "The VHDX region table is invalid (signature, checksum or entry count).");
         return Ok(Parsed::default());
     }
     for e in &rt.entries {
         let known = e.guid == REGION_BAT || e.guid == REGION_METADATA;
         if !known && e.required {
-            cx.error(
-                codes::VHDX_REGIONS,
-                "The VHDX requires a region Hangar does not know.",
-            );
+            cx.error(codes::VHDX_REGIONS, "The VHDX requires a region Hangar does not know.");
         }
         let len = u64::from(e.length);
-        if e.file_offset % MIB != 0
-            || len % MIB != 0
-            || e.file_offset < MIB
-            || !cx.inside(e.file_offset, len)
-        {
-            cx.error(
-                codes::VHDX_REGIONS,
-                "A VHDX region lies outside the file, inside the header area, or is misaligned.",
-            );
+        if e.file_offset % MIB != 0 || len % MIB != 0 || e.file_offset < MIB || !cx.inside(e.file_offset, len) {
+            cx.error(codes::VHDX_REGIONS, "A VHDX region lies outside the file, inside the header area, or is misaligned.");
             return Ok(Parsed::default());
         }
         if let Some((lo, ll)) = log {
@@ -365,25 +274,14 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
     }
     for (i, a) in rt.entries.iter().enumerate() {
         for b in rt.entries.iter().skip(i + 1) {
-            if overlaps(
-                a.file_offset,
-                u64::from(a.length),
-                b.file_offset,
-                u64::from(b.length),
-            ) {
+            if overlaps(a.file_offset, u64::from(a.length), b.file_offset, u64::from(b.length)) {
                 cx.error(codes::VHDX_REGIONS, "Two VHDX regions overlap.");
                 return Ok(Parsed::default());
             }
         }
     }
-    let (Some(bat), Some(meta)) = (
-        rt.find(&REGION_BAT).cloned(),
-        rt.find(&REGION_METADATA).cloned(),
-    ) else {
-        cx.error(
-            codes::VHDX_REGIONS,
-            "The VHDX lacks its BAT or metadata region.",
-        );
+    let (Some(bat), Some(meta)) = (rt.find(&REGION_BAT).cloned(), rt.find(&REGION_METADATA).cloned()) else {
+        cx.error(codes::VHDX_REGIONS, "The VHDX lacks its BAT or metadata region.");
         return Ok(Parsed::default());
     };
     // Metadata table (second follow-up read).
@@ -397,36 +295,22 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
     let mut seen_fp = false;
     let mut seen_vds = false;
     for it in &items {
-        let known = [
-            ITEM_FILE_PARAMETERS,
-            ITEM_VIRTUAL_DISK_SIZE,
-            ITEM_PAGE83,
-            ITEM_LOGICAL_SECTOR,
-            ITEM_PHYSICAL_SECTOR,
-            ITEM_PARENT_LOCATOR,
-        ]
-        .contains(&it.item);
+        let known =
+            [ITEM_FILE_PARAMETERS, ITEM_VIRTUAL_DISK_SIZE, ITEM_PAGE83, ITEM_LOGICAL_SECTOR, ITEM_PHYSICAL_SECTOR, ITEM_PARENT_LOCATOR]
+                .contains(&it.item);
         if it.item == ITEM_PARENT_LOCATOR {
             md.parent_locator = true;
         }
         if !known {
             if it.required {
-                cx.error(
-                    codes::VHDX_METADATA,
-                    "The VHDX requires a metadata item Hangar does not know.",
-                );
+                cx.error(codes::VHDX_METADATA, "The VHDX requires a metadata item Hangar does not know.");
             }
             continue;
         }
         let off = u64::from(it.offset);
         let len = u64::from(it.length.min(VHDX_MAX_ITEM));
-        if it.length > VHDX_MAX_ITEM
-            || (len > 0 && (off < 64 << 10 || off.saturating_add(len) > u64::from(meta.length)))
-        {
-            cx.error(
-                codes::VHDX_METADATA,
-                "A VHDX metadata item lies outside the metadata region.",
-            );
+        if it.length > VHDX_MAX_ITEM || (len > 0 && (off < 64 << 10 || off.saturating_add(len) > u64::from(meta.length))) {
+            cx.error(codes::VHDX_METADATA, "A VHDX metadata item lies outside the metadata region.");
             return Ok(Parsed::default());
         }
         if it.item == ITEM_FILE_PARAMETERS
@@ -462,48 +346,29 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
         "dynamic"
     };
     if md.has_parent || md.parent_locator {
-        cx.error(
-            codes::VHDX_PARENT,
-            "This is a differencing VHDX that depends on a parent disk; upload a standalone VHDX.",
-        );
+        cx.error(codes::VHDX_PARENT, "This is a differencing VHDX that depends on a parent disk; upload a standalone VHDX.");
     }
     if !seen_fp || !seen_vds {
-        cx.error(
-            codes::VHDX_METADATA,
-            "The VHDX metadata lacks the file parameters or the virtual disk size.",
-        );
+        cx.error(codes::VHDX_METADATA, "The VHDX metadata lacks the file parameters or the virtual disk size.");
         return Ok(Parsed::new(sub, None));
     }
     let vs = md.virtual_disk_size;
     let bs = u64::from(md.block_size);
     let lss = u64::from(md.logical_sector_size);
     if !(MIB..=256 * MIB).contains(&bs) || !bs.is_power_of_two() || (lss != 512 && lss != 4096) {
-        cx.error(
-            codes::VHDX_METADATA,
-            "The VHDX block size or sector size is invalid.",
-        );
+        cx.error(codes::VHDX_METADATA, "The VHDX block size or sector size is invalid.");
         return Ok(Parsed::new(sub, Some(vs)));
     }
     if vs > VHDX_MAX_SIZE {
-        cx.error(
-            codes::VHDX_METADATA,
-            "The VHDX claims a size beyond the format's 64 TiB limit.",
-        );
+        cx.error(codes::VHDX_METADATA, "The VHDX claims a size beyond the format's 64 TiB limit.");
         return Ok(Parsed::new(sub, Some(vs)));
     }
     // BAT: payload blocks interleaved with one sector-bitmap entry per chunk.
     let chunk_ratio = ((1u64 << 23) * lss) / bs;
     let data_blocks = vs.div_ceil(bs);
-    let total = if data_blocks == 0 {
-        0
-    } else {
-        data_blocks + (data_blocks - 1) / chunk_ratio.max(1)
-    };
+    let total = if data_blocks == 0 { 0 } else { data_blocks + (data_blocks - 1) / chunk_ratio.max(1) };
     if total.saturating_mul(8) > u64::from(bat.length) {
-        cx.error(
-            codes::VHDX_BAT,
-            "The VHDX BAT region is too small for the virtual size.",
-        );
+        cx.error(codes::VHDX_BAT, "The VHDX BAT region is too small for the virtual size.");
         return Ok(Parsed::new(sub, Some(vs)));
     }
     if cx.deep {
@@ -512,13 +377,7 @@ pub(crate) fn inspect(cx: &mut Ctx, _det: &Detection) -> PResult<Parsed> {
     Ok(Parsed::new(sub, Some(vs)))
 }
 
-fn walk_bat(
-    cx: &mut Ctx,
-    bat: &RegionEntry,
-    meta: &RegionEntry,
-    log: Option<(u64, u64)>,
-    total: u64,
-) -> PResult<()> {
+fn walk_bat(cx: &mut Ctx, bat: &RegionEntry, meta: &RegionEntry, log: Option<(u64, u64)>, total: u64) -> PResult<()> {
     let len = total * 8;
     let mut done = 0u64;
     while done < len {
@@ -535,30 +394,21 @@ fn walk_bat(
                 0..=3 => continue,
                 6 | 7 => {}
                 _ => {
-                    cx.error(
-                        codes::VHDX_BAT,
-                        format!("VHDX BAT entry {idx} has an invalid state {state}."),
-                    );
+                    cx.error(codes::VHDX_BAT, format!("VHDX BAT entry {idx} has an invalid state {state}."));
                     return Ok(());
                 }
             }
             // A block is at least 1 MiB; the last one of a fixed VHDX may be cut at the disk end.
             let span = MIB;
             if off < MIB || !cx.inside(off, span) {
-                cx.error(
-                    codes::VHDX_BAT,
-                    format!("VHDX BAT entry {idx} points outside the file; the file is truncated or damaged."),
-                );
+                cx.error(codes::VHDX_BAT, format!("VHDX BAT entry {idx} points outside the file; the file is truncated or damaged."));
                 return Ok(());
             }
             let clash = overlaps(off, span, bat.file_offset, u64::from(bat.length))
                 || overlaps(off, span, meta.file_offset, u64::from(meta.length))
                 || log.is_some_and(|(lo, ll)| overlaps(off, span, lo, ll));
             if clash {
-                cx.error(
-                    codes::VHDX_BAT,
-                    format!("VHDX BAT entry {idx} points into the VHDX metadata."),
-                );
+                cx.error(codes::VHDX_BAT, format!("VHDX BAT entry {idx} points into the VHDX metadata."));
                 return Ok(());
             }
         }

@@ -5,8 +5,7 @@ use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
 use crate::detect::Detection;
 use crate::limits::{
-    SNIFF_TAIL, VMDK_MAX_DESCRIPTOR, VMDK_MAX_DESCRIPTOR_LINES, VMDK_MAX_GD_ENTRIES,
-    VMDK_MAX_GRAIN_SECTORS, VMDK_MAX_TEXT_DESCRIPTOR,
+    SNIFF_TAIL, VMDK_MAX_DESCRIPTOR, VMDK_MAX_DESCRIPTOR_LINES, VMDK_MAX_GD_ENTRIES, VMDK_MAX_GRAIN_SECTORS, VMDK_MAX_TEXT_DESCRIPTOR,
 };
 use crate::util::{byte, has_at, le16, le32, le64, slice};
 
@@ -111,9 +110,7 @@ impl FooterProblem {
     pub fn message(self) -> &'static str {
         match self {
             FooterProblem::TooShort => "The streamOptimized VMDK is too short to hold its footer.",
-            FooterProblem::Signature => {
-                "The streamOptimized VMDK footer is missing (signature does not match)."
-            }
+            FooterProblem::Signature => "The streamOptimized VMDK footer is missing (signature does not match).",
             FooterProblem::Version => "The VMDK footer and header versions do not match.",
             FooterProblem::Descriptor => "The VMDK footer specifies a different descriptor.",
             FooterProblem::AnotherFooter => "The VMDK footer indicates another footer.",
@@ -214,11 +211,7 @@ pub struct Descriptor {
 /// NUL padding after the text (what qemu writes) is allowed.
 pub fn looks_like_descriptor(head: &[u8]) -> bool {
     let text = head.split(|&c| c == 0).next().unwrap_or(&[]);
-    if text.is_empty()
-        || !text
-            .iter()
-            .all(|&c| c.is_ascii_graphic() || c.is_ascii_whitespace())
-    {
+    if text.is_empty() || !text.iter().all(|&c| c.is_ascii_graphic() || c.is_ascii_whitespace()) {
         return false;
     }
     for line in text.split(|&c| c == b'\n') {
@@ -232,14 +225,8 @@ pub fn looks_like_descriptor(head: &[u8]) -> bool {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let s = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let e = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(s, |p| p + 1);
+    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |p| p + 1);
     slice(b, s, e.saturating_sub(s))
 }
 
@@ -258,10 +245,7 @@ pub fn parse_descriptor(b: &[u8]) -> Descriptor {
             continue;
         }
         let upper = line.to_ascii_uppercase();
-        if upper.starts_with("RW ")
-            || upper.starts_with("RDONLY ")
-            || upper.starts_with("NOACCESS ")
-        {
+        if upper.starts_with("RW ") || upper.starts_with("RDONLY ") || upper.starts_with("NOACCESS ") {
             let mut parts = line.splitn(3, ' ');
             let access = parts.next().unwrap_or("").to_string();
             let sectors = parts.next().unwrap_or("").trim().parse::<u64>();
@@ -277,12 +261,7 @@ pub fn parse_descriptor(b: &[u8]) -> Descriptor {
                 file.split(' ').next().unwrap_or("").to_string()
             };
             match sectors {
-                Ok(sectors) => d.extents.push(Extent {
-                    access,
-                    sectors,
-                    kind: kind.to_ascii_uppercase(),
-                    file,
-                }),
+                Ok(sectors) => d.extents.push(Extent { access, sectors, kind: kind.to_ascii_uppercase(), file }),
                 Err(_) => d.bad_lines.push(line.chars().take(80).collect()),
             }
         } else if let Some((k, v)) = line.split_once('=') {
@@ -321,10 +300,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         return Ok(Parsed::default());
     };
     if !(1..=3).contains(&hdr.version) {
-        cx.error(
-            codes::VMDK_HEADER,
-            format!("VMDK version {} is not supported.", hdr.version),
-        );
+        cx.error(codes::VMDK_HEADER, format!("VMDK version {} is not supported.", hdr.version));
         return Ok(Parsed::default());
     }
     // streamOptimized: the footer (a copy of the header at EOF-1024) holds the real values and
@@ -346,34 +322,19 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         cx.error(codes::VMDK_HEADER, "The VMDK capacity overflows.");
     }
     if hdr.flags & FLAG_NL_DETECT != 0 && hdr.check_bytes != *b"\n \r\n" {
-        cx.error(
-            codes::VMDK_HEADER,
-            "The VMDK header's newline check bytes are damaged (the file was transferred in text mode).",
-        );
+        cx.error(codes::VMDK_HEADER, "The VMDK header's newline check bytes are damaged (the file was transferred in text mode).");
     }
     let g = hdr.grain_size;
     if g == 0 || !g.is_power_of_two() || !(8..=VMDK_MAX_GRAIN_SECTORS).contains(&g) {
-        cx.error(
-            codes::VMDK_HEADER,
-            format!("The VMDK grain size {g} sectors is invalid."),
-        );
+        cx.error(codes::VMDK_HEADER, format!("The VMDK grain size {g} sectors is invalid."));
         return Ok(Parsed::new("unknown", vs));
     }
     if hdr.num_gtes_per_gt == 0 || hdr.num_gtes_per_gt > 512 {
-        cx.error(
-            codes::VMDK_HEADER,
-            format!(
-                "The VMDK grain table size {} is invalid.",
-                hdr.num_gtes_per_gt
-            ),
-        );
+        cx.error(codes::VMDK_HEADER, format!("The VMDK grain table size {} is invalid.", hdr.num_gtes_per_gt));
         return Ok(Parsed::new("unknown", vs));
     }
     if hdr.flags & FLAG_COMPRESSED != 0 && hdr.compress_algorithm != 1 {
-        cx.error(
-            codes::VMDK_HEADER,
-            "The VMDK uses an unknown grain compression algorithm.",
-        );
+        cx.error(codes::VMDK_HEADER, "The VMDK uses an unknown grain compression algorithm.");
     }
     // Embedded descriptor at sector 1, bounded.
     if hdr.descriptor_offset == 0 {
@@ -384,25 +345,16 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         return Ok(Parsed::new("twoGbMaxExtentSparse", vs));
     }
     if hdr.descriptor_offset != 1 {
-        cx.error(
-            codes::VMDK_DESCRIPTOR_LOCATION,
-            "The VMDK descriptor is not at sector 1 (wrong descriptor location).",
-        );
+        cx.error(codes::VMDK_DESCRIPTOR_LOCATION, "The VMDK descriptor is not at sector 1 (wrong descriptor location).");
         return Ok(Parsed::new("unknown", vs));
     }
     let dlen = hdr.descriptor_size.saturating_mul(512);
     if dlen == 0 || dlen > VMDK_MAX_DESCRIPTOR {
-        cx.error(
-            codes::VMDK_DESCRIPTOR_LOCATION,
-            "The VMDK descriptor size is zero or larger than 1 MiB.",
-        );
+        cx.error(codes::VMDK_DESCRIPTOR_LOCATION, "The VMDK descriptor size is zero or larger than 1 MiB.");
         return Ok(Parsed::new("unknown", vs));
     }
     if !cx.inside(512, dlen) {
-        cx.error(
-            codes::TRUNCATED,
-            "The VMDK descriptor lies outside the file; the file is truncated.",
-        );
+        cx.error(codes::TRUNCATED, "The VMDK descriptor lies outside the file; the file is truncated.");
         return Ok(Parsed::new("unknown", vs));
     }
     let desc_bytes = read_bounded(cx, 512, dlen)?;
@@ -411,46 +363,31 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     check_descriptor(cx, &d, true);
     if let (Some(e), Some(vs)) = (d.extents.first(), vs) {
         if d.extents.len() == 1 && e.sectors.saturating_mul(512) != vs {
-            cx.error(
-                codes::VMDK_CAPACITY,
-                "The VMDK descriptor's extent size differs from the header's capacity.",
-            );
+            cx.error(codes::VMDK_CAPACITY, "The VMDK descriptor's extent size differs from the header's capacity.");
         }
     }
     if sub != "streamOptimized" && footer_based {
-        cx.error(
-            codes::VMDK_CREATE_TYPE,
-            "The VMDK has a stream footer but does not say it is streamOptimized.",
-        );
+        cx.error(codes::VMDK_CREATE_TYPE, "The VMDK has a stream footer but does not say it is streamOptimized.");
     }
     // Grain directory / tables.
     let cap = hdr.capacity;
     let gt_cover = g.saturating_mul(u64::from(hdr.num_gtes_per_gt));
     let gd_entries = cap.div_ceil(gt_cover.max(1));
     if gd_entries > VMDK_MAX_GD_ENTRIES {
-        cx.error(
-            codes::VMDK_TABLES,
-            "The VMDK grain directory is larger than QEMU's limit.",
-        );
+        cx.error(codes::VMDK_TABLES, "The VMDK grain directory is larger than QEMU's limit.");
         return Ok(Parsed::new(sub, vs));
     }
     let gd = hdr.gd_offset.saturating_mul(512);
     let gd_len = gd_entries * 4;
     let desc_end = 512 + dlen;
     if gd < desc_end || !cx.inside(gd, gd_len) {
-        cx.error(
-            codes::VMDK_TABLES,
-            "The VMDK grain directory lies outside the file or overlaps the header; the file may be truncated.",
-        );
+        cx.error(codes::VMDK_TABLES, "The VMDK grain directory lies outside the file or overlaps the header; the file may be truncated.");
         return Ok(Parsed::new(sub, vs));
     }
     if hdr.flags & FLAG_RGD != 0 && hdr.gd_offset != GD_AT_END {
         let rgd = hdr.rgd_offset.saturating_mul(512);
         if rgd < desc_end || !cx.inside(rgd, gd_len) {
-            cx.error(
-                codes::VMDK_TABLES,
-                "The VMDK redundant grain directory lies outside the file.",
-            );
+            cx.error(codes::VMDK_TABLES, "The VMDK redundant grain directory lies outside the file.");
             return Ok(Parsed::new(sub, vs));
         }
     }
@@ -488,34 +425,19 @@ fn check_descriptor(cx: &mut Ctx, d: &Descriptor, embedded: bool) {
     if let Some(p) = &d.parent_hint {
         cx.error(
             codes::VMDK_PARENT,
-            format!(
-                "The VMDK names a parent disk (\"{}\"); upload a standalone VMDK.",
-                p.chars().take(100).collect::<String>()
-            ),
+            format!("The VMDK names a parent disk (\"{}\"); upload a standalone VMDK.", p.chars().take(100).collect::<String>()),
         );
     }
     if let Some(c) = &d.parent_cid {
         if !c.eq_ignore_ascii_case("ffffffff") {
-            cx.error(
-                codes::VMDK_PARENT,
-                "The VMDK has a parent (parentCID is set); upload a standalone VMDK.",
-            );
+            cx.error(codes::VMDK_PARENT, "The VMDK has a parent (parentCID is set); upload a standalone VMDK.");
         }
     }
     if let Some(l) = d.bad_lines.first() {
-        cx.error(
-            codes::VMDK_DESCRIPTOR_SYNTAX,
-            format!("The VMDK descriptor has an invalid line: \"{l}\"."),
-        );
+        cx.error(codes::VMDK_DESCRIPTOR_SYNTAX, format!("The VMDK descriptor has an invalid line: \"{l}\"."));
     }
     if d.extents.len() != 1 {
-        cx.error(
-            codes::VMDK_EXTENTS,
-            format!(
-                "The VMDK descriptor lists {} extents; exactly one is accepted.",
-                d.extents.len()
-            ),
-        );
+        cx.error(codes::VMDK_EXTENTS, format!("The VMDK descriptor lists {} extents; exactly one is accepted.", d.extents.len()));
     }
     for e in &d.extents {
         if e.file.contains('/') || e.file.contains('\\') || e.file.contains(':') {
@@ -528,19 +450,10 @@ fn check_descriptor(cx: &mut Ctx, d: &Descriptor, embedded: bool) {
             );
         }
         if embedded && e.kind != "SPARSE" {
-            cx.error(
-                codes::VMDK_EXTENTS,
-                format!(
-                    "The VMDK has a {} extent; only its own SPARSE extent is accepted.",
-                    e.kind
-                ),
-            );
+            cx.error(codes::VMDK_EXTENTS, format!("The VMDK has a {} extent; only its own SPARSE extent is accepted.", e.kind));
         }
         if !e.access.eq_ignore_ascii_case("RW") && !e.access.eq_ignore_ascii_case("RDONLY") {
-            cx.error(
-                codes::VMDK_EXTENTS,
-                format!("The VMDK extent access mode {} is not accepted.", e.access),
-            );
+            cx.error(codes::VMDK_EXTENTS, format!("The VMDK extent access mode {} is not accepted.", e.access));
         }
         if let (true, Some(own)) = (embedded, &cx.file_name) {
             if &e.file != own && !e.file.is_empty() {
@@ -571,7 +484,10 @@ fn walk_gd(cx: &mut Ctx, gd: u64, gd_len: u64, meta_end: u64, gtes: u64) -> PRes
             let idx = done / 4 + i as u64;
             let gt = e * 512;
             if gt < meta_end || !cx.inside(gt, gtes * 4) {
-                cx.error(codes::VMDK_TABLES, format!("VMDK grain table {idx} lies outside the file or overlaps the header; the file may be truncated."));
+                cx.error(
+                    codes::VMDK_TABLES,
+                    format!("VMDK grain table {idx} lies outside the file or overlaps the header; the file may be truncated."),
+                );
                 return Ok(());
             }
             let table = cx.read(gt, gtes * 4)?;
@@ -595,24 +511,15 @@ fn walk_gd(cx: &mut Ctx, gd: u64, gd_len: u64, meta_end: u64, gtes: u64) -> PRes
 /// A text descriptor file: recognised (even NUL-padded) and always refused.
 fn text_descriptor(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     // The browser judges from the head; the server reads the whole descriptor (≤ 1 MiB).
-    let text = if cx.deep && cx.size <= VMDK_MAX_TEXT_DESCRIPTOR && cx.size > det.head.len() as u64
-    {
+    let text = if cx.deep && cx.size <= VMDK_MAX_TEXT_DESCRIPTOR && cx.size > det.head.len() as u64 {
         read_bounded(cx, 0, cx.size)?
     } else {
         det.head.clone()
     };
     let d = parse_descriptor(&text);
     let sub = d.create_type.clone().unwrap_or_else(|| "descriptor".into());
-    let size: u64 = d
-        .extents
-        .iter()
-        .fold(0u64, |a, e| a.saturating_add(e.sectors.saturating_mul(512)));
-    let names: Vec<String> = d
-        .extents
-        .iter()
-        .take(4)
-        .map(|e| e.file.chars().take(100).collect())
-        .collect();
+    let size: u64 = d.extents.iter().fold(0u64, |a, e| a.saturating_add(e.sectors.saturating_mul(512)));
+    let names: Vec<String> = d.extents.iter().take(4).map(|e| e.file.chars().take(100).collect()).collect();
     cx.error(
         codes::VMDK_DESCRIPTOR_FILE,
         format!(

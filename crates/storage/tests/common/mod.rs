@@ -34,13 +34,8 @@ pub async fn collect(mut s: ByteStream) -> Result<Vec<u8>, StoreError> {
 }
 
 /// A progress callback that records the last value it was given.
-pub fn recorder() -> (
-    std::sync::Arc<std::sync::atomic::AtomicU64>,
-    impl Fn(u64) + Send + Sync,
-) {
+pub fn recorder() -> (std::sync::Arc<std::sync::atomic::AtomicU64>, impl Fn(u64) + Send + Sync) {
     let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let l = last.clone();
-    (last, move |n| {
-        l.store(n, std::sync::atomic::Ordering::SeqCst)
-    })
+    (last, move |n| l.store(n, std::sync::atomic::Ordering::SeqCst))
 }

@@ -53,10 +53,8 @@ pub fn recorder() -> (OnComplete, Arc<Mutex<Vec<CompletedUpload>>>, tokio::sync:
 
 async fn authn(db: &Db, username: &str, project: &str) -> Authn {
     let user = db.user_by_name(username).await.unwrap().unwrap();
-    let (principal, scopes) = accounts::principal_for_session(db, &user.id, user.session_epoch, Some(project))
-        .await
-        .unwrap()
-        .expect("a valid session");
+    let (principal, scopes) =
+        accounts::principal_for_session(db, &user.id, user.session_epoch, Some(project)).await.unwrap().expect("a valid session");
     Authn { principal: Some(principal), scopes, remote_addr: "127.0.0.1".into(), via_token: false }
 }
 
@@ -64,7 +62,9 @@ pub async fn seed(db: &Db) -> People {
     let p1 = db.create_project("p1", "").await.unwrap();
     let p2 = db.create_project("p2", "").await.unwrap();
     accounts::create_user(db, "admin", PASSWORD, true).await.unwrap();
-    for (name, project, role) in [("reader", &p1, "reader"), ("member", &p1, "member"), ("member2", &p1, "member"), ("other", &p2, "member")] {
+    for (name, project, role) in
+        [("reader", &p1, "reader"), ("member", &p1, "member"), ("member2", &p1, "member"), ("other", &p2, "member")]
+    {
         let u = accounts::create_user(db, name, PASSWORD, false).await.unwrap();
         db.grant_role(&u.id, &project.id, role).await.unwrap();
     }
@@ -181,10 +181,8 @@ impl Env {
 
     /// Files in the upload directory.
     pub fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.config.dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<String> =
+            std::fs::read_dir(&self.config.dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     }
