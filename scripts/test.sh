@@ -32,7 +32,7 @@ ceph_env=$(CEPH_OBJECTSTORE=memstore CEPH_STORE_MB=2048 scripts/ceph-up.sh "$cep
 while IFS='=' read -r key value; do export "$key=$value"; done <<<"$ceph_env"
 
 step "Rust tests"
-cargo test -p app -p records -p policy -p accounts -p digests -p diskimage -p uploads -p storage
+cargo test -p app -p records -p policy -p accounts -p digests -p diskimage -p uploads -p storage -p imageops
 # The server's integration tests each start a whole Hangar (Leptos SSR, sessions, job workers)
 # on their own Tokio runtime. Several of those in one process at once occasionally stall an SSR
 # render (seen in ~1 of 8 runs, never with one test at a time, never in the real server, which
@@ -40,7 +40,7 @@ cargo test -p app -p records -p policy -p accounts -p digests -p diskimage -p up
 timeout 900 cargo test -p server -- --test-threads=1
 
 step "clippy: server side (warnings are errors)"
-cargo clippy -p server -p app -p records -p policy -p accounts -p digests -p uploads -p storage --all-targets -- -D warnings
+cargo clippy -p server -p app -p records -p policy -p accounts -p digests -p uploads -p storage -p imageops --all-targets -- -D warnings
 step "clippy: browser side"
 cargo clippy -p frontend -p app --target wasm32-unknown-unknown -- -D warnings
 step "clippy: diskimage (all features, and the WASM feature set)"

@@ -53,54 +53,7 @@ pub fn require(action: &Action<'_>) -> Result<(Authn, Principal), AppError> {
     }
 }
 
-/// What an action is called in the audit log when it is refused.
-pub fn action_name(action: &Action<'_>) -> &'static str {
-    match action {
-        Action::ManageOwnTokens { .. } => "token.create",
-        Action::ViewOwnTokens => "token.manage",
-        Action::ManageAccounts => "accounts.manage",
-        Action::ViewAudit => "audit.view",
-        Action::EditStorageMatrix => "storage_matrix.edit",
-        Action::SetVisibility { .. } => "image.publicize",
-        _ => "other",
-    }
-}
-
-/// Records a refused privileged action (outcome `denied`) in the audit log. Callers spawn it:
-/// the refusal is answered at once, and a log that cannot be written is reported in the
-/// server's log instead.
-pub fn write_denial(
-    db: records::Db,
-    authn: Authn,
-    action: &Action<'_>,
-    why: &str,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let (name, why) = (action_name(action), why.to_owned());
-    let target_type = match action {
-        Action::SetVisibility { .. } => "image",
-        Action::ManageOwnTokens { .. } | Action::ViewOwnTokens => "token",
-        _ => "",
-    };
-    async move {
-        let actor = authn.principal.as_ref();
-        let via = if authn.via_token { "API token: " } else { "" };
-        let written = db
-            .append_audit(&records::NewAudit {
-                actor_id: actor.map(|p| p.user_id.as_str()),
-                actor_name: actor.map_or("anonymous", |p| p.username.as_str()),
-                action: name,
-                target_type,
-                target_id: "",
-                detail: &format!("{via}{why}"),
-                remote_addr: &authn.remote_addr,
-                outcome: "denied",
-            })
-            .await;
-        if let Err(err) = written {
-            tracing::error!(error = %err, action = name, "cannot record a denied action in the audit log");
-        }
-    }
-}
+pub use imageops::{action_name, write_denial};
 
 /// Requires any signed-in caller.
 pub fn signed_in() -> Result<(Authn, Principal), AppError> {
@@ -117,19 +70,7 @@ pub async fn audit(
     target_id: &str,
     detail: &str,
 ) -> Result<(), AppError> {
-    let actor = authn.principal.as_ref();
-    db.append_audit(&records::NewAudit {
-        actor_id: actor.map(|p| p.user_id.as_str()),
-        actor_name: actor.map_or("anonymous", |p| p.username.as_str()),
-        action,
-        target_type,
-        target_id,
-        detail,
-        remote_addr: &authn.remote_addr,
-        outcome: "ok",
-    })
-    .await
-    .map_err(|e| AppError::internal("write audit log", &e))
+    imageops::audit(db, authn, action, target_type, target_id, detail).await.map_err(|e| AppError::internal("write audit log", &e))
 }
 
 /// Maps an accounts-layer error to what the user sees.

@@ -108,6 +108,22 @@ impl AppError {
     }
 }
 
+/// A use-case's refusal or failure as the dashboard shows it.
+#[cfg(feature = "ssr")]
+impl From<imageops::Error> for AppError {
+    fn from(e: imageops::Error) -> Self {
+        use imageops::Error as E;
+        match e {
+            E::NotSignedIn(message) => AppError::Unauthorized { message },
+            E::Forbidden(message) => AppError::Forbidden { message },
+            E::NotFound(message) => AppError::NotFound { message },
+            E::Invalid(message) => AppError::BadRequest { message },
+            E::Conflict(message) => AppError::Conflict { message },
+            E::Db(e) => AppError::internal("database", &e),
+        }
+    }
+}
+
 /// Whether `err` is a write refused because the disk (or its quota) is full: the database's
 /// SQLITE_FULL ([`records::DbError::is_disk_full`]), the I/O error, or SQLite's message for it
 /// wrapped by a library that keeps only the text (the session store).

@@ -80,7 +80,7 @@ pub async fn image_file(
     };
     let db = &state.db;
     let scope = me.scope.as_ref().map(|s| s.project_id.clone());
-    let facts = match app::api::shares::imp::image_facts(db, &id, scope.as_deref()).await {
+    let facts = match imageops::image_facts(db, &id, scope.as_deref()).await {
         Ok((_, f)) => f,
         Err(_) => return plain(StatusCode::NOT_FOUND, "No such image."),
     };

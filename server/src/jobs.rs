@@ -15,8 +15,8 @@ use records::{Db, JobRow};
 use tokio::sync::Notify;
 
 use crate::ingest::{self, IngestError, JobControl, Plan, Rules, UploadedFile};
-use crate::stores::Stores;
-use app::components::size::human_bytes;
+use imageops::units::human_bytes;
+use imageops::Stores;
 
 /// How often a running job writes its progress (and reads whether it was cancelled).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -124,7 +124,7 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
     if swept.files > 0 {
         tracing::info!(files = swept.files, bytes = swept.bytes, "reclaimed Glance uploads and downloads nothing will import");
     }
-    let notify = Arc::new(Notify::new());
+    let notify = stores.job_signal();
     let running = Arc::new(Running::default());
     for n in 0..workers.max(1) {
         let (db, data_dir, notify, stores, running) = (db.clone(), data_dir.clone(), notify.clone(), stores.clone(), running.clone());
@@ -149,7 +149,6 @@ pub async fn start(db: &Db, data_dir: PathBuf, workers: usize, stores: Stores) -
         });
     }
     let jobs = Jobs { db: db.clone(), notify, running };
-    stores.set_jobs(jobs.clone());
     Ok(jobs)
 }
 

@@ -27,7 +27,6 @@ pub mod glance;
 pub mod headers;
 pub mod ingest;
 pub mod jobs;
-pub mod stores;
 
 pub use config::{Config, ConfigError, Flags};
 
@@ -49,13 +48,24 @@ pub struct AppState {
     /// The background job workers (imports, copies).
     pub jobs: jobs::Jobs,
     /// The configured storage backends.
-    pub stores: stores::Stores,
+    pub stores: imageops::Stores,
+    /// The image use-cases both doors call (`crates/imageops`).
+    pub images: imageops::Images,
 }
 
 impl AppState {
     /// The configured storage backends, as the UI lists them.
     pub fn backends(&self) -> Vec<app::api::storage::BackendInfo> {
-        self.stores.infos()
+        let default = self.stores.default_name();
+        self.stores
+            .all()
+            .iter()
+            .map(|b| app::api::storage::BackendInfo {
+                name: b.name().to_owned(),
+                kind: b.kind().as_str().to_owned(),
+                is_default: b.name() == default,
+            })
+            .collect()
     }
 }
 
@@ -104,7 +114,7 @@ impl AppState {
             tracing::info!(released, "released the quota held by uploads interrupted by the last stop");
         }
         let stores =
-            stores::Stores::open(&config.storage, config.default_storage.as_deref(), &config.data_dir).map_err(StartError::Storage)?;
+            imageops::Stores::open(&config.storage, config.default_storage.as_deref(), &config.data_dir).map_err(StartError::Storage)?;
         stores.spawn_sweeper(ABANDONED_WRITE_AGE, ABANDONED_WRITE_SWEEP_EVERY);
         let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers, stores.clone()).await?;
         jobs::spawn_orphan_sweeper(db.clone(), config.data_dir.clone(), config.orphan_grace);
@@ -115,7 +125,8 @@ impl AppState {
             .site_pkg_dir("pkg")
             .site_addr(config.listen)
             .build();
-        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config), uploads, jobs, stores })
+        let images = imageops::Images::new(db.clone(), stores.clone(), &config.data_dir);
+        Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config), uploads, jobs, stores, images })
     }
 }
 
@@ -124,7 +135,7 @@ async fn open_uploads(
     db: &Db,
     data_dir: &std::path::Path,
     jobs: jobs::Jobs,
-    stores: stores::Stores,
+    stores: imageops::Stores,
 ) -> Result<Arc<uploads::Uploads>, StartError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uploads::CompletedUpload>();
     let on_complete: uploads::OnComplete = Arc::new(move |done| {
@@ -219,7 +230,7 @@ async fn open_uploads(
 /// The creation check of a tus upload (see `open_uploads`): `Err((status, message))` refuses it.
 /// `Ok` carries the room the upload's import will need (`ingest::room_after_upload`), which the
 /// data plane reserves with the upload's own bytes.
-async fn check_new_upload(db: &Db, stores: &stores::Stores, new: &uploads::NewUploadCheck) -> Result<uploads::RoomAfter, (u16, String)> {
+async fn check_new_upload(db: &Db, stores: &imageops::Stores, new: &uploads::NewUploadCheck) -> Result<uploads::RoomAfter, (u16, String)> {
     let store = match new.metadata.get("store").filter(|s| !s.is_empty()) {
         Some(name) => {
             stores.get(name).ok_or_else(|| (400, format!("There is no storage backend named {name:?}; {}.", choose_backend(stores))))?
@@ -239,9 +250,10 @@ async fn check_new_upload(db: &Db, stores: &stores::Stores, new: &uploads::NewUp
         (500, "Hangar cannot check this upload's image right now; try again.".to_owned())
     };
     let scope = Some(new.project_id.as_str());
-    let facts = match app::api::shares::imp::image_facts(db, image_id, scope).await {
+    let facts = match imageops::image_facts(db, image_id, scope).await {
         Ok((_, facts)) => facts,
-        Err(e) if e.status() == 404 => return Err((404, format!("There is no image {image_id} to upload to."))),
+        Err(imageops::Error::NotFound(_)) => return Err((404, format!("There is no image {image_id} to upload to."))),
+        Err(imageops::Error::Db(e)) => return Err(internal(e)),
         Err(e) => return Err((500, e.to_string())),
     };
     if !policy::can_view(Some(&new.principal), &facts) {
@@ -280,7 +292,7 @@ async fn upload_event(db: &Db, e: uploads::UploadEvent) {
 }
 
 /// "choose one of: a, b" with the configured backends' names.
-fn choose_backend(stores: &stores::Stores) -> String {
+fn choose_backend(stores: &imageops::Stores) -> String {
     let names: Vec<&str> = stores.all().iter().map(|b| b.name()).collect();
     format!("choose one of: {}", names.join(", "))
 }
@@ -323,8 +335,7 @@ pub async fn session_layer(state: &AppState) -> Result<SessionManagerLayer<Sqlit
 /// The whole HTTP surface: Leptos pages and server functions, `/healthz`, static files.
 pub fn router(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Router {
     let routes = generate_route_list(app::App);
-    let context =
-        ServerContext { db: state.db.clone(), started: state.started, backends: state.backends(), stores: Arc::new(state.stores.clone()) };
+    let context = ServerContext { db: state.db.clone(), started: state.started, backends: state.backends(), images: state.images.clone() };
     let leptos = state.leptos.clone();
     let tus = uploads::router(state.uploads.clone());
     Router::new()

@@ -128,7 +128,7 @@ async fn a_local_qcow2_is_copied_to_ceph_as_raw_by_a_job() {
     // ... then copied to Ceph by a job: the Ceph column converts qcow2 to raw.
     let data_dir = e.dir.path().to_path_buf();
     let local = storage::BackendConfig { name: "local".into(), path: Some(data_dir.join("images")), ..Default::default() };
-    let stores = server::stores::Stores::open(&[local, ceph_config(&c.endpoint, &c, 30)], Some("local"), &data_dir).unwrap();
+    let stores = imageops::Stores::open(&[local, ceph_config(&c.endpoint, &c, 30)], Some("local"), &data_dir).unwrap();
     let jobs = server::jobs::start(&e.db, data_dir.clone(), 1, stores.clone()).await.unwrap();
     let job = jobs
         .submit(&records::NewJob { kind: "copy".into(), image_id: id.clone(), backend: "ceph".into(), ..Default::default() })
@@ -187,7 +187,7 @@ async fn the_sweep_frees_the_parts_of_writes_abandoned_mid_way() {
     let e = env().await;
     let data_dir = e.dir.path().to_path_buf();
     let local = storage::BackendConfig { name: "local".into(), path: Some(data_dir.join("images")), ..Default::default() };
-    let stores = server::stores::Stores::open(&[local, ceph_config(&c.endpoint, &c, 30)], Some("local"), &data_dir).unwrap();
+    let stores = imageops::Stores::open(&[local, ceph_config(&c.endpoint, &c, 30)], Some("local"), &data_dir).unwrap();
     let ceph = stores.get("ceph").unwrap().clone();
     // 12 MiB in 5 MiB parts: the write is dropped once its first part is stored.
     let src = data_dir.join("big.raw");

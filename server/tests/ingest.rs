@@ -302,7 +302,7 @@ async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_i
     let id = e.image("vdi").await;
     let up = e.upload(&id, &vdi);
     let upload_path = up.path.clone();
-    let stores = server::stores::Stores::open(&[], None, e.data()).unwrap();
+    let stores = imageops::Stores::open(&[], None, e.data()).unwrap();
     let jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1, stores).await.unwrap();
     let job = jobs
         .submit(&records::NewJob {
@@ -336,7 +336,7 @@ async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_i
     assert!(upload_path.exists(), "the upload is kept for the next start");
 
     // The next start runs it again from the upload.
-    let stores = server::stores::Stores::open(&[], None, e.data()).unwrap();
+    let stores = imageops::Stores::open(&[], None, e.data()).unwrap();
     let _jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1, stores).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let done = loop {
@@ -388,7 +388,7 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     std::fs::write(&leftover, b"half a qcow2").unwrap();
 
     // "Restart": the workers requeue and redo it.
-    let stores = server::stores::Stores::open(&[], None, e.data()).unwrap();
+    let stores = imageops::Stores::open(&[], None, e.data()).unwrap();
     let _jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1, stores).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let done = loop {

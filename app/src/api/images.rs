@@ -620,23 +620,9 @@ pub async fn delete_image(image_id: String, confirm: String) -> Result<(), AppEr
         if confirm.trim() != expected {
             return Err(AppError::BadRequest { message: format!("Type the image's name, {expected}, to confirm the deletion.") });
         }
-        match ctx.db.delete_image(&image_id).await.map_err(|e| AppError::internal("delete image", &e))? {
-            records::DeleteOutcome::NotFound => Err(AppError::NotFound { message: "No such image.".into() }),
-            records::DeleteOutcome::Protected => {
-                Err(AppError::Forbidden { message: "This image is protected. Turn protection off before deleting it.".into() })
-            }
-            records::DeleteOutcome::Deleted { locations } => {
-                for (backend, key) in &locations {
-                    if let Err(err) = ctx.stores.delete(backend, key).await {
-                        // The record is gone; the bytes are an orphan the operator can remove.
-                        tracing::warn!(image = %image_id, %backend, %key, error = %err, "deleted image's bytes could not be removed");
-                    }
-                }
-                audit(&ctx.db, &authn, "image.delete", "image", &image_id, &row.name).await?;
-                leptos_axum::redirect(&format!("/images?deleted={}", crate::components::size::encode_query(&expected)));
-                Ok(())
-            }
-        }
+        ctx.images.delete_image(&authn, &image_id).await?;
+        leptos_axum::redirect(&format!("/images?deleted={}", crate::components::size::encode_query(&expected)));
+        Ok(())
     })
     .await
 }
@@ -698,7 +684,7 @@ pub async fn control_job(job_id: String, action: String) -> Result<(), AppError>
             let verb = if action == "cancel" { "cancelled" } else { "retried" };
             return Err(AppError::Conflict { message: format!("This job is {}; it cannot be {verb} now.", job.status) });
         }
-        ctx.stores.wake_jobs();
+        ctx.images.stores.wake_jobs();
         audit(&ctx.db, &authn, &format!("job.{action}"), "job", &job_id, &job.kind).await
     })
     .await
@@ -741,7 +727,7 @@ pub async fn copy_image(image_id: String, backend: String) -> Result<String, App
             })
             .await
             .map_err(|e| AppError::internal("queue copy", &e))?;
-        ctx.stores.wake_jobs();
+        ctx.images.stores.wake_jobs();
         audit(&ctx.db, &authn, "image.copy", "image", &image_id, &backend).await?;
         Ok(job.id)
     })

@@ -25,21 +25,8 @@ pub mod context {
         pub started: std::time::Instant,
         /// The configured storage backends (names and kinds).
         pub backends: Vec<crate::api::storage::BackendInfo>,
-        /// What server functions need of the storage backends and the job workers.
-        pub stores: std::sync::Arc<dyn StoreOps>,
-    }
-
-    /// A future that borrows its arguments (the trait stays object-safe without async-trait).
-    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-    /// Storage and job operations the server provides to server functions.
-    pub trait StoreOps: Send + Sync + std::fmt::Debug {
-        /// Deletes the bytes stored under `key` on `backend` (idempotent).
-        fn delete<'a>(&'a self, backend: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), String>>;
-        /// Wakes a job worker (after a job was queued or retried).
-        fn wake_jobs(&self);
-        /// Free and total bytes of a backend, where it can tell (bounded by its timeout).
-        fn space<'a>(&'a self, backend: &'a str) -> BoxFuture<'a, (Option<u64>, Option<u64>)>;
+        /// The image use-cases (`crates/imageops`): storage backends, job signal, audit.
+        pub images: imageops::Images,
     }
 
     /// The server context, or an internal error if the server forgot to provide it.

@@ -21,32 +21,14 @@ pub mod imp {
     pub use crate::auth::{answer, audit, require};
     use crate::AppError;
 
-    /// Loads an image and the facts the policy needs about it for the caller's project.
+    /// Loads an image and the facts the policy needs about it for the caller's project
+    /// (`imageops::image_facts`).
     pub async fn image_facts(
         db: &records::Db,
         image_id: &str,
         scope_project: Option<&str>,
     ) -> Result<(records::ImageRow, policy::ImageFacts), AppError> {
-        let not_found = || AppError::NotFound { message: "No such image.".into() };
-        let row = db.image(image_id).await.map_err(|e| AppError::internal("load image", &e))?.ok_or_else(not_found)?;
-        let membership = match scope_project {
-            Some(p) => db.image_member(image_id, p).await.map_err(|e| AppError::internal("load membership", &e))?.and_then(|m| {
-                match m.status.as_str() {
-                    "pending" => Some(policy::MemberStatus::Pending),
-                    "accepted" => Some(policy::MemberStatus::Accepted),
-                    "rejected" => Some(policy::MemberStatus::Rejected),
-                    _ => None,
-                }
-            }),
-            None => None,
-        };
-        let facts = policy::ImageFacts {
-            owner: row.owner.clone(),
-            visibility: policy::Visibility::parse(&row.visibility).unwrap_or(policy::Visibility::Private),
-            protected: row.protected,
-            membership,
-        };
-        Ok((row, facts))
+        Ok(imageops::image_facts(db, image_id, scope_project).await?)
     }
 }
 

@@ -210,7 +210,7 @@ pub async fn storage_overview() -> Result<Vec<BackendUsage>, AppError> {
         let n = |v: i64| u64::try_from(v).unwrap_or(0);
         let mut out = Vec::new();
         for b in &ctx.backends {
-            let (free, total) = ctx.stores.space(&b.name).await;
+            let (free, total) = ctx.images.stores.space(&b.name).await;
             let mut by_format: Vec<FormatUsage> = Vec::new();
             let mut by_project: Vec<(String, Vec<FormatUsage>)> = Vec::new();
             for r in rows.iter().filter(|r| r.backend == b.name) {

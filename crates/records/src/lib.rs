@@ -49,6 +49,10 @@ pub enum DbError {
     /// same statement as the insert, so parallel creates cannot overshoot it).
     #[error("the project already holds its quota of {max} images")]
     ImageQuota { max: i64 },
+    /// A stored value is not one the schema's users know (a visibility, a status): reported,
+    /// never quietly read as something else.
+    #[error("a stored value is not valid: {0}")]
+    Corrupt(String),
 }
 
 impl DbError {

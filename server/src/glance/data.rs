@@ -48,23 +48,17 @@ pub const UPLOAD_WAIT: Duration = Duration::from_secs(300);
 /// How often the waiting upload reads its job's status.
 const JOB_POLL: Duration = Duration::from_millis(200);
 
-/// Where request bodies land before the import job takes them.
+/// Where request bodies land before the import job takes them (`imageops::Images`).
 pub(super) fn incoming_dir(state: &AppState) -> PathBuf {
-    state.config.data_dir.join("uploads-glance")
+    state.images.incoming_dir().to_owned()
 }
 
 fn staged_path(state: &AppState, id: &str) -> PathBuf {
-    incoming_dir(state).join(format!("{id}.staged"))
+    state.images.staged_paths(id).0
 }
 
 fn staged_meta_path(state: &AppState, id: &str) -> PathBuf {
-    incoming_dir(state).join(format!("{id}.staged.json"))
-}
-
-/// Removes an image's staged data, if any (the image was deleted).
-pub fn discard_staged(state: &AppState, id: &str) {
-    let _ = std::fs::remove_file(staged_path(state, id));
-    let _ = std::fs::remove_file(staged_meta_path(state, id));
+    state.images.staged_paths(id).1
 }
 
 /// Bytes staged for `project`'s images (for `/v2/info/usage`).

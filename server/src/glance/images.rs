@@ -278,26 +278,11 @@ pub async fn update(
 /// `DELETE /v2/images/{id}`: 403 while protected; the bytes go after the record.
 pub async fn delete(State(state): State<AppState>, authn: Option<Extension<Authn>>, Path(id): Path<String>) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    let (image, facts) = caller.image(&state, &id).await?;
-    caller.allow(&policy::Action::DeleteImage(&facts))?;
-    match state.db.delete_image(&id).await? {
-        records::DeleteOutcome::NotFound => Err(GlanceError::no_image(&id)),
-        records::DeleteOutcome::Protected => Err(GlanceError::forbidden("Image is protected")),
-        records::DeleteOutcome::Deleted { locations } => {
-            for (backend, key) in &locations {
-                let result = match state.stores.get(backend) {
-                    Some(b) => b.delete(key).await.map_err(|e| e.to_string()),
-                    None => Err(format!("no backend named '{backend}' is configured")),
-                };
-                if let Err(err) = result {
-                    tracing::warn!(image = %id, %backend, %key, error = %err, "deleted image's bytes could not be removed");
-                }
-            }
-            super::data::discard_staged(&state, &id);
-            caller.audit(&state, "image.delete", "image", &id, &image.name).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-    }
+    state.images.delete_image(&caller.authn, &id).await.map_err(|e| match e {
+        imageops::Error::NotFound(_) => GlanceError::no_image(&id),
+        e => e.into(),
+    })?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `POST /v2/images/{id}/actions/{deactivate|reactivate}`.

@@ -122,9 +122,17 @@ fn rand_ref() -> u32 {
     (n as u32) ^ ((n >> 32) as u32)
 }
 
-impl From<app::AppError> for GlanceError {
-    fn from(e: app::AppError) -> Self {
-        GlanceError::new(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.to_string())
+impl From<imageops::Error> for GlanceError {
+    fn from(e: imageops::Error) -> Self {
+        use imageops::Error as E;
+        match e {
+            E::NotSignedIn(m) => GlanceError::new(StatusCode::UNAUTHORIZED, m),
+            E::Forbidden(m) => GlanceError::forbidden(m),
+            E::NotFound(m) => GlanceError::not_found(m),
+            E::Invalid(m) => GlanceError::bad_request(m),
+            E::Conflict(m) => GlanceError::conflict(m),
+            E::Db(e) => e.into(),
+        }
     }
 }
 
@@ -205,12 +213,10 @@ impl Caller {
     /// the audit log with outcome `denied`.
     pub fn allow_audited(&self, state: &AppState, action: &policy::Action<'_>) -> Result<()> {
         let allowed = self.allow(action);
-        if let (Err(e), true) = (&allowed, action.is_privileged()) {
-            if e.status == StatusCode::FORBIDDEN {
-                tokio::spawn(app::auth::write_denial(state.db.clone(), self.authn.clone(), action, &e.message));
-            }
+        if allowed.is_ok() {
+            return allowed;
         }
-        allowed
+        state.images.authorize(&self.authn, action).map_err(Into::into)
     }
 
     pub fn allow(&self, action: &policy::Action<'_>) -> Result<()> {
@@ -222,12 +228,9 @@ impl Caller {
 
     /// Loads an image the caller may see with its policy facts, or 404.
     pub async fn image(&self, state: &AppState, id: &str) -> Result<(records::ImageDetail, policy::ImageFacts)> {
-        let (_, facts) = app::api::shares::imp::image_facts(&state.db, id, self.project()).await.map_err(|e| {
-            if e.status() == 404 {
-                GlanceError::no_image(id)
-            } else {
-                e.into()
-            }
+        let (_, facts) = state.images.image_facts(id, self.project()).await.map_err(|e| match e {
+            imageops::Error::NotFound(_) => GlanceError::no_image(id),
+            e => e.into(),
         })?;
         if !policy::can_view(Some(&self.me), &facts) {
             return Err(GlanceError::no_image(id));
@@ -237,7 +240,7 @@ impl Caller {
     }
 
     pub async fn audit(&self, state: &AppState, action: &str, target_type: &str, target: &str, detail: &str) -> Result<()> {
-        app::auth::audit(&state.db, &self.authn, action, target_type, target, detail).await.map_err(Into::into)
+        state.images.audit(&self.authn, action, target_type, target, detail).await.map_err(Into::into)
     }
 }
 
@@ -499,8 +502,7 @@ async fn info_import(State(state): State<AppState>, authn: Option<Extension<Auth
 async fn info_stores(State(state): State<AppState>, authn: Option<Extension<Authn>>) -> Result<Response> {
     Caller::from(authn)?;
     let stores: Vec<Value> = state
-        .stores
-        .infos()
+        .backends()
         .into_iter()
         .map(|b| {
             let mut s = json!({ "id": b.name, "description": format!("{} storage", b.kind) });
@@ -520,9 +522,7 @@ async fn info_stores_detail(State(state): State<AppState>, authn: Option<Extensi
     if !caller.me.is_admin {
         return Err(GlanceError::forbidden("Only administrators can see the stores' details."));
     }
-    let stores: Vec<Value> = state
-        .stores
-        .infos()
+    let stores: Vec<Value> = state.backends()
         .into_iter()
         .map(|b| {
             let kind = if b.kind == "ceph" { "s3" } else { "file" };

@@ -1,19 +1,18 @@
 //! The configured storage backends (`[[storage]]` in hangar.toml), by name.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use storage::{Backend, BackendConfig, BackendKind};
+use tokio::sync::Notify;
 
-use crate::jobs::Jobs;
-
-/// Every configured backend plus the default one. Cheap to clone.
+/// Every configured backend plus the default one, and the signal that wakes the job workers
+/// (a use-case that queues a job rings it). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Stores {
     list: Arc<Vec<Arc<dyn Backend>>>,
     default: String,
-    /// Set once the job workers run (they need the stores first).
-    jobs: Arc<OnceLock<Jobs>>,
+    jobs: Arc<Notify>,
 }
 
 impl Stores {
@@ -42,7 +41,7 @@ impl Stores {
             Some(d) => return Err(format!("default_storage '{d}' is not a configured [[storage]] backend")),
             None => list.first().map(|b| b.name().to_owned()).unwrap_or_default(),
         };
-        Ok(Stores { list: Arc::new(list), default, jobs: Arc::new(OnceLock::new()) })
+        Ok(Stores { list: Arc::new(list), default, jobs: Arc::new(Notify::new()) })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {
@@ -89,51 +88,40 @@ impl Stores {
         });
     }
 
-    pub fn set_jobs(&self, jobs: Jobs) {
-        let _ = self.jobs.set(jobs);
+    /// The signal the job workers wait on (`server::jobs` takes it at start).
+    pub fn job_signal(&self) -> Arc<Notify> {
+        self.jobs.clone()
     }
 
-    /// The backends as the UI lists them.
-    pub fn infos(&self) -> Vec<app::api::storage::BackendInfo> {
-        self.list
-            .iter()
-            .map(|b| app::api::storage::BackendInfo {
-                name: b.name().to_owned(),
-                kind: b.kind().as_str().to_owned(),
-                is_default: b.name() == self.default,
-            })
-            .collect()
-    }
-}
-
-impl app::api::context::StoreOps for Stores {
-    fn delete<'a>(&'a self, backend: &'a str, key: &'a str) -> app::api::context::BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            match self.get(backend) {
-                Some(b) => b.delete(key).await.map_err(|e| e.to_string()),
-                None => Err(format!("no backend named '{backend}' is configured")),
-            }
-        })
+    /// Wakes a job worker (after a job was queued or retried).
+    pub fn wake_jobs(&self) {
+        self.jobs.notify_one();
     }
 
-    fn space<'a>(&'a self, backend: &'a str) -> app::api::context::BoxFuture<'a, (Option<u64>, Option<u64>)> {
-        Box::pin(async move {
-            match self.get(backend) {
-                Some(b) => match b.space().await {
-                    Ok(s) => (s.free, s.total),
-                    Err(err) => {
-                        tracing::warn!(%backend, error = %err, "cannot read free space");
-                        (None, None)
-                    }
-                },
-                None => (None, None),
-            }
-        })
+    /// The default backend's name.
+    pub fn default_name(&self) -> &str {
+        &self.default
     }
 
-    fn wake_jobs(&self) {
-        if let Some(j) = self.jobs.get() {
-            j.wake();
+    /// Deletes the bytes stored under `key` on `backend` (idempotent).
+    pub async fn delete(&self, backend: &str, key: &str) -> Result<(), String> {
+        match self.get(backend) {
+            Some(b) => b.delete(key).await.map_err(|e| e.to_string()),
+            None => Err(format!("no backend named '{backend}' is configured")),
+        }
+    }
+
+    /// Free and total bytes of a backend, where it can tell (bounded by its timeout).
+    pub async fn space(&self, backend: &str) -> (Option<u64>, Option<u64>) {
+        match self.get(backend) {
+            Some(b) => match b.space().await {
+                Ok(s) => (s.free, s.total),
+                Err(err) => {
+                    tracing::warn!(%backend, error = %err, "cannot read free space");
+                    (None, None)
+                }
+            },
+            None => (None, None),
         }
     }
 }

@@ -1,0 +1,35 @@
+//! What a use-case answers when it does not do what was asked; each door maps it to its status
+//! and shape (the dashboard's `AppError`, Glance's error document).
+
+/// Why a use-case refused or failed. The message is what users read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller is not signed in (401).
+    #[error("{0}")]
+    NotSignedIn(String),
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such thing, or the caller may not know it exists (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request breaks a rule (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed (500; 507 when its disk is full: [`records::DbError::is_disk_full`]).
+    #[error(transparent)]
+    Db(#[from] records::DbError),
+}
+
+impl Error {
+    /// A refusal from `policy::authorize`.
+    pub fn denied(d: policy::Denial) -> Self {
+        match d {
+            policy::Denial::NotSignedIn => Error::NotSignedIn("Sign in first.".to_owned()),
+            policy::Denial::Forbidden(why) => Error::Forbidden(why),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Hangar's image use-cases, written once for every door: the dashboard's server functions
+//! (`app/src/api/`) and the Glance API (`server/src/glance/`) parse their requests, call a
+//! function here, and map its [`Error`] to their own answer. A use-case takes the caller
+//! (`accounts::Authn`), authorizes through `policy`, applies the rules, changes the records and
+//! the stored bytes, and writes the audit log; the adapters hold no business rule.
+//!
+//! Without the `service` feature only the pure parts build ([`units`]), so the browser bundle
+//! can share them.
+
+pub mod units;
+
+#[cfg(feature = "service")]
+mod error;
+#[cfg(feature = "service")]
+mod service;
+#[cfg(feature = "service")]
+pub mod stores;
+
+#[cfg(feature = "service")]
+pub use error::Error;
+#[cfg(feature = "service")]
+pub use service::{action_name, audit, image_facts, write_denial, Images};
+#[cfg(feature = "service")]
+pub use stores::Stores;
