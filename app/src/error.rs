@@ -119,6 +119,7 @@ impl From<imageops::Error> for AppError {
             E::NotFound(message) => AppError::NotFound { message },
             E::Invalid(message) => AppError::BadRequest { message },
             E::Conflict(message) => AppError::Conflict { message },
+            E::TooLarge(message) => AppError::QuotaExceeded { message },
             E::Db(e) => AppError::internal("database", &e),
         }
     }

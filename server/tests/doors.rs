@@ -106,3 +106,343 @@ fn status_ok(door: Door) -> StatusCode {
         Door::Glance => StatusCode::NO_CONTENT,
     }
 }
+
+/// The dashboard's create form as its server function receives it.
+fn create_form(name: &str, visibility: &str, tags: &str, description: &str) -> String {
+    let enc = |s: &str| {
+        s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>()
+    };
+    format!(
+        "form[name]={}&form[disk_format]=qcow2&form[container_format]=bare&form[visibility]={visibility}\
+         &form[description]={}&form[min_disk]=2&form[min_ram]=512&form[architecture]=x86_64&form[os_distro]=&form[os_version]=\
+         &form[protected]=false&form[tags]={}&form[size]=1024",
+        enc(name),
+        enc(description),
+        enc(tags)
+    )
+}
+
+/// Creating an image through either door stores the same record for the same inputs, and the
+/// same inputs are refused the same way: a member asking for a public image (403, the denial
+/// audited), a tag over 255 characters (400; the dashboard used to cut it), a description
+/// longer than the dashboard's old 1,024-character cut (kept whole by both), and the project's
+/// image-count quota (413).
+#[tokio::test]
+async fn create_is_the_same_use_case_through_both_doors() {
+    let app = common::spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let cookie = Auth::Cookie(app.sign_in("member", PASSWORD).await);
+    let db = app.state.db.clone();
+    let long = "d".repeat(2000);
+
+    // The same image through both doors.
+    let r = app.call("create_image", &create_form("twin", "private", "a, b,a", &long), &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let from_dashboard: String = serde_json::from_str(&r.body).unwrap();
+    let body = serde_json::json!({
+        "name": "twin", "disk_format": "qcow2", "container_format": "bare", "visibility": "private",
+        "min_disk": 2, "min_ram": 512, "tags": ["a", "b", "a"], "description": long, "architecture": "x86_64",
+    });
+    let r = glance(&app, &tok, "POST", "/v2/images", "application/json", Body::from(body.to_string())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let from_glance = r.json()["id"].as_str().unwrap().to_owned();
+    let stored = |d: records::ImageDetail| {
+        (
+            d.name.clone(),
+            d.disk_format.clone(),
+            d.container_format.clone(),
+            d.visibility.clone(),
+            d.min_disk,
+            d.min_ram,
+            d.tag_list(),
+            d.property_map(),
+            d.status.clone(),
+            d.owner.clone(),
+        )
+    };
+    let a = stored(db.image_detail(&from_dashboard).await.unwrap().unwrap());
+    let b = stored(db.image_detail(&from_glance).await.unwrap().unwrap());
+    assert_eq!(a, b, "the same request stores the same image through both doors");
+    assert_eq!(a.7.get("description").map(String::len), Some(2000), "the description is kept whole");
+
+    // The same refusals.
+    let too_long_tag = "t".repeat(256);
+    let cases: [(&str, String, serde_json::Value, StatusCode); 2] = [
+        (
+            "public by a member",
+            create_form("pub", "public", "", ""),
+            serde_json::json!({"name": "pub", "disk_format": "qcow2", "container_format": "bare", "visibility": "public"}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "a tag of 256 characters",
+            create_form("tag", "private", &too_long_tag, ""),
+            serde_json::json!({"name": "tag", "disk_format": "qcow2", "container_format": "bare", "tags": [too_long_tag]}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (what, form, json, status) in cases {
+        let d = app.call("create_image", &form, &cookie).await;
+        let g = glance(&app, &tok, "POST", "/v2/images", "application/json", Body::from(json.to_string())).await;
+        assert_eq!((d.status, g.status), (status, status), "{what}: dashboard {} / glance {}", d.body, g.body);
+    }
+    let denied = db
+        .list_audit(&records::AuditFilter { action: "image.publicize".into(), outcome: "denied".into(), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 2, "each door's refused publicize is audited: {denied:?}");
+
+    // The image-count quota: both doors stop at the same count.
+    let used = db.quota_usage(&p1).await.unwrap().images;
+    db.set_quota(
+        &p1,
+        records::QuotaRow { max_images: Some(i64::try_from(used).unwrap() + 1), max_bytes: None, max_concurrent_uploads: None },
+    )
+    .await
+    .unwrap();
+    let d = app.call("create_image", &create_form("last", "private", "", ""), &cookie).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    let d = app.call("create_image", &create_form("over", "private", "", ""), &cookie).await;
+    let g = glance(
+        &app,
+        &tok,
+        "POST",
+        "/v2/images",
+        "application/json",
+        Body::from(r#"{"name":"over","disk_format":"qcow2","container_format":"bare"}"#),
+    )
+    .await;
+    assert_eq!((d.status, g.status), (StatusCode::PAYLOAD_TOO_LARGE, StatusCode::PAYLOAD_TOO_LARGE), "{} / {}", d.body, g.body);
+}
+
+/// Deactivating and reactivating: the same answers through both doors — a change is audited
+/// once, asking again changes nothing and succeeds, and an image that is not active (here
+/// `queued`) is refused with 403 (the dashboard used to answer 409).
+#[tokio::test]
+async fn status_changes_are_the_same_use_case_through_both_doors() {
+    let app = common::spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let cookie = Auth::Cookie(app.sign_in("member", PASSWORD).await);
+    let db = app.state.db.clone();
+    let act = |door: Door, id: String, action: &'static str| {
+        let (app, tok, cookie) = (&app, tok.clone(), cookie.clone());
+        async move {
+            match door {
+                Door::Glance => {
+                    glance(app, &tok, "POST", &format!("/v2/images/{id}/actions/{action}"), "application/json", Body::empty()).await
+                }
+                Door::Dashboard => app.call("set_image_status", &format!("image_id={id}&action={action}"), &cookie).await,
+            }
+        }
+    };
+    for door in [Door::Dashboard, Door::Glance] {
+        let queued = create(&app, &tok, "queued", "").await;
+        let r = act(door, queued.clone(), "deactivate").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{door:?}, a queued image: {}", r.body);
+
+        let id = create(&app, &tok, "active", "").await;
+        let r =
+            glance(&app, &tok, "PUT", &format!("/v2/images/{id}/file"), "application/octet-stream", Body::from(vec![5u8; 1 << 20])).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(db.image(&id).await.unwrap().unwrap().status, "active");
+        for (action, status) in [("deactivate", "deactivated"), ("deactivate", "deactivated"), ("reactivate", "active")] {
+            let r = act(door, id.clone(), action).await;
+            assert!(r.status.is_success(), "{door:?} {action}: {} {}", r.status, r.body);
+            assert_eq!(db.image(&id).await.unwrap().unwrap().status, status, "{door:?} {action}");
+        }
+        let audited = |action: &'static str| {
+            let (db, id) = (db.clone(), id.clone());
+            async move {
+                db.list_audit(&records::AuditFilter { action: action.into(), limit: 100, ..Default::default() })
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|a| a.target_id == id)
+                    .count()
+            }
+        };
+        assert_eq!((audited("image.deactivate").await, audited("image.reactivate").await), (1, 1), "{door:?}: one entry per change");
+    }
+}
+
+/// Changing an image's metadata: the dashboard's edit form and a Glance JSON-patch asking for
+/// the same change store the same fields, and the same changes are refused the same way — a
+/// reserved or read-only property name (403; the two doors used to differ in which names they
+/// reserved), making it public as a member (403), a tag over 255 characters (400).
+#[tokio::test]
+async fn update_is_the_same_use_case_through_both_doors() {
+    let app = common::spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let cookie = Auth::Cookie(app.sign_in("member", PASSWORD).await);
+    let db = app.state.db.clone();
+    let enc = |s: &str| {
+        s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>()
+    };
+    let dashboard = |id: &str, visibility: &str, tags: &str, props: &str| {
+        format!(
+            "image_id={id}&name=renamed&visibility={visibility}&min_disk=3&min_ram=256&protected=on&tags={}&properties={}",
+            enc(tags),
+            enc(props)
+        )
+    };
+    let a = create(&app, &tok, "a", "").await;
+    let b = create(&app, &tok, "b", "").await;
+    let r = app.call("update_image", &dashboard(&a, "shared", "x, y", "os_distro=debian\nnote=kept"), &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = patch(
+        &app,
+        &tok,
+        &b,
+        serde_json::json!([
+            {"op": "replace", "path": "/name", "value": "renamed"},
+            {"op": "replace", "path": "/visibility", "value": "shared"},
+            {"op": "replace", "path": "/min_disk", "value": 3},
+            {"op": "replace", "path": "/min_ram", "value": 256},
+            {"op": "replace", "path": "/protected", "value": true},
+            {"op": "replace", "path": "/tags", "value": ["x", "y"]},
+            {"op": "add", "path": "/os_distro", "value": "debian"},
+            {"op": "add", "path": "/note", "value": "kept"},
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let stored = |d: records::ImageDetail| {
+        (d.name.clone(), d.visibility.clone(), d.min_disk, d.min_ram, d.protected, d.tag_list(), d.property_map())
+    };
+    assert_eq!(stored(db.image_detail(&a).await.unwrap().unwrap()), stored(db.image_detail(&b).await.unwrap().unwrap()));
+
+    let long_tag = "t".repeat(256);
+    let cases: [(&str, String, serde_json::Value, StatusCode); 4] = [
+        (
+            "os_glance_ prefix",
+            dashboard(&a, "shared", "", "os_glance_x=1"),
+            serde_json::json!([{"op": "add", "path": "/os_glance_x", "value": "1"}]),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "read-only checksum",
+            dashboard(&a, "shared", "", "checksum=abc"),
+            serde_json::json!([{"op": "add", "path": "/checksum", "value": "abc"}]),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "public by a member",
+            dashboard(&a, "public", "", ""),
+            serde_json::json!([{"op": "replace", "path": "/visibility", "value": "public"}]),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "a tag of 256 characters",
+            dashboard(&a, "shared", &long_tag, ""),
+            serde_json::json!([{"op": "replace", "path": "/tags", "value": [long_tag]}]),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (what, form, ops, status) in cases {
+        let d = app.call("update_image", &form, &cookie).await;
+        let g = patch(&app, &tok, &b, ops).await;
+        assert_eq!((d.status, g.status), (status, status), "{what}: dashboard {} / glance {}", d.body, g.body);
+    }
+    assert_eq!(
+        stored(db.image_detail(&a).await.unwrap().unwrap()),
+        stored(db.image_detail(&b).await.unwrap().unwrap()),
+        "refusals change nothing"
+    );
+}
+
+/// A Glance JSON-patch (v2.1 media type) of image `id`.
+async fn patch(app: &TestApp, tok: &str, id: &str, ops: serde_json::Value) -> common::Reply {
+    app.send(
+        Request::builder()
+            .method("PATCH")
+            .uri(format!("/image/v2/images/{id}"))
+            .header(header::HOST, HOST)
+            .header("x-auth-token", tok)
+            .header(header::CONTENT_TYPE, "application/openstack-images-v2.1-json-patch")
+            .body(Body::from(ops.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// Sharing: the same rules through both doors — a private image has no members (403; the
+/// dashboard used to share it anyway), a second share is 409, the member project's answer is
+/// stored and audited the same way (`image.share.accepted`; the dashboard used its own action
+/// names), and unsharing twice is 404 the second time.
+#[tokio::test]
+async fn sharing_is_the_same_use_case_through_both_doors() {
+    let app = common::spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let other_tok = token(&app, "other", &p2).await;
+    let cookie = Auth::Cookie(app.sign_in("member", PASSWORD).await);
+    let other_cookie = Auth::Cookie(app.sign_in("other", PASSWORD).await);
+    let db = app.state.db.clone();
+    let share = |door: Door, id: String| {
+        let (app, tok, cookie) = (&app, tok.clone(), cookie.clone());
+        let p2 = p2.clone();
+        async move {
+            match door {
+                Door::Dashboard => app.call("share_image", &format!("image_id={id}&project=p2"), &cookie).await.status,
+                Door::Glance => {
+                    let body = format!(r#"{{"member":"{p2}"}}"#);
+                    glance(app, &tok, "POST", &format!("/v2/images/{id}/members"), "application/json", Body::from(body)).await.status
+                }
+            }
+        }
+    };
+    for door in [Door::Dashboard, Door::Glance] {
+        let private = create(&app, &tok, "private", r#","visibility":"private""#).await;
+        assert_eq!(share(door, private.clone()).await, StatusCode::FORBIDDEN, "{door:?}: a private image has no members");
+        assert!(db.image_members(&private).await.unwrap().is_empty());
+
+        let id = create(&app, &tok, "shared", r#","visibility":"shared""#).await;
+        assert_eq!(share(door, id.clone()).await, StatusCode::OK, "{door:?}");
+        assert_eq!(share(door, id.clone()).await, StatusCode::CONFLICT, "{door:?}: shared twice");
+
+        let answered = match door {
+            Door::Dashboard => app.call("answer_share", &format!("image_id={id}&accept=true"), &other_cookie).await.status,
+            Door::Glance => {
+                glance(
+                    &app,
+                    &other_tok,
+                    "PUT",
+                    &format!("/v2/images/{id}/members/{p2}"),
+                    "application/json",
+                    Body::from(r#"{"status":"accepted"}"#),
+                )
+                .await
+                .status
+            }
+        };
+        assert_eq!(answered, StatusCode::OK, "{door:?}");
+        assert_eq!(db.image_member(&id, &p2).await.unwrap().unwrap().status, "accepted", "{door:?}");
+        let audited = db
+            .list_audit(&records::AuditFilter { action: "image.share.accepted".into(), limit: 100, ..Default::default() })
+            .await
+            .unwrap()
+            .iter()
+            .filter(|a| a.target_id == id)
+            .count();
+        assert_eq!(audited, 1, "{door:?}: the answer is audited under one name");
+
+        let unshare = |id: String| {
+            let (app, tok, cookie, p2) = (&app, tok.clone(), cookie.clone(), p2.clone());
+            async move {
+                match door {
+                    Door::Dashboard => app.call("unshare_image", &format!("image_id={id}&project_id={p2}"), &cookie).await.status,
+                    Door::Glance => {
+                        glance(app, &tok, "DELETE", &format!("/v2/images/{id}/members/{p2}"), "application/json", Body::empty())
+                            .await
+                            .status
+                    }
+                }
+            }
+        };
+        assert!(unshare(id.clone()).await.is_success(), "{door:?}");
+        assert_eq!(unshare(id.clone()).await, StatusCode::NOT_FOUND, "{door:?}: not a member any more");
+    }
+}

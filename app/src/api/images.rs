@@ -70,16 +70,6 @@ pub(crate) mod imp {
         }
     }
 
-    /// A metadata rule's refusal (policy::metadata), with the status the Glance API gives it.
-    pub fn metadata_error(e: policy::metadata::MetadataError) -> AppError {
-        use policy::metadata::MetadataError as M;
-        match e {
-            M::Invalid(message) => AppError::BadRequest { message },
-            M::Forbidden(message) => AppError::Forbidden { message },
-            M::TooLarge(message) => AppError::QuotaExceeded { message },
-        }
-    }
-
     pub fn catalogue_error(e: records::CatalogueError) -> AppError {
         use records::CatalogueError as E;
         match e {
@@ -526,51 +516,34 @@ pub async fn update_image(
 ) -> Result<(), AppError> {
     use imp::*;
     answer(async move {
+        // A thin adapter: the form's fields replace the image's (properties left out of the
+        // box are removed); the update use-case (`imageops`) judges and applies the change.
         let ctx = server_context()?;
-        let (authn, me) = require(&policy::Action::ListImages)?;
-        let (row, facts) = visible_image(&ctx.db, &me, &image_id).await?;
-        require(&policy::Action::ModifyImage(&facts))?;
+        let (authn, _) = require(&policy::Action::ListImages)?;
         let bad = |m: String| AppError::BadRequest { message: m };
-        let to = policy::Visibility::parse(&visibility).ok_or_else(|| bad(format!("Unknown visibility '{visibility}'.")))?;
-        if visibility != row.visibility {
-            require(&policy::Action::SetVisibility { image: &facts, to })?;
-        }
-        let number = |label: &str, v: Option<String>| -> Result<Option<i64>, AppError> {
+        let number = |label: &str, v: Option<String>| -> Result<i64, AppError> {
             match non_empty(v) {
-                None => Ok(Some(0)),
-                Some(s) => s
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .map(Some)
-                    .ok_or_else(|| bad(format!("{label} must be a whole number of GB/MB, not '{s}'."))),
+                None => Ok(0),
+                Some(s) => s.parse::<i64>().map_err(|_| bad(format!("{label} must be a whole number of GB/MB, not '{s}'."))),
             }
         };
         let on = |v: Option<String>| matches!(v.as_deref(), Some("on" | "true" | "yes" | "1"));
         let props = parse_properties(properties.as_deref().unwrap_or("")).map_err(bad)?;
-        // The same rules as the Glance API (reserved and read-only names, key syntax, value
-        // and total sizes): policy::metadata.
-        policy::metadata::check_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(metadata_error)?;
-        if props.len() > records::MAX_PROPERTIES {
-            return Err(AppError::QuotaExceeded { message: format!("An image has at most {} properties.", records::MAX_PROPERTIES) });
-        }
-        let patch = records::ImagePatch {
-            name: Some(name.trim().to_owned()),
-            visibility: Some(visibility.clone()),
-            protected: Some(on(protected)),
-            os_hidden: Some(on(os_hidden)),
-            min_disk: number("Minimum disk", min_disk)?,
-            min_ram: number("Minimum RAM", min_ram)?,
-            tags: Some(parse_tags(tags.as_deref().unwrap_or(""))),
-            properties: Some(props.into_iter().collect()),
-            ..Default::default()
-        };
-        ctx.db
-            .update_image(&image_id, &patch)
-            .await
-            .map_err(catalogue_error)?
-            .ok_or_else(|| AppError::NotFound { message: "No such image.".into() })?;
-        audit(&ctx.db, &authn, "image.update", "image", &image_id, &row.name).await?;
+        let (min_disk, min_ram) = (number("Minimum disk", min_disk)?, number("Minimum RAM", min_ram)?);
+        let name = name.trim().to_owned();
+        ctx.images
+            .update_image(&authn, &image_id, |f| {
+                f.name = (!name.is_empty()).then_some(name);
+                f.visibility = visibility;
+                f.protected = on(protected);
+                f.os_hidden = on(os_hidden);
+                f.min_disk = min_disk;
+                f.min_ram = min_ram;
+                f.tags = parse_tags(tags.as_deref().unwrap_or(""));
+                f.properties = props.into_iter().collect();
+                Ok(())
+            })
+            .await?;
         Ok(())
     })
     .await
@@ -582,26 +555,10 @@ pub async fn set_image_status(image_id: String, action: String) -> Result<(), Ap
     use imp::*;
     answer(async move {
         let ctx = server_context()?;
-        let (authn, me) = require(&policy::Action::ListImages)?;
-        let (_, facts) = visible_image(&ctx.db, &me, &image_id).await?;
-        require(&policy::Action::ModifyImage(&facts))?;
-        let change = match action.as_str() {
-            "deactivate" => ctx.db.deactivate_image(&image_id).await,
-            "reactivate" => ctx.db.reactivate_image(&image_id).await,
-            other => return Err(AppError::BadRequest { message: format!("Unknown action '{other}'.") }),
-        }
-        .map_err(|e| AppError::internal("change status", &e))?;
-        match change {
-            records::StatusChange::Changed | records::StatusChange::Unchanged => {
-                audit(&ctx.db, &authn, &format!("image.{action}"), "image", &image_id, "").await
-            }
-            records::StatusChange::ImageNotFound => Err(AppError::NotFound { message: "No such image.".into() }),
-            records::StatusChange::WrongStatus(s) => Err(AppError::Conflict {
-                message: format!(
-                    "An image that is {s} cannot be {action}d; only active images are deactivated and deactivated ones reactivated."
-                ),
-            }),
-        }
+        let (authn, _) = require(&policy::Action::ListImages)?;
+        let action = imageops::StatusAction::parse(&action)
+            .ok_or_else(|| AppError::BadRequest { message: format!("Unknown action '{action}': deactivate or reactivate.") })?;
+        Ok(ctx.images.set_status(&authn, &image_id, action).await?)
     })
     .await
 }

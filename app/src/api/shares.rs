@@ -37,26 +37,17 @@ pub mod imp {
 pub async fn share_image(image_id: String, project: String) -> Result<(), AppError> {
     use imp::*;
     answer(async move {
-        let (authn, me) = crate::auth::signed_in()?;
-        let db = server_context()?.db;
-        let scope = me.scope.as_ref().map(|s| s.project_id.as_str());
-        let (image, facts) = image_facts(&db, &image_id, scope).await?;
-        if !policy::can_view(Some(&me), &facts) {
-            return Err(AppError::NotFound { message: "No such image.".into() });
-        }
-        require(&policy::Action::ShareImage(&facts))?;
-        let target = db
+        // The form names the project; the share use-case (`imageops`) takes its id.
+        let (authn, _) = crate::auth::signed_in()?;
+        let ctx = server_context()?;
+        let target = ctx
+            .db
             .project_by_name(project.trim())
             .await
             .map_err(|e| AppError::internal("load project", &e))?
             .ok_or_else(|| AppError::NotFound { message: format!("There is no project '{}'.", project.trim()) })?;
-        if image.owner.as_deref() == Some(target.id.as_str()) {
-            return Err(AppError::bad_request("An image cannot be shared with the project that owns it."));
-        }
-        if !db.add_image_member(&image.id, &target.id).await.map_err(|e| AppError::internal("share image", &e))? {
-            return Err(AppError::Conflict { message: format!("The image is already shared with {}.", target.name) });
-        }
-        audit(&db, &authn, "image.share", "image", &image.id, &format!("with {}", target.name)).await
+        ctx.images.share_image(&authn, &image_id, &target.id).await?;
+        Ok(())
     })
     .await
 }
@@ -66,18 +57,8 @@ pub async fn share_image(image_id: String, project: String) -> Result<(), AppErr
 pub async fn unshare_image(image_id: String, project_id: String) -> Result<(), AppError> {
     use imp::*;
     answer(async move {
-        let (authn, me) = crate::auth::signed_in()?;
-        let db = server_context()?.db;
-        let scope = me.scope.as_ref().map(|s| s.project_id.as_str());
-        let (image, facts) = image_facts(&db, &image_id, scope).await?;
-        if !policy::can_view(Some(&me), &facts) {
-            return Err(AppError::NotFound { message: "No such image.".into() });
-        }
-        require(&policy::Action::ShareImage(&facts))?;
-        if !db.remove_image_member(&image.id, &project_id).await.map_err(|e| AppError::internal("unshare image", &e))? {
-            return Err(AppError::NotFound { message: "The image is not shared with that project.".into() });
-        }
-        audit(&db, &authn, "image.unshare", "image", &image.id, &format!("project {project_id}")).await
+        let (authn, _) = crate::auth::signed_in()?;
+        Ok(server_context()?.images.unshare_image(&authn, &image_id, &project_id).await?)
     })
     .await
 }
@@ -87,15 +68,12 @@ pub async fn unshare_image(image_id: String, project_id: String) -> Result<(), A
 pub async fn answer_share(image_id: String, accept: bool) -> Result<(), AppError> {
     use imp::*;
     answer(async move {
+        // The dashboard answers for the caller's current project.
         let (authn, me) = crate::auth::signed_in()?;
         let project = me.scope.as_ref().map(|s| s.project_id.clone()).ok_or_else(|| AppError::bad_request("Choose a project first."))?;
-        require(&policy::Action::AnswerShare { project: &project })?;
-        let db = server_context()?.db;
-        let status = if accept { "accepted" } else { "rejected" };
-        if !db.set_image_member_status(&image_id, &project, status).await.map_err(|e| AppError::internal("answer share", &e))? {
-            return Err(AppError::NotFound { message: "That image is not shared with your project.".into() });
-        }
-        audit(&db, &authn, if accept { "image.share_accept" } else { "image.share_reject" }, "image", &image_id, "").await
+        let status = if accept { policy::MemberStatus::Accepted } else { policy::MemberStatus::Rejected };
+        server_context()?.images.answer_share(&authn, &image_id, &project, status).await?;
+        Ok(())
     })
     .await
 }

@@ -88,89 +88,43 @@ pub const DISK_FORMATS: &[&str] = &["qcow2", "raw", "vdi", "vhd", "vhdx", "vmdk"
 #[server(prefix = "/api", endpoint = "create_image")]
 pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
     crate::auth::answer(async move {
-        let (authn, me) = crate::auth::signed_in()?;
-        let project = me
-            .scope
-            .as_ref()
-            .map(|s| s.project_id.clone())
-            .ok_or_else(|| AppError::Forbidden { message: "You have no role in any project; ask an administrator for one.".into() })?;
-        crate::auth::require(&policy::Action::CreateImage { project: &project })?;
+        // A thin adapter: the form's fields become a request for the create use-case
+        // (`imageops`), which authorizes, checks the values and the quotas, and audits.
+        let (authn, _) = crate::auth::signed_in()?;
         let name = form.name.trim();
-        if name.is_empty() || name.chars().count() > 255 {
-            return Err(AppError::bad_request("Give the image a name of 1 to 255 characters."));
-        }
-        if !DISK_FORMATS.contains(&form.disk_format.as_str()) {
-            return Err(AppError::bad_request(format!("Choose a disk format (one of {}).", DISK_FORMATS.join(", "))));
+        if name.is_empty() {
+            return Err(AppError::bad_request("Give the image a name."));
         }
         let visibility = if form.visibility.is_empty() { "private" } else { form.visibility.as_str() };
-        let vis = policy::Visibility::parse(visibility).ok_or_else(|| AppError::bad_request("Unknown visibility."))?;
-        // The image to be: the policy's rule for who may give it this visibility (public: admins).
-        let facts = policy::ImageFacts {
-            owner: Some(project.clone()),
-            visibility: policy::Visibility::Private,
-            protected: false,
-            membership: None,
-        };
-        crate::auth::require(&policy::Action::SetVisibility { image: &facts, to: vis })?;
-        let ctx = crate::api::context::server_context()?;
-        let quota = ctx.db.quota(&project).await.map_err(|e| AppError::internal("load quota", &e))?;
-        let (_, bytes) = ctx.db.project_usage(&project).await.map_err(|e| AppError::internal("project usage", &e))?;
-        if let Some(max) = quota.max_bytes.and_then(|m| u64::try_from(m).ok()) {
-            if bytes.saturating_add(form.size) > max {
-                return Err(AppError::QuotaExceeded {
-                    message: format!(
-                        "This image ({}) would take your project past its storage quota of {} ({} used).",
-                        crate::components::size::human_bytes(form.size),
-                        crate::components::size::human_bytes(max),
-                        crate::components::size::human_bytes(bytes)
-                    ),
-                });
-            }
-        }
-        let mut properties = serde_json::Map::new();
-        for (k, v) in [
+        let visibility = policy::Visibility::parse(visibility).ok_or_else(|| AppError::bad_request("Unknown visibility."))?;
+        // The form's fields become the image's properties; empty ones are left out.
+        let properties = [
             ("description", &form.description),
             ("architecture", &form.architecture),
             ("os_distro", &form.os_distro),
             ("os_version", &form.os_version),
-        ] {
-            let v = v.trim();
-            if !v.is_empty() {
-                properties.insert(k.to_owned(), serde_json::Value::String(v.chars().take(1024).collect()));
-            }
-        }
-        let tags: Vec<String> =
-            form.tags.split(',').map(|t| t.trim().chars().take(255).collect::<String>()).filter(|t| !t.is_empty()).take(128).collect();
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect();
+        let tags = form.tags.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         let container = if form.container_format.is_empty() { "bare".to_owned() } else { form.container_format.clone() };
-        policy::metadata::check_container_format(&container).map_err(crate::api::images::imp::metadata_error)?;
-        let row = ctx
-            .db
-            .create_image(&records::NewImage {
-                name: name.to_owned(),
-                disk_format: Some(form.disk_format.clone()),
-                container_format: Some(container),
-                visibility: Some(visibility.to_owned()),
-                owner: Some(project),
-                protected: form.protected,
-                min_disk: i64::from(form.min_disk),
-                min_ram: i64::from(form.min_ram),
-                properties: serde_json::Value::Object(properties).to_string(),
-                tags: serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()),
-                created_by: Some(me.user_id.clone()),
-                // The image count is checked by the insert itself (exact under parallel creates).
-                max_images: quota.max_images,
-            })
-            .await
-            .map_err(|e| match e {
-                records::DbError::ImageQuota { max } => AppError::QuotaExceeded {
-                    message: format!(
-                        "Your project has reached its quota of {max} images. Delete an image or ask an administrator to raise the quota."
-                    ),
-                },
-                e => AppError::internal("create image", &e),
-            })?;
-        crate::auth::audit(&ctx.db, &authn, "image.create", "image", &row.id, name).await?;
-        Ok(row.id)
+        let req = imageops::NewImageRequest {
+            name: Some(name.to_owned()),
+            disk_format: Some(form.disk_format.clone()),
+            container_format: Some(container),
+            visibility: Some(visibility),
+            protected: form.protected,
+            min_disk: i64::from(form.min_disk),
+            min_ram: i64::from(form.min_ram),
+            tags,
+            properties,
+            expected_size: Some(form.size),
+            ..Default::default()
+        };
+        let ctx = crate::api::context::server_context()?;
+        Ok(ctx.images.create_image(&authn, req).await?)
     })
     .await
 }

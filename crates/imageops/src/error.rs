@@ -19,6 +19,9 @@ pub enum Error {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// A quota or a size limit would be exceeded (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// The database failed (500; 507 when its disk is full: [`records::DbError::is_disk_full`]).
     #[error(transparent)]
     Db(#[from] records::DbError),
@@ -30,6 +33,18 @@ impl Error {
         match d {
             policy::Denial::NotSignedIn => Error::NotSignedIn("Sign in first.".to_owned()),
             policy::Denial::Forbidden(why) => Error::Forbidden(why),
+        }
+    }
+}
+
+impl From<records::CatalogueError> for Error {
+    fn from(e: records::CatalogueError) -> Self {
+        use records::CatalogueError as E;
+        match e {
+            E::MarkerNotFound => Error::Invalid("The marker does not name an image you can see.".to_owned()),
+            E::InvalidFilter(m) | E::InvalidValue(m) => Error::Invalid(m),
+            E::LimitExceeded(m) => Error::TooLarge(m),
+            E::Db(e) => Error::Db(e),
         }
     }
 }

@@ -10,15 +10,31 @@
 pub mod units;
 
 #[cfg(feature = "service")]
+mod create;
+#[cfg(feature = "service")]
 mod error;
 #[cfg(feature = "service")]
 mod service;
 #[cfg(feature = "service")]
+mod shares;
+#[cfg(feature = "service")]
+mod status;
+#[cfg(feature = "service")]
 pub mod stores;
+#[cfg(feature = "service")]
+mod update;
 
+#[cfg(feature = "service")]
+pub use create::{is_uuid, metadata, NewImageRequest};
 #[cfg(feature = "service")]
 pub use error::Error;
 #[cfg(feature = "service")]
 pub use service::{action_name, audit, image_facts, write_denial, Images};
 #[cfg(feature = "service")]
+pub use shares::MAX_MEMBERS;
+#[cfg(feature = "service")]
+pub use status::StatusAction;
+#[cfg(feature = "service")]
 pub use stores::Stores;
+#[cfg(feature = "service")]
+pub use update::{check_update, ImageFields};

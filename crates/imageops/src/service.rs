@@ -74,11 +74,7 @@ impl Images {
     /// from being taken again), its bytes on every backend, its staged data, and an audit entry.
     /// A protected image is refused (403, as Glance answers). Returns the deleted record.
     pub async fn delete_image(&self, authn: &Authn, image_id: &str) -> Result<records::ImageRow, Error> {
-        let scope = authn.principal.as_ref().and_then(|p| p.scope.as_ref()).map(|s| s.project_id.clone());
-        let (row, facts) = self.image_facts(image_id, scope.as_deref()).await?;
-        if !policy::can_view(authn.principal.as_ref(), &facts) {
-            return Err(Error::NotFound("No such image.".to_owned()));
-        }
+        let (row, facts) = self.visible_image(authn, image_id).await?;
         self.authorize(authn, &Action::DeleteImage(&facts))?;
         match self.db.delete_image(image_id).await? {
             records::DeleteOutcome::NotFound => Err(Error::NotFound("No such image.".to_owned())),

@@ -78,6 +78,16 @@ pub enum Visibility {
 }
 
 impl Visibility {
+    /// The stored and wire name (`private`, `shared`, `community`, `public`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Shared => "shared",
+            Visibility::Community => "community",
+            Visibility::Public => "public",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "private" => Some(Visibility::Private),

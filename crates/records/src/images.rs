@@ -82,6 +82,16 @@ pub struct NewImage {
     pub max_images: Option<i64>,
 }
 
+/// What [`Db::add_image_member_within`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberAdded {
+    Added,
+    /// The project was a member already (its membership is unchanged).
+    Exists,
+    /// The image has its maximum number of members.
+    Full,
+}
+
 /// The ingest pipeline's result for an image that became `active`.
 #[derive(Clone, Debug, Default)]
 pub struct ActiveImage {
@@ -225,12 +235,25 @@ impl Db {
 
     /// Shares an image with a project (status `pending`); an existing membership is kept as is.
     pub async fn add_image_member(&self, image_id: &str, project_id: &str) -> Result<bool, DbError> {
-        let done = sqlx::query("INSERT INTO image_members (image_id, project_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(image_id)
-            .bind(project_id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(self.add_image_member_within(image_id, project_id, i64::MAX).await? == MemberAdded::Added)
+    }
+
+    /// [`Db::add_image_member`] unless the image already has `max` members: counted by the
+    /// insert itself, so parallel shares cannot pass the limit.
+    pub async fn add_image_member_within(&self, image_id: &str, project_id: &str, max: i64) -> Result<MemberAdded, DbError> {
+        let done = sqlx::query(
+            "INSERT INTO image_members (image_id, project_id) SELECT ?1, ?2 \
+             WHERE (SELECT COUNT(*) FROM image_members WHERE image_id = ?1) < ?3 ON CONFLICT DO NOTHING",
+        )
+        .bind(image_id)
+        .bind(project_id)
+        .bind(max)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(MemberAdded::Added);
+        }
+        Ok(if self.image_member(image_id, project_id).await?.is_some() { MemberAdded::Exists } else { MemberAdded::Full })
     }
 
     pub async fn remove_image_member(&self, image_id: &str, project_id: &str) -> Result<bool, DbError> {
@@ -292,6 +315,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
         (dir, db)
+    }
+
+    /// The member limit holds when shares race: the count is taken by the insert itself.
+    #[tokio::test]
+    async fn parallel_shares_stop_at_the_member_limit() {
+        let (_dir, db) = temp_db().await;
+        let owner = db.create_project("owner", "").await.unwrap().id;
+        let img = db.create_image(&NewImage { name: "i".into(), owner: Some(owner), ..Default::default() }).await.unwrap();
+        let mut projects = Vec::new();
+        for i in 0..8 {
+            projects.push(db.create_project(&format!("p{i}"), "").await.unwrap().id);
+        }
+        let results = futures::future::join_all(projects.iter().map(|p| db.add_image_member_within(&img.id, p, 3))).await;
+        let added = results.iter().filter(|r| matches!(r, Ok(MemberAdded::Added))).count();
+        let full = results.iter().filter(|r| matches!(r, Ok(MemberAdded::Full))).count();
+        assert_eq!((added, full), (3, 5), "{results:?}");
+        assert_eq!(db.image_members(&img.id).await.unwrap().len(), 3);
+        let member = projects.iter().zip(&results).find(|(_, r)| matches!(r, Ok(MemberAdded::Added))).map(|(p, _)| p).unwrap();
+        assert_eq!(db.add_image_member_within(&img.id, member, 3).await.unwrap(), MemberAdded::Exists, "a member stays a member");
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ mod uploads;
 pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 #[allow(unused_imports)]
 pub use catalogue::*;
-pub use images::{ActiveImage, ImageIngestRow, ImageRow, MemberRow, NewImage, Visible};
+pub use images::{ActiveImage, ImageIngestRow, ImageRow, MemberAdded, MemberRow, NewImage, Visible};
 pub use quota::{HoldRefused, QuotaUsage};
 #[allow(unused_imports)]
 pub use storage::*;

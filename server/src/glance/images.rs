@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 
 use super::patch::{self, Editable, PatchError};
-use super::{empty, query, Caller, GlanceError, Result, CONTAINER_FORMATS};
+use super::{empty, query, Caller, GlanceError, Result};
 use crate::AppState;
 
 /// An image as Glance shows it: every base property (null when unset) plus the custom
@@ -67,6 +67,16 @@ pub async fn render(state: &AppState, image: &records::ImageDetail) -> Result<Va
     Ok(image_json(image, &stores_of(state, &image.id).await?))
 }
 
+/// A patch the syntax refuses, as the use-case's error (the door maps it back the same way).
+fn patch_into(e: PatchError) -> imageops::Error {
+    match e {
+        PatchError::BadRequest(m) => imageops::Error::Invalid(m),
+        PatchError::Forbidden(m) => imageops::Error::Forbidden(m),
+        PatchError::Conflict(m) => imageops::Error::Conflict(m),
+        PatchError::TooLarge(m) => imageops::Error::TooLarge(m),
+    }
+}
+
 fn patch_error(e: PatchError) -> GlanceError {
     match e {
         PatchError::BadRequest(m) => GlanceError::bad_request(m),
@@ -86,8 +96,6 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
     caller.allow(&policy::Action::CreateImage { project: &project })?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| GlanceError::bad_request(format!("The body is not JSON: {e}")))?;
     let obj = doc.as_object().ok_or_else(|| GlanceError::bad_request("The body must be a JSON object."))?;
-    let disk = super::disk_formats(&state).await?;
-    let rules = patch::Rules { v21: true, status: "queued", disk_formats: &disk, container_formats: &CONTAINER_FORMATS };
     let mut ed = Editable {
         name: None,
         visibility: "shared".into(),
@@ -116,10 +124,9 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
                 }
             }
             "name" | "visibility" | "protected" | "os_hidden" | "min_disk" | "min_ram" | "disk_format" | "container_format" | "tags" => {
-                patch::set_base(&mut ed, k, v, &rules).map_err(patch_error)?
+                patch::set_base(&mut ed, k, v).map_err(patch_error)?
             }
             _ => {
-                patch::check_custom_key(k).map_err(patch_error)?;
                 let s = v
                     .as_str()
                     .ok_or_else(|| GlanceError::bad_request(format!("Invalid value for '{k}': custom properties are strings.")))?;
@@ -127,53 +134,27 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
             }
         }
     }
-    if ed.properties.len() > records::MAX_PROPERTIES {
-        return Err(GlanceError::too_large(format!("An image has at most {} properties.", records::MAX_PROPERTIES)));
-    }
-    patch::check_properties(&ed.properties).map_err(patch_error)?;
-    let visibility = policy::Visibility::parse(&ed.visibility).unwrap_or(policy::Visibility::Shared);
-    // The image to be, under the policy's rule for who may give it this visibility (public:
-    // administrators only), as the dashboard asks it.
-    let facts =
-        policy::ImageFacts { owner: Some(project.clone()), visibility: policy::Visibility::Private, protected: false, membership: None };
-    caller.allow_audited(&state, &policy::Action::SetVisibility { image: &facts, to: visibility })?;
-    let quota = state.db.quota(&project).await?;
-    let props = Value::Object(ed.properties.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect());
-    let new = records::NewImage {
-        name: ed.name.clone().unwrap_or_default(),
+    // The values were parsed (and their JSON types checked) above; the use-case judges them.
+    let req = imageops::NewImageRequest {
+        id: wanted_id,
+        name: ed.name.clone(),
         disk_format: ed.disk_format.clone(),
         container_format: ed.container_format.clone(),
-        visibility: Some(ed.visibility.clone()),
-        owner: Some(project.clone()),
+        visibility: Some(policy::Visibility::parse(&ed.visibility).ok_or_else(|| {
+            GlanceError::bad_request(format!(
+                "Invalid value '{}' for 'visibility': it must be one of public, private, shared, community.",
+                ed.visibility
+            ))
+        })?),
         protected: ed.protected,
+        os_hidden: ed.os_hidden,
         min_disk: ed.min_disk,
         min_ram: ed.min_ram,
-        properties: props.to_string(),
-        tags: serde_json::to_string(&ed.tags).unwrap_or_else(|_| "[]".into()),
-        created_by: Some(caller.me.user_id.clone()),
-        // The image count is checked by the insert itself (exact under parallel creates).
-        max_images: quota.max_images,
+        tags: ed.tags.clone(),
+        properties: ed.properties.clone(),
+        expected_size: None,
     };
-    let over_quota = |e: records::DbError| match e {
-        records::DbError::ImageQuota { max } => GlanceError::too_large(format!("Your project has reached its quota of {max} images.")),
-        e => e.into(),
-    };
-    let id = match &wanted_id {
-        Some(id) => {
-            state
-                .db
-                .create_image_with_id(id, &new)
-                .await
-                .map_err(over_quota)?
-                .ok_or_else(|| GlanceError::conflict(format!("An image with identifier {id} already exists")))?
-                .id
-        }
-        None => state.db.create_image(&new).await.map_err(over_quota)?.id,
-    };
-    if ed.os_hidden {
-        state.db.update_image(&id, &records::ImagePatch { os_hidden: Some(true), ..Default::default() }).await?;
-    }
-    caller.audit(&state, "image.create", "image", &id, &new.name).await?;
+    let id = state.images.create_image(&caller.authn, req).await?;
     let detail = state.db.image_detail(&id).await?.ok_or_else(|| GlanceError::no_image(&id))?;
     let location = format!("/v2/images/{id}");
     Ok((
@@ -241,37 +222,16 @@ pub async fn update(
             ))
         }
     };
-    let (image, facts) = caller.image(&state, &id).await?;
-    caller.allow(&policy::Action::ModifyImage(&facts))?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| GlanceError::bad_request(format!("The body is not JSON: {e}")))?;
-    let disk = super::disk_formats(&state).await?;
-    let rules = patch::Rules { v21, status: &image.status, disk_formats: &disk, container_formats: &CONTAINER_FORMATS };
-    let before = Editable::of(&image);
-    let mut after = before.clone();
-    patch::apply(&mut after, &doc, &rules).map_err(patch_error)?;
-    if after.visibility != before.visibility {
-        let to = policy::Visibility::parse(&after.visibility).unwrap_or(policy::Visibility::Private);
-        caller.allow_audited(&state, &policy::Action::SetVisibility { image: &facts, to })?;
-    }
-    let p = records::ImagePatch {
-        name: (after.name != before.name).then(|| after.name.clone().unwrap_or_default()),
-        visibility: (after.visibility != before.visibility).then(|| after.visibility.clone()),
-        protected: (after.protected != before.protected).then_some(after.protected),
-        os_hidden: (after.os_hidden != before.os_hidden).then_some(after.os_hidden),
-        min_disk: (after.min_disk != before.min_disk).then_some(after.min_disk),
-        min_ram: (after.min_ram != before.min_ram).then_some(after.min_ram),
-        disk_format: (after.disk_format != before.disk_format).then(|| after.disk_format.clone()).flatten(),
-        container_format: (after.container_format != before.container_format).then(|| after.container_format.clone()).flatten(),
-        properties: (after.properties != before.properties).then(|| after.properties.clone()),
-        tags: (after.tags != before.tags).then(|| after.tags.clone()),
-    };
-    let updated = if p == records::ImagePatch::default() {
-        image
-    } else {
-        let done = state.db.update_image(&id, &p).await?.ok_or_else(|| GlanceError::no_image(&id))?;
-        caller.audit(&state, "image.update", "image", &id, &done.name).await?;
-        done
-    };
+    // The patch's syntax is read here; the change is judged and applied by the use-case.
+    let updated = state
+        .images
+        .update_image(&caller.authn, &id, |fields| patch::apply(fields, &doc, &patch::Rules { v21 }).map_err(patch_into))
+        .await
+        .map_err(|e| match e {
+            imageops::Error::NotFound(_) => GlanceError::no_image(&id),
+            e => e.into(),
+        })?;
     Ok(Json(render(&state, &updated).await?).into_response())
 }
 
@@ -292,25 +252,12 @@ pub async fn action(
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    let (_, facts) = caller.image(&state, &id).await?;
-    caller.allow(&policy::Action::ModifyImage(&facts))?;
-    let change = match action.as_str() {
-        "deactivate" => state.db.deactivate_image(&id).await?,
-        "reactivate" => state.db.reactivate_image(&id).await?,
-        _ => return Err(GlanceError::not_found(format!("No action named {action}."))),
-    };
-    match change {
-        records::StatusChange::Changed => {
-            caller.audit(&state, &format!("image.{action}"), "image", &id, "").await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-        records::StatusChange::Unchanged => Ok(empty(StatusCode::NO_CONTENT)),
-        records::StatusChange::ImageNotFound => Err(GlanceError::no_image(&id)),
-        // Glance answers 403 here (its `InvalidImageStatusTransition` → Forbidden for actions).
-        records::StatusChange::WrongStatus(s) => Err(GlanceError::forbidden(format!(
-            "Not allowed to {action} an image in status '{s}': only active images can be deactivated and deactivated ones reactivated."
-        ))),
-    }
+    let action = imageops::StatusAction::parse(&action).ok_or_else(|| GlanceError::not_found(format!("No action named {action}.")))?;
+    state.images.set_status(&caller.authn, &id, action).await.map_err(|e| match e {
+        imageops::Error::NotFound(_) => GlanceError::no_image(&id),
+        e => e.into(),
+    })?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `PUT /v2/images/{id}/tags/{tag}` (idempotent).

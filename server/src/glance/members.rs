@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::{empty, Caller, GlanceError, Result, MAX_MEMBERS};
+use super::{empty, Caller, GlanceError, Result};
 use crate::AppState;
 
 fn member_json(m: &records::MemberRow) -> Value {
@@ -57,30 +57,21 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    let (image, facts) = caller.image(&state, &id).await?;
-    caller.allow(&policy::Action::ShareImage(&facts))?;
-    if image.visibility != "shared" {
-        return Err(GlanceError::forbidden("Only shared images have members."));
-    }
     let doc = body_json(&body)?;
     let member = doc
         .get("member")
         .and_then(Value::as_str)
         .ok_or_else(|| GlanceError::bad_request("The body must be {\"member\": \"<project id>\"}."))?;
-    let project =
-        state.db.project_by_id(member).await?.ok_or_else(|| GlanceError::bad_request(format!("No project has the id {member}.")))?;
-    if image.owner.as_deref() == Some(project.id.as_str()) {
-        return Err(GlanceError::bad_request("The image's own project cannot be a member of it."));
-    }
-    if state.db.image_members(&id).await?.len() >= MAX_MEMBERS {
-        return Err(GlanceError::too_large(format!("An image can be shared with at most {MAX_MEMBERS} projects.")));
-    }
-    if !state.db.add_image_member(&id, &project.id).await? {
-        return Err(GlanceError::conflict(format!("Member {} already exists for image {id}.", project.id)));
-    }
-    caller.audit(&state, "image.share", "image", &id, &project.name).await?;
-    let row = state.db.image_member(&id, &project.id).await?.ok_or_else(|| GlanceError::not_found("The member vanished."))?;
+    let row = state.images.share_image(&caller.authn, &id, member).await.map_err(|e| no_image(e, &id))?;
     Ok(Json(member_json(&row)).into_response())
+}
+
+/// A use-case's "no such image" as Glance words it.
+fn no_image(e: imageops::Error, id: &str) -> GlanceError {
+    match e {
+        imageops::Error::NotFound(m) if m == "No such image." => GlanceError::no_image(id),
+        e => e.into(),
+    }
 }
 
 /// Loads one membership the caller may see, or 404.
@@ -115,17 +106,13 @@ pub async fn update(
     let caller = Caller::from(authn)?;
     let (_, _) = visible_member(&state, &caller, &id, &member).await?;
     let doc = body_json(&body)?;
-    let status = doc.get("status").and_then(Value::as_str).unwrap_or("");
-    if !matches!(status, "pending" | "accepted" | "rejected") {
-        return Err(GlanceError::bad_request("The status must be pending, accepted or rejected."));
-    }
-    if caller.project() != Some(member.as_str()) {
-        return Err(GlanceError::forbidden("Only the member project can accept or reject an image shared with it."));
-    }
-    caller.allow(&policy::Action::AnswerShare { project: &member })?;
-    state.db.set_image_member_status(&id, &member, status).await?;
-    caller.audit(&state, &format!("image.share.{status}"), "image", &id, "").await?;
-    let row = state.db.image_member(&id, &member).await?.ok_or_else(|| GlanceError::not_found("The member vanished."))?;
+    let status = match doc.get("status").and_then(Value::as_str).unwrap_or("") {
+        "pending" => policy::MemberStatus::Pending,
+        "accepted" => policy::MemberStatus::Accepted,
+        "rejected" => policy::MemberStatus::Rejected,
+        _ => return Err(GlanceError::bad_request("The status must be pending, accepted or rejected.")),
+    };
+    let row = state.images.answer_share(&caller.authn, &id, &member, status).await.map_err(|e| no_image(e, &id))?;
     Ok(Json(member_json(&row)).into_response())
 }
 
@@ -136,11 +123,7 @@ pub async fn delete(
     Path((id, member)): Path<(String, String)>,
 ) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    let (_, facts) = visible_member(&state, &caller, &id, &member).await?;
-    caller.allow(&policy::Action::ShareImage(&facts))?;
-    if !state.db.remove_image_member(&id, &member).await? {
-        return Err(GlanceError::not_found(format!("{member} is not a member of image {id}.")));
-    }
-    caller.audit(&state, "image.unshare", "image", &id, &member).await?;
+    let _ = visible_member(&state, &caller, &id, &member).await?;
+    state.images.unshare_image(&caller.authn, &id, &member).await.map_err(|e| no_image(e, &id))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

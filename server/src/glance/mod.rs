@@ -49,8 +49,8 @@ const MINOR_VERSIONS: u32 = 17;
 /// Glance's `image_size_cap` default (1 TiB): an upload larger than this is refused with 413.
 pub const IMAGE_SIZE_CAP: u64 = 1 << 40;
 
-/// Glance's `image_member_quota`.
-pub const MAX_MEMBERS: usize = 128;
+/// Glance's `image_member_quota` (the rule is the share use-case's: `imageops`).
+pub use imageops::MAX_MEMBERS;
 
 /// The import methods Hangar offers, in Glance's order. `web-download` only when
 /// `web_download_allowed_hosts` names hosts (fetching arbitrary URLs from the server is an SSRF
@@ -131,6 +131,7 @@ impl From<imageops::Error> for GlanceError {
             E::NotFound(m) => GlanceError::not_found(m),
             E::Invalid(m) => GlanceError::bad_request(m),
             E::Conflict(m) => GlanceError::conflict(m),
+            E::TooLarge(m) => GlanceError::too_large(m),
             E::Db(e) => e.into(),
         }
     }
@@ -343,21 +344,7 @@ async fn versions(headers: HeaderMap) -> Response {
 /// The disk formats the configured backends accept: the storage matrix's formats whose row is
 /// not `refuse` on at least one configured backend kind, as Glance names them.
 async fn disk_formats(state: &AppState) -> Result<Vec<String>> {
-    let kinds: Vec<String> = state.stores.all().iter().map(|b| b.kind().as_str().to_owned()).collect();
-    let cells = state.db.storage_policy().await?;
-    let mut formats: Vec<String> = Vec::new();
-    for c in cells {
-        // `ova` and `uec` are packages (container formats), not disk formats.
-        if c.action != "refuse"
-            && kinds.contains(&c.backend_kind)
-            && !matches!(c.format.as_str(), "ova" | "uec")
-            && !formats.contains(&c.format)
-        {
-            formats.push(c.format);
-        }
-    }
-    formats.sort();
-    Ok(formats)
+    Ok(state.images.disk_formats().await?)
 }
 
 const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
