@@ -114,8 +114,9 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
         // The member deletes it; the admin then finds nothing.
         row("delete_image", format!("image_id={}&confirm=to-delete", to_delete.id), [401, 403, 200, 404, 404]),
         row("list_jobs", "", signed_in(200)),
-        // No backend of that name: the caller who may copy learns so (400).
-        row("copy_image", format!("image_id={}&backend=nowhere", to_edit.id), [401, 403, 400, 404, 400]),
+        // No backend of that name: the caller who may copy learns so (409 through both doors,
+        // Glance's answer for an unknown store).
+        row("copy_image", format!("image_id={}&backend=nowhere", to_edit.id), [401, 403, 409, 404, 409]),
         // The member cancels the queued job; the admin's cancel comes too late (409).
         row("control_job", format!("job_id={}&action=cancel", job.id), [401, 403, 200, 404, 409]),
         row("set_matrix_cell", "kind=ceph&format=vdi&action=refuse&reason=No%20VirtualBox", admin_only(200)),

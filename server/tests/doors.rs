@@ -446,3 +446,53 @@ async fn sharing_is_the_same_use_case_through_both_doors() {
         assert_eq!(unshare(id.clone()).await, StatusCode::NOT_FOUND, "{door:?}: not a member any more");
     }
 }
+
+/// Copying to another backend: the same answers through both doors — an unknown backend is 409
+/// and an image that is not active 409 — and copy requests racing through both doors at once
+/// queue exactly one copy job (the insert decides; the others are told a copy is under way, or
+/// that the image is there already).
+#[tokio::test]
+async fn copy_is_the_same_use_case_through_both_doors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let config = server::Config {
+        data_dir: root.join("data"),
+        storage: common::local_backends(&root, &["local", "second"]),
+        job_workers: 1,
+        ..server::Config::default()
+    };
+    let app = common::spawn_app_with(dir, config).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let cookie = Auth::Cookie(app.sign_in("member", PASSWORD).await);
+    let db = app.state.db.clone();
+    let copy = |door: Door, id: String, backend: &'static str| {
+        let (app, tok, cookie) = (&app, tok.clone(), cookie.clone());
+        async move {
+            match door {
+                Door::Dashboard => app.call("copy_image", &format!("image_id={id}&backend={backend}"), &cookie).await,
+                Door::Glance => {
+                    let body = format!(r#"{{"method":{{"name":"copy-image"}},"stores":["{backend}"]}}"#);
+                    glance(app, &tok, "POST", &format!("/v2/images/{id}/import"), "application/json", Body::from(body)).await
+                }
+            }
+        }
+    };
+    let queued = create(&app, &tok, "queued", "").await;
+    let id = create(&app, &tok, "active", "").await;
+    let r = glance(&app, &tok, "PUT", &format!("/v2/images/{id}/file"), "application/octet-stream", Body::from(vec![3u8; 1 << 20])).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    for door in [Door::Dashboard, Door::Glance] {
+        assert_eq!(copy(door, id.clone(), "nowhere").await.status, StatusCode::CONFLICT, "{door:?}: an unknown backend");
+        assert_eq!(copy(door, queued.clone(), "second").await.status, StatusCode::CONFLICT, "{door:?}: an image that is not active");
+    }
+    let racing = futures::future::join_all(
+        [Door::Dashboard, Door::Glance, Door::Dashboard, Door::Glance].into_iter().map(|door| copy(door, id.clone(), "second")),
+    )
+    .await;
+    let ok = racing.iter().filter(|r| r.status.is_success()).count();
+    let told = racing.iter().filter(|r| matches!(r.status, StatusCode::CONFLICT | StatusCode::BAD_REQUEST)).count();
+    assert_eq!((ok, told), (1, 3), "{:?}", racing.iter().map(|r| (r.status, &r.body)).collect::<Vec<_>>());
+    let copies = db.jobs_for_image(&id).await.unwrap().into_iter().filter(|j| j.kind == "copy").count();
+    assert_eq!(copies, 1, "one copy job");
+}

@@ -654,39 +654,12 @@ pub async fn copy_image(image_id: String, backend: String) -> Result<String, App
     use imp::*;
     answer(async move {
         let ctx = server_context()?;
-        let (authn, me) = require(&policy::Action::ListImages)?;
-        let (row, facts) = visible_image(&ctx.db, &me, &image_id).await?;
-        require(&policy::Action::ModifyImage(&facts))?;
-        if !ctx.backends.iter().any(|b| b.name == backend) {
-            return Err(AppError::BadRequest { message: format!("No storage backend is named '{backend}'.") });
-        }
-        if row.status != "active" {
-            return Err(AppError::Conflict { message: format!("Only active images can be copied; this one is {}.", row.status) });
-        }
-        let locations = ctx.db.image_locations(&image_id).await.map_err(|e| AppError::internal("load locations", &e))?;
-        if locations.iter().any(|l| l.backend == backend) {
-            return Err(AppError::Conflict { message: format!("This image is stored on {backend} already.") });
-        }
-        let running = ctx.db.jobs_for_image(&image_id).await.map_err(|e| AppError::internal("load jobs", &e))?;
-        if running.iter().any(|j| j.backend == backend && matches!(j.status.as_str(), "queued" | "running")) {
-            return Err(AppError::Conflict { message: format!("A copy to {backend} is already under way.") });
-        }
-        let size = locations.iter().find(|l| l.status == "active").map_or(0, |l| l.size);
-        let job = ctx
-            .db
-            .create_job(&records::NewJob {
-                kind: "copy".into(),
-                image_id: image_id.clone(),
-                backend: backend.clone(),
-                params: "{}".into(),
-                bytes_total: size.saturating_mul(2),
-                created_by: Some(me.user_id.clone()),
-            })
-            .await
-            .map_err(|e| AppError::internal("queue copy", &e))?;
-        ctx.images.stores.wake_jobs();
-        audit(&ctx.db, &authn, "image.copy", "image", &image_id, &backend).await?;
-        Ok(job.id)
+        let (authn, _) = require(&policy::Action::ListImages)?;
+        let jobs = ctx.images.copy_image(&authn, &image_id, std::slice::from_ref(&backend), false).await?;
+        jobs.into_iter()
+            .next()
+            .map(|j| j.id)
+            .ok_or_else(|| AppError::Conflict { message: format!("This image is stored on {backend} already.") })
     })
     .await
 }

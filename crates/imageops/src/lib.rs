@@ -10,6 +10,8 @@
 pub mod units;
 
 #[cfg(feature = "service")]
+mod copy;
+#[cfg(feature = "service")]
 mod create;
 #[cfg(feature = "service")]
 mod error;

@@ -675,43 +675,10 @@ pub async fn import(
             Ok(empty(StatusCode::ACCEPTED))
         }
         "copy-image" => {
-            if image.status != "active" {
-                return Err(GlanceError::conflict(format!("Only active images can be copied; this one is {}.", image.status)));
-            }
             if stores.is_empty() {
                 return Err(GlanceError::bad_request("copy-image needs 'stores' (or 'all_stores': true)."));
             }
-            let locations = state.db.image_locations(&id).await?;
-            let jobs = state.db.jobs_for_image(&id).await?;
-            let mut queued = Vec::new();
-            for backend in &stores {
-                let present = locations.iter().any(|l| &l.backend == backend);
-                if present && all_stores {
-                    continue;
-                }
-                if present {
-                    return Err(GlanceError::bad_request(format!("Image is already present at store '{backend}'.")));
-                }
-                if jobs.iter().any(|j| &j.backend == backend && matches!(j.status.as_str(), "queued" | "running")) {
-                    return Err(GlanceError::conflict(format!("A copy to {backend} is already under way.")));
-                }
-                queued.push(backend.clone());
-            }
-            let size = locations.iter().find(|l| l.status == "active").map_or(0, |l| l.size);
-            for backend in &queued {
-                state
-                    .jobs
-                    .submit(&records::NewJob {
-                        kind: "copy".into(),
-                        image_id: id.clone(),
-                        backend: backend.clone(),
-                        params: "{}".into(),
-                        bytes_total: size.saturating_mul(2),
-                        created_by: Some(caller.me.user_id.clone()),
-                    })
-                    .await?;
-                caller.audit(&state, "image.copy", "image", &id, backend).await?;
-            }
+            state.images.copy_image(&caller.authn, &id, &stores, all_stores).await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
         "web-download" => super::web::import(&state, &caller, &image, &doc, stores).await,

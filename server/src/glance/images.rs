@@ -267,16 +267,15 @@ pub async fn add_tag(
     Path((id, tag)): Path<(String, String)>,
 ) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    let (_, facts) = caller.image(&state, &id).await?;
-    caller.allow(&policy::Action::ModifyImage(&facts))?;
-    match state.db.add_tag(&id, &tag).await? {
-        records::TagChange::Changed => {
-            caller.audit(&state, "image.tag.add", "image", &id, &tag).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-        records::TagChange::Unchanged => Ok(empty(StatusCode::NO_CONTENT)),
-        records::TagChange::ImageNotFound => Err(GlanceError::no_image(&id)),
-        records::TagChange::LimitReached => Err(GlanceError::too_large(format!("An image has at most {} tags.", records::MAX_TAGS))),
+    state.images.add_tag(&caller.authn, &id, &tag).await.map_err(|e| no_image(e, &id))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// A use-case's "no such image" as Glance words it.
+fn no_image(e: imageops::Error, id: &str) -> GlanceError {
+    match e {
+        imageops::Error::NotFound(m) if m == "No such image." => GlanceError::no_image(id),
+        e => e.into(),
     }
 }
 
@@ -287,15 +286,6 @@ pub async fn remove_tag(
     Path((id, tag)): Path<(String, String)>,
 ) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    let (_, facts) = caller.image(&state, &id).await?;
-    caller.allow(&policy::Action::ModifyImage(&facts))?;
-    match state.db.remove_tag(&id, &tag).await? {
-        records::TagChange::Changed => {
-            caller.audit(&state, "image.tag.remove", "image", &id, &tag).await?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
-        records::TagChange::Unchanged => Err(GlanceError::not_found(format!("Tag {tag} not found on image {id}."))),
-        records::TagChange::ImageNotFound => Err(GlanceError::no_image(&id)),
-        records::TagChange::LimitReached => Err(GlanceError::too_large("Too many tags.")),
-    }
+    state.images.remove_tag(&caller.authn, &id, &tag).await.map_err(|e| no_image(e, &id))?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
