@@ -72,7 +72,7 @@ pub struct JobControl {
     stage: std::sync::Mutex<Stage>,
 }
 
-/// Fault injection for tests only (server/tests/faults.rs): with `HANGAR_TEST_HOLD_AT` naming a
+/// Fault injection for tests only (server/tests/it/faults.rs): with `HANGAR_TEST_HOLD_AT` naming a
 /// stage, a job that reaches that stage stops there for good, so a test can kill the process
 /// with SIGKILL at exactly that point and check that the next start loses nothing. Unset in
 /// production, where this is one environment lookup per stage.

@@ -6,7 +6,7 @@
 //! `AWS_SECRET_ACCESS_KEY`; run alone, this file starts its own on port 17680 and removes it
 //! when the test process exits.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

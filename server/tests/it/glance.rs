@@ -4,7 +4,7 @@
 //! tags, actions, members and the info endpoints. scripts/glance-cli-test.sh drives the same API
 //! with the real python-glanceclient and openstackclient.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! three conversions run; the process exits within its shutdown bound, and after a start all
 //! three images are active.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

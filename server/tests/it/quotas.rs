@@ -4,7 +4,7 @@
 //! for tus; a conversion that grows an image and a copy to another backend count what they store.
 //! Every request here is fired in parallel (`join_all`), not one by one.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Accounts, policy and security through the real router: the authorization table over every
 //! server function, session fixation, CSRF, sign-in throttling, disabled users, tokens, the CLI.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

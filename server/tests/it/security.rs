@@ -5,7 +5,7 @@
 //! security headers (a nonce-based Content-Security-Policy on every page, `nosniff`,
 //! `Referrer-Policy`, `X-Frame-Options` on every response, `no-store` on pages).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;

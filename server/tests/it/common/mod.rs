@@ -1,6 +1,6 @@
 //! Shared set-up for the server's integration tests: a fresh data dir, the real router, helpers
 //! to call server functions the way a browser or an API client does.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)] // not every helper is used by the modules of this binary
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};

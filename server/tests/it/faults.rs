@@ -7,7 +7,7 @@
 //! checkpoint (no second conversion), and one whose staged output was damaged meanwhile starts
 //! over. A last test leaves orphans in the staging areas of a running server and sees them swept.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

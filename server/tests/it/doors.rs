@@ -3,7 +3,7 @@
 //! inputs, and must leave the same stored state. Where the doors used to disagree, the Glance
 //! behaviour is pinned here for both.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};

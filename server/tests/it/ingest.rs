@@ -1,6 +1,6 @@
 //! The ingest pipeline on real images made by qemu-img (the oracle; always with -f).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

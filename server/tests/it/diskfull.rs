@@ -3,7 +3,7 @@
 //! working, `/readyz` says `low_space`, every write path answers 507 (never 500), and nothing
 //! half-written becomes active. Mounting the tmpfs needs root, as the test command runs.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! The HTTP surface through `router(state)`, with a real SQLite database in a temporary data dir.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::{seed_accounts, spawn_app, token, Auth};
