@@ -701,7 +701,7 @@ fn open_package(
     Ok((outdir, sha256, input))
 }
 
-/// Unpacks an OVA (formats.md §2.5 #19–20 enforced by the extractor: members by stream, no
+/// Unpacks an OVA (docs/formats.md §2.5 #19–20 enforced by the extractor: members by stream, no
 /// names from the package used as paths, manifest digests checked) into the staging directory.
 /// The first disk becomes this image; the others are returned to become images of their own.
 fn extract_package(

@@ -1,5 +1,5 @@
 //! Inspect time for large sparse images: it must not grow with the virtual size (metadata-only
-//! checks; formats.md §2.5), target well under 10 ms for a 4 GiB qcow2.
+//! checks; docs/formats.md §2.5), target well under 10 ms for a 4 GiB qcow2.
 //!
 //! `cargo bench -p diskimage --bench inspect` builds the images with qemu-img in a temporary
 //! directory, inspects each one N times and prints the median and the 4 GiB / 64 MiB ratio.

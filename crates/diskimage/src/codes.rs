@@ -1,6 +1,6 @@
 //! Stable finding codes. They are part of the API: the UI and the server match on them, so a code
 //! is never renamed or reused for another meaning. The number in brackets is the point of the
-//! validator checklist (formats.md §2.5) that the code implements.
+//! validator checklist (docs/formats.md §2.5) that the code implements.
 
 macro_rules! codes {
     ($($(#[$doc:meta])* $name:ident = $val:literal;)*) => {

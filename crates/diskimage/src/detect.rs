@@ -100,7 +100,7 @@ pub(crate) fn classify(head: Vec<u8>, tail: Vec<u8>, declared: Option<Format>) -
     }
 
     // Partition tables: `55 AA` at 510, but not a kernel (bzImage carries it), not a FAT/NTFS
-    // boot sector (formats.md §1.1 MBR row).
+    // boot sector (docs/formats.md §1.1 MBR row).
     let mut fs_hint = filesystem_hint(h);
     let mut part = None;
     if h.len() >= 512 && has_at(h, 510, b"\x55\xAA") && !has_at(h, 0x202, b"HdrS") {

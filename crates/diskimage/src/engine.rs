@@ -102,7 +102,7 @@ pub fn sniff_reader(src: &dyn ReadAt, opts: &InspectOptions) -> Report {
     io_report("sniffing did not converge")
 }
 
-/// Inspects a complete file: every structural check of formats.md §2.5.
+/// Inspects a complete file: every structural check of docs/formats.md §2.5.
 ///
 /// ```
 /// use diskimage::{inspect, Format, InspectOptions, Verdict};

@@ -8,7 +8,7 @@
 //! - Browser: [`sniff`] the head and tail; when it answers [`SniffOutcome::NeedMore`], read those
 //!   ranges and sniff again. The verdict is advice.
 //! - Server: [`inspect`] the complete upload before anything else touches it; its [`Report`] is
-//!   the verdict (formats.md §2.5). Every rejection has a stable code from [`codes`].
+//!   the verdict (docs/formats.md §2.5). Every rejection has a stable code from [`codes`].
 //!
 //! Architecture invariants: detection uses only the head (64 KiB) and tail (1.5 KiB), so sniff
 //! and inspect agree on the format; no parser allocates from an unchecked length (see

@@ -11,7 +11,7 @@ pub const MEMORY_BOUND: u64 = 4 << 20;
 /// should boot; the product can raise it per deployment through `InspectOptions`.
 pub const DEFAULT_MAX_VIRTUAL_SIZE: u64 = 16 << 40;
 
-/// The browser reads this much from the start of the file (formats.md §1.3: decides every format
+/// The browser reads this much from the start of the file (docs/formats.md §1.3: decides every format
 /// except VHDX's virtual size).
 pub const SNIFF_HEAD: u64 = 64 << 10;
 /// The browser reads this much from the end: the VHD footer (512 B) and the streamOptimized VMDK
@@ -41,7 +41,7 @@ pub const QCOW2_MAX_REFTABLE_BYTES: u64 = 8 << 20;
 pub const QCOW2_MAX_SNAPSHOTS: u32 = 65_536;
 /// qcow2: the backing file name may be at most 1,023 bytes in QEMU (`bs->backing_file` is 1 KiB).
 pub const QCOW2_MAX_BACKING_NAME: u32 = 1023;
-/// qcow2: header extensions must end inside cluster 0 (formats.md §2.5 #11); we walk at most this
+/// qcow2: header extensions must end inside cluster 0 (docs/formats.md §2.5 #11); we walk at most this
 /// many of them, which is more than cluster 0 (2 MiB at most) can hold with 8-byte records / 8.
 pub const QCOW2_MAX_HEADER_EXTENSIONS: usize = 4096;
 /// qcow2: refcount_order may be 0..=6 (spec: refcount_bits = 1 << refcount_order ≤ 64).
@@ -102,7 +102,7 @@ pub const MF_MAX_SIZE: u64 = 64 << 10;
 pub const CERT_MAX_SIZE: u64 = 64 << 10;
 
 /// gzip: at most this many bytes are inflated while sniffing (enough to see the first tar header
-/// or cpio magic, formats.md §1.1 gzip row).
+/// or cpio magic, docs/formats.md §1.1 gzip row).
 pub const GZIP_SNIFF_OUTPUT: usize = 64 << 10;
 /// gzip: the browser walks the members of a UEC tarball in at most this much inflated output
 /// (the member headers it can list from the 64 KiB head; it is advice only).

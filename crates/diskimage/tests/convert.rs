@@ -208,7 +208,7 @@ fn every_input_format_roundtrips() {
 }
 
 /// A streamOptimized VMDK in the VMware layout (header gdOffset = GD_AT_END; footer marker,
-/// footer and end-of-stream marker at the end, formats.md §2.5 #13) converts, as a file and as
+/// footer and end-of-stream marker at the end, docs/formats.md §2.5 #13) converts, as a file and as
 /// a stream, to what qemu reads through its footer.
 #[test]
 fn footer_based_vmdk_roundtrips() {

@@ -1,4 +1,4 @@
-//! OVA and UEC extraction: good packages extract, every malicious variant of formats.md
+//! OVA and UEC extraction: good packages extract, every malicious variant of docs/formats.md
 //! §2.5 #19–21 is refused with a clear error and leaves nothing behind. Tar files are built by
 //! hand here (so the hostile ones can be built at all); qemu-img makes the VMDK disks.
 #![cfg(feature = "convert")]
@@ -405,7 +405,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         },
         "",
     );
-    // Raw disks (formats.md §2.5 #20): the member must be exactly the capacity.
+    // Raw disks (docs/formats.md §2.5 #20): the member must be exactly the capacity.
     let raw = ovf(&[("disk1.img", BYTE_URI, CAP2)], "");
     add(
         "raw-disk-short",
@@ -767,7 +767,7 @@ fn disguised_raw_disk_is_refused_before_converting() {
 }
 
 /// A member the OVF calls raw whose head (or tail) is another disk format: the sniff checks of
-/// the stream gate refuse it (formats.md §2.5 #1; CVE-2024-40767 was a "raw" qcow2). The
+/// the stream gate refuse it (docs/formats.md §2.5 #1; CVE-2024-40767 was a "raw" qcow2). The
 /// refused disk is the second one, so the first disk's finished output must go too.
 #[test]
 fn raw_disk_that_is_another_format_is_refused() {
@@ -1205,7 +1205,7 @@ fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
     tar_typed(&typed)
 }
 
-/// The tar rules (formats.md §2.5 #19) are one set of functions ([`diskimage::formats::tar`])
+/// The tar rules (docs/formats.md §2.5 #19) are one set of functions ([`diskimage::formats::tar`])
 /// that the inspector's walk and the extractor's streaming walk both apply: header magic and
 /// checksum, member names and types, PAX records, the member limit, nothing after the end of
 /// the archive. Each case was a package one walker accepted and the other refused, or refused

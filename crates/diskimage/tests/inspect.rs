@@ -1,4 +1,4 @@
-//! Verdicts over generated fixtures (formats.md §2.5–§2.7, §3): one data-driven table, one
+//! Verdicts over generated fixtures (docs/formats.md §2.5–§2.7, §3): one data-driven table, one
 //! `check()` helper. Fixtures are built at test time by `fixtures/make_fixtures.py` with
 //! qemu-img, xorriso, zstd and lz4; a missing tool fails the test.
 //!
@@ -67,7 +67,7 @@ const CASES: &[Case] = &[
     ok("q3-rc64.qcow2", "qcow2", "v3"),
     ok("q3-odd.qcow2", "qcow2", "v3"),
     Case { file: "q3-snap.qcow2", declared: None, format: "qcow2", subformat: Some("v3"), accepted: true, codes: &[codes::QCOW2_SNAPSHOTS] },
-    // qcow2: refused (formats.md 2.5 #6-#11 and the 2.4 gaps)
+    // qcow2: refused (docs/formats.md 2.5 #6-#11 and the 2.4 gaps)
     bad("evil-backing.qcow2", "qcow2", &[codes::QCOW2_BACKING_FILE, codes::QCOW2_BACKING_FORMAT]),
     bad("evil-backing-passwd.qcow2", "qcow2", &[codes::QCOW2_BACKING_FILE]),
     bad("evil-v2-backing-noformat.qcow2", "qcow2", &[codes::QCOW2_BACKING_FILE]),
@@ -152,7 +152,7 @@ const CASES: &[Case] = &[
     bad("evil-vmdk-stream-footer-in-footer.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
     bad("evil-vmdk-stream-bad-eos.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
     bad("evil-vmdk-stream-footer-descriptor.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
-    // formats.md 2.5 #13, one broken rule per file (see check_vmdk_footer_rules)
+    // docs/formats.md 2.5 #13, one broken rule per file (see check_vmdk_footer_rules)
     ok("vmdk-stream-marker-val0.vmdk", "vmdk", "streamOptimized"),
     bad("evil-vmdk-stream-footer-signature.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
     bad("evil-vmdk-stream-footer-version.vmdk", "vmdk", &[codes::VMDK_FOOTER]),
@@ -185,7 +185,7 @@ const CASES: &[Case] = &[
     ok("initrd-zstd.ari", "ari", "zstd"),
     ok("initrd-lz4.ari", "ari", "lz4"),
     declared(bad("initrd-cpio.raw", "ari", &[codes::FORMAT_MISMATCH]), "raw"),
-    // OVA (formats.md 2.5 #19-#20)
+    // OVA (docs/formats.md 2.5 #19-#20)
     ok("ova-good.ova", "ova", "ovf"),
     ok("ova-sha1.ova", "ova", "ovf"),
     ok("ova-nomf.ova", "ova", "ovf"),
@@ -216,7 +216,7 @@ const CASES: &[Case] = &[
     bad("evil-ova-stream-uri-sparse-disk.ova", "ova", &[codes::OVF_DISK_FORMAT]),
     bad("evil-ova-sparse-uri-stream-disk.ova", "ova", &[codes::OVF_DISK_FORMAT]),
     bad("plain.tar", "unknown", &[codes::UNSUPPORTED_CONTAINER]),
-    // UEC (formats.md 2.5 #21)
+    // UEC (docs/formats.md 2.5 #21)
     ok("uec-good.tar.gz", "uec", "tar.gz"),
     bad("evil-uec-qcow2-image.tar.gz", "uec", &[codes::UEC_IMAGE]),
     bad("evil-uec-bad-kernel.tar.gz", "uec", &[codes::UEC_KERNEL]),
@@ -422,7 +422,7 @@ fn check_ova_subformat_sniff(dir: &Path) -> Vec<String> {
     errs
 }
 
-/// formats.md §2.5 #13: a VMDK whose header says GD_AT_END is judged by its footer, which must
+/// docs/formats.md §2.5 #13: a VMDK whose header says GD_AT_END is judged by its footer, which must
 /// agree with the header (oslo.utils' footer check). The browser's sniff holds the last 1.5 KiB,
 /// so it reaches the inspector's verdict with the same finding: each mutated footer is refused
 /// by both, for its own rule and no other footer rule; the valid ones are accepted by both.

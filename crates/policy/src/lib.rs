@@ -1,7 +1,7 @@
 //! Hangar's authorization policy: one pure function, [`authorize`], that every server function
 //! and API route calls before doing anything.
 //!
-//! The rules follow Glance's defaults (see `../shared/docs/glance-api.md` §1.11): `reader` sees a
+//! The rules follow Glance's defaults (see `docs/glance-api.md` §1.11): `reader` sees a
 //! project's images, `member` also uploads, edits, deletes and shares them, and the cloud-wide
 //! `admin` may do everything, including publicizing images and managing accounts. A principal acts
 //! in one project at a time (its *scope*: the project chosen in the UI, or the project an API

@@ -3,7 +3,7 @@
 //! The dashboard's server functions and the Glance API both call these, so a key one door
 //! refuses is never stored through the other.
 
-/// Glance's container formats that Hangar accepts (glance-api.md: `container_formats`).
+/// Glance's container formats that Hangar accepts (docs/glance-api.md: `container_formats`).
 pub const CONTAINER_FORMATS: [&str; 6] = ["bare", "ovf", "ova", "ami", "aki", "ari"];
 
 /// Property names are at most this many characters (Glance's `image_properties.name` column).

@@ -1,7 +1,7 @@
 //! The Glance v2-compatible Image API, mounted at `/image` (as devstack does), so `glance` and
 //! `openstack image` work unmodified with `--os-image-url http://HOST:PORT/image`.
 //!
-//! What real clients need is written down in `../shared/docs/glance-api.md` (§4.4 is the
+//! What real clients need is written down in `docs/glance-api.md` (§4.4 is the
 //! checklist this module follows). The rules that shape every handler:
 //!
 //! - Authentication is the server's (`X-Auth-Token` → `accounts::Authn`, see `auth.rs`);

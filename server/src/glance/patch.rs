@@ -1,4 +1,4 @@
-//! Glance's JSON-patch subset for `PATCH /v2/images/{id}` (glance-api.md §1.5), applied to an
+//! Glance's JSON-patch subset for `PATCH /v2/images/{id}` (docs/glance-api.md §1.5), applied to an
 //! editable copy of an image. Pure: the handler loads the image, applies, checks the policy for
 //! what changed, and stores the result in one update.
 

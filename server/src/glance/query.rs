@@ -1,5 +1,5 @@
 //! `GET /v2/images` query strings → [`records::ImageQuery`] (Glance's `RequestDeserializer.index`,
-//! glance-api.md §1.4), and the `next` link that repeats them with a new marker.
+//! docs/glance-api.md §1.4), and the `next` link that repeats them with a new marker.
 
 use records::{parse_in_list, ImageQuery, MemberStatusFilter, SortDir, SortKey, TimeFilter, VisibilityFilter};
 

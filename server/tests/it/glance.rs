@@ -39,7 +39,7 @@ impl Api<'_> {
         self.app.send(b.body(body).unwrap()).await
     }
     async fn get(&self, uri: &str, tok: &str) -> Reply {
-        // glanceclient sends this content type even on GET (glance-api.md §4.1).
+        // glanceclient sends this content type even on GET (docs/glance-api.md §4.1).
         self.req("GET", uri, Some(tok), Some("application/octet-stream"), Body::empty(), &[]).await
     }
     async fn json(&self, method: &str, uri: &str, tok: &str, body: Value) -> Reply {

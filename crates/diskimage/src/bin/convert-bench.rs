@@ -4,7 +4,7 @@
 //! cargo run --release -p diskimage --bin convert-bench -- [--dir DIR] [--runs N] [--cases abcde]
 //! ```
 //!
-//! Cases (formats.md §4): (a) 4 GiB sparse raw with 1 GiB of data in 1 MiB runs → qcow2,
+//! Cases (docs/formats.md §4): (a) 4 GiB sparse raw with 1 GiB of data in 1 MiB runs → qcow2,
 //! (b) 2 GiB random raw → qcow2, (c) 4 GiB dynamic VDI made from (a) → qcow2, (d) (a)'s qcow2
 //! → raw, (e) (b) compressed with zlib (qemu-img `-c -W -m 8`). Both tools run as child
 //! processes, alternating, after a `sync`, without fsync of the output (qemu-img's default);

@@ -16,7 +16,7 @@ pub enum ErrorKind {
     Unsupported,
     /// A size limit was hit (virtual size, member count, inflate ratio …).
     Limit,
-    /// An OVA or UEC package broke the member policy (formats.md §2.5 #19–21).
+    /// An OVA or UEC package broke the member policy (docs/formats.md §2.5 #19–21).
     Package,
     /// The caller asked for something impossible (bad option, output already exists).
     Usage,

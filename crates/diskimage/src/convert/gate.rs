@@ -1,6 +1,6 @@
 //! The inspection gate: nothing is converted unless the crate's inspector accepted it.
 //!
-//! Files go through [`crate::inspect`] (every check of formats.md §2.5) before a reader opens
+//! Files go through [`crate::inspect`] (every check of docs/formats.md §2.5) before a reader opens
 //! them. Streams cannot be inspected before they have arrived, so a stream conversion keeps
 //! the head (64 KiB) and tail (1.5 KiB) it saw and runs [`crate::sniff_with`] on them at the
 //! end — the same checks the browser runs, which decide every streamable format — and the

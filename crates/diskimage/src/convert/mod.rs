@@ -392,7 +392,7 @@ mod tests {
         d
     }
 
-    /// formats.md §2.5 #13: the VMDK reader describes a footer-based file by the footer the
+    /// docs/formats.md §2.5 #13: the VMDK reader describes a footer-based file by the footer the
     /// inspector validated (all of it, as qemu does), refuses a footer the inspector refuses,
     /// and a stream (walked with the header's values) whose footer disagrees with its header.
     #[test]

@@ -1,4 +1,4 @@
-//! OVA extraction: the tar is walked as a stream (formats.md §2.5 #19–20), the OVF is parsed
+//! OVA extraction: the tar is walked as a stream (docs/formats.md §2.5 #19–20), the OVF is parsed
 //! without DTDs, every disk is converted to qcow2 (or raw), and the manifest digests (SHA-1,
 //! SHA-256 or SHA-512) are verified. Outputs get names we generate, inside the output directory.
 //!
@@ -8,7 +8,7 @@
 //!   on the fly by the VMDK stream reader with its structural checks;
 //! * raw ([`RAW_URI`], what oVirt/RHV write), converted on the fly: the member must hold exactly
 //!   the OVF capacity in bytes, and its head and tail must pass the sniff checks as a raw disk,
-//!   so a qcow2, VMDK, VHD, VHDX, VDI, QED or LUKS image declared raw is refused (formats.md
+//!   so a qcow2, VMDK, VHD, VHDX, VDI, QED or LUKS image declared raw is refused (docs/formats.md
 //!   §2.5 #1) — as soon as its first 64 KiB have arrived when the head gives it away;
 //! * monolithicSparse VMDK ([`SPARSE_URI`]): its grain tables may point anywhere, so it cannot be
 //!   read front to back. The member is spooled (hashed as it streams) into a temporary file

@@ -1,4 +1,4 @@
-//! Shared by OVA and UEC: a streaming tar walk with the member policy of formats.md §2.5 #19,
+//! Shared by OVA and UEC: a streaming tar walk with the member policy of docs/formats.md §2.5 #19,
 //! hashing readers, and output-directory handling. Member names are only ever compared with
 //! other names; nothing is created from them.
 //!

@@ -1,4 +1,4 @@
-//! Streaming qcow2 v3 writer (formats.md §6): one sequential pass, append-only except the L1
+//! Streaming qcow2 v3 writer (docs/formats.md §6): one sequential pass, append-only except the L1
 //! table and the header, which are written last so an interrupted write never has valid magic.
 //!
 //! Layout: cluster 0 header, clusters 1.. the L1 table, then per 512 MiB guest range its
@@ -603,7 +603,7 @@ impl Sink for Qcow2Sink<'_> {
         // Every data write must be on disk before the metadata that makes it visible.
         self.wb.finish()?;
         let n = self.next.div_ceil(CLUSTER);
-        // Refcount structures count themselves: iterate to a fixed point (formats.md §6.5).
+        // Refcount structures count themselves: iterate to a fixed point (docs/formats.md §6.5).
         let (mut r, mut t) = (1u64, 1u64);
         loop {
             let r2 = (n + r + t).div_ceil(REFS_PER_BLOCK);
@@ -657,7 +657,7 @@ impl Sink for Qcow2Sink<'_> {
     }
 }
 
-/// The 112-byte v3 header plus the end-of-extensions marker (formats.md §6.2).
+/// The 112-byte v3 header plus the end-of-extensions marker (docs/formats.md §6.2).
 fn header(vsize: u64, l1_size: u32, rt_off: u64, rt_clusters: u32, codec: Compression) -> Vec<u8> {
     let mut h = vec![0u8; 120];
     h[0..4].copy_from_slice(b"QFI\xfb");

@@ -1,4 +1,4 @@
-//! UEC tarball extraction (formats.md §2.5 #21): bounded gunzip, then the tar walk of
+//! UEC tarball extraction (docs/formats.md §2.5 #21): bounded gunzip, then the tar walk of
 //! [`super::pkg`]; the AMI (raw file-system image), AKI (kernel) and ARI (initrd) members are
 //! validated and written under names we choose.
 

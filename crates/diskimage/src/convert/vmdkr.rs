@@ -45,7 +45,7 @@ impl VmdkReader {
             // values instead, and `check_stream_footer` holds the footer to them at its end.
             if let Some(size) = inp.size() {
                 // The footer takes the header's place, as in the inspector and qemu, once it
-                // passed the inspector's own checks (formats.md §2.5 #13).
+                // passed the inspector's own checks (docs/formats.md §2.5 #13).
                 let at = size.checked_sub(FOOTER_TRAILER as u64).ok_or_else(|| footer_error(&[FooterProblem::TooShort]))?;
                 let mut t = [0u8; FOOTER_TRAILER];
                 inp.read_at(at, &mut t, "the VMDK footer", m)?;

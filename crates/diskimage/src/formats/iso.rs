@@ -1,4 +1,4 @@
-//! ISO 9660 / UDF / El Torito / hybrid ISOs: formats.md §2.5 #17.
+//! ISO 9660 / UDF / El Torito / hybrid ISOs: docs/formats.md §2.5 #17.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};

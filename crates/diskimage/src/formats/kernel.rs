@@ -1,4 +1,4 @@
-//! AKI (Linux kernels) and ARI (initrds): formats.md §2.5 #21.
+//! AKI (Linux kernels) and ARI (initrds): docs/formats.md §2.5 #21.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};

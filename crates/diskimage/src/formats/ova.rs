@@ -1,4 +1,4 @@
-//! OVA: a tar whose first member is the OVF descriptor. formats.md §2.5 #19–#20.
+//! OVA: a tar whose first member is the OVF descriptor. docs/formats.md §2.5 #19–#20.
 //!
 //! Disks must be streamOptimized or monolithicSparse VMDK, or raw ([`RAW_URI`], what oVirt/RHV
 //! export), named by their whole `ovf:format` URI ([`DiskFormat`]); each disk member is inspected
@@ -37,7 +37,7 @@ pub const SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vm
 /// `ovf:format` of a raw disk (oVirt/RHV exports).
 pub const RAW_URI: &str = "http://en.wikipedia.org/wiki/Byte";
 
-/// The disk formats an OVA may hold, each named by its `ovf:format` URI (formats.md §2.5 #20).
+/// The disk formats an OVA may hold, each named by its `ovf:format` URI (docs/formats.md §2.5 #20).
 ///
 /// This is the one rule the package inspector (here, also in the browser) and the extractor
 /// (`convert::ova`) apply, so a package cannot pass one and fail the other on its URIs or on a
@@ -113,7 +113,7 @@ impl DiskFormat {
     }
 }
 
-/// Digest algorithms an OVF manifest may use (formats.md §2.5 #20).
+/// Digest algorithms an OVF manifest may use (docs/formats.md §2.5 #20).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DigestAlgo {
     /// `SHA1`: 40 hex digits.
@@ -282,7 +282,7 @@ pub struct OvfDisk {
 
 impl OvfDisk {
     /// Why the disk is refused when it holds `holds` bytes and the OVF says otherwise: a raw
-    /// disk's member length, a VMDK disk's virtual size (formats.md §2.5 #20).
+    /// disk's member length, a VMDK disk's virtual size (docs/formats.md §2.5 #20).
     pub fn capacity_mismatch(&self, holds: u64) -> Option<Refusal> {
         let what = if self.format == DiskFormat::Raw { "raw member" } else { "VMDK" };
         (holds != self.capacity).then(|| {
@@ -417,7 +417,7 @@ fn check_href(id: &str, href: &str) -> Result<String, Refusal> {
     Ok(name)
 }
 
-/// What the OVF declares, by the rules both sides apply (formats.md §2.5 #20). Only `File`
+/// What the OVF declares, by the rules both sides apply (docs/formats.md §2.5 #20). Only `File`
 /// elements of `References` and `Disk` elements of `DiskSection` count (elements of the same
 /// name elsewhere are not files or disks). Every `File` has an `ovf:id` and an `ovf:href` that
 /// is a plain member name (no `:`, so no URL or drive path; a safe name by
@@ -591,7 +591,7 @@ pub enum Role {
     File,
 }
 
-/// The member policy of an OVA (formats.md §2.5 #19–#20), member by member in archive order,
+/// The member policy of an OVA (docs/formats.md §2.5 #19–#20), member by member in archive order,
 /// as the extractor meets them in its stream and the inspector in its walk. An OVA holds its
 /// descriptor (first), at most one manifest (`.mf`, at most [`MF_MAX_SIZE`] bytes), at most one
 /// certificate (`.cert`, at most [`CERT_MAX_SIZE`] bytes, after the manifest: DSP0243 orders

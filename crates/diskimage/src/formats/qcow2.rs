@@ -1,4 +1,4 @@
-//! qcow2 (and qcow v1, refused): header parsing and formats.md §2.5 #3, #6–#11.
+//! qcow2 (and qcow v1, refused): header parsing and docs/formats.md §2.5 #3, #6–#11.
 //!
 //! Spec: QEMU `docs/interop/qcow2.txt`. All integers are big-endian.
 

@@ -1,4 +1,4 @@
-//! Raw disks and their partition tables (MBR, GPT): formats.md §2.5 #18.
+//! Raw disks and their partition tables (MBR, GPT): docs/formats.md §2.5 #18.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};

@@ -1,4 +1,4 @@
-//! tar walking with the member policy of formats.md §2.5 #19 (shared by OVA and UEC).
+//! tar walking with the member policy of docs/formats.md §2.5 #19 (shared by OVA and UEC).
 //!
 //! Nothing is ever extracted: the walker only records names, types, sizes and offsets, and
 //! optionally the first bytes of a few members so the caller can identify them.

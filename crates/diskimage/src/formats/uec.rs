@@ -1,5 +1,5 @@
 //! UEC tarballs: a gzip'd tar with a machine image (`*.img`), usually a kernel (`*vmlinuz*`) and
-//! a ramdisk (`*initrd*`). formats.md §2.5 #21.
+//! a ramdisk (`*initrd*`). docs/formats.md §2.5 #21.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};

@@ -1,4 +1,4 @@
-//! VirtualBox VDI: formats.md §2.5 #16. All integers little-endian.
+//! VirtualBox VDI: docs/formats.md §2.5 #16. All integers little-endian.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};

@@ -1,4 +1,4 @@
-//! VHD (Virtual PC, QEMU's `vpc` driver): formats.md §2.5 #14. All integers big-endian.
+//! VHD (Virtual PC, QEMU's `vpc` driver): docs/formats.md §2.5 #14. All integers big-endian.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};

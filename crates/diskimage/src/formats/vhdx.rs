@@ -1,4 +1,4 @@
-//! VHDX (Hyper-V): formats.md §2.5 #15. All integers little-endian; checksums CRC-32C.
+//! VHDX (Hyper-V): docs/formats.md §2.5 #15. All integers little-endian; checksums CRC-32C.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};

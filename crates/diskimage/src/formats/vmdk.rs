@@ -1,5 +1,5 @@
 //! VMDK: hosted sparse extents (monolithicSparse, streamOptimized) and text descriptors:
-//! formats.md §2.5 #12–#13. Integers little-endian; sizes in 512-byte sectors.
+//! docs/formats.md §2.5 #12–#13. Integers little-endian; sizes in 512-byte sectors.
 
 use crate::codes;
 use crate::ctx::{Ctx, PResult, Parsed};
@@ -85,7 +85,7 @@ impl SparseHeader {
     }
 }
 
-/// One way a streamOptimized footer fails formats.md §2.5 #13 (oslo.utils' `footer` safety
+/// One way a streamOptimized footer fails docs/formats.md §2.5 #13 (oslo.utils' `footer` safety
 /// check). All are reported as [`codes::VMDK_FOOTER`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FooterProblem {
@@ -120,7 +120,7 @@ impl FooterProblem {
     }
 }
 
-/// The footer checks (formats.md §2.5 #13, as oslo.utils' format_inspector does them) for a
+/// The footer checks (docs/formats.md §2.5 #13, as oslo.utils' format_inspector does them) for a
 /// file whose header `hdr` has gdOffset = [`GD_AT_END`]; `tail` is the end of the file (its
 /// last [`FOOTER_TRAILER`] bytes are judged). Returns the footer, which then takes the
 /// header's place (as in qemu), or every problem found. The inspector, the browser's sniff
