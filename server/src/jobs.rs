@@ -159,6 +159,26 @@ pub struct Swept {
     pub bytes: u64,
 }
 
+impl Swept {
+    /// Removes `entry` (a file, or a directory with what is in it: an unpacked package) and
+    /// counts it; a failure is logged as `what` could not be removed, and the sweep goes on.
+    fn remove(&mut self, entry: &std::fs::DirEntry, what: &str) {
+        let path = entry.path();
+        let bytes = tree_bytes(&path);
+        let gone = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match gone {
+            Ok(()) => {
+                self.files += 1;
+                self.bytes = self.bytes.saturating_add(bytes);
+            }
+            Err(err) => tracing::warn!(path = %path.display(), error = %err, "cannot remove {what}"),
+        }
+    }
+}
+
 /// At start-up, before any request: removes from `dir` (`uploads-glance`) every file that no
 /// queued or running import job will read and that is not the staged data (`<id>.staged`,
 /// `<id>.staged.json`) of an image still `uploading`. Such files are bodies a stop cut off, or
@@ -174,16 +194,8 @@ pub async fn sweep_incoming(db: &Db, dir: &std::path::Path) -> Result<Swept, rec
         let name = entry.file_name().to_string_lossy().into_owned();
         let staged_image = name.strip_suffix(".staged").or_else(|| name.strip_suffix(".staged.json"));
         let keep = read_by_jobs.contains(&path) || staged_image.is_some_and(|id| staged_for.contains(id));
-        if keep || !entry.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                swept.files += 1;
-                swept.bytes = swept.bytes.saturating_add(len);
-            }
-            Err(err) => tracing::warn!(path = %path.display(), error = %err, "cannot remove an orphaned upload"),
+        if !keep && entry.file_type().is_ok_and(|t| t.is_file()) {
+            swept.remove(&entry, "an orphaned upload");
         }
     }
     Ok(swept)
@@ -195,21 +207,8 @@ pub fn clear_staging(dir: &std::path::Path, keep: &std::collections::HashSet<Pat
     let Ok(entries) = std::fs::read_dir(dir) else { return Swept::default() };
     let mut removed = Swept::default();
     for entry in entries.flatten() {
-        let path = entry.path();
-        if keep.contains(&path) {
-            continue;
-        }
-        let bytes = tree_bytes(&path);
-        let gone = match entry.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        match gone {
-            Ok(()) => {
-                removed.files += 1;
-                removed.bytes = removed.bytes.saturating_add(bytes);
-            }
-            Err(err) => tracing::warn!(path = %path.display(), error = %err, "cannot remove a staging leftover"),
+        if !keep.contains(&entry.path()) {
+            removed.remove(&entry, "a staging leftover");
         }
     }
     removed
@@ -241,21 +240,8 @@ pub async fn sweep_staging_areas(db: &Db, data_dir: &std::path::Path, grace: Dur
             let name = entry.file_name().to_string_lossy().into_owned();
             let image = name.split('.').next().unwrap_or_default();
             let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= grace));
-            if busy.contains(image) || !old {
-                continue;
-            }
-            let path = entry.path();
-            let bytes = tree_bytes(&path);
-            let gone = match entry.file_type() {
-                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-                _ => std::fs::remove_file(&path),
-            };
-            match gone {
-                Ok(()) => {
-                    swept.files += 1;
-                    swept.bytes = swept.bytes.saturating_add(bytes);
-                }
-                Err(err) => tracing::warn!(path = %path.display(), error = %err, "cannot remove an orphaned staging file"),
+            if !busy.contains(image) && old {
+                swept.remove(&entry, "an orphaned staging file");
             }
         }
     }

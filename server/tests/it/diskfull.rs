@@ -47,6 +47,21 @@ fn fill(dir: &Path) {
     let _ = f.sync_all();
 }
 
+/// A Glance API request with a token.
+fn glance_request(tok: &str, method: &str, uri: &str, ctype: &str, body: Body, extra: Vec<(&'static str, String)>) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("/image{uri}"))
+        .header(header::HOST, HOST)
+        .header(header::ACCEPT, "application/json")
+        .header("x-auth-token", tok)
+        .header(header::CONTENT_TYPE, ctype);
+    for (k, v) in extra {
+        b = b.header(k, v);
+    }
+    b.body(body).unwrap()
+}
+
 #[tokio::test]
 async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,17 +76,7 @@ async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
 
     // One active image to read back, uploaded while there was room.
     let glance = |method: &str, uri: String, ctype: &str, body: Body, extra: Vec<(&'static str, String)>| {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("/image{uri}"))
-            .header(header::HOST, HOST)
-            .header(header::ACCEPT, "application/json")
-            .header("x-auth-token", tok.as_str())
-            .header(header::CONTENT_TYPE, ctype);
-        for (k, v) in extra {
-            b = b.header(k, v);
-        }
-        b.body(body).unwrap()
+        glance_request(&tok, method, &uri, ctype, body, extra)
     };
     let create = |name: &str| {
         glance(
@@ -183,17 +188,7 @@ async fn the_space_check_counts_the_conversion_output() {
     let tok = token(&app, "member", &p1).await;
     let db = app.state.db.clone();
     let glance = |method: &str, uri: String, ctype: &str, body: Body, extra: Vec<(&'static str, String)>| {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("/image{uri}"))
-            .header(header::HOST, HOST)
-            .header(header::ACCEPT, "application/json")
-            .header("x-auth-token", tok.as_str())
-            .header(header::CONTENT_TYPE, ctype);
-        for (k, v) in extra {
-            b = b.header(k, v);
-        }
-        b.body(body).unwrap()
+        glance_request(&tok, method, &uri, ctype, body, extra)
     };
     let create = |disk_format: &str| {
         glance(

@@ -46,6 +46,32 @@ fn leftovers(data: &Path) -> Vec<String> {
     out
 }
 
+/// A new image named `name` through the Glance API, with `data` staged (`PUT …/stage`).
+async fn create_and_stage(client: &reqwest::Client, base: &str, token: &str, name: &str, disk_format: &str, data: Vec<u8>) -> String {
+    let created = json(
+        client
+            .post(format!("{base}/image/v2/images"))
+            .header("x-auth-token", token)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "name": name, "disk_format": disk_format, "container_format": "bare" }).to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let r = client
+        .put(format!("{base}/image/v2/images/{id}/stage"))
+        .header("x-auth-token", token)
+        .header("content-type", "application/octet-stream")
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    id
+}
+
 /// Where the image goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -108,27 +134,7 @@ async fn run_case(client: &reqwest::Client, raw: &Path, case: &Case<'_>) -> Vec<
     let mut child = start(&data, port, &log, &first);
     wait_healthy(client, &base).await;
     let token = admin_token(&data, "faults");
-    let created = json(
-        client
-            .post(format!("{base}/image/v2/images"))
-            .header("x-auth-token", &token)
-            .header("content-type", "application/json")
-            .body(serde_json::json!({ "name": what, "disk_format": disk_format, "container_format": "bare" }).to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let r = client
-        .put(format!("{base}/image/v2/images/{id}/stage"))
-        .header("x-auth-token", &token)
-        .header("content-type", "application/octet-stream")
-        .body(std::fs::read(file).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let id = create_and_stage(client, &base, &token, what, disk_format, std::fs::read(file).unwrap()).await;
     let r = client
         .post(format!("{base}/image/v2/images/{id}/import"))
         .header("x-auth-token", &token)
@@ -275,27 +281,7 @@ async fn a_running_server_sweeps_orphans_after_the_grace_period() {
     let mut child = start(&data, port, &log, &[("HANGAR_ORPHAN_GRACE", "2")]);
     wait_healthy(&client, &base).await;
     let token = admin_token(&data, "sweep");
-    let created = json(
-        client
-            .post(format!("{base}/image/v2/images"))
-            .header("x-auth-token", &token)
-            .header("content-type", "application/json")
-            .body(serde_json::json!({ "name": "staged", "disk_format": "raw", "container_format": "bare" }).to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let r = client
-        .put(format!("{base}/image/v2/images/{id}/stage"))
-        .header("x-auth-token", &token)
-        .header("content-type", "application/octet-stream")
-        .body(vec![7u8; 1 << 20])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let id = create_and_stage(&client, &base, &token, "staged", "raw", vec![7u8; 1 << 20]).await;
     std::fs::create_dir_all(data.join("staging")).unwrap();
     let orphans = [
         data.join("staging").join("0b4d5a2e-0000-4000-8000-000000000001.qcow2"),
