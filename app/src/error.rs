@@ -98,8 +98,8 @@ impl AppError {
         if full {
             tracing::warn!(context, error = %chain, "a write was refused: the disk is full");
             return AppError::InsufficientStorage {
-                message: "The server's disk is full, so this change was not saved; nothing else was affected. \
-                          Try again later, or ask an administrator to make room."
+                message: "The server's disk is full, so this could not be completed (reading still works). \
+                          Check the result, try again later, or ask an administrator to make room."
                     .to_owned(),
             };
         }

@@ -994,6 +994,12 @@ pub async fn ingest_job(
     };
     let Some(image) = db.image(&up.image_id).await? else {
         discard(&up.path);
+        // Deleted while the job waited: bytes a `stored` checkpoint put into the backend have
+        // no location row, so the delete could not know them. (Only here: an image in any
+        // other state may own those bytes.)
+        if let Some(key) = journal.resume.as_ref().filter(|cp| cp.step == Step::Stored).and_then(|cp| cp.key.as_deref()) {
+            let _ = store.delete(key).await;
+        }
         return Err(IngestError::NotAccepted(format!("image {} does not exist", up.image_id)));
     };
     if image.owner.as_deref() != Some(up.project_id.as_str()) {
@@ -1048,10 +1054,15 @@ pub async fn ingest_job(
             // hold becomes the output's size (checked against everything else the project uses);
             // the image's activation releases it, once the stored copy counts instead.
             let out_size = u64::try_from(record.size).unwrap_or(0);
+            let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
+            let key = format!("{}.{ext}", image.id);
             if let Err(why) = db.hold_quota(image.owner.as_deref().unwrap_or(""), &image.id, "import", out_size, false).await? {
                 discard(&staged);
                 discard(&up.path);
                 drop_package();
+                if already_stored {
+                    let _ = store.delete(&key).await;
+                }
                 let reason = format!(
                     "The image is {out_size} bytes once converted for the {backend} storage, and {why}; nothing was kept. \
                      Delete images or ask an administrator for a larger quota."
@@ -1060,8 +1071,6 @@ pub async fn ingest_job(
                 db.kill_image(&image.id, &reason, "[]").await?;
                 return Err(IngestError::Refused(reason));
             }
-            let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
-            let key = format!("{}.{ext}", image.id);
             // Storing counts on top of the earlier steps (a Ceph upload of 40 GiB takes minutes).
             if !already_stored {
                 ctl.enter(Stage::Storing).await;

@@ -636,7 +636,14 @@ pub async fn control_job(job_id: String, action: String) -> Result<(), AppError>
             "retry" => ctx.db.retry_job(&job_id).await,
             other => return Err(AppError::BadRequest { message: format!("Unknown action '{other}'.") }),
         }
-        .map_err(|e| AppError::internal("control job", &e))?;
+        .map_err(|e| {
+            // One live copy per image and backend (a unique index): another one runs already.
+            if e.is_unique_violation() {
+                AppError::Conflict { message: format!("Another copy to {} is already under way.", job.backend) }
+            } else {
+                AppError::internal("control job", &e)
+            }
+        })?;
         if !done {
             let verb = if action == "cancel" { "cancelled" } else { "retried" };
             return Err(AppError::Conflict { message: format!("This job is {}; it cannot be {verb} now.", job.status) });

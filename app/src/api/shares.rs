@@ -40,6 +40,10 @@ pub async fn share_image(image_id: String, project: String) -> Result<(), AppErr
         // The form names the project; the share use-case (`imageops`) takes its id.
         let (authn, _) = crate::auth::signed_in()?;
         let ctx = server_context()?;
+        // The image and the right to share it first: a caller who may not share it learns
+        // nothing about which project names exist.
+        let (_, facts) = ctx.images.visible_image(&authn, &image_id).await?;
+        ctx.images.authorize(&authn, &policy::Action::ShareImage(&facts))?;
         let target = ctx
             .db
             .project_by_name(project.trim())

@@ -32,8 +32,17 @@ impl Images {
             return Err(Error::Invalid("Name the stores to copy the image to.".to_owned()));
         }
         let locations = self.db.image_locations(image_id).await?;
-        let mut targets = Vec::new();
+        // Every store is judged before any copy is queued, so a refusal queues nothing (the
+        // unique index still decides a race between requests).
+        let live = self.db.jobs_for_image(image_id).await?;
+        let mut targets: Vec<String> = Vec::new();
         for backend in stores {
+            if targets.contains(backend) {
+                continue;
+            }
+            if live.iter().any(|j| j.kind == "copy" && &j.backend == backend && matches!(j.status.as_str(), "queued" | "running")) {
+                return Err(Error::Conflict(format!("A copy to {backend} is already under way.")));
+            }
             if locations.iter().any(|l| &l.backend == backend) {
                 if skip_present {
                     continue;

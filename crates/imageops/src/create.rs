@@ -129,6 +129,11 @@ impl Images {
                 return Err(Error::Invalid(format!("Invalid value for '{what}': it must be an integer of 0 or more.")));
             }
         }
+        // Bounded before anything else: a list far over the limit is refused without work
+        // proportional to its square.
+        if req.tags.len() > records::MAX_TAGS.saturating_mul(4) {
+            return Err(Error::TooLarge(format!("An image has at most {} tags.", records::MAX_TAGS)));
+        }
         let mut tags: Vec<String> = Vec::new();
         for t in &req.tags {
             if t.is_empty() || t.chars().count() > records::MAX_TAG_CHARS {

@@ -394,6 +394,13 @@ async fn sharing_is_the_same_use_case_through_both_doors() {
             }
         }
     };
+    // A caller who may not share an image learns nothing about project names through it.
+    let reader = Auth::Cookie(app.sign_in("reader", PASSWORD).await);
+    let probe = create(&app, &tok, "probe", r#","visibility":"shared""#).await;
+    for project in ["p2", "no-such-project"] {
+        let r = app.call("share_image", &format!("image_id={probe}&project={project}"), &reader).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "a reader sharing with {project}: {}", r.body);
+    }
     for door in [Door::Dashboard, Door::Glance] {
         let private = create(&app, &tok, "private", r#","visibility":"private""#).await;
         assert_eq!(share(door, private.clone()).await, StatusCode::FORBIDDEN, "{door:?}: a private image has no members");
