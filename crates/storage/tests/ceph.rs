@@ -209,10 +209,14 @@ async fn write_read_delete_with_multipart_and_ranges() {
     assert_eq!(b.sweep_abandoned_writes(Duration::ZERO).await.unwrap(), 1);
     assert!(b.incomplete_uploads().await.unwrap().is_empty());
     assert_eq!(b.size(crashed).await.unwrap(), None);
-    // An operator's abort takes every incomplete upload, however young.
+    // An operator's abort takes every incomplete upload, however young. A fresh signal: the
+    // first write may have stored a wake-up after its first part (a later part's progress) that
+    // would end this wait before the second write has begun.
+    let second_part = tokio::sync::Notify::new();
+    let notify_second = |_| second_part.notify_one();
     tokio::select! {
-        r = b.put_file(crashed, &src, PutMode::Copy, &notify) => panic!("the write finished first: {r:?}"),
-        _ = first_part.notified() => {}
+        r = b.put_file(crashed, &src, PutMode::Copy, &notify_second) => panic!("the write finished first: {r:?}"),
+        _ = second_part.notified() => {}
     }
     assert_eq!(b.abort_incomplete_uploads().await.unwrap(), 1);
     assert!(b.incomplete_uploads().await.unwrap().is_empty());
