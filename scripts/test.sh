@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 start=$SECONDS
 step() { printf '\n=== %s (%ss)\n' "$*" "$((SECONDS - start))"; }
 
-step "set-up"
+step "set-up ($(df -h --output=avail . | tail -1 | tr -d ' ') free on this disk)"
 scripts/setup.sh test
 
 step "format (rustfmt.toml: cargo fmt --all to fix)"
@@ -56,4 +56,4 @@ step "Playwright (Chromium: no-js and hydrated)"
 step "Glance API with the real clients (glance, openstack image) against a fresh server"
 timeout 900 scripts/glance-cli-test.sh
 
-step "all tests passed"
+step "all tests passed (target/ uses $(du -sh "${CARGO_TARGET_DIR:-target}" | cut -f1))"
