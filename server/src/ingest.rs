@@ -25,19 +25,9 @@ use digests::Algorithm;
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
 
-/// A complete upload, handed over by the data plane (and kept in the import job's parameters).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct UploadedFile {
-    pub image_id: String,
-    pub path: PathBuf,
-    pub user_id: String,
-    pub project_id: String,
-    pub file_name: Option<String>,
-    /// Hashes of the uploaded bytes, when the data plane computed them.
-    pub sha256: Option<String>,
-    pub md5: Option<String>,
-    pub sha512: Option<String>,
-}
+/// A complete upload, handed over by a door (`imageops::Images::queue_import`) and kept in the
+/// import job's parameters.
+pub use imageops::ReceivedData;
 
 /// Why an upload did not become an active image.
 #[derive(Debug, thiserror::Error)]
@@ -530,7 +520,7 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 /// The blocking part: inspect, convert or keep, hash, publish. Returns the record to store.
 fn process(
-    up: &UploadedFile,
+    up: &ReceivedData,
     disk_format: Option<&str>,
     images_dir: &Path,
     rules: &Rules,
@@ -656,7 +646,7 @@ fn process(
 /// The output stays on error: the caller decides whether a job will resume from it.
 fn finish_prepared(
     mut cp: Checkpoint,
-    up: &UploadedFile,
+    up: &ReceivedData,
     ctl: &JobControl,
     journal: &Journal,
 ) -> Result<(records::ActiveImage, Imported), IngestError> {
@@ -682,7 +672,7 @@ fn finish_prepared(
 /// Prepares to unpack a package: a fresh output directory in staging, the upload's SHA-256, and
 /// the upload opened for reading.
 fn open_package(
-    up: &UploadedFile,
+    up: &ReceivedData,
     staging: &Path,
     kind: &str,
     ctl: &JobControl,
@@ -705,7 +695,7 @@ fn open_package(
 /// names from the package used as paths, manifest digests checked) into the staging directory.
 /// The first disk becomes this image; the others are returned to become images of their own.
 fn extract_package(
-    up: &UploadedFile,
+    up: &ReceivedData,
     staging: &Path,
     rules: &Rules,
     ctl: &JobControl,
@@ -853,7 +843,7 @@ impl Primary<'_> {
 /// becomes this image, the kernel (AKI) and ramdisk (ARI) images of their own, linked from the
 /// AMI by `kernel_id` / `ramdisk_id` as Glance does.
 fn extract_uec_package(
-    up: &UploadedFile,
+    up: &ReceivedData,
     staging: &Path,
     rules: &Rules,
     ctl: &JobControl,
@@ -924,7 +914,7 @@ fn extract_uec_package(
 
 /// Runs the pipeline for one complete upload on the local backend with the matrix's current
 /// rules (tests and callers without a job).
-pub async fn ingest(db: &records::Db, data_dir: &Path, up: UploadedFile) -> Result<Imported, IngestError> {
+pub async fn ingest(db: &records::Db, data_dir: &Path, up: ReceivedData) -> Result<Imported, IngestError> {
     let rules = Rules::load(db, "local").await?;
     let local = storage::open(&storage::BackendConfig {
         name: "local".into(),
@@ -942,7 +932,7 @@ pub async fn ingest(db: &records::Db, data_dir: &Path, up: UploadedFile) -> Resu
 pub async fn ingest_with(
     db: &records::Db,
     data_dir: &Path,
-    up: UploadedFile,
+    up: ReceivedData,
     rules: &Rules,
     store: &std::sync::Arc<dyn storage::Backend>,
     ctl: std::sync::Arc<JobControl>,
@@ -954,7 +944,7 @@ pub async fn ingest_with(
 /// `stored` if the backend holds the key at the recorded size, `prepared`/`hashed` if the staged
 /// output verifies ([`Checkpoint::output_verifies`]). Otherwise the job starts over from the
 /// upload, and an unusable staged output is removed.
-async fn resume_point(journal: &Journal, up: &UploadedFile, store: &std::sync::Arc<dyn storage::Backend>) -> Option<Checkpoint> {
+async fn resume_point(journal: &Journal, up: &ReceivedData, store: &std::sync::Arc<dyn storage::Backend>) -> Option<Checkpoint> {
     let cp = journal.resume.clone()?;
     let usable = match cp.step {
         Step::Stored => match &cp.key {
@@ -982,7 +972,7 @@ async fn resume_point(journal: &Journal, up: &UploadedFile, store: &std::sync::A
 pub async fn ingest_job(
     db: &records::Db,
     data_dir: &Path,
-    up: UploadedFile,
+    up: ReceivedData,
     rules: &Rules,
     store: &std::sync::Arc<dyn storage::Backend>,
     ctl: std::sync::Arc<JobControl>,
@@ -1160,7 +1150,7 @@ pub async fn ingest_job(
 async fn finish_package(
     db: &records::Db,
     image: &records::ImageRow,
-    up: &UploadedFile,
+    up: &ReceivedData,
     store: &std::sync::Arc<dyn storage::Backend>,
     imported: &Imported,
 ) {
@@ -1196,7 +1186,7 @@ async fn finish_package(
 async fn extra_disk_image(
     db: &records::Db,
     parent: &records::ImageRow,
-    up: &UploadedFile,
+    up: &ReceivedData,
     store: &std::sync::Arc<dyn storage::Backend>,
     imported: &Imported,
     number: usize,

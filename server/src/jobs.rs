@@ -14,7 +14,7 @@ use std::time::Duration;
 use records::{Db, JobRow};
 use tokio::sync::Notify;
 
-use crate::ingest::{self, IngestError, JobControl, Plan, Rules, UploadedFile};
+use crate::ingest::{self, IngestError, JobControl, Plan, ReceivedData, Rules};
 use imageops::units::human_bytes;
 use imageops::Stores;
 
@@ -186,7 +186,7 @@ impl Swept {
 pub async fn sweep_incoming(db: &Db, dir: &std::path::Path) -> Result<Swept, records::DbError> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Swept::default()) };
     let read_by_jobs: std::collections::HashSet<PathBuf> =
-        db.live_import_params().await?.iter().filter_map(|p| serde_json::from_str::<UploadedFile>(p).ok()).map(|up| up.path).collect();
+        db.live_import_params().await?.iter().filter_map(|p| serde_json::from_str::<ReceivedData>(p).ok()).map(|up| up.path).collect();
     let staged_for: std::collections::HashSet<String> = db.uploading_image_ids().await?.into_iter().collect();
     let mut swept = Swept::default();
     for entry in entries.flatten() {
@@ -342,7 +342,7 @@ async fn with_progress(
 }
 
 async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: Arc<JobControl>) -> Result<String, String> {
-    let up: UploadedFile = serde_json::from_str(&job.params).map_err(|e| format!("bad job parameters: {e}"))?;
+    let up: ReceivedData = serde_json::from_str(&job.params).map_err(|e| format!("bad job parameters: {e}"))?;
     let Some(store) = stores.get(&job.backend) else {
         let reason = format!("The storage backend '{}' is no longer configured.", job.backend);
         let _ = std::fs::remove_file(&up.path);

@@ -118,25 +118,22 @@ impl AppState {
         stores.spawn_sweeper(ABANDONED_WRITE_AGE, ABANDONED_WRITE_SWEEP_EVERY);
         let jobs = jobs::start(&db, config.data_dir.clone(), config.job_workers, stores.clone()).await?;
         jobs::spawn_orphan_sweeper(db.clone(), config.data_dir.clone(), config.orphan_grace);
-        let uploads = open_uploads(&db, &config.data_dir, jobs.clone(), stores.clone()).await?;
+        let images = imageops::Images::new(db.clone(), stores.clone(), &config.data_dir);
+        let uploads = open_uploads(&images, &config.data_dir).await?;
         let leptos = LeptosOptions::builder()
             .output_name(app::OUTPUT_NAME)
             .site_root(config.site_root.to_string_lossy().into_owned())
             .site_pkg_dir("pkg")
             .site_addr(config.listen)
             .build();
-        let images = imageops::Images::new(db.clone(), stores.clone(), &config.data_dir);
         Ok(Self { leptos, db, started: Instant::now(), config: Arc::new(config), uploads, jobs, stores, images })
     }
 }
 
-/// Opens the tus data plane; each complete upload becomes an `import` job for the worker pool.
-async fn open_uploads(
-    db: &Db,
-    data_dir: &std::path::Path,
-    jobs: jobs::Jobs,
-    stores: imageops::Stores,
-) -> Result<Arc<uploads::Uploads>, StartError> {
+/// Opens the tus data plane; each complete upload becomes an `import` job for the worker pool
+/// (`imageops::Images::queue_import`, as for every door).
+async fn open_uploads(images: &imageops::Images, data_dir: &std::path::Path) -> Result<Arc<uploads::Uploads>, StartError> {
+    let db = &images.db;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uploads::CompletedUpload>();
     let on_complete: uploads::OnComplete = Arc::new(move |done| {
         let _ = tx.send(done);
@@ -145,16 +142,14 @@ async fn open_uploads(
         .await
         .map_err(|e| StartError::Uploads(e.to_string()))?;
     // Every upload is checked before a byte is stored, so none is accepted whose bytes would be
-    // discarded later: it must name (`image_id`) an image of the caller's project that the
-    // caller may change and that is waiting for data; a storage backend it names must exist (a
-    // typo never lands the image somewhere else).
-    let (known, check_db) = (stores.clone(), db.clone());
+    // discarded later (`check_new_upload`).
+    let check = images.clone();
     up.set_check_metadata(Arc::new(move |new| {
-        let (known, db) = (known.clone(), check_db.clone());
-        Box::pin(async move { check_new_upload(&db, &known, &new).await })
+        let images = check.clone();
+        Box::pin(async move { check_new_upload(&images, &new).await })
     }));
     // MD5 and SHA-512 of the uploaded bytes only where they are stored as uploaded.
-    let (hash_db, hash_stores) = (db.clone(), stores.clone());
+    let (hash_db, hash_stores) = (db.clone(), images.stores.clone());
     up.set_hashes_for(Arc::new(move |m| {
         let (db, stores) = (hash_db.clone(), hash_stores.clone());
         Box::pin(async move {
@@ -163,54 +158,10 @@ async fn open_uploads(
             ingest::upload_hashes(&db, image_id, backend.kind().as_str()).await
         })
     }));
-    let completion_db = db.clone();
+    let completion = images.clone();
     tokio::spawn(async move {
         while let Some(done) = rx.recv().await {
-            let Some(image_id) = done.metadata.get("image_id").cloned() else {
-                tracing::warn!(upload = %done.id, "complete upload names no image; discarding it");
-                let _ = std::fs::remove_file(&done.path);
-                continue;
-            };
-            let size = std::fs::metadata(&done.path).map(|m| m.len()).unwrap_or(0);
-            let file = ingest::UploadedFile {
-                image_id: image_id.clone(),
-                path: done.path.clone(),
-                user_id: done.user_id.clone(),
-                project_id: done.project_id.clone(),
-                file_name: done.metadata.get("filename").cloned(),
-                sha256: done.sha256,
-                md5: done.md5,
-                sha512: done.sha512,
-            };
-            // The uploader may name a backend (Upload-Metadata `store`); otherwise the default.
-            // One that vanished from the configuration while the upload ran (creation refuses
-            // unknown names) is not swapped for another: the image is killed with the reason.
-            let backend = match done.metadata.get("store").filter(|s| !s.is_empty()) {
-                Some(name) if stores.get(name).is_some() => name.clone(),
-                Some(name) => {
-                    tracing::warn!(upload = %done.id, store = %name, "the storage backend an upload names no longer exists; refusing it");
-                    let _ = std::fs::remove_file(&done.path);
-                    let reason = format!(
-                        "The storage backend {name:?} chosen for this upload no longer exists; upload the file again and {}.",
-                        choose_backend(&stores)
-                    );
-                    follow_upload(&completion_db, &image_id, &done.project_id, &done.id, &["queued", "uploading"], "killed", &reason).await;
-                    continue;
-                }
-                None => stores.default_backend().name().to_owned(),
-            };
-            let new = records::NewJob {
-                kind: "import".into(),
-                image_id,
-                backend,
-                params: serde_json::to_string(&file).unwrap_or_default(),
-                bytes_total: i64::try_from(size).unwrap_or(i64::MAX),
-                created_by: Some(done.user_id),
-            };
-            if let Err(err) = jobs.submit(&new).await {
-                tracing::warn!(upload = %done.id, error = %err, "cannot queue the import; discarding the upload");
-                let _ = std::fs::remove_file(&done.path);
-            }
+            complete_upload(&completion, done).await;
         }
     });
     let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel::<uploads::UploadEvent>();
@@ -227,16 +178,50 @@ async fn open_uploads(
     Ok(up)
 }
 
-/// The creation check of a tus upload (see `open_uploads`): `Err((status, message))` refuses it.
-/// `Ok` carries the room the upload's import will need (`ingest::room_after_upload`), which the
-/// data plane reserves with the upload's own bytes.
-async fn check_new_upload(db: &Db, stores: &imageops::Stores, new: &uploads::NewUploadCheck) -> Result<uploads::RoomAfter, (u16, String)> {
-    let store = match new.metadata.get("store").filter(|s| !s.is_empty()) {
-        Some(name) => {
-            stores.get(name).ok_or_else(|| (400, format!("There is no storage backend named {name:?}; {}.", choose_backend(stores))))?
-        }
-        None => stores.default_backend(),
+/// Hands a complete tus upload to its import. The uploader may have named a backend
+/// (Upload-Metadata `store`; otherwise the default). One that vanished from the configuration
+/// while the upload ran (creation refuses unknown names) is not swapped for another: the image
+/// is killed with the reason.
+async fn complete_upload(images: &imageops::Images, done: uploads::CompletedUpload) {
+    let Some(image_id) = done.metadata.get("image_id").cloned() else {
+        tracing::warn!(upload = %done.id, "complete upload names no image; discarding it");
+        let _ = std::fs::remove_file(&done.path);
+        return;
     };
+    let size = std::fs::metadata(&done.path).map(|m| m.len()).unwrap_or(0);
+    let backend = match done.metadata.get("store").filter(|s| !s.is_empty()) {
+        Some(name) => name.clone(),
+        None => images.stores.default_backend().name().to_owned(),
+    };
+    let data = imageops::ReceivedData {
+        image_id: image_id.clone(),
+        path: done.path.clone(),
+        user_id: done.user_id.clone(),
+        project_id: done.project_id.clone(),
+        file_name: done.metadata.get("filename").cloned(),
+        sha256: done.sha256,
+        md5: done.md5,
+        sha512: done.sha512,
+    };
+    match images.queue_import(&data, size, &backend).await {
+        Ok(_) => {}
+        Err(imageops::Error::Invalid(reason)) => {
+            tracing::warn!(upload = %done.id, store = %backend, "the storage backend an upload names no longer exists; refusing it");
+            let _ = std::fs::remove_file(&done.path);
+            follow_upload(&images.db, &image_id, &done.project_id, &done.id, &["queued", "uploading"], "killed", &reason).await;
+        }
+        Err(err) => {
+            tracing::warn!(upload = %done.id, error = %err, "cannot queue the import; discarding the upload");
+            let _ = std::fs::remove_file(&done.path);
+        }
+    }
+}
+
+/// The creation check of a tus upload (see `open_uploads`): the one admission rule of every door
+/// (`imageops::Images::admit_data`), mapped to tus's `(status, message)`. `Ok` carries the room
+/// the upload's import will need (`ingest::room_after_upload`), which the data plane reserves
+/// with the upload's own bytes.
+async fn check_new_upload(images: &imageops::Images, new: &uploads::NewUploadCheck) -> Result<uploads::RoomAfter, (u16, String)> {
     let Some(image_id) = new.metadata.get("image_id").filter(|s| !s.is_empty()) else {
         return Err((
             400,
@@ -245,34 +230,22 @@ async fn check_new_upload(db: &Db, stores: &imageops::Stores, new: &uploads::New
                 .to_owned(),
         ));
     };
+    let store = new.metadata.get("store").map(String::as_str);
+    let admitted = images.admit_data(&new.authn, image_id, imageops::Arrival::Tus, store).await.map_err(|e| match e {
+        imageops::Error::NotFound(_) => (404, format!("There is no image {image_id} to upload to.")),
+        imageops::Error::Db(e) => {
+            tracing::error!(error = %e, "cannot check a new upload's image");
+            (if e.is_disk_full() { 507 } else { 500 }, "Hangar cannot check this upload's image right now; try again.".to_owned())
+        }
+        e => (e.status(), e.to_string()),
+    })?;
     let internal = |e: records::DbError| {
-        tracing::error!(error = %e, "cannot check a new upload's image");
+        tracing::error!(error = %e, "cannot read the storage matrix for a new upload");
         (500, "Hangar cannot check this upload's image right now; try again.".to_owned())
     };
-    let scope = Some(new.project_id.as_str());
-    let facts = match imageops::image_facts(db, image_id, scope).await {
-        Ok((_, facts)) => facts,
-        Err(imageops::Error::NotFound(_)) => return Err((404, format!("There is no image {image_id} to upload to."))),
-        Err(imageops::Error::Db(e)) => return Err(internal(e)),
-        Err(e) => return Err((500, e.to_string())),
-    };
-    if !policy::can_view(Some(&new.principal), &facts) {
-        return Err((404, format!("There is no image {image_id} to upload to.")));
-    }
-    match policy::authorize(Some(&new.principal), &policy::Action::ModifyImage(&facts)) {
-        Ok(()) => {}
-        Err(policy::Denial::Forbidden(why)) => return Err((403, why)),
-        Err(policy::Denial::NotSignedIn) => return Err((401, "Sign in to upload.".to_owned())),
-    }
-    let image = db.image(image_id).await.map_err(internal)?.ok_or_else(|| (404, format!("There is no image {image_id} to upload to.")))?;
-    if image.owner.as_deref() != Some(new.project_id.as_str()) {
-        return Err((403, "Upload an image's data from its own project (switch project, or use a token of that project).".to_owned()));
-    }
-    if !matches!(image.status.as_str(), "queued" | "uploading") {
-        return Err((409, format!("Image {image_id} is {}: its data was already uploaded, and an image is imported once.", image.status)));
-    }
-    let rules = ingest::Rules::load(db, store.kind().as_str()).await.map_err(internal)?;
-    Ok(ingest::room_after_upload(&rules, image.disk_format.as_deref()))
+    let store = images.stores.get(&admitted.backend).unwrap_or_else(|| images.stores.default_backend());
+    let rules = ingest::Rules::load(&images.db, store.kind().as_str()).await.map_err(internal)?;
+    Ok(ingest::room_after_upload(&rules, admitted.image.disk_format.as_deref()))
 }
 
 /// An image whose bytes start arriving is `uploading`; one whose upload expired unfinished is
@@ -289,12 +262,6 @@ async fn upload_event(db: &Db, e: uploads::UploadEvent) {
         return;
     };
     follow_upload(db, image_id, &info.project_id, &info.id, from, to, reason).await;
-}
-
-/// "choose one of: a, b" with the configured backends' names.
-fn choose_backend(stores: &imageops::Stores) -> String {
-    let names: Vec<&str> = stores.all().iter().map(|b| b.name()).collect();
-    format!("choose one of: {}", names.join(", "))
 }
 
 /// Moves the image an upload names from one of `from` to `to` (with `reason`), if it belongs

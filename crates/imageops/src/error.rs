@@ -28,6 +28,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// The HTTP status this error means, at every door.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::NotSignedIn(_) => 401,
+            Error::Forbidden(_) => 403,
+            Error::NotFound(_) => 404,
+            Error::Invalid(_) => 400,
+            Error::Conflict(_) => 409,
+            Error::TooLarge(_) => 413,
+            Error::Db(e) if e.is_disk_full() => 507,
+            Error::Db(_) => 500,
+        }
+    }
+
     /// A refusal from `policy::authorize`.
     pub fn denied(d: policy::Denial) -> Self {
         match d {

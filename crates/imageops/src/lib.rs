@@ -14,6 +14,8 @@ mod copy;
 #[cfg(feature = "service")]
 mod create;
 #[cfg(feature = "service")]
+mod data;
+#[cfg(feature = "service")]
 mod error;
 #[cfg(feature = "service")]
 mod service;
@@ -28,6 +30,8 @@ mod update;
 
 #[cfg(feature = "service")]
 pub use create::{is_uuid, metadata, NewImageRequest};
+#[cfg(feature = "service")]
+pub use data::{Admitted, Arrival, ReceivedData, IMAGE_SIZE_CAP};
 #[cfg(feature = "service")]
 pub use error::Error;
 #[cfg(feature = "service")]

@@ -98,6 +98,13 @@ impl Stores {
         self.jobs.notify_one();
     }
 
+    /// "choose one of: a, b", with the configured backends' names (for a message about a
+    /// backend that does not exist).
+    pub fn choose_one(&self) -> String {
+        let names: Vec<&str> = self.all().iter().map(|b| b.name()).collect();
+        format!("choose one of: {}", names.join(", "))
+    }
+
     /// The default backend's name.
     pub fn default_name(&self) -> &str {
         &self.default

@@ -62,6 +62,10 @@ async fn options_handler(State(u): State<Arc<Uploads>>) -> Response {
 
 // ---- who may do what -------------------------------------------------------------------------
 
+fn authn_of(authn: &Option<Extension<Authn>>) -> Result<&Authn, UploadError> {
+    authn.as_ref().map(|a| &a.0).ok_or(UploadError::NotSignedIn)
+}
+
 fn principal(authn: &Option<Extension<Authn>>) -> Result<&Principal, UploadError> {
     authn.as_ref().and_then(|a| a.principal.as_ref()).ok_or(UploadError::NotSignedIn)
 }
@@ -124,8 +128,9 @@ async fn create(
 
     let concat = tus::concat(&headers, &u.config.path_prefix)?;
     let metadata = tus::metadata(&headers)?;
-    let room =
-        u.check_metadata(crate::NewUploadCheck { principal: p.clone(), project_id: project.clone(), metadata: metadata.clone() }).await?;
+    let room = u
+        .check_metadata(crate::NewUploadCheck { authn: authn_of(&authn)?.clone(), project_id: project.clone(), metadata: metadata.clone() })
+        .await?;
     if headers.contains_key(tus::UPLOAD_DEFER_LENGTH) {
         return Err(UploadError::BadRequest("Upload-Defer-Length is not supported; send Upload-Length.".into()));
     }

@@ -233,7 +233,8 @@ pub type OnEvent = Arc<dyn Fn(UploadEvent) + Send + Sync>;
 /// with which decoded metadata.
 #[derive(Clone, Debug)]
 pub struct NewUploadCheck {
-    pub principal: policy::Principal,
+    /// The caller, signed in with a project (`project_id`, the project that holds the bytes).
+    pub authn: accounts::Authn,
     pub project_id: String,
     pub metadata: BTreeMap<String, String>,
 }

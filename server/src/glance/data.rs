@@ -37,9 +37,9 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::{empty, import_methods, Caller, GlanceError, Result, IMAGE_SIZE_CAP};
-use crate::ingest::UploadedFile;
+use super::{empty, import_methods, Caller, GlanceError, Result};
 use crate::AppState;
+use imageops::{Admitted, Arrival, ReceivedData, IMAGE_SIZE_CAP};
 
 /// How long `PUT /file` waits for the import job's verdict before answering 204 anyway
 /// (glanceclient's own timeout is 600 s).
@@ -162,36 +162,41 @@ fn declared_size(headers: &HeaderMap) -> Result<Option<u64>> {
     Ok(None)
 }
 
-/// Checks what an upload or stage needs before reading a byte; returns the byte limit.
-async fn admit(state: &AppState, image: &records::ImageDetail, headers: &HeaderMap) -> Result<(u64, Option<u64>)> {
+/// Checks what an upload or stage needs before reading a byte: the one admission rule of every
+/// door (`imageops::Images::admit_data`: the image, the caller's right, its status, the store),
+/// then the body's type and declared size. Returns the image, what was admitted and the size.
+async fn admit(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    arrival: Arrival,
+    store: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(records::ImageDetail, Admitted, Option<u64>)> {
+    let admitted = state.images.admit_data(&caller.authn, id, arrival, store).await.map_err(|e| match e {
+        imageops::Error::NotFound(_) => GlanceError::no_image(id),
+        e => e.into(),
+    })?;
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
     if ctype.split(';').next().unwrap_or("").trim() != "application/octet-stream" {
         return Err(GlanceError::unsupported(format!("Image data must be sent as application/octet-stream, not {ctype}.")));
     }
     let declared = declared_size(headers)?;
-    let limit = byte_limit(state, image).await?;
     if let Some(n) = declared {
-        if n > limit {
+        if n > admitted.byte_limit {
             return Err(GlanceError::too_large(format!(
                 "This image ({n} bytes) would exceed the project's storage quota or the {IMAGE_SIZE_CAP}-byte image size cap."
             )));
         }
     }
-    Ok((limit, declared))
+    let image = state.db.image_detail(id).await?.ok_or_else(|| GlanceError::no_image(id))?;
+    Ok((image, admitted, declared))
 }
 
-/// The most bytes `image` may receive: what is left of its project's byte quota, and at most
-/// Glance's `image_size_cap`.
-pub(super) async fn byte_limit(state: &AppState, image: &records::ImageDetail) -> Result<u64> {
-    let mut limit = IMAGE_SIZE_CAP;
-    if let Some(owner) = &image.owner {
-        let quota = state.db.quota(owner).await?;
-        if let Some(max) = quota.max_bytes.and_then(|m| u64::try_from(m).ok()) {
-            let (_, used) = state.db.project_usage(owner).await?;
-            limit = limit.min(max.saturating_sub(used));
-        }
-    }
-    Ok(limit)
+/// The store a `PUT /file` names (`x-image-meta-store`); a value that is not text names no store
+/// that exists.
+fn store_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-image-meta-store").map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
 
 /// How far ahead of the bytes received a body's quota hold is raised (one database write per
@@ -392,27 +397,9 @@ async fn receive(
 }
 
 /// The backend named by `X-Image-Meta-Store` (400 if unknown), else the default one.
-fn store_from(state: &AppState, headers: &HeaderMap) -> Result<String> {
-    match headers.get("x-image-meta-store").and_then(|v| v.to_str().ok()) {
-        Some(name) if state.stores.get(name).is_some() => Ok(name.to_owned()),
-        Some(name) => Err(GlanceError::bad_request(format!("Unknown store {name}; see /v2/info/stores."))),
-        None => Ok(state.stores.default_backend().name().to_owned()),
-    }
-}
-
-pub(super) fn check_formats(image: &records::ImageDetail, status: StatusCode) -> Result<()> {
+fn check_formats(image: &records::ImageDetail, status: StatusCode) -> Result<()> {
     if image.disk_format.is_none() || image.container_format.is_none() {
         return Err(GlanceError::new(status, "Properties disk_format, container_format must be set prior to saving data."));
-    }
-    Ok(())
-}
-
-/// 409 when an import job for image `id` is queued or running: its data is already on its way
-/// in (a dashboard upload's job, or another import).
-async fn no_import_job(state: &AppState, id: &str) -> Result<()> {
-    let jobs = state.db.jobs_for_image(id).await?;
-    if jobs.iter().any(|j| j.kind == "import" && matches!(j.status.as_str(), "queued" | "running")) {
-        return Err(GlanceError::conflict("An import of this image's data is already queued or running; an image is imported once."));
     }
     Ok(())
 }
@@ -429,10 +416,10 @@ async fn import_not_started(state: &AppState, image: &records::ImageDetail) -> R
             image.status
         )));
     }
-    no_import_job(state, &image.id).await
+    Ok(state.images.no_import_job(&image.id).await?)
 }
 
-/// Hands received bytes to the same `import` job as a dashboard upload (by `user_id`).
+/// Hands received bytes to the import, as every door does (`imageops::Images::queue_import`).
 pub(super) async fn submit_import(
     state: &AppState,
     user_id: &str,
@@ -441,7 +428,7 @@ pub(super) async fn submit_import(
     got: &Received,
     backend: String,
 ) -> Result<records::JobRow> {
-    let file = UploadedFile {
+    let data = ReceivedData {
         image_id: image.id.clone(),
         path,
         user_id: user_id.to_owned(),
@@ -451,15 +438,7 @@ pub(super) async fn submit_import(
         md5: Some(got.md5.clone()),
         sha512: Some(got.sha512.clone()),
     };
-    let new = records::NewJob {
-        kind: "import".into(),
-        image_id: image.id.clone(),
-        backend,
-        params: serde_json::to_string(&file).map_err(|e| GlanceError::internal("job params", &e))?,
-        bytes_total: i64::try_from(got.size).unwrap_or(i64::MAX),
-        created_by: Some(user_id.to_owned()),
-    };
-    Ok(state.jobs.submit(&new).await?)
+    Ok(state.images.queue_import(&data, got.size, &backend).await?)
 }
 
 /// The room an import of `image` into `backend` will need after its body (see
@@ -482,15 +461,8 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    let (image, facts) = caller.image(&state, &id).await?;
-    caller.allow(&policy::Action::ModifyImage(&facts))?;
-    let backend = store_from(&state, &headers)?;
-    if image.status != "queued" {
-        return Err(GlanceError::conflict(format!("Image status transition from {} to saving is not allowed", image.status)));
-    }
-    no_import_job(&state, &id).await?;
-    check_formats(&image, StatusCode::BAD_REQUEST)?;
-    let (limit, declared) = admit(&state, &image, &headers).await?;
+    let (image, Admitted { byte_limit: limit, backend, .. }, declared) =
+        admit(&state, &caller, &id, Arrival::Body, store_header(&headers), &headers).await?;
     if !state.db.transition_image(&id, &["queued"], "saving", "").await? {
         return Err(GlanceError::conflict("Image status transition to saving is not allowed: another upload started first."));
     }
@@ -550,13 +522,7 @@ pub async fn stage(
     body: Body,
 ) -> Result<Response> {
     let caller = Caller::from(authn)?;
-    let (image, facts) = caller.image(&state, &id).await?;
-    caller.allow(&policy::Action::ModifyImage(&facts))?;
-    if image.status != "queued" {
-        return Err(GlanceError::conflict(format!("Image status transition from {} to uploading is not allowed", image.status)));
-    }
-    no_import_job(&state, &id).await?;
-    let (limit, declared) = admit(&state, &image, &headers).await?;
+    let (image, Admitted { byte_limit: limit, .. }, declared) = admit(&state, &caller, &id, Arrival::Stage, None, &headers).await?;
     if !state.db.transition_image(&id, &["queued"], "uploading", "").await? {
         return Err(GlanceError::conflict("Image status transition to uploading is not allowed: another upload started first."));
     }

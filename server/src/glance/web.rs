@@ -31,9 +31,10 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use super::data::{byte_limit, check_formats, incoming_dir, submit_import, BodyHold, Digests, Received};
+use super::data::{incoming_dir, submit_import, BodyHold, Digests, Received};
 use super::{empty, Caller, GlanceError, Result};
 use crate::AppState;
+use imageops::Arrival;
 
 /// The longest a whole download may take.
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -133,17 +134,14 @@ pub async fn import(
     let uri = doc.get("method").and_then(|m| m.get("uri")).and_then(Value::as_str).ok_or_else(|| {
         GlanceError::bad_request("web-download needs the URI to fetch: {\"method\": {\"name\": \"web-download\", \"uri\": …}}.")
     })?;
-    if image.status != "queued" {
-        return Err(GlanceError::conflict(format!("Image status is {}: web-download imports need a queued image.", image.status)));
-    }
-    check_formats(image, StatusCode::CONFLICT)?;
     let url = check_uri(&state.config.web_download_allowed_hosts, uri)
         .map_err(|why| GlanceError::bad_request(format!("URI for web-download does not pass filtering: {why}.")))?;
     if stores.len() > 1 {
         return Err(GlanceError::bad_request("Hangar imports into one store; copy the active image to others with the copy-image method."));
     }
-    let backend = stores.pop().unwrap_or_else(|| state.stores.default_backend().name().to_owned());
-    let limit = byte_limit(state, image).await?;
+    let store = stores.pop();
+    let admitted = state.images.admit_data(&caller.authn, &image.id, Arrival::Download, store.as_deref()).await?;
+    let (limit, backend) = (admitted.byte_limit, admitted.backend);
     if !state.db.transition_image(&image.id, &["queued"], "importing", "").await? {
         return Err(GlanceError::conflict("Image status transition to importing is not allowed: another upload or import started first."));
     }

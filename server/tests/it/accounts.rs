@@ -624,21 +624,18 @@ async fn deleted_ids_and_second_imports_are_refused() {
     assert_eq!(app.send(create(&other, &upper)).await.status, StatusCode::CONFLICT, "ids are compared in one spelling");
     assert!(app.state.db.image(id).await.unwrap().is_none());
 
-    // An import job is already queued for this image (as a Glance PUT's would be): a tus upload
-    // naming it completes, but no second import starts.
+    // A tus upload admitted before an import job of the same image was queued (as a Glance PUT's
+    // would be, racing it) completes, but no second import starts; once the job exists, a new
+    // tus upload for the image is refused at creation.
     let image = app
         .state
         .db
         .create_image(&NewImage { name: "busy".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
         .await
         .unwrap();
-    let job = records::NewJob { kind: "import".into(), image_id: image.id.clone(), backend: "nowhere".into(), ..Default::default() };
-    let job = app.state.db.create_job(&job).await.unwrap();
-    // Test set-up: the job is running on "another worker" (so no worker here claims and ends it).
-    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ?").bind(&job.id).execute(app.state.db.pool()).await.unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let created = app
-        .send(
+    let new_upload = || {
+        app.send(
             Request::post("/uploads")
                 .header("x-auth-token", member.as_str())
                 .header("tus-resumable", "1.0.0")
@@ -647,8 +644,16 @@ async fn deleted_ids_and_second_imports_are_refused() {
                 .body(Body::empty())
                 .unwrap(),
         )
-        .await;
+    };
+    let created = new_upload().await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let job = records::NewJob { kind: "import".into(), image_id: image.id.clone(), backend: "nowhere".into(), ..Default::default() };
+    let job = app.state.db.create_job(&job).await.unwrap();
+    // Test set-up: the job is running on "another worker" (so no worker here claims and ends it).
+    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ?").bind(&job.id).execute(app.state.db.pool()).await.unwrap();
+    let refused = new_upload().await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.body.contains("already queued or running"), "{}", refused.body);
     let url = created.headers["location"].to_str().unwrap().to_owned();
     let patch = Request::patch(url.as_str())
         .header("x-auth-token", member.as_str())

@@ -16,7 +16,7 @@ use common::ceph::{cluster, Cluster};
 
 use futures::StreamExt;
 use records::{Db, NewImage};
-use server::ingest::{ingest, ingest_with, IngestError, JobControl, Rules, UploadedFile};
+use server::ingest::{ingest, ingest_with, IngestError, JobControl, ReceivedData, Rules};
 
 fn ceph_config(endpoint: &str, c: &Cluster, timeout: u64) -> storage::BackendConfig {
     storage::BackendConfig {
@@ -75,13 +75,13 @@ async fn env() -> Env {
 }
 
 impl Env {
-    async fn upload(&self, disk_format: &str, src: &Path) -> UploadedFile {
+    async fn upload(&self, disk_format: &str, src: &Path) -> ReceivedData {
         let new =
             NewImage { name: "img".into(), disk_format: Some(disk_format.into()), owner: Some(self.project.clone()), ..Default::default() };
         let id = self.db.create_image(&new).await.unwrap().id;
         let path = self.dir.path().join(format!("{id}.upload"));
         std::fs::copy(src, &path).unwrap();
-        UploadedFile {
+        ReceivedData {
             image_id: id,
             path,
             user_id: self.user.clone(),

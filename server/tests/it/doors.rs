@@ -503,3 +503,104 @@ async fn copy_is_the_same_use_case_through_both_doors() {
     let copies = db.jobs_for_image(&id).await.unwrap().into_iter().filter(|j| j.kind == "copy").count();
     assert_eq!(copies, 1, "one copy job");
 }
+
+/// Which way an image's data is sent: a tus upload or Glance's `PUT /file`.
+#[derive(Clone, Copy, Debug)]
+enum DataDoor {
+    Tus,
+    GlancePut,
+}
+
+/// Starts sending image `id` its data through `door` (naming `store`, if any): the tus upload's
+/// creation, or a whole 64 KiB raw body.
+async fn send_data(app: &TestApp, door: DataDoor, tok: &str, id: &str, store: Option<&str>) -> common::Reply {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    match door {
+        DataDoor::Tus => {
+            let mut meta = format!("image_id {}", b64(id));
+            if let Some(s) = store {
+                meta.push_str(&format!(",store {}", b64(s)));
+            }
+            let req = Request::post("/uploads")
+                .header(header::HOST, HOST)
+                .header("x-auth-token", tok)
+                .header("tus-resumable", "1.0.0")
+                .header("upload-length", "65536")
+                .header("upload-metadata", meta);
+            app.send(req.body(Body::empty()).unwrap()).await
+        }
+        DataDoor::GlancePut => {
+            let mut req = Request::put(format!("/image/v2/images/{id}/file"))
+                .header(header::HOST, HOST)
+                .header("x-auth-token", tok)
+                .header(header::CONTENT_TYPE, "application/octet-stream");
+            if let Some(s) = store {
+                req = req.header("x-image-meta-store", s);
+            }
+            app.send(req.body(Body::from(vec![7u8; 65536])).unwrap()).await
+        }
+    }
+}
+
+/// Sending an image its data is admitted by one rule for every door
+/// (`imageops::Images::admit_data`): a tus upload's creation and a Glance `PUT /file` refuse the
+/// same requests with the same status (a reader, another project, an unknown store, an image
+/// already imported, one whose import is running, one with staged data), and neither leaves
+/// anything behind: the image keeps its status and no upload is stored.
+#[tokio::test]
+async fn data_is_admitted_by_one_rule_through_both_doors() {
+    let app = common::spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let (tok, reader, other) = (token(&app, "member", &p1).await, token(&app, "reader", &p1).await, token(&app, "other", &p2).await);
+    let db = app.state.db.clone();
+
+    let waiting = create(&app, &tok, "waiting", "").await;
+    let killed = create(&app, &tok, "killed", "").await;
+    assert!(db.transition_image(&killed, &["queued"], "killed", "test").await.unwrap());
+    let busy = create(&app, &tok, "busy", "").await;
+    let job = records::NewJob { kind: "import".into(), image_id: busy.clone(), backend: "nowhere".into(), ..Default::default() };
+    let job = db.create_job(&job).await.unwrap();
+    // Test set-up: the job runs on "another worker", so no worker here claims and ends it.
+    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ?").bind(&job.id).execute(db.pool()).await.unwrap();
+    let staged = create(&app, &tok, "staged", "").await;
+    let r = glance(&app, &tok, "PUT", &format!("/v2/images/{staged}/stage"), "application/octet-stream", Body::from(vec![9u8; 4096])).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+
+    // (what, token, image, store, expected status, words the answer contains)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, StatusCode, &'a str);
+    let cases: [Case; 6] = [
+        ("a reader of the project", &reader, &waiting, None, StatusCode::FORBIDDEN, ""),
+        ("another project", &other, &waiting, None, StatusCode::NOT_FOUND, ""),
+        ("an unknown store", &tok, &waiting, Some("nowhere"), StatusCode::BAD_REQUEST, "Unknown store"),
+        ("an image already imported (killed)", &tok, &killed, None, StatusCode::CONFLICT, "imported once"),
+        ("an import running", &tok, &busy, None, StatusCode::CONFLICT, "already queued or running"),
+        ("staged data", &tok, &staged, None, StatusCode::CONFLICT, ""),
+    ];
+    let uploads_dir = app.state.config.data_dir.join("uploads");
+    let stored_uploads = || std::fs::read_dir(&uploads_dir).map(|d| d.count()).unwrap_or(0);
+    for (what, who, id, store, want, says) in cases {
+        let before = db.image(id).await.unwrap().unwrap().status;
+        for door in [DataDoor::Tus, DataDoor::GlancePut] {
+            let r = send_data(&app, door, who, id, store).await;
+            assert_eq!(r.status, want, "{what} through {door:?}: {}", r.body);
+            assert!(r.body.contains(says), "{what} through {door:?}: {}", r.body);
+            assert_eq!(db.image(id).await.unwrap().unwrap().status, before, "{what} through {door:?} left the status");
+        }
+    }
+    assert_eq!(stored_uploads(), 0, "no refused upload was stored");
+    assert_eq!(db.jobs_for_image(&waiting).await.unwrap().len(), 0, "no refused request queued an import");
+
+    // The same image is admitted by both doors while it waits (the tus upload is created; the
+    // Glance body is imported), and by neither once its data arrived.
+    assert_eq!(send_data(&app, DataDoor::Tus, &tok, &waiting, None).await.status, StatusCode::CREATED);
+    let put = create(&app, &tok, "put", "").await;
+    let r = send_data(&app, DataDoor::GlancePut, &tok, &put, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(db.image(&put).await.unwrap().unwrap().status, "active");
+    for door in [DataDoor::Tus, DataDoor::GlancePut] {
+        let r = send_data(&app, door, &tok, &put, None).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{door:?}: {}", r.body);
+        assert!(r.body.contains("from active"), "{door:?}: {}", r.body);
+    }
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use records::{Db, NewImage};
-use server::ingest::{ingest, ingest_with, IngestError, JobControl, Rules, Stage, UploadedFile};
+use server::ingest::{ingest, ingest_with, IngestError, JobControl, ReceivedData, Rules, Stage};
 use std::sync::Arc;
 
 fn qemu_img(args: &[&str]) {
@@ -55,10 +55,10 @@ impl Env {
     }
 
     /// Copies `src` to an "upload" file the pipeline may consume.
-    fn upload(&self, image_id: &str, src: &Path) -> UploadedFile {
+    fn upload(&self, image_id: &str, src: &Path) -> ReceivedData {
         let path = self.dir.path().join(format!("{image_id}.upload"));
         std::fs::copy(src, &path).unwrap();
-        UploadedFile {
+        ReceivedData {
             image_id: image_id.into(),
             path,
             user_id: self.user.clone(),
