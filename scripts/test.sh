@@ -32,12 +32,20 @@ ceph_env=$(CEPH_OBJECTSTORE=memstore CEPH_STORE_MB=2048 scripts/ceph-up.sh "$cep
 while IFS='=' read -r key value; do export "$key=$value"; done <<<"$ceph_env"
 
 step "Rust tests"
-cargo test -p app -p records -p policy -p accounts -p digests -p diskimage -p uploads -p storage -p imageops
-# The server's integration tests each start a whole Hangar (Leptos SSR, sessions, job workers)
-# on their own Tokio runtime. Several of those in one process at once occasionally stall an SSR
-# render (seen in ~1 of 8 runs, never with one test at a time, never in the real server, which
-# has one runtime): run them one at a time, and bound the run so a stall fails instead of hanging.
-timeout 900 cargo test -p server -- --test-threads=1
+crates=(-p app -p records -p policy -p accounts -p digests -p diskimage -p uploads -p storage -p imageops)
+if cargo nextest --version >/dev/null 2>&1; then
+  # cargo-nextest (on this kind of machine: ARCHITECTURE.md, "Tests"): one build of every
+  # crate's tests with one feature set, and each test in a process of its own, so the server's
+  # integration tests (each a whole Hangar) run side by side as separate servers do. Bounded,
+  # so a stall fails the run instead of hanging it.
+  timeout 1200 cargo nextest run --no-fail-fast --test-threads 4 "${crates[@]}" -p server
+  cargo test --doc -p diskimage -p uploads
+else
+  cargo test "${crates[@]}"
+  # Without nextest the server's integration tests share one process: several Hangars on their
+  # own Tokio runtimes there occasionally stall an SSR render, so they run one at a time.
+  timeout 900 cargo test -p server -- --test-threads=1
+fi
 
 step "clippy: server side (warnings are errors)"
 cargo clippy -p server -p app -p records -p policy -p accounts -p digests -p uploads -p storage -p imageops --all-targets -- -D warnings

@@ -6,9 +6,8 @@
 //!   starts one cluster for the whole run and exports what ceph-up.sh prints), the shared tests
 //!   use that cluster, each in its own fresh bucket.
 //! - Otherwise the first test to need it starts one in `<target>/tmp/ceph-storage-tests` on
-//!   127.0.0.1:17480 (+1 mon, +2..+41 OSD), and a watchdog process stops and removes it about a
-//!   second after this test binary exits, however it exits. `cargo test -p storage` thus leaves
-//!   nothing running.
+//!   127.0.0.1:17480 (+1 mon, +2..+41 OSD), stopped and removed about a second after the test
+//!   run ends (`crates/testceph`). `cargo test -p storage` thus leaves nothing running.
 //! - The fault test pauses radosgw, which would stall every other user of the gateway, so it
 //!   always runs its own cluster (127.0.0.1:17580, `<target>/tmp/ceph-storage-fault`) and stops
 //!   it when it is done.
@@ -16,93 +15,25 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{collect, pattern, recorder, write_file};
 use storage::{open, Backend, BackendConfig, BackendKind, CephBackend, PutMode, StoreError};
+use testceph::Cluster;
 
 const SHARED_PORT: u16 = 17480;
 const FAULT_PORT: u16 = 17580;
-
-#[derive(Clone, Debug)]
-struct Cluster {
-    endpoint: String,
-    access_key: String,
-    secret_key: String,
-}
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
-}
 
 fn state_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
-/// Runs ceph-up.sh (memstore, 1 GiB) and parses the KEY=VALUE lines it prints.
-fn ceph_up(state: &Path, port: u16) -> Cluster {
-    let started = Instant::now();
-    let out = Command::new("bash")
-        .arg(scripts().join("ceph-up.sh"))
-        .arg(state)
-        .arg(port.to_string())
-        .env("CEPH_OBJECTSTORE", "memstore")
-        .env("CEPH_STORE_MB", "1024")
-        .env("CEPH_UP_TIMEOUT", "60")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/ceph-up.sh");
-    assert!(out.status.success(), "scripts/ceph-up.sh failed ({}); see its messages above", out.status);
-    let text = String::from_utf8(out.stdout).unwrap();
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .unwrap_or_else(|| panic!("ceph-up.sh printed no {k}: {text}"))
-            .to_owned()
-    };
-    eprintln!("ceph: cluster on port {port} ready in {:.1}s", started.elapsed().as_secs_f32());
-    Cluster { endpoint: get("S3_ENDPOINT"), access_key: get("AWS_ACCESS_KEY_ID"), secret_key: get("AWS_SECRET_ACCESS_KEY") }
-}
-
-/// A detached process that stops and removes the cluster once this test process is gone.
-fn stop_when_we_exit(state: &Path) {
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec bash '{down}' '{state}' --purge",
-        pid = std::process::id(),
-        down = scripts().join("ceph-down.sh").display(),
-        state = state.display()
-    );
-    // `setsid -f` forks the watchdog into its own session (a ctrl-c to the test's process group
-    // does not reach it) and returns at once.
-    let started = Command::new("setsid")
-        .args(["-f", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("start the ceph watchdog");
-    assert!(started.success(), "setsid -f: {started}");
-}
-
 fn shared_cluster() -> Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
-            if let (Some(endpoint), Some(access_key), Some(secret_key)) =
-                (var("S3_ENDPOINT"), var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
-            {
-                return Cluster { endpoint, access_key, secret_key };
-            }
-            let state = state_dir("ceph-storage-tests");
-            let c = ceph_up(&state, SHARED_PORT);
-            stop_when_we_exit(&state);
-            c
-        })
-        .clone()
+    CLUSTER.get_or_init(|| testceph::shared(&state_dir("ceph-storage-tests"), SHARED_PORT)).clone()
 }
 
 fn fresh_bucket() -> String {
@@ -270,15 +201,15 @@ struct FaultCluster {
 impl Drop for FaultCluster {
     fn drop(&mut self) {
         signal(self.rgw, "CONT");
-        let _ = Command::new("bash").arg(scripts().join("ceph-down.sh")).arg(&self.state).arg("--purge").status();
+        let _ = Command::new("bash").arg(testceph::scripts().join("ceph-down.sh")).arg(&self.state).arg("--purge").status();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_stops_mid_write_fails_the_write_cleanly() {
     let state = state_dir("ceph-storage-fault");
-    let c = ceph_up(&state, FAULT_PORT);
-    stop_when_we_exit(&state);
+    let c = testceph::start(&state, FAULT_PORT);
+    testceph::stop_when_the_run_ends(&state);
     let pid_file = state.join("run/client.rgw.a.pid");
     let rgw: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     let guard = FaultCluster { state: state.clone(), rgw };
