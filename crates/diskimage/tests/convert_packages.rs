@@ -2076,3 +2076,57 @@ fn cli_extract(ova: &std::path::Path, outdir: &std::path::Path) -> String {
     assert!(x.status.success(), "{text}{}", String::from_utf8_lossy(&x.stderr));
     text
 }
+
+/// qemu-img ends a streamOptimized VMDK whose tables precede the grains with its last grain,
+/// without an end-of-stream marker, when that grain fills its sectors (incompressible data):
+/// such a disk extracts whole; the same file cut at a grain boundary (one grain missing, so the
+/// end of the input looks just as clean) is refused, not zero-filled.
+#[test]
+fn a_vmdk_ending_with_its_last_grain_extracts_and_one_cut_at_a_grain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap: u64 = 4 << 20;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..cap)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let raw = dir.path().join("noise.raw");
+    fs::write(&raw, &data).unwrap();
+    let vmdk = dir.path().join("noise.vmdk");
+    run(
+        "qemu-img",
+        &["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw.to_str().unwrap(), vmdk.to_str().unwrap()],
+    );
+    let disk = fs::read(&vmdk).unwrap();
+    // The grains follow the 64 KiB overhead, each a marker sector and its deflated bytes, padded
+    // to whole sectors; the last ends the file.
+    let mut pos = 128 * 512;
+    let mut last = pos;
+    while pos < disk.len() {
+        let size = u32::from_le_bytes(disk[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        assert!(size > 0, "a metadata marker or the end-of-stream marker at {pos}: not the layout this test is about");
+        last = pos;
+        pos += (12 + size).next_multiple_of(512);
+    }
+    assert_eq!(pos, disk.len(), "the file ends with its last grain");
+    let package = |disk: &[u8]| {
+        let mut t = Vec::new();
+        let o = ovf(&[("noise.vmdk", SO_URI, cap)], "");
+        tar_member(&mut t, "test.ovf", b'0', o.as_bytes(), "");
+        tar_member(&mut t, "noise.vmdk", b'0', disk, "");
+        tar_end(&mut t);
+        t
+    };
+    let out = dir.path().join("out");
+    let r = extract_ova(&mut &package(&disk)[..], &out, &opts(), &mut NoProgress).unwrap();
+    run("qemu-img", &["compare", "-f", "raw", "-F", "qcow2", raw.to_str().unwrap(), r.disks[0].path.to_str().unwrap()]);
+
+    let cut = dir.path().join("cut");
+    let err = extract_ova(&mut &package(&disk[..last])[..], &cut, &opts(), &mut NoProgress).unwrap_err().to_string();
+    assert!(err.contains("ends inside a VMDK marker"), "{err}");
+    assert!(!cut.exists() || listing(&cut).is_empty(), "a refused package leaves nothing: {:?}", listing(&cut));
+}

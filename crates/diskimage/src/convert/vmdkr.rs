@@ -165,16 +165,67 @@ impl VmdkReader {
         inflate_zlib(cbuf, out, off)
     }
 
+    /// How many allocated grains the grain tables list, when they lie wholly before the grains
+    /// (`overhead`), as in qemu-img's streamOptimized files, so that a stream can read them on
+    /// its way to the first grain; None otherwise (a footer's tables come after the grains).
+    /// Reads only forward, and at most the overhead's bytes.
+    fn grains_listed_ahead(&self, inp: &mut Input, m: &mut Meter) -> Result<Option<u64>> {
+        if self.gd_off == GD_AT_END || self.gd_off == 0 || self.gd_off >= self.overhead {
+            return Ok(None);
+        }
+        let per_gt = self.grain * u64::from(self.gtes);
+        let gd_n = self.vsize.div_ceil(per_gt);
+        let gd_len = checked_len(gd_n * 4, MAX_GD_BYTES, "the VMDK grain directory")?;
+        let gd_end = self.gd_off.saturating_mul(512).saturating_add(gd_len as u64);
+        let gt_len = self.gtes as usize * 4;
+        if gd_end > self.overhead.saturating_mul(512) {
+            return Ok(None);
+        }
+        let mut gd = vec![0u8; gd_len];
+        inp.read_at(self.gd_off * 512, &mut gd, "the VMDK grain directory", m)?;
+        let mut tables: Vec<u64> = (0..gd_n as usize).map(|i| u64::from(le_u32(&gd, i * 4))).filter(|&s| s != 0).collect();
+        tables.sort_unstable();
+        let mut gt = vec![0u8; gt_len];
+        let mut next = gd_end;
+        let mut listed = 0u64;
+        for sec in tables {
+            let at = sec.saturating_mul(512);
+            if at < next || at.saturating_add(gt_len as u64) > self.overhead.saturating_mul(512) {
+                return Ok(None);
+            }
+            inp.read_at(at, &mut gt, "a VMDK grain table", m)?;
+            next = at + gt_len as u64;
+            listed += (0..self.gtes as usize)
+                .map(|j| le_u32(&gt, j * 4))
+                .filter(|&e| e != 0 && !(e == 1 && self.flags & FLAG_ZERO_GRAIN != 0))
+                .count() as u64;
+        }
+        Ok(Some(listed))
+    }
+
     /// Sequential walk over a streamOptimized file: grain markers in increasing LBA order,
-    /// metadata markers skipped, until the end-of-stream marker.
+    /// metadata markers skipped, until the end-of-stream marker (or, where the tables precede
+    /// the grains, the end of the input once every grain they list was read).
     fn pump_markers(&self, inp: &mut Input, sink: &mut dyn Sink, m: &mut Meter) -> Result<()> {
         let gr = self.grain as usize;
         let mut out = vec![0u8; gr];
         let mut cbuf = Vec::new();
+        // Read before the grains (they follow the overhead): how many grains the tables list.
+        let listed = self.grains_listed_ahead(inp, m)?;
+        let mut seen = 0u64;
         let mut pos = self.overhead.saturating_mul(512);
         let mut sector = [0u8; 512];
         loop {
-            inp.read_at(pos, &mut sector, "a VMDK marker", m)?;
+            let n = inp.read_clamped(pos, &mut sector, "a VMDK marker", m)?;
+            if n == 0 && listed == Some(seen) {
+                // qemu-img ends a streamOptimized file whose tables precede the grains with its
+                // last grain, without an end-of-stream marker; the tables' count tells that end
+                // from a truncated file, which still fails below.
+                break;
+            }
+            if n < sector.len() {
+                return Err(corrupt(format!("the input ends inside a VMDK marker (at offset {pos})")));
+            }
             let val = le_u64(&sector, 0);
             let size = le_u32(&sector, 8);
             if size == 0 {
@@ -207,6 +258,7 @@ impl VmdkReader {
             }
             let glen = self.grain.min(self.vsize - g) as usize;
             sink.data(&out[..glen], m)?;
+            seen += 1;
             pos += total as u64;
         }
         let end = sink.position();
