@@ -8,7 +8,10 @@
 # qcow2 and VDI, list with filters and paging, show, update properties and tags, download and
 # verify, stage + import, web-download (from a python3 http.server on 127.0.0.1, the one host
 # the server is allowed to fetch from), deactivate/reactivate, sharing (member-*), delete, and
-# the error paths (415 mismatch/unsafe image, 409 wrong status, 404, 403 for a reader). Every
+# the error paths (415 mismatch/unsafe image, 409 wrong status, 404, 403 for a reader), and
+# packages declared as Glance does (an OVA as container ova + disk vmdk with both clients, a
+# UEC tarball as container uec + disk ami with glanceclient; made here with qemu-img, tar and
+# python3). Every
 # command's exit status and output are checked. The servers are stopped and the data removed
 # on exit.
 #
@@ -337,5 +340,65 @@ ok O ana image set --unprotected osc-q2
 ok O ana image delete osc-q2 osc-vdi "$oi"
 ok O ana image list -f value -c Name
 lacks osc-q2
+
+echo "=== packages, declared as Glance does: the container format, with the disk format of the disk inside"
+# An OVA: an OVF descriptor and a streamOptimized VMDK made by qemu-img, then a raw second disk.
+pkg=$work/pkg
+mkdir -p "$pkg"
+head -c $((4 << 20)) /dev/urandom >"$pkg/root.raw"
+qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized "$pkg/root.raw" "$pkg/disk1.vmdk"
+head -c $((2 << 20)) /dev/zero | tr '\0' 'Z' >"$pkg/disk2.img"
+so=http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized
+cat >"$pkg/app.ovf" <<OVF
+<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References><File ovf:id="f1" ovf:href="disk1.vmdk"/><File ovf:id="f2" ovf:href="disk2.img"/></References>
+  <DiskSection><Info>disks</Info>
+    <Disk ovf:diskId="root" ovf:fileRef="f1" ovf:capacity="4" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="$so"/>
+    <Disk ovf:diskId="data" ovf:fileRef="f2" ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="http://en.wikipedia.org/wiki/Byte"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="app"><Info>vm</Info><Name>CLI appliance</Name></VirtualSystem>
+</Envelope>
+OVF
+tar --format=ustar -cf "$img/app.ova" -C "$pkg" app.ovf disk1.vmdk disk2.img
+ok O ana image create --container-format ova --disk-format vmdk --file "$img/app.ova" osc-ova -f value -c status
+expect "openstack image create of an OVA" "$out" active
+ok O ana image show osc-ova -f json -c disk_format -c container_format -c properties
+has '"disk_format": "qcow2"'
+has '"container_format": "bare"'
+has '"ovf_name": "CLI appliance"'
+ok O ana image save --file "$work/ova.out" osc-ova
+ok qemu-img compare -f raw -F qcow2 "$pkg/root.raw" "$work/ova.out"
+ok O ana image list -f value -c Name
+has "osc-ova (disk 2)"
+ok G ana image-create --name g-ova --container-format ova --disk-format vmdk --file "$img/app.ova"
+expect "glance image-create of an OVA" "$(field status)" active
+fails "declare disk_format vmdk with container_format ova" O ana image create --container-format ova --disk-format raw --file "$img/app.ova" osc-ova-raw
+fails "declare container_format ova" O ana image create --container-format bare --disk-format vmdk --file "$img/app.ova" osc-ova-bare
+# A UEC tarball: a machine image (an ext4 superblock's magic), a bzImage kernel, a newc initrd.
+uec=$work/uec
+mkdir -p "$uec"
+python3 - "$uec" <<'PY'
+import sys, pathlib
+d = pathlib.Path(sys.argv[1])
+img = bytearray(4 << 20); img[1080:1082] = b"\x53\xef"; img[2 << 20:(2 << 20) + 5000] = b"\x11" * 5000
+kernel = bytearray(8192); kernel[0x1FE:0x200] = b"\x55\xaa"; kernel[0x202:0x206] = b"HdrS"
+(d / "app.img").write_bytes(img)
+(d / "app-vmlinuz-virtual").write_bytes(kernel)
+(d / "app-initrd-virtual").write_bytes(b"070701" + b"0" * 200)
+PY
+tar --format=ustar -czf "$img/app.tar.gz" -C "$uec" app.img app-vmlinuz-virtual app-initrd-virtual
+# openstackclient offers only Glance's own container formats (its --container-format choices),
+# so a UEC tarball, Hangar's `uec`, goes through glanceclient, which takes the server's schema.
+ok G ana image-create --name g-uec --container-format uec --disk-format ami --file "$img/app.tar.gz"
+expect "glance image-create of a UEC tarball" "$(field status)" active
+expect "the AMI's disk format" "$(field disk_format)" ami
+kernel_id=$(field kernel_id)
+ramdisk_id=$(field ramdisk_id)
+ok G ana image-show "$kernel_id"
+expect "the kernel" "$(field disk_format)/$(field status)" aki/active
+ok G ana image-show "$ramdisk_id"
+expect "the ramdisk" "$(field disk_format)/$(field status)" ari/active
+fails "declare disk_format ami with container_format uec" G ana image-create --name g-uec-qcow2 --container-format uec --disk-format qcow2 --file "$img/app.tar.gz"
 
 printf '\n=== glance-cli-test: %d commands passed in %ss\n' "$steps" "$((SECONDS - start))"

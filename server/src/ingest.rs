@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use digests::Algorithm;
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
+use imageops::declared::Declared;
 
 /// A complete upload, handed over by a door (`imageops::Images::queue_import`) and kept in the
 /// import job's parameters.
@@ -164,6 +165,7 @@ impl Checkpoint {
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let record = records::ActiveImage {
             disk_format: self.disk_format.clone(),
+            container_format: None,
             uploaded_format: self.uploaded_format.clone(),
             uploaded_size: to_i64(self.uploaded_size),
             size: to_i64(self.output_size),
@@ -390,7 +392,9 @@ pub fn matrix_key(declared: Option<&str>, detected: Format) -> String {
 pub async fn upload_hashes(db: &records::Db, image_id: &str, backend_kind: &str) -> uploads::UploadHashes {
     use uploads::UploadHashes::{All, Sha256};
     let Ok(Some(image)) = db.image(image_id).await else { return All };
-    let Some(declared) = image.disk_format.as_deref() else { return All };
+    let Some(declared) = imageops::declared::declared(image.disk_format.as_deref(), image.container_format.as_deref()).inspect_as() else {
+        return All;
+    };
     let Some(format) = declared_format(declared) else { return All };
     let Ok(rules) = Rules::load(db, backend_kind).await else { return All };
     let key = matrix_key(Some(declared), format);
@@ -412,7 +416,8 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 /// for the few fixed clusters.
 const CONVERSION_SLACK: uploads::RoomAfter = uploads::RoomAfter { per_mille: 1010, fixed: 4 << 20 };
 
-/// The room an import of an image declared as `declared` will need in staging next to its
+/// The room an import of an image declared as `declared` (`Declared::inspect_as`: the package,
+/// or else the disk format) will need in staging next to its
 /// upload, known before any byte arrives: the matrix's plan for the declared format converts
 /// or unpacks it (the output is at most the upload's size plus [`CONVERSION_SLACK`]; a conversion
 /// to raw grows a sparse image to its virtual size, which only inspection knows: the import
@@ -521,7 +526,7 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// The blocking part: inspect, convert or keep, hash, publish. Returns the record to store.
 fn process(
     up: &ReceivedData,
-    disk_format: Option<&str>,
+    declared: Declared<'_>,
     images_dir: &Path,
     rules: &Rules,
     ctl: &JobControl,
@@ -534,12 +539,15 @@ fn process(
             IngestError::Io(format!("{what}: {e}"))
         }
     };
-    let declared = match disk_format {
+    // A package is inspected as the package (`imageops::declared`); the disk format then names
+    // the disk inside, checked once the package is unpacked.
+    let disk_format = declared.inspect_as();
+    let inspect_as = match disk_format {
         Some(d) => Some(declared_format(d).ok_or_else(|| IngestError::Refused(format!("Hangar does not accept disk_format '{d}'.")))?),
         None => None,
     };
     ctl.set_stage(Stage::Inspecting);
-    let opts = InspectOptions { declared, file_name: up.file_name.clone(), ..InspectOptions::default() };
+    let opts = InspectOptions { declared: inspect_as, file_name: up.file_name.clone(), ..InspectOptions::default() };
     let src = SizedFile::open(&up.path).map_err(|e| io("open upload", e))?;
     let report = diskimage::inspect(&src, &opts);
     let findings = serde_json::to_string(&report.findings).unwrap_or_else(|_| "[]".into());
@@ -557,10 +565,10 @@ fn process(
     // An OVA whose cell says `extract`: unpack it; its disks (VMDK) follow the VMDK row.
     let extract_ova = report.format == Format::Ova && rules.cells.get("ova").is_some_and(|c| c.action == "extract");
     if extract_ova {
-        return extract_package(up, images_dir, rules, ctl, &report, findings, uploaded_size);
+        return extract_package(up, declared, images_dir, rules, ctl, &report, findings, uploaded_size);
     }
     if report.format == Format::Uec && rules.cells.get("uec").is_some_and(|c| c.action == "extract") {
-        return extract_uec_package(up, images_dir, rules, ctl, &report, findings, uploaded_size);
+        return extract_uec_package(up, declared, images_dir, rules, ctl, &report, findings, uploaded_size);
     }
     let converting = matches!(plan, Plan::Convert(_));
     // Conversion reads the upload once and hashing reads the output once.
@@ -694,8 +702,10 @@ fn open_package(
 /// Unpacks an OVA (docs/formats.md §2.5 #19–20 enforced by the extractor: members by stream, no
 /// names from the package used as paths, manifest digests checked) into the staging directory.
 /// The first disk becomes this image; the others are returned to become images of their own.
+#[allow(clippy::too_many_arguments)]
 fn extract_package(
     up: &ReceivedData,
+    declared: Declared<'_>,
     staging: &Path,
     rules: &Rules,
     ctl: &JobControl,
@@ -739,6 +749,8 @@ fn extract_package(
     let Some(first) = disks.next() else {
         return Err(fail(IngestError::Refused("The OVA holds no disk.".into())));
     };
+    // The disk format declares the disk that becomes this image (Glance's convention).
+    declared.check_inner(first.source_format.as_str()).map_err(|why| fail(IngestError::Refused(why)))?;
     let extra_disks = disks
         .map(|d| ExtraDisk {
             path: d.path,
@@ -811,8 +823,11 @@ impl Primary<'_> {
         let (_, md5, sha512) = hash_file(self.path, false, ctl, uploaded_size).map_err(|e| IngestError::Io(format!("hash {what}: {e}")))?;
         let size = std::fs::metadata(self.path).map_err(|e| IngestError::Io(format!("stat {what}: {e}")))?.len();
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        // Unpacked, the disk is no longer in its package: `bare` (a UEC's machine image `ami`).
+        let container = if self.uploaded_format == "uec" && self.disk_format == "ami" { "ami" } else { "bare" };
         let record = records::ActiveImage {
             disk_format: self.disk_format.clone(),
+            container_format: Some(container.to_owned()),
             uploaded_format: report.format.as_str().to_owned(),
             uploaded_size: to_i64(uploaded_size),
             size: to_i64(size),
@@ -842,8 +857,10 @@ impl Primary<'_> {
 /// Unpacks a UEC tarball (bounded gunzip; each member validated by the extractor): the AMI
 /// becomes this image, the kernel (AKI) and ramdisk (ARI) images of their own, linked from the
 /// AMI by `kernel_id` / `ramdisk_id` as Glance does.
+#[allow(clippy::too_many_arguments)]
 fn extract_uec_package(
     up: &ReceivedData,
+    declared: Declared<'_>,
     staging: &Path,
     rules: &Rules,
     ctl: &JobControl,
@@ -851,6 +868,8 @@ fn extract_uec_package(
     findings: String,
     uploaded_size: u64,
 ) -> Result<(records::ActiveImage, Imported), IngestError> {
+    // The machine image in a UEC tarball is a raw file system: declared `ami` (or not at all).
+    declared.check_inner("raw").map_err(IngestError::Refused)?;
     for part in ["ami", "aki", "ari"] {
         if let Plan::Refuse(reason) = rules.plan(part) {
             return Err(IngestError::Refused(format!("This UEC tarball holds {part} images. {reason}")));
@@ -1007,7 +1026,7 @@ pub async fn ingest_job(
     }
     tracing::info!(image = %image.id, path = %up.path.display(), "ingest: inspecting");
     let images_dir = data_dir.join("staging");
-    let disk_format = image.disk_format.clone();
+    let (disk_format, container_format) = (image.disk_format.clone(), image.container_format.clone());
     let resume = resume_point(&journal, &up, store).await;
     let already_stored = resume.as_ref().is_some_and(|cp| cp.step == Step::Stored);
     let (up2, rules2, ctl2, journal2, staging2) = (up.clone(), rules.clone(), ctl.clone(), journal.clone(), images_dir.clone());
@@ -1016,9 +1035,12 @@ pub async fn ingest_job(
         Some(cp) => tokio::task::spawn_blocking(move || finish_prepared(cp, &up2, &ctl2, &journal2))
             .await
             .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?,
-        None => tokio::task::spawn_blocking(move || process(&up2, disk_format.as_deref(), &staging2, &rules2, &ctl2, &journal2))
-            .await
-            .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?,
+        None => tokio::task::spawn_blocking(move || {
+            let declared = imageops::declared::declared(disk_format.as_deref(), container_format.as_deref());
+            process(&up2, declared, &staging2, &rules2, &ctl2, &journal2)
+        })
+        .await
+        .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?,
     };
     // A converted output is named `<image id>.<format>` in staging; on every way out but a
     // stop (the job resumes from it) and publishing (it moved into the backend), it goes.
@@ -1170,10 +1192,8 @@ async fn finish_package(
         let mut props = d.property_map();
         props.extend(imported.ovf.iter().cloned());
         props.extend(links);
-        let container = if imported.uploaded_format == "uec" && imported.disk_format == "ami" { "ami" } else { "bare" };
         let patch = records::ImagePatch {
             properties: Some(props),
-            container_format: Some(container.into()),
             min_ram: imported.min_ram.and_then(|m| i64::try_from(m).ok()).filter(|m| *m > d.min_ram),
             ..Default::default()
         };
@@ -1271,6 +1291,7 @@ async fn extra_disk_image(
     .map_err(|e| e.to_string())?;
     let record = records::ActiveImage {
         disk_format: disk.disk_format.clone(),
+        container_format: None,
         uploaded_format: "ova".into(),
         uploaded_size: to_i64(imported.uploaded_size),
         size: to_i64(size),

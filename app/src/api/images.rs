@@ -79,6 +79,7 @@ pub(crate) mod imp {
             },
             E::InvalidFilter(m) | E::InvalidValue(m) => AppError::BadRequest { message: capitalise(&m) },
             E::LimitExceeded(m) => AppError::QuotaExceeded { message: capitalise(&m) },
+            e @ E::WrongStatus { .. } => AppError::Forbidden { message: e.to_string() },
             E::Db(e) => AppError::internal("catalogue", &e),
         }
     }

@@ -2,7 +2,7 @@
 //! (advice only: the server inspects again), described with Horizon's fields, and uploaded in
 //! checksummed chunks over parallel tus uploads that survive network drops and reloads.
 
-use diskimage::{Report, Verdict};
+use diskimage::{Format, Report, Verdict};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
@@ -56,6 +56,9 @@ struct Item {
     report: RwSignal<Option<Result<Report, String>>>,
     name: RwSignal<String>,
     disk_format: RwSignal<String>,
+    /// `bare`, or the package the sniff recognised (`ova`, `uec`): a package is declared by its
+    /// container format, the disk format naming the disk inside (`imageops::declared`).
+    container_format: RwSignal<String>,
     visibility: RwSignal<String>,
     description: RwSignal<String>,
     min_disk: RwSignal<String>,
@@ -104,6 +107,18 @@ fn stem(file_name: &str) -> String {
     base.to_owned()
 }
 
+/// What the form says about a package: how it is declared and what it becomes.
+fn package_note(container_format: &str) -> Option<&'static str> {
+    match container_format {
+        "ova" => Some(
+            "An OVA package (container format OVA): each of its disks becomes an image. The disk format names the disk \
+             inside, VMDK for most appliances.",
+        ),
+        "uec" => Some("A UEC tarball (container format UEC): it becomes a machine image (AMI) linked to its kernel and ramdisk."),
+        _ => None,
+    }
+}
+
 /// The Glance disk_format to pre-fill for a detected format.
 fn glance_format(report: &Report) -> Option<&'static str> {
     report.format.glance_disk_format()
@@ -120,6 +135,7 @@ impl Item {
             file: SendWrapper::new(file),
             report: RwSignal::new(None),
             disk_format: RwSignal::new(String::new()),
+            container_format: RwSignal::new("bare".into()),
             visibility: RwSignal::new("private".into()),
             description: RwSignal::new(String::new()),
             min_disk: RwSignal::new(String::new()),
@@ -145,7 +161,7 @@ impl Item {
             name: self.name.get_untracked(),
             description: self.description.get_untracked(),
             disk_format: self.disk_format.get_untracked(),
-            container_format: "bare".into(),
+            container_format: self.container_format.get_untracked(),
             visibility: self.visibility.get_untracked(),
             min_disk: self.min_disk.get_untracked().trim().parse().unwrap_or(0),
             min_ram: self.min_ram.get_untracked().trim().parse().unwrap_or(0),
@@ -164,6 +180,19 @@ impl Item {
         if let Ok(r) = &report {
             if let Some(f) = glance_format(r) {
                 self.disk_format.set(f.to_owned());
+            }
+            // A package: the disk inside is what the disk format names (an OVA's are VMDK as
+            // a rule; a UEC tarball's machine image is an AMI).
+            match r.format {
+                Format::Ova => {
+                    self.container_format.set("ova".into());
+                    self.disk_format.set("vmdk".into());
+                }
+                Format::Uec => {
+                    self.container_format.set("uec".into());
+                    self.disk_format.set("ami".into());
+                }
+                _ => {}
             }
         }
         let refused = matches!(&report, Ok(r) if r.verdict == Verdict::Rejected);
@@ -467,6 +496,7 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
                     {DISK_FORMATS.iter().map(|f| { let s = it.disk_format; view! { <option value=*f selected=move || s.get() == *f>{f.to_uppercase()}</option> } }).collect_view()}
                 </select>
                 {move || mismatch().map(|m| view! { <p class="warning" role="alert">{m}</p> })}
+                { let c = it.container_format; move || package_note(&c.get()).map(|m| view! { <p class="muted package-note" role="note">{m}</p> }) }
                 <label for=ids("vis")>"Visibility"</label>
                 <select id=ids("vis") on:change={ let s = it.visibility; move |ev| s.set(event_target_value(&ev)) } disabled={ let e = ed; move || !e() }>
                     <option value="private">"Private: this project only"</option>

@@ -294,6 +294,12 @@ fn finish(cx: &mut Ctx, format: Format, parsed: Parsed, opts: &InspectOptions) -
                     "no {} structure was found and the file looks like a raw disk; choose raw or upload the right file",
                     declared.as_str()
                 )
+            } else if format == Format::Ova {
+                "an OVA is a package: declare container_format ova, with disk_format naming the disk inside (usually vmdk), \
+                 or upload the right file"
+                    .to_owned()
+            } else if format == Format::Uec {
+                "a UEC tarball is a package: declare container_format uec with disk_format ami, or upload the right file".to_owned()
             } else {
                 format!("choose {} or upload the right file", format.as_str())
             };

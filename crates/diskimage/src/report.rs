@@ -123,11 +123,13 @@ impl Format {
         }
     }
 
-    /// Glance `container_format`: `ova` for OVA, `bare` for single-file disk formats.
+    /// Glance `container_format`: `ova` for OVA, `uec` for a UEC tarball (Hangar's value: Glance
+    /// has none), `bare` for single-file disk formats.
     pub fn glance_container_format(self) -> Option<&'static str> {
         match self {
             Format::Ova => Some("ova"),
-            Format::Uec | Format::Unknown | Format::Qcow | Format::Qed | Format::Luks => None,
+            Format::Uec => Some("uec"),
+            Format::Unknown | Format::Qcow | Format::Qed | Format::Luks => None,
             Format::Aki => Some("aki"),
             Format::Ari => Some("ari"),
             _ => Some("bare"),

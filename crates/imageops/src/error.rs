@@ -58,6 +58,7 @@ impl From<records::CatalogueError> for Error {
             E::MarkerNotFound => Error::Invalid("The marker does not name an image you can see.".to_owned()),
             E::InvalidFilter(m) | E::InvalidValue(m) => Error::Invalid(m),
             E::LimitExceeded(m) => Error::TooLarge(m),
+            e @ E::WrongStatus { .. } => Error::Forbidden(e.to_string()),
             E::Db(e) => Error::Db(e),
         }
     }

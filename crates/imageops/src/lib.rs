@@ -4,9 +4,10 @@
 //! (`accounts::Authn`), authorizes through `policy`, applies the rules, changes the records and
 //! the stored bytes, and writes the audit log; the adapters hold no business rule.
 //!
-//! Without the `service` feature only the pure parts build ([`units`]), so the browser bundle
-//! can share them.
+//! Without the `service` feature only the pure parts build ([`units`], [`declared`]), so the
+//! browser bundle can share them.
 
+pub mod declared;
 pub mod units;
 
 #[cfg(feature = "service")]

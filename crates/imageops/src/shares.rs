@@ -37,6 +37,10 @@ impl Images {
             records::MemberAdded::Full => {
                 return Err(Error::TooLarge(format!("An image can be shared with at most {MAX_MEMBERS} projects.")))
             }
+            // Made private (or deleted) since it was read above.
+            records::MemberAdded::NotShared => {
+                return Err(Error::Forbidden("Only shared images have members; this one is no longer shared.".to_owned()))
+            }
         }
         self.audit(authn, "image.share", "image", image_id, &project.name).await?;
         self.db.image_member(image_id, &project.id).await?.ok_or_else(|| Error::NotFound("The membership vanished.".to_owned()))

@@ -4,7 +4,7 @@
 //! refuses is never stored through the other.
 
 /// Glance's container formats that Hangar accepts (docs/glance-api.md: `container_formats`).
-pub const CONTAINER_FORMATS: [&str; 6] = ["bare", "ovf", "ova", "ami", "aki", "ari"];
+pub const CONTAINER_FORMATS: [&str; 7] = ["bare", "ovf", "ova", "ami", "aki", "ari", "uec"];
 
 /// Property names are at most this many characters (Glance's `image_properties.name` column).
 pub const MAX_PROPERTY_KEY_CHARS: usize = 255;

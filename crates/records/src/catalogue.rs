@@ -57,6 +57,10 @@ pub enum CatalogueError {
     /// More tags or properties than an image may have (Glance answers 413).
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+    /// The change needs the image in another status than the one it has now (its disk or
+    /// container format, once its data is arriving; Glance answers 403).
+    #[error("Attribute {field} can be only replaced for a queued image (this one is {status}).")]
+    WrongStatus { field: &'static str, status: String },
     /// The database failed; logged in full, shown to users as an internal error.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -982,8 +986,10 @@ impl Db {
     }
 
     /// Applies `patch` and bumps `updated_at`; `None` when there is no such image. Rules that
-    /// depend on who asks or on the status (formats only while queued, owner changes) are the
-    /// caller's.
+    /// depend on who asks (owner changes) are the caller's; that formats change only while the
+    /// image waits for its data (`queued`, `importing`) is checked by the statement itself, so
+    /// an import that starts meanwhile never runs with a format changed under it
+    /// ([`CatalogueError::WrongStatus`]).
     pub async fn update_image(&self, id: &str, patch: &ImagePatch) -> Result<Option<ImageDetail>, CatalogueError> {
         let (properties, tags) = patch.validate()?;
         let sql = format!(
@@ -992,8 +998,9 @@ impl Db {
              min_disk = COALESCE(?, min_disk), min_ram = COALESCE(?, min_ram), \
              disk_format = COALESCE(?, disk_format), container_format = COALESCE(?, container_format), \
              properties = COALESCE(?, properties), tags = COALESCE(?, tags), updated_at = {TIMESTAMP_NOW} \
-             WHERE id = ?"
+             WHERE id = ? AND (? = 0 OR status IN ('queued', 'importing'))"
         );
+        let formats = patch.disk_format.is_some() || patch.container_format.is_some();
         let done = sqlx::query(&sql)
             .bind(&patch.name)
             .bind(&patch.visibility)
@@ -1006,10 +1013,17 @@ impl Db {
             .bind(properties)
             .bind(tags)
             .bind(id)
+            .bind(formats)
             .execute(self.pool())
             .await?;
         if done.rows_affected() == 0 {
-            return Ok(None);
+            return match self.image(id).await? {
+                Some(image) => {
+                    let field = if patch.disk_format.is_some() { "disk_format" } else { "container_format" };
+                    Err(CatalogueError::WrongStatus { field, status: image.status })
+                }
+                None => Ok(None),
+            };
         }
         Ok(self.image_detail(id).await?)
     }
@@ -1716,6 +1730,20 @@ mod tests {
             ImagePatch { properties: Some((0..=MAX_PROPERTIES).map(|i| (format!("k{i}"), String::new())).collect()), ..Default::default() };
         assert!(matches!(db.update_image(&id, &many_props).await, Err(CatalogueError::LimitExceeded(_))));
         assert_eq!(db.image_detail(&id).await.unwrap().unwrap().tag_list(), ["t1", "t2"], "refused patches change nothing");
+
+        // Once the image's data has arrived, the statement itself refuses a format change (an
+        // import that started after the caller read `queued` is not changed under it), and
+        // leaves the rest of the patch unapplied too; other fields still change.
+        set(&db, &id, "status = 'active'").await;
+        let late = ImagePatch { name: Some("late".into()), disk_format: Some("raw".into()), ..Default::default() };
+        match db.update_image(&id, &late).await {
+            Err(CatalogueError::WrongStatus { field: "disk_format", status }) => assert_eq!(status, "active"),
+            other => panic!("{other:?}"),
+        }
+        let d = db.image_detail(&id).await.unwrap().unwrap();
+        assert_eq!((d.name.as_str(), d.disk_format.as_deref()), ("after", Some("qcow2")));
+        let d = db.update_image(&id, &ImagePatch { name: Some("renamed".into()), ..Default::default() }).await.unwrap().unwrap();
+        assert_eq!(d.name, "renamed");
     }
 
     #[tokio::test]

@@ -90,12 +90,18 @@ pub enum MemberAdded {
     Exists,
     /// The image has its maximum number of members.
     Full,
+    /// The image is not `shared` (any more), or is gone.
+    NotShared,
 }
 
 /// The ingest pipeline's result for an image that became `active`.
 #[derive(Clone, Debug, Default)]
 pub struct ActiveImage {
     pub disk_format: String,
+    /// The container format the stored image has when it differs from the declared one: an
+    /// unpacked package's disk is `bare` (an UEC's machine image `ami`), as after Glance's OVF
+    /// processing. None keeps the declared value.
+    pub container_format: Option<String>,
     pub uploaded_format: String,
     pub uploaded_size: i64,
     pub size: i64,
@@ -172,12 +178,14 @@ impl Db {
     pub async fn activate_image(&self, id: &str, a: &ActiveImage) -> Result<bool, DbError> {
         let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
-            "UPDATE images SET status = 'active', status_reason = '', disk_format = ?, uploaded_format = ?, \
+            "UPDATE images SET status = 'active', status_reason = '', disk_format = ?, \
+             container_format = COALESCE(?, container_format), uploaded_format = ?, \
              uploaded_size = ?, size = ?, virtual_size = ?, sha256 = ?, checksum = ?, os_hash_algo = 'sha512', \
              os_hash_value = ?, findings = ?, location = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
              WHERE id = ? AND status = 'importing'",
         )
         .bind(&a.disk_format)
+        .bind(&a.container_format)
         .bind(&a.uploaded_format)
         .bind(a.uploaded_size)
         .bind(a.size)
@@ -233,17 +241,25 @@ impl Db {
         Ok(sqlx::query_as(&sql).bind(id).fetch_optional(self.pool()).await?)
     }
 
-    /// Shares an image with a project (status `pending`); an existing membership is kept as is.
+    /// Shares an image with a project (status `pending`), whatever its visibility; an existing
+    /// membership is kept as is. The use-case is [`Db::add_image_member_within`].
     pub async fn add_image_member(&self, image_id: &str, project_id: &str) -> Result<bool, DbError> {
-        Ok(self.add_image_member_within(image_id, project_id, i64::MAX).await? == MemberAdded::Added)
+        let done = sqlx::query("INSERT INTO image_members (image_id, project_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(image_id)
+            .bind(project_id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
-    /// [`Db::add_image_member`] unless the image already has `max` members: counted by the
-    /// insert itself, so parallel shares cannot pass the limit.
+    /// Shares a `shared` image with a project (status `pending`) unless the image already has
+    /// `max` members. Both are checked by the insert itself, so parallel shares cannot pass the
+    /// limit, nor can a share land on an image made private meanwhile.
     pub async fn add_image_member_within(&self, image_id: &str, project_id: &str, max: i64) -> Result<MemberAdded, DbError> {
         let done = sqlx::query(
             "INSERT INTO image_members (image_id, project_id) SELECT ?1, ?2 \
-             WHERE (SELECT COUNT(*) FROM image_members WHERE image_id = ?1) < ?3 ON CONFLICT DO NOTHING",
+             WHERE (SELECT COUNT(*) FROM image_members WHERE image_id = ?1) < ?3 \
+             AND (SELECT visibility FROM images WHERE id = ?1) = 'shared' ON CONFLICT DO NOTHING",
         )
         .bind(image_id)
         .bind(project_id)
@@ -253,7 +269,11 @@ impl Db {
         if done.rows_affected() == 1 {
             return Ok(MemberAdded::Added);
         }
-        Ok(if self.image_member(image_id, project_id).await?.is_some() { MemberAdded::Exists } else { MemberAdded::Full })
+        if self.image_member(image_id, project_id).await?.is_some() {
+            return Ok(MemberAdded::Exists);
+        }
+        let visibility = self.image(image_id).await?.map(|i| i.visibility);
+        Ok(if visibility.as_deref() == Some("shared") { MemberAdded::Full } else { MemberAdded::NotShared })
     }
 
     pub async fn remove_image_member(&self, image_id: &str, project_id: &str) -> Result<bool, DbError> {
@@ -334,6 +354,22 @@ mod tests {
         assert_eq!(db.image_members(&img.id).await.unwrap().len(), 3);
         let member = projects.iter().zip(&results).find(|(_, r)| matches!(r, Ok(MemberAdded::Added))).map(|(p, _)| p).unwrap();
         assert_eq!(db.add_image_member_within(&img.id, member, 3).await.unwrap(), MemberAdded::Exists, "a member stays a member");
+    }
+
+    /// A share lands only on an image that is `shared` when the row is written: one made private
+    /// between the use-case's read and the insert gets no member.
+    #[tokio::test]
+    async fn a_share_needs_a_shared_image_at_the_insert() {
+        let (_dir, db) = temp_db().await;
+        let owner = db.create_project("owner", "").await.unwrap().id;
+        let other = db.create_project("other", "").await.unwrap().id;
+        let img = db.create_image(&NewImage { name: "i".into(), owner: Some(owner), ..Default::default() }).await.unwrap();
+        sqlx::query("UPDATE images SET visibility = 'private' WHERE id = ?").bind(&img.id).execute(db.pool()).await.unwrap();
+        assert_eq!(db.add_image_member_within(&img.id, &other, 3).await.unwrap(), MemberAdded::NotShared);
+        assert!(db.image_members(&img.id).await.unwrap().is_empty());
+        assert_eq!(db.add_image_member_within("no-such-image", &other, 3).await.unwrap(), MemberAdded::NotShared);
+        sqlx::query("UPDATE images SET visibility = 'shared' WHERE id = ?").bind(&img.id).execute(db.pool()).await.unwrap();
+        assert_eq!(db.add_image_member_within(&img.id, &other, 3).await.unwrap(), MemberAdded::Added);
     }
 
     #[tokio::test]

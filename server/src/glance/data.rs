@@ -443,10 +443,11 @@ pub(super) async fn submit_import(
 
 /// The room an import of `image` into `backend` will need after its body (see
 /// `ingest::room_after_upload`); none when the backend or the matrix cannot be read.
-async fn import_room(state: &AppState, disk_format: Option<&str>, backend: &str) -> uploads::RoomAfter {
+async fn import_room(state: &AppState, image: &records::ImageDetail, backend: &str) -> uploads::RoomAfter {
     let Some(store) = state.stores.get(backend) else { return uploads::RoomAfter::default() };
+    let declared = imageops::declared::declared(image.disk_format.as_deref(), image.container_format.as_deref());
     match crate::ingest::Rules::load(&state.db, store.kind().as_str()).await {
-        Ok(rules) => crate::ingest::room_after_upload(&rules, disk_format),
+        Ok(rules) => crate::ingest::room_after_upload(&rules, declared.inspect_as()),
         Err(_) => uploads::RoomAfter::default(),
     }
 }
@@ -472,7 +473,7 @@ pub async fn upload(
     let restore = Restore::new(&state, &id, &["saving", "importing"], vec![dest.clone()]).hold("upload", None).hold("import", None);
     let handed_over = async {
         let mut hold = BodyHold::start(&state, &image, "upload", declared).await?;
-        let room = import_room(&state, image.disk_format.as_deref(), &backend).await;
+        let room = import_room(&state, &image, &backend).await;
         let got = receive(body, &dest, limit, declared, room, &mut hold).await?;
         // `importing` is a state the pipeline accepts (as for a resumed job).
         if !state.db.transition_image(&id, &["saving"], "importing", "").await? {
@@ -531,7 +532,7 @@ pub async fn stage(
     let staged = async {
         let mut hold = BodyHold::start(&state, &image, "stage", declared).await?;
         // Staged data is imported later, to the default backend unless the import names another.
-        let room = import_room(&state, image.disk_format.as_deref(), state.stores.default_backend().name()).await;
+        let room = import_room(&state, &image, state.stores.default_backend().name()).await;
         let got = receive(body, &dest, limit, declared, room, &mut hold).await?;
         // Staged data keeps its bytes held (without an upload slot) until it is imported or
         // the image is deleted.

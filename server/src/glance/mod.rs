@@ -157,6 +157,7 @@ impl From<records::CatalogueError> for GlanceError {
             E::MarkerNotFound => GlanceError::bad_request("The marker does not name an image you can see."),
             E::InvalidFilter(m) | E::InvalidValue(m) => GlanceError::bad_request(m),
             E::LimitExceeded(m) => GlanceError::too_large(m),
+            e @ E::WrongStatus { .. } => GlanceError::forbidden(e.to_string()),
             E::Db(e) => e.into(),
         }
     }

@@ -17,17 +17,7 @@ enum Door {
 }
 
 async fn glance(app: &TestApp, tok: &str, method: &str, uri: &str, ctype: &str, body: Body) -> common::Reply {
-    app.send(
-        Request::builder()
-            .method(method)
-            .uri(format!("/image{uri}"))
-            .header(header::HOST, HOST)
-            .header("x-auth-token", tok)
-            .header(header::CONTENT_TYPE, ctype)
-            .body(body)
-            .unwrap(),
-    )
-    .await
+    app.glance(tok, method, uri, ctype, body).await
 }
 
 /// A `queued` image named `name` in the token's project, through the Glance API.

@@ -410,7 +410,7 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
 /// An OVA made with qemu-img (streamOptimized VMDKs) and tar: the descriptor first, two disks.
 /// An OVA with a streamOptimized VMDK disk, a raw disk (as oVirt exports them) and an
 /// (unverifiable) certificate; returns the package and the two disks' raw payloads.
-fn ova(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn ova(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let pkg = dir.join("pkg");
     std::fs::create_dir_all(&pkg).unwrap();
     let raw1 = raw_payload(dir);
@@ -511,10 +511,10 @@ async fn an_ova_is_unpacked_each_disk_becomes_an_image_and_the_ovf_facts_are_kep
     assert!(left.is_empty(), "nothing left in staging: {left:?}");
 }
 
-#[tokio::test]
-async fn a_uec_tarball_becomes_an_ami_linked_to_its_kernel_and_ramdisk() {
-    let e = env().await;
-    let pkg = e.data().join("uec");
+/// A UEC tarball made in `dir`: an ext4-looking machine image, a bzImage kernel and a newc
+/// initrd. Returns the tarball and the three parts' bytes.
+pub(crate) fn uec_tarball(dir: &Path) -> (PathBuf, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let pkg = dir.join("uec");
     std::fs::create_dir_all(&pkg).unwrap();
     let mut img = vec![0u8; 4 << 20];
     img[1080] = 0x53; // ext2/3/4 superblock magic
@@ -529,7 +529,7 @@ async fn a_uec_tarball_becomes_an_ami_linked_to_its_kernel_and_ramdisk() {
     let mut initrd = b"070701".to_vec(); // a newc cpio archive
     initrd.extend_from_slice(&[b'0'; 200]);
     std::fs::write(pkg.join("foo-initrd-virtual"), &initrd).unwrap();
-    let tarball = e.data().join("foo.tar.gz");
+    let tarball = dir.join("foo.tar.gz");
     let status = Command::new("tar")
         .args([
             "--format=ustar",
@@ -545,6 +545,13 @@ async fn a_uec_tarball_becomes_an_ami_linked_to_its_kernel_and_ramdisk() {
         .unwrap();
     assert!(status.success());
 
+    (tarball, img, kernel, initrd)
+}
+
+#[tokio::test]
+async fn a_uec_tarball_becomes_an_ami_linked_to_its_kernel_and_ramdisk() {
+    let e = env().await;
+    let (tarball, img, kernel, initrd) = uec_tarball(e.data());
     let id = e.image("uec").await;
     let mut up = e.upload(&id, &tarball);
     up.file_name = Some("foo.tar.gz".into());

@@ -99,6 +99,17 @@ impl TestApp {
         self.send(b.body(Body::empty()).unwrap()).await
     }
 
+    /// A Glance API request (`uri` under `/image`) with an API token, as the OpenStack clients send.
+    pub async fn glance(&self, tok: &str, method: &str, uri: &str, ctype: &str, body: Body) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/image{uri}"))
+            .header(header::HOST, HOST)
+            .header("x-auth-token", tok)
+            .header(header::CONTENT_TYPE, ctype);
+        self.send(req.body(body).unwrap()).await
+    }
+
     /// Calls a server function as the hydrated app does (same-origin fetch, JSON answer).
     pub async fn call(&self, endpoint: &str, form: &str, auth: &Auth) -> Reply {
         let mut b = Request::post(format!("/api/{endpoint}"))

@@ -1,0 +1,109 @@
+//! What an image's declared formats say its data is, by Glance's conventions
+//! (docs/glance-api.md, "Packages"): a disk image is declared by its disk format; a package by
+//! its container format — `ova`, or `uec` for a UEC tarball (Hangar's own value: Glance has none)
+//! — with the disk format naming the disk inside, as in
+//! `openstack image create --container-format ova --disk-format vmdk --file app.ova`.
+//! The one place that reading lives: the import, the room an upload reserves and the digests it
+//! computes all go through [`declared`].
+
+/// A package Hangar unpacks into images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Package {
+    /// An OVF package in a tar archive: its disks become images.
+    Ova,
+    /// A UEC tarball: machine image, kernel and ramdisk, linked.
+    Uec,
+}
+
+impl Package {
+    /// The inspector's (and the storage matrix's) name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Package::Ova => "ova",
+            Package::Uec => "uec",
+        }
+    }
+
+    /// The disk formats the disk inside may be declared with.
+    pub fn inner_formats(self) -> &'static [&'static str] {
+        match self {
+            Package::Ova => &["vmdk", "raw", "qcow2", "vhd", "vhdx", "vdi"],
+            Package::Uec => &["ami"],
+        }
+    }
+}
+
+/// An image's declaration, read from its disk and container formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Declared<'a> {
+    /// The package the data is, when its container format says so.
+    pub package: Option<Package>,
+    /// The disk format: of the data itself, or, in a package, of the disk inside it.
+    pub disk: Option<&'a str>,
+}
+
+impl<'a> Declared<'a> {
+    /// The format the whole upload is inspected as: the package, or else the disk format.
+    pub fn inspect_as(&self) -> Option<&'a str> {
+        match self.package {
+            Some(p) => Some(p.as_str()),
+            None => self.disk,
+        }
+    }
+
+    /// Refuses a package whose disk (`found`, by the inspector's name) is not what the disk
+    /// format declared; the message offers the declaration that would be right.
+    pub fn check_inner(&self, found: &str) -> Result<(), String> {
+        let (Some(package), Some(want)) = (self.package, self.disk) else { return Ok(()) };
+        let same = want == found || (package == Package::Uec && want == "ami" && found == "raw");
+        if same {
+            return Ok(());
+        }
+        let right = if package == Package::Uec { "ami" } else { found };
+        Err(format!(
+            "The image was declared with disk_format {want} (container_format {p}), but the disk in this {p} is {found}; \
+             declare disk_format {right} with container_format {p}, or upload the right file.",
+            p = package.as_str()
+        ))
+    }
+}
+
+/// Reads an image's declaration. A disk format of `ova` or `uec` (how Hangar recorded packages
+/// before the container format carried them) still declares the package, with no inner disk.
+pub fn declared<'a>(disk_format: Option<&'a str>, container_format: Option<&str>) -> Declared<'a> {
+    let package = match (container_format, disk_format) {
+        (Some("ova"), _) | (_, Some("ova")) => Some(Package::Ova),
+        (Some("uec"), _) | (_, Some("uec")) => Some(Package::Uec),
+        _ => None,
+    };
+    Declared { package, disk: disk_format.filter(|d| !matches!(*d, "ova" | "uec")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_declares_the_package_and_the_disk_format_the_disk_inside() {
+        let d = declared(Some("vmdk"), Some("ova"));
+        assert_eq!((d.package, d.disk, d.inspect_as()), (Some(Package::Ova), Some("vmdk"), Some("ova")));
+        assert_eq!(d.check_inner("vmdk"), Ok(()));
+        let wrong = d.check_inner("raw").unwrap_err();
+        assert!(wrong.contains("declare disk_format raw with container_format ova"), "{wrong}");
+
+        let d = declared(Some("ami"), Some("uec"));
+        assert_eq!(d.inspect_as(), Some("uec"));
+        assert_eq!(d.check_inner("raw"), Ok(()), "an AMI is a raw file system");
+        assert!(declared(Some("qcow2"), Some("uec")).check_inner("raw").unwrap_err().contains("declare disk_format ami"));
+
+        let d = declared(Some("vmdk"), Some("bare"));
+        assert_eq!((d.package, d.inspect_as()), (None, Some("vmdk")));
+        assert_eq!(d.check_inner("raw"), Ok(()), "not a package: the inspector compares the file itself");
+        assert_eq!(declared(None, None).inspect_as(), None);
+        assert_eq!(declared(None, Some("ova")).inspect_as(), Some("ova"));
+        // The older spelling: the package in the disk format, nothing said about the disk inside.
+        let d = declared(Some("ova"), Some("bare"));
+        assert_eq!((d.package, d.disk), (Some(Package::Ova), None));
+        assert_eq!(d.check_inner("vmdk"), Ok(()));
+    }
+}
