@@ -262,3 +262,45 @@ test("cancelling an upload removes its data", async ({ page }) => {
   await page.goto("/images");
   await expect(page.locator("#images-table tr", { hasText: name })).toContainText("killed");
 });
+
+test("an OVA is recognised as a package in the browser, declared as Glance does, and its disks become images", async ({ page }) => {
+  // An appliance made here: a streamOptimized VMDK (qemu-img) and a raw second disk, in a tar.
+  const pkg = path.join(dir, "ova");
+  fs.mkdirSync(pkg, { recursive: true });
+  qemuImg("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", rawDisk("root.raw", 4), path.join(pkg, "disk1.vmdk"));
+  fs.writeFileSync(path.join(pkg, "disk2.img"), Buffer.alloc(2 << 20, 0x5a));
+  const so = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+  fs.writeFileSync(
+    path.join(pkg, "appliance.ovf"),
+    `<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References><File ovf:id="f1" ovf:href="disk1.vmdk"/><File ovf:id="f2" ovf:href="disk2.img"/></References>
+  <DiskSection><Info>disks</Info>
+    <Disk ovf:diskId="root" ovf:fileRef="f1" ovf:capacity="4" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="${so}"/>
+    <Disk ovf:diskId="data" ovf:fileRef="f2" ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="http://en.wikipedia.org/wiki/Byte"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="app"><Info>vm</Info><Name>E2E appliance</Name></VirtualSystem>
+</Envelope>`,
+  );
+  const ova = path.join(dir, "appliance.ova");
+  execFileSync("tar", ["--format=ustar", "-cf", ova, "-C", pkg, "appliance.ovf", "disk1.vmdk", "disk2.img"], { stdio: "pipe" });
+
+  await openUpload(page);
+  await page.locator("#file-input").setInputFiles(ova);
+  const c = card(page, ova);
+  await expect(c.locator(".sniff")).toHaveAttribute("data-format", "ova");
+  // Declared as Glance clients declare an OVA: container ova, the disk format of the disk inside.
+  await expect(c.getByLabel("Disk format")).toHaveValue("vmdk");
+  await expect(c.locator(".package-note")).toContainText("each of its disks becomes an image");
+  const name = unique("e2e-ova");
+  await c.getByLabel("Image name").fill(name);
+  await page.locator("#start-all").click();
+  await expect(c.locator(".phase")).toHaveText("Active", { timeout: 60_000 });
+
+  // The first disk is the image (qcow2, its container bare once unpacked); the second is its own.
+  await page.goto(`/images?q=${name}`);
+  const rows = page.locator("#images-table tbody tr");
+  await expect(rows).toHaveCount(2);
+  await expect(rows.filter({ hasText: "(disk 2)" })).toContainText("active");
+  await expect(rows.filter({ hasNotText: "(disk 2)" })).toContainText("qcow2");
+});
