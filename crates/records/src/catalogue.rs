@@ -312,100 +312,45 @@ impl TimeFilter {
     }
 }
 
+/// The ISO 8601 forms a time filter takes (`time`'s format description, version 2): a date,
+/// optionally a time of day (`T`, `t` or a space; minutes at least, seconds and a fraction of
+/// them optional), optionally a zone (`Z`, or ±HH with optional minutes, with or without `:`).
+const ISO8601_FILTER: &str = "[year]-[month]-[day]\
+    [optional [[first [T] [t] [ ]][hour]:[minute][optional [:[second][optional [[first [.] [,]][subsecond]]]]]]]\
+    [optional [[first [Z] [z] [[offset_hour sign:mandatory][optional [[optional [:]][offset_minute]]]]]]]";
+
 /// Seconds since 1970 (UTC) and whether a non-zero fraction of a second was given.
 fn parse_iso8601(s: &str) -> Option<(i64, bool)> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let part = b.get(from..from + len)?;
-        part.iter().all(u8::is_ascii_digit).then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
-    };
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+    use std::sync::OnceLock;
+    use time::format_description::OwnedFormatItem;
+    static FORMAT: OnceLock<Option<OwnedFormatItem>> = OnceLock::new();
+    let format = FORMAT.get_or_init(|| time::format_description::parse_owned::<2>(ISO8601_FILTER).ok()).as_ref()?;
+    let mut parsed = time::parsing::Parsed::new();
+    let rest = parsed.parse_item(s.as_bytes(), format).ok()?;
+    if !rest.is_empty() {
         return None;
     }
-    let (mut hour, mut minute, mut second, mut fraction) = (0, 0, 0, false);
-    let mut i = 10;
-    if matches!(b.get(i), Some(b'T' | b't' | b' ')) {
-        hour = num(i + 1, 2)?;
-        if b.get(i + 3) != Some(&b':') {
-            return None;
-        }
-        minute = num(i + 4, 2)?;
-        i += 6;
-        if b.get(i) == Some(&b':') {
-            second = num(i + 1, 2)?;
-            i += 3;
-            if matches!(b.get(i), Some(b'.' | b',')) {
-                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-                if digits == 0 {
-                    return None;
-                }
-                fraction = b[i + 1..i + 1 + digits].iter().any(|&c| c != b'0');
-                i += 1 + digits;
-            }
-        }
-    }
-    let offset = match &b[i..] {
-        [] | [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), rest @ ..] => {
-            let (oh, om) = match rest {
-                [_, _] => (num(i + 1, 2)?, 0),
-                [_, _, b':', _, _] => (num(i + 1, 2)?, num(i + 4, 2)?),
-                [_, _, _, _] => (num(i + 1, 2)?, num(i + 3, 2)?),
-                _ => return None,
-            };
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let off = oh * 3600 + om * 60;
-            if *sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return None,
+    let date = time::Date::from_calendar_date(parsed.year()?, parsed.month()?, parsed.day()?.get()).ok()?;
+    let subsecond = parsed.subsecond().unwrap_or(0);
+    let clock =
+        time::Time::from_hms_nano(parsed.hour_24().unwrap_or(0), parsed.minute().unwrap_or(0), parsed.second().unwrap_or(0), subsecond)
+            .ok()?;
+    let offset = match parsed.offset_hour() {
+        None => time::UtcOffset::UTC,
+        // ISO 8601 zones are at most ±23:59 (`time` takes up to ±25:59).
+        Some(h) if h.abs() <= 23 => time::UtcOffset::from_hms(h, parsed.offset_minute_signed().unwrap_or(0), 0).ok()?,
+        Some(_) => return None,
     };
-    let days_in_month = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some((days * 86_400 + hour * 3600 + minute * 60 + second - offset, fraction))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at = time::PrimitiveDateTime::new(date, clock).assume_offset(offset);
+    Some((at.unix_timestamp(), subsecond != 0))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since 1970, if the year has four digits.
 fn format_timestamp(seconds: i64) -> Option<String> {
-    let (days, secs) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // H. Hinnant's `civil_from_days`.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (0..=9999)
-        .contains(&year)
-        .then(|| format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60))
+    let at = time::OffsetDateTime::from_unix_timestamp(seconds).ok()?;
+    (0..=9999).contains(&at.year()).then(|| {
+        format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", at.year(), u8::from(at.month()), at.day(), at.hour(), at.minute(), at.second())
+    })
 }
 
 /// Splits the value of Glance's `in:` operator: `a,b` or `"glass, darkly",share me` (a quoted
