@@ -535,11 +535,7 @@ impl Db {
 mod tests {
     use super::*;
 
-    async fn temp_db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
-        (dir, db)
-    }
+    use crate::test_db::temp_db;
 
     #[tokio::test]
     async fn usernames_are_unique_regardless_of_case() {

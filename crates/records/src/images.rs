@@ -331,11 +331,7 @@ impl Db {
 mod tests {
     use super::*;
 
-    async fn temp_db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
-        (dir, db)
-    }
+    use crate::test_db::temp_db;
 
     /// The member limit holds when shares race: the count is taken by the insert itself.
     #[tokio::test]

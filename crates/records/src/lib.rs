@@ -20,6 +20,16 @@ mod quota;
 mod storage;
 mod uploads;
 
+/// The unit tests' database: a fresh SQLite file, migrated, in a directory removed on drop.
+#[cfg(test)]
+mod test_db {
+    pub(crate) async fn temp_db() -> (tempfile::TempDir, crate::Db) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
+        (dir, db)
+    }
+}
+
 pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 #[allow(unused_imports)]
 pub use catalogue::*;

@@ -380,11 +380,7 @@ mod tests {
     use super::*;
     use crate::NewImage;
 
-    async fn temp_db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
-        (dir, db)
-    }
+    use crate::test_db::temp_db;
 
     #[tokio::test]
     async fn the_default_matrix_follows_the_issue() {

@@ -303,11 +303,7 @@ impl Db {
 mod tests {
     use super::*;
 
-    async fn temp_db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
-        (dir, db)
-    }
+    use crate::test_db::temp_db;
 
     async fn owner(db: &Db) -> (String, String) {
         let u = db.create_user("u", "", "", "x", false).await.unwrap();
