@@ -399,6 +399,6 @@ ok G ana image-show "$kernel_id"
 expect "the kernel" "$(field disk_format)/$(field status)" aki/active
 ok G ana image-show "$ramdisk_id"
 expect "the ramdisk" "$(field disk_format)/$(field status)" ari/active
-fails "declare disk_format ami with container_format uec" G ana image-create --name g-uec-qcow2 --container-format uec --disk-format qcow2 --file "$img/app.tar.gz"
+fails "cannot be the disk inside it" G ana image-create --name g-uec-qcow2 --container-format uec --disk-format qcow2 --file "$img/app.tar.gz"
 
 printf '\n=== glance-cli-test: %d commands passed in %ss\n' "$steps" "$((SECONDS - start))"

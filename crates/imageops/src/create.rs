@@ -124,6 +124,7 @@ impl Images {
         if let Some(c) = &req.container_format {
             policy::metadata::check_container_format(c).map_err(metadata)?;
         }
+        crate::declared::check_declaration(req.disk_format.as_deref(), req.container_format.as_deref()).map_err(Error::Invalid)?;
         for (what, n) in [("min_disk", req.min_disk), ("min_ram", req.min_ram)] {
             if n < 0 {
                 return Err(Error::Invalid(format!("Invalid value for '{what}': it must be an integer of 0 or more.")));

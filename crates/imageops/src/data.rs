@@ -184,7 +184,16 @@ impl Images {
                 bytes_total: i64::try_from(size).unwrap_or(i64::MAX),
                 created_by: Some(data.user_id.clone()),
             })
-            .await?;
+            .await
+            .map_err(|e| {
+                // One live import per image, held by a unique index: data that arrived by another
+                // door meanwhile (a tus upload admitted before a Glance PUT queued its import).
+                if e.is_unique_violation() {
+                    Error::Conflict("An import of this image's data is already queued or running; an image is imported once.".to_owned())
+                } else {
+                    e.into()
+                }
+            })?;
         self.stores.wake_jobs();
         Ok(job)
     }

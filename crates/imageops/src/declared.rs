@@ -68,6 +68,21 @@ impl<'a> Declared<'a> {
     }
 }
 
+/// Refuses a declaration no package can satisfy — a package whose disk format cannot be the disk
+/// inside it (an OVA of an ISO, a UEC tarball of a qcow2) — before any byte is sent, with the
+/// disk formats that can.
+pub fn check_declaration(disk_format: Option<&str>, container_format: Option<&str>) -> Result<(), String> {
+    let d = declared(disk_format, container_format);
+    match (d.package, d.disk) {
+        (Some(p), Some(disk)) if !p.inner_formats().contains(&disk) => Err(format!(
+            "A package declared with container_format {} holds a disk of one of these formats: {}; disk_format {disk} cannot be the disk inside it.",
+            p.as_str(),
+            p.inner_formats().join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Reads an image's declaration. A disk format of `ova` or `uec` (how Hangar recorded packages
 /// before the container format carried them) still declares the package, with no inner disk.
 pub fn declared<'a>(disk_format: Option<&'a str>, container_format: Option<&str>) -> Declared<'a> {
@@ -105,5 +120,12 @@ mod tests {
         let d = declared(Some("ova"), Some("bare"));
         assert_eq!((d.package, d.disk), (Some(Package::Ova), None));
         assert_eq!(d.check_inner("vmdk"), Ok(()));
+
+        assert!(check_declaration(Some("iso"), Some("ova")).unwrap_err().contains("vmdk, raw"));
+        assert!(check_declaration(Some("qcow2"), Some("uec")).is_err());
+        for (disk, container) in [(Some("vmdk"), Some("ova")), (Some("ami"), Some("uec")), (Some("iso"), Some("bare")), (None, Some("ova"))]
+        {
+            assert_eq!(check_declaration(disk, container), Ok(()), "{disk:?} {container:?}");
+        }
     }
 }

@@ -88,6 +88,9 @@ pub fn check_update(
             policy::metadata::check_container_format(value).map_err(metadata)?;
         }
     }
+    if after.disk_format != before.disk_format || after.container_format != before.container_format {
+        crate::declared::check_declaration(after.disk_format.as_deref(), after.container_format.as_deref()).map_err(Error::Invalid)?;
+    }
     if after.owner != before.owner {
         return Err(Error::Forbidden("Owner can't be updated: images stay in the project that created them.".to_owned()));
     }

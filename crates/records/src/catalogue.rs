@@ -932,9 +932,9 @@ impl Db {
 
     /// Applies `patch` and bumps `updated_at`; `None` when there is no such image. Rules that
     /// depend on who asks (owner changes) are the caller's; that formats change only while the
-    /// image waits for its data (`queued`, `importing`) is checked by the statement itself, so
-    /// an import that starts meanwhile never runs with a format changed under it
-    /// ([`CatalogueError::WrongStatus`]).
+    /// image waits for its data (`queued`, or `importing` before its import job runs: the job
+    /// reads them when it starts) is checked by the statement itself, so an import never runs
+    /// with a format changed under it ([`CatalogueError::WrongStatus`]).
     pub async fn update_image(&self, id: &str, patch: &ImagePatch) -> Result<Option<ImageDetail>, CatalogueError> {
         let (properties, tags) = patch.validate()?;
         let sql = format!(
@@ -943,7 +943,8 @@ impl Db {
              min_disk = COALESCE(?, min_disk), min_ram = COALESCE(?, min_ram), \
              disk_format = COALESCE(?, disk_format), container_format = COALESCE(?, container_format), \
              properties = COALESCE(?, properties), tags = COALESCE(?, tags), updated_at = {TIMESTAMP_NOW} \
-             WHERE id = ? AND (? = 0 OR status IN ('queued', 'importing'))"
+             WHERE id = ? AND (? = 0 OR status = 'queued' OR (status = 'importing' AND NOT EXISTS \
+             (SELECT 1 FROM jobs WHERE jobs.image_id = images.id AND jobs.kind = 'import' AND jobs.status = 'running')))"
         );
         let formats = patch.disk_format.is_some() || patch.container_format.is_some();
         let done = sqlx::query(&sql)
@@ -1126,7 +1127,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NewImage;
+    use crate::{NewImage, NewJob};
 
     use crate::test_db::temp_db;
 
@@ -1685,6 +1686,16 @@ mod tests {
         assert_eq!((d.name.as_str(), d.disk_format.as_deref()), ("after", Some("qcow2")));
         let d = db.update_image(&id, &ImagePatch { name: Some("renamed".into()), ..Default::default() }).await.unwrap().unwrap();
         assert_eq!(d.name, "renamed");
+        // `importing` before the import job runs (a web-download still arriving): formats may
+        // change; once the job runs (it read them at its start), they may not.
+        set(&db, &id, "status = 'importing'").await;
+        let raw = ImagePatch { disk_format: Some("raw".into()), ..Default::default() };
+        assert_eq!(db.update_image(&id, &raw).await.unwrap().unwrap().disk_format.as_deref(), Some("raw"));
+        let job = NewJob { kind: "import".into(), image_id: id.clone(), backend: "local".into(), ..Default::default() };
+        let job = db.create_job(&job).await.unwrap();
+        assert_eq!(db.claim_job().await.unwrap().map(|j| j.id), Some(job.id), "the job runs");
+        let qcow2 = ImagePatch { disk_format: Some("qcow2".into()), ..Default::default() };
+        assert!(matches!(db.update_image(&id, &qcow2).await, Err(CatalogueError::WrongStatus { .. })));
     }
 
     #[tokio::test]

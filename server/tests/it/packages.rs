@@ -109,7 +109,8 @@ async fn an_ova_declared_as_glance_does_becomes_images_through_both_doors() {
 }
 
 /// A package declared wrongly is refused with a declaration that exists: an OVA whose disk is
-/// VMDK declared `raw`, an OVA declared as a plain VMDK, a UEC tarball declared `qcow2`.
+/// VMDK declared `raw`, an OVA declared as a plain VMDK, a UEC tarball declared as a plain AMI; a
+/// declaration no package can satisfy (a UEC tarball of a qcow2) is refused at creation.
 #[tokio::test]
 async fn a_package_declared_wrongly_is_refused_with_a_declaration_that_exists() {
     let app = common::spawn_app().await;
@@ -122,7 +123,7 @@ async fn a_package_declared_wrongly_is_refused_with_a_declaration_that_exists() 
     let cases = [
         ("raw", "ova", &ova_bytes, "declare disk_format vmdk with container_format ova"),
         ("vmdk", "bare", &ova_bytes, "declare container_format ova"),
-        ("qcow2", "uec", &uec_bytes, "declare disk_format ami with container_format uec"),
+        ("ami", "ami", &uec_bytes, "declare container_format uec with disk_format ami"),
     ];
     for (disk, container, bytes, says) in cases {
         let id = create(&app, &tok, "wrong", disk, container).await;
@@ -132,6 +133,10 @@ async fn a_package_declared_wrongly_is_refused_with_a_declaration_that_exists() 
         assert_eq!(settled(&app, &tok, &id).await["status"], "killed", "{disk}/{container}");
     }
     assert_eq!(images(&app, &tok).await.iter().filter(|i| i["status"] == "active").count(), 0, "nothing was imported");
+    let body = serde_json::json!({"name": "never", "disk_format": "qcow2", "container_format": "uec"});
+    let r = app.glance(&tok, "POST", "/v2/images", "application/json", Body::from(body.to_string())).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("container_format uec holds a disk of one of these formats: ami"), "{}", r.body);
 }
 
 /// A UEC tarball through the Glance API (`container_format uec`, Hangar's value, with

@@ -176,21 +176,27 @@ impl VmdkReader {
         let per_gt = self.grain * u64::from(self.gtes);
         let gd_n = self.vsize.div_ceil(per_gt);
         let gd_len = checked_len(gd_n * 4, MAX_GD_BYTES, "the VMDK grain directory")?;
-        let gd_end = self.gd_off.saturating_mul(512).saturating_add(gd_len as u64);
+        let Some(gd_end) = self.gd_off.checked_mul(512).and_then(|at| at.checked_add(gd_len as u64)) else { return Ok(None) };
         let gt_len = self.gtes as usize * 4;
         if gd_end > self.overhead.saturating_mul(512) {
             return Ok(None);
         }
         let mut gd = vec![0u8; gd_len];
-        inp.read_at(self.gd_off * 512, &mut gd, "the VMDK grain directory", m)?;
-        let mut tables: Vec<u64> = (0..gd_n as usize).map(|i| u64::from(le_u32(&gd, i * 4))).filter(|&s| s != 0).collect();
-        tables.sort_unstable();
+        let Some(gd_at) = self.gd_off.checked_mul(512) else { return Ok(None) };
+        inp.read_at(gd_at, &mut gd, "the VMDK grain directory", m)?;
+        let overhead_end = self.overhead.saturating_mul(512);
         let mut gt = vec![0u8; gt_len];
         let mut next = gd_end;
         let mut listed = 0u64;
-        for sec in tables {
-            let at = sec.saturating_mul(512);
-            if at < next || at.saturating_add(gt_len as u64) > self.overhead.saturating_mul(512) {
+        // The tables in directory order, each after the one before (as qemu-img lays them out);
+        // any other layout is not counted (the stream then needs its end-of-stream marker).
+        for i in 0..gd_n as usize {
+            let sec = u64::from(le_u32(&gd, i * 4));
+            if sec == 0 {
+                continue;
+            }
+            let Some(at) = sec.checked_mul(512) else { return Ok(None) };
+            if at < next || at.saturating_add(gt_len as u64) > overhead_end {
                 return Ok(None);
             }
             inp.read_at(at, &mut gt, "a VMDK grain table", m)?;
