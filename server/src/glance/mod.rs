@@ -46,9 +46,6 @@ mod web;
 /// all. glanceclient's `image-tasks` looks for `v2.12` by exact id.
 const MINOR_VERSIONS: u32 = 17;
 
-/// Glance's `image_size_cap` default (1 TiB): an upload larger than this is refused with 413.
-pub const IMAGE_SIZE_CAP: u64 = 1 << 40;
-
 /// Glance's `image_member_quota` (the rule is the share use-case's: `imageops`).
 pub use imageops::MAX_MEMBERS;
 
