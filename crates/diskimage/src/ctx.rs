@@ -39,11 +39,15 @@ pub(crate) struct Ctx<'a> {
     pub depth: u8,
     /// Name of the file, when known (VMDK extent names are compared with it).
     pub file_name: Option<String>,
+    /// Sniffing: how many more follow-up rounds the browser may be asked for (parsers whose
+    /// reads past the head are optional, such as an OVA's member walk, ask only while some are
+    /// left). Zero when inspecting.
+    pub followups_left: usize,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(src: &'a dyn ReadAt, deep: bool) -> Self {
-        Ctx { src, size: src.size(), deep, findings: Vec::new(), depth: 0, file_name: None }
+        Ctx { src, size: src.size(), deep, findings: Vec::new(), depth: 0, file_name: None, followups_left: 0 }
     }
 
     /// Reads up to `len` bytes at `off`, clamped to the end of the file and to `MAX_READ_CHUNK`.
@@ -105,10 +109,12 @@ impl<'a> Ctx<'a> {
 pub(crate) struct Parsed {
     pub subformat: Option<String>,
     pub virtual_size: Option<u64>,
+    /// A package's contents (OVA, UEC).
+    pub package: Option<crate::report::PackageFacts>,
 }
 
 impl Parsed {
     pub fn new(subformat: impl Into<String>, virtual_size: Option<u64>) -> Self {
-        Parsed { subformat: Some(subformat.into()), virtual_size }
+        Parsed { subformat: Some(subformat.into()), virtual_size, package: None }
     }
 }

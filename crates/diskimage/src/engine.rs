@@ -49,6 +49,7 @@ pub fn sniff(bytes: &SparseBytes) -> SniffOutcome {
 pub fn sniff_with(bytes: &SparseBytes, opts: &InspectOptions) -> SniffOutcome {
     let mut cx = Ctx::new(bytes, false);
     cx.file_name = opts.file_name.clone();
+    cx.followups_left = (2 + SNIFF_MAX_FOLLOWUPS).saturating_sub(bytes.piece_count());
     match analyse(&mut cx, opts) {
         Ok(r) => SniffOutcome::Done(r),
         Err(Stop::Need(r)) => {
@@ -128,7 +129,7 @@ pub(crate) fn inspect_dyn(src: &dyn ReadAt, opts: &InspectOptions, depth: u8) ->
 }
 
 fn bare_report(format: Format, virtual_size: Option<u64>) -> Report {
-    Report { format, subformat: None, virtual_size, verdict: Verdict::Accepted, findings: Vec::new() }
+    Report { format, subformat: None, virtual_size, verdict: Verdict::Accepted, findings: Vec::new(), package: None }
 }
 
 fn io_report(e: &str) -> Report {
@@ -142,6 +143,7 @@ fn io_report(e: &str) -> Report {
             severity: Severity::Error,
             message: format!("The file could not be read ({e})."),
         }],
+        package: None,
     }
 }
 
@@ -329,7 +331,7 @@ fn finish(cx: &mut Ctx, format: Format, parsed: Parsed, opts: &InspectOptions) -
     let mut findings = core::mem::take(&mut cx.findings);
     findings.sort_by_key(|f| core::cmp::Reverse(f.severity));
     let verdict = if findings.iter().any(|f| f.severity == Severity::Error) { Verdict::Rejected } else { Verdict::Accepted };
-    Report { format, subformat: parsed.subformat, virtual_size: parsed.virtual_size, verdict, findings }
+    Report { format, subformat: parsed.subformat, virtual_size: parsed.virtual_size, verdict, findings, package: parsed.package }
 }
 
 /// "16 GiB" style rendering for messages.

@@ -31,4 +31,4 @@ pub use engine::{inspect, sniff, sniff_reader, sniff_with, InspectOptions, Sniff
 #[cfg(not(target_arch = "wasm32"))]
 pub use read::SizedFile;
 pub use read::{ByteRange, ReadAt, ReadError, SparseBytes, SubRange};
-pub use report::{Finding, Format, Report, Severity, Verdict, ALL_FORMATS};
+pub use report::{Finding, Format, ManifestFacts, PackageDisk, PackageFacts, PackageMember, Report, Severity, Verdict, ALL_FORMATS};

@@ -22,8 +22,10 @@ pub const SNIFF_FETCH_GRANULE: u64 = 64 << 10;
 /// Largest single piece a sniffer fetches (keeps the browser's memory small).
 pub const SNIFF_MAX_PIECE: u64 = 256 << 10;
 /// Follow-up rounds allowed after head + tail (VHDX needs two: headers + region table at
-/// 64..256 KiB, then its metadata region; the rest is slack for unusual layouts).
-pub const SNIFF_MAX_FOLLOWUPS: usize = 4;
+/// 64..256 KiB, then its metadata region; an OVA's walk one per member header the head and
+/// earlier rounds do not hold, so a package of a few disks is listed whole; past this budget the
+/// OVA walk lists what it holds and the server checks the rest).
+pub const SNIFF_MAX_FOLLOWUPS: usize = 8;
 
 /// Largest single read any parser does; bigger tables are walked in chunks of this size.
 pub const MAX_READ_CHUNK: u64 = 256 << 10;

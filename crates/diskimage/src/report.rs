@@ -228,6 +228,66 @@ pub struct Report {
     pub verdict: Verdict,
     /// Everything noticed, errors first.
     pub findings: Vec<Finding>,
+    /// For a package (OVA, UEC tarball): what it holds, as far as the bytes read show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageFacts>,
+}
+
+/// What a package holds: the browser shows it before anything is sent, so a user sees which
+/// images an appliance will become. An OVA's descriptor lists every disk wherever it lies in
+/// the archive; members are listed as far as the walk got ([`PackageFacts::complete`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFacts {
+    /// The disks, in the descriptor's order (OVA), or the machine image, kernel and ramdisk
+    /// (UEC); each becomes an image.
+    pub disks: Vec<PackageDisk>,
+    /// Every member seen, in archive order.
+    pub members: Vec<PackageMember>,
+    /// True when the walk reached the end of the archive, so `members` is the whole list.
+    pub complete: bool,
+    /// The virtual machine's name (OVF `<Name>`).
+    pub name: Option<String>,
+    /// The guest operating system (OVF `osType` or the OperatingSystemSection's description).
+    pub os: Option<String>,
+    /// Virtual CPUs.
+    pub cpus: Option<u64>,
+    /// Memory in MiB.
+    pub memory_mib: Option<u64>,
+    /// The manifest, when one was read: its member name, digest algorithm and entry count.
+    pub manifest: Option<ManifestFacts>,
+}
+
+/// One disk of a package.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageDisk {
+    /// The OVF `diskId`, or the UEC role (`image`, `kernel`, `ramdisk`).
+    pub id: String,
+    /// The member holding it.
+    pub member: String,
+    /// The disk format inside the package (`vmdk (streamOptimized)`, `raw`, `aki`, …).
+    pub format: String,
+    /// Guest-visible size in bytes (the OVF capacity), when known.
+    pub capacity: Option<u64>,
+    /// The member's length in the archive, when its header was read.
+    pub size: Option<u64>,
+}
+
+/// One member of a package's archive.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageMember {
+    pub name: String,
+    pub size: u64,
+    /// `descriptor`, `manifest`, `certificate`, `disk`, `image`, `kernel`, `ramdisk` or `other`.
+    pub role: String,
+}
+
+/// An OVA's manifest, as read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFacts {
+    pub member: String,
+    /// `SHA1`, `SHA256` or `SHA512` (the first entry's).
+    pub algorithm: String,
+    pub entries: usize,
 }
 
 impl Report {

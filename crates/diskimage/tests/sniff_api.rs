@@ -107,3 +107,84 @@ fn report_round_trips_through_json() {
     assert_eq!("vpc".parse::<Format>(), Ok(Format::Vhd));
     assert!("floppy".parse::<Format>().is_err());
 }
+
+/// An OVA made with tar: the descriptor, two raw disks of `disk1` and `disk2` bytes, then a
+/// manifest and whatever `extra` members follow (written under `dir`).
+fn ova(dir: &std::path::Path, disk1: usize, disk2: usize, extra: &[(&str, &[u8])]) -> Vec<u8> {
+    use sha2::Digest;
+    let raw = "http://en.wikipedia.org/wiki/Byte";
+    let ovf = format!(
+        r#"<?xml version="1.0"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References><File ovf:id="f1" ovf:href="disk1.img"/><File ovf:id="f2" ovf:href="disk2.img"/></References>
+  <DiskSection><Info>disks</Info>
+    <Disk ovf:diskId="root" ovf:fileRef="f1" ovf:capacity="{disk1}" ovf:format="{raw}"/>
+    <Disk ovf:diskId="data" ovf:fileRef="f2" ovf:capacity="{disk2}" ovf:format="{raw}"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="vm1"><Info>vm</Info><Name>Sniffed appliance</Name>
+    <OperatingSystemSection ovf:id="96"><Info>os</Info><Description>Debian GNU/Linux 12 (64-bit)</Description></OperatingSystemSection>
+    <VirtualHardwareSection><Info>hw</Info>
+      <Item><ResourceType>3</ResourceType><VirtualQuantity>2</VirtualQuantity></Item>
+      <Item><ResourceType>4</ResourceType><AllocationUnits>byte * 2^20</AllocationUnits><VirtualQuantity>1024</VirtualQuantity></Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>"#
+    );
+    let files: Vec<(&str, Vec<u8>)> =
+        vec![("app.ovf", ovf.into_bytes()), ("disk1.img", vec![0x11; disk1]), ("disk2.img", vec![0x22; disk2])];
+    let mut mf = String::new();
+    for (name, bytes) in &files {
+        mf.push_str(&format!("SHA256({name})= {:x}\n", sha2::Sha256::digest(bytes)));
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (name, bytes) in files.iter().map(|(n, b)| (*n, b.as_slice())).chain([("app.mf", mf.as_bytes())]).chain(extra.iter().copied()) {
+        std::fs::write(dir.join(name), bytes).expect("write member");
+        names.push(name.to_owned());
+    }
+    let out = dir.join("app.ova");
+    let st = Command::new("tar").arg("--format=ustar").arg("-cf").arg(&out).arg("-C").arg(dir).args(&names).status().expect("tar");
+    assert!(st.success());
+    std::fs::read(out).expect("read ova")
+}
+
+#[test]
+fn an_ova_is_listed_whole_from_a_few_follow_ups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Disk 2's header, the manifest and the end of the archive all lie past the 64 KiB head.
+    let data = ova(dir.path(), 1 << 20, 512 << 10, &[]);
+    let (r, asked) = browser(&data);
+    assert_eq!((r.format, r.verdict), (Format::Ova, Verdict::Accepted), "{r:?}");
+    assert!(!asked.is_empty() && asked.len() <= SNIFF_MAX_FOLLOWUPS, "{asked:?}");
+    let p = r.package.expect("package facts");
+    assert!(p.complete, "{p:?}");
+    let disks: Vec<_> = p.disks.iter().map(|d| (d.id.as_str(), d.member.as_str(), d.format.as_str(), d.capacity, d.size)).collect();
+    assert_eq!(
+        disks,
+        [("root", "disk1.img", "raw", Some(1 << 20), Some(1 << 20)), ("data", "disk2.img", "raw", Some(512 << 10), Some(512 << 10))]
+    );
+    let roles: Vec<_> = p.members.iter().map(|m| (m.name.as_str(), m.role.as_str())).collect();
+    assert_eq!(roles, [("app.ovf", "descriptor"), ("disk1.img", "disk"), ("disk2.img", "disk"), ("app.mf", "manifest")]);
+    let mf = p.manifest.expect("the manifest past the head was read");
+    assert_eq!((mf.member.as_str(), mf.algorithm.as_str(), mf.entries), ("app.mf", "SHA256", 3));
+    assert_eq!(p.name.as_deref(), Some("Sniffed appliance"));
+    assert_eq!(p.os.as_deref(), Some("Debian GNU/Linux 12 (64-bit)"));
+    assert_eq!((p.cpus, p.memory_mib), (Some(2), Some(1024)));
+}
+
+#[test]
+fn an_ova_member_past_the_head_that_climbs_out_is_refused_in_the_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut data = ova(dir.path(), 1 << 20, 4096, &[("evil.txt", b"boo")]);
+    // Rename the last member (past the head) to a path that climbs out, fixing its checksum.
+    let at = data.windows(8).rposition(|w| w == b"evil.txt").expect("member header");
+    data[at..at + 11].copy_from_slice(b"../evil.txt");
+    let hdr = &mut data[at..at + 512];
+    hdr[148..156].copy_from_slice(b"        ");
+    let sum: u32 = hdr.iter().map(|&b| u32::from(b)).sum();
+    hdr[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    assert!(at > SNIFF_HEAD as usize);
+    let (r, asked) = browser(&data);
+    assert!(!asked.is_empty());
+    assert_eq!((r.format, r.verdict), (Format::Ova, Verdict::Rejected), "{r:?}");
+    assert!(r.findings.iter().any(|f| f.message.contains("../evil.txt")), "{r:?}");
+}

@@ -421,30 +421,11 @@ fn read_ovf(bytes: &[u8]) -> Result<(rules::Ovf, OvfInfo)> {
         references: ovf.files.iter().map(|f| f.href.clone()).collect(),
         ..OvfInfo::default()
     };
-    let root = doc.root_element();
-    let attr =
-        |n: roxmltree::Node, name: &str| -> Option<String> { n.attributes().find(|a| a.name() == name).map(|a| a.value().to_string()) };
-    if let Some(vs) = root.descendants().find(|n| n.has_tag_name("VirtualSystem")) {
-        info.name =
-            vs.children().find(|n| n.has_tag_name("Name")).and_then(|n| n.text()).map(|s| s.trim().to_string()).or_else(|| attr(vs, "id"));
-        if let Some(os) = vs.descendants().find(|n| n.has_tag_name("OperatingSystemSection")) {
-            info.os_id = attr(os, "id").and_then(|v| v.parse().ok());
-            info.os_type = attr(os, "osType")
-                .or_else(|| os.children().find(|n| n.has_tag_name("Description")).and_then(|n| n.text()).map(|s| s.trim().to_string()));
-        }
-        for item in vs.descendants().filter(|n| n.has_tag_name("Item")) {
-            let field =
-                |name: &str| item.children().find(|n| n.tag_name().name() == name).and_then(|n| n.text()).map(|s| s.trim().to_string());
-            let qty: Option<u64> = field("VirtualQuantity").and_then(|v| v.parse().ok());
-            match field("ResourceType").as_deref() {
-                Some("3") => info.cpus = qty,
-                Some("4") => {
-                    let mult = rules::allocation_units(field("AllocationUnits").as_deref().or(Some("byte * 2^20")));
-                    info.memory_mib = qty.zip(mult).and_then(|(q, m)| q.checked_mul(m)).map(|b| b >> 20);
-                }
-                _ => {}
-            }
-        }
-    }
+    let vm = &ovf.vm;
+    info.name = vm.name.clone();
+    info.os_type = vm.os_type.clone();
+    info.os_id = vm.os_id;
+    info.cpus = vm.cpus;
+    info.memory_mib = vm.memory_mib;
     Ok((ovf, info))
 }

@@ -23,5 +23,5 @@ pub(crate) fn inspect_qed(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         "QED images are not accepted (QEMU has deprecated the format); convert it to qcow2 with qemu-img first.",
     );
     let vs = if det.head.len() >= 56 { Some(le64(&det.head, 48)) } else { None };
-    Ok(Parsed { subformat: None, virtual_size: vs })
+    Ok(Parsed { subformat: None, virtual_size: vs, package: None })
 }

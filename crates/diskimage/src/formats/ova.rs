@@ -27,7 +27,7 @@ use crate::formats::tar::{self, Member, ReadAtSource};
 use crate::formats::vmdk;
 use crate::limits::{CERT_MAX_SIZE, MAX_READ_CHUNK, MF_MAX_SIZE, OVF_MAX_NODES, OVF_MAX_SIZE};
 use crate::read::SubRange;
-use crate::report::{Format, Severity};
+use crate::report::{Format, ManifestFacts, PackageDisk, PackageFacts, PackageMember, Severity};
 use crate::{engine, InspectOptions};
 
 /// `ovf:format` of a streamOptimized VMDK disk (VMware, VirtualBox and most exporters).
@@ -306,6 +306,53 @@ pub struct Ovf {
     pub files: Vec<OvfFile>,
     /// `DiskSection/Disk`, in document order (at least one).
     pub disks: Vec<OvfDisk>,
+    /// What the descriptor says about the virtual machine.
+    pub vm: VmFacts,
+}
+
+/// The virtual machine an OVF describes (its first `VirtualSystem`): what the browser shows
+/// before sending and what the import records as the image's `ovf_*` properties.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct VmFacts {
+    /// `<Name>`, else the `VirtualSystem`'s `ovf:id`.
+    pub name: Option<String>,
+    /// `osType` (VMware's attribute), else the OperatingSystemSection's `<Description>`.
+    pub os_type: Option<String>,
+    /// The CIM operating system id (`ovf:id` of the OperatingSystemSection).
+    pub os_id: Option<u32>,
+    /// Virtual CPUs (`Item` of ResourceType 3).
+    pub cpus: Option<u64>,
+    /// Memory in MiB (`Item` of ResourceType 4, its allocation units applied).
+    pub memory_mib: Option<u64>,
+}
+
+/// Reads [`VmFacts`] from a parsed descriptor. Nothing here can refuse a package: absent or
+/// unreadable facts are `None`.
+pub fn vm_facts(doc: &roxmltree::Document) -> VmFacts {
+    let mut vm = VmFacts::default();
+    let attr = |n: roxmltree::Node, name: &str| n.attributes().find(|a| a.name() == name).map(|a| short(a.value().trim()));
+    let Some(vs) = doc.root_element().descendants().find(|n| n.has_tag_name("VirtualSystem")) else {
+        return vm;
+    };
+    vm.name = vs.children().find(|n| n.has_tag_name("Name")).and_then(|n| n.text()).map(|s| short(s.trim())).or_else(|| attr(vs, "id"));
+    if let Some(os) = vs.descendants().find(|n| n.has_tag_name("OperatingSystemSection")) {
+        vm.os_id = attr(os, "id").and_then(|v| v.parse().ok());
+        vm.os_type = attr(os, "osType")
+            .or_else(|| os.children().find(|n| n.has_tag_name("Description")).and_then(|n| n.text()).map(|s| short(s.trim())));
+    }
+    for item in vs.descendants().filter(|n| n.has_tag_name("Item")) {
+        let field = |name: &str| item.children().find(|n| n.tag_name().name() == name).and_then(|n| n.text()).map(|s| s.trim().to_string());
+        let qty: Option<u64> = field("VirtualQuantity").and_then(|v| v.parse().ok());
+        match field("ResourceType").as_deref() {
+            Some("3") => vm.cpus = qty,
+            Some("4") => {
+                let mult = allocation_units(field("AllocationUnits").as_deref().or(Some("byte * 2^20")));
+                vm.memory_mib = qty.zip(mult).and_then(|(q, m)| q.checked_mul(m)).map(|b| b >> 20);
+            }
+            _ => {}
+        }
+    }
+    vm
 }
 
 impl Ovf {
@@ -565,6 +612,7 @@ pub fn ovf_structure(doc: &roxmltree::Document) -> Result<Ovf, Vec<Refusal>> {
         problems.push(refusal(codes::OVF_DISK_FORMAT, "the OVF declares no disks"));
     }
     if problems.is_empty() {
+        ovf.vm = vm_facts(doc);
         Ok(ovf)
     } else {
         Err(problems)
@@ -749,8 +797,15 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             }
         }
     } else {
-        let mut src = ReadAtSource { src: &det.head, pos: 0 };
-        tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues).unwrap_or(tar::Walk { members: Vec::new(), end: None })
+        // The browser walks the member headers through the bytes it holds, asking for each
+        // header it lacks while follow-up rounds are left ([`HeldSource`]), so it lists (and
+        // judges) every member of a package with a few disks, not only those in the head.
+        let mut src = HeldSource { src: cx.src, pos: 0, ask: cx.followups_left > 0 };
+        match tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues) {
+            Ok(w) => w,
+            Err(GzError::Stop(stop)) => return Err(stop),
+            Err(_) => tar::Walk { members: Vec::new(), end: None },
+        }
     };
     let complete = cx.deep;
     for i in issues {
@@ -763,6 +818,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             refuse(cx, refusal(codes::TAR_TRAILING_DATA, tar::TRAILING_DATA));
         }
     }
+    let walk_end = walk.end;
     let members = walk.members;
     let Some(ovf_member) = members.first().cloned() else {
         cx.error(codes::OVA_OVF_FIRST, "The OVA has no members.");
@@ -795,7 +851,9 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             Err(r) => refuse(cx, r),
         }
     }
-    if complete {
+    // The browser's walk may have reached the end of the archive too: then it knows every member.
+    let walked_all = complete || walk_end.is_some();
+    if walked_all {
         for r in rules.missing(&ovf) {
             refuse(cx, r);
         }
@@ -856,9 +914,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             }
         }
     }
+    let mut manifest = None;
     if let Some(m) = manifest_member {
-        // The browser reads the manifest when the head holds it (it usually follows the
-        // descriptor); the digests need the whole archive.
+        // The browser reads the manifest (asking for it while follow-up rounds are left); the
+        // digests need the whole archive.
         if let Some(bytes) = read_member(cx, m)? {
             match read_manifest(&m.name, &bytes) {
                 Err(r) => refuse(cx, r),
@@ -866,6 +925,11 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                     for r in manifest_coverage(&ovf_member.name, &ovf, &entries) {
                         refuse(cx, r);
                     }
+                    manifest = Some(ManifestFacts {
+                        member: short(&m.name),
+                        algorithm: entries.first().map_or_else(String::new, |e| e.algo.name().to_owned()),
+                        entries: entries.len(),
+                    });
                     if complete {
                         verify_digests(cx, &members, &entries)?;
                     }
@@ -873,7 +937,93 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             }
         }
     }
-    Ok(Parsed { subformat: Some("ovf".into()), virtual_size: ovf.disks.first().map(|d| d.capacity) })
+    let package = facts(&ovf, &members, walked_all, manifest);
+    Ok(Parsed { subformat: Some("ovf".into()), virtual_size: ovf.disks.first().map(|d| d.capacity), package: Some(package) })
+}
+
+/// What the package holds, for people: the OVF's disks (sized by their members when the walk
+/// met them), every member met, and the virtual machine's facts.
+fn facts(ovf: &Ovf, members: &[Member], complete: bool, manifest: Option<ManifestFacts>) -> PackageFacts {
+    let disks = ovf
+        .disks
+        .iter()
+        .map(|d| PackageDisk {
+            id: short(&d.id),
+            member: short(&d.href),
+            format: match d.format.vmdk_subformat() {
+                Some(sub) => format!("vmdk ({sub})"),
+                None => "raw".to_owned(),
+            },
+            capacity: Some(d.capacity),
+            size: members.iter().find(|m| m.name == d.href).map(|m| m.size),
+        })
+        .collect();
+    let members = members
+        .iter()
+        .take(crate::limits::TAR_MAX_MEMBERS)
+        .enumerate()
+        .map(|(i, m)| {
+            let lower = m.name.to_ascii_lowercase();
+            let role = if i == 0 {
+                "descriptor"
+            } else if lower.ends_with(".mf") {
+                "manifest"
+            } else if lower.ends_with(".cert") {
+                "certificate"
+            } else if ovf.disks.iter().any(|d| d.href == m.name) {
+                "disk"
+            } else {
+                "other"
+            };
+            PackageMember { name: short(&m.name), size: m.size, role: role.to_owned() }
+        })
+        .collect();
+    let vm = &ovf.vm;
+    PackageFacts {
+        disks,
+        members,
+        complete,
+        name: vm.name.clone(),
+        os: vm.os_type.clone(),
+        cpus: vm.cpus,
+        memory_mib: vm.memory_mib,
+        manifest,
+    }
+}
+
+/// The sniff's view of an uncompressed archive: reads what the browser holds. A read it lacks is
+/// asked for (a follow-up round) when `ask`, else it ends the walk there (a partial listing,
+/// which the server completes).
+struct HeldSource<'a> {
+    src: &'a dyn crate::read::ReadAt,
+    pos: u64,
+    ask: bool,
+}
+
+impl tar::Source for HeldSource<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError> {
+        let n = (buf.len() as u64).min(self.src.size().saturating_sub(self.pos)) as usize;
+        if let Some(b) = buf.get_mut(..n) {
+            match self.src.read_exact_at(self.pos, b) {
+                Ok(()) => {}
+                Err(crate::read::ReadError::Missing(_)) if !self.ask => return Ok(0),
+                Err(e) => return Err(GzError::Stop(e.into())),
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn pos(&self) -> u64 {
+        self.pos
+    }
+    fn skip(&mut self, n: u64, _see: &mut dyn FnMut(&[u8])) -> Result<u64, GzError> {
+        let k = n.min(self.src.size().saturating_sub(self.pos));
+        self.pos += k;
+        Ok(k)
+    }
+    fn seekable(&self) -> bool {
+        true
+    }
 }
 
 /// A VMDK disk that is not the subformat its `ovf:format` names ([`DiskFormat::vmdk_mismatch`]).
@@ -885,7 +1035,11 @@ fn disk_format_mismatch(cx: &mut Ctx, m: &Member, why: &str) {
 fn read_member(cx: &mut Ctx, m: &Member) -> PResult<Option<Vec<u8>>> {
     let mut out = Vec::new();
     while (out.len() as u64) < m.size {
-        let Some(chunk) = cx.read_opt(m.offset + out.len() as u64, m.size - out.len() as u64)? else {
+        let (at, left) = (m.offset + out.len() as u64, m.size - out.len() as u64);
+        // Sniffing: asked for while follow-up rounds are left (a descriptor or manifest past
+        // the head), else skipped.
+        let chunk = if cx.followups_left > 0 { Some(cx.read(at, left)?) } else { cx.read_opt(at, left)? };
+        let Some(chunk) = chunk else {
             return Ok(None);
         };
         if chunk.is_empty() {

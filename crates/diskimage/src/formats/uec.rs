@@ -9,6 +9,7 @@ use crate::formats::kernel;
 use crate::formats::tar::{self, GzSource};
 use crate::limits::{GZIP_SNIFF_WALK, UEC_MEMBER_HEAD};
 use crate::read::SparseBytes;
+use crate::report::{PackageDisk, PackageFacts, PackageMember};
 
 /// The role of a UEC member, from its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +56,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
             if w.end.is_some() {
                 tar::check_after_end(&mut src, &mut issues)?;
             }
-            Ok(w.members)
+            Ok((w.members, w.end.is_some()))
         });
         match walked {
-            Ok(m) => m,
+            Ok(w) => w,
             Err(e) => {
                 gzip::report(cx, e)?;
                 return Ok(Parsed::new("tar.gz", None));
@@ -78,11 +79,12 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
                 if w.end.is_some() {
                     let _ = tar::check_after_end(&mut src, &mut issues);
                 }
-                w.members
+                (w.members, w.end.is_some())
             }
-            Err(_) => Vec::new(),
+            Err(_) => (Vec::new(), false),
         }
     };
+    let (members, complete) = members;
     for i in issues {
         if cx.deep || i.code != codes::TRUNCATED {
             cx.error(i.code, i.message);
@@ -137,5 +139,35 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     if cx.deep && images != 1 {
         cx.error(codes::UEC_MEMBERS, format!("A UEC tarball must hold exactly one machine image (*.img); this one holds {images}."));
     }
-    Ok(Parsed::new("tar.gz", image_size))
+    let mut parsed = Parsed::new("tar.gz", image_size);
+    parsed.package = Some(facts(&members, complete));
+    Ok(parsed)
+}
+
+/// What the tarball holds, for people: its machine image, kernel and ramdisk (each becomes an
+/// image) and every member met (the browser: those the inflated head holds).
+fn facts(members: &[tar::Member], complete: bool) -> PackageFacts {
+    let short = |s: &str| s.chars().take(100).collect::<String>();
+    let mut facts = PackageFacts { complete, ..PackageFacts::default() };
+    for m in members.iter().take(crate::limits::TAR_MAX_MEMBERS) {
+        let (role, format) = match role(&m.name) {
+            Role::Image => ("image", Some("ami")),
+            Role::Kernel => ("kernel", Some("aki")),
+            Role::Ramdisk => ("ramdisk", Some("ari")),
+            Role::Other => ("other", None),
+        };
+        if let Some(format) = format {
+            facts.disks.push(PackageDisk {
+                id: role.to_owned(),
+                member: short(&m.name),
+                format: format.to_owned(),
+                capacity: (role == "image").then_some(m.size),
+                size: Some(m.size),
+            });
+        }
+        facts.members.push(PackageMember { name: short(&m.name), size: m.size, role: role.to_owned() });
+    }
+    // The machine image first: it is the image the upload becomes.
+    facts.disks.sort_by_key(|d| d.id != "image");
+    facts
 }
