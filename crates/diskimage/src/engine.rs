@@ -331,7 +331,14 @@ fn finish(cx: &mut Ctx, format: Format, parsed: Parsed, opts: &InspectOptions) -
     let mut findings = core::mem::take(&mut cx.findings);
     findings.sort_by_key(|f| core::cmp::Reverse(f.severity));
     let verdict = if findings.iter().any(|f| f.severity == Severity::Error) { Verdict::Rejected } else { Verdict::Accepted };
-    Report { format, subformat: parsed.subformat, virtual_size: parsed.virtual_size, verdict, findings, package: parsed.package }
+    Report {
+        format,
+        subformat: parsed.subformat,
+        virtual_size: parsed.virtual_size,
+        verdict,
+        findings,
+        package: parsed.package.map(Box::new),
+    }
 }
 
 /// "16 GiB" style rendering for messages.

@@ -230,7 +230,7 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// For a package (OVA, UEC tarball): what it holds, as far as the bytes read show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub package: Option<PackageFacts>,
+    pub package: Option<Box<PackageFacts>>,
 }
 
 /// What a package holds: the browser shows it before anything is sent, so a user sees which
