@@ -4,6 +4,9 @@
 //! - [`pages`]: one module per route.
 //! - [`components`]: reusable pieces (props in, events out, no server calls).
 //! - [`api`]: `#[server]` functions grouped by area; server-only code sits behind `ssr`.
+// Leptos views are nested types; the Upload page's (cards with package listings) needs more
+// than the default 128 levels to compute its layout when hydrating.
+#![recursion_limit = "256"]
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};

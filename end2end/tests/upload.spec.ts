@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { admin } from "../playwright.config";
-import { signIn, unique } from "./helpers";
+import { apiToken, signIn, unique } from "./helpers";
 
 // Real images made at test time with qemu-img (always with -f) and xorriso.
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hangar-e2e-"));
@@ -153,9 +153,14 @@ test("the upload survives a network outage and resumes on its own", async ({ pag
   await c.locator("button.start").click();
   await expect(c.locator(".note")).toContainText("retrying", { timeout: 30_000 });
   // Meanwhile the catalogue shows the image as uploading (its first bytes are on the server).
+  // (The first chunks may still be on their way when the first retry is announced: reload.)
   const other = await page.context().newPage();
-  await other.goto(`/images?q=${name}`);
-  await expect(other.locator("#images-table tr", { hasText: name })).toContainText("uploading");
+  await expect
+    .poll(async () => {
+      await other.goto(`/images?q=${name}`);
+      return (await other.locator("#images-table tr", { hasText: name }).textContent()) ?? "";
+    }, { timeout: 20_000 })
+    .toContain("uploading");
   await other.close();
   outage = false;
   await expect(c.locator(".phase")).toHaveText("Active", { timeout: 90_000 });
@@ -263,11 +268,22 @@ test("cancelling an upload removes its data", async ({ page }) => {
   await expect(page.locator("#images-table tr", { hasText: name })).toContainText("killed");
 });
 
-test("an OVA is recognised as a package in the browser, declared as Glance does, and its disks become images", async ({ page }) => {
-  // An appliance made here: a streamOptimized VMDK (qemu-img) and a raw second disk, in a tar.
-  const pkg = path.join(dir, "ova");
+/** Builds an archive with Python's tarfile (GNU tar would strip a member name such as `../x`). */
+function pyTar(out: string, members: [string, string][], gzip = false): void {
+  const script = `import sys, tarfile
+out, gz, *pairs = sys.argv[1:]
+with tarfile.open(out, "w:gz" if gz == "1" else "w", format=tarfile.USTAR_FORMAT) as t:
+    for i in range(0, len(pairs), 2):
+        t.add(pairs[i + 1], arcname=pairs[i])`;
+  execFileSync("python3", ["-c", script, out, gzip ? "1" : "0", ...members.flat()], { stdio: "pipe" });
+}
+
+/** A two-disk appliance: a streamOptimized VMDK and a raw disk, an OVF with OS and hardware
+ *  facts, and a SHA256 manifest after the disks (past the browser's 64 KiB head). */
+function appliance(name: string, extra: [string, string][] = []): string {
+  const pkg = path.join(dir, name);
   fs.mkdirSync(pkg, { recursive: true });
-  qemuImg("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", rawDisk("root.raw", 4), path.join(pkg, "disk1.vmdk"));
+  qemuImg("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", rawDisk(`${name}-root.raw`, 4), path.join(pkg, "disk1.vmdk"));
   fs.writeFileSync(path.join(pkg, "disk2.img"), Buffer.alloc(2 << 20, 0x5a));
   const so = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
   fs.writeFileSync(
@@ -279,12 +295,25 @@ test("an OVA is recognised as a package in the browser, declared as Glance does,
     <Disk ovf:diskId="root" ovf:fileRef="f1" ovf:capacity="4" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="${so}"/>
     <Disk ovf:diskId="data" ovf:fileRef="f2" ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="http://en.wikipedia.org/wiki/Byte"/>
   </DiskSection>
-  <VirtualSystem ovf:id="app"><Info>vm</Info><Name>E2E appliance</Name></VirtualSystem>
+  <VirtualSystem ovf:id="app"><Info>vm</Info><Name>E2E appliance</Name>
+    <OperatingSystemSection ovf:id="96"><Info>os</Info><Description>Debian GNU/Linux 12 (64-bit)</Description></OperatingSystemSection>
+    <VirtualHardwareSection><Info>hw</Info>
+      <Item><ResourceType>3</ResourceType><VirtualQuantity>2</VirtualQuantity></Item>
+      <Item><ResourceType>4</ResourceType><AllocationUnits>byte * 2^20</AllocationUnits><VirtualQuantity>2048</VirtualQuantity></Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
 </Envelope>`,
   );
-  const ova = path.join(dir, "appliance.ova");
-  execFileSync("tar", ["--format=ustar", "-cf", ova, "-C", pkg, "appliance.ovf", "disk1.vmdk", "disk2.img"], { stdio: "pipe" });
+  const files = ["appliance.ovf", "disk1.vmdk", "disk2.img"];
+  const mf = files.map((f) => `SHA256(${f})= ${sha256(path.join(pkg, f))}\n`).join("");
+  fs.writeFileSync(path.join(pkg, "appliance.mf"), mf);
+  const ova = path.join(dir, `${name}.ova`);
+  pyTar(ova, [...[...files, "appliance.mf"].map((f): [string, string] => [f, path.join(pkg, f)]), ...extra]);
+  return ova;
+}
 
+test("an OVA shows what it holds before sending, and ends as linked images on the card and the image pages", async ({ page }) => {
+  const ova = appliance("appliance");
   await openUpload(page);
   await page.locator("#file-input").setInputFiles(ova);
   const c = card(page, ova);
@@ -292,15 +321,143 @@ test("an OVA is recognised as a package in the browser, declared as Glance does,
   // Declared as Glance clients declare an OVA: container ova, the disk format of the disk inside.
   await expect(c.getByLabel("Disk format")).toHaveValue("vmdk");
   await expect(c.locator(".package-note")).toContainText("each of its disks becomes an image");
+  // Before anything is sent: both disks (the second's header and the manifest lie past the
+  // head the browser reads first), the VM's facts and the manifest.
+  const contents = c.locator(".package-contents");
+  await expect(contents).toContainText("This OVA holds 2 disks");
+  await expect(contents.locator('tr[data-disk="root"]')).toContainText("vmdk (streamOptimized)");
+  await expect(contents.locator('tr[data-disk="root"]')).toContainText("4.0 MiB");
+  await expect(contents.locator('tr[data-disk="data"]')).toContainText("disk2.img");
+  await expect(contents.locator('tr[data-disk="data"]')).toContainText("2.0 MiB");
+  await expect(contents.locator(".package-vm")).toContainText("E2E appliance");
+  await expect(contents.locator(".package-vm")).toContainText("Debian GNU/Linux 12");
+  await expect(contents.locator(".package-vm")).toContainText("2.0 GiB");
+  await expect(contents.locator(".package-manifest")).toContainText("appliance.mf: SHA256 digests of 3 files");
+  await expect(contents.locator(".package-members summary")).toContainText("All 4 files in the OVA");
+
   const name = unique("e2e-ova");
   await c.getByLabel("Image name").fill(name);
   await page.locator("#start-all").click();
   await expect(c.locator(".phase")).toHaveText("Active", { timeout: 60_000 });
+  // The card lists every image the package became, linked.
+  const made = c.locator(".package-images li");
+  await expect(made).toHaveCount(2);
+  await expect(made.nth(0)).toHaveAttribute("data-role", "first disk");
+  await expect(made.nth(1)).toHaveAttribute("data-role", "disk data");
+  await expect(made.nth(1)).toContainText("active");
 
-  // The first disk is the image (qcow2, its container bare once unpacked); the second is its own.
-  await page.goto(`/images?q=${name}`);
-  const rows = page.locator("#images-table tbody tr");
-  await expect(rows).toHaveCount(2);
-  await expect(rows.filter({ hasText: "(disk 2)" })).toContainText("active");
-  await expect(rows.filter({ hasNotText: "(disk 2)" })).toContainText("qcow2");
+  // The second disk's page links back to the first, whose page shows the package's facts.
+  await made.nth(1).locator("a").click();
+  await expect(page.locator("#image-name")).toHaveText(`${name} (disk 2)`);
+  const section = page.locator("#image-package");
+  await expect(section.locator("h2")).toHaveText("From an OVA package");
+  await expect(section.locator('li[data-role="disk data"]')).toContainText("(this image)");
+  await section.locator('li[data-role="first disk"] a').click();
+  await expect(page.locator("#image-name")).toHaveText(name);
+  await expect(page.locator("#image-facts")).toContainText("qcow2");
+  await expect(section.locator(".package-facts")).toContainText("E2E appliance");
+  await expect(section.locator(".package-facts")).toContainText("every file's digest verified");
+  await expect(section.locator('li[data-role="disk data"] a')).toHaveText(`${name} (disk 2)`);
+});
+
+test("a UEC tarball shows its kernel and ramdisk before sending and becomes an AMI linked to its AKI and ARI", async ({ page }) => {
+  const uec = path.join(dir, "uec");
+  fs.mkdirSync(uec, { recursive: true });
+  const img = Buffer.alloc(4 << 20);
+  img.write("\x53\xef", 1080, "latin1"); // an ext4 superblock's magic: a raw file system image
+  img.fill(0x11, 2 << 20, (2 << 20) + 5000);
+  const kernel = Buffer.alloc(8192);
+  kernel.write("\x55\xaa", 0x1fe, "latin1");
+  kernel.write("HdrS", 0x202, "latin1"); // a bzImage's setup header
+  fs.writeFileSync(path.join(uec, "app-vmlinuz-virtual"), kernel);
+  fs.writeFileSync(path.join(uec, "app-initrd-virtual"), Buffer.concat([Buffer.from("070701"), Buffer.alloc(200, 0x30)]));
+  fs.writeFileSync(path.join(uec, "app.img"), img);
+  const tarball = path.join(dir, "app.tar.gz");
+  pyTar(tarball, ["app-vmlinuz-virtual", "app-initrd-virtual", "app.img"].map((f): [string, string] => [f, path.join(uec, f)]), true);
+
+  await openUpload(page);
+  await page.locator("#file-input").setInputFiles(tarball);
+  const c = card(page, tarball);
+  await expect(c.locator(".sniff")).toHaveAttribute("data-format", "uec");
+  await expect(c.getByLabel("Disk format")).toHaveValue("ami");
+  await expect(c.locator(".package-note")).toContainText("linked to its kernel and ramdisk");
+  const contents = c.locator(".package-contents");
+  await expect(contents).toContainText("This UEC tarball holds 3 disks");
+  await expect(contents.locator('tr[data-disk="image"]')).toContainText("app.img");
+  await expect(contents.locator('tr[data-disk="kernel"]')).toContainText("aki");
+  await expect(contents.locator('tr[data-disk="ramdisk"]')).toContainText("ari");
+
+  const name = unique("e2e-uec");
+  await c.getByLabel("Image name").fill(name);
+  await page.locator("#start-all").click();
+  await expect(c.locator(".phase")).toHaveText("Active", { timeout: 60_000 });
+  const made = c.locator(".package-images li");
+  await expect(made).toHaveCount(3);
+  await expect(made.nth(0)).toHaveAttribute("data-role", "machine image");
+  await expect(c.locator('.package-images li[data-role="kernel"]')).toContainText("aki");
+  await expect(c.locator('.package-images li[data-role="ramdisk"]')).toContainText("ari");
+
+  // The machine image's page: linked to its kernel and ramdisk, which Glance clients see as
+  // kernel_id and ramdisk_id.
+  await made.nth(0).locator("a").click();
+  await expect(page.locator("#image-name")).toHaveText(name);
+  const section = page.locator("#image-package");
+  await expect(section.locator("h2")).toHaveText("From a UEC tarball");
+  const kernelHref = await section.locator('li[data-role="kernel"] a').getAttribute("href");
+  const kernelId = kernelHref!.split("/").pop()!;
+  await expect(page.locator("#image-properties")).toContainText(kernelId);
+  await section.locator('li[data-role="ramdisk"] a').click();
+  await expect(page.locator("#image-facts")).toContainText("ari");
+});
+
+test("an OVA with a member that climbs out of the package is refused in the browser and by the server", async ({ page }) => {
+  const evil = path.join(dir, "evil.txt");
+  fs.writeFileSync(evil, "boo\n");
+  const ova = appliance("climber", [["../evil.txt", evil]]);
+  await openUpload(page);
+  await page.locator("#file-input").setInputFiles(ova);
+  const c = card(page, ova);
+  // The member lies past the head: the browser walks the member headers to find it.
+  await expect(c.locator(".sniff")).toHaveClass(/sniff-bad/);
+  await expect(c.locator(".sniff .findings")).toContainText("../evil.txt");
+  await expect(c.locator(".phase")).toHaveText("Refused before upload");
+  await expect(c.locator("button.start")).toBeDisabled();
+
+  // A client that sends it anyway (here: the dashboard's own API, bypassing the page).
+  const token = await apiToken(page);
+  const auth = { "X-Auth-Token": token, Accept: "application/json" };
+  const bytes = fs.readFileSync(ova);
+  const fields: Record<string, string> = {
+    name: unique("e2e-climber"), disk_format: "vmdk", container_format: "ova", visibility: "private", description: "",
+    min_disk: "0", min_ram: "0", architecture: "", os_distro: "", os_version: "", protected: "false", tags: "", size: String(bytes.length),
+  };
+  const created = await page.request.post("/api/create_image", {
+    headers: { ...auth, "Content-Type": "application/x-www-form-urlencoded" },
+    data: Object.entries(fields).map(([k, v]) => `form[${k}]=${encodeURIComponent(v)}`).join("&"),
+  });
+  expect(created.status(), await created.text()).toBe(200);
+  const imageId = (await created.json()) as string;
+  const post = await page.request.post("/uploads", {
+    headers: {
+      "X-Auth-Token": token, "Tus-Resumable": "1.0.0", "Upload-Length": String(bytes.length),
+      "Upload-Metadata": `image_id ${Buffer.from(imageId).toString("base64")}`,
+      "Content-Type": "application/offset+octet-stream",
+    },
+    data: bytes,
+  });
+  expect(post.status(), await post.text()).toBe(201);
+  let reason = "";
+  await expect
+    .poll(async () => {
+      const r = await page.request.post("/api/image_progress", { headers: { ...auth, "Content-Type": "application/x-www-form-urlencoded" }, data: `image_id=${imageId}` });
+      const state = await r.json();
+      reason = state.reason;
+      return state.status as string;
+    }, { timeout: 30_000 })
+    .toBe("killed");
+  expect(reason).toContain("../evil.txt");
+  // Nothing of it became an image.
+  await page.goto(`/images?q=${fields.name}`);
+  await expect(page.locator("#images-table tbody tr")).toHaveCount(1);
+  await expect(page.locator("#images-table tbody tr")).toContainText("killed");
 });

@@ -1292,7 +1292,7 @@ async fn extra_disk_image(
     let record = records::ActiveImage {
         disk_format: disk.disk_format.clone(),
         container_format: None,
-        uploaded_format: "ova".into(),
+        uploaded_format: imported.uploaded_format.clone(),
         uploaded_size: to_i64(imported.uploaded_size),
         size: to_i64(size),
         virtual_size: Some(to_i64(disk.virtual_size)),

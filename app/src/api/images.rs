@@ -276,6 +276,27 @@ pub struct FindingView {
     pub message: String,
 }
 
+/// Another image of the package an image came from (an OVA's disks, a UEC's kernel and
+/// ramdisk), linked from the image page and the upload card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedImage {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub disk_format: Option<String>,
+    /// `first disk`, `disk <id>`, `machine image`, `kernel` or `ramdisk`.
+    pub role: String,
+    /// The image being shown.
+    pub is_self: bool,
+}
+
+#[cfg(feature = "ssr")]
+impl From<imageops::Related> for RelatedImage {
+    fn from(r: imageops::Related) -> Self {
+        RelatedImage { id: r.id, name: r.name, status: r.status, disk_format: r.disk_format, role: r.role, is_self: r.is_self }
+    }
+}
+
 /// Everything the detail page shows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageView {
@@ -312,6 +333,8 @@ pub struct ImageView {
     pub can_delete: bool,
     /// Where to download the data from, when there is data to download.
     pub download_url: Option<String>,
+    /// The images of the package this one came from, itself included; empty otherwise.
+    pub package: Vec<RelatedImage>,
 }
 
 #[cfg(feature = "ssr")]
@@ -352,7 +375,7 @@ fn findings_of(json: &str) -> Vec<FindingView> {
 pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
     use imp::*;
     answer(async move {
-        let (_, me) = require(&policy::Action::ListImages)?;
+        let (authn, me) = require(&policy::Action::ListImages)?;
         let ctx = server_context()?;
         let scope = me.scope.as_ref().map(|s| s.project_id.clone());
         let (_, facts) = image_facts(&ctx.db, &image_id, scope.as_deref()).await?;
@@ -432,7 +455,9 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
         let can_delete = policy::authorize(Some(&me), &policy::Action::DeleteImage(&unprotected)).is_ok();
         let download_url = (matches!(d.status.as_str(), "active") && locations.iter().any(|l| l.status == "active"))
             .then(|| format!("/images/{}/file", d.id));
+        let package = ctx.images.package_family(&authn, &image_id).await?.into_iter().map(RelatedImage::from).collect();
         Ok(ImageView {
+            package,
             tags: d.tag_list(),
             properties: d.property_map().into_iter().collect(),
             findings: findings_of(&d.findings),

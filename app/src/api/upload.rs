@@ -45,6 +45,9 @@ pub struct ImageState {
     pub job_done: u64,
     #[serde(default)]
     pub job_total: u64,
+    /// Once active: the images its package became, this one first (empty for a plain disk).
+    #[serde(default)]
+    pub package: Vec<crate::api::images::RelatedImage>,
 }
 
 /// A job stage as people say it.
@@ -76,6 +79,7 @@ pub fn import_stage_line(s: &ImageState) -> String {
         ("importing", "hashing") => with_pct("Computing checksums"),
         ("importing", "storing") => with_pct("Storing"),
         ("importing", "publishing") => "Recording the stored image…".to_owned(),
+        ("active", _) => "Active; making images of the package's other disks…".to_owned(),
         _ => "Verifying on the server…".to_owned(),
     }
 }
@@ -133,7 +137,7 @@ pub async fn create_image(form: ImageForm) -> Result<String, AppError> {
 #[server(prefix = "/api", endpoint = "image_progress")]
 pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
     crate::auth::answer(async move {
-        let (_, me) = crate::auth::signed_in()?;
+        let (authn, me) = crate::auth::signed_in()?;
         let ctx = crate::api::context::server_context()?;
         let not_found = || AppError::NotFound { message: "No such image.".into() };
         let scope = me.scope.as_ref().map(|s| s.project_id.as_str());
@@ -144,6 +148,12 @@ pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
         let extra = ctx.db.image_ingest(&image_id).await.map_err(|e| AppError::internal("load image", &e))?.unwrap_or_default();
         let jobs = ctx.db.jobs_for_image(&image_id).await.map_err(|e| AppError::internal("load jobs", &e))?;
         let running = jobs.iter().find(|j| j.kind == "import" && j.status == "running");
+        // A package's other images are made after its first one is active, by the same job.
+        let package = if row.status == "active" && running.is_none() {
+            ctx.images.package_family(&authn, &image_id).await?.into_iter().map(Into::into).collect()
+        } else {
+            Vec::new()
+        };
         Ok(ImageState {
             stage: running.map(|j| j.stage.clone()).unwrap_or_default(),
             job_done: running.map_or(0, |j| u64::try_from(j.bytes_done).unwrap_or(0)),
@@ -155,6 +165,7 @@ pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
             uploaded_format: extra.uploaded_format,
             size: row.size.and_then(|s| u64::try_from(s).ok()),
             sha256: row.sha256,
+            package,
         })
     })
     .await
@@ -203,6 +214,7 @@ mod tests {
             stage: stage.into(),
             job_done: done,
             job_total: total,
+            package: Vec::new(),
         }
     }
 
@@ -220,5 +232,7 @@ mod tests {
         // No total known yet: no made-up percentage; never above 100.
         assert_eq!(line("importing", "converting", 0, 0), "Converting…");
         assert_eq!(line("importing", "storing", 130, 100), "Storing… 100%");
+        // A package's first image is active while the same job makes its other images.
+        assert_eq!(line("active", "publishing", 0, 0), "Active; making images of the package's other disks…");
     }
 }

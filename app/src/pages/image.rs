@@ -184,6 +184,8 @@ fn Detail(
             </section>
         </div>
 
+        {(!v.package.is_empty()).then(|| view! { <PackageSection package=v.package.clone() properties=v.properties.clone() uploaded=v.uploaded_format.clone() /> })}
+
         <section class="card" aria-labelledby="storage-title">
             <h2 id="storage-title">"Storage"</h2>
             <p class="muted">"Where this image is stored, and what the "<A href="/storage">"storage matrix"</A>" says each backend would do with it."</p>
@@ -387,6 +389,64 @@ pub fn JobsPage() -> impl IntoView {
                     }
                 })}
             </Suspense>
+        </section>
+    }
+}
+
+/// The package this image came from: what the descriptor said (on the first image) and every
+/// image the package became, linked.
+#[component]
+fn PackageSection(package: Vec<RelatedImage>, properties: Vec<(String, String)>, uploaded: Option<String>) -> impl IntoView {
+    let title = if uploaded.as_deref() == Some("uec") || package.iter().any(|r| r.role == "kernel" || r.role == "ramdisk") {
+        "From a UEC tarball"
+    } else {
+        "From an OVA package"
+    };
+    let prop = |k: &str| properties.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let mut facts: Vec<(&'static str, String)> = Vec::new();
+    if let Some(n) = prop("ovf_name") {
+        facts.push(("Virtual machine", n));
+    }
+    if let Some(os) = prop("ovf_os_type") {
+        facts.push(("Operating system", os));
+    }
+    if let Some(c) = prop("ovf_cpus") {
+        facts.push(("CPUs", c));
+    }
+    if let Some(m) = prop("ovf_memory_mib").and_then(|m| m.parse::<u64>().ok()) {
+        facts.push(("Memory", human_bytes(m.saturating_mul(1 << 20))));
+    }
+    match prop("ovf_manifest_verified").as_deref() {
+        Some("true") => facts.push(("Manifest", "every file's digest verified".to_owned())),
+        Some("false") => facts.push(("Manifest", "none in the package".to_owned())),
+        _ => {}
+    }
+    if let Some(c) = prop("ovf_certificate") {
+        facts.push(("Certificate", c));
+    }
+    view! {
+        <section class="card" aria-labelledby="package-title" id="image-package">
+            <h2 id="package-title">{title}</h2>
+            {(!facts.is_empty()).then(|| view! {
+                <dl class="facts package-facts">{facts.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}</dl>
+            })}
+            <p>{format!("The package became {} images:", package.len())}</p>
+            <ul class="package-images">
+                {package.into_iter().map(|r| {
+                    let label = if r.name.is_empty() { r.id.clone() } else { r.name.clone() };
+                    let what = format!(" · {}{} · {}", r.role, r.disk_format.map(|f| format!(", {f}")).unwrap_or_default(), r.status);
+                    view! {
+                        <li data-role=r.role.clone()>
+                            {if r.is_self {
+                                view! { <strong aria-current="page">{label}" (this image)"</strong> }.into_any()
+                            } else {
+                                view! { <A href=format!("/images/{}", r.id)>{label}</A> }.into_any()
+                            }}
+                            <span class="muted">{what}</span>
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
         </section>
     }
 }

@@ -2,13 +2,14 @@
 //! (advice only: the server inspects again), described with Horizon's fields, and uploaded in
 //! checksummed chunks over parallel tus uploads that survive network drops and reloads.
 
-use diskimage::{Format, Report, Verdict};
+use diskimage::{Format, PackageFacts, Report, Verdict};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
 use send_wrapper::SendWrapper;
 
 use crate::api::auth::whoami;
+use crate::api::images::RelatedImage;
 use crate::api::upload::{cancel_image, create_image, image_progress, import_stage_line, ImageForm, DISK_FORMATS};
 use crate::components::size::human_bytes;
 use crate::pages::SignInPrompt;
@@ -77,6 +78,8 @@ struct Item {
     stop: RwSignal<bool>,
     resume: RwSignal<Option<ResumeRecord>>,
     sha256: RwSignal<Option<String>>,
+    /// Once active: the images a package became (empty for a plain disk).
+    package: RwSignal<Vec<RelatedImage>>,
 }
 
 impl engine::Observer for Item {
@@ -153,6 +156,7 @@ impl Item {
             stop: RwSignal::new(false),
             resume: RwSignal::new(None),
             sha256: RwSignal::new(None),
+            package: RwSignal::new(Vec::new()),
         }
     }
 
@@ -244,8 +248,10 @@ impl Item {
         self.phase.set(Phase::Verifying);
         loop {
             match image_progress(image_id.clone()).await {
-                Ok(p) if p.status == "active" => {
+                // Active, and the import job done (a package's other images come after).
+                Ok(p) if p.status == "active" && p.stage.is_empty() => {
                     self.sha256.set(p.sha256);
+                    self.package.set(p.package);
                     engine::forget_resume(&self.key);
                     self.resume.set(None);
                     self.phase.set(Phase::Active);
@@ -363,7 +369,7 @@ fn Uploader(project: String) -> impl IntoView {
                     input.set_value("");
                 }
             />
-            <p class="muted">"QCOW2, RAW, VDI, VHD/VHDX, VMDK, ISO, AMI/AKI/ARI. Nothing is read beyond the first 64 KiB and last 1.5 KiB until you start."</p>
+            <p class="muted">"QCOW2, RAW, VDI, VHD/VHDX, VMDK, ISO, AMI/AKI/ARI, and OVA or UEC packages. Until you start, only the first 64 KiB, the last 1.5 KiB and a package's file headers are read."</p>
         </div>
         <details class="advanced">
             <summary>"Transfer settings"</summary>
@@ -534,8 +540,100 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
             </p>
             { let it = it.clone(); move || (!it.note.get().is_empty()).then(|| view! { <p class="muted note">{it.note.get()}</p> }) }
             { let it = it.clone(); move || it.sha256.get().map(|h| view! { <p class="checksum">"SHA-256 " <code class="sha256">{h}</code></p> }) }
+            { let it = it.clone(); move || it.package.with(|p| !p.is_empty()).then(|| view! { <PackageImages images=it.package.get() /> }) }
         </li>
     }
+}
+
+/// The images a package became, each linked (the upload card, once the import is done).
+#[component]
+fn PackageImages(images: Vec<RelatedImage>) -> impl IntoView {
+    view! {
+        <div class="package-images">
+            <p><strong>{format!("The package became {} images:", images.len())}</strong></p>
+            <ul>
+                {images.into_iter().map(|r| {
+                    let label = if r.name.is_empty() { r.id.clone() } else { r.name.clone() };
+                    view! {
+                        <li data-role=r.role.clone()>
+                            <a href=format!("/images/{}", r.id)>{label}</a>
+                            <span class="muted">{format!(" · {}{} · {}", r.role, r.disk_format.map(|f| format!(", {f}")).unwrap_or_default(), r.status)}</span>
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+        </div>
+    }
+}
+
+/// What a package holds, from the browser's sniff: its disks (each becomes an image), the
+/// virtual machine's facts, the manifest and every member seen.
+#[component]
+fn PackageContents(facts: PackageFacts, format: Format) -> impl IntoView {
+    let kind = if format == Format::Uec { "UEC tarball" } else { "OVA" };
+    let mut vm = Vec::new();
+    if let Some(n) = &facts.name {
+        vm.push(("Virtual machine", n.clone()));
+    }
+    if let Some(os) = &facts.os {
+        vm.push(("Operating system", os.clone()));
+    }
+    if let Some(c) = facts.cpus {
+        vm.push(("CPUs", c.to_string()));
+    }
+    if let Some(m) = facts.memory_mib {
+        vm.push(("Memory", human_bytes(m.saturating_mul(1 << 20))));
+    }
+    let manifest = match (&facts.manifest, format) {
+        (Some(m), _) => Some(format!(
+            "Manifest {}: {} digests of {} files; the server verifies every one before importing.",
+            m.member, m.algorithm, m.entries
+        )),
+        (None, Format::Ova) if facts.complete => Some("No manifest: the package's files carry no digests to verify.".to_owned()),
+        _ => None,
+    };
+    let members_note = if facts.complete {
+        format!("All {} files in the {kind}", facts.members.len())
+    } else {
+        format!("The first {} files in the {kind} (the server reads the rest)", facts.members.len())
+    };
+    let disks = facts.disks.clone();
+    view! {
+        <div class="package-contents">
+            <p><strong>{format!("This {kind} holds {} {}; each becomes an image:", disks.len(), if disks.len() == 1 { "disk" } else { "disks" })}</strong></p>
+            <div class="table-wrap">
+                <table class="package-disks">
+                    <thead><tr><th scope="col">"Disk"</th><th scope="col">"File"</th><th scope="col">"Format"</th><th scope="col">"Virtual size"</th><th scope="col">"In the package"</th></tr></thead>
+                    <tbody>
+                        {disks.into_iter().enumerate().map(|(i, d)| view! {
+                            <tr data-disk=d.id.clone()>
+                                <td>{d.id.clone()}{(i == 0).then_some(" (this image)")}</td>
+                                <td><code>{d.member.clone()}</code></td>
+                                <td>{d.format.clone()}</td>
+                                <td>{d.capacity.map_or_else(|| "—".to_owned(), human_bytes)}</td>
+                                <td>{d.size.map_or_else(|| "—".to_owned(), human_bytes)}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+            {(!vm.is_empty()).then(|| view! {
+                <dl class="facts package-vm">
+                    {vm.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}
+                </dl>
+            })}
+            {manifest.map(|m| view! { <p class="package-manifest">{m}</p> })}
+            <details class="package-members">
+                <summary>{members_note}</summary>
+                <ul>
+                    {facts.members.into_iter().map(|m| view! {
+                        <li><code>{m.name}</code><span class="muted">{format!(" · {} · {}", m.role, human_bytes(m.size))}</span></li>
+                    }).collect_view()}
+                </ul>
+            </details>
+        </div>
+    }
+    .into_any()
 }
 
 /// The browser's verdict, in plain language.
@@ -559,6 +657,7 @@ fn SniffSummary(report: Report) -> impl IntoView {
                     {report.findings.iter().map(|f| view! { <li data-code=f.code.clone()>{f.message.clone()}</li> }).collect_view()}
                 </ul>
             })}
+            {(accepted).then(|| report.package.clone().map(|p| view! { <PackageContents facts=*p format=report.format /> }.into_any()))}
         </div>
     }
 }

@@ -19,6 +19,8 @@ mod data;
 #[cfg(feature = "service")]
 mod error;
 #[cfg(feature = "service")]
+mod package;
+#[cfg(feature = "service")]
 mod service;
 #[cfg(feature = "service")]
 mod shares;
@@ -35,6 +37,8 @@ pub use create::{is_uuid, metadata, NewImageRequest};
 pub use data::{Admitted, Arrival, ReceivedData, IMAGE_SIZE_CAP};
 #[cfg(feature = "service")]
 pub use error::Error;
+#[cfg(feature = "service")]
+pub use package::Related;
 #[cfg(feature = "service")]
 pub use service::{action_name, audit, image_facts, write_denial, Images};
 #[cfg(feature = "service")]

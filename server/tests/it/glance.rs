@@ -672,7 +672,7 @@ async fn stores_and_copy_image_between_backends() {
 }
 
 /// Like `common::spawn_app`, with the web-download import allowed from `hosts`.
-async fn spawn_web_download(hosts: &[&str]) -> TestApp {
+pub(crate) async fn spawn_web_download(hosts: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let config = server::Config {
         data_dir: dir.path().join("data"),
@@ -688,7 +688,7 @@ async fn spawn_web_download(hosts: &[&str]) -> TestApp {
 /// A tiny origin on 127.0.0.1: `/disk.qcow2` serves `image`, `/moved` redirects to it, `/slow`
 /// sends a first chunk and then nothing (the download stays under way), anything else is 404.
 /// Returns its port.
-async fn origin(image: Vec<u8>) -> u16 {
+pub(crate) async fn origin(image: Vec<u8>) -> u16 {
     use axum::routing::get;
     let router = axum::Router::new()
         .route(

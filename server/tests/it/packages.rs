@@ -163,3 +163,51 @@ async fn a_uec_tarball_through_the_glance_api_yields_a_linked_ami_aki_and_ari() 
         assert_eq!((part["status"].as_str(), part["disk_format"].as_str()), (Some("active"), Some(format)), "{link}: {part}");
     }
 }
+
+/// The other Glance doors take packages too: an OVA staged and imported with `glance-direct`
+/// (`glance image-create-via-import --import-method glance-direct`), and a UEC tarball fetched
+/// with `web-download`, each ending as its linked images.
+#[tokio::test]
+async fn packages_arrive_by_stage_and_import_and_by_web_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tarball, ..) = uec_tarball(dir.path());
+    let port = crate::glance::origin(std::fs::read(&tarball).unwrap()).await;
+    let allowed = format!("127.0.0.1:{port}");
+    let app = crate::glance::spawn_web_download(&[allowed.as_str()]).await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let import = |id: &str, method: Value| {
+        let body = serde_json::json!({ "method": method }).to_string();
+        let (app, tok, uri) = (&app, tok.clone(), format!("/v2/images/{id}/import"));
+        async move { app.glance(&tok, "POST", &uri, "application/json", Body::from(body)).await }
+    };
+
+    // Staged, then imported.
+    let (pkg, _, _) = ova(dir.path());
+    let id = create(&app, &tok, "staged-appliance", "vmdk", "ova").await;
+    let r = app
+        .glance(&tok, "PUT", &format!("/v2/images/{id}/stage"), "application/octet-stream", Body::from(std::fs::read(&pkg).unwrap()))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = import(&id, serde_json::json!({"name": "glance-direct"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let img = settled(&app, &tok, &id).await;
+    assert_eq!((img["status"].as_str(), img["disk_format"].as_str()), (Some("active"), Some("qcow2")), "{img}");
+    assert_eq!(img["ovf_name"], "Web VM", "{img}");
+    let all = images(&app, &tok).await;
+    let second = all.iter().find(|i| i["ova_parent"] == id.as_str()).unwrap_or_else(|| panic!("no second disk in {all:?}"));
+    assert_eq!(second["status"], "active", "{second}");
+
+    // Fetched from a web server.
+    let id = create(&app, &tok, "downloaded-uec", "ami", "uec").await;
+    let r = import(&id, serde_json::json!({"name": "web-download", "uri": format!("http://{allowed}/disk.qcow2")})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let ami = settled(&app, &tok, &id).await;
+    assert_eq!((ami["status"].as_str(), ami["disk_format"].as_str()), (Some("active"), Some("ami")), "{ami}");
+    for (link, format) in [("kernel_id", "aki"), ("ramdisk_id", "ari")] {
+        let linked = ami[link].as_str().unwrap_or_else(|| panic!("no {link} in {ami}"));
+        let part = settled(&app, &tok, linked).await;
+        assert_eq!((part["status"].as_str(), part["disk_format"].as_str()), (Some("active"), Some(format)), "{link}: {part}");
+        assert_eq!(part["uec_parent"], id.as_str(), "{part}");
+    }
+}
