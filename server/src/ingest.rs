@@ -1177,6 +1177,9 @@ async fn finish_package(
     imported: &Imported,
 ) {
     let mut links: Vec<(String, String)> = Vec::new();
+    // Why a disk did not become an image (a quota, the store), told on the first image: a
+    // refused disk the quota kept from being recorded would otherwise go unnoticed.
+    let mut not_kept: Vec<String> = Vec::new();
     for (n, disk) in imported.extra_disks.iter().enumerate() {
         match extra_disk_image(db, image, up, store, imported, n + 2, disk).await {
             Ok(id) => {
@@ -1184,7 +1187,10 @@ async fn finish_package(
                     links.push((link.clone(), id));
                 }
             }
-            Err(err) => tracing::warn!(image = %image.id, disk = %disk.disk_id, error = %err, "a package's disk did not become an image"),
+            Err(err) => {
+                tracing::warn!(image = %image.id, disk = %disk.disk_id, error = %err, "a package's disk did not become an image");
+                not_kept.push(format!("{}: {err}", disk.disk_id));
+            }
         }
         let _ = std::fs::remove_file(&disk.path);
     }
@@ -1192,6 +1198,15 @@ async fn finish_package(
         let mut props = d.property_map();
         props.extend(imported.ovf.iter().cloned());
         props.extend(links);
+        if !not_kept.is_empty() {
+            let mut note = not_kept.join("; ");
+            if note.len() > 4000 {
+                let cut = (0..=3996).rev().find(|i| note.is_char_boundary(*i)).unwrap_or(0);
+                note.truncate(cut);
+                note.push('…');
+            }
+            props.insert(imageops::NOT_KEPT.to_owned(), note);
+        }
         let patch = records::ImagePatch {
             properties: Some(props),
             min_ram: imported.min_ram.and_then(|m| i64::try_from(m).ok()).filter(|m| *m > d.min_ram),

@@ -48,6 +48,9 @@ pub struct ImageState {
     /// Once active: the images its package became, this one first (empty for a plain disk).
     #[serde(default)]
     pub package: Vec<crate::api::images::RelatedImage>,
+    /// A package's disks that did not become images, and why (a quota).
+    #[serde(default)]
+    pub package_not_kept: Option<String>,
 }
 
 /// A job stage as people say it.
@@ -149,10 +152,12 @@ pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
         let jobs = ctx.db.jobs_for_image(&image_id).await.map_err(|e| AppError::internal("load jobs", &e))?;
         let running = jobs.iter().find(|j| j.kind == "import" && j.status == "running");
         // A package's other images are made after its first one is active, by the same job.
-        let package = if row.status == "active" && running.is_none() {
-            ctx.images.package_family(&authn, &image_id).await?.into_iter().map(Into::into).collect()
+        let (package, package_not_kept) = if row.status == "active" && running.is_none() {
+            let family = ctx.images.package_family(&authn, &image_id).await?.into_iter().map(Into::into).collect();
+            let detail = ctx.db.image_detail(&image_id).await.map_err(|e| AppError::internal("load image", &e))?;
+            (family, detail.and_then(|d| d.property_map().remove(imageops::NOT_KEPT)))
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         Ok(ImageState {
             stage: running.map(|j| j.stage.clone()).unwrap_or_default(),
@@ -166,6 +171,7 @@ pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
             size: row.size.and_then(|s| u64::try_from(s).ok()),
             sha256: row.sha256,
             package,
+            package_not_kept,
         })
     })
     .await
@@ -215,6 +221,7 @@ mod tests {
             job_done: done,
             job_total: total,
             package: Vec::new(),
+            package_not_kept: None,
         }
     }
 

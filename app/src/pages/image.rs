@@ -430,7 +430,8 @@ fn PackageSection(package: Vec<RelatedImage>, properties: Vec<(String, String)>,
             {(!facts.is_empty()).then(|| view! {
                 <dl class="facts package-facts">{facts.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}</dl>
             })}
-            <p>{format!("The package became {} images:", package.len())}</p>
+            {prop(imageops::NOT_KEPT).map(|n| view! { <p class="warning" role="alert" id="package-not-kept">{format!("Not every disk of the package became an image: {n}")}</p> })}
+            <p>{format!("The package became {} {}:", package.len(), if package.len() == 1 { "image" } else { "images" })}</p>
             <ul class="package-images">
                 {package.into_iter().map(|r| {
                     let label = if r.name.is_empty() { r.id.clone() } else { r.name.clone() };

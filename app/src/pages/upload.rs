@@ -80,6 +80,8 @@ struct Item {
     sha256: RwSignal<Option<String>>,
     /// Once active: the images a package became (empty for a plain disk).
     package: RwSignal<Vec<RelatedImage>>,
+    /// A package's disks that did not become images, and why.
+    not_kept: RwSignal<Option<String>>,
 }
 
 impl engine::Observer for Item {
@@ -157,6 +159,7 @@ impl Item {
             resume: RwSignal::new(None),
             sha256: RwSignal::new(None),
             package: RwSignal::new(Vec::new()),
+            not_kept: RwSignal::new(None),
         }
     }
 
@@ -252,6 +255,7 @@ impl Item {
                 Ok(p) if p.status == "active" && p.stage.is_empty() => {
                     self.sha256.set(p.sha256);
                     self.package.set(p.package);
+                    self.not_kept.set(p.package_not_kept);
                     engine::forget_resume(&self.key);
                     self.resume.set(None);
                     self.phase.set(Phase::Active);
@@ -541,6 +545,7 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
             { let it = it.clone(); move || (!it.note.get().is_empty()).then(|| view! { <p class="muted note">{it.note.get()}</p> }) }
             { let it = it.clone(); move || it.sha256.get().map(|h| view! { <p class="checksum">"SHA-256 " <code class="sha256">{h}</code></p> }) }
             { let it = it.clone(); move || it.package.with(|p| !p.is_empty()).then(|| view! { <PackageImages images=it.package.get() /> }) }
+            { let it = it.clone(); move || it.not_kept.get().map(|n| view! { <p class="warning package-not-kept" role="alert">{format!("Not every disk of the package became an image: {n}")}</p> }) }
         </li>
     }
 }
@@ -550,7 +555,7 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
 fn PackageImages(images: Vec<RelatedImage>) -> impl IntoView {
     view! {
         <div class="package-images">
-            <p><strong>{format!("The package became {} images:", images.len())}</strong></p>
+            <p><strong>{format!("The package became {} {}:", images.len(), if images.len() == 1 { "image" } else { "images" })}</strong></p>
             <ul>
                 {images.into_iter().map(|r| {
                     let label = if r.name.is_empty() { r.id.clone() } else { r.name.clone() };

@@ -10,6 +10,10 @@
 pub mod declared;
 pub mod units;
 
+/// The property of a package's first image that names the package's disks that did not become
+/// images, and why (a quota, the store); set by the import, shown by the dashboard.
+pub const NOT_KEPT: &str = "package_disks_not_kept";
+
 #[cfg(feature = "service")]
 mod copy;
 #[cfg(feature = "service")]

@@ -6,7 +6,7 @@
 
 use accounts::Authn;
 
-use crate::{Error, Images};
+use crate::{Error, Images, NOT_KEPT};
 
 /// The properties that name the first image of a package.
 const PARENT_KEYS: [&str; 2] = ["ova_parent", "uec_parent"];
@@ -69,10 +69,12 @@ impl Images {
             let page = self.db.query_images(&query, visible(authn)).await?;
             children.extend(page.images);
         }
-        if children.is_empty() {
+        let first_props = first.property_map();
+        // A package whose other disks were all refused (a quota) is still a package of one.
+        let from_package = first_props.keys().any(|k| k.starts_with("ovf_") || k == NOT_KEPT);
+        if children.is_empty() && !from_package {
             return Ok(Vec::new());
         }
-        let first_props = first.property_map();
         let uec = children.iter().any(|c| c.property_map().contains_key("uec_parent"));
         let role_of = |c: &records::ImageDetail| {
             if first_props.get("kernel_id") == Some(&c.id) {

@@ -471,46 +471,6 @@ pub(crate) fn ova(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (out, raw1, raw2)
 }
 
-#[tokio::test]
-async fn an_ova_is_unpacked_each_disk_becomes_an_image_and_the_ovf_facts_are_kept() {
-    let e = env().await;
-    let (pkg, raw1, raw2) = ova(e.data());
-    let id = e.image("ova").await;
-    let mut up = e.upload(&id, &pkg);
-    up.file_name = Some("web.ova".into());
-    let imported = ingest(&e.db, e.data(), up).await.unwrap();
-    assert_eq!((imported.uploaded_format.as_str(), imported.disk_format.as_str()), ("ova", "qcow2"));
-    assert_eq!(imported.extra_disks.len(), 1);
-
-    // The first disk is this image: qcow2 with the first VMDK's contents.
-    let d = e.db.image_detail(&id).await.unwrap().unwrap();
-    assert_eq!((d.status.as_str(), d.disk_format.as_deref(), d.container_format.as_deref()), ("active", Some("qcow2"), Some("bare")));
-    let stored = e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap();
-    qemu_img(&["compare", "-f", "raw", "-F", "qcow2", raw1.to_str().unwrap(), &stored]);
-    let props = d.property_map();
-    assert_eq!(props.get("ovf_name").map(String::as_str), Some("Web VM"));
-    assert_eq!(props.get("ovf_os_type").map(String::as_str), Some("ubuntu64Guest"));
-    assert_eq!(props.get("ovf_disk_id").map(String::as_str), Some("root"));
-    assert_eq!(props.get("ovf_disk_format").map(String::as_str), Some("vmdk"));
-    assert_eq!(props.get("ovf_certificate").map(String::as_str), Some("web.cert: present, signature not verified"));
-    assert_eq!(d.min_ram, 2048, "the OVF's memory becomes min_ram");
-
-    // The second disk is an image of its own, linked to the first.
-    let all = e.db.query_images(&records::ImageQuery { limit: Some(10), ..Default::default() }, records::Visible::All).await.unwrap();
-    let second = all.images.iter().find(|i| i.id != id).expect("a second image");
-    assert_eq!((second.status.as_str(), second.disk_format.as_deref()), ("active", Some("qcow2")));
-    assert!(second.name.ends_with("(disk 2)"), "{}", second.name);
-    assert_eq!(second.property_map().get("ova_parent"), Some(&id));
-    assert_eq!(second.owner.as_deref(), Some(e.project.as_str()));
-    let locations = e.db.image_locations(&second.id).await.unwrap();
-    assert_eq!(locations.len(), 1);
-    // The raw disk was converted like the VMDK one, bytes intact.
-    let second_stored = e.db.image_ingest(&second.id).await.unwrap().unwrap().location.unwrap();
-    qemu_img(&["compare", "-f", "raw", "-F", "qcow2", raw2.to_str().unwrap(), &second_stored]);
-    let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
-    assert!(left.is_empty(), "nothing left in staging: {left:?}");
-}
-
 /// A UEC tarball made in `dir`: an ext4-looking machine image, a bzImage kernel and a newc
 /// initrd. Returns the tarball and the three parts' bytes.
 pub(crate) fn uec_tarball(dir: &Path) -> (PathBuf, Vec<u8>, Vec<u8>, Vec<u8>) {
@@ -546,53 +506,6 @@ pub(crate) fn uec_tarball(dir: &Path) -> (PathBuf, Vec<u8>, Vec<u8>, Vec<u8>) {
     assert!(status.success());
 
     (tarball, img, kernel, initrd)
-}
-
-#[tokio::test]
-async fn a_uec_tarball_becomes_an_ami_linked_to_its_kernel_and_ramdisk() {
-    let e = env().await;
-    let (tarball, img, kernel, initrd) = uec_tarball(e.data());
-    let id = e.image("uec").await;
-    let mut up = e.upload(&id, &tarball);
-    up.file_name = Some("foo.tar.gz".into());
-    let imported = ingest(&e.db, e.data(), up).await.unwrap();
-    assert_eq!((imported.uploaded_format.as_str(), imported.disk_format.as_str()), ("uec", "ami"));
-
-    let ami = e.db.image_detail(&id).await.unwrap().unwrap();
-    assert_eq!((ami.status.as_str(), ami.disk_format.as_deref(), ami.container_format.as_deref()), ("active", Some("ami"), Some("ami")));
-    let stored = e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap();
-    assert!(std::fs::read(&stored).unwrap() == img, "the AMI is stored as its raw bytes");
-    let props = ami.property_map();
-    let (kernel_id, ramdisk_id) = (props.get("kernel_id").cloned().unwrap(), props.get("ramdisk_id").cloned().unwrap());
-    for (linked, fmt, bytes) in [(&kernel_id, "aki", &kernel), (&ramdisk_id, "ari", &initrd)] {
-        let d = e.db.image_detail(linked).await.unwrap().unwrap();
-        assert_eq!((d.status.as_str(), d.disk_format.as_deref(), d.container_format.as_deref()), ("active", Some(fmt), Some(fmt)));
-        assert_eq!(d.property_map().get("uec_parent"), Some(&id));
-        let loc = e.db.image_ingest(linked).await.unwrap().unwrap().location.unwrap();
-        assert!(std::fs::read(&loc).unwrap() == *bytes, "{fmt} stored byte for byte");
-    }
-}
-
-/// A package whose first disk the backend will not take leaves nothing in staging (its other
-/// unpacked disks included), and the image is killed with the backend's reason.
-#[tokio::test]
-async fn a_package_the_backend_refuses_leaves_nothing_in_staging() {
-    let e = env().await;
-    let (pkg, _, _) = ova(e.data());
-    let id = e.image("ova").await;
-    let store = e.store("broken");
-    // The store's directory becomes a file after the backend was opened: every put fails.
-    let dir = e.data().join("store-broken");
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::write(&dir, b"not a directory").unwrap();
-    let local = Rules::load(&e.db, "local").await.unwrap();
-    let err = ingest_with(&e.db, e.data(), e.upload(&id, &pkg), &local, &store, Arc::new(JobControl::default())).await.unwrap_err();
-    assert!(matches!(err, IngestError::Io(_)), "{err}");
-    let row = e.db.image_ingest(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "killed");
-    assert!(row.status_reason.contains("could not store"), "{}", row.status_reason);
-    let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
-    assert!(left.is_empty(), "nothing left in staging: {left:?}");
 }
 
 /// While an upload arrives, MD5 and SHA-512 of its bytes are computed only for an image stored

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::Value;
 
-use crate::common::{self, seed_accounts, token, TestApp, HOST};
+use crate::common::{self, seed_accounts, token, Auth, TestApp, HOST};
 use crate::ingest::{ova, uec_tarball};
 
 /// A `queued` image declared with `disk_format` and `container_format`, through the Glance API.
@@ -60,8 +60,9 @@ async fn tus_upload(app: &TestApp, tok: &str, id: &str, bytes: Vec<u8>) {
 /// import task (which records a package's other disks after the first is active) is done.
 async fn settled(app: &TestApp, tok: &str, id: &str) -> Value {
     for _ in 0..600 {
-        let img = app.glance(tok, "GET", &format!("/v2/images/{id}"), "application/json", Body::empty()).await.json();
+        // Tasks first: an image read after its task was seen done shows that task's work.
         let tasks = app.glance(tok, "GET", &format!("/v2/images/{id}/tasks"), "application/json", Body::empty()).await.json();
+        let img = app.glance(tok, "GET", &format!("/v2/images/{id}"), "application/json", Body::empty()).await.json();
         let running =
             tasks["tasks"].as_array().is_some_and(|t| t.iter().any(|t| matches!(t["status"].as_str(), Some("pending" | "processing"))));
         if !running && !matches!(img["status"].as_str(), Some("queued" | "uploading" | "saving" | "importing")) {
@@ -77,17 +78,36 @@ async fn images(app: &TestApp, tok: &str) -> Vec<Value> {
     r.json()["images"].as_array().unwrap().clone()
 }
 
+/// Where Hangar stored image `id` (a local path with the default backend).
+async fn stored(app: &TestApp, id: &str) -> String {
+    app.state.db.image_ingest(id).await.unwrap().unwrap().location.unwrap()
+}
+
+/// `qemu-img compare` of a raw payload with a stored qcow2 (the oracle).
+fn same_disk(raw: &std::path::Path, qcow2: &str) {
+    let out = std::process::Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "qcow2"]).arg(raw).arg(qcow2).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Nothing is left in staging once an import ended.
+fn staging_is_empty(app: &TestApp) {
+    let staging = app.state.config.data_dir.join("staging");
+    let left: Vec<_> = std::fs::read_dir(staging).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left in staging: {left:?}");
+}
+
 /// `openstack image create --container-format ova --disk-format vmdk --file web.ova`, and the
 /// same declaration with the file sent by tus: both end with the first disk as this image
-/// (qcow2, `bare` once unpacked, as Glance's OVF processing leaves it, the OVF's facts kept)
-/// and the second disk as an image of its own, linked, active, visible to the client.
+/// (qcow2, `bare` once unpacked, as Glance's OVF processing leaves it, the OVF's facts kept, its
+/// memory as min_ram) and the second disk as an image of its own, linked, active, visible to the
+/// client; both disks' bytes are the payloads' (qemu-img as the oracle) and staging is empty.
 #[tokio::test]
 async fn an_ova_declared_as_glance_does_becomes_images_through_both_doors() {
     let app = common::spawn_app().await;
     let (p1, _) = seed_accounts(&app).await;
     let tok = token(&app, "member", &p1).await;
     let dir = tempfile::tempdir().unwrap();
-    let (pkg, _, _) = ova(dir.path());
+    let (pkg, raw1, raw2) = ova(dir.path());
     let bytes = std::fs::read(&pkg).unwrap();
     for door in ["glance", "tus"] {
         let id = create(&app, &tok, &format!("appliance-{door}"), "vmdk", "ova").await;
@@ -101,11 +121,66 @@ async fn an_ova_declared_as_glance_does_becomes_images_through_both_doors() {
         assert_eq!(img["status"], "active", "{door}: {img}");
         assert_eq!((img["disk_format"].as_str(), img["container_format"].as_str()), (Some("qcow2"), Some("bare")), "{door}");
         assert_eq!(img["ovf_disk_format"], "vmdk", "{door}: {img}");
+        assert_eq!(img["ovf_disk_id"], "root", "{door}: {img}");
         assert_eq!(img["ovf_name"], "Web VM", "{door}: {img}");
+        assert_eq!(img["ovf_os_type"], "ubuntu64Guest", "{door}: {img}");
+        assert_eq!(img["ovf_certificate"], "web.cert: present, signature not verified", "{door}: {img}");
+        assert_eq!(img["min_ram"], 2048, "{door}: the OVF's memory becomes min_ram");
+        same_disk(&raw1, &stored(&app, &id).await);
         let all = images(&app, &tok).await;
         let second = all.iter().find(|i| i["ova_parent"] == id.as_str()).unwrap_or_else(|| panic!("{door}: no second disk in {all:?}"));
         assert_eq!((second["status"].as_str(), second["disk_format"].as_str()), (Some("active"), Some("qcow2")), "{door}");
+        assert_eq!(second["name"], format!("appliance-{door} (disk 2)"), "{door}");
+        assert_eq!(second["owner"], p1.as_str(), "{door}");
+        // The raw disk was converted like the VMDK one, bytes intact.
+        let second_id = second["id"].as_str().unwrap();
+        same_disk(&raw2, &stored(&app, second_id).await);
+        staging_is_empty(&app);
+        // The dashboard links the two both ways: the upload card's list and each image page.
+        let auth = Auth::Token(tok.clone());
+        let card = app.call("image_progress", &format!("image_id={id}"), &auth).await.json();
+        let family = |v: &Value| -> Vec<(String, String, bool)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r["id"].as_str().unwrap().to_owned(), r["role"].as_str().unwrap().to_owned(), r["is_self"].as_bool().unwrap()))
+                .collect()
+        };
+        assert_eq!(
+            family(&card["package"]),
+            [(id.clone(), "first disk".to_owned(), true), (second_id.to_owned(), "disk data".to_owned(), false)],
+            "{door}"
+        );
+        let page = app.call("image_detail", &format!("image_id={second_id}"), &auth).await.json();
+        assert_eq!(
+            family(&page["package"]),
+            [(id.clone(), "first disk".to_owned(), false), (second_id.to_owned(), "disk data".to_owned(), true)],
+            "{door}"
+        );
     }
+}
+
+/// A package whose first disk the backend will not take leaves nothing in staging (its other
+/// unpacked disks included), and the image is killed with the backend's reason.
+#[tokio::test]
+async fn a_package_the_backend_refuses_leaves_nothing_in_staging() {
+    let app = common::spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _, _) = ova(dir.path());
+    // The store's directory becomes a file after the backend was opened: every put fails.
+    let store = app.state.config.data_dir.join("images");
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::write(&store, b"not a directory").unwrap();
+    let id = create(&app, &tok, "refused-appliance", "vmdk", "ova").await;
+    tus_upload(&app, &tok, &id, std::fs::read(&pkg).unwrap()).await;
+    let img = settled(&app, &tok, &id).await;
+    assert_eq!(img["status"], "killed", "{img}");
+    let row = app.state.db.image_ingest(&id).await.unwrap().unwrap();
+    assert!(row.status_reason.contains("could not store"), "{}", row.status_reason);
+    assert!(images(&app, &tok).await.iter().all(|i| i["ova_parent"].is_null()), "no second disk became an image");
+    staging_is_empty(&app);
 }
 
 /// A package declared wrongly is refused with a declaration that exists: an OVA whose disk is
@@ -148,7 +223,7 @@ async fn a_uec_tarball_through_the_glance_api_yields_a_linked_ami_aki_and_ari() 
     let (p1, _) = seed_accounts(&app).await;
     let tok = token(&app, "member", &p1).await;
     let dir = tempfile::tempdir().unwrap();
-    let (tarball, ..) = uec_tarball(dir.path());
+    let (tarball, img, kernel, initrd) = uec_tarball(dir.path());
     let id = create(&app, &tok, "uec", "ami", "uec").await;
     let r = put_file(&app, &tok, &id, std::fs::read(&tarball).unwrap()).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
@@ -157,11 +232,19 @@ async fn a_uec_tarball_through_the_glance_api_yields_a_linked_ami_aki_and_ari() 
         (ami["status"].as_str(), ami["disk_format"].as_str(), ami["container_format"].as_str()),
         (Some("active"), Some("ami"), Some("ami"))
     );
-    for (link, format) in [("kernel_id", "aki"), ("ramdisk_id", "ari")] {
+    assert!(std::fs::read(stored(&app, &id).await).unwrap() == img, "the AMI is stored as its raw bytes");
+    for (link, format, bytes) in [("kernel_id", "aki", &kernel), ("ramdisk_id", "ari", &initrd)] {
         let linked = ami[link].as_str().unwrap_or_else(|| panic!("no {link} in {ami}"));
         let part = settled(&app, &tok, linked).await;
-        assert_eq!((part["status"].as_str(), part["disk_format"].as_str()), (Some("active"), Some(format)), "{link}: {part}");
+        assert_eq!(
+            (part["status"].as_str(), part["disk_format"].as_str(), part["container_format"].as_str()),
+            (Some("active"), Some(format), Some(format)),
+            "{link}: {part}"
+        );
+        assert_eq!(part["uec_parent"], id.as_str(), "{part}");
+        assert!(std::fs::read(stored(&app, linked).await).unwrap() == *bytes, "{format} stored byte for byte");
     }
+    staging_is_empty(&app);
 }
 
 /// The other Glance doors take packages too: an OVA staged and imported with `glance-direct`
@@ -210,4 +293,36 @@ async fn packages_arrive_by_stage_and_import_and_by_web_download() {
         assert_eq!((part["status"].as_str(), part["disk_format"].as_str()), (Some("active"), Some(format)), "{link}: {part}");
         assert_eq!(part["uec_parent"], id.as_str(), "{part}");
     }
+}
+
+/// Every image a package makes counts against the project's image quota, checked by the insert
+/// that records it, so two packages imported at once cannot overshoot it; a disk the quota
+/// keeps out is named, with the reason, on the package's first image.
+#[tokio::test]
+async fn a_packages_images_count_against_the_quota_even_imported_at_once() {
+    let app = common::spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    let quota = records::QuotaRow { max_images: Some(3), ..Default::default() };
+    app.state.db.set_quota(&p1, quota).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _, _) = ova(dir.path());
+    let bytes = std::fs::read(&pkg).unwrap();
+    // Two appliances of two disks each: four images wanted, three allowed.
+    let a = create(&app, &tok, "first", "vmdk", "ova").await;
+    let b = create(&app, &tok, "second", "vmdk", "ova").await;
+    tokio::join!(tus_upload(&app, &tok, &a, bytes.clone()), tus_upload(&app, &tok, &b, bytes.clone()));
+    let (a, b) = (settled(&app, &tok, &a).await, settled(&app, &tok, &b).await);
+    assert_eq!((a["status"].as_str(), b["status"].as_str()), (Some("active"), Some("active")));
+    let all = images(&app, &tok).await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    let noted: Vec<&Value> = [&a, &b].into_iter().filter(|i| !i["package_disks_not_kept"].is_null()).collect();
+    assert_eq!(noted.len(), 1, "exactly one package lost its second disk: {a} {b}");
+    let note = noted[0]["package_disks_not_kept"].as_str().unwrap();
+    assert!(note.starts_with("data: ") && note.contains("quota of 3 images"), "{note}");
+    // The dashboard's upload card says so too, and lists the one image the package became.
+    let id = noted[0]["id"].as_str().unwrap();
+    let p = app.call("image_progress", &format!("image_id={id}"), &Auth::Token(tok.clone())).await.json();
+    assert_eq!(p["package_not_kept"], note, "{p}");
+    assert_eq!(p["package"].as_array().map(Vec::len), Some(1), "{p}");
 }
