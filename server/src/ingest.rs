@@ -39,6 +39,14 @@ pub enum IngestError {
     /// The inspector or converter refused the bytes; the image is `killed` with this reason.
     #[error("{0}")]
     Refused(String),
+    /// What the import would store exceeds the project's quota; the image is `killed` with
+    /// this reason.
+    #[error("{0}")]
+    OverQuota(String),
+    /// Hangar could not finish the import (a write failed during the conversion: the disk
+    /// filled up); the image is `killed` with this reason, and the data was not refused.
+    #[error("{0}")]
+    Failed(String),
     #[error(transparent)]
     Db(#[from] records::DbError),
     #[error("ingest failed: {0}")]
@@ -319,12 +327,13 @@ impl JobControl {
     fn progress(&self) -> convert::Cancellable<'_, impl FnMut(u64, u64) + '_> {
         convert::Cancellable::new(move |bytes_in: u64, _out: u64| self.set_done(bytes_in), &self.cancel)
     }
-    /// A conversion error as the import's outcome: cancelled, or refused with `say(e)`.
+    /// A conversion error as the import's outcome: cancelled, failed (reading or writing: the
+    /// data is not to blame) or refused, with `say(e)`.
     fn refusal(&self, e: convert::Error, say: impl FnOnce(convert::Error) -> String) -> IngestError {
-        if e.kind() == convert::ErrorKind::Cancelled {
-            IngestError::Cancelled
-        } else {
-            IngestError::Refused(say(e))
+        match e.kind() {
+            convert::ErrorKind::Cancelled => IngestError::Cancelled,
+            convert::ErrorKind::Io => IngestError::Failed(say(e)),
+            _ => IngestError::Refused(say(e)),
         }
     }
 }
@@ -1081,7 +1090,7 @@ pub async fn ingest_job(
                 );
                 tracing::warn!(image = %image.id, %reason, "ingest: over quota");
                 db.kill_image(&image.id, &reason, "[]").await?;
-                return Err(IngestError::Refused(reason));
+                return Err(IngestError::OverQuota(reason));
             }
             // Storing counts on top of the earlier steps (a Ceph upload of 40 GiB takes minutes).
             if !already_stored {
@@ -1155,7 +1164,7 @@ pub async fn ingest_job(
             discard(&up.path);
             discard_outputs();
             let reason = match &err {
-                IngestError::Refused(r) => r.clone(),
+                IngestError::Refused(r) | IngestError::OverQuota(r) | IngestError::Failed(r) => r.clone(),
                 IngestError::Cancelled => "The import was cancelled; nothing was kept.".to_owned(),
                 _ => "Hangar could not store this image; the upload was discarded. Try again.".to_owned(),
             };

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use records::{Db, JobRow};
+use records::{Db, JobFailure, JobRow};
 use tokio::sync::Notify;
 
 use crate::ingest::{self, IngestError, JobControl, Plan, ReceivedData, Rules};
@@ -289,19 +289,22 @@ async fn run_claimed(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: 
     }
     let outcome = match job.kind.as_str() {
         "import" => with_progress(db, job, ctl.clone(), run_import(db, data_dir, stores, job, ctl.clone())).await,
-        "copy" => with_progress(db, job, ctl.clone(), run_copy(db, data_dir, stores, job, ctl.clone())).await,
-        other => Err(format!("unknown job kind '{other}'")),
+        "copy" => {
+            with_progress(db, job, ctl.clone(), async { run_copy(db, data_dir, stores, job, ctl.clone()).await.map_err(Failure::from) })
+                .await
+        }
+        other => Err(Failure::from(format!("unknown job kind '{other}'"))),
     };
     if outcome.is_err() && ctl.is_stopping() {
         requeue(db, job).await;
         return;
     }
-    let (status, error, summary) = match outcome {
-        Ok(summary) => ("succeeded", String::new(), summary),
-        Err(e) if ctl.cancel.load(Ordering::Relaxed) => ("cancelled", e, String::new()),
-        Err(e) => ("failed", e, String::new()),
+    let (status, error, summary, failure) = match outcome {
+        Ok(summary) => ("succeeded", String::new(), summary, JobFailure::None),
+        Err(e) if ctl.cancel.load(Ordering::Relaxed) => ("cancelled", e.message, String::new(), JobFailure::None),
+        Err(e) => ("failed", e.message, String::new(), e.kind),
     };
-    match db.finish_job(&job.id, status, &error, &summary).await {
+    match db.finish_job(&job.id, status, &error, &summary, failure).await {
         Ok(_) => tracing::info!(job = %job.id, status, error = %error, "job ended"),
         Err(err) => tracing::warn!(job = %job.id, error = %err, "cannot record the end of a job"),
     }
@@ -319,12 +322,25 @@ async fn requeue(db: &Db, job: &JobRow) {
 }
 
 /// Drives `work` while writing the job's progress and watching for cancellation.
-async fn with_progress(
+/// Why a job did not succeed: what users read, and the kind of failure (its data refused, over
+/// the quota, or Hangar unable to finish), which the Glance door answers differently.
+struct Failure {
+    message: String,
+    kind: JobFailure,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, kind: JobFailure::Error }
+    }
+}
+
+async fn with_progress<E>(
     db: &Db,
     job: &JobRow,
     ctl: Arc<JobControl>,
-    work: impl std::future::Future<Output = Result<String, String>>,
-) -> Result<String, String> {
+    work: impl std::future::Future<Output = Result<String, E>>,
+) -> Result<String, E> {
     tokio::pin!(work);
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     loop {
@@ -341,13 +357,13 @@ async fn with_progress(
     }
 }
 
-async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: Arc<JobControl>) -> Result<String, String> {
+async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &JobRow, ctl: Arc<JobControl>) -> Result<String, Failure> {
     let up: ReceivedData = serde_json::from_str(&job.params).map_err(|e| format!("bad job parameters: {e}"))?;
     let Some(store) = stores.get(&job.backend) else {
         let reason = format!("The storage backend '{}' is no longer configured.", job.backend);
         let _ = std::fs::remove_file(&up.path);
         let _ = db.kill_image(&job.image_id, &reason, "[]").await;
-        return Err(reason);
+        return Err(reason.into());
     };
     let rules = Rules::load(db, store.kind().as_str()).await.map_err(|e| e.to_string())?;
     match ingest::ingest_job(db, data_dir, up, &rules, store, ctl, ingest::Journal::for_job(db, job)).await {
@@ -355,8 +371,10 @@ async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &
             Ok(format!("{} → {}: {} → {}", done.uploaded_format, done.disk_format, human_bytes(done.uploaded_size), human_bytes(done.size)))
         }
         Ok(done) => Ok(format!("{} kept as uploaded: {}", done.disk_format, human_bytes(done.size))),
-        Err(IngestError::Cancelled) => Err("Cancelled; nothing was kept.".into()),
-        Err(e) => Err(e.to_string()),
+        Err(IngestError::Cancelled) => Err(String::from("Cancelled; nothing was kept.").into()),
+        Err(IngestError::Refused(why)) => Err(Failure { message: why, kind: JobFailure::Refused }),
+        Err(IngestError::OverQuota(why)) => Err(Failure { message: why, kind: JobFailure::OverQuota }),
+        Err(e) => Err(e.to_string().into()),
     }
 }
 

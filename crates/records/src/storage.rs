@@ -70,6 +70,8 @@ pub struct JobRow {
     /// `ingest::Checkpoint`). A resumed job starts after it; a retry starts from nothing.
     pub checkpoint: String,
     pub error: String,
+    /// Why it did not succeed ([`JobFailure::None`] while it runs or once it succeeded).
+    pub failure: JobFailure,
     pub summary: String,
     pub created_by: Option<String>,
     pub created_at: String,
@@ -91,11 +93,26 @@ pub struct NewJob {
     pub created_by: Option<String>,
 }
 
+/// Why a job that did not succeed failed; the Glance door answers each differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+pub enum JobFailure {
+    /// Running, succeeded, or ended before this was recorded.
+    #[default]
+    None,
+    /// Its data was refused (the inspector, the converter, the declaration): 415 at Glance.
+    Refused,
+    /// What it would store exceeds the project's quota: 413 at Glance.
+    OverQuota,
+    /// Hangar could not finish it (storage, database): 503 at Glance.
+    Error,
+}
+
 /// The most jobs one listing returns.
 pub const MAX_JOB_PAGE: u32 = 500;
 
 const JOB_SELECT: &str = "SELECT j.id, j.kind, j.image_id, COALESCE(i.name, '') AS image_name, j.backend, j.status, \
-     j.params, j.bytes_done, j.bytes_total, j.attempts, j.cancel_requested, j.stage, j.checkpoint, j.error, j.summary, j.created_by, \
+     j.params, j.bytes_done, j.bytes_total, j.attempts, j.cancel_requested, j.stage, j.checkpoint, j.error, j.failure, j.summary, j.created_by, \
      j.created_at, j.started_at, j.finished_at, j.updated_at FROM jobs j LEFT JOIN images i ON i.id = j.image_id";
 
 const NOW_MS: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -260,13 +277,15 @@ impl Db {
     }
 
     /// Ends a running job as `succeeded`, `failed` or `cancelled`.
-    pub async fn finish_job(&self, id: &str, status: &str, error: &str, summary: &str) -> Result<bool, DbError> {
+    /// `failure`: why a job that did not succeed failed ([`JobRow::failure`]).
+    pub async fn finish_job(&self, id: &str, status: &str, error: &str, summary: &str, failure: JobFailure) -> Result<bool, DbError> {
         let sql = format!(
-            "UPDATE jobs SET status = ?, error = ?, summary = ?, finished_at = {NOW_MS}, updated_at = {NOW_MS}, \
+            "UPDATE jobs SET status = ?, error = ?, summary = ?, failure = ?, finished_at = {NOW_MS}, updated_at = {NOW_MS}, \
              bytes_done = CASE WHEN ? = 'succeeded' THEN bytes_total ELSE bytes_done END \
              WHERE id = ? AND status = 'running'"
         );
-        let done = sqlx::query(&sql).bind(status).bind(error).bind(summary).bind(status).bind(id).execute(self.pool()).await?;
+        let done =
+            sqlx::query(&sql).bind(status).bind(error).bind(summary).bind(failure).bind(status).bind(id).execute(self.pool()).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -284,7 +303,7 @@ impl Db {
     /// Queues a failed or cancelled job again from the start.
     pub async fn retry_job(&self, id: &str) -> Result<bool, DbError> {
         let sql = format!(
-            "UPDATE jobs SET status = 'queued', bytes_done = 0, error = '', cancel_requested = 0, checkpoint = '', \
+            "UPDATE jobs SET status = 'queued', bytes_done = 0, error = '', failure = 'none', cancel_requested = 0, checkpoint = '', \
              started_at = NULL, finished_at = NULL, updated_at = {NOW_MS} \
              WHERE id = ? AND status IN ('failed', 'cancelled')"
         );
@@ -515,23 +534,25 @@ mod tests {
         assert!(db.set_job_checkpoint(&a.id, r#"{"step":"prepared"}"#).await.unwrap());
         assert_eq!(db.live_job_checkpoints().await.unwrap(), vec![r#"{"step":"prepared"}"#.to_owned()]);
         assert!(db.busy_image_ids().await.unwrap().contains(&img.id));
-        assert!(db.finish_job(&a.id, "cancelled", "", "").await.unwrap());
+        assert!(db.finish_job(&a.id, "failed", "refused", "", JobFailure::Refused).await.unwrap());
+        assert_eq!(db.job(&a.id).await.unwrap().unwrap().failure, JobFailure::Refused);
         assert!(!db.set_job_checkpoint(&a.id, "{}").await.unwrap(), "only a running job records a step");
         assert!(db.live_job_checkpoints().await.unwrap().is_empty(), "an ended job's output is nobody's");
         assert!(!db.cancel_job(&a.id).await.unwrap(), "already ended");
         assert!(db.retry_job(&a.id).await.unwrap());
         let again = db.job(&a.id).await.unwrap().unwrap();
         assert_eq!((again.status.as_str(), again.bytes_done, again.cancel_requested), ("queued", 0, false));
+        assert_eq!(again.failure, JobFailure::None, "a retry forgets why it failed");
         assert_eq!(again.checkpoint, "", "a retry starts from nothing");
 
         // b was running when the "server stopped".
         assert_eq!(db.requeue_interrupted_jobs().await.unwrap(), 1);
         assert_eq!(db.job(&b.id).await.unwrap().unwrap().status, "queued");
         let c = db.claim_job().await.unwrap().unwrap();
-        assert!(db.finish_job(&c.id, "succeeded", "", "done").await.unwrap());
+        assert!(db.finish_job(&c.id, "succeeded", "", "done", JobFailure::None).await.unwrap());
         let done = db.job(&c.id).await.unwrap().unwrap();
         assert_eq!((done.bytes_done, done.summary.as_str()), (100, "done"));
-        assert!(!db.finish_job(&c.id, "failed", "x", "").await.unwrap(), "only running jobs end");
+        assert!(!db.finish_job(&c.id, "failed", "x", "", JobFailure::Refused).await.unwrap(), "only running jobs end");
 
         assert_eq!(db.jobs_for_image(&img.id).await.unwrap().len(), 2);
         assert_eq!(db.list_jobs(None, 10).await.unwrap().len(), 2);

@@ -506,7 +506,19 @@ pub async fn upload(
             "succeeded" => return Ok(empty(StatusCode::NO_CONTENT)),
             "failed" | "cancelled" => {
                 let reason = state.db.image_detail(&id).await?.map(|i| i.status_reason).filter(|r| !r.is_empty()).unwrap_or(row.error);
-                return Err(GlanceError::unsupported(format!("Image {id} was refused: {reason}")));
+                // As Glance answers (docs/glance-api.md §1.6): the data refused, 415
+                // (InvalidImageData); over the quota, 413 (StorageQuotaFull); Hangar unable to
+                // keep it (the store, the database), 503 (StorageWriteDenied).
+                return Err(match row.failure {
+                    _ if row.status == "cancelled" => GlanceError::conflict(format!("The import of image {id} was cancelled: {reason}")),
+                    records::JobFailure::Refused => GlanceError::unsupported(format!("Image {id} was refused: {reason}")),
+                    records::JobFailure::OverQuota => {
+                        GlanceError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Image {id} was not kept: {reason}"))
+                    }
+                    records::JobFailure::Error | records::JobFailure::None => {
+                        GlanceError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Image {id} could not be stored: {reason}"))
+                    }
+                });
             }
             _ if tokio::time::Instant::now() >= deadline => return Ok(empty(StatusCode::NO_CONTENT)),
             _ => tokio::time::sleep(JOB_POLL).await,

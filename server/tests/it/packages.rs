@@ -174,7 +174,11 @@ async fn a_package_the_backend_refuses_leaves_nothing_in_staging() {
     std::fs::remove_dir_all(&store).unwrap();
     std::fs::write(&store, b"not a directory").unwrap();
     let id = create(&app, &tok, "refused-appliance", "vmdk", "ova").await;
-    tus_upload(&app, &tok, &id, std::fs::read(&pkg).unwrap()).await;
+    // Glance answers a store that cannot write with 503 (StorageWriteDenied), not as a refusal
+    // of the data (415).
+    let r = put_file(&app, &tok, &id, std::fs::read(&pkg).unwrap()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(r.body.contains("could not store"), "{}", r.body);
     let img = settled(&app, &tok, &id).await;
     assert_eq!(img["status"], "killed", "{img}");
     let row = app.state.db.image_ingest(&id).await.unwrap().unwrap();
