@@ -19,6 +19,30 @@ async fn create(app: &TestApp, tok: &str, name: &str, disk_format: &str, contain
     r.json()["id"].as_str().unwrap().to_owned()
 }
 
+/// A `queued` image declared with `disk_format` and `container_format`, as the dashboard's
+/// Upload page creates it (the `create_image` server function).
+async fn dashboard_create(app: &TestApp, tok: &str, name: &str, disk_format: &str, container_format: &str, size: usize) -> String {
+    let fields = [
+        ("name", name.to_owned()),
+        ("description", String::new()),
+        ("disk_format", disk_format.to_owned()),
+        ("container_format", container_format.to_owned()),
+        ("visibility", "private".to_owned()),
+        ("min_disk", "0".to_owned()),
+        ("min_ram", "0".to_owned()),
+        ("architecture", String::new()),
+        ("os_distro", String::new()),
+        ("os_version", String::new()),
+        ("protected", "false".to_owned()),
+        ("tags", String::new()),
+        ("size", size.to_string()),
+    ];
+    let form = fields.iter().map(|(k, v)| format!("form[{k}]={v}")).collect::<Vec<_>>().join("&");
+    let r = app.call("create_image", &form, &Auth::Token(tok.to_owned())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.json().as_str().unwrap().to_owned()
+}
+
 async fn put_file(app: &TestApp, tok: &str, id: &str, bytes: Vec<u8>) -> common::Reply {
     app.glance(tok, "PUT", &format!("/v2/images/{id}/file"), "application/octet-stream", Body::from(bytes)).await
 }
@@ -109,8 +133,13 @@ async fn an_ova_declared_as_glance_does_becomes_images_through_both_doors() {
     let dir = tempfile::tempdir().unwrap();
     let (pkg, raw1, raw2) = ova(dir.path());
     let bytes = std::fs::read(&pkg).unwrap();
-    for door in ["glance", "tus"] {
-        let id = create(&app, &tok, &format!("appliance-{door}"), "vmdk", "ova").await;
+    for door in ["glance", "tus", "dashboard"] {
+        let id = if door == "dashboard" {
+            // The Upload page's create_image, then its tus upload.
+            dashboard_create(&app, &tok, &format!("appliance-{door}"), "vmdk", "ova", bytes.len()).await
+        } else {
+            create(&app, &tok, &format!("appliance-{door}"), "vmdk", "ova").await
+        };
         if door == "glance" {
             let r = put_file(&app, &tok, &id, bytes.clone()).await;
             assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
