@@ -504,22 +504,8 @@ enum DataDoor {
 /// Starts sending image `id` its data through `door` (naming `store`, if any): the tus upload's
 /// creation, or a whole 64 KiB raw body.
 async fn send_data(app: &TestApp, door: DataDoor, tok: &str, id: &str, store: Option<&str>) -> common::Reply {
-    use base64::Engine as _;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     match door {
-        DataDoor::Tus => {
-            let mut meta = format!("image_id {}", b64(id));
-            if let Some(s) = store {
-                meta.push_str(&format!(",store {}", b64(s)));
-            }
-            let req = Request::post("/uploads")
-                .header(header::HOST, HOST)
-                .header("x-auth-token", tok)
-                .header("tus-resumable", "1.0.0")
-                .header("upload-length", "65536")
-                .header("upload-metadata", meta);
-            app.send(req.body(Body::empty()).unwrap()).await
-        }
+        DataDoor::Tus => common::tus_create(app, tok, id, 65536, &store.map(|s| vec![("store", s)]).unwrap_or_default()).await,
         DataDoor::GlancePut => {
             let mut req = Request::put(format!("/image/v2/images/{id}/file"))
                 .header(header::HOST, HOST)

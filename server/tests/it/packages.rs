@@ -2,13 +2,11 @@
 //! the disk format naming the disk inside (Glance's convention, `imageops::declared`), and
 //! becomes images whether it arrives by Glance's `PUT /file` or by a tus upload.
 
-use std::time::Duration;
-
 use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::common::{self, seed_accounts, token, Auth, TestApp, HOST};
+use crate::common::{self, seed_accounts, settled, token, tus_upload, Auth, TestApp};
 use crate::ingest::{ova, uec_tarball};
 
 /// A `queued` image declared with `disk_format` and `container_format`, through the Glance API.
@@ -45,56 +43,6 @@ async fn dashboard_create(app: &TestApp, tok: &str, name: &str, disk_format: &st
 
 async fn put_file(app: &TestApp, tok: &str, id: &str, bytes: Vec<u8>) -> common::Reply {
     app.glance(tok, "PUT", &format!("/v2/images/{id}/file"), "application/octet-stream", Body::from(bytes)).await
-}
-
-/// Sends `bytes` to image `id` as one tus upload (creation, then one PATCH).
-async fn tus_upload(app: &TestApp, tok: &str, id: &str, bytes: Vec<u8>) {
-    use base64::Engine as _;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let created = app
-        .send(
-            Request::post("/uploads")
-                .header(header::HOST, HOST)
-                .header("x-auth-token", tok)
-                .header("tus-resumable", "1.0.0")
-                .header("upload-length", bytes.len().to_string())
-                .header("upload-metadata", format!("image_id {},filename {}", b64(id), b64("package")))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let url = created.headers["location"].to_str().unwrap().to_owned();
-    let patched = app
-        .send(
-            Request::patch(url.as_str())
-                .header(header::HOST, HOST)
-                .header("x-auth-token", tok)
-                .header("tus-resumable", "1.0.0")
-                .header(header::CONTENT_TYPE, "application/offset+octet-stream")
-                .header("upload-offset", "0")
-                .body(Body::from(bytes))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(patched.status, StatusCode::NO_CONTENT, "{}", patched.body);
-}
-
-/// Image `id` as the Glance API shows it once its import has ended: its status is final and its
-/// import task (which records a package's other disks after the first is active) is done.
-async fn settled(app: &TestApp, tok: &str, id: &str) -> Value {
-    for _ in 0..600 {
-        // Tasks first: an image read after its task was seen done shows that task's work.
-        let tasks = app.glance(tok, "GET", &format!("/v2/images/{id}/tasks"), "application/json", Body::empty()).await.json();
-        let img = app.glance(tok, "GET", &format!("/v2/images/{id}"), "application/json", Body::empty()).await.json();
-        let running =
-            tasks["tasks"].as_array().is_some_and(|t| t.iter().any(|t| matches!(t["status"].as_str(), Some("pending" | "processing"))));
-        if !running && !matches!(img["status"].as_str(), Some("queued" | "uploading" | "saving" | "importing")) {
-            return img;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("image {id} did not settle");
 }
 
 async fn images(app: &TestApp, tok: &str) -> Vec<Value> {

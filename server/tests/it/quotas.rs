@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use common::{noise, seed_accounts, token, Auth, Reply, TestApp, HOST, PASSWORD};
+use common::{noise, seed_accounts, settled, token, tus_create, Auth, Reply, TestApp, HOST, PASSWORD};
 use futures::future::join_all;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const MIB: u64 = 1 << 20;
 
@@ -68,31 +68,6 @@ async fn put(app: &TestApp, tok: &str, id: &str, what: &str, data: Vec<u8>) -> R
 }
 
 /// Creates a tus upload of `length` bytes for image `id`.
-async fn tus_create(app: &TestApp, tok: &str, id: &str, length: u64) -> Reply {
-    use base64::Engine as _;
-    let req = Request::post("/uploads")
-        .header(header::HOST, HOST)
-        .header("x-auth-token", tok)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", length.to_string())
-        .header("upload-metadata", format!("image_id {}", base64::engine::general_purpose::STANDARD.encode(id)))
-        .body(Body::empty())
-        .unwrap();
-    app.send(req).await
-}
-
-async fn settled(app: &TestApp, tok: &str, id: &str) -> Value {
-    for _ in 0..600 {
-        let r = glance(app, "GET", &format!("/v2/images/{id}"), tok, "application/octet-stream", Body::empty(), &[]).await;
-        let img = r.json();
-        if !matches!(img["status"].as_str(), Some("uploading" | "importing" | "saving" | "queued")) {
-            return img;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("image {id} did not settle");
-}
-
 fn set_quota(max_images: Option<i64>, max_bytes: Option<u64>, max_uploads: Option<i64>) -> records::QuotaRow {
     records::QuotaRow { max_images, max_bytes: max_bytes.map(|b| i64::try_from(b).unwrap()), max_concurrent_uploads: max_uploads }
 }
@@ -134,7 +109,7 @@ async fn parallel_puts_stages_and_tus_uploads_stop_at_max_bytes() {
     app.state.db.set_quota(&p1, set_quota(None, Some(2 * MIB + MIB / 2), None)).await.unwrap();
     let stages = join_all(ids[..4].iter().map(|id| put(&app, &tok, id, "stage", noise(MIB as usize, 1))));
     let puts = join_all(ids[4..8].iter().map(|id| put(&app, &tok, id, "file", noise(MIB as usize, 1))));
-    let tus = join_all(ids[8..].iter().map(|id| tus_create(&app, &tok, id, MIB)));
+    let tus = join_all(ids[8..].iter().map(|id| tus_create(&app, &tok, id, MIB, &[])));
     let (stages, puts, tus) = tokio::join!(stages, puts, tus);
     let ok = stages.iter().chain(puts.iter()).filter(|r| r.status == StatusCode::NO_CONTENT).count()
         + tus.iter().filter(|r| r.status == StatusCode::CREATED).count();
@@ -173,7 +148,7 @@ async fn glance_bodies_take_upload_slots_as_tus_uploads_do() {
     app.state.db.set_quota(&p1, set_quota(None, None, Some(2))).await.unwrap();
     // Two tus uploads in progress fill the project's two slots: a Glance body must wait too.
     for other in &others[..2] {
-        assert_eq!(tus_create(&app, &tok, other, MIB).await.status, StatusCode::CREATED);
+        assert_eq!(tus_create(&app, &tok, other, MIB, &[]).await.status, StatusCode::CREATED);
     }
     let r = put(&app, &tok, &id, "stage", noise(4096, 2)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
@@ -183,7 +158,7 @@ async fn glance_bodies_take_upload_slots_as_tus_uploads_do() {
     app.state.db.set_quota(&p1, set_quota(None, None, Some(3))).await.unwrap();
     assert_eq!(put(&app, &tok, &id, "stage", noise(4096, 2)).await.status, StatusCode::NO_CONTENT);
     assert_eq!(app.state.db.quota_holds(&id).await.unwrap(), vec![("stage".to_owned(), 4096, false)]);
-    assert_eq!(tus_create(&app, &tok, &others[2], MIB).await.status, StatusCode::CREATED, "the stage's slot was given back");
+    assert_eq!(tus_create(&app, &tok, &others[2], MIB, &[]).await.status, StatusCode::CREATED, "the stage's slot was given back");
 }
 
 #[tokio::test]

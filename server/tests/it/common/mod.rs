@@ -162,3 +162,60 @@ pub async fn token(app: &TestApp, username: &str, project_id: &str) -> String {
     let user = db.user_by_name(username).await.unwrap().unwrap();
     accounts::issue_token(db, &user, project_id, "test").await.unwrap().secret
 }
+
+/// Creates a tus upload of `length` bytes for image `id` (the `image_id` metadata, plus
+/// `extra` pairs such as `store`), as any tus client does.
+pub async fn tus_create(app: &TestApp, tok: &str, id: &str, length: u64, extra: &[(&str, &str)]) -> Reply {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut meta = format!("image_id {}", b64(id));
+    for (k, v) in extra {
+        meta.push_str(&format!(",{k} {}", b64(v)));
+    }
+    let req = Request::post("/uploads")
+        .header(header::HOST, HOST)
+        .header("x-auth-token", tok)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", length.to_string())
+        .header("upload-metadata", meta)
+        .body(Body::empty())
+        .unwrap();
+    app.send(req).await
+}
+
+/// Sends `bytes` to image `id` as one tus upload: the creation, then one PATCH.
+pub async fn tus_upload(app: &TestApp, tok: &str, id: &str, bytes: Vec<u8>) {
+    let created = tus_create(app, tok, id, bytes.len() as u64, &[("filename", "upload")]).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let url = created.headers["location"].to_str().unwrap().to_owned();
+    let patched = app
+        .send(
+            Request::patch(url.as_str())
+                .header(header::HOST, HOST)
+                .header("x-auth-token", tok)
+                .header("tus-resumable", "1.0.0")
+                .header(header::CONTENT_TYPE, "application/offset+octet-stream")
+                .header("upload-offset", "0")
+                .body(Body::from(bytes))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::NO_CONTENT, "{}", patched.body);
+}
+
+/// Image `id` as the Glance API shows it once its import has ended: its status is final and its
+/// import task (which records a package's other disks after the first is active) is done. The
+/// tasks are read first: an image read after its task was seen done shows that task's work.
+pub async fn settled(app: &TestApp, tok: &str, id: &str) -> serde_json::Value {
+    for _ in 0..600 {
+        let tasks = app.glance(tok, "GET", &format!("/v2/images/{id}/tasks"), "application/json", Body::empty()).await.json();
+        let img = app.glance(tok, "GET", &format!("/v2/images/{id}"), "application/json", Body::empty()).await.json();
+        let running =
+            tasks["tasks"].as_array().is_some_and(|t| t.iter().any(|t| matches!(t["status"].as_str(), Some("pending" | "processing"))));
+        if !running && !matches!(img["status"].as_str(), Some("queued" | "uploading" | "saving" | "importing")) {
+            return img;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("image {id} did not settle");
+}
