@@ -79,6 +79,11 @@ test("qcow2, VDI, raw and ISO files are identified in the browser, uploaded and 
   }
   await expect(page.locator("#overall-progress")).toHaveAttribute("value", String([qcow2, vdi, raw, iso].reduce((n, f) => n + fs.statSync(f).size, 0)));
 
+  // A finished card links to its image.
+  const name = await card(page, vdi).getByLabel("Image name").inputValue();
+  await card(page, vdi).locator(".open-image a").click();
+  await expect(page.locator("#image-name")).toHaveText(name);
+
   // The images are in the catalogue, active; the VDI and raw ones were converted to qcow2.
   await page.goto("/images");
   const table = page.locator("#images-table");
@@ -268,6 +273,23 @@ test("cancelling an upload removes its data", async ({ page }) => {
   await expect(page.locator("#images-table tr", { hasText: name })).toContainText("killed");
 });
 
+/** Drops `files` on the Upload page's drop zone, as a user dragging them from a file manager. */
+async function dropFiles(page: Page, files: string[]): Promise<void> {
+  const items = files.map((f) => ({ name: path.basename(f), b64: fs.readFileSync(f).toString("base64") }));
+  const dataTransfer = await page.evaluateHandle((items) => {
+    const dt = new DataTransfer();
+    for (const it of items) {
+      const bytes = Uint8Array.from(atob(it.b64), (c) => c.charCodeAt(0));
+      dt.items.add(new File([bytes], it.name));
+    }
+    return dt;
+  }, items);
+  const zone = page.locator(".dropzone");
+  await zone.dispatchEvent("dragover", { dataTransfer });
+  await expect(zone).toHaveClass(/dragging/);
+  await zone.dispatchEvent("drop", { dataTransfer });
+}
+
 /** Builds an archive with Python's tarfile (GNU tar would strip a member name such as `../x`). */
 function pyTar(out: string, members: [string, string][], gzip = false): void {
   const script = `import sys, tarfile
@@ -312,10 +334,10 @@ function appliance(name: string, extra: [string, string][] = []): string {
   return ova;
 }
 
-test("an OVA shows what it holds before sending, and ends as linked images on the card and the image pages", async ({ page }) => {
+test("an OVA dropped on the page shows what it holds before sending, and ends as linked images on the card and the image pages", async ({ page }) => {
   const ova = appliance("appliance");
   await openUpload(page);
-  await page.locator("#file-input").setInputFiles(ova);
+  await dropFiles(page, [ova]);
   const c = card(page, ova);
   await expect(c.locator(".sniff")).toHaveAttribute("data-format", "ova");
   // Declared as Glance clients declare an OVA: container ova, the disk format of the disk inside.
@@ -360,7 +382,7 @@ test("an OVA shows what it holds before sending, and ends as linked images on th
   await expect(section.locator('li[data-role="disk data"] a')).toHaveText(`${name} (disk 2)`);
 });
 
-test("a UEC tarball shows its kernel and ramdisk before sending and becomes an AMI linked to its AKI and ARI", async ({ page }) => {
+test("a UEC tarball dropped on the page shows its kernel and ramdisk before sending and becomes an AMI linked to its AKI and ARI", async ({ page }) => {
   const uec = path.join(dir, "uec");
   fs.mkdirSync(uec, { recursive: true });
   const img = Buffer.alloc(4 << 20);
@@ -376,7 +398,7 @@ test("a UEC tarball shows its kernel and ramdisk before sending and becomes an A
   pyTar(tarball, ["app-vmlinuz-virtual", "app-initrd-virtual", "app.img"].map((f): [string, string] => [f, path.join(uec, f)]), true);
 
   await openUpload(page);
-  await page.locator("#file-input").setInputFiles(tarball);
+  await dropFiles(page, [tarball]);
   const c = card(page, tarball);
   await expect(c.locator(".sniff")).toHaveAttribute("data-format", "uec");
   await expect(c.getByLabel("Disk format")).toHaveValue("ami");

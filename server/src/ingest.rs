@@ -327,12 +327,15 @@ impl JobControl {
     fn progress(&self) -> convert::Cancellable<'_, impl FnMut(u64, u64) + '_> {
         convert::Cancellable::new(move |bytes_in: u64, _out: u64| self.set_done(bytes_in), &self.cancel)
     }
-    /// A conversion error as the import's outcome: cancelled, failed (reading or writing: the
-    /// data is not to blame) or refused, with `say(e)`.
+    /// A conversion error as the import's outcome: cancelled, failed (the operating system
+    /// refused a read or write: a full disk, an I/O error; the data is not to blame) or refused
+    /// (anything the data caused, a corrupt compressed member included), with `say(e)`.
     fn refusal(&self, e: convert::Error, say: impl FnOnce(convert::Error) -> String) -> IngestError {
+        let os_error =
+            std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()).is_some_and(|io| io.raw_os_error().is_some());
         match e.kind() {
             convert::ErrorKind::Cancelled => IngestError::Cancelled,
-            convert::ErrorKind::Io => IngestError::Failed(say(e)),
+            convert::ErrorKind::Io if os_error => IngestError::Failed(say(e)),
             _ => IngestError::Refused(say(e)),
         }
     }
@@ -1269,41 +1272,57 @@ async fn extra_disk_image(
         records::DbError::ImageQuota { max } => format!("the project's quota of {max} images is reached; this disk was not kept"),
         e => e.to_string(),
     })?;
-    db.transition_image(&row.id, &["queued"], "importing", "").await.map_err(|e| e.to_string())?;
-    let disk_size = std::fs::metadata(&disk.path).map(|m| m.len()).unwrap_or(0);
-    match db.hold_quota(parent.owner.as_deref().unwrap_or(""), &row.id, "import", disk_size, false).await {
-        Ok(Ok(())) => {}
-        Ok(Err(why)) => {
-            let reason = format!("This disk of the package ({disk_size} bytes) was not kept: {why}.");
+    // Once recorded, the image ends active or killed with the reason, and nothing it stored
+    // stays behind when it is killed.
+    let key = format!("{}.{}", row.id, disk.disk_format);
+    match keep_extra_disk(db, parent, store, imported, disk, &row.id, &key).await {
+        Ok(()) => Ok(row.id),
+        Err(reason) => {
+            let _ = store.delete(&key).await;
+            let _ = db.remove_location(&row.id, store.name()).await;
             let _ = db.kill_image(&row.id, &reason, "[]").await;
-            return Err(reason);
+            Err(reason)
         }
-        Err(e) => return Err(e.to_string()),
+    }
+}
+
+/// Stores a package's extra disk as image `id` (already recorded, `queued`): its bytes held
+/// against the quota, hashed, stored under `key`, located and activated. The error is the
+/// reason the image is killed with.
+async fn keep_extra_disk(
+    db: &records::Db,
+    parent: &records::ImageRow,
+    store: &std::sync::Arc<dyn storage::Backend>,
+    imported: &Imported,
+    disk: &ExtraDisk,
+    id: &str,
+    key: &str,
+) -> Result<(), String> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| format!("Hangar could not {what} for this disk of the package ({e}).");
+    if !db.transition_image(id, &["queued"], "importing", "").await.map_err(|e| failed("record the import", &e))? {
+        return Err("The image changed state before its disk was stored.".to_owned());
+    }
+    let disk_size = std::fs::metadata(&disk.path).map(|m| m.len()).unwrap_or(0);
+    match db.hold_quota(parent.owner.as_deref().unwrap_or(""), id, "import", disk_size, false).await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return Err(format!("This disk of the package ({disk_size} bytes) was not kept: {why}.")),
+        Err(e) => return Err(failed("check the quota", &e)),
     }
     let path = disk.path.clone();
-    let sums =
-        tokio::task::spawn_blocking(move || checksums(&path, &JobControl::default())).await.map_err(|e| e.to_string()).and_then(|r| r);
-    let (md5, sha512) = match sums {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = db.kill_image(&row.id, "Hangar could not read this disk of the OVA.", "[]").await;
-            return Err(e);
-        }
-    };
-    let key = format!("{}.{}", row.id, disk.disk_format);
-    let size = match store.put_file(&key, &disk.path, storage::PutMode::Move, &|_| {}).await {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = store.delete(&key).await;
-            let _ = db.kill_image(&row.id, &format!("The {} storage could not store this disk: {e}", store.name()), "[]").await;
-            return Err(e.to_string());
-        }
-    };
+    let (md5, sha512) = tokio::task::spawn_blocking(move || checksums(&path, &JobControl::default()))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|e| failed("read the unpacked disk", &e))?;
+    let size = store
+        .put_file(key, &disk.path, storage::PutMode::Move, &|_| {})
+        .await
+        .map_err(|e| format!("The {} storage could not store this disk: {e}", store.name()))?;
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     db.put_location(&records::LocationRow {
-        image_id: row.id.clone(),
+        image_id: id.to_owned(),
         backend: store.name().to_owned(),
-        key: key.clone(),
+        key: key.to_owned(),
         disk_format: disk.disk_format.clone(),
         size: to_i64(size),
         checksum: Some(md5.clone()),
@@ -1312,7 +1331,7 @@ async fn extra_disk_image(
         created_at: String::new(),
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| failed("record where the disk is stored", &e))?;
     let record = records::ActiveImage {
         disk_format: disk.disk_format.clone(),
         container_format: None,
@@ -1324,10 +1343,12 @@ async fn extra_disk_image(
         md5,
         sha512,
         findings: "[]".into(),
-        location: store.local_path(&key).map_or_else(|| format!("{}:{key}", store.name()), |p| p.display().to_string()),
+        location: store.local_path(key).map_or_else(|| format!("{}:{key}", store.name()), |p| p.display().to_string()),
     };
-    db.activate_image(&row.id, &record).await.map_err(|e| e.to_string())?;
-    Ok(row.id)
+    if !db.activate_image(id, &record).await.map_err(|e| failed("activate the image", &e))? {
+        return Err("The image changed state before it became active.".to_owned());
+    }
+    Ok(())
 }
 
 /// Converts one of Hangar's own stored copies (already accepted at import) for another backend:

@@ -374,6 +374,7 @@ async fn run_import(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &
         Err(IngestError::Cancelled) => Err(String::from("Cancelled; nothing was kept.").into()),
         Err(IngestError::Refused(why)) => Err(Failure { message: why, kind: JobFailure::Refused }),
         Err(IngestError::OverQuota(why)) => Err(Failure { message: why, kind: JobFailure::OverQuota }),
+        Err(IngestError::NotAccepted(why)) => Err(Failure { message: why, kind: JobFailure::Conflict }),
         Err(e) => Err(e.to_string().into()),
     }
 }

@@ -56,6 +56,7 @@ pub fn ImagePage() -> impl IntoView {
         move || (id(), update.version().get(), status.version().get(), copy.version().get(), control.version().get(), tick.get()),
         |(id, ..)| image_detail(id),
     );
+
     view! {
         <section class="page">
             <p class="crumbs"><A href="/images">"← Images"</A></p>
@@ -68,11 +69,21 @@ pub fn ImagePage() -> impl IntoView {
                             view! { <Detail v update status delete copy control /> }.into_any()
                         }
                         Err(crate::AppError::Unauthorized { .. }) => view! { <SignInPrompt what="this image" /> }.into_any(),
-                        Err(err) => view! {
+                        Err(err) => {
+                            // An image that does not exist (or that the caller may not see)
+                            // answers 404, not a page with status 200 that says so.
+                            #[cfg(feature = "ssr")]
+                            if let (crate::AppError::NotFound { .. }, Some(resp)) =
+                                (&err, use_context::<leptos_axum::ResponseOptions>())
+                            {
+                                resp.set_status(http::StatusCode::NOT_FOUND);
+                            }
+                            view! {
                             <Title text="Image not found" />
                             <h1>"Image not found"</h1>
                             <div class="alert" role="alert" id="image-error">{err.to_string()}</div>
-                        }.into_any(),
+                            }.into_any()
+                        }
                     }
                 })}
             </Suspense>

@@ -82,6 +82,8 @@ struct Item {
     package: RwSignal<Vec<RelatedImage>>,
     /// A package's disks that did not become images, and why.
     not_kept: RwSignal<Option<String>>,
+    /// The image this file became, once it is active (the card links to it).
+    done_id: RwSignal<Option<String>>,
 }
 
 impl engine::Observer for Item {
@@ -160,6 +162,7 @@ impl Item {
             sha256: RwSignal::new(None),
             package: RwSignal::new(Vec::new()),
             not_kept: RwSignal::new(None),
+            done_id: RwSignal::new(None),
         }
     }
 
@@ -256,6 +259,7 @@ impl Item {
                     self.sha256.set(p.sha256);
                     self.package.set(p.package);
                     self.not_kept.set(p.package_not_kept);
+                    self.done_id.set(Some(p.id));
                     engine::forget_resume(&self.key);
                     self.resume.set(None);
                     self.phase.set(Phase::Active);
@@ -544,6 +548,7 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
             </p>
             { let it = it.clone(); move || (!it.note.get().is_empty()).then(|| view! { <p class="muted note">{it.note.get()}</p> }) }
             { let it = it.clone(); move || it.sha256.get().map(|h| view! { <p class="checksum">"SHA-256 " <code class="sha256">{h}</code></p> }) }
+            { let it = it.clone(); move || it.done_id.get().filter(|_| it.package.with(Vec::is_empty)).map(|id| view! { <p class="open-image"><a href=format!("/images/{id}")>"Open the image"</a></p> }) }
             { let it = it.clone(); move || it.package.with(|p| !p.is_empty()).then(|| view! { <PackageImages images=it.package.get() /> }) }
             { let it = it.clone(); move || it.not_kept.get().map(|n| view! { <p class="warning package-not-kept" role="alert">{format!("Not every disk of the package became an image: {n}")}</p> }) }
         </li>

@@ -47,9 +47,20 @@ pub fn sniff(bytes: &SparseBytes) -> SniffOutcome {
 /// [`SniffOutcome::NeedMore`], at most [`SNIFF_MAX_FOLLOWUPS`] times; after that the report says
 /// `sniff-incomplete`.
 pub fn sniff_with(bytes: &SparseBytes, opts: &InspectOptions) -> SniffOutcome {
+    sniff_rounds(bytes, opts, (2 + SNIFF_MAX_FOLLOWUPS).saturating_sub(bytes.piece_count()))
+}
+
+/// [`sniff_with`] over what `bytes` holds, asking for nothing its optional reads (an OVA's member
+/// walk) could do without: a stream's head and tail are all there will ever be.
+#[cfg(feature = "convert")]
+pub(crate) fn sniff_held(bytes: &SparseBytes, opts: &InspectOptions) -> SniffOutcome {
+    sniff_rounds(bytes, opts, 0)
+}
+
+fn sniff_rounds(bytes: &SparseBytes, opts: &InspectOptions, followups_left: usize) -> SniffOutcome {
     let mut cx = Ctx::new(bytes, false);
     cx.file_name = opts.file_name.clone();
-    cx.followups_left = (2 + SNIFF_MAX_FOLLOWUPS).saturating_sub(bytes.piece_count());
+    cx.followups_left = followups_left;
     match analyse(&mut cx, opts) {
         Ok(r) => SniffOutcome::Done(r),
         Err(Stop::Need(r)) => {

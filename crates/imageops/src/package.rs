@@ -67,11 +67,13 @@ impl Images {
                 ..Default::default()
             };
             let page = self.db.query_images(&query, visible(authn)).await?;
-            children.extend(page.images);
+            // The import gives a package's images their first image's project (and only it
+            // sets these properties: policy::metadata::is_import_property).
+            children.extend(page.images.into_iter().filter(|c| c.owner == first.owner && c.id != first.id));
         }
         let first_props = first.property_map();
         // A package whose other disks were all refused (a quota) is still a package of one.
-        let from_package = first_props.keys().any(|k| k.starts_with("ovf_") || k == NOT_KEPT);
+        let from_package = matches!(first.uploaded_format.as_deref(), Some("ova" | "uec")) && first_props.contains_key(NOT_KEPT);
         if children.is_empty() && !from_package {
             return Ok(Vec::new());
         }

@@ -103,8 +103,9 @@ pub fn check_update(
     if after.properties.len() > records::MAX_PROPERTIES {
         return Err(Error::TooLarge(format!("An image has at most {} properties.", records::MAX_PROPERTIES)));
     }
-    // Names (reserved, read-only, syntax), each value's size and the total.
-    policy::metadata::check_properties(after.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(metadata)?;
+    // Names (reserved, read-only, the import's, syntax) of what changes, each value's size and
+    // the total.
+    policy::metadata::check_property_change(&before.properties, &after.properties).map_err(metadata)?;
     Ok(records::ImagePatch {
         name: (after.name != before.name).then(|| after.name.clone().unwrap_or_default()),
         visibility: (after.visibility != before.visibility).then(|| after.visibility.clone()),
@@ -200,6 +201,7 @@ mod tests {
         assert_eq!(class(|f| f.tags = (0..=records::MAX_TAGS).map(|i| i.to_string()).collect(), "active"), "413");
         assert_eq!(class(|f| drop(f.properties.insert("os_glance_x".into(), "1".into())), "active"), "403");
         assert_eq!(class(|f| drop(f.properties.insert("checksum".into(), "1".into())), "active"), "403");
+        assert_eq!(class(|f| drop(f.properties.insert("ova_parent".into(), "someone-elses".into())), "active"), "403");
         assert_eq!(class(|f| f.properties.extend((0..records::MAX_PROPERTIES).map(|i| (format!("k{i}"), "v".into()))), "active"), "413");
         assert_eq!(class(|f| drop(f.properties.insert("big".into(), "v".repeat(65_536))), "active"), "413");
         assert_eq!(class(|f| drop(f.properties.remove("a")), "active"), "ok");

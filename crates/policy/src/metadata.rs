@@ -3,6 +3,8 @@
 //! The dashboard's server functions and the Glance API both call these, so a key one door
 //! refuses is never stored through the other.
 
+use std::collections::BTreeMap;
+
 /// Glance's container formats that Hangar accepts (docs/glance-api.md: `container_formats`).
 pub const CONTAINER_FORMATS: [&str; 7] = ["bare", "ovf", "ova", "ami", "aki", "ari", "uec"];
 
@@ -37,6 +39,18 @@ pub const READ_ONLY_PROPERTIES: [&str; 13] = [
 ];
 /// Names Glance reserves (403), besides every name that starts with `os_glance`.
 pub const RESERVED_PROPERTIES: [&str; 5] = ["location", "locations", "deleted", "deleted_at", "stores"];
+
+/// Properties Hangar's import of a package sets on the images it makes: which package an image
+/// came from and what the package's descriptor said (`server/src/ingest.rs`). Only the import
+/// sets, changes or removes them, so the links and facts the dashboard shows cannot be forged.
+pub const IMPORT_PROPERTIES: [&str; 4] = ["ova_parent", "uec_parent", "uec_member", "package_disks_not_kept"];
+/// Every property whose name starts with this is an OVF fact the import recorded.
+pub const IMPORT_PROPERTY_PREFIX: &str = "ovf_";
+
+/// True for a property only Hangar's package import sets ([`IMPORT_PROPERTIES`]).
+pub fn is_import_property(key: &str) -> bool {
+    IMPORT_PROPERTIES.contains(&key) || key.starts_with(IMPORT_PROPERTY_PREFIX)
+}
 
 /// Why a piece of metadata was refused; the doors map these to 400/403/413.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +99,9 @@ pub fn check_property_key(key: &str) -> Result<(), MetadataError> {
     if RESERVED_PROPERTIES.contains(&key) || key.starts_with("os_glance") {
         return Err(MetadataError::Forbidden(format!("Attribute '{key}' is reserved.")));
     }
+    if is_import_property(key) {
+        return Err(MetadataError::Forbidden(format!("Attribute '{key}' is set by Hangar's import of a package; it cannot be changed.")));
+    }
     if BASE_PROPERTIES.contains(&key) {
         return Err(MetadataError::Invalid(format!("'{key}' is not a custom property; set it in its own field.")));
     }
@@ -116,6 +133,25 @@ pub fn check_properties<'a>(props: impl IntoIterator<Item = (&'a str, &'a str)>)
         check_property(k, v)?;
         total = total.saturating_add(k.len()).saturating_add(v.len());
     }
+    check_total(total)
+}
+
+/// Checks a change of an image's custom properties: every property added or changed as
+/// [`check_property`], none of the import's removed ([`is_import_property`]; those it keeps
+/// unchanged are fine), and the total size of the result.
+pub fn check_property_change(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Result<(), MetadataError> {
+    for (k, v) in after {
+        if before.get(k) != Some(v) {
+            check_property(k, v)?;
+        }
+    }
+    if let Some(k) = before.keys().find(|k| !after.contains_key(*k) && is_import_property(k)) {
+        return Err(MetadataError::Forbidden(format!("Attribute '{k}' is set by Hangar's import of a package; it cannot be removed.")));
+    }
+    check_total(after.iter().map(|(k, v)| k.len().saturating_add(v.len())).fold(0usize, usize::saturating_add))
+}
+
+fn check_total(total: usize) -> Result<(), MetadataError> {
     if total > MAX_PROPERTIES_TOTAL_BYTES {
         return Err(MetadataError::TooLarge(format!(
             "The image's properties take {total} bytes; together they may take at most {MAX_PROPERTIES_TOTAL_BYTES} bytes."
@@ -154,6 +190,26 @@ mod tests {
         let keys: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
         assert!(matches!(check_properties(keys.iter().map(|k| (k.as_str(), big.as_str()))), Err(MetadataError::TooLarge(_))));
         assert_eq!(check_properties(keys.iter().take(4).map(|k| (k.as_str(), big.as_str()))), Ok(()));
+    }
+
+    /// The properties a package's import records cannot be set, changed or removed by users, so
+    /// no one can make an image look like a disk of someone else's appliance; an edit that keeps
+    /// them as they are passes.
+    #[test]
+    fn the_import_properties_are_the_servers() {
+        for k in ["ova_parent", "uec_parent", "uec_member", "package_disks_not_kept", "ovf_name", "ovf_manifest_verified"] {
+            assert!(matches!(check_property_key(k), Err(MetadataError::Forbidden(_))), "{k}");
+        }
+        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>();
+        let imported = map(&[("ova_parent", "p"), ("ovf_name", "VM"), ("os_distro", "debian")]);
+        let edited = map(&[("ova_parent", "p"), ("ovf_name", "VM"), ("os_distro", "ubuntu")]);
+        assert_eq!(check_property_change(&imported, &edited), Ok(()));
+        let forged = map(&[("ova_parent", "q"), ("ovf_name", "VM"), ("os_distro", "debian")]);
+        assert!(matches!(check_property_change(&imported, &forged), Err(MetadataError::Forbidden(_))));
+        let unlinked = map(&[("ovf_name", "VM"), ("os_distro", "debian")]);
+        assert!(matches!(check_property_change(&imported, &unlinked), Err(MetadataError::Forbidden(_))));
+        let added = map(&[("ovf_manifest_verified", "true")]);
+        assert!(matches!(check_property_change(&BTreeMap::new(), &added), Err(MetadataError::Forbidden(_))));
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub enum JobFailure {
     OverQuota,
     /// Hangar could not finish it (storage, database): 503 at Glance.
     Error,
+    /// The image was no longer waiting for this data (deleted, or changed by another request):
+    /// 409 at Glance.
+    Conflict,
 }
 
 /// The most jobs one listing returns.

@@ -515,6 +515,7 @@ pub async fn upload(
                     records::JobFailure::OverQuota => {
                         GlanceError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Image {id} was not kept: {reason}"))
                     }
+                    records::JobFailure::Conflict => GlanceError::conflict(format!("Image {id} changed during its import: {reason}")),
                     records::JobFailure::Error | records::JobFailure::None => {
                         GlanceError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Image {id} could not be stored: {reason}"))
                     }

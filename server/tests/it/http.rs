@@ -91,6 +91,26 @@ async fn unknown_paths_answer_404_with_the_app_page() {
     assert!(reply.body.contains("Page not found"));
 }
 
+/// An image page for an id that names no image (or one the caller may not see) answers 404
+/// with the page that says so; an image the caller sees answers 200.
+#[tokio::test]
+async fn an_unknown_image_page_answers_404() {
+    let app = spawn_app().await;
+    let (p1, p2) = seed_accounts(&app).await;
+    let cookie = app.sign_in("member", common::PASSWORD).await;
+    let theirs =
+        app.state.db.create_image(&records::NewImage { name: "theirs".into(), owner: Some(p2), ..Default::default() }).await.unwrap();
+    let mine = app.state.db.create_image(&records::NewImage { name: "mine".into(), owner: Some(p1), ..Default::default() }).await.unwrap();
+    for id in ["0b5e4c6e-1111-4222-8333-944455556666", theirs.id.as_str()] {
+        let reply = app.get(&format!("/images/{id}"), Some(&cookie)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{id}");
+        assert!(reply.body.contains("Image not found"), "{}", reply.body);
+    }
+    let reply = app.get(&format!("/images/{}", mine.id), Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.contains("id=\"image-name\""), "{}", reply.body);
+}
+
 #[tokio::test]
 async fn dismissing_the_welcome_panel_is_remembered_per_session() {
     let app = spawn_app().await;

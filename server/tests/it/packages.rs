@@ -176,10 +176,16 @@ async fn a_package_declared_wrongly_is_refused_with_a_declaration_that_exists() 
     let (pkg, _, _) = ova(dir.path());
     let (tarball, ..) = uec_tarball(dir.path());
     let (ova_bytes, uec_bytes) = (std::fs::read(&pkg).unwrap(), std::fs::read(&tarball).unwrap());
+    // A UEC tarball whose compressed stream is damaged half-way: the data's fault, so refused
+    // (415) like a wrong declaration, not answered as a failure of Hangar's (503).
+    let mut damaged = uec_bytes.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid..mid + 64].fill(0xff);
     let cases = [
         ("raw", "ova", &ova_bytes, "declare disk_format vmdk with container_format ova"),
         ("vmdk", "bare", &ova_bytes, "declare container_format ova"),
         ("ami", "ami", &uec_bytes, "declare container_format uec with disk_format ami"),
+        ("ami", "uec", &damaged, "refused"),
     ];
     for (disk, container, bytes, says) in cases {
         let id = create(&app, &tok, "wrong", disk, container).await;

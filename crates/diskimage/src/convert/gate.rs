@@ -176,7 +176,7 @@ impl<'a> HeadTail<'a> {
         let tail_len = self.tail.len() as u64;
         bytes.insert(self.total - tail_len, self.tail.clone());
         let opts = InspectOptions { declared: Some(to_format(declared)), file_name, ..Default::default() };
-        match crate::sniff_with(&bytes, &opts) {
+        match crate::engine::sniff_held(&bytes, &opts) {
             SniffOutcome::Done(r) => from_report(&r, Some(declared)),
             SniffOutcome::NeedMore(_) => Err(rejected(UNVERIFIABLE)),
         }

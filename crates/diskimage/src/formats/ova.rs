@@ -800,7 +800,8 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         // The browser walks the member headers through the bytes it holds, asking for each
         // header it lacks while follow-up rounds are left ([`HeldSource`]), so it lists (and
         // judges) every member of a package with a few disks, not only those in the head.
-        let mut src = HeldSource { src: cx.src, pos: 0, ask: cx.followups_left > 0 };
+        // One round is kept for the descriptor or the manifest ([`read_member`]).
+        let mut src = HeldSource { src: cx.src, pos: 0, ask: cx.followups_left > 1 };
         match tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues) {
             Ok(w) => w,
             Err(GzError::Stop(stop)) => return Err(stop),
@@ -947,6 +948,7 @@ fn facts(ovf: &Ovf, members: &[Member], complete: bool, manifest: Option<Manifes
     let disks = ovf
         .disks
         .iter()
+        .take(crate::limits::TAR_MAX_MEMBERS)
         .map(|d| PackageDisk {
             id: short(&d.id),
             member: short(&d.href),
