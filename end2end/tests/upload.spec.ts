@@ -92,6 +92,27 @@ test("qcow2, VDI, raw and ISO files are identified in the browser, uploaded and 
   await expect(table.locator("tr", { hasText: "e2e-iso" }).first()).toContainText("iso");
 });
 
+test("a file chosen before the page is interactive is picked up when it hydrates", async ({ page }) => {
+  await signIn(page, admin.username, admin.password);
+  // Hold the browser bundle back: the page is server-rendered and the picker usable, but no
+  // handler listens yet (as on a slow link).
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  await page.route("**/pkg/hangar_bg.wasm", async (route) => {
+    await held;
+    await route.continue();
+  });
+  await page.goto("/upload", { waitUntil: "domcontentloaded" });
+  await page.locator("#file-input").setInputFiles(qcow2);
+  await expect(page.locator("#status-check")).toHaveAttribute("data-hydrated", "false");
+  release();
+  await expect(page.locator("#status-check")).toHaveAttribute("data-hydrated", "true");
+  const c = card(page, qcow2);
+  await expect(c.locator(".sniff")).toHaveAttribute("data-format", "qcow2");
+  await expect(c.locator(".phase")).toContainText("nothing is sent until you press Start upload");
+  await expect(c.locator("button.start")).toHaveText("Start upload");
+});
+
 test("a qcow2 with a backing file is refused in the browser, and by the server if forced", async ({ page }) => {
   await openUpload(page);
   await page.locator("#file-input").setInputFiles(backed);

@@ -34,7 +34,7 @@ impl Phase {
     fn line(&self) -> String {
         match self {
             Phase::Sniffing => "Identifying…".into(),
-            Phase::Ready => "Queued: ready to upload".into(),
+            Phase::Ready => "Ready: nothing is sent until you press Start upload (or Start all)".into(),
             Phase::Refused => "Refused before upload".into(),
             Phase::Uploading => "Uploading".into(),
             Phase::Paused => "Paused".into(),
@@ -335,6 +335,7 @@ fn Uploader(project: String) -> impl IntoView {
     let store = RwSignal::new(String::new());
     let backends = Resource::new(|| (), |_| crate::api::storage::storage_matrix());
     let dragging = RwSignal::new(false);
+    let file_input = NodeRef::<leptos::html::Input>::new();
     let add_files = move |list: Option<web_sys::FileList>| {
         let Some(list) = list else { return };
         for i in 0..list.length() {
@@ -345,6 +346,16 @@ fn Uploader(project: String) -> impl IntoView {
             }
         }
     };
+    // A file chosen before the page became interactive: its `change` event fired before any
+    // handler listened, so it is picked up here, once, when the page hydrates.
+    Effect::new(move |_| {
+        if let Some(input) = file_input.get() {
+            if input.files().is_some_and(|f| f.length() > 0) {
+                add_files(input.files());
+                input.set_value("");
+            }
+        }
+    });
     let total = move || items.with(|v| v.iter().map(|i| i.size).sum::<u64>());
     let sent = move || items.with(|v| v.iter().map(|i| i.confirmed.get()).sum::<u64>());
     view! {
@@ -369,6 +380,7 @@ fn Uploader(project: String) -> impl IntoView {
             <label for="file-input" class="dropzone-label">"Drop disk images here, or choose files"</label>
             <input
                 id="file-input"
+                node_ref=file_input
                 type="file"
                 multiple
                 on:change=move |ev| {
@@ -532,7 +544,13 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
             </div>
             <div class="upload-controls">
                 <button class="button button-primary start" disabled=move || !can_start() on:click={ let it = i2.clone(); move |_| spawn_local(it.clone().run(chunk_mib.get_untracked() << 20, store.get_untracked())) }>
-                    {move || if i3.resume.with(Option::is_some) { "Resume upload" } else { "Start upload" }}
+                    {move || match i3.phase.get() {
+                        Phase::Uploading => "Uploading…",
+                        Phase::Verifying => "Verifying…",
+                        Phase::Active => "Uploaded",
+                        _ if i3.resume.with(Option::is_some) => "Resume upload",
+                        _ => "Start upload",
+                    }}
                 </button>
                 <button class="button button-quiet pause" disabled={ let it = i4.clone(); move || it.phase.get() != Phase::Uploading } on:click={ let it = i4.clone(); move |_| { it.stop.set(true); it.phase.set(Phase::Paused); } }>"Pause"</button>
                 <button class="button button-quiet cancel" disabled={ let it = i4.clone(); move || matches!(it.phase.get(), Phase::Active | Phase::Cancelled | Phase::Verifying | Phase::Killed(_)) } on:click={ let it = i4.clone(); move |_| spawn_local(it.clone().cancel()) }>"Cancel"</button>
