@@ -34,12 +34,12 @@ export function rawDisk(size: number, seed: number): Buffer {
 
 /**
  * Creates an image through the API and uploads `bytes` with one tus request; waits until the
- * import job made it active. Returns its id.
+ * import job made it active (or `opts.expect`, e.g. `killed`). Returns its id.
  */
 export async function apiImage(
   page: Page,
   token: string,
-  opts: { name: string; bytes: Buffer; diskFormat?: string; tags?: string; protected?: boolean; visibility?: string },
+  opts: { name: string; bytes: Buffer; diskFormat?: string; tags?: string; protected?: boolean; visibility?: string; expect?: string },
 ): Promise<string> {
   const auth = { "X-Auth-Token": token, Accept: "application/json" };
   const fields: Record<string, string> = {
@@ -70,6 +70,6 @@ export async function apiImage(
       const r = await page.request.post("/api/image_progress", { headers: { ...auth, "Content-Type": "application/x-www-form-urlencoded" }, data: `image_id=${imageId}` });
       return (await r.json()).status as string;
     }, { timeout: 30_000 })
-    .toBe("active");
+    .toBe(opts.expect ?? "active");
   return imageId;
 }

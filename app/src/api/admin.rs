@@ -55,6 +55,17 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+/// One page of the audit log, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// The `before` of the next (older) page, when there are older entries.
+    pub older: Option<i64>,
+}
+
+/// Entries per audit page.
+pub const AUDIT_PAGE: u32 = 100;
+
 #[cfg(feature = "ssr")]
 mod imp {
     pub use crate::api::context::server_context;
@@ -327,7 +338,7 @@ pub async fn admin_list_audit(
     action: Option<String>,
     outcome: Option<String>,
     before: Option<i64>,
-) -> Result<Vec<AuditEntry>, AppError> {
+) -> Result<AuditPage, AppError> {
     use imp::*;
     answer(async move {
         require(&Action::ViewAudit)?;
@@ -337,10 +348,14 @@ pub async fn admin_list_audit(
             action: action.unwrap_or_default().trim().to_owned(),
             outcome: outcome.unwrap_or_default().trim().to_owned(),
             before_id: before,
-            limit: 100,
+            // One more than a page: whether older entries exist.
+            limit: AUDIT_PAGE + 1,
         };
-        let rows = db.list_audit(&filter).await.map_err(|e| AppError::internal("list audit", &e))?;
-        Ok(rows
+        let mut rows = db.list_audit(&filter).await.map_err(|e| AppError::internal("list audit", &e))?;
+        let more = rows.len() > AUDIT_PAGE as usize;
+        rows.truncate(AUDIT_PAGE as usize);
+        let older = rows.last().filter(|_| more).map(|r| r.id);
+        let entries = rows
             .into_iter()
             .map(|r| AuditEntry {
                 id: r.id,
@@ -352,7 +367,8 @@ pub async fn admin_list_audit(
                 remote_addr: r.remote_addr,
                 outcome: r.outcome,
             })
-            .collect())
+            .collect();
+        Ok(AuditPage { entries, older })
     })
     .await
 }

@@ -296,16 +296,18 @@ fn AuditPanel() -> impl IntoView {
             {move || Suspend::new(async move {
                 match entries.await {
                     Err(err) => view! { <div class="alert" role="alert">{err.to_string()}</div> }.into_any(),
-                    Ok(rows) if rows.is_empty() => view! { <p class="muted" id="audit-empty">"No entries match."</p> }.into_any(),
-                    Ok(rows) => {
-                        let older = rows.last().map(|r| {
+                    Ok(page) if page.entries.is_empty() => view! { <p class="muted" id="audit-empty">"No entries match."</p> }.into_any(),
+                    Ok(page) => {
+                        let rows = page.entries;
+                        // Only when older entries exist (the link led to an empty page before).
+                        let older = page.older.map(|before| {
                             let (actor, action, outcome, _) = filter();
                             format!(
                                 "/admin/audit?actor={}&action={}&outcome={}&before={}",
                                 crate::components::size::encode_query(&actor.unwrap_or_default()),
                                 crate::components::size::encode_query(&action.unwrap_or_default()),
                                 crate::components::size::encode_query(&outcome.unwrap_or_default()),
-                                r.id
+                                before
                             )
                         });
                         view! {

@@ -428,7 +428,8 @@ async fn quotas_are_validated_and_audited() {
     let p = projects.as_array().unwrap().iter().find(|p| p["name"] == "p1").unwrap();
     assert_eq!(p["quota"]["max_images"], 5);
     let audit = app.call("admin_list_audit", "action=quota.", &admin).await.json();
-    assert_eq!(audit[0]["detail"], "images 5, bytes 2147483648, concurrent uploads unlimited");
+    assert_eq!(audit["entries"][0]["detail"], "images 5, bytes 2147483648, concurrent uploads unlimited");
+    assert!(audit["older"].is_null(), "one page holds them all: no link to older entries");
 }
 
 fn hangar(data_dir: &std::path::Path, args: &[&str], password: Option<&str>) -> std::process::Output {
@@ -674,4 +675,41 @@ async fn deleted_ids_and_second_imports_are_refused() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let imports = app.state.db.jobs_for_image(&image.id).await.unwrap().into_iter().filter(|j| j.kind == "import").count();
     assert_eq!(imports, 1, "one import per image");
+}
+
+/// The audit log pages backwards, and offers older entries only when there are some (the link
+/// used to lead to an empty page).
+#[tokio::test]
+async fn the_audit_log_offers_older_entries_only_when_there_are_some() {
+    let app = common::spawn_app().await;
+    seed_accounts(&app).await;
+    let admin = Auth::Cookie(app.sign_in("admin", PASSWORD).await);
+    for i in 0..150 {
+        let detail = format!("entry {i}");
+        let entry = records::NewAudit {
+            actor_id: None,
+            actor_name: "robot",
+            action: "test.page",
+            target_type: "",
+            target_id: "",
+            detail: &detail,
+            remote_addr: "127.0.0.1",
+            outcome: "ok",
+        };
+        app.state.db.append_audit(&entry).await.unwrap();
+    }
+    let first = app.call("admin_list_audit", "action=test.", &admin).await.json();
+    assert_eq!(first["entries"].as_array().unwrap().len(), 100);
+    assert_eq!(first["entries"][0]["detail"], "entry 149", "newest first");
+    let before = first["older"].as_i64().expect("older entries exist");
+    let second = app.call("admin_list_audit", &format!("action=test.&before={before}"), &admin).await.json();
+    assert_eq!(second["entries"].as_array().unwrap().len(), 50);
+    assert_eq!(second["entries"][0]["detail"], "entry 49");
+    assert!(second["older"].is_null(), "the last page offers nothing older");
+    // The page renders the link only when it leads somewhere.
+    let Auth::Cookie(cookie) = &admin else { unreachable!() };
+    let html = app.get("/admin/audit?action=test.", Some(cookie)).await.body;
+    assert!(html.contains("id=\"audit-older\""));
+    let html = app.get(&format!("/admin/audit?action=test.&before={before}"), Some(cookie)).await.body;
+    assert!(html.contains("entry 49") && !html.contains("id=\"audit-older\""));
 }
