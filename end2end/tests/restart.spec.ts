@@ -71,7 +71,7 @@ test("a restart keeps the database and the browser's session", async ({ page }) 
     await expect(page.locator("#welcome")).toHaveCount(0);
     // Still signed in, in the project the first start created.
     await expect(page.locator("#account-link")).toHaveText("root");
-    await expect(page.locator("#project-select")).toContainText("default · member");
+    await expect(page.locator("#project-select")).toContainText("default · administrator");
 
     // A browser without that session still sees the panel: the state really is per session.
     const other = await page.context().browser()!.newContext();

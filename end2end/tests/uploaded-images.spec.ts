@@ -1,4 +1,5 @@
 import { expect, test } from "@playwright/test";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -211,6 +212,13 @@ test("a project member uploads; a reader of that project sees the image but can 
   const theirs = await browser.newContext({ javaScriptEnabled: false });
   const r = await theirs.newPage();
   await signIn(r, reader, password);
+  // Pages offer a reader no upload: no Upload menu, no Upload button, a welcome for browsing.
+  await r.goto("/images");
+  await expect(r.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Upload" })).toHaveCount(0);
+  await expect(r.locator("#upload-button")).toHaveCount(0);
+  await expect(r.locator("#welcome")).toContainText("ask an administrator for the member role");
+  await r.goto("/upload");
+  await expect(r.locator("#upload-denied")).toContainText("readers can see images but not upload them");
   await r.goto(`/images/${imageId}`);
   await expect(r.locator("#image-status")).toHaveText("active");
   await expect(r.locator("#edit-image-form")).toHaveCount(0);
@@ -228,4 +236,27 @@ test("a project member uploads; a reader of that project sees the image but can 
   await theirs.close();
   await page.goto(`/images/${imageId}`);
   await expect(page.locator("#image-name")).toHaveText(name);
+});
+
+// (Here, not in pages.spec.ts: it creates images, which the fresh-install checks must not see.)
+test("the jobs, images and audit pages fit a 1366 px window, with a failed job listed", async ({ page }) => {
+  await page.setViewportSize({ width: 1366, height: 800 });
+  await signIn(page, admin.username, admin.password);
+  // A job that fails with a long reason (a qcow2 that names a backing file), so the jobs table
+  // shows an error.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hangar-wide-"));
+  const base = path.join(dir, "a-rather-long-name-for-a-backing-file-that-ends-up-in-the-reason.qcow2");
+  const top = path.join(dir, "top.qcow2");
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", base, "16M"]);
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top]);
+  const token = await apiToken(page);
+  const name = unique("e2e-wide");
+  const refused = await apiImage(page, token, { name, bytes: fs.readFileSync(top), diskFormat: "qcow2", expect: "killed" });
+  expect(refused).toBeTruthy();
+  for (const url of ["/jobs", "/images", "/admin/audit"]) {
+    await page.goto(url);
+    await expect(page.locator("h1")).toBeVisible();
+    const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    expect(scroll, `${url} is ${scroll} px wide in a ${inner} px window`).toBeLessThanOrEqual(inner);
+  }
 });

@@ -22,6 +22,14 @@ pub struct Me {
     pub projects: Vec<ProjectChoice>,
 }
 
+impl Me {
+    /// May upload into the current project (an administrator, or a member of it): the pages
+    /// offer uploading only then. The server decides all the same (`policy`).
+    pub fn can_upload(&self) -> bool {
+        self.is_admin || self.project.as_ref().is_some_and(|p| p.role == "member")
+    }
+}
+
 /// Only same-site paths are followed after sign-in: an absolute URL or `//host` would make the
 /// sign-in form an open redirect.
 pub fn safe_next(next: Option<&str>) -> String {

@@ -15,6 +15,12 @@ pub fn Shell(children: Children) -> impl IntoView {
     let me = Resource::new(|| (), |_| whoami());
     let signed_in = move || matches!(me.get(), Some(Ok(Some(_))));
     let is_admin = move || matches!(me.get(), Some(Ok(Some(Me { is_admin: true, .. }))));
+    // Signed out, the Upload page asks to sign in; signed in, it is offered to those who may
+    // upload (readers are not shown a door that refuses them).
+    let may_upload = move || match me.get() {
+        Some(Ok(Some(me))) => me.can_upload(),
+        _ => true,
+    };
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
         <header class="topbar">
@@ -25,7 +31,11 @@ pub fn Shell(children: Children) -> impl IntoView {
             <nav aria-label="Main">
                 <ul class="nav">
                     <li><A href="/images">"Images"</A></li>
-                    <li><A href="/upload">"Upload"</A></li>
+                    <Suspense fallback=|| ()>
+                        <Show when=may_upload>
+                            <li><A href="/upload">"Upload"</A></li>
+                        </Show>
+                    </Suspense>
                     <li><A href="/jobs">"Jobs"</A></li>
                     <li><A href="/storage">"Storage matrix"</A></li>
                     <li><A href="/formats">"Formats"</A></li>
@@ -63,7 +73,7 @@ fn UserMenu(me: Me) -> impl IntoView {
                 <label for="project-select" class="visually-hidden">"Project"</label>
                 <select id="project-select" name="project_id">
                     {me.projects.iter().map(|p| view! {
-                        <option value=p.id.clone() selected=p.id == current>{format!("{} · {}", p.name, p.role)}</option>
+                        <option value=p.id.clone() selected=p.id == current>{format!("{} · {}", p.name, if me.is_admin { "administrator" } else { p.role.as_str() })}</option>
                     }).collect_view()}
                 </select>
                 <button type="submit" class="button button-small">"Switch"</button>

@@ -52,12 +52,19 @@ pub fn ImagesPage() -> impl IntoView {
         <section class="page">
             <div class="page-head">
                 <h1>"Images"</h1>
-                <A href="/upload" attr:class="button button-primary">"Upload image"</A>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        // Offered to those who may upload into the current project.
+                        matches!(me.await, Ok(Some(m)) if m.can_upload())
+                            .then(|| view! { <A href="/upload" attr:class="button button-primary" attr:id="upload-button">"Upload image"</A> })
+                    })}
+                </Suspense>
             </div>
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {
+                    let uploader = matches!(me.await, Ok(Some(m)) if m.can_upload());
                     match welcome.await {
-                        Ok(false) => Some(view! { <Welcome dismiss /> }.into_any()),
+                        Ok(false) => Some(view! { <Welcome dismiss uploader /> }.into_any()),
                         _ => None,
                     }
                 })}
@@ -126,14 +133,21 @@ fn PendingShares(shares: Vec<PendingShare>, answer: ServerAction<AnswerShare>) -
 }
 
 #[component]
-fn Welcome(dismiss: ServerAction<DismissWelcome>) -> impl IntoView {
+fn Welcome(dismiss: ServerAction<DismissWelcome>, uploader: bool) -> impl IntoView {
     view! {
         <aside class="welcome" id="welcome" aria-labelledby="welcome-title">
             <h2 id="welcome-title">"Welcome to Hangar"</h2>
-            <p>
-                "Upload disk images in any common format. Hangar checks each one before it is used, "
-                "converts it for your storage, and records its checksums."
-            </p>
+            {if uploader {
+                view! { <p>
+                    "Upload disk images in any common format. Hangar checks each one before it is used, "
+                    "converts it for your storage, and records its checksums."
+                </p> }.into_any()
+            } else {
+                view! { <p>
+                    "Browse and download the images your project can use; each was checked before it became available, "
+                    "and its checksums are on its page. To upload images, ask an administrator for the member role."
+                </p> }.into_any()
+            }}
             <ActionForm action=dismiss>
                 <button type="submit" class="button button-quiet" id="dismiss-welcome">"Dismiss"</button>
             </ActionForm>

@@ -308,14 +308,14 @@ pub fn UploadPage() -> impl IntoView {
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {
                     match me.await {
-                        Ok(Some(me)) => match me.project {
-                            Some(p) if p.role == "member" || me.is_admin => view! { <Uploader project=p.name /> }.into_any(),
-                            Some(p) => view! {
+                        Ok(Some(me)) => match (me.can_upload(), me.project) {
+                            (true, Some(p)) => view! { <Uploader project=p.name /> }.into_any(),
+                            (false, Some(p)) => view! {
                                 <div class="alert" role="alert" id="upload-denied">
                                     {format!("You are a reader in {}: readers can see images but not upload them. Ask an administrator for the member role.", p.name)}
                                 </div>
                             }.into_any(),
-                            None => view! {
+                            (_, None) => view! {
                                 <div class="alert" role="alert" id="upload-denied">"You have no role in any project yet. Ask an administrator to add you to one."</div>
                             }.into_any(),
                         },
