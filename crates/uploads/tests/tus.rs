@@ -388,6 +388,18 @@ async fn a_restart_mid_upload_loses_nothing() {
     assert_eq!((r.status, r.offset()), (StatusCode::NO_CONTENT, 1_500_000));
     // The running hashes were lost with the old process: they are computed from the file.
     assert_completed(&env.next_completion().await, &data);
+    // The hand-over is recorded just after the callback (a crash between the two repeats the
+    // callback rather than losing it): restart only once it is recorded, or the test races it.
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    let mut recorded = false;
+    for _ in 0..500 {
+        recorded = env.db.upload_by_id(&id).await.unwrap().is_some_and(|u| u.completed_at.is_some());
+        if recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(recorded, "the hand-over of {id} was recorded");
     env.restart().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(env.completions().len(), 1, "a second restart does not hand it over again");
