@@ -786,9 +786,9 @@ fn refuse(cx: &mut Ctx, r: Refusal) {
 
 pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let mut issues = Vec::new();
-    // The browser walks only what the head holds; the server walks the whole archive.
+    // The server walks the whole archive; the browser what it holds or may still ask for.
     let walk = if cx.deep {
-        let mut src = ReadAtSource { src: cx.src, pos: 0 };
+        let mut src = ReadAtSource { src: cx.src, pos: 0, end_at_missing: false };
         match tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues) {
             Ok(w) => w,
             Err(e) => {
@@ -798,10 +798,10 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
         }
     } else {
         // The browser walks the member headers through the bytes it holds, asking for each
-        // header it lacks while follow-up rounds are left ([`HeldSource`]), so it lists (and
+        // header it lacks while follow-up rounds are left, so it lists (and
         // judges) every member of a package with a few disks, not only those in the head.
         // One round is kept for the descriptor or the manifest ([`read_member`]).
-        let mut src = HeldSource { src: cx.src, pos: 0, ask: cx.followups_left > 1 };
+        let mut src = ReadAtSource { src: cx.src, pos: 0, end_at_missing: cx.followups_left <= 1 };
         match tar::walk_to_end(&mut src, usize::MAX, 0, &mut issues) {
             Ok(w) => w,
             Err(GzError::Stop(stop)) => return Err(stop),
@@ -990,41 +990,6 @@ fn facts(ovf: &Ovf, members: &[Member], complete: bool, manifest: Option<Manifes
         cpus: vm.cpus,
         memory_mib: vm.memory_mib,
         manifest,
-    }
-}
-
-/// The sniff's view of an uncompressed archive: reads what the browser holds. A read it lacks is
-/// asked for (a follow-up round) when `ask`, else it ends the walk there (a partial listing,
-/// which the server completes).
-struct HeldSource<'a> {
-    src: &'a dyn crate::read::ReadAt,
-    pos: u64,
-    ask: bool,
-}
-
-impl tar::Source for HeldSource<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError> {
-        let n = (buf.len() as u64).min(self.src.size().saturating_sub(self.pos)) as usize;
-        if let Some(b) = buf.get_mut(..n) {
-            match self.src.read_exact_at(self.pos, b) {
-                Ok(()) => {}
-                Err(crate::read::ReadError::Missing(_)) if !self.ask => return Ok(0),
-                Err(e) => return Err(GzError::Stop(e.into())),
-            }
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-    fn pos(&self) -> u64 {
-        self.pos
-    }
-    fn skip(&mut self, n: u64, _see: &mut dyn FnMut(&[u8])) -> Result<u64, GzError> {
-        let k = n.min(self.src.size().saturating_sub(self.pos));
-        self.pos += k;
-        Ok(k)
-    }
-    fn seekable(&self) -> bool {
-        true
     }
 }
 

@@ -214,13 +214,20 @@ impl Source for SliceSource<'_> {
 pub(crate) struct ReadAtSource<'a> {
     pub src: &'a dyn ReadAt,
     pub pos: u64,
+    /// Sniffing without follow-up rounds left: bytes the browser does not hold end the archive
+    /// there (a partial walk the server completes) instead of being asked for.
+    pub end_at_missing: bool,
 }
 
 impl Source for ReadAtSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError> {
         let n = (buf.len() as u64).min(self.src.size().saturating_sub(self.pos)) as usize;
         if let Some(b) = buf.get_mut(..n) {
-            self.src.read_exact_at(self.pos, b).map_err(|e| GzError::Stop(e.into()))?;
+            match self.src.read_exact_at(self.pos, b) {
+                Ok(()) => {}
+                Err(crate::read::ReadError::Missing(_)) if self.end_at_missing => return Ok(0),
+                Err(e) => return Err(GzError::Stop(e.into())),
+            }
         }
         self.pos += n as u64;
         Ok(n)
