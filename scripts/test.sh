@@ -32,7 +32,7 @@ ceph_env=$(CEPH_OBJECTSTORE=memstore CEPH_STORE_MB=2048 scripts/ceph-up.sh "$cep
 while IFS='=' read -r key value; do export "$key=$value"; done <<<"$ceph_env"
 
 step "Rust tests"
-crates=(-p app -p records -p policy -p accounts -p digests -p diskimage -p uploads -p storage -p imageops)
+crates=(-p app -p records -p domain -p policy -p accounts -p digests -p diskimage -p uploads -p storage -p imageops)
 if cargo nextest --version >/dev/null 2>&1; then
   # cargo-nextest (on this kind of machine: ARCHITECTURE.md, "Tests"): one build of every
   # crate's tests with one feature set, and each test in a process of its own, so the server's
@@ -48,7 +48,7 @@ else
 fi
 
 step "clippy: server side (warnings are errors)"
-cargo clippy -p server -p app -p records -p policy -p accounts -p digests -p uploads -p storage -p imageops --all-targets -- -D warnings
+cargo clippy -p server -p app -p records -p domain -p policy -p accounts -p digests -p uploads -p storage -p imageops --all-targets -- -D warnings
 step "clippy: browser side"
 cargo clippy -p frontend -p app --target wasm32-unknown-unknown -- -D warnings
 step "clippy: diskimage (all features, and the WASM feature set)"

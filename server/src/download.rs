@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use domain::ImageStatus;
 
 use crate::AppState;
 
@@ -88,17 +89,19 @@ pub async fn image_file(
         return plain(StatusCode::NOT_FOUND, "No such image.");
     }
     let Ok(Some(image)) = db.image_detail(&id).await else { return plain(StatusCode::NOT_FOUND, "No such image.") };
-    match image.status.as_str() {
-        "active" => {}
-        "deactivated" if me.is_admin => {}
-        "deactivated" => {
+    match image.status {
+        ImageStatus::Active => {}
+        ImageStatus::Deactivated if me.is_admin => {}
+        ImageStatus::Deactivated => {
             return plain(StatusCode::FORBIDDEN, "This image is deactivated: its data cannot be downloaded until it is reactivated.")
         }
         other => return plain(StatusCode::NO_CONTENT, &format!("This image has no data yet (it is {other}).")),
     }
     let locations = db.image_locations(&id).await.unwrap_or_default();
-    let Some((loc, store)) =
-        locations.iter().filter(|l| l.status == "active").find_map(|l| state.stores.get(&l.backend).map(|s| (l.clone(), s.clone())))
+    let Some((loc, store)) = locations
+        .iter()
+        .filter(|l| l.status == domain::LocationStatus::Active)
+        .find_map(|l| state.stores.get(&l.backend).map(|s| (l.clone(), s.clone())))
     else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "No copy of this image is on a configured storage backend.");
     };

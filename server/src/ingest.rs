@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use digests::Algorithm;
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
+use domain::{ImageStatus, LocationStatus};
 use imageops::declared::Declared;
 
 /// A complete upload, handed over by a door (`imageops::Images::queue_import`) and kept in the
@@ -1027,7 +1028,10 @@ pub async fn ingest_job(
         discard(&up.path);
         return Err(IngestError::NotAccepted("the upload's project does not own this image".into()));
     }
-    if !db.transition_image(&image.id, &["queued", "uploading", "importing"], "importing", "").await? {
+    if !db
+        .transition_image(&image.id, &[ImageStatus::Queued, ImageStatus::Uploading, ImageStatus::Importing], ImageStatus::Importing, "")
+        .await?
+    {
         discard(&up.path);
         return Err(IngestError::NotAccepted(format!("image {} is {}, not waiting for data", image.id, image.status)));
     }
@@ -1137,7 +1141,7 @@ pub async fn ingest_job(
                 size: record.size,
                 checksum: Some(record.md5.clone()),
                 os_hash_value: Some(record.sha512.clone()),
-                status: "active".into(),
+                status: LocationStatus::Active,
                 created_at: String::new(),
             };
             db.put_location(&location).await?;
@@ -1256,7 +1260,7 @@ async fn extra_disk_image(
         name,
         disk_format: Some(disk.disk_format.clone()),
         container_format: Some(disk.container_format.clone()),
-        visibility: Some(parent.visibility.clone()),
+        visibility: Some(parent.visibility),
         owner: parent.owner.clone(),
         properties: props,
         created_by: Some(up.user_id.clone()),
@@ -1299,7 +1303,7 @@ async fn keep_extra_disk(
     key: &str,
 ) -> Result<(), String> {
     let failed = |what: &str, e: &dyn std::fmt::Display| format!("Hangar could not {what} for this disk of the package ({e}).");
-    if !db.transition_image(id, &["queued"], "importing", "").await.map_err(|e| failed("record the import", &e))? {
+    if !db.transition_image(id, &[ImageStatus::Queued], ImageStatus::Importing, "").await.map_err(|e| failed("record the import", &e))? {
         return Err("The image changed state before its disk was stored.".to_owned());
     }
     let disk_size = std::fs::metadata(&disk.path).map(|m| m.len()).unwrap_or(0);
@@ -1327,7 +1331,7 @@ async fn keep_extra_disk(
         size: to_i64(size),
         checksum: Some(md5.clone()),
         os_hash_value: Some(sha512.clone()),
-        status: "active".into(),
+        status: LocationStatus::Active,
         created_at: String::new(),
     })
     .await

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use domain::{ImageStatus, JobKind, JobStatus, LocationStatus};
 use records::{Db, JobFailure, JobRow};
 use tokio::sync::Notify;
 
@@ -287,25 +288,24 @@ async fn run_claimed(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: 
         requeue(db, job).await;
         return;
     }
-    let outcome = match job.kind.as_str() {
-        "import" => with_progress(db, job, ctl.clone(), run_import(db, data_dir, stores, job, ctl.clone())).await,
-        "copy" => {
+    let outcome = match job.kind {
+        JobKind::Import => with_progress(db, job, ctl.clone(), run_import(db, data_dir, stores, job, ctl.clone())).await,
+        JobKind::Copy => {
             with_progress(db, job, ctl.clone(), async { run_copy(db, data_dir, stores, job, ctl.clone()).await.map_err(Failure::from) })
                 .await
         }
-        other => Err(Failure::from(format!("unknown job kind '{other}'"))),
     };
     if outcome.is_err() && ctl.is_stopping() {
         requeue(db, job).await;
         return;
     }
     let (status, error, summary, failure) = match outcome {
-        Ok(summary) => ("succeeded", String::new(), summary, JobFailure::None),
-        Err(e) if ctl.cancel.load(Ordering::Relaxed) => ("cancelled", e.message, String::new(), JobFailure::None),
-        Err(e) => ("failed", e.message, String::new(), e.kind),
+        Ok(summary) => (JobStatus::Succeeded, String::new(), summary, JobFailure::None),
+        Err(e) if ctl.cancel.load(Ordering::Relaxed) => (JobStatus::Cancelled, e.message, String::new(), JobFailure::None),
+        Err(e) => (JobStatus::Failed, e.message, String::new(), e.kind),
     };
     match db.finish_job(&job.id, status, &error, &summary, failure).await {
-        Ok(_) => tracing::info!(job = %job.id, status, error = %error, "job ended"),
+        Ok(_) => tracing::info!(job = %job.id, %status, error = %error, "job ended"),
         Err(err) => tracing::warn!(job = %job.id, error = %err, "cannot record the end of a job"),
     }
 }
@@ -387,16 +387,16 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
 
     let target = stores.get(&job.backend).ok_or_else(|| format!("The storage backend '{}' is not configured.", job.backend))?.clone();
     let image = db.image(&job.image_id).await.map_err(|e| e.to_string())?.ok_or("The image was deleted.")?;
-    if image.status != "active" {
+    if image.status != ImageStatus::Active {
         return Err(format!("Only active images can be copied; this one is {}.", image.status));
     }
     let locations = db.image_locations(&image.id).await.map_err(|e| e.to_string())?;
-    if locations.iter().any(|l| l.backend == target.name() && l.status == "active") {
+    if locations.iter().any(|l| l.backend == target.name() && l.status == LocationStatus::Active) {
         return Ok(format!("Already stored on {}.", target.name()));
     }
     let (src_loc, source) = locations
         .iter()
-        .filter(|l| l.status == "active")
+        .filter(|l| l.status == LocationStatus::Active)
         .find_map(|l| stores.get(&l.backend).map(|b| (l.clone(), b.clone())))
         .ok_or("No readable copy of this image exists on a configured backend.")?;
     let rules = Rules::load(db, target.kind().as_str()).await.map_err(|e| e.to_string())?;
@@ -520,7 +520,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
         size: i64::try_from(size).unwrap_or(i64::MAX),
         checksum: Some(md5),
         os_hash_value: Some(sha512),
-        status: "active".into(),
+        status: LocationStatus::Active,
         created_at: String::new(),
     };
     db.put_location(&row).await.map_err(|e| e.to_string())?;

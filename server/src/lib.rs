@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use domain::ImageStatus;
 use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use records::Db;
@@ -208,7 +209,16 @@ async fn complete_upload(images: &imageops::Images, done: uploads::CompletedUplo
         Err(imageops::Error::Invalid(reason)) => {
             tracing::warn!(upload = %done.id, store = %backend, "the storage backend an upload names no longer exists; refusing it");
             let _ = std::fs::remove_file(&done.path);
-            follow_upload(&images.db, &image_id, &done.project_id, &done.id, &["queued", "uploading"], "killed", &reason).await;
+            follow_upload(
+                &images.db,
+                &image_id,
+                &done.project_id,
+                &done.id,
+                &[ImageStatus::Queued, ImageStatus::Uploading],
+                ImageStatus::Killed,
+                &reason,
+            )
+            .await;
         }
         Err(err) => {
             tracing::warn!(upload = %done.id, error = %err, "cannot queue the import; discarding the upload");
@@ -253,11 +263,14 @@ async fn check_new_upload(images: &imageops::Images, new: &uploads::NewUploadChe
 /// `killed` with the reason. Only for an upload made in the image's own project, and only from
 /// the states before an import.
 async fn upload_event(db: &Db, e: uploads::UploadEvent) {
-    let (info, from, to, reason): (_, &[&str], _, _) = match e {
-        uploads::UploadEvent::Started(i) => (i, &["queued"], "uploading", ""),
-        uploads::UploadEvent::Expired(i) => {
-            (i, &["queued", "uploading"], "killed", "The upload expired before all of its bytes arrived; upload the file again.")
-        }
+    let (info, from, to, reason): (_, &[ImageStatus], _, _) = match e {
+        uploads::UploadEvent::Started(i) => (i, &[ImageStatus::Queued], ImageStatus::Uploading, ""),
+        uploads::UploadEvent::Expired(i) => (
+            i,
+            &[ImageStatus::Queued, ImageStatus::Uploading],
+            ImageStatus::Killed,
+            "The upload expired before all of its bytes arrived; upload the file again.",
+        ),
     };
     let Some(image_id) = info.metadata.get("image_id") else {
         return;
@@ -267,11 +280,11 @@ async fn upload_event(db: &Db, e: uploads::UploadEvent) {
 
 /// Moves the image an upload names from one of `from` to `to` (with `reason`), if it belongs
 /// to the upload's project.
-async fn follow_upload(db: &Db, image_id: &str, project_id: &str, upload_id: &str, from: &[&str], to: &str, reason: &str) {
+async fn follow_upload(db: &Db, image_id: &str, project_id: &str, upload_id: &str, from: &[ImageStatus], to: ImageStatus, reason: &str) {
     match db.image(image_id).await {
         Ok(Some(img)) if img.owner.as_deref() == Some(project_id) => match db.transition_image(image_id, from, to, reason).await {
             Ok(true) => {
-                tracing::info!(image = %image_id, upload = %upload_id, status = to, "image status follows its upload")
+                tracing::info!(image = %image_id, upload = %upload_id, status = %to, "image status follows its upload")
             }
             Ok(false) => {}
             Err(err) => {

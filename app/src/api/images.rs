@@ -8,16 +8,17 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::AppError;
+use domain::{ImageStatus, JobKind, JobStatus, LocationStatus, Visibility};
 
 /// One row of the Images page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageSummary {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: ImageStatus,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
-    pub visibility: String,
+    pub visibility: Visibility,
     pub protected: bool,
     pub size: Option<u64>,
     pub owner_name: String,
@@ -50,7 +51,15 @@ pub const SORT_KEYS: [(&str, &str); 7] = [
 ];
 
 /// Glance's image statuses, for the status filter.
-pub const STATUSES: [&str; 7] = ["queued", "uploading", "importing", "active", "deactivated", "killed", "pending_delete"];
+pub const STATUSES: [ImageStatus; 7] = [
+    ImageStatus::Queued,
+    ImageStatus::Uploading,
+    ImageStatus::Importing,
+    ImageStatus::Active,
+    ImageStatus::Deactivated,
+    ImageStatus::Killed,
+    ImageStatus::PendingDelete,
+];
 /// Disk formats for the format filter.
 pub const DISK_FORMATS: [&str; 11] = ["qcow2", "raw", "iso", "ami", "aki", "ari", "vdi", "vhd", "vhdx", "vmdk", "ova"];
 
@@ -158,7 +167,8 @@ pub async fn list_images(
             ..Default::default()
         };
         if let Some(s) = non_empty(status) {
-            query.statuses = vec![s];
+            let status = ImageStatus::parse(&s).ok_or_else(|| AppError::bad_request(format!("Unknown status '{s}'.")))?;
+            query.statuses = Some(vec![status]);
         }
         if let Some(f) = non_empty(disk_format) {
             query.disk_formats = vec![f];
@@ -222,7 +232,7 @@ pub struct LocationView {
     pub kind: String,
     pub disk_format: String,
     pub size: u64,
-    pub status: String,
+    pub status: LocationStatus,
     pub checksum: Option<String>,
 }
 
@@ -241,11 +251,11 @@ pub struct Placement {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobView {
     pub id: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub image_id: String,
     pub image_name: String,
     pub backend: String,
-    pub status: String,
+    pub status: JobStatus,
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub attempts: u64,
@@ -261,7 +271,7 @@ pub struct JobView {
 impl JobView {
     /// Whole percent done, for progress bars.
     pub fn percent(&self) -> u64 {
-        if self.status == "succeeded" {
+        if self.status == JobStatus::Succeeded {
             100
         } else {
             self.bytes_done.saturating_mul(100).checked_div(self.bytes_total).unwrap_or(0).min(100)
@@ -282,7 +292,7 @@ pub struct FindingView {
 pub struct RelatedImage {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: ImageStatus,
     pub disk_format: Option<String>,
     /// `first disk`, `disk <id>`, `machine image`, `kernel` or `ramdisk`.
     pub role: String,
@@ -302,11 +312,11 @@ impl From<imageops::Related> for RelatedImage {
 pub struct ImageView {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: ImageStatus,
     pub status_reason: String,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
-    pub visibility: String,
+    pub visibility: Visibility,
     pub protected: bool,
     pub os_hidden: bool,
     pub min_disk: u64,
@@ -400,13 +410,13 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
                 kind: kind_of(&l.backend),
                 disk_format: l.disk_format.clone(),
                 size: u64::try_from(l.size).unwrap_or(0),
-                status: l.status.clone(),
+                status: l.status,
                 checksum: l.checksum.clone(),
             })
             .collect();
         // The matrix row: a copy is made from the first stored copy, so its format decides; with
         // no copy yet, what was uploaded (AMI/AKI/ARI keep their own rows).
-        let row = match (locs.iter().find(|l| l.status == "active"), d.disk_format.as_deref(), d.uploaded_format.as_deref()) {
+        let row = match (locs.iter().find(|l| l.status == LocationStatus::Active), d.disk_format.as_deref(), d.uploaded_format.as_deref()) {
             (Some(l), _, _) => Some(l.disk_format.clone()),
             (None, Some(f @ ("ami" | "aki" | "ari")), _) => Some(f.to_owned()),
             (None, _, Some(u)) => Some(u.to_owned()),
@@ -453,7 +463,7 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
         // protected image's deletion is then refused with the reason).
         let unprotected = policy::ImageFacts { protected: false, ..facts.clone() };
         let can_delete = policy::authorize(Some(&me), &policy::Action::DeleteImage(&unprotected)).is_ok();
-        let download_url = (matches!(d.status.as_str(), "active") && locations.iter().any(|l| l.status == "active"))
+        let download_url = (d.status == ImageStatus::Active && locations.iter().any(|l| l.status == LocationStatus::Active))
             .then(|| format!("/images/{}/file", d.id));
         let package = ctx.images.package_family(&authn, &image_id).await?.into_iter().map(RelatedImage::from).collect();
         Ok(ImageView {
@@ -560,7 +570,7 @@ pub async fn update_image(
         ctx.images
             .update_image(&authn, &image_id, |f| {
                 f.name = (!name.is_empty()).then_some(name);
-                f.visibility = visibility;
+                f.visibility = imageops::parse_visibility(&visibility)?;
                 f.protected = on(protected);
                 f.os_hidden = on(os_hidden);
                 f.min_disk = min_disk;
@@ -654,7 +664,7 @@ pub async fn control_job(job_id: String, action: String) -> Result<(), AppError>
         require(&policy::Action::ModifyImage(&facts))?;
         let done = match action.as_str() {
             "cancel" => ctx.db.cancel_job(&job_id).await,
-            "retry" if job.kind == "import" => {
+            "retry" if job.kind == JobKind::Import => {
                 return Err(AppError::Conflict {
                     message: "An import cannot be retried: its upload is gone. Upload the file again.".into(),
                 })
@@ -675,7 +685,7 @@ pub async fn control_job(job_id: String, action: String) -> Result<(), AppError>
             return Err(AppError::Conflict { message: format!("This job is {}; it cannot be {verb} now.", job.status) });
         }
         ctx.images.stores.wake_jobs();
-        audit(&ctx.db, &authn, &format!("job.{action}"), "job", &job_id, &job.kind).await
+        audit(&ctx.db, &authn, &format!("job.{action}"), "job", &job_id, job.kind.as_str()).await
     })
     .await
 }

@@ -4,6 +4,9 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::AppError;
+use domain::ImageStatus;
+#[cfg(feature = "ssr")]
+use domain::{JobKind, JobStatus};
 
 /// The fields of the Upload form (the ones users know from Horizon).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +34,7 @@ pub struct ImageForm {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageState {
     pub id: String,
-    pub status: String,
+    pub status: ImageStatus,
     pub reason: String,
     pub disk_format: Option<String>,
     pub uploaded_format: Option<String>,
@@ -75,14 +78,14 @@ pub fn import_stage_line(s: &ImageState) -> String {
         Some(p) => format!("{what}… {p}%"),
         None => format!("{what}…"),
     };
-    match (s.status.as_str(), s.stage.as_str()) {
-        ("importing", "inspecting") => "Verifying the image on the server…".to_owned(),
-        ("importing", "converting") => with_pct("Converting"),
-        ("importing", "unpacking") => with_pct("Unpacking the package"),
-        ("importing", "hashing") => with_pct("Computing checksums"),
-        ("importing", "storing") => with_pct("Storing"),
-        ("importing", "publishing") => "Recording the stored image…".to_owned(),
-        ("active", _) => "Active; making images of the package's other disks…".to_owned(),
+    match (s.status, s.stage.as_str()) {
+        (ImageStatus::Importing, "inspecting") => "Verifying the image on the server…".to_owned(),
+        (ImageStatus::Importing, "converting") => with_pct("Converting"),
+        (ImageStatus::Importing, "unpacking") => with_pct("Unpacking the package"),
+        (ImageStatus::Importing, "hashing") => with_pct("Computing checksums"),
+        (ImageStatus::Importing, "storing") => with_pct("Storing"),
+        (ImageStatus::Importing, "publishing") => "Recording the stored image…".to_owned(),
+        (ImageStatus::Active, _) => "Active; making images of the package's other disks…".to_owned(),
         _ => "Verifying on the server…".to_owned(),
     }
 }
@@ -150,9 +153,9 @@ pub async fn image_progress(image_id: String) -> Result<ImageState, AppError> {
         }
         let extra = ctx.db.image_ingest(&image_id).await.map_err(|e| AppError::internal("load image", &e))?.unwrap_or_default();
         let jobs = ctx.db.jobs_for_image(&image_id).await.map_err(|e| AppError::internal("load jobs", &e))?;
-        let running = jobs.iter().find(|j| j.kind == "import" && j.status == "running");
+        let running = jobs.iter().find(|j| j.kind == JobKind::Import && j.status == JobStatus::Running);
         // A package's other images are made after its first one is active, by the same job.
-        let (package, package_not_kept) = if row.status == "active" && running.is_none() {
+        let (package, package_not_kept) = if row.status == ImageStatus::Active && running.is_none() {
             let family = ctx.images.package_family(&authn, &image_id).await?.into_iter().map(Into::into).collect();
             let detail = ctx.db.image_detail(&image_id).await.map_err(|e| AppError::internal("load image", &e))?;
             (family, detail.and_then(|d| d.property_map().remove(imageops::NOT_KEPT)))
@@ -193,7 +196,7 @@ pub async fn cancel_image(image_id: String) -> Result<(), AppError> {
         crate::auth::require(&policy::Action::ModifyImage(&facts))?;
         if !ctx
             .db
-            .transition_image(&image_id, &["queued", "uploading"], "killed", "The upload was cancelled.")
+            .transition_image(&image_id, &[ImageStatus::Queued, ImageStatus::Uploading], ImageStatus::Killed, "The upload was cancelled.")
             .await
             .map_err(|e| AppError::internal("cancel image", &e))?
         {
@@ -211,7 +214,7 @@ mod tests {
     fn state(status: &str, stage: &str, done: u64, total: u64) -> ImageState {
         ImageState {
             id: "i".into(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             reason: String::new(),
             disk_format: Some("vdi".into()),
             uploaded_format: None,

@@ -2,6 +2,7 @@
 //! matrix), its jobs with live progress, download, metadata editing, deactivate/reactivate and
 //! delete (with a confirmation the server enforces). Every form works without JavaScript.
 
+use domain::{ImageStatus, JobKind, JobStatus, Visibility};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
@@ -64,8 +65,8 @@ pub fn ImagePage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match image.await {
                         Ok(v) => {
-                            busy.set(v.jobs.iter().any(|j| matches!(j.status.as_str(), "queued" | "running"))
-                                || matches!(v.status.as_str(), "uploading" | "importing"));
+                            busy.set(v.jobs.iter().any(|j| j.status.is_live())
+                                || matches!(v.status, ImageStatus::Uploading | ImageStatus::Importing));
                             view! { <Detail v update status delete copy control /> }.into_any()
                         }
                         Err(crate::AppError::Unauthorized { .. }) => view! { <SignInPrompt what="this image" /> }.into_any(),
@@ -112,16 +113,16 @@ fn Detail(
         (Some(f), None) => f.clone(),
         _ => "—".to_owned(),
     };
-    let status_form = match v.status.as_str() {
-        "active" => Some(("deactivate", "Deactivate")),
-        "deactivated" => Some(("reactivate", "Reactivate")),
+    let status_form = match v.status {
+        ImageStatus::Active => Some(("deactivate", "Deactivate")),
+        ImageStatus::Deactivated => Some(("reactivate", "Reactivate")),
         _ => None,
     };
     let id = v.id.clone();
     let (id_s, id_u, id_d) = (id.clone(), id.clone(), id.clone());
     let tags_text = v.tags.join(", ");
     let props_text = v.properties.iter().map(|(k, val)| format!("{k}={val}")).collect::<Vec<_>>().join("\n");
-    let visibility = v.visibility.clone();
+    let visibility = v.visibility;
     let checksums = vec![
         ("sum-md5", "MD5 (Glance checksum)", v.checksum.clone()),
         ("sum-sha512", "SHA-512 (os_hash_value)", v.os_hash_value.clone()),
@@ -143,7 +144,7 @@ fn Detail(
             </div>
         </div>
         <p>
-            <span class=format!("status status-{}", v.status) id="image-status">{v.status.clone()}</span>
+            <span class=format!("status status-{}", v.status) id="image-status">{v.status.as_str()}</span>
             {v.protected.then(|| view! { <span class="badge" id="protected-badge">"protected"</span> })}
             {v.os_hidden.then(|| view! { <span class="badge">"hidden"</span> })}
         </p>
@@ -160,7 +161,7 @@ fn Detail(
                     <dt>"Owner"</dt><dd>{if v.owner_name.is_empty() { "—".to_owned() } else { v.owner_name.clone() }}</dd>
                     <dt>"Format"</dt><dd>{format}</dd>
                     <dt>"Uploaded as"</dt><dd>{uploaded}</dd>
-                    <dt>"Visibility"</dt><dd>{v.visibility.clone()}</dd>
+                    <dt>"Visibility"</dt><dd>{v.visibility.as_str()}</dd>
                     <dt>"Size"</dt><dd>{opt_bytes(v.size)}</dd>
                     <dt>"Virtual size"</dt><dd>{opt_bytes(v.virtual_size)}</dd>
                     <dt>"Minimum disk"</dt><dd>{format!("{} GB", v.min_disk)}</dd>
@@ -205,7 +206,7 @@ fn Detail(
                     <thead><tr><th scope="col">"Backend"</th><th scope="col">"Here"</th><th scope="col">"Why"</th><th scope="col"><span class="visually-hidden">"Actions"</span></th></tr></thead>
                     <tbody>
                         {v.placements.iter().map(|p| {
-                            let can_copy = v.can_modify && v.status == "active" && matches!(p.state.as_str(), "native" | "convert" | "extract");
+                            let can_copy = v.can_modify && v.status == ImageStatus::Active && matches!(p.state.as_str(), "native" | "convert" | "extract");
                             let (image_id, backend) = (id.clone(), p.backend.clone());
                             view! {
                                 <tr data-backend=p.backend.clone()>
@@ -241,7 +242,7 @@ fn Detail(
                     <input id="e-name" name="name" type="text" maxlength="255" value=v.name.clone() />
                     <label for="e-visibility">"Visibility"</label>
                     <select id="e-visibility" name="visibility">
-                        {["private", "shared", "community", "public"].into_iter().map(|o| { let sel = o == visibility; view! { <option value=o selected=sel>{o}</option> } }).collect_view()}
+                        {Visibility::ALL.iter().map(|o| { let sel = *o == visibility; view! { <option value=o.as_str() selected=sel>{o.as_str()}</option> } }).collect_view()}
                     </select>
                     <label for="e-min-disk">"Minimum disk (GB)"</label>
                     <input id="e-min-disk" name="min_disk" type="number" min="0" value=v.min_disk.to_string() />
@@ -330,18 +331,18 @@ pub fn JobTable(jobs: Vec<JobView>, control: ServerAction<ControlJob>, show_imag
                 <tbody>
                     {jobs.into_iter().map(|j| {
                         let pct = j.percent();
-                        let active = matches!(j.status.as_str(), "queued" | "running");
-                        let retry = matches!(j.status.as_str(), "failed" | "cancelled") && j.kind == "copy";
+                        let active = j.status.is_live();
+                        let retry = matches!(j.status, JobStatus::Failed | JobStatus::Cancelled) && j.kind == JobKind::Copy;
                         let (id1, id2) = (j.id.clone(), j.id.clone());
                         let label = format!("{} of {} to {}", j.kind, if j.image_name.is_empty() { "image" } else { j.image_name.as_str() }, j.backend);
                         view! {
-                            <tr data-job=j.id.clone() data-status=j.status.clone()>
+                            <tr data-job=j.id.clone() data-status=j.status.as_str()>
                                 {show_image.then(|| view! { <td><A href=format!("/images/{}", j.image_id)>{j.image_name.clone()}</A></td> })}
-                                <td>{j.kind.clone()}</td>
+                                <td>{j.kind.as_str()}</td>
                                 <td>{j.backend.clone()}</td>
                                 <td>
-                                    <span class=format!("status status-job-{}", j.status)>{j.status.clone()}</span>
-                                    {(j.status == "running" && !j.stage.is_empty()).then(|| view! { <span class="muted stage">{format!(" · {}", crate::api::upload::stage_name(&j.stage))}</span> })}
+                                    <span class=format!("status status-job-{}", j.status)>{j.status.as_str()}</span>
+                                    {(j.status == JobStatus::Running && !j.stage.is_empty()).then(|| view! { <span class="muted stage">{format!(" · {}", crate::api::upload::stage_name(&j.stage))}</span> })}
                                 </td>
                                 <td>
                                     <progress max="100" value=pct.to_string() aria-label=format!("Progress of the {label}")>{format!("{pct}%")}</progress>
@@ -392,7 +393,7 @@ pub fn JobsPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match jobs.await {
                         Ok(list) => {
-                            busy.set(list.iter().any(|j| matches!(j.status.as_str(), "queued" | "running")));
+                            busy.set(list.iter().any(|j| j.status.is_live()));
                             view! { <JobTable jobs=list control show_image=true can_control=true /> }.into_any()
                         }
                         Err(crate::AppError::Unauthorized { .. }) => view! { <SignInPrompt what="jobs" /> }.into_any(),

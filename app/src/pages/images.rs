@@ -181,7 +181,7 @@ fn Filters(q: ParamsMap, owners: Vec<(String, String)>) -> impl IntoView {
         <Form method="GET" action="/images" attr:class="filters" attr:id="image-filters" attr:aria-label="Filter images">
             <div class="field"><label for="f-q">"Name contains"</label><input id="f-q" name="q" type="search" value=val(&q, "q") /></div>
             <div class="field"><label for="f-status">"Status"</label>
-                <select id="f-status" name="status">{options("Any", &val(&q, "status"), pairs(&STATUSES))}</select></div>
+                <select id="f-status" name="status">{options("Any", &val(&q, "status"), pairs(&STATUSES.map(|s| s.as_str())))}</select></div>
             <div class="field"><label for="f-format">"Disk format"</label>
                 <select id="f-format" name="disk_format">{options("Any", &val(&q, "disk_format"), pairs(&DISK_FORMATS))}</select></div>
             <div class="field"><label for="f-visibility">"Visibility"</label>
@@ -310,9 +310,9 @@ fn ImageRow(image: ImageSummary) -> impl IntoView {
                     <ul class="tags" aria-label="Tags">{image.tags.into_iter().map(|t| view! { <li>{t}</li> }).collect_view()}</ul>
                 })}
             </th>
-            <td><span class=format!("status status-{}", image.status)>{image.status.clone()}</span></td>
+            <td><span class=format!("status status-{}", image.status)>{image.status.as_str()}</span></td>
             <td>{format}</td>
-            <td>{image.visibility}</td>
+            <td>{image.visibility.as_str()}</td>
             <td>{image.owner_name}</td>
             <td class="num">{image.size.map_or_else(|| "—".to_owned(), human_bytes)}</td>
             <td><time datetime=image.created_at.clone()>{image.created_at.replace('T', " ").trim_end_matches('Z').to_owned()}</time></td>

@@ -3,6 +3,7 @@
 //! checksummed chunks over parallel tus uploads that survive network drops and reloads.
 
 use diskimage::{Format, PackageFacts, Report, Verdict};
+use domain::ImageStatus;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
@@ -255,7 +256,7 @@ impl Item {
         loop {
             match image_progress(image_id.clone()).await {
                 // Active, and the import job done (a package's other images come after).
-                Ok(p) if p.status == "active" && p.stage.is_empty() => {
+                Ok(p) if p.status == ImageStatus::Active && p.stage.is_empty() => {
                     self.sha256.set(p.sha256);
                     self.package.set(p.package);
                     self.not_kept.set(p.package_not_kept);
@@ -265,7 +266,7 @@ impl Item {
                     self.phase.set(Phase::Active);
                     return;
                 }
-                Ok(p) if p.status == "killed" => {
+                Ok(p) if p.status == ImageStatus::Killed => {
                     engine::forget_resume(&self.key);
                     self.resume.set(None);
                     self.phase.set(Phase::Killed(p.reason));

@@ -3,6 +3,7 @@
 //! (`server::jobs`), converted per the target's matrix column.
 
 use accounts::Authn;
+use domain::{ImageStatus, JobKind, LocationStatus};
 use policy::Action;
 
 use crate::{Error, Images};
@@ -25,7 +26,7 @@ impl Images {
         if let Some(unknown) = stores.iter().find(|s| self.stores.get(s).is_none()) {
             return Err(Error::Conflict(format!("Unknown store {unknown}; see /v2/info/stores.")));
         }
-        if row.status != "active" {
+        if row.status != ImageStatus::Active {
             return Err(Error::Conflict(format!("Only active images can be copied; this one is {}.", row.status)));
         }
         if stores.is_empty() {
@@ -40,7 +41,7 @@ impl Images {
             if targets.contains(backend) {
                 continue;
             }
-            if live.iter().any(|j| j.kind == "copy" && &j.backend == backend && matches!(j.status.as_str(), "queued" | "running")) {
+            if live.iter().any(|j| j.kind == JobKind::Copy && &j.backend == backend && j.status.is_live()) {
                 return Err(Error::Conflict(format!("A copy to {backend} is already under way.")));
             }
             if locations.iter().any(|l| &l.backend == backend) {
@@ -51,14 +52,14 @@ impl Images {
             }
             targets.push(backend.clone());
         }
-        let size = locations.iter().find(|l| l.status == "active").map_or(0, |l| l.size);
+        let size = locations.iter().find(|l| l.status == LocationStatus::Active).map_or(0, |l| l.size);
         let user = authn.principal.as_ref().map(|p| p.user_id.clone());
         let mut jobs = Vec::new();
         for backend in targets {
             let job = self
                 .db
                 .create_job(&records::NewJob {
-                    kind: "copy".into(),
+                    kind: JobKind::Copy,
                     image_id: image_id.to_owned(),
                     backend: backend.clone(),
                     params: "{}".into(),

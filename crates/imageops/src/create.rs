@@ -79,7 +79,7 @@ impl Images {
                 )));
             }
         }
-        let new = records::NewImage { visibility: Some(visibility.as_str().to_owned()), max_images: quota.max_images, ..new };
+        let new = records::NewImage { visibility: Some(visibility), max_images: quota.max_images, ..new };
         let over_quota = |e: records::DbError| match e {
             records::DbError::ImageQuota { max } => Error::TooLarge(format!(
                 "Your project has reached its quota of {max} images. Delete an image or ask an administrator to raise the quota."

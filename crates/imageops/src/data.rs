@@ -3,6 +3,7 @@
 //! `web-download` import), and the one way received bytes become an `import` job
 //! ([`Images::queue_import`]: a finished tus upload, a Glance body, staged data, a download).
 
+use domain::{ImageStatus, JobKind};
 use std::path::PathBuf;
 
 use accounts::Authn;
@@ -33,19 +34,19 @@ pub enum Arrival {
 }
 
 impl Arrival {
-    fn states(self) -> &'static [&'static str] {
+    fn states(self) -> &'static [ImageStatus] {
         match self {
-            Arrival::Tus => &["queued", "uploading"],
-            Arrival::Body | Arrival::Stage | Arrival::Download => &["queued"],
+            Arrival::Tus => &[ImageStatus::Queued, ImageStatus::Uploading],
+            Arrival::Body | Arrival::Stage | Arrival::Download => &[ImageStatus::Queued],
         }
     }
 
     /// The status the image takes when its data starts arriving this way.
-    fn next_status(self) -> &'static str {
+    pub fn next_status(self) -> ImageStatus {
         match self {
-            Arrival::Tus | Arrival::Stage => "uploading",
-            Arrival::Body => "saving",
-            Arrival::Download => "importing",
+            Arrival::Tus | Arrival::Stage => ImageStatus::Uploading,
+            Arrival::Body => ImageStatus::Saving,
+            Arrival::Download => ImageStatus::Importing,
         }
     }
 }
@@ -96,13 +97,13 @@ impl Images {
                 ));
             }
         }
-        if !arrival.states().contains(&image.status.as_str()) {
+        if !arrival.states().contains(&image.status) {
             return Err(Error::Conflict(format!(
                 "Image status transition from {} to {} is not allowed: an image is imported once{}.",
                 image.status,
                 arrival.next_status(),
-                match image.status.as_str() {
-                    "queued" | "uploading" => " (it is already arriving or staged)",
+                match image.status {
+                    ImageStatus::Queued | ImageStatus::Uploading => " (it is already arriving or staged)",
                     _ => "",
                 }
             )));
@@ -110,7 +111,7 @@ impl Images {
         // Data staged for a glance-direct import leaves the image `uploading`, which a tus
         // upload in pieces also does: the staged data is imported or deleted, never joined by
         // an upload.
-        if arrival == Arrival::Tus && image.status == "uploading" && self.staged_paths(image_id).0.exists() {
+        if arrival == Arrival::Tus && image.status == ImageStatus::Uploading && self.staged_paths(image_id).0.exists() {
             return Err(Error::Conflict(
                 "This image's data is staged for an import (PUT /stage): import it, or delete the image and start again.".to_owned(),
             ));
@@ -141,7 +142,7 @@ impl Images {
     /// on its way in.
     pub async fn no_import_job(&self, image_id: &str) -> Result<(), Error> {
         let jobs = self.db.jobs_for_image(image_id).await?;
-        if jobs.iter().any(|j| j.kind == "import" && matches!(j.status.as_str(), "queued" | "running")) {
+        if jobs.iter().any(|j| j.kind == JobKind::Import && j.status.is_live()) {
             return Err(Error::Conflict(
                 "An import of this image's data is already queued or running; an image is imported once.".to_owned(),
             ));
@@ -177,7 +178,7 @@ impl Images {
         let job = self
             .db
             .create_job(&records::NewJob {
-                kind: "import".into(),
+                kind: JobKind::Import,
                 image_id: data.image_id.clone(),
                 backend: backend.to_owned(),
                 params,

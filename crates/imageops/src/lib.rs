@@ -52,4 +52,4 @@ pub use status::StatusAction;
 #[cfg(feature = "service")]
 pub use stores::Stores;
 #[cfg(feature = "service")]
-pub use update::{check_update, ImageFields};
+pub use update::{check_update, parse_visibility, ImageFields};

@@ -20,7 +20,7 @@ const FAMILY_LIMIT: u32 = 100;
 pub struct Related {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: domain::ImageStatus,
     pub disk_format: Option<String>,
     /// What it is in the package: `first disk`, `disk <ovf diskId>`, `machine image`,
     /// `kernel` or `ramdisk`.
@@ -91,7 +91,7 @@ impl Images {
         let related = |d: &records::ImageDetail, role: String| Related {
             id: d.id.clone(),
             name: d.name.clone(),
-            status: d.status.clone(),
+            status: d.status,
             disk_format: d.disk_format.clone(),
             role,
             is_self: d.id == image_id,

@@ -105,18 +105,12 @@ pub async fn image_facts(
     let row = db.image(image_id).await?.ok_or_else(|| Error::NotFound("No such image.".to_owned()))?;
     let membership = match scope_project {
         Some(p) => match db.image_member(image_id, p).await? {
-            Some(m) => Some(match m.status.as_str() {
-                "pending" => policy::MemberStatus::Pending,
-                "accepted" => policy::MemberStatus::Accepted,
-                "rejected" => policy::MemberStatus::Rejected,
-                other => return Err(corrupt(image_id, "member status", other)),
-            }),
+            Some(m) => Some(m.status),
             None => None,
         },
         None => None,
     };
-    let visibility = policy::Visibility::parse(&row.visibility).ok_or_else(|| corrupt(image_id, "visibility", &row.visibility))?;
-    let facts = policy::ImageFacts { owner: row.owner.clone(), visibility, protected: row.protected, membership };
+    let facts = policy::ImageFacts { owner: row.owner.clone(), visibility: row.visibility, protected: row.protected, membership };
     Ok((row, facts))
 }
 
@@ -143,10 +137,6 @@ pub async fn audit(
     })
     .await?;
     Ok(())
-}
-
-fn corrupt(image_id: &str, what: &str, value: &str) -> Error {
-    Error::Db(records::DbError::Corrupt(format!("image {image_id} has an unknown {what} '{value}'")))
 }
 
 /// What an action is called in the audit log when it is refused.

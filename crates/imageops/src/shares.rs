@@ -2,7 +2,7 @@
 //! project, which accepts or rejects it; the rules for both doors.
 
 use accounts::Authn;
-use policy::{Action, MemberStatus};
+use policy::{Action, MemberStatus, Visibility};
 
 use crate::{Error, Images};
 
@@ -17,7 +17,7 @@ impl Images {
     pub async fn share_image(&self, authn: &Authn, image_id: &str, project_id: &str) -> Result<records::MemberRow, Error> {
         let (image, facts) = self.visible_image(authn, image_id).await?;
         self.authorize(authn, &Action::ShareImage(&facts))?;
-        if image.visibility != "shared" {
+        if image.visibility != Visibility::Shared {
             return Err(Error::Forbidden(format!(
                 "Only shared images have members; this one is {}. Make it shared first.",
                 image.visibility
@@ -72,11 +72,6 @@ impl Images {
             return Err(Error::Forbidden("Only the member project can accept or reject an image shared with it.".to_owned()));
         }
         self.authorize(authn, &Action::AnswerShare { project: member })?;
-        let status = match status {
-            MemberStatus::Pending => "pending",
-            MemberStatus::Accepted => "accepted",
-            MemberStatus::Rejected => "rejected",
-        };
         if !self.db.set_image_member_status(image_id, member, status).await? {
             return Err(Error::NotFound("That image is not shared with your project.".to_owned()));
         }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use accounts::Authn;
+use domain::ImageStatus;
 use policy::{Action, Visibility};
 
 use crate::{metadata, Error, Images};
@@ -13,7 +14,7 @@ use crate::{metadata, Error, Images};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageFields {
     pub name: Option<String>,
-    pub visibility: String,
+    pub visibility: Visibility,
     pub protected: bool,
     pub os_hidden: bool,
     pub min_disk: i64,
@@ -29,7 +30,7 @@ impl ImageFields {
     pub fn of(image: &records::ImageDetail) -> Self {
         ImageFields {
             name: (!image.name.is_empty()).then(|| image.name.clone()),
-            visibility: image.visibility.clone(),
+            visibility: image.visibility,
             protected: image.protected,
             os_hidden: image.os_hidden,
             min_disk: image.min_disk,
@@ -43,6 +44,13 @@ impl ImageFields {
     }
 }
 
+/// The visibility a door was given as text: 400 unless it is one of Glance's four.
+pub fn parse_visibility(text: &str) -> Result<Visibility, Error> {
+    Visibility::parse(text).ok_or_else(|| {
+        Error::Invalid(format!("Invalid value '{text}' for 'visibility': it must be one of public, private, shared, community."))
+    })
+}
+
 /// Judges a change from `before` to `after` of an image in `status`, whose disk format must be
 /// one of `disk_formats`, and returns what to store (only what changed). The rules, as Glance
 /// applies them: a name of at most 255 characters; a known visibility; minimums of 0 or more;
@@ -53,18 +61,12 @@ impl ImageFields {
 pub fn check_update(
     before: &ImageFields,
     after: &ImageFields,
-    status: &str,
+    status: ImageStatus,
     disk_formats: &[String],
 ) -> Result<records::ImagePatch, Error> {
     let invalid = |m: String| Err(Error::Invalid(m));
     if after.name.as_ref().is_some_and(|n| n.chars().count() > records::MAX_NAME_CHARS) {
         return invalid(format!("Invalid value for 'name': at most {} characters.", records::MAX_NAME_CHARS));
-    }
-    if Visibility::parse(&after.visibility).is_none() {
-        return invalid(format!(
-            "Invalid value '{}' for 'visibility': it must be one of public, private, shared, community.",
-            after.visibility
-        ));
     }
     for (what, n) in [("min_disk", after.min_disk), ("min_ram", after.min_ram)] {
         if n < 0 {
@@ -77,7 +79,7 @@ pub fn check_update(
         if old == new {
             continue;
         }
-        if !matches!(status, "queued" | "importing") {
+        if !matches!(status, ImageStatus::Queued | ImageStatus::Importing) {
             return Err(Error::Forbidden(format!("Attribute {what} can be only replaced for a queued image (this one is {status}).")));
         }
         let Some(value) = new else { return invalid(format!("'{what}' cannot be unset once set.")) };
@@ -108,7 +110,7 @@ pub fn check_update(
     policy::metadata::check_property_change(&before.properties, &after.properties).map_err(metadata)?;
     Ok(records::ImagePatch {
         name: (after.name != before.name).then(|| after.name.clone().unwrap_or_default()),
-        visibility: (after.visibility != before.visibility).then(|| after.visibility.clone()),
+        visibility: (after.visibility != before.visibility).then_some(after.visibility),
         protected: (after.protected != before.protected).then_some(after.protected),
         os_hidden: (after.os_hidden != before.os_hidden).then_some(after.os_hidden),
         min_disk: (after.min_disk != before.min_disk).then_some(after.min_disk),
@@ -137,9 +139,8 @@ impl Images {
         let before = ImageFields::of(&image);
         let mut after = before.clone();
         edit(&mut after)?;
-        let patch = check_update(&before, &after, &image.status, &self.disk_formats().await?)?;
-        if let Some(v) = &patch.visibility {
-            let to = Visibility::parse(v).ok_or_else(|| Error::Invalid(format!("Unknown visibility '{v}'.")))?;
+        let patch = check_update(&before, &after, image.status, &self.disk_formats().await?)?;
+        if let Some(to) = patch.visibility {
             self.authorize(authn, &Action::SetVisibility { image: &facts, to })?;
         }
         if patch == records::ImagePatch::default() {
@@ -158,7 +159,7 @@ mod tests {
     fn fields() -> ImageFields {
         ImageFields {
             name: Some("n".into()),
-            visibility: "private".into(),
+            visibility: Visibility::Private,
             protected: false,
             os_hidden: false,
             min_disk: 0,
@@ -172,7 +173,7 @@ mod tests {
     }
 
     /// The status class each kind of change gets, as Glance answers.
-    fn class(change: impl FnOnce(&mut ImageFields), status: &str) -> &'static str {
+    fn class(change: impl FnOnce(&mut ImageFields), status: ImageStatus) -> &'static str {
         let before = fields();
         let mut after = before.clone();
         change(&mut after);
@@ -188,24 +189,26 @@ mod tests {
 
     #[test]
     fn the_rules_of_a_change() {
-        assert_eq!(class(|f| f.disk_format = Some("raw".into()), "active"), "403");
-        assert_eq!(class(|f| f.disk_format = Some("raw".into()), "queued"), "ok");
-        assert_eq!(class(|f| f.disk_format = Some("vmdk".into()), "queued"), "400");
-        assert_eq!(class(|f| f.disk_format = None, "queued"), "400");
-        assert_eq!(class(|f| f.container_format = Some("docker".into()), "queued"), "400");
-        assert_eq!(class(|f| f.owner = Some("p2".into()), "active"), "403");
-        assert_eq!(class(|f| f.min_ram = -1, "active"), "400");
-        assert_eq!(class(|f| f.visibility = "everyone".into(), "active"), "400");
-        assert_eq!(class(|f| f.name = Some("x".repeat(256)), "active"), "400");
-        assert_eq!(class(|f| f.tags = vec!["t".repeat(256)], "active"), "400");
-        assert_eq!(class(|f| f.tags = (0..=records::MAX_TAGS).map(|i| i.to_string()).collect(), "active"), "413");
-        assert_eq!(class(|f| drop(f.properties.insert("os_glance_x".into(), "1".into())), "active"), "403");
-        assert_eq!(class(|f| drop(f.properties.insert("checksum".into(), "1".into())), "active"), "403");
-        assert_eq!(class(|f| drop(f.properties.insert("ova_parent".into(), "someone-elses".into())), "active"), "403");
-        assert_eq!(class(|f| f.properties.extend((0..records::MAX_PROPERTIES).map(|i| (format!("k{i}"), "v".into()))), "active"), "413");
-        assert_eq!(class(|f| drop(f.properties.insert("big".into(), "v".repeat(65_536))), "active"), "413");
-        assert_eq!(class(|f| drop(f.properties.remove("a")), "active"), "ok");
-        assert_eq!(class(|_| {}, "active"), "ok");
+        assert_eq!(class(|f| f.disk_format = Some("raw".into()), ImageStatus::Active), "403");
+        assert_eq!(class(|f| f.disk_format = Some("raw".into()), ImageStatus::Queued), "ok");
+        assert_eq!(class(|f| f.disk_format = Some("vmdk".into()), ImageStatus::Queued), "400");
+        assert_eq!(class(|f| f.disk_format = None, ImageStatus::Queued), "400");
+        assert_eq!(class(|f| f.container_format = Some("docker".into()), ImageStatus::Queued), "400");
+        assert_eq!(class(|f| f.owner = Some("p2".into()), ImageStatus::Active), "403");
+        assert_eq!(class(|f| f.min_ram = -1, ImageStatus::Active), "400");
+        assert_eq!(class(|f| f.name = Some("x".repeat(256)), ImageStatus::Active), "400");
+        assert_eq!(class(|f| f.tags = vec!["t".repeat(256)], ImageStatus::Active), "400");
+        assert_eq!(class(|f| f.tags = (0..=records::MAX_TAGS).map(|i| i.to_string()).collect(), ImageStatus::Active), "413");
+        assert_eq!(class(|f| drop(f.properties.insert("os_glance_x".into(), "1".into())), ImageStatus::Active), "403");
+        assert_eq!(class(|f| drop(f.properties.insert("checksum".into(), "1".into())), ImageStatus::Active), "403");
+        assert_eq!(class(|f| drop(f.properties.insert("ova_parent".into(), "someone-elses".into())), ImageStatus::Active), "403");
+        assert_eq!(
+            class(|f| f.properties.extend((0..records::MAX_PROPERTIES).map(|i| (format!("k{i}"), "v".into()))), ImageStatus::Active),
+            "413"
+        );
+        assert_eq!(class(|f| drop(f.properties.insert("big".into(), "v".repeat(65_536))), ImageStatus::Active), "413");
+        assert_eq!(class(|f| drop(f.properties.remove("a")), ImageStatus::Active), "ok");
+        assert_eq!(class(|_| {}, ImageStatus::Active), "ok");
     }
 
     #[test]
@@ -213,8 +216,8 @@ mod tests {
         let before = fields();
         let mut after = before.clone();
         after.name = Some("m".into());
-        let p = check_update(&before, &after, "active", &[]).unwrap();
+        let p = check_update(&before, &after, ImageStatus::Active, &[]).unwrap();
         assert_eq!(p, records::ImagePatch { name: Some("m".into()), ..Default::default() });
-        assert_eq!(check_update(&before, &before, "active", &[]).unwrap(), records::ImagePatch::default());
+        assert_eq!(check_update(&before, &before, ImageStatus::Active, &[]).unwrap(), records::ImagePatch::default());
     }
 }

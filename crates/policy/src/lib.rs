@@ -67,46 +67,7 @@ impl Principal {
     }
 }
 
-/// Glance's image visibility values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Visibility {
-    Private,
-    Shared,
-    Community,
-    Public,
-}
-
-impl Visibility {
-    /// The stored and wire name (`private`, `shared`, `community`, `public`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Visibility::Private => "private",
-            Visibility::Shared => "shared",
-            Visibility::Community => "community",
-            Visibility::Public => "public",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "private" => Some(Visibility::Private),
-            "shared" => Some(Visibility::Shared),
-            "community" => Some(Visibility::Community),
-            "public" => Some(Visibility::Public),
-            _ => None,
-        }
-    }
-}
-
-/// A member project's answer to an image shared with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MemberStatus {
-    Pending,
-    Accepted,
-    Rejected,
-}
+pub use domain::{MemberStatus, Visibility};
 
 /// What the policy needs to know about one image.
 #[derive(Clone, Debug, PartialEq, Eq)]

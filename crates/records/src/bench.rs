@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::Db;
+use domain::ImageStatus;
 
 /// Images in the benchmark catalogue.
 pub const IMAGES: usize = 10_000;
@@ -50,7 +51,11 @@ pub async fn build(db: &Db, rng: &mut Lcg) -> (Vec<String>, Vec<String>) {
     for n in 0..IMAGES {
         let id = uuid::Uuid::new_v4().to_string();
         let owner = &projects[rng.below(PROJECTS as u64) as usize];
-        let status = if rng.chance(80) { "active" } else { *rng.pick(&["queued", "importing", "killed", "deactivated", "saving"]) };
+        let status = if rng.chance(80) {
+            ImageStatus::Active
+        } else {
+            *rng.pick(&[ImageStatus::Queued, ImageStatus::Importing, ImageStatus::Killed, ImageStatus::Deactivated, ImageStatus::Saving])
+        };
         let visibility = match rng.below(10) {
             0..=5 => "private",
             6 | 7 => "shared",
@@ -60,7 +65,7 @@ pub async fn build(db: &Db, rng: &mut Lcg) -> (Vec<String>, Vec<String>) {
         let distro = rng.pick(&distros);
         let name = format!("{distro}-{}.{:02}-{}-{n}", 10 + rng.below(15), rng.below(12), rng.pick(&variants));
         let disk_format = (!rng.chance(5)).then(|| *rng.pick(&disk_formats));
-        let has_data = matches!(status, "active" | "deactivated");
+        let has_data = status.has_data();
         let size = (has_data && !rng.chance(5)).then(|| rng.below(20 << 30) as i64);
         let virtual_size = size.map(|s| s * 2);
         let created = start + (n as i64) * 6_000 + rng.below(600) as i64;

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 
+use domain::{ImageStatus, Visibility};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{FromRow, Sqlite};
 
@@ -60,7 +61,7 @@ pub enum CatalogueError {
     /// The change needs the image in another status than the one it has now (its disk or
     /// container format, once its data is arriving; Glance answers 403).
     #[error("Attribute {field} can be only replaced for a queued image (this one is {status}).")]
-    WrongStatus { field: &'static str, status: String },
+    WrongStatus { field: &'static str, status: ImageStatus },
     /// The database failed; logged in full, shown to users as an internal error.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -77,11 +78,11 @@ impl From<sqlx::Error> for CatalogueError {
 pub struct ImageDetail {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: ImageStatus,
     pub status_reason: String,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
-    pub visibility: String,
+    pub visibility: Visibility,
     pub protected: bool,
     pub os_hidden: bool,
     pub min_disk: i64,
@@ -481,7 +482,7 @@ impl SortKey {
         let int = |n: Option<i64>| n.map_or(Arg::Null, Arg::Int);
         match self {
             SortKey::Name => Arg::Text(row.name.clone()),
-            SortKey::Status => Arg::Text(row.status.clone()),
+            SortKey::Status => Arg::Text(row.status.as_str().to_owned()),
             SortKey::ContainerFormat => text(&row.container_format),
             SortKey::DiskFormat => text(&row.disk_format),
             SortKey::Size => int(row.size),
@@ -489,7 +490,7 @@ impl SortKey {
             SortKey::Id => Arg::Text(row.id.clone()),
             SortKey::CreatedAt => Arg::Text(row.created_at.clone()),
             SortKey::UpdatedAt => Arg::Text(row.updated_at.clone()),
-            SortKey::Visibility => Arg::Text(row.visibility.clone()),
+            SortKey::Visibility => Arg::Text(row.visibility.as_str().to_owned()),
             SortKey::MinDisk => Arg::Int(row.min_disk),
             SortKey::MinRam => Arg::Int(row.min_ram),
             SortKey::Owner => text(&row.owner),
@@ -537,7 +538,9 @@ pub struct ImageQuery {
     pub names: Vec<String>,
     /// The dashboard's search: a case-insensitive (ASCII) substring of the name.
     pub name_contains: Option<String>,
-    pub statuses: Vec<String>,
+    /// The image has one of these statuses; `Some` of an empty list matches nothing (a Glance
+    /// filter naming only statuses that do not exist, which Glance answers with no images).
+    pub statuses: Option<Vec<ImageStatus>>,
     pub disk_formats: Vec<String>,
     pub container_formats: Vec<String>,
     /// `None` is Glance's default view.
@@ -693,7 +696,11 @@ impl ImageQuery {
             pattern.push('%');
             c.push("i.name LIKE ? ESCAPE '\\'", [Arg::Text(pattern)]);
         }
-        c.any_of("i.status", &self.statuses);
+        match &self.statuses {
+            Some(s) if s.is_empty() => c.push("0 = 1", []),
+            Some(s) => c.any_of("i.status", &s.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>()),
+            None => {}
+        }
         c.any_of("i.disk_format", &self.disk_formats);
         c.any_of("i.container_format", &self.container_formats);
         c.any_of("i.owner", &self.owners);
@@ -780,8 +787,7 @@ fn push_after_marker(c: &mut Conditions, order: &[(SortKey, SortDir)], marker: &
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImagePatch {
     pub name: Option<String>,
-    /// `public`, `private`, `shared` or `community`.
-    pub visibility: Option<String>,
+    pub visibility: Option<Visibility>,
     pub protected: Option<bool>,
     pub os_hidden: Option<bool>,
     pub min_disk: Option<i64>,
@@ -811,7 +817,7 @@ pub enum StatusChange {
     /// The image was in the target status already (Glance: a no-op, 204).
     Unchanged,
     /// The image's status does not allow the action (Glance refuses); carries that status.
-    WrongStatus(String),
+    WrongStatus(ImageStatus),
 }
 
 /// What deleting an image did.
@@ -839,11 +845,6 @@ impl ImagePatch {
         if let Some(name) = &self.name {
             if name.chars().count() > MAX_NAME_CHARS {
                 return Err(CatalogueError::InvalidValue(format!("an image name has at most {MAX_NAME_CHARS} characters")));
-            }
-        }
-        if let Some(v) = &self.visibility {
-            if !matches!(v.as_str(), "public" | "private" | "shared" | "community") {
-                return Err(CatalogueError::InvalidValue(format!("visibility must be public, private, shared or community, not {v:?}")));
             }
         }
         if self.min_disk.is_some_and(|n| n < 0) || self.min_ram.is_some_and(|n| n < 0) {
@@ -949,7 +950,7 @@ impl Db {
         let formats = patch.disk_format.is_some() || patch.container_format.is_some();
         let done = sqlx::query(&sql)
             .bind(&patch.name)
-            .bind(&patch.visibility)
+            .bind(patch.visibility)
             .bind(patch.protected)
             .bind(patch.os_hidden)
             .bind(patch.min_disk)
@@ -1020,19 +1021,19 @@ impl Db {
 
     /// `active` → `deactivated` (Glance's `POST …/actions/deactivate`).
     pub async fn deactivate_image(&self, id: &str) -> Result<StatusChange, DbError> {
-        self.status_action(id, "active", "deactivated").await
+        self.status_action(id, ImageStatus::Active, ImageStatus::Deactivated).await
     }
 
     /// `deactivated` → `active` (Glance's `POST …/actions/reactivate`).
     pub async fn reactivate_image(&self, id: &str) -> Result<StatusChange, DbError> {
-        self.status_action(id, "deactivated", "active").await
+        self.status_action(id, ImageStatus::Deactivated, ImageStatus::Active).await
     }
 
-    async fn status_action(&self, id: &str, from: &str, to: &str) -> Result<StatusChange, DbError> {
+    async fn status_action(&self, id: &str, from: ImageStatus, to: ImageStatus) -> Result<StatusChange, DbError> {
         if self.transition_image(id, &[from], to, "").await? {
             return Ok(StatusChange::Changed);
         }
-        let status: Option<String> =
+        let status: Option<ImageStatus> =
             sqlx::query_scalar("SELECT status FROM images WHERE id = ?").bind(id).fetch_optional(self.pool()).await?;
         Ok(match status {
             None => StatusChange::ImageNotFound,
@@ -1060,7 +1061,7 @@ impl Db {
         .bind(&new.name)
         .bind(&new.disk_format)
         .bind(&new.container_format)
-        .bind(&new.visibility)
+        .bind(new.visibility)
         .bind(&new.owner)
         .bind(new.protected)
         .bind(new.min_disk)
@@ -1128,12 +1129,17 @@ impl Db {
 mod tests {
     use super::*;
     use crate::{NewImage, NewJob};
+    use domain::MemberStatus;
 
     use crate::test_db::temp_db;
 
     async fn image(db: &Db, name: &str, owner: Option<&str>, visibility: &str) -> String {
-        let new =
-            NewImage { name: name.into(), owner: owner.map(str::to_owned), visibility: Some(visibility.into()), ..Default::default() };
+        let new = NewImage {
+            name: name.into(),
+            owner: owner.map(str::to_owned),
+            visibility: Some(visibility.parse().unwrap()),
+            ..Default::default()
+        };
         db.create_image(&new).await.unwrap().id
     }
 
@@ -1251,8 +1257,11 @@ mod tests {
         assert_eq!(list(&db, &ImageQuery { ids: vec![one.clone(), two.clone()], ..q() }, all).await, ["one", "two"]);
         assert_eq!(list(&db, &ImageQuery { names: vec!["one".into()], ..q() }, all).await, ["one"]);
         assert_eq!(list(&db, &ImageQuery { names: vec!["one".into(), "three".into(), "x".into()], ..q() }, all).await, ["one", "three"]);
-        assert_eq!(list(&db, &ImageQuery { statuses: vec!["active".into()], ..q() }, all).await, ["one", "two"]);
-        assert_eq!(list(&db, &ImageQuery { statuses: vec!["killed".into(), "queued".into()], ..q() }, all).await, ["four", "three"]);
+        assert_eq!(list(&db, &ImageQuery { statuses: Some(vec![ImageStatus::Active]), ..q() }, all).await, ["one", "two"]);
+        assert_eq!(
+            list(&db, &ImageQuery { statuses: Some(vec![ImageStatus::Killed, ImageStatus::Queued]), ..q() }, all).await,
+            ["four", "three"]
+        );
         assert_eq!(list(&db, &ImageQuery { disk_formats: vec!["qcow2".into(), "vmdk".into()], ..q() }, all).await, ["one", "three"]);
         assert_eq!(list(&db, &ImageQuery { container_formats: vec!["ova".into()], ..q() }, all).await, ["two"]);
         assert_eq!(list(&db, &ImageQuery { owners: vec![b.clone()], ..q() }, all).await, ["three"]);
@@ -1441,7 +1450,7 @@ mod tests {
             .await;
             if i % 7 == 0 {
                 db.add_image_member(&id, &a).await.unwrap();
-                db.set_image_member_status(&id, &a, "accepted").await.unwrap();
+                db.set_image_member_status(&id, &a, MemberStatus::Accepted).await.unwrap();
             }
         }
         (a, b)
@@ -1551,7 +1560,7 @@ mod tests {
         image(&db, "b-community", Some(&b), "community").await;
         image(&db, "b-shared", Some(&b), "shared").await;
         image(&db, "nobody-public", None, "public").await;
-        for (id, status) in [(&accepted, "accepted"), (&pending, "pending"), (&rejected, "rejected")] {
+        for (id, status) in [(&accepted, MemberStatus::Accepted), (&pending, MemberStatus::Pending), (&rejected, MemberStatus::Rejected)] {
             db.add_image_member(id, &b).await.unwrap();
             db.set_image_member_status(id, &b, status).await.unwrap();
         }
@@ -1632,7 +1641,7 @@ mod tests {
         set(&db, &id, "updated_at = '2000-01-01T00:00:00Z', tags = '[\"old\"]', properties = '{\"k\":\"v\"}'").await;
         let patch = ImagePatch {
             name: Some("after".into()),
-            visibility: Some("community".into()),
+            visibility: Some(Visibility::Community),
             protected: Some(true),
             os_hidden: Some(true),
             min_disk: Some(10),
@@ -1658,7 +1667,6 @@ mod tests {
 
         for bad in [
             ImagePatch { name: Some("n".repeat(256)), ..Default::default() },
-            ImagePatch { visibility: Some("everyone".into()), ..Default::default() },
             ImagePatch { min_disk: Some(-1), ..Default::default() },
             ImagePatch { tags: Some(vec!["t".repeat(256)]), ..Default::default() },
             ImagePatch { tags: Some(vec![String::new()]), ..Default::default() },
@@ -1679,7 +1687,7 @@ mod tests {
         set(&db, &id, "status = 'active'").await;
         let late = ImagePatch { name: Some("late".into()), disk_format: Some("raw".into()), ..Default::default() };
         match db.update_image(&id, &late).await {
-            Err(CatalogueError::WrongStatus { field: "disk_format", status }) => assert_eq!(status, "active"),
+            Err(CatalogueError::WrongStatus { field: "disk_format", status }) => assert_eq!(status, ImageStatus::Active),
             other => panic!("{other:?}"),
         }
         let d = db.image_detail(&id).await.unwrap().unwrap();
@@ -1691,7 +1699,7 @@ mod tests {
         set(&db, &id, "status = 'importing'").await;
         let raw = ImagePatch { disk_format: Some("raw".into()), ..Default::default() };
         assert_eq!(db.update_image(&id, &raw).await.unwrap().unwrap().disk_format.as_deref(), Some("raw"));
-        let job = NewJob { kind: "import".into(), image_id: id.clone(), backend: "local".into(), ..Default::default() };
+        let job = NewJob::import(id.clone(), "local");
         let job = db.create_job(&job).await.unwrap();
         assert_eq!(db.claim_job().await.unwrap().map(|j| j.id), Some(job.id), "the job runs");
         let qcow2 = ImagePatch { disk_format: Some("qcow2".into()), ..Default::default() };
@@ -1730,15 +1738,15 @@ mod tests {
     async fn deactivate_and_reactivate_move_only_between_active_and_deactivated() {
         let (_d, db) = temp_db().await;
         let id = image(&db, "x", None, "private").await;
-        assert_eq!(db.deactivate_image(&id).await.unwrap(), StatusChange::WrongStatus("queued".into()));
-        assert_eq!(db.reactivate_image(&id).await.unwrap(), StatusChange::WrongStatus("queued".into()));
+        assert_eq!(db.deactivate_image(&id).await.unwrap(), StatusChange::WrongStatus(ImageStatus::Queued));
+        assert_eq!(db.reactivate_image(&id).await.unwrap(), StatusChange::WrongStatus(ImageStatus::Queued));
         set(&db, &id, "status = 'active'").await;
         assert_eq!(db.reactivate_image(&id).await.unwrap(), StatusChange::Unchanged);
         assert_eq!(db.deactivate_image(&id).await.unwrap(), StatusChange::Changed);
-        assert_eq!(db.image_detail(&id).await.unwrap().unwrap().status, "deactivated");
+        assert_eq!(db.image_detail(&id).await.unwrap().unwrap().status, ImageStatus::Deactivated);
         assert_eq!(db.deactivate_image(&id).await.unwrap(), StatusChange::Unchanged);
         assert_eq!(db.reactivate_image(&id).await.unwrap(), StatusChange::Changed);
-        assert_eq!(db.image_detail(&id).await.unwrap().unwrap().status, "active");
+        assert_eq!(db.image_detail(&id).await.unwrap().unwrap().status, ImageStatus::Active);
         assert_eq!(db.deactivate_image("nope").await.unwrap(), StatusChange::ImageNotFound);
         assert_eq!(db.reactivate_image("nope").await.unwrap(), StatusChange::ImageNotFound);
     }

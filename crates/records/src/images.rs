@@ -1,5 +1,6 @@
 //! Image records.
 
+use domain::{ImageStatus, MemberStatus, Visibility};
 use sqlx::FromRow;
 
 use crate::{Db, DbError};
@@ -9,10 +10,10 @@ use crate::{Db, DbError};
 pub struct ImageRow {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: ImageStatus,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
-    pub visibility: String,
+    pub visibility: Visibility,
     pub size: Option<i64>,
     pub virtual_size: Option<i64>,
     pub sha256: Option<String>,
@@ -56,7 +57,7 @@ pub struct MemberRow {
     pub project_id: String,
     pub project_name: String,
     pub owner_name: String,
-    pub status: String,
+    pub status: MemberStatus,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -67,7 +68,7 @@ pub struct NewImage {
     pub name: String,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
-    pub visibility: Option<String>,
+    pub visibility: Option<Visibility>,
     pub owner: Option<String>,
     pub protected: bool,
     pub min_disk: i64,
@@ -119,7 +120,7 @@ pub struct ActiveImage {
 #[derive(Clone, Debug, Default, PartialEq, Eq, FromRow)]
 pub struct ImageIngestRow {
     pub id: String,
-    pub status: String,
+    pub status: ImageStatus,
     pub status_reason: String,
     pub checksum: Option<String>,
     pub os_hash_value: Option<String>,
@@ -160,8 +161,8 @@ impl Db {
 
     /// Moves an image to `to` if it is in one of `from` (Glance's legal transitions are decided
     /// by the caller). Returns false when the image was not in an allowed state.
-    pub async fn transition_image(&self, id: &str, from: &[&str], to: &str, reason: &str) -> Result<bool, DbError> {
-        // `from` is a short fixed list from our own code, never user input.
+    pub async fn transition_image(&self, id: &str, from: &[ImageStatus], to: ImageStatus, reason: &str) -> Result<bool, DbError> {
+        // `from` is a short fixed list from our own code.
         let placeholders = vec!["?"; from.len().max(1)].join(", ");
         let sql = format!(
             "UPDATE images SET status = ?, status_reason = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
@@ -169,7 +170,7 @@ impl Db {
         );
         let mut q = sqlx::query(&sql).bind(to).bind(reason).bind(id);
         for f in from {
-            q = q.bind(*f);
+            q = q.bind(f.as_str());
         }
         Ok(q.execute(self.pool()).await?.rows_affected() == 1)
     }
@@ -273,7 +274,7 @@ impl Db {
             return Ok(MemberAdded::Exists);
         }
         let visibility = self.image(image_id).await?.map(|i| i.visibility);
-        Ok(if visibility.as_deref() == Some("shared") { MemberAdded::Full } else { MemberAdded::NotShared })
+        Ok(if visibility == Some(Visibility::Shared) { MemberAdded::Full } else { MemberAdded::NotShared })
     }
 
     pub async fn remove_image_member(&self, image_id: &str, project_id: &str) -> Result<bool, DbError> {
@@ -286,7 +287,7 @@ impl Db {
     }
 
     /// A member project's answer: `accepted`, `rejected` or back to `pending`.
-    pub async fn set_image_member_status(&self, image_id: &str, project_id: &str, status: &str) -> Result<bool, DbError> {
+    pub async fn set_image_member_status(&self, image_id: &str, project_id: &str, status: MemberStatus) -> Result<bool, DbError> {
         let done = sqlx::query(
             "UPDATE image_members SET status = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
              WHERE image_id = ? AND project_id = ?",
@@ -380,8 +381,8 @@ mod tests {
         let (_dir, db) = temp_db().await;
         let row =
             db.create_image(&NewImage { name: "debian-12".into(), disk_format: Some("qcow2".into()), ..Default::default() }).await.unwrap();
-        assert_eq!(row.status, "queued");
-        assert_eq!(row.visibility, "shared");
+        assert_eq!(row.status, ImageStatus::Queued);
+        assert_eq!(row.visibility, Visibility::Shared);
         assert_eq!(row.name, "debian-12");
         let listed = db.list_images(Visible::All, 25).await.unwrap();
         assert_eq!(listed, vec![row]);
@@ -391,9 +392,37 @@ mod tests {
     #[tokio::test]
     async fn visibility_outside_glance_names_is_refused_by_the_schema() {
         let (_dir, db) = temp_db().await;
+        // The type cannot say it; the schema refuses it anyway.
         let err =
-            db.create_image(&NewImage { name: "x".into(), visibility: Some("everyone".into()), ..Default::default() }).await.unwrap_err();
+            sqlx::query("INSERT INTO images (id, name, visibility) VALUES ('x', 'x', 'everyone')").execute(db.pool()).await.unwrap_err();
         assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+    }
+
+    /// A stored status or visibility outside the domain's enums (written past the schema's
+    /// checks) is an error when read, never quietly taken for another value.
+    #[tokio::test]
+    async fn a_bad_stored_value_is_an_error_not_a_default() {
+        let (_dir, db) = temp_db().await;
+        let ok = db.create_image(&NewImage { name: "ok".into(), ..Default::default() }).await.unwrap();
+        let mut conn = db.pool().acquire().await.unwrap();
+        sqlx::query("PRAGMA ignore_check_constraints = ON").execute(&mut *conn).await.unwrap();
+        for (id, column, value) in [("bad-status", "status", "bogus"), ("bad-visibility", "visibility", "everyone")] {
+            sqlx::query(&format!("INSERT INTO images (id, name, {column}) VALUES (?, ?, ?)"))
+                .bind(id)
+                .bind(id)
+                .bind(value)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        sqlx::query("PRAGMA ignore_check_constraints = OFF").execute(&mut *conn).await.unwrap();
+        drop(conn);
+        for id in ["bad-status", "bad-visibility"] {
+            let err = db.image(id).await.unwrap_err();
+            assert!(err.to_string().contains("mismatched types") || err.to_string().contains("decod"), "{id}: {err}");
+            assert!(db.image_detail(id).await.is_err(), "{id}");
+        }
+        assert_eq!(db.image(&ok.id).await.unwrap().unwrap().status, ImageStatus::Queued, "good rows still read");
     }
 
     #[tokio::test]
@@ -414,7 +443,7 @@ mod tests {
         let b = db.create_project("b", "").await.unwrap();
         let mk = |name: &str, vis: &str, owner: &str| NewImage {
             name: name.into(),
-            visibility: Some(vis.into()),
+            visibility: Some(vis.parse().unwrap()),
             owner: Some(owner.into()),
             ..Default::default()
         };
@@ -435,10 +464,9 @@ mod tests {
         assert!(!db.add_image_member(&shared.id, &b.id).await.unwrap(), "already a member");
         assert_eq!(db.pending_shares(&b.id).await.unwrap()[0].owner_name, "a");
         assert_eq!(db.count_images(Visible::Project(&b.id)).await.unwrap(), 1, "pending shares are not listed");
-        assert!(db.set_image_member_status(&shared.id, &b.id, "accepted").await.unwrap());
+        assert!(db.set_image_member_status(&shared.id, &b.id, MemberStatus::Accepted).await.unwrap());
         assert_eq!(names(db.list_images(Visible::Project(&b.id), 100).await.unwrap()), ["a-public", "a-shared"]);
         assert!(db.pending_shares(&b.id).await.unwrap().is_empty());
-        assert!(db.set_image_member_status(&shared.id, &b.id, "maybe").await.is_err());
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! Storage records: the storage-compatibility matrix, image locations and background jobs.
 
+use domain::{JobKind, JobStatus, LocationStatus};
 use sqlx::FromRow;
 
 use crate::{Db, DbError};
@@ -34,7 +35,7 @@ pub struct LocationRow {
     pub size: i64,
     pub checksum: Option<String>,
     pub os_hash_value: Option<String>,
-    pub status: String,
+    pub status: LocationStatus,
     pub created_at: String,
 }
 
@@ -53,11 +54,11 @@ pub struct UsageRow {
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct JobRow {
     pub id: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub image_id: String,
     pub image_name: String,
     pub backend: String,
-    pub status: String,
+    pub status: JobStatus,
     pub params: String,
     pub bytes_done: i64,
     pub bytes_total: i64,
@@ -81,16 +82,32 @@ pub struct JobRow {
 }
 
 /// What a caller supplies to queue a job.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NewJob {
-    /// `import` or `copy`.
-    pub kind: String,
+    pub kind: JobKind,
     pub image_id: String,
     pub backend: String,
     /// JSON object text the worker needs to run (or re-run) the job.
     pub params: String,
     pub bytes_total: i64,
     pub created_by: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `kind` for `image_id` on `backend`, with no parameters yet.
+    pub fn new(kind: JobKind, image_id: impl Into<String>, backend: impl Into<String>) -> Self {
+        NewJob { kind, image_id: image_id.into(), backend: backend.into(), params: String::new(), bytes_total: 0, created_by: None }
+    }
+
+    /// An import of `image_id`'s arrived data into `backend`.
+    pub fn import(image_id: impl Into<String>, backend: impl Into<String>) -> Self {
+        Self::new(JobKind::Import, image_id, backend)
+    }
+
+    /// A copy of `image_id` to `backend`.
+    pub fn copy(image_id: impl Into<String>, backend: impl Into<String>) -> Self {
+        Self::new(JobKind::Copy, image_id, backend)
+    }
 }
 
 /// Why a job that did not succeed failed; the Glance door answers each differently.
@@ -188,7 +205,7 @@ impl Db {
         .bind(loc.size)
         .bind(&loc.checksum)
         .bind(&loc.os_hash_value)
-        .bind(&loc.status)
+        .bind(loc.status)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -232,7 +249,7 @@ impl Db {
         let id = uuid::Uuid::new_v4().to_string();
         sqlx::query("INSERT INTO jobs (id, kind, image_id, backend, params, bytes_total, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(&id)
-            .bind(&new.kind)
+            .bind(new.kind)
             .bind(&new.image_id)
             .bind(&new.backend)
             .bind(if new.params.is_empty() { "{}" } else { new.params.as_str() })
@@ -281,7 +298,7 @@ impl Db {
 
     /// Ends a running job as `succeeded`, `failed` or `cancelled`.
     /// `failure`: why a job that did not succeed failed ([`JobRow::failure`]).
-    pub async fn finish_job(&self, id: &str, status: &str, error: &str, summary: &str, failure: JobFailure) -> Result<bool, DbError> {
+    pub async fn finish_job(&self, id: &str, status: JobStatus, error: &str, summary: &str, failure: JobFailure) -> Result<bool, DbError> {
         let sql = format!(
             "UPDATE jobs SET status = ?, error = ?, summary = ?, failure = ?, finished_at = {NOW_MS}, updated_at = {NOW_MS}, \
              bytes_done = CASE WHEN ? = 'succeeded' THEN bytes_total ELSE bytes_done END \
@@ -401,6 +418,7 @@ impl Db {
 mod tests {
     use super::*;
     use crate::NewImage;
+    use domain::ImageStatus;
 
     use crate::test_db::temp_db;
 
@@ -445,15 +463,18 @@ mod tests {
         let saving = db.create_image(&mk("saving")).await.unwrap();
         let owned = db.create_image(&mk("owned")).await.unwrap();
         let active = db.create_image(&mk("active")).await.unwrap();
-        assert!(db.transition_image(&orphan.id, &["queued"], "importing", "").await.unwrap());
-        assert!(db.transition_image(&saving.id, &["queued"], "saving", "").await.unwrap());
-        assert!(db.transition_image(&owned.id, &["queued"], "importing", "").await.unwrap());
-        assert!(db.transition_image(&active.id, &["queued"], "active", "").await.unwrap());
-        db.create_job(&NewJob { kind: "import".into(), image_id: owned.id.clone(), backend: "local".into(), ..Default::default() })
-            .await
-            .unwrap();
+        assert!(db.transition_image(&orphan.id, &[ImageStatus::Queued], ImageStatus::Importing, "").await.unwrap());
+        assert!(db.transition_image(&saving.id, &[ImageStatus::Queued], ImageStatus::Saving, "").await.unwrap());
+        assert!(db.transition_image(&owned.id, &[ImageStatus::Queued], ImageStatus::Importing, "").await.unwrap());
+        assert!(db.transition_image(&active.id, &[ImageStatus::Queued], ImageStatus::Active, "").await.unwrap());
+        db.create_job(&NewJob::import(owned.id.clone(), "local")).await.unwrap();
         assert_eq!(db.reset_orphaned_imports().await.unwrap(), 2);
-        for (id, want) in [(&orphan.id, "queued"), (&saving.id, "queued"), (&owned.id, "importing"), (&active.id, "active")] {
+        for (id, want) in [
+            (&orphan.id, ImageStatus::Queued),
+            (&saving.id, ImageStatus::Queued),
+            (&owned.id, ImageStatus::Importing),
+            (&active.id, ImageStatus::Active),
+        ] {
             assert_eq!(db.image(id).await.unwrap().unwrap().status, want);
         }
         assert!(db.image_ingest(&orphan.id).await.unwrap().unwrap().status_reason.contains("server stopped"));
@@ -464,7 +485,7 @@ mod tests {
         let (_dir, db) = temp_db().await;
         let p = db.create_project("alpha", "").await.unwrap();
         let img = db.create_image(&NewImage { name: "a".into(), owner: Some(p.id.clone()), ..Default::default() }).await.unwrap();
-        let loc = |backend: &str, size: i64, status: &str| LocationRow {
+        let loc = |backend: &str, size: i64, status: LocationStatus| LocationRow {
             image_id: img.id.clone(),
             backend: backend.into(),
             key: format!("{}.qcow2", img.id),
@@ -472,12 +493,12 @@ mod tests {
             size,
             checksum: None,
             os_hash_value: None,
-            status: status.into(),
+            status,
             created_at: String::new(),
         };
-        db.put_location(&loc("local", 10, "active")).await.unwrap();
-        db.put_location(&loc("ceph", 7, "pending")).await.unwrap();
-        db.put_location(&loc("local", 12, "active")).await.unwrap();
+        db.put_location(&loc("local", 10, LocationStatus::Active)).await.unwrap();
+        db.put_location(&loc("ceph", 7, LocationStatus::Pending)).await.unwrap();
+        db.put_location(&loc("local", 12, LocationStatus::Active)).await.unwrap();
         let locs = db.image_locations(&img.id).await.unwrap();
         assert_eq!(locs.len(), 2, "one copy per backend");
         let usage = db.storage_usage().await.unwrap();
@@ -491,12 +512,12 @@ mod tests {
     async fn an_image_has_one_import_job_at_a_time() {
         let (_dir, db) = temp_db().await;
         let img = db.create_image(&NewImage { name: "once".into(), ..Default::default() }).await.unwrap();
-        let import = NewJob { kind: "import".into(), image_id: img.id.clone(), backend: "local".into(), ..Default::default() };
+        let import = NewJob::import(img.id.clone(), "local");
         let first = db.create_job(&import).await.unwrap();
         let second = db.create_job(&import).await;
         assert!(second.as_ref().is_err_and(DbError::is_unique_violation), "{second:?}");
         // Copies are not imports; once the import ended, another may start.
-        db.create_job(&NewJob { kind: "copy".into(), ..import.clone() }).await.unwrap();
+        db.create_job(&NewJob { kind: JobKind::Copy, ..import.clone() }).await.unwrap();
         assert!(db.cancel_job(&first.id).await.unwrap());
         db.create_job(&import).await.unwrap();
     }
@@ -506,13 +527,7 @@ mod tests {
         let (_dir, db) = temp_db().await;
         let img = db.create_image(&NewImage { name: "j".into(), ..Default::default() }).await.unwrap();
         // Copies: an image has at most one import job queued or running (see the next test).
-        let new = |backend: &str| NewJob {
-            kind: "copy".into(),
-            image_id: img.id.clone(),
-            backend: backend.into(),
-            bytes_total: 100,
-            ..Default::default()
-        };
+        let new = |backend: &str| NewJob { bytes_total: 100, ..NewJob::copy(img.id.clone(), backend) };
         let a = db.create_job(&new("local")).await.unwrap();
         let b = db.create_job(&new("ceph")).await.unwrap();
         assert_eq!((a.status.as_str(), a.image_name.as_str(), a.params.as_str()), ("queued", "j", "{}"));
@@ -537,7 +552,7 @@ mod tests {
         assert!(db.set_job_checkpoint(&a.id, r#"{"step":"prepared"}"#).await.unwrap());
         assert_eq!(db.live_job_checkpoints().await.unwrap(), vec![r#"{"step":"prepared"}"#.to_owned()]);
         assert!(db.busy_image_ids().await.unwrap().contains(&img.id));
-        assert!(db.finish_job(&a.id, "failed", "refused", "", JobFailure::Refused).await.unwrap());
+        assert!(db.finish_job(&a.id, JobStatus::Failed, "refused", "", JobFailure::Refused).await.unwrap());
         assert_eq!(db.job(&a.id).await.unwrap().unwrap().failure, JobFailure::Refused);
         assert!(!db.set_job_checkpoint(&a.id, "{}").await.unwrap(), "only a running job records a step");
         assert!(db.live_job_checkpoints().await.unwrap().is_empty(), "an ended job's output is nobody's");
@@ -550,12 +565,12 @@ mod tests {
 
         // b was running when the "server stopped".
         assert_eq!(db.requeue_interrupted_jobs().await.unwrap(), 1);
-        assert_eq!(db.job(&b.id).await.unwrap().unwrap().status, "queued");
+        assert_eq!(db.job(&b.id).await.unwrap().unwrap().status, JobStatus::Queued);
         let c = db.claim_job().await.unwrap().unwrap();
-        assert!(db.finish_job(&c.id, "succeeded", "", "done", JobFailure::None).await.unwrap());
+        assert!(db.finish_job(&c.id, JobStatus::Succeeded, "", "done", JobFailure::None).await.unwrap());
         let done = db.job(&c.id).await.unwrap().unwrap();
         assert_eq!((done.bytes_done, done.summary.as_str()), (100, "done"));
-        assert!(!db.finish_job(&c.id, "failed", "x", "", JobFailure::Refused).await.unwrap(), "only running jobs end");
+        assert!(!db.finish_job(&c.id, JobStatus::Failed, "x", "", JobFailure::Refused).await.unwrap(), "only running jobs end");
 
         assert_eq!(db.jobs_for_image(&img.id).await.unwrap().len(), 2);
         assert_eq!(db.list_jobs(None, 10).await.unwrap().len(), 2);
@@ -565,7 +580,7 @@ mod tests {
         let d = db.create_job(&new("local")).await.unwrap();
         assert!(db.cancel_job(&d.id).await.unwrap());
         let d = db.job(&d.id).await.unwrap().unwrap();
-        assert_eq!(d.status, "cancelled");
+        assert_eq!(d.status, JobStatus::Cancelled);
         assert!(d.finished_at.is_some());
     }
 }

@@ -39,6 +39,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{empty, import_methods, Caller, GlanceError, Result};
 use crate::AppState;
+use domain::{ImageStatus, JobStatus};
 use imageops::{Admitted, Arrival, ReceivedData, IMAGE_SIZE_CAP};
 
 /// How long `PUT /file` waits for the import job's verdict before answering 204 anyway
@@ -249,9 +250,9 @@ struct Restore {
     db: records::Db,
     id: String,
     /// The statuses the image may have reached before the failure.
-    from: &'static [&'static str],
+    from: &'static [ImageStatus],
     /// The status it goes back to (`queued` unless [`Restore::back_to`] says otherwise).
-    to: &'static str,
+    to: ImageStatus,
     files: Vec<PathBuf>,
     /// Quota holds to give back: (purpose, the purpose it becomes again or None to release).
     holds: Vec<(&'static str, Option<&'static str>)>,
@@ -259,8 +260,8 @@ struct Restore {
 }
 
 impl Restore {
-    fn new(state: &AppState, id: &str, from: &'static [&'static str], files: Vec<PathBuf>) -> Self {
-        Restore { db: state.db.clone(), id: id.to_owned(), from, to: "queued", files, holds: Vec::new(), armed: true }
+    fn new(state: &AppState, id: &str, from: &'static [ImageStatus], files: Vec<PathBuf>) -> Self {
+        Restore { db: state.db.clone(), id: id.to_owned(), from, to: ImageStatus::Queued, files, holds: Vec::new(), armed: true }
     }
     /// Also releases the image's quota hold for `purpose` (or turns it back into `back`).
     fn hold(mut self, purpose: &'static str, back: Option<&'static str>) -> Self {
@@ -268,7 +269,7 @@ impl Restore {
         self
     }
     /// Restores `to` instead of `queued` (a glance-direct import goes back to its staged data).
-    fn back_to(mut self, to: &'static str) -> Self {
+    fn back_to(mut self, to: ImageStatus) -> Self {
         self.to = to;
         self
     }
@@ -283,7 +284,7 @@ impl Restore {
         }
         release_holds(&self.db, &self.id, &self.holds).await;
         if let Err(e) = self.db.transition_image(&self.id, self.from, self.to, "").await {
-            tracing::warn!(image = %self.id, to = self.to, error = %e, "cannot put an image back after a failed upload or import");
+            tracing::warn!(image = %self.id, to = %self.to, error = %e, "cannot put an image back after a failed upload or import");
         }
     }
 }
@@ -313,7 +314,7 @@ impl Drop for Restore {
             rt.spawn(async move {
                 release_holds(&db, &id, &holds).await;
                 if let Err(e) = db.transition_image(&id, from, to, "").await {
-                    tracing::warn!(image = %id, to, error = %e, "cannot put an image back after a failed upload or import");
+                    tracing::warn!(image = %id, %to, error = %e, "cannot put an image back after a failed upload or import");
                 }
             });
         }
@@ -409,7 +410,7 @@ fn check_formats(image: &records::ImageDetail, status: StatusCode) -> Result<()>
 /// The conditional transition each method then makes is what holds under concurrent requests;
 /// this answers the plain case clearly, whatever the method.
 async fn import_not_started(state: &AppState, image: &records::ImageDetail) -> Result<()> {
-    if matches!(image.status.as_str(), "saving" | "importing" | "active" | "deactivated") {
+    if matches!(image.status, ImageStatus::Saving | ImageStatus::Importing | ImageStatus::Active | ImageStatus::Deactivated) {
         return Err(GlanceError::conflict(format!(
             "Image status is {}: this image's import already started, and an image is imported once \
              (an import needs a queued image, or staged data for glance-direct).",
@@ -464,19 +465,21 @@ pub async fn upload(
     let caller = Caller::from(authn)?;
     let (image, Admitted { byte_limit: limit, backend, .. }, declared) =
         admit(&state, &caller, &id, Arrival::Body, store_header(&headers), &headers).await?;
-    if !state.db.transition_image(&id, &["queued"], "saving", "").await? {
+    if !state.db.transition_image(&id, &[ImageStatus::Queued], ImageStatus::Saving, "").await? {
         return Err(GlanceError::conflict("Image status transition to saving is not allowed: another upload started first."));
     }
     let dest = incoming_dir(&state).join(format!("{id}.{:08x}.upload", super::rand_ref()));
     // Glance's `_restore()`: on any failure before the job has the data, the image waits for
     // data again and its quota hold is given back.
-    let restore = Restore::new(&state, &id, &["saving", "importing"], vec![dest.clone()]).hold("upload", None).hold("import", None);
+    let restore = Restore::new(&state, &id, &[ImageStatus::Saving, ImageStatus::Importing], vec![dest.clone()])
+        .hold("upload", None)
+        .hold("import", None);
     let handed_over = async {
         let mut hold = BodyHold::start(&state, &image, "upload", declared).await?;
         let room = import_room(&state, &image, &backend).await;
         let got = receive(body, &dest, limit, declared, room, &mut hold).await?;
         // `importing` is a state the pipeline accepts (as for a resumed job).
-        if !state.db.transition_image(&id, &["saving"], "importing", "").await? {
+        if !state.db.transition_image(&id, &[ImageStatus::Saving], ImageStatus::Importing, "").await? {
             return Err(GlanceError::new(StatusCode::GONE, "The image was deleted during the upload."));
         }
         // The bytes stay held for the import job, which gives them back once the image is
@@ -510,7 +513,9 @@ pub async fn upload(
                 // (InvalidImageData); over the quota, 413 (StorageQuotaFull); Hangar unable to
                 // keep it (the store, the database), 503 (StorageWriteDenied).
                 return Err(match row.failure {
-                    _ if row.status == "cancelled" => GlanceError::conflict(format!("The import of image {id} was cancelled: {reason}")),
+                    _ if row.status == JobStatus::Cancelled => {
+                        GlanceError::conflict(format!("The import of image {id} was cancelled: {reason}"))
+                    }
                     records::JobFailure::Refused => GlanceError::unsupported(format!("Image {id} was refused: {reason}")),
                     records::JobFailure::OverQuota => {
                         GlanceError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Image {id} was not kept: {reason}"))
@@ -537,11 +542,12 @@ pub async fn stage(
 ) -> Result<Response> {
     let caller = Caller::from(authn)?;
     let (image, Admitted { byte_limit: limit, .. }, declared) = admit(&state, &caller, &id, Arrival::Stage, None, &headers).await?;
-    if !state.db.transition_image(&id, &["queued"], "uploading", "").await? {
+    if !state.db.transition_image(&id, &[ImageStatus::Queued], ImageStatus::Uploading, "").await? {
         return Err(GlanceError::conflict("Image status transition to uploading is not allowed: another upload started first."));
     }
     let dest = staged_path(&state, &id);
-    let restore = Restore::new(&state, &id, &["uploading"], vec![dest.clone(), staged_meta_path(&state, &id)]).hold("stage", None);
+    let restore =
+        Restore::new(&state, &id, &[ImageStatus::Uploading], vec![dest.clone(), staged_meta_path(&state, &id)]).hold("stage", None);
     let staged = async {
         let mut hold = BodyHold::start(&state, &image, "stage", declared).await?;
         // Staged data is imported later, to the default backend unless the import names another.
@@ -612,7 +618,7 @@ pub async fn import(
     }
     match method {
         "glance-direct" => {
-            if image.status != "uploading" {
+            if image.status != ImageStatus::Uploading {
                 return Err(GlanceError::conflict(format!(
                     "Image status is {}: glance-direct imports need staged data (status uploading); PUT /stage first.",
                     image.status
@@ -635,12 +641,14 @@ pub async fn import(
             }
             // The one atomic step that lets a single import of the staged data start: of two
             // concurrent requests, only one moves the image out of `uploading`.
-            if !state.db.transition_image(&id, &["uploading"], "importing", "").await? {
+            if !state.db.transition_image(&id, &[ImageStatus::Uploading], ImageStatus::Importing, "").await? {
                 return Err(GlanceError::conflict("Image status transition to importing is not allowed: another import started first."));
             }
             // Until the job is queued, a failure (or the client going away) gives the staged data
             // back, for another POST /import.
-            let restore = Restore::new(&state, &id, &["importing"], Vec::new()).back_to("uploading").hold("import", Some("stage"));
+            let restore = Restore::new(&state, &id, &[ImageStatus::Importing], Vec::new())
+                .back_to(ImageStatus::Uploading)
+                .hold("import", Some("stage"));
             // The staged bytes' hold becomes the import's.
             state.db.move_quota_hold(&id, "stage", "import", got.size).await?;
             match submit_import(&state, &caller.me.user_id, &image, path, &got, backend).await {
@@ -673,11 +681,11 @@ pub async fn import(
 /// (`user_id`) is shown only to `insider`s — the image's own project and administrators —
 /// never to other projects looking at a public or community image.
 fn task_json(j: &records::JobRow, owner: Option<&str>, insider: bool) -> Value {
-    let status = match j.status.as_str() {
-        "queued" => "pending",
-        "running" => "processing",
-        "succeeded" => "success",
-        _ => "failure",
+    let status = match j.status {
+        JobStatus::Queued => "pending",
+        JobStatus::Running => "processing",
+        JobStatus::Succeeded => "success",
+        JobStatus::Failed | JobStatus::Cancelled => "failure",
     };
     let message = if !j.error.is_empty() {
         j.error.clone()

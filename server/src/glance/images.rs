@@ -60,7 +60,7 @@ pub fn is_uuid(s: &str) -> bool {
 
 /// The backends holding an active copy of the image.
 pub async fn stores_of(state: &AppState, id: &str) -> Result<Vec<String>> {
-    Ok(state.db.image_locations(id).await?.into_iter().filter(|l| l.status == "active").map(|l| l.backend).collect())
+    Ok(state.db.image_locations(id).await?.into_iter().filter(|l| l.status == domain::LocationStatus::Active).map(|l| l.backend).collect())
 }
 
 pub async fn render(state: &AppState, image: &records::ImageDetail) -> Result<Value> {
@@ -98,7 +98,7 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
     let obj = doc.as_object().ok_or_else(|| GlanceError::bad_request("The body must be a JSON object."))?;
     let mut ed = Editable {
         name: None,
-        visibility: "shared".into(),
+        visibility: domain::Visibility::Shared,
         protected: false,
         os_hidden: false,
         min_disk: 0,
@@ -140,12 +140,7 @@ pub async fn create(State(state): State<AppState>, authn: Option<Extension<Authn
         name: ed.name.clone(),
         disk_format: ed.disk_format.clone(),
         container_format: ed.container_format.clone(),
-        visibility: Some(policy::Visibility::parse(&ed.visibility).ok_or_else(|| {
-            GlanceError::bad_request(format!(
-                "Invalid value '{}' for 'visibility': it must be one of public, private, shared, community.",
-                ed.visibility
-            ))
-        })?),
+        visibility: Some(ed.visibility),
         protected: ed.protected,
         os_hidden: ed.os_hidden,
         min_disk: ed.min_disk,

@@ -369,7 +369,7 @@ pub async fn image_schema(state: &AppState) -> Result<Value> {
             "name": { "type": ["null", "string"], "maxLength": 255, "description": "Descriptive name for the image" },
             "status": {
                 "readOnly": true, "type": "string", "description": "Status of the image",
-                "enum": ["queued", "saving", "active", "killed", "deleted", "uploading", "importing", "pending_delete", "deactivated"]
+                "enum": domain::ImageStatus::ALL
             },
             "visibility": { "type": "string", "enum": ["community", "public", "private", "shared"], "description": "Scope of image accessibility" },
             "protected": { "type": "boolean", "description": "If true, image will not be deletable." },
@@ -533,7 +533,7 @@ async fn info_usage(State(state): State<AppState>, authn: Option<Extension<Authn
     let (images, bytes) = state.db.project_usage(&project).await?;
     let busy = records::ImageQuery {
         owners: vec![project.clone()],
-        statuses: vec!["saving".into(), "uploading".into(), "importing".into()],
+        statuses: Some(vec![domain::ImageStatus::Saving, domain::ImageStatus::Uploading, domain::ImageStatus::Importing]),
         visibility: Some(records::VisibilityFilter::All),
         limit: Some(0),
         ..Default::default()

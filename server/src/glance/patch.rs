@@ -74,7 +74,10 @@ fn tags(v: &Value) -> Result<Vec<String>, PatchError> {
 pub fn set_base(ed: &mut Editable, name: &str, v: &Value) -> Result<(), PatchError> {
     match name {
         "name" => ed.name = opt_string(name, v)?,
-        "visibility" => ed.visibility = opt_string(name, v)?.ok_or_else(|| bad("Invalid value for 'visibility': it cannot be null."))?,
+        "visibility" => {
+            let text = opt_string(name, v)?.ok_or_else(|| bad("Invalid value for 'visibility': it cannot be null."))?;
+            ed.visibility = imageops::parse_visibility(&text).map_err(|e| bad(e.to_string()))?;
+        }
         "protected" => ed.protected = boolean(name, v)?,
         "os_hidden" => ed.os_hidden = boolean(name, v)?,
         "min_disk" => ed.min_disk = integer(name, v)?,
@@ -166,7 +169,7 @@ mod tests {
     fn ed() -> Editable {
         Editable {
             name: Some("n".into()),
-            visibility: "private".into(),
+            visibility: domain::Visibility::Private,
             protected: false,
             os_hidden: false,
             min_disk: 0,

@@ -1,6 +1,7 @@
 //! `GET /v2/images` query strings → [`records::ImageQuery`] (Glance's `RequestDeserializer.index`,
 //! docs/glance-api.md §1.4), and the `next` link that repeats them with a new marker.
 
+use domain::ImageStatus;
 use records::{parse_in_list, ImageQuery, MemberStatusFilter, SortDir, SortKey, TimeFilter, VisibilityFilter};
 
 /// Glance's sort keys (`sort_key`/`sort`); the catalogue knows a few more for the dashboard.
@@ -50,7 +51,11 @@ pub fn parse(pairs: &[(String, String)]) -> Result<ImageQuery, String> {
             "changes-since" => return Err(bad("The \"changes-since\" filter is no longer available on v2.")),
             "id" => q.ids.extend(values(v, k)?),
             "name" => q.names.extend(values(v, k)?),
-            "status" => q.statuses.extend(values(v, k)?),
+            "status" => {
+                // Glance filters without judging the values: one that names no status matches nothing.
+                let named = values(v, k)?;
+                q.statuses.get_or_insert_with(Vec::new).extend(named.iter().filter_map(|s| ImageStatus::parse(s)));
+            }
             "disk_format" => q.disk_formats.extend(values(v, k)?),
             "container_format" => q.container_formats.extend(values(v, k)?),
             "visibility" => q.visibility = Some(VisibilityFilter::parse(v).map_err(|e| e.to_string())?),
@@ -153,7 +158,7 @@ mod tests {
     #[test]
     fn filters_follow_glance() {
         let q = parse(&p("status=in:saving,queued&os_hidden=True&tag=a&tag=b&hw_disk_bus=virtio&limit=5000")).unwrap();
-        assert_eq!(q.statuses, ["saving", "queued"]);
+        assert_eq!(q.statuses, Some(vec![ImageStatus::Saving, ImageStatus::Queued]));
         assert_eq!(q.os_hidden, Some(true));
         assert_eq!(q.tags, ["a", "b"]);
         assert_eq!(q.properties, [("hw_disk_bus".to_owned(), "virtio".to_owned())]);

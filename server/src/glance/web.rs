@@ -34,6 +34,7 @@ use tokio::io::AsyncWriteExt;
 use super::data::{incoming_dir, submit_import, BodyHold, Digests, Received};
 use super::{empty, Caller, GlanceError, Result};
 use crate::AppState;
+use domain::ImageStatus;
 use imageops::Arrival;
 
 /// The longest a whole download may take.
@@ -142,7 +143,7 @@ pub async fn import(
     let store = stores.pop();
     let admitted = state.images.admit_data(&caller.authn, &image.id, Arrival::Download, store.as_deref()).await?;
     let (limit, backend) = (admitted.byte_limit, admitted.backend);
-    if !state.db.transition_image(&image.id, &["queued"], "importing", "").await? {
+    if !state.db.transition_image(&image.id, &[ImageStatus::Queued], ImageStatus::Importing, "").await? {
         return Err(GlanceError::conflict("Image status transition to importing is not allowed: another upload or import started first."));
     }
     // The download holds an upload slot and its bytes of the project's quota as they arrive,
@@ -150,7 +151,7 @@ pub async fn import(
     let hold = match BodyHold::start(state, image, "upload", None).await {
         Ok(h) => h,
         Err(e) => {
-            state.db.transition_image(&image.id, &["importing"], "queued", "").await?;
+            state.db.transition_image(&image.id, &[ImageStatus::Importing], ImageStatus::Queued, "").await?;
             return Err(e);
         }
     };
@@ -167,7 +168,8 @@ async fn run(state: AppState, id: String, user: String, url: reqwest::Url, limit
         Ok(got) => match state.db.image_detail(&id).await {
             // Still ours (not deleted, nobody else moved it meanwhile): the import job takes it,
             // with the bytes held for it.
-            Ok(Some(image)) if image.status == "importing" => match hand_over(&state, &user, &image, &dest, &got, backend).await {
+            Ok(Some(image)) if image.status == ImageStatus::Importing => match hand_over(&state, &user, &image, &dest, &got, backend).await
+            {
                 Ok(()) => {
                     tracing::info!(image = %id, %url, bytes = got.size, "web-download finished; importing");
                     return;
@@ -191,7 +193,7 @@ async fn run(state: AppState, id: String, user: String, url: reqwest::Url, limit
             tracing::warn!(image = %id, error = %e, "cannot give back the quota a failed web-download held");
         }
     }
-    if let Err(e) = state.db.transition_image(&id, &["importing"], "queued", &reason).await {
+    if let Err(e) = state.db.transition_image(&id, &[ImageStatus::Importing], ImageStatus::Queued, &reason).await {
         tracing::warn!(image = %id, error = %e, "cannot put an image back to queued after a failed web-download");
     }
 }

@@ -2,6 +2,7 @@
 //! server function, session fixation, CSRF, sign-in throttling, disabled users, tokens, the CLI.
 
 use crate::common;
+use domain::{ImageStatus, JobKind, LocationStatus, Visibility};
 
 use std::collections::BTreeMap;
 
@@ -31,8 +32,12 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
     let app = spawn_app().await;
     let (p1, p2) = seed_accounts(&app).await;
     let db = &app.state.db;
-    let image =
-        |name: &str, vis: &str| NewImage { name: name.into(), visibility: Some(vis.into()), owner: Some(p1.clone()), ..Default::default() };
+    let image = |name: &str, vis: &str| NewImage {
+        name: name.into(),
+        visibility: Some(vis.parse().unwrap()),
+        owner: Some(p1.clone()),
+        ..Default::default()
+    };
     let to_share = db.create_image(&image("to-share", "shared")).await.unwrap();
     let to_unshare = db.create_image(&image("to-unshare", "shared")).await.unwrap();
     db.add_image_member(&to_unshare.id, &p2).await.unwrap();
@@ -42,12 +47,9 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
     let to_cancel = db.create_image(&image("to-cancel", "private")).await.unwrap();
     let to_edit = db.create_image(&image("to-edit", "private")).await.unwrap();
     let to_toggle = db.create_image(&image("to-toggle", "private")).await.unwrap();
-    assert!(db.transition_image(&to_toggle.id, &["queued"], "active", "").await.unwrap());
+    assert!(db.transition_image(&to_toggle.id, &[ImageStatus::Queued], ImageStatus::Active, "").await.unwrap());
     let to_delete = db.create_image(&image("to-delete", "private")).await.unwrap();
-    let job = db
-        .create_job(&records::NewJob { kind: "copy".into(), image_id: to_edit.id.clone(), backend: "local".into(), ..Default::default() })
-        .await
-        .unwrap();
+    let job = db.create_job(&records::NewJob::copy(to_edit.id.clone(), "local")).await.unwrap();
     let image_form = "form[name]=fresh&form[disk_format]=qcow2&form[container_format]=bare&form[visibility]=private\
         &form[description]=&form[min_disk]=0&form[min_ram]=0&form[architecture]=&form[os_distro]=&form[os_version]=\
         &form[protected]=false&form[tags]=&form[size]=1024";
@@ -386,7 +388,12 @@ async fn a_shared_image_is_offered_then_listed_once_accepted() {
     let img = app
         .state
         .db
-        .create_image(&NewImage { name: "golden".into(), visibility: Some("shared".into()), owner: Some(p1.clone()), ..Default::default() })
+        .create_image(&NewImage {
+            name: "golden".into(),
+            visibility: Some(Visibility::Shared),
+            owner: Some(p1.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let member = Auth::Cookie(app.sign_in("member", PASSWORD).await);
@@ -504,10 +511,10 @@ async fn every_route_family_authorizes_each_kind_of_caller() {
     let (p1, p2) = seed_accounts(&app).await;
     let db = &app.state.db;
     let private =
-        |name: &str| NewImage { name: name.into(), visibility: Some("private".into()), owner: Some(p1.clone()), ..Default::default() };
+        |name: &str| NewImage { name: name.into(), visibility: Some(Visibility::Private), owner: Some(p1.clone()), ..Default::default() };
     // An active image with bytes on the local backend.
     let stored = db.create_image(&private("stored")).await.unwrap();
-    assert!(db.transition_image(&stored.id, &["queued"], "active", "").await.unwrap());
+    assert!(db.transition_image(&stored.id, &[ImageStatus::Queued], ImageStatus::Active, "").await.unwrap());
     let key = format!("{}.raw", stored.id);
     let dir = app.state.config.data_dir.join("images");
     std::fs::create_dir_all(&dir).unwrap();
@@ -520,7 +527,7 @@ async fn every_route_family_authorizes_each_kind_of_caller() {
         size: 10,
         checksum: None,
         os_hash_value: None,
-        status: "active".into(),
+        status: LocationStatus::Active,
         created_at: String::new(),
     })
     .await
@@ -648,7 +655,7 @@ async fn deleted_ids_and_second_imports_are_refused() {
     };
     let created = new_upload().await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let job = records::NewJob { kind: "import".into(), image_id: image.id.clone(), backend: "nowhere".into(), ..Default::default() };
+    let job = records::NewJob::import(image.id.clone(), "nowhere");
     let job = app.state.db.create_job(&job).await.unwrap();
     // Test set-up: the job is running on "another worker" (so no worker here claims and ends it).
     sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ?").bind(&job.id).execute(app.state.db.pool()).await.unwrap();
@@ -673,7 +680,7 @@ async fn deleted_ids_and_second_imports_are_refused() {
         }
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let imports = app.state.db.jobs_for_image(&image.id).await.unwrap().into_iter().filter(|j| j.kind == "import").count();
+    let imports = app.state.db.jobs_for_image(&image.id).await.unwrap().into_iter().filter(|j| j.kind == JobKind::Import).count();
     assert_eq!(imports, 1, "one import per image");
 }
 

@@ -7,6 +7,7 @@
 //! when the test process exits.
 
 use crate::common;
+use domain::{ImageStatus, JobStatus};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,7 +111,7 @@ async fn raw_is_stored_natively_on_ceph_and_read_back_by_range() {
     assert_eq!(ceph.size(&loc.key).await.unwrap(), Some(bytes.len() as u64));
     assert_eq!(read_all(&ceph, &loc.key, None).await, bytes);
     assert_eq!(read_all(&ceph, &loc.key, Some(1000..6_000_000)).await, bytes[1000..6_000_000]);
-    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "active");
+    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, ImageStatus::Active);
     assert!(e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap().starts_with("ceph:"));
 }
 
@@ -130,10 +131,7 @@ async fn a_local_qcow2_is_copied_to_ceph_as_raw_by_a_job() {
     let local = storage::BackendConfig { name: "local".into(), path: Some(data_dir.join("images")), ..Default::default() };
     let stores = imageops::Stores::open(&[local, ceph_config(&c.endpoint, &c, 30)], Some("local"), &data_dir).unwrap();
     let jobs = server::jobs::start(&e.db, data_dir.clone(), 1, stores.clone()).await.unwrap();
-    let job = jobs
-        .submit(&records::NewJob { kind: "copy".into(), image_id: id.clone(), backend: "ceph".into(), ..Default::default() })
-        .await
-        .unwrap();
+    let job = jobs.submit(&records::NewJob::copy(id.clone(), "ceph")).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     let job = loop {
         let j = e.db.job(&job.id).await.unwrap().unwrap();
@@ -143,7 +141,7 @@ async fn a_local_qcow2_is_copied_to_ceph_as_raw_by_a_job() {
         assert!(std::time::Instant::now() < deadline, "copy did not finish: {j:?}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    assert_eq!(job.status, "succeeded", "{}", job.error);
+    assert_eq!(job.status, JobStatus::Succeeded, "{}", job.error);
     assert!(job.summary.contains("qcow2") && job.summary.contains("raw"), "{}", job.summary);
     let locs = e.db.image_locations(&id).await.unwrap();
     assert_eq!(locs.len(), 2, "{locs:?}");
@@ -171,7 +169,7 @@ async fn an_import_into_a_ceph_that_does_not_answer_is_killed_and_leaves_nothing
     assert!(matches!(err, IngestError::Io(_)), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "bounded: {:?}", started.elapsed());
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "killed");
+    assert_eq!(row.status, ImageStatus::Killed);
     assert!(row.status_reason.contains("ceph storage could not store this image"), "{}", row.status_reason);
     assert!(e.db.image_locations(&id).await.unwrap().is_empty(), "no location recorded");
     assert!(!path.exists(), "the upload is discarded");

@@ -4,6 +4,7 @@
 //! half-written becomes active. Mounting the tmpfs needs root, as the test command runs.
 
 use crate::common;
+use domain::ImageStatus;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -161,7 +162,7 @@ async fn a_full_disk_degrades_reads_and_auth_work_writes_are_507() {
     assert_eq!(db.image(&before).await.unwrap().unwrap().name, "before", "nothing was changed");
     for id in &waiting {
         let img = db.image(id).await.unwrap().unwrap();
-        assert_eq!(img.status, "queued", "nothing half-written became active: {id}");
+        assert_eq!(img.status, ImageStatus::Queued, "nothing half-written became active: {id}");
         assert!(db.quota_holds(id).await.unwrap().is_empty());
     }
 
@@ -234,7 +235,7 @@ async fn the_space_check_counts_the_conversion_output() {
         ))
         .await;
     assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "Glance PUT of a raw to convert: {}", r.body);
-    assert_eq!(db.image(&raw_put).await.unwrap().unwrap().status, "queued", "the image still waits for its data");
+    assert_eq!(db.image(&raw_put).await.unwrap().unwrap().status, ImageStatus::Queued, "the image still waits for its data");
 
     // A qcow2 of 200 KiB whose disk is 1 GiB, on a store that converts qcow2 to raw: the upload
     // fits, the 1 GiB output does not, and inspection knows it before converting.
@@ -248,7 +249,7 @@ async fn the_space_check_counts_the_conversion_output() {
     let r = app.send(glance("PUT", format!("/v2/images/{sparse}/file"), "application/octet-stream", Body::from(bytes), vec![])).await;
     assert!(r.status.is_client_error(), "the import is refused: {} {}", r.status, r.body);
     let img = db.image_detail(&sparse).await.unwrap().unwrap();
-    assert_eq!(img.status, "killed");
+    assert_eq!(img.status, ImageStatus::Killed);
     assert!(img.status_reason.contains("needs up to 1073741824 bytes"), "{}", img.status_reason);
     let staging: Vec<_> = std::fs::read_dir(data_dir.join("staging")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(staging.is_empty(), "nothing left in staging: {staging:?}");

@@ -4,6 +4,7 @@
 //! behaviour is pinned here for both.
 
 use crate::common;
+use domain::{ImageStatus, JobKind, MemberStatus};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -142,12 +143,12 @@ async fn create_is_the_same_use_case_through_both_doors() {
             d.name.clone(),
             d.disk_format.clone(),
             d.container_format.clone(),
-            d.visibility.clone(),
+            d.visibility,
             d.min_disk,
             d.min_ram,
             d.tag_list(),
             d.property_map(),
-            d.status.clone(),
+            d.status,
             d.owner.clone(),
         )
     };
@@ -236,8 +237,10 @@ async fn status_changes_are_the_same_use_case_through_both_doors() {
         let r =
             glance(&app, &tok, "PUT", &format!("/v2/images/{id}/file"), "application/octet-stream", Body::from(vec![5u8; 1 << 20])).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-        assert_eq!(db.image(&id).await.unwrap().unwrap().status, "active");
-        for (action, status) in [("deactivate", "deactivated"), ("deactivate", "deactivated"), ("reactivate", "active")] {
+        assert_eq!(db.image(&id).await.unwrap().unwrap().status, ImageStatus::Active);
+        for (action, status) in
+            [("deactivate", ImageStatus::Deactivated), ("deactivate", ImageStatus::Deactivated), ("reactivate", ImageStatus::Active)]
+        {
             let r = act(door, id.clone(), action).await;
             assert!(r.status.is_success(), "{door:?} {action}: {} {}", r.status, r.body);
             assert_eq!(db.image(&id).await.unwrap().unwrap().status, status, "{door:?} {action}");
@@ -299,9 +302,8 @@ async fn update_is_the_same_use_case_through_both_doors() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let stored = |d: records::ImageDetail| {
-        (d.name.clone(), d.visibility.clone(), d.min_disk, d.min_ram, d.protected, d.tag_list(), d.property_map())
-    };
+    let stored =
+        |d: records::ImageDetail| (d.name.clone(), d.visibility, d.min_disk, d.min_ram, d.protected, d.tag_list(), d.property_map());
     assert_eq!(stored(db.image_detail(&a).await.unwrap().unwrap()), stored(db.image_detail(&b).await.unwrap().unwrap()));
 
     let long_tag = "t".repeat(256);
@@ -416,7 +418,7 @@ async fn sharing_is_the_same_use_case_through_both_doors() {
             }
         };
         assert_eq!(answered, StatusCode::OK, "{door:?}");
-        assert_eq!(db.image_member(&id, &p2).await.unwrap().unwrap().status, "accepted", "{door:?}");
+        assert_eq!(db.image_member(&id, &p2).await.unwrap().unwrap().status, MemberStatus::Accepted, "{door:?}");
         let audited = db
             .list_audit(&records::AuditFilter { action: "image.share.accepted".into(), limit: 100, ..Default::default() })
             .await
@@ -490,7 +492,7 @@ async fn copy_is_the_same_use_case_through_both_doors() {
     let ok = racing.iter().filter(|r| r.status.is_success()).count();
     let told = racing.iter().filter(|r| matches!(r.status, StatusCode::CONFLICT | StatusCode::BAD_REQUEST)).count();
     assert_eq!((ok, told), (1, 3), "{:?}", racing.iter().map(|r| (r.status, &r.body)).collect::<Vec<_>>());
-    let copies = db.jobs_for_image(&id).await.unwrap().into_iter().filter(|j| j.kind == "copy").count();
+    let copies = db.jobs_for_image(&id).await.unwrap().into_iter().filter(|j| j.kind == JobKind::Copy).count();
     assert_eq!(copies, 1, "one copy job");
 }
 
@@ -533,9 +535,9 @@ async fn data_is_admitted_by_one_rule_through_both_doors() {
 
     let waiting = create(&app, &tok, "waiting", "").await;
     let killed = create(&app, &tok, "killed", "").await;
-    assert!(db.transition_image(&killed, &["queued"], "killed", "test").await.unwrap());
+    assert!(db.transition_image(&killed, &[ImageStatus::Queued], ImageStatus::Killed, "test").await.unwrap());
     let busy = create(&app, &tok, "busy", "").await;
-    let job = records::NewJob { kind: "import".into(), image_id: busy.clone(), backend: "nowhere".into(), ..Default::default() };
+    let job = records::NewJob::import(busy.clone(), "nowhere");
     let job = db.create_job(&job).await.unwrap();
     // Test set-up: the job runs on "another worker", so no worker here claims and ends it.
     sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ?").bind(&job.id).execute(db.pool()).await.unwrap();
@@ -573,7 +575,7 @@ async fn data_is_admitted_by_one_rule_through_both_doors() {
     let put = create(&app, &tok, "put", "").await;
     let r = send_data(&app, DataDoor::GlancePut, &tok, &put, None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-    assert_eq!(db.image(&put).await.unwrap().unwrap().status, "active");
+    assert_eq!(db.image(&put).await.unwrap().unwrap().status, ImageStatus::Active);
     for door in [DataDoor::Tus, DataDoor::GlancePut] {
         let r = send_data(&app, door, &tok, &put, None).await;
         assert_eq!(r.status, StatusCode::CONFLICT, "{door:?}: {}", r.body);

@@ -8,6 +8,7 @@
 //! over. A last test leaves orphans in the staging areas of a running server and sees them swept.
 
 use crate::common;
+use domain::JobStatus;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -150,7 +151,7 @@ async fn run_case(client: &reqwest::Client, raw: &Path, case: &Case<'_>) -> Vec<
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let jobs = db.jobs_for_image(&id).await.unwrap();
-        if jobs.iter().any(|j| j.status == "running" && j.stage == stage) {
+        if jobs.iter().any(|j| j.status == JobStatus::Running && j.stage == stage) {
             break;
         }
         assert!(Instant::now() < deadline, "{what}: the job never reached {stage}: {jobs:?}");

@@ -5,6 +5,7 @@
 //! with the real python-glanceclient and openstackclient.
 
 use crate::common;
+use domain::JobKind;
 
 use std::process::Command;
 use std::time::Duration;
@@ -749,7 +750,7 @@ async fn closed_port() -> u16 {
 
 /// How many import jobs image `id` has (in any status).
 async fn import_jobs(app: &TestApp, id: &str) -> usize {
-    app.state.db.jobs_for_image(id).await.unwrap().iter().filter(|j| j.kind == "import").count()
+    app.state.db.jobs_for_image(id).await.unwrap().iter().filter(|j| j.kind == JobKind::Import).count()
 }
 
 /// Exactly one of `replies` is `ok`; every other one is 409.

@@ -1,6 +1,7 @@
 //! The HTTP surface through `router(state)`, with a real SQLite database in a temporary data dir.
 
 use crate::common;
+use domain::{ImageStatus, Visibility};
 
 use axum::http::StatusCode;
 use common::{seed_accounts, spawn_app, token, Auth};
@@ -189,18 +190,18 @@ async fn an_image_is_uploading_once_its_first_bytes_arrive() {
     let part = app.send(create(&mine.id, Some("partial"))).await;
     assert_eq!(part.status, StatusCode::CREATED, "{}", part.body);
     let url = part.headers["location"].to_str().unwrap().to_owned();
-    assert_eq!(status(mine.id.clone()).await, "queued", "no bytes yet");
+    assert_eq!(status(mine.id.clone()).await, ImageStatus::Queued, "no bytes yet");
     assert_eq!(app.send(patch(&url, 0, vec![0; 1 << 20])).await.status, StatusCode::NO_CONTENT);
-    let mut seen = String::new();
+    let mut seen = ImageStatus::Queued;
     for _ in 0..100 {
         seen = status(mine.id.clone()).await;
-        if seen == "uploading" {
+        if seen == ImageStatus::Uploading {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(seen, "uploading");
-    assert_eq!(status(theirs.id.clone()).await, "queued", "another project's upload does not move this image");
+    assert_eq!(seen, ImageStatus::Uploading);
+    assert_eq!(status(theirs.id.clone()).await, ImageStatus::Queued, "another project's upload does not move this image");
 }
 
 /// A backend removed from the configuration (a restart) while an upload to it was unfinished:
@@ -262,14 +263,14 @@ async fn an_upload_whose_backend_was_removed_is_refused_at_completion() {
     assert_eq!(second.send(patch(4)).await.status, StatusCode::NO_CONTENT);
     let mut row = second.state.db.image(&image.id).await.unwrap().unwrap();
     for _ in 0..250 {
-        if row.status != "queued" && row.status != "uploading" {
+        if row.status != ImageStatus::Queued && row.status != ImageStatus::Uploading {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         row = second.state.db.image(&image.id).await.unwrap().unwrap();
     }
     let reason = second.state.db.image_ingest(&image.id).await.unwrap().unwrap().status_reason;
-    assert_eq!(row.status, "killed", "{reason}");
+    assert_eq!(row.status, ImageStatus::Killed, "{reason}");
     assert!(reason.contains("\"spare\"") && reason.contains("choose one of: main"), "{reason}");
     assert!(!upload_file.exists(), "the refused upload's bytes are deleted");
     let stored = std::fs::read_dir(root.join("main")).map(|d| d.count()).unwrap_or(0);
@@ -338,13 +339,13 @@ async fn uploads_that_would_be_discarded_are_refused_up_front() {
     let image = |name: &str, owner: &str| NewImage {
         name: name.into(),
         disk_format: Some("raw".into()),
-        visibility: Some("private".into()),
+        visibility: Some(Visibility::Private),
         owner: Some(owner.into()),
         ..Default::default()
     };
     let waiting = db.create_image(&image("waiting", &p1)).await.unwrap();
     let done = db.create_image(&image("done", &p1)).await.unwrap();
-    assert!(db.transition_image(&done.id, &["queued"], "active", "").await.unwrap());
+    assert!(db.transition_image(&done.id, &[ImageStatus::Queued], ImageStatus::Active, "").await.unwrap());
 
     let cases = [
         ("no credentials", None, Some(format!("image_id {}", b64(&waiting.id))), StatusCode::UNAUTHORIZED, "Sign in"),

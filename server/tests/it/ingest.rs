@@ -1,6 +1,7 @@
 //! The ingest pipeline on real images made by qemu-img (the oracle; always with -f).
 
 use crate::common;
+use domain::{ImageStatus, JobKind, JobStatus};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,7 +104,7 @@ async fn a_qcow2_is_kept_as_is_with_its_checksums() {
     assert!(!upload_path.exists(), "the upload was moved into the store");
 
     let row = e.db.image(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "active");
+    assert_eq!(row.status, ImageStatus::Active);
     let ingest_row = e.db.image_ingest(&id).await.unwrap().unwrap();
     let stored = PathBuf::from(ingest_row.location.unwrap());
     assert_eq!(sha256sum(&stored), sha256sum(&q), "stored bytes are the uploaded bytes");
@@ -150,7 +151,7 @@ async fn unsafe_or_mislabelled_images_are_killed_with_a_reason_and_their_bytes_d
     assert!(matches!(err, IngestError::Refused(_)), "{err}");
     assert!(!path.exists(), "refused bytes are deleted");
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "killed");
+    assert_eq!(row.status, ImageStatus::Killed);
     assert!(row.status_reason.to_lowercase().contains("backing"), "{}", row.status_reason);
 
     let id = e.image("qcow2").await;
@@ -169,7 +170,7 @@ async fn an_upload_for_another_projects_image_is_not_ingested() {
     let path = up.path.clone();
     assert!(matches!(ingest(&e.db, e.data(), up).await, Err(IngestError::NotAccepted(_))));
     assert!(!path.exists());
-    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "queued");
+    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, ImageStatus::Queued);
     // And an image that is already active does not take a second upload.
     let imported = ingest(&e.db, e.data(), e.upload(&id, &raw)).await.unwrap();
     assert!(imported.converted);
@@ -206,7 +207,7 @@ async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
     let err = ingest_with(&e.db, e.data(), up, &local, &e.store("local"), Arc::new(JobControl::default())).await.unwrap_err();
     assert!(matches!(err, IngestError::Refused(_)), "{err}");
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "killed");
+    assert_eq!(row.status, ImageStatus::Killed);
     assert!(row.status_reason.contains("Raw uploads waste our SAN."), "{}", row.status_reason);
     assert!(!path.exists());
     assert!(e.db.image_locations(&id).await.unwrap().is_empty());
@@ -231,7 +232,7 @@ async fn a_cancelled_import_keeps_nothing() {
     let err = ingest_with(&e.db, e.data(), up, &local, &e.store("local"), ctl).await.unwrap_err();
     assert!(matches!(err, IngestError::Cancelled), "{err}");
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "killed");
+    assert_eq!(row.status, ImageStatus::Killed);
     assert!(row.status_reason.contains("cancelled"), "{}", row.status_reason);
     assert!(!path.exists());
     let left: Vec<_> = std::fs::read_dir(e.data().join("staging")).map(|d| d.flatten().collect()).unwrap_or_default();
@@ -276,7 +277,7 @@ async fn a_job_cancelled_during_its_conversion_stops_it_midway() {
     assert!(done > 0 && done < size / 2, "the conversion read {done} of {size} bytes before stopping");
     assert_eq!(ctl.stage(), Stage::Converting, "the job's stage says where it stopped");
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "killed");
+    assert_eq!(row.status, ImageStatus::Killed);
     assert!(row.status_reason.contains("cancelled"), "{}", row.status_reason);
     assert!(!path.exists());
     let left: Vec<_> =
@@ -306,7 +307,7 @@ async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_i
     let jobs = server::jobs::start(&e.db, e.data().to_path_buf(), 1, stores).await.unwrap();
     let job = jobs
         .submit(&records::NewJob {
-            kind: "import".into(),
+            kind: JobKind::Import,
             image_id: id.clone(),
             backend: "local".into(),
             params: serde_json::to_string(&up).unwrap(),
@@ -322,7 +323,7 @@ async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_i
         if j.stage == "converting" && j.bytes_done > 0 {
             break;
         }
-        assert!(j.status == "queued" || j.status == "running", "the job ended before the stop: {j:?}");
+        assert!(j.status == JobStatus::Queued || j.status == JobStatus::Running, "the job ended before the stop: {j:?}");
         assert!(std::time::Instant::now() < deadline, "the conversion did not start");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -331,8 +332,8 @@ async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_i
     assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the stop took {:?}", t0.elapsed());
     assert_eq!((requeued, still_running), (vec![job.id.clone()], vec![]));
     let j = e.db.job(&job.id).await.unwrap().unwrap();
-    assert_eq!(j.status, "queued", "{j:?}");
-    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "importing", "the image is not killed");
+    assert_eq!(j.status, JobStatus::Queued, "{j:?}");
+    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, ImageStatus::Importing, "the image is not killed");
     assert!(upload_path.exists(), "the upload is kept for the next start");
 
     // The next start runs it again from the upload.
@@ -347,9 +348,9 @@ async fn a_stop_during_a_conversion_queues_the_job_and_the_next_start_finishes_i
         assert!(std::time::Instant::now() < deadline, "the job did not finish: {j:?}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert_eq!(done.status, "succeeded", "{}", done.error);
+    assert_eq!(done.status, JobStatus::Succeeded, "{}", done.error);
     let img = e.db.image_ingest(&id).await.unwrap().unwrap();
-    assert_eq!(img.status, "active");
+    assert_eq!(img.status, ImageStatus::Active);
     assert!(!upload_path.exists(), "the upload goes once the image is published");
     // Byte for byte the disk that was uploaded (qemu-img as the oracle, formats pinned).
     let out = Command::new("qemu-img")
@@ -370,7 +371,7 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
     // The previous run had claimed the job and moved the image to `importing` when it stopped.
     let job =
         e.db.create_job(&records::NewJob {
-            kind: "import".into(),
+            kind: JobKind::Import,
             image_id: id.clone(),
             backend: "local".into(),
             params: serde_json::to_string(&up).unwrap(),
@@ -380,7 +381,7 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
         .await
         .unwrap();
     assert_eq!(e.db.claim_job().await.unwrap().unwrap().id, job.id);
-    assert!(e.db.transition_image(&id, &["queued"], "importing", "").await.unwrap());
+    assert!(e.db.transition_image(&id, &[ImageStatus::Queued], ImageStatus::Importing, "").await.unwrap());
 
     // The stop also left a half-written conversion behind.
     let leftover = e.data().join("staging").join(format!("{id}.qcow2"));
@@ -399,11 +400,11 @@ async fn an_import_job_interrupted_by_a_stop_is_resumed_at_the_next_start() {
         assert!(std::time::Instant::now() < deadline, "the job did not finish: {j:?}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert_eq!(done.status, "succeeded", "{}", done.error);
+    assert_eq!(done.status, JobStatus::Succeeded, "{}", done.error);
     assert_eq!(done.attempts, 2, "claimed once before the stop and once after");
     assert!(done.summary.starts_with("raw → qcow2"), "{}", done.summary);
     assert_eq!(done.bytes_done, done.bytes_total);
-    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, "active");
+    assert_eq!(e.db.image(&id).await.unwrap().unwrap().status, ImageStatus::Active);
     assert!(!leftover.exists() || std::fs::read(&leftover).unwrap() != b"half a qcow2", "the leftover was cleared at start");
 }
 
@@ -557,18 +558,12 @@ async fn the_start_up_sweep_reclaims_orphaned_glance_uploads_only() {
     let handed = write(&format!("{queued}.0badcafe.upload"), 300);
     let mut up = e.upload(&queued, &raw_payload(e.data()));
     up.path = handed.clone();
-    e.db.create_job(&records::NewJob {
-        kind: "import".into(),
-        image_id: queued.clone(),
-        backend: "local".into(),
-        params: serde_json::to_string(&up).unwrap(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    e.db.create_job(&records::NewJob { params: serde_json::to_string(&up).unwrap(), ..records::NewJob::import(queued.clone(), "local") })
+        .await
+        .unwrap();
     // Staged data of an image still waiting for its import, and of one that is not.
     let staged = e.image("raw").await;
-    assert!(e.db.transition_image(&staged, &["queued"], "uploading", "").await.unwrap());
+    assert!(e.db.transition_image(&staged, &[ImageStatus::Queued], ImageStatus::Uploading, "").await.unwrap());
     let kept = [write(&format!("{staged}.staged"), 200), write(&format!("{staged}.staged.json"), 10)];
     let stale = e.image("raw").await;
     let stale_files = [write(&format!("{stale}.staged"), 100), write(&format!("{stale}.staged.json"), 10)];

@@ -5,6 +5,7 @@
 //! Every request here is fired in parallel (`join_all`), not one by one.
 
 use crate::common;
+use domain::ImageStatus;
 
 use std::process::Command;
 use std::time::Duration;
@@ -128,7 +129,7 @@ async fn parallel_puts_stages_and_tus_uploads_stop_at_max_bytes() {
     // A refused stage or PUT left its image waiting for data, with nothing held.
     for (id, r) in ids.iter().zip(stages.iter().chain(puts.iter())) {
         if r.status == StatusCode::PAYLOAD_TOO_LARGE {
-            assert_eq!(app.state.db.image(id).await.unwrap().unwrap().status, "queued");
+            assert_eq!(app.state.db.image(id).await.unwrap().unwrap().status, ImageStatus::Queued);
             assert!(app.state.db.quota_holds(id).await.unwrap().is_empty());
         }
     }
@@ -153,7 +154,7 @@ async fn glance_bodies_take_upload_slots_as_tus_uploads_do() {
     let r = put(&app, &tok, &id, "stage", noise(4096, 2)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
     assert!(r.body.contains("uploads at a time"), "{}", r.body);
-    assert_eq!(app.state.db.image(&id).await.unwrap().unwrap().status, "queued");
+    assert_eq!(app.state.db.image(&id).await.unwrap().unwrap().status, ImageStatus::Queued);
     // With a third slot it goes through; staged data keeps its bytes but frees its slot.
     app.state.db.set_quota(&p1, set_quota(None, None, Some(3))).await.unwrap();
     assert_eq!(put(&app, &tok, &id, "stage", noise(4096, 2)).await.status, StatusCode::NO_CONTENT);
@@ -228,7 +229,7 @@ async fn what_is_stored_counts_a_conversion_that_grows_and_every_copy() {
     db.set_quota(&p1, set_quota(None, Some(2 * qcow2.len() as u64 + 1000), None)).await.unwrap();
     let third = create_ok(&app, &tok, "third", "qcow2").await;
     assert_eq!(put(&app, &tok, &third, "file", qcow2.clone()).await.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(db.image(&third).await.unwrap().unwrap().status, "queued");
+    assert_eq!(db.image(&third).await.unwrap().unwrap().status, ImageStatus::Queued);
 }
 
 /// A body that cannot fit on the server's disk is refused with 507 and the free and needed
@@ -257,7 +258,7 @@ async fn a_body_larger_than_the_free_disk_is_507_at_once() {
         assert!(r.body.contains("bytes free") && r.body.contains(&huge.to_string()), "{what}: {}", r.body);
         // The local store converts raw to qcow2: the conversion's room is named too.
         assert!(r.body.contains("more to convert it"), "{what}: {}", r.body);
-        assert_eq!(app.state.db.image(&id).await.unwrap().unwrap().status, "queued");
+        assert_eq!(app.state.db.image(&id).await.unwrap().unwrap().status, ImageStatus::Queued);
         assert!(app.state.db.quota_holds(&id).await.unwrap().is_empty());
     }
 }

@@ -6,6 +6,7 @@
 //! `Referrer-Policy`, `X-Frame-Options` on every response, `no-store` on pages).
 
 use crate::common;
+use domain::{ImageStatus, JobStatus, LocationStatus, Visibility};
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -414,14 +415,14 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
             name: P_QUOTE.into(),
             disk_format: Some("vdi".into()),
             container_format: Some("bare".into()),
-            visibility: Some("private".into()),
+            visibility: Some(Visibility::Private),
             owner: Some(p1.clone()),
             ..Default::default()
         })
         .await
         .unwrap()
         .id;
-    assert!(db.transition_image(&d, &["queued"], "active", "").await.unwrap());
+    assert!(db.transition_image(&d, &[ImageStatus::Queued], ImageStatus::Active, "").await.unwrap());
     let key = format!("{d}.vdi");
     std::fs::create_dir_all(root.join("local")).unwrap();
     std::fs::create_dir_all(root.join("second")).unwrap();
@@ -434,7 +435,7 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
         size: 10,
         checksum: None,
         os_hash_value: None,
-        status: "active".into(),
+        status: LocationStatus::Active,
         created_at: String::new(),
     })
     .await
@@ -450,7 +451,7 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         job = db.job(&job_id).await.unwrap().unwrap();
     }
-    assert_eq!(job.status, "failed", "the matrix refuses the copy: {job:?}");
+    assert_eq!(job.status, JobStatus::Failed, "the matrix refuses the copy: {job:?}");
     assert!(job.error.contains(P_TEXTAREA), "the job's error quotes the cell's reason: {}", job.error);
 
     // --- Tokens: the member names one after each payload, the administrator one. ---

@@ -1,0 +1,207 @@
+//! Hangar's domain vocabulary, shared by every layer: the states an image, a share, a job and a
+//! stored copy go through, and an image's visibility.
+//!
+//! Each enum has exactly one string form, used on the wire (serde), in the database (sqlx, with
+//! the `sqlx` feature) and in the pages. A stored value that is not one of them is a decode error,
+//! never a silent default. The browser bundle builds this crate without the `sqlx` feature.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A string that is not one of an enum's forms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unknown {
+    /// What was expected (`image status`, `visibility`, …).
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl fmt::Display for Unknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown {} {:?}", self.what, self.value)
+    }
+}
+
+impl std::error::Error for Unknown {}
+
+/// Declares a fieldless enum with its one string form, `ALL`, `as_str`, `parse`, `Display` and
+/// `FromStr`; serde and sqlx use the same strings.
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(type_name = "TEXT"))]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] #[cfg_attr(feature = "sqlx", sqlx(rename = $text))] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The one string form (wire, database and pages).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The value whose string form is `s`, if any.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Unknown;
+            fn from_str(s: &str) -> Result<Self, Unknown> {
+                Self::parse(s).ok_or_else(|| Unknown { what: $what, value: s.to_owned() })
+            }
+        }
+    };
+}
+
+vocabulary!(
+    /// An image's status: Glance's image states (`docs/glance-api.md` §1.3).
+    ImageStatus, "image status", {
+        /// Created; no data yet.
+        Queued = "queued",
+        /// A request body (`PUT /file`) is arriving.
+        Saving = "saving",
+        /// A tus upload or a staging body is arriving, or the data is staged.
+        Uploading = "uploading",
+        /// The data arrived; the import job inspects, converts and stores it.
+        Importing = "importing",
+        /// Stored and downloadable.
+        Active = "active",
+        /// Stored; downloads refused to everyone but administrators.
+        Deactivated = "deactivated",
+        /// Its data was refused or lost; the reason is recorded.
+        Killed = "killed",
+        Deleted = "deleted",
+        PendingDelete = "pending_delete",
+    }
+);
+
+/// A new image starts `queued`.
+impl Default for ImageStatus {
+    fn default() -> Self {
+        ImageStatus::Queued
+    }
+}
+
+impl ImageStatus {
+    /// Whether the image's data is stored (active or deactivated).
+    pub const fn has_data(self) -> bool {
+        matches!(self, ImageStatus::Active | ImageStatus::Deactivated)
+    }
+
+    /// Whether data is arriving or being imported: something is under way.
+    pub const fn is_busy(self) -> bool {
+        matches!(self, ImageStatus::Saving | ImageStatus::Uploading | ImageStatus::Importing)
+    }
+}
+
+vocabulary!(
+    /// Glance's image visibility values.
+    Visibility, "visibility", {
+        Private = "private",
+        Shared = "shared",
+        Community = "community",
+        Public = "public",
+    }
+);
+
+vocabulary!(
+    /// A member project's answer to an image shared with it.
+    MemberStatus, "member status", {
+        Pending = "pending",
+        Accepted = "accepted",
+        Rejected = "rejected",
+    }
+);
+
+vocabulary!(
+    /// What a background job does.
+    JobKind, "job kind", {
+        /// Inspect, convert and store an image's arrived data.
+        Import = "import",
+        /// Copy an active image to another backend.
+        Copy = "copy",
+    }
+);
+
+vocabulary!(
+    /// Where a background job is.
+    JobStatus, "job status", {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+);
+
+impl JobStatus {
+    /// Queued or running: the job still holds its image.
+    pub const fn is_live(self) -> bool {
+        matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+vocabulary!(
+    /// One stored copy of an image on one backend.
+    LocationStatus, "location status", {
+        /// Complete and readable.
+        Active = "active",
+        /// Being written (a copy in progress).
+        Pending = "pending",
+        /// Being removed.
+        Deleting = "deleting",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_round_trips_through_its_one_string_form() {
+        for s in ImageStatus::ALL {
+            assert_eq!(ImageStatus::parse(s.as_str()), Some(*s));
+            assert_eq!(s.to_string().parse::<ImageStatus>(), Ok(*s));
+            assert_eq!(serde_json_like(s.as_str()), format!("\"{s}\""));
+        }
+        for v in Visibility::ALL {
+            assert_eq!(Visibility::parse(v.as_str()), Some(*v));
+        }
+        assert_eq!(ImageStatus::PendingDelete.as_str(), "pending_delete");
+        assert_eq!(ImageStatus::parse("Active"), None, "no case folding: one form only");
+        assert_eq!("bogus".parse::<JobStatus>(), Err(Unknown { what: "job status", value: "bogus".into() }));
+        assert_eq!(Unknown { what: "visibility", value: "x".into() }.to_string(), "unknown visibility \"x\"");
+    }
+
+    #[test]
+    fn derived_facts() {
+        let with_data: Vec<_> = ImageStatus::ALL.iter().filter(|s| s.has_data()).collect();
+        assert_eq!(with_data, [&ImageStatus::Active, &ImageStatus::Deactivated]);
+        assert!(ImageStatus::Importing.is_busy() && !ImageStatus::Queued.is_busy());
+        assert!(JobStatus::Running.is_live() && !JobStatus::Failed.is_live());
+    }
+
+    fn serde_json_like(s: &str) -> String {
+        format!("\"{s}\"")
+    }
+}
