@@ -1252,6 +1252,14 @@ fn inspector_and_extractor_agree_on_tar_rules() {
     tar_member(&mut t, "disk1.vmdk", b'0', d1, "");
     tar_end(&mut t);
     cases.push(no("pax-malformed", t, codes::TAR_PAX, "a PAX header is malformed"));
+    // A GNU long-name record that names no member: the extractor's tar crate refused it, the
+    // inspector did not look (one reader now; the rule is its).
+    let mut t = Vec::new();
+    tar_member(&mut t, "test.ovf", b'0', o1.as_bytes(), "");
+    tar_member(&mut t, "disk1.vmdk", b'0', d1, "");
+    tar_member(&mut t, "././@LongLink", b'L', b"a-name-for-nothing.vmdk\0", "");
+    tar_end(&mut t);
+    cases.push(no("name-record-without-its-member", t, codes::TAR_HEADER, "the archive ends after a name record without its member"));
     cases.push(ok("member-name-with-dot-slashes", tar_of(&[("././test.ovf", o1.as_bytes()), ("././disk1.vmdk", d1)])));
     cases.push(no(
         "member-name-traversal",
@@ -1303,6 +1311,7 @@ fn inspector_and_extractor_agree_on_tar_rules() {
             "member-twice",
             "data-after-the-end",
             "too-many-members",
+            "name-record-without-its-member",
         ],
     );
 }

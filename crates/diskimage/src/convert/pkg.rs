@@ -12,18 +12,9 @@ use std::path::{Path, PathBuf};
 use sha1::Digest as _;
 
 use super::error::{package, Error, Result};
-use crate::formats::tar::{
-    after_end, check_name, duplicate_member, header_ok, member_type, pax_path, too_many_members, GLOBAL_PAX, HEADER_DAMAGED,
-};
-use crate::limits::{TAR_MAX_MEMBERS, TAR_MAX_NAME, TAR_MAX_PAX};
-
-/// Most members a package may have (an OVA has an .ovf, .mf, .cert and a few disks): the
-/// inspector's limit.
-pub const MAX_MEMBERS: usize = TAR_MAX_MEMBERS;
-/// PAX extended header payload cap (real ones are a few hundred bytes): the inspector's.
-const MAX_PAX_BYTES: u64 = TAR_MAX_PAX;
-/// Longest GNU long-name record: the longest name [`check_name`] accepts and its NUL.
-const MAX_NAME_BYTES: u64 = TAR_MAX_NAME as u64 + 1;
+use crate::ctx::Stop;
+use crate::formats::gzip::GzError;
+use crate::formats::tar::{check_after_end, Next, Source, TarReader};
 
 /// One member as the walker hands it over.
 pub(crate) struct Member<'r> {
@@ -33,101 +24,161 @@ pub(crate) struct Member<'r> {
     pub(crate) reader: &'r mut dyn Read,
 }
 
-/// Walks a tar stream header by header (raw mode: PAX and GNU long-name records are handled
-/// here, with bounds). Calls `f` for every regular-file member, in archive order. Refuses what
-/// the inspector's walk refuses: damaged headers, links, devices, FIFOs, sparse files,
-/// directories with content, PAX `size` and `linkpath` records and global PAX headers, unsafe
-/// or duplicate names, more than [`MAX_MEMBERS`] members, and data after the end of the archive.
-pub(crate) fn walk_tar<R: Read>(r: R, mut f: impl FnMut(Member<'_>) -> Result<()>) -> Result<()> {
-    let mut ar = tar::Archive::new(r);
-    let entries = ar.entries().map_err(|e| bad_tar("cannot read the archive", e))?;
-    let entries = entries.raw(true);
-    let mut names: Vec<String> = Vec::new();
-    let mut pending_name: Option<Vec<u8>> = None;
-    let mut headers = 0usize;
-    let mut index = 0usize;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad_tar("the archive is malformed", e))?;
-        headers += 1;
-        if headers > MAX_MEMBERS * 3 {
-            return Err(package(too_many_members()));
-        }
-        if !header_ok(entry.header().as_bytes()) {
-            return Err(package(HEADER_DAMAGED));
-        }
-        let et = entry.header().entry_type();
-        let size = entry.size();
-        match et.as_byte() {
-            b'x' => {
-                let data = read_capped(&mut entry, size, MAX_PAX_BYTES, "a PAX header")?;
-                if let Some(path) = pax_path(&data).map_err(package)? {
-                    pending_name = Some(path);
-                }
-                continue;
-            }
-            b'g' => return Err(package(GLOBAL_PAX)),
-            b'L' => {
-                let data = read_capped(&mut entry, size, MAX_NAME_BYTES, "a GNU long name")?;
-                let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-                pending_name = Some(data[..end].to_vec());
-                continue;
-            }
-            _ => {}
-        }
-        let raw_name = match pending_name.take() {
-            Some(n) => n,
-            None => entry.path_bytes().into_owned(),
-        };
-        let name = check_name(&raw_name, et.as_byte() == b'5').map_err(package)?;
-        if !member_type(&name, et.as_byte(), size).map_err(package)? {
-            continue; // An empty directory entry: harmless, not a member.
-        }
-        if names.contains(&name) {
-            return Err(package(duplicate_member(&name)));
-        }
-        index += 1;
-        if index > MAX_MEMBERS {
-            return Err(package(too_many_members()));
-        }
-        names.push(name.clone());
-        let mut counted = Counted { inner: &mut entry, n: 0 };
-        f(Member { index: index - 1, name: name.clone(), size, reader: &mut counted })?;
-        // Whatever the consumer left is read here: a short member means a truncated archive.
-        io::copy(&mut counted, &mut io::sink()).map_err(|e| bad_tar("reading a member", e))?;
-        if counted.n != size {
-            return Err(package(format!("member {name:?} is truncated ({} of {size} bytes)", counted.n)));
-        }
-    }
-    if pending_name.is_some() {
-        return Err(package("the archive ends after a name record without its member"));
-    }
-    // After the end-of-archive block only zero padding may follow: anything else would be a
-    // payload that a different tar reader might see. The inspector's rule ([`after_end`]); the
-    // stream is read to its end (for UEC, inflated within the caller's bounds).
-    let mut rest = ar.into_inner();
-    let read = |buf: &mut [u8]| loop {
-        match rest.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            r => return r,
-        }
+/// Walks a tar stream with the inspector's reader ([`TarReader`]: one parser of hostile
+/// archives for both) and calls `f` for every regular-file member, in archive order. The first
+/// rule the reader raises refuses the package, in the inspector's words: damaged headers,
+/// links, devices, FIFOs, sparse files, directories with content, PAX `size` and `linkpath`
+/// records and global PAX headers, unsafe or duplicate names, more than [`crate::limits::TAR_MAX_MEMBERS`]
+/// members, truncation, and data after the end of the archive.
+pub(crate) fn walk_tar<R: Read>(r: R, f: impl FnMut(Member<'_>) -> Result<()>) -> Result<()> {
+    let mut src = ReadSource { inner: r, pos: 0, buf: Vec::new(), failed: None };
+    let mut issues = Vec::new();
+    let walked = walk_members(&mut src, &mut issues, f);
+    // An I/O error of the input is one, not a verdict on the package.
+    let fail = |src: &mut ReadSource<R>, e: GzError| match src.failed.take() {
+        Some(io) => Error::io("reading the archive", io),
+        None => package(format!("reading the archive: {}", gz_message(&e))),
     };
-    after_end(read).map_err(|e| bad_tar("reading the end of the archive", e))?.map_err(package)
+    match walked {
+        Err(Walk::Gz(e)) => Err(fail(&mut src, e)),
+        Err(Walk::Refused(e)) => Err(e),
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            // After the end-of-archive block only zero padding may follow: anything else would
+            // be a payload that a different tar reader might see. The stream is read to its end
+            // (for UEC, inflated within the caller's bounds).
+            if let Err(e) = check_after_end(&mut src, &mut issues) {
+                return Err(fail(&mut src, e));
+            }
+            match issues.first() {
+                Some(i) => Err(package(i.message.trim_start_matches("The archive is refused: ").trim_end_matches('.'))),
+                None => Ok(()),
+            }
+        }
+    }
 }
 
-fn bad_tar(what: &str, e: io::Error) -> Error {
-    package(format!("{what}: {e}"))
+/// Why [`walk_members`] stopped early.
+enum Walk {
+    /// The stream failed (I/O, or the caller's inflate bounds).
+    Gz(GzError),
+    /// The package is refused (by a tar rule or by the member consumer).
+    Refused(Error),
 }
 
-fn read_capped(r: &mut dyn Read, size: u64, cap: u64, what: &str) -> Result<Vec<u8>> {
-    if size > cap {
-        return Err(package(format!("{what} of {size} bytes exceeds {cap} bytes")));
+/// The member loop of [`walk_tar`]: true when it reached the end-of-archive block.
+fn walk_members(
+    src: &mut dyn Source,
+    issues: &mut Vec<crate::formats::tar::Issue>,
+    mut f: impl FnMut(Member<'_>) -> Result<()>,
+) -> std::result::Result<bool, Walk> {
+    let mut reader = TarReader::new(src);
+    let mut index = 0usize;
+    loop {
+        let next = reader.next(issues).map_err(Walk::Gz)?;
+        if let Some(why) = reader.refusal.take() {
+            return Err(Walk::Refused(package(why)));
+        }
+        let h = match next {
+            Next::Member(h) => h,
+            Next::End(_) => return Ok(true),
+            Next::Stop => return Ok(false),
+        };
+        let mut data = MemberData { reader: &mut reader, failed: None };
+        let outcome = f(Member { index, name: h.name, size: h.size, reader: &mut data });
+        if let Some(e) = data.failed.take() {
+            return Err(Walk::Gz(e));
+        }
+        outcome.map_err(Walk::Refused)?;
+        index += 1;
+        // Whatever the consumer left is skipped here: a short member is a truncated archive.
+        reader.finish_member(issues, &mut |_| {}).map_err(Walk::Gz)?;
+        if let Some(why) = reader.refusal.take() {
+            return Err(Walk::Refused(package(why)));
+        }
     }
-    let mut v = Vec::with_capacity(size as usize);
-    r.take(size).read_to_end(&mut v).map_err(|e| bad_tar(what, e))?;
-    if v.len() as u64 != size {
-        return Err(package(format!("{what} is truncated")));
+}
+
+/// A plain byte stream as the tar reader's source: it cannot seek, so skipping reads through.
+struct ReadSource<R> {
+    inner: R,
+    pos: u64,
+    buf: Vec<u8>,
+    /// The I/O error behind a [`GzError`] this source returned, kept whole for the caller.
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Source for ReadSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::result::Result<usize, GzError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.inner.read(buf.get_mut(done..).unwrap_or(&mut [])) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let message = e.to_string();
+                    self.failed = Some(e);
+                    return Err(GzError::Stop(Stop::Io(message)));
+                }
+            }
+        }
+        self.pos += done as u64;
+        Ok(done)
     }
-    Ok(v)
+    fn pos(&self) -> u64 {
+        self.pos
+    }
+    fn skip(&mut self, n: u64, see: &mut dyn FnMut(&[u8])) -> std::result::Result<u64, GzError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 64 << 10];
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut left = n;
+        let res = loop {
+            if left == 0 {
+                break Ok(n);
+            }
+            let want = left.min(buf.len() as u64) as usize;
+            match self.read(buf.get_mut(..want).unwrap_or(&mut [])) {
+                Ok(0) => break Ok(n - left),
+                Ok(k) => {
+                    see(buf.get(..k).unwrap_or(&[]));
+                    left -= k as u64;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.buf = buf;
+        res
+    }
+    fn seekable(&self) -> bool {
+        false
+    }
+}
+
+/// The current member's data as an [`io::Read`] for the consumer.
+struct MemberData<'a, 's> {
+    reader: &'a mut TarReader<'s>,
+    failed: Option<GzError>,
+}
+
+impl Read for MemberData<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf).map_err(|e| {
+            let message = gz_message(&e);
+            self.failed = Some(e);
+            io::Error::other(message)
+        })
+    }
+}
+
+fn gz_message(e: &GzError) -> String {
+    match e {
+        GzError::Stop(Stop::Io(m)) => m.clone(),
+        GzError::Stop(Stop::Need(r)) => format!("bytes {r:?} are not available"),
+        GzError::Corrupt(m) | GzError::Bomb(m) => m.clone(),
+    }
 }
 
 /// Counts bytes read through it.

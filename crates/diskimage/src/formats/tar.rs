@@ -419,152 +419,266 @@ pub(crate) fn walk(src: &mut dyn Source, max: usize, capture: usize, issues: &mu
     Ok(walk_to_end(src, max, capture, issues)?.members)
 }
 
-/// Walks the archive. The walk stops after `max` regular members (a partial look: pass
-/// `usize::MAX` to walk it all; more than [`TAR_MAX_MEMBERS`] is an issue either way); `capture`
-/// bytes of head are kept for the first few members. Policy violations go to `issues` (as
-/// "The archive is refused: {reason}." for the rules shared with the extractor); the walk stops
-/// at the first structural problem.
-pub(crate) fn walk_to_end(src: &mut dyn Source, max: usize, capture: usize, issues: &mut Vec<Issue>) -> Result<Walk, GzError> {
-    let mut members: Vec<Member> = Vec::new();
-    let mut next_name: Option<Vec<u8>> = None;
-    let mut hdr = [0u8; 512];
-    let mut headers = 0usize;
-    let mut end = None;
-    let issue = |issues: &mut Vec<Issue>, code: &'static str, message: String| issues.push(Issue { code, message });
-    let refuse = |issues: &mut Vec<Issue>, code: &'static str, reason: &str| {
-        issues.push(Issue { code, message: format!("The archive is refused: {reason}.") })
-    };
-    loop {
-        let at = src.pos();
-        let n = src.read(&mut hdr)?;
-        if n == 0 {
-            break;
+/// A regular member's header, as [`TarReader::next`] hands it over; its data follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// Normalised name ([`check_name`]), or a lossy form of a refused one.
+    pub name: String,
+    pub typeflag: u8,
+    pub size: u64,
+    /// Offset of the data in the (decompressed) stream.
+    pub offset: u64,
+}
+
+/// What [`TarReader::next`] found.
+pub(crate) enum Next {
+    /// A regular member (refused or not: see the issues); read its data with [`TarReader::read`].
+    Member(Header),
+    /// The end-of-archive block, at this offset; only zeros may follow ([`check_after_end`]).
+    End(u64),
+    /// The stream ended at a header boundary without an end block, or a structural problem
+    /// (in the issues) stops the walk.
+    Stop,
+}
+
+/// The one tar reader of the package inspector ([`walk_to_end`]) and the package extractor
+/// (`convert::pkg::walk_tar`): header by header, PAX and GNU long-name records consumed with
+/// their bounds, every rule of docs/formats.md §2.5 #19 applied in one order. Violations go to
+/// the caller's issues ("The archive is refused: {reason}." for the rules' reasons); the first
+/// one's bare reason is kept in [`TarReader::refusal`] for the extractor's error.
+pub(crate) struct TarReader<'s> {
+    src: &'s mut dyn Source,
+    next_name: Option<Vec<u8>>,
+    headers: usize,
+    names: Vec<String>,
+    /// The current member's name, data bytes not yet read or skipped, and padding after them.
+    current: String,
+    left: u64,
+    pad: u64,
+    /// The reason (or message) of the first issue this reader raised.
+    pub refusal: Option<String>,
+}
+
+impl<'s> TarReader<'s> {
+    pub(crate) fn new(src: &'s mut dyn Source) -> Self {
+        TarReader { src, next_name: None, headers: 0, names: Vec::new(), current: String::new(), left: 0, pad: 0, refusal: None }
+    }
+
+    /// Whether the source only moves a cursor to skip (see [`Source::seekable`]).
+    pub(crate) fn seekable(&self) -> bool {
+        self.src.seekable()
+    }
+
+    fn issue(&mut self, issues: &mut Vec<Issue>, code: &'static str, message: String) {
+        self.refusal.get_or_insert_with(|| message.trim_end_matches('.').to_owned());
+        issues.push(Issue { code, message });
+    }
+
+    fn refuse(&mut self, issues: &mut Vec<Issue>, code: &'static str, reason: &str) {
+        self.refusal.get_or_insert_with(|| reason.to_owned());
+        issues.push(Issue { code, message: format!("The archive is refused: {reason}.") });
+    }
+
+    /// Reads the current member's data (at most what is left of it); 0 at its end, or where
+    /// the stream ends early ([`TarReader::finish_member`] then reports the truncation).
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError> {
+        let want = (buf.len() as u64).min(self.left) as usize;
+        if want == 0 {
+            return Ok(0);
         }
-        if n < 512 {
-            issue(issues, codes::TRUNCATED, "The archive ends inside a member header; it is truncated.".into());
-            break;
+        let n = self.src.read(buf.get_mut(..want).unwrap_or(&mut []))?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    /// Skips the rest of the current member's data (`see` is shown it on sources that read
+    /// through) and its padding. False, with a truncation issue, when the stream ends inside
+    /// the data.
+    pub(crate) fn finish_member(&mut self, issues: &mut Vec<Issue>, see: &mut dyn FnMut(&[u8])) -> Result<bool, GzError> {
+        let (left, pad) = (self.left, self.pad);
+        self.left = 0;
+        self.pad = 0;
+        let skipped = if left > 0 { self.src.skip(left, see)? } else { 0 };
+        if skipped < left {
+            let message = format!("The archive ends inside member \"{}\"; it is truncated.", short(&self.current));
+            self.issue(issues, codes::TRUNCATED, message);
+            return Ok(false);
         }
-        if hdr.iter().all(|&c| c == 0) {
-            end = Some(at); // End-of-archive marker.
-            break;
+        if pad > 0 {
+            self.src.skip(pad, &mut |_| {})?;
         }
-        headers += 1;
-        if headers > TAR_MAX_MEMBERS * 3 {
-            refuse(issues, codes::TAR_TOO_MANY, &too_many_members());
-            break;
+        Ok(true)
+    }
+
+    /// The next regular member, after finishing the current one.
+    pub(crate) fn next(&mut self, issues: &mut Vec<Issue>) -> Result<Next, GzError> {
+        if (self.left > 0 || self.pad > 0) && !self.finish_member(issues, &mut |_| {})? {
+            return Ok(Next::Stop);
         }
-        if !header_ok(&hdr) {
-            refuse(issues, codes::TAR_HEADER, HEADER_DAMAGED);
-            break;
-        }
-        let Some(size) = parse_number(slice(&hdr, 124, 12)) else {
-            issue(issues, codes::TAR_HEADER, "A tar member has an invalid size field.".into());
-            break;
-        };
-        let typeflag = byte(&hdr, 156);
-        let data_off = src.pos();
-        let padded = size.div_ceil(BLOCK).saturating_mul(BLOCK);
-        match typeflag {
-            b'x' | b'g' | b'L' => {
+        let mut hdr = [0u8; 512];
+        loop {
+            let at = self.src.pos();
+            let n = self.src.read(&mut hdr)?;
+            if n == 0 {
+                if self.next_name.is_some() {
+                    self.refuse(issues, codes::TAR_HEADER, "the archive ends after a name record without its member");
+                }
+                return Ok(Next::Stop);
+            }
+            if n < 512 {
+                self.issue(issues, codes::TRUNCATED, "The archive ends inside a member header; it is truncated.".into());
+                return Ok(Next::Stop);
+            }
+            if hdr.iter().all(|&c| c == 0) {
+                if self.next_name.is_some() {
+                    self.refuse(issues, codes::TAR_HEADER, "the archive ends after a name record without its member");
+                    return Ok(Next::Stop);
+                }
+                return Ok(Next::End(at));
+            }
+            self.headers += 1;
+            if self.headers > TAR_MAX_MEMBERS * 3 {
+                self.refuse(issues, codes::TAR_TOO_MANY, &too_many_members());
+                return Ok(Next::Stop);
+            }
+            if !header_ok(&hdr) {
+                self.refuse(issues, codes::TAR_HEADER, HEADER_DAMAGED);
+                return Ok(Next::Stop);
+            }
+            let Some(size) = parse_number(slice(&hdr, 124, 12)) else {
+                self.issue(issues, codes::TAR_HEADER, "A tar member has an invalid size field.".into());
+                return Ok(Next::Stop);
+            };
+            let typeflag = byte(&hdr, 156);
+            let offset = self.src.pos();
+            let padded = size.div_ceil(BLOCK).saturating_mul(BLOCK);
+            if matches!(typeflag, b'x' | b'g' | b'L') {
                 let limit = if typeflag == b'L' { TAR_MAX_NAME as u64 + 1 } else { TAR_MAX_PAX };
                 if size > limit {
-                    issue(issues, codes::TAR_PAX, "A tar extended header is too large.".into());
-                    break;
+                    self.issue(issues, codes::TAR_PAX, "A tar extended header is too large.".into());
+                    return Ok(Next::Stop);
                 }
+                // Bounded by `limit` (a few KiB) just above.
                 let mut data = vec![0u8; padded as usize];
-                if src.read(&mut data)? < padded as usize {
-                    issue(issues, codes::TRUNCATED, "The archive ends inside an extended header; it is truncated.".into());
-                    break;
+                let mut got = 0;
+                while got < data.len() {
+                    let k = self.src.read(data.get_mut(got..).unwrap_or(&mut []))?;
+                    if k == 0 {
+                        break;
+                    }
+                    got += k;
+                }
+                if got < data.len() {
+                    self.issue(issues, codes::TRUNCATED, "The archive ends inside an extended header; it is truncated.".into());
+                    return Ok(Next::Stop);
                 }
                 data.truncate(size as usize);
                 match typeflag {
-                    b'L' => next_name = Some(cstr(&data).to_vec()),
+                    b'L' => self.next_name = Some(cstr(&data).to_vec()),
                     b'g' => {
-                        refuse(issues, codes::TAR_PAX, GLOBAL_PAX);
-                        break;
+                        self.refuse(issues, codes::TAR_PAX, GLOBAL_PAX);
+                        return Ok(Next::Stop);
                     }
                     _ => match pax_path(&data) {
-                        Ok(Some(p)) => next_name = Some(p),
+                        Ok(Some(p)) => self.next_name = Some(p),
                         Ok(None) => {}
                         Err(why) => {
-                            refuse(issues, codes::TAR_PAX, &why);
-                            break;
+                            self.refuse(issues, codes::TAR_PAX, &why);
+                            return Ok(Next::Stop);
                         }
                     },
                 }
                 continue;
             }
-            _ => {}
-        }
-        let raw_name = match next_name.take() {
-            Some(n) => n,
-            None => {
-                let mut n = Vec::new();
-                if has_at(&hdr, 257, b"ustar\x0000") && byte(&hdr, 345) != 0 {
-                    n.extend_from_slice(cstr(slice(&hdr, 345, 155)));
-                    n.push(b'/');
+            let raw_name = match self.next_name.take() {
+                Some(n) => n,
+                None => {
+                    let mut n = Vec::new();
+                    if has_at(&hdr, 257, b"ustar\x0000") && byte(&hdr, 345) != 0 {
+                        n.extend_from_slice(cstr(slice(&hdr, 345, 155)));
+                        n.push(b'/');
+                    }
+                    n.extend_from_slice(cstr(slice(&hdr, 0, 100)));
+                    n
                 }
-                n.extend_from_slice(cstr(slice(&hdr, 0, 100)));
-                n
+            };
+            let name = match check_name(&raw_name, typeflag == b'5') {
+                Ok(n) => n,
+                Err(m) => {
+                    self.refuse(issues, codes::TAR_MEMBER_NAME, &m);
+                    String::from_utf8_lossy(&raw_name).chars().take(100).collect()
+                }
+            };
+            self.current = name.clone();
+            self.left = size;
+            self.pad = padded - size;
+            match member_type(&name, typeflag, size) {
+                Ok(true) => {}
+                // An empty directory entry: harmless, not a member.
+                Ok(false) => continue,
+                Err(why) => self.refuse(issues, codes::TAR_MEMBER_TYPE, &why),
             }
-        };
-        let name = match check_name(&raw_name, typeflag == b'5') {
-            Ok(n) => n,
-            Err(m) => {
-                refuse(issues, codes::TAR_MEMBER_NAME, &m);
-                String::from_utf8_lossy(&raw_name).chars().take(100).collect()
+            if self.names.contains(&name) {
+                self.refuse(issues, codes::TAR_DUPLICATE, &duplicate_member(&name));
             }
+            if self.names.len() >= TAR_MAX_MEMBERS {
+                self.refuse(issues, codes::TAR_TOO_MANY, &too_many_members());
+                return Ok(Next::Stop);
+            }
+            self.names.push(name.clone());
+            return Ok(Next::Member(Header { name, typeflag, size, offset }));
+        }
+    }
+}
+
+/// Walks the archive with the [`TarReader`]. The walk stops after `max` regular members (a
+/// partial look: pass `usize::MAX` to walk it all; more than [`TAR_MAX_MEMBERS`] is an issue
+/// either way); `capture` bytes of head are kept for the first few members. Policy violations
+/// go to `issues`; the walk stops at the first structural problem.
+pub(crate) fn walk_to_end(src: &mut dyn Source, max: usize, capture: usize, issues: &mut Vec<Issue>) -> Result<Walk, GzError> {
+    let mut reader = TarReader::new(src);
+    let mut members: Vec<Member> = Vec::new();
+    let mut end = None;
+    loop {
+        let h = match reader.next(issues)? {
+            Next::Member(h) => h,
+            Next::End(at) => {
+                end = Some(at);
+                break;
+            }
+            Next::Stop => break,
         };
-        match member_type(&name, typeflag, size) {
-            Ok(true) => {}
-            // An empty directory entry: harmless, not a member.
-            Ok(false) => continue,
-            Err(why) => refuse(issues, codes::TAR_MEMBER_TYPE, &why),
-        }
-        if members.iter().any(|m| m.name == name) {
-            refuse(issues, codes::TAR_DUPLICATE, &duplicate_member(&name));
-        }
-        if members.len() >= TAR_MAX_MEMBERS {
-            refuse(issues, codes::TAR_TOO_MANY, &too_many_members());
-            break;
-        }
-        let mut m = Member { name, typeflag, size, offset: data_off, head: Vec::new(), tail: Vec::new() };
+        let mut m = Member { name: h.name, typeflag: h.typeflag, size: h.size, offset: h.offset, head: Vec::new(), tail: Vec::new() };
         let want_capture = capture > 0 && members.len() < MAX_CAPTURED;
-        let mut consumed = 0u64;
         if want_capture {
-            let k = (capture as u64).min(size) as usize;
-            m.head = vec![0u8; k];
-            let got = src.read(&mut m.head)?;
+            m.head = vec![0u8; (capture as u64).min(h.size) as usize];
+            let mut got = 0;
+            while got < m.head.len() {
+                let k = reader.read(m.head.get_mut(got..).unwrap_or(&mut []))?;
+                if k == 0 {
+                    break;
+                }
+                got += k;
+            }
             m.head.truncate(got);
-            consumed = got as u64;
         }
-        let keep_tail = want_capture && !src.seekable();
+        let keep_tail = want_capture && !reader.seekable();
         let mut tail: Vec<u8> = Vec::new();
         if keep_tail {
             let h = &m.head;
             tail.extend_from_slice(h.get(h.len().saturating_sub(CAPTURE_TAIL)..).unwrap_or(&[]));
         }
-        let rest = padded.saturating_sub(consumed);
-        let data_rest = size.saturating_sub(consumed);
-        let mut seen = 0u64;
-        let skipped = src.skip(rest, &mut |chunk: &[u8]| {
+        let complete = reader.finish_member(issues, &mut |chunk: &[u8]| {
             if keep_tail {
-                let useful = data_rest.saturating_sub(seen).min(chunk.len() as u64) as usize;
-                tail.extend_from_slice(chunk.get(..useful).unwrap_or(&[]));
+                tail.extend_from_slice(chunk);
                 if tail.len() > CAPTURE_TAIL {
                     tail.drain(..tail.len() - CAPTURE_TAIL);
                 }
             }
-            seen += chunk.len() as u64;
         })?;
         m.tail = tail;
-        if skipped < rest && consumed.saturating_add(skipped) < size {
-            issue(issues, codes::TRUNCATED, format!("The archive ends inside member \"{}\"; it is truncated.", short(&m.name)));
-            members.push(m);
-            break;
-        }
         members.push(m);
-        if members.len() >= max {
+        if !complete || members.len() >= max {
             break;
         }
     }
