@@ -244,7 +244,7 @@ fn run_extract(a: &Args) -> Result<(), Error> {
             if !report.is_accepted() {
                 return Err(refused(&report));
             }
-            let r = uec::extract_uec(&mut file, &a.output, uec::UecLimits::default(), &mut bar);
+            let r = uec::extract_uec(&file, &a.output, uec::UecLimits::default(), &mut bar);
             bar.clear();
             let r = r?;
             println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());

@@ -32,34 +32,34 @@ pub(crate) struct Member<'r> {
 /// members, truncation, and data after the end of the archive.
 pub(crate) fn walk_tar<R: Read>(r: R, f: impl FnMut(Member<'_>) -> Result<()>) -> Result<()> {
     let mut src = ReadSource { inner: r, pos: 0, buf: Vec::new(), failed: None };
-    let mut issues = Vec::new();
-    let walked = walk_members(&mut src, &mut issues, f);
-    // An I/O error of the input is one, not a verdict on the package.
-    let fail = |src: &mut ReadSource<R>, e: GzError| match src.failed.take() {
-        Some(io) => Error::io("reading the archive", io),
-        None => package(format!("reading the archive: {}", gz_message(&e))),
-    };
-    match walked {
-        Err(Walk::Gz(e)) => Err(fail(&mut src, e)),
-        Err(Walk::Refused(e)) => Err(e),
-        Ok(false) => Ok(()),
-        Ok(true) => {
-            // After the end-of-archive block only zero padding may follow: anything else would
-            // be a payload that a different tar reader might see. The stream is read to its end
-            // (for UEC, inflated within the caller's bounds).
-            if let Err(e) = check_after_end(&mut src, &mut issues) {
-                return Err(fail(&mut src, e));
-            }
-            match issues.first() {
-                Some(i) => Err(package(i.message.trim_start_matches("The archive is refused: ").trim_end_matches('.'))),
-                None => Ok(()),
-            }
-        }
-    }
+    let walked = walk_source(&mut src, f);
+    walked.map_err(|w| match w {
+        // An I/O error of the input is one, not a verdict on the package.
+        Walk::Gz(e) => match src.failed.take() {
+            Some(io) => Error::io("reading the archive", io),
+            None => package(format!("reading the archive: {}", gz_message(&e))),
+        },
+        Walk::Refused(e) => e,
+    })
 }
 
-/// Why [`walk_members`] stopped early.
-enum Walk {
+/// [`walk_tar`] on any of the tar reader's sources (the UEC extractor's: the inflated bytes of
+/// the inspector's gzip reader). Reaching the end-of-archive block, the rest of the stream is
+/// read to its end: only zero padding may follow, anything else would be a payload that a
+/// different tar reader might see.
+pub(crate) fn walk_source(src: &mut dyn Source, f: impl FnMut(Member<'_>) -> Result<()>) -> std::result::Result<(), Walk> {
+    let mut issues = Vec::new();
+    if walk_members(src, &mut issues, f)? {
+        check_after_end(src, &mut issues).map_err(Walk::Gz)?;
+        if let Some(i) = issues.first() {
+            return Err(Walk::Refused(package(i.message.trim_start_matches("The archive is refused: ").trim_end_matches('.'))));
+        }
+    }
+    Ok(())
+}
+
+/// Why a walk stopped early.
+pub(crate) enum Walk {
     /// The stream failed (I/O, or the caller's inflate bounds).
     Gz(GzError),
     /// The package is refused (by a tar rule or by the member consumer).

@@ -11,8 +11,12 @@ use serde::Serialize;
 use super::error::{limit, package, Error, Result};
 use super::io::{Meter, Progress};
 use super::out::OutFile;
-use super::pkg::{prepare_outdir, walk_tar};
+use super::pkg::{prepare_outdir, walk_source, Walk};
 use super::{convert_stream_into, Compression, ConvertOptions, SourceFormat, TargetFormat};
+use crate::ctx::Stop;
+use crate::formats::gzip::{GzError, GzStream};
+use crate::formats::tar::GzSource;
+use crate::read::ReadAt;
 
 /// Bounds on inflating a UEC tarball.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,15 +82,20 @@ pub struct UecReport {
 }
 
 /// Extracts a gzip'd UEC tarball from `input` into `outdir`. On any error nothing is left.
-pub fn extract_uec(input: &mut dyn Read, outdir: &Path, limits: UecLimits, progress: &mut dyn Progress) -> Result<UecReport> {
+///
+/// The gzip stream is read by the inspector's gzip reader (`formats::gzip::GzStream`, bounded
+/// by `limits`) and the tar inside by its tar reader: a hostile tarball meets one parser.
+pub fn extract_uec(input: &dyn ReadAt, outdir: &Path, limits: UecLimits, progress: &mut dyn Progress) -> Result<UecReport> {
     let start = Instant::now();
     let outdir = prepare_outdir(outdir)?;
     let mut m = Meter::new(progress);
-    let mut raw_in = super::pkg::Counted { inner: input, n: 0 };
-    let mut gz = Bounded { inner: flate2::read::GzDecoder::new(&mut raw_in), out: 0, limits, exceeded: None };
+    let mut head = vec![0u8; (64u64 << 10).min(input.size()) as usize];
+    input.read_exact_at(0, &mut head).map_err(|e| package(format!("reading the tarball: {e:?}")))?;
+    let gz = GzStream::bounded(input, &head, limits.max_output, false, limits.max_ratio, limits.ratio_grace).map_err(gz_error)?;
+    let mut src = GzSource { gz, pos: 0, buf: Vec::new() };
     let mut pending: Vec<(OutFile, UecPart)> = Vec::new();
     let mut skipped = Vec::new();
-    let res = walk_tar(&mut gz, |mem| {
+    let res = walk_source(&mut src, |mem| {
         let role = classify(&mem.name);
         let Some(role) = role else {
             skipped.push(mem.name);
@@ -122,30 +131,32 @@ pub fn extract_uec(input: &mut dyn Read, outdir: &Path, limits: UecLimits, progr
         pending.push((out, UecPart { role, member: mem.name, path, size: mem.size }));
         Ok(())
     });
-    if let Some(e) = gz.exceeded.take() {
-        return Err(e);
-    }
-    res?;
-    // Anything after the tar's end-of-archive blocks is still inflated (and bounded), so a
-    // trailing payload cannot hide behind a valid archive.
-    io::copy(&mut gz, &mut io::sink()).map_err(|e| bounded_err(&mut gz, e))?;
+    res.map_err(|w| match w {
+        Walk::Gz(e) => gz_error(e),
+        Walk::Refused(e) => e,
+    })?;
     if !pending.iter().any(|(_, p)| p.role == UecRole::Ami) {
         return Err(package("the tarball has no machine image (*.img)"));
     }
-    let bytes_in = gz.inner.get_ref().n;
-    drop(gz);
-    m.read(raw_in.n.max(bytes_in))?;
+    let bytes_in = src.gz.compressed().min(input.size());
+    m.read(bytes_in)?;
     m.finish();
     let mut parts = Vec::new();
     for (out, p) in pending {
         out.publish(true)?;
         parts.push(p);
     }
-    Ok(UecReport { parts, skipped_members: skipped, bytes_in: raw_in.n, bytes_out: m.bytes_out, seconds: start.elapsed().as_secs_f64() })
+    Ok(UecReport { parts, skipped_members: skipped, bytes_in, bytes_out: m.bytes_out, seconds: start.elapsed().as_secs_f64() })
 }
 
-fn bounded_err(gz: &mut Bounded<'_, '_>, e: io::Error) -> Error {
-    gz.exceeded.take().unwrap_or_else(|| package(format!("the gzip stream is corrupt: {e}")))
+/// A gzip failure in the extractor's words: a bound is a limit, the rest a damaged package.
+fn gz_error(e: GzError) -> Error {
+    match e {
+        GzError::Bomb(m) => limit(format!("the tarball is refused: {m}")),
+        GzError::Corrupt(m) => package(format!("the gzip stream is invalid: {m}")),
+        GzError::Stop(Stop::Io(m)) => Error::io("reading the tarball", io::Error::other(m)),
+        GzError::Stop(Stop::Need(r)) => Error::io("reading the tarball", io::Error::other(format!("bytes {r:?} are missing"))),
+    }
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -219,33 +230,4 @@ fn validate(role: UecRole, head: &[u8], name: &str) -> Result<()> {
         return Err(package(format!("member {name:?} {what}")));
     }
     Ok(())
-}
-
-/// A reader that enforces the inflate bounds.
-struct Bounded<'a, 'b> {
-    inner: flate2::read::GzDecoder<&'a mut super::pkg::Counted<'b>>,
-    out: u64,
-    limits: UecLimits,
-    exceeded: Option<Error>,
-}
-
-impl Read for Bounded<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.out += k as u64;
-        let compressed = self.inner.get_ref().n;
-        let too_big = self.out > self.limits.max_output;
-        // The same test as the inspector's (`formats::gzip`).
-        let ratio = self.out > compressed.saturating_mul(self.limits.max_ratio).max(self.limits.ratio_grace);
-        if too_big || ratio {
-            let e = if too_big {
-                limit(format!("the tarball inflates beyond {} bytes", self.limits.max_output))
-            } else {
-                limit(format!("the tarball inflates more than {}:1 (a decompression bomb)", self.limits.max_ratio))
-            };
-            self.exceeded = Some(e);
-            return Err(io::Error::other("inflate limit exceeded"));
-        }
-        Ok(k)
-    }
 }

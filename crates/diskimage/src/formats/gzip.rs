@@ -104,6 +104,9 @@ pub(crate) struct GzStream<'a> {
     /// Output cap. `soft`: reaching it ends the stream quietly (sniffing looks at a prefix only).
     limit: u64,
     soft: bool,
+    /// Most output bytes per compressed byte, enforced past `ratio_grace` output bytes.
+    max_ratio: u64,
+    ratio_grace: u64,
 }
 
 impl<'a> GzStream<'a> {
@@ -114,6 +117,12 @@ impl<'a> GzStream<'a> {
 
     /// A stream capped at `limit` output bytes; with `soft`, the cap ends the stream quietly.
     pub fn with_limit(src: &'a dyn ReadAt, head: &[u8], limit: u64, soft: bool) -> Result<Self, GzError> {
+        Self::bounded(src, head, limit, soft, GZIP_MAX_RATIO, GZIP_RATIO_GRACE)
+    }
+
+    /// A stream with every bound given: the package extractor's (its `UecLimits`) and, through
+    /// [`GzStream::with_limit`], the inspector's. The one gzip reader of both.
+    pub fn bounded(src: &'a dyn ReadAt, head: &[u8], limit: u64, soft: bool, max_ratio: u64, ratio_grace: u64) -> Result<Self, GzError> {
         let start = header_len(head).ok_or_else(|| GzError::Corrupt("the gzip header is invalid".into()))?;
         Ok(GzStream {
             src,
@@ -126,7 +135,15 @@ impl<'a> GzStream<'a> {
             finished: false,
             limit,
             soft,
+            max_ratio,
+            ratio_grace,
         })
+    }
+
+    /// Compressed bytes consumed so far (the header included).
+    #[cfg_attr(not(feature = "convert"), allow(dead_code))]
+    pub fn compressed(&self) -> u64 {
+        self.pos
     }
 
     /// Fills `buf` as far as possible; 0 means the end of the stream (trailer verified).
@@ -158,8 +175,8 @@ impl<'a> GzStream<'a> {
             if self.out_total > self.limit && !self.soft {
                 return Err(GzError::Bomb(format!("it inflates to more than {} bytes", self.limit)));
             }
-            if self.out_total > self.pos.saturating_mul(GZIP_MAX_RATIO).max(GZIP_RATIO_GRACE) {
-                return Err(GzError::Bomb(format!("it inflates more than {GZIP_MAX_RATIO} times its size")));
+            if self.out_total > self.pos.saturating_mul(self.max_ratio).max(self.ratio_grace) {
+                return Err(GzError::Bomb(format!("it inflates more than {} times its size (a decompression bomb)", self.max_ratio)));
             }
             match r.status {
                 Ok(MZStatus::StreamEnd) => {
