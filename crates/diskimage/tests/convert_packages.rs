@@ -1998,7 +1998,15 @@ fn inspector_and_extractor_agree_on_uec_trailing_data() {
     };
     let small = 128 << 10;
     let large = 4 << 20;
+    // A second gzip member: `gzip -dc` and most libraries inflate it as more of the archive.
+    let mut two_members = tarball(small, &[]);
+    two_members.extend_from_slice(&gzip(&hidden));
     let cases = vec![
+        Agreement {
+            name: "uec-second-gzip-member",
+            package: two_members,
+            refusal: Some((codes::GZIP_INVALID, "data follows the end of the gzip stream".to_string())),
+        },
         ok("uec-small", tarball(small, &[])),
         ok("uec-large", tarball(large, &[])),
         // GNU tar pads its output to a whole 10 KiB record; zeros are no payload.
@@ -2032,6 +2040,7 @@ fn inspector_and_extractor_agree_on_uec_trailing_data() {
         cases,
         &[
             // The end of the archive lies beyond the output the sniff inflates.
+            "uec-second-gzip-member",
             "uec-large-data-after-the-end",
             "uec-large-archive-after-the-end",
             "uec-data-far-after-the-end",

@@ -2,7 +2,7 @@
 //! docs/glance-api.md §1.4), and the `next` link that repeats them with a new marker.
 
 use domain::ImageStatus;
-use records::{parse_in_list, ImageQuery, MemberStatusFilter, SortDir, SortKey, TimeFilter, VisibilityFilter};
+use records::{ImageQuery, MemberStatusFilter, SortDir, SortKey, TimeFilter, TimeOp, VisibilityFilter};
 
 /// Glance's sort keys (`sort_key`/`sort`); the catalogue knows a few more for the dashboard.
 const GLANCE_SORT_KEYS: [&str; 8] = ["name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at"];
@@ -16,9 +16,71 @@ fn bad(m: impl Into<String>) -> String {
 
 fn values(v: &str, key: &str) -> Result<Vec<String>, String> {
     match v.strip_prefix("in:") {
-        Some(list) if IN_FILTERS.contains(&key) => parse_in_list(list).map_err(|e| e.to_string()),
+        Some(list) if IN_FILTERS.contains(&key) => in_list(list),
         _ => Ok(vec![v.to_owned()]),
     }
+}
+
+/// Splits the value of Glance's `in:` operator: `a,b` or `"glass, darkly",share me` (a quoted
+/// item may contain commas; `\"` is a literal quote). The `in:` prefix itself is the caller's.
+fn in_list(s: &str) -> Result<Vec<String>, String> {
+    let mut items = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let mut item = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') if chars.peek() == Some(&'"') => item.push(chars.next().unwrap_or('"')),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(format!("invalid filter: unterminated quote in {s:?}")),
+                }
+            }
+            match chars.next() {
+                None => {
+                    items.push(item);
+                    return Ok(items);
+                }
+                Some(',') => items.push(item),
+                Some(_) => return Err(format!("invalid filter: a quoted item must be followed by a comma in {s:?}")),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    Some(',') => break,
+                    Some(c) => item.push(c),
+                    None => {
+                        items.push(item);
+                        return Ok(items);
+                    }
+                }
+            }
+            items.push(item);
+        }
+    }
+}
+
+/// Glance's `op:time` form of a time filter (`created_at=gte:2024-01-01T00:00:00Z`); a bare time
+/// means `eq` (Glance's `split_filter_op`). The time itself is judged by [`TimeFilter::new`].
+fn time_filter(s: &str) -> Result<TimeFilter, String> {
+    let (op, at) = match s.split_once(':') {
+        Some((op, rest)) if op.chars().all(|c| c.is_ascii_alphabetic()) => {
+            let op = match op {
+                "gt" => TimeOp::Gt,
+                "gte" => TimeOp::Gte,
+                "lt" => TimeOp::Lt,
+                "lte" => TimeOp::Lte,
+                "eq" => TimeOp::Eq,
+                "neq" => TimeOp::Neq,
+                _ => return Err(format!("invalid filter: unknown operator {op:?}: use gt, gte, lt, lte, eq or neq")),
+            };
+            (op, rest)
+        }
+        _ => (TimeOp::Eq, s),
+    };
+    TimeFilter::new(op, at).map_err(|e| e.to_string())
 }
 
 fn boolean(key: &str, v: &str, any_case: bool) -> Result<bool, String> {
@@ -64,8 +126,8 @@ pub fn parse(pairs: &[(String, String)]) -> Result<ImageQuery, String> {
             "tag" => q.tags.push(v.clone()),
             "size_min" => q.size_min = Some(integer(k, v)?),
             "size_max" => q.size_max = Some(integer(k, v)?),
-            "created_at" => q.created_at.push(TimeFilter::parse(v).map_err(|e| e.to_string())?),
-            "updated_at" => q.updated_at.push(TimeFilter::parse(v).map_err(|e| e.to_string())?),
+            "created_at" => q.created_at.push(time_filter(v)?),
+            "updated_at" => q.updated_at.push(time_filter(v)?),
             // Glance lowercases os_hidden (glanceclient sends `True`) but not `protected`.
             "protected" => q.protected = Some(boolean(k, v, false)?),
             "os_hidden" => q.os_hidden = Some(boolean(k, v, true)?),
@@ -171,6 +233,52 @@ mod tests {
         assert!(parse(&p("member_status=maybe")).is_err());
         assert!(parse(&p("created_at=after:2020-01-01")).is_err());
         assert_eq!(parse(&p("name=in:\"a,b\",c")).unwrap().names, ["a,b", "c"]);
+    }
+
+    #[test]
+    fn times_are_normalised_to_the_stored_format() {
+        let at = |s: &str| time_filter(s).map(|f| (f.op(), f.at().to_owned()));
+        assert_eq!(at("gte:2024-05-01").unwrap(), (TimeOp::Gte, "2024-05-01T00:00:00Z".into()));
+        assert_eq!(at("lt:2024-05-01T10:00").unwrap(), (TimeOp::Lt, "2024-05-01T10:00:00Z".into()));
+        assert_eq!(at("2024-03-01T01:30:00+02:00").unwrap(), (TimeOp::Eq, "2024-02-29T23:30:00Z".into()));
+        assert_eq!(at("neq:2023-12-31T23:00:00-0130").unwrap(), (TimeOp::Neq, "2024-01-01T00:30:00Z".into()));
+        assert_eq!(at("gt:2024-05-01 10:00:00.000z").unwrap(), (TimeOp::Gt, "2024-05-01T10:00:00Z".into()));
+        assert_eq!(at("gte:2024-05-01T10:00:00.25Z").unwrap(), (TimeOp::Gt, "2024-05-01T10:00:00Z".into()));
+        assert_eq!(at("lte:1970-01-01T00:00:00Z").unwrap().1, "1970-01-01T00:00:00Z");
+        for bad in [
+            "",
+            "2024",
+            "2024-13-01",
+            "2023-02-29",
+            "2024-04-31",
+            "2024-01-01T24:00",
+            "2024-01-01T10:00:60",
+            "2024-01-01T10",
+            "2024-01-01T10:00:00+25:00",
+            "2024-01-01T10:00:00 UTC",
+            "now",
+            "2460000.5",
+            "gtx:2024-01-01",
+            "between:2024-01-01",
+            "0000-01-01T00:00:00+01:00",
+            "2024-01-01T10:00:00.",
+        ] {
+            assert!(at(bad).unwrap_err().starts_with("invalid filter"), "{bad:?} was accepted");
+        }
+        assert_eq!(at("2024-02-29T00:00:00Z").unwrap().1, "2024-02-29T00:00:00Z");
+        assert_eq!(at("2000-02-29").unwrap().1, "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn in_lists_split_on_commas_outside_quotes() {
+        let split = |s: &str| in_list(s).unwrap();
+        assert_eq!(split("saving,queued"), ["saving", "queued"]);
+        assert_eq!(split("one"), ["one"]);
+        assert_eq!(split(r#""glass, darkly",share me"#), ["glass, darkly", "share me"]);
+        assert_eq!(split(r#"a,"b\"c""#), ["a", "b\"c"]);
+        assert_eq!(split("a,,b"), ["a", "", "b"]);
+        assert!(in_list(r#""open"#).is_err());
+        assert!(in_list(r#""a"b"#).is_err());
     }
 
     #[test]

@@ -227,6 +227,9 @@ pub(super) fn extract_uec_package(
         }
     }
     let (dir, sha256, input) = open_package(up, staging, "uec", ctl, uploaded_size)?;
+    drop(input);
+    // Read by position (the gzip reader's), with the size asked once.
+    let input = SizedFile::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
     let uec = convert::uec::extract_uec(&input, dir.path(), convert::uec::UecLimits::default(), &mut ctl.progress())
         .map_err(|e| ctl.refusal(e, |e| format!("The UEC tarball could not be unpacked: {e}")))?;
     drop(input);

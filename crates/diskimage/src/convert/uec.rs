@@ -90,8 +90,8 @@ pub fn extract_uec(input: &dyn ReadAt, outdir: &Path, limits: UecLimits, progres
     let outdir = prepare_outdir(outdir)?;
     let mut m = Meter::new(progress);
     let mut head = vec![0u8; (64u64 << 10).min(input.size()) as usize];
-    input.read_exact_at(0, &mut head).map_err(|e| package(format!("reading the tarball: {e:?}")))?;
-    let gz = GzStream::bounded(input, &head, limits.max_output, false, limits.max_ratio, limits.ratio_grace).map_err(gz_error)?;
+    input.read_exact_at(0, &mut head).map_err(|e| gz_error(GzError::Stop(e.into())))?;
+    let gz = GzStream::bounded(input, &head, limits.max_output, false, limits.max_ratio, limits.ratio_grace).map_err(gz_error)?.whole();
     let mut src = GzSource { gz, pos: 0, buf: Vec::new() };
     let mut pending: Vec<(OutFile, UecPart)> = Vec::new();
     let mut skipped = Vec::new();
@@ -138,7 +138,8 @@ pub fn extract_uec(input: &dyn ReadAt, outdir: &Path, limits: UecLimits, progres
     if !pending.iter().any(|(_, p)| p.role == UecRole::Ami) {
         return Err(package("the tarball has no machine image (*.img)"));
     }
-    let bytes_in = src.gz.compressed().min(input.size());
+    // The walk read the stream to its end and its trailer ends the input (`whole`).
+    let bytes_in = input.size();
     m.read(bytes_in)?;
     m.finish();
     let mut parts = Vec::new();
@@ -149,12 +150,14 @@ pub fn extract_uec(input: &dyn ReadAt, outdir: &Path, limits: UecLimits, progres
     Ok(UecReport { parts, skipped_members: skipped, bytes_in, bytes_out: m.bytes_out, seconds: start.elapsed().as_secs_f64() })
 }
 
-/// A gzip failure in the extractor's words: a bound is a limit, the rest a damaged package.
+/// A gzip failure in the extractor's words: a bound is a limit, the rest a damaged package, and
+/// a failing read an I/O error (with its OS error code when the message carries one, so the
+/// server tells its own failure from a bad package).
 fn gz_error(e: GzError) -> Error {
     match e {
         GzError::Bomb(m) => limit(format!("the tarball is refused: {m}")),
         GzError::Corrupt(m) => package(format!("the gzip stream is invalid: {m}")),
-        GzError::Stop(Stop::Io(m)) => Error::io("reading the tarball", io::Error::other(m)),
+        GzError::Stop(Stop::Io(m)) => Error::io("reading the tarball", os_error(&m)),
         GzError::Stop(Stop::Need(r)) => Error::io("reading the tarball", io::Error::other(format!("bytes {r:?} are missing"))),
     }
 }
@@ -173,16 +176,15 @@ fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// `*.img` is the AMI, `*vmlinuz*`/`*kernel*` the AKI, `*initrd*`/`*initramfs*` the ARI.
+/// A member's role by its name: the inspector's rule (`formats::uec::role`), so both sides
+/// give a member the same one (a kernel or ramdisk name wins over an `.img` ending).
 fn classify(name: &str) -> Option<UecRole> {
-    let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
-    if base.ends_with(".img") {
-        Some(UecRole::Ami)
-    } else if base.contains("vmlinuz") || base.contains("kernel") {
-        Some(UecRole::Aki)
-    } else if base.contains("initrd") || base.contains("initramfs") {
-        Some(UecRole::Ari)
-    } else {
-        None
+    use crate::formats::uec::{role, Role};
+    match role(name) {
+        Role::Image => Some(UecRole::Ami),
+        Role::Kernel => Some(UecRole::Aki),
+        Role::Ramdisk => Some(UecRole::Ari),
+        Role::Other => None,
     }
 }
 
@@ -230,4 +232,30 @@ fn validate(role: UecRole, head: &[u8], name: &str) -> Result<()> {
         return Err(package(format!("member {name:?} {what}")));
     }
     Ok(())
+}
+
+/// An I/O error from a read's message: `std::io::Error` prints an OS error as "… (os error N)"
+/// and `ReadAt` passes only the message on; the code is what makes it the server's failure.
+fn os_error(message: &str) -> io::Error {
+    let code = message.rsplit_once("(os error ").and_then(|(_, rest)| rest.strip_suffix(')')).and_then(|n| n.parse::<i32>().ok());
+    match code {
+        Some(c) => io::Error::from_raw_os_error(c),
+        None => io::Error::other(message.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_os_error_keeps_its_code_through_the_reader() {
+        let eio = io::Error::from_raw_os_error(5);
+        assert_eq!(os_error(&eio.to_string()).raw_os_error(), Some(5));
+        assert_eq!(os_error("read of 10 bytes at 0 is past the end of the data").raw_os_error(), None);
+        let e = gz_error(GzError::Stop(Stop::Io(eio.to_string())));
+        assert_eq!(e.kind(), super::super::error::ErrorKind::Io);
+        let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>()).map(io::Error::raw_os_error);
+        assert_eq!(source, Some(Some(5)));
+    }
 }

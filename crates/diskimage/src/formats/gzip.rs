@@ -77,6 +77,9 @@ pub fn classify(b: &[u8]) -> Inner {
     }
 }
 
+/// Why bytes after the gzip member's trailer are refused (a UEC tarball: [`GzStream::whole`]).
+pub const GZIP_TRAILING: &str = "data follows the end of the gzip stream; another gzip reader might read it as more of the archive";
+
 /// Why a gzip stream could not be read.
 #[derive(Debug)]
 pub(crate) enum GzError {
@@ -107,6 +110,8 @@ pub(crate) struct GzStream<'a> {
     /// Most output bytes per compressed byte, enforced past `ratio_grace` output bytes.
     max_ratio: u64,
     ratio_grace: u64,
+    /// The stream must end the input: nothing may follow its trailer (see [`GzStream::whole`]).
+    whole: bool,
 }
 
 impl<'a> GzStream<'a> {
@@ -137,13 +142,18 @@ impl<'a> GzStream<'a> {
             soft,
             max_ratio,
             ratio_grace,
+            whole: false,
         })
     }
 
-    /// Compressed bytes consumed so far (the header included).
-    #[cfg_attr(not(feature = "convert"), allow(dead_code))]
-    pub fn compressed(&self) -> u64 {
-        self.pos
+    /// Requires the gzip member to end the input. A UEC tarball is one member: a second one
+    /// after it (or any other bytes) would be more of the archive to `gzip -dc` and to most
+    /// gzip libraries, which read concatenated members, while a single-member reader stops.
+    /// The inspector and the extractor both refuse it. (Not for initrds: the kernel reads
+    /// concatenated segments itself.)
+    pub fn whole(mut self) -> Self {
+        self.whole = true;
+        self
     }
 
     /// Fills `buf` as far as possible; 0 means the end of the stream (trailer verified).
@@ -209,6 +219,9 @@ impl<'a> GzStream<'a> {
         self.src.read_exact_at(self.pos, &mut t).map_err(|e| GzError::Stop(e.into()))?;
         if le32(&t, 0) != self.crc || le32(&t, 4) != (self.out_total & 0xFFFF_FFFF) as u32 {
             return Err(GzError::Corrupt("the gzip checksum does not match the data".into()));
+        }
+        if self.whole && self.pos.saturating_add(8) < self.src.size() {
+            return Err(GzError::Corrupt(GZIP_TRAILING.into()));
         }
         Ok(())
     }

@@ -42,7 +42,7 @@ pub(crate) fn inspect(cx: &mut Ctx, det: &Detection) -> PResult<Parsed> {
     let mut issues = Vec::new();
     // The browser looks at the members inside the inflated head only.
     let members = if cx.deep {
-        let gz = match GzStream::new(cx.src, &det.head) {
+        let gz = match GzStream::new(cx.src, &det.head).map(GzStream::whole) {
             Ok(g) => g,
             Err(e) => {
                 gzip::report(cx, e)?;
