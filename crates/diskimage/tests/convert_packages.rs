@@ -424,7 +424,7 @@ fn malicious_ovas(e: &Env) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "disk vmdisk0 (disk1.img): the OVF says 3145728 bytes but the raw member holds 3146240",
     );
     // The raw URI is compared whole, like the VMDK ones (ASCII case is ignored: see
-    // `inspector_and_extractor_agree_on_uris_subformats_and_manifests`).
+    // `agreement_on_uris_subformats_and_manifests` in `inspector_and_extractor_agree`).
     let byte_order = ovf(&[("disk1.img", "http://en.wikipedia.org/wiki/Byte_order", CAP2)], "");
     add(
         "raw-uri-lookalike",
@@ -986,9 +986,7 @@ struct Agreement {
 /// subformat against its URI, and to manifest lines (algorithm names in any case, ovftool's
 /// and VirtualBox's spacing, digests of the algorithm's length): whatever one accepts the other
 /// accepts, and what one refuses the other refuses, in the same words.
-#[test]
-fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
-    let e = env();
+fn agreement_on_uris_subformats_and_manifests(e: &Env) -> Table {
     let raw = raw_payload(CAP2);
     let package = |disks: &[(&str, &str, u64)], mf: Option<&dyn Fn(&str) -> String>| {
         let o = ovf(disks, "");
@@ -1098,7 +1096,7 @@ fn inspector_and_extractor_agree_on_uris_subformats_and_manifests() {
             refusal: refuse(codes::OVA_MANIFEST, "the manifest lists \"disk1.vmdk\" twice"),
         },
     ];
-    check_agreement(&e, Kind::Ova, cases, &[]);
+    Table { kind: Kind::Ova, cases, sniff_blind: Vec::new() }
 }
 
 /// Which extractor the packages of an agreement table go to.
@@ -1110,7 +1108,37 @@ enum Kind {
     Uec,
 }
 
-/// Runs every case through the server's inspector, the browser's sniff and the `kind`
+/// One group of the agreement table: packages for one extractor, and the cases whose evidence
+/// the browser's sniff cannot see (see [`check_agreement`]).
+struct Table {
+    kind: Kind,
+    cases: Vec<Agreement>,
+    sniff_blind: Vec<&'static str>,
+}
+
+/// The inspector (which the browser and the server run first) and the extractor agree: one
+/// table of packages, grouped by the rules they exercise (each group's comment says which), run
+/// through both sides and the browser's sniff by [`check_agreement`]. Each case was once a
+/// package one side accepted and the other refused, or refused in other words.
+#[test]
+fn inspector_and_extractor_agree() {
+    let e = env();
+    let tables = vec![
+        agreement_on_uris_subformats_and_manifests(&e),
+        agreement_on_tar_rules(&e),
+        agreement_on_members_declarations_and_limits(&e),
+        agreement_on_ovf_file_sizes(&e),
+        agreement_on_uec_trailing_data(),
+    ];
+    let mut names: Vec<&str> = tables.iter().flat_map(|t| t.cases.iter().map(|c| c.name)).collect();
+    names.sort_unstable();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(names.len(), before, "case names are unique across the table");
+    check_agreement(&e, tables);
+}
+
+/// Runs every case through the server's inspector, the browser's sniff and its group's
 /// extractor:
 /// * a package both accept: the sniff accepts it too and one disk is extracted (an OVA's
 ///   `disk1.qcow2` of the OVF's capacity; a UEC's `ami.raw` and whatever else it reports);
@@ -1119,10 +1147,10 @@ enum Kind {
 ///   sniff refuses it with the same code and reason, unless the case is in `sniff_blind` (its
 ///   evidence lies beyond the head the browser reads, or needs the whole archive): then the
 ///   sniff may stay silent, but it may not refuse it for another reason.
-fn check_agreement(e: &Env, kind: Kind, cases: Vec<Agreement>, sniff_blind: &[&str]) {
+fn check_agreement(e: &Env, tables: Vec<Table>) {
     let before = listing(e.dir.path());
     let mut problems = Vec::new();
-    for c in &cases {
+    for (kind, sniff_blind, c) in tables.iter().flat_map(|t| t.cases.iter().map(move |c| (t.kind, &t.sniff_blind, c))) {
         let name = c.name;
         let rep = inspect_bytes(&c.package);
         let sniff = diskimage::sniff_reader(&&c.package[..], &InspectOptions::default());
@@ -1182,8 +1210,10 @@ fn check_agreement(e: &Env, kind: Kind, cases: Vec<Agreement>, sniff_blind: &[&s
         }
         let _ = fs::remove_dir_all(&out);
     }
-    for blind in sniff_blind {
-        assert!(cases.iter().any(|c| c.name == *blind), "no case {blind:?}");
+    for t in &tables {
+        for blind in &t.sniff_blind {
+            assert!(t.cases.iter().any(|c| c.name == *blind), "no case {blind:?}");
+        }
     }
     assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
     assert_eq!(listing(e.dir.path()), before, "something was written outside OUTDIR");
@@ -1210,9 +1240,7 @@ fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
 /// checksum, member names and types, PAX records, the member limit, nothing after the end of
 /// the archive. Each case was a package one walker accepted and the other refused, or refused
 /// in other words.
-#[test]
-fn inspector_and_extractor_agree_on_tar_rules() {
-    let e = env();
+fn agreement_on_tar_rules(e: &Env) -> Table {
     let d1: &[u8] = &e.disk1;
     let o1 = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "");
     let iso: &[u8] = b"install media: a file the OVF references that is not a disk";
@@ -1301,11 +1329,10 @@ fn inspector_and_extractor_agree_on_tar_rules() {
     members.extend(names.iter().map(|n| (n.as_str(), iso)));
     members.push(("disk1.vmdk", d1));
     cases.push(no("too-many-members", tar_of(&members), codes::TAR_TOO_MANY, "the archive has more than 64 members"));
-    check_agreement(
-        &e,
-        Kind::Ova,
+    Table {
+        kind: Kind::Ova,
         cases,
-        &[
+        sniff_blind: vec![
             // The second disk1.vmdk, the end of the archive and the 66th member lie beyond the
             // head the browser reads.
             "member-twice",
@@ -1313,7 +1340,7 @@ fn inspector_and_extractor_agree_on_tar_rules() {
             "too-many-members",
             "name-record-without-its-member",
         ],
-    );
+    }
 }
 
 /// The package rules beyond URIs, subformats and manifest lines, one case per rule: which
@@ -1321,9 +1348,7 @@ fn inspector_and_extractor_agree_on_tar_rules() {
 /// references, nothing else), what the manifest must cover, how often a `File` or `Disk` may be
 /// declared, what a disk's capacity and an `href` must be, and the descriptor's bounds. Each
 /// was a package one side accepted and the other refused, or refused in other words.
-#[test]
-fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
-    let e = env();
+fn agreement_on_members_declarations_and_limits(e: &Env) -> Table {
     let d1: &[u8] = &e.disk1;
     let o1 = ovf(&[("disk1.vmdk", SO_URI, CAP1)], "");
     let mf1 = manifest_for(&o1, &[("disk1.vmdk", d1)]);
@@ -1787,11 +1812,10 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
         codes::OVF_INVALID,
         &format!("the OVF descriptor \"test.ovf\" is {} bytes, more than the 262144 allowed", big.len()),
     ));
-    check_agreement(
-        &e,
-        Kind::Ova,
+    Table {
+        kind: Kind::Ova,
         cases,
-        &[
+        sniff_blind: vec![
             // Beyond the head: the members after the disk, the disk's content, the end of
             // the archive.
             "unreferenced-member-last",
@@ -1800,16 +1824,14 @@ fn inspector_and_extractor_agree_on_members_declarations_and_limits() {
             "capacity-units-spelled-differently-wrong-capacity",
             "href-missing",
         ],
-    );
+    }
 }
 
 /// A `File`'s `ovf:size` is its member's byte length: when present it must be a whole number
 /// and equal the member's size in the tar, on both sides, in the same words (the member's
 /// header gives its size, so the browser's sniff sees it for the members in its head). Absent,
 /// nothing is checked (VirtualBox writes none).
-#[test]
-fn inspector_and_extractor_agree_on_ovf_file_sizes() {
-    let e = env();
+fn agreement_on_ovf_file_sizes(e: &Env) -> Table {
     let d1: &[u8] = &e.disk1;
     let iso: &[u8] = b"install media: a file the OVF references that is not a disk";
     let disk = format!(
@@ -1856,15 +1878,14 @@ fn inspector_and_extractor_agree_on_ovf_file_sizes() {
         no("file-size-empty", package(Some(""), None), not_number("file0", "disk1.vmdk", "")),
         no("file-size-beyond-2-64", package(Some("18446744073709551616"), None), not_number("file0", "disk1.vmdk", "18446744073709551616")),
     ];
-    check_agreement(
-        &e,
-        Kind::Ova,
+    Table {
+        kind: Kind::Ova,
         cases,
-        &[
+        sniff_blind: vec![
             // tools.iso's header lies after the disk, beyond the head the browser reads.
             "non-disk-file-size-wrong",
         ],
-    );
+    }
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -1970,9 +1991,7 @@ fn uec_image(len: usize) -> Vec<u8> {
 /// extractor inflates the rest of the stream (bounded) and refuses it; the inspector applies
 /// the same rule in the same words, and the browser's sniff too when the rest lies within the
 /// output it inflates from the head.
-#[test]
-fn inspector_and_extractor_agree_on_uec_trailing_data() {
-    let e = env();
+fn agreement_on_uec_trailing_data() -> Table {
     let tarball = |img_len: usize, after: &[u8]| {
         let mut t = Vec::new();
         tar_member(&mut t, "foo.img", b'0', &uec_image(img_len), "");
@@ -2034,18 +2053,17 @@ fn inspector_and_extractor_agree_on_uec_trailing_data() {
             gzip(&t)
         }),
     ];
-    check_agreement(
-        &e,
-        Kind::Uec,
+    Table {
+        kind: Kind::Uec,
         cases,
-        &[
+        sniff_blind: vec![
             // The end of the archive lies beyond the output the sniff inflates.
             "uec-second-gzip-member",
             "uec-large-data-after-the-end",
             "uec-large-archive-after-the-end",
             "uec-data-far-after-the-end",
         ],
-    );
+    }
 }
 
 #[test]

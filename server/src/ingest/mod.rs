@@ -62,11 +62,24 @@ pub enum IngestError {
     Failed(String),
     #[error(transparent)]
     Db(#[from] records::DbError),
-    #[error("ingest failed: {0}")]
-    Io(String),
+    /// Reading or writing a file failed (the upload, staging, the images directory); the
+    /// I/O error is kept as the source.
+    #[error("ingest failed: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The job was cancelled; the image is `killed` and nothing is kept.
     #[error("the import was cancelled")]
     Cancelled,
+}
+
+impl IngestError {
+    /// A failed file operation, `context` saying which.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        IngestError::Io { context: context.into(), source }
+    }
 }
 
 /// What the pipeline produced.
@@ -110,7 +123,7 @@ pub async fn ingest(db: &records::Db, data_dir: &Path, up: ReceivedData) -> Resu
         path: Some(data_dir.join("images")),
         ..Default::default()
     })
-    .map_err(|e| IngestError::Io(e.to_string()))?;
+    .map_err(|e| IngestError::Failed(format!("the local store cannot be opened: {e}")))?;
     ingest_with(db, data_dir, up, &rules, &local, std::sync::Arc::new(JobControl::default())).await
 }
 
@@ -194,7 +207,7 @@ pub async fn ingest_job(
     if !up.path.exists() {
         let reason = "The uploaded file was lost before it could be imported (was the server's data directory cleaned?). Upload it again.";
         db.kill_image(&image.id, reason, "[]").await?;
-        return Err(IngestError::Io(reason.to_owned()));
+        return Err(IngestError::Failed(reason.to_owned()));
     }
     tracing::info!(image = %image.id, path = %up.path.display(), "ingest: inspecting");
     let images_dir = data_dir.join("staging");
@@ -206,13 +219,13 @@ pub async fn ingest_job(
         Some(cp) if cp.step == Step::Stored => Ok(cp.outcome()),
         Some(cp) => tokio::task::spawn_blocking(move || finish_prepared(cp, &up2, &ctl2, &journal2))
             .await
-            .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?,
+            .map_err(|e| IngestError::Failed(format!("the import task failed: {e}")))?,
         None => tokio::task::spawn_blocking(move || {
             let declared = imageops::declared::declared(disk_format.as_deref(), container_format.as_deref());
             process(&up2, declared, &staging2, &rules2, &ctl2, &journal2)
         })
         .await
-        .map_err(|e| IngestError::Io(format!("ingest task: {e}")))?,
+        .map_err(|e| IngestError::Failed(format!("the import task failed: {e}")))?,
     };
     // A converted output is named `<image id>.<format>` in staging; on every way out but a
     // stop (the job resumes from it) and publishing (it moved into the backend), it goes.
@@ -285,7 +298,7 @@ pub async fn ingest_job(
                 discard(&up.path);
                 db.kill_image(&image.id, &reason, "[]").await?;
                 let _ = store.delete(&key).await;
-                return Err(IngestError::Io(reason));
+                return Err(IngestError::Failed(reason));
             }
             ctl.enter(Stage::Publishing).await;
             record.location = store.local_path(&key).map_or_else(|| format!("{backend}:{key}"), |p| p.display().to_string());
@@ -335,5 +348,18 @@ pub async fn ingest_job(
             db.kill_image(&image.id, &reason, "[]").await?;
             Err(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_failure_keeps_its_io_error_as_the_source() {
+        let e = IngestError::io("open upload", std::io::Error::from_raw_os_error(2));
+        assert!(e.to_string().starts_with("ingest failed: open upload: "), "{e}");
+        let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(source.and_then(std::io::Error::raw_os_error), Some(2));
     }
 }

@@ -44,13 +44,13 @@ pub(super) fn open_package(
     let outdir = staging.join(format!("{}.{kind}.d", up.image_id));
     let _ = std::fs::remove_dir_all(&outdir);
     let outdir = StagingDir { path: outdir, armed: true };
-    std::fs::create_dir_all(staging).map_err(|e| IngestError::Io(format!("create staging dir: {e}")))?;
+    std::fs::create_dir_all(staging).map_err(|e| IngestError::io("create staging dir", e))?;
     ctl.total.store(uploaded_size.saturating_mul(2), Ordering::Relaxed);
     let sha256 = match &up.sha256 {
         Some(h) => h.clone(),
-        None => sha256_file(&up.path).map_err(|e| IngestError::Io(format!("hash upload: {e}")))?,
+        None => sha256_file(&up.path).map_err(|e| IngestError::io("hash upload", e))?,
     };
-    let input = File::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
+    let input = File::open(&up.path).map_err(|e| IngestError::io("open upload", e))?;
     ctl.set_stage(Stage::Unpacking);
     Ok((outdir, sha256, input))
 }
@@ -171,8 +171,8 @@ impl Primary<'_> {
         ctl: &JobControl,
     ) -> Result<(records::ActiveImage, Imported), IngestError> {
         let what = self.what;
-        let (_, md5, sha512) = hash_file(self.path, false, ctl, uploaded_size).map_err(|e| IngestError::Io(format!("hash {what}: {e}")))?;
-        let size = std::fs::metadata(self.path).map_err(|e| IngestError::Io(format!("stat {what}: {e}")))?.len();
+        let (_, md5, sha512) = hash_file(self.path, false, ctl, uploaded_size).map_err(|e| IngestError::io(format!("hash {what}"), e))?;
+        let size = std::fs::metadata(self.path).map_err(|e| IngestError::io(format!("stat {what}"), e))?.len();
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         // Unpacked, the disk is no longer in its package: `bare` (a UEC's machine image `ami`).
         let container = if self.uploaded_format == "uec" && self.disk_format == "ami" { "ami" } else { "bare" };
@@ -229,7 +229,7 @@ pub(super) fn extract_uec_package(
     let (dir, sha256, input) = open_package(up, staging, "uec", ctl, uploaded_size)?;
     drop(input);
     // Read by position (the gzip reader's), with the size asked once.
-    let input = SizedFile::open(&up.path).map_err(|e| IngestError::Io(format!("open upload: {e}")))?;
+    let input = SizedFile::open(&up.path).map_err(|e| IngestError::io("open upload", e))?;
     let uec = convert::uec::extract_uec(&input, dir.path(), convert::uec::UecLimits::default(), &mut ctl.progress())
         .map_err(|e| ctl.refusal(e, |e| format!("The UEC tarball could not be unpacked: {e}")))?;
     drop(input);

@@ -42,7 +42,7 @@ pub(super) fn process(
         if e.kind() == std::io::ErrorKind::Interrupted && ctl.cancel.load(Ordering::Relaxed) {
             IngestError::Cancelled
         } else {
-            IngestError::Io(format!("{what}: {e}"))
+            IngestError::io(what, e)
         }
     };
     // A package is inspected as the package (`imageops::declared`); the disk format then names
@@ -172,7 +172,7 @@ pub(super) fn finish_prepared(
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted && ctl.cancel.load(Ordering::Relaxed) => {
                     return Err(IngestError::Cancelled)
                 }
-                Err(e) => return Err(IngestError::Io(format!("hash stored image: {e}"))),
+                Err(e) => return Err(IngestError::io("hash stored image", e)),
             },
         };
         cp.md5 = Some(md5);
