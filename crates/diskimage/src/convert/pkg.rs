@@ -14,7 +14,7 @@ use sha1::Digest as _;
 use super::error::{package, Error, Result};
 use crate::ctx::Stop;
 use crate::formats::gzip::GzError;
-use crate::formats::tar::{check_after_end, Next, Source, TarReader};
+use crate::formats::tar::{after_end, Next, Source, TarReader};
 
 /// One member as the walker hands it over.
 pub(crate) struct Member<'r> {
@@ -50,9 +50,8 @@ pub(crate) fn walk_tar<R: Read>(r: R, f: impl FnMut(Member<'_>) -> Result<()>) -
 pub(crate) fn walk_source(src: &mut dyn Source, f: impl FnMut(Member<'_>) -> Result<()>) -> std::result::Result<(), Walk> {
     let mut issues = Vec::new();
     if walk_members(src, &mut issues, f)? {
-        check_after_end(src, &mut issues).map_err(Walk::Gz)?;
-        if let Some(i) = issues.first() {
-            return Err(Walk::Refused(package(i.message.trim_start_matches("The archive is refused: ").trim_end_matches('.'))));
+        if let Err(why) = after_end(|b| src.read(b)).map_err(Walk::Gz)? {
+            return Err(Walk::Refused(package(why)));
         }
     }
     Ok(())

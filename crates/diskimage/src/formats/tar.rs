@@ -171,7 +171,8 @@ pub struct Issue {
 
 /// A sequential byte source.
 pub(crate) trait Source {
-    /// Reads up to `buf.len()` bytes; 0 at the end.
+    /// Fills `buf`, or as much of it as the source holds before its end (0 at the end): a
+    /// short read means the end, never "try again".
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError>;
     /// Current position.
     fn pos(&self) -> u64;
@@ -479,8 +480,9 @@ impl<'s> TarReader<'s> {
         issues.push(Issue { code, message: format!("The archive is refused: {reason}.") });
     }
 
-    /// Reads the current member's data (at most what is left of it); 0 at its end, or where
-    /// the stream ends early ([`TarReader::finish_member`] then reports the truncation).
+    /// Fills `buf` with the current member's data (at most what is left of it, as
+    /// [`Source::read`] fills); 0 at its end, or where the stream ends early
+    /// ([`TarReader::finish_member`] then reports the truncation).
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<usize, GzError> {
         let want = (buf.len() as u64).min(self.left) as usize;
         if want == 0 {
@@ -560,15 +562,7 @@ impl<'s> TarReader<'s> {
                 }
                 // Bounded by `limit` (a few KiB) just above.
                 let mut data = vec![0u8; padded as usize];
-                let mut got = 0;
-                while got < data.len() {
-                    let k = self.src.read(data.get_mut(got..).unwrap_or(&mut []))?;
-                    if k == 0 {
-                        break;
-                    }
-                    got += k;
-                }
-                if got < data.len() {
+                if self.src.read(&mut data)? < data.len() {
                     self.issue(issues, codes::TRUNCATED, "The archive ends inside an extended header; it is truncated.".into());
                     return Ok(Next::Stop);
                 }
@@ -652,14 +646,7 @@ pub(crate) fn walk_to_end(src: &mut dyn Source, max: usize, capture: usize, issu
         let want_capture = capture > 0 && members.len() < MAX_CAPTURED;
         if want_capture {
             m.head = vec![0u8; (capture as u64).min(h.size) as usize];
-            let mut got = 0;
-            while got < m.head.len() {
-                let k = reader.read(m.head.get_mut(got..).unwrap_or(&mut []))?;
-                if k == 0 {
-                    break;
-                }
-                got += k;
-            }
+            let got = reader.read(&mut m.head)?;
             m.head.truncate(got);
         }
         let keep_tail = want_capture && !reader.seekable();
