@@ -25,7 +25,8 @@
 #                        Keep it below the real free disk (bluestore) or free RAM (memstore). When the
 #                        OSD reaches 95% of this, Ceph marks it full and S3 writes HANG (no error).
 #   CEPH_WITH_MGR        1 = also start ceph-mgr (+300 MB RSS; only needed for `ceph df`/pg stats)
-#   CEPH_RBD_POOL        if set, create this pool and `rbd pool init` it
+#   CEPH_RBD_POOL        if set, create this pool and `rbd pool init` it (also when reusing a cluster);
+#                        printed back as CEPH_RBD_POOL
 #   CEPH_S3_UID          S3 user id (default ci); CEPH_S3_ACCESS_KEY / CEPH_S3_SECRET_KEY (default random)
 #   CEPH_UP_TIMEOUT      seconds to wait for each readiness step (default 120)
 set -Eeuo pipefail
@@ -105,6 +106,14 @@ s3_signed_ok() {   # signed ListAllMyBuckets must return our user as owner
     -H "x-amz-content-sha256: $EMPTY_SHA256" "$ENDPOINT/" | grep -q "<ID>$S3_UID</ID>"
 }
 emit_env() { cat "$ENVF"; }
+# The RBD pool (idempotent: an existing pool is kept); its name joins the printed variables.
+rbd_pool() {
+  [[ -n $RBD_POOL ]] || return 0
+  log "rbd: pool $RBD_POOL"
+  timeout 60 ceph -c "$CONF" osd pool create "$RBD_POOL" 8 8 >/dev/null 2>&1 || die "ceph osd pool create $RBD_POOL failed"
+  timeout 60 rbd -c "$CONF" pool init "$RBD_POOL" || die "rbd pool init $RBD_POOL failed"
+  grep -qx "CEPH_RBD_POOL=$RBD_POOL" "$ENVF" || echo "CEPH_RBD_POOL=$RBD_POOL" >>"$ENVF"
+}
 
 # ---------------------------------------------------------------- preflight
 for b in ceph-mon ceph-osd radosgw radosgw-admin ceph monmaptool uuidgen curl timeout od realpath; do
@@ -116,7 +125,7 @@ done
 # ---------------------------------------------------------------- reuse if healthy
 if [[ -f $MARK && -f $ENVF ]] && grep -qx "port=$PORT" "$MARK" && pid_ok mon.a && pid_ok osd.0 && pid_ok client.rgw.a; then
   AK=$(sed -n 's/^AWS_ACCESS_KEY_ID=//p' "$ENVF"); SK=$(sed -n 's/^AWS_SECRET_ACCESS_KEY=//p' "$ENVF")
-  if s3_signed_ok "$AK" "$SK"; then log "cluster in $S already up, reusing"; emit_env; exit 0; fi
+  if s3_signed_ok "$AK" "$SK"; then log "cluster in $S already up, reusing"; rbd_pool; emit_env; exit 0; fi
   log "existing cluster in $S is not healthy, rebuilding"
 fi
 
@@ -254,13 +263,6 @@ timeout 60 radosgw-admin -c "$CONF" user create --uid="$S3_UID" --display-name="
 s3ok() { s3_signed_ok "$AK" "$SK"; }
 wait_for "signed S3 ListBuckets" s3ok
 
-# ---------------------------------------------------------------- rbd (optional)
-if [[ -n $RBD_POOL ]]; then
-  log "rbd: creating pool $RBD_POOL"
-  C osd pool create "$RBD_POOL" 8 8 >/dev/null 2>&1
-  timeout 60 rbd -c "$CONF" pool init "$RBD_POOL"
-fi
-
 cat >"$ENVF" <<EOF
 S3_ENDPOINT=$ENDPOINT
 AWS_ENDPOINT_URL=$ENDPOINT
@@ -270,6 +272,8 @@ AWS_DEFAULT_REGION=us-east-1
 AWS_REGION=us-east-1
 CEPH_CONF=$CONF
 EOF
+# ---------------------------------------------------------------- rbd (optional)
+rbd_pool
 log "S3 ready in $((SECONDS - T0))s (state: $S, mon 127.0.0.1:$MON_PORT, osd/mgr ports $MS_MIN-$MS_MAX)"
 trap - ERR
 emit_env

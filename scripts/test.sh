@@ -28,11 +28,11 @@ step "Ceph (single node on 127.0.0.1:17380 for the storage tests; stopped when t
 # through the variables ceph-up.sh prints. Alone, `cargo test -p storage` starts its own.
 ceph_state="${CARGO_TARGET_DIR:-target}/ceph-ci"
 trap 'scripts/ceph-down.sh "$ceph_state" --purge 2>/dev/null || true' EXIT
-ceph_env=$(CEPH_OBJECTSTORE=memstore CEPH_STORE_MB=2048 scripts/ceph-up.sh "$ceph_state" 17380)
+ceph_env=$(CEPH_OBJECTSTORE=memstore CEPH_STORE_MB=2048 CEPH_RBD_POOL=hangar-rbd scripts/ceph-up.sh "$ceph_state" 17380)
 while IFS='=' read -r key value; do export "$key=$value"; done <<<"$ceph_env"
 
 step "Rust tests"
-crates=(-p app -p records -p domain -p policy -p accounts -p digests -p diskimage -p uploads -p storage -p imageops)
+crates=(-p app -p records -p domain -p policy -p accounts -p digests -p diskimage -p uploads -p storage -p rbd -p imageops)
 if cargo nextest --version >/dev/null 2>&1; then
   # cargo-nextest (on this kind of machine: ARCHITECTURE.md, "Tests"): one build of every
   # crate's tests with one feature set, and each test in a process of its own, so the server's
@@ -48,7 +48,7 @@ else
 fi
 
 step "clippy: server side (warnings are errors)"
-cargo clippy -p server -p app -p records -p domain -p policy -p accounts -p digests -p uploads -p storage -p imageops --all-targets -- -D warnings
+cargo clippy -p server -p app -p records -p domain -p policy -p accounts -p digests -p uploads -p storage -p rbd -p imageops --all-targets -- -D warnings
 step "clippy: browser side"
 cargo clippy -p frontend -p app --target wasm32-unknown-unknown -- -D warnings
 step "clippy: diskimage (all features, and the WASM feature set)"

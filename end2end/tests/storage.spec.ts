@@ -4,26 +4,26 @@ import { signIn } from "./helpers";
 
 // Runs without JavaScript and hydrated: the matrix and its edit form work both ways.
 
-test("the storage matrix shows every format on Local, NFS and Ceph with reasons and a legend", async ({ page }) => {
+test("the storage matrix shows every format on Local, NFS, S3 and Ceph RBD with reasons and a legend", async ({ page }) => {
   await signIn(page, admin.username, admin.password);
   await page.goto("/storage");
   const matrix = page.locator("#storage-matrix");
-  for (const col of ["Local", "NFS-backed", "Ceph-backed"]) {
+  for (const col of ["Local", "NFS-backed", "S3 object storage", "Ceph RBD"]) {
     await expect(matrix.getByRole("columnheader", { name: new RegExp(`^${col}`) })).toBeVisible();
   }
   await expect(matrix.locator("tbody tr")).toHaveCount(12);
-  // The defaults of the issue: file backends convert raw to qcow2, Ceph converts qcow2 to raw.
+  // The defaults: file backends convert raw to qcow2, RBD converts qcow2 to raw.
   await expect(matrix.locator('[data-cell="local/raw"]')).toHaveText("convert to qcow2");
   await expect(matrix.locator('[data-cell="local/raw"]')).toHaveClass(/cell-convert/);
-  await expect(matrix.locator('[data-cell="ceph/qcow2"]')).toHaveText("convert to raw");
-  await expect(matrix.locator('[data-cell="ceph/raw"]')).toHaveText("native");
+  await expect(matrix.locator('[data-cell="rbd/qcow2"]')).toHaveText("convert to raw");
+  await expect(matrix.locator('[data-cell="rbd/raw"]')).toHaveText("native");
   await expect(matrix.locator('[data-cell="nfs/ova"]')).toHaveText("extract");
   // Each cell's reason is its accessible description, shown on focus.
-  const cephQcow2 = matrix.locator('[data-cell="ceph/qcow2"]');
-  const tipId = await cephQcow2.getAttribute("aria-describedby");
+  const rbdQcow2 = matrix.locator('[data-cell="rbd/qcow2"]');
+  const tipId = await rbdQcow2.getAttribute("aria-describedby");
   const tip = page.locator(`#${tipId}`);
   await expect(tip).toContainText("RBD copy-on-write");
-  await cephQcow2.focus();
+  await rbdQcow2.focus();
   await expect(tip).toBeVisible();
   await expect(page.locator("#matrix-legend li")).toHaveCount(4);
   await expect(page.locator("#storage-matrix")).toContainText("configured: local");

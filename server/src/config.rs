@@ -49,6 +49,11 @@ pub struct Config {
     /// running job and no upload or import of its image under way, before the running server's
     /// sweep removes it. Default one hour.
     pub orphan_grace: std::time::Duration,
+    /// Glance's `show_image_direct_url`: images show `direct_url`, where a compute service reads
+    /// a stored copy directly (an RBD backend's `rbd://<fsid>/<pool>/<image>/snap`, which Nova
+    /// and Cinder clone copy-on-write). Off by default, as in Glance: it tells every user who can
+    /// see the image where its bytes are.
+    pub show_image_direct_url: bool,
 }
 
 /// Where the run command builds the site when Hangar is run from its source tree.
@@ -70,6 +75,7 @@ impl Default for Config {
             shutdown_timeout: std::time::Duration::from_secs(30),
             low_space_bytes: 1 << 30,
             orphan_grace: std::time::Duration::from_secs(3600),
+            show_image_direct_url: false,
         }
     }
 }
@@ -107,6 +113,7 @@ struct FileConfig {
     shutdown_timeout: Option<u64>,
     low_space_bytes: Option<u64>,
     orphan_grace: Option<u64>,
+    show_image_direct_url: Option<bool>,
 }
 
 /// What the command line asked for.
@@ -162,9 +169,11 @@ Other settings (file key / environment variable):
   log             / HANGAR_LOG             log filter, e.g. info or server=debug (RUST_LOG also works)
   secure_cookies  / HANGAR_SECURE_COOKIES  true behind an HTTPS proxy
   job_workers     / HANGAR_JOB_WORKERS     background import/convert/copy workers (default: one per core)
-  [[storage]]     (file only)              backends: name, kind = local|nfs|ceph, path (local/nfs),
-                                           endpoint, bucket, region, access_key_id, secret_access_key,
-                                           timeout_secs, part_size_mib (ceph); default: one local backend
+  [[storage]]     (file only)              backends: name, kind = local|nfs|s3|rbd, timeout_secs;
+                                           path (local/nfs); endpoint, bucket, region, access_key_id,
+                                           secret_access_key, part_size_mib (s3; kind ceph means s3);
+                                           pool, client, conf, keyring, object_size_mib,
+                                           image_features (rbd); default: one local backend
   default_storage / HANGAR_DEFAULT_STORAGE where uploads go unless the user picks a backend
   web_download_allowed_hosts / HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS
                                            hosts the Glance API's web-download import may fetch
@@ -180,6 +189,10 @@ Other settings (file key / environment variable):
                                            jobs are stopped and queued for the next start
   trusted_proxies / HANGAR_TRUSTED_PROXIES reverse proxies (IPs or CIDR ranges) whose
                                            X-Forwarded-For names the client; default none
+  show_image_direct_url / HANGAR_SHOW_IMAGE_DIRECT_URL
+                                           true: Glance images show direct_url (an RBD copy's
+                                           rbd://fsid/pool/image/snap, for Nova/Cinder clones);
+                                           default false
 ";
 
 impl Config {
@@ -217,6 +230,9 @@ impl Config {
         }
         if let Some(v) = env("HANGAR_JOB_WORKERS") {
             config.job_workers = parse_workers("HANGAR_JOB_WORKERS", &v)?;
+        }
+        if let Some(v) = env("HANGAR_SHOW_IMAGE_DIRECT_URL") {
+            config.show_image_direct_url = parse_bool("HANGAR_SHOW_IMAGE_DIRECT_URL", &v)?;
         }
         if let Some(v) = env("HANGAR_ORPHAN_GRACE") {
             config.orphan_grace = parse_seconds("HANGAR_ORPHAN_GRACE", &v)?;
@@ -275,6 +291,9 @@ impl Config {
         }
         if let Some(v) = file.low_space_bytes {
             self.low_space_bytes = v;
+        }
+        if let Some(v) = file.show_image_direct_url {
+            self.show_image_direct_url = v;
         }
         if let Some(v) = file.orphan_grace {
             self.orphan_grace = parse_seconds("orphan_grace", &v.to_string())?;

@@ -58,18 +58,18 @@ impl MatrixData {
 /// The matrix's rows, in the order the page shows them.
 pub const MATRIX_FORMATS: [&str; 12] = ["qcow2", "raw", "iso", "ami", "aki", "ari", "vdi", "vhd", "vhdx", "vmdk", "ova", "uec"];
 /// The matrix's columns.
-pub const MATRIX_KINDS: [&str; 3] = ["local", "nfs", "ceph"];
+pub const MATRIX_KINDS: [&str; 4] = [
+    domain::StorageKind::Local.as_str(),
+    domain::StorageKind::Nfs.as_str(),
+    domain::StorageKind::S3.as_str(),
+    domain::StorageKind::Rbd.as_str(),
+];
 /// Formats a conversion can produce.
 pub const CONVERT_TARGETS: [&str; 2] = ["qcow2", "raw"];
 
 /// Human names of the backend kinds.
 pub fn kind_label(kind: &str) -> &'static str {
-    match kind {
-        "local" => "Local",
-        "nfs" => "NFS-backed",
-        "ceph" => "Ceph-backed",
-        _ => "Other",
-    }
+    domain::StorageKind::parse(kind).map_or("Other", domain::StorageKind::label)
 }
 
 #[cfg(feature = "ssr")]

@@ -173,6 +173,32 @@ vocabulary!(
     }
 );
 
+vocabulary!(
+    /// A kind of storage backend: a column of the storage-compatibility matrix.
+    StorageKind, "storage kind", {
+        /// A directory on the server.
+        Local = "local",
+        /// A mounted NFS export.
+        Nfs = "nfs",
+        /// Objects through the S3 API (Ceph's RADOS Gateway or any S3 service).
+        S3 = "s3",
+        /// RBD images in a Ceph pool, cloned copy-on-write by compute services.
+        Rbd = "rbd",
+    }
+);
+
+impl StorageKind {
+    /// What the pages and messages call it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            StorageKind::Local => "Local",
+            StorageKind::Nfs => "NFS-backed",
+            StorageKind::S3 => "S3 object storage",
+            StorageKind::Rbd => "Ceph RBD",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

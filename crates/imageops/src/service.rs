@@ -72,15 +72,36 @@ impl Images {
 
     /// Deletes an image the caller may see and delete: its record (a tombstone keeps its id
     /// from being taken again), its bytes on every backend, its staged data, and an audit entry.
-    /// A protected image is refused (403, as Glance answers). Returns the deleted record.
+    /// A protected image is refused (403, as Glance answers), and so is one whose stored copy
+    /// others depend on — RBD clones of it, the disks of VMs booted from it — with 409 naming
+    /// them, as Glance's rbd store refuses (`InUseByStore`). Returns the deleted record.
     pub async fn delete_image(&self, authn: &Authn, image_id: &str) -> Result<records::ImageRow, Error> {
         let (row, facts) = self.visible_image(authn, image_id).await?;
         self.authorize(authn, &Action::DeleteImage(&facts))?;
+        if row.protected {
+            return Err(Error::Forbidden(PROTECTED.to_owned()));
+        }
+        for loc in self.db.image_locations(image_id).await? {
+            match self.stores.dependents(&loc.backend, &loc.key).await {
+                Ok(d) if d.is_empty() => {}
+                Ok(d) => {
+                    return Err(Error::Conflict(format!(
+                        "The image is in use: its copy on '{}' has clones ({}), the disks of instances or volumes made from it. Remove or flatten them first.",
+                        loc.backend,
+                        d.join(", ")
+                    )))
+                }
+                Err(e) => {
+                    return Err(Error::Conflict(format!(
+                        "Hangar cannot tell whether the image's copy on '{}' is in use, so it is not deleted: {e}",
+                        loc.backend
+                    )))
+                }
+            }
+        }
         match self.db.delete_image(image_id).await? {
             records::DeleteOutcome::NotFound => Err(Error::NotFound("No such image.".to_owned())),
-            records::DeleteOutcome::Protected => {
-                Err(Error::Forbidden("Image is protected: turn protection off before deleting it.".to_owned()))
-            }
+            records::DeleteOutcome::Protected => Err(Error::Forbidden(PROTECTED.to_owned())),
             records::DeleteOutcome::Deleted { locations } => {
                 for (backend, key) in &locations {
                     if let Err(err) = self.stores.delete(backend, key).await {
@@ -95,6 +116,8 @@ impl Images {
         }
     }
 }
+
+const PROTECTED: &str = "Image is protected: turn protection off before deleting it.";
 
 /// [`Images::image_facts`] for callers holding only the database.
 pub async fn image_facts(

@@ -118,6 +118,15 @@ impl Stores {
         }
     }
 
+    /// What depends on the bytes of `key` on `backend` (RBD clones), which a delete must not
+    /// break; an unknown backend has none.
+    pub async fn dependents(&self, backend: &str, key: &str) -> Result<Vec<String>, String> {
+        match self.get(backend) {
+            Some(b) => b.dependents(key).await.map_err(|e| e.to_string()),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Free and total bytes of a backend, where it can tell (bounded by its timeout).
     pub async fn space(&self, backend: &str) -> (Option<u64>, Option<u64>) {
         match self.get(backend) {

@@ -6,7 +6,12 @@ use sqlx::FromRow;
 use crate::{Db, DbError};
 
 /// The backend kinds the matrix has columns for.
-pub const BACKEND_KINDS: [&str; 3] = ["local", "nfs", "ceph"];
+pub const BACKEND_KINDS: [&str; 4] = [
+    domain::StorageKind::Local.as_str(),
+    domain::StorageKind::Nfs.as_str(),
+    domain::StorageKind::S3.as_str(),
+    domain::StorageKind::Rbd.as_str(),
+];
 
 /// What an import does with a format on a kind of backend.
 pub const POLICY_ACTIONS: [&str; 4] = ["native", "convert", "extract", "refuse"];
@@ -142,7 +147,7 @@ impl Db {
     pub async fn storage_policy(&self) -> Result<Vec<PolicyCell>, DbError> {
         Ok(sqlx::query_as(
             "SELECT backend_kind, format, action, target_format, reason, updated_at, updated_by FROM storage_policy \
-             ORDER BY CASE backend_kind WHEN 'local' THEN 0 WHEN 'nfs' THEN 1 ELSE 2 END, format",
+             ORDER BY CASE backend_kind WHEN 'local' THEN 0 WHEN 'nfs' THEN 1 WHEN 's3' THEN 2 ELSE 3 END, format",
         )
         .fetch_all(self.pool())
         .await?)
@@ -426,33 +431,41 @@ mod tests {
     async fn the_default_matrix_follows_the_issue() {
         let (_dir, db) = temp_db().await;
         let cells = db.storage_policy().await.unwrap();
-        assert_eq!(cells.len(), 36, "3 kinds × 12 formats");
+        assert_eq!(cells.len(), 48, "4 kinds × 12 formats");
         let cell = |k: &str, f: &str| cells.iter().find(|c| c.backend_kind == k && c.format == f).unwrap().clone();
         for kind in ["local", "nfs"] {
             assert_eq!(cell(kind, "qcow2").action, "native");
             assert_eq!(cell(kind, "raw").target_format.as_deref(), Some("qcow2"));
             assert_eq!(cell(kind, "vdi").target_format.as_deref(), Some("qcow2"));
         }
-        assert_eq!(cell("ceph", "raw").action, "native");
-        assert_eq!(cell("ceph", "qcow2").target_format.as_deref(), Some("raw"));
-        assert_eq!(cell("ceph", "vmdk").target_format.as_deref(), Some("raw"));
-        assert_eq!(cell("ceph", "ova").action, "extract");
+        // RBD clones raw copy-on-write; the S3 column (the `ceph` column before RBD came) keeps
+        // what it had, its reasons no longer claiming RBD clones it.
+        for kind in ["rbd", "s3"] {
+            assert_eq!(cell(kind, "raw").action, "native");
+            assert_eq!(cell(kind, "qcow2").target_format.as_deref(), Some("raw"));
+            assert_eq!(cell(kind, "vmdk").target_format.as_deref(), Some("raw"));
+            assert_eq!(cell(kind, "ova").action, "extract");
+        }
+        assert!(cell("rbd", "qcow2").reason.contains("RBD copy-on-write clones"));
+        assert!(cell("s3", "qcow2").reason.contains("imported into an RBD pool"), "{}", cell("s3", "qcow2").reason);
+        assert!(cell("s3", "vdi").reason.contains("imported into an RBD pool"), "{}", cell("s3", "vdi").reason);
         assert!(cells.iter().all(|c| !c.reason.is_empty()), "every default cell explains itself");
         assert_eq!(cells.first().unwrap().backend_kind, "local");
-        assert_eq!(cells.last().unwrap().backend_kind, "ceph");
+        assert_eq!(cells.last().unwrap().backend_kind, "rbd");
     }
 
     #[tokio::test]
     async fn cells_are_edited_and_the_schema_keeps_them_consistent() {
         let (_dir, db) = temp_db().await;
-        let c = db.set_policy_cell("ceph", "vdi", "refuse", None, "No VirtualBox here.", "alice").await.unwrap();
+        let c = db.set_policy_cell("rbd", "vdi", "refuse", None, "No VirtualBox here.", "alice").await.unwrap();
         assert_eq!((c.action.as_str(), c.updated_by.as_str()), ("refuse", "alice"));
-        assert_eq!(db.policy_cell("ceph", "vdi").await.unwrap().unwrap().reason, "No VirtualBox here.");
-        assert!(db.set_policy_cell("ceph", "vdi", "convert", None, "", "a").await.is_err(), "convert needs a target");
-        assert!(db.set_policy_cell("ceph", "vdi", "native", Some("raw"), "", "a").await.is_err(), "target only on convert");
+        assert_eq!(db.policy_cell("rbd", "vdi").await.unwrap().unwrap().reason, "No VirtualBox here.");
+        assert!(db.set_policy_cell("rbd", "vdi", "convert", None, "", "a").await.is_err(), "convert needs a target");
+        assert!(db.set_policy_cell("rbd", "vdi", "native", Some("raw"), "", "a").await.is_err(), "target only on convert");
+        assert!(db.set_policy_cell("ceph", "vdi", "native", None, "", "a").await.is_err(), "the old kind name is gone from the matrix");
         assert!(db.set_policy_cell("swift", "vdi", "native", None, "", "a").await.is_err(), "unknown kind");
         assert!(db.set_policy_cell("local", "vdi", "shrug", None, "", "a").await.is_err(), "unknown action");
-        assert_eq!(db.storage_policy().await.unwrap().len(), 36);
+        assert_eq!(db.storage_policy().await.unwrap().len(), 48);
     }
 
     #[tokio::test]

@@ -60,7 +60,7 @@ impl FsBackend {
                     )))
                 }
             },
-            BackendKind::Ceph => return Err(StoreError::Config("FsBackend cannot open a ceph backend".into())),
+            BackendKind::S3 | BackendKind::Rbd => return Err(StoreError::Config(format!("FsBackend cannot open a {kind} backend"))),
         }
         Ok(FsBackend { name: config.name.clone(), kind, root, timeout: config.timeout()? })
     }

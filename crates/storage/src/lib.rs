@@ -6,8 +6,13 @@
 //!   same directory, fsync, rename, directory fsync) and no file locks, which NFS does not keep
 //!   reliably. The directory must already exist: a missing one means the mount is missing, and
 //!   creating it would silently write into the local disk under the mount point.
-//! - [`BackendKind::Ceph`]: the S3 API of Ceph's RADOS Gateway through `object_store`:
-//!   multipart writes (aborted on any failure), ranged reads, path-style requests.
+//! - [`BackendKind::S3`]: objects through the S3 API (Ceph's RADOS Gateway, or any S3 service)
+//!   with `object_store`: multipart writes (aborted on any failure), ranged reads, path-style
+//!   requests. `kind = "ceph"`, its name before the RBD backend came, still means this.
+//! - [`BackendKind::Rbd`]: RBD images in a Ceph pool through librbd, each with a protected
+//!   snapshot `snap` that compute services clone copy-on-write (Glance's rbd store layout):
+//!   sparse writes under a partial name, renamed when complete; deletes refused while clones
+//!   exist.
 //!
 //! Every operation is bounded by the backend's timeout (`timeout_secs`). For streams and
 //! multipart writes the bound applies to each step (one read of the stream, one part), so a large
@@ -30,11 +35,13 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde::Deserialize;
 
-mod ceph;
 mod fs;
+mod rbd_store;
+mod s3;
 
-pub use ceph::CephBackend;
 pub use fs::FsBackend;
+pub use rbd_store::{RbdBackend, PARTIAL_PREFIX as RBD_PARTIAL_PREFIX, SNAPSHOT as RBD_SNAPSHOT};
+pub use s3::S3Backend;
 
 /// A stream of an object's bytes, in order; each item is bounded by the backend's timeout.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
@@ -61,7 +68,10 @@ pub enum BackendKind {
     #[default]
     Local,
     Nfs,
-    Ceph,
+    /// S3 object storage; `ceph` is accepted for it (its name before `rbd` existed).
+    #[serde(alias = "ceph")]
+    S3,
+    Rbd,
 }
 
 impl BackendKind {
@@ -69,7 +79,8 @@ impl BackendKind {
         match self {
             BackendKind::Local => "local",
             BackendKind::Nfs => "nfs",
-            BackendKind::Ceph => "ceph",
+            BackendKind::S3 => "s3",
+            BackendKind::Rbd => "rbd",
         }
     }
 }
@@ -86,8 +97,9 @@ impl FromStr for BackendKind {
         match s {
             "local" => Ok(BackendKind::Local),
             "nfs" => Ok(BackendKind::Nfs),
-            "ceph" => Ok(BackendKind::Ceph),
-            other => Err(StoreError::Config(format!("unknown storage kind '{other}': use local, nfs or ceph"))),
+            "s3" | "ceph" => Ok(BackendKind::S3),
+            "rbd" => Ok(BackendKind::Rbd),
+            other => Err(StoreError::Config(format!("unknown storage kind '{other}': use local, nfs, s3 or rbd"))),
         }
     }
 }
@@ -116,6 +128,19 @@ pub struct BackendConfig {
     pub timeout_secs: Option<u64>,
     /// Ceph: multipart part size in MiB (default 16, 5..=512).
     pub part_size_mib: Option<u64>,
+    /// RBD: the pool (required; `rbd pool init` it first).
+    pub pool: Option<String>,
+    /// RBD: the Ceph client id (`glance` for `client.glance`); librados's default when absent.
+    pub client: Option<String>,
+    /// RBD: `ceph.conf` (default: librados's search, `$CEPH_CONF` then `/etc/ceph/ceph.conf`).
+    pub conf: Option<PathBuf>,
+    /// RBD: the client's keyring, when `ceph.conf` does not name it.
+    pub keyring: Option<PathBuf>,
+    /// RBD: object size in MiB (1, 2, 4, 8, 16 or 32; default 4, RBD's order 22).
+    pub object_size_mib: Option<u64>,
+    /// RBD: image features by `rbd create --image-feature` name (default layering,
+    /// exclusive-lock, object-map, fast-diff, deep-flatten; `layering` is required).
+    pub image_features: Option<Vec<String>>,
 }
 
 impl BackendConfig {
@@ -146,6 +171,12 @@ impl fmt::Debug for BackendConfig {
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .field("timeout_secs", &self.timeout_secs)
             .field("part_size_mib", &self.part_size_mib)
+            .field("pool", &self.pool)
+            .field("client", &self.client)
+            .field("conf", &self.conf)
+            .field("keyring", &self.keyring)
+            .field("object_size_mib", &self.object_size_mib)
+            .field("image_features", &self.image_features)
             .finish()
     }
 }
@@ -204,6 +235,17 @@ pub enum StoreError {
     /// The `[[storage]]` configuration is unusable.
     #[error("storage configuration: {0}")]
     Config(String),
+    /// librbd or librados refused or failed a call.
+    #[error("RBD: could not {what}: {source}")]
+    Rbd {
+        what: String,
+        #[source]
+        source: rbd::Error,
+    },
+    /// The object cannot be removed while others depend on it: RBD clones of the image's
+    /// snapshot (VMs or volumes booted from it).
+    #[error("'{key}' has clones ({}); remove or flatten them first", clones.join(", "))]
+    InUse { key: String, clones: Vec<String> },
 }
 
 impl StoreError {
@@ -280,6 +322,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn sweep_abandoned_writes(&self, _age: Duration) -> Result<usize, StoreError> {
         Ok(0)
     }
+
+    /// What depends on the object and would break if it were deleted: RBD clones of the image's
+    /// snapshot (`pool/image`). Others: nothing.
+    async fn dependents(&self, _key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Where a compute service reads the object directly, if it can: RBD's
+    /// `rbd://<fsid>/<pool>/<image>/snap`. Others: `None`.
+    async fn direct_url(&self, _key: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Opens the backend a `[[storage]]` table describes. Local creates its directory; NFS requires
@@ -291,7 +345,8 @@ pub fn open(config: &BackendConfig) -> Result<Arc<dyn Backend>, StoreError> {
     }
     Ok(match config.kind {
         BackendKind::Local | BackendKind::Nfs => Arc::new(FsBackend::open(config)?),
-        BackendKind::Ceph => Arc::new(CephBackend::open(config)?),
+        BackendKind::S3 => Arc::new(S3Backend::open(config)?),
+        BackendKind::Rbd => Arc::new(RbdBackend::open(config)?),
     })
 }
 
@@ -342,15 +397,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.storage[0].kind, BackendKind::Local);
-        assert_eq!(f.storage[1].kind, BackendKind::Ceph);
+        assert_eq!(f.storage[1].kind, BackendKind::S3);
         assert_eq!(f.storage[1].timeout().unwrap(), Duration::from_secs(5));
         let dbg = format!("{:?}", f.storage[1]);
         assert!(!dbg.contains("s3cr3t") && dbg.contains("redacted"), "{dbg}");
 
         let unknown = toml::from_str::<File>("[[storage]]\nname = \"x\"\nsize = 3\n");
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
-        let bad_kind = toml::from_str::<File>("[[storage]]\nname = \"x\"\nkind = \"s3\"\n");
+        let bad_kind = toml::from_str::<File>("[[storage]]\nname = \"x\"\nkind = \"swift\"\n");
         assert!(bad_kind.is_err());
+        let s3 = toml::from_str::<File>("[[storage]]\nname = \"x\"\nkind = \"s3\"\n[[storage]]\nname = \"y\"\nkind = \"rbd\"\n").unwrap();
+        assert_eq!((s3.storage[0].kind, s3.storage[1].kind), (BackendKind::S3, BackendKind::Rbd));
+        assert_eq!(("ceph".parse::<BackendKind>().unwrap(), BackendKind::S3.as_str()), (BackendKind::S3, "s3"));
         assert_eq!("nfs".parse::<BackendKind>().unwrap(), BackendKind::Nfs);
         assert!("NFS".parse::<BackendKind>().is_err());
     }
@@ -360,7 +418,7 @@ mod tests {
         let c = BackendConfig { name: "n".into(), kind: BackendKind::Nfs, ..Default::default() };
         let e = open(&c).unwrap_err().to_string();
         assert!(e.contains("'n'") && e.contains("path"), "{e}");
-        let c = BackendConfig { name: "c".into(), kind: BackendKind::Ceph, ..Default::default() };
+        let c = BackendConfig { name: "c".into(), kind: BackendKind::S3, ..Default::default() };
         let e = open(&c).unwrap_err().to_string();
         assert!(e.contains("endpoint"), "{e}");
         let c = BackendConfig { name: "t".into(), timeout_secs: Some(0), ..Default::default() };

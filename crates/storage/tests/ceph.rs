@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{collect, pattern, recorder, write_file};
-use storage::{open, Backend, BackendConfig, BackendKind, CephBackend, PutMode, StoreError};
+use storage::{open, Backend, BackendConfig, BackendKind, PutMode, S3Backend, StoreError};
 use testceph::Cluster;
 
 const SHARED_PORT: u16 = 17480;
@@ -43,7 +43,7 @@ fn fresh_bucket() -> String {
 fn config(c: &Cluster, bucket: &str, timeout_secs: u64) -> BackendConfig {
     BackendConfig {
         name: "ceph-test".into(),
-        kind: BackendKind::Ceph,
+        kind: BackendKind::S3,
         endpoint: Some(c.endpoint.clone()),
         bucket: Some(bucket.into()),
         access_key_id: Some(c.access_key.clone()),
@@ -54,8 +54,8 @@ fn config(c: &Cluster, bucket: &str, timeout_secs: u64) -> BackendConfig {
     }
 }
 
-fn ceph(c: &Cluster, bucket: &str, timeout_secs: u64) -> CephBackend {
-    CephBackend::open(&config(c, bucket, timeout_secs)).unwrap()
+fn ceph(c: &Cluster, bucket: &str, timeout_secs: u64) -> S3Backend {
+    S3Backend::open(&config(c, bucket, timeout_secs)).unwrap()
 }
 
 const MIB: usize = 1 << 20;
@@ -163,7 +163,7 @@ async fn configuration_and_credentials() {
     let bucket = fresh_bucket();
     // Through the registry's entry point, as the server opens it.
     let b = open(&config(&c, &bucket, 10)).unwrap();
-    assert_eq!((b.name(), b.kind()), ("ceph-test", BackendKind::Ceph));
+    assert_eq!((b.name(), b.kind()), ("ceph-test", BackendKind::S3));
     b.check().await.unwrap();
     let dbg = format!("{b:?}");
     assert!(!dbg.contains(&c.secret_key), "the secret key must not be printed: {dbg}");

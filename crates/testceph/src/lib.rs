@@ -2,7 +2,7 @@
 //! that the Ceph tests of `crates/storage` and `server` store into: one helper for both.
 //!
 //! Which cluster ([`shared`]):
-//! - If `S3_ENDPOINT`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are set (scripts/test.sh
+//! - If `S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `CEPH_CONF` and `CEPH_RBD_POOL` are set (scripts/test.sh
 //!   starts one cluster for the whole run and exports what ceph-up.sh prints), that one.
 //! - Otherwise the caller's own, started in a state directory on a port of its choosing and
 //!   stopped and removed about a second after the test run ends, however it ends. A test run
@@ -21,7 +21,14 @@ pub struct Cluster {
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
+    /// The cluster's `ceph.conf` (for librados and the `ceph`/`rbd` CLIs; auth is none).
+    pub conf: PathBuf,
+    /// An RBD pool, created and initialised by ceph-up.sh ([`RBD_POOL`] in clusters started here).
+    pub rbd_pool: String,
 }
+
+/// The RBD pool of the clusters started here (scripts/test.sh asks for the same).
+pub const RBD_POOL: &str = "hangar-rbd";
 
 /// The repository's `scripts/` directory.
 pub fn scripts() -> PathBuf {
@@ -32,10 +39,10 @@ pub fn scripts() -> PathBuf {
 /// (see the module docs). Callers keep the answer (a `OnceLock`): each call may start one.
 pub fn shared(state: &Path, port: u16) -> Cluster {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    if let (Some(endpoint), Some(access_key), Some(secret_key)) =
-        (var("S3_ENDPOINT"), var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+    if let (Some(endpoint), Some(access_key), Some(secret_key), Some(conf), Some(rbd_pool)) =
+        (var("S3_ENDPOINT"), var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"), var("CEPH_CONF"), var("CEPH_RBD_POOL"))
     {
-        return Cluster { endpoint, access_key, secret_key };
+        return Cluster { endpoint, access_key, secret_key, conf: conf.into(), rbd_pool };
     }
     let cluster = start(state, port);
     stop_when_the_run_ends(state);
@@ -57,6 +64,7 @@ pub fn start(state: &Path, port: u16) -> Cluster {
         .env("CEPH_OBJECTSTORE", "memstore")
         .env("CEPH_STORE_MB", "1024")
         .env("CEPH_UP_TIMEOUT", "60")
+        .env("CEPH_RBD_POOL", RBD_POOL)
         .stderr(Stdio::inherit())
         .output()
         .expect("run scripts/ceph-up.sh under flock");
@@ -69,7 +77,13 @@ pub fn start(state: &Path, port: u16) -> Cluster {
             .to_owned()
     };
     eprintln!("ceph: cluster on port {port} ready in {:.1}s", started.elapsed().as_secs_f32());
-    Cluster { endpoint: get("S3_ENDPOINT"), access_key: get("AWS_ACCESS_KEY_ID"), secret_key: get("AWS_SECRET_ACCESS_KEY") }
+    Cluster {
+        endpoint: get("S3_ENDPOINT"),
+        access_key: get("AWS_ACCESS_KEY_ID"),
+        secret_key: get("AWS_SECRET_ACCESS_KEY"),
+        conf: get("CEPH_CONF").into(),
+        rbd_pool: get("CEPH_RBD_POOL"),
+    }
 }
 
 /// A detached process that stops and removes the cluster in `state` once the test run is over:

@@ -58,13 +58,28 @@ pub fn is_uuid(s: &str) -> bool {
     parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The backends holding an active copy of the image.
-pub async fn stores_of(state: &AppState, id: &str) -> Result<Vec<String>> {
-    Ok(state.db.image_locations(id).await?.into_iter().filter(|l| l.status == domain::LocationStatus::Active).map(|l| l.backend).collect())
-}
-
+/// The image as Glance shows it, with `direct_url` when the operator turned
+/// `show_image_direct_url` on and a stored copy has one (an RBD image's
+/// `rbd://<fsid>/<pool>/<image>/snap`, which Nova and Cinder clone instead of downloading).
 pub async fn render(state: &AppState, image: &records::ImageDetail) -> Result<Value> {
-    Ok(image_json(image, &stores_of(state, &image.id).await?))
+    let locations = state.db.image_locations(&image.id).await?;
+    let active: Vec<&records::LocationRow> = locations.iter().filter(|l| l.status == domain::LocationStatus::Active).collect();
+    let stores: Vec<String> = active.iter().map(|l| l.backend.clone()).collect();
+    let mut doc = image_json(image, &stores);
+    if state.config.show_image_direct_url {
+        for l in active {
+            let Some(backend) = state.stores.get(&l.backend) else { continue };
+            match backend.direct_url(&l.key).await {
+                Ok(Some(url)) => {
+                    doc["direct_url"] = Value::from(url);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(image = %image.id, backend = %l.backend, error = %e, "cannot read the direct URL"),
+            }
+        }
+    }
+    Ok(doc)
 }
 
 /// A patch the syntax refuses, as the use-case's error (the door maps it back the same way).

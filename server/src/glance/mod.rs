@@ -501,7 +501,7 @@ async fn info_stores(State(state): State<AppState>, authn: Option<Extension<Auth
 }
 
 /// `GET /v2/info/stores/detail` (administrators): adds each backend's type, as Glance names
-/// its drivers (`file` for local and NFS directories; Ceph is reached through its S3 gateway).
+/// its drivers (`file` for local and NFS directories, `s3`, `rbd`).
 async fn info_stores_detail(State(state): State<AppState>, authn: Option<Extension<Authn>>) -> Result<Response> {
     let caller = Caller::from(authn)?;
     if !caller.me.is_admin {
@@ -510,7 +510,10 @@ async fn info_stores_detail(State(state): State<AppState>, authn: Option<Extensi
     let stores: Vec<Value> = state.backends()
         .into_iter()
         .map(|b| {
-            let kind = if b.kind == "ceph" { "s3" } else { "file" };
+            let kind = match b.kind.as_str() {
+                "s3" | "rbd" => b.kind.as_str(),
+                _ => "file",
+            };
             let mut s = json!({ "id": b.name, "description": format!("{} storage", b.kind), "type": kind, "weight": 0, "properties": { "hangar_kind": b.kind } });
             if b.is_default {
                 s["default"] = json!("true");

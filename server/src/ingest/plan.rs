@@ -28,11 +28,7 @@ impl Rules {
 
     /// What to do with an image whose matrix row is `key` (`qcow2`, `ami`, `ova`, …).
     pub fn plan(&self, key: &str) -> Plan {
-        let kind = match self.backend_kind.as_str() {
-            "nfs" => "NFS-backed",
-            "ceph" => "Ceph-backed",
-            _ => "local",
-        };
+        let kind = domain::StorageKind::parse(&self.backend_kind).map_or("configured", domain::StorageKind::label);
         match self.cells.get(key) {
             None => Plan::Refuse(format!("The {kind} storage has no rule for {key} images, so it does not accept them.")),
             Some(c) => match (c.action.as_str(), c.target_format.as_deref()) {
@@ -166,12 +162,12 @@ mod tests {
     #[test]
     fn the_matrix_decides_per_row_and_names_the_backend_when_it_refuses() {
         let r =
-            rules("ceph", &[("raw", "native", None), ("qcow2", "convert", Some("raw")), ("ova", "extract", None), ("vhd", "refuse", None)]);
+            rules("rbd", &[("raw", "native", None), ("qcow2", "convert", Some("raw")), ("ova", "extract", None), ("vhd", "refuse", None)]);
         assert_eq!(r.plan("raw"), Plan::Keep);
         assert_eq!(r.plan("ova"), Plan::Keep, "extract keeps the package's disks");
         assert_eq!(r.plan("qcow2"), Plan::Convert(TargetFormat::Raw));
-        assert_eq!(r.plan("vhd"), Plan::Refuse("The Ceph-backed storage does not accept vhd images: because".into()));
-        assert_eq!(r.plan("iso"), Plan::Refuse("The Ceph-backed storage has no rule for iso images, so it does not accept them.".into()));
+        assert_eq!(r.plan("vhd"), Plan::Refuse("The Ceph RBD storage does not accept vhd images: because".into()));
+        assert_eq!(r.plan("iso"), Plan::Refuse("The Ceph RBD storage has no rule for iso images, so it does not accept them.".into()));
     }
 
     #[test]

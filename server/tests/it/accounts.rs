@@ -121,7 +121,7 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
         row("copy_image", format!("image_id={}&backend=nowhere", to_edit.id), [401, 403, 409, 404, 409]),
         // The member cancels the queued job; the admin's cancel comes too late (409).
         row("control_job", format!("job_id={}&action=cancel", job.id), [401, 403, 200, 404, 409]),
-        row("set_matrix_cell", "kind=ceph&format=vdi&action=refuse&reason=No%20VirtualBox", admin_only(200)),
+        row("set_matrix_cell", "kind=rbd&format=vdi&action=refuse&reason=No%20VirtualBox", admin_only(200)),
         // Last: it ends the sessions the rows above use.
         row("sign_out", "", [200; 5]),
     ];
@@ -144,7 +144,7 @@ async fn every_server_function_authorizes_each_kind_of_caller() {
         row("admin_revoke_role", format!("user_id={}&project_id={p1}", target.id), token_refused),
         row("admin_set_quota", format!("project_id={p1}&max_images=1&max_bytes=1%20TiB"), token_refused),
         row("admin_list_audit", "", token_refused),
-        row("set_matrix_cell", "kind=ceph&format=raw&action=refuse&reason=by%20token", token_refused),
+        row("set_matrix_cell", "kind=rbd&format=raw&action=refuse&reason=by%20token", token_refused),
         row("whoami", "", [200; 5]),
         row("list_images", "", signed_in(200)),
         row("storage_matrix", "", signed_in(200)),

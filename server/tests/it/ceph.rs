@@ -22,7 +22,7 @@ use server::ingest::{ingest, ingest_with, IngestError, JobControl, ReceivedData,
 fn ceph_config(endpoint: &str, c: &Cluster, timeout: u64) -> storage::BackendConfig {
     storage::BackendConfig {
         name: "ceph".into(),
-        kind: storage::BackendKind::Ceph,
+        kind: storage::BackendKind::S3,
         endpoint: Some(endpoint.to_owned()),
         bucket: Some(format!("hangar-server-{}", uuid::Uuid::new_v4().simple())),
         access_key_id: Some(c.access_key.clone()),
@@ -101,7 +101,7 @@ async fn raw_is_stored_natively_on_ceph_and_read_back_by_range() {
     let e = env().await;
     let (raw, bytes) = raw_disk(e.dir.path());
     let ceph = storage::open(&ceph_config(&c.endpoint, &c, 30)).unwrap();
-    let rules = Rules::load(&e.db, "ceph").await.unwrap();
+    let rules = Rules::load(&e.db, "s3").await.unwrap();
     let up = e.upload("raw", &raw).await;
     let id = up.image_id.clone();
     let done = ingest_with(&e.db, e.dir.path(), up, &rules, &ceph, Arc::new(JobControl::default())).await.unwrap();
@@ -161,7 +161,7 @@ async fn an_import_into_a_ceph_that_does_not_answer_is_killed_and_leaves_nothing
     let (raw, _) = raw_disk(e.dir.path());
     // A gateway that accepts nothing: the discard port.
     let ceph = storage::open(&ceph_config("http://127.0.0.1:9", &c, 2)).unwrap();
-    let rules = Rules::load(&e.db, "ceph").await.unwrap();
+    let rules = Rules::load(&e.db, "s3").await.unwrap();
     let up = e.upload("raw", &raw).await;
     let (id, path) = (up.image_id.clone(), up.path.clone());
     let started = std::time::Instant::now();

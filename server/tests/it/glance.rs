@@ -672,6 +672,135 @@ async fn stores_and_copy_image_between_backends() {
     }
 }
 
+/// Runs Ceph's `rbd` CLI (the oracle: what a compute node sees) against the test cluster.
+fn rbd_cli(c: &common::ceph::Cluster, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("rbd").arg("-c").arg(&c.conf).args(args).output().expect("rbd (ceph-common) is required");
+    assert!(out.status.success(), "rbd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// An RBD store through the Glance API: raw, qcow2 and VDI uploads become raw RBD images with a
+/// protected snapshot, byte-identical to the disk (`rbd export`), shown as `direct_url`,
+/// downloadable, copied to and from another store; a delete is refused while a clone of the
+/// snapshot exists (what a booted VM is) and removes the RBD image once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rbd_store_keeps_raw_snapshots_that_compute_nodes_clone() {
+    let c = common::ceph::cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let rbd = storage::BackendConfig {
+        name: "rbd".into(),
+        kind: storage::BackendKind::Rbd,
+        pool: Some(c.rbd_pool.clone()),
+        conf: Some(c.conf.clone()),
+        timeout_secs: Some(30),
+        ..Default::default()
+    };
+    let local = storage::BackendConfig {
+        name: "local".into(),
+        kind: storage::BackendKind::Local,
+        path: Some(dir.path().join("local")),
+        ..Default::default()
+    };
+    let config = server::Config {
+        data_dir: dir.path().join("data"),
+        storage: vec![rbd, local],
+        show_image_direct_url: true,
+        ..server::Config::default()
+    };
+    let state = server::AppState::open(config).await.unwrap();
+    let sessions = server::session_layer(&state).await.unwrap();
+    let app = TestApp { router: server::router(state.clone(), sessions), state, _dir: dir };
+    let (p1, _) = seed_accounts(&app).await;
+    let member = token(&app, "member", &p1).await;
+    let api = Api { app: &app };
+
+    // A 24 MiB raw disk with data in two places and holes elsewhere; its qcow2 and VDI.
+    let tmp = tempfile::tempdir().unwrap();
+    let raw_path = tmp.path().join("disk.raw");
+    let mut raw = vec![0u8; 24 << 20];
+    raw[(1 << 20)..(1 << 20) + 300_000].copy_from_slice(&common::noise(300_000, 5));
+    raw[(17 << 20)..(19 << 20)].copy_from_slice(&common::noise(2 << 20, 6));
+    std::fs::write(&raw_path, &raw).unwrap();
+    let convert = |fmt: &str| {
+        let out = tmp.path().join(format!("disk.{fmt}"));
+        let st = Command::new("qemu-img").args(["convert", "-f", "raw", "-O", fmt]).arg(&raw_path).arg(&out).status().unwrap();
+        assert!(st.success(), "qemu-img convert to {fmt}");
+        std::fs::read(out).unwrap()
+    };
+    let fsid =
+        String::from_utf8(Command::new("ceph").arg("-c").arg(&c.conf).arg("fsid").output().unwrap().stdout).unwrap().trim().to_owned();
+    let prefix = format!("rbd://{fsid}/{}/", c.rbd_pool);
+    let mut names = Vec::new();
+    for (fmt, data) in [("raw", raw.clone()), ("qcow2", convert("qcow2")), ("vdi", convert("vdi"))] {
+        let id = api.create(&member, json!({"name": fmt, "disk_format": fmt, "container_format": "bare"})).await;
+        let r = api.put_data("file", &id, &member, data).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{fmt}: {}", r.body);
+        let img = api.settled(&id, &member).await;
+        assert_eq!(
+            (img["status"].as_str(), img["disk_format"].as_str(), img["stores"].as_str()),
+            (Some("active"), Some("raw"), Some("rbd")),
+            "{fmt}: {img}"
+        );
+        // Where Nova clones from: the RBD image and its snapshot.
+        let url = img["direct_url"].as_str().unwrap_or_else(|| panic!("{fmt}: no direct_url: {img}"));
+        let name = url.strip_prefix(&prefix).and_then(|r| r.strip_suffix("/snap")).unwrap_or_else(|| panic!("{url} is not under {prefix}"));
+        let spec = format!("{}/{name}", c.rbd_pool);
+        let export = tmp.path().join(format!("export-{fmt}"));
+        rbd_cli(&c, &["export", "--no-progress", &format!("{spec}@snap"), export.to_str().unwrap()]);
+        assert!(std::fs::read(&export).unwrap() == raw, "{fmt}: rbd export differs from the disk");
+        let snaps: Value = serde_json::from_slice(&rbd_cli(&c, &["snap", "ls", "--format", "json", &spec])).unwrap();
+        assert_eq!((snaps[0]["name"].as_str(), snaps[0]["protected"].as_str()), (Some("snap"), Some("true")), "{snaps}");
+        names.push((id, spec));
+    }
+
+    // Downloads read the snapshot.
+    let (raw_id, raw_spec) = names[0].clone();
+    let r = api.get(&format!("/v2/images/{raw_id}/file"), &member).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-md5"], md5_hex(&raw).as_str(), "the download is the disk");
+    assert_eq!(r.headers[header::CONTENT_LENGTH], raw.len().to_string().as_str());
+
+    // copy-image to the local store (converted to qcow2 there per the matrix) and back is one
+    // image with both copies.
+    let r = api
+        .json("POST", &format!("/v2/images/{raw_id}/import"), &member, json!({"method": {"name": "copy-image"}, "stores": ["local"]}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let mut stores = String::new();
+    for _ in 0..300 {
+        stores = api.show(&raw_id, &member).await["stores"].as_str().unwrap_or_default().to_owned();
+        if stores.split(',').count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut sorted: Vec<&str> = stores.split(',').collect();
+    sorted.sort();
+    assert_eq!(sorted, ["local", "rbd"]);
+
+    // A VM booted from the image: its disk is a clone of the snapshot. The delete is refused,
+    // naming it; the image stays whole. Once the VM is gone the delete removes the RBD image.
+    let vm = format!("{}/vm-{}", c.rbd_pool, uuid::Uuid::new_v4().simple());
+    rbd_cli(&c, &["clone", &format!("{raw_spec}@snap"), &vm]);
+    let del = |id: String| {
+        let (api, member) = (&api, member.clone());
+        async move { api.req("DELETE", &format!("/v2/images/{id}"), Some(&member), None, Body::empty(), &[]).await }
+    };
+    let r = del(raw_id.clone()).await;
+    assert_error(&r, StatusCode::CONFLICT, &vm);
+    assert_eq!(api.show(&raw_id, &member).await["status"], "active");
+    rbd_cli(&c, &["rm", "--no-progress", &vm]);
+    assert_eq!(del(raw_id.clone()).await.status, StatusCode::NO_CONTENT);
+    for (id, _) in &names[1..] {
+        assert_eq!(del(id.clone()).await.status, StatusCode::NO_CONTENT);
+    }
+    let left = String::from_utf8(rbd_cli(&c, &["ls", &c.rbd_pool])).unwrap();
+    for (_, spec) in &names {
+        let name = spec.rsplit('/').next().unwrap();
+        assert!(!left.lines().any(|l| l == name), "{name} is still in the pool: {left}");
+    }
+}
+
 /// Like `common::spawn_app`, with the web-download import allowed from `hosts`.
 pub(crate) async fn spawn_web_download(hosts: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();

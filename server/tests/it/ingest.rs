@@ -184,8 +184,8 @@ async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
     let q = e.data().join("disk.qcow2");
     qemu_img(&["convert", "-f", "raw", "-O", "qcow2", raw.to_str().unwrap(), q.to_str().unwrap()]);
 
-    // Ceph's default column: qcow2 is converted to (sparse) raw, identical to the source.
-    let ceph = Rules::load(&e.db, "ceph").await.unwrap();
+    // The RBD column's default: qcow2 is converted to (sparse) raw, identical to the source.
+    let ceph = Rules::load(&e.db, "rbd").await.unwrap();
     let id = e.image("qcow2").await;
     let done = ingest_with(&e.db, e.data(), e.upload(&id, &q), &ceph, &e.store("ceph"), Arc::new(JobControl::default())).await.unwrap();
     assert!(done.converted);
@@ -524,8 +524,8 @@ async fn uploads_hash_md5_and_sha512_only_for_images_stored_as_uploaded() {
         ("iso", "local", All),
         ("ami", "local", All),
         ("ova", "local", Sha256),
-        ("raw", "ceph", All),
-        ("qcow2", "ceph", Sha256),
+        ("raw", "rbd", All),
+        ("qcow2", "s3", Sha256),
     ];
     for (fmt, kind, want) in cases {
         let id = e.image(fmt).await;

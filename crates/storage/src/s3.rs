@@ -1,4 +1,5 @@
-//! Ceph backend: the S3 API of Ceph's RADOS Gateway through `object_store`.
+//! S3 backend: objects through the S3 API (Ceph's RADOS Gateway, or any S3 service) with
+//! `object_store`.
 //!
 //! Writes of more than one part are multipart uploads with two parts in flight (memory stays at
 //! 2 × part size whatever the image size); the object appears only when the upload completes.
@@ -45,7 +46,7 @@ const ABORT_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// Parts uploaded at once.
 const PARTS_IN_FLIGHT: usize = 2;
 
-pub struct CephBackend {
+pub struct S3Backend {
     name: String,
     endpoint: String,
     bucket: String,
@@ -59,9 +60,9 @@ pub struct CephBackend {
 }
 
 /// Names the endpoint and bucket, never the credentials.
-impl fmt::Debug for CephBackend {
+impl fmt::Debug for S3Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CephBackend")
+        f.debug_struct("S3Backend")
             .field("name", &self.name)
             .field("endpoint", &self.endpoint)
             .field("bucket", &self.bucket)
@@ -83,9 +84,9 @@ fn valid_bucket(b: &str) -> bool {
         && !b.ends_with(['-', '.'])
 }
 
-impl CephBackend {
+impl S3Backend {
     pub fn open(config: &BackendConfig) -> Result<Self, StoreError> {
-        let err = |what: String| StoreError::Config(format!("storage '{}' (ceph): {what}", config.name));
+        let err = |what: String| StoreError::Config(format!("storage '{}' (s3): {what}", config.name));
         let endpoint = config
             .endpoint
             .clone()
@@ -133,7 +134,7 @@ impl CephBackend {
             .build()
             .map_err(|e| err(e.to_string()))?;
         let http = ReqwestConnector::default().connect(&options).map_err(|e| err(e.to_string()))?;
-        Ok(CephBackend {
+        Ok(S3Backend {
             name: config.name.clone(),
             endpoint,
             bucket,
@@ -376,13 +377,13 @@ async fn read_exact(input: &mut tokio::fs::File, n: u64, src: &Path) -> Result<B
 }
 
 #[async_trait]
-impl Backend for CephBackend {
+impl Backend for S3Backend {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn kind(&self) -> BackendKind {
-        BackendKind::Ceph
+        BackendKind::S3
     }
 
     #[tracing::instrument(level = "debug", skip(self, progress), fields(backend = %self.name))]

@@ -1,0 +1,572 @@
+//! RBD backend: images as RBD images with a protected snapshot `snap`, through librbd (the
+//! `rbd` crate, which loads Ceph's client libraries at run time). This is the layout of Glance's
+//! rbd store, which Nova and Cinder clone copy-on-write to boot VMs without copying
+//! (`docs/scale-out.md`, "Ceph RBD through librbd").
+//!
+//! A write ([`Backend::put_file`]) never shows a partial image under its key:
+//! 1. create `.partial-<key>-<random>` at the file's size (RBD images are thin: unwritten ranges
+//!    read as zeros and use no space);
+//! 2. write only the non-zero ranges: holes of a sparse file are skipped without being read
+//!    (`SEEK_DATA`/`SEEK_HOLE`) and all-zero clusters of what is read are not sent; several
+//!    asynchronous writes are in flight at once;
+//! 3. flush, create the snapshot `snap` and protect it;
+//! 4. rename the image to `<key>` (after removing an older image of that name, which a repeated
+//!    write of the same key replaces).
+//!
+//! A failure removes the partial image; a process that dies mid-write leaves one, which
+//! [`Backend::sweep_abandoned_writes`] removes once it is older than the sweep's age. Keys never
+//! start with a dot, so a partial image can never be mistaken for a stored one.
+//!
+//! Reads are of the snapshot (what clones see). A delete is refused while clones of the snapshot
+//! exist (their names are in the error); otherwise the snapshot is unprotected and removed, then
+//! the image.
+//!
+//! Bounds: every librados call is bounded by the backend's timeout (librados's
+//! `rados_osd_op_timeout`, `rados_mon_op_timeout` and `client_mount_timeout`), so a stopped OSD or
+//! monitor makes a call fail with ETIMEDOUT instead of hanging; each call also runs on Tokio's
+//! blocking pool under the same bound.
+
+use std::fmt;
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rbd::{Cluster, ConnectOptions, Pool};
+
+use crate::{bounded, Backend, BackendConfig, BackendKind, ByteStream, Key, PutMode, Space, StoreError};
+
+/// The snapshot clones are made from (Glance's rbd store uses the same name).
+pub const SNAPSHOT: &str = "snap";
+/// Prefix of images being written.
+pub const PARTIAL_PREFIX: &str = ".partial-";
+/// Bytes read from the source file at a time (and the largest single write).
+const CHUNK: usize = 4 << 20;
+/// Zero detection granularity: an all-zero cluster of this size is not sent.
+const CLUSTER: usize = 64 << 10;
+/// Writes in flight at once.
+const WRITES_IN_FLIGHT: usize = 8;
+/// Bytes read at a time for downloads.
+const READ_CHUNK: usize = 1 << 20;
+/// Default object size (RBD's `order` 22).
+const DEFAULT_OBJECT_SIZE_MIB: u64 = 4;
+
+#[derive(Clone)]
+struct Conn {
+    cluster: Cluster,
+    pool: Pool,
+    fsid: String,
+}
+
+pub struct RbdBackend {
+    name: String,
+    pool: String,
+    connect: ConnectOptions,
+    features: u64,
+    order: u8,
+    timeout: Duration,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+}
+
+impl fmt::Debug for RbdBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RbdBackend")
+            .field("name", &self.name)
+            .field("pool", &self.pool)
+            .field("client_id", &self.connect.client_id)
+            .field("conf", &self.connect.conf)
+            .field("features", &self.features)
+            .field("order", &self.order)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `rbd create --image-feature` names to bits.
+fn parse_features(names: &[String]) -> Result<u64, String> {
+    let mut bits = 0;
+    for n in names {
+        let Some((_, b)) = rbd::features::NAMED.iter().find(|(k, _)| k == n) else {
+            let known: Vec<&str> = rbd::features::NAMED.iter().map(|(k, _)| *k).collect();
+            return Err(format!("unknown image feature '{n}' (known: {})", known.join(", ")));
+        };
+        bits |= b;
+    }
+    use rbd::features::{EXCLUSIVE_LOCK, FAST_DIFF, JOURNALING, OBJECT_MAP};
+    if bits & (OBJECT_MAP | JOURNALING) != 0 && bits & EXCLUSIVE_LOCK == 0 {
+        return Err("object-map and journaling need exclusive-lock".into());
+    }
+    if bits & FAST_DIFF != 0 && bits & OBJECT_MAP == 0 {
+        return Err("fast-diff needs object-map".into());
+    }
+    if bits & rbd::features::LAYERING == 0 {
+        return Err("`layering` is required: clones of the image's snapshot are what RBD storage is for".into());
+    }
+    Ok(bits)
+}
+
+impl RbdBackend {
+    pub fn open(config: &BackendConfig) -> Result<Self, StoreError> {
+        let err = |what: String| StoreError::Config(format!("storage '{}' (rbd): {what}", config.name));
+        let pool = config.pool.clone().ok_or_else(|| err("`pool` is required (an RBD pool: `rbd pool init <pool>`)".into()))?;
+        if pool.is_empty() || pool.contains(['\0', '/', '@']) {
+            return Err(err(format!("pool '{pool}' is not a pool name")));
+        }
+        let features = match &config.image_features {
+            None => rbd::features::DEFAULT,
+            Some(names) => parse_features(names).map_err(err)?,
+        };
+        let mib = config.object_size_mib.unwrap_or(DEFAULT_OBJECT_SIZE_MIB);
+        if !(1..=32).contains(&mib) || !mib.is_power_of_two() {
+            return Err(err(format!("object_size_mib = {mib} must be 1, 2, 4, 8, 16 or 32")));
+        }
+        // 1 MiB is 2^20.
+        let order = 20 + u8::try_from(mib.trailing_zeros()).unwrap_or(0);
+        if let Some(conf) = &config.conf {
+            if !conf.is_file() {
+                return Err(err(format!("conf '{}' is not a readable file", conf.display())));
+            }
+        }
+        let timeout = config.timeout()?;
+        Ok(RbdBackend {
+            name: config.name.clone(),
+            pool,
+            connect: ConnectOptions {
+                client_id: config.client.clone(),
+                conf: config.conf.clone(),
+                keyring: config.keyring.clone(),
+                timeout: Some(timeout),
+            },
+            features,
+            order,
+            timeout,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    fn error(&self, what: String, e: rbd::Error, op: &'static str) -> StoreError {
+        if e.is_timeout() {
+            return StoreError::Timeout { op, after: self.timeout };
+        }
+        StoreError::Rbd { what: format!("{what} (storage '{}', pool '{}')", self.name, self.pool), source: e }
+    }
+
+    /// The cluster and pool, connected on first use (and again after a failed connect).
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let (opts, pool) = (self.connect.clone(), self.pool.clone());
+        let connected = blocking("connect", self.timeout, move || {
+            let cluster = Cluster::connect(&opts).map_err(|e| ("connect to the Ceph cluster".to_owned(), e))?;
+            let p = cluster.pool(&pool).map_err(|e| {
+                let what = if e.is_not_found() {
+                    format!(
+                        "open pool '{pool}': there is no such pool (create it: `ceph osd pool create {pool}` and `rbd pool init {pool}`)"
+                    )
+                } else {
+                    format!("open pool '{pool}'")
+                };
+                (what, e)
+            })?;
+            let fsid = cluster.fsid().map_err(|e| ("read the cluster's fsid".to_owned(), e))?;
+            Ok(Conn { cluster, pool: p, fsid })
+        })
+        .await?
+        .map_err(|(what, e)| self.error(what, e, "connect"))?;
+        *slot = Some(connected.clone());
+        Ok(connected)
+    }
+
+    /// Runs `f` with the pool on the blocking pool, bounded by the timeout.
+    async fn with_pool<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        what: impl Into<String>,
+        f: impl FnOnce(&Pool) -> Result<T, rbd::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn().await?;
+        let r = blocking(op, self.timeout, move || f(&conn.pool)).await?;
+        r.map_err(|e| self.error(what.into(), e, op))
+    }
+
+    /// The `rbd://<fsid>/<pool>/<image>/snap` URL a compute service clones from.
+    pub async fn rbd_url(&self, key: &str) -> Result<String, StoreError> {
+        let key = Key::parse(key)?.as_str().to_owned();
+        let conn = self.conn().await?;
+        Ok(format!("rbd://{}/{}/{key}/{SNAPSHOT}", conn.fsid, self.pool))
+    }
+
+    /// The clones of `key`'s snapshot, as `pool/image`.
+    pub async fn clones(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        let key = Key::parse(key)?.as_str().to_owned();
+        let k = key.clone();
+        self.with_pool("list clones", format!("list the clones of '{key}'"), move |pool| match pool.open_at(&k, SNAPSHOT) {
+            Ok(img) => img.children(),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+}
+
+/// Runs a blocking librbd call on Tokio's blocking pool, bounded by `after` (librados's own
+/// timeouts end the call itself; this bound is the backstop).
+async fn blocking<T: Send + 'static>(op: &'static str, after: Duration, f: impl FnOnce() -> T + Send + 'static) -> Result<T, StoreError> {
+    bounded(
+        op,
+        after,
+        async move { tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Remote(format!("RBD {op} task failed: {e}"))) },
+    )
+    .await
+}
+
+/// Removes an image whatever state a write left it in: snapshot unprotected and removed first.
+/// A missing image is not an error.
+fn remove_image(pool: &Pool, name: &str) -> Result<(), rbd::Error> {
+    let img = match pool.open(name) {
+        Ok(img) => img,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match img.snap_protected(SNAPSHOT)? {
+        Some(true) => {
+            img.snap_unprotect(SNAPSHOT)?;
+            img.snap_remove(SNAPSHOT)?;
+        }
+        Some(false) => img.snap_remove(SNAPSHOT)?,
+        None => {}
+    }
+    drop(img);
+    match pool.remove(name) {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    }
+}
+
+/// Whether every byte is zero (a branch-free fold per page, which the compiler vectorises).
+fn is_zero(buf: &[u8]) -> bool {
+    buf.chunks(4096).all(|page| page.iter().fold(0u8, |acc, b| acc | b) == 0)
+}
+
+/// The non-zero runs of `buf`, in clusters of [`CLUSTER`] bytes: (start, end) pairs.
+fn data_runs(buf: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, c) in buf.chunks(CLUSTER).enumerate() {
+        if is_zero(c) {
+            continue;
+        }
+        let (s, e) = (i * CLUSTER, i * CLUSTER + c.len());
+        match runs.last_mut() {
+            Some(last) if last.1 == s => last.1 = e,
+            _ => runs.push((s, e)),
+        }
+    }
+    runs
+}
+
+/// Writes the non-zero data of `file` (of `size` bytes) into `img`; `done` follows the offset
+/// reached. Returns the bytes sent.
+fn write_data(img: &rbd::Image, file: &File, size: u64, done: &AtomicU64) -> Result<u64, StoreError> {
+    use rustix::fs::{seek, SeekFrom};
+    let io = |e: std::io::Error| StoreError::Remote(format!("RBD write: reading the source failed: {e}"));
+    let rbd_err = |e: rbd::Error| StoreError::Rbd { what: "write".into(), source: e };
+    let mut writer = img.writer(WRITES_IN_FLIGHT);
+    let mut sent = 0u64;
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(io(e.into())),
+        };
+        let hole = seek(file, SeekFrom::Hole(data)).map_err(|e| io(e.into()))?.min(size);
+        let mut off = data;
+        while off < hole {
+            let len = usize::try_from(hole - off).unwrap_or(CHUNK).min(CHUNK);
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, off).map_err(io)?;
+            let runs = data_runs(&buf);
+            if let [(0, end)] = runs.as_slice() {
+                if *end == len {
+                    sent += len as u64;
+                    writer.write(off, buf).map_err(rbd_err)?;
+                    off += len as u64;
+                    done.store(off, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            for (s, e) in runs {
+                sent += (e - s) as u64;
+                writer.write(off + s as u64, buf[s..e].to_vec()).map_err(rbd_err)?;
+            }
+            off += len as u64;
+            done.store(off, Ordering::Relaxed);
+        }
+        pos = hole;
+    }
+    writer.finish().map_err(rbd_err)?;
+    done.store(size, Ordering::Relaxed);
+    Ok(sent)
+}
+
+fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+#[async_trait]
+impl Backend for RbdBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Rbd
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, progress), fields(backend = %self.name))]
+    async fn put_file(&self, key: &str, src: &Path, _mode: PutMode, progress: &(dyn Fn(u64) + Send + Sync)) -> Result<u64, StoreError> {
+        let key = Key::parse(key)?.as_str().to_owned();
+        let conn = self.conn().await?;
+        let file = File::open(src).map_err(|e| StoreError::io("open", src, e))?;
+        let size = file.metadata().map_err(|e| StoreError::io("stat", src, e))?.len();
+        let partial = format!("{PARTIAL_PREFIX}{key}-{}", random_suffix());
+        let done = Arc::new(AtomicU64::new(0));
+        let (features, order, d) = (self.features, self.order, done.clone());
+        let (pool, name) = (conn.pool.clone(), partial.clone());
+        // The result is sent before the image is closed on failure: closing releases the
+        // exclusive lock, which waits out librados's bound once per call when the cluster has
+        // stopped answering; the error need not wait for that.
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<Result<u64, StoreError>>();
+        tokio::task::spawn_blocking(move || {
+            let step = |what: &'static str| move |e: rbd::Error| StoreError::Rbd { what: what.to_owned(), source: e };
+            let img = match pool
+                .create(&name, size, features, order)
+                .map_err(step("create the image"))
+                .and_then(|()| pool.open(&name).map_err(step("open the new image")))
+            {
+                Ok(img) => img,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let written = write_data(&img, &file, size, &d).and_then(|sent| {
+                img.flush().map_err(step("flush"))?;
+                img.snap_create(SNAPSHOT).map_err(step("create the snapshot"))?;
+                img.snap_protect(SNAPSHOT).map_err(step("protect the snapshot"))?;
+                Ok(sent)
+            });
+            if written.is_ok() {
+                // Closed before it is renamed and published.
+                drop(img);
+            }
+            let _ = tx.send(written);
+        });
+        // Progress while the blocking write runs; a timeout here would cut a large image off,
+        // so the bound is librados's own, per call.
+        let written = loop {
+            tokio::select! {
+                r = &mut rx => break r,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => progress(done.load(Ordering::Relaxed)),
+            }
+        };
+        let written = written.map_err(|_| StoreError::Remote("RBD write task ended without an answer".into())).and_then(|r| r);
+        let publish = match written {
+            Ok(sent) => {
+                tracing::debug!(key, size, sent, "rbd: data written, publishing");
+                let (k, p) = (key.clone(), partial.clone());
+                self.with_pool("publish", format!("publish '{key}'"), move |pool| {
+                    // A repeated write of the same key replaces the older image.
+                    remove_image(pool, &k)?;
+                    pool.rename(&p, &k)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = publish {
+            let p = partial.clone();
+            if let Err(cleanup) =
+                self.with_pool("remove", format!("remove the partial image '{partial}'"), move |pool| remove_image(pool, &p)).await
+            {
+                tracing::warn!(%cleanup, partial, "rbd: the partial image stays until the sweep removes it");
+            }
+            return Err(match e {
+                StoreError::Rbd { what, source } if source.is_timeout() => {
+                    tracing::warn!(what, "rbd: write timed out");
+                    StoreError::Timeout { op: "write", after: self.timeout }
+                }
+                StoreError::Rbd { what, source } => self.error(format!("write '{key}': {what}"), source, "write"),
+                other => other,
+            });
+        }
+        progress(size);
+        Ok(size)
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
+        let key = Key::parse(key)?.as_str().to_owned();
+        let k = key.clone();
+        let (img, size) = self
+            .with_pool("open", format!("open '{key}'"), move |pool| {
+                let img = pool.open_read_only(&k, Some(SNAPSHOT))?;
+                let size = img.size()?;
+                Ok((img, size))
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Rbd { source, .. } if source.is_not_found() => StoreError::NotFound { key: key.clone() },
+                e => e,
+            })?;
+        let Range { start, end } = range.unwrap_or(0..size);
+        if start > end || end > size {
+            return Err(StoreError::InvalidRange { start, end, size });
+        }
+        let timeout = self.timeout;
+        let name = self.name.clone();
+        let stream = futures::stream::unfold(Some((img, start)), move |state| {
+            let name = name.clone();
+            async move {
+                let (img, pos) = state?;
+                if pos >= end {
+                    return None;
+                }
+                let n = usize::try_from(end - pos).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+                let read = blocking("read", timeout, move || {
+                    let mut buf = vec![0u8; n];
+                    let r = img.read_at(pos, &mut buf);
+                    (img, buf, r)
+                })
+                .await;
+                match read {
+                    Ok((img, mut buf, Ok(got))) if got > 0 => {
+                        buf.truncate(got);
+                        Some((Ok(Bytes::from(buf)), Some((img, pos + got as u64))))
+                    }
+                    Ok((_, _, Ok(_))) => {
+                        Some((Err(StoreError::Remote(format!("RBD read of storage '{name}' ended early at byte {pos}"))), None))
+                    }
+                    Ok((_, _, Err(e))) if e.is_timeout() => Some((Err(StoreError::Timeout { op: "read", after: timeout }), None)),
+                    Ok((_, _, Err(e))) => Some((Err(StoreError::Rbd { what: format!("read at byte {pos}"), source: e }), None)),
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let key = Key::parse(key)?.as_str().to_owned();
+        let k = key.clone();
+        self.with_pool("size", format!("read the size of '{key}'"), move |pool| match pool.open_read_only(&k, Some(SNAPSHOT)) {
+            Ok(img) => img.size().map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let clones = self.clones(key).await?;
+        if !clones.is_empty() {
+            return Err(StoreError::InUse { key: key.to_owned(), clones });
+        }
+        let k = key.to_owned();
+        self.with_pool("delete", format!("delete '{key}'"), move |pool| remove_image(pool, &k)).await
+    }
+
+    async fn space(&self) -> Result<Space, StoreError> {
+        let conn = self.conn().await?;
+        let stat = blocking("stat", self.timeout, move || conn.cluster.stat())
+            .await?
+            .map_err(|e| self.error("read the cluster's capacity".into(), e, "stat"))?;
+        Ok(Space { free: Some(stat.avail), total: Some(stat.total) })
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.with_pool("check", "list the pool's images", |pool| pool.list().map(|_| ())).await
+    }
+
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+
+    async fn sweep_abandoned_writes(&self, age: Duration) -> Result<usize, StoreError> {
+        self.with_pool("sweep", "remove abandoned partial images", move |pool| {
+            let mut removed = 0;
+            for name in pool.list()?.into_iter().filter(|n| n.starts_with(PARTIAL_PREFIX)) {
+                let created = match pool.open_read_only(&name, None) {
+                    Ok(img) => img.created()?,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e),
+                };
+                if SystemTime::now().duration_since(created).unwrap_or_default() >= age {
+                    remove_image(pool, &name)?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn dependents(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        self.clones(key).await
+    }
+
+    async fn direct_url(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.rbd_url(key).await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_runs_skip_zero_clusters_and_merge_neighbours() {
+        let mut buf = vec![0u8; 5 * CLUSTER + 100];
+        assert!(data_runs(&buf).is_empty());
+        buf[CLUSTER + 7] = 1;
+        buf[2 * CLUSTER] = 1;
+        buf[5 * CLUSTER + 99] = 1;
+        assert_eq!(data_runs(&buf), [(CLUSTER, 3 * CLUSTER), (5 * CLUSTER, 5 * CLUSTER + 100)]);
+        assert!(is_zero(&[0; 10_000]) && !is_zero(&[0, 0, 0, 9]));
+    }
+
+    #[test]
+    fn features_by_name_with_their_dependencies() {
+        let f = |names: &[&str]| parse_features(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(f(&["layering"]), Ok(rbd::features::LAYERING));
+        assert_eq!(f(&["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"]), Ok(rbd::features::DEFAULT));
+        assert!(f(&["layering", "object-map"]).unwrap_err().contains("exclusive-lock"));
+        assert!(f(&["layering", "exclusive-lock", "fast-diff"]).unwrap_err().contains("object-map"));
+        assert!(f(&["exclusive-lock"]).unwrap_err().contains("layering"));
+        assert!(f(&["layering", "striping"]).unwrap_err().contains("unknown image feature 'striping'"));
+    }
+
+    #[test]
+    fn config_is_checked_when_opened() {
+        let c = |f: fn(&mut BackendConfig)| {
+            let mut c = BackendConfig { name: "r".into(), kind: BackendKind::Rbd, pool: Some("images".into()), ..Default::default() };
+            f(&mut c);
+            RbdBackend::open(&c).map(|b| (b.order, b.features))
+        };
+        assert_eq!(c(|_| {}).unwrap(), (22, rbd::features::DEFAULT));
+        assert_eq!(c(|c| c.object_size_mib = Some(8)).unwrap().0, 23);
+        assert!(c(|c| c.object_size_mib = Some(3)).unwrap_err().to_string().contains("object_size_mib"));
+        assert!(c(|c| c.pool = None).unwrap_err().to_string().contains("`pool` is required"));
+        assert!(c(|c| c.pool = Some("a/b".into())).is_err());
+        assert!(c(|c| c.conf = Some("/nonexistent/ceph.conf".into())).unwrap_err().to_string().contains("not a readable file"));
+    }
+}
