@@ -49,8 +49,9 @@ pub const PARTIAL_PREFIX: &str = ".partial-";
 const CHUNK: usize = 4 << 20;
 /// Zero detection granularity: an all-zero cluster of this size is not sent.
 const CLUSTER: usize = 64 << 10;
-/// Writes in flight at once.
-const WRITES_IN_FLIGHT: usize = 8;
+/// Writes in flight at once (each at most [`CHUNK`]: 64 MiB of buffers at most, whatever the
+/// image size). 16 measured faster than 8 against `rbd import` (`examples/rbd_bench.rs`).
+const WRITES_IN_FLIGHT: usize = 16;
 /// Bytes read at a time for downloads.
 const READ_CHUNK: usize = 1 << 20;
 /// Default object size (RBD's `order` 22).

@@ -52,6 +52,11 @@ pub fn shared(state: &Path, port: u16) -> Cluster {
 /// Starts (or finds running) a cluster in `state` on `port` (memstore, 1 GiB), under a lock
 /// beside `state`, and parses the KEY=VALUE lines ceph-up.sh prints.
 pub fn start(state: &Path, port: u16) -> Cluster {
+    start_sized(state, port, 1024)
+}
+
+/// [`start`] with a memstore of `store_mb` MiB (the OSD's RAM grows with what is stored).
+pub fn start_sized(state: &Path, port: u16, store_mb: u32) -> Cluster {
     let started = Instant::now();
     // `-o`: the daemons ceph-up.sh leaves running must not inherit (and so keep) the lock.
     let out = Command::new("flock")
@@ -62,7 +67,7 @@ pub fn start(state: &Path, port: u16) -> Cluster {
         .arg(state)
         .arg(port.to_string())
         .env("CEPH_OBJECTSTORE", "memstore")
-        .env("CEPH_STORE_MB", "1024")
+        .env("CEPH_STORE_MB", store_mb.to_string())
         .env("CEPH_UP_TIMEOUT", "60")
         .env("CEPH_RBD_POOL", RBD_POOL)
         .stderr(Stdio::inherit())

@@ -778,6 +778,42 @@ async fn an_rbd_store_keeps_raw_snapshots_that_compute_nodes_clone() {
     sorted.sort();
     assert_eq!(sorted, ["local", "rbd"]);
 
+    // And the other way: a qcow2 kept as qcow2 on the local store, copied to RBD, arrives as
+    // the raw disk (the RBD column converts).
+    let q = api.create(&member, json!({"name": "from-local", "disk_format": "qcow2", "container_format": "bare"})).await;
+    let qcow2 = convert("qcow2");
+    let size = qcow2.len().to_string();
+    let r = api
+        .req(
+            "PUT",
+            &format!("/v2/images/{q}/file"),
+            Some(&member),
+            Some("application/octet-stream"),
+            Body::from(qcow2),
+            &[("x-openstack-image-size", &size), ("x-image-meta-store", "local")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(api.settled(&q, &member).await["stores"], "local");
+    let r =
+        api.json("POST", &format!("/v2/images/{q}/import"), &member, json!({"method": {"name": "copy-image"}, "stores": ["rbd"]})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let mut url = None;
+    for _ in 0..300 {
+        let img = api.show(&q, &member).await;
+        if let Some(u) = img["direct_url"].as_str() {
+            url = Some(u.to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = url.expect("the copy on rbd shows its direct_url");
+    let name = url.strip_prefix(&prefix).and_then(|r| r.strip_suffix("/snap")).unwrap().to_owned();
+    let export = tmp.path().join("export-copied");
+    rbd_cli(&c, &["export", "--no-progress", &format!("{}/{name}@snap", c.rbd_pool), export.to_str().unwrap()]);
+    assert!(std::fs::read(&export).unwrap() == raw, "the copy on rbd differs from the disk");
+    names.push((q, format!("{}/{name}", c.rbd_pool)));
+
     // A VM booted from the image: its disk is a clone of the snapshot. The delete is refused,
     // naming it; the image stays whole. Once the VM is gone the delete removes the RBD image.
     let vm = format!("{}/vm-{}", c.rbd_pool, uuid::Uuid::new_v4().simple());
