@@ -78,6 +78,7 @@ async fn create_and_stage(client: &reqwest::Client, base: &str, token: &str, nam
 enum Target {
     Local,
     Ceph,
+    Rbd,
 }
 
 struct Case<'a> {
@@ -100,9 +101,26 @@ fn ceph_config(dir: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "default_storage = \"ceph\"\n\n[[storage]]\nname = \"local\"\nkind = \"local\"\n\n[[storage]]\nname = \"ceph\"\nkind = \"ceph\"\n\
+            "default_storage = \"ceph\"\n\n[[storage]]\nname = \"local\"\nkind = \"local\"\n\n[[storage]]\nname = \"ceph\"\nkind = \"s3\"\n\
              endpoint = \"{}\"\nbucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\ntimeout_secs = 30\npart_size_mib = 5\n",
             c.endpoint, c.access_key, c.secret_key
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// hangar.toml with a local backend and an RBD one (the default) in the test cluster's pool.
+fn rbd_config(dir: &Path) -> PathBuf {
+    let c = common::ceph::cluster();
+    let path = dir.join("hangar.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "default_storage = \"rbd\"\n\n[[storage]]\nname = \"local\"\nkind = \"local\"\n\n[[storage]]\nname = \"rbd\"\nkind = \"rbd\"\n\
+             pool = \"{}\"\nconf = \"{}\"\ntimeout_secs = 30\n",
+            c.rbd_pool,
+            c.conf.display()
         ),
     )
     .unwrap();
@@ -118,7 +136,11 @@ async fn run_case(client: &reqwest::Client, raw: &Path, case: &Case<'_>) -> Vec<
     let log = dir.path().join("hangar.log");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let config = (case.target == Target::Ceph).then(|| ceph_config(dir.path()));
+    let config = match case.target {
+        Target::Local => None,
+        Target::Ceph => Some(ceph_config(dir.path())),
+        Target::Rbd => Some(rbd_config(dir.path())),
+    };
     let config_env = config.as_ref().map(|p| p.display().to_string());
     let env = |hold: Option<&str>| -> Vec<(&'static str, String)> {
         let mut env = vec![("HANGAR_JOB_WORKERS", "1".to_owned())];
@@ -235,6 +257,7 @@ async fn sigkill_at_every_import_stage_loses_nothing() {
         ("raw → qcow2", &raw, "raw", Target::Local),
         ("vdi → qcow2", &vdi, "vdi", Target::Local),
         ("qcow2 → raw on Ceph", &qcow2, "qcow2", Target::Ceph),
+        ("qcow2 → raw on RBD", &qcow2, "qcow2", Target::Rbd),
     ] {
         for stage in all {
             cases.push(Case { what, file, disk_format, stage, target, resumes: after_output(stage), tamper: false });

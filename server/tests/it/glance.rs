@@ -750,6 +750,10 @@ async fn an_rbd_store_keeps_raw_snapshots_that_compute_nodes_clone() {
         assert!(std::fs::read(&export).unwrap() == raw, "{fmt}: rbd export differs from the disk");
         let snaps: Value = serde_json::from_slice(&rbd_cli(&c, &["snap", "ls", "--format", "json", &spec])).unwrap();
         assert_eq!((snaps[0]["name"].as_str(), snaps[0]["protected"].as_str()), (Some("snap"), Some("true")), "{snaps}");
+        // Sparse stays sparse, though the upload sent every zero: two 4 MiB objects hold data.
+        let du: Value = serde_json::from_slice(&rbd_cli(&c, &["du", "--format", "json", &spec])).unwrap();
+        let used = du["images"].as_array().unwrap().iter().filter_map(|i| i["used_size"].as_u64()).max().unwrap();
+        assert!(used <= 8 << 20, "{fmt}: rbd du says {used} bytes used of {}: {du}", raw.len());
         names.push((id, spec));
     }
 
