@@ -11,8 +11,8 @@
 # the error paths (415 mismatch/unsafe image, 409 wrong status, 404, 403 for a reader), and
 # packages declared as Glance does (an OVA as container ova + disk vmdk with both clients, a
 # UEC tarball as container uec + disk ami with glanceclient; made here with qemu-img, tar and
-# python3). Every
-# command's exit status and output are checked. The servers are stopped and the data removed
+# python3), and, with scripts/test.sh's Ceph, an RBD store as Nova uses it (direct_url, a clone
+# that blocks the delete). Every command's exit status and output are checked. The servers are stopped and the data removed
 # on exit.
 #
 # usage: scripts/glance-cli-test.sh      (after `cargo build -p server --bin hangar`;
@@ -55,8 +55,27 @@ web_port=$(free_port)
 url=http://127.0.0.1:$port/image
 data=$work/data
 # web-download may fetch from 127.0.0.1 only (the origin started before the web-download steps).
+# With the Ceph that scripts/test.sh starts (CEPH_CONF, CEPH_RBD_POOL exported), an RBD backend
+# beside the local one (the default), and direct URLs shown, as a Nova deployment configures Glance.
+config=()
+if [[ -n ${CEPH_CONF:-} && -n ${CEPH_RBD_POOL:-} ]]; then
+  cat >"$work/hangar.toml" <<EOF
+show_image_direct_url = true
+
+[[storage]]
+name = "local"
+kind = "local"
+
+[[storage]]
+name = "rbd"
+kind = "rbd"
+pool = "$CEPH_RBD_POOL"
+conf = "$CEPH_CONF"
+EOF
+  config=(--config "$work/hangar.toml")
+fi
 HANGAR_BOOTSTRAP_ADMIN=admin HANGAR_BOOTSTRAP_PASSWORD=glance-cli-admin-pw HANGAR_LOG=${HANGAR_LOG:-warn} \
-  HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS="127.0.0.1:$web_port" "$bin" --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
+  HANGAR_WEB_DOWNLOAD_ALLOWED_HOSTS="127.0.0.1:$web_port" "$bin" "${config[@]}" --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 120); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -400,5 +419,39 @@ expect "the kernel" "$(field disk_format)/$(field status)" aki/active
 ok G ana image-show "$ramdisk_id"
 expect "the ramdisk" "$(field disk_format)/$(field status)" ari/active
 fails "cannot be the disk inside it" G ana image-create --name g-uec-qcow2 --container-format uec --disk-format qcow2 --file "$img/app.tar.gz"
+
+# --- Ceph RBD: what Nova does with an image in an RBD store ----------------------------------
+# Upload to the rbd store (glanceclient's --store), converted to raw; direct_url names the RBD
+# snapshot; a clone of it (a VM's disk) makes the delete fail with 409 until it is removed.
+if [[ ${#config[@]} -gt 0 ]]; then
+  echo "=== RBD store (pool $CEPH_RBD_POOL)"
+  R() { timeout 60 rbd -c "$CEPH_CONF" "$@"; }
+  ok G ana stores-info
+  has rbd
+  ok G ana image-create --name g-rbd --disk-format qcow2 --container-format bare --store rbd --file "$img/disk.qcow2"
+  r=$(field id)
+  wait_status ana "$r" active
+  expect "stored on" "$(field stores)" rbd
+  expect "converted for RBD" "$(field disk_format)" raw
+  ok G ana image-show --max-column-width 200 "$r"
+  direct=$(field direct_url)
+  [[ $direct == rbd://*/"$CEPH_RBD_POOL"/*/snap ]] || die "direct_url is not an RBD snapshot: '$direct'"
+  rbd_image=${direct%/snap}
+  rbd_image=${rbd_image##*/}
+  ok O ana image show g-rbd -f json -c properties
+  has "$direct"
+  ok R info "$CEPH_RBD_POOL/$rbd_image@snap"
+  has "protected: True"
+  ok R clone "$CEPH_RBD_POOL/$rbd_image@snap" "$CEPH_RBD_POOL/vm-$rbd_image"
+  fails "in use" O ana image delete g-rbd
+  ok G ana image-show "$r"
+  expect "kept while cloned" "$(field status)" active
+  ok R rm --no-progress "$CEPH_RBD_POOL/vm-$rbd_image"
+  ok O ana image delete g-rbd
+  ok R ls "$CEPH_RBD_POOL"
+  lacks "$rbd_image"
+else
+  echo "(no CEPH_CONF / CEPH_RBD_POOL: the RBD steps run under scripts/test.sh, which starts Ceph)"
+fi
 
 printf '\n=== glance-cli-test: %d commands passed in %ss\n' "$steps" "$((SECONDS - start))"

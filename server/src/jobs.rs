@@ -496,7 +496,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
         }
     }
     let ext = if disk_format == "ami" { "raw" } else { disk_format.as_str() };
-    let key = format!("{}.{ext}", image.id);
+    let key = target.key_for(&image.id, ext);
     // A staged file may be moved into place; the source's own file must stay where it is.
     let mode = if temp_files.contains(&publish) { storage::PutMode::Move } else { storage::PutMode::Copy };
     let base = src_size;

@@ -329,6 +329,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// The key an image's bytes of format `ext` (`qcow2`, `raw`, …) are stored under: by
+    /// default `<image id>.<ext>`; RBD names the image by its id alone, as Glance's rbd store
+    /// does (one RBD image per Glance image, always raw).
+    fn key_for(&self, image_id: &str, ext: &str) -> String {
+        format!("{image_id}.{ext}")
+    }
+
     /// Where a compute service reads the object directly, if it can: RBD's
     /// `rbd://<fsid>/<pool>/<image>/snap`. Others: `None`.
     async fn direct_url(&self, _key: &str) -> Result<Option<String>, StoreError> {

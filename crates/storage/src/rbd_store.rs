@@ -521,6 +521,10 @@ impl Backend for RbdBackend {
         .await
     }
 
+    fn key_for(&self, image_id: &str, _ext: &str) -> String {
+        image_id.to_owned()
+    }
+
     async fn dependents(&self, key: &str) -> Result<Vec<String>, StoreError> {
         self.clones(key).await
     }

@@ -252,7 +252,7 @@ pub async fn ingest_job(
             // the image's activation releases it, once the stored copy counts instead.
             let out_size = u64::try_from(record.size).unwrap_or(0);
             let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
-            let key = format!("{}.{ext}", image.id);
+            let key = store.key_for(&image.id, ext);
             if let Err(why) = db.hold_quota(image.owner.as_deref().unwrap_or(""), &image.id, "import", out_size, false).await? {
                 discard(&staged);
                 discard(&up.path);

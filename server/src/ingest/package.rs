@@ -377,7 +377,7 @@ pub(super) async fn extra_disk_image(
     })?;
     // Once recorded, the image ends active or killed with the reason, and nothing it stored
     // stays behind when it is killed.
-    let key = format!("{}.{}", row.id, disk.disk_format);
+    let key = store.key_for(&row.id, &disk.disk_format);
     match keep_extra_disk(db, parent, store, imported, disk, &row.id, &key).await {
         Ok(()) => Ok(row.id),
         Err(reason) => {
