@@ -133,6 +133,8 @@ impl RbdBackend {
             }
         }
         let timeout = config.timeout()?;
+        // Refused at start-up, with what to install, rather than at the first upload.
+        rbd::available().map_err(|e| err(e.to_string()))?;
         Ok(RbdBackend {
             name: config.name.clone(),
             pool,
