@@ -16,8 +16,12 @@ mod accounts;
 pub mod bench;
 mod catalogue;
 mod images;
+mod jobs;
+mod listing;
+mod locations;
+mod matrix;
+mod members;
 mod quota;
-mod storage;
 mod uploads;
 
 /// The unit tests' database: a fresh SQLite file, migrated, in a directory removed on drop.
@@ -33,10 +37,13 @@ mod test_db {
 pub use accounts::{AuditFilter, AuditRow, NewAudit, ProjectRow, QuotaRow, RoleRow, TokenRow, UserRow, MAX_AUDIT_PAGE};
 #[allow(unused_imports)]
 pub use catalogue::*;
-pub use images::{ActiveImage, ImageIngestRow, ImageRow, MemberAdded, MemberRow, NewImage, Visible};
+pub use images::{ActiveImage, ImageIngestRow, ImageRow, NewImage, Visible};
+pub use jobs::*;
+pub use listing::*;
+pub use locations::*;
+pub use matrix::*;
+pub use members::{MemberAdded, MemberRow};
 pub use quota::{HoldRefused, QuotaUsage};
-#[allow(unused_imports)]
-pub use storage::*;
 pub use uploads::{FinalCreated, NewUpload, UploadRow, UploadUsage, CONCAT_FINAL, CONCAT_NONE, CONCAT_PARTIAL};
 
 /// Errors of the records layer. The web layer maps them to what users see.

@@ -1,59 +1,9 @@
-//! Storage records: the storage-compatibility matrix, image locations and background jobs.
+//! Background jobs: imports (inspect, convert, store) and copies to another backend.
 
-use domain::{JobKind, JobStatus, LocationStatus};
+use domain::{JobKind, JobStatus};
 use sqlx::FromRow;
 
 use crate::{Db, DbError};
-
-/// The backend kinds the matrix has columns for.
-pub const BACKEND_KINDS: [&str; 4] = [
-    domain::StorageKind::Local.as_str(),
-    domain::StorageKind::Nfs.as_str(),
-    domain::StorageKind::S3.as_str(),
-    domain::StorageKind::Rbd.as_str(),
-];
-
-/// What an import does with a format on a kind of backend.
-pub const POLICY_ACTIONS: [&str; 4] = ["native", "convert", "extract", "refuse"];
-
-/// One cell of the storage-compatibility matrix.
-#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
-pub struct PolicyCell {
-    pub backend_kind: String,
-    pub format: String,
-    /// `native`, `convert`, `extract` or `refuse`.
-    pub action: String,
-    /// Set exactly when `action` is `convert`.
-    pub target_format: Option<String>,
-    pub reason: String,
-    pub updated_at: String,
-    pub updated_by: String,
-}
-
-/// One copy of an image on one backend.
-#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
-pub struct LocationRow {
-    pub image_id: String,
-    pub backend: String,
-    pub key: String,
-    pub disk_format: String,
-    pub size: i64,
-    pub checksum: Option<String>,
-    pub os_hash_value: Option<String>,
-    pub status: LocationStatus,
-    pub created_at: String,
-}
-
-/// Bytes and image counts, grouped for the storage overview.
-#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
-pub struct UsageRow {
-    pub backend: String,
-    pub owner: Option<String>,
-    pub owner_name: String,
-    pub disk_format: String,
-    pub images: i64,
-    pub bytes: i64,
-}
 
 /// A background job (an import's inspection/conversion, or a copy to another backend).
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
@@ -143,112 +93,6 @@ const JOB_SELECT: &str = "SELECT j.id, j.kind, j.image_id, COALESCE(i.name, '') 
 const NOW_MS: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 impl Db {
-    /// The whole matrix, ordered by backend kind then format.
-    pub async fn storage_policy(&self) -> Result<Vec<PolicyCell>, DbError> {
-        Ok(sqlx::query_as(
-            "SELECT backend_kind, format, action, target_format, reason, updated_at, updated_by FROM storage_policy \
-             ORDER BY CASE backend_kind WHEN 'local' THEN 0 WHEN 'nfs' THEN 1 WHEN 's3' THEN 2 ELSE 3 END, format",
-        )
-        .fetch_all(self.pool())
-        .await?)
-    }
-
-    /// The cell for `format` on a `backend_kind`, if the matrix has one.
-    pub async fn policy_cell(&self, backend_kind: &str, format: &str) -> Result<Option<PolicyCell>, DbError> {
-        Ok(sqlx::query_as(
-            "SELECT backend_kind, format, action, target_format, reason, updated_at, updated_by FROM storage_policy \
-             WHERE backend_kind = ? AND format = ?",
-        )
-        .bind(backend_kind)
-        .bind(format)
-        .fetch_optional(self.pool())
-        .await?)
-    }
-
-    /// Creates or replaces one cell. The schema refuses unknown kinds/actions and a target format
-    /// on anything but `convert` (and its absence on `convert`).
-    pub async fn set_policy_cell(
-        &self,
-        backend_kind: &str,
-        format: &str,
-        action: &str,
-        target_format: Option<&str>,
-        reason: &str,
-        updated_by: &str,
-    ) -> Result<PolicyCell, DbError> {
-        Ok(sqlx::query_as(
-            "INSERT INTO storage_policy (backend_kind, format, action, target_format, reason, updated_by) \
-             VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (backend_kind, format) DO UPDATE SET action = excluded.action, \
-             target_format = excluded.target_format, reason = excluded.reason, updated_by = excluded.updated_by, \
-             updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
-             RETURNING backend_kind, format, action, target_format, reason, updated_at, updated_by",
-        )
-        .bind(backend_kind)
-        .bind(format)
-        .bind(action)
-        .bind(target_format)
-        .bind(reason)
-        .bind(updated_by)
-        .fetch_one(self.pool())
-        .await?)
-    }
-
-    /// Records (or replaces) the copy of an image on a backend.
-    pub async fn put_location(&self, loc: &LocationRow) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO image_locations (image_id, backend, key, disk_format, size, checksum, os_hash_value, status) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (image_id, backend) DO UPDATE SET key = excluded.key, disk_format = excluded.disk_format, \
-             size = excluded.size, checksum = excluded.checksum, os_hash_value = excluded.os_hash_value, \
-             status = excluded.status",
-        )
-        .bind(&loc.image_id)
-        .bind(&loc.backend)
-        .bind(&loc.key)
-        .bind(&loc.disk_format)
-        .bind(loc.size)
-        .bind(&loc.checksum)
-        .bind(&loc.os_hash_value)
-        .bind(loc.status)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// An image's copies, oldest first (the first active one is where downloads read from).
-    pub async fn image_locations(&self, image_id: &str) -> Result<Vec<LocationRow>, DbError> {
-        Ok(sqlx::query_as(
-            "SELECT image_id, backend, key, disk_format, size, checksum, os_hash_value, status, created_at \
-             FROM image_locations WHERE image_id = ? ORDER BY created_at, backend",
-        )
-        .bind(image_id)
-        .fetch_all(self.pool())
-        .await?)
-    }
-
-    pub async fn remove_location(&self, image_id: &str, backend: &str) -> Result<bool, DbError> {
-        let done = sqlx::query("DELETE FROM image_locations WHERE image_id = ? AND backend = ?")
-            .bind(image_id)
-            .bind(backend)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Stored bytes and image counts per backend, owner project and format (active copies only).
-    pub async fn storage_usage(&self) -> Result<Vec<UsageRow>, DbError> {
-        Ok(sqlx::query_as(
-            "SELECT l.backend, i.owner, COALESCE(p.name, '') AS owner_name, l.disk_format, \
-             COUNT(*) AS images, COALESCE(SUM(l.size), 0) AS bytes \
-             FROM image_locations l JOIN images i ON i.id = l.image_id LEFT JOIN projects p ON p.id = i.owner \
-             WHERE l.status = 'active' GROUP BY l.backend, i.owner, l.disk_format \
-             ORDER BY l.backend, owner_name, l.disk_format",
-        )
-        .fetch_all(self.pool())
-        .await?)
-    }
-
     /// Queues a job.
     pub async fn create_job(&self, new: &NewJob) -> Result<JobRow, DbError> {
         let id = uuid::Uuid::new_v4().to_string();
@@ -428,47 +272,6 @@ mod tests {
     use crate::test_db::temp_db;
 
     #[tokio::test]
-    async fn the_default_matrix_follows_the_issue() {
-        let (_dir, db) = temp_db().await;
-        let cells = db.storage_policy().await.unwrap();
-        assert_eq!(cells.len(), 48, "4 kinds × 12 formats");
-        let cell = |k: &str, f: &str| cells.iter().find(|c| c.backend_kind == k && c.format == f).unwrap().clone();
-        for kind in ["local", "nfs"] {
-            assert_eq!(cell(kind, "qcow2").action, "native");
-            assert_eq!(cell(kind, "raw").target_format.as_deref(), Some("qcow2"));
-            assert_eq!(cell(kind, "vdi").target_format.as_deref(), Some("qcow2"));
-        }
-        // RBD clones raw copy-on-write; the S3 column (the `ceph` column before RBD came) keeps
-        // what it had, its reasons no longer claiming RBD clones it.
-        for kind in ["rbd", "s3"] {
-            assert_eq!(cell(kind, "raw").action, "native");
-            assert_eq!(cell(kind, "qcow2").target_format.as_deref(), Some("raw"));
-            assert_eq!(cell(kind, "vmdk").target_format.as_deref(), Some("raw"));
-            assert_eq!(cell(kind, "ova").action, "extract");
-        }
-        assert!(cell("rbd", "qcow2").reason.contains("RBD copy-on-write clones"));
-        assert!(cell("s3", "qcow2").reason.contains("imported into an RBD pool"), "{}", cell("s3", "qcow2").reason);
-        assert!(cell("s3", "vdi").reason.contains("imported into an RBD pool"), "{}", cell("s3", "vdi").reason);
-        assert!(cells.iter().all(|c| !c.reason.is_empty()), "every default cell explains itself");
-        assert_eq!(cells.first().unwrap().backend_kind, "local");
-        assert_eq!(cells.last().unwrap().backend_kind, "rbd");
-    }
-
-    #[tokio::test]
-    async fn cells_are_edited_and_the_schema_keeps_them_consistent() {
-        let (_dir, db) = temp_db().await;
-        let c = db.set_policy_cell("rbd", "vdi", "refuse", None, "No VirtualBox here.", "alice").await.unwrap();
-        assert_eq!((c.action.as_str(), c.updated_by.as_str()), ("refuse", "alice"));
-        assert_eq!(db.policy_cell("rbd", "vdi").await.unwrap().unwrap().reason, "No VirtualBox here.");
-        assert!(db.set_policy_cell("rbd", "vdi", "convert", None, "", "a").await.is_err(), "convert needs a target");
-        assert!(db.set_policy_cell("rbd", "vdi", "native", Some("raw"), "", "a").await.is_err(), "target only on convert");
-        assert!(db.set_policy_cell("ceph", "vdi", "native", None, "", "a").await.is_err(), "the old kind name is gone from the matrix");
-        assert!(db.set_policy_cell("swift", "vdi", "native", None, "", "a").await.is_err(), "unknown kind");
-        assert!(db.set_policy_cell("local", "vdi", "shrug", None, "", "a").await.is_err(), "unknown action");
-        assert_eq!(db.storage_policy().await.unwrap().len(), 48);
-    }
-
-    #[tokio::test]
     async fn imports_cut_off_by_a_stop_are_queued_again_unless_a_job_will_finish_them() {
         let (_dir, db) = temp_db().await;
         let mk = |n: &str| NewImage { name: n.into(), ..Default::default() };
@@ -491,34 +294,6 @@ mod tests {
             assert_eq!(db.image(id).await.unwrap().unwrap().status, want);
         }
         assert!(db.image_ingest(&orphan.id).await.unwrap().unwrap().status_reason.contains("server stopped"));
-    }
-
-    #[tokio::test]
-    async fn locations_and_usage() {
-        let (_dir, db) = temp_db().await;
-        let p = db.create_project("alpha", "").await.unwrap();
-        let img = db.create_image(&NewImage { name: "a".into(), owner: Some(p.id.clone()), ..Default::default() }).await.unwrap();
-        let loc = |backend: &str, size: i64, status: LocationStatus| LocationRow {
-            image_id: img.id.clone(),
-            backend: backend.into(),
-            key: format!("{}.qcow2", img.id),
-            disk_format: "qcow2".into(),
-            size,
-            checksum: None,
-            os_hash_value: None,
-            status,
-            created_at: String::new(),
-        };
-        db.put_location(&loc("local", 10, LocationStatus::Active)).await.unwrap();
-        db.put_location(&loc("ceph", 7, LocationStatus::Pending)).await.unwrap();
-        db.put_location(&loc("local", 12, LocationStatus::Active)).await.unwrap();
-        let locs = db.image_locations(&img.id).await.unwrap();
-        assert_eq!(locs.len(), 2, "one copy per backend");
-        let usage = db.storage_usage().await.unwrap();
-        assert_eq!(usage.len(), 1, "pending copies are not counted: {usage:?}");
-        assert_eq!((usage[0].backend.as_str(), usage[0].owner_name.as_str(), usage[0].bytes, usage[0].images), ("local", "alpha", 12, 1));
-        assert!(db.remove_location(&img.id, "ceph").await.unwrap());
-        assert!(!db.remove_location(&img.id, "ceph").await.unwrap());
     }
 
     #[tokio::test]
