@@ -435,15 +435,17 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
                         reason: String::new(),
                     };
                 }
-                let cell = row.as_deref().and_then(|f| matrix.iter().find(|c| c.backend_kind == b.kind && c.format == f));
+                let cell = row.as_deref().and_then(|f| matrix.iter().find(|c| c.backend_kind.as_str() == b.kind && c.format == f));
                 match (cell, row.as_deref()) {
                     (Some(c), Some(f)) => Placement {
                         backend: b.name.clone(),
                         kind: b.kind.clone(),
-                        state: c.action.clone(),
-                        text: match (c.action.as_str(), c.target_format.as_deref()) {
-                            ("convert", Some(t)) => format!("Not stored here; a copy would be converted from {f} to {t}"),
-                            ("refuse", _) => format!("Not stored here; this backend refuses {f} images"),
+                        state: c.action.as_str().to_owned(),
+                        text: match (c.action, c.target_format.as_deref()) {
+                            (domain::MatrixAction::Convert, Some(t)) => {
+                                format!("Not stored here; a copy would be converted from {f} to {t}")
+                            }
+                            (domain::MatrixAction::Refuse, _) => format!("Not stored here; this backend refuses {f} images"),
                             _ => format!("Not stored here; a copy would be kept as {f}"),
                         },
                         reason: c.reason.clone(),

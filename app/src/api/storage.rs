@@ -9,7 +9,7 @@ use crate::AppError;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendInfo {
     pub name: String,
-    /// `local`, `nfs` or `ceph`.
+    /// `local`, `nfs`, `s3` or `rbd` (`domain::StorageKind`).
     pub kind: String,
     /// Where uploads go unless the user picks another backend.
     pub is_default: bool,
@@ -56,7 +56,7 @@ impl MatrixData {
 }
 
 /// The matrix's rows, in the order the page shows them.
-pub const MATRIX_FORMATS: [&str; 12] = ["qcow2", "raw", "iso", "ami", "aki", "ari", "vdi", "vhd", "vhdx", "vmdk", "ova", "uec"];
+pub use domain::MATRIX_FORMATS;
 /// The matrix's columns.
 pub const MATRIX_KINDS: [&str; 4] = [
     domain::StorageKind::Local.as_str(),
@@ -65,7 +65,7 @@ pub const MATRIX_KINDS: [&str; 4] = [
     domain::StorageKind::Rbd.as_str(),
 ];
 /// Formats a conversion can produce.
-pub const CONVERT_TARGETS: [&str; 2] = ["qcow2", "raw"];
+pub use domain::CONVERT_TARGETS;
 
 /// Human names of the backend kinds.
 pub fn kind_label(kind: &str) -> &'static str {
@@ -75,9 +75,9 @@ pub fn kind_label(kind: &str) -> &'static str {
 #[cfg(feature = "ssr")]
 fn cell_of(c: records::PolicyCell) -> MatrixCell {
     MatrixCell {
-        kind: c.backend_kind,
+        kind: c.backend_kind.as_str().to_owned(),
         format: c.format,
-        action: c.action,
+        action: c.action.as_str().to_owned(),
         target_format: c.target_format,
         reason: c.reason,
         updated_at: c.updated_at,
@@ -119,50 +119,16 @@ pub async fn set_matrix_cell(
     reason: String,
 ) -> Result<MatrixCell, AppError> {
     crate::auth::answer(async move {
-        let (authn, me) = crate::auth::require(&policy::Action::EditStorageMatrix)?;
-        let bad = |m: String| AppError::BadRequest { message: m };
-        if !MATRIX_KINDS.contains(&kind.as_str()) {
-            return Err(bad(format!("Unknown backend kind '{kind}'.")));
-        }
-        if !MATRIX_FORMATS.contains(&format.as_str()) {
-            return Err(bad(format!("Unknown format '{format}'.")));
-        }
-        let target = target_format.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-        let target = match action.as_str() {
-            "convert" => {
-                let t = target.ok_or_else(|| bad("Choose the format to convert to.".into()))?;
-                if !CONVERT_TARGETS.contains(&t.as_str()) {
-                    return Err(bad(format!("Hangar cannot convert to '{t}'; choose qcow2 or raw.")));
-                }
-                if t == format {
-                    return Err(bad(format!("Converting {format} to itself is 'native'.")));
-                }
-                if matches!(format.as_str(), "iso" | "aki" | "ari" | "ova" | "uec") {
-                    return Err(bad(format!("{format} is not a disk Hangar can convert.")));
-                }
-                Some(t)
-            }
-            "extract" if !matches!(format.as_str(), "ova" | "uec") => {
-                return Err(bad("Only packages (OVA, UEC) can be extracted.".into()));
-            }
-            "native" | "refuse" | "extract" => None,
-            other => return Err(bad(format!("Unknown action '{other}'."))),
+        let (authn, _) = crate::auth::require(&policy::Action::EditStorageMatrix)?;
+        let ctx = crate::api::context::server_context()?;
+        let req = imageops::CellRequest {
+            kind: &kind,
+            format: &format,
+            action: &action,
+            target_format: target_format.as_deref(),
+            reason: &reason,
         };
-        let reason = reason.trim().to_owned();
-        if reason.is_empty() {
-            return Err(bad("Give the reason users will see for this cell.".into()));
-        }
-        if reason.chars().count() > 500 {
-            return Err(bad("Keep the reason under 500 characters.".into()));
-        }
-        let db = crate::api::context::server_context()?.db;
-        let cell = db
-            .set_policy_cell(&kind, &format, &action, target.as_deref(), &reason, &me.username)
-            .await
-            .map_err(|e| AppError::internal("save storage matrix", &e))?;
-        let cell = cell_of(cell);
-        crate::auth::audit(&db, &authn, "storage.matrix", "matrix", &format!("{kind}/{format}"), &cell.label()).await?;
-        Ok(cell)
+        Ok(cell_of(ctx.images.set_matrix_cell(&authn, &req).await?))
     })
     .await
 }

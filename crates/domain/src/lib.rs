@@ -199,6 +199,28 @@ impl StorageKind {
     }
 }
 
+vocabulary!(
+    /// What an import does with a format on a kind of backend: a cell of the
+    /// storage-compatibility matrix.
+    MatrixAction, "matrix action", {
+        /// Stored as uploaded.
+        Native = "native",
+        /// Converted on import to the cell's target format.
+        Convert = "convert",
+        /// A package (OVA, UEC): unpacked, each disk following its own format's row.
+        Extract = "extract",
+        /// Not accepted on this backend.
+        Refuse = "refuse",
+    }
+);
+
+/// The storage matrix's rows, in the order the pages show them: the disk formats and the
+/// packages (`ova`, `uec`) Hangar inspects.
+pub const MATRIX_FORMATS: [&str; 12] = ["qcow2", "raw", "iso", "ami", "aki", "ari", "vdi", "vhd", "vhdx", "vmdk", "ova", "uec"];
+
+/// The formats Hangar's converter writes.
+pub const CONVERT_TARGETS: [&str; 2] = ["qcow2", "raw"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,11 +36,11 @@ impl Images {
     /// is not `refuse` on at least one configured backend kind, as Glance names them (`ova` and
     /// `uec` are packages, container formats).
     pub async fn disk_formats(&self) -> Result<Vec<String>, Error> {
-        let kinds: Vec<String> = self.stores.all().iter().map(|b| b.kind().as_str().to_owned()).collect();
+        let kinds: Vec<&str> = self.stores.all().iter().map(|b| b.kind().as_str()).collect();
         let mut formats: Vec<String> = Vec::new();
         for c in self.db.storage_policy().await? {
-            if c.action != "refuse"
-                && kinds.contains(&c.backend_kind)
+            if c.action != domain::MatrixAction::Refuse
+                && kinds.contains(&c.backend_kind.as_str())
                 && !matches!(c.format.as_str(), "ova" | "uec")
                 && !formats.contains(&c.format)
             {

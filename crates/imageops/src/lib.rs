@@ -23,6 +23,8 @@ mod data;
 #[cfg(feature = "service")]
 mod error;
 #[cfg(feature = "service")]
+mod matrix;
+#[cfg(feature = "service")]
 mod package;
 #[cfg(feature = "service")]
 mod service;
@@ -41,6 +43,8 @@ pub use create::{is_uuid, metadata, NewImageRequest};
 pub use data::{Admitted, Arrival, ReceivedData, IMAGE_SIZE_CAP};
 #[cfg(feature = "service")]
 pub use error::Error;
+#[cfg(feature = "service")]
+pub use matrix::{check_cell, CellRequest};
 #[cfg(feature = "service")]
 pub use package::Related;
 #[cfg(feature = "service")]

@@ -1,27 +1,16 @@
 //! The storage-compatibility matrix: per backend kind and format, what an import does.
 
+use domain::{MatrixAction, StorageKind};
 use sqlx::FromRow;
 
 use crate::{Db, DbError};
 
-/// The backend kinds the matrix has columns for.
-pub const BACKEND_KINDS: [&str; 4] = [
-    domain::StorageKind::Local.as_str(),
-    domain::StorageKind::Nfs.as_str(),
-    domain::StorageKind::S3.as_str(),
-    domain::StorageKind::Rbd.as_str(),
-];
-
-/// What an import does with a format on a kind of backend.
-pub const POLICY_ACTIONS: [&str; 4] = ["native", "convert", "extract", "refuse"];
-
 /// One cell of the storage-compatibility matrix.
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct PolicyCell {
-    pub backend_kind: String,
+    pub backend_kind: StorageKind,
     pub format: String,
-    /// `native`, `convert`, `extract` or `refuse`.
-    pub action: String,
+    pub action: MatrixAction,
     /// Set exactly when `action` is `convert`.
     pub target_format: Option<String>,
     pub reason: String,
@@ -41,7 +30,7 @@ impl Db {
     }
 
     /// The cell for `format` on a `backend_kind`, if the matrix has one.
-    pub async fn policy_cell(&self, backend_kind: &str, format: &str) -> Result<Option<PolicyCell>, DbError> {
+    pub async fn policy_cell(&self, backend_kind: StorageKind, format: &str) -> Result<Option<PolicyCell>, DbError> {
         Ok(sqlx::query_as(
             "SELECT backend_kind, format, action, target_format, reason, updated_at, updated_by FROM storage_policy \
              WHERE backend_kind = ? AND format = ?",
@@ -56,9 +45,9 @@ impl Db {
     /// on anything but `convert` (and its absence on `convert`).
     pub async fn set_policy_cell(
         &self,
-        backend_kind: &str,
+        backend_kind: StorageKind,
         format: &str,
-        action: &str,
+        action: MatrixAction,
         target_format: Option<&str>,
         reason: &str,
         updated_by: &str,
@@ -84,6 +73,8 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
+    use domain::{MatrixAction::*, StorageKind};
+
     use crate::test_db::temp_db;
 
     #[tokio::test]
@@ -91,39 +82,47 @@ mod tests {
         let (_dir, db) = temp_db().await;
         let cells = db.storage_policy().await.unwrap();
         assert_eq!(cells.len(), 48, "4 kinds × 12 formats");
-        let cell = |k: &str, f: &str| cells.iter().find(|c| c.backend_kind == k && c.format == f).unwrap().clone();
+        let cell = |k: &str, f: &str| cells.iter().find(|c| c.backend_kind.as_str() == k && c.format == f).unwrap().clone();
         for kind in ["local", "nfs"] {
-            assert_eq!(cell(kind, "qcow2").action, "native");
+            assert_eq!(cell(kind, "qcow2").action, Native);
             assert_eq!(cell(kind, "raw").target_format.as_deref(), Some("qcow2"));
             assert_eq!(cell(kind, "vdi").target_format.as_deref(), Some("qcow2"));
         }
         // RBD clones raw copy-on-write; the S3 column (the `ceph` column before RBD came) keeps
         // what it had, its reasons no longer claiming RBD clones it.
         for kind in ["rbd", "s3"] {
-            assert_eq!(cell(kind, "raw").action, "native");
+            assert_eq!(cell(kind, "raw").action, Native);
             assert_eq!(cell(kind, "qcow2").target_format.as_deref(), Some("raw"));
             assert_eq!(cell(kind, "vmdk").target_format.as_deref(), Some("raw"));
-            assert_eq!(cell(kind, "ova").action, "extract");
+            assert_eq!(cell(kind, "ova").action, Extract);
         }
         assert!(cell("rbd", "qcow2").reason.contains("RBD copy-on-write clones"));
         assert!(cell("s3", "qcow2").reason.contains("imported into an RBD pool"), "{}", cell("s3", "qcow2").reason);
         assert!(cell("s3", "vdi").reason.contains("imported into an RBD pool"), "{}", cell("s3", "vdi").reason);
         assert!(cells.iter().all(|c| !c.reason.is_empty()), "every default cell explains itself");
-        assert_eq!(cells.first().unwrap().backend_kind, "local");
-        assert_eq!(cells.last().unwrap().backend_kind, "rbd");
+        assert_eq!(cells.first().unwrap().backend_kind, StorageKind::Local);
+        assert_eq!(cells.last().unwrap().backend_kind, StorageKind::Rbd);
     }
 
     #[tokio::test]
     async fn cells_are_edited_and_the_schema_keeps_them_consistent() {
         let (_dir, db) = temp_db().await;
-        let c = db.set_policy_cell("rbd", "vdi", "refuse", None, "No VirtualBox here.", "alice").await.unwrap();
-        assert_eq!((c.action.as_str(), c.updated_by.as_str()), ("refuse", "alice"));
-        assert_eq!(db.policy_cell("rbd", "vdi").await.unwrap().unwrap().reason, "No VirtualBox here.");
-        assert!(db.set_policy_cell("rbd", "vdi", "convert", None, "", "a").await.is_err(), "convert needs a target");
-        assert!(db.set_policy_cell("rbd", "vdi", "native", Some("raw"), "", "a").await.is_err(), "target only on convert");
-        assert!(db.set_policy_cell("ceph", "vdi", "native", None, "", "a").await.is_err(), "the old kind name is gone from the matrix");
-        assert!(db.set_policy_cell("swift", "vdi", "native", None, "", "a").await.is_err(), "unknown kind");
-        assert!(db.set_policy_cell("local", "vdi", "shrug", None, "", "a").await.is_err(), "unknown action");
+        let rbd = StorageKind::Rbd;
+        let c = db.set_policy_cell(rbd, "vdi", Refuse, None, "No VirtualBox here.", "alice").await.unwrap();
+        assert_eq!((c.action, c.updated_by.as_str()), (Refuse, "alice"));
+        assert_eq!(db.policy_cell(rbd, "vdi").await.unwrap().unwrap().reason, "No VirtualBox here.");
+        assert!(db.set_policy_cell(rbd, "vdi", Convert, None, "", "a").await.is_err(), "convert needs a target");
+        assert!(db.set_policy_cell(rbd, "vdi", Native, Some("raw"), "", "a").await.is_err(), "target only on convert");
+        // Kinds and actions outside the vocabulary cannot be named in Rust; the schema refuses
+        // them from SQL too (the old kind name `ceph` included).
+        for (kind, action) in [("ceph", "native"), ("swift", "native"), ("local", "shrug")] {
+            let raw = sqlx::query("INSERT INTO storage_policy (backend_kind, format, action) VALUES (?, 'vdi', ?)")
+                .bind(kind)
+                .bind(action)
+                .execute(db.pool())
+                .await;
+            assert!(raw.is_err(), "{kind}/{action}");
+        }
         assert_eq!(db.storage_policy().await.unwrap().len(), 48);
     }
 }

@@ -69,11 +69,11 @@ pub(super) fn process(
         return Err(IngestError::Refused(reason.clone()));
     }
     // An OVA whose cell says `extract`: unpack it; its disks (VMDK) follow the VMDK row.
-    let extract_ova = report.format == Format::Ova && rules.cells.get("ova").is_some_and(|c| c.action == "extract");
+    let extract_ova = report.format == Format::Ova && rules.cells.get("ova").is_some_and(|c| c.action == domain::MatrixAction::Extract);
     if extract_ova {
         return extract_package(up, declared, images_dir, rules, ctl, &report, findings, uploaded_size);
     }
-    if report.format == Format::Uec && rules.cells.get("uec").is_some_and(|c| c.action == "extract") {
+    if report.format == Format::Uec && rules.cells.get("uec").is_some_and(|c| c.action == domain::MatrixAction::Extract) {
         return extract_uec_package(up, declared, images_dir, rules, ctl, &report, findings, uploaded_size);
     }
     let converting = matches!(plan, Plan::Convert(_));

@@ -2,6 +2,7 @@
 //! ([`Rules`], [`Plan`]), the digests an upload computes, and the room its import needs.
 
 use super::*;
+use domain::MatrixAction;
 
 /// What the matrix says to do with one format on the target backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,8 +22,13 @@ pub struct Rules {
 impl Rules {
     /// Loads the matrix column for `backend_kind`.
     pub async fn load(db: &records::Db, backend_kind: &str) -> Result<Self, records::DbError> {
-        let cells =
-            db.storage_policy().await?.into_iter().filter(|c| c.backend_kind == backend_kind).map(|c| (c.format.clone(), c)).collect();
+        let cells = db
+            .storage_policy()
+            .await?
+            .into_iter()
+            .filter(|c| c.backend_kind.as_str() == backend_kind)
+            .map(|c| (c.format.clone(), c))
+            .collect();
         Ok(Rules { backend_kind: backend_kind.to_owned(), cells })
     }
 
@@ -31,10 +37,10 @@ impl Rules {
         let kind = domain::StorageKind::parse(&self.backend_kind).map_or("configured", domain::StorageKind::label);
         match self.cells.get(key) {
             None => Plan::Refuse(format!("The {kind} storage has no rule for {key} images, so it does not accept them.")),
-            Some(c) => match (c.action.as_str(), c.target_format.as_deref()) {
-                ("native" | "extract", _) => Plan::Keep,
-                ("convert", Some("raw")) => Plan::Convert(TargetFormat::Raw),
-                ("convert", Some("qcow2")) => Plan::Convert(TargetFormat::Qcow2),
+            Some(c) => match (c.action, c.target_format.as_deref()) {
+                (MatrixAction::Native | MatrixAction::Extract, _) => Plan::Keep,
+                (MatrixAction::Convert, Some("raw")) => Plan::Convert(TargetFormat::Raw),
+                (MatrixAction::Convert, Some("qcow2")) => Plan::Convert(TargetFormat::Qcow2),
                 _ => Plan::Refuse(format!("The {kind} storage does not accept {key} images: {}", c.reason)),
             },
         }
@@ -68,7 +74,7 @@ pub async fn upload_hashes(db: &records::Db, image_id: &str, backend_kind: &str)
     let Some(format) = declared_format(declared) else { return All };
     let Ok(rules) = Rules::load(db, backend_kind).await else { return All };
     let key = matrix_key(Some(declared), format);
-    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cells.get(&key).is_some_and(|c| c.action == "extract");
+    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cells.get(&key).is_some_and(|c| c.action == MatrixAction::Extract);
     match rules.plan(&key) {
         Plan::Keep if !unpacked => All,
         _ => Sha256,
@@ -97,7 +103,7 @@ pub fn room_after_upload(rules: &Rules, declared: Option<&str>) -> uploads::Room
     let Some(declared) = declared else { return uploads::RoomAfter::default() };
     let Some(format) = declared_format(declared) else { return uploads::RoomAfter::default() };
     let key = matrix_key(Some(declared), format);
-    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cells.get(&key).is_some_and(|c| c.action == "extract");
+    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cells.get(&key).is_some_and(|c| c.action == MatrixAction::Extract);
     match rules.plan(&key) {
         Plan::Convert(_) => CONVERSION_SLACK,
         Plan::Keep if unpacked => CONVERSION_SLACK,
@@ -145,9 +151,9 @@ mod tests {
             .iter()
             .map(|(format, action, target)| {
                 let cell = records::PolicyCell {
-                    backend_kind: kind.into(),
+                    backend_kind: kind.parse().unwrap(),
                     format: (*format).into(),
-                    action: (*action).into(),
+                    action: action.parse().unwrap(),
                     target_format: target.map(str::to_owned),
                     reason: "because".into(),
                     updated_at: String::new(),

@@ -199,7 +199,9 @@ async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
     assert_eq!(u64::try_from(locs[0].size).unwrap(), done.size);
 
     // An admin refuses raw on local storage: the upload is killed with the matrix's reason.
-    e.db.set_policy_cell("local", "raw", "refuse", None, "Raw uploads waste our SAN.", "admin").await.unwrap();
+    e.db.set_policy_cell(domain::StorageKind::Local, "raw", domain::MatrixAction::Refuse, None, "Raw uploads waste our SAN.", "admin")
+        .await
+        .unwrap();
     let local = Rules::load(&e.db, "local").await.unwrap();
     let id = e.image("raw").await;
     let up = e.upload(&id, &raw);
