@@ -82,6 +82,9 @@ struct Api {
     rbd_rename: unsafe extern "C" fn(Handle, *const c_char, *const c_char) -> c_int,
     rbd_list: unsafe extern "C" fn(Handle, *mut c_char, *mut usize) -> c_int,
     rbd_list_children: unsafe extern "C" fn(Handle, *mut c_char, *mut usize, *mut c_char, *mut usize) -> isize,
+    // The array argument is `rbd_image_watcher_t *`; Hangar passes NULL with a capacity of 0 and
+    // reads only the count back, so the struct is not declared.
+    rbd_watchers_list: unsafe extern "C" fn(Handle, *mut c_void, *mut usize) -> c_int,
     rbd_aio_create_completion: unsafe extern "C" fn(*mut c_void, Option<unsafe extern "C" fn(Handle, *mut c_void)>, *mut Handle) -> c_int,
     rbd_aio_write: unsafe extern "C" fn(Handle, u64, usize, *const c_char, Handle) -> c_int,
     rbd_aio_wait_for_complete: unsafe extern "C" fn(Handle) -> c_int,
@@ -141,6 +144,7 @@ impl Api {
             rbd_rename: sym!(rbd, rbd_rename),
             rbd_list: sym!(rbd, rbd_list),
             rbd_list_children: sym!(rbd, rbd_list_children),
+            rbd_watchers_list: sym!(rbd, rbd_watchers_list),
             rbd_aio_create_completion: sym!(rbd, rbd_aio_create_completion),
             rbd_aio_write: sym!(rbd, rbd_aio_write),
             rbd_aio_wait_for_complete: sym!(rbd, rbd_aio_wait_for_complete),
@@ -329,9 +333,10 @@ impl Cluster {
     pub fn fsid(&self) -> Result<String, Error> {
         let mut buf = [0u8; 64];
         // SAFETY: live handle; `buf` is 64 writable bytes and its length is passed (invariant 3).
-        let n = check("rados_cluster_fsid", unsafe { (self.0.api.rados_cluster_fsid)(self.0.h, buf.as_mut_ptr().cast(), buf.len()) })?;
-        let n = usize::try_from(n).unwrap_or(0).min(buf.len());
-        Ok(names(&buf[..n]).into_iter().next().unwrap_or_default())
+        check("rados_cluster_fsid", unsafe { (self.0.api.rados_cluster_fsid)(self.0.h, buf.as_mut_ptr().cast(), buf.len()) })?;
+        // The buffer was zeroed: the fsid is what precedes the first NUL (whatever the return
+        // value says, which differs between the header's comment and the code).
+        Ok(names(&buf).into_iter().next().unwrap_or_default())
     }
 
     /// The cluster's raw capacity.
@@ -469,8 +474,9 @@ impl Pool {
                 cap = size;
                 continue;
             }
-            check("rbd_list", rc)?;
-            return Ok(names(&buf[..size.min(cap)]));
+            // On success the return value is the bytes used.
+            let used = usize::try_from(check("rbd_list", rc)?).unwrap_or(0).min(cap);
+            return Ok(names(&buf[..used]));
         }
     }
 }
@@ -564,6 +570,20 @@ impl Image {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether any client watches the image (has it open for writing: a write in progress).
+    /// An image opened read-only adds no watch, so a read-only handle can ask about others.
+    pub fn has_watchers(&self) -> Result<bool, Error> {
+        let mut count = 0usize;
+        // SAFETY: a NULL array with a capacity of 0: the library writes only the count (and
+        // answers -ERANGE when there are watchers it could not store), allocating nothing.
+        let rc = unsafe { (self.api().rbd_watchers_list)(self.h, std::ptr::null_mut(), &mut count) };
+        if rc == -ERANGE {
+            return Ok(true);
+        }
+        check("rbd_watchers_list", rc)?;
+        Ok(count > 0)
     }
 
     /// The clones of the snapshot this image was opened at, as `pool/image`.

@@ -21,17 +21,22 @@
 //! exist (their names are in the error); otherwise the snapshot is unprotected and removed, then
 //! the image.
 //!
-//! Bounds: every librados call is bounded by the backend's timeout (librados's
+//! Bounds: every librados operation is bounded by the backend's timeout (librados's
 //! `rados_osd_op_timeout`, `rados_mon_op_timeout` and `client_mount_timeout`), so a stopped OSD or
-//! monitor makes a call fail with ETIMEDOUT instead of hanging; each call also runs on Tokio's
-//! blocking pool under the same bound.
+//! monitor makes it fail with ETIMEDOUT instead of hanging. Short calls (connect, open, size,
+//! list, delete, sweep) also run on Tokio's blocking pool under the same bound; a write has no
+//! outer bound (a large image takes as long as it takes), only its operations'. A write whose
+//! caller gives up (drops the future) stops at its next chunk and removes its partial image.
+//!
+//! The sweep removes a partial image only when it is older than the sweep's age and no client
+//! watches it (a writer holds a watch; the sweep's read-only open adds none).
 
 use std::fmt;
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -199,6 +204,12 @@ impl RbdBackend {
     ) -> Result<T, StoreError> {
         let conn = self.conn().await?;
         let r = blocking(op, self.timeout, move || f(&conn.pool)).await?;
+        if let Err(e) = &r {
+            // A client the cluster shut out (blocklisted) or lost: connect again next time.
+            if matches!(e.errno(), Some(107 | 108)) {
+                *self.conn.lock().await = None;
+            }
+        }
         r.map_err(|e| self.error(what.into(), e, op))
     }
 
@@ -279,7 +290,7 @@ fn data_runs(buf: &[u8]) -> Vec<(usize, usize)> {
 
 /// Writes the non-zero data of `file` (of `size` bytes) into `img`; `done` follows the offset
 /// reached. Returns the bytes sent.
-fn write_data(img: &rbd::Image, file: &File, size: u64, done: &AtomicU64) -> Result<u64, StoreError> {
+fn write_data(img: &rbd::Image, file: &File, size: u64, done: &AtomicU64, cancel: &AtomicBool) -> Result<u64, StoreError> {
     use rustix::fs::{seek, SeekFrom};
     let io = |e: std::io::Error| StoreError::Remote(format!("RBD write: reading the source failed: {e}"));
     let rbd_err = |e: rbd::Error| StoreError::Rbd { what: "write".into(), source: e };
@@ -287,14 +298,19 @@ fn write_data(img: &rbd::Image, file: &File, size: u64, done: &AtomicU64) -> Res
     let mut sent = 0u64;
     let mut pos = 0u64;
     while pos < size {
-        let data = match seek(file, SeekFrom::Data(pos)) {
-            Ok(d) => d,
+        let (data, hole) = match seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => (d, seek(file, SeekFrom::Hole(d)).map_err(|e| io(e.into()))?.min(size)),
             Err(rustix::io::Errno::NXIO) => break,
+            // A filesystem that cannot tell: everything from here on is read (and its zero
+            // clusters still skipped).
+            Err(rustix::io::Errno::INVAL) => (pos, size),
             Err(e) => return Err(io(e.into())),
         };
-        let hole = seek(file, SeekFrom::Hole(data)).map_err(|e| io(e.into()))?.min(size);
         let mut off = data;
         while off < hole {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(StoreError::Remote("RBD write cancelled".into()));
+            }
             let len = usize::try_from(hole - off).unwrap_or(CHUNK).min(CHUNK);
             let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, off).map_err(io)?;
@@ -322,6 +338,54 @@ fn write_data(img: &rbd::Image, file: &File, size: u64, done: &AtomicU64) -> Res
     Ok(sent)
 }
 
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Puts the complete image `partial` under `key`. An older image of that name (a repeated write
+/// of the key) is renamed aside first and removed after, so at no moment is there no image
+/// under the key once there was one, and a failed rename puts the old one back. An old image
+/// that cannot be removed (clones of it exist) stays under its partial name, for the sweep.
+fn publish(pool: &Pool, partial: &str, key: &str) -> Result<(), rbd::Error> {
+    let aside = format!("{PARTIAL_PREFIX}{key}-old-{}", random_suffix());
+    let had_old = match pool.rename(key, &aside) {
+        Ok(()) => true,
+        Err(e) if e.is_not_found() => false,
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = pool.rename(partial, key) {
+        if had_old {
+            let _ = pool.rename(&aside, key);
+        }
+        return Err(e);
+    }
+    if had_old {
+        if let Err(e) = remove_image(pool, &aside) {
+            tracing::warn!(error = %e, image = aside, "rbd: the replaced image stays until the sweep removes it");
+        }
+    }
+    Ok(())
+}
+
+/// An image closed on Tokio's blocking pool when dropped (closing waits for the cluster).
+struct ClosingImage(Option<rbd::Image>);
+
+impl Drop for ClosingImage {
+    fn drop(&mut self) {
+        if let Some(img) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || drop(img))),
+                Err(_) => drop(img),
+            }
+        }
+    }
+}
+
 fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
@@ -344,39 +408,63 @@ impl Backend for RbdBackend {
         let size = file.metadata().map_err(|e| StoreError::io("stat", src, e))?.len();
         let partial = format!("{PARTIAL_PREFIX}{key}-{}", random_suffix());
         let done = Arc::new(AtomicU64::new(0));
-        let (features, order, d) = (self.features, self.order, done.clone());
+        // Set when this future is dropped (the caller gave up): the write stops at its next
+        // chunk and removes its partial image instead of publishing.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        let (features, order, d, k) = (self.features, self.order, done.clone(), key.clone());
         let (pool, name) = (conn.pool.clone(), partial.clone());
-        // The result is sent before the image is closed on failure: closing releases the
-        // exclusive lock, which waits out librados's bound once per call when the cluster has
-        // stopped answering; the error need not wait for that.
+        // The whole write, publish and cleanup run on one blocking thread, in order, so a
+        // cleanup never races the image it removes. The result is sent as soon as it is known:
+        // closing an image (releasing its exclusive lock) and removing a partial one wait out
+        // librados's bound once per call when the cluster has stopped answering, and the
+        // caller's error need not wait for that. There is no outer bound on the write (a large
+        // image takes as long as it takes); every librados operation in it is bounded.
         let (tx, mut rx) = tokio::sync::oneshot::channel::<Result<u64, StoreError>>();
         tokio::task::spawn_blocking(move || {
             let step = |what: &'static str| move |e: rbd::Error| StoreError::Rbd { what: what.to_owned(), source: e };
-            let img = match pool
-                .create(&name, size, features, order)
-                .map_err(step("create the image"))
-                .and_then(|()| pool.open(&name).map_err(step("open the new image")))
-            {
-                Ok(img) => img,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
+            if let Err(e) = pool.create(&name, size, features, order) {
+                let _ = tx.send(Err(step("create the image")(e)));
+                return;
+            }
+            let written = match pool.open(&name) {
+                Err(e) => Err(step("open the new image")(e)),
+                Ok(img) => {
+                    let written = write_data(&img, &file, size, &d, &cancel).and_then(|sent| {
+                        img.flush().map_err(step("flush"))?;
+                        img.snap_create(SNAPSHOT).map_err(step("create the snapshot"))?;
+                        img.snap_protect(SNAPSHOT).map_err(step("protect the snapshot"))?;
+                        Ok(sent)
+                    });
+                    match written {
+                        Ok(sent) => {
+                            // Closed before it is renamed and published.
+                            drop(img);
+                            if cancel.load(Ordering::Relaxed) {
+                                Err(StoreError::Remote("RBD write cancelled".into()))
+                            } else {
+                                publish(&pool, &name, &k).map(|()| sent).map_err(step("publish the image"))
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            drop(img);
+                            if let Err(e) = remove_image(&pool, &name) {
+                                tracing::warn!(error = %e, partial = name, "rbd: the partial image stays until the sweep removes it");
+                            }
+                            return;
+                        }
+                    }
                 }
             };
-            let written = write_data(&img, &file, size, &d).and_then(|sent| {
-                img.flush().map_err(step("flush"))?;
-                img.snap_create(SNAPSHOT).map_err(step("create the snapshot"))?;
-                img.snap_protect(SNAPSHOT).map_err(step("protect the snapshot"))?;
-                Ok(sent)
-            });
-            if written.is_ok() {
-                // Closed before it is renamed and published.
-                drop(img);
+            if written.is_err() {
+                if let Err(e) = remove_image(&pool, &name) {
+                    tracing::warn!(error = %e, partial = name, "rbd: the partial image stays until the sweep removes it");
+                }
             }
             let _ = tx.send(written);
         });
-        // Progress while the blocking write runs; a timeout here would cut a large image off,
-        // so the bound is librados's own, per call.
+        // Progress while the blocking write runs.
         let written = loop {
             tokio::select! {
                 r = &mut rx => break r,
@@ -384,37 +472,19 @@ impl Backend for RbdBackend {
             }
         };
         let written = written.map_err(|_| StoreError::Remote("RBD write task ended without an answer".into())).and_then(|r| r);
-        let publish = match written {
+        match written {
             Ok(sent) => {
-                tracing::debug!(key, size, sent, "rbd: data written, publishing");
-                let (k, p) = (key.clone(), partial.clone());
-                self.with_pool("publish", format!("publish '{key}'"), move |pool| {
-                    // A repeated write of the same key replaces the older image.
-                    remove_image(pool, &k)?;
-                    pool.rename(&p, &k)
-                })
-                .await
+                tracing::debug!(key, size, sent, "rbd: written and published");
+                progress(size);
+                Ok(size)
             }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = publish {
-            let p = partial.clone();
-            if let Err(cleanup) =
-                self.with_pool("remove", format!("remove the partial image '{partial}'"), move |pool| remove_image(pool, &p)).await
-            {
-                tracing::warn!(%cleanup, partial, "rbd: the partial image stays until the sweep removes it");
+            Err(StoreError::Rbd { what, source }) if source.is_timeout() => {
+                tracing::warn!(what, key, "rbd: write timed out");
+                Err(StoreError::Timeout { op: "write", after: self.timeout })
             }
-            return Err(match e {
-                StoreError::Rbd { what, source } if source.is_timeout() => {
-                    tracing::warn!(what, "rbd: write timed out");
-                    StoreError::Timeout { op: "write", after: self.timeout }
-                }
-                StoreError::Rbd { what, source } => self.error(format!("write '{key}': {what}"), source, "write"),
-                other => other,
-            });
+            Err(StoreError::Rbd { what, source }) => Err(self.error(format!("write '{key}': {what}"), source, "write")),
+            Err(other) => Err(other),
         }
-        progress(size);
-        Ok(size)
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
@@ -437,18 +507,19 @@ impl Backend for RbdBackend {
         }
         let timeout = self.timeout;
         let name = self.name.clone();
-        let stream = futures::stream::unfold(Some((img, start)), move |state| {
+        let stream = futures::stream::unfold(Some((ClosingImage(Some(img)), start)), move |state| {
             let name = name.clone();
             async move {
-                let (img, pos) = state?;
+                let (mut img, pos) = state?;
                 if pos >= end {
                     return None;
                 }
                 let n = usize::try_from(end - pos).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+                let handle = img.0.take()?;
                 let read = blocking("read", timeout, move || {
                     let mut buf = vec![0u8; n];
-                    let r = img.read_at(pos, &mut buf);
-                    (img, buf, r)
+                    let r = handle.read_at(pos, &mut buf);
+                    (ClosingImage(Some(handle)), buf, r)
                 })
                 .await;
                 match read {
@@ -485,7 +556,15 @@ impl Backend for RbdBackend {
             return Err(StoreError::InUse { key: key.to_owned(), clones });
         }
         let k = key.to_owned();
-        self.with_pool("delete", format!("delete '{key}'"), move |pool| remove_image(pool, &k)).await
+        match self.with_pool("delete", format!("delete '{key}'"), move |pool| remove_image(pool, &k)).await {
+            // Clones RBD did not list (in its trash, or made between the check and now) keep
+            // the snapshot protected.
+            Err(StoreError::Rbd { source, .. }) if source.errno() == Some(rbd::EBUSY) => Err(StoreError::InUse {
+                key: key.to_owned(),
+                clones: vec!["clones RBD did not list (in its trash, or just made)".to_owned()],
+            }),
+            r => r,
+        }
     }
 
     async fn space(&self) -> Result<Space, StoreError> {
@@ -508,14 +587,22 @@ impl Backend for RbdBackend {
         self.with_pool("sweep", "remove abandoned partial images", move |pool| {
             let mut removed = 0;
             for name in pool.list()?.into_iter().filter(|n| n.starts_with(PARTIAL_PREFIX)) {
-                let created = match pool.open_read_only(&name, None) {
-                    Ok(img) => img.created()?,
+                // Read-only opens add no watch: a watcher is a writer, whose image is in use
+                // however old it is (a large image takes long).
+                let (created, in_use) = match pool.open_read_only(&name, None).and_then(|img| Ok((img.created()?, img.has_watchers()?))) {
+                    Ok(facts) => facts,
                     Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, image = name, "rbd sweep: cannot read the partial image; skipped");
+                        continue;
+                    }
                 };
-                if SystemTime::now().duration_since(created).unwrap_or_default() >= age {
-                    remove_image(pool, &name)?;
-                    removed += 1;
+                if in_use || SystemTime::now().duration_since(created).unwrap_or_default() < age {
+                    continue;
+                }
+                match remove_image(pool, &name) {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(error = %e, image = name, "rbd sweep: cannot remove the partial image; tried again next time"),
                 }
             }
             Ok(removed)

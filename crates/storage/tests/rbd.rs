@@ -165,6 +165,8 @@ async fn a_second_write_replaces_and_the_sweep_removes_only_abandoned_partial_im
     b.put_file(&key, &two, PutMode::Move, &|_| {}).await.unwrap();
     assert!(collect(b.get(&key, None).await.unwrap()).await.unwrap() == d2);
     assert_eq!(b.size(&key).await.unwrap(), Some(d2.len() as u64));
+    let left: Vec<String> = images(&c).into_iter().filter(|n| n.starts_with(&format!("{RBD_PARTIAL_PREFIX}{key}"))).collect();
+    assert!(left.is_empty(), "the replaced image and the partial are gone: {left:?}");
 
     // A partial image a dead process left (with its snapshot protected, the worst case) is
     // removed by the sweep once it is old enough, and not before.
@@ -175,10 +177,46 @@ async fn a_second_write_replaces_and_the_sweep_removes_only_abandoned_partial_im
     cli(&c, "rbd", &["snap", "protect", &format!("{spec}@snap")]);
     assert_eq!(b.sweep_abandoned_writes(Duration::from_secs(3600)).await.unwrap(), 0);
     assert!(images(&c).contains(&partial));
+    // A partial a writer holds open (a write in progress, however old) is left alone.
+    let cluster = rbd::Cluster::connect(&rbd::ConnectOptions { conf: Some(c.conf.clone()), ..Default::default() }).unwrap();
+    let pool = cluster.pool(&c.rbd_pool).unwrap();
+    let writing = pool.open(&partial).unwrap();
+    b.sweep_abandoned_writes(Duration::ZERO).await.unwrap();
+    assert!(images(&c).contains(&partial), "a watched partial image was swept");
+    drop(writing);
     assert!(b.sweep_abandoned_writes(Duration::ZERO).await.unwrap() >= 1);
     let names = images(&c);
     assert!(!names.contains(&partial) && names.contains(&key), "{names:?}");
     b.delete(&key).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_gives_up_stops_and_leaves_nothing() {
+    let c = shared_cluster();
+    let b = backend(&c, 20);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.raw");
+    write_file(&src, &pattern(160 * MIB as usize, 31));
+    let key = key();
+    // The caller stops waiting soon after the write began (a client that went away).
+    let progress = |_| {};
+    let put = b.put_file(&key, &src, PutMode::Copy, &progress);
+    assert!(tokio::time::timeout(Duration::from_millis(300), put).await.is_err(), "the write finished before it could be abandoned");
+    // Nothing under the key, and the partial goes away by itself (the write notices at its next
+    // chunk and removes it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mine: Vec<String> = images(&c).into_iter().filter(|n| n.contains(&key)).collect();
+        if mine.is_empty() {
+            break;
+        }
+        assert!(!mine.contains(&key), "an abandoned write was published: {mine:?}");
+        assert!(Instant::now() < deadline, "the abandoned write left {mine:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!images(&c).iter().any(|n| n.contains(&key)), "something of the abandoned write appeared later");
+    assert_eq!(b.size(&key).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
