@@ -440,35 +440,7 @@ mod tests {
     use crate::Visible;
     use crate::{NewImage, NewJob};
 
-    use crate::test_db::temp_db;
-
-    async fn image(db: &Db, name: &str, owner: Option<&str>, visibility: &str) -> String {
-        let new = NewImage {
-            name: name.into(),
-            owner: owner.map(str::to_owned),
-            visibility: Some(visibility.parse().unwrap()),
-            ..Default::default()
-        };
-        db.create_image(&new).await.unwrap().id
-    }
-
-    /// Test set-up only: sets columns the public API does not write.
-    async fn set(db: &Db, id: &str, assignments: &str) {
-        let sql = format!("UPDATE images SET {assignments} WHERE id = ?");
-        sqlx::query(&sql).bind(id).execute(db.pool()).await.unwrap();
-    }
-
-    async fn list(db: &Db, q: &ImageQuery, visible: Visible<'_>) -> Vec<String> {
-        let mut q = q.clone();
-        q.limit = Some(MAX_LIST_LIMIT);
-        let mut names: Vec<String> = db.query_images(&q, visible).await.unwrap().images.into_iter().map(|i| i.name).collect();
-        names.sort();
-        names
-    }
-
-    fn q() -> ImageQuery {
-        ImageQuery::default()
-    }
+    use crate::test_db::{image, list, q, set, temp_db};
 
     #[tokio::test]
     async fn deleted_ids_are_never_taken_again() {

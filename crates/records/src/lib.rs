@@ -24,13 +24,47 @@ mod members;
 mod quota;
 mod uploads;
 
-/// The unit tests' database: a fresh SQLite file, migrated, in a directory removed on drop.
+/// The unit tests' database (a fresh SQLite file, migrated, in a directory removed on drop) and
+/// the image helpers the catalogue and listing tests share.
 #[cfg(test)]
 mod test_db {
-    pub(crate) async fn temp_db() -> (tempfile::TempDir, crate::Db) {
+    use crate::{Db, ImageQuery, NewImage, Visible, MAX_LIST_LIMIT};
+
+    pub(crate) async fn temp_db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = crate::Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
+        let db = Db::open_sqlite(&dir.path().join("hangar.db")).await.expect("open");
         (dir, db)
+    }
+
+    /// A new image named `name`, owned by `owner`, with `visibility`; its id.
+    pub(crate) async fn image(db: &Db, name: &str, owner: Option<&str>, visibility: &str) -> String {
+        let new = NewImage {
+            name: name.into(),
+            owner: owner.map(str::to_owned),
+            visibility: Some(visibility.parse().unwrap()),
+            ..Default::default()
+        };
+        db.create_image(&new).await.unwrap().id
+    }
+
+    /// Test set-up only: sets columns the public API does not write.
+    pub(crate) async fn set(db: &Db, id: &str, assignments: &str) {
+        let sql = format!("UPDATE images SET {assignments} WHERE id = ?");
+        sqlx::query(&sql).bind(id).execute(db.pool()).await.unwrap();
+    }
+
+    /// The names `query` lists for `visible`, sorted (one page of the largest size).
+    pub(crate) async fn list(db: &Db, query: &ImageQuery, visible: Visible<'_>) -> Vec<String> {
+        let mut query = query.clone();
+        query.limit = Some(MAX_LIST_LIMIT);
+        let mut names: Vec<String> = db.query_images(&query, visible).await.unwrap().images.into_iter().map(|i| i.name).collect();
+        names.sort();
+        names
+    }
+
+    /// The query that filters nothing.
+    pub(crate) fn q() -> ImageQuery {
+        ImageQuery::default()
     }
 }
 

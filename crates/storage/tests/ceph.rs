@@ -15,12 +15,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{collect, pattern, recorder, write_file};
+use common::{collect, pattern, recorder, signal, write_file, FaultCluster};
 use storage::{open, Backend, BackendConfig, BackendKind, PutMode, S3Backend, StoreError};
 use testceph::Cluster;
 
@@ -187,24 +186,6 @@ async fn configuration_and_credentials() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
-/// Resumes radosgw and stops the fault cluster even when an assertion fails.
-struct FaultCluster {
-    state: PathBuf,
-    rgw: u32,
-}
-
-impl Drop for FaultCluster {
-    fn drop(&mut self) {
-        signal(self.rgw, "CONT");
-        let _ = Command::new("bash").arg(testceph::scripts().join("ceph-down.sh")).arg(&self.state).arg("--purge").status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_stops_mid_write_fails_the_write_cleanly() {
     let state = state_dir("ceph-storage-fault");
@@ -212,7 +193,7 @@ async fn a_gateway_that_stops_mid_write_fails_the_write_cleanly() {
     testceph::stop_when_the_run_ends(&state);
     let pid_file = state.join("run/client.rgw.a.pid");
     let rgw: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    let guard = FaultCluster { state: state.clone(), rgw };
+    let guard = FaultCluster { state: state.clone(), paused: rgw };
 
     const TIMEOUT: u64 = 3;
     let b = ceph(&c, &fresh_bucket(), TIMEOUT);

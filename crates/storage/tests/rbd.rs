@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{collect, pattern, write_file};
+use common::{collect, pattern, signal, write_file, FaultCluster};
 use storage::{Backend, BackendConfig, BackendKind, PutMode, RbdBackend, StoreError, RBD_PARTIAL_PREFIX};
 use testceph::Cluster;
 
@@ -249,31 +249,13 @@ async fn a_missing_pool_or_cluster_is_a_clear_error() {
     assert!(matches!(e, StoreError::Timeout { .. } | StoreError::Rbd { .. }), "{e}");
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
-/// Resumes the OSD and stops the fault cluster even when an assertion fails.
-struct FaultCluster {
-    state: PathBuf,
-    osd: u32,
-}
-
-impl Drop for FaultCluster {
-    fn drop(&mut self) {
-        signal(self.osd, "CONT");
-        let _ = Command::new("bash").arg(testceph::scripts().join("ceph-down.sh")).arg(&self.state).arg("--purge").status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_osd_that_stops_mid_write_fails_the_write_and_leaves_no_image() {
     let state = state_dir("ceph-rbd-fault");
     let c = testceph::start(&state, FAULT_PORT);
     testceph::stop_when_the_run_ends(&state);
     let osd: u32 = std::fs::read_to_string(state.join("run/osd.0.pid")).unwrap().trim().parse().unwrap();
-    let guard = FaultCluster { state: state.clone(), osd };
+    let guard = FaultCluster { state: state.clone(), paused: osd };
 
     const TIMEOUT: u64 = 3;
     let b = backend(&c, TIMEOUT);

@@ -39,3 +39,23 @@ pub fn recorder() -> (std::sync::Arc<std::sync::atomic::AtomicU64>, impl Fn(u64)
     let l = last.clone();
     (last, move |n| l.store(n, std::sync::atomic::Ordering::SeqCst))
 }
+
+/// Sends `sig` (`STOP`, `CONT`, …) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// A fault test's own Ceph with one daemon (`paused`) it stops mid-write: resumes the daemon and
+/// stops and removes the cluster when dropped, even when an assertion failed.
+pub struct FaultCluster {
+    pub state: std::path::PathBuf,
+    pub paused: u32,
+}
+
+impl Drop for FaultCluster {
+    fn drop(&mut self) {
+        signal(self.paused, "CONT");
+        let _ = std::process::Command::new("bash").arg(testceph::scripts().join("ceph-down.sh")).arg(&self.state).arg("--purge").status();
+    }
+}
