@@ -658,16 +658,15 @@ impl AioWriter<'_> {
         check_len("rbd_aio_write", rc).map(|_| ())
     }
 
-    /// Waits for every queued write; the first error is returned.
-    pub fn finish(mut self) -> Result<(), Error> {
-        let mut first = Ok(());
+    /// Waits for the queued writes in order and stops at the first that failed, returning its
+    /// error; the writes still in flight are waited for when the writer is dropped. A caller
+    /// can so report a failure at once instead of after every other write has also run into
+    /// librados's timeout (when an OSD stops, queued writes can fail one bound after another).
+    pub fn wait_all(&mut self) -> Result<(), Error> {
         while !self.inflight.is_empty() {
-            let r = self.wait_oldest();
-            if first.is_ok() {
-                first = r;
-            }
+            self.wait_oldest()?;
         }
-        first
+        Ok(())
     }
 }
 

@@ -288,13 +288,14 @@ fn data_runs(buf: &[u8]) -> Vec<(usize, usize)> {
     runs
 }
 
-/// Writes the non-zero data of `file` (of `size` bytes) into `img`; `done` follows the offset
-/// reached. Returns the bytes sent.
-fn write_data(img: &rbd::Image, file: &File, size: u64, done: &AtomicU64, cancel: &AtomicBool) -> Result<u64, StoreError> {
+/// Writes the non-zero data of `file` (of `size` bytes) through `writer` and waits until it is
+/// written; `done` follows the offset reached. Returns the bytes sent. On an error, writes may
+/// still be in flight: they are waited for when the caller drops the writer, which it does after
+/// it has reported the error (see `put_file`).
+fn write_data(writer: &mut rbd::AioWriter<'_>, file: &File, size: u64, done: &AtomicU64, cancel: &AtomicBool) -> Result<u64, StoreError> {
     use rustix::fs::{seek, SeekFrom};
     let io = |e: std::io::Error| StoreError::Remote(format!("RBD write: reading the source failed: {e}"));
     let rbd_err = |e: rbd::Error| StoreError::Rbd { what: "write".into(), source: e };
-    let mut writer = img.writer(WRITES_IN_FLIGHT);
     let mut sent = 0u64;
     let mut pos = 0u64;
     while pos < size {
@@ -333,7 +334,7 @@ fn write_data(img: &rbd::Image, file: &File, size: u64, done: &AtomicU64, cancel
         }
         pos = hole;
     }
-    writer.finish().map_err(rbd_err)?;
+    writer.wait_all().map_err(rbd_err)?;
     done.store(size, Ordering::Relaxed);
     Ok(sent)
 }
@@ -430,7 +431,8 @@ impl Backend for RbdBackend {
             let written = match pool.open(&name) {
                 Err(e) => Err(step("open the new image")(e)),
                 Ok(img) => {
-                    let written = write_data(&img, &file, size, &d, &cancel).and_then(|sent| {
+                    let mut writer = img.writer(WRITES_IN_FLIGHT);
+                    let written = write_data(&mut writer, &file, size, &d, &cancel).and_then(|sent| {
                         img.flush().map_err(step("flush"))?;
                         img.snap_create(SNAPSHOT).map_err(step("create the snapshot"))?;
                         img.snap_protect(SNAPSHOT).map_err(step("protect the snapshot"))?;
@@ -439,6 +441,7 @@ impl Backend for RbdBackend {
                     match written {
                         Ok(sent) => {
                             // Closed before it is renamed and published.
+                            drop(writer);
                             drop(img);
                             if cancel.load(Ordering::Relaxed) {
                                 Err(StoreError::Remote("RBD write cancelled".into()))
@@ -447,7 +450,10 @@ impl Backend for RbdBackend {
                             }
                         }
                         Err(e) => {
+                            // Answered before the writes still in flight are waited out: with an
+                            // OSD stopped they can time out one after another.
                             let _ = tx.send(Err(e));
+                            drop(writer);
                             drop(img);
                             if let Err(e) = remove_image(&pool, &name) {
                                 tracing::warn!(error = %e, partial = name, "rbd: the partial image stays until the sweep removes it");
