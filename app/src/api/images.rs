@@ -60,8 +60,6 @@ pub const STATUSES: [ImageStatus; 7] = [
     ImageStatus::Killed,
     ImageStatus::PendingDelete,
 ];
-/// Disk formats for the format filter.
-pub const DISK_FORMATS: [&str; 11] = ["qcow2", "raw", "iso", "ami", "aki", "ari", "vdi", "vhd", "vhdx", "vmdk", "ova"];
 
 #[cfg(feature = "ssr")]
 pub(crate) mod imp {

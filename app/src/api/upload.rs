@@ -90,9 +90,6 @@ pub fn import_stage_line(s: &ImageState) -> String {
     }
 }
 
-/// Disk formats the form offers (Glance names).
-pub const DISK_FORMATS: &[&str] = &["qcow2", "raw", "vdi", "vhd", "vhdx", "vmdk", "iso", "ami", "aki", "ari"];
-
 /// Creates a `queued` image in the caller's current project; the browser then uploads its bytes
 /// to `/uploads` with `image_id` in the tus metadata.
 #[server(prefix = "/api", endpoint = "create_image")]

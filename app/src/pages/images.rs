@@ -1,6 +1,7 @@
 //! The Images page: the catalogue with filters, sorting and marker-based paging. The filter
 //! form is a plain GET form, so every view is a shareable URL and works without JavaScript.
 
+use domain::DiskFormat;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::{Form, A};
@@ -8,7 +9,7 @@ use leptos_router::hooks::use_query_map;
 use leptos_router::params::ParamsMap;
 
 use crate::api::auth::whoami;
-use crate::api::images::{list_images, ImageList, ImageSummary, DISK_FORMATS, SORT_KEYS, STATUSES};
+use crate::api::images::{list_images, ImageList, ImageSummary, SORT_KEYS, STATUSES};
 use crate::api::prefs::{welcome_dismissed, DismissWelcome};
 use crate::api::shares::{pending_shares, AnswerShare, PendingShare};
 use crate::components::feedback::ActionResult;
@@ -183,7 +184,7 @@ fn Filters(q: ParamsMap, owners: Vec<(String, String)>) -> impl IntoView {
             <div class="field"><label for="f-status">"Status"</label>
                 <select id="f-status" name="status">{options("Any", &val(&q, "status"), pairs(&STATUSES.map(|s| s.as_str())))}</select></div>
             <div class="field"><label for="f-format">"Disk format"</label>
-                <select id="f-format" name="disk_format">{options("Any", &val(&q, "disk_format"), pairs(&DISK_FORMATS))}</select></div>
+                <select id="f-format" name="disk_format">{options("Any", &val(&q, "disk_format"), pairs(&DiskFormat::ALL.iter().map(|f| f.as_str()).collect::<Vec<_>>()))}</select></div>
             <div class="field"><label for="f-visibility">"Visibility"</label>
                 <select id="f-visibility" name="visibility">{options("Default", &val(&q, "visibility"), pairs(&["private", "shared", "community", "public", "all"]))}</select></div>
             <div class="field"><label for="f-owner">"Owner"</label>

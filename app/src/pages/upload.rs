@@ -3,7 +3,7 @@
 //! checksummed chunks over parallel tus uploads that survive network drops and reloads.
 
 use diskimage::{Format, PackageFacts, Report, Verdict};
-use domain::ImageStatus;
+use domain::{DiskFormat, ImageStatus};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_meta::Title;
@@ -11,7 +11,7 @@ use send_wrapper::SendWrapper;
 
 use crate::api::auth::whoami;
 use crate::api::images::RelatedImage;
-use crate::api::upload::{cancel_image, create_image, image_progress, import_stage_line, ImageForm, DISK_FORMATS};
+use crate::api::upload::{cancel_image, create_image, image_progress, import_stage_line, ImageForm};
 use crate::components::size::human_bytes;
 use crate::pages::SignInPrompt;
 use crate::upload::{self as engine, ResumeRecord};
@@ -520,7 +520,7 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
                 <label for=ids("format")>"Disk format"</label>
                 <select id=ids("format") on:change={ let s = it.disk_format; move |ev| s.set(event_target_value(&ev)) } disabled={ let e = ed; move || !e() }>
                     <option value="" selected={ let s = it.disk_format; move || s.get().is_empty() }>"Choose…"</option>
-                    {DISK_FORMATS.iter().map(|f| { let s = it.disk_format; view! { <option value=*f selected=move || s.get() == *f>{f.to_uppercase()}</option> } }).collect_view()}
+                    {DiskFormat::ALL.iter().map(|f| { let (f, s) = (f.as_str(), it.disk_format); view! { <option value=f selected=move || s.get() == f>{f.to_uppercase()}</option> } }).collect_view()}
                 </select>
                 {move || mismatch().map(|m| view! { <p class="warning" role="alert">{m}</p> })}
                 { let c = it.container_format; move || package_note(&c.get()).map(|m| view! { <p class="muted package-note" role="note">{m}</p> }) }

@@ -214,12 +214,94 @@ vocabulary!(
     }
 );
 
-/// The storage matrix's rows, in the order the pages show them: the disk formats and the
-/// packages (`ova`, `uec`) Hangar inspects.
-pub const MATRIX_FORMATS: [&str; 12] = ["qcow2", "raw", "iso", "ami", "aki", "ari", "vdi", "vhd", "vhdx", "vmdk", "ova", "uec"];
+vocabulary!(
+    /// An image's disk format, as Glance names it: the disk formats Hangar inspects, converts
+    /// and stores (`docs/formats.md`). In a package's declaration it names the disk inside.
+    DiskFormat, "disk format", {
+        Qcow2 = "qcow2",
+        Raw = "raw",
+        Iso = "iso",
+        /// An Amazon machine image: a raw disk.
+        Ami = "ami",
+        /// An Amazon kernel image.
+        Aki = "aki",
+        /// An Amazon ramdisk image.
+        Ari = "ari",
+        Vdi = "vdi",
+        Vhd = "vhd",
+        Vhdx = "vhdx",
+        Vmdk = "vmdk",
+    }
+);
+
+vocabulary!(
+    /// An image's container format, as Glance names it (`docs/glance-api.md`, "Packages"): `bare`
+    /// for a disk image; a package is declared by its container format (`uec` is Hangar's own
+    /// value: Glance has none).
+    ContainerFormat, "container format", {
+        Bare = "bare",
+        Ovf = "ovf",
+        Ova = "ova",
+        Ami = "ami",
+        Aki = "aki",
+        Ari = "ari",
+        Uec = "uec",
+    }
+);
+
+vocabulary!(
+    /// A package Hangar unpacks into images.
+    Package, "package", {
+        /// An OVF package in a tar archive: its disks become images.
+        Ova = "ova",
+        /// A UEC tarball: machine image, kernel and ramdisk, linked.
+        Uec = "uec",
+    }
+);
+
+impl ContainerFormat {
+    /// The package an image declared with this container format is.
+    pub const fn package(self) -> Option<Package> {
+        match self {
+            ContainerFormat::Ova => Some(Package::Ova),
+            ContainerFormat::Uec => Some(Package::Uec),
+            _ => None,
+        }
+    }
+}
+
+impl Package {
+    /// The disk formats the disk inside may be declared with.
+    pub const fn inner_formats(self) -> &'static [DiskFormat] {
+        use DiskFormat::*;
+        match self {
+            Package::Ova => &[Vmdk, Raw, Qcow2, Vhd, Vhdx, Vdi],
+            Package::Uec => &[Ami],
+        }
+    }
+}
+
+const MATRIX_ROWS: usize = DiskFormat::ALL.len() + Package::ALL.len();
+
+/// The storage matrix's rows, in the order the pages show them: the disk formats, then the
+/// packages Hangar unpacks.
+pub const MATRIX_FORMATS: [&str; MATRIX_ROWS] = {
+    let mut rows = [""; MATRIX_ROWS];
+    let mut i = 0;
+    while i < DiskFormat::ALL.len() {
+        rows[i] = DiskFormat::ALL[i].as_str();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < Package::ALL.len() {
+        rows[i + j] = Package::ALL[j].as_str();
+        j += 1;
+    }
+    rows
+};
 
 /// The formats Hangar's converter writes.
-pub const CONVERT_TARGETS: [&str; 2] = ["qcow2", "raw"];
+pub const CONVERT_TARGETS: [&str; 2] = [DiskFormat::Qcow2.as_str(), DiskFormat::Raw.as_str()];
 
 #[cfg(test)]
 mod tests {
@@ -247,6 +329,15 @@ mod tests {
         assert_eq!(with_data, [&ImageStatus::Active, &ImageStatus::Deactivated]);
         assert!(ImageStatus::Importing.is_busy() && !ImageStatus::Queued.is_busy());
         assert!(JobStatus::Running.is_live() && !JobStatus::Failed.is_live());
+    }
+
+    #[test]
+    fn the_matrix_rows_are_the_disk_formats_then_the_packages() {
+        assert_eq!(MATRIX_FORMATS, ["qcow2", "raw", "iso", "ami", "aki", "ari", "vdi", "vhd", "vhdx", "vmdk", "ova", "uec"]);
+        assert_eq!(ContainerFormat::Ova.package(), Some(Package::Ova));
+        assert_eq!(ContainerFormat::Bare.package(), None);
+        assert!(Package::Uec.inner_formats() == [DiskFormat::Ami]);
+        assert_eq!(DiskFormat::parse("ova"), None, "a package is a container format, not a disk format");
     }
 
     fn serde_json_like(s: &str) -> String {

@@ -41,7 +41,7 @@ impl Images {
         for c in self.db.storage_policy().await? {
             if c.action != domain::MatrixAction::Refuse
                 && kinds.contains(&c.backend_kind.as_str())
-                && !matches!(c.format.as_str(), "ova" | "uec")
+                && domain::DiskFormat::parse(&c.format).is_some()
                 && !formats.contains(&c.format)
             {
                 formats.push(c.format);

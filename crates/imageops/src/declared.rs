@@ -6,32 +6,8 @@
 //! The one place that reading lives: the import, the room an upload reserves and the digests it
 //! computes all go through [`declared`].
 
-/// A package Hangar unpacks into images.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Package {
-    /// An OVF package in a tar archive: its disks become images.
-    Ova,
-    /// A UEC tarball: machine image, kernel and ramdisk, linked.
-    Uec,
-}
-
-impl Package {
-    /// The inspector's (and the storage matrix's) name for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Package::Ova => "ova",
-            Package::Uec => "uec",
-        }
-    }
-
-    /// The disk formats the disk inside may be declared with.
-    pub fn inner_formats(self) -> &'static [&'static str] {
-        match self {
-            Package::Ova => &["vmdk", "raw", "qcow2", "vhd", "vhdx", "vdi"],
-            Package::Uec => &["ami"],
-        }
-    }
-}
+use domain::ContainerFormat;
+pub use domain::Package;
 
 /// An image's declaration, read from its disk and container formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,10 +50,10 @@ impl<'a> Declared<'a> {
 pub fn check_declaration(disk_format: Option<&str>, container_format: Option<&str>) -> Result<(), String> {
     let d = declared(disk_format, container_format);
     match (d.package, d.disk) {
-        (Some(p), Some(disk)) if !p.inner_formats().contains(&disk) => Err(format!(
+        (Some(p), Some(disk)) if !p.inner_formats().iter().any(|f| f.as_str() == disk) => Err(format!(
             "A package declared with container_format {} holds a disk of one of these formats: {}; disk_format {disk} cannot be the disk inside it.",
             p.as_str(),
-            p.inner_formats().join(", ")
+            p.inner_formats().iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
         )),
         _ => Ok(()),
     }
@@ -86,12 +62,9 @@ pub fn check_declaration(disk_format: Option<&str>, container_format: Option<&st
 /// Reads an image's declaration. A disk format of `ova` or `uec` (how Hangar recorded packages
 /// before the container format carried them) still declares the package, with no inner disk.
 pub fn declared<'a>(disk_format: Option<&'a str>, container_format: Option<&str>) -> Declared<'a> {
-    let package = match (container_format, disk_format) {
-        (Some("ova"), _) | (_, Some("ova")) => Some(Package::Ova),
-        (Some("uec"), _) | (_, Some("uec")) => Some(Package::Uec),
-        _ => None,
-    };
-    Declared { package, disk: disk_format.filter(|d| !matches!(*d, "ova" | "uec")) }
+    let legacy = disk_format.and_then(Package::parse);
+    let package = container_format.and_then(ContainerFormat::parse).and_then(ContainerFormat::package).or(legacy);
+    Declared { package, disk: disk_format.filter(|_| legacy.is_none()) }
 }
 
 #[cfg(test)]

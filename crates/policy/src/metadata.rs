@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 
-/// Glance's container formats that Hangar accepts (docs/glance-api.md: `container_formats`).
-pub const CONTAINER_FORMATS: [&str; 7] = ["bare", "ovf", "ova", "ami", "aki", "ari", "uec"];
+use domain::ContainerFormat;
 
 /// Property names are at most this many characters (Glance's `image_properties.name` column).
 pub const MAX_PROPERTY_KEY_CHARS: usize = 255;
@@ -75,13 +74,12 @@ impl std::error::Error for MetadataError {}
 
 /// Checks a container format name.
 pub fn check_container_format(value: &str) -> Result<(), MetadataError> {
-    if CONTAINER_FORMATS.contains(&value) {
-        Ok(())
-    } else {
-        Err(MetadataError::Invalid(format!(
+    match ContainerFormat::parse(value) {
+        Some(_) => Ok(()),
+        None => Err(MetadataError::Invalid(format!(
             "Invalid value '{value}' for 'container_format': it must be one of {}.",
-            CONTAINER_FORMATS.join(", ")
-        )))
+            ContainerFormat::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
     }
 }
 

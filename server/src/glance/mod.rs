@@ -63,7 +63,6 @@ pub fn import_methods(state: &AppState) -> Vec<&'static str> {
 
 /// Container formats the schema offers (Glance's defaults minus `docker` and `compressed`:
 /// Hangar stores disk images, and its inspector accepts only what these name).
-pub use policy::metadata::CONTAINER_FORMATS;
 
 /// An answer in Glance's shape. `title` follows the HTTP reason phrase.
 #[derive(Debug)]
@@ -354,7 +353,7 @@ pub async fn image_schema(state: &AppState) -> Result<Value> {
     let mut disk: Vec<Value> = vec![Value::Null];
     disk.extend(disk_formats(state).await?.into_iter().map(Value::from));
     let mut container: Vec<Value> = vec![Value::Null];
-    container.extend(CONTAINER_FORMATS.iter().map(|s| Value::from(*s)));
+    container.extend(domain::ContainerFormat::ALL.iter().map(|c| Value::from(c.as_str())));
     let ro = |ty: Value, description: &str| json!({ "readOnly": true, "type": ty, "description": description });
     Ok(json!({
         "name": "image",
