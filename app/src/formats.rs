@@ -95,9 +95,23 @@ pub const FORMATS: &[FormatInfo] = &[
     },
 ];
 
+/// An image's declared formats as the lists and image pages show them: the disk format, `in`
+/// the container when that is a package or other non-`bare` container, a package alone when
+/// its inner disk is not known, `unknown` when nothing is declared yet.
+pub fn describe(disk: Option<domain::DiskFormat>, container: Option<domain::ContainerFormat>, unknown: &str) -> String {
+    use domain::ContainerFormat::Bare;
+    match (disk, container) {
+        (Some(d), Some(c)) if c != Bare => format!("{d} in {c}"),
+        (Some(d), _) => d.to_string(),
+        (None, Some(c)) if c.package().is_some() => format!("{c} package"),
+        (None, _) => unknown.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::FORMATS;
+    use domain::{ContainerFormat, DiskFormat};
 
     #[test]
     fn ids_are_unique_anchor_names() {
@@ -106,5 +120,15 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), FORMATS.len());
         assert!(FORMATS.iter().all(|f| f.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())));
+    }
+
+    #[test]
+    fn formats_are_described_with_their_container() {
+        let d = super::describe;
+        assert_eq!(d(Some(DiskFormat::Vmdk), Some(ContainerFormat::Ova), "—"), "vmdk in ova");
+        assert_eq!(d(Some(DiskFormat::Qcow2), Some(ContainerFormat::Bare), "—"), "qcow2");
+        assert_eq!(d(None, Some(ContainerFormat::Ova), "—"), "ova package");
+        assert_eq!(d(None, Some(ContainerFormat::Bare), "—"), "—");
+        assert_eq!(d(None, None, "not known yet"), "not known yet");
     }
 }

@@ -255,7 +255,7 @@ async fn check_new_upload(images: &imageops::Images, new: &uploads::NewUploadChe
     };
     let store = images.stores.get(&admitted.backend).unwrap_or_else(|| images.stores.default_backend());
     let rules = ingest::Rules::load(&images.db, store.kind().as_str()).await.map_err(internal)?;
-    let declared = imageops::declared::declared(admitted.image.disk_format.as_deref(), admitted.image.container_format.as_deref());
+    let declared = imageops::declared::declared(admitted.image.disk_format, admitted.image.container_format);
     Ok(ingest::room_after_upload(&rules, declared.inspect_as()))
 }
 

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::AppError;
-use domain::{ImageStatus, JobKind, JobStatus, LocationStatus, Visibility};
+use domain::{ContainerFormat, DiskFormat, ImageStatus, JobKind, JobStatus, LocationStatus, Visibility};
 
 /// One row of the Images page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,8 +16,8 @@ pub struct ImageSummary {
     pub id: String,
     pub name: String,
     pub status: ImageStatus,
-    pub disk_format: Option<String>,
-    pub container_format: Option<String>,
+    pub disk_format: Option<DiskFormat>,
+    pub container_format: Option<ContainerFormat>,
     pub visibility: Visibility,
     pub protected: bool,
     pub size: Option<u64>,
@@ -291,7 +291,7 @@ pub struct RelatedImage {
     pub id: String,
     pub name: String,
     pub status: ImageStatus,
-    pub disk_format: Option<String>,
+    pub disk_format: Option<DiskFormat>,
     /// `first disk`, `disk <id>`, `machine image`, `kernel` or `ramdisk`.
     pub role: String,
     /// The image being shown.
@@ -312,8 +312,8 @@ pub struct ImageView {
     pub name: String,
     pub status: ImageStatus,
     pub status_reason: String,
-    pub disk_format: Option<String>,
-    pub container_format: Option<String>,
+    pub disk_format: Option<DiskFormat>,
+    pub container_format: Option<ContainerFormat>,
     pub visibility: Visibility,
     pub protected: bool,
     pub os_hidden: bool,
@@ -414,11 +414,13 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
             .collect();
         // The matrix row: a copy is made from the first stored copy, so its format decides; with
         // no copy yet, what was uploaded (AMI/AKI/ARI keep their own rows).
-        let row = match (locs.iter().find(|l| l.status == LocationStatus::Active), d.disk_format.as_deref(), d.uploaded_format.as_deref()) {
+        let package = d.container_format.and_then(ContainerFormat::package);
+        let row = match (locs.iter().find(|l| l.status == LocationStatus::Active), d.disk_format, d.uploaded_format.as_deref()) {
             (Some(l), _, _) => Some(l.disk_format.clone()),
-            (None, Some(f @ ("ami" | "aki" | "ari")), _) => Some(f.to_owned()),
+            (None, Some(f @ (DiskFormat::Ami | DiskFormat::Aki | DiskFormat::Ari)), _) => Some(f.as_str().to_owned()),
             (None, _, Some(u)) => Some(u.to_owned()),
-            (None, f, None) => f.map(str::to_owned),
+            (None, _, None) if package.is_some() => package.map(|p| p.as_str().to_owned()),
+            (None, f, None) => f.map(|f| f.as_str().to_owned()),
         };
         let placements = ctx
             .backends

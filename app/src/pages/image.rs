@@ -103,11 +103,7 @@ fn Detail(
 ) -> impl IntoView {
     let title = if v.name.is_empty() { v.id.clone() } else { v.name.clone() };
     let confirm_word = title.clone();
-    let format = match (&v.disk_format, &v.container_format) {
-        (Some(d), Some(c)) if c != "bare" => format!("{d} in {c}"),
-        (Some(d), _) => d.clone(),
-        (None, _) => "not known yet".to_owned(),
-    };
+    let format = crate::formats::describe(v.disk_format, v.container_format, "not known yet");
     let uploaded = match (&v.uploaded_format, v.uploaded_size) {
         (Some(f), Some(n)) => format!("{f}, {}", human_bytes(n)),
         (Some(f), None) => f.clone(),

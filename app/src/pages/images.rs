@@ -296,11 +296,7 @@ fn ImageTable(list: ImageList, q: ParamsMap) -> impl IntoView {
 #[component]
 fn ImageRow(image: ImageSummary) -> impl IntoView {
     let name = if image.name.is_empty() { format!("(unnamed {})", &image.id[..image.id.len().min(8)]) } else { image.name };
-    let format = match (image.disk_format, image.container_format) {
-        (Some(d), Some(c)) if c != "bare" => format!("{d} in {c}"),
-        (Some(d), _) => d,
-        (None, _) => "—".to_owned(),
-    };
+    let format = crate::formats::describe(image.disk_format, image.container_format, "—");
     let href = format!("/images/{}", image.id);
     view! {
         <tr data-image=image.id.clone()>

@@ -271,6 +271,14 @@ impl ContainerFormat {
 }
 
 impl Package {
+    /// The container format that declares it.
+    pub const fn container(self) -> ContainerFormat {
+        match self {
+            Package::Ova => ContainerFormat::Ova,
+            Package::Uec => ContainerFormat::Uec,
+        }
+    }
+
     /// The disk formats the disk inside may be declared with.
     pub const fn inner_formats(self) -> &'static [DiskFormat] {
         use DiskFormat::*;

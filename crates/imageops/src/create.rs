@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use accounts::Authn;
+use domain::{ContainerFormat, DiskFormat};
 use policy::{Action, Visibility};
 
 use crate::units::human_bytes;
@@ -35,19 +36,16 @@ impl Images {
     /// The disk formats the configured backends accept: the storage matrix's formats whose row
     /// is not `refuse` on at least one configured backend kind, as Glance names them (`ova` and
     /// `uec` are packages, container formats).
-    pub async fn disk_formats(&self) -> Result<Vec<String>, Error> {
+    pub async fn disk_formats(&self) -> Result<Vec<DiskFormat>, Error> {
         let kinds: Vec<&str> = self.stores.all().iter().map(|b| b.kind().as_str()).collect();
-        let mut formats: Vec<String> = Vec::new();
+        let mut formats: Vec<DiskFormat> = Vec::new();
         for c in self.db.storage_policy().await? {
-            if c.action != domain::MatrixAction::Refuse
-                && kinds.contains(&c.backend_kind.as_str())
-                && domain::DiskFormat::parse(&c.format).is_some()
-                && !formats.contains(&c.format)
-            {
-                formats.push(c.format);
+            let Some(format) = DiskFormat::parse(&c.format) else { continue };
+            if c.action != domain::MatrixAction::Refuse && kinds.contains(&c.backend_kind.as_str()) && !formats.contains(&format) {
+                formats.push(format);
             }
         }
-        formats.sort();
+        formats.sort_by_key(|f| f.as_str());
         Ok(formats)
     }
 
@@ -115,16 +113,15 @@ impl Images {
         if name.chars().count() > records::MAX_NAME_CHARS {
             return Err(Error::Invalid(format!("Invalid value for 'name': at most {} characters.", records::MAX_NAME_CHARS)));
         }
-        if let Some(d) = &req.disk_format {
-            let known = self.disk_formats().await?;
-            if !known.contains(d) {
-                return Err(Error::Invalid(format!("Invalid value '{d}' for 'disk_format': it must be one of {}.", known.join(", "))));
-            }
-        }
-        if let Some(c) = &req.container_format {
-            policy::metadata::check_container_format(c).map_err(metadata)?;
-        }
-        crate::declared::check_declaration(req.disk_format.as_deref(), req.container_format.as_deref()).map_err(Error::Invalid)?;
+        let disk_format = match &req.disk_format {
+            Some(d) => Some(known_disk_format(d, &self.disk_formats().await?)?),
+            None => None,
+        };
+        let container_format = match &req.container_format {
+            Some(c) => Some(known_container_format(c)?),
+            None => None,
+        };
+        crate::declared::check_declaration(disk_format, container_format).map_err(Error::Invalid)?;
         for (what, n) in [("min_disk", req.min_disk), ("min_ram", req.min_ram)] {
             if n < 0 {
                 return Err(Error::Invalid(format!("Invalid value for '{what}': it must be an integer of 0 or more.")));
@@ -159,8 +156,8 @@ impl Images {
         let tags = serde_json::to_string(&tags).map_err(encode)?;
         Ok(records::NewImage {
             name,
-            disk_format: req.disk_format.clone(),
-            container_format: req.container_format.clone(),
+            disk_format,
+            container_format,
             visibility: None,
             owner: Some(project.to_owned()),
             protected: req.protected,
@@ -188,6 +185,25 @@ pub fn metadata(e: policy::metadata::MetadataError) -> Error {
 pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36 && b.iter().enumerate().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() })
+}
+
+/// The disk format a door was given as text: 400 unless it is one the configured backends accept
+/// (`known`, from [`Images::disk_formats`]).
+pub fn known_disk_format(text: &str, known: &[DiskFormat]) -> Result<DiskFormat, Error> {
+    match DiskFormat::parse(text) {
+        Some(d) if known.contains(&d) => Ok(d),
+        _ => Err(Error::Invalid(format!(
+            "Invalid value '{text}' for 'disk_format': it must be one of {}.",
+            known.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// The container format a door was given as text: 400 unless it is one of Glance's (and
+/// Hangar's `uec`).
+pub fn known_container_format(text: &str) -> Result<ContainerFormat, Error> {
+    policy::metadata::check_container_format(text).map_err(metadata)?;
+    ContainerFormat::parse(text).ok_or_else(|| Error::Invalid(format!("Invalid value '{text}' for 'container_format'.")))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub struct Related {
     pub id: String,
     pub name: String,
     pub status: domain::ImageStatus,
-    pub disk_format: Option<String>,
+    pub disk_format: Option<domain::DiskFormat>,
     /// What it is in the package: `first disk`, `disk <ovf diskId>`, `machine image`,
     /// `kernel` or `ramdisk`.
     pub role: String,
@@ -92,7 +92,7 @@ impl Images {
             id: d.id.clone(),
             name: d.name.clone(),
             status: d.status,
-            disk_format: d.disk_format.clone(),
+            disk_format: d.disk_format,
             role,
             is_self: d.id == image_id,
         };

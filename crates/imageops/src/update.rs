@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use accounts::Authn;
-use domain::ImageStatus;
+use domain::{DiskFormat, ImageStatus};
 use policy::{Action, Visibility};
 
 use crate::{metadata, Error, Images};
@@ -35,8 +35,8 @@ impl ImageFields {
             os_hidden: image.os_hidden,
             min_disk: image.min_disk,
             min_ram: image.min_ram,
-            disk_format: image.disk_format.clone(),
-            container_format: image.container_format.clone(),
+            disk_format: image.disk_format.map(|d| d.as_str().to_owned()),
+            container_format: image.container_format.map(|c| c.as_str().to_owned()),
             owner: image.owner.clone(),
             tags: image.tag_list(),
             properties: image.property_map(),
@@ -62,7 +62,7 @@ pub fn check_update(
     before: &ImageFields,
     after: &ImageFields,
     status: ImageStatus,
-    disk_formats: &[String],
+    disk_formats: &[DiskFormat],
 ) -> Result<records::ImagePatch, Error> {
     let invalid = |m: String| Err(Error::Invalid(m));
     if after.name.as_ref().is_some_and(|n| n.chars().count() > records::MAX_NAME_CHARS) {
@@ -73,6 +73,7 @@ pub fn check_update(
             return invalid(format!("Invalid value for '{what}': it must be an integer of 0 or more."));
         }
     }
+    let (mut disk_format, mut container_format) = (None, None);
     for (what, old, new) in
         [("disk_format", &before.disk_format, &after.disk_format), ("container_format", &before.container_format, &after.container_format)]
     {
@@ -83,15 +84,17 @@ pub fn check_update(
             return Err(Error::Forbidden(format!("Attribute {what} can be only replaced for a queued image (this one is {status}).")));
         }
         let Some(value) = new else { return invalid(format!("'{what}' cannot be unset once set.")) };
-        if what == "disk_format" && !disk_formats.contains(value) {
-            return invalid(format!("Invalid value '{value}' for 'disk_format': it must be one of {}.", disk_formats.join(", ")));
-        }
-        if what == "container_format" {
-            policy::metadata::check_container_format(value).map_err(metadata)?;
+        if what == "disk_format" {
+            disk_format = Some(crate::create::known_disk_format(value, disk_formats)?);
+        } else {
+            container_format = Some(crate::create::known_container_format(value)?);
         }
     }
     if after.disk_format != before.disk_format || after.container_format != before.container_format {
-        crate::declared::check_declaration(after.disk_format.as_deref(), after.container_format.as_deref()).map_err(Error::Invalid)?;
+        // Unchanged values are the stored ones (valid); changed ones were parsed above.
+        let disk = disk_format.or_else(|| after.disk_format.as_deref().and_then(DiskFormat::parse));
+        let container = container_format.or_else(|| after.container_format.as_deref().and_then(domain::ContainerFormat::parse));
+        crate::declared::check_declaration(disk, container).map_err(Error::Invalid)?;
     }
     if after.owner != before.owner {
         return Err(Error::Forbidden("Owner can't be updated: images stay in the project that created them.".to_owned()));
@@ -115,8 +118,8 @@ pub fn check_update(
         os_hidden: (after.os_hidden != before.os_hidden).then_some(after.os_hidden),
         min_disk: (after.min_disk != before.min_disk).then_some(after.min_disk),
         min_ram: (after.min_ram != before.min_ram).then_some(after.min_ram),
-        disk_format: (after.disk_format != before.disk_format).then(|| after.disk_format.clone()).flatten(),
-        container_format: (after.container_format != before.container_format).then(|| after.container_format.clone()).flatten(),
+        disk_format,
+        container_format,
         properties: (after.properties != before.properties).then(|| after.properties.clone()),
         tags: (after.tags != before.tags).then(|| after.tags.clone()),
     })
@@ -177,7 +180,7 @@ mod tests {
         let before = fields();
         let mut after = before.clone();
         change(&mut after);
-        match check_update(&before, &after, status, &["qcow2".to_owned(), "raw".to_owned()]) {
+        match check_update(&before, &after, status, &[DiskFormat::Qcow2, DiskFormat::Raw]) {
             Ok(_) => "ok",
             Err(Error::Invalid(_)) => "400",
             Err(Error::Forbidden(_)) => "403",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use domain::{ImageStatus, Visibility};
+use domain::{ContainerFormat, DiskFormat, ImageStatus, Visibility};
 use sqlx::FromRow;
 
 use crate::{Db, DbError, NewImage};
@@ -60,8 +60,8 @@ pub struct ImageDetail {
     pub name: String,
     pub status: ImageStatus,
     pub status_reason: String,
-    pub disk_format: Option<String>,
-    pub container_format: Option<String>,
+    pub disk_format: Option<DiskFormat>,
+    pub container_format: Option<ContainerFormat>,
     pub visibility: Visibility,
     pub protected: bool,
     pub os_hidden: bool,
@@ -139,8 +139,8 @@ pub struct ImagePatch {
     pub os_hidden: Option<bool>,
     pub min_disk: Option<i64>,
     pub min_ram: Option<i64>,
-    pub disk_format: Option<String>,
-    pub container_format: Option<String>,
+    pub disk_format: Option<DiskFormat>,
+    pub container_format: Option<ContainerFormat>,
     pub properties: Option<BTreeMap<String, String>>,
     pub tags: Option<Vec<String>>,
 }
@@ -263,8 +263,8 @@ impl Db {
             .bind(patch.os_hidden)
             .bind(patch.min_disk)
             .bind(patch.min_ram)
-            .bind(&patch.disk_format)
-            .bind(&patch.container_format)
+            .bind(patch.disk_format)
+            .bind(patch.container_format)
             .bind(properties)
             .bind(tags)
             .bind(id)
@@ -367,8 +367,8 @@ impl Db {
         )
         .bind(id)
         .bind(&new.name)
-        .bind(&new.disk_format)
-        .bind(&new.container_format)
+        .bind(new.disk_format)
+        .bind(new.container_format)
         .bind(new.visibility)
         .bind(&new.owner)
         .bind(new.protected)
@@ -511,15 +511,15 @@ mod tests {
             os_hidden: Some(true),
             min_disk: Some(10),
             min_ram: Some(512),
-            disk_format: Some("qcow2".into()),
-            container_format: Some("bare".into()),
+            disk_format: Some(DiskFormat::Qcow2),
+            container_format: Some(ContainerFormat::Bare),
             properties: Some(BTreeMap::from([("os_distro".into(), "debian".into()), ("x.y".into(), "\"quoted\"".into())])),
             tags: Some(vec!["t1".into(), "t2".into(), "t1".into()]),
         };
         let d = db.update_image(&id, &patch).await.unwrap().unwrap();
         assert_eq!((d.name.as_str(), d.visibility.as_str(), d.protected, d.os_hidden), ("after", "community", true, true));
         assert_eq!(
-            (d.min_disk, d.min_ram, d.disk_format.as_deref(), d.container_format.as_deref()),
+            (d.min_disk, d.min_ram, d.disk_format.map(DiskFormat::as_str), d.container_format.map(ContainerFormat::as_str)),
             (10, 512, Some("qcow2"), Some("bare"))
         );
         assert_eq!(d.tag_list(), ["t1", "t2"], "tags are a set");
@@ -550,24 +550,24 @@ mod tests {
         // import that started after the caller read `queued` is not changed under it), and
         // leaves the rest of the patch unapplied too; other fields still change.
         set(&db, &id, "status = 'active'").await;
-        let late = ImagePatch { name: Some("late".into()), disk_format: Some("raw".into()), ..Default::default() };
+        let late = ImagePatch { name: Some("late".into()), disk_format: Some(DiskFormat::Raw), ..Default::default() };
         match db.update_image(&id, &late).await {
             Err(CatalogueError::WrongStatus { field: "disk_format", status }) => assert_eq!(status, ImageStatus::Active),
             other => panic!("{other:?}"),
         }
         let d = db.image_detail(&id).await.unwrap().unwrap();
-        assert_eq!((d.name.as_str(), d.disk_format.as_deref()), ("after", Some("qcow2")));
+        assert_eq!((d.name.as_str(), d.disk_format.map(DiskFormat::as_str)), ("after", Some("qcow2")));
         let d = db.update_image(&id, &ImagePatch { name: Some("renamed".into()), ..Default::default() }).await.unwrap().unwrap();
         assert_eq!(d.name, "renamed");
         // `importing` before the import job runs (a web-download still arriving): formats may
         // change; once the job runs (it read them at its start), they may not.
         set(&db, &id, "status = 'importing'").await;
-        let raw = ImagePatch { disk_format: Some("raw".into()), ..Default::default() };
-        assert_eq!(db.update_image(&id, &raw).await.unwrap().unwrap().disk_format.as_deref(), Some("raw"));
+        let raw = ImagePatch { disk_format: Some(DiskFormat::Raw), ..Default::default() };
+        assert_eq!(db.update_image(&id, &raw).await.unwrap().unwrap().disk_format.map(DiskFormat::as_str), Some("raw"));
         let job = NewJob::import(id.clone(), "local");
         let job = db.create_job(&job).await.unwrap();
         assert_eq!(db.claim_job().await.unwrap().map(|j| j.id), Some(job.id), "the job runs");
-        let qcow2 = ImagePatch { disk_format: Some("qcow2".into()), ..Default::default() };
+        let qcow2 = ImagePatch { disk_format: Some(DiskFormat::Qcow2), ..Default::default() };
         assert!(matches!(db.update_image(&id, &qcow2).await, Err(CatalogueError::WrongStatus { .. })));
     }
 

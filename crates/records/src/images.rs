@@ -1,7 +1,7 @@
 //! Image records: the row, creation, status transitions and the ingest columns. Members are
 //! `members.rs`, the detail row and edits `catalogue.rs`, the listing query `listing.rs`.
 
-use domain::{ImageStatus, Visibility};
+use domain::{ContainerFormat, DiskFormat, ImageStatus, Visibility};
 use sqlx::FromRow;
 
 use crate::{Db, DbError};
@@ -12,8 +12,8 @@ pub struct ImageRow {
     pub id: String,
     pub name: String,
     pub status: ImageStatus,
-    pub disk_format: Option<String>,
-    pub container_format: Option<String>,
+    pub disk_format: Option<DiskFormat>,
+    pub container_format: Option<ContainerFormat>,
     pub visibility: Visibility,
     pub size: Option<i64>,
     pub virtual_size: Option<i64>,
@@ -54,8 +54,8 @@ impl Visible<'_> {
 #[derive(Clone, Debug, Default)]
 pub struct NewImage {
     pub name: String,
-    pub disk_format: Option<String>,
-    pub container_format: Option<String>,
+    pub disk_format: Option<DiskFormat>,
+    pub container_format: Option<ContainerFormat>,
     pub visibility: Option<Visibility>,
     pub owner: Option<String>,
     pub protected: bool,
@@ -74,11 +74,13 @@ pub struct NewImage {
 /// The ingest pipeline's result for an image that became `active`.
 #[derive(Clone, Debug, Default)]
 pub struct ActiveImage {
-    pub disk_format: String,
+    /// The stored image's disk format; None keeps the declared one (a package kept whole: its
+    /// disk format names the disk inside, as declared).
+    pub disk_format: Option<DiskFormat>,
     /// The container format the stored image has when it differs from the declared one: an
     /// unpacked package's disk is `bare` (an UEC's machine image `ami`), as after Glance's OVF
     /// processing. None keeps the declared value.
-    pub container_format: Option<String>,
+    pub container_format: Option<ContainerFormat>,
     pub uploaded_format: String,
     pub uploaded_size: i64,
     pub size: i64,
@@ -150,14 +152,14 @@ impl Db {
     pub async fn activate_image(&self, id: &str, a: &ActiveImage) -> Result<bool, DbError> {
         let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
-            "UPDATE images SET status = 'active', status_reason = '', disk_format = ?, \
+            "UPDATE images SET status = 'active', status_reason = '', disk_format = COALESCE(?, disk_format), \
              container_format = COALESCE(?, container_format), uploaded_format = ?, \
              uploaded_size = ?, size = ?, virtual_size = ?, sha256 = ?, checksum = ?, os_hash_algo = 'sha512', \
              os_hash_value = ?, findings = ?, location = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') \
              WHERE id = ? AND status = 'importing'",
         )
-        .bind(&a.disk_format)
-        .bind(&a.container_format)
+        .bind(a.disk_format)
+        .bind(a.container_format)
         .bind(&a.uploaded_format)
         .bind(a.uploaded_size)
         .bind(a.size)
@@ -241,8 +243,10 @@ mod tests {
     #[tokio::test]
     async fn created_images_are_listed_queued_with_defaults() {
         let (_dir, db) = temp_db().await;
-        let row =
-            db.create_image(&NewImage { name: "debian-12".into(), disk_format: Some("qcow2".into()), ..Default::default() }).await.unwrap();
+        let row = db
+            .create_image(&NewImage { name: "debian-12".into(), disk_format: Some(DiskFormat::Qcow2), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(row.status, ImageStatus::Queued);
         assert_eq!(row.visibility, Visibility::Shared);
         assert_eq!(row.name, "debian-12");
@@ -268,7 +272,12 @@ mod tests {
         let ok = db.create_image(&NewImage { name: "ok".into(), ..Default::default() }).await.unwrap();
         let mut conn = db.pool().acquire().await.unwrap();
         sqlx::query("PRAGMA ignore_check_constraints = ON").execute(&mut *conn).await.unwrap();
-        for (id, column, value) in [("bad-status", "status", "bogus"), ("bad-visibility", "visibility", "everyone")] {
+        for (id, column, value) in [
+            ("bad-status", "status", "bogus"),
+            ("bad-visibility", "visibility", "everyone"),
+            ("bad-disk", "disk_format", "ploop"),
+            ("bad-container", "container_format", "docker"),
+        ] {
             sqlx::query(&format!("INSERT INTO images (id, name, {column}) VALUES (?, ?, ?)"))
                 .bind(id)
                 .bind(id)
@@ -279,12 +288,50 @@ mod tests {
         }
         sqlx::query("PRAGMA ignore_check_constraints = OFF").execute(&mut *conn).await.unwrap();
         drop(conn);
-        for id in ["bad-status", "bad-visibility"] {
+        for id in ["bad-status", "bad-visibility", "bad-disk", "bad-container"] {
             let err = db.image(id).await.unwrap_err();
             assert!(err.to_string().contains("mismatched types") || err.to_string().contains("decod"), "{id}: {err}");
             assert!(db.image_detail(id).await.is_err(), "{id}");
         }
         assert_eq!(db.image(&ok.id).await.unwrap().unwrap().status, ImageStatus::Queued, "good rows still read");
+    }
+
+    #[tokio::test]
+    async fn packages_once_recorded_as_disk_formats_become_container_formats() {
+        // A database as it was before 20261208000012: an OVA and a UEC image carrying the
+        // package in disk_format (how Hangar recorded them before), and a disk image.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url).unwrap().create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let all = sqlx::migrate!("../../migrations/sqlite");
+        let before: Vec<_> = all.migrations.iter().filter(|m| m.version < 20261208000012).cloned().collect();
+        assert!(before.len() < all.migrations.len(), "the migration under test exists");
+        let old = sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(before), ..sqlx::migrate::Migrator::DEFAULT };
+        old.run(&pool).await.unwrap();
+        for (id, disk, container) in [("o", "ova", "bare"), ("u", "uec", "bare"), ("q", "qcow2", "bare")] {
+            sqlx::query("INSERT INTO images (id, name, disk_format, container_format) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(id)
+                .bind(disk)
+                .bind(container)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+
+        let db = Db::open_url(&url).await.unwrap();
+        let formats = |id: &'static str| {
+            let db = db.clone();
+            async move {
+                let i = db.image(id).await.unwrap().unwrap();
+                (i.disk_format, i.container_format)
+            }
+        };
+        assert_eq!(formats("o").await, (None, Some(ContainerFormat::Ova)));
+        assert_eq!(formats("u").await, (None, Some(ContainerFormat::Uec)));
+        assert_eq!(formats("q").await, (Some(DiskFormat::Qcow2), Some(ContainerFormat::Bare)));
     }
 
     #[tokio::test]

@@ -290,13 +290,13 @@ impl SortKey {
 
     /// The marker row's value of this key.
     fn value_of(self, row: &ImageDetail) -> Arg {
-        let text = |s: &Option<String>| s.clone().map_or(Arg::Null, Arg::Text);
+        let text = |s: Option<&str>| s.map_or(Arg::Null, |s| Arg::Text(s.to_owned()));
         let int = |n: Option<i64>| n.map_or(Arg::Null, Arg::Int);
         match self {
             SortKey::Name => Arg::Text(row.name.clone()),
             SortKey::Status => Arg::Text(row.status.as_str().to_owned()),
-            SortKey::ContainerFormat => text(&row.container_format),
-            SortKey::DiskFormat => text(&row.disk_format),
+            SortKey::ContainerFormat => text(row.container_format.map(|c| c.as_str())),
+            SortKey::DiskFormat => text(row.disk_format.map(|d| d.as_str())),
             SortKey::Size => int(row.size),
             SortKey::VirtualSize => int(row.virtual_size),
             SortKey::Id => Arg::Text(row.id.clone()),
@@ -305,7 +305,7 @@ impl SortKey {
             SortKey::Visibility => Arg::Text(row.visibility.as_str().to_owned()),
             SortKey::MinDisk => Arg::Int(row.min_disk),
             SortKey::MinRam => Arg::Int(row.min_ram),
-            SortKey::Owner => text(&row.owner),
+            SortKey::Owner => text(row.owner.as_deref()),
         }
     }
 }

@@ -446,7 +446,7 @@ pub(super) async fn submit_import(
 /// `ingest::room_after_upload`); none when the backend or the matrix cannot be read.
 async fn import_room(state: &AppState, image: &records::ImageDetail, backend: &str) -> uploads::RoomAfter {
     let Some(store) = state.stores.get(backend) else { return uploads::RoomAfter::default() };
-    let declared = imageops::declared::declared(image.disk_format.as_deref(), image.container_format.as_deref());
+    let declared = imageops::declared::declared(image.disk_format, image.container_format);
     match crate::ingest::Rules::load(&state.db, store.kind().as_str()).await {
         Ok(rules) => crate::ingest::room_after_upload(&rules, declared.inspect_as()),
         Err(_) => uploads::RoomAfter::default(),

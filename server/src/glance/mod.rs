@@ -61,9 +61,6 @@ pub fn import_methods(state: &AppState) -> Vec<&'static str> {
     methods
 }
 
-/// Container formats the schema offers (Glance's defaults minus `docker` and `compressed`:
-/// Hangar stores disk images, and its inspector accepts only what these name).
-
 /// An answer in Glance's shape. `title` follows the HTTP reason phrase.
 #[derive(Debug)]
 pub struct GlanceError {
@@ -340,8 +337,8 @@ async fn versions(headers: HeaderMap) -> Response {
 
 /// The disk formats the configured backends accept: the storage matrix's formats whose row is
 /// not `refuse` on at least one configured backend kind, as Glance names them.
-async fn disk_formats(state: &AppState) -> Result<Vec<String>> {
-    Ok(state.images.disk_formats().await?)
+async fn disk_formats(state: &AppState) -> Result<Vec<&'static str>> {
+    Ok(state.images.disk_formats().await?.into_iter().map(domain::DiskFormat::as_str).collect())
 }
 
 const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";

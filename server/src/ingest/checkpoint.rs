@@ -63,9 +63,11 @@ impl Checkpoint {
     /// The records to publish, once the digests are known.
     pub(super) fn outcome(&self) -> (records::ActiveImage, Imported) {
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        // A package kept whole is stored as the package: its image keeps the declared disk
+        // format (the disk inside) and is declared by the package's container format.
         let record = records::ActiveImage {
-            disk_format: self.disk_format.clone(),
-            container_format: None,
+            disk_format: DiskFormat::parse(&self.disk_format),
+            container_format: Package::parse(&self.disk_format).map(Package::container),
             uploaded_format: self.uploaded_format.clone(),
             uploaded_size: to_i64(self.uploaded_size),
             size: to_i64(self.output_size),

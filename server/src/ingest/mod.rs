@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use digests::Algorithm;
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
-use domain::{ImageStatus, LocationStatus};
+use domain::{ContainerFormat, DiskFormat, ImageStatus, LocationStatus, Package};
 use imageops::declared::Declared;
 
 mod checkpoint;
@@ -104,8 +104,8 @@ pub struct Imported {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExtraDisk {
     pub path: PathBuf,
-    pub disk_format: String,
-    pub container_format: String,
+    pub disk_format: DiskFormat,
+    pub container_format: ContainerFormat,
     pub virtual_size: u64,
     /// OVA: the OVF disk id. UEC: the member's name.
     pub disk_id: String,
@@ -211,7 +211,7 @@ pub async fn ingest_job(
     }
     tracing::info!(image = %image.id, path = %up.path.display(), "ingest: inspecting");
     let images_dir = data_dir.join("staging");
-    let (disk_format, container_format) = (image.disk_format.clone(), image.container_format.clone());
+    let declared = imageops::declared::declared(image.disk_format, image.container_format);
     let resume = resume_point(&journal, &up, store).await;
     let already_stored = resume.as_ref().is_some_and(|cp| cp.step == Step::Stored);
     let (up2, rules2, ctl2, journal2, staging2) = (up.clone(), rules.clone(), ctl.clone(), journal.clone(), images_dir.clone());
@@ -220,12 +220,9 @@ pub async fn ingest_job(
         Some(cp) => tokio::task::spawn_blocking(move || finish_prepared(cp, &up2, &ctl2, &journal2))
             .await
             .map_err(|e| IngestError::Failed(format!("the import task failed: {e}")))?,
-        None => tokio::task::spawn_blocking(move || {
-            let declared = imageops::declared::declared(disk_format.as_deref(), container_format.as_deref());
-            process(&up2, declared, &staging2, &rules2, &ctl2, &journal2)
-        })
-        .await
-        .map_err(|e| IngestError::Failed(format!("the import task failed: {e}")))?,
+        None => tokio::task::spawn_blocking(move || process(&up2, declared, &staging2, &rules2, &ctl2, &journal2))
+            .await
+            .map_err(|e| IngestError::Failed(format!("the import task failed: {e}")))?,
     };
     // A converted output is named `<image id>.<format>` in staging; on every way out but a
     // stop (the job resumes from it) and publishing (it moved into the backend), it goes.
@@ -306,7 +303,7 @@ pub async fn ingest_job(
                 image_id: image.id.clone(),
                 backend: backend.to_owned(),
                 key: key.clone(),
-                disk_format: record.disk_format.clone(),
+                disk_format: imported.disk_format.clone(),
                 size: record.size,
                 checksum: Some(record.md5.clone()),
                 os_hash_value: Some(record.sha512.clone()),

@@ -61,7 +61,7 @@ pub(super) fn open_package(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn extract_package(
     up: &ReceivedData,
-    declared: Declared<'_>,
+    declared: Declared,
     staging: &Path,
     rules: &Rules,
     ctl: &JobControl,
@@ -78,10 +78,7 @@ pub(super) fn extract_package(
         Plan::Keep => TargetFormat::Qcow2,
         Plan::Refuse(reason) => return Err(IngestError::Refused(format!("This OVA's disks are VMDK. {reason}"))),
     };
-    let ext = match to {
-        TargetFormat::Qcow2 => "qcow2",
-        TargetFormat::Raw => "raw",
-    };
+    let disk_format = target_disk_format(to);
     let (dir, sha256, mut input) = open_package(up, staging, "ova", ctl, uploaded_size)?;
     let ova = convert::ova::extract_ova(&mut input, dir.path(), &ConvertOptions { to, ..ConvertOptions::default() }, &mut ctl.progress())
         .map_err(|e| ctl.refusal(e, |e| format!("The OVA could not be unpacked: {e}")))?;
@@ -103,8 +100,8 @@ pub(super) fn extract_package(
     let extra_disks = disks
         .map(|d| ExtraDisk {
             path: d.path,
-            disk_format: ext.to_owned(),
-            container_format: "bare".into(),
+            disk_format,
+            container_format: ContainerFormat::Bare,
             virtual_size: d.virtual_size,
             disk_id: d.disk_id,
             link: None,
@@ -133,7 +130,7 @@ pub(super) fn extract_package(
     let primary = Primary {
         what: "disk",
         path: &first.path,
-        disk_format: ext.to_owned(),
+        disk_format,
         virtual_size: first.virtual_size,
         uploaded_format: "ova",
         extra_disks,
@@ -151,7 +148,7 @@ pub(super) struct Primary<'a> {
     /// Name in error messages ("disk", "AMI").
     what: &'static str,
     path: &'a Path,
-    disk_format: String,
+    disk_format: DiskFormat,
     virtual_size: u64,
     uploaded_format: &'static str,
     extra_disks: Vec<ExtraDisk>,
@@ -175,10 +172,11 @@ impl Primary<'_> {
         let size = std::fs::metadata(self.path).map_err(|e| IngestError::io(format!("stat {what}"), e))?.len();
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         // Unpacked, the disk is no longer in its package: `bare` (a UEC's machine image `ami`).
-        let container = if self.uploaded_format == "uec" && self.disk_format == "ami" { "ami" } else { "bare" };
+        let container =
+            if self.uploaded_format == "uec" && self.disk_format == DiskFormat::Ami { ContainerFormat::Ami } else { ContainerFormat::Bare };
         let record = records::ActiveImage {
-            disk_format: self.disk_format.clone(),
-            container_format: Some(container.to_owned()),
+            disk_format: Some(self.disk_format),
+            container_format: Some(container),
             uploaded_format: report.format.as_str().to_owned(),
             uploaded_size: to_i64(uploaded_size),
             size: to_i64(size),
@@ -192,7 +190,7 @@ impl Primary<'_> {
         let imported = Imported {
             uploaded_format: self.uploaded_format.into(),
             uploaded_size,
-            disk_format: self.disk_format,
+            disk_format: self.disk_format.as_str().to_owned(),
             converted: true,
             size,
             virtual_size: Some(self.virtual_size),
@@ -211,7 +209,7 @@ impl Primary<'_> {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn extract_uec_package(
     up: &ReceivedData,
-    declared: Declared<'_>,
+    declared: Declared,
     staging: &Path,
     rules: &Rules,
     ctl: &JobControl,
@@ -243,23 +241,23 @@ pub(super) fn extract_uec_package(
             let ext = if to == TargetFormat::Raw { "raw" } else { "qcow2" };
             let out = dir.path().join(format!("ami.{ext}"));
             let vsize = convert_copy(&ami.path, "raw", to, &out, ctl).map_err(IngestError::Refused)?;
-            (out, ext.to_owned(), vsize)
+            (out, target_disk_format(to), vsize)
         }
-        _ => (ami.path.clone(), "ami".to_owned(), ami.size),
+        _ => (ami.path.clone(), DiskFormat::Ami, ami.size),
     };
     let extra_disks = uec
         .parts
         .iter()
         .filter_map(|p| {
             let (fmt, link) = match p.role {
-                convert::uec::UecRole::Aki => ("aki", "kernel_id"),
-                convert::uec::UecRole::Ari => ("ari", "ramdisk_id"),
+                convert::uec::UecRole::Aki => ((DiskFormat::Aki, ContainerFormat::Aki), "kernel_id"),
+                convert::uec::UecRole::Ari => ((DiskFormat::Ari, ContainerFormat::Ari), "ramdisk_id"),
                 convert::uec::UecRole::Ami => return None,
             };
             Some(ExtraDisk {
                 path: p.path.clone(),
-                disk_format: fmt.into(),
-                container_format: fmt.into(),
+                disk_format: fmt.0,
+                container_format: fmt.1,
                 virtual_size: p.size,
                 disk_id: p.member.clone(),
                 link: Some(link.into()),
@@ -342,9 +340,9 @@ pub(super) async fn extra_disk_image(
     number: usize,
     disk: &ExtraDisk,
 ) -> Result<String, String> {
-    let what = match disk.disk_format.as_str() {
-        "aki" => "kernel".to_owned(),
-        "ari" => "ramdisk".to_owned(),
+    let what = match disk.disk_format {
+        DiskFormat::Aki => "kernel".to_owned(),
+        DiskFormat::Ari => "ramdisk".to_owned(),
         _ => format!("disk {number}"),
     };
     let name = if parent.name.is_empty() { what } else { format!("{} ({what})", parent.name) };
@@ -357,8 +355,8 @@ pub(super) async fn extra_disk_image(
     .to_string();
     let new = records::NewImage {
         name,
-        disk_format: Some(disk.disk_format.clone()),
-        container_format: Some(disk.container_format.clone()),
+        disk_format: Some(disk.disk_format),
+        container_format: Some(disk.container_format),
         visibility: Some(parent.visibility),
         owner: parent.owner.clone(),
         properties: props,
@@ -377,7 +375,7 @@ pub(super) async fn extra_disk_image(
     })?;
     // Once recorded, the image ends active or killed with the reason, and nothing it stored
     // stays behind when it is killed.
-    let key = store.key_for(&row.id, &disk.disk_format);
+    let key = store.key_for(&row.id, disk.disk_format.as_str());
     match keep_extra_disk(db, parent, store, imported, disk, &row.id, &key).await {
         Ok(()) => Ok(row.id),
         Err(reason) => {
@@ -426,7 +424,7 @@ pub(super) async fn keep_extra_disk(
         image_id: id.to_owned(),
         backend: store.name().to_owned(),
         key: key.to_owned(),
-        disk_format: disk.disk_format.clone(),
+        disk_format: disk.disk_format.as_str().to_owned(),
         size: to_i64(size),
         checksum: Some(md5.clone()),
         os_hash_value: Some(sha512.clone()),
@@ -436,7 +434,7 @@ pub(super) async fn keep_extra_disk(
     .await
     .map_err(|e| failed("record where the disk is stored", &e))?;
     let record = records::ActiveImage {
-        disk_format: disk.disk_format.clone(),
+        disk_format: Some(disk.disk_format),
         container_format: None,
         uploaded_format: imported.uploaded_format.clone(),
         uploaded_size: to_i64(imported.uploaded_size),

@@ -32,7 +32,7 @@ pub(super) fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// The blocking part: inspect, convert or keep, hash, publish. Returns the record to store.
 pub(super) fn process(
     up: &ReceivedData,
-    declared: Declared<'_>,
+    declared: Declared,
     images_dir: &Path,
     rules: &Rules,
     ctl: &JobControl,

@@ -68,7 +68,7 @@ pub fn matrix_key(declared: Option<&str>, detected: Format) -> String {
 pub async fn upload_hashes(db: &records::Db, image_id: &str, backend_kind: &str) -> uploads::UploadHashes {
     use uploads::UploadHashes::{All, Sha256};
     let Ok(Some(image)) = db.image(image_id).await else { return All };
-    let Some(declared) = imageops::declared::declared(image.disk_format.as_deref(), image.container_format.as_deref()).inspect_as() else {
+    let Some(declared) = imageops::declared::declared(image.disk_format, image.container_format).inspect_as() else {
         return All;
     };
     let Some(format) = declared_format(declared) else { return All };
@@ -139,6 +139,14 @@ pub(super) fn source_format(format: Format) -> Option<SourceFormat> {
         Format::Vhdx => Some(SourceFormat::Vhdx),
         Format::Vmdk => Some(SourceFormat::Vmdk),
         _ => None,
+    }
+}
+
+/// The disk format of what the converter writes.
+pub(super) const fn target_disk_format(to: TargetFormat) -> DiskFormat {
+    match to {
+        TargetFormat::Qcow2 => DiskFormat::Qcow2,
+        TargetFormat::Raw => DiskFormat::Raw,
     }
 }
 

@@ -638,7 +638,12 @@ async fn deleted_ids_and_second_imports_are_refused() {
     let image = app
         .state
         .db
-        .create_image(&NewImage { name: "busy".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
+        .create_image(&NewImage {
+            name: "busy".into(),
+            disk_format: Some(domain::DiskFormat::Raw),
+            owner: Some(p1.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);

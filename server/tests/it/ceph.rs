@@ -77,8 +77,12 @@ async fn env() -> Env {
 
 impl Env {
     async fn upload(&self, disk_format: &str, src: &Path) -> ReceivedData {
-        let new =
-            NewImage { name: "img".into(), disk_format: Some(disk_format.into()), owner: Some(self.project.clone()), ..Default::default() };
+        let new = NewImage {
+            name: "img".into(),
+            disk_format: Some(disk_format.parse().unwrap()),
+            owner: Some(self.project.clone()),
+            ..Default::default()
+        };
         let id = self.db.create_image(&new).await.unwrap().id;
         let path = self.dir.path().join(format!("{id}.upload"));
         std::fs::copy(src, &path).unwrap();

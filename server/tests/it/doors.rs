@@ -141,8 +141,8 @@ async fn create_is_the_same_use_case_through_both_doors() {
     let stored = |d: records::ImageDetail| {
         (
             d.name.clone(),
-            d.disk_format.clone(),
-            d.container_format.clone(),
+            d.disk_format,
+            d.container_format,
             d.visibility,
             d.min_disk,
             d.min_ram,

@@ -40,7 +40,7 @@ async fn list_images_server_function_returns_what_the_caller_may_see() {
         .db
         .create_image(&NewImage {
             name: "debian-12-genericcloud".into(),
-            disk_format: Some("qcow2".into()),
+            disk_format: Some(domain::DiskFormat::Qcow2),
             owner: Some(p1.clone()),
             ..Default::default()
         })
@@ -72,7 +72,12 @@ async fn the_images_page_is_server_rendered_with_its_data() {
     for (name, format) in [("ubuntu-24.04", "qcow2"), ("win-2022", "vhd")] {
         app.state
             .db
-            .create_image(&NewImage { name: name.into(), disk_format: Some(format.into()), owner: Some(p1.clone()), ..Default::default() })
+            .create_image(&NewImage {
+                name: name.into(),
+                disk_format: Some(format.parse().unwrap()),
+                owner: Some(p1.clone()),
+                ..Default::default()
+            })
             .await
             .unwrap();
     }
@@ -148,11 +153,21 @@ async fn an_image_is_uploading_once_its_first_bytes_arrive() {
     let tok = token(&app, "member", &p1).await;
     let db = &app.state.db;
     let mine = db
-        .create_image(&NewImage { name: "disk".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
+        .create_image(&NewImage {
+            name: "disk".into(),
+            disk_format: Some(domain::DiskFormat::Raw),
+            owner: Some(p1.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let theirs = db
-        .create_image(&NewImage { name: "theirs".into(), disk_format: Some("raw".into()), owner: Some(p2), ..Default::default() })
+        .create_image(&NewImage {
+            name: "theirs".into(),
+            disk_format: Some(domain::DiskFormat::Raw),
+            owner: Some(p2),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -228,7 +243,12 @@ async fn an_upload_whose_backend_was_removed_is_refused_at_completion() {
     let image = first
         .state
         .db
-        .create_image(&NewImage { name: "disk".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
+        .create_image(&NewImage {
+            name: "disk".into(),
+            disk_format: Some(domain::DiskFormat::Raw),
+            owner: Some(p1.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -304,7 +324,12 @@ async fn an_upload_naming_an_unknown_backend_is_refused_at_creation() {
     let image = app
         .state
         .db
-        .create_image(&NewImage { name: "x".into(), disk_format: Some("raw".into()), owner: Some(p1.clone()), ..Default::default() })
+        .create_image(&NewImage {
+            name: "x".into(),
+            disk_format: Some(domain::DiskFormat::Raw),
+            owner: Some(p1.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let ok = app.send(create(format!("image_id {},store {}", b64(&image.id), b64(&default)))).await;
@@ -338,7 +363,7 @@ async fn uploads_that_would_be_discarded_are_refused_up_front() {
     let db = &app.state.db;
     let image = |name: &str, owner: &str| NewImage {
         name: name.into(),
-        disk_format: Some("raw".into()),
+        disk_format: Some(domain::DiskFormat::Raw),
         visibility: Some(Visibility::Private),
         owner: Some(owner.into()),
         ..Default::default()

@@ -49,9 +49,14 @@ async fn env() -> Env {
 }
 
 impl Env {
-    async fn image(&self, disk_format: &str) -> String {
-        let new =
-            NewImage { name: "img".into(), disk_format: Some(disk_format.into()), owner: Some(self.project.clone()), ..Default::default() };
+    /// A queued image declared as `format`: a disk format, or a package (by its container
+    /// format, as Glance declares packages).
+    async fn image(&self, format: &str) -> String {
+        let (disk_format, container_format) = match domain::Package::parse(format) {
+            Some(p) => (None, Some(p.container())),
+            None => (Some(format.parse().unwrap()), None),
+        };
+        let new = NewImage { name: "img".into(), disk_format, container_format, owner: Some(self.project.clone()), ..Default::default() };
         self.db.create_image(&new).await.unwrap().id
     }
 
@@ -129,7 +134,7 @@ async fn raw_and_vdi_are_converted_to_qcow2_identical_to_the_source() {
         qemu_img(&["check", "-f", "qcow2", &stored]);
         qemu_img(&["compare", "-f", "raw", "-F", "qcow2", raw.to_str().unwrap(), &stored]);
         let row = e.db.image(&id).await.unwrap().unwrap();
-        assert_eq!((row.status.as_str(), row.disk_format.as_deref()), ("active", Some("qcow2")));
+        assert_eq!((row.status.as_str(), row.disk_format.map(domain::DiskFormat::as_str)), ("active", Some("qcow2")));
     }
 }
 

@@ -164,6 +164,39 @@ async fn a_package_the_backend_refuses_leaves_nothing_in_staging() {
     staging_is_empty(&app);
 }
 
+/// A package an administrator keeps whole (the OVA row `native`) is stored as the package: the
+/// image keeps its declaration (container_format ova, the disk format of the disk inside), its
+/// stored copy is the `.ova` byte for byte, and no disk is unpacked into images of their own.
+#[tokio::test]
+async fn a_package_kept_whole_keeps_its_declaration() {
+    let app = common::spawn_app().await;
+    let (p1, _) = seed_accounts(&app).await;
+    let tok = token(&app, "member", &p1).await;
+    app.state
+        .db
+        .set_policy_cell(domain::StorageKind::Local, "ova", domain::MatrixAction::Native, None, "Kept as appliances.", "test")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _, _) = ova(dir.path());
+    let bytes = std::fs::read(&pkg).unwrap();
+    let id = create(&app, &tok, "appliance", "vmdk", "ova").await;
+    let r = put_file(&app, &tok, &id, bytes.clone()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let img = settled(&app, &tok, &id).await;
+    assert_eq!(
+        (img["status"].as_str(), img["disk_format"].as_str(), img["container_format"].as_str()),
+        (Some("active"), Some("vmdk"), Some("ova")),
+        "{img}"
+    );
+    assert_eq!(std::fs::read(stored(&app, &id).await).unwrap(), bytes, "the package is stored as uploaded");
+    let row = app.state.db.image(&id).await.unwrap().unwrap();
+    assert_eq!((row.disk_format, row.container_format), (Some(domain::DiskFormat::Vmdk), Some(domain::ContainerFormat::Ova)));
+    let locations = app.state.db.image_locations(&id).await.unwrap();
+    assert_eq!(locations.iter().map(|l| l.disk_format.as_str()).collect::<Vec<_>>(), ["ova"], "the stored copy is the package");
+    assert!(images(&app, &tok).await.iter().all(|i| i["ova_parent"].is_null()), "nothing was unpacked");
+}
+
 /// A package declared wrongly is refused with a declaration that exists: an OVA whose disk is
 /// VMDK declared `raw`, an OVA declared as a plain VMDK, a UEC tarball declared as a plain AMI; a
 /// declaration no package can satisfy (a UEC tarball of a qcow2) is refused at creation.

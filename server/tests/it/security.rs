@@ -390,7 +390,7 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
     let c = db
         .create_image(&NewImage {
             name: P_NOSCRIPT.into(),
-            disk_format: Some("qcow2".into()),
+            disk_format: Some(domain::DiskFormat::Qcow2),
             owner: Some(p1.clone()),
             ..Default::default()
         })
@@ -413,8 +413,8 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
     let d = db
         .create_image(&NewImage {
             name: P_QUOTE.into(),
-            disk_format: Some("vdi".into()),
-            container_format: Some("bare".into()),
+            disk_format: Some(domain::DiskFormat::Vdi),
+            container_format: Some(domain::ContainerFormat::Bare),
             visibility: Some(Visibility::Private),
             owner: Some(p1.clone()),
             ..Default::default()
