@@ -151,9 +151,6 @@ impl Images {
             return Err(Error::TooLarge(format!("An image has at most {} properties.", records::MAX_PROPERTIES)));
         }
         policy::metadata::check_properties(req.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(metadata)?;
-        let encode = |e: serde_json::Error| Error::Invalid(format!("The metadata cannot be stored: {e}"));
-        let properties = serde_json::to_string(&req.properties).map_err(encode)?;
-        let tags = serde_json::to_string(&tags).map_err(encode)?;
         Ok(records::NewImage {
             name,
             disk_format,
@@ -163,7 +160,7 @@ impl Images {
             protected: req.protected,
             min_disk: req.min_disk,
             min_ram: req.min_ram,
-            properties,
+            properties: req.properties.clone(),
             tags,
             created_by: Some(user_id.to_owned()),
             max_images: None,

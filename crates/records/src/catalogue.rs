@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use domain::{ContainerFormat, DiskFormat, ImageStatus, Visibility};
+use sqlx::types::Json;
 use sqlx::FromRow;
 
 use crate::{Db, DbError, NewImage};
@@ -80,10 +81,10 @@ pub struct ImageDetail {
     pub owner: Option<String>,
     pub owner_name: Option<String>,
     pub created_by: Option<String>,
-    /// JSON object text; see [`ImageDetail::property_map`].
-    pub properties: String,
-    /// JSON array text; see [`ImageDetail::tag_list`].
-    pub tags: String,
+    /// Glance's custom properties (string keys and values), stored as a JSON object.
+    pub properties: Json<BTreeMap<String, String>>,
+    /// The tags, in the order they were added, stored as a JSON array of strings.
+    pub tags: Json<Vec<String>>,
     /// The inspector's report (JSON).
     pub findings: String,
     pub created_at: String,
@@ -91,35 +92,14 @@ pub struct ImageDetail {
 }
 
 impl ImageDetail {
-    /// The tags, in the order they were added. A column that is not a JSON array of strings
-    /// (never written by Hangar) reads as no tags rather than failing the page.
+    /// The tags, in the order they were added.
     pub fn tag_list(&self) -> Vec<String> {
-        match serde_json::from_str::<Vec<serde_json::Value>>(&self.tags) {
-            Ok(values) => values.into_iter().map(json_to_string).collect(),
-            Err(e) => {
-                tracing::warn!(image = %self.id, error = %e, "image tags are not a JSON array");
-                Vec::new()
-            }
-        }
+        self.tags.0.clone()
     }
 
-    /// The custom properties, sorted by key. Glance's values are strings; anything else stored
-    /// there is shown as its JSON text.
+    /// The custom properties, sorted by key.
     pub fn property_map(&self) -> BTreeMap<String, String> {
-        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.properties) {
-            Ok(map) => map.into_iter().map(|(k, v)| (k, json_to_string(v))).collect(),
-            Err(e) => {
-                tracing::warn!(image = %self.id, error = %e, "image properties are not a JSON object");
-                BTreeMap::new()
-            }
-        }
-    }
-}
-
-fn json_to_string(v: serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
+        self.properties.0.clone()
     }
 }
 
@@ -374,8 +354,8 @@ impl Db {
         .bind(new.protected)
         .bind(new.min_disk)
         .bind(new.min_ram)
-        .bind(if new.properties.is_empty() { "{}" } else { new.properties.as_str() })
-        .bind(if new.tags.is_empty() { "[]" } else { new.tags.as_str() })
+        .bind(Json(&new.properties))
+        .bind(Json(&new.tags))
         .bind(&new.created_by)
         .bind(new.max_images)
         .execute(self.pool())
@@ -478,8 +458,8 @@ mod tests {
         let new = NewImage {
             name: "debian".into(),
             owner: Some(p.id.clone()),
-            properties: r#"{"os_distro":"debian","hw_disk_bus":"virtio","n":5}"#.into(),
-            tags: r#"["b","a"]"#.into(),
+            properties: [("os_distro", "debian"), ("hw_disk_bus", "virtio"), ("n", "5")].map(|(k, v)| (k.to_owned(), v.to_owned())).into(),
+            tags: vec!["b".into(), "a".into()],
             min_disk: 2,
             ..Default::default()
         };
@@ -494,9 +474,13 @@ mod tests {
         assert_eq!(props.len(), 3);
         assert_eq!(db.image_detail("nope").await.unwrap(), None);
 
-        set(&db, &id, "tags = 'not json', properties = '[]'").await;
-        let d = db.image_detail(&id).await.unwrap().unwrap();
-        assert!(d.tag_list().is_empty() && d.property_map().is_empty());
+        // A stored value that is not what Hangar writes is an error, not an empty list.
+        for bad in ["tags = 'not json'", "tags = '[1]'", "properties = '[]'", "properties = '{\"n\":5}'"] {
+            set(&db, &id, bad).await;
+            assert!(db.image_detail(&id).await.is_err(), "{bad} read as a value");
+            set(&db, &id, "tags = '[]', properties = '{}'").await;
+        }
+        assert!(db.image_detail(&id).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -587,7 +571,7 @@ mod tests {
         assert_eq!(db.remove_tag(&id, "blue").await.unwrap(), TagChange::Unchanged);
         assert_eq!(db.image_detail(&id).await.unwrap().unwrap().tag_list(), ["ünïcode, with \"quotes\""]);
         assert_eq!(db.remove_tag(&id, "ünïcode, with \"quotes\"").await.unwrap(), TagChange::Changed);
-        assert_eq!(db.image_detail(&id).await.unwrap().unwrap().tags, "[]");
+        assert!(db.image_detail(&id).await.unwrap().unwrap().tag_list().is_empty());
         assert_eq!(db.add_tag("nope", "blue").await.unwrap(), TagChange::ImageNotFound);
         assert_eq!(db.remove_tag("nope", "blue").await.unwrap(), TagChange::ImageNotFound);
         assert!(matches!(db.add_tag(&id, &"é".repeat(256)).await, Err(CatalogueError::InvalidValue(_))));

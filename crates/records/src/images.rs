@@ -61,10 +61,9 @@ pub struct NewImage {
     pub protected: bool,
     pub min_disk: i64,
     pub min_ram: i64,
-    /// JSON object text; empty means `{}`.
-    pub properties: String,
-    /// JSON array text; empty means `[]`.
-    pub tags: String,
+    /// Glance's custom properties.
+    pub properties: std::collections::BTreeMap<String, String>,
+    pub tags: Vec<String>,
     pub created_by: Option<String>,
     /// Refuse ([`DbError::ImageQuota`]) when the owner already holds this many images that are
     /// not killed; counted by the insert itself, so the limit holds under parallel creates.

@@ -16,7 +16,7 @@
 //! The pipeline runs as an `import` job (see `jobs.rs`): it reports progress through
 //! [`JobControl`] and stops at the next step when the job is cancelled.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -347,12 +347,8 @@ pub(super) async fn extra_disk_image(
     };
     let name = if parent.name.is_empty() { what } else { format!("{} ({what})", parent.name) };
     let parent_key = if imported.uploaded_format == "uec" { "uec_parent" } else { "ova_parent" };
-    let props = if imported.uploaded_format == "uec" {
-        serde_json::json!({ parent_key: parent.id, "uec_member": disk.disk_id })
-    } else {
-        serde_json::json!({ parent_key: parent.id, "ovf_disk_id": disk.disk_id })
-    }
-    .to_string();
+    let member_key = if imported.uploaded_format == "uec" { "uec_member" } else { "ovf_disk_id" };
+    let props = BTreeMap::from([(parent_key.to_owned(), parent.id.clone()), (member_key.to_owned(), disk.disk_id.clone())]);
     let new = records::NewImage {
         name,
         disk_format: Some(disk.disk_format),
