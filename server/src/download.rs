@@ -114,7 +114,7 @@ pub async fn image_file(
         (Some(_), None) => RangeAsk::Whole,
         _ => ask,
     };
-    let ext = if loc.disk_format == "ami" { "img".to_owned() } else { loc.disk_format.clone() };
+    let ext = if loc.disk_format == domain::ImageFormat::Ami { "img" } else { loc.disk_format.as_str() };
     let stem: String =
         image.name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     let stem = if stem.trim_matches('_').is_empty() { image.id.clone() } else { stem };
@@ -122,7 +122,7 @@ pub async fn image_file(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{stem}.{ext}\""))
-        .header("x-image-disk-format", loc.disk_format.clone());
+        .header("x-image-disk-format", loc.disk_format.as_str());
     if let Some(e) = &etag {
         resp = resp.header(header::ETAG, e.clone());
     }

@@ -400,7 +400,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
         .find_map(|l| stores.get(&l.backend).map(|b| (l.clone(), b.clone())))
         .ok_or("No readable copy of this image exists on a configured backend.")?;
     let rules = Rules::load(db, target.kind().as_str()).await.map_err(|e| e.to_string())?;
-    let plan = rules.plan(&src_loc.disk_format);
+    let plan = rules.plan(src_loc.disk_format.as_str());
     if let Plan::Refuse(reason) = &plan {
         return Err(reason.clone());
     }
@@ -453,8 +453,8 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
             };
             let out = staging.join(format!("{}.{}.{ext}", image.id, job.id));
             temp_files.push(out.clone());
-            let (src2, out2, from, ctl2) = (src_path.clone(), out.clone(), src_loc.disk_format.clone(), ctl.clone());
-            let converted = tokio::task::spawn_blocking(move || ingest::convert_copy(&src2, &from, to, &out2, &ctl2))
+            let (src2, out2, from, ctl2) = (src_path.clone(), out.clone(), src_loc.disk_format, ctl.clone());
+            let converted = tokio::task::spawn_blocking(move || ingest::convert_copy(&src2, from.as_str(), to, &out2, &ctl2))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r);
@@ -462,9 +462,9 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
                 cleanup(&temp_files);
                 return Err(e);
             }
-            (out, ext.to_owned())
+            (out, domain::ImageFormat::from(ingest::target_disk_format(to)))
         }
-        _ => (src_path.clone(), src_loc.disk_format.clone()),
+        _ => (src_path.clone(), src_loc.disk_format),
     };
     if ctl.cancel.load(Ordering::Relaxed) {
         cleanup(&temp_files);
@@ -495,7 +495,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
             return Err(e.to_string());
         }
     }
-    let ext = if disk_format == "ami" { "raw" } else { disk_format.as_str() };
+    let ext = if disk_format == domain::ImageFormat::Ami { "raw" } else { disk_format.as_str() };
     let key = target.key_for(&image.id, ext);
     // A staged file may be moved into place; the source's own file must stay where it is.
     let mode = if temp_files.contains(&publish) { storage::PutMode::Move } else { storage::PutMode::Copy };
@@ -516,7 +516,7 @@ async fn run_copy(db: &Db, data_dir: &std::path::Path, stores: &Stores, job: &Jo
         image_id: image.id.clone(),
         backend: target.name().to_owned(),
         key,
-        disk_format: disk_format.clone(),
+        disk_format,
         size: i64::try_from(size).unwrap_or(i64::MAX),
         checksum: Some(md5),
         os_hash_value: Some(sha512),

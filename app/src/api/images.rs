@@ -406,7 +406,7 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
             .map(|l| LocationView {
                 backend: l.backend.clone(),
                 kind: kind_of(&l.backend),
-                disk_format: l.disk_format.clone(),
+                disk_format: l.disk_format.as_str().to_owned(),
                 size: u64::try_from(l.size).unwrap_or(0),
                 status: l.status,
                 checksum: l.checksum.clone(),
@@ -416,7 +416,7 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
         // no copy yet, what was uploaded (AMI/AKI/ARI keep their own rows).
         let package = d.container_format.and_then(ContainerFormat::package);
         let row = match (locs.iter().find(|l| l.status == LocationStatus::Active), d.disk_format, d.uploaded_format.as_deref()) {
-            (Some(l), _, _) => Some(l.disk_format.clone()),
+            (Some(l), _, _) => Some(l.disk_format.as_str().to_owned()),
             (None, Some(f @ (DiskFormat::Ami | DiskFormat::Aki | DiskFormat::Ari)), _) => Some(f.as_str().to_owned()),
             (None, _, Some(u)) => Some(u.to_owned()),
             (None, _, None) if package.is_some() => package.map(|p| p.as_str().to_owned()),
@@ -435,13 +435,13 @@ pub async fn image_detail(image_id: String) -> Result<ImageView, AppError> {
                         reason: String::new(),
                     };
                 }
-                let cell = row.as_deref().and_then(|f| matrix.iter().find(|c| c.backend_kind.as_str() == b.kind && c.format == f));
+                let cell = row.as_deref().and_then(|f| matrix.iter().find(|c| c.backend_kind.as_str() == b.kind && c.format.as_str() == f));
                 match (cell, row.as_deref()) {
                     (Some(c), Some(f)) => Placement {
                         backend: b.name.clone(),
                         kind: b.kind.clone(),
                         state: c.action.as_str().to_owned(),
-                        text: match (c.action, c.target_format.as_deref()) {
+                        text: match (c.action, c.target_format) {
                             (domain::MatrixAction::Convert, Some(t)) => {
                                 format!("Not stored here; a copy would be converted from {f} to {t}")
                             }

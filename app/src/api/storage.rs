@@ -76,9 +76,9 @@ pub fn kind_label(kind: &str) -> &'static str {
 fn cell_of(c: records::PolicyCell) -> MatrixCell {
     MatrixCell {
         kind: c.backend_kind.as_str().to_owned(),
-        format: c.format,
+        format: c.format.as_str().to_owned(),
         action: c.action.as_str().to_owned(),
-        target_format: c.target_format,
+        target_format: c.target_format.map(|t| t.as_str().to_owned()),
         reason: c.reason,
         updated_at: c.updated_at,
         updated_by: c.updated_by,
@@ -92,12 +92,7 @@ pub async fn storage_matrix() -> Result<MatrixData, AppError> {
         let (_, me) = crate::auth::signed_in()?;
         let ctx = crate::api::context::server_context()?;
         let cells = ctx.db.storage_policy().await.map_err(|e| AppError::internal("read storage matrix", &e))?;
-        let mut formats: Vec<String> = MATRIX_FORMATS.iter().map(|f| (*f).to_owned()).collect();
-        for c in &cells {
-            if !formats.contains(&c.format) {
-                formats.push(c.format.clone());
-            }
-        }
+        let formats: Vec<String> = MATRIX_FORMATS.iter().map(|f| (*f).to_owned()).collect();
         Ok(MatrixData {
             kinds: MATRIX_KINDS.iter().map(|k| (*k).to_owned()).collect(),
             formats,
@@ -180,15 +175,17 @@ pub async fn storage_overview() -> Result<Vec<BackendUsage>, AppError> {
             let mut by_format: Vec<FormatUsage> = Vec::new();
             let mut by_project: Vec<(String, Vec<FormatUsage>)> = Vec::new();
             for r in rows.iter().filter(|r| r.backend == b.name) {
-                match by_format.iter_mut().find(|f| f.format == r.disk_format) {
+                match by_format.iter_mut().find(|f| f.format == r.disk_format.as_str()) {
                     Some(f) => {
                         f.images += n(r.images);
                         f.bytes += n(r.bytes);
                     }
-                    None => by_format.push(FormatUsage { format: r.disk_format.clone(), images: n(r.images), bytes: n(r.bytes) }),
+                    None => {
+                        by_format.push(FormatUsage { format: r.disk_format.as_str().to_owned(), images: n(r.images), bytes: n(r.bytes) })
+                    }
                 }
                 let project = if r.owner_name.is_empty() { "(no project)".to_owned() } else { r.owner_name.clone() };
-                let entry = FormatUsage { format: r.disk_format.clone(), images: n(r.images), bytes: n(r.bytes) };
+                let entry = FormatUsage { format: r.disk_format.as_str().to_owned(), images: n(r.images), bytes: n(r.bytes) };
                 match by_project.iter_mut().find(|(p, _)| *p == project) {
                     Some((_, v)) => v.push(entry),
                     None => by_project.push((project, vec![entry])),

@@ -289,21 +289,71 @@ impl Package {
     }
 }
 
-const MATRIX_ROWS: usize = DiskFormat::ALL.len() + Package::ALL.len();
+vocabulary!(
+    /// The format of an image's stored bytes, and a row of the storage-compatibility matrix: a
+    /// disk format, or a package (kept whole when its row says `native`).
+    ImageFormat, "image format", {
+        Qcow2 = "qcow2",
+        Raw = "raw",
+        Iso = "iso",
+        Ami = "ami",
+        Aki = "aki",
+        Ari = "ari",
+        Vdi = "vdi",
+        Vhd = "vhd",
+        Vhdx = "vhdx",
+        Vmdk = "vmdk",
+        Ova = "ova",
+        Uec = "uec",
+    }
+);
+
+impl ImageFormat {
+    /// The disk format it is, unless it is a package.
+    pub fn disk(self) -> Option<DiskFormat> {
+        DiskFormat::parse(self.as_str())
+    }
+
+    /// The package it is, if it is one.
+    pub fn package(self) -> Option<Package> {
+        Package::parse(self.as_str())
+    }
+}
+
+impl From<DiskFormat> for ImageFormat {
+    fn from(d: DiskFormat) -> Self {
+        match d {
+            DiskFormat::Qcow2 => ImageFormat::Qcow2,
+            DiskFormat::Raw => ImageFormat::Raw,
+            DiskFormat::Iso => ImageFormat::Iso,
+            DiskFormat::Ami => ImageFormat::Ami,
+            DiskFormat::Aki => ImageFormat::Aki,
+            DiskFormat::Ari => ImageFormat::Ari,
+            DiskFormat::Vdi => ImageFormat::Vdi,
+            DiskFormat::Vhd => ImageFormat::Vhd,
+            DiskFormat::Vhdx => ImageFormat::Vhdx,
+            DiskFormat::Vmdk => ImageFormat::Vmdk,
+        }
+    }
+}
+
+impl From<Package> for ImageFormat {
+    fn from(p: Package) -> Self {
+        match p {
+            Package::Ova => ImageFormat::Ova,
+            Package::Uec => ImageFormat::Uec,
+        }
+    }
+}
 
 /// The storage matrix's rows, in the order the pages show them: the disk formats, then the
-/// packages Hangar unpacks.
-pub const MATRIX_FORMATS: [&str; MATRIX_ROWS] = {
-    let mut rows = [""; MATRIX_ROWS];
+/// packages Hangar unpacks ([`ImageFormat::ALL`]).
+pub const MATRIX_FORMATS: [&str; 12] = {
+    let mut rows = [""; 12];
     let mut i = 0;
-    while i < DiskFormat::ALL.len() {
-        rows[i] = DiskFormat::ALL[i].as_str();
+    while i < ImageFormat::ALL.len() {
+        rows[i] = ImageFormat::ALL[i].as_str();
         i += 1;
-    }
-    let mut j = 0;
-    while j < Package::ALL.len() {
-        rows[i + j] = Package::ALL[j].as_str();
-        j += 1;
     }
     rows
 };
@@ -346,6 +396,14 @@ mod tests {
         assert_eq!(ContainerFormat::Bare.package(), None);
         assert!(Package::Uec.inner_formats() == [DiskFormat::Ami]);
         assert_eq!(DiskFormat::parse("ova"), None, "a package is a container format, not a disk format");
+        // The image formats are the disk formats, then the packages, in that order.
+        let both: Vec<&str> = DiskFormat::ALL.iter().map(|d| d.as_str()).chain(Package::ALL.iter().map(|p| p.as_str())).collect();
+        assert_eq!(ImageFormat::ALL.iter().map(|f| f.as_str()).collect::<Vec<_>>(), both);
+        for d in DiskFormat::ALL {
+            assert_eq!(ImageFormat::from(*d).disk(), Some(*d));
+        }
+        assert_eq!(ImageFormat::from(Package::Ova).package(), Some(Package::Ova));
+        assert_eq!(ImageFormat::Uec.disk(), None);
     }
 
     fn serde_json_like(s: &str) -> String {

@@ -40,7 +40,7 @@ impl Images {
         let kinds: Vec<&str> = self.stores.all().iter().map(|b| b.kind().as_str()).collect();
         let mut formats: Vec<DiskFormat> = Vec::new();
         for c in self.db.storage_policy().await? {
-            let Some(format) = DiskFormat::parse(&c.format) else { continue };
+            let Some(format) = c.format.disk() else { continue };
             if c.action != domain::MatrixAction::Refuse && kinds.contains(&c.backend_kind.as_str()) && !formats.contains(&format) {
                 formats.push(format);
             }

@@ -2,7 +2,7 @@
 //! keep a cell meaningful, audited.
 
 use accounts::Authn;
-use domain::{MatrixAction, StorageKind, CONVERT_TARGETS, MATRIX_FORMATS};
+use domain::{DiskFormat, ImageFormat, MatrixAction, StorageKind, CONVERT_TARGETS};
 use policy::Action;
 
 use crate::{Error, Images};
@@ -23,30 +23,27 @@ pub struct CellRequest<'a> {
 
 /// Checks a requested cell: a known column and row, an action that makes sense for the format
 /// (only disks convert, only packages extract, nothing converts to itself), and a reason.
-pub fn check_cell(req: &CellRequest<'_>) -> Result<(StorageKind, MatrixAction, Option<String>, String), Error> {
+pub fn check_cell(req: &CellRequest<'_>) -> Result<Cell, Error> {
     let bad = |m: String| Err(Error::Invalid(m));
     let Some(kind) = StorageKind::parse(req.kind) else { return bad(format!("Unknown backend kind '{}'.", req.kind)) };
-    let format = req.format;
-    if !MATRIX_FORMATS.contains(&format) {
-        return bad(format!("Unknown format '{format}'."));
-    }
+    let Some(format) = ImageFormat::parse(req.format) else { return bad(format!("Unknown format '{}'.", req.format)) };
     let Some(action) = MatrixAction::parse(req.action) else { return bad(format!("Unknown action '{}'.", req.action)) };
     let target = req.target_format.map(str::trim).filter(|t| !t.is_empty());
     let target = match action {
         MatrixAction::Convert => {
             let Some(t) = target else { return bad("Choose the format to convert to.".into()) };
-            if !CONVERT_TARGETS.contains(&t) {
+            let Some(to) = DiskFormat::parse(t).filter(|d| CONVERT_TARGETS.contains(&d.as_str())) else {
                 return bad(format!("Hangar cannot convert to '{t}'; choose qcow2 or raw."));
-            }
-            if t == format {
+            };
+            if ImageFormat::from(to) == format {
                 return bad(format!("Converting {format} to itself is 'native'."));
             }
-            if matches!(format, "iso" | "aki" | "ari" | "ova" | "uec") {
+            if format.disk().is_none() || matches!(format, ImageFormat::Iso | ImageFormat::Aki | ImageFormat::Ari) {
                 return bad(format!("{format} is not a disk Hangar can convert."));
             }
-            Some(t.to_owned())
+            Some(to)
         }
-        MatrixAction::Extract if !matches!(format, "ova" | "uec") => {
+        MatrixAction::Extract if format.package().is_none() => {
             return bad("Only packages (OVA, UEC) can be extracted.".into());
         }
         MatrixAction::Native | MatrixAction::Refuse | MatrixAction::Extract => None,
@@ -58,7 +55,17 @@ pub fn check_cell(req: &CellRequest<'_>) -> Result<(StorageKind, MatrixAction, O
     if reason.chars().count() > MAX_REASON_CHARS {
         return bad(format!("Keep the reason under {MAX_REASON_CHARS} characters."));
     }
-    Ok((kind, action, target, reason.to_owned()))
+    Ok(Cell { kind, format, action, target, reason: reason.to_owned() })
+}
+
+/// A cell that passed [`check_cell`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    pub kind: StorageKind,
+    pub format: ImageFormat,
+    pub action: MatrixAction,
+    pub target: Option<DiskFormat>,
+    pub reason: String,
 }
 
 impl Images {
@@ -66,14 +73,14 @@ impl Images {
     /// [`check_cell`], recorded as set by the caller, and audited (`storage.matrix`).
     pub async fn set_matrix_cell(&self, authn: &Authn, req: &CellRequest<'_>) -> Result<records::PolicyCell, Error> {
         self.authorize(authn, &Action::EditStorageMatrix)?;
-        let (kind, action, target, reason) = check_cell(req)?;
+        let Cell { kind, format, action, target, reason } = check_cell(req)?;
         let by = authn.principal.as_ref().map_or("", |p| p.username.as_str());
-        let cell = self.db.set_policy_cell(kind, req.format, action, target.as_deref(), &reason, by).await?;
-        let label = match (cell.action, cell.target_format.as_deref()) {
+        let cell = self.db.set_policy_cell(kind, format, action, target, &reason, by).await?;
+        let label = match (cell.action, cell.target_format) {
             (MatrixAction::Convert, Some(t)) => format!("convert to {t}"),
             (a, _) => a.as_str().to_owned(),
         };
-        self.audit(authn, "storage.matrix", "matrix", &format!("{}/{}", kind, req.format), &label).await?;
+        self.audit(authn, "storage.matrix", "matrix", &format!("{kind}/{format}"), &label).await?;
         Ok(cell)
     }
 }
@@ -84,15 +91,15 @@ mod tests {
 
     fn check(kind: &str, format: &str, action: &str, target: Option<&str>, reason: &str) -> Result<String, String> {
         check_cell(&CellRequest { kind, format, action, target_format: target, reason })
-            .map(|(k, a, t, r)| format!("{k} {a} {t:?} {r}"))
+            .map(|c| format!("{} {} {} {:?} {}", c.kind, c.format, c.action, c.target.map(DiskFormat::as_str), c.reason))
             .map_err(|e| e.to_string())
     }
 
     #[test]
     fn a_cell_must_make_sense_for_its_format() {
-        assert_eq!(check("rbd", "vdi", "convert", Some(" raw "), " why ").unwrap(), "rbd convert Some(\"raw\") why");
-        assert_eq!(check("local", "ova", "extract", Some(""), "pkg").unwrap(), "local extract None pkg");
-        assert_eq!(check("nfs", "iso", "refuse", Some("qcow2"), "no").unwrap(), "nfs refuse None no", "a stray target is dropped");
+        assert_eq!(check("rbd", "vdi", "convert", Some(" raw "), " why ").unwrap(), "rbd vdi convert Some(\"raw\") why");
+        assert_eq!(check("local", "ova", "extract", Some(""), "pkg").unwrap(), "local ova extract None pkg");
+        assert_eq!(check("nfs", "iso", "refuse", Some("qcow2"), "no").unwrap(), "nfs iso refuse None no", "a stray target is dropped");
         for (args, want) in [
             (("ceph", "vdi", "native", None, "r"), "Unknown backend kind 'ceph'"),
             (("local", "exe", "native", None, "r"), "Unknown format 'exe'"),

@@ -1,6 +1,6 @@
 //! Where an image's bytes are: one location per backend holding a copy, and the usage overview.
 
-use domain::LocationStatus;
+use domain::{ImageFormat, LocationStatus};
 use sqlx::FromRow;
 
 use crate::{Db, DbError};
@@ -11,7 +11,8 @@ pub struct LocationRow {
     pub image_id: String,
     pub backend: String,
     pub key: String,
-    pub disk_format: String,
+    /// The stored copy's format (a package kept whole is stored as the package).
+    pub disk_format: ImageFormat,
     pub size: i64,
     pub checksum: Option<String>,
     pub os_hash_value: Option<String>,
@@ -25,7 +26,7 @@ pub struct UsageRow {
     pub backend: String,
     pub owner: Option<String>,
     pub owner_name: String,
-    pub disk_format: String,
+    pub disk_format: ImageFormat,
     pub images: i64,
     pub bytes: i64,
 }
@@ -43,7 +44,7 @@ impl Db {
         .bind(&loc.image_id)
         .bind(&loc.backend)
         .bind(&loc.key)
-        .bind(&loc.disk_format)
+        .bind(loc.disk_format)
         .bind(loc.size)
         .bind(&loc.checksum)
         .bind(&loc.os_hash_value)
@@ -103,7 +104,7 @@ mod tests {
             image_id: img.id.clone(),
             backend: backend.into(),
             key: format!("{}.qcow2", img.id),
-            disk_format: "qcow2".into(),
+            disk_format: ImageFormat::Qcow2,
             size,
             checksum: None,
             os_hash_value: None,

@@ -1,6 +1,6 @@
 //! The storage-compatibility matrix: per backend kind and format, what an import does.
 
-use domain::{MatrixAction, StorageKind};
+use domain::{DiskFormat, ImageFormat, MatrixAction, StorageKind};
 use sqlx::FromRow;
 
 use crate::{Db, DbError};
@@ -9,10 +9,10 @@ use crate::{Db, DbError};
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct PolicyCell {
     pub backend_kind: StorageKind,
-    pub format: String,
+    pub format: ImageFormat,
     pub action: MatrixAction,
     /// Set exactly when `action` is `convert`.
-    pub target_format: Option<String>,
+    pub target_format: Option<DiskFormat>,
     pub reason: String,
     pub updated_at: String,
     pub updated_by: String,
@@ -30,7 +30,7 @@ impl Db {
     }
 
     /// The cell for `format` on a `backend_kind`, if the matrix has one.
-    pub async fn policy_cell(&self, backend_kind: StorageKind, format: &str) -> Result<Option<PolicyCell>, DbError> {
+    pub async fn policy_cell(&self, backend_kind: StorageKind, format: ImageFormat) -> Result<Option<PolicyCell>, DbError> {
         Ok(sqlx::query_as(
             "SELECT backend_kind, format, action, target_format, reason, updated_at, updated_by FROM storage_policy \
              WHERE backend_kind = ? AND format = ?",
@@ -46,9 +46,9 @@ impl Db {
     pub async fn set_policy_cell(
         &self,
         backend_kind: StorageKind,
-        format: &str,
+        format: ImageFormat,
         action: MatrixAction,
-        target_format: Option<&str>,
+        target_format: Option<DiskFormat>,
         reason: &str,
         updated_by: &str,
     ) -> Result<PolicyCell, DbError> {
@@ -73,7 +73,7 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use domain::{MatrixAction::*, StorageKind};
+    use domain::{DiskFormat, ImageFormat, MatrixAction::*, StorageKind};
 
     use crate::test_db::temp_db;
 
@@ -82,18 +82,18 @@ mod tests {
         let (_dir, db) = temp_db().await;
         let cells = db.storage_policy().await.unwrap();
         assert_eq!(cells.len(), 48, "4 kinds × 12 formats");
-        let cell = |k: &str, f: &str| cells.iter().find(|c| c.backend_kind.as_str() == k && c.format == f).unwrap().clone();
+        let cell = |k: &str, f: &str| cells.iter().find(|c| c.backend_kind.as_str() == k && c.format.as_str() == f).unwrap().clone();
         for kind in ["local", "nfs"] {
             assert_eq!(cell(kind, "qcow2").action, Native);
-            assert_eq!(cell(kind, "raw").target_format.as_deref(), Some("qcow2"));
-            assert_eq!(cell(kind, "vdi").target_format.as_deref(), Some("qcow2"));
+            assert_eq!(cell(kind, "raw").target_format.map(DiskFormat::as_str), Some("qcow2"));
+            assert_eq!(cell(kind, "vdi").target_format.map(DiskFormat::as_str), Some("qcow2"));
         }
         // RBD clones raw copy-on-write; the S3 column (the `ceph` column before RBD came) keeps
         // what it had, its reasons no longer claiming RBD clones it.
         for kind in ["rbd", "s3"] {
             assert_eq!(cell(kind, "raw").action, Native);
-            assert_eq!(cell(kind, "qcow2").target_format.as_deref(), Some("raw"));
-            assert_eq!(cell(kind, "vmdk").target_format.as_deref(), Some("raw"));
+            assert_eq!(cell(kind, "qcow2").target_format.map(DiskFormat::as_str), Some("raw"));
+            assert_eq!(cell(kind, "vmdk").target_format.map(DiskFormat::as_str), Some("raw"));
             assert_eq!(cell(kind, "ova").action, Extract);
         }
         assert!(cell("rbd", "qcow2").reason.contains("RBD copy-on-write clones"));
@@ -108,11 +108,11 @@ mod tests {
     async fn cells_are_edited_and_the_schema_keeps_them_consistent() {
         let (_dir, db) = temp_db().await;
         let rbd = StorageKind::Rbd;
-        let c = db.set_policy_cell(rbd, "vdi", Refuse, None, "No VirtualBox here.", "alice").await.unwrap();
+        let c = db.set_policy_cell(rbd, ImageFormat::Vdi, Refuse, None, "No VirtualBox here.", "alice").await.unwrap();
         assert_eq!((c.action, c.updated_by.as_str()), (Refuse, "alice"));
-        assert_eq!(db.policy_cell(rbd, "vdi").await.unwrap().unwrap().reason, "No VirtualBox here.");
-        assert!(db.set_policy_cell(rbd, "vdi", Convert, None, "", "a").await.is_err(), "convert needs a target");
-        assert!(db.set_policy_cell(rbd, "vdi", Native, Some("raw"), "", "a").await.is_err(), "target only on convert");
+        assert_eq!(db.policy_cell(rbd, ImageFormat::Vdi).await.unwrap().unwrap().reason, "No VirtualBox here.");
+        assert!(db.set_policy_cell(rbd, ImageFormat::Vdi, Convert, None, "", "a").await.is_err(), "convert needs a target");
+        assert!(db.set_policy_cell(rbd, ImageFormat::Vdi, Native, Some(DiskFormat::Raw), "", "a").await.is_err(), "target only on convert");
         // Kinds and actions outside the vocabulary cannot be named in Rust; the schema refuses
         // them from SQL too (the old kind name `ceph` included).
         for (kind, action) in [("ceph", "native"), ("swift", "native"), ("local", "shrug")] {

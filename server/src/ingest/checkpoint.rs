@@ -18,7 +18,7 @@ pub struct Checkpoint {
     /// The output's inode and modification time when the step completed: a file replaced or
     /// written since (by anything going through the file system) is not trusted.
     pub stamp: Option<FileStamp>,
-    pub disk_format: String,
+    pub disk_format: ImageFormat,
     pub uploaded_format: String,
     pub uploaded_size: u64,
     pub converted: bool,
@@ -66,8 +66,8 @@ impl Checkpoint {
         // A package kept whole is stored as the package: its image keeps the declared disk
         // format (the disk inside) and is declared by the package's container format.
         let record = records::ActiveImage {
-            disk_format: DiskFormat::parse(&self.disk_format),
-            container_format: Package::parse(&self.disk_format).map(Package::container),
+            disk_format: self.disk_format.disk(),
+            container_format: self.disk_format.package().map(Package::container),
             uploaded_format: self.uploaded_format.clone(),
             uploaded_size: to_i64(self.uploaded_size),
             size: to_i64(self.output_size),
@@ -81,7 +81,7 @@ impl Checkpoint {
         let imported = Imported {
             uploaded_format: self.uploaded_format.clone(),
             uploaded_size: self.uploaded_size,
-            disk_format: self.disk_format.clone(),
+            disk_format: self.disk_format,
             converted: self.converted,
             size: self.output_size,
             virtual_size: self.virtual_size,
@@ -100,7 +100,7 @@ impl Checkpoint {
             output: PathBuf::from(&record.location),
             output_size: imported.size,
             stamp: None,
-            disk_format: imported.disk_format.clone(),
+            disk_format: imported.disk_format,
             uploaded_format: imported.uploaded_format.clone(),
             uploaded_size: imported.uploaded_size,
             converted: imported.converted,
@@ -121,7 +121,7 @@ impl Checkpoint {
         if !meta.is_file() || meta.len() != self.output_size || self.stamp != Some(FileStamp::of(&meta)) {
             return false;
         }
-        let Some(format) = declared_format(&self.disk_format) else { return false };
+        let Some(format) = declared_format(self.disk_format.as_str()) else { return false };
         let Ok(file) = SizedFile::open(&self.output) else { return false };
         let report = diskimage::inspect(&file, &InspectOptions { declared: Some(format), ..InspectOptions::default() });
         report.is_accepted() && report.virtual_size == self.virtual_size

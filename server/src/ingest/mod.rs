@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use digests::Algorithm;
 use diskimage::convert::{self, ConvertOptions, SourceFormat, TargetFormat};
 use diskimage::{Format, InspectOptions, ReadAt, SizedFile};
-use domain::{ContainerFormat, DiskFormat, ImageStatus, LocationStatus, Package};
+use domain::{ContainerFormat, DiskFormat, ImageFormat, ImageStatus, LocationStatus, Package};
 use imageops::declared::Declared;
 
 mod checkpoint;
@@ -87,7 +87,8 @@ impl IngestError {
 pub struct Imported {
     pub uploaded_format: String,
     pub uploaded_size: u64,
-    pub disk_format: String,
+    /// The stored copy's format (a package kept whole is stored as the package).
+    pub disk_format: ImageFormat,
     pub converted: bool,
     pub size: u64,
     pub virtual_size: Option<u64>,
@@ -248,7 +249,7 @@ pub async fn ingest_job(
             // hold becomes the output's size (checked against everything else the project uses);
             // the image's activation releases it, once the stored copy counts instead.
             let out_size = u64::try_from(record.size).unwrap_or(0);
-            let ext = if imported.disk_format == "ami" { "raw" } else { imported.disk_format.as_str() };
+            let ext = if imported.disk_format == ImageFormat::Ami { "raw" } else { imported.disk_format.as_str() };
             let key = store.key_for(&image.id, ext);
             if let Err(why) = db.hold_quota(image.owner.as_deref().unwrap_or(""), &image.id, "import", out_size, false).await? {
                 discard(&staged);
@@ -303,7 +304,7 @@ pub async fn ingest_job(
                 image_id: image.id.clone(),
                 backend: backend.to_owned(),
                 key: key.clone(),
-                disk_format: imported.disk_format.clone(),
+                disk_format: imported.disk_format,
                 size: record.size,
                 checksum: Some(record.md5.clone()),
                 os_hash_value: Some(record.sha512.clone()),

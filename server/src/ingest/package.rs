@@ -190,7 +190,7 @@ impl Primary<'_> {
         let imported = Imported {
             uploaded_format: self.uploaded_format.into(),
             uploaded_size,
-            disk_format: self.disk_format.as_str().to_owned(),
+            disk_format: self.disk_format.into(),
             converted: true,
             size,
             virtual_size: Some(self.virtual_size),
@@ -420,7 +420,7 @@ pub(super) async fn keep_extra_disk(
         image_id: id.to_owned(),
         backend: store.name().to_owned(),
         key: key.to_owned(),
-        disk_format: disk.disk_format.as_str().to_owned(),
+        disk_format: disk.disk_format.into(),
         size: to_i64(size),
         checksum: Some(md5.clone()),
         os_hash_value: Some(sha512.clone()),

@@ -69,11 +69,11 @@ pub(super) fn process(
         return Err(IngestError::Refused(reason.clone()));
     }
     // An OVA whose cell says `extract`: unpack it; its disks (VMDK) follow the VMDK row.
-    let extract_ova = report.format == Format::Ova && rules.cells.get("ova").is_some_and(|c| c.action == domain::MatrixAction::Extract);
+    let extract_ova = report.format == Format::Ova && rules.cell("ova").is_some_and(|c| c.action == domain::MatrixAction::Extract);
     if extract_ova {
         return extract_package(up, declared, images_dir, rules, ctl, &report, findings, uploaded_size);
     }
-    if report.format == Format::Uec && rules.cells.get("uec").is_some_and(|c| c.action == domain::MatrixAction::Extract) {
+    if report.format == Format::Uec && rules.cell("uec").is_some_and(|c| c.action == domain::MatrixAction::Extract) {
         return extract_uec_package(up, declared, images_dir, rules, ctl, &report, findings, uploaded_size);
     }
     let converting = matches!(plan, Plan::Convert(_));
@@ -119,7 +119,7 @@ pub(super) fn process(
             }
             // The upload stays until the image is published (ingest_with): a stop before that
             // redoes the job from it.
-            (out, ext.to_owned(), true, Some(summary.virtual_size))
+            (out, ImageFormat::from(target_disk_format(to)), true, Some(summary.virtual_size))
         }
         Plan::Refuse(reason) => return Err(IngestError::Refused(reason)),
         Plan::Keep => {
@@ -127,11 +127,13 @@ pub(super) fn process(
             // Published as it is: the backend's put moves it into place (fsync + rename +
             // directory fsync on file backends, a multipart upload on Ceph).
             let out = up.path.clone();
-            let glance = match (disk_format, report.format) {
-                (Some("ami"), Format::Raw) => "ami".to_owned(),
-                _ => report.format.glance_disk_format().unwrap_or(ext).to_owned(),
+            // What the matrix row named (`matrix_key`): the declared AMI, or what the bytes are.
+            let stored = match (disk_format, report.format) {
+                (Some("ami"), Format::Raw) => Some(ImageFormat::Ami),
+                _ => ImageFormat::parse(report.format.glance_disk_format().unwrap_or(ext)),
             };
-            (out, glance, false, report.virtual_size)
+            let stored = stored.ok_or_else(|| IngestError::Refused(format!("Hangar does not store {ext} images.")))?;
+            (out, stored, false, report.virtual_size)
         }
     };
     let meta = std::fs::metadata(&final_path).map_err(|e| io("stat stored image", e))?;

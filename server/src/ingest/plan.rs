@@ -16,31 +16,32 @@ pub enum Plan {
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
     pub backend_kind: String,
-    pub cells: HashMap<String, records::PolicyCell>,
+    pub cells: HashMap<ImageFormat, records::PolicyCell>,
 }
 
 impl Rules {
     /// Loads the matrix column for `backend_kind`.
     pub async fn load(db: &records::Db, backend_kind: &str) -> Result<Self, records::DbError> {
-        let cells = db
-            .storage_policy()
-            .await?
-            .into_iter()
-            .filter(|c| c.backend_kind.as_str() == backend_kind)
-            .map(|c| (c.format.clone(), c))
-            .collect();
+        let cells =
+            db.storage_policy().await?.into_iter().filter(|c| c.backend_kind.as_str() == backend_kind).map(|c| (c.format, c)).collect();
         Ok(Rules { backend_kind: backend_kind.to_owned(), cells })
+    }
+
+    /// The cell of the row named `key`, if the column has one (a name that is no image format
+    /// has none).
+    pub fn cell(&self, key: &str) -> Option<&records::PolicyCell> {
+        ImageFormat::parse(key).and_then(|f| self.cells.get(&f))
     }
 
     /// What to do with an image whose matrix row is `key` (`qcow2`, `ami`, `ova`, …).
     pub fn plan(&self, key: &str) -> Plan {
         let kind = domain::StorageKind::parse(&self.backend_kind).map_or("configured", domain::StorageKind::label);
-        match self.cells.get(key) {
+        match self.cell(key) {
             None => Plan::Refuse(format!("The {kind} storage has no rule for {key} images, so it does not accept them.")),
-            Some(c) => match (c.action, c.target_format.as_deref()) {
+            Some(c) => match (c.action, c.target_format) {
                 (MatrixAction::Native | MatrixAction::Extract, _) => Plan::Keep,
-                (MatrixAction::Convert, Some("raw")) => Plan::Convert(TargetFormat::Raw),
-                (MatrixAction::Convert, Some("qcow2")) => Plan::Convert(TargetFormat::Qcow2),
+                (MatrixAction::Convert, Some(DiskFormat::Raw)) => Plan::Convert(TargetFormat::Raw),
+                (MatrixAction::Convert, Some(DiskFormat::Qcow2)) => Plan::Convert(TargetFormat::Qcow2),
                 _ => Plan::Refuse(format!("The {kind} storage does not accept {key} images: {}", c.reason)),
             },
         }
@@ -74,7 +75,7 @@ pub async fn upload_hashes(db: &records::Db, image_id: &str, backend_kind: &str)
     let Some(format) = declared_format(declared) else { return All };
     let Ok(rules) = Rules::load(db, backend_kind).await else { return All };
     let key = matrix_key(Some(declared), format);
-    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cells.get(&key).is_some_and(|c| c.action == MatrixAction::Extract);
+    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cell(&key).is_some_and(|c| c.action == MatrixAction::Extract);
     match rules.plan(&key) {
         Plan::Keep if !unpacked => All,
         _ => Sha256,
@@ -103,7 +104,7 @@ pub fn room_after_upload(rules: &Rules, declared: Option<&str>) -> uploads::Room
     let Some(declared) = declared else { return uploads::RoomAfter::default() };
     let Some(format) = declared_format(declared) else { return uploads::RoomAfter::default() };
     let key = matrix_key(Some(declared), format);
-    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cells.get(&key).is_some_and(|c| c.action == MatrixAction::Extract);
+    let unpacked = matches!(format, Format::Ova | Format::Uec) && rules.cell(&key).is_some_and(|c| c.action == MatrixAction::Extract);
     match rules.plan(&key) {
         Plan::Convert(_) => CONVERSION_SLACK,
         Plan::Keep if unpacked => CONVERSION_SLACK,
@@ -143,7 +144,7 @@ pub(super) fn source_format(format: Format) -> Option<SourceFormat> {
 }
 
 /// The disk format of what the converter writes.
-pub(super) const fn target_disk_format(to: TargetFormat) -> DiskFormat {
+pub const fn target_disk_format(to: TargetFormat) -> DiskFormat {
     match to {
         TargetFormat::Qcow2 => DiskFormat::Qcow2,
         TargetFormat::Raw => DiskFormat::Raw,
@@ -160,14 +161,14 @@ mod tests {
             .map(|(format, action, target)| {
                 let cell = records::PolicyCell {
                     backend_kind: kind.parse().unwrap(),
-                    format: (*format).into(),
+                    format: format.parse().unwrap(),
                     action: action.parse().unwrap(),
-                    target_format: target.map(str::to_owned),
+                    target_format: target.map(|t| t.parse().unwrap()),
                     reason: "because".into(),
                     updated_at: String::new(),
                     updated_by: String::new(),
                 };
-                ((*format).to_owned(), cell)
+                (cell.format, cell)
             })
             .collect();
         Rules { backend_kind: kind.into(), cells }

@@ -523,7 +523,7 @@ async fn every_route_family_authorizes_each_kind_of_caller() {
         image_id: stored.id.clone(),
         backend: "local".into(),
         key,
-        disk_format: "raw".into(),
+        disk_format: domain::ImageFormat::Raw,
         size: 10,
         checksum: None,
         os_hash_value: None,

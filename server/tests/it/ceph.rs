@@ -150,7 +150,7 @@ async fn a_local_qcow2_is_copied_to_ceph_as_raw_by_a_job() {
     let locs = e.db.image_locations(&id).await.unwrap();
     assert_eq!(locs.len(), 2, "{locs:?}");
     let on_ceph = locs.iter().find(|l| l.backend == "ceph").unwrap();
-    assert_eq!(on_ceph.disk_format, "raw");
+    assert_eq!(on_ceph.disk_format, domain::ImageFormat::Raw);
     let ceph = stores.get("ceph").unwrap();
     assert_eq!(read_all(ceph, &on_ceph.key, None).await, bytes, "the raw copy holds the disk's bytes");
     let md5 = Command::new("md5sum").arg(&raw).output().unwrap();

@@ -239,9 +239,16 @@ async fn the_space_check_counts_the_conversion_output() {
 
     // A qcow2 of 200 KiB whose disk is 1 GiB, on a store that converts qcow2 to raw: the upload
     // fits, the 1 GiB output does not, and inspection knows it before converting.
-    db.set_policy_cell(domain::StorageKind::Local, "qcow2", domain::MatrixAction::Convert, Some("raw"), "Raw for this test.", "test")
-        .await
-        .unwrap();
+    db.set_policy_cell(
+        domain::StorageKind::Local,
+        domain::ImageFormat::Qcow2,
+        domain::MatrixAction::Convert,
+        Some(domain::DiskFormat::Raw),
+        "Raw for this test.",
+        "test",
+    )
+    .await
+    .unwrap();
     let small = mnt.join("small.qcow2");
     let out = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&small).arg("1G").output().unwrap();
     assert!(out.status.success());

@@ -103,7 +103,7 @@ async fn a_qcow2_is_kept_as_is_with_its_checksums() {
     let upload_path = up.path.clone();
     let imported = ingest(&e.db, e.data(), up).await.unwrap();
     assert!(!imported.converted);
-    assert_eq!(imported.disk_format, "qcow2");
+    assert_eq!(imported.disk_format, domain::ImageFormat::Qcow2);
     assert_eq!(imported.sha256, sha256sum(&q));
     assert_eq!(imported.virtual_size, Some(8 << 20));
     assert!(!upload_path.exists(), "the upload was moved into the store");
@@ -128,7 +128,7 @@ async fn raw_and_vdi_are_converted_to_qcow2_identical_to_the_source() {
         let id = e.image(fmt).await;
         let imported = ingest(&e.db, e.data(), e.upload(&id, src)).await.unwrap();
         assert!(imported.converted, "{fmt}");
-        assert_eq!(imported.disk_format, "qcow2");
+        assert_eq!(imported.disk_format, domain::ImageFormat::Qcow2);
         assert_eq!(imported.sha256, sha256sum(src), "SHA-256 of what was uploaded");
         let stored = e.db.image_ingest(&id).await.unwrap().unwrap().location.unwrap();
         qemu_img(&["check", "-f", "qcow2", &stored]);
@@ -204,9 +204,16 @@ async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
     assert_eq!(u64::try_from(locs[0].size).unwrap(), done.size);
 
     // An admin refuses raw on local storage: the upload is killed with the matrix's reason.
-    e.db.set_policy_cell(domain::StorageKind::Local, "raw", domain::MatrixAction::Refuse, None, "Raw uploads waste our SAN.", "admin")
-        .await
-        .unwrap();
+    e.db.set_policy_cell(
+        domain::StorageKind::Local,
+        domain::ImageFormat::Raw,
+        domain::MatrixAction::Refuse,
+        None,
+        "Raw uploads waste our SAN.",
+        "admin",
+    )
+    .await
+    .unwrap();
     let local = Rules::load(&e.db, "local").await.unwrap();
     let id = e.image("raw").await;
     let up = e.upload(&id, &raw);
@@ -223,7 +230,7 @@ async fn the_matrix_decides_convert_keep_or_refuse_per_backend_kind() {
     let id = e.image("ami").await;
     let done = ingest_with(&e.db, e.data(), e.upload(&id, &raw), &local, &e.store("local"), Arc::new(JobControl::default())).await.unwrap();
     assert!(!done.converted);
-    assert_eq!(done.disk_format, "ami");
+    assert_eq!(done.disk_format, domain::ImageFormat::Ami);
 }
 
 #[tokio::test]

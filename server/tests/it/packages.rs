@@ -174,7 +174,14 @@ async fn a_package_kept_whole_keeps_its_declaration() {
     let tok = token(&app, "member", &p1).await;
     app.state
         .db
-        .set_policy_cell(domain::StorageKind::Local, "ova", domain::MatrixAction::Native, None, "Kept as appliances.", "test")
+        .set_policy_cell(
+            domain::StorageKind::Local,
+            domain::ImageFormat::Ova,
+            domain::MatrixAction::Native,
+            None,
+            "Kept as appliances.",
+            "test",
+        )
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

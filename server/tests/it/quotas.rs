@@ -101,7 +101,11 @@ async fn parallel_puts_stages_and_tus_uploads_stop_at_max_bytes() {
     let (p1, _) = seed_accounts(&app).await;
     let tok = token(&app, "member", &p1).await;
     // Raw images are kept as raw here, so what is stored is exactly what was sent.
-    app.state.db.set_policy_cell(domain::StorageKind::Local, "raw", domain::MatrixAction::Native, None, "Kept.", "test").await.unwrap();
+    app.state
+        .db
+        .set_policy_cell(domain::StorageKind::Local, domain::ImageFormat::Raw, domain::MatrixAction::Native, None, "Kept.", "test")
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for i in 0..12 {
         ids.push(create_ok(&app, &tok, &format!("arriving-{i}"), "raw").await);
@@ -190,9 +194,16 @@ async fn what_is_stored_counts_a_conversion_that_grows_and_every_copy() {
 
     // Within a 16 MiB quota the qcow2 fits as uploaded, but not once converted to raw.
     db.set_quota(&p1, set_quota(None, Some(16 * MIB), None)).await.unwrap();
-    db.set_policy_cell(domain::StorageKind::Local, "qcow2", domain::MatrixAction::Convert, Some("raw"), "Raw for the test.", "test")
-        .await
-        .unwrap();
+    db.set_policy_cell(
+        domain::StorageKind::Local,
+        domain::ImageFormat::Qcow2,
+        domain::MatrixAction::Convert,
+        Some(domain::DiskFormat::Raw),
+        "Raw for the test.",
+        "test",
+    )
+    .await
+    .unwrap();
     let grows = create_ok(&app, &tok, "grows", "qcow2").await;
     let r = put(&app, &tok, &grows, "file", qcow2.clone()).await;
     // Glance answers a quota the stored image would exceed with 413 (StorageQuotaFull).
@@ -204,7 +215,9 @@ async fn what_is_stored_counts_a_conversion_that_grows_and_every_copy() {
     assert_eq!(db.quota_usage(&p1).await.unwrap().bytes(), 0, "nothing of the killed image counts");
 
     // Kept as qcow2 it fits; the stored copy is what counts, and no hold is left behind.
-    db.set_policy_cell(domain::StorageKind::Local, "qcow2", domain::MatrixAction::Native, None, "Kept.", "test").await.unwrap();
+    db.set_policy_cell(domain::StorageKind::Local, domain::ImageFormat::Qcow2, domain::MatrixAction::Native, None, "Kept.", "test")
+        .await
+        .unwrap();
     let kept = create_ok(&app, &tok, "kept", "qcow2").await;
     assert_eq!(put(&app, &tok, &kept, "file", qcow2.clone()).await.status, StatusCode::NO_CONTENT);
     assert_eq!(settled(&app, &tok, &kept).await["status"], "active");

@@ -431,7 +431,7 @@ async fn every_user_controlled_field_reaches_pages_escaped() {
         image_id: d.clone(),
         backend: "local".into(),
         key,
-        disk_format: "vdi".into(),
+        disk_format: domain::ImageFormat::Vdi,
         size: 10,
         checksum: None,
         os_hash_value: None,
