@@ -32,6 +32,40 @@ impl Drop for StagingDir {
     }
 }
 
+/// An accepted package upload the matrix says to unpack: what the import knows when it
+/// decides to.
+pub(super) struct PackageJob<'a> {
+    pub up: &'a ReceivedData,
+    pub declared: Declared,
+    pub staging: &'a Path,
+    pub rules: &'a Rules,
+    pub ctl: &'a JobControl,
+    /// The inspector's report on the whole package.
+    pub report: &'a diskimage::Report,
+    /// Its findings, as recorded on the image.
+    pub findings: String,
+    pub uploaded_size: u64,
+}
+
+/// The package an inspected upload is, when its matrix cell says `extract`.
+pub(super) fn to_unpack(detected: Format, rules: &Rules) -> Option<Package> {
+    let package = match detected {
+        Format::Ova => Package::Ova,
+        Format::Uec => Package::Uec,
+        _ => return None,
+    };
+    rules.cell(package.as_str()).is_some_and(|c| c.action == domain::MatrixAction::Extract).then_some(package)
+}
+
+/// Unpacks a package into staging: its first disk (a UEC's machine image) becomes this image,
+/// its other disks (a UEC's kernel and ramdisk) are returned to become images of their own.
+pub(super) fn extract(job: PackageJob<'_>, package: Package) -> Result<(records::ActiveImage, Imported), IngestError> {
+    match package {
+        Package::Ova => extract_ova_package(job),
+        Package::Uec => extract_uec_package(job),
+    }
+}
+
 /// Prepares to unpack a package: a fresh output directory in staging (guarded), the upload's
 /// SHA-256, and the upload opened for reading.
 pub(super) fn open_package(
@@ -58,17 +92,8 @@ pub(super) fn open_package(
 /// Unpacks an OVA (docs/formats.md §2.5 #19–20 enforced by the extractor: members by stream, no
 /// names from the package used as paths, manifest digests checked) into the staging directory.
 /// The first disk becomes this image; the others are returned to become images of their own.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn extract_package(
-    up: &ReceivedData,
-    declared: Declared,
-    staging: &Path,
-    rules: &Rules,
-    ctl: &JobControl,
-    report: &diskimage::Report,
-    findings: String,
-    uploaded_size: u64,
-) -> Result<(records::ActiveImage, Imported), IngestError> {
+fn extract_ova_package(job: PackageJob<'_>) -> Result<(records::ActiveImage, Imported), IngestError> {
+    let PackageJob { up, declared, staging, rules, ctl, report, findings, uploaded_size } = job;
     // All disks are written in one target format, the VMDK row's (most packages hold only
     // VMDK disks); raw disks (oVirt exports) are checked against the raw row after unpacking.
     let to = match rules.plan("vmdk") {
@@ -206,17 +231,8 @@ impl Primary<'_> {
 /// Unpacks a UEC tarball (bounded gunzip; each member validated by the extractor): the AMI
 /// becomes this image, the kernel (AKI) and ramdisk (ARI) images of their own, linked from the
 /// AMI by `kernel_id` / `ramdisk_id` as Glance does.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn extract_uec_package(
-    up: &ReceivedData,
-    declared: Declared,
-    staging: &Path,
-    rules: &Rules,
-    ctl: &JobControl,
-    report: &diskimage::Report,
-    findings: String,
-    uploaded_size: u64,
-) -> Result<(records::ActiveImage, Imported), IngestError> {
+fn extract_uec_package(job: PackageJob<'_>) -> Result<(records::ActiveImage, Imported), IngestError> {
+    let PackageJob { up, declared, staging, rules, ctl, report, findings, uploaded_size } = job;
     // The machine image in a UEC tarball is a raw file system: declared `ami` (or not at all).
     declared.check_inner("raw").map_err(IngestError::Refused)?;
     for part in ["ami", "aki", "ari"] {
@@ -451,6 +467,17 @@ pub(super) async fn keep_extra_disk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_is_unpacked_only_where_its_cell_says_extract() {
+        let rules =
+            super::super::plan::tests::rules("local", &[("ova", "extract", None), ("uec", "native", None), ("raw", "native", None)]);
+        assert_eq!(to_unpack(Format::Ova, &rules), Some(Package::Ova));
+        assert_eq!(to_unpack(Format::Uec, &rules), None, "kept whole");
+        assert_eq!(to_unpack(Format::Raw, &rules), None, "not a package");
+        let none = super::super::plan::tests::rules("local", &[]);
+        assert_eq!(to_unpack(Format::Ova, &none), None, "no cell: the plan refuses it");
+    }
 
     #[test]
     fn a_staging_dir_goes_unless_kept() {

@@ -68,13 +68,10 @@ pub(super) fn process(
     if let Plan::Refuse(reason) = &plan {
         return Err(IngestError::Refused(reason.clone()));
     }
-    // An OVA whose cell says `extract`: unpack it; its disks (VMDK) follow the VMDK row.
-    let extract_ova = report.format == Format::Ova && rules.cell("ova").is_some_and(|c| c.action == domain::MatrixAction::Extract);
-    if extract_ova {
-        return extract_package(up, declared, images_dir, rules, ctl, &report, findings, uploaded_size);
-    }
-    if report.format == Format::Uec && rules.cell("uec").is_some_and(|c| c.action == domain::MatrixAction::Extract) {
-        return extract_uec_package(up, declared, images_dir, rules, ctl, &report, findings, uploaded_size);
+    // A package whose cell says `extract` is unpacked; its disks follow their own rows.
+    if let Some(package) = to_unpack(report.format, rules) {
+        let job = PackageJob { up, declared, staging: images_dir, rules, ctl, report: &report, findings, uploaded_size };
+        return extract(job, package);
     }
     let converting = matches!(plan, Plan::Convert(_));
     // Conversion reads the upload once and hashing reads the output once.

@@ -152,10 +152,10 @@ pub const fn target_disk_format(to: TargetFormat) -> DiskFormat {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn rules(kind: &str, cells: &[(&str, &str, Option<&str>)]) -> Rules {
+    pub(in crate::ingest) fn rules(kind: &str, cells: &[(&str, &str, Option<&str>)]) -> Rules {
         let cells = cells
             .iter()
             .map(|(format, action, target)| {
