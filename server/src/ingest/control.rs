@@ -109,13 +109,13 @@ impl JobControl {
     /// A conversion error as the import's outcome: cancelled, failed (the operating system
     /// refused a read or write: a full disk, an I/O error; the data is not to blame) or refused
     /// (anything the data caused, a corrupt compressed member included), with `say(e)`.
-    pub(super) fn refusal(&self, e: convert::Error, say: impl FnOnce(convert::Error) -> String) -> IngestError {
+    pub(super) fn refusal(&self, e: convert::Error, say: impl FnOnce(&convert::Error) -> String) -> IngestError {
         let os_error =
             std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()).is_some_and(|io| io.raw_os_error().is_some());
         match e.kind() {
             convert::ErrorKind::Cancelled => IngestError::Cancelled,
-            convert::ErrorKind::Io if os_error => IngestError::Failed(say(e)),
-            _ => IngestError::Refused(say(e)),
+            convert::ErrorKind::Io if os_error => IngestError::failed_by(say(&e), e),
+            _ => IngestError::Refused(say(&e)),
         }
     }
 }

@@ -57,9 +57,14 @@ pub enum IngestError {
     #[error("{0}")]
     OverQuota(String),
     /// Hangar could not finish the import (a write failed during the conversion: the disk
-    /// filled up); the image is `killed` with this reason, and the data was not refused.
-    #[error("{0}")]
-    Failed(String),
+    /// filled up; the backend did not take the image); the image is `killed` with `reason`,
+    /// and the data was not refused. The error behind it, when there is one, is the source.
+    #[error("{reason}")]
+    Failed {
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error(transparent)]
     Db(#[from] records::DbError),
     /// Reading or writing a file failed (the upload, staging, the images directory); the
@@ -76,6 +81,31 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// A failure of Hangar's with nothing behind it but `reason`.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        IngestError::Failed { reason: reason.into(), source: None }
+    }
+
+    /// A failure of Hangar's caused by `source`.
+    pub fn failed_by(reason: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        IngestError::Failed { reason: reason.into(), source: Some(Box::new(source)) }
+    }
+
+    /// This error and its sources, `: `-separated (for the log).
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            let s = e.to_string();
+            if !out.ends_with(&s) {
+                out.push_str(": ");
+                out.push_str(&s);
+            }
+            next = e.source();
+        }
+        out
+    }
+
     /// A failed file operation, `context` saying which.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         IngestError::Io { context: context.into(), source }
@@ -124,7 +154,7 @@ pub async fn ingest(db: &records::Db, data_dir: &Path, up: ReceivedData) -> Resu
         path: Some(data_dir.join("images")),
         ..Default::default()
     })
-    .map_err(|e| IngestError::Failed(format!("the local store cannot be opened: {e}")))?;
+    .map_err(|e| IngestError::failed_by("the local store cannot be opened", e))?;
     ingest_with(db, data_dir, up, &rules, &local, std::sync::Arc::new(JobControl::default())).await
 }
 
@@ -208,7 +238,7 @@ pub async fn ingest_job(
     if !up.path.exists() {
         let reason = "The uploaded file was lost before it could be imported (was the server's data directory cleaned?). Upload it again.";
         db.kill_image(&image.id, reason, "[]").await?;
-        return Err(IngestError::Failed(reason.to_owned()));
+        return Err(IngestError::failed(reason));
     }
     tracing::info!(image = %image.id, path = %up.path.display(), "ingest: inspecting");
     let images_dir = data_dir.join("staging");
@@ -220,10 +250,10 @@ pub async fn ingest_job(
         Some(cp) if cp.step == Step::Stored => Ok(cp.outcome()),
         Some(cp) => tokio::task::spawn_blocking(move || finish_prepared(cp, &up2, &ctl2, &journal2))
             .await
-            .map_err(|e| IngestError::Failed(format!("the import task failed: {e}")))?,
+            .map_err(|e| IngestError::failed_by("the import task failed", e))?,
         None => tokio::task::spawn_blocking(move || process(&up2, declared, &staging2, &rules2, &ctl2, &journal2))
             .await
-            .map_err(|e| IngestError::Failed(format!("the import task failed: {e}")))?,
+            .map_err(|e| IngestError::failed_by("the import task failed", e))?,
     };
     // A converted output is named `<image id>.<format>` in staging; on every way out but a
     // stop (the job resumes from it) and publishing (it moved into the backend), it goes.
@@ -296,7 +326,7 @@ pub async fn ingest_job(
                 discard(&up.path);
                 db.kill_image(&image.id, &reason, "[]").await?;
                 let _ = store.delete(&key).await;
-                return Err(IngestError::Failed(reason));
+                return Err(IngestError::failed_by(reason, err));
             }
             ctl.enter(Stage::Publishing).await;
             record.location = store.local_path(&key).map_or_else(|| format!("{backend}:{key}"), |p| p.display().to_string());
@@ -338,11 +368,11 @@ pub async fn ingest_job(
             discard(&up.path);
             discard_outputs();
             let reason = match &err {
-                IngestError::Refused(r) | IngestError::OverQuota(r) | IngestError::Failed(r) => r.clone(),
+                IngestError::Refused(r) | IngestError::OverQuota(r) | IngestError::Failed { reason: r, .. } => r.clone(),
                 IngestError::Cancelled => "The import was cancelled; nothing was kept.".to_owned(),
                 _ => "Hangar could not store this image; the upload was discarded. Try again.".to_owned(),
             };
-            tracing::warn!(image = %image.id, error = %err, "ingest: image refused or failed");
+            tracing::warn!(image = %image.id, error = %err.chain(), "ingest: image refused or failed");
             db.kill_image(&image.id, &reason, "[]").await?;
             Err(err)
         }
@@ -359,5 +389,15 @@ mod tests {
         assert!(e.to_string().starts_with("ingest failed: open upload: "), "{e}");
         let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
         assert_eq!(source.and_then(std::io::Error::raw_os_error), Some(2));
+    }
+
+    #[test]
+    fn a_failure_keeps_its_cause_for_the_log_and_gives_the_user_the_reason() {
+        let cause = std::io::Error::other("No space left on device");
+        let e = IngestError::failed_by("The local storage could not store this image.", cause);
+        assert_eq!(e.to_string(), "The local storage could not store this image.", "the reason the image is killed with");
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(e.chain(), "The local storage could not store this image.: No space left on device");
+        assert_eq!(IngestError::failed("lost").chain(), "lost");
     }
 }

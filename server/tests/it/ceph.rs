@@ -170,7 +170,7 @@ async fn an_import_into_a_ceph_that_does_not_answer_is_killed_and_leaves_nothing
     let (id, path) = (up.image_id.clone(), up.path.clone());
     let started = std::time::Instant::now();
     let err = ingest_with(&e.db, e.dir.path(), up, &rules, &ceph, Arc::new(JobControl::default())).await.unwrap_err();
-    assert!(matches!(err, IngestError::Failed(_)), "{err}");
+    assert!(matches!(err, IngestError::Failed { source: Some(_), .. }), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "bounded: {:?}", started.elapsed());
     let row = e.db.image_ingest(&id).await.unwrap().unwrap();
     assert_eq!(row.status, ImageStatus::Killed);
