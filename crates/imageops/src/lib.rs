@@ -15,6 +15,8 @@ pub mod units;
 pub const NOT_KEPT: &str = "package_disks_not_kept";
 
 #[cfg(feature = "service")]
+mod arrival;
+#[cfg(feature = "service")]
 mod copy;
 #[cfg(feature = "service")]
 mod create;
@@ -37,6 +39,8 @@ pub mod stores;
 #[cfg(feature = "service")]
 mod update;
 
+#[cfg(feature = "service")]
+pub use arrival::{BodyHold, Restore};
 #[cfg(feature = "service")]
 pub use create::{is_uuid, metadata, NewImageRequest};
 #[cfg(feature = "service")]

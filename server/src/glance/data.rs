@@ -40,7 +40,7 @@ use tokio::io::AsyncWriteExt;
 use super::{empty, import_methods, Caller, GlanceError, Result};
 use crate::AppState;
 use domain::{ImageStatus, JobStatus};
-use imageops::{Admitted, Arrival, ReceivedData, IMAGE_SIZE_CAP};
+use imageops::{Admitted, Arrival, BodyHold, ReceivedData, Restore, IMAGE_SIZE_CAP};
 
 /// How long `PUT /file` waits for the import job's verdict before answering 204 anyway
 /// (glanceclient's own timeout is 600 s).
@@ -200,127 +200,6 @@ fn store_header(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-image-meta-store").map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
 
-/// How far ahead of the bytes received a body's quota hold is raised (one database write per
-/// this many bytes).
-const HOLD_STEP: u64 = 64 * 1024 * 1024;
-
-/// The bytes a request body holds of its project's quota while it arrives (`records` quota
-/// holds: checked against everything else the project uses, in the same statement), and an
-/// upload slot (`max_concurrent_uploads`), as a tus upload takes.
-pub(super) struct BodyHold {
-    db: records::Db,
-    project: String,
-    image: String,
-    purpose: &'static str,
-    held: u64,
-}
-
-impl BodyHold {
-    /// Holds `declared` bytes (0 when unknown) and a slot for `image`, or answers 413.
-    pub async fn start(state: &AppState, image: &records::ImageDetail, purpose: &'static str, declared: Option<u64>) -> Result<Self> {
-        let mut hold =
-            BodyHold { db: state.db.clone(), project: image.owner.clone().unwrap_or_default(), image: image.id.clone(), purpose, held: 0 };
-        hold.set(declared.unwrap_or(0)).await?;
-        Ok(hold)
-    }
-
-    async fn set(&mut self, bytes: u64) -> Result<()> {
-        match self.db.hold_quota(&self.project, &self.image, self.purpose, bytes, true).await? {
-            Ok(()) => {
-                self.held = bytes;
-                Ok(())
-            }
-            Err(why) => Err(GlanceError::too_large(format!("This image cannot be received: {why}."))),
-        }
-    }
-
-    /// Raises the hold to cover `size` bytes received (a step ahead), or answers 413.
-    pub async fn cover(&mut self, size: u64) -> Result<()> {
-        if size <= self.held {
-            return Ok(());
-        }
-        self.set(size.saturating_add(HOLD_STEP)).await
-    }
-}
-
-/// Puts an image back to `queued` and removes its partial data unless disarmed: when a request
-/// fails before its data is handed to a job, and also when the client disconnects and the
-/// handler is dropped mid-body (an image must not stay `saving` with nobody sending).
-struct Restore {
-    db: records::Db,
-    id: String,
-    /// The statuses the image may have reached before the failure.
-    from: &'static [ImageStatus],
-    /// The status it goes back to (`queued` unless [`Restore::back_to`] says otherwise).
-    to: ImageStatus,
-    files: Vec<PathBuf>,
-    /// Quota holds to give back: (purpose, the purpose it becomes again or None to release).
-    holds: Vec<(&'static str, Option<&'static str>)>,
-    armed: bool,
-}
-
-impl Restore {
-    fn new(state: &AppState, id: &str, from: &'static [ImageStatus], files: Vec<PathBuf>) -> Self {
-        Restore { db: state.db.clone(), id: id.to_owned(), from, to: ImageStatus::Queued, files, holds: Vec::new(), armed: true }
-    }
-    /// Also releases the image's quota hold for `purpose` (or turns it back into `back`).
-    fn hold(mut self, purpose: &'static str, back: Option<&'static str>) -> Self {
-        self.holds.push((purpose, back));
-        self
-    }
-    /// Restores `to` instead of `queued` (a glance-direct import goes back to its staged data).
-    fn back_to(mut self, to: ImageStatus) -> Self {
-        self.to = to;
-        self
-    }
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-    /// Restores at once (so the error answer is sent after the image is `queued` again).
-    async fn now(mut self) {
-        self.armed = false;
-        for f in &self.files {
-            let _ = tokio::fs::remove_file(f).await;
-        }
-        release_holds(&self.db, &self.id, &self.holds).await;
-        if let Err(e) = self.db.transition_image(&self.id, self.from, self.to, "").await {
-            tracing::warn!(image = %self.id, to = %self.to, error = %e, "cannot put an image back after a failed upload or import");
-        }
-    }
-}
-
-async fn release_holds(db: &records::Db, id: &str, holds: &[(&'static str, Option<&'static str>)]) {
-    for (purpose, back) in holds {
-        let done = match back {
-            Some(to) => db.move_quota_hold(id, purpose, to, u64::MAX).await.map(|_| ()),
-            None => db.release_quota(id, purpose).await,
-        };
-        if let Err(e) = done {
-            tracing::warn!(image = %id, purpose, error = %e, "cannot give back a quota hold after a failed upload or import");
-        }
-    }
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-        let (db, id, from, to, holds) = (self.db.clone(), self.id.clone(), self.from, self.to, self.holds.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                release_holds(&db, &id, &holds).await;
-                if let Err(e) = db.transition_image(&id, from, to, "").await {
-                    tracing::warn!(image = %id, %to, error = %e, "cannot put an image back after a failed upload or import");
-                }
-            });
-        }
-    }
-}
-
 use crate::ingest::free_bytes;
 
 /// 507 with what is free and what was needed: the disk (or its quota) is full.
@@ -471,11 +350,11 @@ pub async fn upload(
     let dest = incoming_dir(&state).join(format!("{id}.{:08x}.upload", super::rand_ref()));
     // Glance's `_restore()`: on any failure before the job has the data, the image waits for
     // data again and its quota hold is given back.
-    let restore = Restore::new(&state, &id, &[ImageStatus::Saving, ImageStatus::Importing], vec![dest.clone()])
+    let restore = Restore::new(&state.db, &id, &[ImageStatus::Saving, ImageStatus::Importing], vec![dest.clone()])
         .hold("upload", None)
         .hold("import", None);
     let handed_over = async {
-        let mut hold = BodyHold::start(&state, &image, "upload", declared).await?;
+        let mut hold = BodyHold::start(&state.db, &image, "upload", declared).await?;
         let room = import_room(&state, &image, &backend).await;
         let got = receive(body, &dest, limit, declared, room, &mut hold).await?;
         // `importing` is a state the pipeline accepts (as for a resumed job).
@@ -547,9 +426,9 @@ pub async fn stage(
     }
     let dest = staged_path(&state, &id);
     let restore =
-        Restore::new(&state, &id, &[ImageStatus::Uploading], vec![dest.clone(), staged_meta_path(&state, &id)]).hold("stage", None);
+        Restore::new(&state.db, &id, &[ImageStatus::Uploading], vec![dest.clone(), staged_meta_path(&state, &id)]).hold("stage", None);
     let staged = async {
-        let mut hold = BodyHold::start(&state, &image, "stage", declared).await?;
+        let mut hold = BodyHold::start(&state.db, &image, "stage", declared).await?;
         // Staged data is imported later, to the default backend unless the import names another.
         let room = import_room(&state, &image, state.stores.default_backend().name()).await;
         let got = receive(body, &dest, limit, declared, room, &mut hold).await?;
@@ -646,7 +525,7 @@ pub async fn import(
             }
             // Until the job is queued, a failure (or the client going away) gives the staged data
             // back, for another POST /import.
-            let restore = Restore::new(&state, &id, &[ImageStatus::Importing], Vec::new())
+            let restore = Restore::new(&state.db, &id, &[ImageStatus::Importing], Vec::new())
                 .back_to(ImageStatus::Uploading)
                 .hold("import", Some("stage"));
             // The staged bytes' hold becomes the import's.

@@ -31,11 +31,12 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use super::data::{incoming_dir, submit_import, BodyHold, Digests, Received};
+use super::data::{incoming_dir, submit_import, Digests, Received};
 use super::{empty, Caller, GlanceError, Result};
 use crate::AppState;
 use domain::ImageStatus;
 use imageops::Arrival;
+use imageops::BodyHold;
 
 /// The longest a whole download may take.
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -148,11 +149,11 @@ pub async fn import(
     }
     // The download holds an upload slot and its bytes of the project's quota as they arrive,
     // as a PUT does.
-    let hold = match BodyHold::start(state, image, "upload", None).await {
+    let hold = match BodyHold::start(&state.db, image, "upload", None).await {
         Ok(h) => h,
         Err(e) => {
             state.db.transition_image(&image.id, &[ImageStatus::Importing], ImageStatus::Queued, "").await?;
-            return Err(e);
+            return Err(e.into());
         }
     };
     caller.audit(state, "image.import", "image", &image.id, &format!("web-download {url}")).await?;
@@ -263,7 +264,7 @@ async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64, hold: &mut BodyHol
         return Err(too_large(limit).into());
     }
     if let Some(n) = declared {
-        hold.cover(n).await.map_err(|e| e.message)?;
+        hold.cover(n).await.map_err(|e| e.to_string())?;
     }
     if let Some(dir) = dest.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(|e| format!("cannot create the download directory ({e})"))?;
@@ -281,7 +282,7 @@ async fn fetch(url: &reqwest::Url, dest: &FsPath, limit: u64, hold: &mut BodyHol
         if size > limit {
             return Err(too_large(limit).into());
         }
-        hold.cover(size).await.map_err(|e| e.message)?;
+        hold.cover(size).await.map_err(|e| e.to_string())?;
         file.write_all(&chunk).await.map_err(|e| format!("cannot write the download ({e})"))?;
     }
     file.sync_all().await.map_err(|e| format!("cannot write the download ({e})"))?;
