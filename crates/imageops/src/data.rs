@@ -130,7 +130,7 @@ impl Images {
     }
 
     /// The backend a request names (400 when there is none of that name), or the default one.
-    fn backend_named(&self, store: Option<&str>) -> Result<String, Error> {
+    pub(crate) fn backend_named(&self, store: Option<&str>) -> Result<String, Error> {
         match store.filter(|s| !s.is_empty()) {
             Some(name) if self.stores.get(name).is_some() => Ok(name.to_owned()),
             Some(name) => Err(Error::Invalid(format!("Unknown store {name:?}; {}.", self.stores.choose_one()))),

@@ -33,6 +33,8 @@ mod service;
 #[cfg(feature = "service")]
 mod shares;
 #[cfg(feature = "service")]
+mod staged;
+#[cfg(feature = "service")]
 mod status;
 #[cfg(feature = "service")]
 pub mod stores;
@@ -55,6 +57,8 @@ pub use package::Related;
 pub use service::{action_name, audit, image_facts, write_denial, Images};
 #[cfg(feature = "service")]
 pub use shares::MAX_MEMBERS;
+#[cfg(feature = "service")]
+pub use staged::Received;
 #[cfg(feature = "service")]
 pub use status::StatusAction;
 #[cfg(feature = "service")]

@@ -78,14 +78,7 @@ pub async fn staged_bytes(state: &AppState, project: &str) -> u64 {
     total
 }
 
-/// A request body written to disk, with its hashes.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(super) struct Received {
-    pub size: u64,
-    pub md5: String,
-    pub sha256: String,
-    pub sha512: String,
-}
+pub(super) use imageops::Received;
 
 /// The three digests Glance and the pipeline want, computed as the bytes pass: on blocking
 /// threads (one per digest, `digests::hash_parallel`), never on the async worker that receives
@@ -274,14 +267,6 @@ async fn receive(
     }
     file.sync_all().await.map_err(|e| write_failed(dir, "sync upload", &e, declared))?;
     Ok(got)
-}
-
-/// The backend named by `X-Image-Meta-Store` (400 if unknown), else the default one.
-fn check_formats(image: &records::ImageDetail, status: StatusCode) -> Result<()> {
-    if image.disk_format.is_none() || image.container_format.is_none() {
-        return Err(GlanceError::new(status, "Properties disk_format, container_format must be set prior to saving data."));
-    }
-    Ok(())
 }
 
 /// 409 when `image`'s import already started: its data is arriving (`saving`), being imported
@@ -497,48 +482,12 @@ pub async fn import(
     }
     match method {
         "glance-direct" => {
-            if image.status != ImageStatus::Uploading {
-                return Err(GlanceError::conflict(format!(
-                    "Image status is {}: glance-direct imports need staged data (status uploading); PUT /stage first.",
-                    image.status
-                )));
-            }
-            check_formats(&image, StatusCode::CONFLICT)?;
             if stores.len() > 1 {
                 return Err(GlanceError::bad_request(
                     "Hangar imports into one store; copy the active image to others with the copy-image method.",
                 ));
             }
-            let backend = stores.pop().unwrap_or_else(|| state.stores.default_backend().name().to_owned());
-            let meta = tokio::fs::read(staged_meta_path(&state, &id))
-                .await
-                .map_err(|_| GlanceError::conflict("No staged data was found for this image; PUT /stage again."))?;
-            let got: Received = serde_json::from_slice(&meta).map_err(|e| GlanceError::internal("staged metadata", &e))?;
-            let path = staged_path(&state, &id);
-            if !path.exists() {
-                return Err(GlanceError::conflict("No staged data was found for this image; PUT /stage again."));
-            }
-            // The one atomic step that lets a single import of the staged data start: of two
-            // concurrent requests, only one moves the image out of `uploading`.
-            if !state.db.transition_image(&id, &[ImageStatus::Uploading], ImageStatus::Importing, "").await? {
-                return Err(GlanceError::conflict("Image status transition to importing is not allowed: another import started first."));
-            }
-            // Until the job is queued, a failure (or the client going away) gives the staged data
-            // back, for another POST /import.
-            let restore = Restore::new(&state.db, &id, &[ImageStatus::Importing], Vec::new())
-                .back_to(ImageStatus::Uploading)
-                .hold("import", Some("stage"));
-            // The staged bytes' hold becomes the import's.
-            state.db.move_quota_hold(&id, "stage", "import", got.size).await?;
-            match submit_import(&state, &caller.me.user_id, &image, path, &got, backend).await {
-                Ok(_) => restore.disarm(),
-                Err(e) => {
-                    restore.now().await;
-                    return Err(e);
-                }
-            }
-            let _ = tokio::fs::remove_file(staged_meta_path(&state, &id)).await;
-            caller.audit(&state, "image.import", "image", &id, method).await?;
+            state.images.import_staged(&caller.authn, &id, stores.first().map(String::as_str)).await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
         "copy-image" => {
