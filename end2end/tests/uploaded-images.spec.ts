@@ -158,6 +158,13 @@ test("the jobs view lists imports with their outcome", async ({ page }) => {
   await expect(local.locator(".free")).toContainText(/free of/);
   // The background bar plus at least one format's segment.
   expect(await local.locator("svg.usage-chart rect").count()).toBeGreaterThan(1);
+  // The test's data directory shares its disk with the system: what else fills it is drawn
+  // too, so the bar is as full as the disk, not only as full as Hangar's images.
+  const other = local.locator("svg.usage-chart rect.other");
+  await expect(other).toHaveCount(1);
+  expect(Number(await other.getAttribute("width"))).toBeGreaterThan(2);
+  await expect(local.locator(".usage-line .other")).toContainText("used by everything else");
+  await expect(local.locator(".legend li.other")).toContainText("everything else");
   await expect(local.locator(".usage-table")).toContainText("default");
 });
 

@@ -181,6 +181,9 @@ fn colour(format: &str) -> &'static str {
     }
 }
 
+/// The bar's colour for what is not the images shown.
+const OTHER_COLOUR: &str = "#9aa3ad";
+
 /// Per backend: a stacked bar of bytes by format (server-rendered SVG), free space, and a table
 /// of bytes and images by project and format.
 #[component]
@@ -201,6 +204,16 @@ fn UsageView(backends: Vec<BackendUsage>) -> impl IntoView {
                     x += w;
                     seg
                 }).collect();
+                // What fills the storage besides the images shown (other projects' images,
+                // other files on the same disk): without it a nearly full disk would look empty.
+                let other = match (b.free, b.total) {
+                    (Some(f), Some(t)) => t.saturating_sub(f).saturating_sub(used),
+                    _ => 0,
+                };
+                let other_segment = (other > 0).then(|| {
+                    let w = (other as f64 / scale * W).max(2.0).min((W - x).max(0.0));
+                    (x, w, format!("Everything else on this storage: {}", human_bytes(other)))
+                });
                 let free = match (b.free, b.total) {
                     (Some(f), Some(t)) => format!("{} free of {}", human_bytes(f), human_bytes(t)),
                     _ => "free space: not reported by this backend".to_owned(),
@@ -209,17 +222,27 @@ fn UsageView(backends: Vec<BackendUsage>) -> impl IntoView {
                 view! {
                     <article class="card usage-card" data-backend=b.name.clone()>
                         <h3>{b.name.clone()}" "<span class="kind-note">{kind_label(&b.kind)}{if b.is_default { " · default for uploads" } else { "" }}</span></h3>
-                        <p class="usage-line">{format!("{} in {} image(s) · ", human_bytes(used), b.images())}<span class="free">{free}</span></p>
+                        <p class="usage-line">
+                            {format!("{} in {} image(s) · ", human_bytes(used), b.images())}
+                            {(other > 0).then(|| view! { <span class="other">{format!("{} used by everything else · ", human_bytes(other))}</span> })}
+                            <span class="free">{free}</span>
+                        </p>
                         <svg class="usage-chart" viewBox="0 0 600 28" width="100%" height="28" role="img" aria-label=summary>
                             <rect x="0" y="0" width="600" height="28" rx="6" fill="#eef1f5" />
                             {segments.into_iter().map(|(x, w, c, t)| view! {
                                 <rect x=format!("{x:.1}") y="0" width=format!("{w:.1}") height="28" fill=c><title>{t}</title></rect>
                             }).collect_view()}
+                            {other_segment.map(|(x, w, t)| view! {
+                                <rect class="other" x=format!("{x:.1}") y="0" width=format!("{w:.1}") height="28" fill=OTHER_COLOUR><title>{t}</title></rect>
+                            })}
                         </svg>
                         <ul class="legend">
                             {b.by_format.iter().map(|f| view! {
                                 <li><svg class="swatch" viewBox="0 0 1 1" aria-hidden="true"><rect width="1" height="1" fill=colour(&f.format) /></svg>{format!("{} · {} · {} image(s)", f.format, human_bytes(f.bytes), f.images)}</li>
                             }).collect_view()}
+                            {(other > 0).then(|| view! {
+                                <li class="other"><svg class="swatch" viewBox="0 0 1 1" aria-hidden="true"><rect width="1" height="1" fill=OTHER_COLOUR /></svg>{format!("everything else · {}", human_bytes(other))}</li>
+                            })}
                         </ul>
                         {(!b.by_project.is_empty()).then(|| view! {
                             <table class="table usage-table">
