@@ -134,6 +134,8 @@ test("a protected image cannot be deleted; once unprotected, deletion needs the 
   await del.getByLabel(`Type ${name} to confirm`).fill(name);
   await del.getByRole("button", { name: "Delete image" }).click();
   await expect(page).toHaveURL(/\/images\?deleted=/);
+  await expect(page.locator("#deleted-notice")).toHaveText(`Deleted the image “${name}” and its stored data.`);
+  await expect(page.locator("#images-table tr", { hasText: name })).toHaveCount(0);
   await page.goto(`/images/${id}`);
   await expect(page.locator("#image-error")).toContainText("No such image");
   expect((await page.request.get(`/images/${id}/file`)).status()).toBe(404);

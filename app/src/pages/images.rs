@@ -61,6 +61,10 @@ pub fn ImagesPage() -> impl IntoView {
                     })}
                 </Suspense>
             </div>
+            // The image page's delete comes back here with the name it deleted: say so.
+            {move || query.with(|q| q.get("deleted")).filter(|n| !n.is_empty()).map(|name| view! {
+                <p class="success" role="status" id="deleted-notice">{format!("Deleted the image “{name}” and its stored data.")}</p>
+            })}
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {
                     let uploader = matches!(me.await, Ok(Some(m)) if m.can_upload());
