@@ -20,7 +20,14 @@ const LEGEND: [(&str, &str, &str); 4] = [
 #[component]
 pub fn StoragePage() -> impl IntoView {
     let set = ServerAction::<SetMatrixCell>::new();
-    let matrix = Resource::new(move || set.version().get(), |_| storage_matrix());
+    // Re-read after a save that worked only: a refused one keeps the form as the admin typed it.
+    let saved = RwSignal::new(0u32);
+    Effect::new(move |_| {
+        if matches!(set.value().get(), Some(Ok(_))) {
+            saved.update(|n| *n += 1);
+        }
+    });
+    let matrix = Resource::new(move || saved.get(), |_| storage_matrix());
     let usage = Resource::new(|| (), |_| storage_overview());
     view! {
         <Title text="Storage matrix" />
@@ -127,6 +134,10 @@ fn MatrixView(m: MatrixData, set: ServerAction<SetMatrixCell>) -> impl IntoView 
 
 #[component]
 fn EditCell(m: StoredValue<MatrixData>, selected: Signal<(String, String)>, set: ServerAction<SetMatrixCell>) -> impl IntoView {
+    // Once hydrated, the target field shows only for "convert to …" (without JavaScript it
+    // always shows: the choice of action cannot hide it).
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
     move || {
         let (kind, format) = selected.get();
         let current = m.with_value(|m| m.cell(&kind, &format).cloned());
@@ -136,6 +147,7 @@ fn EditCell(m: StoredValue<MatrixData>, selected: Signal<(String, String)>, set:
         let kinds = m.with_value(|m| m.kinds.clone());
         let formats = m.with_value(|m| m.formats.clone());
         let (k2, f2) = (kind.clone(), format.clone());
+        let chosen = RwSignal::new(action.clone());
         view! {
             <section class="card" id="edit-cell" aria-labelledby="edit-cell-title">
                 <h2 id="edit-cell-title">"Edit a cell"</h2>
@@ -150,14 +162,16 @@ fn EditCell(m: StoredValue<MatrixData>, selected: Signal<(String, String)>, set:
                         {formats.into_iter().map(|f| { let sel = f == f2; view! { <option value=f.clone() selected=sel>{f.clone()}</option> } }).collect_view()}
                     </select>
                     <label for="cell-action">"On import"</label>
-                    <select id="cell-action" name="action">
+                    <select id="cell-action" name="action" on:change=move |ev| chosen.set(event_target_value(&ev))>
                         {LEGEND.iter().map(|(a, label, _)| { let sel = *a == action; view! { <option value=*a selected=sel>{*label}</option> } }).collect_view()}
                     </select>
-                    <label for="cell-target">"Convert to (only for “convert to …”)"</label>
-                    <select id="cell-target" name="target_format">
-                        <option value="" selected=target.is_empty()>"—"</option>
-                        {CONVERT_TARGETS.iter().map(|t| { let sel = *t == target; view! { <option value=*t selected=sel>{*t}</option> } }).collect_view()}
-                    </select>
+                    <div class="field" id="cell-target-field" hidden=move || hydrated.get() && chosen.get() != "convert">
+                        <label for="cell-target">"Convert to (only for “convert to …”)"</label>
+                        <select id="cell-target" name="target_format">
+                            <option value="" selected=target.is_empty()>"—"</option>
+                            {CONVERT_TARGETS.iter().map(|t| { let sel = *t == target; view! { <option value=*t selected=sel>{*t}</option> } }).collect_view()}
+                        </select>
+                    </div>
                     <label for="cell-reason">"Reason users see"</label>
                     <crate::html::TextArea value=reason attr:id="cell-reason" attr:name="reason" attr:rows="3" attr:maxlength="500" attr:required=true />
                     <button type="submit" class="button button-primary">"Save cell"</button>
