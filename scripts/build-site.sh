@@ -20,5 +20,6 @@ env -u LEPTOS_OUTPUT_NAME cargo build -p frontend --lib --target wasm32-unknown-
 mkdir -p "$site/pkg"
 wasm-bindgen --target web --no-typescript --out-name hangar --out-dir "$site/pkg" "$wasm"
 cp style/main.css "$site/pkg/hangar.css"
+cp style/nojs.css "$site/pkg/nojs.css"
 cp -r public/. "$site/"
 echo "site built in $site ($(du -sh "$site/pkg/hangar_bg.wasm" | cut -f1) wasm, $mode)"

@@ -1,4 +1,6 @@
 import { expect, test } from "@playwright/test";
+import { admin } from "../playwright.config";
+import { signIn } from "./helpers";
 
 test("without JavaScript the status check is disabled rather than dead", async ({ page }) => {
   await page.goto("/");
@@ -16,4 +18,16 @@ test("the welcome panel can be dismissed with a plain form post, and stays dismi
   await expect(page.locator("#welcome")).toHaveCount(0);
   await page.reload();
   await expect(page.locator("#welcome")).toHaveCount(0);
+});
+
+test("without JavaScript the Upload page offers no dead file picker, and says how to upload instead", async ({ page }) => {
+  await signIn(page, admin.username, admin.password);
+  await page.goto("/upload");
+  const notice = page.locator("#upload-needs-js");
+  await expect(notice).toBeVisible();
+  await expect(notice).toContainText("needs JavaScript");
+  await expect(notice).toContainText("openstack image create");
+  await expect(page.locator("#dropzone")).toBeHidden();
+  await expect(page.locator("#file-input")).toBeHidden();
+  await expect(page.getByText("Transfer settings")).toBeHidden();
 });

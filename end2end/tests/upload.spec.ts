@@ -47,6 +47,8 @@ async function openUpload(page: Page): Promise<void> {
   await signIn(page, admin.username, admin.password);
   await page.goto("/upload");
   await expect(page.locator("#status-check")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.locator("#dropzone")).toBeVisible();
+  await expect(page.locator("#upload-needs-js")).toBeHidden();
 }
 
 function card(page: Page, file: string) {

@@ -365,10 +365,20 @@ fn Uploader(project: String) -> impl IntoView {
             ". Each file is identified in your browser before anything is sent; Hangar checks it again on the server."
         </p>
         <noscript>
-            <div class="alert">"Uploading needs JavaScript: the browser reads and checks your file and sends it in resumable chunks."</div>
+            // Hides what only works with JavaScript (`.needs-js`): no dead picker.
+            <link rel="stylesheet" href="/pkg/nojs.css" />
+            <div class="alert" id="upload-needs-js">
+                <p>"Uploading from this page needs JavaScript: the browser reads and checks your file and sends it in resumable chunks."</p>
+                <p>"Without it, send the file with the OpenStack client, for example "
+                    <code>"openstack image create --disk-format qcow2 --container-format bare --file disk.qcow2 my-image"</code>
+                    ", or with any tus client (see the README)."</p>
+            </div>
         </noscript>
+        // Without JavaScript the picker could only pretend: the noscript stylesheet hides it.
+        // Before hydration it works (a file chosen then is picked up when the page hydrates).
         <div
-            class="dropzone"
+            id="dropzone"
+            class="dropzone needs-js"
             class:dragging=move || dragging.get()
             on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
             on:dragleave=move |_| dragging.set(false)
@@ -392,7 +402,7 @@ fn Uploader(project: String) -> impl IntoView {
             />
             <p class="muted">"QCOW2, RAW, VDI, VHD/VHDX, VMDK, ISO, AMI/AKI/ARI, and OVA or UEC packages. Until you start, only the first 64 KiB, the last 1.5 KiB and a package's file headers are read."</p>
         </div>
-        <details class="advanced">
+        <details class="advanced needs-js">
             <summary>"Transfer settings"</summary>
             <label for="chunk-size">"Chunk size"</label>
             <select id="chunk-size" on:change=move |ev| chunk_mib.set(event_target_value(&ev).parse().unwrap_or(8))>
