@@ -78,6 +78,23 @@ pub struct ReceivedData {
     pub sha512: Option<String>,
 }
 
+impl ReceivedData {
+    /// A request body of image `image_id` (of project `project_id`), written to `path` with its
+    /// digests (`got`), sent by `user_id`.
+    pub fn of_body(image_id: &str, project_id: &str, user_id: &str, path: PathBuf, got: &crate::Received) -> Self {
+        ReceivedData {
+            image_id: image_id.to_owned(),
+            path,
+            user_id: user_id.to_owned(),
+            project_id: project_id.to_owned(),
+            file_name: None,
+            sha256: Some(got.sha256.clone()),
+            md5: Some(got.md5.clone()),
+            sha512: Some(got.sha512.clone()),
+        }
+    }
+}
+
 impl Images {
     /// Decides whether the caller may send image `image_id` its data now, the one check of every
     /// door, made before a byte is read: the caller sees the image (404 otherwise) and may

@@ -59,16 +59,7 @@ impl Images {
             .back_to(ImageStatus::Uploading)
             .hold("import", Some("stage"));
         self.db.move_quota_hold(image_id, "stage", "import", got.size).await?;
-        let data = ReceivedData {
-            image_id: image_id.to_owned(),
-            path,
-            user_id: me.user_id.clone(),
-            project_id: image.owner.clone().unwrap_or_default(),
-            file_name: None,
-            sha256: Some(got.sha256.clone()),
-            md5: Some(got.md5.clone()),
-            sha512: Some(got.sha512.clone()),
-        };
+        let data = ReceivedData::of_body(image_id, image.owner.as_deref().unwrap_or(""), &me.user_id, path, &got);
         let job = match self.queue_import(&data, got.size, &backend).await {
             Ok(job) => {
                 restore.disarm();

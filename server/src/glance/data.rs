@@ -293,16 +293,7 @@ pub(super) async fn submit_import(
     got: &Received,
     backend: String,
 ) -> Result<records::JobRow> {
-    let data = ReceivedData {
-        image_id: image.id.clone(),
-        path,
-        user_id: user_id.to_owned(),
-        project_id: image.owner.clone().unwrap_or_default(),
-        file_name: None,
-        sha256: Some(got.sha256.clone()),
-        md5: Some(got.md5.clone()),
-        sha512: Some(got.sha512.clone()),
-    };
+    let data = ReceivedData::of_body(&image.id, image.owner.as_deref().unwrap_or(""), user_id, path, got);
     Ok(state.images.queue_import(&data, got.size, &backend).await?)
 }
 
