@@ -115,6 +115,26 @@ test("a file chosen before the page is interactive is picked up when it hydrates
   await expect(c.locator("button.start")).toHaveText("Start upload");
 });
 
+test("a disk format that contradicts the file cannot be started; one click takes the detected one", async ({ page }) => {
+  await openUpload(page);
+  await page.locator("#file-input").setInputFiles(qcow2);
+  const c = card(page, qcow2);
+  await expect(c.locator(".sniff")).toHaveAttribute("data-format", "qcow2");
+  const format = c.getByLabel("Disk format");
+  await expect(format).toHaveValue("qcow2");
+  await expect(c.locator("button.start")).toBeEnabled();
+  await format.selectOption("raw");
+  const warning = c.locator(".mismatch");
+  await expect(warning).toContainText("You chose RAW but the file is QCOW2");
+  await expect(c.locator("button.start")).toBeDisabled();
+  await warning.getByRole("button", { name: "Use QCOW2" }).click();
+  await expect(format).toHaveValue("qcow2");
+  await expect(c.locator(".mismatch")).toHaveCount(0);
+  await expect(c.locator("button.start")).toBeEnabled();
+  // Nothing was sent: the card still offers to start.
+  await expect(c.locator("button.start")).toHaveText("Start upload");
+});
+
 test("a qcow2 with a backing file is refused in the browser, and by the server if forced", async ({ page }) => {
   await openUpload(page);
   await page.locator("#file-input").setInputFiles(backed);

@@ -460,21 +460,22 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
             Some(Ok(r)) => view! { <SniffSummary report=r /> }.into_any(),
         }
     };
+    // A disk format that contradicts what the file is: (chosen, detected). The server would
+    // refuse the upload after every byte was sent, so it cannot start until resolved. An AMI is
+    // a raw file system: declared `ami`, raw bytes are right.
     let mismatch = {
         let it = it.clone();
         move || {
             let chosen = it.disk_format.get();
             let detected = it.report.with(|r| r.as_ref().and_then(|r| r.as_ref().ok()).and_then(glance_format));
             match detected {
-                Some(d) if !chosen.is_empty() && d != chosen => Some(format!(
-                    "You chose {} but the file is {}: the server will refuse it unless the format matches.",
-                    chosen.to_uppercase(),
-                    d.to_uppercase()
-                )),
+                Some("raw") if chosen == "ami" => None,
+                Some(d) if !chosen.is_empty() && d != chosen => Some((chosen, d)),
                 _ => None,
             }
         }
     };
+    let mismatch = StoredValue::new(mismatch);
     let percent = {
         let it = it.clone();
         move || if it.size == 0 { 100.0 } else { it.confirmed.get() as f64 * 100.0 / it.size as f64 }
@@ -515,6 +516,7 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
             matches!(it.phase.get(), Phase::Ready | Phase::Failed(_) | Phase::Paused)
                 && !it.name.get().trim().is_empty()
                 && !it.disk_format.get().is_empty()
+                && mismatch.with_value(|m| m()).is_none()
         }
     };
     let (i1, i2, i3, i4) = (it.clone(), it.clone(), it.clone(), it.clone());
@@ -532,7 +534,16 @@ fn UploadCard(item: Item, chunk_mib: RwSignal<u64>, store: RwSignal<String>) -> 
                     <option value="" selected={ let s = it.disk_format; move || s.get().is_empty() }>"Choose…"</option>
                     {DiskFormat::ALL.iter().map(|f| { let (f, s) = (f.as_str(), it.disk_format); view! { <option value=f selected=move || s.get() == f>{f.to_uppercase()}</option> } }).collect_view()}
                 </select>
-                {move || mismatch().map(|m| view! { <p class="warning" role="alert">{m}</p> })}
+                { let s = it.disk_format; move || mismatch.with_value(|m| m()).map(|(chosen, detected)| view! {
+                    <div class="warning mismatch" role="alert">
+                        <p>{format!(
+                            "You chose {} but the file is {}: the server would refuse it after the whole file was sent, so the upload cannot start until they match.",
+                            chosen.to_uppercase(),
+                            detected.to_uppercase()
+                        )}</p>
+                        <button type="button" class="button use-detected" on:click=move |_| s.set(detected.to_owned())>{format!("Use {}", detected.to_uppercase())}</button>
+                    </div>
+                }) }
                 { let c = it.container_format; move || package_note(&c.get()).map(|m| view! { <p class="muted package-note" role="note">{m}</p> }) }
                 <label for=ids("vis")>"Visibility"</label>
                 <select id=ids("vis") on:change={ let s = it.visibility; move |ev| s.set(event_target_value(&ev)) } disabled={ let e = ed; move || !e() }>
